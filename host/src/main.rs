@@ -1,1 +1,7 @@
-fn main() {}
+//! The `sluice` command: thin glue over the library.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    sluice::cli::main()
+}

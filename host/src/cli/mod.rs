@@ -1,0 +1,61 @@
+//! Command-line parsing and dispatch. Each subcommand lives in its own
+//! module and returns `anyhow::Result`; errors are printed once, with their
+//! causes, here.
+
+mod plugin;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Sluice: a mail pipeline whose stages are sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check, run and list stage plugins.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
+}
+
+/// A failure that has already been reported and only sets the exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);
+
+/// Runs the command line; the exit code is 0 on success, 1 when the work
+/// failed (e.g. a plugin trapped), 2 when the command line or an input was
+/// wrong.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Plugin(cmd) => plugin::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.downcast_ref::<Reported>().is_none() {
+                eprintln!("error: {e}");
+                for cause in e.chain().skip(1) {
+                    eprintln!("  caused by: {cause}");
+                }
+            }
+            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
+        }
+    }
+}
+
+/// A wrong command line or input file (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

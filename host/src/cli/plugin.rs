@@ -1,0 +1,237 @@
+//! `sluice plugin check | run | list`.
+
+use super::UsageError;
+use crate::builtin;
+use crate::runtime::{Limits, LogSource, Plugin, PluginSpec, Runtime, RuntimeConfig};
+use crate::stage::{self, Stage};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Load, type-check and smoke-run a plugin under its limits.
+    Check(Target),
+    /// Call a stage once with a JSON input and print the decision as JSON.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// The stage's input as JSON (`-` for stdin); see the SDK guide for its form.
+        #[arg(long, required_unless_present = "sample")]
+        input: Option<PathBuf>,
+        /// Use the stage's built-in sample input instead of --input.
+        #[arg(long, conflicts_with = "input")]
+        sample: bool,
+    },
+    /// List the default plugins built into this binary.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The stage the plugin is for: ingest, route, send, bounce or bill.
+    #[arg(long)]
+    stage: Stage,
+    /// The component file (`.wasm`).
+    #[arg(required_unless_present = "builtin", conflicts_with = "builtin")]
+    file: Option<PathBuf>,
+    /// A default plugin by name instead of a file (see `sluice plugin list`).
+    #[arg(long)]
+    builtin: Option<String>,
+    /// Wall-time limit of one call in milliseconds (default: the stage's).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory limit of one instance in MiB (default 64).
+    #[arg(long)]
+    memory_mib: Option<usize>,
+    /// A setting for the plugin, `KEY=VALUE`; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+}
+
+pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
+    match cmd {
+        PluginCommand::List => {
+            for b in builtin::all() {
+                println!("{:<18} {:<7} {:>7.1} KiB", b.name, b.stage, b.wasm.len() as f64 / 1024.0);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCommand::Check(target) => check(target),
+        PluginCommand::Run { target, input, sample } => run_once(target, input, sample),
+    }
+}
+
+struct Loaded {
+    plugin: Plugin,
+    name: String,
+    size: usize,
+    compile: Duration,
+}
+
+fn load(target: &Target) -> Result<Loaded> {
+    let (name, bytes) = match (&target.file, &target.builtin) {
+        (_, Some(name)) => {
+            let b = builtin::by_name(name).ok_or_else(|| {
+                let names: Vec<&str> = builtin::all().iter().map(|b| b.name).collect();
+                UsageError(format!("no default plugin called {name:?} (there are: {})", names.join(", ")))
+            })?;
+            (b.name.to_owned(), b.wasm.to_vec())
+        }
+        (Some(file), None) => {
+            let bytes = std::fs::read(file).map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+            (file.display().to_string(), bytes)
+        }
+        (None, None) => return Err(UsageError("name a plugin file or --builtin NAME".into()).into()),
+    };
+    let mut spec = PluginSpec::for_stage(target.stage);
+    let defaults = Limits::for_stage(target.stage);
+    spec.limits.timeout = target.timeout_ms.map_or(defaults.timeout, Duration::from_millis);
+    spec.limits.memory_bytes = target.memory_mib.map_or(defaults.memory_bytes, |m| m << 20);
+    for pair in &target.config {
+        let (k, v) = pair.split_once('=').ok_or_else(|| UsageError(format!("--config {pair:?} is not KEY=VALUE")))?;
+        spec.config.push((k.to_owned(), v.to_owned()));
+    }
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let started = Instant::now();
+    let plugin = runtime
+        .load(target.stage, &name, &bytes, spec)
+        .with_context(|| format!("{name} cannot be loaded as a {} plugin", target.stage))?;
+    Ok(Loaded { plugin, name, size: bytes.len(), compile: started.elapsed() })
+}
+
+/// A stage's input, parsed from JSON or taken from the samples.
+enum Input {
+    Ingest(stage::Submission),
+    Route(stage::RouteInput),
+    Send(stage::Attempt),
+    Bounce(stage::BounceInput),
+    Bill(stage::BillInput),
+}
+
+impl Input {
+    fn sample(stage: Stage) -> Input {
+        match stage {
+            Stage::Ingest => Input::Ingest(stage::samples::submission()),
+            Stage::Route => Input::Route(stage::samples::route_input()),
+            Stage::Send => Input::Send(stage::samples::attempt()),
+            Stage::Bounce => Input::Bounce(stage::samples::bounce_input()),
+            Stage::Bill => Input::Bill(stage::samples::bill_input()),
+        }
+    }
+
+    fn parse(stage: Stage, text: &str, origin: &str) -> Result<Input> {
+        let bad = |e: serde_json::Error| UsageError(format!("{origin}: not a valid {stage} input at line {}, column {}: {e}", e.line(), e.column()));
+        Ok(match stage {
+            Stage::Ingest => Input::Ingest(serde_json::from_str(text).map_err(bad)?),
+            Stage::Route => Input::Route(serde_json::from_str(text).map_err(bad)?),
+            Stage::Send => Input::Send(serde_json::from_str(text).map_err(bad)?),
+            Stage::Bounce => Input::Bounce(serde_json::from_str(text).map_err(bad)?),
+            Stage::Bill => Input::Bill(serde_json::from_str(text).map_err(bad)?),
+        })
+    }
+
+    /// Calls the plugin; the answer as JSON.
+    fn call(&self, plugin: &Plugin) -> Result<serde_json::Value, crate::runtime::PluginError> {
+        fn json<T: Serialize>(v: T) -> serde_json::Value {
+            serde_json::to_value(v).expect("stage types serialise")
+        }
+        Ok(match self {
+            Input::Ingest(i) => json(plugin.ingest(i)?),
+            Input::Route(i) => json(plugin.route(i)?),
+            Input::Send(i) => json(plugin.send(i)?),
+            Input::Bounce(i) => json(plugin.bounce(i)?),
+            Input::Bill(i) => json(plugin.bill(i)?),
+        })
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let v = match self {
+            Input::Ingest(i) => serde_json::to_value(i),
+            Input::Route(i) => serde_json::to_value(i),
+            Input::Send(i) => serde_json::to_value(i),
+            Input::Bounce(i) => serde_json::to_value(i),
+            Input::Bill(i) => serde_json::to_value(i),
+        };
+        v.expect("stage types serialise")
+    }
+}
+
+fn print_plugin_log(plugin: &Plugin) {
+    for line in plugin.log().drain() {
+        if line.source != LogSource::Host {
+            eprintln!("plugin {:?} {:?}: {}", line.source, line.level, line.message);
+        }
+    }
+}
+
+fn check(target: Target) -> Result<ExitCode> {
+    let loaded = load(&target)?;
+    let input = Input::sample(target.stage);
+    let started = Instant::now();
+    let answer = input.call(&loaded.plugin);
+    let took = started.elapsed();
+    print_plugin_log(&loaded.plugin);
+    match answer {
+        Ok(answer) => {
+            println!(
+                "ok: {} serves stage {} ({:.1} KiB, compiled in {} ms, sample call in {} µs): {}",
+                loaded.name,
+                target.stage,
+                loaded.size as f64 / 1024.0,
+                loaded.compile.as_millis(),
+                took.as_micros(),
+                summarize(&answer)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let msg = format!("{}: the sample {} call failed: {e}", loaded.name, target.stage);
+            eprintln!("error: {msg}");
+            Err(super::Reported(msg).into())
+        }
+    }
+}
+
+/// The answer on one short line.
+fn summarize(answer: &serde_json::Value) -> String {
+    let text = answer.to_string();
+    match text.char_indices().nth(160) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+fn run_once(target: Target, input: Option<PathBuf>, sample: bool) -> Result<ExitCode> {
+    let input = if sample {
+        Input::sample(target.stage)
+    } else {
+        let path = input.expect("clap requires --input without --sample");
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("cannot read the input from stdin")?
+        } else {
+            std::fs::read_to_string(&path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?
+        };
+        Input::parse(target.stage, &text, &path.display().to_string())?
+    };
+    if sample {
+        eprintln!("input: {}", input.to_json());
+    }
+    let loaded = load(&target)?;
+    let answer = input.call(&loaded.plugin);
+    print_plugin_log(&loaded.plugin);
+    match answer {
+        Ok(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let msg = format!("{}: {e}", loaded.name);
+            eprintln!("error: {msg}");
+            Err(super::Reported(msg).into())
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Sluice: a mail pipeline whose stages are sandboxed WebAssembly plugins.
+//!
+//! The binary (`src/main.rs`) is thin glue over these modules; see
+//! `ARCHITECTURE.md` for the map and the rules between them.
+
+pub mod builtin;
+pub mod cli;
+pub mod runtime;
+pub mod stage;

@@ -1,0 +1,449 @@
+//! The plugin runtime: the only module that knows wasmtime.
+//!
+//! One [`Runtime`] per process holds the engine (pooling allocator, epoch
+//! interruption driven by a background ticker), the linker (WASI with an
+//! empty context, plus the `host` imports) and nothing else. A [`Plugin`] is
+//! a component compiled once, type-checked against its stage's world, and
+//! pre-instantiated; each call runs in a fresh instance by default (nothing
+//! leaks between calls), bounded in wall time and memory. Whatever goes
+//! wrong inside a call comes back as a [`PluginError`] and the host carries
+//! on.
+
+mod bindings;
+mod convert;
+mod log;
+mod sandbox;
+
+pub use log::{LogLevel, LogLine, LogSource, PluginLog};
+
+use crate::stage::{self, Stage};
+use sandbox::{CaptureLimits, StoreState};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+/// How the process-wide engine is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Plugin instances alive at once (pool slots).
+    pub max_instances: u32,
+    /// Largest memory any plugin may be given; per-plugin limits are below it.
+    pub max_memory_bytes: usize,
+    /// How often the epoch advances; the granularity of call deadlines.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_instances: 256, max_memory_bytes: 256 << 20, epoch_tick: Duration::from_millis(1) }
+    }
+}
+
+/// Bounds of one plugin's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall time of one call, instantiation included.
+    pub timeout: Duration,
+    /// Linear memory of one instance.
+    pub memory_bytes: usize,
+    /// Keep an instance between calls instead of a fresh one per call.
+    /// Faster; only for trusted (platform) plugins. An instance that fails
+    /// is always dropped.
+    pub reuse_instances: bool,
+}
+
+impl Limits {
+    /// The platform's default limits for a stage.
+    pub fn for_stage(stage: Stage) -> Limits {
+        let timeout = match stage {
+            Stage::Ingest | Stage::Route | Stage::Send => Duration::from_millis(50),
+            Stage::Bounce => Duration::from_millis(250),
+            Stage::Bill => Duration::from_secs(2),
+        };
+        Limits { timeout, memory_bytes: 64 << 20, reuse_instances: false }
+    }
+}
+
+/// Why a plugin could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("the component does not serve stage {stage}: it does not export `{missing}` (it exports: {exports})")]
+    WrongWorld { stage: Stage, missing: &'static str, exports: String },
+    #[error("the component does not fit stage {stage}: {detail}")]
+    BadSignature { stage: Stage, detail: String },
+    #[error("the component imports something Sluice does not provide: {0}")]
+    UnknownImport(String),
+    #[error("memory limit of {asked} bytes is above the platform maximum of {max} bytes")]
+    MemoryAboveMaximum { asked: usize, max: usize },
+}
+
+/// Why a call produced no usable answer. The host never acts on a failed
+/// call: it defers the work or hands it to the fallback plugin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("plugin ran past its deadline of {}ms", .limit.as_millis())]
+    Timeout { limit: Duration },
+    #[error("plugin exceeded its memory limit of {limit_bytes} bytes (asked for {wanted_bytes})")]
+    MemoryLimit { limit_bytes: usize, wanted_bytes: usize },
+    #[error("plugin trapped: {message}")]
+    Trap { message: String },
+    #[error("plugin gave a malformed answer: {reason}")]
+    BadOutput { reason: String },
+    #[error("no plugin instance is free: {0}")]
+    Unavailable(String),
+}
+
+impl PluginError {
+    /// A short stable name for metrics and events.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::Timeout { .. } => "timeout",
+            PluginError::MemoryLimit { .. } => "memory_limit",
+            PluginError::Trap { .. } => "trap",
+            PluginError::BadOutput { .. } => "bad_output",
+            PluginError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+/// Advances the engine's epoch until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    config: RuntimeConfig,
+    _ticker: Ticker,
+}
+
+/// The process-wide plugin engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("config", &self.inner.config).finish()
+    }
+}
+
+impl Runtime {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .max_memory_size(config.max_memory_bytes)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8);
+        let mut cfg = Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot build the wasm engine: {e:#}"))?;
+
+        let mut linker: Linker<StoreState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        bindings::sluice::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, ticker_stop, tick) = (engine.clone(), stop.clone(), config.epoch_tick);
+        std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
+            while !ticker_stop.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                ticker_engine.increment_epoch();
+            }
+        })?;
+        Ok(Runtime { inner: Arc::new(Inner { engine, linker, config, _ticker: Ticker { stop } }) })
+    }
+
+    /// The runtime's configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// Compiles `bytes` and checks it serves `stage`. Compilation is the
+    /// slow part (milliseconds to a second): do it off the hot path.
+    pub fn load(&self, stage: Stage, name: &str, bytes: &[u8], spec: PluginSpec) -> Result<Plugin, LoadError> {
+        if spec.limits.memory_bytes > self.inner.config.max_memory_bytes {
+            return Err(LoadError::MemoryAboveMaximum { asked: spec.limits.memory_bytes, max: self.inner.config.max_memory_bytes });
+        }
+        let engine = &self.inner.engine;
+        let component = Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let exports: Vec<String> = component.component_type().exports(engine).map(|(n, _)| n.to_owned()).collect();
+        if !exports.iter().any(|e| e == stage.export_name()) {
+            let exports = if exports.is_empty() { "nothing".into() } else { exports.join(", ") };
+            return Err(LoadError::WrongWorld { stage, missing: stage.export_name(), exports });
+        }
+        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
+        let bad = |e: wasmtime::Error| LoadError::BadSignature { stage, detail: format!("{e:#}") };
+        let pre = match stage {
+            Stage::Ingest => StagePre::Ingest(bindings::ingest::IngestPre::new(pre).map_err(bad)?),
+            Stage::Route => StagePre::Route(bindings::route::RoutePre::new(pre).map_err(bad)?),
+            Stage::Send => StagePre::Send(bindings::send::SendStagePre::new(pre).map_err(bad)?),
+            Stage::Bounce => StagePre::Bounce(bindings::bounce::BouncePre::new(pre).map_err(bad)?),
+            Stage::Bill => StagePre::Bill(bindings::bill::BillPre::new(pre).map_err(bad)?),
+        };
+        Ok(Plugin {
+            runtime: self.clone(),
+            stage,
+            name: name.to_owned(),
+            pre,
+            limits: spec.limits,
+            config: spec.config.into(),
+            log: spec.log.unwrap_or_else(|| Arc::new(PluginLog::new(1000))),
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+/// How a plugin is to be run: limits, settings and where its log goes.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub limits: Limits,
+    /// Settings the plugin reads through `host.config`.
+    pub config: Vec<(String, String)>,
+    /// A log to share (e.g. per tenant); a fresh one of 1000 lines if none.
+    pub log: Option<Arc<PluginLog>>,
+}
+
+impl PluginSpec {
+    /// The stage's default limits, no settings.
+    pub fn for_stage(stage: Stage) -> PluginSpec {
+        PluginSpec { limits: Limits::for_stage(stage), config: Vec::new(), log: None }
+    }
+}
+
+enum StagePre {
+    Ingest(bindings::ingest::IngestPre<StoreState>),
+    Route(bindings::route::RoutePre<StoreState>),
+    Send(bindings::send::SendStagePre<StoreState>),
+    Bounce(bindings::bounce::BouncePre<StoreState>),
+    Bill(bindings::bill::BillPre<StoreState>),
+}
+
+enum Bound {
+    Ingest(bindings::ingest::Ingest),
+    Route(bindings::route::Route),
+    Send(bindings::send::SendStage),
+    Bounce(bindings::bounce::Bounce),
+    Bill(bindings::bill::Bill),
+}
+
+/// A loaded plugin, ready to call from any thread.
+pub struct Plugin {
+    runtime: Runtime,
+    stage: Stage,
+    name: String,
+    pre: StagePre,
+    limits: Limits,
+    config: Arc<[(String, String)]>,
+    log: Arc<PluginLog>,
+    /// Instances kept between calls when `reuse_instances` is on.
+    idle: Mutex<Vec<(Store<StoreState>, Bound)>>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("stage", &self.stage).field("name", &self.name).field("limits", &self.limits).finish()
+    }
+}
+
+/// Epoch checks fire at tick boundaries, so a deadline of N ticks can end
+/// up to one tick early: add one.
+fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
+    (timeout.as_micros() / tick.as_micros().max(1)) as u64 + 1
+}
+
+impl Plugin {
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The plugin's log (its `log` calls, stderr, and how failed calls ended).
+    pub fn log(&self) -> &Arc<PluginLog> {
+        &self.log
+    }
+
+    fn new_store(&self) -> Store<StoreState> {
+        let capture = CaptureLimits { log_lines: 64, log_line_chars: 4096, stderr_bytes: 16 * 1024 };
+        let state = StoreState::new(self.limits.memory_bytes, self.config.clone(), self.log.clone(), capture);
+        let mut store = Store::new(&self.runtime.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+    }
+
+    fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Bound> {
+        Ok(match &self.pre {
+            StagePre::Ingest(p) => Bound::Ingest(p.instantiate(store)?),
+            StagePre::Route(p) => Bound::Route(p.instantiate(store)?),
+            StagePre::Send(p) => Bound::Send(p.instantiate(store)?),
+            StagePre::Bounce(p) => Bound::Bounce(p.instantiate(store)?),
+            StagePre::Bill(p) => Bound::Bill(p.instantiate(store)?),
+        })
+    }
+
+    /// Runs `f` on an instance under the deadline and turns every failure
+    /// into a [`PluginError`]. A failed instance is never reused.
+    fn with_instance<R>(&self, f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R>) -> Result<R, PluginError> {
+        let reused = if self.limits.reuse_instances { self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() } else { None };
+        let ticks = deadline_ticks(self.limits.timeout, self.runtime.inner.config.epoch_tick);
+        let started = Instant::now();
+        let (mut store, result) = match reused {
+            Some((mut store, bound)) => {
+                store.set_epoch_deadline(ticks);
+                let r = f(&mut store, &bound);
+                (store, r.map(|v| (v, bound)))
+            }
+            None => {
+                let mut store = self.new_store();
+                store.set_epoch_deadline(ticks);
+                let r = self.instantiate(&mut store).and_then(|bound| f(&mut store, &bound).map(|v| (v, bound)));
+                (store, r)
+            }
+        };
+        let memory_exceeded = store.data().limiter.exceeded;
+        let stderr_tail = store.data_mut().finish_call();
+        match result {
+            Ok((value, bound)) => {
+                if self.limits.reuse_instances {
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((store, bound));
+                }
+                Ok(value)
+            }
+            Err(e) => {
+                let err = self.classify(&e, memory_exceeded, stderr_tail, started.elapsed());
+                self.log.push(LogLevel::Error, LogSource::Host, err.to_string(), Vec::new());
+                Err(err)
+            }
+        }
+    }
+
+    fn classify(&self, e: &wasmtime::Error, memory_exceeded: Option<usize>, stderr_tail: Option<String>, elapsed: Duration) -> PluginError {
+        if let Some(wanted_bytes) = memory_exceeded {
+            return PluginError::MemoryLimit { limit_bytes: self.limits.memory_bytes, wanted_bytes };
+        }
+        let message = match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => return PluginError::Timeout { limit: self.limits.timeout },
+            Some(Trap::StackOverflow) => "call stack exhausted (too deep recursion)".to_owned(),
+            Some(trap) => trap.to_string(),
+            None if elapsed >= self.limits.timeout => return PluginError::Timeout { limit: self.limits.timeout },
+            None => format!("{e:#}"),
+        };
+        match stderr_tail {
+            Some(tail) => PluginError::Trap { message: format!("{message}; last stderr line: {tail}") },
+            None => PluginError::Trap { message },
+        }
+    }
+
+    fn wrong_stage(&self, wanted: Stage) -> PluginError {
+        PluginError::Unavailable(format!("plugin {:?} serves stage {}, not {wanted}", self.name, self.stage))
+    }
+
+    fn checked<T>(answer: T, check: Result<(), String>) -> Result<T, PluginError> {
+        check.map(|()| answer).map_err(|reason| PluginError::BadOutput { reason })
+    }
+
+    /// Calls the ingest stage.
+    pub fn ingest(&self, input: &stage::Submission) -> Result<stage::IngestDecision, PluginError> {
+        if self.stage != Stage::Ingest {
+            return Err(self.wrong_stage(Stage::Ingest));
+        }
+        let arg = convert::submission(input.clone());
+        let out = self.with_instance(|store, bound| match bound {
+            Bound::Ingest(b) => b.sluice_plugin_ingest_filter().call_check(store, &arg),
+            _ => unreachable!("stage checked above"),
+        })?;
+        let d = convert::ingest_decision(out);
+        let check = stage::validate::ingest(input, &d);
+        Self::checked(d, check)
+    }
+
+    /// Calls the route stage.
+    pub fn route(&self, input: &stage::RouteInput) -> Result<stage::RouteDecision, PluginError> {
+        if self.stage != Stage::Route {
+            return Err(self.wrong_stage(Stage::Route));
+        }
+        let arg = convert::route_input(input.clone());
+        let out = self.with_instance(|store, bound| match bound {
+            Bound::Route(b) => b.sluice_plugin_router().call_route(store, &arg),
+            _ => unreachable!("stage checked above"),
+        })?;
+        let d = convert::route_decision(out);
+        let check = stage::validate::route(input, &d);
+        Self::checked(d, check)
+    }
+
+    /// Calls the send stage.
+    pub fn send(&self, input: &stage::Attempt) -> Result<stage::SendDecision, PluginError> {
+        if self.stage != Stage::Send {
+            return Err(self.wrong_stage(Stage::Send));
+        }
+        let arg = convert::attempt(input.clone());
+        let out = self.with_instance(|store, bound| match bound {
+            Bound::Send(b) => b.sluice_plugin_send_policy().call_decide(store, &arg),
+            _ => unreachable!("stage checked above"),
+        })?;
+        let d = convert::send_decision(out);
+        let check = stage::validate::send(input, &d);
+        Self::checked(d, check)
+    }
+
+    /// Calls the bounce stage.
+    pub fn bounce(&self, input: &stage::BounceInput) -> Result<stage::BounceOutput, PluginError> {
+        if self.stage != Stage::Bounce {
+            return Err(self.wrong_stage(Stage::Bounce));
+        }
+        let arg = convert::bounce_input(input.clone());
+        let out = self.with_instance(|store, bound| match bound {
+            Bound::Bounce(b) => b.sluice_plugin_bounce_parser().call_parse(store, &arg),
+            _ => unreachable!("stage checked above"),
+        })?;
+        let o = convert::bounce_output(out);
+        let check = stage::validate::bounce(input, &o);
+        Self::checked(o, check)
+    }
+
+    /// Calls the bill stage. A rater's own `Err` is a [`PluginError::BadOutput`]
+    /// naming its reason (e.g. an invalid tariff).
+    pub fn bill(&self, input: &stage::BillInput) -> Result<stage::BillOutput, PluginError> {
+        if self.stage != Stage::Bill {
+            return Err(self.wrong_stage(Stage::Bill));
+        }
+        let arg = convert::bill_input(input.clone());
+        let out = self.with_instance(|store, bound| match bound {
+            Bound::Bill(b) => b.sluice_plugin_rater().call_rate(store, &arg),
+            _ => unreachable!("stage checked above"),
+        })?;
+        let out = out.map_err(|reason| PluginError::BadOutput { reason: format!("the rater refused the batch: {reason}") })?;
+        let o = convert::bill_output(out);
+        let check = stage::validate::bill(input, &o);
+        Self::checked(o, check)
+    }
+}

@@ -1,0 +1,127 @@
+//! Checks of a plugin's answer against its input: an answer that breaks
+//! them is a malformed answer (`BadOutput`), never acted on.
+
+use super::*;
+use std::collections::HashSet;
+
+/// Longest delay a plugin may ask for: a week.
+pub const MAX_DELAY_SECS: u32 = 7 * 86_400;
+/// Most results one bounce may produce.
+pub const MAX_BOUNCE_RESULTS: usize = 10_000;
+/// Longest reason or diagnostic text kept.
+pub const MAX_TEXT: usize = 16 * 1024;
+
+fn text(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_TEXT {
+        return Err(format!("{what} is {} bytes long (at most {MAX_TEXT})", s.len()));
+    }
+    Ok(())
+}
+
+pub fn ingest(input: &Submission, d: &IngestDecision) -> Result<(), String> {
+    let _ = input;
+    match d {
+        IngestDecision::Accept(a) => {
+            for h in &a.add_headers {
+                let bad_name = h.name.is_empty() || !h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                if bad_name {
+                    return Err(format!("added header name {:?} is not a valid field name", h.name));
+                }
+                if h.value.contains(['\r', '\n']) {
+                    return Err(format!("added header {:?} has a line break in its value", h.name));
+                }
+                text("added header value", &h.value)?;
+            }
+            if a.add_headers.len() > 100 || a.add_tags.len() > 100 {
+                return Err("more than 100 added headers or tags".into());
+            }
+            Ok(())
+        }
+        IngestDecision::Reject(r) => {
+            if !(400..600).contains(&r.code) {
+                return Err(format!("rejection code {} is not a 4xx or 5xx", r.code));
+            }
+            text("rejection reason", &r.reason)
+        }
+    }
+}
+
+pub fn route(input: &RouteInput, d: &RouteDecision) -> Result<(), String> {
+    match d {
+        RouteDecision::Relays(ids) => {
+            if ids.is_empty() {
+                return Err("an empty relay list (defer or reject instead)".into());
+            }
+            if ids.len() > input.relays.len() {
+                return Err(format!("{} relay ids, but only {} relays were offered", ids.len(), input.relays.len()));
+            }
+            let offered: HashSet<&str> = input.relays.iter().map(|r| r.id.as_str()).collect();
+            let mut seen = HashSet::new();
+            for id in ids {
+                if !offered.contains(id.as_str()) {
+                    return Err(format!("relay {id:?} was not offered"));
+                }
+                if !seen.insert(id.as_str()) {
+                    return Err(format!("relay {id:?} is listed twice"));
+                }
+            }
+            Ok(())
+        }
+        RouteDecision::Defer(f) => {
+            if f.delay_secs > MAX_DELAY_SECS {
+                return Err(format!("deferral of {}s is longer than {MAX_DELAY_SECS}s", f.delay_secs));
+            }
+            text("deferral reason", &f.reason)
+        }
+        RouteDecision::Reject(r) => text("rejection reason", r),
+    }
+}
+
+pub fn send(input: &Attempt, d: &SendDecision) -> Result<(), String> {
+    let _ = input;
+    match d {
+        SendDecision::Delivered => Ok(()),
+        SendDecision::Retry(r) => {
+            if r.after_secs == 0 || r.after_secs > MAX_DELAY_SECS {
+                return Err(format!("retry after {}s is outside 1..={MAX_DELAY_SECS}s", r.after_secs));
+            }
+            text("retry reason", &r.reason)
+        }
+        SendDecision::NextRelay(r) | SendDecision::Fail(r) => text("reason", r),
+    }
+}
+
+pub fn bounce(input: &BounceInput, o: &BounceOutput) -> Result<(), String> {
+    let _ = input;
+    if o.results.len() > MAX_BOUNCE_RESULTS {
+        return Err(format!("{} results (at most {MAX_BOUNCE_RESULTS})", o.results.len()));
+    }
+    for r in &o.results {
+        text("diagnostic", &r.diagnostic)?;
+        if r.recipient.len() > 512 {
+            return Err(format!("recipient of {} bytes", r.recipient.len()));
+        }
+    }
+    Ok(())
+}
+
+pub fn bill(input: &BillInput, o: &BillOutput) -> Result<(), String> {
+    let keys: HashSet<&str> = input.events.iter().map(|e| e.key.as_str()).collect();
+    let valid_currency = o.currency.len() == 3 && o.currency.bytes().all(|b| b.is_ascii_uppercase());
+    if !valid_currency {
+        return Err(format!("currency {:?} is not an ISO 4217 code", o.currency));
+    }
+    let mut seen = HashSet::new();
+    for c in &o.charges {
+        if !keys.contains(c.event_key.as_str()) {
+            return Err(format!("charge for unknown event {:?}", c.event_key));
+        }
+        if c.service.is_empty() || c.service.len() > 128 {
+            return Err(format!("service name {:?} is empty or too long", c.service));
+        }
+        if !seen.insert((c.event_key.as_str(), c.service.as_str())) {
+            return Err(format!("two charges for event {:?} and service {:?}", c.event_key, c.service));
+        }
+    }
+    Ok(())
+}
