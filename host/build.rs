@@ -13,7 +13,9 @@ use std::process::Command;
 fn guest_crates(root: &Path) -> Vec<(String, bool)> {
     let mut crates = Vec::new();
     for (dir, builtin) in [("plugins", true), ("tests/guests", false)] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
         let mut names: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().join("Cargo.toml").exists())
@@ -28,30 +30,54 @@ fn guest_crates(root: &Path) -> Vec<(String, bool)> {
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap().to_path_buf();
-    for watched in ["plugins", "plugin-sdk", "tests/guests", "Cargo.toml", "Cargo.lock"] {
+    for watched in [
+        "plugins",
+        "plugin-sdk",
+        "tests/guests",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=SLUICE_WASM_TARGET_DIR");
 
     let target_dir = std::env::var_os("SLUICE_WASM_TARGET_DIR")
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("wasm-plugins")))
+        .or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR").map(|d| PathBuf::from(d).join("wasm-plugins"))
+        })
         .unwrap_or_else(|| root.join("target").join("wasm-plugins"));
     let crates = guest_crates(&root);
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
-        .args(["build", "--profile", "plugin", "--target", "wasm32-wasip2", "--target-dir"])
+        .args([
+            "build",
+            "--profile",
+            "plugin",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
         .arg(&target_dir);
     for (name, _) in &crates {
         cmd.args(["-p", name]);
     }
     // The outer build's flags are for the host target, not for wasm.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PROFILE_RELEASE_DEBUG"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PROFILE_RELEASE_DEBUG",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("cannot run cargo to build the wasm plugins");
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build the wasm plugins");
     assert!(
         status.success(),
         "building the wasm plugins failed; is the target installed? run `rustup target add wasm32-wasip2`"
@@ -68,7 +94,10 @@ fn main() {
         let copy = out_dir.join(&file);
         std::fs::copy(built.join(&file), &copy).unwrap_or_else(|e| panic!("copy {file}: {e}"));
         let konst = name.replace('-', "_").to_uppercase();
-        listing.push_str(&format!("/// The `{name}` component.\npub const {konst}: &[u8] = include_bytes!({:?});\n", copy.display().to_string()));
+        listing.push_str(&format!(
+            "/// The `{name}` component.\npub const {konst}: &[u8] = include_bytes!({:?});\n",
+            copy.display().to_string()
+        ));
         if *builtin {
             builtins.push((name.clone(), konst));
         }

@@ -36,7 +36,14 @@ fn stage_of(name: &str) -> Stage {
 
 /// Every default plugin.
 pub fn all() -> Vec<Builtin> {
-    generated::BUILTINS.iter().map(|(name, wasm)| Builtin { name, stage: stage_of(name), wasm }).collect()
+    generated::BUILTINS
+        .iter()
+        .map(|(name, wasm)| Builtin {
+            name,
+            stage: stage_of(name),
+            wasm,
+        })
+        .collect()
 }
 
 /// The default plugin called `name`.
@@ -65,6 +72,11 @@ mod tests {
         for stage in Stage::ALL {
             assert_eq!(default_for(stage).stage, stage);
         }
-        assert_eq!(all().len(), 5, "{:?}", all().iter().map(|b| b.name).collect::<Vec<_>>());
+        assert_eq!(
+            all().len(),
+            5,
+            "{:?}",
+            all().iter().map(|b| b.name).collect::<Vec<_>>()
+        );
     }
 }

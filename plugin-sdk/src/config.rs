@@ -18,5 +18,7 @@ pub fn get(key: &str) -> Option<String> {
 
 /// A setting parsed as a number, `default` when absent or not a number.
 pub fn get_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    get(key).and_then(|v| v.trim().parse().ok()).unwrap_or(default)
+    get(key)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
 }

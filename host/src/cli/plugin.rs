@@ -26,6 +26,12 @@ pub enum PluginCommand {
         #[arg(long, conflicts_with = "input")]
         sample: bool,
     },
+    /// Print a sample input of a stage as JSON (a start for --input).
+    Sample {
+        /// The stage: ingest, route, send, bounce or bill.
+        #[arg(long)]
+        stage: Stage,
+    },
     /// List the default plugins built into this binary.
     List,
 }
@@ -56,12 +62,28 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
     match cmd {
         PluginCommand::List => {
             for b in builtin::all() {
-                println!("{:<18} {:<7} {:>7.1} KiB", b.name, b.stage, b.wasm.len() as f64 / 1024.0);
+                println!(
+                    "{:<18} {:<7} {:>7.1} KiB",
+                    b.name,
+                    b.stage,
+                    b.wasm.len() as f64 / 1024.0
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
+        PluginCommand::Sample { stage } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Input::sample(stage).to_json())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         PluginCommand::Check(target) => check(target),
-        PluginCommand::Run { target, input, sample } => run_once(target, input, sample),
+        PluginCommand::Run {
+            target,
+            input,
+            sample,
+        } => run_once(target, input, sample),
     }
 }
 
@@ -77,22 +99,32 @@ fn load(target: &Target) -> Result<Loaded> {
         (_, Some(name)) => {
             let b = builtin::by_name(name).ok_or_else(|| {
                 let names: Vec<&str> = builtin::all().iter().map(|b| b.name).collect();
-                UsageError(format!("no default plugin called {name:?} (there are: {})", names.join(", ")))
+                UsageError(format!(
+                    "no default plugin called {name:?} (there are: {})",
+                    names.join(", ")
+                ))
             })?;
             (b.name.to_owned(), b.wasm.to_vec())
         }
         (Some(file), None) => {
-            let bytes = std::fs::read(file).map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+            let bytes = std::fs::read(file)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
             (file.display().to_string(), bytes)
         }
-        (None, None) => return Err(UsageError("name a plugin file or --builtin NAME".into()).into()),
+        (None, None) => {
+            return Err(UsageError("name a plugin file or --builtin NAME".into()).into());
+        }
     };
     let mut spec = PluginSpec::for_stage(target.stage);
     let defaults = Limits::for_stage(target.stage);
-    spec.limits.timeout = target.timeout_ms.map_or(defaults.timeout, Duration::from_millis);
+    spec.limits.timeout = target
+        .timeout_ms
+        .map_or(defaults.timeout, Duration::from_millis);
     spec.limits.memory_bytes = target.memory_mib.map_or(defaults.memory_bytes, |m| m << 20);
     for pair in &target.config {
-        let (k, v) = pair.split_once('=').ok_or_else(|| UsageError(format!("--config {pair:?} is not KEY=VALUE")))?;
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--config {pair:?} is not KEY=VALUE")))?;
         spec.config.push((k.to_owned(), v.to_owned()));
     }
     let runtime = Runtime::new(RuntimeConfig::default())?;
@@ -100,7 +132,12 @@ fn load(target: &Target) -> Result<Loaded> {
     let plugin = runtime
         .load(target.stage, &name, &bytes, spec)
         .with_context(|| format!("{name} cannot be loaded as a {} plugin", target.stage))?;
-    Ok(Loaded { plugin, name, size: bytes.len(), compile: started.elapsed() })
+    Ok(Loaded {
+        plugin,
+        name,
+        size: bytes.len(),
+        compile: started.elapsed(),
+    })
 }
 
 /// A stage's input, parsed from JSON or taken from the samples.
@@ -124,7 +161,13 @@ impl Input {
     }
 
     fn parse(stage: Stage, text: &str, origin: &str) -> Result<Input> {
-        let bad = |e: serde_json::Error| UsageError(format!("{origin}: not a valid {stage} input at line {}, column {}: {e}", e.line(), e.column()));
+        let bad = |e: serde_json::Error| {
+            UsageError(format!(
+                "{origin}: not a valid {stage} input at line {}, column {}: {e}",
+                e.line(),
+                e.column()
+            ))
+        };
         Ok(match stage {
             Stage::Ingest => Input::Ingest(serde_json::from_str(text).map_err(bad)?),
             Stage::Route => Input::Route(serde_json::from_str(text).map_err(bad)?),
@@ -163,7 +206,10 @@ impl Input {
 fn print_plugin_log(plugin: &Plugin) {
     for line in plugin.log().drain() {
         if line.source != LogSource::Host {
-            eprintln!("plugin {:?} {:?}: {}", line.source, line.level, line.message);
+            eprintln!(
+                "plugin {:?} {:?}: {}",
+                line.source, line.level, line.message
+            );
         }
     }
 }
@@ -189,7 +235,10 @@ fn check(target: Target) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let msg = format!("{}: the sample {} call failed: {e}", loaded.name, target.stage);
+            let msg = format!(
+                "{}: the sample {} call failed: {e}",
+                loaded.name, target.stage
+            );
             eprintln!("error: {msg}");
             Err(super::Reported(msg).into())
         }
@@ -213,13 +262,11 @@ fn run_once(target: Target, input: Option<PathBuf>, sample: bool) -> Result<Exit
         let text = if path.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin()).context("cannot read the input from stdin")?
         } else {
-            std::fs::read_to_string(&path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?
+            std::fs::read_to_string(&path)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?
         };
         Input::parse(target.stage, &text, &path.display().to_string())?
     };
-    if sample {
-        eprintln!("input: {}", input.to_json());
-    }
     let loaded = load(&target)?;
     let answer = input.call(&loaded.plugin);
     print_plugin_log(&loaded.plugin);

@@ -10,15 +10,25 @@ use super::bindings::sluice::plugin::types as wt;
 use crate::stage::*;
 
 fn header(h: Header) -> wt::Header {
-    wt::Header { name: h.name, value: h.value }
+    wt::Header {
+        name: h.name,
+        value: h.value,
+    }
 }
 
 fn header_back(h: wt::Header) -> Header {
-    Header { name: h.name, value: h.value }
+    Header {
+        name: h.name,
+        value: h.value,
+    }
 }
 
 fn reply(r: SmtpReply) -> wt::SmtpReply {
-    wt::SmtpReply { code: r.code, enhanced: r.enhanced, text: r.text }
+    wt::SmtpReply {
+        code: r.code,
+        enhanced: r.enhanced,
+        text: r.text,
+    }
 }
 
 fn direction(d: Direction) -> wt::Direction {
@@ -47,7 +57,10 @@ pub fn ingest_decision(d: wingest::IngestDecision) -> IngestDecision {
             add_headers: a.add_headers.into_iter().map(header_back).collect(),
             add_tags: a.add_tags,
         }),
-        wingest::IngestDecision::Reject(r) => IngestDecision::Reject(Rejection { code: r.code, reason: r.reason }),
+        wingest::IngestDecision::Reject(r) => IngestDecision::Reject(Rejection {
+            code: r.code,
+            reason: r.reason,
+        }),
     }
 }
 
@@ -99,7 +112,10 @@ pub fn route_input(i: RouteInput) -> wroute::RouteInput {
 pub fn route_decision(d: wroute::RouteDecision) -> RouteDecision {
     match d {
         wroute::RouteDecision::Relays(r) => RouteDecision::Relays(r),
-        wroute::RouteDecision::Defer(d) => RouteDecision::Defer(Deferral { delay_secs: d.delay_secs, reason: d.reason }),
+        wroute::RouteDecision::Defer(d) => RouteDecision::Defer(Deferral {
+            delay_secs: d.delay_secs,
+            reason: d.reason,
+        }),
         wroute::RouteDecision::Reject(r) => RouteDecision::Reject(r),
     }
 }
@@ -121,7 +137,10 @@ pub fn attempt(a: Attempt) -> wsend::Attempt {
 pub fn send_decision(d: wsend::SendDecision) -> SendDecision {
     match d {
         wsend::SendDecision::Delivered => SendDecision::Delivered,
-        wsend::SendDecision::Retry(r) => SendDecision::Retry(Retry { after_secs: r.after_secs, reason: r.reason }),
+        wsend::SendDecision::Retry(r) => SendDecision::Retry(Retry {
+            after_secs: r.after_secs,
+            reason: r.reason,
+        }),
         wsend::SendDecision::NextRelay(r) => SendDecision::NextRelay(r),
         wsend::SendDecision::Fail(r) => SendDecision::Fail(r),
     }
@@ -130,7 +149,10 @@ pub fn send_decision(d: wsend::SendDecision) -> SendDecision {
 pub fn bounce_input(i: BounceInput) -> wbounce::BounceInput {
     match i {
         BounceInput::Email(bytes) => wbounce::BounceInput::Email(bytes),
-        BounceInput::Reply(r) => wbounce::BounceInput::Reply(wbounce::ReplyInput { recipient: r.recipient, reply: reply(r.reply) }),
+        BounceInput::Reply(r) => wbounce::BounceInput::Reply(wbounce::ReplyInput {
+            recipient: r.recipient,
+            reply: reply(r.reply),
+        }),
         BounceInput::LogLine(l) => wbounce::BounceInput::LogLine(l),
     }
 }
@@ -213,7 +235,10 @@ pub fn bill_input(i: BillInput) -> wbill::BillInput {
         period_to_date: i
             .period_to_date
             .into_iter()
-            .map(|c| wbill::Counter { service: c.service, quantity: c.quantity })
+            .map(|c| wbill::Counter {
+                service: c.service,
+                quantity: c.quantity,
+            })
             .collect(),
         events: i
             .events
@@ -242,7 +267,10 @@ pub fn bill_output(o: wbill::BillOutput) -> BillOutput {
                 event_key: c.event_key,
                 service: c.service,
                 quantity: c.quantity,
-                unit_price: Decimal { mantissa: c.unit_price.mantissa, scale: c.unit_price.scale },
+                unit_price: Decimal {
+                    mantissa: c.unit_price.mantissa,
+                    scale: c.unit_price.scale,
+                },
                 amount: c.amount,
             })
             .collect(),

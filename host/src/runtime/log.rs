@@ -50,11 +50,20 @@ pub struct PluginLog {
 impl PluginLog {
     /// A log keeping the last `capacity` lines.
     pub fn new(capacity: usize) -> PluginLog {
-        PluginLog { capacity: capacity.max(1), lines: Mutex::new(VecDeque::new()) }
+        PluginLog {
+            capacity: capacity.max(1),
+            lines: Mutex::new(VecDeque::new()),
+        }
     }
 
     /// Appends a line, dropping the oldest when full.
-    pub fn push(&self, level: LogLevel, source: LogSource, message: String, fields: Vec<(String, String)>) {
+    pub fn push(
+        &self,
+        level: LogLevel,
+        source: LogSource,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
         let at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -63,16 +72,31 @@ impl PluginLog {
         if lines.len() == self.capacity {
             lines.pop_front();
         }
-        lines.push_back(LogLine { at_ms, level, source, message, fields });
+        lines.push_back(LogLine {
+            at_ms,
+            level,
+            source,
+            message,
+            fields,
+        });
     }
 
     /// The lines kept, oldest first.
     pub fn lines(&self) -> Vec<LogLine> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// The lines kept, emptying the log.
     pub fn drain(&self) -> Vec<LogLine> {
-        self.lines.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect()
+        self.lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
     }
 }

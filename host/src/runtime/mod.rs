@@ -37,7 +37,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_instances: 256, max_memory_bytes: 256 << 20, epoch_tick: Duration::from_millis(1) }
+        RuntimeConfig {
+            max_instances: 256,
+            max_memory_bytes: 256 << 20,
+            epoch_tick: Duration::from_millis(1),
+        }
     }
 }
 
@@ -62,7 +66,11 @@ impl Limits {
             Stage::Bounce => Duration::from_millis(250),
             Stage::Bill => Duration::from_secs(2),
         };
-        Limits { timeout, memory_bytes: 64 << 20, reuse_instances: false }
+        Limits {
+            timeout,
+            memory_bytes: 64 << 20,
+            reuse_instances: false,
+        }
     }
 }
 
@@ -71,8 +79,14 @@ impl Limits {
 pub enum LoadError {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
-    #[error("the component does not serve stage {stage}: it does not export `{missing}` (it exports: {exports})")]
-    WrongWorld { stage: Stage, missing: &'static str, exports: String },
+    #[error(
+        "the component does not serve stage {stage}: it does not export `{missing}` (it exports: {exports})"
+    )]
+    WrongWorld {
+        stage: Stage,
+        missing: &'static str,
+        exports: String,
+    },
     #[error("the component does not fit stage {stage}: {detail}")]
     BadSignature { stage: Stage, detail: String },
     #[error("the component imports something Sluice does not provide: {0}")]
@@ -88,7 +102,10 @@ pub enum PluginError {
     #[error("plugin ran past its deadline of {}ms", .limit.as_millis())]
     Timeout { limit: Duration },
     #[error("plugin exceeded its memory limit of {limit_bytes} bytes (asked for {wanted_bytes})")]
-    MemoryLimit { limit_bytes: usize, wanted_bytes: usize },
+    MemoryLimit {
+        limit_bytes: usize,
+        wanted_bytes: usize,
+    },
     #[error("plugin trapped: {message}")]
     Trap { message: String },
     #[error("plugin gave a malformed answer: {reason}")]
@@ -136,7 +153,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("config", &self.inner.config).finish()
+        f.debug_struct("Runtime")
+            .field("config", &self.inner.config)
+            .finish()
     }
 }
 
@@ -157,7 +176,8 @@ impl Runtime {
             .max_wasm_stack(1 << 20)
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("cannot build the wasm engine: {e:#}"))?;
+        let engine = Engine::new(&cfg)
+            .map_err(|e| anyhow::anyhow!("cannot build the wasm engine: {e:#}"))?;
 
         let mut linker: Linker<StoreState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -166,13 +186,22 @@ impl Runtime {
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, ticker_stop, tick) = (engine.clone(), stop.clone(), config.epoch_tick);
-        std::thread::Builder::new().name("sluice-epoch".into()).spawn(move || {
-            while !ticker_stop.load(Ordering::Relaxed) {
-                std::thread::sleep(tick);
-                ticker_engine.increment_epoch();
-            }
-        })?;
-        Ok(Runtime { inner: Arc::new(Inner { engine, linker, config, _ticker: Ticker { stop } }) })
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                _ticker: Ticker { stop },
+            }),
+        })
     }
 
     /// The runtime's configuration.
@@ -182,19 +211,48 @@ impl Runtime {
 
     /// Compiles `bytes` and checks it serves `stage`. Compilation is the
     /// slow part (milliseconds to a second): do it off the hot path.
-    pub fn load(&self, stage: Stage, name: &str, bytes: &[u8], spec: PluginSpec) -> Result<Plugin, LoadError> {
+    pub fn load(
+        &self,
+        stage: Stage,
+        name: &str,
+        bytes: &[u8],
+        spec: PluginSpec,
+    ) -> Result<Plugin, LoadError> {
         if spec.limits.memory_bytes > self.inner.config.max_memory_bytes {
-            return Err(LoadError::MemoryAboveMaximum { asked: spec.limits.memory_bytes, max: self.inner.config.max_memory_bytes });
+            return Err(LoadError::MemoryAboveMaximum {
+                asked: spec.limits.memory_bytes,
+                max: self.inner.config.max_memory_bytes,
+            });
         }
         let engine = &self.inner.engine;
-        let component = Component::new(engine, bytes).map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-        let exports: Vec<String> = component.component_type().exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let component = Component::new(engine, bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
         if !exports.iter().any(|e| e == stage.export_name()) {
-            let exports = if exports.is_empty() { "nothing".into() } else { exports.join(", ") };
-            return Err(LoadError::WrongWorld { stage, missing: stage.export_name(), exports });
+            let exports = if exports.is_empty() {
+                "nothing".into()
+            } else {
+                exports.join(", ")
+            };
+            return Err(LoadError::WrongWorld {
+                stage,
+                missing: stage.export_name(),
+                exports,
+            });
         }
-        let pre = self.inner.linker.instantiate_pre(&component).map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
-        let bad = |e: wasmtime::Error| LoadError::BadSignature { stage, detail: format!("{e:#}") };
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::UnknownImport(format!("{e:#}")))?;
+        let bad = |e: wasmtime::Error| LoadError::BadSignature {
+            stage,
+            detail: format!("{e:#}"),
+        };
         let pre = match stage {
             Stage::Ingest => StagePre::Ingest(bindings::ingest::IngestPre::new(pre).map_err(bad)?),
             Stage::Route => StagePre::Route(bindings::route::RoutePre::new(pre).map_err(bad)?),
@@ -228,7 +286,11 @@ pub struct PluginSpec {
 impl PluginSpec {
     /// The stage's default limits, no settings.
     pub fn for_stage(stage: Stage) -> PluginSpec {
-        PluginSpec { limits: Limits::for_stage(stage), config: Vec::new(), log: None }
+        PluginSpec {
+            limits: Limits::for_stage(stage),
+            config: Vec::new(),
+            log: None,
+        }
     }
 }
 
@@ -263,7 +325,11 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("stage", &self.stage).field("name", &self.name).field("limits", &self.limits).finish()
+        f.debug_struct("Plugin")
+            .field("stage", &self.stage)
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -292,8 +358,17 @@ impl Plugin {
     }
 
     fn new_store(&self) -> Store<StoreState> {
-        let capture = CaptureLimits { log_lines: 64, log_line_chars: 4096, stderr_bytes: 16 * 1024 };
-        let state = StoreState::new(self.limits.memory_bytes, self.config.clone(), self.log.clone(), capture);
+        let capture = CaptureLimits {
+            log_lines: 64,
+            log_line_chars: 4096,
+            stderr_bytes: 16 * 1024,
+        };
+        let state = StoreState::new(
+            self.limits.memory_bytes,
+            self.config.clone(),
+            self.log.clone(),
+            capture,
+        );
         let mut store = Store::new(&self.runtime.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
@@ -311,8 +386,15 @@ impl Plugin {
 
     /// Runs `f` on an instance under the deadline and turns every failure
     /// into a [`PluginError`]. A failed instance is never reused.
-    fn with_instance<R>(&self, f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R>) -> Result<R, PluginError> {
-        let reused = if self.limits.reuse_instances { self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() } else { None };
+    fn with_instance<R>(
+        &self,
+        f: impl FnOnce(&mut Store<StoreState>, &Bound) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let reused = if self.limits.reuse_instances {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        } else {
+            None
+        };
         let ticks = deadline_ticks(self.limits.timeout, self.runtime.inner.config.epoch_tick);
         let started = Instant::now();
         let (mut store, result) = match reused {
@@ -324,7 +406,9 @@ impl Plugin {
             None => {
                 let mut store = self.new_store();
                 store.set_epoch_deadline(ticks);
-                let r = self.instantiate(&mut store).and_then(|bound| f(&mut store, &bound).map(|v| (v, bound)));
+                let r = self
+                    .instantiate(&mut store)
+                    .and_then(|bound| f(&mut store, &bound).map(|v| (v, bound)));
                 (store, r)
             }
         };
@@ -333,41 +417,79 @@ impl Plugin {
         match result {
             Ok((value, bound)) => {
                 if self.limits.reuse_instances {
-                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push((store, bound));
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((store, bound));
                 }
                 Ok(value)
             }
             Err(e) => {
                 let err = self.classify(&e, memory_exceeded, stderr_tail, started.elapsed());
-                self.log.push(LogLevel::Error, LogSource::Host, err.to_string(), Vec::new());
+                self.log.push(
+                    LogLevel::Error,
+                    LogSource::Host,
+                    err.to_string(),
+                    Vec::new(),
+                );
                 Err(err)
             }
         }
     }
 
-    fn classify(&self, e: &wasmtime::Error, memory_exceeded: Option<usize>, stderr_tail: Option<String>, elapsed: Duration) -> PluginError {
+    fn classify(
+        &self,
+        e: &wasmtime::Error,
+        memory_exceeded: Option<usize>,
+        stderr_tail: Option<String>,
+        elapsed: Duration,
+    ) -> PluginError {
         if let Some(wanted_bytes) = memory_exceeded {
-            return PluginError::MemoryLimit { limit_bytes: self.limits.memory_bytes, wanted_bytes };
+            return PluginError::MemoryLimit {
+                limit_bytes: self.limits.memory_bytes,
+                wanted_bytes,
+            };
         }
         let message = match e.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => return PluginError::Timeout { limit: self.limits.timeout },
+            Some(Trap::Interrupt) => {
+                return PluginError::Timeout {
+                    limit: self.limits.timeout,
+                };
+            }
             Some(Trap::StackOverflow) => "call stack exhausted (too deep recursion)".to_owned(),
+            Some(Trap::MemoryOutOfBounds) => {
+                format!(
+                    "{}: a stack overflow in the plugin shows up this way too",
+                    Trap::MemoryOutOfBounds
+                )
+            }
             Some(trap) => trap.to_string(),
-            None if elapsed >= self.limits.timeout => return PluginError::Timeout { limit: self.limits.timeout },
+            None if elapsed >= self.limits.timeout => {
+                return PluginError::Timeout {
+                    limit: self.limits.timeout,
+                };
+            }
             None => format!("{e:#}"),
         };
         match stderr_tail {
-            Some(tail) => PluginError::Trap { message: format!("{message}; last stderr line: {tail}") },
+            Some(words) => PluginError::Trap {
+                message: format!("{message}; stderr: {words}"),
+            },
             None => PluginError::Trap { message },
         }
     }
 
     fn wrong_stage(&self, wanted: Stage) -> PluginError {
-        PluginError::Unavailable(format!("plugin {:?} serves stage {}, not {wanted}", self.name, self.stage))
+        PluginError::Unavailable(format!(
+            "plugin {:?} serves stage {}, not {wanted}",
+            self.name, self.stage
+        ))
     }
 
     fn checked<T>(answer: T, check: Result<(), String>) -> Result<T, PluginError> {
-        check.map(|()| answer).map_err(|reason| PluginError::BadOutput { reason })
+        check
+            .map(|()| answer)
+            .map_err(|reason| PluginError::BadOutput { reason })
     }
 
     /// Calls the ingest stage.
@@ -441,7 +563,9 @@ impl Plugin {
             Bound::Bill(b) => b.sluice_plugin_rater().call_rate(store, &arg),
             _ => unreachable!("stage checked above"),
         })?;
-        let out = out.map_err(|reason| PluginError::BadOutput { reason: format!("the rater refused the batch: {reason}") })?;
+        let out = out.map_err(|reason| PluginError::BadOutput {
+            reason: format!("the rater refused the batch: {reason}"),
+        })?;
         let o = convert::bill_output(out);
         let check = stage::validate::bill(input, &o);
         Self::checked(o, check)

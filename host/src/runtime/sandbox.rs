@@ -35,7 +35,12 @@ pub struct StoreState {
 }
 
 impl StoreState {
-    pub fn new(memory_bytes: usize, config: Arc<[(String, String)]>, log: Arc<PluginLog>, capture: CaptureLimits) -> StoreState {
+    pub fn new(
+        memory_bytes: usize,
+        config: Arc<[(String, String)]>,
+        log: Arc<PluginLog>,
+        capture: CaptureLimits,
+    ) -> StoreState {
         let stderr = CappedPipe::new(capture.stderr_bytes);
         let wasi = WasiCtx::builder()
             .stdout(stderr.clone())
@@ -49,7 +54,10 @@ impl StoreState {
         StoreState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { cap: memory_bytes, exceeded: None },
+            limiter: MemoryLimiter {
+                cap: memory_bytes,
+                exceeded: None,
+            },
             config,
             log,
             capture,
@@ -63,27 +71,62 @@ impl StoreState {
     pub fn finish_call(&mut self) -> Option<String> {
         let (bytes, dropped) = self.stderr.take();
         let text = String::from_utf8_lossy(&bytes);
-        let mut last = None;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            self.log.push(LogLevel::Warn, LogSource::Stderr, line.to_owned(), Vec::new());
-            last = Some(line.to_owned());
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        for line in &lines {
+            self.log.push(
+                LogLevel::Warn,
+                LogSource::Stderr,
+                (*line).to_owned(),
+                Vec::new(),
+            );
         }
         if dropped > 0 {
-            self.log.push(LogLevel::Warn, LogSource::Host, format!("{dropped} more bytes of stderr were dropped"), Vec::new());
+            self.log.push(
+                LogLevel::Warn,
+                LogSource::Host,
+                format!("{dropped} more bytes of stderr were dropped"),
+                Vec::new(),
+            );
         }
         if self.logged > self.capture.log_lines {
             let n = self.logged - self.capture.log_lines;
-            self.log.push(LogLevel::Warn, LogSource::Host, format!("{n} more log lines were dropped"), Vec::new());
+            self.log.push(
+                LogLevel::Warn,
+                LogSource::Host,
+                format!("{n} more log lines were dropped"),
+                Vec::new(),
+            );
         }
         self.logged = 0;
         self.limiter.exceeded = None;
-        last
+        last_words(&lines)
     }
+}
+
+/// What best explains a failed call from its stderr: a Rust panic's
+/// location and message, else the last line that is not a hint.
+fn last_words(lines: &[&str]) -> Option<String> {
+    if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
+        let message = lines
+            .get(i + 1)
+            .filter(|l| !l.starts_with("note:"))
+            .copied()
+            .unwrap_or("");
+        return Some(format!("{} {message}", lines[i].trim()).trim().to_owned());
+    }
+    lines
+        .iter()
+        .rev()
+        .find(|l| !l.starts_with("note:"))
+        .map(|l| (*l).to_owned())
 }
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -104,8 +147,13 @@ impl host::Host for StoreState {
             Some((i, _)) => s[..i].to_owned(),
             None => s,
         };
-        let fields = fields.into_iter().take(32).map(|(k, v)| (clip(k), clip(v))).collect();
-        self.log.push(level, LogSource::Plugin, clip(message), fields);
+        let fields = fields
+            .into_iter()
+            .take(32)
+            .map(|(k, v)| (clip(k), clip(v)))
+            .collect();
+        self.log
+            .push(level, LogSource::Plugin, clip(message), fields);
     }
 
     fn config(&mut self) -> Vec<(String, String)> {
@@ -120,17 +168,30 @@ pub struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.cap {
             self.exceeded = Some(desired);
             // An error traps the guest at once (rather than returning -1 to an
             // allocator that would then abort with a misleading `unreachable`).
-            return Err(wasmtime::format_err!("memory limit of {} bytes exceeded (wanted {desired})", self.cap));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} bytes exceeded (wanted {desired})",
+                self.cap
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -168,7 +229,10 @@ pub struct CappedPipe {
 
 impl CappedPipe {
     fn new(capacity: usize) -> CappedPipe {
-        CappedPipe { capacity, inner: Arc::new(Mutex::new((Vec::new(), 0))) }
+        CappedPipe {
+            capacity,
+            inner: Arc::new(Mutex::new((Vec::new(), 0))),
+        }
     }
 
     /// The kept bytes and the count of dropped ones, emptying the pipe.

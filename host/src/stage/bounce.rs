@@ -97,6 +97,8 @@ mod base64_bytes {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        STANDARD.decode(text.trim()).map_err(|e| serde::de::Error::custom(format!("email_base64 is not base64: {e}")))
+        STANDARD
+            .decode(text.trim())
+            .map_err(|e| serde::de::Error::custom(format!("email_base64 is not base64: {e}")))
     }
 }

@@ -22,7 +22,10 @@ pub struct DecimalError {
 impl FromStr for Decimal {
     type Err = DecimalError;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let err = |problem| DecimalError { input: text.to_owned(), problem };
+        let err = |problem| DecimalError {
+            input: text.to_owned(),
+            problem,
+        };
         let t = text.trim();
         let (negative, digits) = match t.strip_prefix('-') {
             Some(rest) => (true, rest),
@@ -45,7 +48,10 @@ impl FromStr for Decimal {
                 .and_then(|m| m.checked_add(i64::from(b - b'0')))
                 .ok_or_else(|| err("too many digits"))?;
         }
-        Ok(Decimal { mantissa: if negative { -mantissa } else { mantissa }, scale: frac.len() as u8 })
+        Ok(Decimal {
+            mantissa: if negative { -mantissa } else { mantissa },
+            scale: frac.len() as u8,
+        })
     }
 }
 

@@ -11,8 +11,8 @@ mod bounce;
 mod decimal;
 mod ingest;
 mod route;
-mod send;
 pub mod samples;
+mod send;
 pub mod validate;
 
 pub use bill::{BillInput, BillOutput, Charge, Counter, Outcome, UsageEvent};
@@ -42,7 +42,13 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in pipeline order.
-    pub const ALL: [Stage; 5] = [Stage::Ingest, Stage::Route, Stage::Send, Stage::Bounce, Stage::Bill];
+    pub const ALL: [Stage; 5] = [
+        Stage::Ingest,
+        Stage::Route,
+        Stage::Send,
+        Stage::Bounce,
+        Stage::Bill,
+    ];
 
     /// The stage's name in TOML, URLs and the CLI.
     pub fn name(self) -> &'static str {

@@ -11,8 +11,14 @@ pub fn submission() -> Submission {
         sender: "news@acme.example".into(),
         recipients: vec!["ann@example.org".into(), "bob@example.net".into()],
         headers: vec![
-            Header { name: "From".into(), value: "Acme News <news@acme.example>".into() },
-            Header { name: "Subject".into(), value: "Your November statement".into() },
+            Header {
+                name: "From".into(),
+                value: "Acme News <news@acme.example>".into(),
+            },
+            Header {
+                name: "Subject".into(),
+                value: "Your November statement".into(),
+            },
         ],
         size: 14_200,
         tags: vec!["statements".into()],
@@ -22,7 +28,14 @@ pub fn submission() -> Submission {
 }
 
 fn window(window_secs: u32, sent: u64, delivered: u64, deferred: u64) -> RelayWindow {
-    RelayWindow { window_secs, sent, delivered, deferred, mean_latency_ms: 180, ..RelayWindow::default() }
+    RelayWindow {
+        window_secs,
+        sent,
+        delivered,
+        deferred,
+        mean_latency_ms: 180,
+        ..RelayWindow::default()
+    }
 }
 
 pub fn route_input() -> RouteInput {
@@ -34,7 +47,11 @@ pub fn route_input() -> RouteInput {
         in_flight,
         connection_limit: 20,
         up: true,
-        windows: vec![window(60, sent / 60, delivered / 60, 0), window(900, sent / 4, delivered / 4, 3), window(3600, sent, delivered, 12)],
+        windows: vec![
+            window(60, sent / 60, delivered / 60, 0),
+            window(900, sent / 4, delivered / 4, 3),
+            window(3600, sent, delivered, 12),
+        ],
     };
     RouteInput {
         message: MessageSummary {
@@ -48,7 +65,10 @@ pub fn route_input() -> RouteInput {
             attempt: 1,
             age_secs: 2,
         },
-        relays: vec![relay("mx-a", 100, 4, 12_000, 11_880), relay("mx-b", 50, 1, 6_000, 5_700)],
+        relays: vec![
+            relay("mx-a", 100, 4, 12_000, 11_880),
+            relay("mx-b", 50, 1, 6_000, 5_700),
+        ],
         now_ms: NOW_MS,
     }
 }
@@ -59,7 +79,11 @@ pub fn attempt() -> Attempt {
         tenant: "acme".into(),
         recipient: "ann@example.org".into(),
         relay: "mx-a".into(),
-        reply: Some(SmtpReply { code: 451, enhanced: Some("4.7.1".into()), text: "Greylisted, try again in 5 minutes".into() }),
+        reply: Some(SmtpReply {
+            code: 451,
+            enhanced: Some("4.7.1".into()),
+            text: "Greylisted, try again in 5 minutes".into(),
+        }),
         transport_error: None,
         attempt: 1,
         age_secs: 3,
@@ -106,7 +130,10 @@ pub fn bill_input() -> BillInput {
     BillInput {
         tariff: TARIFF.into(),
         period_start_ms: NOW_MS - 20 * 86_400_000,
-        period_to_date: vec![Counter { service: "outbound-message".into(), quantity: 999 }],
+        period_to_date: vec![Counter {
+            service: "outbound-message".into(),
+            quantity: 999,
+        }],
         events: (0..3).map(event).collect(),
     }
 }

@@ -13,7 +13,10 @@ pub const MAX_TEXT: usize = 16 * 1024;
 
 fn text(what: &str, s: &str) -> Result<(), String> {
     if s.len() > MAX_TEXT {
-        return Err(format!("{what} is {} bytes long (at most {MAX_TEXT})", s.len()));
+        return Err(format!(
+            "{what} is {} bytes long (at most {MAX_TEXT})",
+            s.len()
+        ));
     }
     Ok(())
 }
@@ -23,12 +26,19 @@ pub fn ingest(input: &Submission, d: &IngestDecision) -> Result<(), String> {
     match d {
         IngestDecision::Accept(a) => {
             for h in &a.add_headers {
-                let bad_name = h.name.is_empty() || !h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+                let bad_name =
+                    h.name.is_empty() || !h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
                 if bad_name {
-                    return Err(format!("added header name {:?} is not a valid field name", h.name));
+                    return Err(format!(
+                        "added header name {:?} is not a valid field name",
+                        h.name
+                    ));
                 }
                 if h.value.contains(['\r', '\n']) {
-                    return Err(format!("added header {:?} has a line break in its value", h.name));
+                    return Err(format!(
+                        "added header {:?} has a line break in its value",
+                        h.name
+                    ));
                 }
                 text("added header value", &h.value)?;
             }
@@ -53,7 +63,11 @@ pub fn route(input: &RouteInput, d: &RouteDecision) -> Result<(), String> {
                 return Err("an empty relay list (defer or reject instead)".into());
             }
             if ids.len() > input.relays.len() {
-                return Err(format!("{} relay ids, but only {} relays were offered", ids.len(), input.relays.len()));
+                return Err(format!(
+                    "{} relay ids, but only {} relays were offered",
+                    ids.len(),
+                    input.relays.len()
+                ));
             }
             let offered: HashSet<&str> = input.relays.iter().map(|r| r.id.as_str()).collect();
             let mut seen = HashSet::new();
@@ -69,7 +83,10 @@ pub fn route(input: &RouteInput, d: &RouteDecision) -> Result<(), String> {
         }
         RouteDecision::Defer(f) => {
             if f.delay_secs > MAX_DELAY_SECS {
-                return Err(format!("deferral of {}s is longer than {MAX_DELAY_SECS}s", f.delay_secs));
+                return Err(format!(
+                    "deferral of {}s is longer than {MAX_DELAY_SECS}s",
+                    f.delay_secs
+                ));
             }
             text("deferral reason", &f.reason)
         }
@@ -83,7 +100,10 @@ pub fn send(input: &Attempt, d: &SendDecision) -> Result<(), String> {
         SendDecision::Delivered => Ok(()),
         SendDecision::Retry(r) => {
             if r.after_secs == 0 || r.after_secs > MAX_DELAY_SECS {
-                return Err(format!("retry after {}s is outside 1..={MAX_DELAY_SECS}s", r.after_secs));
+                return Err(format!(
+                    "retry after {}s is outside 1..={MAX_DELAY_SECS}s",
+                    r.after_secs
+                ));
             }
             text("retry reason", &r.reason)
         }
@@ -94,7 +114,10 @@ pub fn send(input: &Attempt, d: &SendDecision) -> Result<(), String> {
 pub fn bounce(input: &BounceInput, o: &BounceOutput) -> Result<(), String> {
     let _ = input;
     if o.results.len() > MAX_BOUNCE_RESULTS {
-        return Err(format!("{} results (at most {MAX_BOUNCE_RESULTS})", o.results.len()));
+        return Err(format!(
+            "{} results (at most {MAX_BOUNCE_RESULTS})",
+            o.results.len()
+        ));
     }
     for r in &o.results {
         text("diagnostic", &r.diagnostic)?;
@@ -107,7 +130,8 @@ pub fn bounce(input: &BounceInput, o: &BounceOutput) -> Result<(), String> {
 
 pub fn bill(input: &BillInput, o: &BillOutput) -> Result<(), String> {
     let keys: HashSet<&str> = input.events.iter().map(|e| e.key.as_str()).collect();
-    let valid_currency = o.currency.len() == 3 && o.currency.bytes().all(|b| b.is_ascii_uppercase());
+    let valid_currency =
+        o.currency.len() == 3 && o.currency.bytes().all(|b| b.is_ascii_uppercase());
     if !valid_currency {
         return Err(format!("currency {:?} is not an ISO 4217 code", o.currency));
     }
@@ -120,7 +144,10 @@ pub fn bill(input: &BillInput, o: &BillOutput) -> Result<(), String> {
             return Err(format!("service name {:?} is empty or too long", c.service));
         }
         if !seen.insert((c.event_key.as_str(), c.service.as_str())) {
-            return Err(format!("two charges for event {:?} and service {:?}", c.event_key, c.service));
+            return Err(format!(
+                "two charges for event {:?} and service {:?}",
+                c.event_key, c.service
+            ));
         }
     }
     Ok(())

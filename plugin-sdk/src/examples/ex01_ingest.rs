@@ -19,7 +19,11 @@ impl IngestFilter for SubjectRequired {
                 reason: "a Subject header is required".into(),
             });
         }
-        let size_tag = if submission.size > 1 << 20 { "large" } else { "small" };
+        let size_tag = if submission.size > 1 << 20 {
+            "large"
+        } else {
+            "small"
+        };
         IngestDecision::Accept(Acceptance {
             add_headers: Vec::new(),
             add_tags: vec![format!("size:{size_tag}")],
@@ -35,9 +39,16 @@ mod tests {
     #[test]
     fn rejects_without_subject_and_tags_with_one() {
         let mut s = testing::submission("a@example.com");
-        assert!(matches!(SubjectRequired::check(s.clone()), IngestDecision::Reject(r) if r.code == 550));
-        s.headers.push(Header { name: "Subject".into(), value: "hi".into() });
-        let IngestDecision::Accept(a) = SubjectRequired::check(s) else { panic!("rejected") };
+        assert!(
+            matches!(SubjectRequired::check(s.clone()), IngestDecision::Reject(r) if r.code == 550)
+        );
+        s.headers.push(Header {
+            name: "Subject".into(),
+            value: "hi".into(),
+        });
+        let IngestDecision::Accept(a) = SubjectRequired::check(s) else {
+            panic!("rejected")
+        };
         assert_eq!(a.add_tags, ["size:small"]);
     }
 }

@@ -14,9 +14,10 @@ impl SendPolicy for FlatRetry {
         };
         match reply.code {
             200..=299 => SendDecision::Delivered,
-            400..=499 if attempt.age_secs < 86_400 => {
-                SendDecision::Retry(Retry { after_secs: 600, reason: reply.text })
-            }
+            400..=499 if attempt.age_secs < 86_400 => SendDecision::Retry(Retry {
+                after_secs: 600,
+                reason: reply.text,
+            }),
             _ => SendDecision::Fail(format!("{} {}", reply.code, reply.text)),
         }
     }
@@ -29,8 +30,16 @@ mod tests {
 
     #[test]
     fn retries_temporary_and_fails_permanent() {
-        assert_eq!(FlatRetry::decide(testing::attempt(250, "2.0.0", "ok")), SendDecision::Delivered);
-        assert!(matches!(FlatRetry::decide(testing::attempt(451, "4.7.1", "try later")), SendDecision::Retry(r) if r.after_secs == 600));
-        assert!(matches!(FlatRetry::decide(testing::attempt(550, "5.1.1", "no such user")), SendDecision::Fail(_)));
+        assert_eq!(
+            FlatRetry::decide(testing::attempt(250, "2.0.0", "ok")),
+            SendDecision::Delivered
+        );
+        assert!(
+            matches!(FlatRetry::decide(testing::attempt(451, "4.7.1", "try later")), SendDecision::Retry(r) if r.after_secs == 600)
+        );
+        assert!(matches!(
+            FlatRetry::decide(testing::attempt(550, "5.1.1", "no such user")),
+            SendDecision::Fail(_)
+        ));
     }
 }

@@ -10,7 +10,10 @@ pub struct ReplyOnly;
 impl BounceParser for ReplyOnly {
     fn parse(input: BounceInput) -> BounceOutput {
         let BounceInput::Reply(ReplyInput { recipient, reply }) = input else {
-            return BounceOutput { results: Vec::new(), notes: vec!["only SMTP replies are read".into()] };
+            return BounceOutput {
+                results: Vec::new(),
+                notes: vec!["only SMTP replies are read".into()],
+            };
         };
         let status = reply.enhanced.clone().unwrap_or_default();
         let reason = match status.as_str() {
@@ -24,12 +27,20 @@ impl BounceParser for ReplyOnly {
             reply_code: Some(reply.code),
             reason,
             hard: reply.code >= 500,
-            action: if reply.code >= 500 { "failed" } else { "delayed" }.into(),
+            action: if reply.code >= 500 {
+                "failed"
+            } else {
+                "delayed"
+            }
+            .into(),
             diagnostic: reply.text,
             original_message_id: None,
             verp_token: None,
         };
-        BounceOutput { results: vec![result], notes: Vec::new() }
+        BounceOutput {
+            results: vec![result],
+            notes: Vec::new(),
+        }
     }
 }
 
@@ -39,8 +50,15 @@ mod tests {
 
     #[test]
     fn classifies_user_unknown() {
-        let reply = SmtpReply { code: 550, enhanced: Some("5.1.1".into()), text: "no such user".into() };
-        let out = ReplyOnly::parse(BounceInput::Reply(ReplyInput { recipient: "a@b.c".into(), reply }));
+        let reply = SmtpReply {
+            code: 550,
+            enhanced: Some("5.1.1".into()),
+            text: "no such user".into(),
+        };
+        let out = ReplyOnly::parse(BounceInput::Reply(ReplyInput {
+            recipient: "a@b.c".into(),
+            reply,
+        }));
         assert_eq!(out.results[0].reason, Reason::Userunknown);
         assert!(out.results[0].hard);
     }

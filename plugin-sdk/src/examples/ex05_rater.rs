@@ -17,10 +17,19 @@ impl Rater for FlatPrice {
             .filter(|e| e.outcome == Outcome::Delivered)
             .map(|e| {
                 let amount = price.times_in_micros(1).ok_or("price overflows")?;
-                Ok(Charge { event_key: e.key, service: "outbound-message".into(), quantity: 1, unit_price: price, amount })
+                Ok(Charge {
+                    event_key: e.key,
+                    service: "outbound-message".into(),
+                    quantity: 1,
+                    unit_price: price,
+                    amount,
+                })
             })
             .collect::<Result<_, String>>()?;
-        Ok(BillOutput { charges, currency: "EUR".into() })
+        Ok(BillOutput {
+            charges,
+            currency: "EUR".into(),
+        })
     }
 }
 
@@ -38,6 +47,10 @@ mod tests {
         let out = FlatPrice::rate(testing::bill_input("0.0004", events)).unwrap();
         assert_eq!(out.charges.len(), 1);
         assert_eq!(out.charges[0].amount, 400);
-        assert!(FlatPrice::rate(testing::bill_input("free", vec![])).unwrap_err().contains("\"free\""));
+        assert!(
+            FlatPrice::rate(testing::bill_input("free", vec![]))
+                .unwrap_err()
+                .contains("\"free\"")
+        );
     }
 }

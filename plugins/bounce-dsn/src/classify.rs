@@ -70,22 +70,43 @@ fn from_status(status: &str) -> Reason {
 /// Whether a failure is permanent: a 5.x status or 5xx code, except reasons
 /// that clear up by themselves.
 fn is_hard(status: &str, code: Option<u16>, reason: Reason) -> bool {
-    let permanent = status.starts_with('5') || (status.is_empty() && code.is_some_and(|c| c >= 500));
+    let permanent =
+        status.starts_with('5') || (status.is_empty() && code.is_some_and(|c| c >= 500));
     permanent
         && !matches!(
             reason,
-            Reason::Mailboxfull | Reason::Exceedlimit | Reason::Systemfull | Reason::Toomanyconn | Reason::Speeding | Reason::Expired | Reason::Networkerror | Reason::Systemerror
+            Reason::Mailboxfull
+                | Reason::Exceedlimit
+                | Reason::Systemfull
+                | Reason::Toomanyconn
+                | Reason::Speeding
+                | Reason::Expired
+                | Reason::Networkerror
+                | Reason::Systemerror
         )
 }
 
 /// Builds a result, classifying by text first, then by status.
-pub fn result(recipient: String, status: &str, code: Option<u16>, diagnostic: String, action: &str) -> BounceResult {
+pub fn result(
+    recipient: String,
+    status: &str,
+    code: Option<u16>,
+    diagnostic: String,
+    action: &str,
+) -> BounceResult {
     let lower = diagnostic.to_ascii_lowercase();
-    let by_text = TEXT_RULES.iter().find(|(frag, _)| lower.contains(frag)).map(|(_, r)| *r);
+    let by_text = TEXT_RULES
+        .iter()
+        .find(|(frag, _)| lower.contains(frag))
+        .map(|(_, r)| *r);
     let reason = by_text.unwrap_or_else(|| from_status(status));
     let hard = is_hard(status, code, reason);
     let action = if action.is_empty() {
-        if status.starts_with('4') || code.is_some_and(|c| (400..500).contains(&c)) { "delayed" } else { "failed" }
+        if status.starts_with('4') || code.is_some_and(|c| (400..500).contains(&c)) {
+            "delayed"
+        } else {
+            "failed"
+        }
     } else {
         action
     };
@@ -125,19 +146,36 @@ pub fn find_reply_code(text: &str) -> Option<u16> {
 }
 
 fn strip_type(value: &str) -> &str {
-    value.split_once(';').map(|(_, v)| v).unwrap_or(value).trim()
+    value
+        .split_once(';')
+        .map(|(_, v)| v)
+        .unwrap_or(value)
+        .trim()
 }
 
 /// One recipient's DSN fields; `None` for a recipient that was delivered.
 pub fn from_dsn_fields(fields: &[(String, String)]) -> Option<BounceResult> {
-    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-    let recipient = get("final-recipient").or_else(|| get("original-recipient")).map(strip_type)?;
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let recipient = get("final-recipient")
+        .or_else(|| get("original-recipient"))
+        .map(strip_type)?;
     let recipient = recipient.trim_matches(['<', '>']).to_owned();
-    let action = get("action").unwrap_or("failed").trim().to_ascii_lowercase();
+    let action = get("action")
+        .unwrap_or("failed")
+        .trim()
+        .to_ascii_lowercase();
     if matches!(action.as_str(), "delivered" | "relayed" | "expanded") {
         return None;
     }
-    let diagnostic = get("diagnostic-code").map(strip_type).unwrap_or("").to_owned();
+    let diagnostic = get("diagnostic-code")
+        .map(strip_type)
+        .unwrap_or("")
+        .to_owned();
     let status = get("status")
         .and_then(find_status)
         .or_else(|| find_status(&diagnostic))
@@ -156,9 +194,16 @@ pub fn from_plain_text(text: &str) -> Vec<BounceResult> {
             break;
         }
         let t = line.trim();
-        let Some(rest) = t.strip_prefix('<') else { continue };
-        let Some((addr, after)) = rest.split_once('>') else { continue };
-        if !addr.contains('@') || !after.starts_with(':') || results.iter().any(|r| r.recipient == addr) {
+        let Some(rest) = t.strip_prefix('<') else {
+            continue;
+        };
+        let Some((addr, after)) = rest.split_once('>') else {
+            continue;
+        };
+        if !addr.contains('@')
+            || !after.starts_with(':')
+            || results.iter().any(|r| r.recipient == addr)
+        {
             continue;
         }
         let mut detail = after[1..].trim().to_owned();

@@ -23,8 +23,12 @@ impl BounceParser for DsnParser {
             BounceInput::Email(bytes) => parse_email(&bytes),
             BounceInput::Reply(r) => {
                 let status = r.reply.enhanced.clone().unwrap_or_default();
-                let result = classify::result(r.recipient, &status, Some(r.reply.code), r.reply.text, "");
-                BounceOutput { results: vec![result], notes: Vec::new() }
+                let result =
+                    classify::result(r.recipient, &status, Some(r.reply.code), r.reply.text, "");
+                BounceOutput {
+                    results: vec![result],
+                    notes: Vec::new(),
+                }
             }
             BounceInput::LogLine(line) => parse_log_line(&line),
         }
@@ -61,7 +65,10 @@ fn parse_log_line(line: &str) -> BounceOutput {
         .split_once("to=<")
         .and_then(|(_, rest)| rest.split_once('>'))
         .map(|(r, _)| r.to_owned());
-    let failed = line.contains("status=bounced") || line.contains("status=deferred") || line.contains(": failure: ") || line.contains(": deferral: ");
+    let failed = line.contains("status=bounced")
+        || line.contains("status=deferred")
+        || line.contains(": failure: ")
+        || line.contains(": deferral: ");
     match (recipient, failed) {
         (Some(recipient), true) => {
             let detail = line
@@ -75,11 +82,17 @@ fn parse_log_line(line: &str) -> BounceOutput {
                 r.hard = false;
                 r.action = "delayed".into();
             }
-            BounceOutput { results: vec![r], notes: Vec::new() }
+            BounceOutput {
+                results: vec![r],
+                notes: Vec::new(),
+            }
         }
         _ => BounceOutput {
             results: Vec::new(),
-            notes: vec![format!("not a failed delivery line: {:?}", truncate(line, 120))],
+            notes: vec![format!(
+                "not a failed delivery line: {:?}",
+                truncate(line, 120)
+            )],
         },
     }
 }
@@ -138,10 +151,21 @@ Subject: hello\r
         assert_eq!(out.results.len(), 2, "{out:?}");
         let a = &out.results[0];
         assert_eq!(a.recipient, "nobody@example.org");
-        assert_eq!((a.status.as_str(), a.reply_code, a.reason, a.hard), ("5.1.1", Some(550), Reason::Userunknown, true));
-        assert!(a.diagnostic.contains("User unknown in local recipient table"), "{}", a.diagnostic);
+        assert_eq!(
+            (a.status.as_str(), a.reply_code, a.reason, a.hard),
+            ("5.1.1", Some(550), Reason::Userunknown, true)
+        );
+        assert!(
+            a.diagnostic
+                .contains("User unknown in local recipient table"),
+            "{}",
+            a.diagnostic
+        );
         assert_eq!(a.verp_token.as_deref(), Some("abc123"));
-        assert_eq!(a.original_message_id.as_deref(), Some("<orig-1@example.com>"));
+        assert_eq!(
+            a.original_message_id.as_deref(),
+            Some("<orig-1@example.com>")
+        );
         assert_eq!(out.results[1].reason, Reason::Mailboxfull);
     }
 
@@ -172,9 +196,19 @@ Subject: hello\r
 
     #[test]
     fn classifies_replies_and_log_lines() {
-        let reply = SmtpReply { code: 452, enhanced: Some("4.2.2".into()), text: "mailbox full".into() };
-        let out = DsnParser::parse(BounceInput::Reply(ReplyInput { recipient: "a@b.c".into(), reply }));
-        assert_eq!((out.results[0].reason, out.results[0].hard), (Reason::Mailboxfull, false));
+        let reply = SmtpReply {
+            code: 452,
+            enhanced: Some("4.2.2".into()),
+            text: "mailbox full".into(),
+        };
+        let out = DsnParser::parse(BounceInput::Reply(ReplyInput {
+            recipient: "a@b.c".into(),
+            reply,
+        }));
+        assert_eq!(
+            (out.results[0].reason, out.results[0].hard),
+            (Reason::Mailboxfull, false)
+        );
         let line = "Jan  1 00:00:00 mx postfix/smtp[1]: ABC: to=<x@y.z>, relay=mx.y.z[192.0.2.1]:25, delay=1, status=bounced (host mx.y.z said: 550 5.7.1 Message rejected as spam (in reply to end of DATA command))";
         let out = DsnParser::parse(BounceInput::LogLine(line.into()));
         assert_eq!(out.results[0].recipient, "x@y.z");

@@ -10,7 +10,9 @@ pub struct Part {
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
 pub fn normalize(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace("\r\n", "\n").replace('\r', "\n")
+    String::from_utf8_lossy(bytes)
+        .replace("\r\n", "\n")
+        .replace('\r', "\n")
 }
 
 /// Parses `name: value` lines with continuation lines, up to the first blank line.
@@ -41,15 +43,23 @@ pub fn parse_fields(text: &str) -> (Vec<(String, String)>, &str) {
 impl Part {
     pub fn parse(text: &str) -> Part {
         let (headers, body) = parse_fields(text);
-        Part { headers, body: body.to_owned() }
+        Part {
+            headers,
+            body: body.to_owned(),
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn content_type(&self) -> String {
-        self.header("content-type").unwrap_or_else(|| "text/plain".into()).to_ascii_lowercase()
+        self.header("content-type")
+            .unwrap_or_else(|| "text/plain".into())
+            .to_ascii_lowercase()
     }
 
     fn boundary(&self) -> Option<String> {
@@ -66,7 +76,9 @@ impl Part {
 
     /// Sub-parts of a multipart body (empty for a leaf).
     pub fn children(&self) -> Vec<Part> {
-        let Some(boundary) = self.boundary() else { return Vec::new() };
+        let Some(boundary) = self.boundary() else {
+            return Vec::new();
+        };
         let delimiter = format!("--{boundary}");
         let mut parts = Vec::new();
         let mut current: Option<String> = None;
@@ -93,9 +105,14 @@ impl Part {
     /// The first part, depth first, whose content type starts with `wanted`.
     pub fn find_content_type(&self, wanted: &str) -> Option<Part> {
         if self.content_type().starts_with(wanted) {
-            return Some(Part { headers: self.headers.clone(), body: self.body.clone() });
+            return Some(Part {
+                headers: self.headers.clone(),
+                body: self.body.clone(),
+            });
         }
-        self.children().into_iter().find_map(|c| c.find_content_type(wanted))
+        self.children()
+            .into_iter()
+            .find_map(|c| c.find_content_type(wanted))
     }
 
     /// The text of every leaf, in order (for bounces without a DSN part).
@@ -104,7 +121,11 @@ impl Part {
         if children.is_empty() {
             return self.body.clone();
         }
-        children.iter().map(Part::all_text).collect::<Vec<_>>().join("\n")
+        children
+            .iter()
+            .map(Part::all_text)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -125,13 +146,20 @@ pub fn dsn_recipients(body: &str) -> Vec<Vec<(String, String)>> {
     }
     groups
         .into_iter()
-        .filter(|g| g.iter().any(|(n, _)| n == "final-recipient" || n == "original-recipient"))
+        .filter(|g| {
+            g.iter()
+                .any(|(n, _)| n == "final-recipient" || n == "original-recipient")
+        })
         .collect()
 }
 
 /// `TOKEN` of a `bounces+TOKEN@domain` address.
 pub fn verp_token(to: &str) -> Option<String> {
-    let addr = to.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(to).trim();
+    let addr = to
+        .rsplit_once('<')
+        .map(|(_, a)| a.trim_end_matches('>'))
+        .unwrap_or(to)
+        .trim();
     let local = addr.split_once('@')?.0;
     let token = local.split_once('+')?.1;
     (!token.is_empty()).then(|| token.to_owned())
@@ -143,5 +171,8 @@ pub fn original_message_id(message: &Part) -> Option<String> {
         .find_content_type("text/rfc822-headers")
         .or_else(|| message.find_content_type("message/rfc822"))?;
     let (fields, _) = parse_fields(returned.body.trim_start_matches('\n'));
-    fields.into_iter().find(|(n, _)| n == "message-id").map(|(_, v)| v)
+    fields
+        .into_iter()
+        .find(|(n, _)| n == "message-id")
+        .map(|(_, v)| v)
 }

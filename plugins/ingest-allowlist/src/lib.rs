@@ -15,7 +15,10 @@ impl IngestFilter for Allowlist {
         match sender_domain(&submission.sender) {
             Err(problem) => reject(format!("sender {:?} {problem}", submission.sender)),
             Ok(domain) if is_allowed(&domain, &submission.allowed_sender_domains) => {
-                IngestDecision::Accept(Acceptance { add_headers: Vec::new(), add_tags: Vec::new() })
+                IngestDecision::Accept(Acceptance {
+                    add_headers: Vec::new(),
+                    add_tags: Vec::new(),
+                })
             }
             Ok(domain) => reject(format!(
                 "sender domain {domain:?} is not among the tenant's allowed sender domains"
@@ -72,7 +75,10 @@ mod tests {
 
     #[test]
     fn accepts_allowed_domains_in_any_case() {
-        assert_eq!(reason(Allowlist::check(testing::submission("A@Example.COM"))), "accepted");
+        assert_eq!(
+            reason(Allowlist::check(testing::submission("A@Example.COM"))),
+            "accepted"
+        );
     }
 
     #[test]
@@ -98,8 +104,17 @@ mod tests {
 
     #[test]
     fn malformed_senders_say_what_is_wrong() {
-        assert_eq!(reason(Allowlist::check(testing::submission("nobody"))), "sender \"nobody\" has no '@'");
-        assert_eq!(reason(Allowlist::check(testing::submission("@example.com"))), "sender \"@example.com\" has an empty local part");
-        assert_eq!(reason(Allowlist::check(testing::submission("a@exa mple.com"))), "sender \"a@exa mple.com\" has an invalid domain");
+        assert_eq!(
+            reason(Allowlist::check(testing::submission("nobody"))),
+            "sender \"nobody\" has no '@'"
+        );
+        assert_eq!(
+            reason(Allowlist::check(testing::submission("@example.com"))),
+            "sender \"@example.com\" has an empty local part"
+        );
+        assert_eq!(
+            reason(Allowlist::check(testing::submission("a@exa mple.com"))),
+            "sender \"a@exa mple.com\" has an invalid domain"
+        );
     }
 }

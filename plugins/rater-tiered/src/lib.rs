@@ -38,8 +38,12 @@ impl Rater for TieredRater {
             for service in tariff.services.iter().filter(|s| s.applies_to(event)) {
                 let quantity = service.unit.quantity(event.size);
                 let before = to_date.get(service.name.as_str()).copied().unwrap_or(0);
-                let (unit_price, amount) = price(service, before, quantity)
-                    .ok_or_else(|| format!("service {:?}: amount for event {:?} overflows", service.name, event.key))?;
+                let (unit_price, amount) = price(service, before, quantity).ok_or_else(|| {
+                    format!(
+                        "service {:?}: amount for event {:?} overflows",
+                        service.name, event.key
+                    )
+                })?;
                 to_date.insert(service.name.as_str(), before.saturating_add(quantity));
                 charges.push(Charge {
                     event_key: event.key.clone(),
@@ -50,7 +54,10 @@ impl Rater for TieredRater {
                 });
             }
         }
-        Ok(BillOutput { charges, currency: tariff.currency })
+        Ok(BillOutput {
+            charges,
+            currency: tariff.currency,
+        })
     }
 }
 
@@ -78,7 +85,8 @@ fn price(service: &Service, before: u64, quantity: u64) -> Option<(Decimal, Micr
                 let (from, to) = (at.max(lower), end.min(upper));
                 if to > from {
                     let part = i128::from(to - from);
-                    let scaled = i128::from(tier.price.mantissa).checked_mul(10i128.pow(EXACT_SCALE - u32::from(tier.price.scale)))?;
+                    let scaled = i128::from(tier.price.mantissa)
+                        .checked_mul(10i128.pow(EXACT_SCALE - u32::from(tier.price.scale)))?;
                     exact = exact.checked_add(scaled.checked_mul(part)?)?;
                     last = tier.price;
                     at = to;
@@ -96,7 +104,11 @@ fn price(service: &Service, before: u64, quantity: u64) -> Option<(Decimal, Micr
 fn round_to_micros(exact: i128) -> Option<Micros> {
     let divisor = 10i128.pow(EXACT_SCALE - 6);
     let (q, r) = (exact / divisor, exact % divisor);
-    let rounded = if r.abs() * 2 >= divisor { q + exact.signum() } else { q };
+    let rounded = if r.abs() * 2 >= divisor {
+        q + exact.signum()
+    } else {
+        q
+    };
     i64::try_from(rounded).ok()
 }
 
@@ -139,24 +151,36 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
 "#;
 
     fn delivered(n: usize) -> Vec<UsageEvent> {
-        (0..n).map(|i| testing::usage_event(&format!("k{i}"), Outcome::Delivered, 2048)).collect()
+        (0..n)
+            .map(|i| testing::usage_event(&format!("k{i}"), Outcome::Delivered, 2048))
+            .collect()
     }
 
     fn amounts(out: &BillOutput, service: &str) -> Vec<i64> {
-        out.charges.iter().filter(|c| c.service == service).map(|c| c.amount).collect()
+        out.charges
+            .iter()
+            .filter(|c| c.service == service)
+            .map(|c| c.amount)
+            .collect()
     }
 
     #[test]
     fn graduated_tiers_are_crossed_inside_a_batch() {
         let out = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
-        assert_eq!(amounts(&out, "outbound-message"), [10_000, 10_000, 5_000, 5_000, 1_000, 1_000]);
+        assert_eq!(
+            amounts(&out, "outbound-message"),
+            [10_000, 10_000, 5_000, 5_000, 1_000, 1_000]
+        );
         assert_eq!(out.currency, "EUR");
     }
 
     #[test]
     fn period_to_date_counters_pick_the_starting_tier() {
         let mut input = testing::bill_input(TARIFF, delivered(1));
-        input.period_to_date = vec![Counter { service: "outbound-message".into(), quantity: 3 }];
+        input.period_to_date = vec![Counter {
+            service: "outbound-message".into(),
+            quantity: 3,
+        }];
         let out = TieredRater::rate(input).unwrap();
         assert_eq!(amounts(&out, "outbound-message"), [5_000]);
     }
@@ -166,7 +190,14 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
         let out = TieredRater::rate(testing::bill_input(TARIFF, delivered(1))).unwrap();
         // 2 KiB × 0.0000125 = 0.000025 = 25 micros
         assert_eq!(amounts(&out, "outbound-traffic"), [25]);
-        assert_eq!(out.charges.iter().find(|c| c.service == "outbound-traffic").unwrap().quantity, 2);
+        assert_eq!(
+            out.charges
+                .iter()
+                .find(|c| c.service == "outbound-traffic")
+                .unwrap()
+                .quantity,
+            2
+        );
     }
 
     #[test]
@@ -191,7 +222,11 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
 
     #[test]
     fn bad_tariffs_are_refused_with_the_place() {
-        let err = TieredRater::rate(testing::bill_input("id = \"t\"\ncurrency = \"EUR\"\ncolour = 1\n", vec![])).unwrap_err();
+        let err = TieredRater::rate(testing::bill_input(
+            "id = \"t\"\ncurrency = \"EUR\"\ncolour = 1\n",
+            vec![],
+        ))
+        .unwrap_err();
         assert!(err.contains("colour"), "{err}");
         let err = TieredRater::rate(testing::bill_input("id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"m\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"cheap\"\n", vec![])).unwrap_err();
         assert!(err.contains("\"cheap\""), "{err}");

@@ -137,7 +137,10 @@ impl Service {
 
 /// The tier whose range holds period-to-date quantity `total`.
 pub fn tier_for(tiers: &[Tier], total: u64) -> Option<&Tier> {
-    tiers.iter().find(|t| t.up_to.is_none_or(|u| total <= u)).or(tiers.last())
+    tiers
+        .iter()
+        .find(|t| t.up_to.is_none_or(|u| total <= u))
+        .or(tiers.last())
 }
 
 fn parse_price(service: &str, text: &str) -> Result<Decimal, String> {
@@ -147,8 +150,15 @@ fn parse_price(service: &str, text: &str) -> Result<Decimal, String> {
 impl Tariff {
     pub fn parse(text: &str) -> Result<Tariff, String> {
         let raw: RawTariff = toml::from_str(text).map_err(|e| format!("tariff: {e}"))?;
-        let services = raw.service.into_iter().map(Service::from_raw).collect::<Result<_, _>>()?;
-        Ok(Tariff { currency: raw.currency, services })
+        let services = raw
+            .service
+            .into_iter()
+            .map(Service::from_raw)
+            .collect::<Result<_, _>>()?;
+        Ok(Tariff {
+            currency: raw.currency,
+            services,
+        })
     }
 }
 
@@ -173,18 +183,28 @@ impl Service {
             None if direction == Direction::Inbound => vec![Outcome::Received],
             None => vec![Outcome::Delivered],
         };
-        let mode = raw.mode.unwrap_or(if raw.tier.is_empty() { RawMode::Flat } else { RawMode::Graduated });
+        let mode = raw.mode.unwrap_or(if raw.tier.is_empty() {
+            RawMode::Flat
+        } else {
+            RawMode::Graduated
+        });
         let mode = match mode {
             RawMode::Flat => {
-                let price = raw.price.ok_or_else(|| format!("tariff: service {name:?}: a flat service needs `price`"))?;
+                let price = raw.price.ok_or_else(|| {
+                    format!("tariff: service {name:?}: a flat service needs `price`")
+                })?;
                 if !raw.tier.is_empty() {
-                    return Err(format!("tariff: service {name:?}: `tier` needs mode \"graduated\" or \"volume\""));
+                    return Err(format!(
+                        "tariff: service {name:?}: `tier` needs mode \"graduated\" or \"volume\""
+                    ));
                 }
                 Mode::Flat(parse_price(&name, &price)?)
             }
             tiered => {
                 if raw.tier.is_empty() {
-                    return Err(format!("tariff: service {name:?}: mode needs at least one `tier`"));
+                    return Err(format!(
+                        "tariff: service {name:?}: mode needs at least one `tier`"
+                    ));
                 }
                 let mut tiers = Vec::new();
                 let mut previous = 0u64;
@@ -192,19 +212,37 @@ impl Service {
                 for (i, t) in raw.tier.into_iter().enumerate() {
                     match t.up_to {
                         Some(u) if u <= previous && i > 0 => {
-                            return Err(format!("tariff: service {name:?}: tier {} up_to {u} is not above the previous tier's {previous}", i + 1));
+                            return Err(format!(
+                                "tariff: service {name:?}: tier {} up_to {u} is not above the previous tier's {previous}",
+                                i + 1
+                            ));
                         }
                         Some(u) => previous = u,
                         None if i != last => {
-                            return Err(format!("tariff: service {name:?}: only the last tier may leave out up_to"));
+                            return Err(format!(
+                                "tariff: service {name:?}: only the last tier may leave out up_to"
+                            ));
                         }
                         None => {}
                     }
-                    tiers.push(Tier { up_to: t.up_to, price: parse_price(&name, &t.price)? });
+                    tiers.push(Tier {
+                        up_to: t.up_to,
+                        price: parse_price(&name, &t.price)?,
+                    });
                 }
-                if tiered == RawMode::Volume { Mode::Volume(tiers) } else { Mode::Graduated(tiers) }
+                if tiered == RawMode::Volume {
+                    Mode::Volume(tiers)
+                } else {
+                    Mode::Graduated(tiers)
+                }
             }
         };
-        Ok(Service { name, unit: raw.unit, direction, outcomes, mode })
+        Ok(Service {
+            name,
+            unit: raw.unit,
+            direction,
+            outcomes,
+            mode,
+        })
     }
 }

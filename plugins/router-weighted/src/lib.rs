@@ -35,7 +35,7 @@ impl Router for WeightedRouter {
             });
         }
         // Best first; ties keep the operator's order.
-        scored.sort_by(|a, b| b.0.cmp(&a.0));
+        scored.sort_by_key(|s| std::cmp::Reverse(s.0));
         let total: u64 = scored.iter().map(|(s, _)| *s).sum();
         if total > 0 {
             let mut ticket = fnv1a(input.message.id.as_bytes()) % total;
@@ -71,12 +71,16 @@ fn score(relay: &Relay, window_secs: u32) -> u64 {
     // A relay at its limit keeps a sliver of score so it stays a fallback.
     let spare = spare.max(1);
     let s = u128::from(relay.weight) * u128::from(health) * u128::from(spare) / u128::from(PPM);
-    u64::try_from(s / u128::from(PPM)).unwrap_or(u64::MAX / 1024).max(u64::from(relay.weight > 0))
+    u64::try_from(s / u128::from(PPM))
+        .unwrap_or(u64::MAX / 1024)
+        .max(u64::from(relay.weight > 0))
 }
 
 /// FNV-1a: a stable hash, the same on every host and every build.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 sluice_sdk::export_router!(WeightedRouter);
@@ -119,7 +123,10 @@ mod tests {
         let mut good = testing::relay("good");
         good.windows[1] = testing::window(900, 1000, 990);
         let c = counts(vec![bad, good], 2000);
-        assert!(c["good"] > 8 * c.get("bad").copied().unwrap_or(0).max(1), "{c:?}");
+        assert!(
+            c["good"] > 8 * c.get("bad").copied().unwrap_or(0).max(1),
+            "{c:?}"
+        );
     }
 
     #[test]
@@ -128,7 +135,11 @@ mod tests {
         full.in_flight = 10;
         let mut down = testing::relay("down");
         down.up = false;
-        let RouteDecision::Relays(order) = WeightedRouter::route(testing::route_input(vec![full, down, testing::relay("free")])) else {
+        let RouteDecision::Relays(order) = WeightedRouter::route(testing::route_input(vec![
+            full,
+            down,
+            testing::relay("free"),
+        ])) else {
             panic!("not routed")
         };
         assert_eq!(order, ["free", "full"]);
@@ -138,7 +149,9 @@ mod tests {
     fn defers_when_every_relay_is_down() {
         let mut down = testing::relay("down");
         down.up = false;
-        assert!(matches!(WeightedRouter::route(testing::route_input(vec![down])), RouteDecision::Defer(d) if d.delay_secs == 60));
+        assert!(
+            matches!(WeightedRouter::route(testing::route_input(vec![down])), RouteDecision::Defer(d) if d.delay_secs == 60)
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ impl SendPolicy for Backoff {
             }
             Some(r) => (describe(r), r.code == 421),
             None => (
-                attempt.transport_error.clone().unwrap_or_else(|| "no reply".into()),
+                attempt
+                    .transport_error
+                    .clone()
+                    .unwrap_or_else(|| "no reply".into()),
                 true,
             ),
         };
@@ -41,7 +44,10 @@ impl SendPolicy for Backoff {
                 attempt.attempt, attempt.age_secs
             ));
         }
-        SendDecision::Retry(Retry { after_secs: delay, reason })
+        SendDecision::Retry(Retry {
+            after_secs: delay,
+            reason,
+        })
     }
 }
 
@@ -61,7 +67,10 @@ mod tests {
 
     #[test]
     fn delivered_on_2xx_and_failed_on_5xx_with_the_reply() {
-        assert_eq!(Backoff::decide(testing::attempt(250, "2.0.0", "ok")), SendDecision::Delivered);
+        assert_eq!(
+            Backoff::decide(testing::attempt(250, "2.0.0", "ok")),
+            SendDecision::Delivered
+        );
         assert_eq!(
             Backoff::decide(testing::attempt(550, "5.1.1", "no such user")),
             SendDecision::Fail("550 5.1.1 no such user".into())
@@ -89,7 +98,10 @@ mod tests {
         a.reply = None;
         a.transport_error = Some("connection refused".into());
         a.relays_left = 1;
-        assert_eq!(Backoff::decide(a.clone()), SendDecision::NextRelay("connection refused".into()));
+        assert_eq!(
+            Backoff::decide(a.clone()),
+            SendDecision::NextRelay("connection refused".into())
+        );
         a.relays_left = 0;
         assert!(matches!(Backoff::decide(a), SendDecision::Retry(r) if r.after_secs == 60));
     }
@@ -99,7 +111,9 @@ mod tests {
         testing::set_config(&[("max_age_secs", "100")]);
         let mut a = testing::attempt(451, "", "later");
         a.age_secs = 90;
-        assert!(matches!(Backoff::decide(a), SendDecision::Fail(f) if f.starts_with("gave up after 1 attempts")));
+        assert!(
+            matches!(Backoff::decide(a), SendDecision::Fail(f) if f.starts_with("gave up after 1 attempts"))
+        );
         testing::set_config(&[]);
     }
 }

@@ -41,7 +41,10 @@ impl Router for Hostile {
                 }
                 RouteDecision::Relays(vec![input.relays[0].id.clone()])
             }
-            "probe" => RouteDecision::Defer(Deferral { delay_secs: 1, reason: probe() }),
+            "probe" => RouteDecision::Defer(Deferral {
+                delay_secs: 1,
+                reason: probe(),
+            }),
             _ => RouteDecision::Relays(vec![input.relays[0].id.clone()]),
         }
     }
@@ -49,14 +52,24 @@ impl Router for Hostile {
 
 fn recurse(n: u64) -> u64 {
     let pad = std::hint::black_box([n; 64]);
+    // Never true in practice: the stack runs out long before.
+    if pad[0] == u64::MAX {
+        return 0;
+    }
     recurse(pad[3].wrapping_add(1)).wrapping_add(pad[7])
 }
 
 /// What the sandbox lets through: each probe says `ok` or `denied`.
 fn probe() -> String {
-    let file = std::fs::read("/etc/passwd").map(|_| "ok").unwrap_or("denied");
+    let file = std::fs::read("/etc/passwd")
+        .map(|_| "ok")
+        .unwrap_or("denied");
     let dir = std::fs::read_dir("/").map(|_| "ok").unwrap_or("denied");
-    let env = if std::env::vars().next().is_some() { "ok" } else { "denied" };
+    let env = if std::env::vars().next().is_some() {
+        "ok"
+    } else {
+        "denied"
+    };
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
