@@ -5,5 +5,7 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod config;
+pub mod relay;
 pub mod runtime;
 pub mod stage;

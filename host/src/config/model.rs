@@ -1,0 +1,748 @@
+//! The pipeline file's shape: raw serde structs (strict, with spans where a
+//! later check needs to point at a value) and the validated [`Pipeline`].
+
+use super::error::{ConfigError, ConfigErrors};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use toml::Spanned;
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub server: Server,
+    pub store: StoreConfig,
+    pub admin: Admin,
+    pub limits: Limits,
+    pub delivery: Delivery,
+    pub plugins: Plugins,
+    pub relays: Vec<RelayConfig>,
+    pub tenants: Vec<TenantConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub http_listen: SocketAddr,
+    /// Names this process in leases and events; unique per host.
+    pub node_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `sqlite://PATH` or `postgres://…`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Where the admin API's bearer token comes from; none disables the admin API.
+    pub token: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: u64,
+    pub max_recipients: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Recipients being delivered at once, over all relays.
+    pub max_in_flight: u32,
+    /// How long a leased recipient stays ours without renewal.
+    pub lease: Duration,
+    /// A recipient older than this expires.
+    pub max_age: Duration,
+    /// Recipients leased per scheduling round.
+    pub batch: u32,
+    /// EHLO name.
+    pub helo_name: String,
+    /// Connect and per-command timeout of the SMTP client.
+    pub smtp_timeout: Duration,
+    /// Return-path domain for VERP (`bounces+TOKEN@domain`).
+    pub bounce_domain: Option<String>,
+}
+
+/// Which plugin serves a stage, and how it is bounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub source: PluginSource,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub reuse_instances: bool,
+    pub config: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginSource {
+    Builtin(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Plugins {
+    pub ingest: PluginConfig,
+    pub route: PluginConfig,
+    pub send: PluginConfig,
+    pub bounce: PluginConfig,
+    pub bill: PluginConfig,
+    /// Platform maxima for tenant plugins.
+    pub max_timeout: Duration,
+    pub max_memory_bytes: usize,
+}
+
+/// Where a secret is read from. Secrets are never inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Reads the secret; the error names where it looked.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            SecretRef::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                .map_err(|e| format!("cannot read secret file {}: {e}", path.display())),
+        }
+    }
+
+    /// How it is stored (`env:NAME` / `file:PATH`): safe to show.
+    pub fn reference(&self) -> String {
+        match self {
+            SecretRef::Env(n) => format!("env:{n}"),
+            SecretRef::File(p) => format!("file:{}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayConfig {
+    pub id: String,
+    pub url: String,
+    pub auth_user: Option<String>,
+    pub auth_password: Option<SecretRef>,
+    pub connection_limit: u32,
+    pub rate_limit_per_sec: Option<u32>,
+    pub weight: u32,
+    pub tags: Vec<String>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantConfig {
+    pub id: String,
+    pub name: String,
+    pub allowed_sender_domains: Vec<String>,
+    pub pools: Vec<String>,
+    pub route_plugin: Option<String>,
+    /// A key to install at start-up (its hash is stored).
+    pub api_key: Option<SecretRef>,
+}
+
+// ---- raw ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPipeline {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    plugins: RawPlugins,
+    #[serde(default)]
+    relay: Vec<RawRelay>,
+    #[serde(default)]
+    tenant: Vec<RawTenant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    #[serde(default = "default_http_listen")]
+    http_listen: Spanned<String>,
+    #[serde(default)]
+    node_id: Option<String>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            http_listen: default_http_listen(),
+            node_id: None,
+        }
+    }
+}
+
+fn default_http_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:8025".into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default = "default_store_url")]
+    url: Spanned<String>,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            url: default_store_url(),
+        }
+    }
+}
+
+fn default_store_url() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://./sluice-data/sluice.db".into())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token_env: Option<String>,
+    token_file: Option<PathBuf>,
+    /// Only here to refuse it with a clear message.
+    token: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_max_message_bytes")]
+    max_message_bytes: u64,
+    #[serde(default = "default_max_recipients")]
+    max_recipients: u32,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_message_bytes: default_max_message_bytes(),
+            max_recipients: default_max_recipients(),
+        }
+    }
+}
+
+fn default_max_message_bytes() -> u64 {
+    25 << 20
+}
+fn default_max_recipients() -> u32 {
+    1000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default = "default_max_in_flight")]
+    max_in_flight: u32,
+    #[serde(default = "default_lease_secs")]
+    lease_secs: u64,
+    #[serde(default = "default_max_age_secs")]
+    max_age_secs: u64,
+    #[serde(default = "default_batch")]
+    batch: u32,
+    #[serde(default = "default_helo")]
+    helo_name: String,
+    #[serde(default = "default_smtp_timeout")]
+    smtp_timeout_secs: u64,
+    #[serde(default)]
+    bounce_domain: Option<String>,
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        toml::from_str("").expect("every delivery key has a default")
+    }
+}
+
+fn default_max_in_flight() -> u32 {
+    256
+}
+fn default_lease_secs() -> u64 {
+    300
+}
+fn default_max_age_secs() -> u64 {
+    5 * 86_400
+}
+fn default_batch() -> u32 {
+    512
+}
+fn default_helo() -> String {
+    "sluice.localhost".into()
+}
+fn default_smtp_timeout() -> u64 {
+    30
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugins {
+    #[serde(default)]
+    ingest: Option<Spanned<RawPlugin>>,
+    #[serde(default)]
+    route: Option<Spanned<RawPlugin>>,
+    #[serde(default)]
+    send: Option<Spanned<RawPlugin>>,
+    #[serde(default)]
+    bounce: Option<Spanned<RawPlugin>>,
+    #[serde(default)]
+    bill: Option<Spanned<RawPlugin>>,
+    #[serde(default)]
+    max_timeout_ms: Option<u64>,
+    #[serde(default)]
+    max_memory_mib: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    builtin: Option<String>,
+    file: Option<PathBuf>,
+    timeout_ms: Option<u64>,
+    memory_mib: Option<usize>,
+    #[serde(default)]
+    reuse_instances: bool,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRelay {
+    id: Spanned<String>,
+    url: Spanned<String>,
+    auth_user: Option<String>,
+    auth_password_env: Option<String>,
+    auth_password_file: Option<PathBuf>,
+    /// Only here to refuse it with a clear message.
+    auth_password: Option<Spanned<toml::Value>>,
+    #[serde(default = "default_connection_limit")]
+    connection_limit: u32,
+    rate_limit_per_sec: Option<u32>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    tags: Vec<String>,
+    owner: Option<Spanned<String>>,
+}
+
+fn default_connection_limit() -> u32 {
+    16
+}
+fn default_weight() -> u32 {
+    100
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    id: Spanned<String>,
+    name: Option<String>,
+    #[serde(default)]
+    allowed_sender_domains: Vec<String>,
+    #[serde(default = "default_pools")]
+    pools: Vec<String>,
+    route_plugin: Option<Spanned<String>>,
+    api_key_env: Option<String>,
+    api_key_file: Option<PathBuf>,
+    /// Only here to refuse it with a clear message.
+    api_key: Option<Spanned<toml::Value>>,
+}
+
+fn default_pools() -> Vec<String> {
+    vec!["pool:platform".into()]
+}
+
+/// An id: 1–64 of `a-z 0-9 - _ .`
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+}
+
+/// Checks an SMTP relay URL: `smtp://host[:port]` (plain; add
+/// `?tls=opportunistic` for STARTTLS when offered or `?tls=required` to
+/// insist), or `smtps://host[:port]` (TLS from the first byte).
+pub fn check_relay_url(url: &str) -> Result<(), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("relay URL {url:?} has no scheme (smtp:// or smtps://)"))?;
+    if !matches!(scheme, "smtp" | "smtps") {
+        return Err(format!(
+            "relay URL {url:?}: scheme {scheme:?} is not smtp or smtps"
+        ));
+    }
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!(
+            "relay URL {url:?} needs a host and no user info (use auth_user)"
+        ));
+    }
+    if let Some((_, port)) = authority
+        .rsplit_once(':')
+        .filter(|(h, _)| !h.ends_with(']') || authority.starts_with('['))
+        && !authority.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("relay URL {url:?}: port {port:?} is not a number"));
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair {
+            "tls=required" | "tls=opportunistic" | "tls=none" => {}
+            other => {
+                return Err(format!(
+                    "relay URL {url:?}: unknown option {other:?} (tls=required|opportunistic|none)"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Check<'a> {
+    text: &'a str,
+    origin: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Check<'_> {
+    fn at(
+        &mut self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let e = if span.is_empty() && span.start == 0 {
+            ConfigError {
+                origin: self.origin.into(),
+                line: None,
+                column: None,
+                key: Some(key.into()),
+                message: message.into(),
+                snippet: None,
+            }
+        } else {
+            ConfigError::at(self.origin, self.text, span, key.into(), message.into())
+        };
+        self.errors.push(e);
+    }
+}
+
+fn secret(
+    check: &mut Check,
+    key: &str,
+    env: Option<String>,
+    file: Option<PathBuf>,
+    inline: Option<Spanned<toml::Value>>,
+    span: std::ops::Range<usize>,
+) -> Option<SecretRef> {
+    if let Some(v) = inline {
+        check.at(
+            v.span(),
+            key,
+            format!("secrets are never inline: use {key}_env = \"VAR\" or {key}_file = \"PATH\""),
+        );
+    }
+    match (env, file) {
+        (Some(_), Some(_)) => {
+            check.at(span, key, format!("give {key}_env or {key}_file, not both"));
+            None
+        }
+        (Some(e), None) => Some(SecretRef::Env(e)),
+        (None, Some(f)) => Some(SecretRef::File(f)),
+        (None, None) => None,
+    }
+}
+
+impl RawPlugin {
+    fn resolve(
+        self,
+        check: &mut Check,
+        stage: crate::stage::Stage,
+        span: std::ops::Range<usize>,
+    ) -> PluginConfig {
+        let key = format!("plugins.{stage}");
+        let defaults = crate::runtime::Limits::for_stage(stage);
+        let source = match (self.builtin, self.file) {
+            (Some(b), None) => match crate::builtin::by_name(&b) {
+                Some(found) if found.stage == stage => PluginSource::Builtin(b),
+                Some(found) => {
+                    check.at(
+                        span.clone(),
+                        format!("{key}.builtin"),
+                        format!(
+                            "default plugin {b:?} serves stage {}, not {stage}",
+                            found.stage
+                        ),
+                    );
+                    PluginSource::Builtin(b)
+                }
+                None => {
+                    check.at(
+                        span.clone(),
+                        format!("{key}.builtin"),
+                        format!("no default plugin called {b:?}"),
+                    );
+                    PluginSource::Builtin(b)
+                }
+            },
+            (None, Some(f)) => PluginSource::File(f),
+            (None, None) => PluginSource::Builtin(crate::builtin::default_for(stage).name.into()),
+            (Some(_), Some(_)) => {
+                check.at(span.clone(), key.clone(), "give builtin or file, not both");
+                PluginSource::Builtin(crate::builtin::default_for(stage).name.into())
+            }
+        };
+        let config = self
+            .config
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect();
+        PluginConfig {
+            source,
+            timeout: self
+                .timeout_ms
+                .map_or(defaults.timeout, Duration::from_millis),
+            memory_bytes: self.memory_mib.map_or(defaults.memory_bytes, |m| m << 20),
+            reuse_instances: self.reuse_instances,
+            config,
+        }
+    }
+}
+
+impl RawPipeline {
+    pub(super) fn validate(self, text: &str, origin: &str) -> Result<Pipeline, ConfigErrors> {
+        use crate::stage::Stage;
+        let mut check = Check {
+            text,
+            origin,
+            errors: Vec::new(),
+        };
+
+        let http_listen = match self.server.http_listen.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                let v = self.server.http_listen.get_ref().clone();
+                check.at(
+                    self.server.http_listen.span(),
+                    "server.http_listen",
+                    format!("{v:?} is not an address like 127.0.0.1:8025"),
+                );
+                SocketAddr::from(([127, 0, 0, 1], 8025))
+            }
+        };
+        let node_id = self.server.node_id.unwrap_or_else(|| {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice".into());
+            format!("{host}-{}", std::process::id())
+        });
+
+        let url = self.store.url.get_ref().clone();
+        if !(url.starts_with("sqlite://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            check.at(
+                self.store.url.span(),
+                "store.url",
+                format!("{url:?} is neither sqlite://PATH nor postgres://…"),
+            );
+        }
+
+        let token_span = self.admin.token.as_ref().map(|t| t.span()).unwrap_or(0..0);
+        let admin = Admin {
+            token: secret(
+                &mut check,
+                "admin.token",
+                self.admin.token_env,
+                self.admin.token_file,
+                self.admin.token,
+                token_span,
+            ),
+        };
+
+        let limits = Limits {
+            max_message_bytes: self.limits.max_message_bytes,
+            max_recipients: self.limits.max_recipients,
+        };
+        if limits.max_recipients == 0 {
+            check.at(0..0, "limits.max_recipients", "must be at least 1");
+        }
+
+        let d = self.delivery;
+        let delivery = Delivery {
+            max_in_flight: d.max_in_flight.max(1),
+            lease: Duration::from_secs(d.lease_secs.max(5)),
+            max_age: Duration::from_secs(d.max_age_secs),
+            batch: d.batch.clamp(1, 10_000),
+            helo_name: d.helo_name,
+            smtp_timeout: Duration::from_secs(d.smtp_timeout_secs.max(1)),
+            bounce_domain: d.bounce_domain,
+        };
+
+        let p = self.plugins;
+        let mut plugin = |raw: Option<Spanned<RawPlugin>>, stage: Stage| match raw {
+            Some(s) => {
+                let span = s.span();
+                s.into_inner().resolve(&mut check, stage, span)
+            }
+            None => RawPlugin::default().resolve(&mut check, stage, 0..0),
+        };
+        let plugins = Plugins {
+            ingest: plugin(p.ingest, Stage::Ingest),
+            route: plugin(p.route, Stage::Route),
+            send: plugin(p.send, Stage::Send),
+            bounce: plugin(p.bounce, Stage::Bounce),
+            bill: plugin(p.bill, Stage::Bill),
+            max_timeout: Duration::from_millis(p.max_timeout_ms.unwrap_or(1000)),
+            max_memory_bytes: p.max_memory_mib.unwrap_or(128) << 20,
+        };
+
+        let tenant_ids: HashSet<String> =
+            self.tenant.iter().map(|t| t.id.get_ref().clone()).collect();
+        let mut seen = HashSet::new();
+        let mut relays = Vec::new();
+        for (i, r) in self.relay.into_iter().enumerate() {
+            let key = format!("relay[{i}]");
+            let id = r.id.get_ref().clone();
+            if !valid_id(&id) {
+                check.at(
+                    r.id.span(),
+                    format!("{key}.id"),
+                    format!("{id:?} is not a valid id (1-64 of a-z 0-9 - _ .)"),
+                );
+            } else if !seen.insert(id.clone()) {
+                check.at(
+                    r.id.span(),
+                    format!("{key}.id"),
+                    format!("relay id {id:?} is used twice"),
+                );
+            }
+            if let Err(e) = check_relay_url(r.url.get_ref()) {
+                check.at(r.url.span(), format!("{key}.url"), e);
+            }
+            if r.connection_limit == 0 {
+                check.at(
+                    r.id.span(),
+                    format!("{key}.connection_limit"),
+                    "must be at least 1",
+                );
+            }
+            if let Some(owner) = &r.owner
+                && !tenant_ids.contains(owner.get_ref())
+            {
+                check.at(
+                    owner.span(),
+                    format!("{key}.owner"),
+                    format!("no tenant {:?} in this file", owner.get_ref()),
+                );
+            }
+            let span = r.id.span();
+            let auth_password = secret(
+                &mut check,
+                &format!("{key}.auth_password"),
+                r.auth_password_env,
+                r.auth_password_file,
+                r.auth_password,
+                span,
+            );
+            relays.push(RelayConfig {
+                id,
+                url: r.url.into_inner(),
+                auth_user: r.auth_user,
+                auth_password,
+                connection_limit: r.connection_limit,
+                rate_limit_per_sec: r.rate_limit_per_sec,
+                weight: r.weight,
+                tags: r.tags,
+                owner: r.owner.map(Spanned::into_inner),
+            });
+        }
+
+        let mut seen = HashSet::new();
+        let mut tenants = Vec::new();
+        for (i, t) in self.tenant.into_iter().enumerate() {
+            let key = format!("tenant[{i}]");
+            let id = t.id.get_ref().clone();
+            if !valid_id(&id) {
+                check.at(
+                    t.id.span(),
+                    format!("{key}.id"),
+                    format!("{id:?} is not a valid id (1-64 of a-z 0-9 - _ .)"),
+                );
+            } else if !seen.insert(id.clone()) {
+                check.at(
+                    t.id.span(),
+                    format!("{key}.id"),
+                    format!("tenant id {id:?} is used twice"),
+                );
+            }
+            if let Some(rp) = &t.route_plugin {
+                match crate::builtin::by_name(rp.get_ref()) {
+                    Some(b) if b.stage == Stage::Route => {}
+                    _ => check.at(
+                        rp.span(),
+                        format!("{key}.route_plugin"),
+                        format!("{:?} is not a default route plugin", rp.get_ref()),
+                    ),
+                }
+            }
+            let span = t.id.span();
+            let api_key = secret(
+                &mut check,
+                &format!("{key}.api_key"),
+                t.api_key_env,
+                t.api_key_file,
+                t.api_key,
+                span,
+            );
+            tenants.push(TenantConfig {
+                name: t.name.unwrap_or_else(|| id.clone()),
+                id,
+                allowed_sender_domains: t.allowed_sender_domains,
+                pools: t.pools,
+                route_plugin: t.route_plugin.map(Spanned::into_inner),
+                api_key,
+            });
+        }
+
+        if !check.errors.is_empty() {
+            return Err(ConfigErrors(check.errors));
+        }
+        Ok(Pipeline {
+            server: Server {
+                http_listen,
+                node_id,
+            },
+            store: StoreConfig { url },
+            admin,
+            limits,
+            delivery,
+            plugins,
+            relays,
+            tenants,
+        })
+    }
+}

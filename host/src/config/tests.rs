@@ -1,0 +1,140 @@
+//! Pipeline files, good and bad, and the exact errors they get.
+
+use super::*;
+use std::path::Path;
+
+fn errors(text: &str) -> String {
+    Pipeline::parse(text, "p.toml").unwrap_err().to_string()
+}
+
+#[test]
+fn the_embedded_default_parses_and_uses_the_default_plugins() {
+    let p = Pipeline::parse(
+        include_str!("../../../pipelines/default.toml"),
+        "default.toml",
+    )
+    .unwrap();
+    assert_eq!(p.server.http_listen.to_string(), "127.0.0.1:8025");
+    assert_eq!(
+        p.plugins.route.source,
+        PluginSource::Builtin("router-weighted".into())
+    );
+    assert_eq!(
+        p.plugins.route.config,
+        vec![("window_secs".to_owned(), "900".to_owned())]
+    );
+    assert!(p.relays.is_empty());
+}
+
+#[test]
+fn every_example_pipeline_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "only {n} example pipelines");
+}
+
+#[test]
+fn unknown_key_names_file_line_column_and_key() {
+    let e = errors("[server]\nhttp_listen = \"127.0.0.1:1\"\ncolour = \"blue\"\n");
+    assert!(
+        e.starts_with("p.toml:3:1: key `colour`: unknown field `colour`"),
+        "{e}"
+    );
+    assert!(e.contains("   3 | colour = \"blue\"\n     | ^^^^^^"), "{e}");
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let e = errors("[limits]\nmax_recipients = \"many\"\n");
+    assert!(e.starts_with("p.toml:2:18:"), "{e}");
+    assert!(e.contains("invalid type: string \"many\""), "{e}");
+}
+
+#[test]
+fn inline_secrets_are_refused_with_the_way_to_do_it() {
+    let e = errors(
+        "[[relay]]\nid = \"a\"\nurl = \"smtp://127.0.0.1:25\"\nauth_user = \"u\"\nauth_password = \"hunter2\"\n",
+    );
+    assert!(
+        e.starts_with("p.toml:5:17: key `relay[0].auth_password`: secrets are never inline"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("hunter2\n     | ^") || e.contains("auth_password_env"),
+        "{e}"
+    );
+}
+
+#[test]
+fn all_semantic_errors_are_reported_together() {
+    let text = "[[relay]]\nid = \"a\"\nurl = \"http://x\"\n\n[[relay]]\nid = \"a\"\nurl = \"smtp://h:25\"\nowner = \"ghost\"\n\n[[tenant]]\nid = \"Bad Id\"\nroute_plugin = \"rater-tiered\"\n";
+    let e = errors(text);
+    assert!(e.contains("p.toml:3:7: key `relay[0].url`: relay URL \"http://x\": scheme \"http\" is not smtp or smtps"), "{e}");
+    assert!(
+        e.contains("p.toml:6:6: key `relay[1].id`: relay id \"a\" is used twice"),
+        "{e}"
+    );
+    assert!(
+        e.contains("p.toml:8:9: key `relay[1].owner`: no tenant \"ghost\" in this file"),
+        "{e}"
+    );
+    assert!(
+        e.contains("p.toml:11:6: key `tenant[0].id`: \"Bad Id\" is not a valid id"),
+        "{e}"
+    );
+    assert!(
+        e.contains("key `tenant[0].route_plugin`: \"rater-tiered\" is not a default route plugin"),
+        "{e}"
+    );
+    assert!(e.ends_with("(5 errors)"), "{e}");
+}
+
+#[test]
+fn plugin_for_the_wrong_stage_is_named() {
+    let e = errors("[plugins.route]\nbuiltin = \"send-backoff\"\n");
+    assert!(e.contains("key `plugins.route.builtin`: default plugin \"send-backoff\" serves stage send, not route"), "{e}");
+}
+
+#[test]
+fn relay_urls() {
+    for ok in [
+        "smtp://127.0.0.1:2525",
+        "smtps://mail.example.com",
+        "smtp://[::1]:25",
+        "smtp://h:25?tls=required",
+    ] {
+        assert_eq!(check_relay_url(ok), Ok(()), "{ok}");
+    }
+    assert!(
+        check_relay_url("smtp://h:port")
+            .unwrap_err()
+            .contains("port \"port\" is not a number")
+    );
+    assert!(
+        check_relay_url("smtp://u:p@h")
+            .unwrap_err()
+            .contains("no user info")
+    );
+    assert!(
+        check_relay_url("smtp://h?tls=maybe")
+            .unwrap_err()
+            .contains("unknown option \"tls=maybe\"")
+    );
+}
+
+#[test]
+fn secrets_resolve_from_env_and_say_where_they_looked() {
+    let missing = SecretRef::Env("SLUICE_TEST_SURELY_UNSET".into());
+    assert_eq!(
+        missing.resolve().unwrap_err(),
+        "environment variable SLUICE_TEST_SURELY_UNSET is not set"
+    );
+    assert_eq!(missing.reference(), "env:SLUICE_TEST_SURELY_UNSET");
+}

@@ -1,0 +1,249 @@
+//! Sending through one relay with lettre: a connection pool bounded by the
+//! relay's connection limit, its rate limit, and replies per recipient.
+
+use super::health::{Health, TokenBucket};
+use crate::stage::SmtpReply;
+use lettre::address::{Address, Envelope};
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls as LettreTls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncTransport, Tokio1Executor};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How to speak TLS to a relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// Plain SMTP (`smtp://`, or `?tls=none`).
+    None,
+    /// STARTTLS when offered (`?tls=opportunistic`).
+    Opportunistic,
+    /// STARTTLS or fail (`?tls=required`).
+    Required,
+    /// TLS from the first byte (`smtps://`).
+    Implicit,
+}
+
+/// Host, port and TLS mode of a relay URL (already checked by the config).
+pub fn parse_relay_url(url: &str) -> Result<(String, u16, Tls), String> {
+    crate::config::check_relay_url(url)?;
+    let (scheme, rest) = url.split_once("://").expect("checked");
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = authority.trim_end_matches('/');
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or_else(|| format!("relay URL {url:?}: unclosed '['"))?;
+        (h.to_owned(), after.strip_prefix(':').map(str::parse::<u16>))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p.parse::<u16>())),
+            None => (authority.to_owned(), None),
+        }
+    };
+    let default_port = if scheme == "smtps" { 465 } else { 25 };
+    let port = port.transpose().map_err(|_| format!("relay URL {url:?}: bad port"))?.unwrap_or(default_port);
+    let tls = match (scheme, query) {
+        ("smtps", _) => Tls::Implicit,
+        (_, q) if q.contains("tls=required") => Tls::Required,
+        (_, q) if q.contains("tls=opportunistic") => Tls::Opportunistic,
+        _ => Tls::None,
+    };
+    Ok((host, port, tls))
+}
+
+/// Everything that defines a relay client; a change rebuilds the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    pub id: String,
+    pub url: String,
+    pub auth_user: Option<String>,
+    /// The resolved password (never stored or logged).
+    pub auth_password: Option<String>,
+    pub connection_limit: u32,
+    pub rate_limit_per_sec: Option<u32>,
+    pub weight: u32,
+    pub tags: Vec<String>,
+    pub owner: Option<String>,
+    /// Draining: no new attempts; in-flight ones finish.
+    pub draining: bool,
+}
+
+/// What one recipient got from one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayReply {
+    pub reply: Option<SmtpReply>,
+    pub transport_error: Option<String>,
+    pub latency_ms: u32,
+}
+
+/// One relay: its pool, its limits and its health.
+pub struct RelayClient {
+    settings: RelaySettings,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    permits: Arc<Semaphore>,
+    bucket: Option<TokenBucket>,
+    health: Health,
+    timeout: Duration,
+}
+
+impl RelayClient {
+    pub fn new(settings: RelaySettings, helo: &str, timeout: Duration) -> Result<RelayClient, String> {
+        let (host, port, tls) = parse_relay_url(&settings.url)?;
+        let params = || TlsParameters::new(host.clone()).map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id));
+        let tls = match tls {
+            Tls::None => LettreTls::None,
+            Tls::Opportunistic => LettreTls::Opportunistic(params()?),
+            Tls::Required => LettreTls::Required(params()?),
+            Tls::Implicit => LettreTls::Wrapper(params()?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+            .port(port)
+            .tls(tls)
+            .timeout(Some(timeout))
+            .hello_name(ClientId::Domain(helo.to_owned()))
+            .pool_config(PoolConfig::new().max_size(settings.connection_limit).idle_timeout(Duration::from_secs(30)));
+        if let (Some(user), Some(pass)) = (&settings.auth_user, &settings.auth_password) {
+            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+        }
+        Ok(RelayClient {
+            permits: Arc::new(Semaphore::new(settings.connection_limit as usize)),
+            bucket: settings.rate_limit_per_sec.map(TokenBucket::new),
+            health: Health::new(3, Duration::from_secs(30)),
+            transport: builder.build(),
+            settings,
+            timeout,
+        })
+    }
+
+    pub fn settings(&self) -> &RelaySettings {
+        &self.settings
+    }
+
+    /// Recipients being attempted through this relay now.
+    pub fn in_flight(&self) -> u32 {
+        self.settings.connection_limit.saturating_sub(self.permits.available_permits() as u32)
+    }
+
+    /// Up unless consecutive transport failures marked it down.
+    pub fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    /// Sends `body` to `recipients` in one transaction; one reply per
+    /// recipient, in order. When the relay refuses the transaction and there
+    /// are several recipients, each is retried alone so that every
+    /// recipient gets its own reply (lettre stops at the first refused RCPT).
+    pub async fn send(&self, sender: &str, recipients: &[String], body: &[u8]) -> Vec<RelayReply> {
+        let first = self.send_once(sender, recipients, body).await;
+        let refused = first.reply.as_ref().is_some_and(|r| r.code >= 400);
+        if recipients.len() > 1 && refused {
+            let mut out = Vec::with_capacity(recipients.len());
+            for r in recipients {
+                out.push(self.send_once(sender, std::slice::from_ref(r), body).await);
+            }
+            return out;
+        }
+        vec![first; recipients.len()]
+    }
+
+    async fn send_once(&self, sender: &str, recipients: &[String], body: &[u8]) -> RelayReply {
+        let envelope = match envelope(sender, recipients) {
+            Ok(e) => e,
+            Err(e) => return RelayReply { reply: None, transport_error: Some(e), latency_ms: 0 },
+        };
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        if let Some(bucket) = &self.bucket {
+            while let Err(wait) = bucket.take() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let started = Instant::now();
+        // lettre's timeout is per command; this bounds the whole transaction.
+        let result = tokio::time::timeout(self.timeout * 4, self.transport.send_raw(&envelope, body)).await;
+        let latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        let out = match result {
+            Err(_) => RelayReply { reply: None, transport_error: Some(format!("no answer within {:?}", self.timeout * 4)), latency_ms },
+            Ok(Ok(response)) => {
+                let text = response.message().collect::<Vec<_>>().join("\n");
+                let code = response.code().to_string().parse().unwrap_or(250);
+                RelayReply { reply: Some(reply(code, &text)), transport_error: None, latency_ms }
+            }
+            Ok(Err(e)) => match e.status() {
+                Some(code) => {
+                    let shown = e.to_string();
+                    let text = shown.split_once("): ").map_or("", |(_, t)| t);
+                    RelayReply { reply: Some(reply(code.to_string().parse().unwrap_or(451), text)), transport_error: None, latency_ms }
+                }
+                None => RelayReply { reply: None, transport_error: Some(error_chain(&e)), latency_ms },
+            },
+        };
+        if out.reply.is_some() {
+            self.health.answered();
+        } else if self.health.failed() {
+            tracing::warn!(relay = %self.settings.id, error = ?out.transport_error, "relay marked down after repeated transport failures");
+        }
+        out
+    }
+}
+
+fn envelope(sender: &str, recipients: &[String]) -> Result<Envelope, String> {
+    let from = if sender.is_empty() {
+        None
+    } else {
+        Some(sender.parse::<Address>().map_err(|e| format!("sender {sender:?}: {e}"))?)
+    };
+    let to = recipients
+        .iter()
+        .map(|r| r.parse::<Address>().map_err(|e| format!("recipient {r:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Envelope::new(from, to).map_err(|e| e.to_string())
+}
+
+/// An SMTP reply with its enhanced status code split off the text.
+pub fn reply(code: u16, text: &str) -> SmtpReply {
+    let first = text.split_whitespace().next().unwrap_or("");
+    let is_enhanced = {
+        let p: Vec<&str> = first.split('.').collect();
+        p.len() == 3 && matches!(p[0], "2" | "4" | "5") && p.iter().all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if is_enhanced {
+        SmtpReply { code, enhanced: Some(first.to_owned()), text: text[first.len()..].trim_start().to_owned() }
+    } else {
+        SmtpReply { code, enhanced: None, text: text.to_owned() }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_urls_become_host_port_and_tls() {
+        assert_eq!(parse_relay_url("smtp://127.0.0.1:2525").unwrap(), ("127.0.0.1".into(), 2525, Tls::None));
+        assert_eq!(parse_relay_url("smtps://mx.example").unwrap(), ("mx.example".into(), 465, Tls::Implicit));
+        assert_eq!(parse_relay_url("smtp://[::1]:26?tls=required").unwrap(), ("::1".into(), 26, Tls::Required));
+        assert_eq!(parse_relay_url("smtp://h?tls=opportunistic").unwrap(), ("h".into(), 25, Tls::Opportunistic));
+    }
+
+    #[test]
+    fn enhanced_status_is_split_from_the_text() {
+        assert_eq!(reply(550, "5.1.1 <a@b>: no such user"), SmtpReply { code: 550, enhanced: Some("5.1.1".into()), text: "<a@b>: no such user".into() });
+        assert_eq!(reply(250, "Ok"), SmtpReply { code: 250, enhanced: None, text: "Ok".into() });
+    }
+}
