@@ -7,3 +7,4 @@ pub mod builtin;
 pub mod cli;
 pub mod runtime;
 pub mod stage;
+pub mod store;
