@@ -1248,8 +1248,9 @@ async fn sqlite_accept_survives_sigkill() {
             .await
             .unwrap()
             .expect("the child exited before accepting");
-        if let Some(id) = line.strip_prefix("ACCEPTED ") {
-            break id.to_string();
+        // libtest may have written "test crash_child ... " on the same line.
+        if let Some((_, id)) = line.split_once("ACCEPTED ") {
+            break id.trim().to_string();
         }
     };
     // SIGKILL: no destructors, no checkpoint, no clean close of the database.
