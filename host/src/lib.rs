@@ -5,7 +5,9 @@
 
 pub mod builtin;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod relay;
 pub mod runtime;
 pub mod stage;
+pub mod store;

@@ -142,8 +142,6 @@ pub struct TenantConfig {
     pub allowed_sender_domains: Vec<String>,
     pub pools: Vec<String>,
     pub route_plugin: Option<String>,
-    /// A key to install at start-up (its hash is stored).
-    pub api_key: Option<SecretRef>,
 }
 
 // ---- raw ----
@@ -357,10 +355,6 @@ struct RawTenant {
     #[serde(default = "default_pools")]
     pools: Vec<String>,
     route_plugin: Option<Spanned<String>>,
-    api_key_env: Option<String>,
-    api_key_file: Option<PathBuf>,
-    /// Only here to refuse it with a clear message.
-    api_key: Option<Spanned<toml::Value>>,
 }
 
 fn default_pools() -> Vec<String> {
@@ -724,7 +718,6 @@ impl RawPipeline {
                 allowed_sender_domains: t.allowed_sender_domains,
                 pools: t.pools,
                 route_plugin: t.route_plugin.map(Spanned::into_inner),
-                api_key,
             });
         }
 

@@ -1,0 +1,308 @@
+//! From what an application submits to the RFC 5322 bytes Sluice stores:
+//! the JSON form (built into MIME with lettre) or a raw message with its
+//! envelope given beside it. Every refusal names the field.
+
+use base64::Engine as _;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use serde::Deserialize;
+
+/// The JSON body of `POST /v1/messages`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonMessage {
+    pub from: String,
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    #[serde(default)]
+    pub bcc: Vec<String>,
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    #[serde(default)]
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub html: Option<String>,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub attachments: Vec<JsonAttachment>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub content_base64: String,
+}
+
+/// A submission refused, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn field_err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into() }
+}
+
+/// A message ready to store: envelope, bytes, the headers the ingest stage sees.
+#[derive(Debug, Clone)]
+pub struct Composed {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+    pub message_id: String,
+}
+
+/// Headers an application may not set: Sluice or the envelope owns them.
+const RESERVED: &[&str] = &["from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date", "mime-version", "content-type", "content-transfer-encoding", "return-path"];
+
+fn mailbox(field: &str, value: &str) -> Result<Mailbox, FieldError> {
+    value.parse::<Mailbox>().map_err(|e| field_err(field, format!("{value:?} is not an e-mail address ({e})")))
+}
+
+/// A new Message-ID: unique, and naming this host.
+pub fn new_message_id(domain: &str) -> String {
+    format!("<{}@{domain}>", ulid::Ulid::new().to_string().to_ascii_lowercase())
+}
+
+/// Builds the JSON form into MIME.
+pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, FieldError> {
+    let from = mailbox("from", &m.from)?;
+    if m.to.is_empty() && m.cc.is_empty() && m.bcc.is_empty() {
+        return Err(field_err("to", "at least one recipient is needed in to, cc or bcc"));
+    }
+    let message_id = new_message_id(message_id_domain);
+    let mut b = lettre::Message::builder().from(from.clone()).message_id(Some(message_id.clone())).date_now();
+    let mut recipients = Vec::new();
+    for (i, to) in m.to.iter().enumerate() {
+        let mb = mailbox(&format!("to[{i}]"), to)?;
+        recipients.push(mb.email.to_string());
+        b = b.to(mb);
+    }
+    for (i, cc) in m.cc.iter().enumerate() {
+        let mb = mailbox(&format!("cc[{i}]"), cc)?;
+        recipients.push(mb.email.to_string());
+        b = b.cc(mb);
+    }
+    for (i, bcc) in m.bcc.iter().enumerate() {
+        // Envelope only: a Bcc recipient never appears in the headers.
+        recipients.push(mailbox(&format!("bcc[{i}]"), bcc)?.email.to_string());
+    }
+    if let Some(r) = &m.reply_to {
+        b = b.reply_to(mailbox("reply_to", r)?);
+    }
+    if let Some(s) = &m.subject {
+        if s.contains(['\r', '\n']) {
+            return Err(field_err("subject", "must be one line"));
+        }
+        b = b.subject(s.clone());
+    }
+    let mut headers: Vec<(String, String)> = vec![("From".into(), m.from.clone()), ("Message-ID".into(), message_id.clone())];
+    if let Some(s) = &m.subject {
+        headers.push(("Subject".into(), s.clone()));
+    }
+    for (name, value) in &m.headers {
+        let key = format!("headers.{name}");
+        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+            return Err(field_err(key, "is set by Sluice or from the fields above"));
+        }
+        if value.contains(['\r', '\n']) {
+            return Err(field_err(key, "value must be one line"));
+        }
+        let hn = HeaderName::new_from_ascii(name.clone()).map_err(|_| field_err(&key, format!("{name:?} is not a valid header name")))?;
+        b = b.raw_header(HeaderValue::new(hn, value.clone()));
+        headers.push((name.clone(), value.clone()));
+    }
+
+    let body_part = match (&m.text, &m.html) {
+        (Some(t), Some(h)) => Some(MultiPart::alternative_plain_html(t.clone(), h.clone())),
+        (Some(t), None) => Some(MultiPart::mixed().singlepart(SinglePart::plain(t.clone()))),
+        (None, Some(h)) => Some(MultiPart::mixed().singlepart(SinglePart::html(h.clone()))),
+        (None, None) if m.attachments.is_empty() => return Err(field_err("text", "give text, html or attachments")),
+        (None, None) => None,
+    };
+    let message = if m.attachments.is_empty() {
+        match (&m.text, &m.html) {
+            (Some(t), None) => b.singlepart(SinglePart::plain(t.clone())),
+            (None, Some(h)) => b.singlepart(SinglePart::html(h.clone())),
+            _ => b.multipart(body_part.expect("text and html")),
+        }
+    } else {
+        let mut mixed = MultiPart::mixed().build();
+        if let Some(p) = body_part {
+            mixed = mixed.multipart(p);
+        }
+        for (i, a) in m.attachments.iter().enumerate() {
+            let key = format!("attachments[{i}]");
+            let ct = ContentType::parse(&a.content_type).map_err(|_| field_err(format!("{key}.content_type"), format!("{:?} is not a MIME type", a.content_type)))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(a.content_base64.trim())
+                .map_err(|e| field_err(format!("{key}.content_base64"), format!("not base64: {e}")))?;
+            if a.filename.is_empty() || a.filename.contains(['/', '\\', '\r', '\n']) {
+                return Err(field_err(format!("{key}.filename"), format!("{:?} is not a plain file name", a.filename)));
+            }
+            mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(bytes, ct));
+        }
+        b.multipart(mixed)
+    }
+    .map_err(|e| field_err("from", e.to_string()))?;
+
+    Ok(Composed { sender: from.email.to_string(), recipients, body: message.formatted(), headers, message_id })
+}
+
+/// Takes a raw RFC 5322 message as submitted: checks its header section,
+/// adds `Message-ID` (and `Date`) when missing, and keeps the envelope the
+/// application gave beside it.
+pub fn from_raw(raw: &[u8], sender: &str, recipients: &[String], message_id_domain: &str) -> Result<Composed, FieldError> {
+    if !sender.is_empty() {
+        mailbox("from", sender)?;
+    }
+    if recipients.is_empty() {
+        return Err(field_err("to", "give the envelope recipients (query `to=` or header `Sluice-Envelope-To`)"));
+    }
+    let mut rcpts = Vec::new();
+    for (i, r) in recipients.iter().enumerate() {
+        rcpts.push(mailbox(&format!("to[{i}]"), r)?.email.to_string());
+    }
+    let (headers, header_len) = parse_header_section(raw)?;
+    let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+    if !has("from") {
+        return Err(field_err("message", "has no From header"));
+    }
+    let mut prefix = String::new();
+    let message_id = match headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("message-id")) {
+        Some((_, v)) => v.trim().to_owned(),
+        None => {
+            let id = new_message_id(message_id_domain);
+            prefix.push_str(&format!("Message-ID: {id}\r\n"));
+            id
+        }
+    };
+    if !has("date") {
+        prefix.push_str(&format!("Date: {}\r\n", httpdate_rfc2822()));
+    }
+    let mut body = Vec::with_capacity(prefix.len() + raw.len());
+    body.extend_from_slice(prefix.as_bytes());
+    body.extend_from_slice(raw);
+    let _ = header_len;
+    Ok(Composed { sender: sender.to_owned(), recipients: rcpts, body, headers, message_id })
+}
+
+fn httpdate_rfc2822() -> String {
+    // lettre formats a Date header for us; borrow it.
+    let m = lettre::Message::builder().from("a@b.c".parse().expect("valid")).to("a@b.c".parse().expect("valid")).date_now().body(String::new()).expect("builds");
+    let formatted = String::from_utf8_lossy(&m.formatted()).into_owned();
+    formatted.lines().find_map(|l| l.strip_prefix("Date: ").map(str::to_owned)).unwrap_or_default()
+}
+
+/// The header fields of a raw message and the length of its header section.
+pub fn parse_header_section(raw: &[u8]) -> Result<(Vec<(String, String)>, usize), FieldError> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    let mut pos = 0;
+    let mut line_no = 0;
+    loop {
+        if pos >= raw.len() {
+            return Err(field_err("message", "ends inside its header section (no blank line before the body)"));
+        }
+        let end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..end];
+        line_no += 1;
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
+        let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+        pos = end;
+        if trimmed.is_empty() {
+            break;
+        }
+        if trimmed[0] == b' ' || trimmed[0] == b'\t' {
+            match headers.last_mut() {
+                Some(last) => last.1.push_str(&String::from_utf8_lossy(trimmed)),
+                None => return Err(field_err("message", format!("header line {line_no} is a continuation with nothing before it"))),
+            }
+            continue;
+        }
+        let colon = trimmed.iter().position(|&b| b == b':');
+        let valid_name = colon.is_some_and(|c| c > 0 && trimmed[..c].iter().all(|b| b.is_ascii_graphic() && *b != b':'));
+        if !valid_name {
+            let shown = String::from_utf8_lossy(&trimmed[..trimmed.len().min(60)]).into_owned();
+            return Err(field_err("message", format!("header line {line_no} is not `Name: value`: {shown:?}")));
+        }
+        let c = colon.expect("checked");
+        headers.push((String::from_utf8_lossy(&trimmed[..c]).into_owned(), String::from_utf8_lossy(&trimmed[c + 1..]).trim().to_owned()));
+    }
+    Ok((headers, pos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(v: serde_json::Value) -> JsonMessage {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn json_becomes_mime_with_bcc_only_in_the_envelope() {
+        let m = json(serde_json::json!({
+            "from": "Acme <news@acme.example>", "to": ["ann@example.org"], "bcc": ["audit@acme.example"],
+            "subject": "Hello", "text": "plain", "html": "<p>rich</p>", "headers": {"X-Campaign": "nov"}
+        }));
+        let c = from_json(&m, "mx.test").unwrap();
+        let text = String::from_utf8(c.body).unwrap();
+        assert_eq!(c.recipients, ["ann@example.org", "audit@acme.example"]);
+        assert_eq!(c.sender, "news@acme.example");
+        assert!(text.contains("Subject: Hello"), "{text}");
+        assert!(text.contains("X-Campaign: nov"), "{text}");
+        assert!(text.contains("multipart/alternative"), "{text}");
+        assert!(!text.to_ascii_lowercase().contains("audit@"), "{text}");
+        assert!(text.contains(&format!("Message-ID: {}", c.message_id)), "{text}");
+    }
+
+    #[test]
+    fn attachments_are_decoded_and_named() {
+        let m = json(serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "see",
+            "attachments": [{"filename": "r.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}));
+        let text = String::from_utf8(from_json(&m, "h").unwrap().body).unwrap();
+        assert!(text.contains("filename=\"r.txt\""), "{text}");
+        let bad = json(serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
+            "attachments": [{"filename": "r.txt", "content_type": "text/plain", "content_base64": "***"}]}));
+        assert_eq!(from_json(&bad, "h").unwrap_err().field, "attachments[0].content_base64");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let e = from_json(&json(serde_json::json!({"from": "nobody", "to": ["b@x.org"], "text": "x"})), "h").unwrap_err();
+        assert_eq!(e.field, "from");
+        assert!(e.message.contains("\"nobody\""), "{e}");
+        let e = from_json(&json(serde_json::json!({"from": "a@b.c", "to": ["ok@x.org", "bad"], "text": "x"})), "h").unwrap_err();
+        assert_eq!(e.field, "to[1]");
+        let e = from_json(&json(serde_json::json!({"from": "a@b.c", "text": "x"})), "h").unwrap_err();
+        assert_eq!(e.field, "to");
+        let e = from_json(&json(serde_json::json!({"from": "a@b.c", "to": ["x@y.z"], "text": "x", "headers": {"Date": "now"}})), "h").unwrap_err();
+        assert_eq!(e.field, "headers.Date");
+    }
+
+    #[test]
+    fn raw_messages_get_a_message_id_and_keep_their_bytes() {
+        let raw = b"From: a@acme.example\r\nSubject: hi\r\n\r\nbody\r\n";
+        let c = from_raw(raw, "a@acme.example", &["b@x.org".into()], "h").unwrap();
+        assert!(c.body.starts_with(b"Message-ID: <"));
+        assert!(c.body.ends_with(raw));
+        let e = from_raw(b"From a@b\r\n\r\n", "a@acme.example", &["b@x.org".into()], "h").unwrap_err();
+        assert!(e.message.contains("header line 1 is not `Name: value`"), "{e}");
+        let e = from_raw(b"Subject: x\r\n\r\n", "a@acme.example", &["b@x.org".into()], "h").unwrap_err();
+        assert_eq!(e.message, "has no From header");
+    }
+}

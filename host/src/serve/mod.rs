@@ -1,0 +1,67 @@
+//! `sluice serve`: the HTTP API, the scheduler and the senders, wired
+//! together around one store and one plugin runtime.
+//!
+//! Life of a message: `POST /v1/messages` → ingest plugin → committed to
+//! the store (durable before 202) → the dispatcher leases due recipients →
+//! route plugin picks relays → lettre sends → send plugin reads each reply
+//! → the outcome and its event are recorded. Nothing is held only in
+//! memory: a crash loses leases, which expire and are taken again.
+
+mod admin;
+mod api;
+mod dispatch;
+mod error;
+mod plugins;
+mod state;
+
+pub use state::Server;
+
+use crate::config::Pipeline;
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs until SIGINT or SIGTERM, then drains: stops accepting, lets
+/// in-flight attempts finish (up to `drain`), gives back the leases left.
+pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
+    let server = Arc::new(Server::start(pipeline).await?);
+    let listener = tokio::net::TcpListener::bind(server.pipeline.server.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", server.pipeline.server.http_listen))?;
+    let addr = listener.local_addr()?;
+    println!("sluice: HTTP API on http://{addr} (node {})", server.pipeline.server.node_id);
+
+    let dispatcher = tokio::spawn(dispatch::run(server.clone()));
+    let refresher = tokio::spawn(state::refresh_loop(server.clone()));
+
+    let app = api::router(server.clone());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+
+    tracing::info!("shutting down: no new messages, finishing in-flight attempts");
+    server.begin_shutdown();
+    refresher.abort();
+    if tokio::time::timeout(drain, dispatcher).await.is_err() {
+        tracing::warn!(drain_secs = drain.as_secs(), "in-flight attempts did not finish in time; their leases are given back");
+    }
+    let released = server.store.release_leases(&server.pipeline.server.node_id, state::now_ms()).await?;
+    println!("sluice: stopped ({released} leased recipients given back)");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

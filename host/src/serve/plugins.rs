@@ -1,0 +1,85 @@
+//! The plugins a server runs: the pipeline's plugin per stage, and the
+//! tenants' route plugins, loaded once and called off the async threads.
+
+use crate::builtin;
+use crate::config::{PluginConfig, PluginSource, Plugins as PluginsConfig};
+use crate::runtime::{Limits, Plugin, PluginError, PluginSpec, Runtime};
+use crate::stage::Stage;
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Loaded plugins, by stage and by name.
+pub struct PluginSet {
+    runtime: Runtime,
+    stages: HashMap<Stage, Arc<Plugin>>,
+    /// Default route plugins by name, for tenants that chose one.
+    named_routers: Mutex<HashMap<String, Arc<Plugin>>>,
+    route_limits: PluginConfig,
+}
+
+fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<Plugin> {
+    let (name, bytes) = match &cfg.source {
+        PluginSource::Builtin(name) => {
+            let b = builtin::by_name(name).with_context(|| format!("no default plugin {name:?}"))?;
+            (name.clone(), b.wasm.to_vec())
+        }
+        PluginSource::File(path) => (path.display().to_string(), std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?),
+    };
+    let spec = PluginSpec {
+        limits: Limits { timeout: cfg.timeout, memory_bytes: cfg.memory_bytes, reuse_instances: cfg.reuse_instances },
+        config: cfg.config.clone(),
+        log: None,
+    };
+    runtime.load(stage, &name, &bytes, spec).with_context(|| format!("the {stage} plugin {name} cannot be loaded"))
+}
+
+impl PluginSet {
+    pub fn load(runtime: Runtime, cfg: &PluginsConfig) -> anyhow::Result<PluginSet> {
+        let mut stages = HashMap::new();
+        for (stage, c) in [(Stage::Ingest, &cfg.ingest), (Stage::Route, &cfg.route), (Stage::Send, &cfg.send), (Stage::Bounce, &cfg.bounce), (Stage::Bill, &cfg.bill)] {
+            stages.insert(stage, Arc::new(load(&runtime, stage, c)?));
+        }
+        Ok(PluginSet { runtime, stages, named_routers: Mutex::new(HashMap::new()), route_limits: cfg.route.clone() })
+    }
+
+    /// The pipeline's plugin for `stage` (also the fallback of tenant plugins).
+    pub fn stage(&self, stage: Stage) -> Arc<Plugin> {
+        self.stages[&stage].clone()
+    }
+
+    /// The route plugin a tenant chose, else the pipeline's.
+    pub fn router_for(&self, choice: Option<&str>) -> Arc<Plugin> {
+        let Some(name) = choice else { return self.stage(Stage::Route) };
+        let mut named = self.named_routers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = named.get(name) {
+            return p.clone();
+        }
+        let mut cfg = self.route_limits.clone();
+        cfg.source = PluginSource::Builtin(name.to_owned());
+        match load(&self.runtime, Stage::Route, &cfg) {
+            Ok(p) => {
+                let p = Arc::new(p);
+                named.insert(name.to_owned(), p.clone());
+                p
+            }
+            Err(e) => {
+                tracing::warn!(plugin = name, error = %format!("{e:#}"), "tenant route plugin unavailable; using the pipeline's");
+                self.stage(Stage::Route)
+            }
+        }
+    }
+}
+
+/// Runs a plugin call on the blocking pool: a plugin may use its whole
+/// deadline, which must not stall the async workers.
+pub async fn call<T, F>(plugin: Arc<Plugin>, f: F) -> Result<T, PluginError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(move || f(&plugin)).await {
+        Ok(r) => r,
+        Err(e) => Err(PluginError::Unavailable(format!("plugin task failed: {e}"))),
+    }
+}

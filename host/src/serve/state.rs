@@ -1,0 +1,266 @@
+//! The server's shared state: store, plugins, relays, live relay stats.
+
+use super::plugins::PluginSet;
+use crate::config::{Pipeline, SecretRef};
+use crate::relay::{RelaySettings, Relays};
+use crate::runtime::{Runtime, RuntimeConfig};
+use crate::stage::RelayWindow;
+use crate::store::{NewRelay, NewTenant, RelayState, Store, Tenant};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, Semaphore};
+
+/// Windows of relay stats the route plugin sees, in seconds.
+pub const STAT_WINDOWS: [u32; 3] = [60, 900, 3600];
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Everything a request handler or a delivery task needs.
+pub struct Server {
+    pub pipeline: Pipeline,
+    pub store: Store,
+    pub plugins: PluginSet,
+    pub relays: Relays,
+    /// SHA-256 of the admin token; none disables the admin API.
+    pub admin_token_sha256: Option<[u8; 32]>,
+    /// Wakes the dispatcher when new work is committed.
+    pub wake: Notify,
+    /// Recipients being delivered at once.
+    pub in_flight: Arc<Semaphore>,
+    /// Relay id → windows, refreshed every second from events.
+    pub stats: RwLock<HashMap<String, Vec<RelayWindow>>>,
+    shutting_down: AtomicBool,
+    key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
+    tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
+}
+
+pub fn sha256(s: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
+
+impl Server {
+    /// Opens the store, seeds it from the pipeline, loads the plugins and
+    /// the relays.
+    pub async fn start(pipeline: Pipeline) -> anyhow::Result<Server> {
+        if let Some(path) = pipeline.store.url.strip_prefix("sqlite://")
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let store = Store::open(&pipeline.store.url).await.with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
+        let runtime = Runtime::new(RuntimeConfig { max_memory_bytes: pipeline.plugins.max_memory_bytes.max(64 << 20), ..RuntimeConfig::default() })?;
+        let plugins = PluginSet::load(runtime, &pipeline.plugins)?;
+
+        let admin_token = match &pipeline.admin.token {
+            Some(secret) => Some(secret.resolve().map_err(|e| anyhow::anyhow!("admin token: {e}"))?),
+            None => {
+                let token = random_token("adm");
+                println!("sluice: admin token (no [admin] token_env/token_file configured; shown once): {token}");
+                Some(token)
+            }
+        };
+
+        let now = now_ms();
+        // The pipeline seeds relays and tenants; the admin API's changes to
+        // them are stored and win over the file from then on.
+        for r in &pipeline.relays {
+            if store.get_relay(&r.id).await?.is_none() {
+                store
+                    .upsert_relay(
+                        NewRelay {
+                            id: r.id.clone(),
+                            url: r.url.clone(),
+                            auth_user: r.auth_user.clone(),
+                            auth_secret_ref: r.auth_password.as_ref().map(SecretRef::reference),
+                            connection_limit: r.connection_limit,
+                            rate_limit_per_sec: r.rate_limit_per_sec,
+                            weight: r.weight,
+                            tags: r.tags.clone(),
+                            owner: r.owner.clone(),
+                            state: RelayState::Active,
+                        },
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        for t in &pipeline.tenants {
+            if store.get_tenant(&t.id).await?.is_none() {
+                store
+                    .create_tenant(
+                        NewTenant { id: t.id.clone(), name: t.name.clone(), allowed_sender_domains: t.allowed_sender_domains.clone(), pools: t.pools.clone(), route_plugin: t.route_plugin.clone() },
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        if pipeline.tenants.is_empty() && store.list_tenants().await?.is_empty() {
+            store
+                .create_tenant(
+                    NewTenant { id: "default".into(), name: "Default tenant".into(), allowed_sender_domains: vec!["*".into()], pools: vec!["pool:platform".into()], route_plugin: None },
+                    now,
+                )
+                .await?;
+            let (_, key) = store.create_api_key("default", now).await?;
+            println!("sluice: created tenant \"default\"; its API key (shown once): {key}");
+        }
+
+        let server = Server {
+            in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
+            pipeline,
+            store,
+            plugins,
+            relays: Relays::default(),
+            admin_token_sha256: admin_token.as_deref().map(sha256),
+            wake: Notify::new(),
+            stats: RwLock::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+            key_cache: Mutex::new(HashMap::new()),
+            tenant_cache: Mutex::new(HashMap::new()),
+        };
+        server.sync_relays().await?;
+        server.refresh_stats().await?;
+        Ok(server)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Rebuilds relay clients from the store (after an admin change, and
+    /// periodically so that changes made on another host arrive).
+    pub async fn sync_relays(&self) -> anyhow::Result<()> {
+        let stored = self.store.list_relays().await?;
+        let settings = stored
+            .into_iter()
+            .map(|r| {
+                let password = r.auth_secret_ref.as_deref().and_then(|s| {
+                    let secret = if let Some(name) = s.strip_prefix("env:") {
+                        SecretRef::Env(name.into())
+                    } else {
+                        SecretRef::File(s.trim_start_matches("file:").into())
+                    };
+                    secret.resolve().map_err(|e| tracing::warn!(relay = %r.id, error = %e, "relay password unavailable")).ok()
+                });
+                RelaySettings {
+                    id: r.id,
+                    url: r.url,
+                    auth_user: r.auth_user,
+                    auth_password: password,
+                    connection_limit: r.connection_limit.max(1),
+                    rate_limit_per_sec: r.rate_limit_per_sec,
+                    weight: r.weight,
+                    tags: r.tags,
+                    owner: r.owner,
+                    draining: r.state == RelayState::Draining,
+                }
+            })
+            .collect();
+        let d = &self.pipeline.delivery;
+        for (id, why) in self.relays.sync(settings, &d.helo_name, d.smtp_timeout) {
+            tracing::error!(relay = %id, error = %why, "relay cannot be used");
+        }
+        Ok(())
+    }
+
+    /// Reads the relay windows from the events.
+    pub async fn refresh_stats(&self) -> anyhow::Result<()> {
+        let now = now_ms();
+        let since: Vec<i64> = STAT_WINDOWS.iter().map(|w| now - i64::from(*w) * 1000).collect();
+        let counts = self.store.relay_stats(&since, now).await?;
+        let stats = counts
+            .into_iter()
+            .map(|(relay, windows)| {
+                let windows = windows
+                    .into_iter()
+                    .zip(STAT_WINDOWS)
+                    .map(|(c, window_secs)| RelayWindow {
+                        window_secs,
+                        sent: c.sent,
+                        delivered: c.delivered,
+                        deferred: c.deferred,
+                        hard_bounced: c.hard_bounced,
+                        soft_bounced: c.soft_bounced,
+                        blocked: c.blocked,
+                        mean_latency_ms: c.mean_latency_ms.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+                    })
+                    .collect();
+                (relay, windows)
+            })
+            .collect();
+        *self.stats.write().unwrap_or_else(|p| p.into_inner()) = stats;
+        Ok(())
+    }
+
+    /// The tenant a bearer key belongs to (cached for a few seconds so a
+    /// busy client does not cost a store read per request).
+    pub async fn tenant_for_key(&self, key: &str) -> anyhow::Result<Option<Tenant>> {
+        let hash = hex::encode(sha256(key));
+        if let Some((t, at)) = self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return Ok(Some(t.clone()));
+        }
+        let tenant = self.store.tenant_for_key(key).await?;
+        if let Some(t) = &tenant {
+            self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, (t.clone(), Instant::now()));
+        }
+        Ok(tenant)
+    }
+
+    /// Forgets cached keys (after a revocation).
+    pub fn forget_keys(&self) {
+        self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.tenant_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// A tenant by id, cached briefly for the delivery path.
+    pub async fn tenant(&self, id: &str) -> anyhow::Result<Option<Tenant>> {
+        if let Some((t, at)) = self.tenant_cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return Ok(Some(t.clone()));
+        }
+        let t = self.store.get_tenant(id).await?;
+        if let Some(t) = &t {
+            self.tenant_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), (t.clone(), Instant::now()));
+        }
+        Ok(t)
+    }
+}
+
+/// A random secret with a readable prefix.
+pub fn random_token(prefix: &str) -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// Keeps stats and relays fresh.
+pub async fn refresh_loop(server: Arc<Server>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        if let Err(e) = server.refresh_stats().await {
+            tracing::warn!(error = %format!("{e:#}"), "relay stats refresh failed");
+        }
+        if n % 5 == 0
+            && let Err(e) = server.sync_relays().await
+        {
+            tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Writing accepted messages: validation before queueing, then the rows of one message
+//! (message, recipients, `accepted` events) inside a transaction the group committer
+//! owns.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use sqlx::AnyConnection;
+
+use super::StoreError;
+use super::codec::{col, domain_of, get_state, list_to_text};
+use super::events::insert_event;
+use super::types::{Accepted, EventKind, NewEvent, NewMessage, RecipientState};
+
+/// The most recipients one message may have; more is almost certainly a caller bug.
+pub const MAX_RECIPIENTS: usize = 10_000;
+/// The longest idempotency key kept.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+
+/// A message that passed validation, with each recipient's domain worked out, waiting
+/// for the writer.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    msg: NewMessage,
+    domains: Vec<String>,
+    now_ms: i64,
+}
+
+impl Prepared {
+    pub(crate) fn new(msg: NewMessage, now_ms: i64) -> Result<Prepared, StoreError> {
+        let op = "accept";
+        if msg.tenant_id.is_empty() {
+            return Err(StoreError::invalid(op, "tenant id is empty"));
+        }
+        if msg.recipients.is_empty() {
+            return Err(StoreError::invalid(
+                op,
+                "a message needs at least one recipient",
+            ));
+        }
+        if msg.recipients.len() > MAX_RECIPIENTS {
+            return Err(StoreError::invalid(
+                op,
+                format!(
+                    "{} recipients; at most {MAX_RECIPIENTS} per message",
+                    msg.recipients.len()
+                ),
+            ));
+        }
+        let domains = msg
+            .recipients
+            .iter()
+            .map(|r| {
+                domain_of(r).ok_or_else(|| {
+                    StoreError::invalid(op, format!("recipient {r:?} is not an address"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !msg.sender.is_empty() && domain_of(&msg.sender).is_none() {
+            return Err(StoreError::invalid(
+                op,
+                format!("sender {:?} is not an address", msg.sender),
+            ));
+        }
+        if msg.body.is_empty() {
+            return Err(StoreError::invalid(op, "the message body is empty"));
+        }
+        if let Some(key) = &msg.idempotency_key
+            && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+        {
+            return Err(StoreError::invalid(
+                op,
+                format!("idempotency key {key:?} must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
+            ));
+        }
+        Ok(Prepared {
+            msg,
+            domains,
+            now_ms,
+        })
+    }
+}
+
+/// Makes message ids: ULIDs whose time part is the caller's `now_ms`, strictly
+/// increasing within this process (so ids sort by acceptance).
+#[derive(Default)]
+pub(crate) struct Ids(ulid::Generator);
+
+impl Ids {
+    fn next(&mut self, now_ms: i64) -> ulid::Ulid {
+        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+        // The generator only fails when 80 random bits overflow within one millisecond;
+        // a fresh random id is then still unique.
+        self.0
+            .generate_from_datetime(at)
+            .unwrap_or_else(|_| ulid::Ulid::from_datetime(at))
+    }
+}
+
+/// Writes one message inside the caller's transaction, or finds the earlier message
+/// with the same idempotency key.
+pub(crate) async fn write_one(
+    conn: &mut AnyConnection,
+    ids: &mut Ids,
+    p: &Prepared,
+) -> Result<Accepted, StoreError> {
+    let msg = &p.msg;
+    if let Some(key) = &msg.idempotency_key
+        && let Some(found) = find_duplicate(conn, &msg.tenant_id, key).await?
+    {
+        return Ok(found);
+    }
+    let id = ids.next(p.now_ms).to_string();
+    let context = || format!("accept: message {id:?} of tenant {:?}", msg.tenant_id);
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, idempotency_key, sender, body, size, tags, \
+         max_age_secs, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&id)
+    .bind(&msg.tenant_id)
+    .bind(msg.idempotency_key.clone())
+    .bind(&msg.sender)
+    .bind(msg.body.clone())
+    .bind(i64::try_from(msg.body.len()).unwrap_or(i64::MAX))
+    .bind(list_to_text(&msg.tags))
+    .bind(i64::from(msg.max_age_secs))
+    .bind(p.now_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(StoreError::db(context()))?;
+    let mut recipients = Vec::with_capacity(msg.recipients.len());
+    for (idx, (address, domain)) in msg.recipients.iter().zip(&p.domains).enumerate() {
+        let idx = i32::try_from(idx).unwrap_or(i32::MAX);
+        sqlx::query(
+            "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
+             next_attempt_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
+        )
+        .bind(&id)
+        .bind(i64::from(idx))
+        .bind(address)
+        .bind(domain)
+        .bind(RecipientState::Queued.as_str())
+        .bind(p.now_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::db(format!(
+            "{}: recipient {address:?}",
+            context()
+        )))?;
+        insert_event(
+            conn,
+            &NewEvent {
+                message_id: id.clone(),
+                recipient_idx: Some(idx),
+                tenant_id: msg.tenant_id.clone(),
+                kind: EventKind::Accepted,
+                relay: None,
+                detail: serde_json::json!({ "address": address }),
+                at_ms: p.now_ms,
+            },
+            "accept",
+        )
+        .await?;
+        recipients.push((address.clone(), RecipientState::Queued));
+    }
+    Ok(Accepted {
+        id,
+        recipients,
+        duplicate: false,
+    })
+}
+
+async fn find_duplicate(
+    conn: &mut AnyConnection,
+    tenant_id: &str,
+    key: &str,
+) -> Result<Option<Accepted>, StoreError> {
+    let op = "accept";
+    let context = || format!("accept: idempotency key {key:?} of tenant {tenant_id:?}");
+    let Some(row) =
+        sqlx::query("SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2")
+            .bind(tenant_id)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(StoreError::db(context()))?
+    else {
+        return Ok(None);
+    };
+    let id: String = col(&row, op, "id")?;
+    let rows =
+        sqlx::query("SELECT address, state FROM recipients WHERE message_id = $1 ORDER BY idx")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::db(context()))?;
+    let recipients = rows
+        .iter()
+        .map(|r| Ok((col(r, op, "address")?, get_state(r, op)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Some(Accepted {
+        id,
+        recipients,
+        duplicate: true,
+    }))
+}

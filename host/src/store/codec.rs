@@ -1,0 +1,151 @@
+//! Column encodings shared by every table: JSON lists in TEXT, enums by name, unsigned
+//! numbers in signed columns, and reading rows back with errors that name the column.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::StoreError;
+use super::types::{EventKind, RecipientState, RelayState};
+
+/// Encodes a list of strings as the JSON array stored in TEXT columns.
+pub(crate) fn list_to_text(list: &[String]) -> String {
+    serde_json::Value::from(list.to_vec()).to_string()
+}
+
+/// Decodes a JSON array column.
+pub(crate) fn list_from_text(context: &str, text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|_| corrupt(context, text))
+}
+
+pub(crate) fn corrupt(context: &str, value: &str) -> StoreError {
+    StoreError::Corrupt {
+        context: context.to_string(),
+        value: value.to_string(),
+    }
+}
+
+/// Reads one column, naming the operation and column when it fails.
+pub(crate) fn col<'r, T>(row: &'r AnyRow, op: &str, column: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(column)
+        .map_err(StoreError::db(format!("{op}: reading column {column}")))
+}
+
+/// Reads a TEXT column holding a JSON list.
+pub(crate) fn get_list(row: &AnyRow, op: &str, column: &str) -> Result<Vec<String>, StoreError> {
+    let text: String = col(row, op, column)?;
+    list_from_text(&format!("{op}: column {column}"), &text)
+}
+
+/// Reads a BIGINT column that holds an unsigned 32-bit number.
+pub(crate) fn get_u32(row: &AnyRow, op: &str, column: &str) -> Result<u32, StoreError> {
+    let n: i64 = col(row, op, column)?;
+    u32::try_from(n).map_err(|_| corrupt(&format!("{op}: column {column}"), &n.to_string()))
+}
+
+/// Reads a nullable BIGINT column that holds an unsigned 32-bit number.
+pub(crate) fn get_opt_u32(row: &AnyRow, op: &str, column: &str) -> Result<Option<u32>, StoreError> {
+    let n: Option<i64> = col(row, op, column)?;
+    n.map(|n| {
+        u32::try_from(n).map_err(|_| corrupt(&format!("{op}: column {column}"), &n.to_string()))
+    })
+    .transpose()
+}
+
+/// Reads a BIGINT column that holds a recipient index.
+pub(crate) fn get_idx(row: &AnyRow, op: &str, column: &str) -> Result<i32, StoreError> {
+    let n: i64 = col(row, op, column)?;
+    i32::try_from(n).map_err(|_| corrupt(&format!("{op}: column {column}"), &n.to_string()))
+}
+
+pub(crate) fn get_state(row: &AnyRow, op: &str) -> Result<RecipientState, StoreError> {
+    let s: String = col(row, op, "state")?;
+    RecipientState::parse(&s).ok_or_else(|| corrupt(&format!("{op}: column state"), &s))
+}
+
+pub(crate) fn get_kind(row: &AnyRow, op: &str) -> Result<EventKind, StoreError> {
+    let s: String = col(row, op, "kind")?;
+    EventKind::parse(&s).ok_or_else(|| corrupt(&format!("{op}: column kind"), &s))
+}
+
+pub(crate) fn relay_state_str(state: RelayState) -> &'static str {
+    match state {
+        RelayState::Active => "active",
+        RelayState::Draining => "draining",
+    }
+}
+
+pub(crate) fn get_relay_state(row: &AnyRow, op: &str) -> Result<RelayState, StoreError> {
+    let s: String = col(row, op, "state")?;
+    match s.as_str() {
+        "active" => Ok(RelayState::Active),
+        "draining" => Ok(RelayState::Draining),
+        _ => Err(corrupt(&format!("{op}: column state"), &s)),
+    }
+}
+
+/// Reads a TEXT column holding a JSON value (event details).
+pub(crate) fn get_json(
+    row: &AnyRow,
+    op: &str,
+    column: &str,
+) -> Result<serde_json::Value, StoreError> {
+    let text: String = col(row, op, column)?;
+    serde_json::from_str(&text).map_err(|_| corrupt(&format!("{op}: column {column}"), &text))
+}
+
+/// The domain of an address: after the last `@`, lower-cased; `None` when there is none.
+pub(crate) fn domain_of(address: &str) -> Option<String> {
+    let (local, domain) = address.rsplit_once('@')?;
+    if local.is_empty() || domain.is_empty() {
+        return None;
+    }
+    Some(domain.to_ascii_lowercase())
+}
+
+/// Lower-case hex of bytes (API key hashes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
+/// Builds `$from, $from+1, ...` for an `IN (...)` list of `n` binds.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_is_after_the_last_at_and_lower_case() {
+        assert_eq!(domain_of("a@b@Example.COM").as_deref(), Some("example.com"));
+        assert_eq!(domain_of("nobody"), None);
+        assert_eq!(domain_of("@example.com"), None);
+        assert_eq!(domain_of("a@"), None);
+    }
+
+    #[test]
+    fn hex_and_placeholders() {
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+    }
+
+    #[test]
+    fn lists_round_trip() {
+        let list = vec!["a\"b".to_string(), "c".to_string()];
+        assert_eq!(list_from_text("t", &list_to_text(&list)).unwrap(), list);
+        assert!(list_from_text("t", "not json").is_err());
+    }
+}

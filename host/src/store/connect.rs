@@ -1,0 +1,208 @@
+//! Opening a store from its URL: pools with the settings durability needs, then
+//! migrations.
+//!
+//! Both backends are driven through sqlx's `Any` driver so that every query is written
+//! once; the few places where the dialects differ ask [`Backend`].
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+
+use super::StoreError;
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The pools of an open store. SQLite allows one writer at a time, so writes there go
+/// through a pool of one connection (queued in-process instead of spinning on
+/// `SQLITE_BUSY`); PostgreSQL uses one pool for both.
+pub(crate) struct Pools {
+    pub backend: Backend,
+    pub write: AnyPool,
+    pub read: AnyPool,
+}
+
+impl Pools {
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): a transaction that read first and then tried to write could
+    /// otherwise fail with `SQLITE_BUSY` instead of waiting for another process's writer.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        begin_write(&self.write, self.backend).await
+    }
+}
+
+/// [`Pools::begin_write`] for a bare pool (the group-commit writer holds only a pool).
+pub(crate) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<Transaction<'static, Any>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
+    }
+}
+
+/// Opens the pools for `url` and brings the schema up to date.
+pub(crate) async fn open(url: &str) -> Result<Pools, StoreError> {
+    sqlx::any::install_default_drivers();
+    let pools = if let Some(path) = url.strip_prefix("sqlite://") {
+        open_sqlite(path).await?
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        open_postgres(url).await?
+    } else {
+        return Err(StoreError::Url(redact(url)));
+    };
+    migrate(&pools).await?;
+    Ok(pools)
+}
+
+async fn open_sqlite(path: &str) -> Result<Pools, StoreError> {
+    if path.is_empty() || path.contains('?') {
+        return Err(StoreError::Url(format!("sqlite://{path}")));
+    }
+    // `mode=rwc` creates the file if it is missing.
+    let url = format!("sqlite://{path}?mode=rwc");
+    let options = AnyConnectOptions::from_str(&url)
+        .map_err(StoreError::db(format!("opening sqlite store {path:?}")))?;
+    let pool = |max: u32| {
+        AnyPoolOptions::new()
+            .max_connections(max)
+            .min_connections(1)
+            // A commit must reach the disk before `accept` returns: WAL with
+            // synchronous=FULL fsyncs the log on every commit.
+            .after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options.clone())
+    };
+    let context = || format!("opening sqlite store {path:?}");
+    let write = pool(1).await.map_err(StoreError::db(context()))?;
+    let read = pool(4).await.map_err(StoreError::db(context()))?;
+    Ok(Pools {
+        backend: Backend::Sqlite,
+        write,
+        read,
+    })
+}
+
+async fn open_postgres(url: &str) -> Result<Pools, StoreError> {
+    let context = || format!("opening postgres store {}", redact(url));
+    let options = AnyConnectOptions::from_str(url).map_err(StoreError::db(context()))?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(StoreError::db(context()))?;
+    Ok(Pools {
+        backend: Backend::Postgres,
+        write: pool.clone(),
+        read: pool,
+    })
+}
+
+/// The URL without a password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+type MigrationList = Result<Vec<Migration>, sqlx::error::BoxDynError>;
+
+/// The migrations of one dialect, embedded in the binary.
+#[derive(Debug)]
+struct Embedded(Backend);
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/sqlite/0001_init.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "init", include_str!("migrations/postgres/0001_init.sql"))];
+
+impl<'s> MigrationSource<'s> for Embedded {
+    fn resolve(self) -> Pin<Box<dyn Future<Output = MigrationList> + Send + 's>> {
+        let list = match self.0 {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        let migrations = list
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            })
+            .collect();
+        Box::pin(async move { Ok(migrations) })
+    }
+}
+
+/// Applies what is missing. On PostgreSQL sqlx takes an advisory lock, so hosts that
+/// start together do not migrate twice.
+async fn migrate(pools: &Pools) -> Result<(), StoreError> {
+    let backend = pools.backend.name();
+    let migrator = Migrator::new(Embedded(pools.backend))
+        .await
+        .map_err(|source| StoreError::Migrate { backend, source })?;
+    migrator
+        .run(&pools.write)
+        .await
+        .map_err(|source| StoreError::Migrate { backend, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_the_password_only() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+    }
+}

@@ -1,0 +1,199 @@
+//! Leasing work: due recipients (and those whose lease expired with a crashed host) are
+//! handed to one owner for a while; renewing and giving them back.
+//!
+//! On PostgreSQL the candidate rows are locked with `FOR UPDATE SKIP LOCKED`, so hosts
+//! leasing at the same moment take disjoint rows without waiting on each other; a row
+//! another host changed in the meantime is re-checked against the condition by
+//! PostgreSQL before it is taken. On SQLite there is one writer, and the statement is
+//! atomic on its own.
+
+use std::collections::HashMap;
+
+use super::StoreError;
+use super::codec::{col, get_idx, get_list, get_u32, placeholders};
+use super::connect::{Backend, Pools};
+use super::types::{Lease, LeaseKey};
+
+/// Messages looked up per statement (well under SQLite's bind limit).
+const CHUNK: usize = 500;
+
+struct MessageInfo {
+    tenant_id: String,
+    sender: String,
+    size: u64,
+    tags: Vec<String>,
+    max_age_secs: u32,
+    created_at_ms: i64,
+}
+
+pub(crate) async fn lease_due(
+    pools: &Pools,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u32,
+) -> Result<Vec<Lease>, StoreError> {
+    let op = "lease_due";
+    if owner.is_empty() {
+        return Err(StoreError::invalid(op, "the lease owner is empty"));
+    }
+    if lease_ms <= 0 {
+        return Err(StoreError::invalid(
+            op,
+            format!("lease of {lease_ms} ms; it must be positive"),
+        ));
+    }
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let lock = match pools.backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let lease_until_ms = now_ms.saturating_add(lease_ms);
+    let context = || format!("{op} for owner {owner:?}");
+    let mut tx = pools
+        .begin_write()
+        .await
+        .map_err(StoreError::db(context()))?;
+    let rows = sqlx::query(&format!(
+        "UPDATE recipients SET state = 'delivering', lease_owner = $3, lease_until_ms = $4, \
+         routed_relay = NULL, updated_at_ms = $1 \
+         WHERE (message_id, idx) IN ( \
+             SELECT message_id, idx FROM recipients \
+             WHERE (state IN ('queued', 'deferred') AND next_attempt_at_ms <= $1) \
+                OR (state = 'delivering' AND lease_until_ms <= $1) \
+             ORDER BY next_attempt_at_ms, message_id, idx \
+             LIMIT $2 {lock}) \
+         RETURNING message_id, idx, address, domain, attempts"
+    ))
+    .bind(now_ms)
+    .bind(i64::from(limit))
+    .bind(owner)
+    .bind(lease_until_ms)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StoreError::db(context()))?;
+
+    let mut message_ids: Vec<String> = Vec::new();
+    for row in &rows {
+        let id: String = col(row, op, "message_id")?;
+        if !message_ids.contains(&id) {
+            message_ids.push(id);
+        }
+    }
+    let mut messages: HashMap<String, MessageInfo> = HashMap::new();
+    for chunk in message_ids.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT id, tenant_id, sender, size, tags, max_age_secs, created_at_ms \
+             FROM messages WHERE id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        let found = query
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(context()))?;
+        for m in &found {
+            let size: i64 = col(m, op, "size")?;
+            messages.insert(
+                col(m, op, "id")?,
+                MessageInfo {
+                    tenant_id: col(m, op, "tenant_id")?,
+                    sender: col(m, op, "sender")?,
+                    size: u64::try_from(size).unwrap_or(0),
+                    tags: get_list(m, op, "tags")?,
+                    max_age_secs: get_u32(m, op, "max_age_secs")?,
+                    created_at_ms: col(m, op, "created_at_ms")?,
+                },
+            );
+        }
+    }
+    tx.commit().await.map_err(StoreError::db(context()))?;
+
+    let mut leases = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let message_id: String = col(row, op, "message_id")?;
+        let info = messages
+            .get(&message_id)
+            .ok_or_else(|| StoreError::not_found(op, "message of a recipient", &message_id))?;
+        leases.push(Lease {
+            tenant_id: info.tenant_id.clone(),
+            recipient_idx: get_idx(row, op, "idx")?,
+            address: col(row, op, "address")?,
+            domain: col(row, op, "domain")?,
+            attempts: get_u32(row, op, "attempts")?,
+            created_at_ms: info.created_at_ms,
+            max_age_secs: info.max_age_secs,
+            sender: info.sender.clone(),
+            size: info.size,
+            tags: info.tags.clone(),
+            lease_until_ms,
+            message_id,
+        });
+    }
+    // RETURNING gives no order; hand work out oldest message first.
+    leases.sort_by(|a, b| (&a.message_id, a.recipient_idx).cmp(&(&b.message_id, b.recipient_idx)));
+    Ok(leases)
+}
+
+pub(crate) async fn renew(
+    pools: &Pools,
+    owner: &str,
+    keys: &[LeaseKey],
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<usize, StoreError> {
+    let op = "renew_leases";
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let context = || format!("{op} for owner {owner:?}");
+    let mut tx = pools
+        .begin_write()
+        .await
+        .map_err(StoreError::db(context()))?;
+    let mut renewed = 0;
+    for key in keys {
+        let done = sqlx::query(
+            "UPDATE recipients SET lease_until_ms = $1 \
+             WHERE message_id = $2 AND idx = $3 AND lease_owner = $4 AND state = 'delivering'",
+        )
+        .bind(now_ms.saturating_add(lease_ms))
+        .bind(&key.message_id)
+        .bind(i64::from(key.recipient_idx))
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(format!(
+            "{}: message {:?} recipient {}",
+            context(),
+            key.message_id,
+            key.recipient_idx
+        )))?;
+        renewed += usize::try_from(done.rows_affected()).unwrap_or(0);
+    }
+    tx.commit().await.map_err(StoreError::db(context()))?;
+    Ok(renewed)
+}
+
+pub(crate) async fn release(pools: &Pools, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
+    let done = sqlx::query(
+        "UPDATE recipients SET \
+         state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
+         lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
+         next_attempt_at_ms = $2, updated_at_ms = $2 \
+         WHERE lease_owner = $1 AND state = 'delivering'",
+    )
+    .bind(owner)
+    .bind(now_ms)
+    .execute(&pools.write)
+    .await
+    .map_err(StoreError::db(format!(
+        "release_leases for owner {owner:?}"
+    )))?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
+}

@@ -1,0 +1,288 @@
+//! The store: tenants, API keys, relays, messages, recipients and their events, behind
+//! one contract on two databases.
+//!
+//! SQLite (`sqlite://PATH`) is the embedded default; PostgreSQL (`postgres://...`) is
+//! for many hosts sharing one database. Both run the same SQL through sqlx's `Any`
+//! driver; where the dialects differ (`FOR UPDATE SKIP LOCKED`, sequences) the code asks
+//! [`Backend`]. One conformance suite (`host/tests/store_conformance.rs`) runs against
+//! both.
+//!
+//! Architecture invariants:
+//! - `accept` returns only after the message, its recipients and their `accepted` events
+//!   are committed and fsynced; concurrent accepts share commits ([`group_commit`]).
+//! - Work is leased, never owned: a recipient in `delivering` carries an owner and an
+//!   expiry, another host takes it over once the lease expires, and an outcome from a
+//!   host that lost its lease is refused ([`Store::record`]).
+//! - Every change of a recipient's state that the pipeline reports is an event; relay
+//!   stats are read from events.
+//! - Times are `i64` milliseconds since the Unix epoch, always passed in by the caller.
+
+mod accept;
+mod api_keys;
+mod codec;
+mod connect;
+mod error;
+mod events;
+mod group_commit;
+mod leases;
+mod reads;
+mod relays;
+mod stats;
+mod tenants;
+mod types;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use connect::Backend;
+pub use error::StoreError;
+pub use types::{
+    Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent, NewMessage,
+    NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay, RelayState, RelayUpdate,
+    Tenant, TenantUpdate, WindowCounts,
+};
+
+/// How many accepts one group commit takes at most.
+pub const GROUP_COMMIT_MAX: usize = 256;
+
+/// A handle on an open store; cheap to clone, all clones share the pools and the
+/// group-commit writer.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pools: connect::Pools,
+    writer: group_commit::Writer,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.pools.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if missing) the store at `url` — `sqlite://PATH` or
+    /// `postgres://...` — and applies migrations. Must be called inside a tokio runtime:
+    /// it starts the group-commit writer task.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let pools = connect::open(url).await?;
+        let writer =
+            group_commit::Writer::start(pools.write.clone(), pools.backend, GROUP_COMMIT_MAX);
+        Ok(Store {
+            inner: Arc::new(Inner { pools, writer }),
+        })
+    }
+
+    /// Which database this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.pools.backend
+    }
+
+    fn pools(&self) -> &connect::Pools {
+        &self.inner.pools
+    }
+
+    // ---- tenants and API keys ----
+
+    /// Creates a tenant; `Conflict` if the id is taken.
+    pub async fn create_tenant(&self, new: NewTenant, now_ms: i64) -> Result<Tenant, StoreError> {
+        tenants::create(self.pools(), new, now_ms).await
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, StoreError> {
+        tenants::get(self.pools(), id).await
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        tenants::list(self.pools()).await
+    }
+
+    /// Changes the given fields; `NotFound` if there is no such tenant.
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        update: TenantUpdate,
+    ) -> Result<Tenant, StoreError> {
+        tenants::update(self.pools(), id, update).await
+    }
+
+    /// Deletes a tenant and its API keys; its messages stay (events are the truth).
+    /// Returns whether there was such a tenant.
+    pub async fn delete_tenant(&self, id: &str) -> Result<bool, StoreError> {
+        tenants::delete(self.pools(), id).await
+    }
+
+    /// Creates an API key for a tenant; returns its listing and the secret, which is
+    /// shown this once: only its SHA-256 is stored.
+    pub async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        now_ms: i64,
+    ) -> Result<(ApiKeyInfo, String), StoreError> {
+        api_keys::create(self.pools(), tenant_id, now_ms).await
+    }
+
+    /// The tenant a (not revoked) secret belongs to.
+    pub async fn tenant_for_key(&self, secret: &str) -> Result<Option<Tenant>, StoreError> {
+        api_keys::tenant_for_key(self.pools(), secret).await
+    }
+
+    /// Revokes a key of a tenant; returns false if the tenant has no such live key.
+    pub async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        api_keys::revoke(self.pools(), tenant_id, key_id, now_ms).await
+    }
+
+    pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        api_keys::list(self.pools(), tenant_id).await
+    }
+
+    // ---- relays ----
+
+    /// Creates the relay or replaces everything but its creation time.
+    pub async fn upsert_relay(&self, relay: NewRelay, now_ms: i64) -> Result<Relay, StoreError> {
+        relays::upsert(self.pools(), relay, now_ms).await
+    }
+
+    pub async fn get_relay(&self, id: &str) -> Result<Option<Relay>, StoreError> {
+        relays::get(self.pools(), id).await
+    }
+
+    pub async fn list_relays(&self) -> Result<Vec<Relay>, StoreError> {
+        relays::list(self.pools()).await
+    }
+
+    /// Changes the given fields; `NotFound` if there is no such relay.
+    pub async fn update_relay(&self, id: &str, update: RelayUpdate) -> Result<Relay, StoreError> {
+        relays::update(self.pools(), id, update).await
+    }
+
+    /// Returns whether there was such a relay.
+    pub async fn delete_relay(&self, id: &str) -> Result<bool, StoreError> {
+        relays::delete(self.pools(), id).await
+    }
+
+    // ---- messages ----
+
+    /// Stores a message durably (committed and fsynced before this returns), one
+    /// recipient row per address in `Queued` due at `now_ms`, and an `accepted` event per
+    /// recipient. A repeated (tenant, idempotency key) writes nothing and returns the
+    /// first message's id with `duplicate: true`. Concurrent calls share commits.
+    pub async fn accept(&self, msg: NewMessage, now_ms: i64) -> Result<Accepted, StoreError> {
+        let prepared = accept::Prepared::new(msg, now_ms)?;
+        self.inner.writer.submit(prepared).await
+    }
+
+    /// The stored RFC 5322 message.
+    pub async fn message_body(&self, message_id: &str) -> Result<Vec<u8>, StoreError> {
+        reads::message_body(self.pools(), message_id).await
+    }
+
+    /// A message of `tenant_id` with its recipients and events; `None` if there is no
+    /// such message or it belongs to another tenant.
+    pub async fn get_message(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<MessageView>, StoreError> {
+        reads::get_message(self.pools(), tenant_id, id).await
+    }
+
+    /// The exception queue: recipients in `Failed` or `Expired`, oldest change first.
+    pub async fn list_failed(&self, limit: u32) -> Result<Vec<RecipientView>, StoreError> {
+        reads::list_failed(self.pools(), limit).await
+    }
+
+    /// Puts a recipient of the exception queue back to `Queued` (due now) with a
+    /// `requeued` event; false if it is not in `Failed`/`Expired`.
+    pub async fn requeue(
+        &self,
+        message_id: &str,
+        recipient_idx: i32,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        reads::requeue(self.pools(), message_id, recipient_idx, now_ms).await
+    }
+
+    // ---- leases and outcomes ----
+
+    /// Leases up to `limit` recipients that are due (`Queued`/`Deferred` with
+    /// `next_attempt_at <= now`) or whose lease expired (a crashed host's work) to
+    /// `owner` until `now + lease_ms`; they become `Delivering`. Two owners never get
+    /// the same recipient (PostgreSQL: `FOR UPDATE SKIP LOCKED`).
+    pub async fn lease_due(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Lease>, StoreError> {
+        leases::lease_due(self.pools(), owner, now_ms, lease_ms, limit).await
+    }
+
+    /// Extends `owner`'s leases on `keys` to `now + lease_ms`; returns how many were
+    /// still `owner`'s.
+    pub async fn renew_leases(
+        &self,
+        owner: &str,
+        keys: &[LeaseKey],
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<usize, StoreError> {
+        leases::renew(self.pools(), owner, keys, now_ms, lease_ms).await
+    }
+
+    /// Gives back everything `owner` holds (on shutdown): recipients go back to
+    /// `Queued` (never attempted) or `Deferred`, due at `now_ms`. Returns how many.
+    pub async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
+        leases::release(self.pools(), owner, now_ms).await
+    }
+
+    /// Applies outcomes in one transaction, each only where the recipient is still
+    /// leased to `owner` (a host that lost its lease must not overwrite the new
+    /// owner's work). Clears the lease, sets state/next attempt/last relay/last reply,
+    /// counts an attempt when the outcome names a relay, and appends the event.
+    /// Returns how many were applied; the rest were skipped.
+    pub async fn record(
+        &self,
+        owner: &str,
+        outcomes: Vec<Outcome>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        events::record(self.pools(), owner, outcomes, now_ms).await
+    }
+
+    /// Appends events in one transaction. A `routed` event that names a relay also
+    /// marks the recipient in flight on that relay (see [`Store::in_flight_by_relay`]).
+    pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        events::append(self.pools(), events).await
+    }
+
+    // ---- relay stats ----
+
+    /// Per relay, counts over each window `[since, now]` (one entry per `since_ms`, in
+    /// order), read from attempt events; see [`EventKind`] for what is counted.
+    pub async fn relay_stats(
+        &self,
+        since_ms: &[i64],
+        now_ms: i64,
+    ) -> Result<HashMap<String, Vec<WindowCounts>>, StoreError> {
+        stats::relay_stats(self.pools(), since_ms, now_ms).await
+    }
+
+    /// Recipients in `Delivering` per relay, from the relay of their last `routed`
+    /// event (kept on the recipient row; cleared when the outcome is recorded). Shared
+    /// by all hosts on one database.
+    pub async fn in_flight_by_relay(&self) -> Result<HashMap<String, u32>, StoreError> {
+        stats::in_flight_by_relay(self.pools()).await
+    }
+}

@@ -1,0 +1,1266 @@
+//! One conformance suite for both stores: every test is written once as an async fn
+//! taking a [`Db`] and instantiated for SQLite (a fresh temp file per test) and
+//! PostgreSQL (a throwaway database per test, dropped at the end).
+//!
+//! PostgreSQL is expected at `SLUICE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); when it cannot be reached the PostgreSQL
+//! tests FAIL, unless `SLUICE_SKIP_POSTGRES=1` says to skip them.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+use sluice::store::{
+    Backend, EventKind, LeaseKey, NewEvent, NewMessage, NewRelay, NewTenant, Outcome,
+    RecipientState, RelayState, RelayUpdate, Store, StoreError, TenantUpdate,
+};
+use sqlx::Connection;
+
+// ---------------------------------------------------------------- harness
+
+/// A database for one test: its URL, and a way to open more handles on it (a second
+/// host).
+struct Db {
+    url: String,
+    store: Store,
+    // Keeps the SQLite file alive for the test.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    /// Another handle on the same database, with its own pools and writer: a second
+    /// host.
+    async fn second_host(&self) -> Store {
+        Store::open(&self.url)
+            .await
+            .expect("opening a second handle")
+    }
+}
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+fn pg_admin_url() -> String {
+    std::env::var("SLUICE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+fn skip_postgres() -> bool {
+    std::env::var("SLUICE_SKIP_POSTGRES").is_ok_and(|v| v == "1")
+}
+
+async fn sqlite_db() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::open(&url).await.expect("opening sqlite store");
+    Db {
+        url,
+        store,
+        _dir: Some(dir),
+    }
+}
+
+/// Creates `sluice_test_<pid>_<n>`; returns its URL, or None when PostgreSQL tests are
+/// skipped.
+async fn create_pg_database() -> Option<(String, String)> {
+    let admin = pg_admin_url();
+    let mut conn = match sqlx::PgConnection::connect(&admin).await {
+        Ok(c) => c,
+        Err(e) if skip_postgres() => {
+            eprintln!("skipping PostgreSQL test (SLUICE_SKIP_POSTGRES=1): {e}");
+            return None;
+        }
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at {admin}: {e}; set SLUICE_SKIP_POSTGRES=1 to skip"
+        ),
+    };
+    let name = format!(
+        "sluice_test_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    Some((format!("{base}/{name}"), name))
+}
+
+async fn drop_pg_database(name: &str) {
+    let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// Runs `body` against a fresh database of `backend`, dropping a PostgreSQL database
+/// afterwards even when the body panics.
+async fn run<F, Fut>(backend: Backend, body: F)
+where
+    F: FnOnce(Db) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    match backend {
+        Backend::Sqlite => body(sqlite_db().await).await,
+        Backend::Postgres => {
+            let Some((url, name)) = create_pg_database().await else {
+                return;
+            };
+            let store = Store::open(&url).await.expect("opening postgres store");
+            let db = Db {
+                url,
+                store,
+                _dir: None,
+            };
+            let result = tokio::spawn(body(db)).await;
+            drop_pg_database(&name).await;
+            if let Err(e) = result {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+    }
+}
+
+/// Instantiates each named test for both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::run(sluice::store::Backend::Sqlite, super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::run(sluice::store::Backend::Postgres, super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    accept_and_read_back,
+    accept_rejects_bad_input,
+    idempotency_key_returns_the_first_message,
+    tenants_are_isolated,
+    lease_record_changes_state_and_appends_events,
+    expired_lease_is_taken_over_and_late_record_refused,
+    concurrent_leasing_never_hands_out_a_recipient_twice,
+    release_on_shutdown_puts_work_back,
+    renew_keeps_a_lease_from_expiring,
+    requeue_from_the_exception_queue,
+    relay_stats_count_windows_from_events,
+    in_flight_follows_routed_events,
+    api_keys_are_found_by_hash_and_revoked,
+    tenants_crud,
+    relays_crud,
+    group_commit_64_concurrent_accepts,
+);
+
+// ---------------------------------------------------------------- fixtures
+
+const T0: i64 = 1_700_000_000_000;
+
+fn message(tenant: &str, recipients: &[&str]) -> NewMessage {
+    NewMessage {
+        tenant_id: tenant.to_string(),
+        idempotency_key: None,
+        sender: "app@example.com".to_string(),
+        recipients: recipients.iter().map(|r| r.to_string()).collect(),
+        body: b"From: app@example.com\r\nTo: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+            .to_vec(),
+        tags: vec!["welcome".to_string()],
+        max_age_secs: 3600,
+    }
+}
+
+fn outcome(message_id: &str, idx: i32, state: RecipientState, event: EventKind) -> Outcome {
+    Outcome {
+        message_id: message_id.to_string(),
+        recipient_idx: idx,
+        new_state: state,
+        next_attempt_at_ms: None,
+        relay: Some("relay-a".to_string()),
+        reply: Some("250 2.0.0 ok".to_string()),
+        event,
+        detail: json!({ "latency_ms": 120 }),
+    }
+}
+
+async fn tenant(store: &Store, id: &str) {
+    store
+        .create_tenant(
+            NewTenant {
+                id: id.to_string(),
+                name: format!("Tenant {id}"),
+                allowed_sender_domains: vec!["Example.com".to_string()],
+                pools: vec!["shared".to_string()],
+                route_plugin: None,
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+}
+
+fn relay(id: &str) -> NewRelay {
+    NewRelay {
+        id: id.to_string(),
+        url: format!("smtp://{id}.example.net:25"),
+        auth_user: Some("user".to_string()),
+        auth_secret_ref: Some("env:RELAY_SECRET".to_string()),
+        connection_limit: 10,
+        rate_limit_per_sec: Some(50),
+        weight: 100,
+        tags: vec!["shared".to_string()],
+        owner: None,
+        state: RelayState::Active,
+    }
+}
+
+fn kinds(events: &[sluice::store::Event]) -> Vec<(EventKind, Option<i32>)> {
+    events.iter().map(|e| (e.kind, e.recipient_idx)).collect()
+}
+
+// ---------------------------------------------------------------- tests
+
+async fn accept_and_read_back(db: Db) {
+    let s = &db.store;
+    let msg = message("t1", &["a@example.org", "B@Example.NET"]);
+    let body = msg.body.clone();
+    let acc = s.accept(msg, T0).await.unwrap();
+    assert!(!acc.duplicate);
+    assert_eq!(acc.id.len(), 26, "a ULID: {}", acc.id);
+    assert_eq!(
+        acc.recipients,
+        vec![
+            ("a@example.org".to_string(), RecipientState::Queued),
+            ("B@Example.NET".to_string(), RecipientState::Queued),
+        ]
+    );
+    assert_eq!(s.message_body(&acc.id).await.unwrap(), body);
+
+    let view = s
+        .get_message("t1", &acc.id)
+        .await
+        .unwrap()
+        .expect("message");
+    assert_eq!(view.tenant_id, "t1");
+    assert_eq!(view.sender, "app@example.com");
+    assert_eq!(view.size, body.len() as u64);
+    assert_eq!(view.tags, vec!["welcome"]);
+    assert_eq!(view.created_at_ms, T0);
+    assert_eq!(view.recipients.len(), 2);
+    for (i, r) in view.recipients.iter().enumerate() {
+        assert_eq!(r.recipient_idx, i as i32);
+        assert_eq!(r.state, RecipientState::Queued);
+        assert_eq!(r.attempts, 0);
+        assert_eq!(r.next_attempt_at_ms, Some(T0));
+    }
+    assert_eq!(
+        kinds(&view.events),
+        vec![
+            (EventKind::Accepted, Some(0)),
+            (EventKind::Accepted, Some(1))
+        ]
+    );
+    assert!(view.events[0].seq < view.events[1].seq);
+    assert_eq!(view.events[1].detail, json!({ "address": "B@Example.NET" }));
+
+    // Ids sort by acceptance.
+    let later = s
+        .accept(message("t1", &["c@example.org"]), T0 + 1)
+        .await
+        .unwrap();
+    assert!(later.id > acc.id);
+
+    let missing = s.message_body("01ARZ3NDEKTSV4RRFFQ69G5FAV").await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+}
+
+async fn accept_rejects_bad_input(db: Db) {
+    let s = &db.store;
+    let cases = [
+        (message("t1", &[]), "recipient"),
+        (message("t1", &["not-an-address"]), "not-an-address"),
+        (
+            NewMessage {
+                body: Vec::new(),
+                ..message("t1", &["a@example.org"])
+            },
+            "body",
+        ),
+        (
+            NewMessage {
+                sender: "nobody".to_string(),
+                ..message("t1", &["a@example.org"])
+            },
+            "nobody",
+        ),
+    ];
+    for (msg, needle) in cases {
+        match s.accept(msg, T0).await {
+            Err(StoreError::Invalid(text)) => {
+                assert!(text.starts_with("accept: "), "{text}");
+                assert!(text.contains(needle), "{text} should mention {needle}");
+            }
+            other => panic!("expected Invalid mentioning {needle}, got {other:?}"),
+        }
+    }
+}
+
+async fn idempotency_key_returns_the_first_message(db: Db) {
+    let s = &db.store;
+    let keyed = |tenant: &str| NewMessage {
+        idempotency_key: Some("order-42".to_string()),
+        ..message(tenant, &["a@example.org"])
+    };
+    let first = s.accept(keyed("t1"), T0).await.unwrap();
+    let again = s.accept(keyed("t1"), T0 + 5).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.recipients, first.recipients);
+    // Nothing was written the second time: still one accepted event.
+    let view = s.get_message("t1", &first.id).await.unwrap().unwrap();
+    assert_eq!(view.events.len(), 1);
+    assert_eq!(view.idempotency_key.as_deref(), Some("order-42"));
+    // The key is per tenant.
+    let other = s.accept(keyed("t2"), T0).await.unwrap();
+    assert!(!other.duplicate);
+    assert_ne!(other.id, first.id);
+
+    // Concurrent accepts with one key: exactly one message.
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            s.accept(
+                NewMessage {
+                    idempotency_key: Some("burst".to_string()),
+                    ..message("t1", &["a@example.org"])
+                },
+                T0,
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut originals = 0;
+    for h in handles {
+        let acc = h.await.unwrap();
+        ids.insert(acc.id);
+        originals += usize::from(!acc.duplicate);
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(originals, 1);
+}
+
+async fn tenants_are_isolated(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(message("t1", &["a@example.org"]), T0)
+        .await
+        .unwrap();
+    assert!(s.get_message("t1", &acc.id).await.unwrap().is_some());
+    assert!(s.get_message("t2", &acc.id).await.unwrap().is_none());
+    assert!(s.get_message("t1", "no-such-id").await.unwrap().is_none());
+}
+
+async fn lease_record_changes_state_and_appends_events(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(message("t1", &["a@example.org", "b@example.net"]), T0)
+        .await
+        .unwrap();
+    // Not due before its time.
+    assert!(
+        s.lease_due("h1", T0 - 1, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let leases = s.lease_due("h1", T0, 30_000, 10).await.unwrap();
+    assert_eq!(leases.len(), 2);
+    let l = &leases[0];
+    assert_eq!(
+        (l.message_id.as_str(), l.recipient_idx, l.address.as_str()),
+        (acc.id.as_str(), 0, "a@example.org")
+    );
+    assert_eq!(leases[1].domain, "example.net");
+    assert_eq!(l.tenant_id, "t1");
+    assert_eq!(l.attempts, 0);
+    assert_eq!(l.created_at_ms, T0);
+    assert_eq!(l.max_age_secs, 3600);
+    assert_eq!(l.sender, "app@example.com");
+    assert_eq!(l.tags, vec!["welcome"]);
+    assert_eq!(l.size, message("t1", &[]).body.len() as u64);
+    assert_eq!(l.lease_until_ms, T0 + 30_000);
+    // Leased work is not handed out again.
+    assert!(
+        s.lease_due("h2", T0 + 1, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert!(
+        view.recipients
+            .iter()
+            .all(|r| r.state == RecipientState::Delivering)
+    );
+
+    let deferred = Outcome {
+        next_attempt_at_ms: Some(T0 + 60_000),
+        reply: Some("451 4.7.1 try later".to_string()),
+        detail: json!({ "latency_ms": 300, "class": "greylisted" }),
+        ..outcome(&acc.id, 1, RecipientState::Deferred, EventKind::Deferred)
+    };
+    let applied = s
+        .record(
+            "h1",
+            vec![
+                outcome(&acc.id, 0, RecipientState::Delivered, EventKind::Delivered),
+                deferred,
+            ],
+            T0 + 100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, 2);
+
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    let r0 = &view.recipients[0];
+    assert_eq!(r0.state, RecipientState::Delivered);
+    assert_eq!(r0.attempts, 1);
+    assert_eq!(r0.last_relay.as_deref(), Some("relay-a"));
+    assert_eq!(r0.last_reply.as_deref(), Some("250 2.0.0 ok"));
+    let r1 = &view.recipients[1];
+    assert_eq!(r1.state, RecipientState::Deferred);
+    assert_eq!(r1.next_attempt_at_ms, Some(T0 + 60_000));
+    assert_eq!(r1.last_reply.as_deref(), Some("451 4.7.1 try later"));
+    assert_eq!(
+        kinds(&view.events),
+        vec![
+            (EventKind::Accepted, Some(0)),
+            (EventKind::Accepted, Some(1)),
+            (EventKind::Delivered, Some(0)),
+            (EventKind::Deferred, Some(1)),
+        ]
+    );
+    let ev = &view.events[3];
+    assert_eq!(ev.relay.as_deref(), Some("relay-a"));
+    assert_eq!(ev.at_ms, T0 + 100);
+    assert_eq!(ev.tenant_id, "t1");
+    assert_eq!(ev.detail["class"], "greylisted");
+
+    // The deferred recipient comes back when due, with its attempt counted.
+    assert!(
+        s.lease_due("h1", T0 + 59_999, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = s.lease_due("h1", T0 + 60_000, 30_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].recipient_idx, again[0].attempts), (1, 1));
+    // A second record for a finished recipient is skipped.
+    let late = s
+        .record(
+            "h1",
+            vec![outcome(
+                &acc.id,
+                0,
+                RecipientState::Failed,
+                EventKind::Failed,
+            )],
+            T0 + 60_001,
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, 0);
+    // An outcome without a relay (e.g. the route plugin deferred) is no attempt.
+    let no_attempt = Outcome {
+        relay: None,
+        next_attempt_at_ms: Some(T0 + 120_000),
+        ..outcome(&acc.id, 1, RecipientState::Deferred, EventKind::Deferred)
+    };
+    assert_eq!(
+        s.record("h1", vec![no_attempt], T0 + 60_002).await.unwrap(),
+        1
+    );
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert_eq!(view.recipients[1].attempts, 1);
+    assert_eq!(view.recipients[1].last_relay.as_deref(), Some("relay-a"));
+
+    let bad = s
+        .record(
+            "h1",
+            vec![outcome(
+                &acc.id,
+                1,
+                RecipientState::Delivering,
+                EventKind::Attempted,
+            )],
+            T0,
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+}
+
+async fn expired_lease_is_taken_over_and_late_record_refused(db: Db) {
+    let s = &db.store;
+    let other_host = db.second_host().await;
+    let acc = s
+        .accept(message("t1", &["a@example.org"]), T0)
+        .await
+        .unwrap();
+    let first = s.lease_due("h1", T0, 10_000, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    // Still leased just before expiry.
+    assert!(
+        other_host
+            .lease_due("h2", T0 + 9_999, 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // h1 crashed; its lease expires and h2 takes the work.
+    let taken = other_host
+        .lease_due("h2", T0 + 10_000, 10_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].message_id, acc.id);
+    assert_eq!(taken[0].lease_until_ms, T0 + 20_000);
+
+    // h1 comes back and reports: refused, nothing changes.
+    let late = s
+        .record(
+            "h1",
+            vec![outcome(
+                &acc.id,
+                0,
+                RecipientState::Delivered,
+                EventKind::Delivered,
+            )],
+            T0 + 10_001,
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, 0);
+    assert_eq!(
+        s.renew_leases(
+            "h1",
+            &[LeaseKey {
+                message_id: acc.id.clone(),
+                recipient_idx: 0
+            }],
+            T0 + 10_001,
+            10_000
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert_eq!(view.recipients[0].state, RecipientState::Delivering);
+    assert_eq!(view.recipients[0].attempts, 0);
+    assert_eq!(view.events.len(), 1);
+
+    // h2's outcome is applied.
+    let applied = other_host
+        .record(
+            "h2",
+            vec![outcome(
+                &acc.id,
+                0,
+                RecipientState::Delivered,
+                EventKind::Delivered,
+            )],
+            T0 + 10_002,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert_eq!(view.recipients[0].state, RecipientState::Delivered);
+}
+
+async fn concurrent_leasing_never_hands_out_a_recipient_twice(db: Db) {
+    let s = &db.store;
+    let second = db.second_host().await;
+    let mut expected = HashSet::new();
+    for i in 0..100 {
+        let acc = s
+            .accept(message("t1", &["a@example.org", "b@example.org"]), T0 + i)
+            .await
+            .unwrap();
+        expected.insert((acc.id.clone(), 0));
+        expected.insert((acc.id, 1));
+    }
+    // Two hosts (two pools) lease in small batches at the same time until nothing is
+    // left.
+    let drain = |store: Store, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = store.lease_due(owner, T0 + 1_000, 60_000, 7).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                got.extend(batch.into_iter().map(|l| (l.message_id, l.recipient_idx)));
+            }
+            got
+        })
+    };
+    let (a, b, c) = tokio::join!(
+        drain(s.clone(), "h1"),
+        drain(second.clone(), "h2"),
+        drain(second.clone(), "h3")
+    );
+    let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
+    let mut seen = HashSet::new();
+    for key in a.iter().chain(&b).chain(&c) {
+        assert!(seen.insert(key.clone()), "{key:?} was leased twice");
+    }
+    assert_eq!(seen, expected);
+}
+
+async fn release_on_shutdown_puts_work_back(db: Db) {
+    let s = &db.store;
+    let a = s
+        .accept(message("t1", &["a@example.org"]), T0)
+        .await
+        .unwrap();
+    let b = s
+        .accept(message("t1", &["b@example.org"]), T0)
+        .await
+        .unwrap();
+    // b was attempted once before and deferred.
+    s.lease_due("h1", T0, 30_000, 10).await.unwrap();
+    let deferred = Outcome {
+        next_attempt_at_ms: Some(T0 + 10),
+        ..outcome(&b.id, 0, RecipientState::Deferred, EventKind::Deferred)
+    };
+    s.record("h1", vec![deferred], T0 + 5).await.unwrap();
+    let leased = s.lease_due("h1", T0 + 10, 30_000, 10).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    // Another owner's lease is not touched.
+    let c = s
+        .accept(message("t1", &["c@example.org"]), T0 + 11)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.lease_due("h2", T0 + 11, 30_000, 10).await.unwrap().len(),
+        1
+    );
+
+    assert_eq!(s.release_leases("h1", T0 + 20).await.unwrap(), 2);
+    let state = |id: String| async move {
+        s.get_message("t1", &id).await.unwrap().unwrap().recipients[0].clone()
+    };
+    let ra = state(a.id.clone()).await;
+    assert_eq!(
+        (ra.state, ra.next_attempt_at_ms),
+        (RecipientState::Queued, Some(T0 + 20))
+    );
+    let rb = state(b.id.clone()).await;
+    assert_eq!(rb.state, RecipientState::Deferred);
+    assert_eq!(state(c.id.clone()).await.state, RecipientState::Delivering);
+    // Released work is due at once for the next host.
+    let next = s.lease_due("h3", T0 + 20, 30_000, 10).await.unwrap();
+    let ids: HashSet<_> = next.into_iter().map(|l| l.message_id).collect();
+    assert_eq!(ids, HashSet::from([a.id, b.id]));
+}
+
+async fn renew_keeps_a_lease_from_expiring(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(message("t1", &["a@example.org"]), T0)
+        .await
+        .unwrap();
+    let leases = s.lease_due("h1", T0, 10_000, 10).await.unwrap();
+    let keys: Vec<_> = leases.iter().map(|l| l.key()).collect();
+    assert_eq!(
+        s.renew_leases("h1", &keys, T0 + 9_000, 10_000)
+            .await
+            .unwrap(),
+        1
+    );
+    // Past the first expiry but within the renewed one: not taken over.
+    assert!(
+        s.lease_due("h2", T0 + 15_000, 10_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let taken = s.lease_due("h2", T0 + 19_000, 10_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].message_id, acc.id);
+}
+
+async fn requeue_from_the_exception_queue(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    s.lease_due("h1", T0, 30_000, 10).await.unwrap();
+    let failed = Outcome {
+        reply: Some("550 5.1.1 no such user".to_string()),
+        detail: json!({ "hard": true, "latency_ms": 50 }),
+        ..outcome(&acc.id, 0, RecipientState::Failed, EventKind::Failed)
+    };
+    let expired = Outcome {
+        relay: None,
+        reply: None,
+        ..outcome(&acc.id, 1, RecipientState::Expired, EventKind::Expired)
+    };
+    assert_eq!(
+        s.record("h1", vec![failed, expired], T0 + 1).await.unwrap(),
+        2
+    );
+
+    let queue = s.list_failed(10).await.unwrap();
+    let states: Vec<_> = queue.iter().map(|r| (r.recipient_idx, r.state)).collect();
+    assert_eq!(
+        states,
+        vec![(0, RecipientState::Failed), (1, RecipientState::Expired)]
+    );
+    assert_eq!(queue[0].tenant_id, "t1");
+    assert_eq!(
+        queue[0].last_reply.as_deref(),
+        Some("550 5.1.1 no such user")
+    );
+    assert_eq!(s.list_failed(1).await.unwrap().len(), 1);
+
+    assert!(s.requeue(&acc.id, 0, T0 + 100).await.unwrap());
+    // Only from the exception queue.
+    assert!(!s.requeue(&acc.id, 0, T0 + 100).await.unwrap());
+    assert!(!s.requeue("no-such-message", 0, T0 + 100).await.unwrap());
+    let queue = s.list_failed(10).await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].recipient_idx, 1);
+
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert_eq!(view.recipients[0].state, RecipientState::Queued);
+    assert_eq!(view.recipients[0].next_attempt_at_ms, Some(T0 + 100));
+    let last = view.events.last().unwrap();
+    assert_eq!(
+        (last.kind, last.recipient_idx),
+        (EventKind::Requeued, Some(0))
+    );
+    let again = s.lease_due("h1", T0 + 100, 30_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+}
+
+async fn relay_stats_count_windows_from_events(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(
+            message(
+                "t1",
+                &[
+                    "a@example.org",
+                    "b@example.org",
+                    "c@example.org",
+                    "d@example.org",
+                ],
+            ),
+            T0,
+        )
+        .await
+        .unwrap();
+    s.lease_due("h1", T0, 600_000, 10).await.unwrap();
+    let at = |idx: i32, relay: &str, event: EventKind, state, detail| Outcome {
+        relay: Some(relay.to_string()),
+        detail,
+        ..outcome(&acc.id, idx, state, event)
+    };
+    // Old traffic on relay-a, outside the short window.
+    s.record(
+        "h1",
+        vec![at(
+            0,
+            "relay-a",
+            EventKind::Delivered,
+            RecipientState::Delivered,
+            json!({ "latency_ms": 100 }),
+        )],
+        T0 + 1_000,
+    )
+    .await
+    .unwrap();
+    // Recent traffic.
+    s.record(
+        "h1",
+        vec![
+            at(
+                1,
+                "relay-a",
+                EventKind::Bounced,
+                RecipientState::Bounced,
+                json!({ "latency_ms": 300, "hard": true, "class": "blocked" }),
+            ),
+            at(
+                2,
+                "relay-a",
+                EventKind::Deferred,
+                RecipientState::Deferred,
+                json!({ "latency_ms": 200 }),
+            ),
+            at(
+                3,
+                "relay-b",
+                EventKind::Bounced,
+                RecipientState::Bounced,
+                json!({ "hard": false, "class": "mailbox_full" }),
+            ),
+        ],
+        T0 + 100_000,
+    )
+    .await
+    .unwrap();
+    // An attempt that was rerouted (recipient still in flight), and a non-attempt event.
+    s.append_events(vec![
+        NewEvent {
+            message_id: acc.id.clone(),
+            recipient_idx: Some(2),
+            tenant_id: "t1".to_string(),
+            kind: EventKind::Attempted,
+            relay: Some("relay-b".to_string()),
+            detail: json!({ "latency_ms": 41, "hard": false }),
+            at_ms: T0 + 100_001,
+        },
+        NewEvent {
+            message_id: acc.id.clone(),
+            recipient_idx: Some(2),
+            tenant_id: "t1".to_string(),
+            kind: EventKind::Routed,
+            relay: Some("relay-b".to_string()),
+            detail: json!({}),
+            at_ms: T0 + 100_001,
+        },
+    ])
+    .await
+    .unwrap();
+
+    let windows = [T0, T0 + 50_000, T0 + 200_000];
+    let stats = s.relay_stats(&windows, T0 + 150_000).await.unwrap();
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    let a = &stats["relay-a"];
+    assert_eq!(a.len(), 3);
+    assert_eq!(
+        (
+            a[0].since_ms,
+            a[0].sent,
+            a[0].delivered,
+            a[0].deferred,
+            a[0].hard_bounced,
+            a[0].blocked
+        ),
+        (T0, 3, 1, 1, 1, 1)
+    );
+    assert_eq!(a[0].mean_latency_ms, Some(200));
+    assert_eq!((a[1].sent, a[1].delivered, a[1].deferred), (2, 0, 1));
+    assert_eq!(a[1].mean_latency_ms, Some(250));
+    assert_eq!(
+        a[2],
+        sluice::store::WindowCounts {
+            since_ms: T0 + 200_000,
+            ..Default::default()
+        }
+    );
+    let b = &stats["relay-b"];
+    assert_eq!(
+        (
+            b[0].sent,
+            b[0].soft_bounced,
+            b[0].hard_bounced,
+            b[0].deferred,
+            b[0].blocked
+        ),
+        (2, 1, 0, 1, 0)
+    );
+    assert_eq!(b[0].mean_latency_ms, Some(41));
+    // The window ends at now.
+    let before = s.relay_stats(&[T0], T0 + 50_000).await.unwrap();
+    assert_eq!(before["relay-a"][0].sent, 1);
+    assert!(!before.contains_key("relay-b"));
+}
+
+async fn in_flight_follows_routed_events(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    assert!(s.in_flight_by_relay().await.unwrap().is_empty());
+    s.lease_due("h1", T0, 30_000, 10).await.unwrap();
+    let routed = |idx: i32, relay: &str| NewEvent {
+        message_id: acc.id.clone(),
+        recipient_idx: Some(idx),
+        tenant_id: "t1".to_string(),
+        kind: EventKind::Routed,
+        relay: Some(relay.to_string()),
+        detail: json!({ "order": [relay] }),
+        at_ms: T0 + 1,
+    };
+    s.append_events(vec![routed(0, "relay-a"), routed(1, "relay-a")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.in_flight_by_relay().await.unwrap(),
+        [("relay-a".to_string(), 2)].into()
+    );
+    // Rerouted to relay-b.
+    s.append_events(vec![routed(1, "relay-b")]).await.unwrap();
+    assert_eq!(
+        s.in_flight_by_relay().await.unwrap(),
+        [("relay-a".to_string(), 1), ("relay-b".to_string(), 1)].into()
+    );
+    s.record(
+        "h1",
+        vec![outcome(
+            &acc.id,
+            0,
+            RecipientState::Delivered,
+            EventKind::Delivered,
+        )],
+        T0 + 2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.in_flight_by_relay().await.unwrap(),
+        [("relay-b".to_string(), 1)].into()
+    );
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    let routed_events = view
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Routed)
+        .count();
+    assert_eq!(routed_events, 3);
+}
+
+async fn api_keys_are_found_by_hash_and_revoked(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    tenant(s, "t2").await;
+    let (info, secret) = s.create_api_key("t1", T0).await.unwrap();
+    let (_, secret2) = s.create_api_key("t1", T0 + 1).await.unwrap();
+    let (info_t2, secret_t2) = s.create_api_key("t2", T0).await.unwrap();
+    assert_ne!(secret, secret2);
+    assert!(secret.len() >= 40, "{secret}");
+    assert!(secret.starts_with(&info.prefix));
+    assert!(info.prefix.len() < 16);
+    assert_eq!(s.tenant_for_key(&secret).await.unwrap().unwrap().id, "t1");
+    assert_eq!(
+        s.tenant_for_key(&secret_t2).await.unwrap().unwrap().id,
+        "t2"
+    );
+    assert!(s.tenant_for_key("sluice_nope").await.unwrap().is_none());
+    assert!(
+        s.tenant_for_key(&secret[..secret.len() - 1])
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The secret is not stored: list shows only the prefix.
+    let keys = s.list_api_keys("t1").await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], info);
+
+    // A tenant cannot revoke another tenant's key.
+    assert!(!s.revoke_api_key("t1", &info_t2.id, T0 + 2).await.unwrap());
+    assert!(s.revoke_api_key("t1", &info.id, T0 + 2).await.unwrap());
+    assert!(!s.revoke_api_key("t1", &info.id, T0 + 3).await.unwrap());
+    assert!(s.tenant_for_key(&secret).await.unwrap().is_none());
+    assert_eq!(s.tenant_for_key(&secret2).await.unwrap().unwrap().id, "t1");
+    assert_eq!(
+        s.list_api_keys("t1").await.unwrap()[0].revoked_at_ms,
+        Some(T0 + 2)
+    );
+
+    let missing = s.create_api_key("nobody", T0).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(ref t)) if t.contains("nobody")),
+        "{missing:?}"
+    );
+}
+
+async fn tenants_crud(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    let dup = s
+        .create_tenant(
+            NewTenant {
+                id: "t1".to_string(),
+                name: "again".to_string(),
+                allowed_sender_domains: vec![],
+                pools: vec![],
+                route_plugin: None,
+            },
+            T0,
+        )
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::Conflict(ref t)) if t.contains("\"t1\"")),
+        "{dup:?}"
+    );
+    let t = s.get_tenant("t1").await.unwrap().unwrap();
+    assert_eq!(t.allowed_sender_domains, vec!["example.com"]);
+    assert_eq!(t.created_at_ms, T0);
+
+    let updated = s
+        .update_tenant(
+            "t1",
+            TenantUpdate {
+                route_plugin: Some(Some("my-router".to_string())),
+                pools: Some(vec!["eu".to_string(), "us".to_string()]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(updated.route_plugin.as_deref(), Some("my-router"));
+    assert_eq!(updated.name, "Tenant t1");
+    assert_eq!(s.get_tenant("t1").await.unwrap().unwrap(), updated);
+    let cleared = s
+        .update_tenant(
+            "t1",
+            TenantUpdate {
+                route_plugin: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.route_plugin, None);
+    let missing = s.update_tenant("nobody", TenantUpdate::default()).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    let bad = s
+        .update_tenant(
+            "t1",
+            TenantUpdate {
+                allowed_sender_domains: Some(vec!["a@b".to_string()]),
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(bad, Err(StoreError::Invalid(ref t)) if t.contains("a@b")),
+        "{bad:?}"
+    );
+
+    tenant(s, "t0").await;
+    let ids: Vec<_> = s
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids, vec!["t0", "t1"]);
+    let (_, secret) = s.create_api_key("t1", T0).await.unwrap();
+    assert!(s.delete_tenant("t1").await.unwrap());
+    assert!(!s.delete_tenant("t1").await.unwrap());
+    assert!(s.get_tenant("t1").await.unwrap().is_none());
+    assert!(s.tenant_for_key(&secret).await.unwrap().is_none());
+}
+
+async fn relays_crud(db: Db) {
+    let s = &db.store;
+    let r = s.upsert_relay(relay("eu-1"), T0).await.unwrap();
+    assert_eq!(r.created_at_ms, T0);
+    assert_eq!(s.get_relay("eu-1").await.unwrap().unwrap(), r);
+    // Upsert replaces everything but the creation time.
+    let again = s
+        .upsert_relay(
+            NewRelay {
+                weight: 5,
+                auth_user: None,
+                rate_limit_per_sec: None,
+                ..relay("eu-1")
+            },
+            T0 + 10,
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.weight, again.created_at_ms), (5, T0));
+    assert_eq!((again.auth_user, again.rate_limit_per_sec), (None, None));
+
+    s.upsert_relay(relay("byo-1"), T0).await.unwrap();
+    let drained = s
+        .update_relay(
+            "byo-1",
+            RelayUpdate {
+                state: Some(RelayState::Draining),
+                owner: Some(Some("t1".to_string())),
+                tags: Some(vec![]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(drained.state, RelayState::Draining);
+    assert_eq!(drained.owner.as_deref(), Some("t1"));
+    assert_eq!(drained.url, "smtp://byo-1.example.net:25");
+    let ids: Vec<_> = s
+        .list_relays()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["byo-1", "eu-1"]);
+
+    for (bad, needle) in [
+        (
+            NewRelay {
+                url: "http://x".to_string(),
+                ..relay("x")
+            },
+            "http://x",
+        ),
+        (
+            NewRelay {
+                auth_secret_ref: Some("hunter2".to_string()),
+                ..relay("x")
+            },
+            "env:NAME",
+        ),
+        (
+            NewRelay {
+                connection_limit: 0,
+                ..relay("x")
+            },
+            "connection_limit",
+        ),
+    ] {
+        match s.upsert_relay(bad, T0).await {
+            Err(StoreError::Invalid(t)) => {
+                assert!(t.contains(needle), "{t}");
+                assert!(!t.contains("hunter2"), "a secret must not be echoed: {t}");
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+    let missing = s.update_relay("nope", RelayUpdate::default()).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(ref t)) if t.contains("\"nope\"")),
+        "{missing:?}"
+    );
+    assert!(s.delete_relay("eu-1").await.unwrap());
+    assert!(!s.delete_relay("eu-1").await.unwrap());
+    assert!(s.get_relay("eu-1").await.unwrap().is_none());
+}
+
+async fn group_commit_64_concurrent_accepts(db: Db) {
+    let s = &db.store;
+    let mut handles = Vec::new();
+    for i in 0..64 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut msg = message("t1", &["a@example.org"]);
+            msg.body = format!("Subject: {i}\r\n\r\n{}", "x".repeat(1024)).into_bytes();
+            let body = msg.body.clone();
+            (s.accept(msg, T0).await.unwrap(), body)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for h in handles {
+        accepted.push(h.await.unwrap());
+    }
+    let ids: HashSet<_> = accepted.iter().map(|(a, _)| a.id.clone()).collect();
+    assert_eq!(ids.len(), 64, "all ids distinct");
+    // Durable: a fresh handle (new pools) reads every one back with its own body.
+    let fresh = db.second_host().await;
+    for (acc, body) in &accepted {
+        assert_eq!(&fresh.message_body(&acc.id).await.unwrap(), body);
+        let view = fresh.get_message("t1", &acc.id).await.unwrap().unwrap();
+        assert_eq!(view.events.len(), 1);
+    }
+    assert_eq!(
+        fresh.lease_due("h", T0, 1_000, 1_000).await.unwrap().len(),
+        64
+    );
+}
+
+// ---------------------------------------------------------------- crash safety
+
+/// The child half of `sqlite_accept_survives_sigkill`: accepts one message, prints its
+/// id, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_child() {
+    let Ok(url) = std::env::var("SLUICE_CRASH_CHILD_URL") else {
+        return; // Only meaningful when started by the parent test.
+    };
+    let store = Store::open(&url).await.unwrap();
+    let acc = store
+        .accept(message("t1", &["a@example.org"]), T0)
+        .await
+        .unwrap();
+    println!("ACCEPTED {}", acc.id);
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_accept_survives_sigkill() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("crash.db").display());
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .env("SLUICE_CRASH_CHILD_URL", &url)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let id = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the child exited before accepting");
+        // libtest may have written "test crash_child ... " on the same line.
+        if let Some((_, id)) = line.split_once("ACCEPTED ") {
+            break id.trim().to_string();
+        }
+    };
+    // SIGKILL: no destructors, no checkpoint, no clean close of the database.
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success());
+
+    let store = Store::open(&url).await.unwrap();
+    let view = store.get_message("t1", &id).await.unwrap();
+    let view = view.expect("a message acknowledged before the crash must survive it");
+    assert_eq!(view.recipients[0].state, RecipientState::Queued);
+    assert_eq!(view.events.len(), 1);
+}
