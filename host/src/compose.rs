@@ -53,7 +53,10 @@ pub struct FieldError {
 }
 
 fn field_err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError { field: field.into(), message: message.into() }
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// A message ready to store: envelope, bytes, the headers the ingest stage sees.
@@ -67,25 +70,49 @@ pub struct Composed {
 }
 
 /// Headers an application may not set: Sluice or the envelope owns them.
-const RESERVED: &[&str] = &["from", "to", "cc", "bcc", "reply-to", "subject", "message-id", "date", "mime-version", "content-type", "content-transfer-encoding", "return-path"];
+const RESERVED: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "message-id",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "return-path",
+];
 
 fn mailbox(field: &str, value: &str) -> Result<Mailbox, FieldError> {
-    value.parse::<Mailbox>().map_err(|e| field_err(field, format!("{value:?} is not an e-mail address ({e})")))
+    value
+        .parse::<Mailbox>()
+        .map_err(|e| field_err(field, format!("{value:?} is not an e-mail address ({e})")))
 }
 
 /// A new Message-ID: unique, and naming this host.
 pub fn new_message_id(domain: &str) -> String {
-    format!("<{}@{domain}>", ulid::Ulid::new().to_string().to_ascii_lowercase())
+    format!(
+        "<{}@{domain}>",
+        ulid::Ulid::new().to_string().to_ascii_lowercase()
+    )
 }
 
 /// Builds the JSON form into MIME.
 pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, FieldError> {
     let from = mailbox("from", &m.from)?;
     if m.to.is_empty() && m.cc.is_empty() && m.bcc.is_empty() {
-        return Err(field_err("to", "at least one recipient is needed in to, cc or bcc"));
+        return Err(field_err(
+            "to",
+            "at least one recipient is needed in to, cc or bcc",
+        ));
     }
     let message_id = new_message_id(message_id_domain);
-    let mut b = lettre::Message::builder().from(from.clone()).message_id(Some(message_id.clone())).date_now();
+    let mut b = lettre::Message::builder()
+        .from(from.clone())
+        .message_id(Some(message_id.clone()))
+        .date_now();
     let mut recipients = Vec::new();
     for (i, to) in m.to.iter().enumerate() {
         let mb = mailbox(&format!("to[{i}]"), to)?;
@@ -110,7 +137,10 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         }
         b = b.subject(s.clone());
     }
-    let mut headers: Vec<(String, String)> = vec![("From".into(), m.from.clone()), ("Message-ID".into(), message_id.clone())];
+    let mut headers: Vec<(String, String)> = vec![
+        ("From".into(), m.from.clone()),
+        ("Message-ID".into(), message_id.clone()),
+    ];
     if let Some(s) = &m.subject {
         headers.push(("Subject".into(), s.clone()));
     }
@@ -122,7 +152,8 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         if value.contains(['\r', '\n']) {
             return Err(field_err(key, "value must be one line"));
         }
-        let hn = HeaderName::new_from_ascii(name.clone()).map_err(|_| field_err(&key, format!("{name:?} is not a valid header name")))?;
+        let hn = HeaderName::new_from_ascii(name.clone())
+            .map_err(|_| field_err(&key, format!("{name:?} is not a valid header name")))?;
         b = b.raw_header(HeaderValue::new(hn, value.clone()));
         headers.push((name.clone(), value.clone()));
     }
@@ -131,7 +162,9 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         (Some(t), Some(h)) => Some(MultiPart::alternative_plain_html(t.clone(), h.clone())),
         (Some(t), None) => Some(MultiPart::mixed().singlepart(SinglePart::plain(t.clone()))),
         (None, Some(h)) => Some(MultiPart::mixed().singlepart(SinglePart::html(h.clone()))),
-        (None, None) if m.attachments.is_empty() => return Err(field_err("text", "give text, html or attachments")),
+        (None, None) if m.attachments.is_empty() => {
+            return Err(field_err("text", "give text, html or attachments"));
+        }
         (None, None) => None,
     };
     let message = if m.attachments.is_empty() {
@@ -147,12 +180,22 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         }
         for (i, a) in m.attachments.iter().enumerate() {
             let key = format!("attachments[{i}]");
-            let ct = ContentType::parse(&a.content_type).map_err(|_| field_err(format!("{key}.content_type"), format!("{:?} is not a MIME type", a.content_type)))?;
+            let ct = ContentType::parse(&a.content_type).map_err(|_| {
+                field_err(
+                    format!("{key}.content_type"),
+                    format!("{:?} is not a MIME type", a.content_type),
+                )
+            })?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(a.content_base64.trim())
-                .map_err(|e| field_err(format!("{key}.content_base64"), format!("not base64: {e}")))?;
+                .map_err(|e| {
+                    field_err(format!("{key}.content_base64"), format!("not base64: {e}"))
+                })?;
             if a.filename.is_empty() || a.filename.contains(['/', '\\', '\r', '\n']) {
-                return Err(field_err(format!("{key}.filename"), format!("{:?} is not a plain file name", a.filename)));
+                return Err(field_err(
+                    format!("{key}.filename"),
+                    format!("{:?} is not a plain file name", a.filename),
+                ));
             }
             mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(bytes, ct));
         }
@@ -160,18 +203,32 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
     }
     .map_err(|e| field_err("from", e.to_string()))?;
 
-    Ok(Composed { sender: from.email.to_string(), recipients, body: message.formatted(), headers, message_id })
+    Ok(Composed {
+        sender: from.email.to_string(),
+        recipients,
+        body: message.formatted(),
+        headers,
+        message_id,
+    })
 }
 
 /// Takes a raw RFC 5322 message as submitted: checks its header section,
 /// adds `Message-ID` (and `Date`) when missing, and keeps the envelope the
 /// application gave beside it.
-pub fn from_raw(raw: &[u8], sender: &str, recipients: &[String], message_id_domain: &str) -> Result<Composed, FieldError> {
+pub fn from_raw(
+    raw: &[u8],
+    sender: &str,
+    recipients: &[String],
+    message_id_domain: &str,
+) -> Result<Composed, FieldError> {
     if !sender.is_empty() {
         mailbox("from", sender)?;
     }
     if recipients.is_empty() {
-        return Err(field_err("to", "give the envelope recipients (query `to=` or header `Sluice-Envelope-To`)"));
+        return Err(field_err(
+            "to",
+            "give the envelope recipients (query `to=` or header `Sluice-Envelope-To`)",
+        ));
     }
     let mut rcpts = Vec::new();
     for (i, r) in recipients.iter().enumerate() {
@@ -183,7 +240,10 @@ pub fn from_raw(raw: &[u8], sender: &str, recipients: &[String], message_id_doma
         return Err(field_err("message", "has no From header"));
     }
     let mut prefix = String::new();
-    let message_id = match headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("message-id")) {
+    let message_id = match headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("message-id"))
+    {
         Some((_, v)) => v.trim().to_owned(),
         None => {
             let id = new_message_id(message_id_domain);
@@ -198,14 +258,28 @@ pub fn from_raw(raw: &[u8], sender: &str, recipients: &[String], message_id_doma
     body.extend_from_slice(prefix.as_bytes());
     body.extend_from_slice(raw);
     let _ = header_len;
-    Ok(Composed { sender: sender.to_owned(), recipients: rcpts, body, headers, message_id })
+    Ok(Composed {
+        sender: sender.to_owned(),
+        recipients: rcpts,
+        body,
+        headers,
+        message_id,
+    })
 }
 
 fn httpdate_rfc2822() -> String {
     // lettre formats a Date header for us; borrow it.
-    let m = lettre::Message::builder().from("a@b.c".parse().expect("valid")).to("a@b.c".parse().expect("valid")).date_now().body(String::new()).expect("builds");
+    let m = lettre::Message::builder()
+        .from("a@b.c".parse().expect("valid"))
+        .to("a@b.c".parse().expect("valid"))
+        .date_now()
+        .body(String::new())
+        .expect("builds");
     let formatted = String::from_utf8_lossy(&m.formatted()).into_owned();
-    formatted.lines().find_map(|l| l.strip_prefix("Date: ").map(str::to_owned)).unwrap_or_default()
+    formatted
+        .lines()
+        .find_map(|l| l.strip_prefix("Date: ").map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// The header fields of a raw message and the length of its header section.
@@ -215,9 +289,15 @@ pub fn parse_header_section(raw: &[u8]) -> Result<(Vec<(String, String)>, usize)
     let mut line_no = 0;
     loop {
         if pos >= raw.len() {
-            return Err(field_err("message", "ends inside its header section (no blank line before the body)"));
+            return Err(field_err(
+                "message",
+                "ends inside its header section (no blank line before the body)",
+            ));
         }
-        let end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| pos + i + 1);
         let line = &raw[pos..end];
         line_no += 1;
         let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
@@ -229,18 +309,34 @@ pub fn parse_header_section(raw: &[u8]) -> Result<(Vec<(String, String)>, usize)
         if trimmed[0] == b' ' || trimmed[0] == b'\t' {
             match headers.last_mut() {
                 Some(last) => last.1.push_str(&String::from_utf8_lossy(trimmed)),
-                None => return Err(field_err("message", format!("header line {line_no} is a continuation with nothing before it"))),
+                None => {
+                    return Err(field_err(
+                        "message",
+                        format!("header line {line_no} is a continuation with nothing before it"),
+                    ));
+                }
             }
             continue;
         }
         let colon = trimmed.iter().position(|&b| b == b':');
-        let valid_name = colon.is_some_and(|c| c > 0 && trimmed[..c].iter().all(|b| b.is_ascii_graphic() && *b != b':'));
+        let valid_name = colon.is_some_and(|c| {
+            c > 0
+                && trimmed[..c]
+                    .iter()
+                    .all(|b| b.is_ascii_graphic() && *b != b':')
+        });
         if !valid_name {
             let shown = String::from_utf8_lossy(&trimmed[..trimmed.len().min(60)]).into_owned();
-            return Err(field_err("message", format!("header line {line_no} is not `Name: value`: {shown:?}")));
+            return Err(field_err(
+                "message",
+                format!("header line {line_no} is not `Name: value`: {shown:?}"),
+            ));
         }
         let c = colon.expect("checked");
-        headers.push((String::from_utf8_lossy(&trimmed[..c]).into_owned(), String::from_utf8_lossy(&trimmed[c + 1..]).trim().to_owned()));
+        headers.push((
+            String::from_utf8_lossy(&trimmed[..c]).into_owned(),
+            String::from_utf8_lossy(&trimmed[c + 1..]).trim().to_owned(),
+        ));
     }
     Ok((headers, pos))
 }
@@ -267,28 +363,50 @@ mod tests {
         assert!(text.contains("X-Campaign: nov"), "{text}");
         assert!(text.contains("multipart/alternative"), "{text}");
         assert!(!text.to_ascii_lowercase().contains("audit@"), "{text}");
-        assert!(text.contains(&format!("Message-ID: {}", c.message_id)), "{text}");
+        assert!(
+            text.contains(&format!("Message-ID: {}", c.message_id)),
+            "{text}"
+        );
     }
 
     #[test]
     fn attachments_are_decoded_and_named() {
-        let m = json(serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "see",
-            "attachments": [{"filename": "r.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}));
+        let m = json(
+            serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "see",
+            "attachments": [{"filename": "r.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]}),
+        );
         let text = String::from_utf8(from_json(&m, "h").unwrap().body).unwrap();
         assert!(text.contains("filename=\"r.txt\""), "{text}");
-        let bad = json(serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
-            "attachments": [{"filename": "r.txt", "content_type": "text/plain", "content_base64": "***"}]}));
-        assert_eq!(from_json(&bad, "h").unwrap_err().field, "attachments[0].content_base64");
+        let bad = json(
+            serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
+            "attachments": [{"filename": "r.txt", "content_type": "text/plain", "content_base64": "***"}]}),
+        );
+        assert_eq!(
+            from_json(&bad, "h").unwrap_err().field,
+            "attachments[0].content_base64"
+        );
     }
 
     #[test]
     fn refusals_name_the_field() {
-        let e = from_json(&json(serde_json::json!({"from": "nobody", "to": ["b@x.org"], "text": "x"})), "h").unwrap_err();
+        let e = from_json(
+            &json(serde_json::json!({"from": "nobody", "to": ["b@x.org"], "text": "x"})),
+            "h",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "from");
         assert!(e.message.contains("\"nobody\""), "{e}");
-        let e = from_json(&json(serde_json::json!({"from": "a@b.c", "to": ["ok@x.org", "bad"], "text": "x"})), "h").unwrap_err();
+        let e = from_json(
+            &json(serde_json::json!({"from": "a@b.c", "to": ["ok@x.org", "bad"], "text": "x"})),
+            "h",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "to[1]");
-        let e = from_json(&json(serde_json::json!({"from": "a@b.c", "text": "x"})), "h").unwrap_err();
+        let e = from_json(
+            &json(serde_json::json!({"from": "a@b.c", "text": "x"})),
+            "h",
+        )
+        .unwrap_err();
         assert_eq!(e.field, "to");
         let e = from_json(&json(serde_json::json!({"from": "a@b.c", "to": ["x@y.z"], "text": "x", "headers": {"Date": "now"}})), "h").unwrap_err();
         assert_eq!(e.field, "headers.Date");
@@ -300,9 +418,24 @@ mod tests {
         let c = from_raw(raw, "a@acme.example", &["b@x.org".into()], "h").unwrap();
         assert!(c.body.starts_with(b"Message-ID: <"));
         assert!(c.body.ends_with(raw));
-        let e = from_raw(b"From a@b\r\n\r\n", "a@acme.example", &["b@x.org".into()], "h").unwrap_err();
-        assert!(e.message.contains("header line 1 is not `Name: value`"), "{e}");
-        let e = from_raw(b"Subject: x\r\n\r\n", "a@acme.example", &["b@x.org".into()], "h").unwrap_err();
+        let e = from_raw(
+            b"From a@b\r\n\r\n",
+            "a@acme.example",
+            &["b@x.org".into()],
+            "h",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("header line 1 is not `Name: value`"),
+            "{e}"
+        );
+        let e = from_raw(
+            b"Subject: x\r\n\r\n",
+            "a@acme.example",
+            &["b@x.org".into()],
+            "h",
+        )
+        .unwrap_err();
         assert_eq!(e.message, "has no From header");
     }
 }

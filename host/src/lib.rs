@@ -9,5 +9,6 @@ pub mod compose;
 pub mod config;
 pub mod relay;
 pub mod runtime;
+pub mod serve;
 pub mod stage;
 pub mod store;

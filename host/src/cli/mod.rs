@@ -3,6 +3,7 @@
 //! causes, here.
 
 mod plugin;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -20,6 +21,11 @@ enum Command {
     /// Check, run and list stage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run the pipeline: HTTP API, queue, relays.
+    Serve(serve::ServeArgs),
+    /// Validate pipeline files.
+    #[command(subcommand)]
+    Pipeline(serve::PipelineCommand),
 }
 
 /// A failure that has already been reported and only sets the exit code.
@@ -35,6 +41,8 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Serve(args) => serve::serve(args),
+        Command::Pipeline(cmd) => serve::pipeline(cmd),
     };
     match result {
         Ok(code) => code,

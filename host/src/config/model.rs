@@ -703,15 +703,6 @@ impl RawPipeline {
                     ),
                 }
             }
-            let span = t.id.span();
-            let api_key = secret(
-                &mut check,
-                &format!("{key}.api_key"),
-                t.api_key_env,
-                t.api_key_file,
-                t.api_key,
-                span,
-            );
             tenants.push(TenantConfig {
                 name: t.name.unwrap_or_else(|| id.clone()),
                 id,

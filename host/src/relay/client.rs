@@ -34,7 +34,9 @@ pub fn parse_relay_url(url: &str) -> Result<(String, u16, Tls), String> {
     let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
     let authority = authority.trim_end_matches('/');
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or_else(|| format!("relay URL {url:?}: unclosed '['"))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("relay URL {url:?}: unclosed '['"))?;
         (h.to_owned(), after.strip_prefix(':').map(str::parse::<u16>))
     } else {
         match authority.rsplit_once(':') {
@@ -43,7 +45,10 @@ pub fn parse_relay_url(url: &str) -> Result<(String, u16, Tls), String> {
         }
     };
     let default_port = if scheme == "smtps" { 465 } else { 25 };
-    let port = port.transpose().map_err(|_| format!("relay URL {url:?}: bad port"))?.unwrap_or(default_port);
+    let port = port
+        .transpose()
+        .map_err(|_| format!("relay URL {url:?}: bad port"))?
+        .unwrap_or(default_port);
     let tls = match (scheme, query) {
         ("smtps", _) => Tls::Implicit,
         (_, q) if q.contains("tls=required") => Tls::Required,
@@ -89,9 +94,16 @@ pub struct RelayClient {
 }
 
 impl RelayClient {
-    pub fn new(settings: RelaySettings, helo: &str, timeout: Duration) -> Result<RelayClient, String> {
+    pub fn new(
+        settings: RelaySettings,
+        helo: &str,
+        timeout: Duration,
+    ) -> Result<RelayClient, String> {
         let (host, port, tls) = parse_relay_url(&settings.url)?;
-        let params = || TlsParameters::new(host.clone()).map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id));
+        let params = || {
+            TlsParameters::new(host.clone())
+                .map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id))
+        };
         let tls = match tls {
             Tls::None => LettreTls::None,
             Tls::Opportunistic => LettreTls::Opportunistic(params()?),
@@ -103,7 +115,11 @@ impl RelayClient {
             .tls(tls)
             .timeout(Some(timeout))
             .hello_name(ClientId::Domain(helo.to_owned()))
-            .pool_config(PoolConfig::new().max_size(settings.connection_limit).idle_timeout(Duration::from_secs(30)));
+            .pool_config(
+                PoolConfig::new()
+                    .max_size(settings.connection_limit)
+                    .idle_timeout(Duration::from_secs(30)),
+            );
         if let (Some(user), Some(pass)) = (&settings.auth_user, &settings.auth_password) {
             builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
         }
@@ -123,7 +139,9 @@ impl RelayClient {
 
     /// Recipients being attempted through this relay now.
     pub fn in_flight(&self) -> u32 {
-        self.settings.connection_limit.saturating_sub(self.permits.available_permits() as u32)
+        self.settings
+            .connection_limit
+            .saturating_sub(self.permits.available_permits() as u32)
     }
 
     /// Up unless consecutive transport failures marked it down.
@@ -151,9 +169,19 @@ impl RelayClient {
     async fn send_once(&self, sender: &str, recipients: &[String], body: &[u8]) -> RelayReply {
         let envelope = match envelope(sender, recipients) {
             Ok(e) => e,
-            Err(e) => return RelayReply { reply: None, transport_error: Some(e), latency_ms: 0 },
+            Err(e) => {
+                return RelayReply {
+                    reply: None,
+                    transport_error: Some(e),
+                    latency_ms: 0,
+                };
+            }
         };
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         if let Some(bucket) = &self.bucket {
             while let Err(wait) = bucket.take() {
                 tokio::time::sleep(wait).await;
@@ -161,22 +189,39 @@ impl RelayClient {
         }
         let started = Instant::now();
         // lettre's timeout is per command; this bounds the whole transaction.
-        let result = tokio::time::timeout(self.timeout * 4, self.transport.send_raw(&envelope, body)).await;
+        let result =
+            tokio::time::timeout(self.timeout * 4, self.transport.send_raw(&envelope, body)).await;
         let latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
         let out = match result {
-            Err(_) => RelayReply { reply: None, transport_error: Some(format!("no answer within {:?}", self.timeout * 4)), latency_ms },
+            Err(_) => RelayReply {
+                reply: None,
+                transport_error: Some(format!("no answer within {:?}", self.timeout * 4)),
+                latency_ms,
+            },
             Ok(Ok(response)) => {
                 let text = response.message().collect::<Vec<_>>().join("\n");
                 let code = response.code().to_string().parse().unwrap_or(250);
-                RelayReply { reply: Some(reply(code, &text)), transport_error: None, latency_ms }
+                RelayReply {
+                    reply: Some(reply(code, &text)),
+                    transport_error: None,
+                    latency_ms,
+                }
             }
             Ok(Err(e)) => match e.status() {
                 Some(code) => {
                     let shown = e.to_string();
                     let text = shown.split_once("): ").map_or("", |(_, t)| t);
-                    RelayReply { reply: Some(reply(code.to_string().parse().unwrap_or(451), text)), transport_error: None, latency_ms }
+                    RelayReply {
+                        reply: Some(reply(code.to_string().parse().unwrap_or(451), text)),
+                        transport_error: None,
+                        latency_ms,
+                    }
                 }
-                None => RelayReply { reply: None, transport_error: Some(error_chain(&e)), latency_ms },
+                None => RelayReply {
+                    reply: None,
+                    transport_error: Some(error_chain(&e)),
+                    latency_ms,
+                },
             },
         };
         if out.reply.is_some() {
@@ -192,11 +237,18 @@ fn envelope(sender: &str, recipients: &[String]) -> Result<Envelope, String> {
     let from = if sender.is_empty() {
         None
     } else {
-        Some(sender.parse::<Address>().map_err(|e| format!("sender {sender:?}: {e}"))?)
+        Some(
+            sender
+                .parse::<Address>()
+                .map_err(|e| format!("sender {sender:?}: {e}"))?,
+        )
     };
     let to = recipients
         .iter()
-        .map(|r| r.parse::<Address>().map_err(|e| format!("recipient {r:?}: {e}")))
+        .map(|r| {
+            r.parse::<Address>()
+                .map_err(|e| format!("recipient {r:?}: {e}"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Envelope::new(from, to).map_err(|e| e.to_string())
 }
@@ -206,12 +258,23 @@ pub fn reply(code: u16, text: &str) -> SmtpReply {
     let first = text.split_whitespace().next().unwrap_or("");
     let is_enhanced = {
         let p: Vec<&str> = first.split('.').collect();
-        p.len() == 3 && matches!(p[0], "2" | "4" | "5") && p.iter().all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+        p.len() == 3
+            && matches!(p[0], "2" | "4" | "5")
+            && p.iter()
+                .all(|x| !x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
     };
     if is_enhanced {
-        SmtpReply { code, enhanced: Some(first.to_owned()), text: text[first.len()..].trim_start().to_owned() }
+        SmtpReply {
+            code,
+            enhanced: Some(first.to_owned()),
+            text: text[first.len()..].trim_start().to_owned(),
+        }
     } else {
-        SmtpReply { code, enhanced: None, text: text.to_owned() }
+        SmtpReply {
+            code,
+            enhanced: None,
+            text: text.to_owned(),
+        }
     }
 }
 
@@ -235,15 +298,41 @@ mod tests {
 
     #[test]
     fn relay_urls_become_host_port_and_tls() {
-        assert_eq!(parse_relay_url("smtp://127.0.0.1:2525").unwrap(), ("127.0.0.1".into(), 2525, Tls::None));
-        assert_eq!(parse_relay_url("smtps://mx.example").unwrap(), ("mx.example".into(), 465, Tls::Implicit));
-        assert_eq!(parse_relay_url("smtp://[::1]:26?tls=required").unwrap(), ("::1".into(), 26, Tls::Required));
-        assert_eq!(parse_relay_url("smtp://h?tls=opportunistic").unwrap(), ("h".into(), 25, Tls::Opportunistic));
+        assert_eq!(
+            parse_relay_url("smtp://127.0.0.1:2525").unwrap(),
+            ("127.0.0.1".into(), 2525, Tls::None)
+        );
+        assert_eq!(
+            parse_relay_url("smtps://mx.example").unwrap(),
+            ("mx.example".into(), 465, Tls::Implicit)
+        );
+        assert_eq!(
+            parse_relay_url("smtp://[::1]:26?tls=required").unwrap(),
+            ("::1".into(), 26, Tls::Required)
+        );
+        assert_eq!(
+            parse_relay_url("smtp://h?tls=opportunistic").unwrap(),
+            ("h".into(), 25, Tls::Opportunistic)
+        );
     }
 
     #[test]
     fn enhanced_status_is_split_from_the_text() {
-        assert_eq!(reply(550, "5.1.1 <a@b>: no such user"), SmtpReply { code: 550, enhanced: Some("5.1.1".into()), text: "<a@b>: no such user".into() });
-        assert_eq!(reply(250, "Ok"), SmtpReply { code: 250, enhanced: None, text: "Ok".into() });
+        assert_eq!(
+            reply(550, "5.1.1 <a@b>: no such user"),
+            SmtpReply {
+                code: 550,
+                enhanced: Some("5.1.1".into()),
+                text: "<a@b>: no such user".into()
+            }
+        );
+        assert_eq!(
+            reply(250, "Ok"),
+            SmtpReply {
+                code: 250,
+                enhanced: None,
+                text: "Ok".into()
+            }
+        );
     }
 }

@@ -14,7 +14,11 @@ pub struct Health {
 
 impl Health {
     pub fn new(threshold: u32, pause: Duration) -> Health {
-        Health { inner: Mutex::new((0, None)), threshold: threshold.max(1), pause }
+        Health {
+            inner: Mutex::new((0, None)),
+            threshold: threshold.max(1),
+            pause,
+        }
     }
 
     /// False while the relay is marked down.
@@ -50,7 +54,10 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate_per_sec: u32) -> TokenBucket {
         let rate = f64::from(rate_per_sec.max(1));
-        TokenBucket { rate, state: Mutex::new((rate, Instant::now())) }
+        TokenBucket {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
     }
 
     /// Takes a token, or says how long until one is there.

@@ -21,10 +21,16 @@ impl Relays {
     /// Makes the registry match `settings`: new relays are added, changed
     /// ones rebuilt (in-flight sends finish on the old client), removed ones
     /// dropped. Returns the ids whose client could not be built, with why.
-    pub fn sync(&self, settings: Vec<RelaySettings>, helo: &str, timeout: std::time::Duration) -> Vec<(String, String)> {
+    pub fn sync(
+        &self,
+        settings: Vec<RelaySettings>,
+        helo: &str,
+        timeout: std::time::Duration,
+    ) -> Vec<(String, String)> {
         let mut failed = Vec::new();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let wanted: std::collections::HashSet<String> = settings.iter().map(|s| s.id.clone()).collect();
+        let wanted: std::collections::HashSet<String> =
+            settings.iter().map(|s| s.id.clone()).collect();
         map.retain(|id, _| wanted.contains(id));
         for s in settings {
             let unchanged = map.get(&s.id).is_some_and(|c| *c.settings() == s);
@@ -46,11 +52,21 @@ impl Relays {
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<RelayClient>> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<RelayClient>> {
-        let mut v: Vec<_> = self.map.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.settings().id.cmp(&b.settings().id));
         v
     }

@@ -29,21 +29,33 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", server.pipeline.server.http_listen))?;
     let addr = listener.local_addr()?;
-    println!("sluice: HTTP API on http://{addr} (node {})", server.pipeline.server.node_id);
+    println!(
+        "sluice: HTTP API on http://{addr} (node {})",
+        server.pipeline.server.node_id
+    );
 
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
 
     let app = api::router(server.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
 
     tracing::info!("shutting down: no new messages, finishing in-flight attempts");
     server.begin_shutdown();
     refresher.abort();
     if tokio::time::timeout(drain, dispatcher).await.is_err() {
-        tracing::warn!(drain_secs = drain.as_secs(), "in-flight attempts did not finish in time; their leases are given back");
+        tracing::warn!(
+            drain_secs = drain.as_secs(),
+            "in-flight attempts did not finish in time; their leases are given back"
+        );
     }
-    let released = server.store.release_leases(&server.pipeline.server.node_id, state::now_ms()).await?;
+    let released = server
+        .store
+        .release_leases(&server.pipeline.server.node_id, state::now_ms())
+        .await?;
     println!("sluice: stopped ({released} leased recipients given back)");
     Ok(())
 }

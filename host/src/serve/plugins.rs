@@ -21,26 +21,48 @@ pub struct PluginSet {
 fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<Plugin> {
     let (name, bytes) = match &cfg.source {
         PluginSource::Builtin(name) => {
-            let b = builtin::by_name(name).with_context(|| format!("no default plugin {name:?}"))?;
+            let b =
+                builtin::by_name(name).with_context(|| format!("no default plugin {name:?}"))?;
             (name.clone(), b.wasm.to_vec())
         }
-        PluginSource::File(path) => (path.display().to_string(), std::fs::read(path).with_context(|| format!("cannot read plugin {}", path.display()))?),
+        PluginSource::File(path) => (
+            path.display().to_string(),
+            std::fs::read(path)
+                .with_context(|| format!("cannot read plugin {}", path.display()))?,
+        ),
     };
     let spec = PluginSpec {
-        limits: Limits { timeout: cfg.timeout, memory_bytes: cfg.memory_bytes, reuse_instances: cfg.reuse_instances },
+        limits: Limits {
+            timeout: cfg.timeout,
+            memory_bytes: cfg.memory_bytes,
+            reuse_instances: cfg.reuse_instances,
+        },
         config: cfg.config.clone(),
         log: None,
     };
-    runtime.load(stage, &name, &bytes, spec).with_context(|| format!("the {stage} plugin {name} cannot be loaded"))
+    runtime
+        .load(stage, &name, &bytes, spec)
+        .with_context(|| format!("the {stage} plugin {name} cannot be loaded"))
 }
 
 impl PluginSet {
     pub fn load(runtime: Runtime, cfg: &PluginsConfig) -> anyhow::Result<PluginSet> {
         let mut stages = HashMap::new();
-        for (stage, c) in [(Stage::Ingest, &cfg.ingest), (Stage::Route, &cfg.route), (Stage::Send, &cfg.send), (Stage::Bounce, &cfg.bounce), (Stage::Bill, &cfg.bill)] {
+        for (stage, c) in [
+            (Stage::Ingest, &cfg.ingest),
+            (Stage::Route, &cfg.route),
+            (Stage::Send, &cfg.send),
+            (Stage::Bounce, &cfg.bounce),
+            (Stage::Bill, &cfg.bill),
+        ] {
             stages.insert(stage, Arc::new(load(&runtime, stage, c)?));
         }
-        Ok(PluginSet { runtime, stages, named_routers: Mutex::new(HashMap::new()), route_limits: cfg.route.clone() })
+        Ok(PluginSet {
+            runtime,
+            stages,
+            named_routers: Mutex::new(HashMap::new()),
+            route_limits: cfg.route.clone(),
+        })
     }
 
     /// The pipeline's plugin for `stage` (also the fallback of tenant plugins).
@@ -50,7 +72,9 @@ impl PluginSet {
 
     /// The route plugin a tenant chose, else the pipeline's.
     pub fn router_for(&self, choice: Option<&str>) -> Arc<Plugin> {
-        let Some(name) = choice else { return self.stage(Stage::Route) };
+        let Some(name) = choice else {
+            return self.stage(Stage::Route);
+        };
         let mut named = self.named_routers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = named.get(name) {
             return p.clone();

@@ -17,7 +17,10 @@ use tokio::sync::{Notify, Semaphore};
 pub const STAT_WINDOWS: [u32; 3] = [60, 900, 3600];
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Everything a request handler or a delivery task needs.
@@ -52,17 +55,29 @@ impl Server {
             && let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        let store = Store::open(&pipeline.store.url).await.with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
-        let runtime = Runtime::new(RuntimeConfig { max_memory_bytes: pipeline.plugins.max_memory_bytes.max(64 << 20), ..RuntimeConfig::default() })?;
+        let store = Store::open(&pipeline.store.url)
+            .await
+            .with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            max_memory_bytes: pipeline.plugins.max_memory_bytes.max(64 << 20),
+            ..RuntimeConfig::default()
+        })?;
         let plugins = PluginSet::load(runtime, &pipeline.plugins)?;
 
         let admin_token = match &pipeline.admin.token {
-            Some(secret) => Some(secret.resolve().map_err(|e| anyhow::anyhow!("admin token: {e}"))?),
+            Some(secret) => Some(
+                secret
+                    .resolve()
+                    .map_err(|e| anyhow::anyhow!("admin token: {e}"))?,
+            ),
             None => {
                 let token = random_token("adm");
-                println!("sluice: admin token (no [admin] token_env/token_file configured; shown once): {token}");
+                println!(
+                    "sluice: admin token (no [admin] token_env/token_file configured; shown once): {token}"
+                );
                 Some(token)
             }
         };
@@ -95,7 +110,13 @@ impl Server {
             if store.get_tenant(&t.id).await?.is_none() {
                 store
                     .create_tenant(
-                        NewTenant { id: t.id.clone(), name: t.name.clone(), allowed_sender_domains: t.allowed_sender_domains.clone(), pools: t.pools.clone(), route_plugin: t.route_plugin.clone() },
+                        NewTenant {
+                            id: t.id.clone(),
+                            name: t.name.clone(),
+                            allowed_sender_domains: t.allowed_sender_domains.clone(),
+                            pools: t.pools.clone(),
+                            route_plugin: t.route_plugin.clone(),
+                        },
                         now,
                     )
                     .await?;
@@ -104,7 +125,13 @@ impl Server {
         if pipeline.tenants.is_empty() && store.list_tenants().await?.is_empty() {
             store
                 .create_tenant(
-                    NewTenant { id: "default".into(), name: "Default tenant".into(), allowed_sender_domains: vec!["*".into()], pools: vec!["pool:platform".into()], route_plugin: None },
+                    NewTenant {
+                        id: "default".into(),
+                        name: "Default tenant".into(),
+                        allowed_sender_domains: vec!["*".into()],
+                        pools: vec!["pool:platform".into()],
+                        route_plugin: None,
+                    },
                     now,
                 )
                 .await?;
@@ -178,7 +205,10 @@ impl Server {
     /// Reads the relay windows from the events.
     pub async fn refresh_stats(&self) -> anyhow::Result<()> {
         let now = now_ms();
-        let since: Vec<i64> = STAT_WINDOWS.iter().map(|w| now - i64::from(*w) * 1000).collect();
+        let since: Vec<i64> = STAT_WINDOWS
+            .iter()
+            .map(|w| now - i64::from(*w) * 1000)
+            .collect();
         let counts = self.store.relay_stats(&since, now).await?;
         let stats = counts
             .into_iter()
@@ -194,7 +224,8 @@ impl Server {
                         hard_bounced: c.hard_bounced,
                         soft_bounced: c.soft_bounced,
                         blocked: c.blocked,
-                        mean_latency_ms: c.mean_latency_ms.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+                        mean_latency_ms: c.mean_latency_ms.unwrap_or(0).min(u64::from(u32::MAX))
+                            as u32,
                     })
                     .collect();
                 (relay, windows)
@@ -208,34 +239,54 @@ impl Server {
     /// busy client does not cost a store read per request).
     pub async fn tenant_for_key(&self, key: &str) -> anyhow::Result<Option<Tenant>> {
         let hash = hex::encode(sha256(key));
-        if let Some((t, at)) = self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
+        if let Some((t, at)) = self
+            .key_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
             && at.elapsed() < Duration::from_secs(5)
         {
             return Ok(Some(t.clone()));
         }
         let tenant = self.store.tenant_for_key(key).await?;
         if let Some(t) = &tenant {
-            self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, (t.clone(), Instant::now()));
+            self.key_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(hash, (t.clone(), Instant::now()));
         }
         Ok(tenant)
     }
 
     /// Forgets cached keys (after a revocation).
     pub fn forget_keys(&self) {
-        self.key_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.tenant_cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.key_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.tenant_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// A tenant by id, cached briefly for the delivery path.
     pub async fn tenant(&self, id: &str) -> anyhow::Result<Option<Tenant>> {
-        if let Some((t, at)) = self.tenant_cache.lock().unwrap_or_else(|p| p.into_inner()).get(id)
+        if let Some((t, at)) = self
+            .tenant_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
             && at.elapsed() < Duration::from_secs(5)
         {
             return Ok(Some(t.clone()));
         }
         let t = self.store.get_tenant(id).await?;
         if let Some(t) = &t {
-            self.tenant_cache.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), (t.clone(), Instant::now()));
+            self.tenant_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_owned(), (t.clone(), Instant::now()));
         }
         Ok(t)
     }

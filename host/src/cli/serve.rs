@@ -1,0 +1,67 @@
+//! `sluice serve` and `sluice pipeline check`.
+
+use super::UsageError;
+use crate::config::Pipeline;
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The pipeline file; without it, the embedded default (SQLite under
+    /// ./sluice-data, the default plugins, HTTP on 127.0.0.1:8025, a relay
+    /// from SLUICE_RELAY if set).
+    #[arg(long)]
+    pipeline: Option<PathBuf>,
+    /// How long shutdown waits for in-flight attempts.
+    #[arg(long, default_value_t = 30)]
+    drain_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PipelineCommand {
+    /// Validate a pipeline file; every error names the file, line, column and key.
+    Check {
+        /// The pipeline file.
+        file: PathBuf,
+    },
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Pipeline> {
+    let p = match path {
+        Some(p) => Pipeline::load(p),
+        None => Pipeline::embedded_default(),
+    };
+    p.map_err(|e| UsageError(e.to_string()).into())
+}
+
+pub fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let pipeline = load(args.pipeline.as_ref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(crate::serve::run(
+        pipeline,
+        Duration::from_secs(args.drain_secs),
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn pipeline(cmd: PipelineCommand) -> Result<ExitCode> {
+    match cmd {
+        PipelineCommand::Check { file } => {
+            let p = load(Some(&file))?;
+            println!(
+                "ok: {} — {} relays, {} tenants, store {}, HTTP on {}",
+                file.display(),
+                p.relays.len(),
+                p.tenants.len(),
+                p.store.url,
+                p.server.http_listen
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

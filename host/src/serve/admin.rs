@@ -1,0 +1,410 @@
+//! The admin API (`/admin/v1/…`, bearer = the admin token): relays,
+//! tenants and their keys, and the exception queue. Changes take effect
+//! without a restart.
+
+use super::api::{Admin, AppState};
+use super::error::ApiError;
+use super::state::now_ms;
+use crate::config::{SecretRef, check_relay_url};
+use crate::store::{NewRelay, NewTenant, RelayState, RelayUpdate, TenantUpdate};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/relays", get(list_relays).post(create_relay))
+        .route(
+            "/admin/v1/relays/{id}",
+            get(get_relay).patch(update_relay).delete(delete_relay),
+        )
+        .route("/admin/v1/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/admin/v1/tenants/{id}",
+            get(get_tenant).patch(update_tenant),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/keys",
+            get(list_keys).post(create_key),
+        )
+        .route("/admin/v1/tenants/{id}/keys/{key_id}", delete(revoke_key))
+        .route("/admin/v1/failed", get(list_failed))
+        .route("/admin/v1/failed/{message_id}/{idx}/requeue", post(requeue))
+}
+
+fn secret_ref(env: Option<String>, file: Option<String>) -> Result<Option<String>, ApiError> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "auth_password_env",
+            "give auth_password_env or auth_password_file, not both",
+        )),
+        (Some(e), None) => Ok(Some(SecretRef::Env(e).reference())),
+        (None, Some(f)) => Ok(Some(SecretRef::File(f.into()).reference())),
+        (None, None) => Ok(None),
+    }
+}
+
+fn valid_id(field: &str, id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            field,
+            format!("{id:?} is not a valid id (1-64 of a-z 0-9 - _ .)"),
+        ))
+    }
+}
+
+/// A relay as the admin API takes it. Passwords are never sent: name where
+/// the server reads them.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayBody {
+    id: String,
+    url: String,
+    auth_user: Option<String>,
+    auth_password_env: Option<String>,
+    auth_password_file: Option<String>,
+    #[serde(default = "sixteen")]
+    connection_limit: u32,
+    rate_limit_per_sec: Option<u32>,
+    #[serde(default = "hundred")]
+    weight: u32,
+    #[serde(default)]
+    tags: Vec<String>,
+    owner: Option<String>,
+}
+
+fn sixteen() -> u32 {
+    16
+}
+fn hundred() -> u32 {
+    100
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RelayPatch {
+    url: Option<String>,
+    weight: Option<u32>,
+    connection_limit: Option<u32>,
+    rate_limit_per_sec: Option<Option<u32>>,
+    tags: Option<Vec<String>>,
+    /// "active" or "draining"
+    state: Option<String>,
+}
+
+async fn list_relays(
+    State(s): State<AppState>,
+    _: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let relays = s.store.list_relays().await?;
+    let live: Vec<_> = relays
+        .iter()
+        .map(|r| {
+            let client = s.relays.get(&r.id);
+            let mut v = serde_json::to_value(r).unwrap_or_default();
+            v["in_flight"] = json!(client.as_ref().map_or(0, |c| c.in_flight()));
+            v["up"] = json!(client.as_ref().is_some_and(|c| c.is_up()));
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "relays": live })))
+}
+
+async fn get_relay(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r = s
+        .store
+        .get_relay(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
+    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+}
+
+async fn create_relay(
+    State(s): State<AppState>,
+    _: Admin,
+    Json(b): Json<RelayBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    valid_id("id", &b.id)?;
+    check_relay_url(&b.url).map_err(|e| ApiError::invalid("url", e))?;
+    if b.connection_limit == 0 {
+        return Err(ApiError::invalid("connection_limit", "must be at least 1"));
+    }
+    if let Some(owner) = &b.owner
+        && s.store.get_tenant(owner).await?.is_none()
+    {
+        return Err(ApiError::invalid("owner", format!("no tenant {owner:?}")));
+    }
+    if s.store.get_relay(&b.id).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("relay {:?} already exists; PATCH it", b.id),
+        )
+        .field("id"));
+    }
+    let relay = s
+        .store
+        .upsert_relay(
+            NewRelay {
+                id: b.id,
+                url: b.url,
+                auth_user: b.auth_user,
+                auth_secret_ref: secret_ref(b.auth_password_env, b.auth_password_file)?,
+                connection_limit: b.connection_limit,
+                rate_limit_per_sec: b.rate_limit_per_sec,
+                weight: b.weight,
+                tags: b.tags,
+                owner: b.owner,
+                state: RelayState::Active,
+            },
+            now_ms(),
+        )
+        .await?;
+    s.sync_relays().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(relay).unwrap_or_default()),
+    ))
+}
+
+async fn update_relay(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(p): Json<RelayPatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(url) = &p.url {
+        check_relay_url(url).map_err(|e| ApiError::invalid("url", e))?;
+    }
+    let state = match p.state.as_deref() {
+        None => None,
+        Some("active") => Some(RelayState::Active),
+        Some("draining") => Some(RelayState::Draining),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "state",
+                format!("{other:?} is neither \"active\" nor \"draining\""),
+            ));
+        }
+    };
+    if p.connection_limit == Some(0) {
+        return Err(ApiError::invalid("connection_limit", "must be at least 1"));
+    }
+    let update = RelayUpdate {
+        url: p.url,
+        connection_limit: p.connection_limit,
+        rate_limit_per_sec: p.rate_limit_per_sec,
+        weight: p.weight,
+        tags: p.tags,
+        state,
+        ..RelayUpdate::default()
+    };
+    let relay = s.store.update_relay(&id, update).await?;
+    s.sync_relays().await?;
+    Ok(Json(serde_json::to_value(relay).unwrap_or_default()))
+}
+
+async fn delete_relay(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !s.store.delete_relay(&id).await? {
+        return Err(ApiError::not_found(format!("relay {id:?}")));
+    }
+    s.sync_relays().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    id: String,
+    name: Option<String>,
+    #[serde(default)]
+    allowed_sender_domains: Vec<String>,
+    #[serde(default = "platform_pool")]
+    pools: Vec<String>,
+    route_plugin: Option<String>,
+}
+
+fn platform_pool() -> Vec<String> {
+    vec!["pool:platform".into()]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantPatch {
+    name: Option<String>,
+    allowed_sender_domains: Option<Vec<String>>,
+    pools: Option<Vec<String>>,
+    route_plugin: Option<Option<String>>,
+}
+
+fn check_route_plugin(name: Option<&str>) -> Result<(), ApiError> {
+    match name.map(crate::builtin::by_name) {
+        None
+        | Some(Some(crate::builtin::Builtin {
+            stage: crate::stage::Stage::Route,
+            ..
+        })) => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "route_plugin",
+            format!(
+                "{:?} is not a default route plugin",
+                name.unwrap_or_default()
+            ),
+        )),
+    }
+}
+
+async fn list_tenants(
+    State(s): State<AppState>,
+    _: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "tenants": s.store.list_tenants().await? })))
+}
+
+async fn get_tenant(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let t = s
+        .store
+        .get_tenant(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {id:?}")))?;
+    Ok(Json(serde_json::to_value(t).unwrap_or_default()))
+}
+
+async fn create_tenant(
+    State(s): State<AppState>,
+    _: Admin,
+    Json(b): Json<TenantBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    valid_id("id", &b.id)?;
+    check_route_plugin(b.route_plugin.as_deref())?;
+    let t = s
+        .store
+        .create_tenant(
+            NewTenant {
+                name: b.name.unwrap_or_else(|| b.id.clone()),
+                id: b.id,
+                allowed_sender_domains: b.allowed_sender_domains,
+                pools: b.pools,
+                route_plugin: b.route_plugin,
+            },
+            now_ms(),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(t).unwrap_or_default()),
+    ))
+}
+
+async fn update_tenant(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    Json(p): Json<TenantPatch>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if let Some(rp) = &p.route_plugin {
+        check_route_plugin(rp.as_deref())?;
+    }
+    let t = s
+        .store
+        .update_tenant(
+            &id,
+            TenantUpdate {
+                name: p.name,
+                allowed_sender_domains: p.allowed_sender_domains,
+                pools: p.pools,
+                route_plugin: p.route_plugin,
+            },
+        )
+        .await?;
+    s.forget_keys();
+    Ok(Json(serde_json::to_value(t).unwrap_or_default()))
+}
+
+async fn list_keys(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(json!({ "keys": s.store.list_api_keys(&id).await? })))
+}
+
+async fn create_key(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if s.store.get_tenant(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("tenant {id:?}")));
+    }
+    let (info, secret) = s.store.create_api_key(&id, now_ms()).await?;
+    let mut v = serde_json::to_value(info).unwrap_or_default();
+    v["key"] = json!(secret);
+    v["note"] = json!("the key is shown this once; only its hash is stored");
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+async fn revoke_key(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if !s.store.revoke_api_key(&id, &key_id, now_ms()).await? {
+        return Err(ApiError::not_found(format!(
+            "live key {key_id:?} of tenant {id:?}"
+        )));
+    }
+    s.forget_keys();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn list_failed(
+    State(s): State<AppState>,
+    _: Admin,
+    Query(q): Query<Limit>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(
+        json!({ "failed": s.store.list_failed(q.limit.unwrap_or(100).min(10_000)).await? }),
+    ))
+}
+
+async fn requeue(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((message_id, idx)): Path<(String, i32)>,
+) -> Result<StatusCode, ApiError> {
+    if !s.store.requeue(&message_id, idx, now_ms()).await? {
+        return Err(ApiError::not_found(format!(
+            "failed or expired recipient {idx} of message {message_id:?}"
+        )));
+    }
+    s.wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}

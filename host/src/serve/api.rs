@@ -1,0 +1,343 @@
+//! The tenant API (`/v1/…`, bearer = a tenant's key), health, and the
+//! router that puts the admin API beside it.
+
+use super::error::ApiError;
+use super::plugins::call;
+use super::state::{Server, now_ms};
+use crate::compose::{self, Composed, JsonMessage};
+use crate::stage::{Header, IngestDecision, Stage, Submission};
+use crate::store::{NewMessage, Tenant};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub type AppState = Arc<Server>;
+
+/// The whole HTTP surface.
+pub fn router(server: AppState) -> Router {
+    // Attachments arrive base64-encoded: allow for the inflation, then check
+    // the decoded size against the limit and answer 413 ourselves.
+    let body_limit =
+        (server.pipeline.limits.max_message_bytes as usize).saturating_mul(4) / 3 + 64 * 1024;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/messages", post(submit))
+        .route("/v1/messages/{id}", get(get_message))
+        .merge(super::admin::router())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(server)
+}
+
+async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(
+        json!({"status": if s.is_shutting_down() { "draining" } else { "ok" }, "node": s.pipeline.server.node_id}),
+    )
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The tenant behind the request's key.
+pub struct AuthTenant(pub Tenant);
+
+impl FromRequestParts<AppState> for AuthTenant {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        match s.tenant_for_key(key).await? {
+            Some(t) => Ok(AuthTenant(t)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// Caller of the admin API.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let Some(want) = s.admin_token_sha256 else {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "admin_disabled",
+                "the admin API has no token configured",
+            ));
+        };
+        let given = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        // Comparing hashes keeps the comparison's time independent of the token.
+        if super::state::sha256(given) == want {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+fn envelope_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Parses a submission (JSON or raw RFC 5322) into what the store takes.
+fn compose(
+    s: &Server,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(Composed, Vec<String>, Option<String>), ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let domain = s.pipeline.delivery.helo_name.as_str();
+    let field = |e: compose::FieldError| ApiError::invalid(e.field.clone(), e.to_string());
+    if ct.starts_with("message/rfc822") {
+        let h = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let from = query
+            .get("from")
+            .cloned()
+            .or_else(|| h("sluice-envelope-from"))
+            .unwrap_or_default();
+        let mut to = query
+            .get("to")
+            .map(|v| envelope_list(v))
+            .unwrap_or_default();
+        if to.is_empty() {
+            to = h("sluice-envelope-to")
+                .map(|v| envelope_list(&v))
+                .unwrap_or_default();
+        }
+        if from.is_empty() {
+            return Err(ApiError::invalid(
+                "from",
+                "give the envelope sender (query `from=` or header `Sluice-Envelope-From`)",
+            ));
+        }
+        let tags = query
+            .get("tags")
+            .map(|v| envelope_list(v))
+            .unwrap_or_default();
+        let key = query
+            .get("idempotency_key")
+            .cloned()
+            .or_else(|| h("idempotency-key"));
+        Ok((
+            compose::from_raw(body, &from, &to, domain).map_err(field)?,
+            tags,
+            key,
+        ))
+    } else if ct.starts_with("application/json") || ct.is_empty() {
+        let m: JsonMessage = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!(
+                    "the body is not a valid message at line {}, column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            )
+        })?;
+        let key = m.idempotency_key.clone().or_else(|| {
+            headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        Ok((
+            compose::from_json(&m, domain).map_err(field)?,
+            m.tags.clone(),
+            key,
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {ct:?}: send application/json or message/rfc822"),
+        ))
+    }
+}
+
+async fn submit(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if s.is_shutting_down() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "this node is shutting down; send to another",
+        ));
+    }
+    let (composed, tags, idempotency_key) = compose(&s, &headers, &query, &body)?;
+    let limits = &s.pipeline.limits;
+    if composed.body.len() as u64 > limits.max_message_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the message is {} bytes; the limit is {}",
+                composed.body.len(),
+                limits.max_message_bytes
+            ),
+        )
+        .field("message"));
+    }
+    if composed.recipients.len() > limits.max_recipients as usize {
+        return Err(ApiError::invalid(
+            "to",
+            format!(
+                "{} recipients; the limit is {}",
+                composed.recipients.len(),
+                limits.max_recipients
+            ),
+        ));
+    }
+
+    let submission = Submission {
+        tenant: tenant.id.clone(),
+        sender: composed.sender.clone(),
+        recipients: composed.recipients.clone(),
+        headers: composed
+            .headers
+            .iter()
+            .map(|(n, v)| Header {
+                name: n.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+        size: composed.body.len() as u64,
+        tags: tags.clone(),
+        allowed_sender_domains: tenant.allowed_sender_domains.clone(),
+        received_at_ms: now_ms(),
+    };
+    let decision = call(s.plugins.stage(Stage::Ingest), move |p| {
+        p.ingest(&submission)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plugin_failed",
+            format!("the ingest plugin failed ({e}); nothing was accepted, try again"),
+        )
+    })?;
+    let (mut body, mut tags) = (composed.body, tags);
+    match decision {
+        IngestDecision::Reject(r) => {
+            return Err(
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.reason).field("from"),
+            );
+        }
+        IngestDecision::Accept(a) => {
+            if !a.add_headers.is_empty() {
+                let mut prefixed = Vec::new();
+                for h in a.add_headers {
+                    prefixed.extend_from_slice(format!("{}: {}\r\n", h.name, h.value).as_bytes());
+                }
+                prefixed.extend_from_slice(&body);
+                body = prefixed;
+            }
+            tags.extend(a.add_tags);
+        }
+    }
+    let accepted = s
+        .store
+        .accept(
+            NewMessage {
+                tenant_id: tenant.id.clone(),
+                idempotency_key,
+                sender: composed.sender,
+                recipients: composed.recipients,
+                body,
+                tags,
+                max_age_secs: s
+                    .pipeline
+                    .delivery
+                    .max_age
+                    .as_secs()
+                    .min(u64::from(u32::MAX)) as u32,
+            },
+            now_ms(),
+        )
+        .await?;
+    s.wake.notify_one();
+    let status = if accepted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let recipients: Vec<_> = accepted
+        .recipients
+        .iter()
+        .map(|(a, st)| json!({"address": a, "status": st}))
+        .collect();
+    let mut resp = (
+        status,
+        Json(
+            json!({"id": accepted.id, "message_id": composed.message_id, "recipients": recipients}),
+        ),
+    )
+        .into_response();
+    if accepted.duplicate {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            header::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn get_message(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    // Another tenant's message is "not found", not "forbidden": ids are not confirmed.
+    let m = s
+        .store
+        .get_message(&tenant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("message {id:?}")))?;
+    let recipients: Vec<_> = m
+        .recipients
+        .iter()
+        .map(|r| json!({"address": r.address, "state": r.state, "attempts": r.attempts, "relay": r.last_relay, "last_reply": r.last_reply, "next_attempt_at_ms": r.next_attempt_at_ms, "updated_at_ms": r.updated_at_ms}))
+        .collect();
+    let events: Vec<_> = m
+        .events
+        .iter()
+        .map(|e| json!({"at_ms": e.at_ms, "kind": e.kind, "recipient": e.recipient_idx.and_then(|i| m.recipients.iter().find(|r| r.recipient_idx == i)).map(|r| r.address.clone()), "relay": e.relay, "detail": e.detail}))
+        .collect();
+    Ok(Json(
+        json!({"id": m.id, "sender": m.sender, "size": m.size, "tags": m.tags, "created_at_ms": m.created_at_ms, "recipients": recipients, "events": events}),
+    ))
+}

@@ -1,0 +1,528 @@
+//! The scheduler and the senders: lease due recipients, group them by
+//! message and domain, route each group through the route plugin, send it
+//! through lettre, and let the send plugin say what each reply means.
+
+use super::plugins::call;
+use super::state::{Server, now_ms};
+use crate::relay::{RelayClient, RelayReply};
+use crate::stage::{self, Attempt, RouteDecision, RouteInput, SendDecision, Stage};
+use crate::store::{EventKind, Lease, NewEvent, Outcome, RecipientState, Tenant};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most recipients in one SMTP transaction.
+const MAX_GROUP: usize = 100;
+/// Retry delay when no plugin could decide (both the tenant's and the fallback failed).
+const PLUGIN_FAILURE_RETRY_SECS: i64 = 60;
+/// Retry delay when the send plugin wants the next relay but none is left.
+const NO_RELAY_LEFT_RETRY_SECS: i64 = 300;
+
+/// Leases and delivers until shutdown; returns when the last in-flight
+/// delivery has finished.
+pub async fn run(server: Arc<Server>) {
+    let node = server.pipeline.server.node_id.clone();
+    let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
+    let batch = server.pipeline.delivery.batch;
+    let mut tasks = tokio::task::JoinSet::new();
+    while !server.is_shutting_down() {
+        while tasks.try_join_next().is_some() {}
+        let free = server.in_flight.available_permits() as u32;
+        if free == 0 {
+            // Wait for a delivery to finish before leasing more.
+            let _ = tokio::time::timeout(Duration::from_millis(50), tasks.join_next()).await;
+            continue;
+        }
+        let leases = match server
+            .store
+            .lease_due(&node, now_ms(), lease_ms, batch.min(free))
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "leasing due recipients failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        if leases.is_empty() {
+            tokio::select! {
+                () = server.wake.notified() => {},
+                () = tokio::time::sleep(Duration::from_millis(250)) => {},
+            }
+            continue;
+        }
+        for group in group(leases) {
+            let permits = server
+                .in_flight
+                .clone()
+                .acquire_many_owned(group.len() as u32)
+                .await
+                .expect("never closed");
+            let s = server.clone();
+            tasks.spawn(async move {
+                deliver(&s, group).await;
+                drop(permits);
+            });
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Recipients of one message in one domain travel together.
+fn group(leases: Vec<Lease>) -> Vec<Vec<Lease>> {
+    let mut by: BTreeMap<(String, String), Vec<Lease>> = BTreeMap::new();
+    for l in leases {
+        by.entry((l.message_id.clone(), l.domain.to_ascii_lowercase()))
+            .or_default()
+            .push(l);
+    }
+    by.into_values()
+        .flat_map(|g| {
+            g.chunks(MAX_GROUP)
+                .map(<[Lease]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn outcome(
+    l: &Lease,
+    state: RecipientState,
+    event: EventKind,
+    relay: Option<&str>,
+    reply: Option<String>,
+    next_at: Option<i64>,
+    detail: serde_json::Value,
+) -> Outcome {
+    Outcome {
+        message_id: l.message_id.clone(),
+        recipient_idx: l.recipient_idx,
+        new_state: state,
+        next_attempt_at_ms: next_at,
+        relay: relay.map(str::to_owned),
+        reply,
+        event,
+        detail,
+    }
+}
+
+fn event(l: &Lease, kind: EventKind, relay: Option<&str>, detail: serde_json::Value) -> NewEvent {
+    NewEvent {
+        message_id: l.message_id.clone(),
+        recipient_idx: Some(l.recipient_idx),
+        tenant_id: l.tenant_id.clone(),
+        kind,
+        relay: relay.map(str::to_owned),
+        detail,
+        at_ms: now_ms(),
+    }
+}
+
+/// The relays a tenant may use: its own, and platform relays in its pools.
+fn allowed_relays(server: &Server, tenant: &Tenant) -> Vec<Arc<RelayClient>> {
+    server
+        .relays
+        .all()
+        .into_iter()
+        .filter(|r| {
+            let s = r.settings();
+            !s.draining
+                && (s.owner.as_deref() == Some(tenant.id.as_str())
+                    || (s.owner.is_none() && s.tags.iter().any(|t| tenant.pools.contains(t))))
+        })
+        .collect()
+}
+
+fn route_input(
+    server: &Server,
+    first: &Lease,
+    group: &[Lease],
+    relays: &[Arc<RelayClient>],
+) -> RouteInput {
+    let stats = server.stats.read().unwrap_or_else(|p| p.into_inner());
+    let now = now_ms();
+    RouteInput {
+        message: stage::MessageSummary {
+            id: first.message_id.clone(),
+            tenant: first.tenant_id.clone(),
+            sender: first.sender.clone(),
+            recipient_domains: vec![first.domain.clone()],
+            recipient_count: group.len() as u32,
+            size: first.size,
+            tags: first.tags.clone(),
+            attempt: first.attempts + 1,
+            age_secs: ((now - first.created_at_ms).max(0) / 1000) as u64,
+        },
+        relays: relays
+            .iter()
+            .map(|r| {
+                let s = r.settings();
+                stage::Relay {
+                    id: s.id.clone(),
+                    weight: s.weight,
+                    tags: s.tags.clone(),
+                    owner: s.owner.clone(),
+                    in_flight: r.in_flight(),
+                    connection_limit: s.connection_limit,
+                    up: r.is_up(),
+                    windows: stats.get(&s.id).cloned().unwrap_or_else(|| {
+                        super::state::STAT_WINDOWS
+                            .iter()
+                            .map(|w| stage::RelayWindow {
+                                window_secs: *w,
+                                ..Default::default()
+                            })
+                            .collect()
+                    }),
+                }
+            })
+            .collect(),
+        now_ms: now,
+    }
+}
+
+/// Asks the tenant's router, falling back to the pipeline's on a plugin
+/// failure (recorded as a `plugin_error` event). `None`: nobody could decide.
+async fn route(
+    server: &Server,
+    tenant: &Tenant,
+    group: &[Lease],
+    input: RouteInput,
+) -> Option<RouteDecision> {
+    let chosen = server.plugins.router_for(tenant.route_plugin.as_deref());
+    let fallback = server.plugins.stage(Stage::Route);
+    let first_try = {
+        let input = input.clone();
+        call(chosen.clone(), move |p| p.route(&input)).await
+    };
+    match first_try {
+        Ok(d) => Some(d),
+        Err(e) => {
+            let mut events: Vec<NewEvent> = group
+                .iter()
+                .map(|l| event(l, EventKind::PluginError, None, json!({"stage": "route", "plugin": chosen.name(), "error": e.kind(), "message": e.to_string()})))
+                .collect();
+            let result = if Arc::ptr_eq(&chosen, &fallback) {
+                Err(e)
+            } else {
+                call(fallback.clone(), move |p| p.route(&input)).await
+            };
+            if let Err(e2) = &result {
+                events.extend(group.iter().map(|l| event(l, EventKind::PluginError, None, json!({"stage": "route", "plugin": fallback.name(), "error": e2.kind(), "message": e2.to_string(), "fallback": true}))));
+            }
+            if let Err(err) = server.store.append_events(events).await {
+                tracing::error!(error = %err, "cannot record plugin_error events");
+            }
+            result.ok()
+        }
+    }
+}
+
+async fn deliver(server: &Server, group: Vec<Lease>) {
+    let node = server.pipeline.server.node_id.clone();
+    let outcomes = decide_group(server, &group).await;
+    if let Err(e) = server.store.record(&node, outcomes, now_ms()).await {
+        // The leases stay ours until they expire; the recipients are retried then.
+        tracing::error!(error = %e, message = %group[0].message_id, "recording outcomes failed; recipients will be retried when their lease expires");
+    }
+}
+
+async fn decide_group(server: &Server, group: &[Lease]) -> Vec<Outcome> {
+    let first = &group[0];
+    let now = now_ms();
+    let retry_at = |secs: i64| Some(now_ms() + secs * 1000);
+    let age_secs = (now - first.created_at_ms).max(0) / 1000;
+    if age_secs > i64::from(first.max_age_secs) {
+        return group
+            .iter()
+            .map(|l| {
+                outcome(
+                    l,
+                    RecipientState::Expired,
+                    EventKind::Expired,
+                    None,
+                    None,
+                    None,
+                    json!({"reason": format!("not delivered within {}s", l.max_age_secs)}),
+                )
+            })
+            .collect();
+    }
+    let tenant = match server.tenant(&first.tenant_id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return group
+                .iter()
+                .map(|l| {
+                    outcome(
+                        l,
+                        RecipientState::Failed,
+                        EventKind::Failed,
+                        None,
+                        None,
+                        None,
+                        json!({"reason": format!("tenant {:?} no longer exists", l.tenant_id)}),
+                    )
+                })
+                .collect();
+        }
+        Err(e) => {
+            return group
+                .iter()
+                .map(|l| {
+                    outcome(
+                        l,
+                        RecipientState::Deferred,
+                        EventKind::Deferred,
+                        None,
+                        None,
+                        retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                        json!({"reason": format!("store error: {e:#}")}),
+                    )
+                })
+                .collect();
+        }
+    };
+    let relays = allowed_relays(server, &tenant);
+    if relays.is_empty() {
+        return group
+            .iter()
+            .map(|l| {
+                outcome(
+                    l,
+                    RecipientState::Deferred,
+                    EventKind::Deferred,
+                    None,
+                    None,
+                    retry_at(NO_RELAY_LEFT_RETRY_SECS),
+                    json!({"reason": "no relay this tenant may use is configured"}),
+                )
+            })
+            .collect();
+    }
+    let input = route_input(server, first, group, &relays);
+    let order = match route(server, &tenant, group, input).await {
+        None => {
+            return group
+                .iter()
+                .map(|l| {
+                    outcome(
+                        l,
+                        RecipientState::Deferred,
+                        EventKind::Deferred,
+                        None,
+                        None,
+                        retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                        json!({"reason": "the route plugin and its fallback failed"}),
+                    )
+                })
+                .collect();
+        }
+        Some(RouteDecision::Defer(d)) => {
+            return group
+                .iter()
+                .map(|l| {
+                    outcome(
+                        l,
+                        RecipientState::Deferred,
+                        EventKind::Deferred,
+                        None,
+                        None,
+                        retry_at(i64::from(d.delay_secs)),
+                        json!({"reason": d.reason, "by": "route"}),
+                    )
+                })
+                .collect();
+        }
+        Some(RouteDecision::Reject(reason)) => {
+            return group
+                .iter()
+                .map(|l| {
+                    outcome(
+                        l,
+                        RecipientState::Failed,
+                        EventKind::Failed,
+                        None,
+                        None,
+                        None,
+                        json!({"reason": reason, "by": "route"}),
+                    )
+                })
+                .collect();
+        }
+        Some(RouteDecision::Relays(order)) => order,
+    };
+
+    let body = match server.store.message_body(&first.message_id).await {
+        Ok(b) => Arc::new(b),
+        Err(e) => {
+            return group
+                .iter()
+                .map(|l| {
+                    outcome(
+                        l,
+                        RecipientState::Deferred,
+                        EventKind::Deferred,
+                        None,
+                        None,
+                        retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                        json!({"reason": format!("cannot read the message: {e}")}),
+                    )
+                })
+                .collect();
+        }
+    };
+
+    let mut pending: Vec<&Lease> = group.iter().collect();
+    let mut outcomes = Vec::with_capacity(group.len());
+    let send_plugin = server.plugins.stage(Stage::Send);
+    for (i, relay_id) in order.iter().enumerate() {
+        if pending.is_empty() {
+            break;
+        }
+        let Some(client) = relays.iter().find(|r| &r.settings().id == relay_id) else {
+            continue;
+        };
+        let routed: Vec<NewEvent> = pending
+            .iter()
+            .map(|l| {
+                event(
+                    l,
+                    EventKind::Routed,
+                    Some(relay_id),
+                    json!({"attempt": l.attempts + 1}),
+                )
+            })
+            .collect();
+        if let Err(e) = server.store.append_events(routed).await {
+            tracing::warn!(error = %e, "cannot record routed events");
+        }
+        let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
+        let replies = client.send(&first.sender, &rcpts, &body).await;
+        let relays_left = (order.len() - i - 1) as u32;
+        let mut still = Vec::new();
+        let mut next_relay_events = Vec::new();
+        for (l, r) in pending.into_iter().zip(replies) {
+            let decision = decide_reply(&send_plugin, l, relay_id, &r, relays_left).await;
+            let reply_text = r
+                .reply
+                .as_ref()
+                .map(|x| {
+                    format!(
+                        "{} {}{}",
+                        x.code,
+                        x.enhanced
+                            .as_deref()
+                            .map(|e| format!("{e} "))
+                            .unwrap_or_default(),
+                        x.text
+                    )
+                })
+                .or(r.transport_error.clone());
+            let hard = r.reply.as_ref().is_some_and(|x| x.code >= 500);
+            let detail = json!({"latency_ms": r.latency_ms, "hard": hard, "reply": reply_text});
+            match decision {
+                SendDecision::Delivered => outcomes.push(outcome(
+                    l,
+                    RecipientState::Delivered,
+                    EventKind::Delivered,
+                    Some(relay_id),
+                    reply_text,
+                    None,
+                    detail,
+                )),
+                SendDecision::Retry(rt) => outcomes.push(outcome(
+                    l,
+                    RecipientState::Deferred,
+                    EventKind::Deferred,
+                    Some(relay_id),
+                    reply_text,
+                    retry_at(i64::from(rt.after_secs)),
+                    json!({"latency_ms": r.latency_ms, "hard": false, "reply": rt.reason}),
+                )),
+                SendDecision::Fail(reason) => {
+                    let kind = if hard {
+                        EventKind::Bounced
+                    } else {
+                        EventKind::Failed
+                    };
+                    outcomes.push(outcome(
+                        l,
+                        RecipientState::Failed,
+                        kind,
+                        Some(relay_id),
+                        reply_text,
+                        None,
+                        json!({"latency_ms": r.latency_ms, "hard": true, "reason": reason}),
+                    ));
+                }
+                SendDecision::NextRelay(reason) => {
+                    next_relay_events.push(event(
+                        l,
+                        EventKind::Attempted,
+                        Some(relay_id),
+                        json!({"latency_ms": r.latency_ms, "hard": false, "reason": reason}),
+                    ));
+                    still.push(l);
+                }
+            }
+        }
+        if !next_relay_events.is_empty()
+            && let Err(e) = server.store.append_events(next_relay_events).await
+        {
+            tracing::warn!(error = %e, "cannot record attempted events");
+        }
+        pending = still;
+    }
+    for l in pending {
+        outcomes.push(outcome(
+            l,
+            RecipientState::Deferred,
+            EventKind::Deferred,
+            None,
+            None,
+            retry_at(NO_RELAY_LEFT_RETRY_SECS),
+            json!({"reason": "every relay of the route was tried"}),
+        ));
+    }
+    outcomes
+}
+
+/// The send plugin's reading of one reply. If it fails, a conservative
+/// reading: 2xx delivered, 5xx failed, anything else retried.
+async fn decide_reply(
+    plugin: &Arc<crate::runtime::Plugin>,
+    l: &Lease,
+    relay: &str,
+    r: &RelayReply,
+    relays_left: u32,
+) -> SendDecision {
+    let attempt = Attempt {
+        message_id: l.message_id.clone(),
+        tenant: l.tenant_id.clone(),
+        recipient: l.address.clone(),
+        relay: relay.to_owned(),
+        reply: r.reply.clone(),
+        transport_error: r.transport_error.clone(),
+        attempt: l.attempts + 1,
+        age_secs: ((now_ms() - l.created_at_ms).max(0) / 1000) as u64,
+        relays_left,
+    };
+    let reply = r.reply.clone();
+    match call(plugin.clone(), move |p| p.send(&attempt)).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "send plugin failed; reading the reply conservatively");
+            match reply {
+                Some(x) if (200..300).contains(&x.code) => SendDecision::Delivered,
+                Some(x) if x.code >= 500 => SendDecision::Fail(format!("{} {}", x.code, x.text)),
+                _ => SendDecision::Retry(stage::Retry {
+                    after_secs: 300,
+                    reason: "send plugin unavailable".into(),
+                }),
+            }
+        }
+    }
+}
