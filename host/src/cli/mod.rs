@@ -2,6 +2,7 @@
 //! module and returns `anyhow::Result`; errors are printed once, with their
 //! causes, here.
 
+mod bench;
 mod plugin;
 mod serve;
 
@@ -26,6 +27,15 @@ enum Command {
     /// Validate pipeline files.
     #[command(subcommand)]
     Pipeline(serve::PipelineCommand),
+    /// Measure a running Sluice.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Push messages through the HTTP API and time them to the sink.
+    Push(bench::PushArgs),
 }
 
 /// A failure that has already been reported and only sets the exit code.
@@ -43,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Serve(args) => serve::serve(args),
         Command::Pipeline(cmd) => serve::pipeline(cmd),
+        Command::Bench(BenchCommand::Push(args)) => bench::push(args),
     };
     match result {
         Ok(code) => code,
