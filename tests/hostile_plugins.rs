@@ -63,7 +63,9 @@ fn infinite_loop_is_stopped_at_its_deadline() {
 
 #[test]
 fn memory_bomb_hits_its_memory_limit() {
-    let err = hostile("bomb").route(&samples::route_input()).unwrap_err();
+    // A generous deadline, so that on a loaded machine the memory cap, not
+    // the clock, is what stops it.
+    let err = hostile_with("bomb", Duration::from_secs(10), 32 << 20).route(&samples::route_input()).unwrap_err();
     match err {
         PluginError::MemoryLimit {
             limit_bytes,
@@ -104,7 +106,7 @@ fn deep_recursion_traps_with_stack_exhaustion() {
 
 #[test]
 fn panic_traps_and_the_panic_message_reaches_the_error_and_the_log() {
-    let plugin = hostile("panic");
+    let plugin = hostile_with("panic", Duration::from_secs(10), 32 << 20);
     let err = plugin.route(&samples::route_input()).unwrap_err();
     assert!(
         matches!(&err, PluginError::Trap { message } if message.contains("hostile plugin panics on purpose")),
