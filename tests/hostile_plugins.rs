@@ -89,7 +89,7 @@ fn memory_bomb_hits_its_memory_limit() {
 
 #[test]
 fn deep_recursion_traps_with_stack_exhaustion() {
-    let err = hostile("recurse")
+    let err = hostile_with("recurse", Duration::from_secs(10), 32 << 20)
         .route(&samples::route_input())
         .unwrap_err();
     // Rust keeps its stack in linear memory: overflowing it is an

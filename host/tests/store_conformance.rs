@@ -104,7 +104,7 @@ async fn drop_pg_database(name: &str) {
 async fn run<F, Fut>(backend: Backend, body: F)
 where
     F: FnOnce(Db) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     match backend {
         Backend::Sqlite => body(sqlite_db().await).await,

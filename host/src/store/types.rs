@@ -292,7 +292,9 @@ impl EventKind {
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
-    /// Increases with every append (per store); a cursor for readers.
+    /// Increases with every append (per database). On PostgreSQL, transactions that
+    /// overlap may commit out of `seq` order, so a reader that follows events by `seq`
+    /// must not assume that no smaller `seq` can still appear just behind its cursor.
     pub seq: i64,
     pub message_id: String,
     pub recipient_idx: Option<i32>,
