@@ -3,7 +3,9 @@
 //! The binary (`src/main.rs`) is thin glue over these modules; see
 //! `ARCHITECTURE.md` for the map and the rules between them.
 
+pub mod bounce_eval;
 pub mod builtin;
 pub mod cli;
+pub mod mbox;
 pub mod runtime;
 pub mod stage;

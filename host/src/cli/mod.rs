@@ -2,6 +2,7 @@
 //! module and returns `anyhow::Result`; errors are printed once, with their
 //! causes, here.
 
+mod bounce;
 mod plugin;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,9 @@ enum Command {
     /// Check, run and list stage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Parse bounces, score a bounce plugin against a manifest, benchmark it.
+    #[command(subcommand)]
+    Bounce(bounce::BounceCommand),
 }
 
 /// A failure that has already been reported and only sets the exit code.
@@ -35,6 +39,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Bounce(cmd) => bounce::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,17 +1,28 @@
-//! The default bounce parser.
+//! The default bounce parser, modelled on Sisimai.
 //!
-//! - E-mails: RFC 3464 `message/delivery-status` reports (per-recipient
-//!   `Final-Recipient`, `Action`, `Status`, `Diagnostic-Code`), else the
-//!   plain-text bounces of Postfix, qmail and Exim that name the recipient
-//!   followed by the remote server's reply.
+//! - E-mails: ARF feedback reports (`feedback`); RFC 3464 delivery status
+//!   notifications (per-recipient `Final-Recipient`, `Action`, `Status`,
+//!   `Diagnostic-Code`, the reply taken from the text when the report has
+//!   none); the plain-text bounces of qmail, Exim, Postfix, Sendmail,
+//!   Exchange and the providers (recipient lines followed by the reason);
+//!   RFC 3834 auto-replies (`vacation`).
 //! - SMTP replies and log lines: classified by reply code, enhanced status
 //!   and text.
 //!
-//! Never fails: input it cannot read yields no results and a note.
+//! Classification ([`classify`]) follows Sisimai's reason rules, so results
+//! compare with that reference. Never fails: input it cannot read yields no
+//! results and a note.
 
+mod addr;
 mod classify;
+mod dsn;
+mod feedback;
+mod found;
+mod mail;
 mod mime;
+mod plain;
 
+use found::Found;
 use sluice_sdk::bounce::*;
 
 /// The plugin.
@@ -22,11 +33,11 @@ impl BounceParser for DsnParser {
         match input {
             BounceInput::Email(bytes) => parse_email(&bytes),
             BounceInput::Reply(r) => {
-                let status = r.reply.enhanced.clone().unwrap_or_default();
-                let result =
-                    classify::result(r.recipient, &status, Some(r.reply.code), r.reply.text, "");
+                let mut f = Found::new(&r.recipient, &r.reply.text);
+                f.status = r.reply.enhanced.clone().unwrap_or_default();
+                f.reply_code = Some(r.reply.code);
                 BounceOutput {
-                    results: vec![result],
+                    results: vec![found::finish(f, None)],
                     notes: Vec::new(),
                 }
             }
@@ -35,52 +46,126 @@ impl BounceParser for DsnParser {
     }
 }
 
+/// The reader that found the recipients, for the note of an empty answer.
+fn read(mail: &mail::Mail) -> Vec<Found> {
+    if let Some(found) = feedback::arf(mail) {
+        return found;
+    }
+    let found = dsn::read(mail);
+    if !found.is_empty() {
+        return found;
+    }
+    // An auto-reply says so in its headers; a bounce in its subject or sender.
+    if feedback::marked_auto_reply(mail) && !plain::is_bounce_by_words(mail) {
+        if let Some(found) = feedback::vacation(mail) {
+            return found;
+        }
+    }
+    if plain::is_bounce(mail) {
+        let mut found = plain::scan(mail);
+        if found.is_empty() {
+            found = plain::fallback(mail);
+        }
+        // Google Groups bounces a post to a group the sender may not post
+        // to: the group is the recipient, the post was rejected.
+        for f in &mut found {
+            if f.recipient
+                .to_ascii_lowercase()
+                .ends_with("@googlegroups.com")
+            {
+                f.reason = Some(Reason::Rejected);
+            }
+        }
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    feedback::vacation(mail).unwrap_or_default()
+}
+
 fn parse_email(bytes: &[u8]) -> BounceOutput {
     let text = mime::normalize(bytes);
-    let message = mime::Part::parse(&text);
-    let verp_token = message.header("to").and_then(|to| mime::verp_token(&to));
-    let original_id = mime::original_message_id(&message);
-    let mut results = match message.find_content_type("message/delivery-status") {
-        Some(dsn) => mime::dsn_recipients(&dsn.body)
-            .into_iter()
-            .filter_map(|f| classify::from_dsn_fields(&f))
-            .collect(),
-        None => classify::from_plain_text(&message.all_text()),
-    };
-    for r in &mut results {
+    if text.trim().is_empty() {
+        return BounceOutput {
+            results: Vec::new(),
+            notes: vec!["empty input: no e-mail to read".into()],
+        };
+    }
+    let mail = mail::Mail::parse(&text);
+    let verp_token = mail.header("to").and_then(verp_token);
+    let original_id = mail
+        .original_header("message-id")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let mut results: Vec<BounceResult> = Vec::new();
+    for f in read(&mail) {
+        if f.recipient.trim().is_empty()
+            || results
+                .iter()
+                .any(|r| addr::same(&r.recipient, f.recipient.trim()))
+        {
+            continue;
+        }
+        let mut r = found::finish(f, Some(&mail.report));
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
+        results.push(r);
     }
     let notes = if results.is_empty() {
-        vec!["no failed recipient found: not a delivery status report and no recipient with a reply in the text".into()]
+        vec![format!(
+            "no failed recipient found in {:?}: not a delivery status report, feedback report or auto-reply, and no recipient with a reason in the text",
+            truncate(&mail.subject, 80)
+        )]
     } else {
         Vec::new()
     };
     BounceOutput { results, notes }
 }
 
-/// Postfix `to=<r>, … status=bounced (…)` and qmail `delivery N: failure: …` lines.
+/// `TOKEN` of a `bounces+TOKEN@domain` return path.
+fn verp_token(to: &str) -> Option<String> {
+    let address = addr::from_field(to)?;
+    let local = address.split_once('@')?.0;
+    let token = local.split_once('+')?.1;
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// Postfix `to=<r>, … status=bounced (…)`, Exim `** r …` and qmail
+/// `delivery N: failure: …` lines.
 fn parse_log_line(line: &str) -> BounceOutput {
     let recipient = line
         .split_once("to=<")
         .and_then(|(_, rest)| rest.split_once('>'))
-        .map(|(r, _)| r.to_owned());
-    let failed = line.contains("status=bounced")
-        || line.contains("status=deferred")
+        .map(|(r, _)| r.to_owned())
+        .or_else(|| {
+            line.split_once(" ** ")
+                .and_then(|(_, rest)| addr::first(rest.split(' ').next().unwrap_or("")))
+        })
+        .or_else(|| {
+            line.contains(": failure: ")
+                .then(|| addr::first(line))
+                .flatten()
+        });
+    let deferred = line.contains("status=deferred") || line.contains(": deferral: ");
+    let failed = deferred
+        || line.contains("status=bounced")
         || line.contains(": failure: ")
-        || line.contains(": deferral: ");
+        || line.contains(" ** ");
     match (recipient, failed) {
         (Some(recipient), true) => {
             let detail = line
                 .split_once(" (")
-                .map(|(_, d)| d.trim_end_matches(')').to_owned())
+                .map(|(_, d)| d.trim_end().trim_end_matches(')').to_owned())
+                .or_else(|| line.split_once(": failure: ").map(|(_, d)| d.to_owned()))
+                .or_else(|| line.split_once(": deferral: ").map(|(_, d)| d.to_owned()))
                 .unwrap_or_else(|| line.to_owned());
-            let status = classify::find_status(&detail).unwrap_or_default();
-            let code = classify::find_reply_code(&detail);
-            let mut r = classify::result(recipient, &status, code, detail, "");
-            if line.contains("status=deferred") || line.contains(": deferral: ") {
+            let mut f = Found::new(&recipient, &detail.replace("_", " "));
+            if deferred {
+                f.action = "delayed".into();
+            }
+            let mut r = found::finish(f, None);
+            if deferred {
                 r.hard = false;
-                r.action = "delayed".into();
             }
             BounceOutput {
                 results: vec![r],
@@ -213,5 +298,32 @@ Subject: hello\r
         let out = DsnParser::parse(BounceInput::LogLine(line.into()));
         assert_eq!(out.results[0].recipient, "x@y.z");
         assert_eq!(out.results[0].reason, Reason::Spamdetected);
+    }
+}
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+    #[test]
+    fn dbg_arf22() {
+        let b = std::fs::read(&std::env::var("F").unwrap()).unwrap();
+        let text = mime::normalize(&b);
+        let m = mail::Mail::parse(&text);
+        eprintln!(
+            "ct={} children={} orig={:?}",
+            m.top.content_type,
+            m.top.children.len(),
+            m.original.len()
+        );
+        for c in &m.top.children {
+            eprintln!(" child {} {}", c.content_type, c.children.len());
+        }
+        eprintln!(
+            "subject={:?} arf={:?} bounce={} report={:?}",
+            m.subject,
+            feedback::arf(&m).map(|v| v.len()),
+            plain::is_bounce(&m),
+            m.report
+        );
+        eprintln!("{:?}", DsnParser::parse(BounceInput::Email(b)));
     }
 }

@@ -1,0 +1,137 @@
+//! What a format reader found about one recipient, and how it becomes a
+//! result: reply code and status read from the diagnostic when the report
+//! lacks them, the reason classified, Sisimai's pseudo status filled in.
+
+use crate::classify::{self, Command, Facts};
+use sluice_sdk::bounce::{BounceResult, Reason};
+
+/// Longest diagnostic passed back (the host accepts 16 KiB).
+const MAX_DIAGNOSTIC: usize = 8 * 1024;
+
+/// One recipient as a format reader saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub recipient: String,
+    pub status: String,
+    pub reply_code: Option<u16>,
+    pub diagnostic: String,
+    pub action: String,
+    pub command: Option<Command>,
+    /// A reason the format itself decides (feedback, vacation, ...).
+    pub reason: Option<Reason>,
+    /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
+    pub diagnostic_type: String,
+}
+
+impl Found {
+    pub fn new(recipient: &str, diagnostic: &str) -> Found {
+        Found {
+            recipient: recipient.to_owned(),
+            diagnostic: diagnostic.to_owned(),
+            ..Found::default()
+        }
+    }
+}
+
+/// Whitespace runs collapsed to one space, trimmed, bounded.
+pub fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_DIAGNOSTIC));
+    for word in text.split_whitespace() {
+        if out.len() + word.len() + 1 > MAX_DIAGNOSTIC {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+fn is_generic(status: &str) -> bool {
+    status.len() == 5 && status.ends_with(".0.0")
+}
+
+/// The status to report: the report's `Status:`, unless the server's own
+/// reply carries a more specific one of the same class (reports often say
+/// 5.0.0 or a generic 4.4.7 where the reply says 4.7.1).
+fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> String {
+    let Some(in_reply) = classify::find_status(diagnostic) else {
+        return reported.to_owned();
+    };
+    if reported.is_empty() {
+        return in_reply;
+    }
+    let class = |s: &str| s.as_bytes()[0];
+    let reply_agrees = reply_code.is_none_or(|c| (c / 100) as u8 + b'0' == class(&in_reply));
+    if class(&in_reply) == class(reported) && reply_agrees && !is_generic(&in_reply) {
+        in_reply
+    } else {
+        reported.to_owned()
+    }
+}
+
+/// Classifies a found recipient.
+/// `context` is the report's text, where the SMTP command may be named
+/// when the diagnostic does not.
+pub fn finish(f: Found, context: Option<&str>) -> BounceResult {
+    let diagnostic = clean(&f.diagnostic);
+    let recipient: String = f
+        .recipient
+        .trim()
+        .trim_matches(['<', '>', '"', '\''])
+        .chars()
+        .take(320)
+        .collect();
+    let reply_code = f
+        .reply_code
+        .or_else(|| classify::find_reply_code(&diagnostic));
+    let status = prefer_status(&f.status, &diagnostic, reply_code);
+    let command = f.command.or_else(|| classify::find_command(&diagnostic));
+    let command = command.or_else(|| context.and_then(classify::find_command));
+    let action = f.action.to_ascii_lowercase();
+    let reason = f.reason.unwrap_or_else(|| {
+        classify::reason(&Facts {
+            status: &status,
+            reply_code,
+            diagnostic: &diagnostic,
+            action: &action,
+            command,
+            diagnostic_type: &f.diagnostic_type,
+        })
+    });
+    let mut status = status;
+    let temporary = status.starts_with('4')
+        || (status.is_empty() && reply_code.is_some_and(|c| (400..500).contains(&c)))
+        || action.starts_with("delayed");
+    if status.is_empty()
+        && !matches!(
+            reason,
+            Reason::Feedback | Reason::Vacation | Reason::Delivered
+        )
+    {
+        status = classify::pseudo_status(reason, if temporary { '4' } else { '5' });
+    }
+    let hard = classify::is_hard(reason, &status, reply_code);
+    let action = if !action.is_empty() {
+        action
+    } else {
+        match reason {
+            Reason::Feedback | Reason::Vacation => String::new(),
+            Reason::Delivered => "delivered".into(),
+            _ if temporary => "delayed".into(),
+            _ => "failed".into(),
+        }
+    };
+    BounceResult {
+        recipient,
+        status,
+        reply_code,
+        reason,
+        hard,
+        action,
+        diagnostic,
+        original_message_id: None,
+        verp_token: None,
+    }
+}
