@@ -8,8 +8,18 @@ fn domain_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_'
 }
 
-/// Every address in `text`, in order (lower-cased domain kept as written).
+/// Every address in `text`, in order; domains need a dot.
 pub fn find_all(text: &str) -> Vec<(usize, String)> {
+    scan(text, true)
+}
+
+/// Every address, dotless domains (`user@mailhub`) included: for fields
+/// that hold nothing but an address.
+fn find_all_loose(text: &str) -> Vec<(usize, String)> {
+    scan(text, false)
+}
+
+fn scan(text: &str, need_dot: bool) -> Vec<(usize, String)> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -33,7 +43,10 @@ pub fn find_all(text: &str) -> Vec<(usize, String)> {
         let local = text[s..at].trim_start_matches(['.', '/', '-']);
         let domain = text[at + 1..e].trim_end_matches(['.', '-', '_']);
         let start = at - local.len();
-        if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') {
+        if !local.is_empty()
+            && (domain.contains('.') || (!need_dot && !domain.is_empty()))
+            && !domain.starts_with('.')
+        {
             out.push((start, format!("{local}@{domain}")));
         }
         i = e.max(at + 1);
@@ -52,14 +65,15 @@ pub fn from_field(value: &str) -> Option<String> {
         .split_once(';')
         .map_or(value, |(t, v)| if t.contains('@') { value } else { v });
     if let Some(inner) = value.rsplit_once('<').and_then(|(_, r)| r.split_once('>')) {
-        if let Some(a) = first(inner.0) {
+        if let Some((_, a)) = find_all_loose(inner.0).into_iter().next() {
             return Some(a);
         }
     }
-    first(value).or_else(|| {
+    let loose = find_all_loose(value).into_iter().next().map(|(_, a)| a);
+    loose.or_else(|| {
         // "rfc822; user" without a domain is still a recipient to report.
         let v = value.trim().trim_matches(['<', '>', '"']);
-        (!v.is_empty() && !v.contains(' ')).then(|| v.to_owned())
+        (!v.is_empty() && !v.contains([' ', '@'])).then(|| v.to_owned())
     })
 }
 

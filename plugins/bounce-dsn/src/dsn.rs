@@ -102,6 +102,10 @@ pub fn read(mail: &Mail) -> Vec<Found> {
     }
     // Diagnostic-Code is optional: the server's words are then in the text.
     let from_text = plain::scan(mail);
+    // A recipient the report garbled ("@relay.example"): the text names it.
+    if from_text.len() == 1 && out.len() == 1 && !out[0].recipient.contains('@') {
+        out[0].recipient = from_text[0].recipient.clone();
+    }
     for f in &mut out {
         if f.diagnostic.trim().is_empty() || f.diagnostic.trim().len() < 4 {
             if let Some(t) = from_text

@@ -79,7 +79,7 @@ pub fn finish(f: Found, context: Option<&str>) -> BounceResult {
     let recipient: String = f
         .recipient
         .trim()
-        .trim_matches(['<', '>', '"', '\''])
+        .trim_matches(['<', '>'])
         .chars()
         .take(320)
         .collect();

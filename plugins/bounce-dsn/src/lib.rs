@@ -62,7 +62,12 @@ fn read(mail: &mail::Mail) -> Vec<Found> {
         }
     }
     if plain::is_bounce(mail) {
-        let mut found = plain::scan(mail);
+        // Exim and Google name the failed recipients in a header: that
+        // beats any address the text mentions.
+        let mut found = plain::failed_recipients(mail);
+        if found.is_empty() {
+            found = plain::scan(mail);
+        }
         if found.is_empty() {
             found = plain::fallback(mail);
         }
@@ -298,32 +303,5 @@ Subject: hello\r
         let out = DsnParser::parse(BounceInput::LogLine(line.into()));
         assert_eq!(out.results[0].recipient, "x@y.z");
         assert_eq!(out.results[0].reason, Reason::Spamdetected);
-    }
-}
-#[cfg(test)]
-mod debug_tests {
-    use super::*;
-    #[test]
-    fn dbg_arf22() {
-        let b = std::fs::read(&std::env::var("F").unwrap()).unwrap();
-        let text = mime::normalize(&b);
-        let m = mail::Mail::parse(&text);
-        eprintln!(
-            "ct={} children={} orig={:?}",
-            m.top.content_type,
-            m.top.children.len(),
-            m.original.len()
-        );
-        for c in &m.top.children {
-            eprintln!(" child {} {}", c.content_type, c.children.len());
-        }
-        eprintln!(
-            "subject={:?} arf={:?} bounce={} report={:?}",
-            m.subject,
-            feedback::arf(&m).map(|v| v.len()),
-            plain::is_bounce(&m),
-            m.report
-        );
-        eprintln!("{:?}", DsnParser::parse(BounceInput::Email(b)));
     }
 }

@@ -147,8 +147,12 @@ fn address_line(line: &str) -> Option<(String, String)> {
         }
     }
     let quoted = rest.starts_with('<') || rest.starts_with('"');
-    let body = rest.trim_start_matches(['<', '"']);
-    let (at, address) = addr::find_all(body).into_iter().next()?;
+    let mut body = rest.trim_start_matches('<');
+    let (mut at, mut address) = addr::find_all(body).into_iter().next()?;
+    if at != 0 && body.starts_with('"') {
+        body = body.trim_start_matches('"');
+        (at, address) = addr::find_all(body).into_iter().next()?;
+    }
     if at != 0 {
         return None;
     }
@@ -187,8 +191,17 @@ pub fn scan(mail: &Mail) -> Vec<Found> {
 }
 
 fn scan_lines(mail: &Mail) -> Vec<Found> {
+    let found = scan_excluding(mail, &excluded(mail));
+    if found.is_empty() {
+        // Someone may have written to themselves: the sender is the recipient.
+        scan_excluding(mail, &[])
+    } else {
+        found
+    }
+}
+
+fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
     let lines: Vec<&str> = mail.report.lines().collect();
-    let skip = excluded(mail);
     let mut out: Vec<Found> = Vec::new();
     let mut i = 0;
     while i < lines.len() {
@@ -364,19 +377,33 @@ pub fn error_paragraph(report: &str) -> Option<String> {
         .cloned()
 }
 
-/// When no line names the recipient: `X-Failed-Recipients`, else the
-/// returned message's `To:` (one recipient, the report's error text).
+/// The recipients of `X-Failed-Recipients`, each with what the text says
+/// about it.
+pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
+    let Some(v) = mail.header("x-failed-recipients") else {
+        return Vec::new();
+    };
+    let from_text = scan(mail);
+    let paragraph = error_paragraph(&mail.report).unwrap_or_default();
+    let mut out: Vec<Found> = Vec::new();
+    for (_, a) in addr::find_all(v) {
+        if out.iter().any(|f| addr::same(&f.recipient, &a)) {
+            continue;
+        }
+        let diag = from_text
+            .iter()
+            .find(|f| addr::same(&f.recipient, &a))
+            .map(|f| f.diagnostic.clone())
+            .unwrap_or_else(|| paragraph.clone());
+        out.push(Found::new(&a, &diag));
+    }
+    out
+}
+
+/// When no line names the recipient: the returned message's `To:` (one
+/// recipient, the report's error text).
 pub fn fallback(mail: &Mail) -> Vec<Found> {
     let diag = error_paragraph(&mail.report).unwrap_or_default();
-    if let Some(v) = mail.header("x-failed-recipients") {
-        let all: Vec<Found> = addr::find_all(v)
-            .into_iter()
-            .map(|(_, a)| Found::new(&a, &diag))
-            .collect();
-        if !all.is_empty() {
-            return all;
-        }
-    }
     if diag.is_empty() {
         return Vec::new();
     }
