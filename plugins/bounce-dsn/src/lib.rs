@@ -164,7 +164,13 @@ fn parse_log_line(line: &str) -> BounceOutput {
                 .or_else(|| line.split_once(": failure: ").map(|(_, d)| d.to_owned()))
                 .or_else(|| line.split_once(": deferral: ").map(|(_, d)| d.to_owned()))
                 .unwrap_or_else(|| line.to_owned());
-            let mut f = Found::new(&recipient, &detail.replace("_", " "));
+            // qmail writes the remote reply with '_' for spaces.
+            let detail = if line.contains(": failure: ") || line.contains(": deferral: ") {
+                detail.replace('_', " ")
+            } else {
+                detail
+            };
+            let mut f = Found::new(&recipient, &detail);
             if deferred {
                 f.action = "delayed".into();
             }
@@ -303,5 +309,211 @@ Subject: hello\r
         let out = DsnParser::parse(BounceInput::LogLine(line.into()));
         assert_eq!(out.results[0].recipient, "x@y.z");
         assert_eq!(out.results[0].reason, Reason::Spamdetected);
+    }
+
+    fn reply(code: u16, enhanced: &str, text: &str) -> BounceResult {
+        let out = DsnParser::parse(BounceInput::Reply(ReplyInput {
+            recipient: "rcpt@example.org".into(),
+            reply: SmtpReply {
+                code,
+                enhanced: (!enhanced.is_empty()).then(|| enhanced.into()),
+                text: text.into(),
+            },
+        }));
+        out.results
+            .into_iter()
+            .next()
+            .expect("a reply always gives a result")
+    }
+
+    #[test]
+    fn replies_are_classified_like_sisimai() {
+        let cases: &[(u16, &str, &str, Reason, bool)] = &[
+            (
+                550,
+                "5.1.1",
+                "<a@b.example>: Recipient address rejected: User unknown in local recipient table",
+                Reason::Userunknown,
+                true,
+            ),
+            (552, "5.2.2", "Mailbox full", Reason::Mailboxfull, false),
+            (
+                550,
+                "5.1.1",
+                "The email account that you tried to reach is over quota",
+                Reason::Mailboxfull,
+                false,
+            ),
+            (
+                554,
+                "5.7.1",
+                "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+                Reason::Blocked,
+                false,
+            ),
+            (
+                550,
+                "5.7.1",
+                "Message rejected as spam by Content Filtering",
+                Reason::Spamdetected,
+                false,
+            ),
+            (
+                550,
+                "5.7.26",
+                "This message does not have authentication information or fails to pass authentication checks",
+                Reason::Authfailure,
+                false,
+            ),
+            (550, "5.1.6", "Recipient has moved", Reason::Hasmoved, true),
+            (
+                552,
+                "5.3.4",
+                "Message size exceeds fixed limit",
+                Reason::Mesgtoobig,
+                false,
+            ),
+            (
+                550,
+                "5.2.1",
+                "The email account that you tried to reach is disabled",
+                Reason::Suspend,
+                false,
+            ),
+            (
+                554,
+                "5.7.1",
+                "<a@b.example>: Relay access denied",
+                Reason::Norelaying,
+                false,
+            ),
+            (
+                421,
+                "4.7.0",
+                "Try again later, closing connection. (EHLO) too many connections",
+                Reason::Toomanyconn,
+                false,
+            ),
+            (
+                550,
+                "5.7.25",
+                "The IP address sending this message does not have a PTR record setup",
+                Reason::Requireptr,
+                false,
+            ),
+            (550, "", "Host unknown", Reason::Hostunknown, true),
+            (
+                556,
+                "5.1.10",
+                "Recipient address has null MX",
+                Reason::Userunknown,
+                true,
+            ),
+        ];
+        for (code, status, text, reason, hard) in cases {
+            let r = reply(*code, status, text);
+            assert_eq!(
+                (r.reason, r.hard),
+                (*reason, *hard),
+                "{code} {status} {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_and_reply_code_are_read_from_the_text_when_missing() {
+        let r = reply(550, "", "550 5.1.1 <a@b.example>... User unknown");
+        assert_eq!(r.status, "5.1.1");
+        let r = reply(550, "", "Unknown user here");
+        // No status anywhere: Sisimai's pseudo status for the reason.
+        assert_eq!((r.status.as_str(), r.reason), ("5.0.910", Reason::Filtered));
+    }
+
+    #[test]
+    fn unknown_user_after_data_is_a_filter_before_data_an_unknown_user() {
+        let after = reply(
+            550,
+            "",
+            "host mx said: 550 Unknown user (in reply to end of DATA command)",
+        );
+        let before = reply(
+            550,
+            "",
+            "host mx said: 550 Unknown user (in reply to RCPT TO command)",
+        );
+        assert_eq!(
+            (after.reason, before.reason),
+            (Reason::Filtered, Reason::Userunknown)
+        );
+        assert!(!after.hard && before.hard);
+    }
+
+    #[test]
+    fn reads_exim_plain_text_with_failed_recipients_header() {
+        let exim = "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\nTo: sender@example.com\nSubject: Mail delivery failed: returning message to sender\nX-Failed-Recipients: gone@example.org\n\nThis message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) failed:\n\n  gone@example.org\n    SMTP error from remote mail server after RCPT TO:<gone@example.org>:\n    host mx.example.org [192.0.2.9]: 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown\n\n------ This is a copy of the message, including all the headers. ------\n\nMessage-Id: <m1@example.com>\nTo: gone@example.org\nFrom: sender@example.com\n\nhi\n";
+        let out = DsnParser::parse(BounceInput::Email(exim.as_bytes().to_vec()));
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        let r = &out.results[0];
+        assert_eq!(
+            (r.recipient.as_str(), r.status.as_str(), r.reply_code),
+            ("gone@example.org", "5.1.1", Some(550))
+        );
+        assert_eq!((r.reason, r.hard), (Reason::Userunknown, true));
+        assert_eq!(r.original_message_id.as_deref(), Some("<m1@example.com>"));
+    }
+
+    #[test]
+    fn reads_feedback_reports_and_auto_replies() {
+        let arf = "From: abuse@isp.example\nTo: fbl@example.com\nSubject: FW: hi\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nThis is an email abuse report.\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\nVersion: 1\nOriginal-Rcpt-To: <complainer@isp.example>\n\n--b\nContent-Type: message/rfc822\n\nFrom: news@example.com\nTo: complainer@isp.example\nMessage-ID: <n1@example.com>\n\nbuy\n--b--\n";
+        let out = DsnParser::parse(BounceInput::Email(arf.as_bytes().to_vec()));
+        assert_eq!(out.results[0].recipient, "complainer@isp.example");
+        assert_eq!(
+            (out.results[0].reason, out.results[0].hard),
+            (Reason::Feedback, false)
+        );
+        let away = "From: Kim <kim@example.org>\nTo: news@example.com\nSubject: Out of Office: hi\nAuto-Submitted: auto-replied\n\nI am away until Monday.\n";
+        let out = DsnParser::parse(BounceInput::Email(away.as_bytes().to_vec()));
+        assert_eq!(out.results[0].recipient, "kim@example.org");
+        assert_eq!(out.results[0].reason, Reason::Vacation);
+    }
+
+    #[test]
+    fn base64_delivery_status_and_wrong_boundary_are_read() {
+        let dsn = "Reporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.2.2\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\n";
+        let b64 = {
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut s = String::new();
+            for c in dsn.as_bytes().chunks(3) {
+                let n = (u32::from(c[0]) << 16)
+                    | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                    | u32::from(*c.get(2).unwrap_or(&0));
+                for i in 0..4 {
+                    if i <= c.len() {
+                        s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char)
+                    } else {
+                        s.push('=')
+                    }
+                }
+            }
+            s
+        };
+        let mail = format!(
+            "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail\nContent-Type: multipart/report; boundary=\"declared\"\n\n--actual\nContent-Type: text/plain\n\nSorry.\n--actual\nContent-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n{b64}\n--actual--\n"
+        );
+        let out = DsnParser::parse(BounceInput::Email(mail.into_bytes()));
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        assert_eq!(
+            (out.results[0].reason, out.results[0].status.as_str()),
+            (Reason::Mailboxfull, "5.2.2")
+        );
+    }
+
+    #[test]
+    fn ordinary_mail_is_not_a_bounce() {
+        let m = "From: friend@example.org\nTo: me@example.com\nSubject: lunch?\n\nAre you free at noon? Write to bob@example.net.\n";
+        let out = DsnParser::parse(BounceInput::Email(m.as_bytes().to_vec()));
+        assert!(out.results.is_empty());
+        assert_eq!(out.notes.len(), 1);
     }
 }
