@@ -930,9 +930,10 @@ pub fn find_command(text: &str) -> Option<Command> {
         ("refused to talk to me", Command::Helo),
         ("after initial connection", Command::Conn),
     ];
+    let hay = Haystack::new(lower.as_bytes());
     PATTERNS
         .iter()
-        .filter_map(|(p, c)| lower.find(p).map(|at| (at, *c)))
+        .filter_map(|(p, c)| hay.find(p.as_bytes()).map(|at| (at, *c)))
         .min_by_key(|(at, _)| *at)
         .map(|(_, c)| c)
 }
@@ -949,12 +950,78 @@ pub struct Facts<'a> {
     pub diagnostic_type: &'a str,
 }
 
-/// Whether `lower` holds one of the phrases of `reason`.
-fn says(lower: &str, reason: Reason) -> bool {
-    TEXT_RULES
-        .iter()
-        .filter(|(r, _)| *r == reason)
-        .any(|(_, phrases)| phrases.iter().any(|p| lower.contains(p)))
+/// Which reasons' phrases a text holds, found in one pass.
+struct Said(u64);
+
+impl Said {
+    fn of(lower: &str) -> Said {
+        let hay = Haystack::new(lower.as_bytes());
+        let mut bits = 0u64;
+        for (r, phrases) in TEXT_RULES {
+            let bit = 1u64 << (*r as u8);
+            if bits & bit == 0 && phrases.iter().any(|p| hay.contains(p.as_bytes())) {
+                bits |= bit;
+            }
+        }
+        Said(bits)
+    }
+}
+
+/// Whether the text holds one of the phrases of `reason`.
+fn says(said: &Said, reason: Reason) -> bool {
+    said.0 & (1u64 << (reason as u8)) != 0
+}
+
+/// A text indexed by byte value, so that hundreds of phrases are looked
+/// up by comparing only where their first byte occurs.
+struct Haystack<'a> {
+    text: &'a [u8],
+    /// Positions in `text`, grouped by the byte found there.
+    positions: Vec<u32>,
+    /// `positions[start[b]..start[b + 1]]` are the positions of byte `b`.
+    start: [u32; 257],
+}
+
+impl<'a> Haystack<'a> {
+    fn new(text: &'a [u8]) -> Haystack<'a> {
+        let mut start = [0u32; 257];
+        for &b in text {
+            start[b as usize + 1] += 1;
+        }
+        for i in 1..257 {
+            start[i] += start[i - 1];
+        }
+        let mut next = start;
+        let mut positions = vec![0u32; text.len()];
+        for (i, &b) in text.iter().enumerate() {
+            positions[next[b as usize] as usize] = i as u32;
+            next[b as usize] += 1;
+        }
+        Haystack {
+            text,
+            positions,
+            start,
+        }
+    }
+
+    fn contains(&self, needle: &[u8]) -> bool {
+        self.find(needle).is_some()
+    }
+
+    /// The first position of `needle` (positions are kept in order).
+    fn find(&self, needle: &[u8]) -> Option<usize> {
+        let Some(&first) = needle.first() else {
+            return Some(0);
+        };
+        let (from, to) = (
+            self.start[first as usize] as usize,
+            self.start[first as usize + 1] as usize,
+        );
+        self.positions[from..to]
+            .iter()
+            .map(|&p| p as usize)
+            .find(|&p| self.text[p..].starts_with(needle))
+    }
 }
 
 /// Classes decided by status or text, in Sisimai's order of precedence.
@@ -1015,7 +1082,7 @@ fn before_data(c: Option<Command>) -> bool {
 }
 
 /// Sisimai's `true()` of one class: by status, by text, or both.
-fn holds(reason: Reason, f: &Facts, lower: &str, named: Option<Reason>) -> bool {
+fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool {
     match reason {
         Reason::Userunknown => {
             if named == Some(Reason::Userunknown) {
@@ -1063,7 +1130,7 @@ fn holds(reason: Reason, f: &Facts, lower: &str, named: Option<Reason>) -> bool 
 
 /// The reason of a failure.
 pub fn reason(f: &Facts) -> Reason {
-    let lower = f.diagnostic.to_ascii_lowercase();
+    let lower = Said::of(&f.diagnostic.to_ascii_lowercase());
     let named = from_status(f.status);
     // A local delivery program failed (procmail, a pipe): a mailer error,
     // unless it says the mailbox is full.

@@ -96,6 +96,17 @@ fn returned_at(text: &str) -> Option<(usize, usize)> {
     for line in text.split_inclusive('\n') {
         let t = line.trim().to_ascii_lowercase();
         let t = t.trim_start_matches(['>', ' ']);
+        // Every marker names a message, a header or a copy, or is a rule.
+        let maybe = t.starts_with(['-', '|', '='])
+            || t.contains("message")
+            || t.contains("original")
+            || t.contains("header")
+            || t.contains("content-type")
+            || t.starts_with("received:");
+        if !maybe {
+            offset += line.len();
+            continue;
+        }
         if RETURNED_MARKERS.iter().any(|m| {
             if *m == "received: from" {
                 t.starts_with(m) && offset > 0

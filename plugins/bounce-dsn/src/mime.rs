@@ -147,7 +147,12 @@ impl Part {
                 part.children = vec![Part::parse_at(inner.trim_start_matches('\n'), depth + 1)];
             }
         }
-        if part.children.is_empty() {
+        // Only text says anything about a bounce: images and other
+        // attachments are not decoded.
+        let readable = part.content_type.starts_with("text/")
+            || part.content_type.starts_with("message/")
+            || part.content_type.starts_with("multipart/");
+        if part.children.is_empty() && readable {
             part.body = decode_body(&headers, body);
         }
         part.headers = headers;
