@@ -967,6 +967,11 @@ impl Said {
     }
 }
 
+/// Whether `text` says why mail failed in words the classifier knows.
+pub fn names_a_reason(text: &str) -> bool {
+    Said::of(&text.to_ascii_lowercase()).0 != 0
+}
+
 /// Whether the text holds one of the phrases of `reason`.
 fn says(said: &Said, reason: Reason) -> bool {
     said.0 & (1u64 << (reason as u8)) != 0
@@ -1166,6 +1171,9 @@ pub fn reason(f: &Facts) -> Reason {
         Some(Reason::Systemerror) if f.status.starts_with('4') => Reason::Onhold,
         Some(r) => r,
         None if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) => Reason::Syntaxerror,
+        // A server said something no rule knows: held for a human, as
+        // Sisimai does; with nothing said at all the reason is unknown.
+        None if !f.diagnostic.trim().is_empty() => Reason::Onhold,
         None => Reason::Undefined,
     }
 }

@@ -370,9 +370,14 @@ pub fn error_paragraph(report: &str) -> Option<String> {
         .map(|p| crate::found::clean(p))
         .filter(|p| !p.is_empty())
         .collect();
+    let coded =
+        |p: &&String| find_reply_code(p).is_some() || crate::classify::find_status(p).is_some();
+    let known = |p: &&String| crate::classify::names_a_reason(p);
     paragraphs
         .iter()
-        .find(|p| find_reply_code(p).is_some() || crate::classify::find_status(p).is_some())
+        .find(|p| coded(p) && known(p))
+        .or_else(|| paragraphs.iter().find(known))
+        .or_else(|| paragraphs.iter().find(coded))
         .or_else(|| paragraphs.iter().find(|p| looks_like_error(p)))
         .cloned()
 }
