@@ -67,6 +67,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Mesgtoobig,
         &[
+            "size limit exceeded",
+            "mail size limit",
             "exceeded maximum inbound message size",
             "max message size exceeded",
             "message file too big",
@@ -338,6 +340,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Rejected,
         &[
+            "temporarily deferred due to unexpected volume or user complaints",
             "access denied (in reply to mail from command)",
             "batv failed to verify",
             "batv validation failure",
@@ -660,6 +663,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Expired,
         &[
+            "not delivered within",
+            "remote host is not responding",
             "could not find a gateway for",
             "delivery attempts will continue to be",
             "delivery time expired",
@@ -742,6 +747,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Systemerror,
         &[
+            "service currently unavailable",
             "transaction failed",
             "aliasing/forwarding loop broken",
             "can't create user output file",

@@ -221,8 +221,10 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
             let l = lines[j];
             if l.trim().is_empty() {
                 blank_run += 1;
-                // One blank line may separate a recipient from its reply.
-                if blank_run > 1 || !diag.trim().is_empty() {
+                // One blank line may separate a recipient from its reply,
+                // or a heading ("For the following reason:") from the text.
+                let heading = diag.trim_end().ends_with(':');
+                if blank_run > 1 || (!diag.trim().is_empty() && !heading) {
                     break;
                 }
                 j += 1;
