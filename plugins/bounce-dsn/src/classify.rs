@@ -488,10 +488,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
         &[
             "please try again slower",
             "receiving mail at a rate that prevents additional messages",
-            "rate limit",
-            "rate-limit",
-            "sending rate",
-            "too many messages",
             "exceeded the rate",
         ],
     ),
@@ -839,6 +835,8 @@ fn status_is_decisive(status: &str) -> bool {
                 | ".7.25"
                 | ".7.26"
                 | ".7.27"
+                | ".6.0"
+                | ".6.1"
                 | ".7.509"
                 | ".7.515"
                 | ".7.7"
@@ -1051,6 +1049,7 @@ const FIRST: &[Reason] = &[
     Reason::Badreputation,
     Reason::Rejected,
     Reason::Hostunknown,
+    Reason::Virusdetected,
     Reason::Spamdetected,
     Reason::Speeding,
     Reason::Toomanyconn,
@@ -1059,7 +1058,6 @@ const FIRST: &[Reason] = &[
 
 /// Classes tried on the text alone when the status decided nothing.
 const SECOND: &[Reason] = &[
-    Reason::Virusdetected,
     Reason::Policyviolation,
     Reason::Contenterror,
     Reason::Notaccept,
@@ -1160,7 +1158,8 @@ pub fn reason(f: &Facts) -> Reason {
     if let Some(r) = FIRST.iter().find(|r| holds(**r, f, &lower, named)) {
         return *r;
     }
-    if let Some(r) = named.filter(|r| !status_is_vague(*r)) {
+    // A status whose class the text contradicted above does not decide.
+    if let Some(r) = named.filter(|r| !status_is_vague(*r) && !FIRST.contains(r)) {
         return r;
     }
     if let Some(r) = SECOND.iter().find(|r| says(&lower, **r)) {
@@ -1179,7 +1178,9 @@ pub fn reason(f: &Facts) -> Reason {
         None if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) => Reason::Syntaxerror,
         // A server said something no rule knows: held for a human, as
         // Sisimai does; with nothing said at all the reason is unknown.
-        None if !f.diagnostic.trim().is_empty() => Reason::Onhold,
+        None if find_reply_code(f.diagnostic).is_some() || find_status(f.diagnostic).is_some() => {
+            Reason::Onhold
+        }
         None => Reason::Undefined,
     }
 }

@@ -33,10 +33,31 @@ impl Found {
     }
 }
 
-/// Whitespace runs collapsed to one space, trimmed, bounded.
+/// A multi-line reply's continuation prefix: `550-5.1.1` or `550-`.
+fn is_continuation(word: &str) -> bool {
+    let b = word.as_bytes();
+    if b.len() < 4 || !matches!(b[0], b'2' | b'4' | b'5') || b[3] != b'-' {
+        return false;
+    }
+    if !b[1..3].iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let rest = &word[4..];
+    rest.is_empty() || classify::find_status(rest).as_deref() == Some(rest)
+}
+
+/// Whitespace runs collapsed to one space, trimmed, bounded; the
+/// continuation prefixes of a multi-line reply dropped but for the first.
 pub fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_DIAGNOSTIC));
+    let mut seen_prefix = false;
     for word in text.split_whitespace() {
+        if is_continuation(word) {
+            if seen_prefix {
+                continue;
+            }
+            seen_prefix = true;
+        }
         if out.len() + word.len() + 1 > MAX_DIAGNOSTIC {
             break;
         }
