@@ -8,6 +8,28 @@ use crate::found::Found;
 use crate::mail::Mail;
 use crate::mime::{self, Fields};
 use crate::plain;
+use sluice_sdk::bounce::Reason;
+
+/// The reason of a PowerMTA bounce category (`X-PowerMTA-BounceCategory`).
+fn powermta_reason(category: &str) -> Option<Reason> {
+    Some(match category.trim().to_ascii_lowercase().as_str() {
+        "bad-mailbox" => Reason::Userunknown,
+        "bad-domain" => Reason::Hostunknown,
+        "bad-connection" => Reason::Blocked,
+        "content-related" => Reason::Contenterror,
+        "inactive-mailbox" => Reason::Suspend,
+        "invalid-sender" => Reason::Rejected,
+        "message-expired" => Reason::Expired,
+        "no-answer-from-host" | "routing-errors" => Reason::Networkerror,
+        "policy-related" => Reason::Policyviolation,
+        "protocol-errors" => Reason::Syntaxerror,
+        "quota-issues" => Reason::Mailboxfull,
+        "relaying-issues" => Reason::Norelaying,
+        "spam-related" => Reason::Spamdetected,
+        "virus-related" => Reason::Virusdetected,
+        _ => return None,
+    })
+}
 
 /// Field groups of a delivery-status body, the per-message group first.
 fn groups(body: &str) -> Vec<Fields> {
@@ -58,6 +80,15 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         }
     };
     let mut out: Vec<Found> = Vec::new();
+    // PowerMTA classifies every bounce itself, in a field of its own.
+    let category = mime::field(&mail.top.headers, "x-powermta-bouncecategory")
+        .map(str::to_owned)
+        .or_else(|| {
+            groups(&body)
+                .iter()
+                .find_map(|g| mime::field(g, "x-powermta-bouncecategory").map(str::to_owned))
+        })
+        .and_then(|c| powermta_reason(&c));
     for g in groups(&body) {
         let get = |n: &str| mime::field(&g, n);
         let final_rcpt = get("final-recipient").and_then(addr::from_field);
@@ -96,7 +127,9 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         f.action = action;
         f.diagnostic_type = diagnostic_type;
         if f.action == "delivered" || f.status.starts_with("2.") {
-            f.reason = Some(sluice_sdk::bounce::Reason::Delivered);
+            f.reason = Some(Reason::Delivered);
+        } else {
+            f.reason = category;
         }
         out.push(f);
     }
