@@ -33,12 +33,12 @@ fn scan(text: &str, need_dot: bool) -> Vec<(usize, String)> {
             e += 1;
         }
         // A quoted local part: "john..doe"@example.org.
-        if at > 0 && bytes[at - 1] == b'"' {
-            if let Some(open) = text[..at - 1].rfind(['"', '\n']) {
-                if bytes[open] == b'"' {
-                    s = open;
-                }
-            }
+        if at > 0
+            && bytes[at - 1] == b'"'
+            && let Some(open) = text[..at - 1].rfind(['"', '\n'])
+            && bytes[open] == b'"'
+        {
+            s = open;
         }
         let local = text[s..at].trim_start_matches(['.', '/', '-']);
         let domain = text[at + 1..e].trim_end_matches(['.', '-', '_']);
@@ -64,10 +64,10 @@ pub fn from_field(value: &str) -> Option<String> {
     let value = value
         .split_once(';')
         .map_or(value, |(t, v)| if t.contains('@') { value } else { v });
-    if let Some(inner) = value.rsplit_once('<').and_then(|(_, r)| r.split_once('>')) {
-        if let Some((_, a)) = find_all_loose(inner.0).into_iter().next() {
-            return Some(a);
-        }
+    if let Some(inner) = value.rsplit_once('<').and_then(|(_, r)| r.split_once('>'))
+        && let Some((_, a)) = find_all_loose(inner.0).into_iter().next()
+    {
+        return Some(a);
     }
     let loose = find_all_loose(value).into_iter().next().map(|(_, a)| a);
     loose.or_else(|| {

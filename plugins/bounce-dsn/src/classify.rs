@@ -1150,10 +1150,10 @@ pub fn reason(f: &Facts) -> Reason {
             Reason::Mailererror
         };
     }
-    if status_is_decisive(f.status) {
-        if let Some(r) = named {
-            return r;
-        }
+    if status_is_decisive(f.status)
+        && let Some(r) = named
+    {
+        return r;
     }
     if let Some(r) = FIRST.iter().find(|r| holds(**r, f, &lower, named)) {
         return *r;

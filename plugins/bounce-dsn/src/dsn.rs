@@ -36,7 +36,7 @@ fn groups(body: &str) -> Vec<Fields> {
     let mut groups = Vec::new();
     let mut rest = body;
     while !rest.trim().is_empty() {
-        rest = rest.trim_start_matches(|c: char| c == '\n' || c == ' ' || c == '\t');
+        rest = rest.trim_start_matches(['\n', ' ', '\t']);
         let (fields, after) = mime::parse_fields(rest);
         if !fields.is_empty() {
             groups.push(fields);

@@ -56,10 +56,11 @@ fn read(mail: &mail::Mail) -> Vec<Found> {
         return found;
     }
     // An auto-reply says so in its headers; a bounce in its subject or sender.
-    if feedback::marked_auto_reply(mail) && !plain::is_bounce_by_words(mail) {
-        if let Some(found) = feedback::vacation(mail) {
-            return found;
-        }
+    if feedback::marked_auto_reply(mail)
+        && !plain::is_bounce_by_words(mail)
+        && let Some(found) = feedback::vacation(mail)
+    {
+        return found;
     }
     if plain::is_bounce(mail) {
         // Exim and Google name the failed recipients in a header: that

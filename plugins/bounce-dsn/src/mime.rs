@@ -128,10 +128,10 @@ impl Part {
                     .unwrap_or_default();
                 // Some MTAs declare one boundary and use another: take the
                 // first "--token" line that comes back later.
-                if pieces.is_empty() {
-                    if let Some(b) = guess_boundary(body) {
-                        pieces = split_multipart(body, &b);
-                    }
+                if pieces.is_empty()
+                    && let Some(b) = guess_boundary(body)
+                {
+                    pieces = split_multipart(body, &b);
                 }
                 part.children = pieces
                     .into_iter()

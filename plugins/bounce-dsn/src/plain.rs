@@ -289,13 +289,13 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
         out = with_error;
     }
     for f in &mut out {
-        if f.diagnostic.trim().is_empty() || !looks_like_error(&f.diagnostic) {
-            if let Some(p) = error_paragraph(&mail.report) {
-                if f.diagnostic.trim().is_empty() {
-                    f.diagnostic = p;
-                } else if !f.diagnostic.contains(&p) {
-                    f.diagnostic = format!("{} {}", f.diagnostic, p);
-                }
+        if (f.diagnostic.trim().is_empty() || !looks_like_error(&f.diagnostic))
+            && let Some(p) = error_paragraph(&mail.report)
+        {
+            if f.diagnostic.trim().is_empty() {
+                f.diagnostic = p;
+            } else if !f.diagnostic.contains(&p) {
+                f.diagnostic = format!("{} {}", f.diagnostic, p);
             }
         }
     }
@@ -369,7 +369,7 @@ fn looks_like_error(text: &str) -> bool {
 pub fn error_paragraph(report: &str) -> Option<String> {
     let paragraphs: Vec<String> = report
         .split("\n\n")
-        .map(|p| crate::found::clean(p))
+        .map(crate::found::clean)
         .filter(|p| !p.is_empty())
         .collect();
     let coded =
