@@ -407,6 +407,13 @@ Subject: hello\r
                 556,
                 "5.1.10",
                 "Recipient address has null MX",
+                Reason::Notaccept,
+                true,
+            ),
+            (
+                550,
+                "5.1.10",
+                "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
                 Reason::Userunknown,
                 true,
             ),
