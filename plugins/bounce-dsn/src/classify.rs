@@ -340,6 +340,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Rejected,
         &[
+            "access denied",
             "temporarily deferred due to unexpected volume or user complaints",
             "access denied (in reply to mail from command)",
             "batv failed to verify",
@@ -514,6 +515,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     (
         Reason::Policyviolation,
         &[
+            "host network not allowed",
             "was blocked because its content",
             "an illegal attachment on your message",
             "because the recipient is not accepting mail with",
@@ -618,7 +620,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "esmtp not accepting connections",
             "extreme bad ip profile",
             "helo command rejected",
-            "host network not allowed",
             "hosts with dynamic ip",
             "invalid ip for sending mail",
             "is in a black list",
@@ -651,7 +652,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "ip blocked",
             "has been blocked",
             "connection refused",
-            "access denied",
             "not allowed to send mail from",
             "your ip",
         ],

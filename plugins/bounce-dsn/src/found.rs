@@ -50,13 +50,28 @@ fn is_continuation(word: &str) -> bool {
 /// continuation prefixes of a multi-line reply dropped but for the first.
 pub fn clean(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_DIAGNOSTIC));
-    let mut seen_prefix = false;
-    for word in text.split_whitespace() {
+    // The first continuation prefix ("550-5.7.1"), whose later repetitions
+    // (including the last line's "550 5.7.1") are dropped.
+    let mut prefix: Option<(&str, &str)> = None;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut i = 0;
+    while i < words.len() {
+        let word = words[i];
+        i += 1;
         if is_continuation(word) {
-            if seen_prefix {
+            let (code, status) = word.split_at(3);
+            let pair = (code, &status[1..]);
+            match prefix {
+                Some(p) if p.0 == pair.0 => continue,
+                Some(_) => {}
+                None => prefix = Some(pair),
+            }
+        } else if let Some((code, status)) = prefix {
+            // "550 5.7.1" on the last line of the reply.
+            if word == code && (status.is_empty() || words.get(i) == Some(&status)) {
+                i += usize::from(!status.is_empty());
                 continue;
             }
-            seen_prefix = true;
         }
         if out.len() + word.len() + 1 > MAX_DIAGNOSTIC {
             break;
@@ -154,5 +169,43 @@ pub fn finish(f: Found, context: Option<&str>) -> BounceResult {
         diagnostic,
         original_message_id: None,
         verp_token: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_replies_read_as_one_sentence() {
+        assert_eq!(
+            clean(
+                "550-5.7.1 Messages with multiple\n  550-5.7.1 addresses in From: 550 5.7.1 header are not accepted."
+            ),
+            "550-5.7.1 Messages with multiple addresses in From: header are not accepted."
+        );
+        // Codes that are not the reply's own prefix stay.
+        assert_eq!(
+            clean("554 <a@b.example>... 550 Host unknown"),
+            "554 <a@b.example>... 550 Host unknown"
+        );
+    }
+
+    #[test]
+    fn the_reply_status_wins_over_a_generic_report_status() {
+        assert_eq!(
+            prefer_status("5.0.0", "550 5.1.1 no such user", Some(550)),
+            "5.1.1"
+        );
+        assert_eq!(
+            prefer_status("4.4.7", "450 4.7.1 try later", Some(450)),
+            "4.7.1"
+        );
+        // A 5xx reply that quotes a 4.x.x status does not override the report.
+        assert_eq!(
+            prefer_status("4.4.1", "550 4.4.7 QUEUE.Expired", Some(550)),
+            "4.4.1"
+        );
+        assert_eq!(prefer_status("", "no status here", None), "");
     }
 }
