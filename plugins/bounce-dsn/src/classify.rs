@@ -715,7 +715,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
         &[
             "host not found, try again",
             "wasn't able to establish an smtp connection",
-            "domain name not found",
             "nxdomain",
             "could not connect and send the mail to",
             "dns records for the destination computer could not be found",
@@ -733,7 +732,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "unable to resolve route",
             "network is unreachable",
             "dns error",
-            "name server",
             "dns failure",
             "lost connection",
             "connection reset",
