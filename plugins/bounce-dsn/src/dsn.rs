@@ -89,7 +89,7 @@ pub fn read(mail: &Mail) -> Vec<Found> {
                 .find_map(|g| mime::field(g, "x-powermta-bouncecategory").map(str::to_owned))
         })
         .and_then(|c| powermta_reason(&c));
-    for g in groups(&body) {
+    for g in groups(&body).into_iter().take(crate::MAX_RECIPIENTS) {
         let get = |n: &str| mime::field(&g, n);
         let final_rcpt = get("final-recipient").and_then(addr::from_field);
         let original = get("original-recipient").and_then(addr::from_field);

@@ -108,9 +108,9 @@ fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> S
 }
 
 /// Classifies a found recipient.
-/// `context` is the report's text, where the SMTP command may be named
-/// when the diagnostic does not.
-pub fn finish(f: Found, context: Option<&str>) -> BounceResult {
+/// `context` is the SMTP command the report's text names, for when the
+/// diagnostic does not.
+pub fn finish(f: Found, context: Option<classify::Command>) -> BounceResult {
     let diagnostic = clean(&f.diagnostic);
     let recipient: String = f
         .recipient
@@ -124,7 +124,7 @@ pub fn finish(f: Found, context: Option<&str>) -> BounceResult {
         .or_else(|| classify::find_reply_code(&diagnostic));
     let status = prefer_status(&f.status, &diagnostic, reply_code);
     let command = f.command.or_else(|| classify::find_command(&diagnostic));
-    let command = command.or_else(|| context.and_then(classify::find_command));
+    let command = command.or(context);
     let action = f.action.to_ascii_lowercase();
     let reason = f.reason.unwrap_or_else(|| {
         classify::reason(&Facts {

@@ -28,6 +28,10 @@ use sluice_sdk::bounce::*;
 /// The plugin.
 pub struct DsnParser;
 
+/// Recipients read from one e-mail at most: a report naming more is
+/// abuse, and the bound keeps every call well inside its time limit.
+pub(crate) const MAX_RECIPIENTS: usize = 1000;
+
 impl BounceParser for DsnParser {
     fn parse(input: BounceInput) -> BounceOutput {
         match input {
@@ -104,7 +108,14 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     let mut results: Vec<BounceResult> = Vec::new();
-    for f in read(&mail) {
+    let found = read(&mail);
+    // Read once per e-mail, not per recipient: the report can be long.
+    let report_command = if found.is_empty() {
+        None
+    } else {
+        classify::find_command(&mail.report)
+    };
+    for f in found {
         if f.recipient.trim().is_empty()
             || results
                 .iter()
@@ -112,7 +123,7 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let mut r = found::finish(f, Some(&mail.report));
+        let mut r = found::finish(f, report_command);
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
         results.push(r);
@@ -523,5 +534,72 @@ Subject: hello\r
         let out = DsnParser::parse(BounceInput::Email(m.as_bytes().to_vec()));
         assert!(out.results.is_empty());
         assert_eq!(out.notes.len(), 1);
+    }
+
+    /// Every e-mail of the corpus beside the crate, cut short at many
+    /// points and with bytes overwritten: the parser never panics and always
+    /// answers with results or a note.
+    #[test]
+    fn damaged_corpus_mail_never_breaks_the_parser() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/bounces");
+        let mut dirs = vec![root];
+        let mut files = Vec::new();
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("corpus directory") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "eml") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 400, "only {} corpus files", files.len());
+        let mut runs = 0;
+        for f in files.iter().step_by(7) {
+            let bytes = std::fs::read(f).expect("corpus file");
+            for cut in 1..8 {
+                let end = bytes.len() * cut / 8;
+                let mut damaged = bytes[..end].to_vec();
+                for i in (0..damaged.len()).step_by(97) {
+                    damaged[i] = [0xff, b'\r', b'-', b'=', 0][i % 5];
+                }
+                for input in [bytes[..end].to_vec(), damaged] {
+                    let out = DsnParser::parse(BounceInput::Email(input));
+                    assert!(
+                        !out.results.is_empty() || !out.notes.is_empty(),
+                        "{}",
+                        f.display()
+                    );
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 500, "only {runs} runs");
+    }
+
+    #[test]
+    fn deeply_nested_multiparts_are_bounded() {
+        let mut m = String::from("Subject: Undelivered Mail\n");
+        for i in 0..200 {
+            m.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+            ));
+        }
+        m.push_str("\n<a@example.org>: 550 5.1.1 user unknown\n");
+        let out = DsnParser::parse(BounceInput::Email(m.into_bytes()));
+        assert!(!out.results.is_empty() || !out.notes.is_empty());
+    }
+
+    #[test]
+    fn a_report_naming_very_many_recipients_is_bounded() {
+        let mut m =
+            String::from("From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail\n\n");
+        for i in 0..50_000 {
+            m.push_str(&format!("<user{i}@example.org>: 550 5.1.1 user unknown\n"));
+        }
+        let out = DsnParser::parse(BounceInput::Email(m.into_bytes()));
+        assert_eq!(out.results.len(), MAX_RECIPIENTS);
     }
 }

@@ -204,7 +204,7 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
     let lines: Vec<&str> = mail.report.lines().collect();
     let mut out: Vec<Found> = Vec::new();
     let mut i = 0;
-    while i < lines.len() {
+    while i < lines.len() && out.len() < crate::MAX_RECIPIENTS {
         let Some((address, detail)) = address_line(lines[i]) else {
             i += 1;
             continue;
@@ -275,6 +275,9 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
                     }
                     diag.push(' ');
                     diag.push_str(next.trim());
+                }
+                if out.len() >= crate::MAX_RECIPIENTS {
+                    break;
                 }
                 out.push(Found::new(&a, &diag));
             }
@@ -402,6 +405,9 @@ pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
             .find(|f| addr::same(&f.recipient, &a))
             .map(|f| f.diagnostic.clone())
             .unwrap_or_else(|| paragraph.clone());
+        if out.len() >= crate::MAX_RECIPIENTS {
+            break;
+        }
         out.push(Found::new(&a, &diag));
     }
     out
