@@ -110,7 +110,7 @@ fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> S
 /// Classifies a found recipient.
 /// `context` is the SMTP command the report's text names, for when the
 /// diagnostic does not.
-pub fn finish(f: Found, context: Option<classify::Command>) -> BounceResult {
+pub fn finish(f: Found, context: Option<Command>) -> BounceResult {
     let diagnostic = clean(&f.diagnostic);
     let recipient: String = f
         .recipient
