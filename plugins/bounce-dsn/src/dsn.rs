@@ -134,6 +134,12 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         out.push(f);
     }
     // Diagnostic-Code is optional: the server's words are then in the text.
+    let needs_text = out
+        .iter()
+        .any(|f| f.diagnostic.trim().len() < 4 || !f.recipient.contains('@'));
+    if !needs_text {
+        return out;
+    }
     let from_text = plain::scan(mail);
     // A recipient the report garbled ("@relay.example"): the text names it.
     if from_text.len() == 1 && out.len() == 1 && !out[0].recipient.contains('@') {

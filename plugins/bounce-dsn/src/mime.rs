@@ -101,6 +101,22 @@ impl Part {
         Part::parse_at(text, 0)
     }
 
+    /// A returned message: only its headers matter (Message-ID, To), so
+    /// its body, often the largest part, is neither split nor decoded.
+    fn returned(text: &str) -> Part {
+        let (headers, _) = parse_fields(text);
+        let content_type = field(&headers, "content-type")
+            .and_then(|v| v.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "text/plain".to_owned());
+        Part {
+            headers,
+            content_type,
+            ..Part::default()
+        }
+    }
+
     fn parse_at(text: &str, depth: usize) -> Part {
         let (headers, body) = parse_fields(text);
         let raw_type = field(&headers, "content-type").unwrap_or("text/plain");
@@ -144,7 +160,14 @@ impl Part {
             } else if part.content_type == "message/rfc822" || part.content_type == "message/global"
             {
                 let inner = decode_body(&headers, body);
-                part.children = vec![Part::parse_at(inner.trim_start_matches('\n'), depth + 1)];
+                let inner = inner.trim_start_matches('\n');
+                let child = Part::returned(inner);
+                // A forwarded bounce carries the report inside: read it all.
+                part.children = vec![if child.content_type == "multipart/report" {
+                    Part::parse_at(inner, depth + 1)
+                } else {
+                    child
+                }];
             }
         }
         // Only text says anything about a bounce: images and other

@@ -291,9 +291,13 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
             .collect();
         out = with_error;
     }
+    // Computed once: a report may name many recipients.
+    let mut paragraph: Option<Option<String>> = None;
     for f in &mut out {
         if (f.diagnostic.trim().is_empty() || !looks_like_error(&f.diagnostic))
-            && let Some(p) = error_paragraph(&mail.report)
+            && let Some(p) = paragraph
+                .get_or_insert_with(|| error_paragraph(&mail.report))
+                .clone()
         {
             if f.diagnostic.trim().is_empty() {
                 f.diagnostic = p;
