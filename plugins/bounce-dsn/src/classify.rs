@@ -1024,9 +1024,12 @@ impl<'a> Haystack<'a> {
             self.start[first as usize] as usize,
             self.start[first as usize + 1] as usize,
         );
+        let second = needle.get(1).copied();
         self.positions[from..to]
             .iter()
             .map(|&p| p as usize)
+            // The second byte rules out most places without a memcmp call.
+            .filter(|&p| second.is_none() || self.text.get(p + 1).copied() == second)
             .find(|&p| self.text[p..].starts_with(needle))
     }
 }

@@ -90,10 +90,30 @@ fn strip_html(html: &str) -> String {
         .replace("&#39;", "'")
 }
 
+/// A cheap test, without allocating, that a line may be a marker: every
+/// marker is a rule or names a message, an original, a header or a type.
+fn may_mark(line: &[u8]) -> bool {
+    let has = |needle: &[u8]| {
+        line.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    let first = line.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    matches!(first, Some(b'-' | b'|' | b'=' | b'>'))
+        || has(b"message")
+        || has(b"original")
+        || has(b"header")
+        || has(b"content-type")
+        || has(b"received:")
+}
+
 /// Where the returned message starts in `text`, if a marker says so.
 fn returned_at(text: &str) -> Option<(usize, usize)> {
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
+        if !may_mark(line.as_bytes()) {
+            offset += line.len();
+            continue;
+        }
         let t = line.trim().to_ascii_lowercase();
         let t = t.trim_start_matches(['>', ' ']);
         // Every marker names a message, a header or a copy, or is a rule.
