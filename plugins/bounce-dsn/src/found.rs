@@ -110,7 +110,7 @@ fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> S
 /// Classifies a found recipient.
 /// `context` is the SMTP command the report's text names, for when the
 /// diagnostic does not.
-pub fn finish(f: Found, context: Option<Command>) -> BounceResult {
+pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
     let diagnostic = clean(&f.diagnostic);
     let recipient: String = f
         .recipient
@@ -124,7 +124,7 @@ pub fn finish(f: Found, context: Option<Command>) -> BounceResult {
         .or_else(|| classify::find_reply_code(&diagnostic));
     let status = prefer_status(&f.status, &diagnostic, reply_code);
     let command = f.command.or_else(|| classify::find_command(&diagnostic));
-    let command = command.or(context);
+    let command = command.or_else(context);
     let action = f.action.to_ascii_lowercase();
     let reason = f.reason.unwrap_or_else(|| {
         classify::reason(&Facts {

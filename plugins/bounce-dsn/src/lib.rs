@@ -41,7 +41,7 @@ impl BounceParser for DsnParser {
                 f.status = r.reply.enhanced.clone().unwrap_or_default();
                 f.reply_code = Some(r.reply.code);
                 BounceOutput {
-                    results: vec![found::finish(f, None)],
+                    results: vec![found::finish(f, &|| None)],
                     notes: Vec::new(),
                 }
             }
@@ -109,12 +109,9 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         .filter(|v| !v.is_empty());
     let mut results: Vec<BounceResult> = Vec::new();
     let found = read(&mail);
-    // Read once per e-mail, not per recipient: the report can be long.
-    let report_command = if found.is_empty() {
-        None
-    } else {
-        classify::find_command(&mail.report)
-    };
+    // Read at most once per e-mail, and only when a diagnostic does not
+    // name the command itself: the report can be long.
+    let report_command = std::cell::OnceCell::new();
     for f in found {
         if f.recipient.trim().is_empty()
             || results
@@ -123,7 +120,9 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let mut r = found::finish(f, report_command);
+        let mut r = found::finish(f, &|| {
+            *report_command.get_or_init(|| classify::find_command(&mail.report))
+        });
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
         results.push(r);
@@ -186,7 +185,7 @@ fn parse_log_line(line: &str) -> BounceOutput {
             if deferred {
                 f.action = "delayed".into();
             }
-            let mut r = found::finish(f, None);
+            let mut r = found::finish(f, &|| None);
             if deferred {
                 r.hard = false;
             }

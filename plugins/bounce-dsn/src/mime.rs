@@ -93,6 +93,19 @@ pub struct Leaf<'a> {
     pub returned: bool,
 }
 
+/// The fields of a returned message anything reads.
+const RETURNED_FIELDS: &[&str] = &[
+    "message-id",
+    "to",
+    "from",
+    "return-path",
+    "envelope-to",
+    "x-original-to",
+    "x-hmxmroriginalrecipient",
+    "content-type",
+    "subject",
+];
+
 /// Deep multiparts are not worth following (and bound the work).
 const MAX_DEPTH: usize = 8;
 
@@ -104,7 +117,8 @@ impl Part {
     /// A returned message: only its headers matter (Message-ID, To), so
     /// its body, often the largest part, is neither split nor decoded.
     fn returned(text: &str) -> Part {
-        let (headers, _) = parse_fields(text);
+        let (mut headers, _) = parse_fields(text);
+        headers.retain(|(n, _)| RETURNED_FIELDS.contains(&n.as_str()));
         let content_type = field(&headers, "content-type")
             .and_then(|v| v.split(';').next())
             .map(|t| t.trim().to_ascii_lowercase())

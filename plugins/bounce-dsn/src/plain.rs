@@ -138,10 +138,10 @@ const LINE_PREFIXES: &[&str] = &[
 /// A recipient at the start of a line and what follows it on the line.
 fn address_line(line: &str) -> Option<(String, String)> {
     let t = line.trim();
-    let lower = t.to_ascii_lowercase();
     let mut rest = t;
     for p in LINE_PREFIXES {
-        if lower.starts_with(p) {
+        if t.len() >= p.len() && t.is_char_boundary(p.len()) && t[..p.len()].eq_ignore_ascii_case(p)
+        {
             rest = t[p.len()..].trim_start();
             break;
         }
