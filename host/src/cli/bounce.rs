@@ -210,19 +210,27 @@ fn bench(arg: &PluginArg, path: &Path, at_least: Duration) -> Result<ExitCode> {
         // steady state being measured.
         let mut results = 0;
         for i in &inputs {
-            results += plugin.bounce(i)?.results.len();
+            results += plugin.bounce(i).map_or(0, |o| o.results.len());
         }
         let started = Instant::now();
         let mut parsed = 0usize;
+        // A call that misses its deadline (a busy machine can deschedule
+        // the thread) is counted, not fatal: the figure is throughput.
+        let mut failed = 0usize;
         while started.elapsed() < at_least {
             for i in &inputs {
-                plugin.bounce(i)?;
+                failed += usize::from(plugin.bounce(i).is_err());
             }
             parsed += inputs.len();
         }
         let took = started.elapsed();
+        let failed = if failed > 0 {
+            format!(", {failed} calls failed")
+        } else {
+            String::new()
+        };
         println!(
-            "{:<16} {:>9.0} e-mails/s  ({parsed} in {:.2} s, {:.1} µs each, {results} results per pass)",
+            "{:<16} {:>9.0} e-mails/s  ({parsed} in {:.2} s, {:.1} µs each, {results} results per pass{failed})",
             if reuse {
                 "reused instance"
             } else {
