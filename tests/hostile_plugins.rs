@@ -65,7 +65,9 @@ fn infinite_loop_is_stopped_at_its_deadline() {
 fn memory_bomb_hits_its_memory_limit() {
     // A generous deadline, so that on a loaded machine the memory cap, not
     // the clock, is what stops it.
-    let err = hostile_with("bomb", Duration::from_secs(10), 32 << 20).route(&samples::route_input()).unwrap_err();
+    let err = hostile_with("bomb", Duration::from_secs(10), 32 << 20)
+        .route(&samples::route_input())
+        .unwrap_err();
     match err {
         PluginError::MemoryLimit {
             limit_bytes,

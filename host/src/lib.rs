@@ -3,10 +3,12 @@
 //! The binary (`src/main.rs`) is thin glue over these modules; see
 //! `ARCHITECTURE.md` for the map and the rules between them.
 
+pub mod bounce_eval;
 pub mod builtin;
 pub mod cli;
 pub mod compose;
 pub mod config;
+pub mod mbox;
 pub mod relay;
 pub mod runtime;
 pub mod serve;

@@ -3,6 +3,7 @@
 //! causes, here.
 
 mod bench;
+mod bounce;
 mod plugin;
 mod serve;
 
@@ -22,6 +23,9 @@ enum Command {
     /// Check, run and list stage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Parse bounces, score a bounce plugin against a manifest, benchmark it.
+    #[command(subcommand)]
+    Bounce(bounce::BounceCommand),
     /// Run the pipeline: HTTP API, queue, relays.
     Serve(serve::ServeArgs),
     /// Validate pipeline files.
@@ -54,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Pipeline(cmd) => serve::pipeline(cmd),
         Command::Bench(BenchCommand::Push(args)) => bench::push(args),
+        Command::Bounce(cmd) => bounce::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,224 +1,1361 @@
-//! From status codes and reply texts to Sisimai's reasons.
+//! From a diagnostic text, an enhanced status, a reply code and the SMTP
+//! command to Sisimai's reason, hard/soft, and the status Sisimai reports.
+//!
+//! The rules follow Sisimai's `Reason::*` modules: the text decides first
+//! (servers send a generic 5.0.0 or 5.7.1 with a telling text), in a fixed
+//! order so that the most specific class wins; then the status code; then
+//! the DSN action. A bounce without any status gets Sisimai's pseudo status
+//! `X.0.9NN` for its reason, so statuses compare with the reference.
 
-use sluice_sdk::bounce::{BounceResult, Reason};
+use sluice_sdk::bounce::Reason;
 
-/// Text fragments that decide the reason before the status code does,
-/// because many servers send a generic 5.0.0 or 5.7.1 with a telling text.
-const TEXT_RULES: &[(&str, Reason)] = &[
-    ("spam", Reason::Spamdetected),
-    ("virus", Reason::Virusdetected),
-    ("mailbox full", Reason::Mailboxfull),
-    ("mailbox is full", Reason::Mailboxfull),
-    ("quota", Reason::Mailboxfull),
-    ("over quota", Reason::Mailboxfull),
-    ("user unknown", Reason::Userunknown),
-    ("unknown user", Reason::Userunknown),
-    ("no such user", Reason::Userunknown),
-    ("does not exist", Reason::Userunknown),
-    ("no mailbox", Reason::Userunknown),
-    ("mailbox unavailable", Reason::Userunknown),
-    ("recipient address rejected", Reason::Userunknown),
-    ("host not found", Reason::Hostunknown),
-    ("domain not found", Reason::Hostunknown),
-    ("relay access denied", Reason::Norelaying),
-    ("relaying denied", Reason::Norelaying),
-    ("too large", Reason::Mesgtoobig),
-    ("size exceeds", Reason::Mesgtoobig),
-    ("blacklist", Reason::Blocked),
-    ("blocklist", Reason::Blocked),
-    ("blocked", Reason::Blocked),
-    ("reverse dns", Reason::Requireptr),
-    ("ptr record", Reason::Requireptr),
-    ("too many connections", Reason::Toomanyconn),
-    ("rate limit", Reason::Speeding),
-    ("disabled", Reason::Suspend),
-    ("suspended", Reason::Suspend),
-    ("dmarc", Reason::Authfailure),
-    ("spf", Reason::Authfailure),
-    ("dkim", Reason::Authfailure),
-    ("timed out", Reason::Expired),
-    ("expired", Reason::Expired),
+/// Phrases (lower case) per reason, in the order they are tried.
+const TEXT_RULES: &[(Reason, &[&str])] = &[
+    (
+        Reason::Mailboxfull,
+        &[
+            "mailbox exceeds allowed size",
+            "exceeds allowed size",
+            "account is exceeding their quota",
+            "account is over quota",
+            "account is temporarily over quota",
+            "boite du destinataire pleine",
+            "delivery failed: over quota",
+            "disc quota exceeded",
+            "disk quota exceeded",
+            "diskspace quota",
+            "does not have enough space",
+            "exceeded storage allocation",
+            "exceeding its mailbox quota",
+            "full mailbox",
+            "inbox is full",
+            "is over disk quota",
+            "is over quota",
+            "mail quota exceeded",
+            "mailbox exceeded the local limit",
+            "mailbox full",
+            "mailbox has exceeded its disk space limit",
+            "mailbox is full",
+            "mailbox over quota",
+            "mailbox quota usage exceeded",
+            "mailbox size limit exceeded",
+            "maildir over quota",
+            "mailfolder is full",
+            "no space left on device",
+            "not enough disk space",
+            "not enough storage space",
+            "over the allowed quota",
+            "quota exceeded",
+            "quota violation",
+            "reached disk quota",
+            "mailbox would exceed maximum allowed storage",
+            "the user's space has been used up",
+            "is over quota",
+            "over quota",
+            "too much mail data",
+            "user has exceeded quota",
+            "user has too many messages on the server",
+            "user is over the quota",
+            "user over quota",
+            "user over limit",
+            "disk quota",
+            "mailbox is full",
+            "exceeded its storage quota",
+            "out of storage space",
+        ],
+    ),
+    (
+        Reason::Mesgtoobig,
+        &[
+            "size limit exceeded",
+            "mail size limit",
+            "exceeded maximum inbound message size",
+            "max message size exceeded",
+            "message file too big",
+            "message length exceeds administrative limit",
+            "message size exceeds",
+            "message too big",
+            "message too large",
+            "message is too large",
+            "taille limite du message atteinte",
+            "exceeds the maximum message size",
+            "size of the message exceeds",
+            "exceeds size limit",
+            "message exceeds maximum size",
+        ],
+    ),
+    (
+        Reason::Exceedlimit,
+        &[
+            "message header size exceeds limit",
+            "the number of recipients exceeds",
+            "too many recipients for this message",
+        ],
+    ),
+    (
+        Reason::Suspend,
+        &[
+            "mailbox is frozen",
+            "account disabled",
+            "account has been disabled",
+            "account is disabled",
+            "account has been suspended",
+            "account is suspended",
+            "account is locked",
+            "account is inactive",
+            "inactive account",
+            "email account that you tried to reach is disabled",
+            "email account that you tried to reach is inactive",
+            "has been disabled or discontinued",
+            "mailbox disabled",
+            "mailbox currently suspended",
+            "mailbox is inactive",
+            "mailbox has been blocked due to inactivity",
+            "recipient suspended",
+            "user suspended",
+            "boite du destinataire archivee",
+            "this account has been closed",
+            "account expired",
+            "is not active",
+            "has been suspended",
+            "temporarily disabled",
+            "recipient address is disabled",
+        ],
+    ),
+    (Reason::Hasmoved, &[" has been replaced by "]),
+    (
+        Reason::Norelaying,
+        &[
+            "email address is not verified",
+            "as a relay",
+            "insecure mail relay",
+            "is not permitted to relay",
+            "not allowed to relay",
+            "not an open relay",
+            "relay access denied",
+            "relay denied",
+            "relay not permitted",
+            "relaying denied",
+            "relaying not allowed",
+            "relaying mail to",
+            "unable to relay",
+            "we don't handle mail for",
+            "this system is not configured to relay mail",
+            "not a gateway",
+        ],
+    ),
+    (
+        Reason::Authfailure,
+        &[
+            "dmarc check failed",
+            "dmarc",
+            "bad spf records",
+            "dmarc policy",
+            "does not pass dmarc",
+            "dmarc verification",
+            "failed dmarc",
+            "spf check: fail",
+            "spf fail",
+            "spf check failed",
+            "sender policy framework",
+            "please inspect your spf settings",
+            "is not allowed to send mail. spf",
+            "does not have authentication information",
+            "unauthenticated email",
+            "dkim signature",
+            "dkim verification",
+            "dkim check",
+            "not designated permitted sender",
+            "spf record",
+            "spf validation",
+            "spf policy",
+        ],
+    ),
+    (
+        Reason::Userunknown,
+        &[
+            "recipient address rejected",
+            "address couldn't be found",
+            "couldn't be found",
+            "#5.1.1 bad address",
+            "address does not exist",
+            "address unknown",
+            "address not found",
+            "archived recipient",
+            "bad destination mailbox address",
+            "bad recipient address",
+            "bad-mailbox",
+            "can't accept user",
+            "destination addresses were unknown",
+            "destination server rejected recipients",
+            "email address does not exist",
+            "email address could not be found",
+            "email account that you tried to reach does not exist",
+            "invalid address",
+            "invalid mailbox",
+            "invalid recipient",
+            "invalid final delivery userid",
+            "is not a known user",
+            "is not a valid mailbox",
+            "is not an active address",
+            "mailbox does not exist",
+            "mailbox invalid",
+            "mailbox is unavailable",
+            "mailbox not present",
+            "mailbox not found",
+            "mailbox unavailable",
+            "no account by that name",
+            "no existe dicha persona",
+            "no existe ese usuario",
+            "no mail box available for this user",
+            "no mailbox by that name",
+            "no mailbox found",
+            "no mailbox here by that name",
+            "no such address",
+            "no such mailbox",
+            "no such person",
+            "no such recipient",
+            "no such user",
+            "no such local user",
+            "no valid recipients",
+            "not a valid recipient",
+            "not a valid user",
+            "not found in directory",
+            "not listed in domino directory",
+            "not listed in public name & address book",
+            "not known at this site",
+            "recipient address rejected: user unknown",
+            "recipient address rejected: unknown user",
+            "recipient address rejected: undeliverable address",
+            "recipient address rejected: invalid user",
+            "recipient does not exist",
+            "recipient is not local",
+            "recipient not exist",
+            "recipient not found",
+            "recipient unknown",
+            "recipient rejected",
+            "requested action not taken: mailbox unavailable",
+            "resolver.adr.recipnotfound",
+            "resolver.adr.recipientnotfound",
+            "sorry, user unknown",
+            "sorry, badrcptto",
+            "sorry, no mailbox",
+            "the user's email name is not found",
+            "there is no one at this address",
+            "this address no longer accepts mail",
+            "this recipient is in my badrecipientto list",
+            "this recipient is not in my validrcptto list",
+            "unknown local part",
+            "unknown mailbox",
+            "unknown recipient",
+            "unknown user",
+            "user does not exist",
+            "user doesn't exist",
+            "user doesn't have a",
+            "user not exist",
+            "user not found",
+            "user not known",
+            "user unknown",
+            "utilisateur inconnu",
+            "invalid or unknown virtual user",
+            "vdelivermail: user does not exist",
+            "account does not exist",
+            "no such account",
+            "does not exist",
+            "doesn't exist",
+            "mailbox is not available",
+            "address is invalid",
+            "address rejected",
+            "unknown address",
+            "nessun utente",
+            "adresse inconnue",
+            "unbekannt",
+        ],
+    ),
+    (
+        Reason::Filtered,
+        &[
+            "because the recipient is only accepting mail from specific email addresses",
+            "bounced address",
+            "due to extended inactivity new mail is not currently being accepted",
+            "has restricted sms e-mail",
+            "is not accepting any mail",
+            "refused due to recipient preferences",
+            "rejected by recipient's filtering",
+            "this account is protected by",
+            "user refuses to receive this mail",
+            "user reject",
+            "refuse to receive mail",
+            "you have been blocked by the recipient",
+        ],
+    ),
+    (
+        Reason::Requireptr,
+        &[
+            "ip name lookup failed",
+            "all mail servers must have a ptr record",
+            "bad dns ptr resource record",
+            "cannot find your hostname",
+            "cannot find your reverse hostname",
+            "fix reverse dns",
+            "no ptr record found",
+            "please get a custom reverse dns name",
+            "ptr record setup",
+            "reverse dns failed",
+            "reverse dns required",
+            "reverse dns lookup",
+            "reverse lookup rejected",
+            "does not have a ptr record",
+            "forward dns entry does not point to the sending ip",
+            "with no reverse dns",
+            "unresolvable relay host name",
+            "generic dns ptr-records",
+            "your ip has no ptr",
+            "client host rejected: cannot find",
+        ],
+    ),
+    (
+        Reason::Notcompliantrfc,
+        &[
+            "this message is not rfc 5322 compliant",
+            "rfcmessagenoncompliant",
+            "multiple addresses in from",
+            "not compliant with rfc",
+        ],
+    ),
+    (
+        Reason::Badreputation,
+        &[
+            "a poor email reputation score",
+            "rate limited due to ip reputation",
+            "ip/domain reputation problems",
+            "due to the very low reputation",
+            "none/bad reputation",
+            "poor reputation",
+            "low reputation",
+            "sender reputation",
+            "bad reputation",
+        ],
+    ),
+    (
+        Reason::Rejected,
+        &[
+            "access denied",
+            "temporarily deferred due to unexpected volume or user complaints",
+            "access denied (in reply to mail from command)",
+            "batv failed to verify",
+            "batv validation failure",
+            "backscatter protection detected an invalid or expired email address",
+            "bogus mail from",
+            "connections not accepted from servers without a valid sender domain",
+            "denied [bouncedeny]",
+            "delivery not authorized, message refused",
+            "domain of sender address",
+            "email address is on senderfilterconfig list",
+            "emetteur invalide",
+            "empty envelope senders not allowed",
+            "error: no third-party dsns",
+            "from: domain is invalid",
+            "fully qualified email address required",
+            "invalid sender",
+            "is not a registered gateway user",
+            "mail from not owned by user",
+            "mailfrom domain is listed in spamhaus",
+            "null sender is not allowed",
+            "returned mail not accepted here",
+            "sender address has been blacklisted",
+            "sender email address rejected",
+            "sender is in my badmailfrom list",
+            "sender is spammer",
+            "sender not pre-approved",
+            "sender rejected",
+            "sender domain is empty",
+            "sender verify failed",
+            "sender address rejected",
+            "server does not accept mail from",
+            "the message has been rejected by batv defense",
+            "unroutable sender address",
+            "you are not allowed to post to this mailing list",
+            "you are not a member of this mailing list",
+            "your email address has been blacklisted",
+            "your access to submit messages to this e-mail system has been rejected",
+            "sender address is not",
+            "rejected by the recipient domain",
+        ],
+    ),
+    (
+        Reason::Hostunknown,
+        &[
+            "domain does not exist",
+            "domain is not reachable",
+            "domain must exist",
+            "host or domain name not found",
+            "host unknown",
+            "unknown host",
+            "mail domain mentioned in email address is unknown",
+            "name or service not known",
+            "no such domain",
+            "unknown domain",
+            "recipient domain must exist",
+            "the account or domain may not exist",
+            "unrouteable address",
+            "unrouteable mail domain",
+            "domain not found",
+            "no valid recipients were found",
+            "dns lookup failed",
+        ],
+    ),
+    (
+        Reason::Virusdetected,
+        &[
+            "potentially executable attachment",
+            "contains prohibited virus",
+            "has been used by recent viruses",
+            "virus detected",
+            "virus found",
+            "infected with a virus",
+            "contains a virus",
+            "malware detected",
+            "virus",
+        ],
+    ),
+    (
+        Reason::Spamdetected,
+        &[
+            "content rejected",
+            "blacklisted url in message",
+            "block for spam",
+            "no spam please",
+            "blocked by spamassassin",
+            "classified as spam",
+            "content filter rejection",
+            "identified this email as a bulk email",
+            "denied due to spam list",
+            "high probability of spam",
+            "detected your message as spam",
+            "mail appears to be unsolicited",
+            "mail content denied",
+            "message considered as spam",
+            "message contains spam",
+            "seems to be a spam",
+            "message detected as spam",
+            "message filtered",
+            "message flagged as spam",
+            "message looks like spam",
+            "rejected because of unacceptable content",
+            "suspected spam",
+            "mailmarshal spamprofiler",
+            "probable spam",
+            "reject bulk.advertising",
+            "spamassassin score",
+            "rejected - spam",
+            "rejecting banned content",
+            "rejecting mail content",
+            "spam-like characteristics",
+            "spam filter",
+            "spam check",
+            "spam content",
+            "spam detected",
+            "spam email",
+            "spam message",
+            "spam not accepted",
+            "spam refused",
+            "spam rejection",
+            "spam score",
+            "spambouncer identified spam",
+            "spamming not allowed",
+            "too much spam",
+            "detected as spam",
+            "rejected by spam filter",
+            "classification as bulk mail",
+            "looked like spam",
+            "appears to be spam",
+            "identified as spam",
+            "this message scored",
+            "recurrent pattern detection system",
+            "we dont accept spam",
+            "similar to spam",
+            "uribl",
+            "is considered spam",
+            "is probably spam",
+            "as spam",
+            "spam block",
+            "may contain the spam",
+            "antispam checks",
+        ],
+    ),
+    (
+        Reason::Speeding,
+        &[
+            "please try again slower",
+            "receiving mail at a rate that prevents additional messages",
+            "exceeded the rate",
+        ],
+    ),
+    (
+        Reason::Toomanyconn,
+        &[
+            "frequency limited",
+            "at maximum connection limit",
+            "connection rate limit exceeded",
+            "connection limit for",
+            "max emails per hour",
+            "daily message quota exceeded",
+            "maximum sending rate exceeded",
+            "too many connections",
+            "too many concurrent",
+            "too many errors from your ip",
+            "too many recipients",
+            "too many smtp sessions",
+            "too many sessions",
+            "trop de connexions",
+            "too many simultaneous",
+        ],
+    ),
+    (
+        Reason::Policyviolation,
+        &[
+            "host network not allowed",
+            "was blocked because its content",
+            "an illegal attachment on your message",
+            "because the recipient is not accepting mail with",
+            "by non-member to a members-only list",
+            "closed mailing list",
+            "denied by policy",
+            "email not accepted for policy reasons",
+            "rejected due to security policies",
+            "header are not accepted",
+            "local policy violation",
+            "due to organizational settings",
+            "message given low priority",
+            "not accepted for policy reasons",
+            "rejected due to local policy",
+            "messages with multiple addresses",
+            "rejected for policy reasons",
+            "protocol violation",
+            "is not subscribed to this group",
+            "rejected by organization policy",
+            "contains a banned attachment",
+            "we do not accept messages containing",
+            "you're using a mass mailer",
+            "policy violation",
+            "violates our policy",
+            "policy reasons",
+            "content policy",
+        ],
+    ),
+    (
+        Reason::Securityerror,
+        &[
+            "account not subscribed to ses",
+            "authentication credentials invalid",
+            "authentication failure",
+            "authentication failed",
+            "authentication required",
+            "authentication is required",
+            "executable files are not allowed in compressed files",
+            "insecure mail relay",
+            "tls required",
+            "tls is required",
+            "must issue a starttls command first",
+            "unauthenticated senders not allowed",
+            "verification failure",
+            "you are not authorized to send mail",
+            "encryption required",
+            "starttls is required",
+        ],
+    ),
+    (
+        Reason::Contenterror,
+        &[
+            "duplicate header",
+            "improper use of 8-bit data in message header",
+            "message header size, or recipient list, exceeds policy limit",
+            "message mime complexity exceeds the policy maximum",
+            "routing loop detected -- too many received: headers",
+            "improperly-formatted binary content",
+            "contains invalid mime headers",
+            "unnecessary base64 encoding",
+            "header size exceeds",
+            "header error",
+            "headers contain",
+            "invalid header",
+        ],
+    ),
+    (
+        Reason::Notaccept,
+        &[
+            "doesn't receive email",
+            "does not receive email",
+            "returned null mx",
+            "does not accept mail",
+            "host does not accept mail",
+            "mail receiving disabled",
+            "no mx record found",
+            "no smtp service",
+            "null mx",
+            "nullmx",
+            "does not accept e-mail",
+            "not accepting mail",
+            "not accept mail",
+            "has no mx",
+        ],
+    ),
+    (
+        Reason::Blocked,
+        &[
+            "access from ip address",
+            "bad sender ip address",
+            "banned sending ip",
+            "blacklisted by",
+            "blocked by",
+            "blocked using",
+            "blocked - see",
+            "dnsbl",
+            "client host rejected",
+            "confirm this mail server",
+            "connections not accepted from ip addresses",
+            "currently sending spam",
+            "dynamic/zombied/spam ips blocked",
+            "esmtp not accepting connections",
+            "extreme bad ip profile",
+            "helo command rejected",
+            "hosts with dynamic ip",
+            "invalid ip for sending mail",
+            "is in a black list",
+            "is in an rbl",
+            "no access from mail server",
+            "not currently accepting mail from your ip",
+            "is on our block list",
+            "please use the smtp server of your isp",
+            "rejecting open proxy",
+            "sender ip address rejected",
+            "server access forbidden by your ip",
+            "after initial connection",
+            "too many spams from your ip",
+            "too many unwanted messages have been sent from the following ip",
+            "was blocked by",
+            "we do not accept mail from dynamic ips",
+            "you are not allowed to connect",
+            "your ip address is listed",
+            "your network is temporary blacklisted",
+            "your server requires confirmation",
+            "refused to talk to me",
+            "blacklist",
+            "blocklist",
+            "block list",
+            "black list",
+            "spamhaus",
+            "listed at",
+            "listed in",
+            "ip address is blocked",
+            "ip blocked",
+            "has been blocked",
+            "connection refused",
+            "not allowed to send mail from",
+            "your ip",
+        ],
+    ),
+    (
+        Reason::Expired,
+        &[
+            "not delivered within",
+            "remote host is not responding",
+            "could not find a gateway for",
+            "delivery attempts will continue to be",
+            "delivery time expired",
+            "failed to deliver to domain",
+            "giving up on",
+            "has been delayed",
+            "it has not been collected after",
+            "message expired",
+            "message timed out",
+            "retry time not reached for any host after a long failure period",
+            "server did not respond",
+            "in the queue too long",
+            "unable to deliver message after multiple retries",
+            "was not reachable within the allowed queue period",
+            "could not be delivered for more than",
+            "delivery expired",
+            "retry timeout exceeded",
+            "connection timed out",
+            "timed out",
+            "time out",
+            "timeout",
+            "undeliverable for",
+        ],
+    ),
+    (
+        Reason::Mailererror,
+        &[
+            "x-unix;",
+            "command died with status",
+            "command failed:",
+            "exit code",
+            "exit status",
+            "mailer error",
+            "pipe to |/",
+            "procmail:",
+            "unknown mailer error",
+            "error in processing. server replied",
+            "service unavailable", // Sendmail's local mailer
+        ],
+    ),
+    (
+        Reason::Systemfull,
+        &[
+            "insufficient disk space",
+            "mail system full",
+            "insufficient system storage",
+            "requested mail action aborted: exceeded storage allocation",
+        ],
+    ),
+    (
+        Reason::Networkerror,
+        &[
+            "host not found, try again",
+            "wasn't able to establish an smtp connection",
+            "nxdomain",
+            "could not connect and send the mail to",
+            "dns records for the destination computer could not be found",
+            "hop count exceeded",
+            "host is unreachable",
+            "host name lookup failure",
+            "mail forwarding loop",
+            "malformed name server reply",
+            "malformed or unexpected name server reply",
+            "maximum forwarding loop count exceeded",
+            "message looping",
+            "routing loop",
+            "no route to host",
+            "too many hops",
+            "unable to resolve route",
+            "network is unreachable",
+            "dns error",
+            "dns failure",
+            "lost connection",
+            "connection reset",
+            "connection closed",
+        ],
+    ),
+    (
+        Reason::Systemerror,
+        &[
+            "service currently unavailable",
+            "transaction failed",
+            "aliasing/forwarding loop broken",
+            "can't create user output file",
+            "could not load drd for domain",
+            "internal error",
+            "internal server error",
+            "interrupted system call",
+            "it encountered an error while being processed",
+            "it would create a mail loop",
+            "local configuration error",
+            "local error in processing",
+            "loop was found in the mail exchanger",
+            "loops back to myself",
+            "mail system configuration error",
+            "server configuration error",
+            "system config error",
+            "temporary local problem",
+            "timeout waiting for input",
+            "system error",
+            "local delivery failed",
+        ],
+    ),
+    (
+        Reason::Syntaxerror,
+        &["syntax error", "command unrecognized"],
+    ),
 ];
 
-/// The reason an RFC 3463 status implies on its own.
-fn from_status(status: &str) -> Reason {
-    let detail = status.get(2..).unwrap_or("");
-    match detail {
-        "1.1" | "1.0" | "1.3" => Reason::Userunknown,
-        "1.2" => Reason::Hostunknown,
-        "1.6" => Reason::Hasmoved,
-        "1.8" => Reason::Rejected,
-        "2.1" => Reason::Suspend,
-        "2.2" => Reason::Mailboxfull,
-        "2.3" => Reason::Exceedlimit,
-        "3.1" => Reason::Systemfull,
-        "3.4" => Reason::Mesgtoobig,
-        "3.0" | "3.2" | "3.5" => Reason::Systemerror,
-        "4.7" => Reason::Expired,
-        "4.0" | "4.1" | "4.2" | "4.3" | "4.4" | "4.5" | "4.6" => Reason::Networkerror,
-        "5.0" | "5.1" | "5.2" | "5.3" | "5.4" | "5.5" => Reason::Syntaxerror,
-        "6.0" | "6.1" | "6.2" | "6.3" | "6.4" | "6.5" => Reason::Contenterror,
-        "7.1" => Reason::Rejected,
-        "7.0" | "7.2" | "7.3" => Reason::Securityerror,
-        "7.7" | "7.6" => Reason::Contenterror,
-        "7.25" => Reason::Requireptr,
-        "7.23" | "7.24" | "7.26" | "7.27" => Reason::Authfailure,
-        _ => Reason::Undefined,
+/// The reason an RFC 3463 status implies on its own (Sisimai's table, with
+/// the generic `X.0.0` and `5.7.1` left undecided).
+pub fn from_status(status: &str) -> Option<Reason> {
+    let mut p = status.splitn(3, '.');
+    let (class, subject, detail) = (p.next()?, p.next()?, p.next()?);
+    let permanent = class == "5";
+    let r = match (subject, detail) {
+        ("0", d) if d.len() == 3 && d.starts_with('9') => return pseudo_reason(d),
+        ("1", "0" | "1" | "3" | "4") => Reason::Userunknown,
+        ("1", "10") => Reason::Userunknown,
+        ("1", "2") => Reason::Hostunknown,
+        ("1", "6") => Reason::Hasmoved,
+        ("1", "7" | "8") => Reason::Rejected,
+        ("1", "9") if !permanent => Reason::Expired,
+        ("2", "0" | "1") => Reason::Filtered,
+        ("2", "2") => Reason::Mailboxfull,
+        ("2", "3") => Reason::Exceedlimit,
+        ("2", "4") => Reason::Systemerror,
+        ("3", "0") if !permanent => Reason::Systemerror,
+        ("3", "1") => Reason::Systemfull,
+        ("3", "2") if !permanent => Reason::Toomanyconn,
+        ("3", "2") => Reason::Notaccept,
+        ("3", "3" | "5") => Reason::Systemerror,
+        ("3", "4") => Reason::Mesgtoobig,
+        ("4", "0" | "2" | "6" | "14") => Reason::Networkerror,
+        ("4", "1" | "7") if !permanent => Reason::Expired,
+        ("4", "3") => Reason::Systemerror,
+        ("4", "4") => Reason::Hostunknown,
+        ("4", "5") => Reason::Systemfull,
+        ("5", "3") => Reason::Toomanyconn,
+        ("5", "0" | "1" | "2" | "4" | "5") if permanent => Reason::Syntaxerror,
+        ("6", _) => Reason::Contenterror,
+        ("7", "0") if permanent => Reason::Securityerror,
+        ("7", "2" | "3" | "4" | "5" | "7" | "8" | "11" | "12" | "15" | "515") => {
+            Reason::Securityerror
+        }
+        ("7", "9") => Reason::Policyviolation,
+        ("7", "13" | "14") => Reason::Suspend,
+        ("7", "16" | "17" | "18" | "19") => Reason::Rejected,
+        ("7", "20" | "21" | "22" | "23" | "24" | "26" | "509") => Reason::Authfailure,
+        ("7", "25") => Reason::Requireptr,
+        ("7", "27") => Reason::Notaccept,
+        ("7", "606") => Reason::Blocked,
+        ("7", "650" | "651" | "652") => Reason::Badreputation,
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// Statuses whose meaning is narrow enough to beat the text.
+fn status_is_decisive(status: &str) -> bool {
+    matches!(
+        status.get(1..),
+        Some(
+            ".1.6"
+                | ".1.8"
+                | ".2.2"
+                | ".3.4"
+                | ".7.9"
+                | ".7.13"
+                | ".7.25"
+                | ".7.26"
+                | ".7.27"
+                | ".6.0"
+                | ".6.1"
+                | ".7.509"
+                | ".7.515"
+                | ".7.7"
+                | ".7.606"
+                | ".7.650"
+        )
+    )
+}
+
+/// Sisimai's pseudo status detail (`5.0.9NN`) per reason.
+const PSEUDO: &[(Reason, &str)] = &[
+    (Reason::Undefined, "900"),
+    (Reason::Onhold, "901"),
+    (Reason::Norelaying, "909"),
+    (Reason::Filtered, "910"),
+    (Reason::Userunknown, "911"),
+    (Reason::Hostunknown, "912"),
+    (Reason::Hasmoved, "916"),
+    (Reason::Rejected, "918"),
+    (Reason::Suspend, "921"),
+    (Reason::Mailboxfull, "922"),
+    (Reason::Exceedlimit, "923"),
+    (Reason::Systemerror, "930"),
+    (Reason::Systemfull, "931"),
+    (Reason::Notaccept, "932"),
+    (Reason::Mesgtoobig, "934"),
+    (Reason::Mailererror, "939"),
+    (Reason::Networkerror, "944"),
+    (Reason::Toomanyconn, "945"),
+    (Reason::Speeding, "946"),
+    (Reason::Expired, "947"),
+    (Reason::Contenterror, "960"),
+    (Reason::Securityerror, "970"),
+    (Reason::Blocked, "971"),
+    (Reason::Policyviolation, "972"),
+    (Reason::Requireptr, "973"),
+    (Reason::Authfailure, "974"),
+    (Reason::Badreputation, "975"),
+    (Reason::Notcompliantrfc, "976"),
+    (Reason::Spamdetected, "980"),
+    (Reason::Virusdetected, "981"),
+];
+
+fn pseudo_reason(detail: &str) -> Option<Reason> {
+    PSEUDO.iter().find(|(_, d)| *d == detail).map(|(r, _)| *r)
+}
+
+/// Sisimai's pseudo status for a reason, `class` being '4' or '5'.
+pub fn pseudo_status(reason: Reason, class: char) -> String {
+    match PSEUDO.iter().find(|(r, _)| *r == reason) {
+        Some((_, d)) => format!("{class}.0.{d}"),
+        None => String::new(),
     }
 }
 
-/// Whether a failure is permanent: a 5.x status or 5xx code, except reasons
-/// that clear up by themselves.
-fn is_hard(status: &str, code: Option<u16>, reason: Reason) -> bool {
-    let permanent =
-        status.starts_with('5') || (status.is_empty() && code.is_some_and(|c| c >= 500));
-    permanent
-        && !matches!(
-            reason,
-            Reason::Mailboxfull
-                | Reason::Exceedlimit
-                | Reason::Systemfull
-                | Reason::Toomanyconn
-                | Reason::Speeding
-                | Reason::Expired
-                | Reason::Networkerror
-                | Reason::Systemerror
-        )
+/// The SMTP command a diagnostic says the reply answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Conn,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
 }
 
-/// Builds a result, classifying by text first, then by status.
-pub fn result(
-    recipient: String,
-    status: &str,
-    code: Option<u16>,
-    diagnostic: String,
-    action: &str,
-) -> BounceResult {
-    let lower = diagnostic.to_ascii_lowercase();
-    let by_text = TEXT_RULES
+/// Reads the command from "in reply to RCPT TO command", "after RCPT TO:",
+/// ">>> DATA" and the like.
+pub fn find_command(text: &str) -> Option<Command> {
+    // Replies are folded anywhere: "(in reply to\n    RCPT TO command)".
+    let lower = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_ascii_lowercase();
+    const PATTERNS: &[(&str, Command)] = &[
+        ("in reply to end of data", Command::Data),
+        ("after end of data", Command::Data),
+        ("in reply to data", Command::Data),
+        ("after data", Command::Data),
+        (">>> data", Command::Data),
+        ("end of data command", Command::Data),
+        ("in reply to rcpt to", Command::Rcpt),
+        ("after rcpt to", Command::Rcpt),
+        (">>> rcpt to", Command::Rcpt),
+        ("[rcpt_to]", Command::Rcpt),
+        ("smtp:rcpt", Command::Rcpt),
+        ("rcpt to:<", Command::Rcpt),
+        ("in reply to mail from", Command::Mail),
+        ("after mail from", Command::Mail),
+        (">>> mail from", Command::Mail),
+        ("in reply to helo", Command::Helo),
+        ("in reply to ehlo", Command::Helo),
+        (">>> helo", Command::Helo),
+        (">>> ehlo", Command::Helo),
+        ("refused to talk to me", Command::Helo),
+        ("after initial connection", Command::Conn),
+    ];
+    let hay = Haystack::new(lower.as_bytes());
+    PATTERNS
         .iter()
-        .find(|(frag, _)| lower.contains(frag))
-        .map(|(_, r)| *r);
-    let reason = by_text.unwrap_or_else(|| from_status(status));
-    let hard = is_hard(status, code, reason);
-    let action = if action.is_empty() {
-        if status.starts_with('4') || code.is_some_and(|c| (400..500).contains(&c)) {
-            "delayed"
-        } else {
-            "failed"
+        .filter_map(|(p, c)| hay.find(p.as_bytes()).map(|at| (at, *c)))
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, c)| c)
+}
+
+/// What is known about one failed recipient before classification.
+#[derive(Debug, Clone, Default)]
+pub struct Facts<'a> {
+    pub status: &'a str,
+    pub reply_code: Option<u16>,
+    pub diagnostic: &'a str,
+    pub action: &'a str,
+    pub command: Option<Command>,
+    /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
+    pub diagnostic_type: &'a str,
+}
+
+/// Which reasons' phrases a text holds, found in one pass.
+struct Said(u64);
+
+impl Said {
+    fn of(lower: &str) -> Said {
+        let hay = Haystack::new(lower.as_bytes());
+        let mut bits = 0u64;
+        for (r, phrases) in TEXT_RULES {
+            let bit = 1u64 << (*r as u8);
+            if bits & bit == 0 && phrases.iter().any(|p| hay.contains(p.as_bytes())) {
+                bits |= bit;
+            }
         }
-    } else {
-        action
-    };
-    BounceResult {
-        recipient,
-        status: status.to_owned(),
-        reply_code: code,
-        reason,
-        hard,
-        action: action.to_ascii_lowercase(),
-        diagnostic,
-        original_message_id: None,
-        verp_token: None,
+        Said(bits)
+    }
+}
+
+/// Whether `text` says why mail failed in words the classifier knows.
+pub fn names_a_reason(text: &str) -> bool {
+    Said::of(&text.to_ascii_lowercase()).0 != 0
+}
+
+/// Whether the text holds one of the phrases of `reason`.
+fn says(said: &Said, reason: Reason) -> bool {
+    said.0 & (1u64 << (reason as u8)) != 0
+}
+
+/// A text indexed by byte value, so that hundreds of phrases are looked
+/// up by comparing only where their first byte occurs.
+struct Haystack<'a> {
+    text: &'a [u8],
+    /// Positions in `text`, grouped by the byte found there.
+    positions: Vec<u32>,
+    /// `positions[start[b]..start[b + 1]]` are the positions of byte `b`.
+    start: [u32; 257],
+}
+
+impl<'a> Haystack<'a> {
+    fn new(text: &'a [u8]) -> Haystack<'a> {
+        let mut start = [0u32; 257];
+        for &b in text {
+            start[b as usize + 1] += 1;
+        }
+        for i in 1..257 {
+            start[i] += start[i - 1];
+        }
+        let mut next = start;
+        let mut positions = vec![0u32; text.len()];
+        for (i, &b) in text.iter().enumerate() {
+            positions[next[b as usize] as usize] = i as u32;
+            next[b as usize] += 1;
+        }
+        Haystack {
+            text,
+            positions,
+            start,
+        }
+    }
+
+    fn contains(&self, needle: &[u8]) -> bool {
+        self.find(needle).is_some()
+    }
+
+    /// The first position of `needle` (positions are kept in order).
+    fn find(&self, needle: &[u8]) -> Option<usize> {
+        let Some(&first) = needle.first() else {
+            return Some(0);
+        };
+        let (from, to) = (
+            self.start[first as usize] as usize,
+            self.start[first as usize + 1] as usize,
+        );
+        let second = needle.get(1).copied();
+        self.positions[from..to]
+            .iter()
+            .map(|&p| p as usize)
+            // The second byte rules out most places without a memcmp call.
+            .filter(|&p| second.is_none() || self.text.get(p + 1).copied() == second)
+            .find(|&p| self.text[p..].starts_with(needle))
+    }
+}
+
+/// Classes decided by status or text, in Sisimai's order of precedence.
+const FIRST: &[Reason] = &[
+    Reason::Mailboxfull,
+    Reason::Mesgtoobig,
+    Reason::Exceedlimit,
+    Reason::Suspend,
+    Reason::Hasmoved,
+    Reason::Norelaying,
+    Reason::Authfailure,
+    Reason::Userunknown,
+    Reason::Filtered,
+    Reason::Requireptr,
+    Reason::Notcompliantrfc,
+    Reason::Badreputation,
+    Reason::Rejected,
+    Reason::Hostunknown,
+    Reason::Virusdetected,
+    Reason::Spamdetected,
+    Reason::Speeding,
+    Reason::Toomanyconn,
+    Reason::Blocked,
+];
+
+/// Classes tried on the text alone when the status decided nothing.
+const SECOND: &[Reason] = &[
+    Reason::Policyviolation,
+    Reason::Contenterror,
+    Reason::Notaccept,
+    Reason::Systemerror,
+    Reason::Networkerror,
+    Reason::Systemfull,
+    Reason::Expired,
+    Reason::Securityerror,
+    Reason::Mailererror,
+    Reason::Syntaxerror,
+];
+
+/// Statuses too vague to decide when the text says something else.
+fn status_is_vague(r: Reason) -> bool {
+    matches!(
+        r,
+        Reason::Undefined
+            | Reason::Onhold
+            | Reason::Systemerror
+            | Reason::Securityerror
+            | Reason::Expired
+            | Reason::Networkerror
+    )
+}
+
+fn before_data(c: Option<Command>) -> bool {
+    matches!(
+        c,
+        Some(Command::Conn | Command::Helo | Command::Mail | Command::Rcpt)
+    )
+}
+
+/// Sisimai's `true()` of one class: by status, by text, or both.
+fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool {
+    match reason {
+        Reason::Userunknown => {
+            if named == Some(Reason::Userunknown) {
+                // A 5.1.1 whose text says something more specific is that.
+                ![
+                    Reason::Norelaying,
+                    Reason::Blocked,
+                    Reason::Mailboxfull,
+                    Reason::Hasmoved,
+                    Reason::Rejected,
+                    Reason::Notaccept,
+                ]
+                .iter()
+                .any(|r| says(lower, *r))
+            } else {
+                f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown)
+            }
+        }
+        Reason::Filtered => {
+            if named == Some(Reason::Suspend) {
+                false
+            } else if named == Some(Reason::Filtered) {
+                says(lower, Reason::Userunknown) || says(lower, Reason::Filtered)
+            } else {
+                // After DATA (or at an unknown stage) the whole message was
+                // read: "unknown user" there is a content filter's answer.
+                !before_data(f.command)
+                    && (says(lower, Reason::Filtered) || says(lower, Reason::Userunknown))
+            }
+        }
+        Reason::Mesgtoobig => {
+            named == Some(Reason::Mesgtoobig)
+                || (named != Some(Reason::Exceedlimit) && says(lower, Reason::Mesgtoobig))
+        }
+        Reason::Hostunknown => {
+            if named == Some(Reason::Hostunknown) {
+                !says(lower, Reason::Networkerror)
+            } else {
+                says(lower, Reason::Hostunknown)
+            }
+        }
+        r => named == Some(r) || says(lower, r),
+    }
+}
+
+/// The reason of a failure.
+pub fn reason(f: &Facts) -> Reason {
+    let lower = Said::of(&f.diagnostic.to_ascii_lowercase());
+    let named = from_status(f.status);
+    // A local delivery program failed (procmail, a pipe): a mailer error,
+    // unless it says the mailbox is full.
+    if f.diagnostic_type.eq_ignore_ascii_case("x-unix") {
+        return if holds(Reason::Mailboxfull, f, &lower, named) {
+            Reason::Mailboxfull
+        } else {
+            Reason::Mailererror
+        };
+    }
+    if status_is_decisive(f.status)
+        && let Some(r) = named
+    {
+        return r;
+    }
+    if let Some(r) = FIRST.iter().find(|r| holds(**r, f, &lower, named)) {
+        return *r;
+    }
+    // A status whose class the text contradicted above does not decide.
+    if let Some(r) = named.filter(|r| !status_is_vague(*r) && !FIRST.contains(r)) {
+        return r;
+    }
+    if let Some(r) = SECOND.iter().find(|r| says(&lower, **r)) {
+        return *r;
+    }
+    if f.action.starts_with("delayed") || f.action.starts_with("expired") {
+        return Reason::Expired;
+    }
+    if matches!(f.command, Some(Command::Helo | Command::Conn)) {
+        return Reason::Blocked;
+    }
+    match named {
+        // A vague status alone ("4.3.0 try again later") leaves the cause open.
+        Some(Reason::Systemerror) if f.status.starts_with('4') => Reason::Onhold,
+        Some(r) => r,
+        None if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) => Reason::Syntaxerror,
+        // A server said something no rule knows: held for a human, as
+        // Sisimai does; with nothing said at all the reason is unknown.
+        None if find_reply_code(f.diagnostic).is_some() || find_status(f.diagnostic).is_some() => {
+            Reason::Onhold
+        }
+        None => Reason::Undefined,
+    }
+}
+
+/// Whether a failure is a hard bounce (Sisimai's rule: only an unknown
+/// user, an unknown host, a moved address, or a host that accepts no mail
+/// permanently).
+pub fn is_hard(reason: Reason, status: &str, reply_code: Option<u16>) -> bool {
+    match reason {
+        Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => true,
+        Reason::Notaccept => {
+            status.starts_with('5') || (status.is_empty() && reply_code.is_some_and(|c| c >= 500))
+        }
+        _ => false,
     }
 }
 
 /// The first `d.d.d` status in `text` whose class is 2, 4 or 5.
 pub fn find_status(text: &str) -> Option<String> {
-    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .find(|w| {
-            let p: Vec<&str> = w.split('.').collect();
-            p.len() == 3
-                && matches!(p[0], "2" | "4" | "5")
-                && (1..=3).contains(&p[1].len())
-                && (1..=3).contains(&p[2].len())
-                && p.iter().all(|x| x.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .map(str::to_owned)
-}
-
-/// The first three-digit reply code (2xx, 4xx, 5xx) standing alone in `text`.
-pub fn find_reply_code(text: &str) -> Option<u16> {
-    text.split(|c: char| !c.is_ascii_digit())
-        .filter(|w| w.len() == 3)
-        .filter_map(|w| w.parse::<u16>().ok())
-        .find(|c| matches!(c / 100, 2 | 4 | 5))
-}
-
-fn strip_type(value: &str) -> &str {
-    value
-        .split_once(';')
-        .map(|(_, v)| v)
-        .unwrap_or(value)
-        .trim()
-}
-
-/// One recipient's DSN fields; `None` for a recipient that was delivered.
-pub fn from_dsn_fields(fields: &[(String, String)]) -> Option<BounceResult> {
-    let get = |name: &str| {
-        fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let recipient = get("final-recipient")
-        .or_else(|| get("original-recipient"))
-        .map(strip_type)?;
-    let recipient = recipient.trim_matches(['<', '>']).to_owned();
-    let action = get("action")
-        .unwrap_or("failed")
-        .trim()
-        .to_ascii_lowercase();
-    if matches!(action.as_str(), "delivered" | "relayed" | "expanded") {
-        return None;
-    }
-    let diagnostic = get("diagnostic-code")
-        .map(strip_type)
-        .unwrap_or("")
-        .to_owned();
-    let status = get("status")
-        .and_then(find_status)
-        .or_else(|| find_status(&diagnostic))
-        .unwrap_or_default();
-    let code = find_reply_code(&diagnostic);
-    Some(result(recipient, &status, code, diagnostic, &action))
-}
-
-/// Plain-text bounces: a line `<addr>:` (qmail) or `<addr>: text` (Postfix
-/// without a DSN, Exim's `addr` + indented reply) followed by the reply.
-pub fn from_plain_text(text: &str) -> Vec<BounceResult> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut results: Vec<BounceResult> = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.starts_with("--- Below this line") || line.starts_with("------ This is a copy") {
-            break;
-        }
-        let t = line.trim();
-        let Some(rest) = t.strip_prefix('<') else {
-            continue;
-        };
-        let Some((addr, after)) = rest.split_once('>') else {
-            continue;
-        };
-        if !addr.contains('@')
-            || !after.starts_with(':')
-            || results.iter().any(|r| r.recipient == addr)
-        {
-            continue;
-        }
-        let mut detail = after[1..].trim().to_owned();
-        for next in lines.iter().skip(i + 1).take(8) {
-            let n = next.trim();
-            if n.is_empty() || n.starts_with('<') {
-                break;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let boundary_before =
+            i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'.');
+        if matches!(b, b'2' | b'4' | b'5') && boundary_before && bytes.get(i + 1) == Some(&b'.') {
+            let mut j = i + 2;
+            let d1 = digits(bytes, j, 3);
+            if d1 > 0 && bytes.get(j + d1) == Some(&b'.') {
+                j += d1 + 1;
+                let d2 = digits(bytes, j, 3);
+                let end = j + d2;
+                let after_ok = bytes.get(end).is_none_or(|c| {
+                    !(c.is_ascii_alphanumeric()
+                        || (*c == b'.' && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)))
+                });
+                if d2 > 0 && after_ok {
+                    return Some(text[i..end].to_owned());
+                }
             }
-            detail.push(' ');
-            detail.push_str(n);
         }
-        let detail = detail.trim().to_owned();
-        let status = find_status(&detail).unwrap_or_default();
-        let code = find_reply_code(&detail);
-        results.push(result(addr.to_owned(), &status, code, detail, ""));
+        i += 1;
     }
-    results
+    None
+}
+
+fn digits(bytes: &[u8], from: usize, max: usize) -> usize {
+    let n = bytes[from.min(bytes.len())..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    if n <= max { n } else { 0 }
+}
+
+/// The first three-digit reply code (4xx, 5xx, or 2xx) standing alone in `text`.
+pub fn find_reply_code(text: &str) -> Option<u16> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 3 <= bytes.len() {
+        let boundary_before = i == 0
+            || !(bytes[i - 1].is_ascii_alphanumeric()
+                || matches!(bytes[i - 1], b'.' | b'-' | b':' | b'/' | b'#' | b'[' | b'_'));
+        let w = &bytes[i..i + 3];
+        if boundary_before
+            && matches!(w[0], b'2' | b'4' | b'5')
+            && w[1].is_ascii_digit()
+            && w[2].is_ascii_digit()
+            && w[1] <= b'5'
+        {
+            let next = bytes.get(i + 3);
+            let after_ok = next.is_none_or(|c| {
+                matches!(c, b' ' | b'-' | b'\n' | b'\t' | b')' | b':' | b'"' | b',')
+            });
+            if after_ok {
+                let code = u16::from(w[0] - b'0') * 100
+                    + u16::from(w[1] - b'0') * 10
+                    + u16::from(w[2] - b'0');
+                return Some(code);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: &str, code: Option<u16>, diag: &str) -> Reason {
+        reason(&Facts {
+            status,
+            reply_code: code,
+            diagnostic: diag,
+            action: "failed",
+            command: find_command(diag),
+            diagnostic_type: "smtp",
+        })
+    }
+
+    #[test]
+    fn text_beats_a_generic_status() {
+        assert_eq!(
+            r("5.0.0", Some(550), "550 5.0.0 Mailbox full"),
+            Reason::Mailboxfull
+        );
+        assert_eq!(
+            r("5.7.1", Some(554), "554 5.7.1 Message rejected as spam"),
+            Reason::Spamdetected
+        );
+        assert_eq!(
+            r("5.1.1", Some(550), "550 5.1.1 User unknown"),
+            Reason::Userunknown
+        );
+    }
+
+    #[test]
+    fn a_narrow_status_beats_the_text() {
+        assert_eq!(
+            r(
+                "5.7.26",
+                Some(550),
+                "550 5.7.26 Unauthenticated email is not accepted, user unknown"
+            ),
+            Reason::Authfailure
+        );
+        assert_eq!(
+            r("5.2.2", Some(552), "552 over the limit"),
+            Reason::Mailboxfull
+        );
+    }
+
+    #[test]
+    fn status_alone_and_fallbacks() {
+        assert_eq!(r("5.1.2", None, ""), Reason::Hostunknown);
+        assert_eq!(r("4.4.7", None, ""), Reason::Expired);
+        assert_eq!(r("", None, ""), Reason::Undefined);
+        let f = Facts {
+            action: "delayed",
+            ..Facts::default()
+        };
+        assert_eq!(reason(&f), Reason::Expired);
+    }
+
+    #[test]
+    fn unknown_user_after_data_is_filtered() {
+        assert_eq!(
+            r(
+                "5.0.0",
+                Some(550),
+                "host x said: 550 User unknown (in reply to end of DATA command)"
+            ),
+            Reason::Filtered
+        );
+    }
+
+    #[test]
+    fn hard_only_for_permanent_address_failures() {
+        assert!(is_hard(Reason::Userunknown, "5.1.1", Some(550)));
+        assert!(!is_hard(Reason::Mailboxfull, "5.2.2", Some(552)));
+        assert!(is_hard(Reason::Notaccept, "5.1.10", None));
+        assert!(!is_hard(Reason::Notaccept, "4.0.0", None));
+    }
+
+    #[test]
+    fn finds_statuses_and_codes() {
+        assert_eq!(find_status("550 5.1.1 <a@b>: no").as_deref(), Some("5.1.1"));
+        assert_eq!(
+            find_status("ip 192.0.2.1 said 5.7.606 x").as_deref(),
+            Some("5.7.606")
+        );
+        assert_eq!(find_status("version 1.5.2.3"), None);
+        assert_eq!(find_reply_code("host said: 550-5.1.1 x"), Some(550));
+        assert_eq!(find_reply_code("[192.0.2.250]: 421 busy"), Some(421));
+        assert_eq!(pseudo_status(Reason::Userunknown, '5'), "5.0.911");
+    }
 }

@@ -1,32 +1,47 @@
-//! The default bounce parser.
+//! The default bounce parser, modelled on Sisimai.
 //!
-//! - E-mails: RFC 3464 `message/delivery-status` reports (per-recipient
-//!   `Final-Recipient`, `Action`, `Status`, `Diagnostic-Code`), else the
-//!   plain-text bounces of Postfix, qmail and Exim that name the recipient
-//!   followed by the remote server's reply.
+//! - E-mails: ARF feedback reports (`feedback`); RFC 3464 delivery status
+//!   notifications (per-recipient `Final-Recipient`, `Action`, `Status`,
+//!   `Diagnostic-Code`, the reply taken from the text when the report has
+//!   none); the plain-text bounces of qmail, Exim, Postfix, Sendmail,
+//!   Exchange and the providers (recipient lines followed by the reason);
+//!   RFC 3834 auto-replies (`vacation`).
 //! - SMTP replies and log lines: classified by reply code, enhanced status
 //!   and text.
 //!
-//! Never fails: input it cannot read yields no results and a note.
+//! Classification ([`classify`]) follows Sisimai's reason rules, so results
+//! compare with that reference. Never fails: input it cannot read yields no
+//! results and a note.
 
+mod addr;
 mod classify;
+mod dsn;
+mod feedback;
+mod found;
+mod mail;
 mod mime;
+mod plain;
 
+use found::Found;
 use sluice_sdk::bounce::*;
 
 /// The plugin.
 pub struct DsnParser;
+
+/// Recipients read from one e-mail at most: a report naming more is
+/// abuse, and the bound keeps every call well inside its time limit.
+pub(crate) const MAX_RECIPIENTS: usize = 1000;
 
 impl BounceParser for DsnParser {
     fn parse(input: BounceInput) -> BounceOutput {
         match input {
             BounceInput::Email(bytes) => parse_email(&bytes),
             BounceInput::Reply(r) => {
-                let status = r.reply.enhanced.clone().unwrap_or_default();
-                let result =
-                    classify::result(r.recipient, &status, Some(r.reply.code), r.reply.text, "");
+                let mut f = Found::new(&r.recipient, &r.reply.text);
+                f.status = r.reply.enhanced.clone().unwrap_or_default();
+                f.reply_code = Some(r.reply.code);
                 BounceOutput {
-                    results: vec![result],
+                    results: vec![found::finish(f, &|| None)],
                     notes: Vec::new(),
                 }
             }
@@ -35,52 +50,144 @@ impl BounceParser for DsnParser {
     }
 }
 
+/// The reader that found the recipients, for the note of an empty answer.
+fn read(mail: &mail::Mail) -> Vec<Found> {
+    if let Some(found) = feedback::arf(mail) {
+        return found;
+    }
+    let found = dsn::read(mail);
+    if !found.is_empty() {
+        return found;
+    }
+    // An auto-reply says so in its headers; a bounce in its subject or sender.
+    if feedback::marked_auto_reply(mail)
+        && !plain::is_bounce_by_words(mail)
+        && let Some(found) = feedback::vacation(mail)
+    {
+        return found;
+    }
+    if plain::is_bounce(mail) {
+        // Exim and Google name the failed recipients in a header: that
+        // beats any address the text mentions.
+        let mut found = plain::failed_recipients(mail);
+        if found.is_empty() {
+            found = plain::scan(mail);
+        }
+        if found.is_empty() {
+            found = plain::fallback(mail);
+        }
+        // Google Groups bounces a post to a group the sender may not post
+        // to: the group is the recipient, the post was rejected.
+        for f in &mut found {
+            if f.recipient
+                .to_ascii_lowercase()
+                .ends_with("@googlegroups.com")
+            {
+                f.reason = Some(Reason::Rejected);
+            }
+        }
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    feedback::vacation(mail).unwrap_or_default()
+}
+
 fn parse_email(bytes: &[u8]) -> BounceOutput {
     let text = mime::normalize(bytes);
-    let message = mime::Part::parse(&text);
-    let verp_token = message.header("to").and_then(|to| mime::verp_token(&to));
-    let original_id = mime::original_message_id(&message);
-    let mut results = match message.find_content_type("message/delivery-status") {
-        Some(dsn) => mime::dsn_recipients(&dsn.body)
-            .into_iter()
-            .filter_map(|f| classify::from_dsn_fields(&f))
-            .collect(),
-        None => classify::from_plain_text(&message.all_text()),
-    };
-    for r in &mut results {
+    if text.trim().is_empty() {
+        return BounceOutput {
+            results: Vec::new(),
+            notes: vec!["empty input: no e-mail to read".into()],
+        };
+    }
+    let mail = mail::Mail::parse(&text);
+    let verp_token = mail.header("to").and_then(verp_token);
+    let original_id = mail
+        .original_header("message-id")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let mut results: Vec<BounceResult> = Vec::new();
+    let found = read(&mail);
+    // Read at most once per e-mail, and only when a diagnostic does not
+    // name the command itself: the report can be long.
+    let report_command = std::cell::OnceCell::new();
+    for f in found {
+        if f.recipient.trim().is_empty()
+            || results
+                .iter()
+                .any(|r| addr::same(&r.recipient, f.recipient.trim()))
+        {
+            continue;
+        }
+        let mut r = found::finish(f, &|| {
+            *report_command.get_or_init(|| classify::find_command(&mail.report))
+        });
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
+        results.push(r);
     }
     let notes = if results.is_empty() {
-        vec!["no failed recipient found: not a delivery status report and no recipient with a reply in the text".into()]
+        vec![format!(
+            "no failed recipient found in {:?}: not a delivery status report, feedback report or auto-reply, and no recipient with a reason in the text",
+            truncate(&mail.subject, 80)
+        )]
     } else {
         Vec::new()
     };
     BounceOutput { results, notes }
 }
 
-/// Postfix `to=<r>, … status=bounced (…)` and qmail `delivery N: failure: …` lines.
+/// `TOKEN` of a `bounces+TOKEN@domain` return path.
+fn verp_token(to: &str) -> Option<String> {
+    let address = addr::from_field(to)?;
+    let local = address.split_once('@')?.0;
+    let token = local.split_once('+')?.1;
+    (!token.is_empty()).then(|| token.to_owned())
+}
+
+/// Postfix `to=<r>, … status=bounced (…)`, Exim `** r …` and qmail
+/// `delivery N: failure: …` lines.
 fn parse_log_line(line: &str) -> BounceOutput {
     let recipient = line
         .split_once("to=<")
         .and_then(|(_, rest)| rest.split_once('>'))
-        .map(|(r, _)| r.to_owned());
-    let failed = line.contains("status=bounced")
-        || line.contains("status=deferred")
+        .map(|(r, _)| r.to_owned())
+        .or_else(|| {
+            line.split_once(" ** ")
+                .and_then(|(_, rest)| addr::first(rest.split(' ').next().unwrap_or("")))
+        })
+        .or_else(|| {
+            line.contains(": failure: ")
+                .then(|| addr::first(line))
+                .flatten()
+        });
+    let deferred = line.contains("status=deferred") || line.contains(": deferral: ");
+    let failed = deferred
+        || line.contains("status=bounced")
         || line.contains(": failure: ")
-        || line.contains(": deferral: ");
+        || line.contains(" ** ");
     match (recipient, failed) {
         (Some(recipient), true) => {
             let detail = line
                 .split_once(" (")
-                .map(|(_, d)| d.trim_end_matches(')').to_owned())
+                .map(|(_, d)| d.trim_end().trim_end_matches(')').to_owned())
+                .or_else(|| line.split_once(": failure: ").map(|(_, d)| d.to_owned()))
+                .or_else(|| line.split_once(": deferral: ").map(|(_, d)| d.to_owned()))
                 .unwrap_or_else(|| line.to_owned());
-            let status = classify::find_status(&detail).unwrap_or_default();
-            let code = classify::find_reply_code(&detail);
-            let mut r = classify::result(recipient, &status, code, detail, "");
-            if line.contains("status=deferred") || line.contains(": deferral: ") {
+            // qmail writes the remote reply with '_' for spaces.
+            let detail = if line.contains(": failure: ") || line.contains(": deferral: ") {
+                detail.replace('_', " ")
+            } else {
+                detail
+            };
+            let mut f = Found::new(&recipient, &detail);
+            if deferred {
+                f.action = "delayed".into();
+            }
+            let mut r = found::finish(f, &|| None);
+            if deferred {
                 r.hard = false;
-                r.action = "delayed".into();
             }
             BounceOutput {
                 results: vec![r],
@@ -213,5 +320,285 @@ Subject: hello\r
         let out = DsnParser::parse(BounceInput::LogLine(line.into()));
         assert_eq!(out.results[0].recipient, "x@y.z");
         assert_eq!(out.results[0].reason, Reason::Spamdetected);
+    }
+
+    fn reply(code: u16, enhanced: &str, text: &str) -> BounceResult {
+        let out = DsnParser::parse(BounceInput::Reply(ReplyInput {
+            recipient: "rcpt@example.org".into(),
+            reply: SmtpReply {
+                code,
+                enhanced: (!enhanced.is_empty()).then(|| enhanced.into()),
+                text: text.into(),
+            },
+        }));
+        out.results
+            .into_iter()
+            .next()
+            .expect("a reply always gives a result")
+    }
+
+    #[test]
+    fn replies_are_classified_like_sisimai() {
+        let cases: &[(u16, &str, &str, Reason, bool)] = &[
+            (
+                550,
+                "5.1.1",
+                "<a@b.example>: Recipient address rejected: User unknown in local recipient table",
+                Reason::Userunknown,
+                true,
+            ),
+            (552, "5.2.2", "Mailbox full", Reason::Mailboxfull, false),
+            (
+                550,
+                "5.1.1",
+                "The email account that you tried to reach is over quota",
+                Reason::Mailboxfull,
+                false,
+            ),
+            (
+                554,
+                "5.7.1",
+                "Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org",
+                Reason::Blocked,
+                false,
+            ),
+            (
+                550,
+                "5.7.1",
+                "Message rejected as spam by Content Filtering",
+                Reason::Spamdetected,
+                false,
+            ),
+            (
+                550,
+                "5.7.26",
+                "This message does not have authentication information or fails to pass authentication checks",
+                Reason::Authfailure,
+                false,
+            ),
+            (550, "5.1.6", "Recipient has moved", Reason::Hasmoved, true),
+            (
+                552,
+                "5.3.4",
+                "Message size exceeds fixed limit",
+                Reason::Mesgtoobig,
+                false,
+            ),
+            (
+                550,
+                "5.2.1",
+                "The email account that you tried to reach is disabled",
+                Reason::Suspend,
+                false,
+            ),
+            (
+                554,
+                "5.7.1",
+                "<a@b.example>: Relay access denied",
+                Reason::Norelaying,
+                false,
+            ),
+            (
+                421,
+                "4.7.0",
+                "Try again later, closing connection. (EHLO) too many connections",
+                Reason::Toomanyconn,
+                false,
+            ),
+            (
+                550,
+                "5.7.25",
+                "The IP address sending this message does not have a PTR record setup",
+                Reason::Requireptr,
+                false,
+            ),
+            (550, "", "Host unknown", Reason::Hostunknown, true),
+            (
+                556,
+                "5.1.10",
+                "Recipient address has null MX",
+                Reason::Notaccept,
+                true,
+            ),
+            (
+                550,
+                "5.1.10",
+                "RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+                Reason::Userunknown,
+                true,
+            ),
+        ];
+        for (code, status, text, reason, hard) in cases {
+            let r = reply(*code, status, text);
+            assert_eq!(
+                (r.reason, r.hard),
+                (*reason, *hard),
+                "{code} {status} {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_and_reply_code_are_read_from_the_text_when_missing() {
+        let r = reply(550, "", "550 5.1.1 <a@b.example>... User unknown");
+        assert_eq!(r.status, "5.1.1");
+        let r = reply(550, "", "Unknown user here");
+        // No status anywhere: Sisimai's pseudo status for the reason.
+        assert_eq!((r.status.as_str(), r.reason), ("5.0.910", Reason::Filtered));
+    }
+
+    #[test]
+    fn unknown_user_after_data_is_a_filter_before_data_an_unknown_user() {
+        let after = reply(
+            550,
+            "",
+            "host mx said: 550 Unknown user (in reply to end of DATA command)",
+        );
+        let before = reply(
+            550,
+            "",
+            "host mx said: 550 Unknown user (in reply to RCPT TO command)",
+        );
+        assert_eq!(
+            (after.reason, before.reason),
+            (Reason::Filtered, Reason::Userunknown)
+        );
+        assert!(!after.hard && before.hard);
+    }
+
+    #[test]
+    fn reads_exim_plain_text_with_failed_recipients_header() {
+        let exim = "From: Mail Delivery System <Mailer-Daemon@mx.example.net>\nTo: sender@example.com\nSubject: Mail delivery failed: returning message to sender\nX-Failed-Recipients: gone@example.org\n\nThis message was created automatically by mail delivery software.\n\nA message that you sent could not be delivered to one or more of its\nrecipients. This is a permanent error. The following address(es) failed:\n\n  gone@example.org\n    SMTP error from remote mail server after RCPT TO:<gone@example.org>:\n    host mx.example.org [192.0.2.9]: 550 5.1.1 <gone@example.org>: Recipient address rejected: User unknown\n\n------ This is a copy of the message, including all the headers. ------\n\nMessage-Id: <m1@example.com>\nTo: gone@example.org\nFrom: sender@example.com\n\nhi\n";
+        let out = DsnParser::parse(BounceInput::Email(exim.as_bytes().to_vec()));
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        let r = &out.results[0];
+        assert_eq!(
+            (r.recipient.as_str(), r.status.as_str(), r.reply_code),
+            ("gone@example.org", "5.1.1", Some(550))
+        );
+        assert_eq!((r.reason, r.hard), (Reason::Userunknown, true));
+        assert_eq!(r.original_message_id.as_deref(), Some("<m1@example.com>"));
+    }
+
+    #[test]
+    fn reads_feedback_reports_and_auto_replies() {
+        let arf = "From: abuse@isp.example\nTo: fbl@example.com\nSubject: FW: hi\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nThis is an email abuse report.\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nUser-Agent: x/1\nVersion: 1\nOriginal-Rcpt-To: <complainer@isp.example>\n\n--b\nContent-Type: message/rfc822\n\nFrom: news@example.com\nTo: complainer@isp.example\nMessage-ID: <n1@example.com>\n\nbuy\n--b--\n";
+        let out = DsnParser::parse(BounceInput::Email(arf.as_bytes().to_vec()));
+        assert_eq!(out.results[0].recipient, "complainer@isp.example");
+        assert_eq!(
+            (out.results[0].reason, out.results[0].hard),
+            (Reason::Feedback, false)
+        );
+        let away = "From: Kim <kim@example.org>\nTo: news@example.com\nSubject: Out of Office: hi\nAuto-Submitted: auto-replied\n\nI am away until Monday.\n";
+        let out = DsnParser::parse(BounceInput::Email(away.as_bytes().to_vec()));
+        assert_eq!(out.results[0].recipient, "kim@example.org");
+        assert_eq!(out.results[0].reason, Reason::Vacation);
+    }
+
+    #[test]
+    fn base64_delivery_status_and_wrong_boundary_are_read() {
+        let dsn = "Reporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; a@example.org\nAction: failed\nStatus: 5.2.2\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\n";
+        let b64 = {
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut s = String::new();
+            for c in dsn.as_bytes().chunks(3) {
+                let n = (u32::from(c[0]) << 16)
+                    | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                    | u32::from(*c.get(2).unwrap_or(&0));
+                for i in 0..4 {
+                    if i <= c.len() {
+                        s.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char)
+                    } else {
+                        s.push('=')
+                    }
+                }
+            }
+            s
+        };
+        let mail = format!(
+            "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail\nContent-Type: multipart/report; boundary=\"declared\"\n\n--actual\nContent-Type: text/plain\n\nSorry.\n--actual\nContent-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n{b64}\n--actual--\n"
+        );
+        let out = DsnParser::parse(BounceInput::Email(mail.into_bytes()));
+        assert_eq!(out.results.len(), 1, "{out:?}");
+        assert_eq!(
+            (out.results[0].reason, out.results[0].status.as_str()),
+            (Reason::Mailboxfull, "5.2.2")
+        );
+    }
+
+    #[test]
+    fn ordinary_mail_is_not_a_bounce() {
+        let m = "From: friend@example.org\nTo: me@example.com\nSubject: lunch?\n\nAre you free at noon? Write to bob@example.net.\n";
+        let out = DsnParser::parse(BounceInput::Email(m.as_bytes().to_vec()));
+        assert!(out.results.is_empty());
+        assert_eq!(out.notes.len(), 1);
+    }
+
+    /// Every e-mail of the corpus beside the crate, cut short at many
+    /// points and with bytes overwritten: the parser never panics and always
+    /// answers with results or a note.
+    #[test]
+    fn damaged_corpus_mail_never_breaks_the_parser() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/bounces");
+        let mut dirs = vec![root];
+        let mut files = Vec::new();
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("corpus directory") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "eml") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 400, "only {} corpus files", files.len());
+        let mut runs = 0;
+        for f in files.iter().step_by(7) {
+            let bytes = std::fs::read(f).expect("corpus file");
+            for cut in 1..8 {
+                let end = bytes.len() * cut / 8;
+                let mut damaged = bytes[..end].to_vec();
+                for i in (0..damaged.len()).step_by(97) {
+                    damaged[i] = [0xff, b'\r', b'-', b'=', 0][i % 5];
+                }
+                for input in [bytes[..end].to_vec(), damaged] {
+                    let out = DsnParser::parse(BounceInput::Email(input));
+                    assert!(
+                        !out.results.is_empty() || !out.notes.is_empty(),
+                        "{}",
+                        f.display()
+                    );
+                    runs += 1;
+                }
+            }
+        }
+        assert!(runs > 500, "only {runs} runs");
+    }
+
+    #[test]
+    fn deeply_nested_multiparts_are_bounded() {
+        let mut m = String::from("Subject: Undelivered Mail\n");
+        for i in 0..200 {
+            m.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+            ));
+        }
+        m.push_str("\n<a@example.org>: 550 5.1.1 user unknown\n");
+        let out = DsnParser::parse(BounceInput::Email(m.into_bytes()));
+        assert!(!out.results.is_empty() || !out.notes.is_empty());
+    }
+
+    #[test]
+    fn a_report_naming_very_many_recipients_is_bounded() {
+        let mut m =
+            String::from("From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail\n\n");
+        for i in 0..50_000 {
+            m.push_str(&format!("<user{i}@example.org>: 550 5.1.1 user unknown\n"));
+        }
+        let out = DsnParser::parse(BounceInput::Email(m.into_bytes()));
+        assert_eq!(out.results.len(), MAX_RECIPIENTS);
     }
 }

@@ -1,178 +1,474 @@
-//! Just enough MIME to find the parts of a bounce: headers with folding,
-//! multipart bodies by boundary, and the fields of a delivery-status part.
-
-/// One MIME entity: its unfolded headers and its raw body.
-#[derive(Debug)]
-pub struct Part {
-    headers: Vec<(String, String)>,
-    pub body: String,
-}
+//! Just enough MIME to read a bounce: line endings normalised, headers
+//! unfolded (encoded-words decoded), multipart bodies split by boundary,
+//! quoted-printable and base64 parts decoded, and every charset read as
+//! lossy UTF-8 (a bounce's telling parts are ASCII; the rest only has to
+//! survive).
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
 pub fn normalize(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes)
-        .replace("\r\n", "\n")
-        .replace('\r', "\n")
+    let text = String::from_utf8_lossy(bytes);
+    if !text.contains('\r') {
+        return text.into_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' {
+            if chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            out.push('\n');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
-/// Parses `name: value` lines with continuation lines, up to the first blank line.
-pub fn parse_fields(text: &str) -> (Vec<(String, String)>, &str) {
-    let mut fields: Vec<(String, String)> = Vec::new();
-    let mut rest = "";
+/// Unfolded `name: value` fields, names in lower case.
+pub type Fields = Vec<(String, String)>;
+
+/// Parses header fields up to the first blank line; returns them and the rest.
+pub fn parse_fields(text: &str) -> (Fields, &str) {
+    let mut fields: Fields = Vec::new();
     let mut offset = 0;
     for line in text.split_inclusive('\n') {
-        offset += line.len();
         let l = line.trim_end_matches('\n');
         if l.trim().is_empty() {
-            rest = &text[offset..];
-            break;
+            return (fields, &text[offset + line.len()..]);
         }
+        offset += line.len();
         if l.starts_with([' ', '\t']) {
             if let Some(last) = fields.last_mut() {
-                last.1.push(' ');
+                if !last.1.is_empty() {
+                    last.1.push(' ');
+                }
                 last.1.push_str(l.trim());
             }
-        } else if let Some((name, value)) = l.split_once(':') {
-            fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        } else {
+            match l.split_once(':') {
+                Some((name, value))
+                    if !name.trim().is_empty() && !name.trim().contains([' ', '=']) =>
+                {
+                    fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                }
+                // A parameter line that lost its indentation (`boundary=...`).
+                _ if l.contains('=') => {
+                    if let Some(last) = fields.last_mut() {
+                        last.1.push(' ');
+                        last.1.push_str(l.trim());
+                    }
+                }
+                _ => {}
+            }
         }
-        rest = &text[offset..];
     }
-    (fields, rest)
+    (fields, "")
 }
+
+/// The first field called `name` (lower case).
+pub fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// One MIME entity.
+#[derive(Debug, Default)]
+pub struct Part {
+    pub headers: Fields,
+    /// Lower-case media type, `text/plain` when absent.
+    pub content_type: String,
+    /// The decoded body (leaves only).
+    pub body: String,
+    pub children: Vec<Part>,
+}
+
+/// A leaf of the tree with where it sits.
+#[derive(Debug)]
+pub struct Leaf<'a> {
+    pub part: &'a Part,
+    /// Inside a returned message (`message/rfc822`, `text/rfc822-headers`).
+    pub returned: bool,
+}
+
+/// The fields of a returned message anything reads.
+const RETURNED_FIELDS: &[&str] = &[
+    "message-id",
+    "to",
+    "from",
+    "return-path",
+    "envelope-to",
+    "x-original-to",
+    "x-hmxmroriginalrecipient",
+    "content-type",
+    "subject",
+];
+
+/// Deep multiparts are not worth following (and bound the work).
+const MAX_DEPTH: usize = 8;
 
 impl Part {
     pub fn parse(text: &str) -> Part {
-        let (headers, body) = parse_fields(text);
+        Part::parse_at(text, 0)
+    }
+
+    /// A returned message: only its headers matter (Message-ID, To), so
+    /// its body, often the largest part, is neither split nor decoded.
+    fn returned(text: &str) -> Part {
+        let (mut headers, _) = parse_fields(text);
+        headers.retain(|(n, _)| RETURNED_FIELDS.contains(&n.as_str()));
+        let content_type = field(&headers, "content-type")
+            .and_then(|v| v.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "text/plain".to_owned());
         Part {
             headers,
-            body: body.to_owned(),
+            content_type,
+            ..Part::default()
         }
     }
 
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn content_type(&self) -> String {
-        self.header("content-type")
-            .unwrap_or_else(|| "text/plain".into())
-            .to_ascii_lowercase()
-    }
-
-    fn boundary(&self) -> Option<String> {
-        let ct = self.header("content-type")?;
-        let lower = ct.to_ascii_lowercase();
-        let at = lower.find("boundary=")? + "boundary=".len();
-        let raw = &ct[at..];
-        let value = match raw.strip_prefix('"') {
-            Some(q) => q.split('"').next().unwrap_or(""),
-            None => raw.split([';', ' ']).next().unwrap_or(""),
+    fn parse_at(text: &str, depth: usize) -> Part {
+        let (headers, body) = parse_fields(text);
+        let raw_type = field(&headers, "content-type").unwrap_or("text/plain");
+        let content_type = raw_type
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let content_type = if content_type.is_empty() {
+            "text/plain".to_owned()
+        } else {
+            content_type
         };
-        (!value.is_empty()).then(|| value.to_owned())
-    }
-
-    /// Sub-parts of a multipart body (empty for a leaf).
-    pub fn children(&self) -> Vec<Part> {
-        let Some(boundary) = self.boundary() else {
-            return Vec::new();
+        let mut part = Part {
+            content_type,
+            ..Part::default()
         };
-        let delimiter = format!("--{boundary}");
-        let mut parts = Vec::new();
-        let mut current: Option<String> = None;
-        for line in self.body.split('\n') {
-            if line.starts_with(&delimiter) {
-                if let Some(p) = current.take() {
-                    parts.push(Part::parse(&p));
+        if depth < MAX_DEPTH {
+            if part.content_type.starts_with("multipart/") {
+                let declared = param(raw_type, "boundary");
+                let mut pieces = declared
+                    .as_deref()
+                    .map(|b| split_multipart(body, b))
+                    .unwrap_or_default();
+                // Some MTAs declare one boundary and use another: take the
+                // first "--token" line that comes back later.
+                if pieces.is_empty()
+                    && let Some(b) = guess_boundary(body)
+                {
+                    pieces = split_multipart(body, &b);
                 }
-                if line.trim_end().ends_with("--") && line.trim_end().len() == delimiter.len() + 2 {
-                    break;
+                part.children = pieces
+                    .into_iter()
+                    .map(|c| Part::parse_at(c, depth + 1))
+                    .collect();
+                // A "multipart" without parts is read as the text it is.
+                if part.children.is_empty() {
+                    part.content_type = "text/plain".into();
                 }
-                current = Some(String::new());
-            } else if let Some(p) = current.as_mut() {
-                p.push_str(line);
-                p.push('\n');
+            } else if part.content_type == "message/rfc822" || part.content_type == "message/global"
+            {
+                let inner = decode_body(&headers, body);
+                let inner = inner.trim_start_matches('\n');
+                let child = Part::returned(inner);
+                // A forwarded bounce carries the report inside: read it all.
+                part.children = vec![if child.content_type == "multipart/report" {
+                    Part::parse_at(inner, depth + 1)
+                } else {
+                    child
+                }];
             }
         }
-        if let Some(p) = current {
-            parts.push(Part::parse(&p));
+        // Only text says anything about a bounce: images and other
+        // attachments are not decoded.
+        let readable = part.content_type.starts_with("text/")
+            || part.content_type.starts_with("message/")
+            || part.content_type.starts_with("multipart/");
+        if part.children.is_empty() && readable {
+            part.body = decode_body(&headers, body);
         }
-        parts
+        part.headers = headers;
+        part
     }
 
-    /// The first part, depth first, whose content type starts with `wanted`.
-    pub fn find_content_type(&self, wanted: &str) -> Option<Part> {
-        if self.content_type().starts_with(wanted) {
-            return Some(Part {
-                headers: self.headers.clone(),
-                body: self.body.clone(),
+    pub fn header(&self, name: &str) -> Option<&str> {
+        field(&self.headers, name)
+    }
+
+    /// Every leaf, depth first, marked when it belongs to a returned message.
+    pub fn leaves(&self) -> Vec<Leaf<'_>> {
+        let mut out = Vec::new();
+        self.collect(false, &mut out, true);
+        out
+    }
+
+    fn collect<'a>(&'a self, returned: bool, out: &mut Vec<Leaf<'a>>, top: bool) {
+        let inner_returned = returned
+            || (!top
+                && (self.content_type == "message/rfc822"
+                    || self.content_type == "message/global"
+                    || self.content_type == "text/rfc822-headers"
+                    || self.content_type == "text/rfc822-header"
+                    || self.content_type == "message/rfc822-headers"));
+        if self.children.is_empty() {
+            out.push(Leaf {
+                part: self,
+                returned: inner_returned,
             });
         }
-        self.children()
-            .into_iter()
-            .find_map(|c| c.find_content_type(wanted))
-    }
-
-    /// The text of every leaf, in order (for bounces without a DSN part).
-    pub fn all_text(&self) -> String {
-        let children = self.children();
-        if children.is_empty() {
-            return self.body.clone();
+        for c in &self.children {
+            c.collect(inner_returned, out, false);
         }
-        children
-            .iter()
-            .map(Part::all_text)
-            .collect::<Vec<_>>()
-            .join("\n")
     }
 }
 
-/// Field groups of a delivery-status body after the per-message group:
-/// one map per recipient.
-pub fn dsn_recipients(body: &str) -> Vec<Vec<(String, String)>> {
-    let mut groups = Vec::new();
-    let mut rest = body.trim_start_matches('\n');
-    while !rest.trim().is_empty() {
-        let (fields, after) = parse_fields(rest);
-        if after.len() == rest.len() {
-            break;
+/// A parameter of a structured header value (`boundary`, `charset`, ...).
+pub fn param(value: &str, name: &str) -> Option<String> {
+    let lower = value.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(name) {
+        let at = from + i;
+        from = at + name.len();
+        let before_ok = at == 0 || matches!(lower.as_bytes()[at - 1], b';' | b' ' | b'\t');
+        let rest = lower[from..].trim_start();
+        if !before_ok || !rest.starts_with('=') {
+            continue;
         }
-        if !fields.is_empty() {
-            groups.push(fields);
-        }
-        rest = after.trim_start_matches('\n');
+        let start = value.len() - rest.len() + 1;
+        let raw = value[start..].trim_start();
+        let v = match raw.strip_prefix('"') {
+            Some(q) => q.split('"').next().unwrap_or(""),
+            None => raw.split([';', ' ', '\t']).next().unwrap_or(""),
+        };
+        return (!v.is_empty()).then(|| v.to_owned());
     }
-    groups
-        .into_iter()
-        .filter(|g| {
-            g.iter()
-                .any(|(n, _)| n == "final-recipient" || n == "original-recipient")
-        })
-        .collect()
+    None
 }
 
-/// `TOKEN` of a `bounces+TOKEN@domain` address.
-pub fn verp_token(to: &str) -> Option<String> {
-    let addr = to
-        .rsplit_once('<')
-        .map(|(_, a)| a.trim_end_matches('>'))
-        .unwrap_or(to)
-        .trim();
-    let local = addr.split_once('@')?.0;
-    let token = local.split_once('+')?.1;
-    (!token.is_empty()).then(|| token.to_owned())
+fn guess_boundary(body: &str) -> Option<String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for line in body.lines() {
+        let l = line.trim_end();
+        if let Some(token) = l.strip_prefix("--") {
+            let token = token.strip_suffix("--").unwrap_or(token);
+            if token.len() >= 4 && !token.contains(' ') {
+                if seen.contains(&token) {
+                    return Some(token.to_owned());
+                }
+                seen.push(token);
+            }
+        }
+    }
+    None
 }
 
-/// The `Message-ID` of the returned message, from its headers part.
-pub fn original_message_id(message: &Part) -> Option<String> {
-    let returned = message
-        .find_content_type("text/rfc822-headers")
-        .or_else(|| message.find_content_type("message/rfc822"))?;
-    let (fields, _) = parse_fields(returned.body.trim_start_matches('\n'));
-    fields
-        .into_iter()
-        .find(|(n, _)| n == "message-id")
-        .map(|(_, v)| v)
+fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut start: Option<usize> = None;
+    let mut offset = 0;
+    for line in body.split_inclusive('\n') {
+        let l = line.trim_end();
+        if l.starts_with(&delimiter) {
+            if let Some(s) = start.take() {
+                parts.push(&body[s..offset]);
+            }
+            if l[delimiter.len()..].starts_with("--") {
+                return parts;
+            }
+            start = Some(offset + line.len());
+        }
+        offset += line.len();
+    }
+    if let Some(s) = start {
+        parts.push(&body[s..]);
+    }
+    parts
+}
+
+fn decode_body(headers: &Fields, body: &str) -> String {
+    let encoding = field(headers, "content-transfer-encoding")
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match encoding.as_str() {
+        "base64" => {
+            let bytes = base64(body);
+            // A "base64" part that does not decode is left as it was.
+            if bytes.is_empty() && !body.trim().is_empty() {
+                body.to_owned()
+            } else {
+                normalize(&bytes)
+            }
+        }
+        "quoted-printable" => normalize(&quoted_printable(body, false)),
+        _ => body.to_owned(),
+    }
+}
+
+/// Base64 with whitespace and junk skipped; stops at padding.
+pub fn base64(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for b in text.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Quoted-printable; `underscore_space` for the Q encoding of encoded-words.
+pub fn quoted_printable(text: &str, underscore_space: bool) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'=' {
+            if bytes.get(i + 1) == Some(&b'\n') {
+                i += 2;
+                continue;
+            }
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+            // "=  \n": a soft break with trailing blanks.
+            let rest = &bytes[i + 1..];
+            let blanks = rest
+                .iter()
+                .take_while(|c| **c == b' ' || **c == b'\t')
+                .count();
+            if rest.get(blanks) == Some(&b'\n') {
+                i += 2 + blanks;
+                continue;
+            }
+            out.push(b);
+        } else if b == b'_' && underscore_space {
+            out.push(b' ');
+        } else {
+            out.push(b);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Decodes RFC 2047 encoded-words (`=?charset?B|Q?...?=`), charset-agnostic.
+pub fn decode_words(value: &str) -> String {
+    if !value.contains("=?") {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    let mut last_was_word = false;
+    while let Some(start) = rest.find("=?") {
+        let (before, after) = rest.split_at(start);
+        let decoded = (|| {
+            let inner = &after[2..];
+            let (_charset, inner) = inner.split_once('?')?;
+            let (enc, inner) = inner.split_once('?')?;
+            let end = inner.find("?=")?;
+            let data = &inner[..end];
+            let bytes = match enc {
+                "B" | "b" => base64(data),
+                "Q" | "q" => quoted_printable(data, true),
+                _ => return None,
+            };
+            let used = 2 + (after.len() - 2 - inner.len()) + end + 2;
+            Some((String::from_utf8_lossy(&bytes).into_owned(), used))
+        })();
+        match decoded {
+            Some((text, used)) => {
+                // Whitespace between adjacent encoded-words is dropped.
+                if !(last_was_word && before.trim().is_empty()) {
+                    out.push_str(before);
+                }
+                out.push_str(&text);
+                rest = &after[used..];
+                last_was_word = true;
+            }
+            None => {
+                out.push_str(before);
+                out.push_str("=?");
+                rest = &after[2..];
+                last_was_word = false;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_and_quoted_printable() {
+        assert_eq!(base64("aGVs\nbG8="), b"hello");
+        assert_eq!(quoted_printable("a=3Db=\nc", false), b"a=bc");
+        assert_eq!(quoted_printable("a_b", true), b"a b");
+    }
+
+    #[test]
+    fn encoded_words() {
+        assert_eq!(
+            decode_words("=?UTF-8?B?VW5kZWxpdmVyZWQ=?= =?utf-8?Q?_Mail?= x"),
+            "Undelivered Mail x"
+        );
+        assert_eq!(decode_words("no =? words"), "no =? words");
+    }
+
+    #[test]
+    fn multipart_with_encoded_leaf_and_returned_message() {
+        let m = "Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Transfer-Encoding: base64\n\naGVsbG8=\n--b\nContent-Type: message/rfc822\n\nSubject: orig\n\nbody\n--b--\n";
+        let p = Part::parse(m);
+        let leaves = p.leaves();
+        assert_eq!(leaves.len(), 2);
+        assert_eq!(leaves[0].part.body, "hello");
+        assert!(!leaves[0].returned && leaves[1].returned);
+        assert_eq!(leaves[1].part.header("subject"), Some("orig"));
+    }
+
+    #[test]
+    fn params() {
+        assert_eq!(
+            param(
+                "multipart/report; report-type=delivery-status;\tboundary=\"x y\"",
+                "boundary"
+            )
+            .as_deref(),
+            Some("x y")
+        );
+        assert_eq!(
+            param("text/plain; charset=utf-8", "charset").as_deref(),
+            Some("utf-8")
+        );
+    }
 }

@@ -1,0 +1,245 @@
+//! `sluice bounce parse | eval | bench`: the bounce stage on files.
+
+use super::UsageError;
+use crate::bounce_eval::{self, Manifest};
+use crate::builtin;
+use crate::mbox;
+use crate::runtime::{Plugin, PluginSpec, Runtime, RuntimeConfig};
+use crate::stage::{BounceInput, Stage};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Subcommand)]
+pub enum BounceCommand {
+    /// Parse bounce e-mails (mbox files are split) and print one JSON line per result.
+    Parse {
+        #[command(flatten)]
+        plugin: PluginArg,
+        /// E-mail or mbox files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Score a bounce plugin against a manifest (JSON Lines, paths relative to it).
+    Eval {
+        #[command(flatten)]
+        plugin: PluginArg,
+        manifest: PathBuf,
+        /// Also print every row that disagrees, and the table per family.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Bounce e-mails parsed per second through the Wasm plugin, one thread.
+    Bench {
+        #[command(flatten)]
+        plugin: PluginArg,
+        /// A directory of e-mails (searched recursively) or a manifest.
+        corpus: PathBuf,
+        /// Measure for at least this many seconds per mode.
+        #[arg(long, default_value_t = 3)]
+        secs: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PluginArg {
+    /// A bounce plugin component instead of the built-in default.
+    #[arg(long, value_name = "FILE.wasm")]
+    plugin: Option<PathBuf>,
+}
+
+pub fn run(cmd: BounceCommand) -> Result<ExitCode> {
+    match cmd {
+        BounceCommand::Parse { plugin, files } => parse(&plugin, &files),
+        BounceCommand::Eval {
+            plugin,
+            manifest,
+            verbose,
+        } => eval(&plugin, &manifest, verbose),
+        BounceCommand::Bench {
+            plugin,
+            corpus,
+            secs,
+        } => bench(&plugin, &corpus, Duration::from_secs(secs)),
+    }
+}
+
+fn load(arg: &PluginArg, reuse_instances: bool) -> Result<Plugin> {
+    let (name, bytes) = match &arg.plugin {
+        Some(file) => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
+            (file.display().to_string(), bytes)
+        }
+        None => {
+            let b = builtin::default_for(Stage::Bounce);
+            (b.name.to_owned(), b.wasm.to_vec())
+        }
+    };
+    let mut spec = PluginSpec::for_stage(Stage::Bounce);
+    spec.limits.reuse_instances = reuse_instances;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    runtime
+        .load(Stage::Bounce, &name, &bytes, spec)
+        .with_context(|| format!("{name} cannot be loaded as a bounce plugin"))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())).into())
+}
+
+fn parse(arg: &PluginArg, files: &[PathBuf]) -> Result<ExitCode> {
+    let plugin = load(arg, true)?;
+    let mut out = std::io::stdout().lock();
+    for path in files {
+        let bytes = read(path)?;
+        let file = path.display().to_string();
+        for (i, message) in mbox::split(&bytes).into_iter().enumerate() {
+            let answer = plugin
+                .bounce(&BounceInput::Email(message.to_vec()))
+                .with_context(|| format!("{file}, message {}", i + 1))?;
+            if answer.results.is_empty() {
+                let line =
+                    json!({"file": file, "msg": i + 1, "no_result": true, "notes": answer.notes});
+                writeln!(out, "{line}")?;
+            }
+            for r in &answer.results {
+                let line = json!({
+                    "file": file,
+                    "msg": i + 1,
+                    "recipient": r.recipient,
+                    "status": r.status,
+                    "replycode": r.reply_code.map(|c| c.to_string()).unwrap_or_default(),
+                    "reason": bounce_eval::reason_name(r),
+                    "hardbounce": r.hard,
+                    "action": r.action,
+                    "diagnostic": r.diagnostic,
+                    "original_message_id": r.original_message_id,
+                    "verp_token": r.verp_token,
+                });
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eval(arg: &PluginArg, path: &Path, verbose: bool) -> Result<ExitCode> {
+    let manifest = Manifest::read(path).map_err(|e| UsageError(e.to_string()))?;
+    let plugin = load(arg, true)?;
+    let report = bounce_eval::evaluate(&manifest, |m| {
+        plugin
+            .bounce(&BounceInput::Email(m.bytes.clone()))
+            .with_context(|| format!("{}, message {}", m.file, m.msg))
+    })?;
+    if verbose {
+        for o in report.mismatches() {
+            let got = o.got.as_ref().map(|g| {
+                json!({"recipient": g.recipient, "status": g.status,
+                    "reason": bounce_eval::reason_name(g), "hard": g.hard,
+                    "diagnostic": g.diagnostic.chars().take(160).collect::<String>()})
+            });
+            let r = &o.row;
+            let want = json!({"recipient": r.recipient, "status": r.status,
+                "reason": r.reason, "hard": r.hardbounce, "no_result": r.no_result});
+            println!("{}#{}\n  want {want}\n  got  {}", r.file, r.msg, json!(got));
+        }
+        println!("\n| family | n | rcpt | status | reason | hard |");
+        for (family, s) in report.by_family() {
+            println!(
+                "| {family} | {} | {} | {} | {} | {} |",
+                s.labelled, s.recipient, s.status, s.reason, s.hard
+            );
+        }
+        println!();
+    }
+    println!("{}", report.scores);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The e-mails of a corpus: a manifest's messages, or every file under a
+/// directory (mbox files split).
+fn corpus(path: &Path) -> Result<Vec<Vec<u8>>> {
+    if path.is_file() {
+        let manifest = Manifest::read(path).map_err(|e| UsageError(e.to_string()))?;
+        return Ok(manifest.messages.into_iter().map(|m| m.bytes).collect());
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![path.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", dir.display())))?;
+        for entry in entries {
+            let p = entry?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "eml") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut messages = Vec::new();
+    for f in files {
+        let bytes = read(&f)?;
+        messages.extend(mbox::split(&bytes).into_iter().map(<[u8]>::to_vec));
+    }
+    Ok(messages)
+}
+
+fn bench(arg: &PluginArg, path: &Path, at_least: Duration) -> Result<ExitCode> {
+    let messages = corpus(path)?;
+    if messages.is_empty() {
+        return Err(UsageError(format!("{}: no e-mails found", path.display())).into());
+    }
+    let bytes: usize = messages.iter().map(Vec::len).sum();
+    println!(
+        "corpus: {} e-mails, {:.1} MiB, one thread",
+        messages.len(),
+        bytes as f64 / (1 << 20) as f64
+    );
+    let inputs: Vec<BounceInput> = messages.into_iter().map(BounceInput::Email).collect();
+    for reuse in [false, true] {
+        let plugin = load(arg, reuse)?;
+        // One warm-up pass: page faults and the first instance are not the
+        // steady state being measured.
+        let mut results = 0;
+        for i in &inputs {
+            results += plugin.bounce(i).map_or(0, |o| o.results.len());
+        }
+        let started = Instant::now();
+        let mut parsed = 0usize;
+        // A call that misses its deadline (a busy machine can deschedule
+        // the thread) is counted, not fatal: the figure is throughput.
+        let mut failed = 0usize;
+        while started.elapsed() < at_least {
+            for i in &inputs {
+                failed += usize::from(plugin.bounce(i).is_err());
+            }
+            parsed += inputs.len();
+        }
+        let took = started.elapsed();
+        let failed = if failed > 0 {
+            format!(", {failed} calls failed")
+        } else {
+            String::new()
+        };
+        println!(
+            "{:<16} {:>9.0} e-mails/s  ({parsed} in {:.2} s, {:.1} µs each, {results} results per pass{failed})",
+            if reuse {
+                "reused instance"
+            } else {
+                "fresh instance"
+            },
+            parsed as f64 / took.as_secs_f64(),
+            took.as_secs_f64(),
+            took.as_secs_f64() * 1e6 / parsed as f64,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

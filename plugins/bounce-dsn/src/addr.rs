@@ -1,0 +1,112 @@
+//! Finding e-mail addresses in free text and header values.
+
+fn local_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"._%+-=/!#$&'*?^`{|}~".contains(&b)
+}
+
+fn domain_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_'
+}
+
+/// Every address in `text`, in order; domains need a dot.
+pub fn find_all(text: &str) -> Vec<(usize, String)> {
+    scan(text, true)
+}
+
+/// Every address, dotless domains (`user@mailhub`) included: for fields
+/// that hold nothing but an address.
+fn find_all_loose(text: &str) -> Vec<(usize, String)> {
+    scan(text, false)
+}
+
+fn scan(text: &str, need_dot: bool) -> Vec<(usize, String)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(at) = bytes[i..].iter().position(|&b| b == b'@').map(|p| p + i) {
+        let mut s = at;
+        while s > 0 && local_char(bytes[s - 1]) {
+            s -= 1;
+        }
+        let mut e = at + 1;
+        while e < bytes.len() && domain_char(bytes[e]) {
+            e += 1;
+        }
+        // A quoted local part: "john..doe"@example.org.
+        if at > 0
+            && bytes[at - 1] == b'"'
+            && let Some(open) = text[..at - 1].rfind(['"', '\n'])
+            && bytes[open] == b'"'
+        {
+            s = open;
+        }
+        let local = text[s..at].trim_start_matches(['.', '/', '-']);
+        let domain = text[at + 1..e].trim_end_matches(['.', '-', '_']);
+        let start = at - local.len();
+        if !local.is_empty()
+            && (domain.contains('.') || (!need_dot && !domain.is_empty()))
+            && !domain.starts_with('.')
+        {
+            out.push((start, format!("{local}@{domain}")));
+        }
+        i = e.max(at + 1);
+    }
+    out
+}
+
+/// The first address in `text`.
+pub fn first(text: &str) -> Option<String> {
+    find_all(text).into_iter().next().map(|(_, a)| a)
+}
+
+/// The address of a header value such as `"Name" <a@b>` or `rfc822; a@b`.
+pub fn from_field(value: &str) -> Option<String> {
+    let value = value
+        .split_once(';')
+        .map_or(value, |(t, v)| if t.contains('@') { value } else { v });
+    if let Some(inner) = value.rsplit_once('<').and_then(|(_, r)| r.split_once('>'))
+        && let Some((_, a)) = find_all_loose(inner.0).into_iter().next()
+    {
+        return Some(a);
+    }
+    let loose = find_all_loose(value).into_iter().next().map(|(_, a)| a);
+    loose.or_else(|| {
+        // "rfc822; user" without a domain is still a recipient to report.
+        let v = value.trim().trim_matches(['<', '>', '"']);
+        (!v.is_empty() && !v.contains([' ', '@'])).then(|| v.to_owned())
+    })
+}
+
+/// Lower-cased for comparisons.
+pub fn same(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_addresses_in_text() {
+        let v: Vec<String> =
+            find_all("<a.b@example.org>: host mx.example.org said: 550 <x+1@y.example>... no.")
+                .into_iter()
+                .map(|(_, a)| a)
+                .collect();
+        assert_eq!(v, ["a.b@example.org", "x+1@y.example"]);
+        assert!(find_all("no address @ here").is_empty());
+    }
+
+    #[test]
+    fn field_values() {
+        assert_eq!(
+            from_field("rfc822; <kijitora@example.jp>").as_deref(),
+            Some("kijitora@example.jp")
+        );
+        assert_eq!(
+            from_field("\"Neko\" <n@example.org>").as_deref(),
+            Some("n@example.org")
+        );
+        assert_eq!(from_field("rfc822;user").as_deref(), Some("user"));
+    }
+}

@@ -1,0 +1,233 @@
+//! One bounce e-mail, read once: its MIME tree, the human-readable report
+//! text (cut where the returned message starts), and the headers of the
+//! returned message.
+
+use crate::mime::{self, Fields, Part};
+
+/// Lines (lower case, trimmed) after which the returned message follows.
+const RETURNED_MARKERS: &[&str] = &[
+    "--- below this line is a copy of the message",
+    "------ this is a copy of the message",
+    "----- original message -----",
+    "-----original message-----",
+    "original message follows",
+    "----- unsent message follows",
+    "------ original message ------",
+    "--- the header of the original message is following",
+    "----- message header follows",
+    "------ returned message",
+    "----- the following is the original message",
+    "--------original message--------",
+    "original message:",
+    "the original message headers are:",
+    "the original message was:",
+    "--- original message ---",
+    "content-type: message/rfc822",
+    "content-type: text/rfc822-headers",
+    "------ this is a copy of your message",
+    "------- returned message --------",
+    "-------- original message --------",
+    "---------- original message -----------",
+    "--- message follows",
+    "-- original mail --",
+    "|------------------------- message text follows",
+    "----- message text follows",
+    "the headers of the message",
+    "headers of the original message",
+    "received: from",
+];
+
+/// A parsed bounce.
+#[derive(Debug)]
+pub struct Mail {
+    pub top: Part,
+    pub subject: String,
+    pub from: String,
+    /// Human-readable text of the report, before the returned message.
+    pub report: String,
+    /// Headers of the returned message, when it is there.
+    pub original: Fields,
+}
+
+fn strip_html(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let mut in_tag = false;
+    let lower = html.to_ascii_lowercase();
+    let mut i = 0;
+    let b = html.as_bytes();
+    while i < b.len() {
+        if !in_tag && b[i] == b'<' {
+            in_tag = true;
+            let rest = &lower[i..];
+            if rest.starts_with("<br")
+                || rest.starts_with("<p")
+                || rest.starts_with("</p")
+                || rest.starts_with("<div")
+                || rest.starts_with("</div")
+                || rest.starts_with("<tr")
+                || rest.starts_with("</tr")
+                || rest.starts_with("<li")
+                || rest.starts_with("</h")
+            {
+                out.push('\n');
+            }
+        } else if in_tag && b[i] == b'>' {
+            in_tag = false;
+            out.push(' ');
+        } else if !in_tag {
+            let ch = html[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+            continue;
+        }
+        i += 1;
+    }
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+}
+
+/// A cheap test, without allocating, that a line may be a marker: every
+/// marker is a rule or names a message, an original, a header or a type.
+fn may_mark(line: &[u8]) -> bool {
+    let has = |needle: &[u8]| {
+        line.windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    };
+    let first = line.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    matches!(first, Some(b'-' | b'|' | b'=' | b'>'))
+        || has(b"message")
+        || has(b"original")
+        || has(b"header")
+        || has(b"content-type")
+        || has(b"received:")
+}
+
+/// Where the returned message starts in `text`, if a marker says so.
+fn returned_at(text: &str) -> Option<(usize, usize)> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if !may_mark(line.as_bytes()) {
+            offset += line.len();
+            continue;
+        }
+        let t = line.trim().to_ascii_lowercase();
+        let t = t.trim_start_matches(['>', ' ']);
+        // Every marker names a message, a header or a copy, or is a rule.
+        let maybe = t.starts_with(['-', '|', '='])
+            || t.contains("message")
+            || t.contains("original")
+            || t.contains("header")
+            || t.contains("content-type")
+            || t.starts_with("received:");
+        if !maybe {
+            offset += line.len();
+            continue;
+        }
+        if RETURNED_MARKERS.iter().any(|m| {
+            if *m == "received: from" {
+                t.starts_with(m) && offset > 0
+            } else {
+                t.starts_with(m) || (m.len() > 20 && t.contains(m))
+            }
+        }) {
+            let after = if t.starts_with("received: from") {
+                offset
+            } else {
+                offset + line.len()
+            };
+            return Some((offset, after));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+impl Mail {
+    pub fn parse(text: &str) -> Mail {
+        let top = Part::parse(text);
+        let subject = mime::decode_words(top.header("subject").unwrap_or(""));
+        let from = mime::decode_words(top.header("from").unwrap_or(""));
+        let mut report = String::new();
+        let mut original: Fields = Vec::new();
+        for leaf in top.leaves() {
+            let ct = leaf.part.content_type.as_str();
+            if leaf.returned {
+                if original.is_empty() {
+                    original = returned_headers(&top);
+                }
+                continue;
+            }
+            let text = match ct {
+                "text/html" => strip_html(&leaf.part.body),
+                t if t.starts_with("text/") || t.is_empty() => leaf.part.body.clone(),
+                "message/delivery-status"
+                | "message/global-delivery-status"
+                | "message/feedback-report"
+                | "message/disposition-notification" => continue,
+                _ => continue,
+            };
+            // An HTML alternative repeats the plain text.
+            if ct == "text/html" && !report.trim().is_empty() {
+                continue;
+            }
+            report.push_str(&text);
+            report.push('\n');
+        }
+        if let Some((cut, after)) = returned_at(&report) {
+            if original.is_empty() {
+                let rest = report[after..].trim_start_matches('\n');
+                let (fields, _) = mime::parse_fields(rest);
+                original = fields;
+            }
+            report.truncate(cut);
+        }
+        if original.is_empty() {
+            original = returned_headers(&top);
+        }
+        Mail {
+            top,
+            subject,
+            from,
+            report,
+            original,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.top.header(name)
+    }
+
+    /// The first part whose type is one of `types`.
+    pub fn part(&self, types: &[&str]) -> Option<&Part> {
+        fn find<'a>(p: &'a Part, types: &[&str]) -> Option<&'a Part> {
+            if types.contains(&p.content_type.as_str()) {
+                return Some(p);
+            }
+            p.children.iter().find_map(|c| find(c, types))
+        }
+        find(&self.top, types)
+    }
+
+    /// A header of the returned message.
+    pub fn original_header(&self, name: &str) -> Option<&str> {
+        mime::field(&self.original, name)
+    }
+}
+
+/// Headers of the first returned message part in the tree.
+fn returned_headers(top: &Part) -> Fields {
+    fn find(p: &Part) -> Option<Fields> {
+        match p.content_type.as_str() {
+            "message/rfc822" | "message/global" => p.children.first().map(|c| c.headers.clone()),
+            "text/rfc822-headers" | "text/rfc822-header" | "message/rfc822-headers" => {
+                Some(mime::parse_fields(p.body.trim_start_matches('\n')).0)
+            }
+            _ => p.children.iter().find_map(find),
+        }
+    }
+    find(top).unwrap_or_default()
+}

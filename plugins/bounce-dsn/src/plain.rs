@@ -1,0 +1,460 @@
+//! Bounces without a delivery-status part: the plain-text reports of
+//! qmail, Exim, Postfix, Sendmail, Exchange, webmail providers and many
+//! filters. They share a shape: a recipient on a line of its own (or at the
+//! start of a line, in `<...>`, followed by `:` or `...`), then the reason
+//! or the remote server's reply. Where no line names a recipient, the
+//! `X-Failed-Recipients` header or the returned message's `To:` does.
+
+use crate::addr;
+use crate::classify::find_reply_code;
+use crate::found::Found;
+use crate::mail::Mail;
+
+/// Words of a Subject or From that make a message a bounce.
+const BOUNCE_SUBJECTS: &[&str] = &[
+    "undeliver",
+    "delivery fail",
+    "delivery status",
+    "failure notice",
+    "failure delivery",
+    "returned mail",
+    "mail delivery",
+    "could not be delivered",
+    "non-deliver",
+    "nondeliver",
+    "non deliver",
+    "delivery notification",
+    "delivery report",
+    "not delivered",
+    "unable to deliver",
+    "mail system error",
+    "mail could not",
+    "message delivery",
+    "delivery problem",
+    "rejected",
+    "bounce",
+    "failed",
+    "failure",
+    "error",
+    "warning",
+    "returned",
+    "delayed",
+    "unzustellbar",
+    "non remis",
+    "no entregado",
+    "devuelto",
+    "falha",
+    "permanent",
+    "mail status",
+    "delivery notice",
+    "message status",
+    "unsuccessful",
+    "problem",
+    "not be sent",
+    "mensaje",
+    "nicht zugestellt",
+];
+
+const BOUNCE_SENDERS: &[&str] = &[
+    "mailer-daemon",
+    "mailer_daemon",
+    "mail-daemon",
+    "maildaemon",
+    "mailerdaemon",
+    "postmaster",
+    "post_master",
+    "mail delivery",
+    "mail-delivery",
+    "maildelivery",
+    "mail administrator",
+    "mail system",
+    "mailadmin",
+    "double-bounce",
+    "bounce",
+    "nobody",
+    "noreply",
+    "no-reply",
+    "daemon",
+    "mail-router",
+    "smtp",
+    "returned",
+    "mmsadmin",
+    "administrator",
+];
+
+/// Whether the message looks like a bounce at all.
+pub fn is_bounce(mail: &Mail) -> bool {
+    is_bounce_by_words(mail) || mail.header("return-path").is_some_and(|r| r.trim() == "<>")
+}
+
+/// Whether the subject, the sender or an Exim header says "bounce".
+pub fn is_bounce_by_words(mail: &Mail) -> bool {
+    let subject = mail.subject.to_ascii_lowercase();
+    let from = mail.from.to_ascii_lowercase();
+    mail.header("x-failed-recipients").is_some()
+        || BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s))
+        || BOUNCE_SENDERS.iter().any(|s| from.contains(s))
+}
+
+/// Addresses that are not failed recipients: the bounce's own sender and
+/// the original sender it is addressed to.
+fn excluded(mail: &Mail) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in [
+        mail.header("from"),
+        mail.header("to"),
+        mail.original_header("from"),
+        mail.original_header("return-path"),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        out.extend(
+            addr::find_all(v)
+                .into_iter()
+                .map(|(_, a)| a.to_ascii_lowercase()),
+        );
+    }
+    out.retain(|a| !a.is_empty());
+    out
+}
+
+/// Prefixes before a recipient at the start of a line.
+const LINE_PREFIXES: &[&str] = &[
+    "rcpt to:",
+    "recipient address:",
+    "recipient:",
+    "original recipient:",
+    "failed recipient:",
+    "to:",
+    "address:",
+    "destinataire:",
+    "*",
+    "-",
+    "•",
+    ">>>",
+];
+
+/// A recipient at the start of a line and what follows it on the line.
+fn address_line(line: &str) -> Option<(String, String)> {
+    let t = line.trim();
+    let mut rest = t;
+    for p in LINE_PREFIXES {
+        if t.len() >= p.len() && t.is_char_boundary(p.len()) && t[..p.len()].eq_ignore_ascii_case(p)
+        {
+            rest = t[p.len()..].trim_start();
+            break;
+        }
+    }
+    let quoted = rest.starts_with('<') || rest.starts_with('"');
+    let mut body = rest.trim_start_matches('<');
+    let (mut at, mut address) = addr::find_all(body).into_iter().next()?;
+    if at != 0 && body.starts_with('"') {
+        body = body.trim_start_matches('"');
+        (at, address) = addr::find_all(body).into_iter().next()?;
+    }
+    if at != 0 {
+        return None;
+    }
+    let mut after = &body[address.len()..];
+    after = after.trim_start_matches(['>', '"']);
+    let after_t = after.trim_start();
+    // What may follow a recipient: nothing, ':' or '...' and a reason, a
+    // parenthesised note (Exim's "generated from"), or "<<<" replies.
+    let ok = after_t.is_empty()
+        || after_t.starts_with(':')
+        || after_t.starts_with("...")
+        || after_t.starts_with('(')
+        || after_t.starts_with(',')
+        || after_t.starts_with('-')
+        || after_t.starts_with(';')
+        || (quoted && !after_t.starts_with('@'))
+        || after_t.chars().next().is_some_and(|c| !c.is_ascii());
+    if !ok {
+        return None;
+    }
+    let detail = after_t
+        .trim_start_matches([':', '.', ',', ';', '-', ' '])
+        .to_owned();
+    Some((address, detail))
+}
+
+/// Lines a diagnostic block never includes.
+fn ends_block(line: &str) -> bool {
+    let l = line.trim().to_ascii_lowercase();
+    l.starts_with("-----") || l.starts_with("=====") || l.starts_with("*****")
+}
+
+/// Recipients found in the report text, each with the lines that explain it.
+pub fn scan(mail: &Mail) -> Vec<Found> {
+    scan_lines(mail)
+}
+
+fn scan_lines(mail: &Mail) -> Vec<Found> {
+    let found = scan_excluding(mail, &excluded(mail));
+    if found.is_empty() {
+        // Someone may have written to themselves: the sender is the recipient.
+        scan_excluding(mail, &[])
+    } else {
+        found
+    }
+}
+
+fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
+    let lines: Vec<&str> = mail.report.lines().collect();
+    let mut out: Vec<Found> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() && out.len() < crate::MAX_RECIPIENTS {
+        let Some((address, detail)) = address_line(lines[i]) else {
+            i += 1;
+            continue;
+        };
+        let lower = address.to_ascii_lowercase();
+        if skip.contains(&lower) || lower.starts_with("mailer-daemon@") {
+            i += 1;
+            continue;
+        }
+        let mut diag = detail;
+        let mut j = i + 1;
+        let mut blank_run = 0;
+        while j < lines.len() && j < i + 20 {
+            let l = lines[j];
+            if l.trim().is_empty() {
+                blank_run += 1;
+                // One blank line may separate a recipient from its reply,
+                // or a heading ("For the following reason:") from the text.
+                let heading = diag.trim_end().ends_with(':');
+                if blank_run > 1 || (!diag.trim().is_empty() && !heading) {
+                    break;
+                }
+                j += 1;
+                continue;
+            }
+            blank_run = 0;
+            if address_line(l).is_some() || ends_block(l) {
+                break;
+            }
+            diag.push(' ');
+            diag.push_str(l.trim());
+            j += 1;
+        }
+        match out.iter_mut().find(|f| addr::same(&f.recipient, &address)) {
+            Some(f) => {
+                if f.diagnostic.trim().is_empty() {
+                    f.diagnostic = diag;
+                }
+            }
+            None => out.push(Found::new(&address, &diag)),
+        }
+        i = j.max(i + 1);
+    }
+    // Sendmail-style transcripts: ">>> RCPT To:<a>" then "<<< 550 ...".
+    if out.iter().all(|f| f.diagnostic.trim().is_empty()) {
+        for f in &mut out {
+            if let Some(d) = transcript_reply(&lines, &f.recipient) {
+                f.diagnostic = d;
+            }
+        }
+    }
+    // Recipients named inside a sentence: "... to <a@b>:" / "Unknown user: a@b".
+    if out.is_empty() {
+        for (k, line) in lines.iter().enumerate() {
+            for (_, a) in addr::find_all(line) {
+                let lower = a.to_ascii_lowercase();
+                if skip.contains(&lower)
+                    || lower.starts_with("mailer-daemon@")
+                    || lower.starts_with("postmaster@")
+                    || out.iter().any(|f| addr::same(&f.recipient, &a))
+                {
+                    continue;
+                }
+                let mut diag = line.trim().to_owned();
+                for next in lines.iter().skip(k + 1).take(6) {
+                    if next.trim().is_empty() || ends_block(next) {
+                        break;
+                    }
+                    diag.push(' ');
+                    diag.push_str(next.trim());
+                }
+                if out.len() >= crate::MAX_RECIPIENTS {
+                    break;
+                }
+                out.push(Found::new(&a, &diag));
+            }
+        }
+        // Sentences mention many addresses (senders, hosts): keep those
+        // that come with an error.
+        let with_error: Vec<Found> = out
+            .iter()
+            .filter(|f| looks_like_error(&f.diagnostic))
+            .cloned()
+            .collect();
+        out = with_error;
+    }
+    // Computed once: a report may name many recipients.
+    let mut paragraph: Option<Option<String>> = None;
+    for f in &mut out {
+        if (f.diagnostic.trim().is_empty() || !looks_like_error(&f.diagnostic))
+            && let Some(p) = paragraph
+                .get_or_insert_with(|| error_paragraph(&mail.report))
+                .clone()
+        {
+            if f.diagnostic.trim().is_empty() {
+                f.diagnostic = p;
+            } else if !f.diagnostic.contains(&p) {
+                f.diagnostic = format!("{} {}", f.diagnostic, p);
+            }
+        }
+    }
+    out
+}
+
+/// The reply after `RCPT To:<recipient>` in a session transcript.
+fn transcript_reply(lines: &[&str], recipient: &str) -> Option<String> {
+    let lower = recipient.to_ascii_lowercase();
+    let at = lines.iter().position(|l| {
+        let l = l.to_ascii_lowercase();
+        l.contains("rcpt to:") && l.contains(&lower)
+    })?;
+    let mut reply = String::new();
+    for l in &lines[at + 1..] {
+        let t = l.trim();
+        if t.starts_with("<<<") || find_reply_code(t).is_some_and(|_| reply.is_empty()) {
+            reply.push_str(t.trim_start_matches("<<<").trim());
+            reply.push(' ');
+        } else {
+            break;
+        }
+    }
+    (!reply.trim().is_empty()).then_some(reply)
+}
+
+/// Words that say a paragraph is about a failure.
+const ERROR_WORDS: &[&str] = &[
+    "error",
+    "fail",
+    "reject",
+    "denied",
+    "unknown",
+    "invalid",
+    "not ",
+    "no such",
+    "unable",
+    "refused",
+    "blocked",
+    "full",
+    "quota",
+    "exceed",
+    "expired",
+    "timed out",
+    "undeliver",
+    "does not",
+    "doesn't",
+    "couldn't",
+    "could not",
+    "cannot",
+    "can't",
+    "problem",
+    "unavailable",
+    "disabled",
+    "suspended",
+    "spam",
+    "virus",
+    "too ",
+    "bounced",
+];
+
+fn looks_like_error(text: &str) -> bool {
+    let l = text.to_ascii_lowercase();
+    find_reply_code(text).is_some()
+        || crate::classify::find_status(text).is_some()
+        || ERROR_WORDS.iter().any(|w| l.contains(w))
+}
+
+/// The paragraph of `report` that best says what went wrong: the first
+/// with a reply code or status, else the first with an error word.
+pub fn error_paragraph(report: &str) -> Option<String> {
+    let paragraphs: Vec<String> = report
+        .split("\n\n")
+        .map(crate::found::clean)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let coded =
+        |p: &&String| find_reply_code(p).is_some() || crate::classify::find_status(p).is_some();
+    let known = |p: &&String| crate::classify::names_a_reason(p);
+    paragraphs
+        .iter()
+        .find(|p| coded(p) && known(p))
+        .or_else(|| paragraphs.iter().find(known))
+        .or_else(|| paragraphs.iter().find(coded))
+        .or_else(|| paragraphs.iter().find(|p| looks_like_error(p)))
+        .cloned()
+}
+
+/// The recipients of `X-Failed-Recipients`, each with what the text says
+/// about it.
+pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
+    let Some(v) = mail.header("x-failed-recipients") else {
+        return Vec::new();
+    };
+    let from_text = scan(mail);
+    let paragraph = error_paragraph(&mail.report).unwrap_or_default();
+    let mut out: Vec<Found> = Vec::new();
+    for (_, a) in addr::find_all(v) {
+        if out.iter().any(|f| addr::same(&f.recipient, &a)) {
+            continue;
+        }
+        let diag = from_text
+            .iter()
+            .find(|f| addr::same(&f.recipient, &a))
+            .map(|f| f.diagnostic.clone())
+            .unwrap_or_else(|| paragraph.clone());
+        if out.len() >= crate::MAX_RECIPIENTS {
+            break;
+        }
+        out.push(Found::new(&a, &diag));
+    }
+    out
+}
+
+/// When no line names the recipient: the returned message's `To:` (one
+/// recipient, the report's error text).
+pub fn fallback(mail: &Mail) -> Vec<Found> {
+    let diag = error_paragraph(&mail.report).unwrap_or_default();
+    if diag.is_empty() {
+        return Vec::new();
+    }
+    let to = mail
+        .original_header("to")
+        .or_else(|| mail.original_header("envelope-to"))
+        .or_else(|| mail.original_header("x-original-to"));
+    match to.and_then(addr::first) {
+        Some(a) => vec![Found::new(&a, &diag)],
+        None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_lines() {
+        assert_eq!(
+            address_line("<kijitora@example.jp>:")
+                .map(|(a, _)| a)
+                .as_deref(),
+            Some("kijitora@example.jp")
+        );
+        assert_eq!(
+            address_line("  kijitora@example.jp")
+                .map(|(a, _)| a)
+                .as_deref(),
+            Some("kijitora@example.jp")
+        );
+        let (a, d) = address_line("<a@example.org>... User unknown").unwrap();
+        assert_eq!((a.as_str(), d.as_str()), ("a@example.org", "User unknown"));
+        assert!(address_line("kijitora@example.jp wrote a message").is_none());
+        assert!(address_line("Please contact postmaster@example.jp now").is_none());
+    }
+}

@@ -1,0 +1,113 @@
+//! The default bounce plugin, built as a component and run through the host,
+//! against 482 real bounces labelled by Sisimai (`tests/data/bounces`).
+//!
+//! The floors are the figures reached; they may only go up. Every message
+//! is also run with CRLF line endings and must give the same results.
+
+use sluice::bounce_eval::{self, Manifest, Metric, Report};
+use sluice::builtin;
+use sluice::runtime::{Plugin, PluginSpec};
+use sluice::stage::{BounceInput, BounceOutput, Stage};
+use sluice_tests::runtime;
+use std::path::Path;
+
+/// Agreement floors in basis points (1/100 %) over all labelled rows.
+const FLOORS: [(Metric, u64); 4] = [
+    (Metric::Recipient, 9841),
+    (Metric::Status, 9227),
+    (Metric::Reason, 8514),
+    (Metric::Hard, 9128),
+];
+
+fn plugin() -> Plugin {
+    let b = builtin::default_for(Stage::Bounce);
+    let mut spec = PluginSpec::for_stage(Stage::Bounce);
+    spec.limits.reuse_instances = true;
+    runtime()
+        .load(Stage::Bounce, b.name, b.wasm, spec)
+        .expect("the default bounce plugin loads")
+}
+
+fn manifest() -> Manifest {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bounces/dev-manifest.jsonl");
+    Manifest::read(&path).expect("the corpus manifest reads")
+}
+
+fn parse(plugin: &Plugin, bytes: Vec<u8>) -> BounceOutput {
+    plugin
+        .bounce(&BounceInput::Email(bytes))
+        .expect("the plugin never fails on an e-mail")
+}
+
+/// LF (and lone CR) line endings turned into CRLF.
+fn crlf(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 20);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn report(plugin: &Plugin, manifest: &Manifest) -> Report {
+    bounce_eval::evaluate(manifest, |m| Ok::<_, ()>(parse(plugin, m.bytes.clone())))
+        .expect("parsing does not fail")
+}
+
+#[test]
+fn corpus_accuracy_holds_its_floors() {
+    let manifest = manifest();
+    let report = report(&plugin(), &manifest);
+    let s = report.scores;
+    println!("{s}");
+    assert!(s.messages > 400, "only {} messages ran", s.messages);
+    assert!(s.labelled > 400, "only {} labelled rows", s.labelled);
+    for (metric, floor) in FLOORS {
+        let got = s.basis_points(metric);
+        assert!(
+            got >= floor,
+            "{metric:?}: {got} basis points, below the floor of {floor}\n{s}"
+        );
+    }
+}
+
+#[test]
+fn crlf_line_endings_give_the_same_results() {
+    let manifest = manifest();
+    let plugin = plugin();
+    let mut compared = 0;
+    for m in &manifest.messages {
+        let lf = parse(&plugin, m.bytes.clone());
+        let dos = parse(&plugin, crlf(&m.bytes));
+        assert_eq!(
+            lf.results, dos.results,
+            "{} message {}: CRLF changes the results",
+            m.file, m.msg
+        );
+        compared += 1;
+    }
+    assert!(compared > 400, "only {compared} messages compared");
+}
+
+#[test]
+fn every_message_yields_results_or_a_note() {
+    let manifest = manifest();
+    let plugin = plugin();
+    for m in &manifest.messages {
+        let out = parse(&plugin, m.bytes.clone());
+        assert!(
+            !out.results.is_empty() || !out.notes.is_empty(),
+            "{} message {}: neither results nor a note",
+            m.file,
+            m.msg
+        );
+    }
+}
