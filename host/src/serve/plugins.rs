@@ -95,6 +95,17 @@ impl PluginSet {
     }
 }
 
+/// Plugin calls running at once. A call's deadline is wall time, so calls
+/// must not outnumber the cores by much: otherwise a busy node would time
+/// out healthy plugins. Waiting for a slot happens before the deadline starts.
+fn call_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        tokio::sync::Semaphore::new(cores * 2)
+    })
+}
+
 /// Runs a plugin call on the blocking pool: a plugin may use its whole
 /// deadline, which must not stall the async workers.
 pub async fn call<T, F>(plugin: Arc<Plugin>, f: F) -> Result<T, PluginError>
@@ -102,6 +113,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
 {
+    let _slot = call_slots().acquire().await.map_err(|_| PluginError::Unavailable("plugin slots closed".into()))?;
     match tokio::task::spawn_blocking(move || f(&plugin)).await {
         Ok(r) => r,
         Err(e) => Err(PluginError::Unavailable(format!("plugin task failed: {e}"))),
