@@ -75,7 +75,7 @@ for z in $SIZES; do
   "$SLUICE" bench push --addr "127.0.0.1:$HTTP_PORT" --key "$KEY" --messages "$N" --size "$z" \
     --concurrency "$C" --sink-log "$OUT/sink-$SINK_PORT.log" | sed 's/^/  /'
   cpu1=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
-  echo "  sluice CPU: $(( (cpu1 - cpu0) * 10000 / $(getconf CLK_TCK) / N )) µs per message"
+  echo "  sluice CPU: $(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"
 done
 
 if [ "$POSTFIX" = 1 ]; then

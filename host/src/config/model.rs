@@ -312,8 +312,10 @@ struct RawPlugin {
     file: Option<PathBuf>,
     timeout_ms: Option<u64>,
     memory_mib: Option<usize>,
+    /// Default: on for the built-in plugins (trusted, and a reused instance
+    /// is ten times cheaper), off for plugin files.
     #[serde(default)]
-    reuse_instances: bool,
+    reuse_instances: Option<bool>,
     #[serde(default)]
     config: toml::Table,
 }
@@ -504,6 +506,7 @@ impl RawPlugin {
                 PluginSource::Builtin(crate::builtin::default_for(stage).name.into())
             }
         };
+        let builtin = matches!(source, PluginSource::Builtin(_));
         let config = self
             .config
             .into_iter()
@@ -521,7 +524,7 @@ impl RawPlugin {
                 .timeout_ms
                 .map_or(defaults.timeout, Duration::from_millis),
             memory_bytes: self.memory_mib.map_or(defaults.memory_bytes, |m| m << 20),
-            reuse_instances: self.reuse_instances,
+            reuse_instances: self.reuse_instances.unwrap_or(builtin),
             config,
         }
     }

@@ -11,6 +11,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// Most recipients in one SMTP transaction.
 const MAX_GROUP: usize = 100;
@@ -26,6 +27,8 @@ pub async fn run(server: Arc<Server>) {
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
     let batch = server.pipeline.delivery.batch;
     let mut tasks = tokio::task::JoinSet::new();
+    let (recorder, records) = mpsc::unbounded_channel();
+    let recording = tokio::spawn(record_loop(server.clone(), records));
     while !server.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
         let free = server.in_flight.available_permits() as u32;
@@ -60,14 +63,16 @@ pub async fn run(server: Arc<Server>) {
                 .acquire_many_owned(group.len() as u32)
                 .await
                 .expect("never closed");
-            let s = server.clone();
+            let (s, recorder) = (server.clone(), recorder.clone());
             tasks.spawn(async move {
-                deliver(&s, group).await;
+                deliver(&s, group, &recorder).await;
                 drop(permits);
             });
         }
     }
     while tasks.join_next().await.is_some() {}
+    drop(recorder);
+    let _ = recording.await;
 }
 
 /// Recipients of one message in one domain travel together.
@@ -220,16 +225,52 @@ async fn route(
     }
 }
 
-async fn deliver(server: &Server, group: Vec<Lease>) {
-    let node = server.pipeline.server.node_id.clone();
-    let outcomes = decide_group(server, &group).await;
-    if let Err(e) = server.store.record(&node, outcomes, now_ms()).await {
-        // The leases stay ours until they expire; the recipients are retried then.
-        tracing::error!(error = %e, message = %group[0].message_id, "recording outcomes failed; recipients will be retried when their lease expires");
+/// What one delivery leaves to write: its routing events and its outcomes.
+type Written = (Vec<NewEvent>, Vec<Outcome>);
+
+async fn deliver(server: &Server, group: Vec<Lease>, recorder: &mpsc::UnboundedSender<Written>) {
+    let mut events = Vec::new();
+    let outcomes = decide_group(server, &group, &mut events).await;
+    if recorder.send((events, outcomes)).is_err() {
+        tracing::error!(message = %group[0].message_id, "the recorder is gone; recipients will be retried when their lease expires");
     }
 }
 
-async fn decide_group(server: &Server, group: &[Lease]) -> Vec<Outcome> {
+/// Writes what deliveries leave behind in batches: two transactions for
+/// everything finished meanwhile instead of two per message. Until an
+/// outcome is written its recipient stays leased to this node, so a crash
+/// in between means a retry after the lease expires, never a loss.
+async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Written>) {
+    let node = server.pipeline.server.node_id.clone();
+    while let Some(first) = rx.recv().await {
+        let (mut events, mut outcomes) = first;
+        while outcomes.len() < 2048 {
+            match rx.try_recv() {
+                Ok((e, o)) => {
+                    events.extend(e);
+                    outcomes.extend(o);
+                }
+                Err(_) => break,
+            }
+        }
+        if !events.is_empty()
+            && let Err(e) = server.store.append_events(events).await
+        {
+            tracing::warn!(error = %e, "cannot record routing events");
+        }
+        let n = outcomes.len();
+        if let Err(e) = server.store.record(&node, outcomes, now_ms()).await {
+            // The leases stay ours until they expire; the recipients are retried then.
+            tracing::error!(error = %e, outcomes = n, "recording outcomes failed; recipients will be retried when their lease expires");
+        }
+    }
+}
+
+async fn decide_group(
+    server: &Server,
+    group: &[Lease],
+    events: &mut Vec<NewEvent>,
+) -> Vec<Outcome> {
     let first = &group[0];
     let now = now_ms();
     let retry_at = |secs: i64| Some(now_ms() + secs * 1000);
@@ -396,9 +437,7 @@ async fn decide_group(server: &Server, group: &[Lease]) -> Vec<Outcome> {
                 )
             })
             .collect();
-        if let Err(e) = server.store.append_events(routed).await {
-            tracing::warn!(error = %e, "cannot record routed events");
-        }
+        events.extend(routed);
         let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
         let replies = client.send(&first.sender, &rcpts, &body).await;
         let relays_left = (order.len() - i - 1) as u32;
@@ -469,11 +508,7 @@ async fn decide_group(server: &Server, group: &[Lease]) -> Vec<Outcome> {
                 }
             }
         }
-        if !next_relay_events.is_empty()
-            && let Err(e) = server.store.append_events(next_relay_events).await
-        {
-            tracing::warn!(error = %e, "cannot record attempted events");
-        }
+        events.extend(next_relay_events);
         pending = still;
     }
     for l in pending {

@@ -113,7 +113,10 @@ where
     T: Send + 'static,
     F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
 {
-    let _slot = call_slots().acquire().await.map_err(|_| PluginError::Unavailable("plugin slots closed".into()))?;
+    let _slot = call_slots()
+        .acquire()
+        .await
+        .map_err(|_| PluginError::Unavailable("plugin slots closed".into()))?;
     match tokio::task::spawn_blocking(move || f(&plugin)).await {
         Ok(r) => r,
         Err(e) => Err(PluginError::Unavailable(format!("plugin task failed: {e}"))),
