@@ -3,7 +3,9 @@
 //! The binary (`src/main.rs`) is thin glue over these modules; see
 //! `ARCHITECTURE.md` for the map and the rules between them.
 
+pub mod bill_logs;
 pub mod builtin;
 pub mod cli;
+pub mod maillog;
 pub mod runtime;
 pub mod stage;

@@ -2,6 +2,7 @@
 //! module and returns `anyhow::Result`; errors are printed once, with their
 //! causes, here.
 
+mod bill;
 mod plugin;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ enum Command {
     /// Check, run and list stage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Rate qmail or Postfix logs offline and print per-tenant totals.
+    Bill(bill::BillArgs),
 }
 
 /// A failure that has already been reported and only sets the exit code.
@@ -35,6 +38,7 @@ pub fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
+        Command::Bill(args) => bill::run(args),
     };
     match result {
         Ok(code) => code,
