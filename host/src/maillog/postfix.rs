@@ -22,8 +22,8 @@ use super::syslog_time::Clock;
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule};
 use std::collections::HashMap;
 
-/// How often (in lines) old half-joined state is looked for.
-const SWEEP_EVERY: u64 = 1 << 16;
+/// How often (in log time) old half-joined state is looked for.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
 
 const MAX_QID: usize = 24;
 
@@ -36,7 +36,7 @@ struct Qid {
 
 impl Qid {
     fn new(b: &[u8]) -> Option<Qid> {
-        if b.len() < 5 || b.len() > MAX_QID || !b.iter().all(u8::is_ascii_alphanumeric) {
+        if b.len() < 5 || b.len() > MAX_QID || b == b"NOQUEUE" || !b.iter().all(u8::is_ascii_alphanumeric) {
             return None;
         }
         let mut bytes = [0; MAX_QID];
@@ -71,7 +71,7 @@ pub struct PostfixReader {
     hosts: Vec<String>,
     msgs: HashMap<(u32, Qid), Msg>,
     latest_ms: i64,
-    since_sweep: u64,
+    next_sweep_ms: i64,
     pool: Vec<String>,
 }
 
@@ -86,7 +86,7 @@ impl PostfixReader {
             hosts: Vec::new(),
             msgs: HashMap::new(),
             latest_ms: i64::MIN,
-            since_sweep: 0,
+            next_sweep_ms: i64::MIN,
             pool: Vec::new(),
         }
     }
@@ -107,6 +107,17 @@ impl PostfixReader {
         })
     }
 
+    /// Looks for stale state once per hour of log time.
+    fn tick(&mut self, ms: i64) {
+        self.latest_ms = self.latest_ms.max(ms);
+        if ms >= self.next_sweep_ms {
+            if self.next_sweep_ms != i64::MIN {
+                self.sweep();
+            }
+            self.next_sweep_ms = ms.saturating_add(SWEEP_EVERY_MS);
+        }
+    }
+
     fn sweep(&mut self) {
         let horizon = self
             .latest_ms
@@ -119,7 +130,7 @@ impl PostfixReader {
     /// Handles one line; `None` means it was malformed.
     fn parse(&mut self, line: &[u8], emit: &mut dyn FnMut(Transfer)) -> Option<()> {
         let h = parse_header(line, &mut self.clock)?;
-        self.latest_ms = self.latest_ms.max(h.ms);
+        self.tick(h.ms);
         let Some(slash) = memchr::memrchr(b'/', h.program) else {
             self.report.counters.ignored += 1; // amavis, dovecot, opendkim, ...
             return Some(());
@@ -147,6 +158,9 @@ impl PostfixReader {
                     if let Some(at) = find(after, b"size=") {
                         let digits = &after[at + 5..];
                         let n = digits.iter().take_while(|c| c.is_ascii_digit()).count();
+                        if !matches!(digits.get(n), None | Some(b',' | b' ')) {
+                            return None;
+                        }
                         let size = number(&digits[..n])?;
                         let mut s = self.pool.pop().unwrap_or_default();
                         s.clear();
@@ -294,11 +308,6 @@ impl LogReader for PostfixReader {
     fn line(&mut self, line: &[u8], emit: &mut dyn FnMut(Transfer)) {
         self.lineno += 1;
         self.report.counters.lines += 1;
-        self.since_sweep += 1;
-        if self.since_sweep >= SWEEP_EVERY {
-            self.since_sweep = 0;
-            self.sweep();
-        }
         if self.parse(line, emit).is_none() {
             self.report.unparseable(&self.file, self.lineno);
         }

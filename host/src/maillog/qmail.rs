@@ -28,8 +28,8 @@ use std::collections::HashMap;
 /// wait for it before being parsed (splogger cuts at about 800 bytes).
 const MAY_CONTINUE: usize = 512;
 
-/// How often (in lines) old half-joined state is looked for.
-const SWEEP_EVERY: u64 = 1 << 16;
+/// How often (in log time) old half-joined state is looked for.
+const SWEEP_EVERY_MS: i64 = 3_600_000;
 
 #[derive(Debug)]
 struct Msg {
@@ -63,7 +63,7 @@ pub struct QmailReader {
     pending: Vec<u8>,
     pending_at: Option<(i64, u32, u64)>,
     latest_ms: i64,
-    since_sweep: u64,
+    next_sweep_ms: i64,
     /// Strings of finished messages and deliveries, reused.
     pool: Vec<String>,
 }
@@ -83,7 +83,7 @@ impl QmailReader {
             pending: Vec::new(),
             pending_at: None,
             latest_ms: i64::MIN,
-            since_sweep: 0,
+            next_sweep_ms: i64::MIN,
             pool: Vec::new(),
         }
     }
@@ -111,7 +111,7 @@ impl QmailReader {
 
     /// Parses one whole record (timestamp and host already known).
     fn record(&mut self, ms: i64, host: u32, lineno: u64, text: &[u8], emit: &mut dyn FnMut(Transfer)) {
-        self.latest_ms = self.latest_ms.max(ms);
+        self.tick(ms);
         let ok = if let Some(rest) = text.strip_prefix(b"delivery ") {
             self.delivery_result(ms, host, rest, emit)
         } else if let Some(rest) = text.strip_prefix(b"starting delivery ") {
@@ -273,6 +273,17 @@ impl QmailReader {
         self.report.counters.abandoned_deliveries += (before - self.deliveries.len()) as u64;
     }
 
+    /// Looks for stale state once per hour of log time.
+    fn tick(&mut self, ms: i64) {
+        self.latest_ms = self.latest_ms.max(ms);
+        if ms >= self.next_sweep_ms {
+            if self.next_sweep_ms != i64::MIN {
+                self.sweep();
+            }
+            self.next_sweep_ms = ms.saturating_add(SWEEP_EVERY_MS);
+        }
+    }
+
     /// Flushes state older than `max_pending_secs` of log time.
     fn sweep(&mut self) {
         let horizon = self
@@ -357,11 +368,6 @@ impl LogReader for QmailReader {
     fn line(&mut self, line: &[u8], emit: &mut dyn FnMut(Transfer)) {
         self.lineno += 1;
         self.report.counters.lines += 1;
-        self.since_sweep += 1;
-        if self.since_sweep >= SWEEP_EVERY {
-            self.since_sweep = 0;
-            self.sweep();
-        }
         let stamp = if line.is_empty() { None } else { split_stamp(line, &mut self.clock) };
         match stamp {
             None => {
