@@ -85,7 +85,14 @@ price = "1.5"
 "#;
 
 fn setup(name: &str) -> PathBuf {
-    dir_with(name, &[("logins.toml", LOGINS), ("tariffs.toml", TARIFFS), ("b.toml", TARIFF_B)])
+    dir_with(
+        name,
+        &[
+            ("logins.toml", LOGINS),
+            ("tariffs.toml", TARIFFS),
+            ("b.toml", TARIFF_B),
+        ],
+    )
 }
 
 fn service(t: &Value, name: &str) -> (u64, i64) {
@@ -95,7 +102,10 @@ fn service(t: &Value, name: &str) -> (u64, i64) {
         .iter()
         .find(|s| s["service"] == name)
         .unwrap_or_else(|| panic!("no service {name} in {t}"));
-    (s["quantity"].as_u64().unwrap(), s["amount_micros"].as_i64().unwrap())
+    (
+        s["quantity"].as_u64().unwrap(),
+        s["amount_micros"].as_i64().unwrap(),
+    )
 }
 
 #[test]
@@ -124,7 +134,14 @@ fn bills_two_logs_to_the_micro_unit() {
     assert_eq!(a["tenant"], "tenant-a");
     // Outbound: 2846 B and 777 B in May 2007, 3000 B in Nov 2023 (a new
     // period: the graduated tier starts again). Inbound: one bounce to it.
-    assert_eq!((a["transfers"].as_u64(), a["outbound"].as_u64(), a["inbound"].as_u64()), (Some(4), Some(3), Some(1)));
+    assert_eq!(
+        (
+            a["transfers"].as_u64(),
+            a["outbound"].as_u64(),
+            a["inbound"].as_u64()
+        ),
+        (Some(4), Some(3), Some(1))
+    );
     assert_eq!(a["bytes"], 2846 + 3512 + 777 + 3000);
     assert_eq!(service(a, "outbound-message"), (3, 10_000 + 5_000 + 10_000));
     // 3, 1 and 3 KiB at 12.5 micros, each rounded half away from zero: 38 + 13 + 38
@@ -146,7 +163,12 @@ fn bills_two_logs_to_the_micro_unit() {
     assert_eq!(v["log"]["unparseable"], 2);
     let places = v["unparseable_lines"].as_array().unwrap();
     assert_eq!(places.len(), 2);
-    assert!(places[0]["file"].as_str().unwrap().ends_with("stale-and-reuse.plain.log"));
+    assert!(
+        places[0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("stale-and-reuse.plain.log")
+    );
     assert_eq!(places[0]["line"], 21);
 }
 
@@ -166,12 +188,28 @@ fn csv_output_from_stdin() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&log).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let csv = String::from_utf8(out.stdout).unwrap();
-    assert!(csv.starts_with("tenant,currency,service,quantity,amount,amount_micros,transfers,bytes\n"), "{csv}");
-    assert!(csv.contains("tenant-a,EUR,outbound-message,2,0.02,15000,,\n"), "{csv}");
-    assert!(csv.contains("tenant-a,EUR,total,,0.02,17051,3,7135\n"), "{csv}");
-    assert!(csv.contains("tenant-b,USD,total,,1.75,1750000,1,10240\n"), "{csv}");
+    assert!(
+        csv.starts_with("tenant,currency,service,quantity,amount,amount_micros,transfers,bytes\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("tenant-a,EUR,outbound-message,2,0.02,15000,,\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("tenant-a,EUR,total,,0.02,17051,3,7135\n"),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("tenant-b,USD,total,,1.75,1750000,1,10240\n"),
+        "{csv}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 unparseable"));
 }
 
@@ -191,28 +229,70 @@ fn bad_inputs_exit_2_naming_file_line_and_key() {
     let t = dir.join("tariffs.toml");
     let tariffs = t.to_str().unwrap();
 
-    let bad = dir_with("bad-logins", &[("l.toml", "[tenant.x]\nlogins = [\"x.example\"]\ncolour = \"red\"\n")]);
+    let bad = dir_with(
+        "bad-logins",
+        &[(
+            "l.toml",
+            "[tenant.x]\nlogins = [\"x.example\"]\ncolour = \"red\"\n",
+        )],
+    );
     let l = bad.join("l.toml");
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", l.to_str().unwrap(), "--tariffs", tariffs, &log],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            l.to_str().unwrap(),
+            "--tariffs",
+            tariffs,
+            &log,
+        ],
         &["l.toml", "line 3", "colour"],
     );
 
     let broken = dir_with("broken-toml", &[("l.toml", "[tenant.x\nlogins = 1\n")]);
     let l = broken.join("l.toml");
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", l.to_str().unwrap(), "--tariffs", tariffs, &log],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            l.to_str().unwrap(),
+            "--tariffs",
+            tariffs,
+            &log,
+        ],
         &["l.toml", "line 1"],
     );
 
     let logins = dir.join("logins.toml");
     let logins = logins.to_str().unwrap();
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", logins, "--tariffs", tariffs, "/nonexistent/mail.log"],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            logins,
+            "--tariffs",
+            tariffs,
+            "/nonexistent/mail.log",
+        ],
         &["/nonexistent/mail.log"],
     );
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", "/nonexistent/logins.toml", "--tariffs", tariffs, &log],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            "/nonexistent/logins.toml",
+            "--tariffs",
+            tariffs,
+            &log,
+        ],
         &["/nonexistent/logins.toml"],
     );
 
@@ -221,22 +301,56 @@ fn bad_inputs_exit_2_naming_file_line_and_key() {
         "bad-tariff",
         &[
             ("logins.toml", LOGINS),
-            ("t.toml", "[tenant.tenant-a]\ninline = \"id = 'a'\\ncurrency = 'EUR'\\ncolour = 1\\n\"\n"),
+            (
+                "t.toml",
+                "[tenant.tenant-a]\ninline = \"id = 'a'\\ncurrency = 'EUR'\\ncolour = 1\\n\"\n",
+            ),
         ],
     );
     let (l, t) = (d.join("logins.toml"), d.join("t.toml"));
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", l.to_str().unwrap(), "--tariffs", t.to_str().unwrap(), &log],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            l.to_str().unwrap(),
+            "--tariffs",
+            t.to_str().unwrap(),
+            &log,
+        ],
         &["no tariff for tenant \"tenant-b\""],
     );
-    std::fs::write(&t, "[default]\ninline = \"id = 'a'\\ncurrency = 'EUR'\\ncolour = 1\\n\"\n").unwrap();
+    std::fs::write(
+        &t,
+        "[default]\ninline = \"id = 'a'\\ncurrency = 'EUR'\\ncolour = 1\\n\"\n",
+    )
+    .unwrap();
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", l.to_str().unwrap(), "--tariffs", t.to_str().unwrap(), &log],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            l.to_str().unwrap(),
+            "--tariffs",
+            t.to_str().unwrap(),
+            &log,
+        ],
         &["tenant-a", "default.inline", "colour"],
     );
     std::fs::write(&t, "[tenant.nobody]\nfile = \"x.toml\"\n").unwrap();
     expect_usage_error(
-        &["bill", "--format", "qmail", "--logins", l.to_str().unwrap(), "--tariffs", t.to_str().unwrap(), &log],
+        &[
+            "bill",
+            "--format",
+            "qmail",
+            "--logins",
+            l.to_str().unwrap(),
+            "--tariffs",
+            t.to_str().unwrap(),
+            &log,
+        ],
         &["t.toml", "line 1", "tenant.nobody"],
     );
 }
@@ -254,7 +368,11 @@ fn the_documented_examples_load() {
         root.join("tariffs.example.toml").to_str().unwrap(),
         &data("postfix/pixelpark-helga-2023-03-14_16.mail.log.gz"),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["log"]["transfers"], 180);
     assert_eq!(v["unmatched_transfers"], 180);

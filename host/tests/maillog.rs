@@ -19,31 +19,67 @@ fn cases() -> Vec<(&'static str, Format, ReaderConfig)> {
         ..ReaderConfig::default()
     };
     vec![
-        ("qmail/synthetic/edgecases.syslog.log", Format::Qmail, ReaderConfig {
-            year: YearRule::Start(2007),
-            ..qmail("saracen")
-        }),
-        ("qmail/synthetic/edgecases.multilog.log", Format::Qmail, qmail("saracen")),
-        ("qmail/synthetic/edgecases.plain.log", Format::Qmail, qmail("saracen")),
-        ("qmail/synthetic/stale-and-reuse.plain.log", Format::Qmail, qmail("mx1")),
-        ("qmail/glidenote-multilog-2014-02-12.log", Format::Qmail, qmail("glidenote")),
+        (
+            "qmail/synthetic/edgecases.syslog.log",
+            Format::Qmail,
+            ReaderConfig {
+                year: YearRule::Start(2007),
+                ..qmail("saracen")
+            },
+        ),
+        (
+            "qmail/synthetic/edgecases.multilog.log",
+            Format::Qmail,
+            qmail("saracen"),
+        ),
+        (
+            "qmail/synthetic/edgecases.plain.log",
+            Format::Qmail,
+            qmail("saracen"),
+        ),
+        (
+            "qmail/synthetic/stale-and-reuse.plain.log",
+            Format::Qmail,
+            qmail("mx1"),
+        ),
+        (
+            "qmail/glidenote-multilog-2014-02-12.log",
+            Format::Qmail,
+            qmail("glidenote"),
+        ),
         ("qmail/alotofwe-lwq-one.log", Format::Qmail, qmail("lwq")),
         ("qmail/alotofwe-lwq-two.log", Format::Qmail, qmail("lwq")),
         ("qmail/alotofwe-lwq-three.log", Format::Qmail, qmail("lwq")),
-        ("qmail/fail2ban-qmail.log", Format::Qmail, ReaderConfig {
-            year: YearRule::Start(2006),
-            ..qmail("sd6")
-        }),
-        ("postfix/pixelpark-helga-2023-03-14_16.mail.log.gz", Format::Postfix, ReaderConfig::default()),
-        ("postfix/synthetic/newyear-filter.syslog.log", Format::Postfix, ReaderConfig {
-            year: YearRule::Start(2023),
-            filter_transports: vec!["scanner".into()],
-            ..ReaderConfig::default()
-        }),
-        ("postfix/fail2ban-postfix.log", Format::Postfix, ReaderConfig {
-            year: YearRule::Start(2005),
-            ..ReaderConfig::default()
-        }),
+        (
+            "qmail/fail2ban-qmail.log",
+            Format::Qmail,
+            ReaderConfig {
+                year: YearRule::Start(2006),
+                ..qmail("sd6")
+            },
+        ),
+        (
+            "postfix/pixelpark-helga-2023-03-14_16.mail.log.gz",
+            Format::Postfix,
+            ReaderConfig::default(),
+        ),
+        (
+            "postfix/synthetic/newyear-filter.syslog.log",
+            Format::Postfix,
+            ReaderConfig {
+                year: YearRule::Start(2023),
+                filter_transports: vec!["scanner".into()],
+                ..ReaderConfig::default()
+            },
+        ),
+        (
+            "postfix/fail2ban-postfix.log",
+            Format::Postfix,
+            ReaderConfig {
+                year: YearRule::Start(2005),
+                ..ReaderConfig::default()
+            },
+        ),
     ]
 }
 
@@ -80,7 +116,7 @@ fn every_log_gives_its_expected_transfers() {
     let bless = std::env::var_os("UPDATE_EXPECT").is_some();
     let mut failures = Vec::new();
     let cases = cases();
-    assert!(cases.len() >= 12);
+    assert!(cases.len() >= 13);
     for (file, format, config) in cases {
         let (_, got) = run(file, format, config);
         let path = expected_path(file);
@@ -119,7 +155,10 @@ fn qmail_timestamp_forms_agree() {
 /// size, the delivery's start (via the message) and done times.
 #[test]
 fn qmail_edge_cases_match_the_expected_tsv() {
-    let tsv = String::from_utf8(read(&data().join("qmail/synthetic/edgecases.expected-transfers.tsv"))).unwrap();
+    let tsv = String::from_utf8(read(
+        &data().join("qmail/synthetic/edgecases.expected-transfers.tsv"),
+    ))
+    .unwrap();
     let want: Vec<(String, String, u64, String, i64)> = tsv
         .lines()
         .filter(|l| !l.starts_with('#'))
@@ -130,11 +169,21 @@ fn qmail_edge_cases_match_the_expected_tsv() {
                 let (a, b) = s.split_once('.').unwrap();
                 a.parse::<i64>().unwrap() * 1000 + b[..3].parse::<i64>().unwrap()
             };
-            (f[2].to_owned(), f[5].to_owned(), f[3].parse().unwrap(), f[4].to_owned(), ms(f[7]))
+            (
+                f[2].to_owned(),
+                f[5].to_owned(),
+                f[3].parse().unwrap(),
+                f[4].to_owned(),
+                ms(f[7]),
+            )
         })
         .collect();
     let (got, report) = {
-        let (t, v) = run("qmail/synthetic/edgecases.plain.log", Format::Qmail, ReaderConfig::default());
+        let (t, v) = run(
+            "qmail/synthetic/edgecases.plain.log",
+            Format::Qmail,
+            ReaderConfig::default(),
+        );
         (t, v)
     };
     let got: Vec<_> = got
@@ -156,7 +205,11 @@ fn split_syslog_records_are_joined() {
         year: YearRule::Start(2007),
         ..ReaderConfig::default()
     };
-    let (_, report) = run("qmail/synthetic/edgecases.syslog.log", Format::Qmail, config);
+    let (_, report) = run(
+        "qmail/synthetic/edgecases.syslog.log",
+        Format::Qmail,
+        config,
+    );
     assert_eq!(report["counters"]["joined_continuations"], 1);
     assert_eq!(report["counters"]["unparseable"], 0);
     assert_eq!(report["counters"]["failures"], 4);

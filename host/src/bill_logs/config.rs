@@ -3,7 +3,8 @@
 //! See `pipelines/billing/*.example.toml` for documented examples.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use crate::maillog::hash::FxHashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -47,7 +48,7 @@ pub struct Logins {
     /// Tenant ids, sorted.
     pub tenants: Vec<String>,
     /// Lower-cased login (`user@domain` or `domain`) → index in `tenants`.
-    pub by_login: HashMap<String, usize>,
+    pub by_login: FxHashMap<String, usize>,
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -87,7 +88,7 @@ impl Logins {
             message,
         };
         let tenants: Vec<String> = raw.tenant.keys().cloned().collect();
-        let mut by_login: HashMap<String, usize> = HashMap::new();
+        let mut by_login: FxHashMap<String, usize> = FxHashMap::default();
         for (i, (id, t)) in raw.tenant.iter().enumerate() {
             if t.get_ref().logins.is_empty() {
                 return Err(invalid(
@@ -101,7 +102,10 @@ impl Logins {
                     Some("is empty")
                 } else if value.contains(char::is_whitespace) || value.contains(['<', '>']) {
                     Some("must be an address (user@domain) or a domain, without <> or spaces")
-                } else if value.starts_with('@') || value.ends_with('@') || value.matches('@').count() > 1 {
+                } else if value.starts_with('@')
+                    || value.ends_with('@')
+                    || value.matches('@').count() > 1
+                {
                     Some("must be an address (user@domain) or a domain")
                 } else {
                     None
@@ -169,7 +173,10 @@ pub fn load_tariffs(path: &Path, logins: &Logins) -> Result<Vec<TariffDoc>, Conf
             (Some(file), None) => {
                 let p = base.join(file);
                 let text = std::fs::read_to_string(&p).map_err(|e| {
-                    invalid(src.span().start, format!("{key}.file: cannot read {p:?}: {e}"))
+                    invalid(
+                        src.span().start,
+                        format!("{key}.file: cannot read {p:?}: {e}"),
+                    )
                 })?;
                 Ok(TariffDoc {
                     text,
@@ -194,7 +201,11 @@ pub fn load_tariffs(path: &Path, logins: &Logins) -> Result<Vec<TariffDoc>, Conf
             ));
         }
     }
-    let default = raw.default.as_ref().map(|d| resolve("default", d)).transpose()?;
+    let default = raw
+        .default
+        .as_ref()
+        .map(|d| resolve("default", d))
+        .transpose()?;
     logins
         .tenants
         .iter()
@@ -216,7 +227,9 @@ mod tests {
     #[test]
     fn duplicate_login_names_both_tenants_and_the_line() {
         let text = "[tenant.a]\nlogins = [\"a.example\"]\n[tenant.b]\nlogins = [\"A.example\"]\n";
-        let err = Logins::parse(Path::new("l.toml"), text).unwrap_err().to_string();
+        let err = Logins::parse(Path::new("l.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("\"a\""), "{err}");
     }
@@ -224,7 +237,9 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_their_line() {
         let text = "[tenant.a]\nlogins = [\"a.example\"]\ncolour = 1\n";
-        let err = Logins::parse(Path::new("l.toml"), text).unwrap_err().to_string();
+        let err = Logins::parse(Path::new("l.toml"), text)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("colour") && err.contains("line 3"), "{err}");
     }
 }

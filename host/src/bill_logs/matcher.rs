@@ -56,8 +56,14 @@ mod tests {
         )
         .unwrap();
         let mut m = Matcher::new(logins);
-        assert_eq!(m.classify("x@a.example", "y@b.example"), Some((0, Direction::Outbound)));
-        assert_eq!(m.classify("boss@a.EXAMPLE", "y@a.example"), Some((1, Direction::Outbound)));
+        assert_eq!(
+            m.classify("x@a.example", "y@b.example"),
+            Some((0, Direction::Outbound))
+        );
+        assert_eq!(
+            m.classify("boss@a.EXAMPLE", "y@a.example"),
+            Some((1, Direction::Outbound))
+        );
         assert_eq!(m.classify("", "y@B.example"), Some((1, Direction::Inbound)));
         assert_eq!(m.classify("#@[]", "y@c.example"), None);
         assert_eq!(m.classify("x@sub.a.example", "nobody"), None);

@@ -3,6 +3,7 @@
 
 use super::totals::{ServiceTotal, TenantTotals, format_amount};
 use super::{Matcher, TariffDoc};
+use crate::maillog::hash::FxHashMap;
 use crate::maillog::{Transfer, syslog_time};
 use crate::runtime::{Plugin, PluginError};
 use crate::stage::{BillInput, Counter, Direction, Micros, Outcome, UsageEvent};
@@ -14,23 +15,26 @@ use std::thread::JoinHandle;
 /// to keep memory flat.
 pub const DEFAULT_BATCH: usize = 2_000;
 
+/// Events reserved up front per queue (the batch size comes from the user).
+const PREALLOCATE: usize = 4_096;
+
 /// Batches queued between the reader and the rating thread.
 const QUEUE: usize = 4;
 
 /// Why rating stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BillError {
-    #[error("tenant {tenant:?}: the rater refused the tariff from {origin}: {source}")]
+    #[error("tenant {tenant:?}: the rater refused the tariff from {origin}: {error}")]
     Tariff {
         tenant: String,
         origin: String,
-        source: PluginError,
+        error: PluginError,
     },
-    #[error("tenant {tenant:?}: rating a batch of {events} events failed: {source}")]
+    #[error("tenant {tenant:?}: rating a batch of {events} events failed: {error}")]
     Rate {
         tenant: String,
         events: usize,
-        source: PluginError,
+        error: PluginError,
     },
     #[error("tenant {tenant:?}: the rater answered in {got:?}, the tariff is in {expected:?}")]
     Currency {
@@ -70,7 +74,7 @@ struct Acc {
 pub struct Biller {
     matcher: Matcher,
     tenants: Vec<String>,
-    pending: HashMap<(usize, i64), Vec<UsageEvent>>,
+    pending: FxHashMap<(usize, i64), Vec<UsageEvent>>,
     batch: usize,
     tx: Option<SyncSender<Batch>>,
     worker: Option<JoinHandle<Result<Vec<TenantTotals>, BillError>>>,
@@ -79,7 +83,9 @@ pub struct Biller {
 
 impl std::fmt::Debug for Biller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Biller").field("tenants", &self.tenants).finish()
+        f.debug_struct("Biller")
+            .field("tenants", &self.tenants)
+            .finish()
     }
 }
 
@@ -103,7 +109,12 @@ fn minor_units_of(tariff: &str) -> u8 {
 impl Biller {
     /// Checks every tenant's tariff with the plugin (an empty batch) and
     /// starts the rating thread.
-    pub fn new(plugin: Plugin, matcher: Matcher, tariffs: Vec<TariffDoc>, batch: usize) -> Result<Biller, BillError> {
+    pub fn new(
+        plugin: Plugin,
+        matcher: Matcher,
+        tariffs: Vec<TariffDoc>,
+        batch: usize,
+    ) -> Result<Biller, BillError> {
         let mut tenants = Vec::new();
         for (id, doc) in matcher.tenants().iter().zip(tariffs) {
             let out = plugin
@@ -113,10 +124,10 @@ impl Biller {
                     period_to_date: Vec::new(),
                     events: Vec::new(),
                 })
-                .map_err(|source| BillError::Tariff {
+                .map_err(|error| BillError::Tariff {
                     tenant: id.clone(),
                     origin: doc.origin.clone(),
-                    source,
+                    error,
                 })?;
             tenants.push(Tenant {
                 id: id.clone(),
@@ -134,7 +145,7 @@ impl Biller {
         Ok(Biller {
             matcher,
             tenants: ids,
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             batch: batch.max(1),
             tx: Some(tx),
             worker: Some(worker),
@@ -172,10 +183,10 @@ impl Biller {
         let queue = self
             .pending
             .entry((tenant, period))
-            .or_insert_with(|| Vec::with_capacity(batch));
+            .or_insert_with(|| Vec::with_capacity(batch.min(PREALLOCATE)));
         queue.push(event);
         if queue.len() >= batch {
-            let events = std::mem::replace(queue, Vec::with_capacity(batch));
+            let events = std::mem::replace(queue, Vec::with_capacity(batch.min(PREALLOCATE)));
             self.send(Batch {
                 tenant,
                 period_start_ms: period,
@@ -200,7 +211,11 @@ impl Biller {
 
     /// Rates what is still queued and returns the totals of every tenant.
     pub fn finish(mut self) -> Result<Vec<TenantTotals>, BillError> {
-        let mut rest: Vec<_> = self.pending.drain().filter(|(_, v)| !v.is_empty()).collect();
+        let mut rest: Vec<_> = self
+            .pending
+            .drain()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
         rest.sort_by_key(|&((t, p), _)| (p, t));
         for ((tenant, period_start_ms), events) in rest {
             self.send(Batch {
@@ -217,7 +232,11 @@ impl Biller {
     }
 }
 
-fn rate_all(plugin: Plugin, tenants: Vec<Tenant>, rx: Receiver<Batch>) -> Result<Vec<TenantTotals>, BillError> {
+fn rate_all(
+    plugin: Plugin,
+    tenants: Vec<Tenant>,
+    rx: Receiver<Batch>,
+) -> Result<Vec<TenantTotals>, BillError> {
     let mut acc: Vec<Acc> = tenants.iter().map(|_| Acc::default()).collect();
     let mut to_date: HashMap<(usize, i64), BTreeMap<String, u64>> = HashMap::new();
     let mut input = BillInput {
@@ -237,7 +256,9 @@ fn rate_all(plugin: Plugin, tenants: Vec<Tenant>, rx: Receiver<Batch>) -> Result
                 Direction::Inbound => a.inbound += 1,
             }
         }
-        let counters = to_date.entry((batch.tenant, batch.period_start_ms)).or_default();
+        let counters = to_date
+            .entry((batch.tenant, batch.period_start_ms))
+            .or_default();
         input.tariff.clone_from(&tenant.tariff);
         input.period_start_ms = batch.period_start_ms;
         input.period_to_date = counters
@@ -249,10 +270,10 @@ fn rate_all(plugin: Plugin, tenants: Vec<Tenant>, rx: Receiver<Batch>) -> Result
             .collect();
         let events = batch.events.len();
         input.events = batch.events;
-        let out = plugin.bill(&input).map_err(|source| BillError::Rate {
+        let out = plugin.bill(&input).map_err(|error| BillError::Rate {
             tenant: tenant.id.clone(),
             events,
-            source,
+            error,
         })?;
         if out.currency != tenant.currency {
             return Err(BillError::Currency {
@@ -280,7 +301,9 @@ fn rate_all(plugin: Plugin, tenants: Vec<Tenant>, rx: Receiver<Batch>) -> Result
                 .services
                 .values()
                 .try_fold(0i64, |sum, &(_, amount)| sum.checked_add(amount))
-                .ok_or_else(|| BillError::Overflow { tenant: t.id.clone() })?;
+                .ok_or_else(|| BillError::Overflow {
+                    tenant: t.id.clone(),
+                })?;
             Ok(TenantTotals {
                 services: a
                     .services

@@ -50,7 +50,11 @@ pub fn format_amount(micros: Micros, minor_units: u8) -> String {
     let step = 10i128.pow(6 - digits);
     let m = i128::from(micros);
     let (q, r) = (m / step, m % step);
-    let rounded = if r.abs() * 2 >= step { q + m.signum() } else { q };
+    let rounded = if r.abs() * 2 >= step {
+        q + m.signum()
+    } else {
+        q
+    };
     let sign = if rounded < 0 { "-" } else { "" };
     let abs = rounded.unsigned_abs();
     if digits == 0 {

@@ -2,7 +2,9 @@
 //! totals.
 
 use super::UsageError;
-use crate::bill_logs::{Biller, DEFAULT_BATCH, Logins, Matcher, Summary, TenantTotals, load_tariffs};
+use crate::bill_logs::{
+    Biller, DEFAULT_BATCH, Logins, Matcher, Summary, TenantTotals, load_tariffs,
+};
 use crate::builtin;
 use crate::maillog::{self, Format, ReaderConfig, YearRule, open_input, read_lines};
 use crate::runtime::{PluginSpec, Runtime, RuntimeConfig};
@@ -57,16 +59,20 @@ pub struct BillArgs {
     /// amavis, amavisfeed, lmtp-amavis, spamfilter, scan, dfilt).
     #[arg(long = "filter-transport", value_name = "NAME")]
     filter_transports: Vec<String>,
-    /// Events per call of the rater.
-    #[arg(long, default_value_t = DEFAULT_BATCH)]
-    batch: usize,
+    /// Events per call of the rater (1 to 100000).
+    #[arg(long, default_value_t = DEFAULT_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch: u64,
     /// Log files, plain or gzip; `-` for stdin.
     #[arg(required = true, value_name = "LOG")]
     logs: Vec<PathBuf>,
 }
 
 fn parse_offset(text: &str) -> Result<i32, UsageError> {
-    let bad = || UsageError(format!("--utc-offset {text:?}: expected ±HH:MM, e.g. +04:00"));
+    let bad = || {
+        UsageError(format!(
+            "--utc-offset {text:?}: expected ±HH:MM, e.g. +04:00"
+        ))
+    };
     let (sign, rest) = match text.as_bytes().first() {
         Some(b'+') => (1, &text[1..]),
         Some(b'-') => (-1, &text[1..]),
@@ -138,17 +144,23 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
         Some(path) => {
             let wasm = std::fs::read(path)
                 .map_err(|e| UsageError(format!("cannot read plugin {path:?}: {e}")))?;
-            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             runtime
                 .load(Stage::Bill, &name, &wasm, spec)
                 .map_err(|e| UsageError(format!("plugin {path:?}: {e}")))?
         }
         None => {
             let b = builtin::default_for(Stage::Bill);
-            runtime.load(Stage::Bill, b.name, b.wasm, spec).context("loading the built-in rater")?
+            runtime
+                .load(Stage::Bill, b.name, b.wasm, spec)
+                .context("loading the built-in rater")?
         }
     };
-    let mut biller = Biller::new(plugin, Matcher::new(logins), tariffs, args.batch).map_err(|e| UsageError(e.to_string()))?;
+    let mut biller = Biller::new(plugin, Matcher::new(logins), tariffs, args.batch as usize)
+        .map_err(|e| UsageError(e.to_string()))?;
 
     let mut filter_transports = ReaderConfig::default().filter_transports;
     filter_transports.extend(args.filter_transports.iter().cloned());
@@ -263,7 +275,10 @@ fn csv_field(s: &str) -> String {
 }
 
 fn write_csv(out: &mut impl Write, tenants: &[TenantTotals]) -> std::io::Result<()> {
-    writeln!(out, "tenant,currency,service,quantity,amount,amount_micros,transfers,bytes")?;
+    writeln!(
+        out,
+        "tenant,currency,service,quantity,amount,amount_micros,transfers,bytes"
+    )?;
     for t in tenants {
         let tenant = csv_field(&t.tenant);
         for s in &t.services {

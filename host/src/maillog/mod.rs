@@ -10,10 +10,11 @@
 //! This module knows nothing of tenants, tariffs, plugins or tokio: it turns
 //! bytes into transfers and counters.
 
+pub mod hash;
 mod input;
-mod syslog;
 pub mod postfix;
 pub mod qmail;
+mod syslog;
 pub mod syslog_time;
 pub mod tai64;
 
@@ -26,8 +27,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
-    /// Stable across re-reads of the same log: host, queue id or message
-    /// number with its acceptance time, delivery time and recipient.
+    /// Stable across re-reads of the same log: host, queue id (Postfix) or
+    /// message number with its `new msg` time and the delivery number
+    /// (qmail), delivery time and recipient.
     pub key: String,
     /// The message as the MTA named it, made unique per host and acceptance.
     pub message_id: String,

@@ -20,7 +20,7 @@
 use super::syslog::parse_header;
 use super::syslog_time::Clock;
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule};
-use std::collections::HashMap;
+use super::hash::FxHashMap;
 
 /// How often (in log time) old half-joined state is looked for.
 const SWEEP_EVERY_MS: i64 = 3_600_000;
@@ -36,7 +36,11 @@ struct Qid {
 
 impl Qid {
     fn new(b: &[u8]) -> Option<Qid> {
-        if b.len() < 5 || b.len() > MAX_QID || b == b"NOQUEUE" || !b.iter().all(u8::is_ascii_alphanumeric) {
+        if b.len() < 5
+            || b.len() > MAX_QID
+            || b == b"NOQUEUE"
+            || !b.iter().all(u8::is_ascii_alphanumeric)
+        {
             return None;
         }
         let mut bytes = [0; MAX_QID];
@@ -69,7 +73,7 @@ pub struct PostfixReader {
     lineno: u64,
     report: Report,
     hosts: Vec<String>,
-    msgs: HashMap<(u32, Qid), Msg>,
+    msgs: FxHashMap<(u32, Qid), Msg>,
     latest_ms: i64,
     next_sweep_ms: i64,
     pool: Vec<String>,
@@ -84,7 +88,7 @@ impl PostfixReader {
             lineno: 0,
             report: Report::default(),
             hosts: Vec::new(),
-            msgs: HashMap::new(),
+            msgs: FxHashMap::default(),
             latest_ms: i64::MIN,
             next_sweep_ms: i64::MIN,
             pool: Vec::new(),
@@ -136,13 +140,18 @@ impl PostfixReader {
             return Some(());
         };
         let daemon = &h.program[slash + 1..];
-        let service = h.program[..slash].rsplit(|&b| b == b'/').next().unwrap_or(b"");
+        let service = h.program[..slash]
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or(b"");
         let Some(colon) = memchr::memchr(b':', h.msg) else {
             self.report.counters.ignored += 1;
             return Some(());
         };
-        let (Some(qid), Some(rest)) = (Qid::new(&h.msg[..colon]), h.msg[colon..].strip_prefix(b": "))
-        else {
+        let (Some(qid), Some(rest)) = (
+            Qid::new(&h.msg[..colon]),
+            h.msg[colon..].strip_prefix(b": "),
+        ) else {
             // connect, disconnect, NOQUEUE: reject, statistics, warnings
             self.report.counters.ignored += 1;
             return Some(());
@@ -229,7 +238,12 @@ impl PostfixReader {
     }
 
     fn is_hop(&self, daemon: &[u8], service: &[u8], relay: &[u8], status: &[u8]) -> bool {
-        let named = |name: &[u8]| self.config.filter_transports.iter().any(|t| t.as_bytes() == name);
+        let named = |name: &[u8]| {
+            self.config
+                .filter_transports
+                .iter()
+                .any(|t| t.as_bytes() == name)
+        };
         if named(service) || (daemon == b"pipe" && named(relay)) {
             return true;
         }
@@ -239,7 +253,14 @@ impl PostfixReader {
         daemon == b"local" && find(status, b"(forwarded as ").is_some()
     }
 
-    fn transfer(&mut self, id: (u32, Qid), ms: i64, recipient: &[u8], relay: &[u8], emit: &mut dyn FnMut(Transfer)) {
+    fn transfer(
+        &mut self,
+        id: (u32, Qid),
+        ms: i64,
+        recipient: &[u8],
+        relay: &[u8],
+        emit: &mut dyn FnMut(Transfer),
+    ) {
         let Some(Msg {
             first_ms,
             sender: Some(sender),

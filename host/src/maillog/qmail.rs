@@ -22,7 +22,7 @@
 use super::syslog::parse_header;
 use super::syslog_time::{Clock, parse_epoch};
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule, tai64};
-use std::collections::HashMap;
+use super::hash::FxHashMap;
 
 /// Records at least this long may be continued on the next line, so they
 /// wait for it before being parsed (splogger cuts at about 800 bytes).
@@ -57,8 +57,8 @@ pub struct QmailReader {
     lineno: u64,
     report: Report,
     hosts: Vec<String>,
-    msgs: HashMap<Id, Msg>,
-    deliveries: HashMap<Id, Delivery>,
+    msgs: FxHashMap<Id, Msg>,
+    deliveries: FxHashMap<Id, Delivery>,
     /// A long record waiting for possible continuations.
     pending: Vec<u8>,
     pending_at: Option<(i64, u32, u64)>,
@@ -78,8 +78,8 @@ impl QmailReader {
             lineno: 0,
             report: Report::default(),
             hosts: vec![host],
-            msgs: HashMap::new(),
-            deliveries: HashMap::new(),
+            msgs: FxHashMap::default(),
+            deliveries: FxHashMap::default(),
             pending: Vec::new(),
             pending_at: None,
             latest_ms: i64::MIN,
@@ -110,7 +110,14 @@ impl QmailReader {
     }
 
     /// Parses one whole record (timestamp and host already known).
-    fn record(&mut self, ms: i64, host: u32, lineno: u64, text: &[u8], emit: &mut dyn FnMut(Transfer)) {
+    fn record(
+        &mut self,
+        ms: i64,
+        host: u32,
+        lineno: u64,
+        text: &[u8],
+        emit: &mut dyn FnMut(Transfer),
+    ) {
         self.tick(ms);
         let ok = if let Some(rest) = text.strip_prefix(b"delivery ") {
             self.delivery_result(ms, host, rest, emit)
@@ -210,7 +217,13 @@ impl QmailReader {
         Some(())
     }
 
-    fn delivery_result(&mut self, ms: i64, host: u32, rest: &[u8], emit: &mut dyn FnMut(Transfer)) -> Option<()> {
+    fn delivery_result(
+        &mut self,
+        ms: i64,
+        host: u32,
+        rest: &[u8],
+        emit: &mut dyn FnMut(Transfer),
+    ) -> Option<()> {
         let colon = memchr::memchr(b':', rest)?;
         let d = number(&rest[..colon])?;
         let outcome = rest[colon..].strip_prefix(b": ")?;
@@ -231,8 +244,10 @@ impl QmailReader {
                 }) => {
                     let host_name = &self.hosts[host as usize];
                     let t = Transfer {
+                        // The delivery number tells apart two deliveries of
+                        // one message to the same address in the same ms.
                         key: format!(
-                            "qmail/{host_name}/{}/{new_ms}/{ms}/{}",
+                            "qmail/{host_name}/{}/{new_ms}/{d}/{ms}/{}",
                             delivery.msg, delivery.recipient
                         ),
                         message_id: format!("{host_name}/{}/{new_ms}", delivery.msg),
@@ -308,7 +323,11 @@ impl QmailReader {
 
 /// Where a qmail record's text starts, once the stamp is read.
 enum Stamp<'a> {
-    Record { ms: i64, host: Option<&'a [u8]>, text: &'a [u8] },
+    Record {
+        ms: i64,
+        host: Option<&'a [u8]>,
+        text: &'a [u8],
+    },
     /// splogger's `STAMP+REST`: the rest of the previous record.
     Continuation(&'a [u8]),
     /// A well-formed line of some other program.
@@ -319,7 +338,11 @@ fn split_stamp<'a>(line: &'a [u8], clock: &mut Clock) -> Option<Stamp<'a>> {
     if line[0] == b'@' {
         let ms = tai64::parse_ms(line)?;
         let text = line[tai64::LABEL_LEN..].strip_prefix(b" ")?;
-        return Some(Stamp::Record { ms, host: None, text });
+        return Some(Stamp::Record {
+            ms,
+            host: None,
+            text,
+        });
     }
     if let Some(sp) = memchr::memchr(b' ', line) {
         if let Some(ms) = parse_epoch(&line[..sp]) {
@@ -368,7 +391,11 @@ impl LogReader for QmailReader {
     fn line(&mut self, line: &[u8], emit: &mut dyn FnMut(Transfer)) {
         self.lineno += 1;
         self.report.counters.lines += 1;
-        let stamp = if line.is_empty() { None } else { split_stamp(line, &mut self.clock) };
+        let stamp = if line.is_empty() {
+            None
+        } else {
+            split_stamp(line, &mut self.clock)
+        };
         match stamp {
             None => {
                 self.flush_pending(emit);

@@ -51,7 +51,11 @@ mod tests {
     #[test]
     fn classic_and_rfc3339_headers() {
         let mut c = Clock::new(YearRule::Start(2007), 0);
-        let h = parse_header(b"May  1 04:40:40 saracen qmail: 1177980040.0 new msg 1", &mut c).unwrap();
+        let h = parse_header(
+            b"May  1 04:40:40 saracen qmail: 1177980040.0 new msg 1",
+            &mut c,
+        )
+        .unwrap();
         assert_eq!((h.host, h.program), (&b"saracen"[..], &b"qmail"[..]));
         assert_eq!(h.msg, b"1177980040.0 new msg 1");
         let h = parse_header(

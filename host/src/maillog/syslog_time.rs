@@ -228,7 +228,10 @@ mod tests {
     #[test]
     fn classic_with_space_padded_day() {
         let t = parse_classic(b"May  1 04:40:40 saracen").unwrap();
-        assert_eq!((t.month, t.day, t.secs_of_day), (5, 1, 4 * 3600 + 40 * 60 + 40));
+        assert_eq!(
+            (t.month, t.day, t.secs_of_day),
+            (5, 1, 4 * 3600 + 40 * 60 + 40)
+        );
         assert_eq!(parse_classic(b"Foo  1 04:40:40"), None);
         assert_eq!(parse_classic(b"May 1 04:40:40 "), None);
     }
@@ -274,7 +277,10 @@ mod tests {
             parse_rfc3339(b"2023-03-14T00:08:33.787870+01:00"),
             Some(1_678_748_913_787)
         );
-        assert_eq!(parse_rfc3339(b"2023-03-13T23:08:33Z"), Some(1_678_748_913_000));
+        assert_eq!(
+            parse_rfc3339(b"2023-03-13T23:08:33Z"),
+            Some(1_678_748_913_000)
+        );
         assert_eq!(parse_rfc3339(b"2023-03-14T00:08:33+0100"), None);
         assert_eq!(parse_epoch(b"1177980040.081236"), Some(1_177_980_040_081));
         assert_eq!(parse_epoch(b"1177980040"), None);

@@ -22,7 +22,8 @@ pub fn parse_ms(line: &[u8]) -> Option<i64> {
         return None;
     }
     let unix = i64::try_from(secs.checked_sub(OFFSET)?).ok()?;
-    unix.checked_mul(1000)?.checked_add((nanos / 1_000_000) as i64)
+    unix.checked_mul(1000)?
+        .checked_add((nanos / 1_000_000) as i64)
 }
 
 fn hex(digits: &[u8]) -> Option<u64> {
