@@ -43,6 +43,11 @@ fn cases() -> Vec<(&'static str, Format, ReaderConfig)> {
             qmail("mx1"),
         ),
         (
+            "qmail/synthetic/same-recipient-twice.plain.log",
+            Format::Qmail,
+            qmail("mx1"),
+        ),
+        (
             "qmail/glidenote-multilog-2014-02-12.log",
             Format::Qmail,
             qmail("glidenote"),
