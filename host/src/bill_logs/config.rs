@@ -2,8 +2,8 @@
 //! TARIFFS.toml (each tenant's tariff document, inline or in a file).
 //! See `pipelines/billing/*.example.toml` for documented examples.
 
-use serde::Deserialize;
 use crate::maillog::hash::FxHashMap;
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;

@@ -17,10 +17,11 @@
 //! `local` delivery that forwarded the message (`forwarded as QID`).
 //! `lmtp` to loopback is a final delivery (e.g. Dovecot).
 
+use super::hash::{FxHashMap, FxHasher};
 use super::syslog::parse_header;
 use super::syslog_time::Clock;
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule};
-use super::hash::FxHashMap;
+use std::hash::{Hash, Hasher};
 
 /// How often (in log time) old half-joined state is looked for.
 const SWEEP_EVERY_MS: i64 = 3_600_000;
@@ -63,6 +64,9 @@ struct Msg {
     /// Set by qmgr's `from=` line.
     sender: Option<String>,
     size: u64,
+    /// Hashes of (recipient, time) already billed: a recipient listed twice
+    /// and delivered within one second (classic stamps) gets a second key.
+    sent: Vec<u64>,
 }
 
 /// Joins Postfix lines into transfers.
@@ -108,6 +112,7 @@ impl PostfixReader {
             first_ms: ms,
             sender: None,
             size: 0,
+            sent: Vec::new(),
         })
     }
 
@@ -265,16 +270,30 @@ impl PostfixReader {
             first_ms,
             sender: Some(sender),
             size,
-        }) = self.msgs.get(&id)
+            sent,
+        }) = self.msgs.get_mut(&id)
         else {
             self.report.counters.unjoined_deliveries += 1;
             return;
         };
+        let seen = {
+            let mut h = FxHasher::default();
+            (recipient, ms).hash(&mut h);
+            let h = h.finish();
+            let seen = sent.iter().filter(|&&x| x == h).count();
+            sent.push(h);
+            seen
+        };
         let host = &self.hosts[id.0 as usize];
         let qid = id.1.as_str();
         let recipient = String::from_utf8_lossy(recipient).into_owned();
+        let repeat = if seen == 0 {
+            String::new()
+        } else {
+            format!("#{}", seen + 1)
+        };
         let t = Transfer {
-            key: format!("postfix/{host}/{qid}/{ms}/{recipient}"),
+            key: format!("postfix/{host}/{qid}/{ms}/{recipient}{repeat}"),
             message_id: format!("{host}/{qid}/{first_ms}"),
             sender: sender.clone(),
             recipient,

@@ -19,10 +19,10 @@
 //! transfer. splogger cuts records longer than its buffer and logs the rest
 //! as `STAMP+REST`; such pieces are joined before parsing.
 
+use super::hash::FxHashMap;
 use super::syslog::parse_header;
 use super::syslog_time::{Clock, parse_epoch};
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule, tai64};
-use super::hash::FxHashMap;
 
 /// Records at least this long may be continued on the next line, so they
 /// wait for it before being parsed (splogger cuts at about 800 bytes).
