@@ -198,7 +198,7 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
                 }
             });
             n += 1;
-            if n % 8192 == 0 {
+            if n.is_multiple_of(8192) {
                 let c = &reader.report().counters;
                 progress.tick(
                     &input.name,

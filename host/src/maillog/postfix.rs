@@ -189,12 +189,11 @@ impl PostfixReader {
                         self.report.counters.ignored += 1;
                     }
                 } else if rest == b"removed" {
-                    if let Some(m) = self.msgs.remove(&id) {
-                        if let Some(s) = m.sender
-                            && self.pool.len() < 1024
-                        {
-                            self.pool.push(s);
-                        }
+                    if let Some(m) = self.msgs.remove(&id)
+                        && let Some(s) = m.sender
+                        && self.pool.len() < 1024
+                    {
+                        self.pool.push(s);
                     }
                 } else {
                     self.report.counters.ignored += 1;

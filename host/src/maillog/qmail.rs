@@ -344,31 +344,31 @@ fn split_stamp<'a>(line: &'a [u8], clock: &mut Clock) -> Option<Stamp<'a>> {
             text,
         });
     }
-    if let Some(sp) = memchr::memchr(b' ', line) {
-        if let Some(ms) = parse_epoch(&line[..sp]) {
-            return Some(Stamp::Record {
-                ms,
-                host: None,
-                text: &line[sp + 1..],
-            });
-        }
+    if let Some(sp) = memchr::memchr(b' ', line)
+        && let Some(ms) = parse_epoch(&line[..sp])
+    {
+        return Some(Stamp::Record {
+            ms,
+            host: None,
+            text: &line[sp + 1..],
+        });
     }
     let h = parse_header(line, clock)?;
     // splogger: `qmail: 1177980040.081236 text` or `... 1177980040.081236+rest`
     let end = h.msg.iter().position(|&b| b == b' ' || b == b'+');
-    if let Some(end) = end {
-        if let Some(ms) = parse_epoch(&h.msg[..end]) {
-            let rest = &h.msg[end + 1..];
-            return Some(if h.msg[end] == b'+' {
-                Stamp::Continuation(rest)
-            } else {
-                Stamp::Record {
-                    ms,
-                    host: Some(h.host),
-                    text: rest,
-                }
-            });
-        }
+    if let Some(end) = end
+        && let Some(ms) = parse_epoch(&h.msg[..end])
+    {
+        let rest = &h.msg[end + 1..];
+        return Some(if h.msg[end] == b'+' {
+            Stamp::Continuation(rest)
+        } else {
+            Stamp::Record {
+                ms,
+                host: Some(h.host),
+                text: rest,
+            }
+        });
     }
     if h.program.starts_with(b"qmail") {
         // qmail-send logging straight to syslog, no splogger stamp.
