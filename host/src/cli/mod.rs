@@ -3,6 +3,7 @@
 //! causes, here.
 
 mod bench;
+mod bill;
 mod bounce;
 mod plugin;
 mod serve;
@@ -23,6 +24,8 @@ enum Command {
     /// Check, run and list stage plugins.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Rate qmail or Postfix logs offline and print per-tenant totals.
+    Bill(bill::BillArgs),
     /// Parse bounces, score a bounce plugin against a manifest, benchmark it.
     #[command(subcommand)]
     Bounce(bounce::BounceCommand),
@@ -59,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Pipeline(cmd) => serve::pipeline(cmd),
         Command::Bench(BenchCommand::Push(args)) => bench::push(args),
         Command::Bounce(cmd) => bounce::run(cmd),
+        Command::Bill(args) => bill::run(args),
     };
     match result {
         Ok(code) => code,

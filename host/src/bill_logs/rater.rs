@@ -1,0 +1,343 @@
+//! Batching matched transfers through the rater plugin on a second thread,
+//! and summing its charges per tenant.
+
+use super::totals::{ServiceTotal, TenantTotals, format_amount};
+use super::{Matcher, TariffDoc};
+use crate::maillog::hash::FxHashMap;
+use crate::maillog::{Transfer, syslog_time};
+use crate::runtime::{Plugin, PluginError};
+use crate::stage::{BillInput, Counter, Direction, Micros, Outcome, UsageEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// Events per plugin call: large enough to amortise the call, small enough
+/// to keep memory flat.
+pub const DEFAULT_BATCH: usize = 2_000;
+
+/// Events reserved up front per queue (the batch size comes from the user).
+const PREALLOCATE: usize = 4_096;
+
+/// Batches queued between the reader and the rating thread.
+const QUEUE: usize = 4;
+
+/// Why rating stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BillError {
+    #[error("tenant {tenant:?}: the rater refused the tariff from {origin}: {error}")]
+    Tariff {
+        tenant: String,
+        origin: String,
+        error: PluginError,
+    },
+    #[error("tenant {tenant:?}: rating a batch of {events} events failed: {error}")]
+    Rate {
+        tenant: String,
+        events: usize,
+        error: PluginError,
+    },
+    #[error("tenant {tenant:?}: the rater answered in {got:?}, the tariff is in {expected:?}")]
+    Currency {
+        tenant: String,
+        expected: String,
+        got: String,
+    },
+    #[error("tenant {tenant:?}: an amount overflowed")]
+    Overflow { tenant: String },
+    #[error("the rating thread stopped without an answer")]
+    Thread,
+}
+
+struct Batch {
+    tenant: usize,
+    period_start_ms: i64,
+    events: Vec<UsageEvent>,
+}
+
+struct Tenant {
+    id: String,
+    tariff: String,
+    currency: String,
+    minor_units: u8,
+}
+
+#[derive(Default)]
+struct Acc {
+    transfers: u64,
+    outbound: u64,
+    inbound: u64,
+    bytes: u64,
+    services: BTreeMap<String, (u64, Micros)>,
+}
+
+/// Matches transfers to tenants and rates them in batches.
+pub struct Biller {
+    matcher: Matcher,
+    tenants: Vec<String>,
+    pending: FxHashMap<(usize, i64), Vec<UsageEvent>>,
+    batch: usize,
+    tx: Option<SyncSender<Batch>>,
+    worker: Option<JoinHandle<Result<Vec<TenantTotals>, BillError>>>,
+    unmatched: u64,
+}
+
+impl std::fmt::Debug for Biller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Biller")
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
+/// Start of the calendar month (UTC) holding `ms`.
+fn month_start_ms(ms: i64) -> i64 {
+    let (y, m, _) = syslog_time::civil_from_days(ms.div_euclid(86_400_000));
+    syslog_time::days_from_civil(y, m, 1) * 86_400_000
+}
+
+/// `minor_units` of a TOML tariff (2 when absent or not TOML).
+fn minor_units_of(tariff: &str) -> u8 {
+    tariff
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("minor_units")?.as_integer())
+        .and_then(|v| u8::try_from(v).ok())
+        .filter(|&v| v <= 6)
+        .unwrap_or(2)
+}
+
+impl Biller {
+    /// Checks every tenant's tariff with the plugin (an empty batch) and
+    /// starts the rating thread.
+    pub fn new(
+        plugin: Plugin,
+        matcher: Matcher,
+        tariffs: Vec<TariffDoc>,
+        batch: usize,
+    ) -> Result<Biller, BillError> {
+        let mut tenants = Vec::new();
+        for (id, doc) in matcher.tenants().iter().zip(tariffs) {
+            let out = plugin
+                .bill(&BillInput {
+                    tariff: doc.text.clone(),
+                    period_start_ms: 0,
+                    period_to_date: Vec::new(),
+                    events: Vec::new(),
+                })
+                .map_err(|error| BillError::Tariff {
+                    tenant: id.clone(),
+                    origin: doc.origin.clone(),
+                    error,
+                })?;
+            tenants.push(Tenant {
+                id: id.clone(),
+                minor_units: minor_units_of(&doc.text),
+                tariff: doc.text,
+                currency: out.currency,
+            });
+        }
+        let ids = tenants.iter().map(|t| t.id.clone()).collect();
+        let (tx, rx) = sync_channel(QUEUE);
+        let worker = std::thread::Builder::new()
+            .name("sluice-rater".into())
+            .spawn(move || rate_all(plugin, tenants, rx))
+            .map_err(|_| BillError::Thread)?;
+        Ok(Biller {
+            matcher,
+            tenants: ids,
+            pending: FxHashMap::default(),
+            batch: batch.max(1),
+            tx: Some(tx),
+            worker: Some(worker),
+            unmatched: 0,
+        })
+    }
+
+    /// Transfers that matched no login so far.
+    pub fn unmatched(&self) -> u64 {
+        self.unmatched
+    }
+
+    /// Matches one transfer and queues it for rating.
+    pub fn add(&mut self, t: Transfer) -> Result<(), BillError> {
+        let Some((tenant, direction)) = self.matcher.classify(&t.sender, &t.recipient) else {
+            self.unmatched += 1;
+            return Ok(());
+        };
+        let period = month_start_ms(t.delivered_ms);
+        let event = UsageEvent {
+            key: t.key,
+            tenant: self.tenants[tenant].clone(),
+            message_id: t.message_id,
+            recipient: t.recipient,
+            outcome: match direction {
+                Direction::Outbound => Outcome::Delivered,
+                Direction::Inbound => Outcome::Received,
+            },
+            direction,
+            size: t.size,
+            relay: Some(t.relay),
+            at_ms: t.delivered_ms,
+        };
+        let batch = self.batch;
+        let queue = self
+            .pending
+            .entry((tenant, period))
+            .or_insert_with(|| Vec::with_capacity(batch.min(PREALLOCATE)));
+        queue.push(event);
+        if queue.len() >= batch {
+            let events = std::mem::replace(queue, Vec::with_capacity(batch.min(PREALLOCATE)));
+            self.send(Batch {
+                tenant,
+                period_start_ms: period,
+                events,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, batch: Batch) -> Result<(), BillError> {
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok());
+        if sent {
+            return Ok(());
+        }
+        // The worker stopped: its error says why.
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(Err(e))) => Err(e),
+            _ => Err(BillError::Thread),
+        }
+    }
+
+    /// Rates what is still queued and returns the totals of every tenant.
+    pub fn finish(mut self) -> Result<Vec<TenantTotals>, BillError> {
+        let mut rest: Vec<_> = self
+            .pending
+            .drain()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        rest.sort_by_key(|&((t, p), _)| (p, t));
+        for ((tenant, period_start_ms), events) in rest {
+            self.send(Batch {
+                tenant,
+                period_start_ms,
+                events,
+            })?;
+        }
+        self.tx = None;
+        match self.worker.take().map(|w| w.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(BillError::Thread),
+        }
+    }
+}
+
+fn rate_all(
+    plugin: Plugin,
+    tenants: Vec<Tenant>,
+    rx: Receiver<Batch>,
+) -> Result<Vec<TenantTotals>, BillError> {
+    let mut acc: Vec<Acc> = tenants.iter().map(|_| Acc::default()).collect();
+    let mut to_date: HashMap<(usize, i64), BTreeMap<String, u64>> = HashMap::new();
+    let mut input = BillInput {
+        tariff: String::new(),
+        period_start_ms: 0,
+        period_to_date: Vec::new(),
+        events: Vec::new(),
+    };
+    for batch in rx {
+        let tenant = &tenants[batch.tenant];
+        let a = &mut acc[batch.tenant];
+        for e in &batch.events {
+            a.transfers += 1;
+            a.bytes += e.size;
+            match e.direction {
+                Direction::Outbound => a.outbound += 1,
+                Direction::Inbound => a.inbound += 1,
+            }
+        }
+        let counters = to_date
+            .entry((batch.tenant, batch.period_start_ms))
+            .or_default();
+        input.tariff.clone_from(&tenant.tariff);
+        input.period_start_ms = batch.period_start_ms;
+        input.period_to_date = counters
+            .iter()
+            .map(|(service, &quantity)| Counter {
+                service: service.clone(),
+                quantity,
+            })
+            .collect();
+        let events = batch.events.len();
+        input.events = batch.events;
+        let out = plugin.bill(&input).map_err(|error| BillError::Rate {
+            tenant: tenant.id.clone(),
+            events,
+            error,
+        })?;
+        if out.currency != tenant.currency {
+            return Err(BillError::Currency {
+                tenant: tenant.id.clone(),
+                expected: tenant.currency.clone(),
+                got: out.currency,
+            });
+        }
+        let overflow = || BillError::Overflow {
+            tenant: tenant.id.clone(),
+        };
+        for c in out.charges {
+            let q = counters.entry(c.service.clone()).or_default();
+            *q = q.saturating_add(c.quantity);
+            let s = a.services.entry(c.service).or_default();
+            s.0 = s.0.saturating_add(c.quantity);
+            s.1 = s.1.checked_add(c.amount).ok_or_else(overflow)?;
+        }
+    }
+    tenants
+        .into_iter()
+        .zip(acc)
+        .map(|(t, a)| {
+            let total = a
+                .services
+                .values()
+                .try_fold(0i64, |sum, &(_, amount)| sum.checked_add(amount))
+                .ok_or_else(|| BillError::Overflow {
+                    tenant: t.id.clone(),
+                })?;
+            Ok(TenantTotals {
+                services: a
+                    .services
+                    .into_iter()
+                    .map(|(service, (quantity, amount))| ServiceTotal {
+                        service,
+                        quantity,
+                        amount_micros: amount,
+                        amount: format_amount(amount, t.minor_units),
+                    })
+                    .collect(),
+                total_micros: total,
+                total: format_amount(total, t.minor_units),
+                tenant: t.id,
+                currency: t.currency,
+                minor_units: t.minor_units,
+                transfers: a.transfers,
+                outbound: a.outbound,
+                inbound: a.inbound,
+                bytes: a.bytes,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_starts_and_minor_units() {
+        // 2007-05-01T00:40:40Z
+        assert_eq!(month_start_ms(1_177_980_040_081), 1_177_977_600_000);
+        assert_eq!(minor_units_of("id = \"t\"\nminor_units = 3\n"), 3);
+        assert_eq!(minor_units_of("not toml ["), 2);
+    }
+}
