@@ -15,7 +15,7 @@ fn in_order(kinds: &[String], wanted: &[&str]) -> bool {
     wanted.iter().all(|w| it.any(|k| k == w))
 }
 
-fn recipient<'a>(m: &'a Value, i: usize) -> &'a Value {
+fn recipient(m: &Value, i: usize) -> &Value {
     &m["recipients"][i]
 }
 
@@ -61,6 +61,7 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
             "text": "Numbers attached.",
             "headers": {"X-Campaign": "q3-2026"},
             "tags": ["reports"],
+            "attachments": [{"filename": "report.csv", "content_type": "text/csv", "content_base64": "cmVnaW9uLHRvdGFsCg=="}],
         }),
     );
     assert_eq!(r.status, 202, "{}", r.body);
@@ -92,7 +93,10 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
     );
     assert_eq!(header(mail, "Message-ID").as_deref(), Some(message_id));
     assert_eq!(header(mail, "X-Campaign").as_deref(), Some("q3-2026"));
-    assert_eq!(header(mail, "X-Mail-Args").as_deref(), Some("<alice@example.com>"));
+    assert_eq!(
+        header(mail, "X-Mail-Args").as_deref(),
+        Some("<alice@example.com>")
+    );
     let rcpts: HashSet<String> = headers(mail)
         .into_iter()
         .filter(|(n, _)| n == "X-Rcpt-Args")
@@ -101,18 +105,62 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
     assert_eq!(
         rcpts,
         HashSet::from(
-            ["<bob@example.net>", "<carol@example.net>", "<dave@example.net>"]
-                .map(String::from)
+            [
+                "<bob@example.net>",
+                "<carol@example.net>",
+                "<dave@example.net>"
+            ]
+            .map(String::from)
         ),
         "envelope recipients include the Bcc: {mail}"
+    );
+    assert!(header(mail, "Date").is_some(), "{mail}");
+    assert!(
+        mail.contains("filename=\"report.csv\"") && mail.contains("\nregion,total"),
+        "the attachment arrives: {mail}"
     );
     // The Bcc recipient is in the envelope (smtp-sink's X-Rcpt-Args) only.
     assert!(
         headers(mail)
             .iter()
-            .all(|(n, v)| n == "X-Rcpt-Args" || (!n.eq_ignore_ascii_case("bcc") && !v.contains("dave@"))),
+            .all(|(n, v)| n == "X-Rcpt-Args"
+                || (!n.eq_ignore_ascii_case("bcc") && !v.contains("dave@"))),
         "the Bcc recipient must not appear in the headers: {mail}"
     );
+
+    // A raw RFC 5322 message with its envelope beside it arrives as sent,
+    // with a Message-ID added because it had none.
+    let raw = "From: Shop <shop@example.com>\r\nTo: eve@example.org\r\nSubject: Raw receipt\r\nX-Order: 77\r\n\r\nThank you.\r\n";
+    let r = s.request(
+        "POST",
+        "/v1/messages?from=bounces@example.com&to=eve@example.org,frank@example.org",
+        Some(&key),
+        Some("message/rfc822"),
+        raw.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let accepted = r.json();
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let m = s.wait_state(&key, &id, "delivered");
+    assert_eq!(m["recipients"].as_array().map(Vec::len), Some(2), "{m:#}");
+    let kept = sink.with_subject("Raw receipt");
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    let mail = &kept[0];
+    assert_eq!(
+        header(mail, "X-Mail-Args").as_deref(),
+        Some("<bounces@example.com>")
+    );
+    assert_eq!(header(mail, "X-Order").as_deref(), Some("77"));
+    assert_eq!(
+        header(mail, "From").as_deref(),
+        Some("Shop <shop@example.com>")
+    );
+    assert_eq!(
+        header(mail, "Message-ID").as_deref(),
+        accepted["message_id"].as_str(),
+        "{mail}"
+    );
+    assert!(mail.contains("\nThank you."), "{mail}");
 }
 
 #[test]
@@ -140,7 +188,10 @@ fn a_4xx_reply_is_retried_until_the_relay_accepts() {
     let attempts = recipient(&m, 0)["attempts"].as_u64().unwrap_or(0);
     assert!(attempts >= 2, "delivered after {attempts} attempts: {m:#}");
     let kinds = event_kinds(&m);
-    assert!(in_order(&kinds, &["accepted", "deferred", "delivered"]), "{kinds:?}");
+    assert!(
+        in_order(&kinds, &["accepted", "deferred", "delivered"]),
+        "{kinds:?}"
+    );
     assert_eq!(accepting.with_subject("try again").len(), 1);
 }
 
@@ -155,11 +206,17 @@ fn a_5xx_reply_fails_the_recipient_into_the_exception_queue_and_requeue_retries_
     let refusing = Sink::start(setup.root(), port, &["-f", "rcpt"]);
     let s = setup.start();
     let key = s.new_key("t");
-    let id = s.submit(&key, &simple("a@example.com", "nobody@example.net", "no such user"));
+    let id = s.submit(
+        &key,
+        &simple("a@example.com", "nobody@example.net", "no such user"),
+    );
 
     let m = s.wait_state(&key, &id, "failed");
     let reply = recipient(&m, 0)["last_reply"].as_str().unwrap_or_default();
-    assert!(reply.starts_with('5'), "last_reply should carry the 5xx: {m:#}");
+    assert!(
+        reply.starts_with('5'),
+        "last_reply should carry the 5xx: {m:#}"
+    );
     assert!(event_kinds(&m).contains(&"bounced".to_owned()), "{m:#}");
 
     let failed = s.admin("GET", "/admin/v1/failed", None);
@@ -173,7 +230,9 @@ fn a_5xx_reply_fails_the_recipient_into_the_exception_queue_and_requeue_retries_
     assert_eq!(entry["address"], "nobody@example.net", "{entry:#}");
     assert_eq!(entry["state"], "failed", "{entry:#}");
     assert!(
-        entry["last_reply"].as_str().is_some_and(|r| r.starts_with('5')),
+        entry["last_reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with('5')),
         "{entry:#}"
     );
 
@@ -185,7 +244,10 @@ fn a_5xx_reply_fails_the_recipient_into_the_exception_queue_and_requeue_retries_
     let r = s.admin("POST", &path, None);
     assert_eq!(r.status, 204, "{}", r.body);
     let m = s.wait_state(&key, &id, "delivered");
-    assert!(in_order(&event_kinds(&m), &["bounced", "requeued", "delivered"]), "{m:#}");
+    assert!(
+        in_order(&event_kinds(&m), &["bounced", "requeued", "delivered"]),
+        "{m:#}"
+    );
     assert_eq!(accepting.with_subject("no such user").len(), 1);
     // Once delivered it is no longer in the queue, and cannot be requeued.
     let r = s.admin("POST", &path, None);
@@ -208,7 +270,11 @@ fn traffic_moves_to_the_other_relay_when_one_is_down() {
     let up_port = free_port();
     let tables = format!(
         "{}{}{}",
-        relay_table("down", &format!("smtp://127.0.0.1:{down_port}"), "weight = 1000"),
+        relay_table(
+            "down",
+            &format!("smtp://127.0.0.1:{down_port}"),
+            "weight = 1000"
+        ),
         relay_table("up", &format!("smtp://127.0.0.1:{up_port}"), "weight = 1"),
         tenant_table("t", &["*"])
     );
@@ -220,7 +286,12 @@ fn traffic_moves_to_the_other_relay_when_one_is_down() {
     let s = setup.start();
     let key = s.new_key("t");
     let ids: Vec<String> = (0..5)
-        .map(|i| s.submit(&key, &simple("a@example.com", "b@example.net", &format!("failover {i}"))))
+        .map(|i| {
+            s.submit(
+                &key,
+                &simple("a@example.com", "b@example.net", &format!("failover {i}")),
+            )
+        })
         .collect();
 
     let mut tried_down = 0;
@@ -261,7 +332,10 @@ fn relays_added_and_drained_through_the_admin_api_take_effect_without_a_restart(
     let relay_of = |subject: &str| {
         let id = s.submit(&key, &simple("a@example.com", "b@example.net", subject));
         let m = s.wait_state(&key, &id, "delivered");
-        recipient(&m, 0)["relay"].as_str().unwrap_or_default().to_owned()
+        recipient(&m, 0)["relay"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     };
 
     assert_eq!(relay_of("before"), "a");
@@ -306,7 +380,13 @@ fn relays_added_and_drained_through_the_admin_api_take_effect_without_a_restart(
 }
 
 /// Submits `n` messages from `threads` client threads; returns (id, subject).
-fn submit_many(s: &Sluice, key: &str, prefix: &str, n: usize, threads: usize) -> Vec<(String, String)> {
+fn submit_many(
+    s: &Sluice,
+    key: &str,
+    prefix: &str,
+    n: usize,
+    threads: usize,
+) -> Vec<(String, String)> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -315,7 +395,8 @@ fn submit_many(s: &Sluice, key: &str, prefix: &str, n: usize, threads: usize) ->
                         .filter(|i| i % threads == t)
                         .map(|i| {
                             let subject = format!("{prefix} {i}");
-                            let id = s.submit(key, &simple("a@example.com", "b@example.net", &subject));
+                            let id =
+                                s.submit(key, &simple("a@example.com", "b@example.net", &subject));
                             (id, subject)
                         })
                         .collect::<Vec<_>>()
@@ -332,15 +413,22 @@ fn submit_many(s: &Sluice, key: &str, prefix: &str, n: usize, threads: usize) ->
 /// Waits until the sink holds every subject; returns how many extra copies
 /// (duplicates) it holds.
 fn wait_all_at_sink(sink: &Sink, subjects: &HashSet<String>) -> usize {
-    wait_for(&format!("all {} accepted messages at the sink", subjects.len()), || {
-        let seen = sink.subjects();
-        let missing: Vec<&String> = subjects.iter().filter(|s| !seen.contains(*s)).collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]))
-        }
-    });
+    wait_for(
+        &format!("all {} accepted messages at the sink", subjects.len()),
+        || {
+            let seen = sink.subjects();
+            let missing: Vec<&String> = subjects.iter().filter(|s| !seen.contains(*s)).collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} missing, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(5)]
+                ))
+            }
+        },
+    );
     let kept = sink
         .messages()
         .iter()
@@ -403,7 +491,11 @@ fn sigterm_drains_in_flight_work_and_a_restart_delivers_the_rest() {
 
     s.guard.signal("TERM");
     let status = s.guard.wait_exit(WAIT);
-    assert!(status.success(), "sluice exited with {status} after SIGTERM\n{}", s.log());
+    assert!(
+        status.success(),
+        "sluice exited with {status} after SIGTERM\n{}",
+        s.log()
+    );
     let log = std::fs::read_to_string(&s.log).unwrap_or_default();
     assert!(log.contains("sluice: stopped ("), "{log}");
 
@@ -451,6 +543,28 @@ fn the_same_idempotency_key_gives_the_same_message_and_one_delivery() {
     let third = s.post_message(&key, &msg);
     assert_eq!(third.json()["id"], id.as_str(), "{}", third.body);
     assert_eq!(sink.with_subject("once only").len(), 1);
+
+    // The same through the Idempotency-Key header.
+    let body = simple("a@example.com", "b@example.net", "header key").to_string();
+    let auth = format!("Bearer {key}");
+    let send = || {
+        http(
+            s.addr,
+            "POST",
+            "/v1/messages",
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "order-4712"),
+            ],
+            body.as_bytes(),
+        )
+        .expect("POST")
+    };
+    let (a, b) = (send(), send());
+    assert_eq!((a.status, b.status), (202, 200), "{} / {}", a.body, b.body);
+    assert_eq!(b.header("idempotent-replayed"), Some("true"));
+    assert_eq!(a.json()["id"], b.json()["id"]);
 }
 
 #[test]
@@ -467,16 +581,42 @@ fn a_tenant_cannot_see_another_tenants_message() {
     let s = setup.start();
     let alpha = s.new_key("alpha");
     let beta = s.new_key("beta");
-    let id = s.submit(&alpha, &simple("a@alpha.example", "x@example.net", "private"));
+    let id = s.submit(
+        &alpha,
+        &simple("a@alpha.example", "x@example.net", "private"),
+    );
 
-    let own = s.request("GET", &format!("/v1/messages/{id}"), Some(&alpha), None, b"");
+    let own = s.request(
+        "GET",
+        &format!("/v1/messages/{id}"),
+        Some(&alpha),
+        None,
+        b"",
+    );
     assert_eq!(own.status, 200, "{}", own.body);
     let other = s.request("GET", &format!("/v1/messages/{id}"), Some(&beta), None, b"");
     assert_eq!(other.status, 404, "{}", other.body);
     assert_eq!(error_of(&other).0, "not_found");
     assert!(!other.body.contains("alpha"), "{}", other.body);
-    // The admin token is not a tenant key.
-    let admin_as_tenant = s.request("GET", &format!("/v1/messages/{id}"), Some(&setup.admin_token), None, b"");
+    // Idempotency keys are per tenant: the same key from beta is a new message.
+    let mut keyed = simple("a@alpha.example", "x@example.net", "keyed");
+    keyed["idempotency_key"] = json!("shared-key-1");
+    let alpha_keyed = s.submit(&alpha, &keyed);
+    keyed["from"] = json!("b@beta.example");
+    let r = s.post_message(&beta, &keyed);
+    assert_eq!(r.status, 202, "beta's first use of the key: {}", r.body);
+    assert_ne!(r.json()["id"], alpha_keyed.as_str(), "{}", r.body);
+    assert_eq!(r.header("idempotent-replayed"), None);
+    // A tenant key is not an admin token, and the admin token is not a tenant key.
+    let r = s.request("GET", "/admin/v1/tenants", Some(&alpha), None, b"");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let admin_as_tenant = s.request(
+        "GET",
+        &format!("/v1/messages/{id}"),
+        Some(&setup.admin_token),
+        None,
+        b"",
+    );
     assert_eq!(admin_as_tenant.status, 401, "{}", admin_as_tenant.body);
 }
 
@@ -494,7 +634,8 @@ fn bad_requests_get_json_errors_naming_the_field() {
     let check = |r: Response, status: u16, code: &str, field: Option<&str>| {
         assert_eq!(r.status, status, "{}", r.body);
         assert!(
-            r.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
             "{r:?}"
         );
         let (c, f, message) = error_of(&r);
@@ -504,8 +645,16 @@ fn bad_requests_get_json_errors_naming_the_field() {
         message
     };
 
-    let m = check(post(&simple("not an address", "b@example.net", "x")), 422, "invalid", Some("from"));
-    assert!(m.contains("not an address"), "the message quotes the value: {m}");
+    let m = check(
+        post(&simple("not an address", "b@example.net", "x")),
+        422,
+        "invalid",
+        Some("from"),
+    );
+    assert!(
+        m.contains("not an address"),
+        "the message quotes the value: {m}"
+    );
 
     let too_many = json!({"from": "a@good.example", "to": ["1@x.example", "2@x.example", "3@x.example", "4@x.example"], "text": "hi"});
     let m = check(post(&too_many), 422, "invalid", Some("to"));
@@ -514,25 +663,55 @@ fn bad_requests_get_json_errors_naming_the_field() {
     let big = json!({"from": "a@good.example", "to": ["b@x.example"], "text": "x".repeat(30_000)});
     check(post(&big), 413, "too_large", Some("message"));
     // Far beyond the limit: refused before it is read, still as JSON.
-    let huge = json!({"from": "a@good.example", "to": ["b@x.example"], "text": "x".repeat(300_000)});
+    let huge =
+        json!({"from": "a@good.example", "to": ["b@x.example"], "text": "x".repeat(300_000)});
     let r = post(&huge);
     assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!(error_of(&r).0, "too_large", "{}", r.body);
 
-    let r = s.request("POST", "/v1/messages", Some(&key), Some("application/json"), b"{\"from\": ");
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        Some(&key),
+        Some("application/json"),
+        b"{\"from\": ",
+    );
     check(r, 400, "bad_json", None);
 
-    let r = s.request("POST", "/v1/messages", Some(&key), Some("text/plain"), b"hello");
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        Some(&key),
+        Some("text/plain"),
+        b"hello",
+    );
     let m = check(r, 415, "unsupported_media_type", None);
     assert!(m.contains("text/plain"), "{m}");
 
     let body = simple("a@good.example", "b@x.example", "x").to_string();
-    let r = s.request("POST", "/v1/messages", None, Some("application/json"), body.as_bytes());
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        None,
+        Some("application/json"),
+        body.as_bytes(),
+    );
     check(r, 401, "unauthorized", None);
-    let r = s.request("POST", "/v1/messages", Some("sk_not_a_key"), Some("application/json"), body.as_bytes());
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        Some("sk_not_a_key"),
+        Some("application/json"),
+        body.as_bytes(),
+    );
     check(r, 401, "unauthorized", None);
 
-    let m = check(post(&simple("a@evil.example", "b@x.example", "x")), 422, "rejected", Some("from"));
+    let m = check(
+        post(&simple("a@evil.example", "b@x.example", "x")),
+        422,
+        "rejected",
+        Some("from"),
+    );
     assert!(m.contains("evil.example"), "{m}");
 
     // And a good one still goes through.
@@ -545,7 +724,12 @@ fn a_bad_pipeline_file_is_refused_with_file_line_column_and_key() {
     let port = free_port();
     let head = format!("[server]\nhttp_listen = \"127.0.0.1:{port}\"\n");
     let cases = [
-        ("unknown-key.toml", format!("{head}colour = \"blue\"\n"), "3:1: key `colour`", "colour"),
+        (
+            "unknown-key.toml",
+            format!("{head}colour = \"blue\"\n"),
+            "3:1: key `colour`",
+            "colour",
+        ),
         (
             "inline-secret.toml",
             format!("{head}[admin]\ntoken = \"hunter2-secret\"\n"),
@@ -570,8 +754,14 @@ fn a_bad_pipeline_file_is_refused_with_file_line_column_and_key() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         let want = format!("{}:{at}", path.display());
-        assert!(stderr.contains(&want), "{name}: expected {want:?} in:\n{stderr}");
-        assert!(stderr.contains(says), "{name}: expected {says:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(&want),
+            "{name}: expected {want:?} in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(says),
+            "{name}: expected {says:?} in:\n{stderr}"
+        );
         assert!(
             !stderr.contains("hunter2"),
             "{name}: the error must not echo the secret:\n{stderr}"
@@ -593,7 +783,10 @@ fn a_bad_pipeline_file_is_refused_with_file_line_column_and_key() {
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         assert_eq!(status.code(), Some(2), "{name}: serve: {output}");
         assert!(output.contains(&want), "{name}: serve: {output}");
-        assert!(!output.contains("HTTP API on"), "{name}: serve listened: {output}");
+        assert!(
+            !output.contains("HTTP API on"),
+            "{name}: serve listened: {output}"
+        );
     }
 }
 

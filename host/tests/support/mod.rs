@@ -65,7 +65,11 @@ impl ChildGuard {
             .arg(pid.to_string())
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "could not send SIG{signal} to {} (pid {pid})", self.name);
+        assert!(
+            ok,
+            "could not send SIG{signal} to {} (pid {pid})",
+            self.name
+        );
     }
 
     /// Waits (bounded) for the child to exit by itself.
@@ -124,9 +128,7 @@ pub fn wait_for<T>(expected: &str, mut check: impl FnMut() -> Result<T, String>)
             Ok(v) => return v,
             Err(seen) => {
                 if started.elapsed() > WAIT {
-                    panic!(
-                        "timed out after {WAIT:?} waiting for {expected}\nlast seen:\n{seen}"
-                    );
+                    panic!("timed out after {WAIT:?} waiting for {expected}\nlast seen:\n{seen}");
                 }
             }
         }
@@ -201,9 +203,9 @@ impl Sink {
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log fd"))
             .stderr(out);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start smtp-sink: {e}: install postfix (see .ci/run)"));
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start smtp-sink: {e}: install postfix (see .ci/run)")
+        });
         let guard = ChildGuard::adopt(child, format!("smtp-sink on {port}"));
         wait_port(port, "smtp-sink", &log);
         Sink {
@@ -227,7 +229,10 @@ impl Sink {
     /// its `Received:` line, then the message as received).
     pub fn messages(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).expect("read sink dir").flatten() {
+        for entry in std::fs::read_dir(&self.dir)
+            .expect("read sink dir")
+            .flatten()
+        {
             if let Ok(bytes) = std::fs::read(entry.path()) {
                 out.push(String::from_utf8_lossy(&bytes).into_owned());
             }
@@ -336,8 +341,7 @@ pub fn http(
     s.write_all(body)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
-    parse_response(&raw)
-        .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {raw:?}")))
+    parse_response(&raw).ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {raw:?}")))
 }
 
 fn parse_response(raw: &[u8]) -> Option<Response> {
@@ -400,8 +404,10 @@ pub struct PipelineParts<'a> {
 
 impl Setup {
     pub fn new(parts: PipelineParts) -> Setup {
+        // SLUICE_E2E_KEEP=1 keeps the directory (pipeline, store, logs, kept mail).
         let dir = tempfile::Builder::new()
             .prefix("sluice-e2e-")
+            .disable_cleanup(std::env::var_os("SLUICE_E2E_KEEP").is_some())
             .tempdir()
             .expect("temp dir");
         let http_port = free_port();
@@ -535,13 +541,7 @@ impl Sluice {
     pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Response {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let ct = (!bytes.is_empty()).then_some("application/json");
-        self.request(
-            method,
-            path,
-            Some(&self.admin_token),
-            ct,
-            bytes.as_bytes(),
-        )
+        self.request(method, path, Some(&self.admin_token), ct, bytes.as_bytes())
     }
 
     /// A new API key for `tenant`, made through the admin API.
