@@ -554,15 +554,26 @@ impl Sluice {
             .to_owned()
     }
 
-    /// `POST /v1/messages` with a JSON body.
+    /// `POST /v1/messages` with a JSON body. A 503 ("nothing was accepted,
+    /// try again": e.g. the ingest plugin ran past its deadline on a
+    /// machine busy with parallel tests) is retried as a client would.
     pub fn post_message(&self, key: &str, message: &Value) -> Response {
-        self.request(
-            "POST",
-            "/v1/messages",
-            Some(key),
-            Some("application/json"),
-            message.to_string().as_bytes(),
-        )
+        let mut tries = 0;
+        loop {
+            let r = self.request(
+                "POST",
+                "/v1/messages",
+                Some(key),
+                Some("application/json"),
+                message.to_string().as_bytes(),
+            );
+            tries += 1;
+            if r.status != 503 || tries == 5 {
+                return r;
+            }
+            eprintln!("503 on try {tries}, retrying: {}", r.body);
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Submits and expects 202; returns the message's id.
