@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 /// How long any wait lasts before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+/// How long `sluice serve` may take to start answering.
+pub const STARTUP: Duration = Duration::from_secs(90);
 /// The environment variable the pipelines name for the admin token.
 const ADMIN_ENV: &str = "SLUICE_E2E_ADMIN_TOKEN";
 
@@ -121,14 +123,23 @@ pub fn free_port() -> u16 {
 /// Polls `check` every 50 ms until it returns `Ok`, for at most `WAIT`.
 /// `check` returns `Err(what it saw)`; on time-out the test fails saying
 /// what was expected and the last thing seen.
-pub fn wait_for<T>(expected: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_for<T>(expected: &str, check: impl FnMut() -> Result<T, String>) -> T {
+    wait_for_within(WAIT, expected, check)
+}
+
+/// [`wait_for`] with its own bound.
+pub fn wait_for_within<T>(
+    limit: Duration,
+    expected: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     loop {
         match check() {
             Ok(v) => return v,
             Err(seen) => {
-                if started.elapsed() > WAIT {
-                    panic!("timed out after {WAIT:?} waiting for {expected}\nlast seen:\n{seen}");
+                if started.elapsed() > limit {
+                    panic!("timed out after {limit:?} waiting for {expected}\nlast seen:\n{seen}");
                 }
             }
         }
@@ -431,8 +442,18 @@ lease_secs = 5
 smtp_timeout_secs = 5
 {delivery}
 
+# Debug builds on a 2-core machine shared with compilers: generous plugin
+# deadlines, so that a slow call does not defer a message by a minute (these
+# tests are about delivery; plugin deadlines have tests of their own).
+[plugins.ingest]
+timeout_ms = 1000
+
+[plugins.route]
+timeout_ms = 1000
+
 [plugins.send]
 builtin = "send-backoff"
+timeout_ms = 1000
 # Retries within a test, not after a minute.
 config = {{ base_secs = "1", max_delay_secs = "2" }}
 
@@ -483,7 +504,9 @@ config = {{ base_secs = "1", max_delay_secs = "2" }}
             .expect("start sluice serve");
         let mut guard = ChildGuard::adopt(child, "sluice serve");
         let addr: SocketAddr = ([127, 0, 0, 1], self.http_port).into();
-        wait_for("sluice serve to answer GET /healthz", || {
+        // Start-up compiles the five default plugins (seconds in a debug
+        // build, more when parallel tests and compilers share the cores).
+        wait_for_within(STARTUP, "sluice serve to answer GET /healthz", || {
             if !guard.is_running() {
                 return Err(format!("sluice serve exited\n{}", tail(&log)));
             }
