@@ -455,6 +455,11 @@ fn secret(
             key,
             format!("secrets are never inline: use {key}_env = \"VAR\" or {key}_file = \"PATH\""),
         );
+        // The snippet would print the secret itself into a terminal or a CI
+        // log; file:line:column already say where it is.
+        if let Some(e) = check.errors.last_mut() {
+            e.snippet = None;
+        }
     }
     match (env, file) {
         (Some(_), Some(_)) => {

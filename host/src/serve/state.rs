@@ -308,7 +308,7 @@ pub async fn refresh_loop(server: Arc<Server>) {
         if let Err(e) = server.refresh_stats().await {
             tracing::warn!(error = %format!("{e:#}"), "relay stats refresh failed");
         }
-        if n % 5 == 0
+        if n.is_multiple_of(5)
             && let Err(e) = server.sync_relays().await
         {
             tracing::warn!(error = %format!("{e:#}"), "relay sync failed");

@@ -1,0 +1,805 @@
+//! `sluice serve` end to end: the real binary, real Postfix `smtp-sink`
+//! relays on loopback, the HTTP APIs as an application and an operator use
+//! them. Each test has its own store, ports and sinks, so they run in
+//! parallel; every wait is a bounded poll that reports what it saw.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use support::*;
+
+/// The subsequence check behind "events accepted → routed → delivered".
+fn in_order(kinds: &[String], wanted: &[&str]) -> bool {
+    let mut it = kinds.iter();
+    wanted.iter().all(|w| it.any(|k| k == w))
+}
+
+fn recipient(m: &Value, i: usize) -> &Value {
+    &m["recipients"][i]
+}
+
+fn error_of(r: &Response) -> (String, Option<String>, String) {
+    let v = r.json();
+    let e = &v["error"];
+    (
+        e["code"].as_str().unwrap_or_default().to_owned(),
+        e["field"].as_str().map(str::to_owned),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// One relay `a` on `port` and one tenant `t` that may send from anywhere.
+fn one_relay(port: u16, relay_extra: &str) -> String {
+    format!(
+        "{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), relay_extra),
+        tenant_table("t", &["*"])
+    )
+}
+
+#[test]
+fn delivers_with_headers_and_records_accepted_routed_delivered() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+
+    let r = s.post_message(
+        &key,
+        &json!({
+            "from": "Alice Example <alice@example.com>",
+            "to": ["bob@example.net"],
+            "cc": ["carol@example.net"],
+            "bcc": ["dave@example.net"],
+            "subject": "Quarterly report",
+            "text": "Numbers attached.",
+            "headers": {"X-Campaign": "q3-2026"},
+            "tags": ["reports"],
+            "attachments": [{"filename": "report.csv", "content_type": "text/csv", "content_base64": "cmVnaW9uLHRvdGFsCg=="}],
+        }),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let accepted = r.json();
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let message_id = accepted["message_id"].as_str().expect("message_id");
+
+    let m = s.wait_state(&key, &id, "delivered");
+    for i in 0..3 {
+        assert_eq!(recipient(&m, i)["relay"], "a", "{m:#}");
+    }
+    let kinds = event_kinds(&m);
+    assert!(
+        in_order(&kinds, &["accepted", "routed", "delivered"]),
+        "events should go accepted → routed → delivered: {kinds:?}\n{m:#}"
+    );
+
+    let kept = sink.with_subject("Quarterly report");
+    assert_eq!(
+        kept.len(),
+        1,
+        "one transaction for the three recipients of one domain: {kept:#?}"
+    );
+    let mail = &kept[0];
+    assert_eq!(
+        header(mail, "From").as_deref(),
+        Some("\"Alice Example\" <alice@example.com>"),
+        "{mail}"
+    );
+    assert_eq!(header(mail, "Message-ID").as_deref(), Some(message_id));
+    assert_eq!(header(mail, "X-Campaign").as_deref(), Some("q3-2026"));
+    assert_eq!(
+        header(mail, "X-Mail-Args").as_deref(),
+        Some("<alice@example.com>")
+    );
+    let rcpts: HashSet<String> = headers(mail)
+        .into_iter()
+        .filter(|(n, _)| n == "X-Rcpt-Args")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        rcpts,
+        HashSet::from(
+            [
+                "<bob@example.net>",
+                "<carol@example.net>",
+                "<dave@example.net>"
+            ]
+            .map(String::from)
+        ),
+        "envelope recipients include the Bcc: {mail}"
+    );
+    assert!(header(mail, "Date").is_some(), "{mail}");
+    assert!(
+        mail.contains("filename=\"report.csv\"") && mail.contains("\nregion,total"),
+        "the attachment arrives: {mail}"
+    );
+    // The Bcc recipient is in the envelope (smtp-sink's X-Rcpt-Args) only.
+    assert!(
+        headers(mail)
+            .iter()
+            .all(|(n, v)| n == "X-Rcpt-Args"
+                || (!n.eq_ignore_ascii_case("bcc") && !v.contains("dave@"))),
+        "the Bcc recipient must not appear in the headers: {mail}"
+    );
+
+    // A raw RFC 5322 message with its envelope beside it arrives as sent,
+    // with a Message-ID added because it had none.
+    let raw = "From: Shop <shop@example.com>\r\nTo: eve@example.org\r\nSubject: Raw receipt\r\nX-Order: 77\r\n\r\nThank you.\r\n";
+    let r = s.request(
+        "POST",
+        "/v1/messages?from=bounces@example.com&to=eve@example.org,frank@example.org",
+        Some(&key),
+        Some("message/rfc822"),
+        raw.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let accepted = r.json();
+    let id = accepted["id"].as_str().expect("id").to_owned();
+    let m = s.wait_state(&key, &id, "delivered");
+    assert_eq!(m["recipients"].as_array().map(Vec::len), Some(2), "{m:#}");
+    let kept = sink.with_subject("Raw receipt");
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    let mail = &kept[0];
+    assert_eq!(
+        header(mail, "X-Mail-Args").as_deref(),
+        Some("<bounces@example.com>")
+    );
+    assert_eq!(header(mail, "X-Order").as_deref(), Some("77"));
+    assert_eq!(
+        header(mail, "From").as_deref(),
+        Some("Shop <shop@example.com>")
+    );
+    assert_eq!(
+        header(mail, "Message-ID").as_deref(),
+        accepted["message_id"].as_str(),
+        "{mail}"
+    );
+    assert!(mail.contains("\nThank you."), "{mail}");
+}
+
+#[test]
+fn a_4xx_reply_is_retried_until_the_relay_accepts() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let refusing = Sink::start(setup.root(), port, &["-r", "rcpt"]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let id = s.submit(&key, &simple("a@example.com", "b@example.net", "try again"));
+
+    let m = s.wait_message(&key, &id, "deferred with the relay's 4xx reply", |m| {
+        let r = recipient(m, 0);
+        r["state"] == "deferred" && r["last_reply"].as_str().is_some_and(|t| t.starts_with('4'))
+    });
+    assert_eq!(recipient(&m, 0)["relay"], "a", "{m:#}");
+
+    refusing.stop();
+    let accepting = Sink::start(setup.root(), port, &[]);
+    let m = s.wait_state(&key, &id, "delivered");
+    let attempts = recipient(&m, 0)["attempts"].as_u64().unwrap_or(0);
+    assert!(attempts >= 2, "delivered after {attempts} attempts: {m:#}");
+    let kinds = event_kinds(&m);
+    assert!(
+        in_order(&kinds, &["accepted", "deferred", "delivered"]),
+        "{kinds:?}"
+    );
+    assert_eq!(accepting.with_subject("try again").len(), 1);
+}
+
+#[test]
+fn a_5xx_reply_fails_the_recipient_into_the_exception_queue_and_requeue_retries_it() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let refusing = Sink::start(setup.root(), port, &["-f", "rcpt"]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let id = s.submit(
+        &key,
+        &simple("a@example.com", "nobody@example.net", "no such user"),
+    );
+
+    let m = s.wait_state(&key, &id, "failed");
+    let reply = recipient(&m, 0)["last_reply"].as_str().unwrap_or_default();
+    assert!(
+        reply.starts_with('5'),
+        "last_reply should carry the 5xx: {m:#}"
+    );
+    assert!(event_kinds(&m).contains(&"bounced".to_owned()), "{m:#}");
+
+    let failed = s.admin("GET", "/admin/v1/failed", None);
+    assert_eq!(failed.status, 200, "{}", failed.body);
+    let list = failed.json();
+    let entry = list["failed"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["message_id"] == id.as_str()))
+        .unwrap_or_else(|| panic!("message {id} not in the exception queue: {list:#}"))
+        .clone();
+    assert_eq!(entry["address"], "nobody@example.net", "{entry:#}");
+    assert_eq!(entry["state"], "failed", "{entry:#}");
+    assert!(
+        entry["last_reply"]
+            .as_str()
+            .is_some_and(|r| r.starts_with('5')),
+        "{entry:#}"
+    );
+
+    // The operator fixes the relay and puts the recipient back.
+    refusing.stop();
+    let accepting = Sink::start(setup.root(), port, &[]);
+    let idx = entry["recipient_idx"].as_i64().expect("recipient_idx");
+    let path = format!("/admin/v1/failed/{id}/{idx}/requeue");
+    let r = s.admin("POST", &path, None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    let m = s.wait_state(&key, &id, "delivered");
+    assert!(
+        in_order(&event_kinds(&m), &["bounced", "requeued", "delivered"]),
+        "{m:#}"
+    );
+    assert_eq!(accepting.with_subject("no such user").len(), 1);
+    // Once delivered it is no longer in the queue, and cannot be requeued.
+    let r = s.admin("POST", &path, None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let list = s.admin("GET", "/admin/v1/failed", None).json();
+    assert!(
+        !list["failed"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|f| f["message_id"] == id.as_str())),
+        "{list:#}"
+    );
+}
+
+#[test]
+fn traffic_moves_to_the_other_relay_when_one_is_down() {
+    // Nothing listens on `down`'s port. Its weight makes it the router's
+    // first choice, so messages try it, get a transport error, and the send
+    // plugin moves them on to `up`.
+    let down_port = free_port();
+    let up_port = free_port();
+    let tables = format!(
+        "{}{}{}",
+        relay_table(
+            "down",
+            &format!("smtp://127.0.0.1:{down_port}"),
+            "weight = 1000"
+        ),
+        relay_table("up", &format!("smtp://127.0.0.1:{up_port}"), "weight = 1"),
+        tenant_table("t", &["*"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), up_port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            s.submit(
+                &key,
+                &simple("a@example.com", "b@example.net", &format!("failover {i}")),
+            )
+        })
+        .collect();
+
+    let mut tried_down = 0;
+    for id in &ids {
+        let m = s.wait_state(&key, id, "delivered");
+        assert_eq!(recipient(&m, 0)["relay"], "up", "{m:#}");
+        let attempted_down = m["events"].as_array().is_some_and(|es| {
+            es.iter()
+                .any(|e| e["kind"] == "attempted" && e["relay"] == "down")
+        });
+        if attempted_down {
+            tried_down += 1;
+        }
+    }
+    assert!(
+        tried_down >= 1,
+        "no message tried the down relay first, so failover was not exercised"
+    );
+    let subjects = sink.subjects();
+    for i in 0..5 {
+        assert!(subjects.contains(&format!("failover {i}")), "{subjects:?}");
+    }
+}
+
+#[test]
+fn relays_added_and_drained_through_the_admin_api_take_effect_without_a_restart() {
+    let a_port = free_port();
+    let b_port = free_port();
+    let tables = one_relay(a_port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink_a = Sink::start(setup.root(), a_port, &[]);
+    let sink_b = Sink::start(setup.root(), b_port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let relay_of = |subject: &str| {
+        let id = s.submit(&key, &simple("a@example.com", "b@example.net", subject));
+        let m = s.wait_state(&key, &id, "delivered");
+        recipient(&m, 0)["relay"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    assert_eq!(relay_of("before"), "a");
+
+    // Add `b` with a far higher weight: the router should send to it.
+    let r = s.admin(
+        "POST",
+        "/admin/v1/relays",
+        Some(json!({"id": "b", "url": sink_b.url(), "weight": 100000, "tags": ["pool:platform"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let after_add: Vec<String> = (0..5).map(|i| relay_of(&format!("added {i}"))).collect();
+    assert!(
+        after_add.iter().any(|r| r == "b"),
+        "the added relay took no traffic: {after_add:?}"
+    );
+    let listed = s.admin("GET", "/admin/v1/relays", None).json();
+    assert!(
+        listed["relays"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["id"] == "b")),
+        "{listed:#}"
+    );
+
+    // Drain it: new traffic goes back to `a`.
+    let r = s.admin(
+        "PATCH",
+        "/admin/v1/relays/b",
+        Some(json!({"state": "draining"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let at_b = sink_b.messages().len();
+    let after_drain: Vec<String> = (0..5).map(|i| relay_of(&format!("drained {i}"))).collect();
+    assert!(
+        after_drain.iter().all(|r| r == "a"),
+        "the drained relay still took traffic: {after_drain:?}"
+    );
+    assert_eq!(sink_b.messages().len(), at_b, "{}", sink_b.log());
+    for i in 0..5 {
+        assert_eq!(sink_a.with_subject(&format!("drained {i}")).len(), 1);
+    }
+
+    // Removed: gone from the list, and traffic stays on `a`.
+    let r = s.admin("DELETE", "/admin/v1/relays/b", None);
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(s.admin("GET", "/admin/v1/relays/b", None).status, 404);
+    assert_eq!(relay_of("after delete"), "a");
+}
+
+/// Submits `n` messages from `threads` client threads; returns (id, subject).
+fn submit_many(
+    s: &Sluice,
+    key: &str,
+    prefix: &str,
+    n: usize,
+    threads: usize,
+) -> Vec<(String, String)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (0..n)
+                        .filter(|i| i % threads == t)
+                        .map(|i| {
+                            let subject = format!("{prefix} {i}");
+                            let id =
+                                s.submit(key, &simple("a@example.com", "b@example.net", &subject));
+                            (id, subject)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("client thread"))
+            .collect()
+    })
+}
+
+/// Waits until the sink holds every subject; returns how many extra copies
+/// (duplicates) it holds.
+fn wait_all_at_sink(sink: &Sink, subjects: &HashSet<String>) -> usize {
+    wait_for(
+        &format!("all {} accepted messages at the sink", subjects.len()),
+        || {
+            let seen = sink.subjects();
+            let missing: Vec<&String> = subjects.iter().filter(|s| !seen.contains(*s)).collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} missing, e.g. {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(5)]
+                ))
+            }
+        },
+    );
+    let kept = sink
+        .messages()
+        .iter()
+        .filter(|m| header(m, "subject").is_some_and(|s| subjects.contains(&s)))
+        .count();
+    kept - subjects.len()
+}
+
+#[test]
+fn a_process_killed_mid_load_delivers_every_accepted_message_after_a_restart() {
+    let port = free_port();
+    let tables = one_relay(port, "connection_limit = 16");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        delivery: "max_in_flight = 16",
+        ..Default::default()
+    });
+    // A slow relay (1 s per DATA) keeps deliveries in flight when the kill comes.
+    let slow = Sink::start(setup.root(), port, &["-w", "1"]);
+    let mut s = setup.start();
+    let key = s.new_key("t");
+    let sent = submit_many(&s, &key, "crash", 200, 4);
+    let subjects: HashSet<String> = sent.iter().map(|(_, sub)| sub.clone()).collect();
+    assert_eq!(subjects.len(), 200);
+
+    let before = slow.subjects().len();
+    assert!(
+        before < 200,
+        "all 200 were delivered before the kill, so the crash was not mid-load"
+    );
+    s.guard.kill(); // SIGKILL: no drain, leases stay held until they expire
+    slow.stop();
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let duplicates = wait_all_at_sink(&sink, &subjects);
+    eprintln!("crash test: {before} delivered before SIGKILL, {duplicates} delivered twice");
+    for (id, _) in &sent {
+        s.wait_state(&key, id, "delivered");
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_work_and_a_restart_delivers_the_rest() {
+    let port = free_port();
+    let tables = one_relay(port, "connection_limit = 4");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        delivery: "max_in_flight = 4",
+        ..Default::default()
+    });
+    let slow = Sink::start(setup.root(), port, &["-w", "1"]);
+    let mut s = setup.start();
+    let key = s.new_key("t");
+    let sent = submit_many(&s, &key, "drain", 30, 3);
+    let subjects: HashSet<String> = sent.iter().map(|(_, sub)| sub.clone()).collect();
+    assert!(
+        slow.subjects().len() < 30,
+        "everything was delivered before SIGTERM, so nothing was in flight"
+    );
+
+    s.guard.signal("TERM");
+    let status = s.guard.wait_exit(WAIT);
+    assert!(
+        status.success(),
+        "sluice exited with {status} after SIGTERM\n{}",
+        s.log()
+    );
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    // In-flight attempts were finished, not abandoned: no lease was left to give back.
+    assert!(
+        log.contains("sluice: stopped (0 leased recipients given back)"),
+        "{log}"
+    );
+
+    slow.stop();
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let duplicates = wait_all_at_sink(&sink, &subjects);
+    assert_eq!(
+        duplicates, 0,
+        "a graceful stop finishes or gives back its work: nothing is sent twice"
+    );
+    for (id, _) in &sent {
+        s.wait_state(&key, id, "delivered");
+    }
+}
+
+#[test]
+fn the_same_idempotency_key_gives_the_same_message_and_one_delivery() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let mut msg = simple("a@example.com", "b@example.net", "once only");
+    msg["idempotency_key"] = json!("order-4711");
+
+    let first = s.post_message(&key, &msg);
+    assert_eq!(first.status, 202, "{}", first.body);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let second = s.post_message(&key, &msg);
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.header("idempotent-replayed"), Some("true"));
+    let id = first.json()["id"].as_str().expect("id").to_owned();
+    assert_eq!(second.json()["id"], id.as_str());
+
+    s.wait_state(&key, &id, "delivered");
+    // A later message through the same relay delivered too: the first would
+    // have had its chance to be sent twice by then.
+    let marker = s.submit(&key, &simple("a@example.com", "b@example.net", "marker"));
+    s.wait_state(&key, &marker, "delivered");
+    let third = s.post_message(&key, &msg);
+    assert_eq!(third.json()["id"], id.as_str(), "{}", third.body);
+    assert_eq!(sink.with_subject("once only").len(), 1);
+
+    // The same through the Idempotency-Key header.
+    let body = simple("a@example.com", "b@example.net", "header key").to_string();
+    let auth = format!("Bearer {key}");
+    let send = || {
+        http(
+            s.addr,
+            "POST",
+            "/v1/messages",
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+                ("Idempotency-Key", "order-4712"),
+            ],
+            body.as_bytes(),
+        )
+        .expect("POST")
+    };
+    let (a, b) = (send(), send());
+    assert_eq!((a.status, b.status), (202, 200), "{} / {}", a.body, b.body);
+    assert_eq!(b.header("idempotent-replayed"), Some("true"));
+    assert_eq!(a.json()["id"], b.json()["id"]);
+}
+
+#[test]
+fn a_tenant_cannot_see_another_tenants_message() {
+    let tables = format!(
+        "{}{}",
+        tenant_table("alpha", &["alpha.example"]),
+        tenant_table("beta", &["beta.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let s = setup.start();
+    let alpha = s.new_key("alpha");
+    let beta = s.new_key("beta");
+    let id = s.submit(
+        &alpha,
+        &simple("a@alpha.example", "x@example.net", "private"),
+    );
+
+    let own = s.request(
+        "GET",
+        &format!("/v1/messages/{id}"),
+        Some(&alpha),
+        None,
+        b"",
+    );
+    assert_eq!(own.status, 200, "{}", own.body);
+    let other = s.request("GET", &format!("/v1/messages/{id}"), Some(&beta), None, b"");
+    assert_eq!(other.status, 404, "{}", other.body);
+    assert_eq!(error_of(&other).0, "not_found");
+    assert!(!other.body.contains("alpha"), "{}", other.body);
+    // Idempotency keys are per tenant: the same key from beta is a new message.
+    let mut keyed = simple("a@alpha.example", "x@example.net", "keyed");
+    keyed["idempotency_key"] = json!("shared-key-1");
+    let alpha_keyed = s.submit(&alpha, &keyed);
+    keyed["from"] = json!("b@beta.example");
+    let r = s.post_message(&beta, &keyed);
+    assert_eq!(r.status, 202, "beta's first use of the key: {}", r.body);
+    assert_ne!(r.json()["id"], alpha_keyed.as_str(), "{}", r.body);
+    assert_eq!(r.header("idempotent-replayed"), None);
+    // A tenant key is not an admin token, and the admin token is not a tenant key.
+    let r = s.request("GET", "/admin/v1/tenants", Some(&alpha), None, b"");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let admin_as_tenant = s.request(
+        "GET",
+        &format!("/v1/messages/{id}"),
+        Some(&setup.admin_token),
+        None,
+        b"",
+    );
+    assert_eq!(admin_as_tenant.status, 401, "{}", admin_as_tenant.body);
+}
+
+#[test]
+fn bad_requests_get_json_errors_naming_the_field() {
+    let tables = tenant_table("t", &["good.example"]);
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        limits: "max_message_bytes = 20000\nmax_recipients = 3",
+        ..Default::default()
+    });
+    let s = setup.start();
+    let key = s.new_key("t");
+    let post = |body: &Value| s.post_message(&key, body);
+    let check = |r: Response, status: u16, code: &str, field: Option<&str>| {
+        assert_eq!(r.status, status, "{}", r.body);
+        assert!(
+            r.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
+            "{r:?}"
+        );
+        let (c, f, message) = error_of(&r);
+        assert_eq!(c, code, "{}", r.body);
+        assert_eq!(f.as_deref(), field, "{}", r.body);
+        assert!(!message.is_empty(), "{}", r.body);
+        message
+    };
+
+    let m = check(
+        post(&simple("not an address", "b@example.net", "x")),
+        422,
+        "invalid",
+        Some("from"),
+    );
+    assert!(
+        m.contains("not an address"),
+        "the message quotes the value: {m}"
+    );
+
+    let too_many = json!({"from": "a@good.example", "to": ["1@x.example", "2@x.example", "3@x.example", "4@x.example"], "text": "hi"});
+    let m = check(post(&too_many), 422, "invalid", Some("to"));
+    assert!(m.contains('4') && m.contains('3'), "{m}");
+
+    let big = json!({"from": "a@good.example", "to": ["b@x.example"], "text": "x".repeat(30_000)});
+    check(post(&big), 413, "too_large", Some("message"));
+    // Far beyond the limit: refused before it is read, still as JSON.
+    let huge =
+        json!({"from": "a@good.example", "to": ["b@x.example"], "text": "x".repeat(300_000)});
+    let r = post(&huge);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(error_of(&r).0, "too_large", "{}", r.body);
+
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        Some(&key),
+        Some("application/json"),
+        b"{\"from\": ",
+    );
+    check(r, 400, "bad_json", None);
+
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        Some(&key),
+        Some("text/plain"),
+        b"hello",
+    );
+    let m = check(r, 415, "unsupported_media_type", None);
+    assert!(m.contains("text/plain"), "{m}");
+
+    let body = simple("a@good.example", "b@x.example", "x").to_string();
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        None,
+        Some("application/json"),
+        body.as_bytes(),
+    );
+    check(r, 401, "unauthorized", None);
+    let r = s.request(
+        "POST",
+        "/v1/messages",
+        Some("sk_not_a_key"),
+        Some("application/json"),
+        body.as_bytes(),
+    );
+    check(r, 401, "unauthorized", None);
+
+    let m = check(
+        post(&simple("a@evil.example", "b@x.example", "x")),
+        422,
+        "rejected",
+        Some("from"),
+    );
+    assert!(m.contains("evil.example"), "{m}");
+
+    // And a good one still goes through.
+    s.submit(&key, &simple("a@good.example", "b@x.example", "fine"));
+}
+
+#[test]
+fn a_bad_pipeline_file_is_refused_with_file_line_column_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let head = format!("[server]\nhttp_listen = \"127.0.0.1:{port}\"\n");
+    let cases = [
+        (
+            "unknown-key.toml",
+            format!("{head}colour = \"blue\"\n"),
+            "3:1: key `colour`",
+            "unknown field",
+        ),
+        (
+            "inline-secret.toml",
+            format!("{head}[admin]\ntoken = \"hunter2-secret\"\n"),
+            "4:9: key `admin.token`",
+            "never inline",
+        ),
+        (
+            "bad-relay.toml",
+            format!("{head}[[relay]]\nid = \"r\"\nurl = \"http://mx.example\"\n"),
+            "5:7: key `relay[0].url`",
+            "is not smtp or smtps",
+        ),
+    ];
+    for (name, text, at, says) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["pipeline", "check"])
+            .arg(&path)
+            .output()
+            .expect("run sluice");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let want = format!("{}:{at}", path.display());
+        assert!(
+            stderr.contains(&want),
+            "{name}: expected {want:?} in:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(says),
+            "{name}: expected {says:?} in:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("hunter2"),
+            "{name}: the error must not echo the secret:\n{stderr}"
+        );
+
+        // `serve` refuses it the same way, before listening.
+        let log = dir.path().join(format!("{name}.serve.log"));
+        let f = std::fs::File::create(&log).expect("log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--pipeline"])
+            .arg(&path)
+            .current_dir(dir.path())
+            .stdout(f.try_clone().expect("fd"))
+            .stderr(f)
+            .spawn()
+            .expect("run sluice serve");
+        let mut guard = support_guard(child);
+        let status = guard.wait_exit(WAIT);
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(status.code(), Some(2), "{name}: serve: {output}");
+        assert!(output.contains(&want), "{name}: serve: {output}");
+        assert!(
+            !output.contains("HTTP API on"),
+            "{name}: serve listened: {output}"
+        );
+    }
+}
+
+fn support_guard(child: std::process::Child) -> ChildGuard {
+    ChildGuard::adopt(child, "sluice serve (bad pipeline)")
+}
