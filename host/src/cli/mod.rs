@@ -90,8 +90,11 @@ pub struct UsageError(pub String);
 fn init_tracing() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "warn".into());
+    // Colour only on a terminal: logs written to files stay plain.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
 }
