@@ -14,7 +14,7 @@ use crate::runtime::{
 use crate::stage::Stage;
 use crate::store::{ActivePlugin, PluginState, PluginVersion, Store};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,6 +24,9 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 /// A plugin that fails this many times within [`SUSPEND_WINDOW`] is suspended.
 pub const SUSPEND_AFTER: usize = 5;
 pub const SUSPEND_WINDOW: Duration = Duration::from_secs(60);
+/// Previously active versions kept compiled per (tenant, stage), so that a rollback
+/// switches at once.
+const KEEP_PREVIOUS: usize = 3;
 /// Lines kept per (tenant, stage) log.
 const LOG_LINES: usize = 1000;
 /// Call times kept for the percentiles.
@@ -265,12 +268,19 @@ impl TenantPlugins {
         let active = store.list_active_plugins().await?;
         let current = self.live.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut next = HashMap::new();
+        // Compiled versions worth keeping: the active ones and the few a rollback
+        // would go back to.
+        let mut keep = HashSet::new();
         for a in active {
             let ActivePlugin {
                 version: v,
                 activated_at_ms,
-                ..
+                previous,
             } = a;
+            for p in previous.iter().rev().take(KEEP_PREVIOUS) {
+                keep.insert((v.tenant_id.clone(), v.stage, *p));
+            }
+            keep.insert((v.tenant_id.clone(), v.stage, v.version));
             if v.state == PluginState::Suspended {
                 continue;
             }
