@@ -600,3 +600,55 @@ fn switching_versions_while_mail_flows_loses_and_duplicates_nothing() {
         "every message was routed by one of the tenant's versions: {v}"
     );
 }
+
+#[test]
+fn the_cli_uploads_and_reports_refusals() {
+    let s = Stack::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("router.wasm");
+    std::fs::write(&good, builtin("router-weighted")).unwrap();
+    let bad = dir.path().join("rater.wasm");
+    std::fs::write(&bad, builtin("rater-tiered")).unwrap();
+    let url = format!("http://{}", s.addr);
+    let run = |file: &PathBuf, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["plugin", "upload", "--stage", "route"])
+            .arg(file)
+            .args(["--url", &url, "--key", s.key("a")])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good, &["--config", "window_secs=60", "--timeout-ms", "40"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("ok: ")
+            && stdout.contains("is version 1 of the route plugin")
+            && stdout.contains("; active"),
+        "{stdout}"
+    );
+    let out = run(&bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422 wrong_world") && stderr.contains("router"),
+        "{stderr}"
+    );
+    let out = run(&good, &["--no-activate"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2"));
+
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let route = route_plugins(&v);
+    assert_eq!(route["active_version"], 1, "{v}");
+    assert_eq!(route["versions"][0]["timeout_ms"], 40, "{v}");
+    assert_eq!(
+        route["versions"][0]["config"],
+        json!([["window_secs", "60"]])
+    );
+}

@@ -3,7 +3,9 @@
 //! causes, here.
 
 mod bench;
+mod http;
 mod plugin;
+mod plugin_new;
 mod serve;
 
 use clap::{Parser, Subcommand};
