@@ -27,6 +27,8 @@ pub const SUSPEND_WINDOW: Duration = Duration::from_secs(60);
 /// Previously active versions kept compiled per (tenant, stage), so that a rollback
 /// switches at once.
 const KEEP_PREVIOUS: usize = 3;
+/// Other versions kept compiled per (tenant, stage), most recently loaded first.
+const KEEP_RECENT: usize = 4;
 /// Lines kept per (tenant, stage) log.
 const LOG_LINES: usize = 1000;
 /// Call times kept for the percentiles.
@@ -97,7 +99,8 @@ pub struct TenantPlugins {
     max_memory_bytes: usize,
     live: RwLock<HashMap<(String, Stage), Arc<Live>>>,
     /// Compiled versions by (tenant, stage, version, content hash).
-    compiled: Mutex<HashMap<CompiledKey, Arc<Plugin>>>,
+    /// With when each was last loaded, for eviction.
+    compiled: Mutex<HashMap<CompiledKey, (Arc<Plugin>, Instant)>>,
     logs: Mutex<HashMap<(String, Stage), Arc<PluginLog>>>,
     stats: Mutex<HashMap<(String, Stage, u32), Arc<CallStats>>>,
     last_refresh: Mutex<Option<Instant>>,
@@ -221,7 +224,7 @@ impl TenantPlugins {
     pub fn remember(&self, v: &PluginVersion, plugin: Arc<Plugin>) {
         lock(&self.compiled).insert(
             (v.tenant_id.clone(), v.stage, v.version, v.sha256.clone()),
-            plugin,
+            (plugin, Instant::now()),
         );
     }
 
@@ -311,21 +314,40 @@ impl TenantPlugins {
                 }),
             );
         }
-        // Only live versions stay compiled; an inactive one is compiled again if it
-        // is ever activated.
-        lock(&self.compiled).retain(|(t, s, ver, _), _| {
-            next.get(&(t.clone(), *s))
-                .is_some_and(|l: &Arc<Live>| l.version == *ver)
-        });
+        self.evict(&keep);
         *self.live.write().unwrap_or_else(|p| p.into_inner()) = next;
         *lock(&self.last_refresh) = Some(Instant::now());
         Ok(())
     }
 
+    /// Drops compiled versions nobody is likely to switch to: per (tenant, stage) it
+    /// keeps those in `keep` (active, and what a rollback goes back to) and the
+    /// [`KEEP_RECENT`] most recently loaded, so that switching back and forth between a
+    /// few versions never compiles again.
+    fn evict(&self, keep: &HashSet<(String, Stage, u32)>) {
+        let mut compiled = lock(&self.compiled);
+        let mut by_stage: HashMap<(String, Stage), Vec<(Instant, CompiledKey)>> = HashMap::new();
+        for (k, (_, used)) in compiled.iter() {
+            by_stage
+                .entry((k.0.clone(), k.1))
+                .or_default()
+                .push((*used, k.clone()));
+        }
+        for (_, mut entries) in by_stage {
+            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+            for (_, k) in entries.into_iter().skip(KEEP_RECENT) {
+                if !keep.contains(&(k.0.clone(), k.1, k.2)) {
+                    compiled.remove(&k);
+                }
+            }
+        }
+    }
+
     /// The compiled version, from the cache or compiled from the stored bytes.
     async fn load_version(&self, store: &Store, v: &PluginVersion) -> Option<Arc<Plugin>> {
         let key = (v.tenant_id.clone(), v.stage, v.version, v.sha256.clone());
-        if let Some(p) = lock(&self.compiled).get(&key) {
+        if let Some((p, used)) = lock(&self.compiled).get_mut(&key) {
+            *used = Instant::now();
             return Some(p.clone());
         }
         let name = plugin_name(&v.tenant_id, v.stage, v.version);
@@ -366,7 +388,7 @@ impl TenantPlugins {
         {
             Ok(p) => {
                 let p = Arc::new(p);
-                lock(&self.compiled).insert(key, p.clone());
+                lock(&self.compiled).insert(key, (p.clone(), Instant::now()));
                 Some(p)
             }
             Err(e) => {
