@@ -10,3 +10,5 @@ pub mod ex02_router;
 pub mod ex03_send;
 pub mod ex04_bounce;
 pub mod ex05_rater;
+pub mod ex06_own_relay_first;
+pub mod ex07_free_then_tiered;

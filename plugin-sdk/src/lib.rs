@@ -37,7 +37,9 @@
 //! | bounce | [`bounce::BounceParser`] | [`export_bounce_parser!`] | [`bounce::BounceInput`] → [`bounce::BounceOutput`] |
 //! | bill | [`bill::Rater`] | [`export_rater!`] | [`bill::BillInput`] → `Result<`[`bill::BillOutput`]`, String>` |
 //!
-//! The [`examples`] module has one complete, compiled plugin per stage.
+//! The [`examples`] module has one complete, compiled plugin per stage, and
+//! [`guide`] walks through writing, testing, uploading and rolling back a
+//! tenant plugin.
 //!
 //! ## What a plugin can and cannot do
 //!
@@ -76,6 +78,7 @@ extern crate self as sluice_sdk;
 pub mod bindings;
 pub mod config;
 pub mod examples;
+pub mod guide;
 pub mod log;
 pub mod money;
 pub mod testing;

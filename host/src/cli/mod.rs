@@ -5,7 +5,9 @@
 mod bench;
 mod bill;
 mod bounce;
+mod http;
 mod plugin;
+mod plugin_new;
 mod serve;
 
 use clap::{Parser, Subcommand};

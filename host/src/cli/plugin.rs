@@ -1,4 +1,4 @@
-//! `sluice plugin check | run | list`.
+//! `sluice plugin check | run | list | sample | new | upload`.
 
 use super::UsageError;
 use crate::builtin;
@@ -34,6 +34,40 @@ pub enum PluginCommand {
     },
     /// List the default plugins built into this binary.
     List,
+    /// Create a ready-to-build plugin crate for a stage.
+    New(super::plugin_new::NewArgs),
+    /// Upload a plugin to a running Sluice as a new version of a tenant's stage plugin.
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// The stage the plugin is for: ingest, route, bounce or bill.
+    #[arg(long)]
+    stage: Stage,
+    /// The component file (`.wasm`).
+    file: PathBuf,
+    /// Sluice's HTTP API.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8025")]
+    url: String,
+    /// A tenant API key (or, with --tenant, the admin token).
+    #[arg(long, env = "SLUICE_KEY", hide_env_values = true)]
+    key: String,
+    /// Upload for this tenant through the admin API (--key is then the admin token).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// A setting for the plugin, `KEY=VALUE`; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
+    /// Wall-time limit of one call in milliseconds (default: the stage's).
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    /// Memory limit of one instance in MiB (default 64).
+    #[arg(long)]
+    memory_mib: Option<u32>,
+    /// Store the version without making it active.
+    #[arg(long)]
+    no_activate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +113,8 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Check(target) => check(target),
+        PluginCommand::New(args) => super::plugin_new::run(args),
+        PluginCommand::Upload(args) => upload(args),
         PluginCommand::Run {
             target,
             input,
@@ -281,4 +317,91 @@ fn run_once(target: Target, input: Option<PathBuf>, sample: bool) -> Result<Exit
             Err(super::Reported(msg).into())
         }
     }
+}
+
+/// Percent-encodes a query value.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn upload(args: UploadArgs) -> Result<ExitCode> {
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", args.file.display())))?;
+    let mut query = Vec::new();
+    for pair in &args.config {
+        if !pair.contains('=') {
+            return Err(UsageError(format!("--config {pair:?} is not KEY=VALUE")).into());
+        }
+        query.push(format!("config={}", query_value(pair)));
+    }
+    if let Some(t) = args.timeout_ms {
+        query.push(format!("timeout_ms={t}"));
+    }
+    if let Some(m) = args.memory_mib {
+        query.push(format!("memory_mib={m}"));
+    }
+    if args.no_activate {
+        query.push("activate=false".into());
+    }
+    let path = match &args.tenant {
+        Some(t) => format!(
+            "/admin/v1/tenants/{}/plugins/{}",
+            query_value(t),
+            args.stage
+        ),
+        None => format!("/v1/plugins/{}", args.stage),
+    };
+    let path = if query.is_empty() {
+        path
+    } else {
+        format!("{path}?{}", query.join("&"))
+    };
+    let resp = super::http::request(
+        "PUT",
+        &args.url,
+        &path,
+        &args.key,
+        "application/wasm",
+        &bytes,
+    )
+    .with_context(|| format!("uploading {} to {}", args.file.display(), args.url))?;
+    let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_else(|_| {
+        serde_json::json!({"error": {"code": "http", "message": String::from_utf8_lossy(&resp.body)}})
+    });
+    if resp.status != 201 {
+        let msg = format!(
+            "{} was refused ({} {}): {}",
+            args.file.display(),
+            resp.status,
+            body["error"]["code"].as_str().unwrap_or("error"),
+            body["error"]["message"].as_str().unwrap_or("")
+        );
+        eprintln!("error: {msg}");
+        return Err(super::Reported(msg).into());
+    }
+    let v = &body["version"];
+    let check = &body["check"];
+    println!(
+        "ok: {} is version {} of the {} plugin (sha256 {}, {:.1} KiB; compiled in {} ms, sample call in {} µs){}",
+        args.file.display(),
+        v["version"],
+        args.stage,
+        v["sha256"].as_str().unwrap_or("?"),
+        v["size"].as_u64().unwrap_or(0) as f64 / 1024.0,
+        check["compile_ms"],
+        check["sample_us"],
+        if body["active"] == true {
+            "; active"
+        } else {
+            "; not activated"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

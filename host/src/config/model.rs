@@ -91,6 +91,8 @@ pub struct Plugins {
     /// Platform maxima for tenant plugins.
     pub max_timeout: Duration,
     pub max_memory_bytes: usize,
+    /// Largest tenant plugin upload (`[plugins] max_upload_bytes`, default 10 MiB).
+    pub max_upload_bytes: u64,
 }
 
 /// Where a secret is read from. Secrets are never inline.
@@ -303,6 +305,8 @@ struct RawPlugins {
     max_timeout_ms: Option<u64>,
     #[serde(default)]
     max_memory_mib: Option<usize>,
+    #[serde(default)]
+    max_upload_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -620,6 +624,7 @@ impl RawPipeline {
             bill: plugin(p.bill, Stage::Bill),
             max_timeout: Duration::from_millis(p.max_timeout_ms.unwrap_or(1000)),
             max_memory_bytes: p.max_memory_mib.unwrap_or(128) << 20,
+            max_upload_bytes: p.max_upload_bytes.unwrap_or(10 << 20).max(1),
         };
 
         let tenant_ids: HashSet<String> =

@@ -33,6 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/v1/tenants/{id}/keys/{key_id}", delete(revoke_key))
         .route("/admin/v1/failed", get(list_failed))
         .route("/admin/v1/failed/{message_id}/{idx}/requeue", post(requeue))
+        .merge(super::tenant_plugins::admin_routes())
 }
 
 fn secret_ref(env: Option<String>, file: Option<String>) -> Result<Option<String>, ApiError> {

@@ -32,6 +32,7 @@ pub fn router(server: AppState) -> Router {
         .route("/v1/messages", post(submit))
         .route("/v1/messages/{id}", get(get_message))
         .merge(super::admin::router())
+        .merge(super::tenant_plugins::tenant_routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(server)

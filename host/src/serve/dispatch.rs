@@ -196,18 +196,34 @@ async fn route(
     group: &[Lease],
     input: RouteInput,
 ) -> Option<RouteDecision> {
-    let chosen = server.plugins.router_for(tenant.route_plugin.as_deref());
+    // The tenant's own uploaded router when one is live, else a default it chose.
+    let tenants = &server.plugins.tenants;
+    let live = tenants.get(&server.store, &tenant.id, Stage::Route).await;
+    let chosen = match &live {
+        Some(l) => l.plugin.clone(),
+        None => server.plugins.router_for(tenant.route_plugin.as_deref()),
+    };
     let fallback = server.plugins.stage(Stage::Route);
+    let started = std::time::Instant::now();
     let first_try = {
         let input = input.clone();
         call(chosen.clone(), move |p| p.route(&input)).await
+    };
+    let suspended = match &live {
+        Some(l) => {
+            let error = first_try.as_ref().err();
+            tenants
+                .finish(&server.store, l, started.elapsed(), error)
+                .await
+        }
+        None => None,
     };
     match first_try {
         Ok(d) => Some(d),
         Err(e) => {
             let mut events: Vec<NewEvent> = group
                 .iter()
-                .map(|l| event(l, EventKind::PluginError, None, json!({"stage": "route", "plugin": chosen.name(), "error": e.kind(), "message": e.to_string()})))
+                .map(|l| event(l, EventKind::PluginError, None, json!({"stage": "route", "plugin": chosen.name(), "error": e.kind(), "message": e.to_string(), "suspended": suspended.is_some(), "reason": suspended})))
                 .collect();
             let result = if Arc::ptr_eq(&chosen, &fallback) {
                 Err(e)

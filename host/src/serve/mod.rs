@@ -13,6 +13,8 @@ mod dispatch;
 mod error;
 mod plugins;
 mod state;
+mod tenant_live;
+mod tenant_plugins;
 
 pub use state::Server;
 

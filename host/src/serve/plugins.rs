@@ -1,6 +1,8 @@
-//! The plugins a server runs: the pipeline's plugin per stage, and the
-//! tenants' route plugins, loaded once and called off the async threads.
+//! The plugins a server runs: the pipeline's plugin per stage, the default
+//! route plugins tenants chose by name, and the tenants' own uploaded plugins
+//! ([`TenantPlugins`]), loaded once and called off the async threads.
 
+use super::tenant_live::TenantPlugins;
 use crate::builtin;
 use crate::config::{PluginConfig, PluginSource, Plugins as PluginsConfig};
 use crate::runtime::{Limits, Plugin, PluginError, PluginSpec, Runtime};
@@ -16,6 +18,8 @@ pub struct PluginSet {
     /// Default route plugins by name, for tenants that chose one.
     named_routers: Mutex<HashMap<String, Arc<Plugin>>>,
     route_limits: PluginConfig,
+    /// Tenants' uploaded plugins, by (tenant, stage).
+    pub tenants: Arc<TenantPlugins>,
 }
 
 fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<Plugin> {
@@ -58,6 +62,11 @@ impl PluginSet {
             stages.insert(stage, Arc::new(load(&runtime, stage, c)?));
         }
         Ok(PluginSet {
+            tenants: Arc::new(TenantPlugins::new(
+                runtime.clone(),
+                cfg.max_timeout,
+                cfg.max_memory_bytes,
+            )),
             runtime,
             stages,
             named_routers: Mutex::new(HashMap::new()),

@@ -286,3 +286,102 @@ impl Store {
         stats::in_flight_by_relay(self.pools()).await
     }
 }
+
+// ---- plugins ----
+
+mod plugins;
+
+pub use plugins::{ActivePlugin, NewPluginVersion, PluginState, PluginVersion};
+
+impl Store {
+    /// Stores an upload as the next version of its (tenant, stage), numbered from 1,
+    /// with its SHA-256; `NotFound` if there is no such tenant. Does not activate it.
+    pub async fn add_plugin_version(
+        &self,
+        new: NewPluginVersion,
+        now_ms: i64,
+    ) -> Result<PluginVersion, StoreError> {
+        plugins::add(self.pools(), new, now_ms).await
+    }
+
+    /// A tenant's versions (of one stage, or all), by stage then version.
+    pub async fn list_plugin_versions(
+        &self,
+        tenant_id: &str,
+        stage: Option<crate::stage::Stage>,
+    ) -> Result<Vec<PluginVersion>, StoreError> {
+        plugins::list(self.pools(), tenant_id, stage).await
+    }
+
+    /// One version's listing; `None` if the tenant has no such version.
+    pub async fn get_plugin_version(
+        &self,
+        tenant_id: &str,
+        stage: crate::stage::Stage,
+        version: u32,
+    ) -> Result<Option<PluginVersion>, StoreError> {
+        plugins::get(self.pools(), tenant_id, stage, version).await
+    }
+
+    /// One version's component bytes.
+    pub async fn plugin_wasm(
+        &self,
+        tenant_id: &str,
+        stage: crate::stage::Stage,
+        version: u32,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        plugins::wasm(self.pools(), tenant_id, stage, version).await
+    }
+
+    /// Makes `version` the active one in one transaction, remembering the one it
+    /// replaces for [`Store::rollback_plugin`]; lifts a suspension of `version`.
+    /// `NotFound` if the tenant has no such version.
+    pub async fn activate_plugin(
+        &self,
+        tenant_id: &str,
+        stage: crate::stage::Stage,
+        version: u32,
+        now_ms: i64,
+    ) -> Result<ActivePlugin, StoreError> {
+        plugins::activate(self.pools(), tenant_id, stage, version, now_ms).await
+    }
+
+    /// Makes the previously active version active again (repeatable, back through
+    /// the history). `NotFound` if nothing is active, `Invalid` if there is no
+    /// previous version.
+    pub async fn rollback_plugin(
+        &self,
+        tenant_id: &str,
+        stage: crate::stage::Stage,
+        now_ms: i64,
+    ) -> Result<ActivePlugin, StoreError> {
+        plugins::rollback(self.pools(), tenant_id, stage, now_ms).await
+    }
+
+    /// The active version of a (tenant, stage), suspended or not.
+    pub async fn active_plugin(
+        &self,
+        tenant_id: &str,
+        stage: crate::stage::Stage,
+    ) -> Result<Option<ActivePlugin>, StoreError> {
+        plugins::active(self.pools(), tenant_id, stage).await
+    }
+
+    /// Every active version of every tenant (what hosts poll to pick up switches).
+    pub async fn list_active_plugins(&self) -> Result<Vec<ActivePlugin>, StoreError> {
+        plugins::list_active(self.pools()).await
+    }
+
+    /// Marks a version suspended with its reason; false if it was not `Ready` (already
+    /// suspended, or no such version), so only the first host to suspend reports it.
+    pub async fn suspend_plugin(
+        &self,
+        tenant_id: &str,
+        stage: crate::stage::Stage,
+        version: u32,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        plugins::suspend(self.pools(), tenant_id, stage, version, reason, now_ms).await
+    }
+}

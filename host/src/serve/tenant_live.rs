@@ -1,0 +1,503 @@
+//! Tenants' own plugins as this server runs them: which version of each (tenant, stage)
+//! is live, compiled once per version and shared by every call, with per-plugin call
+//! counters, a shared log, and the failure policy that suspends a plugin that keeps
+//! failing.
+//!
+//! Switching is atomic: the live map is replaced in one write, a call that already holds
+//! an `Arc<Live>` finishes on the version it started with, and the next call picks the
+//! new one. The map is re-read from the store every [`REFRESH_EVERY`], so a version
+//! activated on another host is live here within seconds.
+
+use crate::runtime::{
+    Limits, LoadError, LogLevel, LogSource, Plugin, PluginError, PluginLog, PluginSpec, Runtime,
+};
+use crate::stage::Stage;
+use crate::store::{ActivePlugin, PluginState, PluginVersion, Store};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How often the live map is re-read from the store.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// A plugin that fails this many times within [`SUSPEND_WINDOW`] is suspended.
+pub const SUSPEND_AFTER: usize = 5;
+pub const SUSPEND_WINDOW: Duration = Duration::from_secs(60);
+/// Previously active versions kept compiled per (tenant, stage), so that a rollback
+/// switches at once.
+const KEEP_PREVIOUS: usize = 3;
+/// Other versions kept compiled per (tenant, stage), most recently loaded first.
+const KEEP_RECENT: usize = 4;
+/// Lines kept per (tenant, stage) log.
+const LOG_LINES: usize = 1000;
+/// Call times kept for the percentiles.
+const RECENT_CALLS: usize = 1024;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters of one plugin version's calls on this host.
+#[derive(Debug, Default)]
+pub struct CallStats {
+    calls: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    recent_us: Mutex<VecDeque<u64>>,
+}
+
+impl CallStats {
+    fn record(&self, took: Duration, error: Option<&PluginError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = error {
+            *lock(&self.errors).entry(e.kind()).or_default() += 1;
+        }
+        let mut recent = lock(&self.recent_us);
+        if recent.len() == RECENT_CALLS {
+            recent.pop_front();
+        }
+        recent.push_back(took.as_micros().min(u128::from(u64::MAX)) as u64);
+    }
+
+    /// Calls, errors by kind, and p50/p99 of the last calls' wall time in µs.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let mut times: Vec<u64> = lock(&self.recent_us).iter().copied().collect();
+        times.sort_unstable();
+        // Nearest rank: the smallest time at or above which p% of the calls lie.
+        let pct = |p: usize| -> Option<u64> {
+            (!times.is_empty()).then(|| times[(times.len() * p).div_ceil(100).max(1) - 1])
+        };
+        json!({
+            "calls": self.calls.load(Ordering::Relaxed),
+            "errors": *lock(&self.errors),
+            "p50_us": pct(50),
+            "p99_us": pct(99),
+        })
+    }
+}
+
+/// The live version of one (tenant, stage).
+pub struct Live {
+    pub tenant_id: String,
+    pub stage: Stage,
+    pub version: u32,
+    pub plugin: Arc<Plugin>,
+    pub stats: Arc<CallStats>,
+    activated_at_ms: i64,
+    /// Set here at once when the failure policy trips; the store follows.
+    suspended: AtomicBool,
+    failures: Mutex<VecDeque<Instant>>,
+}
+
+/// (tenant, stage, version, content hash).
+type CompiledKey = (String, Stage, u32, String);
+
+/// Tenants' plugins on this server.
+pub struct TenantPlugins {
+    runtime: Runtime,
+    max_timeout: Duration,
+    max_memory_bytes: usize,
+    live: RwLock<HashMap<(String, Stage), Arc<Live>>>,
+    /// Compiled versions by (tenant, stage, version, content hash).
+    /// With when each was last loaded, for eviction.
+    compiled: Mutex<HashMap<CompiledKey, (Arc<Plugin>, Instant)>>,
+    logs: Mutex<HashMap<(String, Stage), Arc<PluginLog>>>,
+    stats: Mutex<HashMap<(String, Stage, u32), Arc<CallStats>>>,
+    last_refresh: Mutex<Option<Instant>>,
+    refreshing: AtomicBool,
+}
+
+/// A tenant's limits: its own where given, else the stage's defaults, never above the
+/// platform maxima. `Err` names the limit that is too high.
+pub fn tenant_limits(
+    stage: Stage,
+    timeout_ms: Option<u32>,
+    memory_bytes: Option<u64>,
+    max_timeout: Duration,
+    max_memory_bytes: usize,
+) -> Result<Limits, String> {
+    let defaults = Limits::for_stage(stage);
+    let timeout = match timeout_ms {
+        Some(ms) if Duration::from_millis(u64::from(ms)) > max_timeout => {
+            return Err(format!(
+                "timeout_ms {ms} is above the platform maximum of {}",
+                max_timeout.as_millis()
+            ));
+        }
+        Some(0) => return Err("timeout_ms must be at least 1".into()),
+        Some(ms) => Duration::from_millis(u64::from(ms)),
+        None => defaults.timeout.min(max_timeout),
+    };
+    let memory_bytes = match memory_bytes {
+        Some(m) if m > max_memory_bytes as u64 => {
+            return Err(format!(
+                "memory of {m} bytes is above the platform maximum of {max_memory_bytes} bytes"
+            ));
+        }
+        Some(m) if m < 1 << 20 => {
+            return Err(format!("memory of {m} bytes is below the minimum of 1 MiB"));
+        }
+        Some(m) => m as usize,
+        None => defaults.memory_bytes.min(max_memory_bytes),
+    };
+    Ok(Limits {
+        timeout,
+        memory_bytes,
+        reuse_instances: false,
+    })
+}
+
+/// The name a tenant plugin goes by in logs and events.
+pub fn plugin_name(tenant_id: &str, stage: Stage, version: u32) -> String {
+    format!("{tenant_id}/{stage}@v{version}")
+}
+
+impl TenantPlugins {
+    pub fn new(runtime: Runtime, max_timeout: Duration, max_memory_bytes: usize) -> TenantPlugins {
+        TenantPlugins {
+            runtime,
+            max_timeout,
+            max_memory_bytes,
+            live: RwLock::new(HashMap::new()),
+            compiled: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            last_refresh: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+        }
+    }
+
+    /// The platform maxima tenant limits are held to.
+    pub fn maxima(&self) -> (Duration, usize) {
+        (self.max_timeout, self.max_memory_bytes)
+    }
+
+    /// The log every version of a (tenant, stage) writes to on this host.
+    pub fn log(&self, tenant_id: &str, stage: Stage) -> Arc<PluginLog> {
+        lock(&self.logs)
+            .entry((tenant_id.to_owned(), stage))
+            .or_insert_with(|| Arc::new(PluginLog::new(LOG_LINES)))
+            .clone()
+    }
+
+    /// Call counters of a version on this host, if it was called here.
+    pub fn stats(&self, tenant_id: &str, stage: Stage, version: u32) -> Option<Arc<CallStats>> {
+        lock(&self.stats)
+            .get(&(tenant_id.to_owned(), stage, version))
+            .cloned()
+    }
+
+    fn stats_for(&self, tenant_id: &str, stage: Stage, version: u32) -> Arc<CallStats> {
+        lock(&self.stats)
+            .entry((tenant_id.to_owned(), stage, version))
+            .or_default()
+            .clone()
+    }
+
+    /// Compiles a component off the async threads and type-checks it against the
+    /// stage's world, under the tenant's limits.
+    pub async fn compile(
+        &self,
+        tenant_id: &str,
+        stage: Stage,
+        version: u32,
+        bytes: Vec<u8>,
+        config: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Result<Plugin, LoadError> {
+        let spec = PluginSpec {
+            limits,
+            config,
+            log: Some(self.log(tenant_id, stage)),
+        };
+        let runtime = self.runtime.clone();
+        let name = plugin_name(tenant_id, stage, version);
+        match tokio::task::spawn_blocking(move || runtime.load(stage, &name, &bytes, spec)).await {
+            Ok(r) => r,
+            Err(e) => Err(LoadError::NotAComponent(format!(
+                "compilation task failed: {e}"
+            ))),
+        }
+    }
+
+    /// Keeps a compiled version so that activating it does not compile it again.
+    pub fn remember(&self, v: &PluginVersion, plugin: Arc<Plugin>) {
+        lock(&self.compiled).insert(
+            (v.tenant_id.clone(), v.stage, v.version, v.sha256.clone()),
+            (plugin, Instant::now()),
+        );
+    }
+
+    /// The live plugin of a (tenant, stage), if it has one that is not suspended.
+    /// Starts a refresh from the store when the last one is older than
+    /// [`REFRESH_EVERY`] (and waits for the very first).
+    pub async fn get(
+        self: &Arc<Self>,
+        store: &Store,
+        tenant_id: &str,
+        stage: Stage,
+    ) -> Option<Arc<Live>> {
+        let last = *lock(&self.last_refresh);
+        match last {
+            None => {
+                if let Err(e) = self.refresh(store).await {
+                    tracing::warn!(error = %e, "reading the active tenant plugins failed");
+                }
+            }
+            Some(at) if at.elapsed() >= REFRESH_EVERY => {
+                if !self.refreshing.swap(true, Ordering::AcqRel) {
+                    let (me, store) = (self.clone(), store.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = me.refresh(&store).await {
+                            tracing::warn!(error = %e, "reading the active tenant plugins failed");
+                        }
+                        me.refreshing.store(false, Ordering::Release);
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+        let live = self
+            .live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(tenant_id.to_owned(), stage))
+            .cloned()?;
+        (!live.suspended.load(Ordering::Acquire)).then_some(live)
+    }
+
+    /// Re-reads which versions are active and swaps the live map in one write.
+    pub async fn refresh(&self, store: &Store) -> Result<(), crate::store::StoreError> {
+        let active = store.list_active_plugins().await?;
+        let current = self.live.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut next = HashMap::new();
+        // Compiled versions worth keeping: the active ones and the few a rollback
+        // would go back to.
+        let mut keep = HashSet::new();
+        for a in active {
+            let ActivePlugin {
+                version: v,
+                activated_at_ms,
+                previous,
+            } = a;
+            for p in previous.iter().rev().take(KEEP_PREVIOUS) {
+                keep.insert((v.tenant_id.clone(), v.stage, *p));
+            }
+            keep.insert((v.tenant_id.clone(), v.stage, v.version));
+            if v.state == PluginState::Suspended {
+                continue;
+            }
+            let key = (v.tenant_id.clone(), v.stage);
+            // Same activation: keep the entry, with its failure window (and a local
+            // suspension the store has not recorded yet).
+            if let Some(cur) = current.get(&key)
+                && cur.version == v.version
+                && cur.activated_at_ms == activated_at_ms
+            {
+                next.insert(key, cur.clone());
+                continue;
+            }
+            let Some(plugin) = self.load_version(store, &v).await else {
+                continue;
+            };
+            next.insert(
+                key,
+                Arc::new(Live {
+                    stats: self.stats_for(&v.tenant_id, v.stage, v.version),
+                    tenant_id: v.tenant_id,
+                    stage: v.stage,
+                    version: v.version,
+                    plugin,
+                    activated_at_ms,
+                    suspended: AtomicBool::new(false),
+                    failures: Mutex::new(VecDeque::new()),
+                }),
+            );
+        }
+        self.evict(&keep);
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = next;
+        *lock(&self.last_refresh) = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Drops compiled versions nobody is likely to switch to: per (tenant, stage) it
+    /// keeps those in `keep` (active, and what a rollback goes back to) and the
+    /// [`KEEP_RECENT`] most recently loaded, so that switching back and forth between a
+    /// few versions never compiles again.
+    fn evict(&self, keep: &HashSet<(String, Stage, u32)>) {
+        let mut compiled = lock(&self.compiled);
+        let mut by_stage: HashMap<(String, Stage), Vec<(Instant, CompiledKey)>> = HashMap::new();
+        for (k, (_, used)) in compiled.iter() {
+            by_stage
+                .entry((k.0.clone(), k.1))
+                .or_default()
+                .push((*used, k.clone()));
+        }
+        for (_, mut entries) in by_stage {
+            entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+            for (_, k) in entries.into_iter().skip(KEEP_RECENT) {
+                if !keep.contains(&(k.0.clone(), k.1, k.2)) {
+                    compiled.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// The compiled version, from the cache or compiled from the stored bytes.
+    async fn load_version(&self, store: &Store, v: &PluginVersion) -> Option<Arc<Plugin>> {
+        let key = (v.tenant_id.clone(), v.stage, v.version, v.sha256.clone());
+        if let Some((p, used)) = lock(&self.compiled).get_mut(&key) {
+            *used = Instant::now();
+            return Some(p.clone());
+        }
+        let name = plugin_name(&v.tenant_id, v.stage, v.version);
+        let bytes = match store.plugin_wasm(&v.tenant_id, v.stage, v.version).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(plugin = %name, error = %e, "cannot read a tenant plugin");
+                return None;
+            }
+        };
+        let limits = tenant_limits(
+            v.stage,
+            v.timeout_ms,
+            v.memory_bytes,
+            self.max_timeout,
+            self.max_memory_bytes,
+        )
+        // The maxima may have been lowered since the upload: hold it to them.
+        .unwrap_or_else(|_| {
+            let d = Limits::for_stage(v.stage);
+            Limits {
+                timeout: d.timeout.min(self.max_timeout),
+                memory_bytes: d.memory_bytes.min(self.max_memory_bytes),
+                reuse_instances: false,
+            }
+        });
+        match self
+            .compile(
+                &v.tenant_id,
+                v.stage,
+                v.version,
+                bytes,
+                v.config.clone(),
+                limits,
+            )
+            .await
+        {
+            Ok(p) => {
+                let p = Arc::new(p);
+                lock(&self.compiled).insert(key, (p.clone(), Instant::now()));
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!(plugin = %name, error = %e, "a stored tenant plugin cannot be loaded; the pipeline's runs instead");
+                self.log(&v.tenant_id, v.stage).push(
+                    LogLevel::Error,
+                    LogSource::Host,
+                    format!("{name} cannot be loaded: {e}"),
+                    Vec::new(),
+                );
+                None
+            }
+        }
+    }
+
+    /// Counts a finished call. When it is the failure that trips the policy, suspends
+    /// the version (here at once, in the store for the other hosts) and returns why.
+    pub async fn finish(
+        &self,
+        store: &Store,
+        live: &Live,
+        took: Duration,
+        error: Option<&PluginError>,
+    ) -> Option<String> {
+        live.stats.record(took, error);
+        let error = error?;
+        // No free instance is the host's shortage, not the plugin's fault.
+        if matches!(error, PluginError::Unavailable(_)) {
+            return None;
+        }
+        let failures = {
+            let mut f = lock(&live.failures);
+            let now = Instant::now();
+            while f
+                .front()
+                .is_some_and(|t| now.duration_since(*t) > SUSPEND_WINDOW)
+            {
+                f.pop_front();
+            }
+            f.push_back(now);
+            f.len()
+        };
+        if failures < SUSPEND_AFTER || live.suspended.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let reason = format!(
+            "{failures} failed calls within {}s, the last: {error}",
+            SUSPEND_WINDOW.as_secs()
+        );
+        let name = plugin_name(&live.tenant_id, live.stage, live.version);
+        if let Err(e) = store
+            .suspend_plugin(
+                &live.tenant_id,
+                live.stage,
+                live.version,
+                &reason,
+                super::state::now_ms(),
+            )
+            .await
+        {
+            tracing::warn!(plugin = %name, error = %e, "cannot record the suspension; it holds on this host");
+        }
+        live.plugin.log().push(
+            LogLevel::Error,
+            LogSource::Host,
+            format!(
+                "{name} suspended: {reason}; the pipeline's plugin runs until a new upload or activation"
+            ),
+            Vec::new(),
+        );
+        Some(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_default_to_the_stage_and_stay_under_the_maxima() {
+        let max = Duration::from_millis(1000);
+        let l = tenant_limits(Stage::Route, None, None, max, 128 << 20).unwrap();
+        assert_eq!(l, Limits::for_stage(Stage::Route));
+        let l = tenant_limits(Stage::Bill, None, None, max, 16 << 20).unwrap();
+        assert_eq!(l.timeout, max);
+        assert_eq!(l.memory_bytes, 16 << 20);
+        let e = tenant_limits(Stage::Route, Some(5000), None, max, 128 << 20).unwrap_err();
+        assert!(e.contains("timeout_ms 5000") && e.contains("1000"), "{e}");
+        let e = tenant_limits(Stage::Route, None, Some(1 << 30), max, 128 << 20).unwrap_err();
+        assert!(e.contains("1073741824"), "{e}");
+        assert!(tenant_limits(Stage::Route, Some(0), None, max, 128 << 20).is_err());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let s = CallStats::default();
+        for us in 1..=100u64 {
+            s.record(Duration::from_micros(us), None);
+        }
+        s.record(
+            Duration::from_micros(1000),
+            Some(&PluginError::Trap {
+                message: "x".into(),
+            }),
+        );
+        let v = s.snapshot();
+        assert_eq!(v["calls"], 101);
+        assert_eq!(v["errors"]["trap"], 1);
+        assert_eq!(v["p50_us"], 51);
+        assert_eq!(v["p99_us"], 100);
+    }
+}

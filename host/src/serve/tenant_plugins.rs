@@ -1,0 +1,549 @@
+//! Tenant plugin endpoints: upload (type-check, compile, smoke-run, store as a new
+//! version, activate), activate a version, roll back, list versions with their call
+//! counters, read the plugin log. The same handlers serve a tenant (`/v1/plugins/…`,
+//! scoped to its key) and the admin (`/admin/v1/tenants/{id}/plugins/…`).
+
+use super::api::{Admin, AppState, AuthTenant};
+use super::error::ApiError;
+use super::plugins::call;
+use super::state::{Server, now_ms};
+use super::tenant_live::tenant_limits;
+use crate::runtime::{LoadError, Plugin, PluginError};
+use crate::stage::{self, Stage};
+use crate::store::{NewPluginVersion, PluginState};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The tenant's endpoints (registered by `api.rs`).
+pub fn tenant_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/plugins", get(tenant_list))
+        .route(
+            "/v1/plugins/{stage}",
+            // The upload reads its body itself, up to `[plugins] max_upload_bytes`.
+            put(tenant_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/plugins/{stage}/activate", post(tenant_activate))
+        .route("/v1/plugins/{stage}/rollback", post(tenant_rollback))
+        .route("/v1/plugins/{stage}/logs", get(tenant_logs))
+}
+
+/// The admin's endpoints (registered by `admin.rs`).
+pub fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/tenants/{id}/plugins", get(admin_list))
+        .route(
+            "/admin/v1/tenants/{id}/plugins/{stage}",
+            put(admin_upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/plugins/{stage}/activate",
+            post(admin_activate),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/plugins/{stage}/rollback",
+            post(admin_rollback),
+        )
+        .route(
+            "/admin/v1/tenants/{id}/plugins/{stage}/logs",
+            get(admin_logs),
+        )
+}
+
+type JsonResult = Result<Json<serde_json::Value>, ApiError>;
+
+fn parse_stage(text: &str) -> Result<Stage, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "stage {text:?} (there are: ingest, route, send, bounce, bill)"
+        ))
+    })
+}
+
+async fn known_tenant(s: &Server, id: &str) -> Result<(), ApiError> {
+    match s.store.get_tenant(id).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("tenant {id:?}"))),
+    }
+}
+
+/// What a tenant's key is known by (never the secret itself).
+fn key_prefix(headers: &HeaderMap) -> String {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().chars().take(13).collect())
+        .unwrap_or_else(|| "tenant".into())
+}
+
+// ---------------------------------------------------------------- upload
+
+/// Options of an upload, from the query string.
+#[derive(Debug, Default)]
+struct UploadOptions {
+    config: Vec<(String, String)>,
+    timeout_ms: Option<u32>,
+    memory_bytes: Option<u64>,
+    activate: bool,
+    skip_sample: bool,
+}
+
+fn upload_options(query: Vec<(String, String)>, admin: bool) -> Result<UploadOptions, ApiError> {
+    let mut o = UploadOptions {
+        activate: true,
+        ..UploadOptions::default()
+    };
+    let boolean = |k: &str, v: &str| match v {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ApiError::invalid(
+            k,
+            format!("{other:?} is neither true nor false"),
+        )),
+    };
+    for (k, v) in query {
+        match k.as_str() {
+            "config" => {
+                let (name, value) = v.split_once('=').ok_or_else(|| {
+                    ApiError::invalid("config", format!("{v:?} is not KEY=VALUE"))
+                })?;
+                if name.is_empty() {
+                    return Err(ApiError::invalid("config", format!("{v:?} has no key")));
+                }
+                o.config.push((name.to_owned(), value.to_owned()));
+            }
+            "timeout_ms" => {
+                o.timeout_ms = Some(v.parse().map_err(|_| {
+                    ApiError::invalid(
+                        "timeout_ms",
+                        format!("{v:?} is not a number of milliseconds"),
+                    )
+                })?);
+            }
+            "memory_mib" => {
+                let mib: u64 = v.parse().map_err(|_| {
+                    ApiError::invalid("memory_mib", format!("{v:?} is not a number of MiB"))
+                })?;
+                o.memory_bytes = Some(mib.saturating_mul(1 << 20));
+            }
+            "activate" => o.activate = boolean("activate", &v)?,
+            "skip_sample" if admin => o.skip_sample = boolean("skip_sample", &v)?,
+            "skip_sample" => {
+                return Err(ApiError::invalid(
+                    "skip_sample",
+                    "only the admin API may skip the sample run",
+                ));
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!(
+                        "unknown query parameter {other:?} (there are: config, timeout_ms, memory_mib, activate)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+async fn read_upload(s: &Server, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let max = s.pipeline.plugins.max_upload_bytes;
+    let too_large = |size: String| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the component is {size} bytes; the limit is {max} ([plugins] max_upload_bytes)"
+            ),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max
+    {
+        return Err(too_large(len.to_string()));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(format!("more than {max}")))?;
+    if bytes.is_empty() {
+        return Err(ApiError::invalid(
+            "body",
+            "the body is empty; send the component (.wasm) as the body",
+        ));
+    }
+    Ok(bytes.to_vec())
+}
+
+fn load_error(stage: Stage, e: LoadError) -> ApiError {
+    let code = match &e {
+        LoadError::NotAComponent(_) => "not_a_component",
+        LoadError::WrongWorld { .. } => "wrong_world",
+        LoadError::BadSignature { .. } => "bad_signature",
+        LoadError::UnknownImport(_) => "unknown_import",
+        LoadError::MemoryAboveMaximum { .. } => "invalid",
+    };
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        code,
+        format!("refused as a {stage} plugin: {e}"),
+    )
+}
+
+/// Calls the plugin once with the stage's sample input; its answer as JSON.
+fn sample_call(p: &Plugin) -> Result<serde_json::Value, PluginError> {
+    fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
+        serde_json::to_value(v).unwrap_or_default()
+    }
+    Ok(match p.stage() {
+        Stage::Ingest => json(p.ingest(&stage::samples::submission())?),
+        Stage::Route => json(p.route(&stage::samples::route_input())?),
+        Stage::Send => json(p.send(&stage::samples::attempt())?),
+        Stage::Bounce => json(p.bounce(&stage::samples::bounce_input())?),
+        Stage::Bill => json(p.bill(&stage::samples::bill_input())?),
+    })
+}
+
+async fn upload(
+    s: &Server,
+    tenant_id: &str,
+    stage: Stage,
+    uploaded_by: String,
+    opts: UploadOptions,
+    bytes: Vec<u8>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    if stage == Stage::Send {
+        return Err(ApiError::invalid(
+            "stage",
+            "the send stage is the platform's; tenants may upload ingest, route, bounce and bill plugins",
+        ));
+    }
+    let tenants = &s.plugins.tenants;
+    let (max_timeout, max_memory) = tenants.maxima();
+    let limits = tenant_limits(
+        stage,
+        opts.timeout_ms,
+        opts.memory_bytes,
+        max_timeout,
+        max_memory,
+    )
+    .map_err(|e| {
+        let field = if e.starts_with("timeout") {
+            "timeout_ms"
+        } else {
+            "memory_mib"
+        };
+        ApiError::invalid(field, e)
+    })?;
+    // The number this upload will most likely get, so the compiled plugin carries its
+    // name; if another upload takes it first, the plugin is compiled again on activation.
+    let expected = s
+        .store
+        .list_plugin_versions(tenant_id, Some(stage))
+        .await?
+        .last()
+        .map_or(1, |v| v.version + 1);
+
+    let started = Instant::now();
+    let plugin = tenants
+        .compile(
+            tenant_id,
+            stage,
+            expected,
+            bytes.clone(),
+            opts.config.clone(),
+            limits,
+        )
+        .await
+        .map_err(|e| load_error(stage, e))?;
+    let compile_ms = started.elapsed().as_millis() as u64;
+    let plugin = Arc::new(plugin);
+
+    let (answer, sample_us) = if opts.skip_sample {
+        (serde_json::Value::Null, None)
+    } else {
+        let started = Instant::now();
+        let answer = call(plugin.clone(), sample_call).await;
+        let took = started.elapsed().as_micros() as u64;
+        match answer {
+            Ok(a) => (a, Some(took)),
+            Err(e @ PluginError::Timeout { .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "too_slow",
+                    format!("refused as a {stage} plugin: the sample call is too slow: {e}"),
+                ));
+            }
+            Err(e) => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "sample_failed",
+                    format!(
+                        "refused as a {stage} plugin: the sample call failed ({}): {e}",
+                        e.kind()
+                    ),
+                ));
+            }
+        }
+    };
+
+    let version = s
+        .store
+        .add_plugin_version(
+            NewPluginVersion {
+                tenant_id: tenant_id.to_owned(),
+                stage,
+                wasm: bytes,
+                config: opts.config,
+                timeout_ms: opts.timeout_ms,
+                memory_bytes: opts.memory_bytes,
+                uploaded_by,
+            },
+            now_ms(),
+        )
+        .await?;
+    if version.version == expected {
+        tenants.remember(&version, plugin);
+    }
+    if opts.activate {
+        s.store
+            .activate_plugin(tenant_id, stage, version.version, now_ms())
+            .await?;
+        tenants.refresh(&s.store).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "version": version,
+            "active": opts.activate,
+            "check": {
+                "compile_ms": compile_ms,
+                "sample_us": sample_us,
+                "answer": answer,
+                "timeout_ms": limits.timeout.as_millis() as u64,
+                "memory_bytes": limits.memory_bytes,
+            },
+        })),
+    ))
+}
+
+async fn tenant_upload(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(stage): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let stage = parse_stage(&stage)?;
+    let opts = upload_options(q, false)?;
+    let bytes = read_upload(&s, &headers, body).await?;
+    upload(&s, &t.id, stage, key_prefix(&headers), opts, bytes).await
+}
+
+async fn admin_upload(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((id, stage)): Path<(String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    known_tenant(&s, &id).await?;
+    let stage = parse_stage(&stage)?;
+    let opts = upload_options(q, true)?;
+    let bytes = read_upload(&s, &headers, body).await?;
+    upload(&s, &id, stage, "admin".into(), opts, bytes).await
+}
+
+// ---------------------------------------------------------------- activate, rollback
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateBody {
+    version: u32,
+}
+
+async fn activate(s: &Server, tenant_id: &str, stage: Stage, version: u32) -> JsonResult {
+    let active = s
+        .store
+        .activate_plugin(tenant_id, stage, version, now_ms())
+        .await?;
+    s.plugins.tenants.refresh(&s.store).await?;
+    Ok(Json(json!({ "active": active })))
+}
+
+async fn rollback(s: &Server, tenant_id: &str, stage: Stage) -> JsonResult {
+    let active = s.store.rollback_plugin(tenant_id, stage, now_ms()).await?;
+    s.plugins.tenants.refresh(&s.store).await?;
+    Ok(Json(json!({ "active": active })))
+}
+
+async fn tenant_activate(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(stage): Path<String>,
+    Json(b): Json<ActivateBody>,
+) -> JsonResult {
+    activate(&s, &t.id, parse_stage(&stage)?, b.version).await
+}
+
+async fn admin_activate(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((id, stage)): Path<(String, String)>,
+    Json(b): Json<ActivateBody>,
+) -> JsonResult {
+    known_tenant(&s, &id).await?;
+    activate(&s, &id, parse_stage(&stage)?, b.version).await
+}
+
+async fn tenant_rollback(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(stage): Path<String>,
+) -> JsonResult {
+    rollback(&s, &t.id, parse_stage(&stage)?).await
+}
+
+async fn admin_rollback(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((id, stage)): Path<(String, String)>,
+) -> JsonResult {
+    known_tenant(&s, &id).await?;
+    rollback(&s, &id, parse_stage(&stage)?).await
+}
+
+// ---------------------------------------------------------------- list, logs
+
+/// Versions grouped by stage, each with whether it is active and (for versions called
+/// on this host) its call counters.
+async fn list(s: &Server, tenant_id: &str) -> JsonResult {
+    let versions = s.store.list_plugin_versions(tenant_id, None).await?;
+    let mut stages = Vec::new();
+    for stage in Stage::ALL {
+        let of_stage: Vec<_> = versions.iter().filter(|v| v.stage == stage).collect();
+        if of_stage.is_empty() {
+            continue;
+        }
+        let active = s.store.active_plugin(tenant_id, stage).await?;
+        let active_version = active.as_ref().map(|a| a.version.version);
+        let listed: Vec<_> = of_stage
+            .into_iter()
+            .map(|v| {
+                let mut j = serde_json::to_value(v).unwrap_or_default();
+                j["active"] = json!(Some(v.version) == active_version);
+                j["stats"] = s
+                    .plugins
+                    .tenants
+                    .stats(tenant_id, stage, v.version)
+                    .map_or(serde_json::Value::Null, |st| st.snapshot());
+                j
+            })
+            .collect();
+        stages.push(json!({
+            "stage": stage,
+            "active_version": active_version,
+            "suspended": active.as_ref().is_some_and(|a| a.version.state == PluginState::Suspended),
+            "suspended_reason": active.as_ref().and_then(|a| a.version.state_reason.clone()),
+            "previous_versions": active.as_ref().map(|a| a.previous.clone()).unwrap_or_default(),
+            "activated_at_ms": active.as_ref().map(|a| a.activated_at_ms),
+            "versions": listed,
+        }));
+    }
+    Ok(Json(json!({ "tenant": tenant_id, "plugins": stages })))
+}
+
+async fn tenant_list(State(s): State<AppState>, AuthTenant(t): AuthTenant) -> JsonResult {
+    list(&s, &t.id).await
+}
+
+async fn admin_list(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> JsonResult {
+    known_tenant(&s, &id).await?;
+    list(&s, &id).await
+}
+
+/// The (tenant, stage) log on this host: the plugins' `log` calls and stderr, and how
+/// failed calls ended.
+fn logs(s: &Server, tenant_id: &str, stage: Stage) -> JsonResult {
+    let lines = s.plugins.tenants.log(tenant_id, stage).lines();
+    Ok(Json(
+        json!({ "tenant": tenant_id, "stage": stage, "node": s.pipeline.server.node_id, "lines": lines }),
+    ))
+}
+
+async fn tenant_logs(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(stage): Path<String>,
+) -> JsonResult {
+    logs(&s, &t.id, parse_stage(&stage)?)
+}
+
+async fn admin_logs(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((id, stage)): Path<(String, String)>,
+) -> JsonResult {
+    known_tenant(&s, &id).await?;
+    logs(&s, &id, parse_stage(&stage)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn upload_options_parse_and_refuse_clearly() {
+        let o = upload_options(
+            q(&[
+                ("config", "mode=loop"),
+                ("config", "x=a=b"),
+                ("timeout_ms", "20"),
+                ("memory_mib", "8"),
+                ("activate", "false"),
+            ]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            o.config,
+            vec![("mode".into(), "loop".into()), ("x".into(), "a=b".into())]
+        );
+        assert_eq!(
+            (o.timeout_ms, o.memory_bytes, o.activate),
+            (Some(20), Some(8 << 20), false)
+        );
+        let e = upload_options(q(&[("config", "novalue")]), false).unwrap_err();
+        assert!(e.message.contains("\"novalue\""), "{}", e.message);
+        let e = upload_options(q(&[("skip_sample", "true")]), false).unwrap_err();
+        assert!(e.message.contains("admin"), "{}", e.message);
+        assert!(
+            upload_options(q(&[("skip_sample", "true")]), true)
+                .unwrap()
+                .skip_sample
+        );
+        let e = upload_options(q(&[("colour", "red")]), false).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("colour"));
+    }
+}

@@ -1,0 +1,654 @@
+//! Tenant plugins through the real `sluice serve` binary, delivering to a real
+//! `smtp-sink`: uploads are checked and refused with reasons, tenants cannot reach one
+//! another's plugins, a looping plugin costs only its own tenant (its messages fall back
+//! to the pipeline's router and it gets suspended), and switching versions while mail
+//! flows neither loses nor duplicates a message.
+
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ADMIN: &str = "test-admin-token";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A blocking HTTP/1.1 exchange (`Connection: close`); the status and the JSON body.
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &[u8],
+    content_type: &str,
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body, and close.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+/// `smtp-sink` dumping every transaction to a file, and `sluice serve` in front of it;
+/// both are killed on drop.
+struct Stack {
+    addr: String,
+    dumps: PathBuf,
+    keys: Vec<String>,
+    sink: Child,
+    serve: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.sink.kill();
+        let _ = self.serve.wait();
+        let _ = self.sink.wait();
+    }
+}
+
+impl Stack {
+    /// Starts the stack with tenants `a` and `b` and a key for each; `extra` is added to
+    /// the `[plugins]` table.
+    fn start(extra_plugins: &str) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let dumps = dir.path().join("dumps");
+        std::fs::create_dir(&dumps).unwrap();
+        // smtp-sink drops to `nobody` before it writes.
+        Command::new("chmod")
+            .args(["777"])
+            .arg(&dumps)
+            .status()
+            .unwrap();
+        let sink_port = free_port();
+        let sink = Command::new("/usr/sbin/smtp-sink")
+            .args(["-u", "nobody", "-d"])
+            .arg(format!("{}/", dumps.display()))
+            .arg(format!("127.0.0.1:{sink_port}"))
+            .arg("256")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink runs (Postfix is installed)");
+        let http_port = free_port();
+        let addr = format!("127.0.0.1:{http_port}");
+        let pipeline = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &pipeline,
+            format!(
+                r#"
+[server]
+http_listen = "{addr}"
+node_id = "test"
+[store]
+url = "sqlite://{db}"
+[admin]
+token_env = "SLUICE_TEST_ADMIN"
+[plugins]
+{extra_plugins}
+[[relay]]
+id = "sink"
+url = "smtp://127.0.0.1:{sink_port}"
+connection_limit = 16
+tags = ["pool:platform"]
+[[tenant]]
+id = "a"
+allowed_sender_domains = ["example.com"]
+[[tenant]]
+id = "b"
+allowed_sender_domains = ["example.com"]
+"#,
+                db = dir.path().join("sluice.db").display()
+            ),
+        )
+        .unwrap();
+        let serve = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["serve", "--drain-secs", "1", "--pipeline"])
+            .arg(&pipeline)
+            .env("SLUICE_TEST_ADMIN", ADMIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stack = Stack {
+            addr,
+            dumps,
+            keys: Vec::new(),
+            sink,
+            serve,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(&stack.addr).is_err() {
+            assert!(Instant::now() < deadline, "sluice serve did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for t in ["a", "b"] {
+            let (st, v) = stack.admin("POST", &format!("/admin/v1/tenants/{t}/keys"), b"");
+            assert_eq!(st, 201, "{v}");
+            stack.keys.push(v["key"].as_str().unwrap().to_owned());
+        }
+        stack
+    }
+
+    fn key(&self, tenant: &str) -> &str {
+        &self.keys[if tenant == "a" { 0 } else { 1 }]
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        http(&self.addr, method, path, ADMIN, body, "application/json")
+    }
+
+    fn as_tenant(&self, tenant: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        http(
+            &self.addr,
+            method,
+            path,
+            self.key(tenant),
+            body,
+            "application/json",
+        )
+    }
+
+    fn upload(&self, tenant: &str, stage: &str, query: &str, wasm: &[u8]) -> (u16, Value) {
+        http(
+            &self.addr,
+            "PUT",
+            &format!("/v1/plugins/{stage}{query}"),
+            self.key(tenant),
+            wasm,
+            "application/wasm",
+        )
+    }
+
+    /// Submits one message; its id and Message-ID.
+    fn send(&self, tenant: &str, n: usize) -> (String, String) {
+        let body = json!({
+            "from": "sender@example.com",
+            "to": [format!("rcpt{n}@example.net")],
+            "subject": format!("message {n} of tenant {tenant}"),
+            "text": "hello",
+        });
+        let (st, v) = self.as_tenant(tenant, "POST", "/v1/messages", body.to_string().as_bytes());
+        assert_eq!(st, 202, "{v}");
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["message_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    fn message(&self, tenant: &str, id: &str) -> Value {
+        let (st, v) = self.as_tenant(tenant, "GET", &format!("/v1/messages/{id}"), b"");
+        assert_eq!(st, 200, "{v}");
+        v
+    }
+
+    /// Waits until every message's recipient is delivered; returns their views.
+    fn wait_delivered(&self, tenant: &str, ids: &[String]) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let views: Vec<Value> = ids.iter().map(|id| self.message(tenant, id)).collect();
+            let pending: Vec<&Value> = views
+                .iter()
+                .filter(|v| v["recipients"][0]["state"] != "delivered")
+                .collect();
+            if pending.is_empty() {
+                return views;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not delivered in time: {}",
+                pending[0]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How many transactions the sink holds whose content has `needle`.
+    fn sink_count(&self, needle: &str) -> usize {
+        std::fs::read_dir(&self.dumps)
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
+            .filter(|b| String::from_utf8_lossy(b).contains(needle))
+            .count()
+    }
+}
+
+fn events_of<'v>(view: &'v Value, kind: &str) -> Vec<&'v Value> {
+    view["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind)
+        .collect()
+}
+
+fn builtin(name: &str) -> &'static [u8] {
+    sluice::builtin::by_name(name).unwrap().wasm
+}
+
+fn hostile() -> &'static [u8] {
+    sluice::builtin::test_guests::HOSTILE
+}
+
+fn route_plugins(v: &Value) -> Value {
+    v["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["stage"] == "route")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn uploads_are_checked_and_refused_with_the_reason() {
+    let s = Stack::start("max_upload_bytes = 2000000");
+
+    let (st, v) = s.upload("a", "route", "", b"not wasm at all");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("not_a_component")),
+        "{v}"
+    );
+
+    let (st, v) = s.upload("a", "route", "", builtin("rater-tiered"));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("wrong_world")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sluice:plugin/router@0.1.0"),
+        "names the missing export: {v}"
+    );
+
+    let (st, v) = s.upload("a", "route", "?config=mode=panic", hostile());
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("sample_failed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("trap"),
+        "{v}"
+    );
+
+    let (st, v) = s.upload("a", "route", "?config=mode=loop", hostile());
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("too_slow")),
+        "{v}"
+    );
+
+    let (st, v) = s.upload("a", "route", "?config=mode=bomb&memory_mib=16", hostile());
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("sample_failed")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory_limit"),
+        "{v}"
+    );
+
+    let big = vec![0u8; 2_000_001];
+    let (st, v) = s.upload("a", "route", "", &big);
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (413, Some("too_large")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("2000000"),
+        "{v}"
+    );
+
+    let (st, v) = s.upload(
+        "a",
+        "route",
+        "?timeout_ms=999999",
+        builtin("router-weighted"),
+    );
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (422, Some("timeout_ms")),
+        "{v}"
+    );
+    let (st, v) = s.upload("a", "sorting", "", builtin("router-weighted"));
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = s.upload("a", "send", "", builtin("send-backoff"));
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (422, Some("stage")),
+        "{v}"
+    );
+
+    // Nothing refused was stored.
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    assert_eq!(v["plugins"], json!([]), "{v}");
+
+    let (st, v) = s.upload(
+        "a",
+        "route",
+        "?config=window_secs=60",
+        builtin("router-weighted"),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["version"]["version"], 1);
+    assert_eq!(v["active"], true);
+    assert_eq!(v["version"]["size"], builtin("router-weighted").len());
+    assert!(v["check"]["answer"]["relays"].is_array(), "{v}");
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let route = route_plugins(&v);
+    assert_eq!(route["active_version"], 1, "{v}");
+    assert_eq!(
+        route["versions"][0]["config"],
+        json!([["window_secs", "60"]])
+    );
+    assert_eq!(route["versions"][0]["uploaded_by"], s.key("a")[..13]);
+}
+
+#[test]
+fn tenants_cannot_reach_each_others_plugins() {
+    let s = Stack::start("");
+    for mode in ["first", "second"] {
+        let (st, v) = s.upload("a", "route", &format!("?config=mode={mode}"), hostile());
+        assert_eq!(st, 201, "{v}");
+    }
+    let (_, v) = s.as_tenant("b", "GET", "/v1/plugins", b"");
+    assert_eq!(v["plugins"], json!([]), "b sees none of a's versions: {v}");
+    // b has no version 2 (a has): not found, and a's active version is untouched.
+    let (st, _) = s.as_tenant(
+        "b",
+        "POST",
+        "/v1/plugins/route/activate",
+        br#"{"version": 2}"#,
+    );
+    assert_eq!(st, 404);
+    let (st, _) = s.as_tenant("b", "POST", "/v1/plugins/route/rollback", b"");
+    assert_eq!(st, 404);
+    let (_, v) = s.as_tenant("b", "GET", "/v1/plugins/route/logs", b"");
+    assert_eq!(v["lines"], json!([]), "{v}");
+    // A tenant key is no admin token.
+    let (st, _) = s.as_tenant("b", "GET", "/admin/v1/tenants/a/plugins", b"");
+    assert_eq!(st, 401);
+    let (st, _) = s.admin("GET", "/admin/v1/tenants/nobody/plugins", b"");
+    assert_eq!(st, 404);
+    let (st, v) = s.admin("GET", "/admin/v1/tenants/a/plugins", b"");
+    assert_eq!(st, 200);
+    assert_eq!(route_plugins(&v)["active_version"], 2, "{v}");
+
+    // a rolls back its own; the admin activates for a.
+    let (st, v) = s.as_tenant("a", "POST", "/v1/plugins/route/rollback", b"");
+    assert_eq!(
+        (st, &v["active"]["version"]["version"]),
+        (200, &json!(1)),
+        "{v}"
+    );
+    let (st, v) = s.admin(
+        "POST",
+        "/admin/v1/tenants/a/plugins/route/activate",
+        br#"{"version": 2}"#,
+    );
+    assert_eq!(
+        (st, &v["active"]["version"]["version"]),
+        (200, &json!(2)),
+        "{v}"
+    );
+}
+
+#[test]
+fn a_looping_plugin_costs_only_its_own_tenant() {
+    let s = Stack::start("");
+    // Only the admin may skip the sample run, which would refuse a looping plugin.
+    let (st, v) = s.admin(
+        "PUT",
+        "/admin/v1/tenants/a/plugins/route?config=mode=loop&skip_sample=true",
+        hostile(),
+    );
+    assert_eq!(st, 201, "{v}");
+
+    let mut a_ids = Vec::new();
+    let mut b_ids = Vec::new();
+    for n in 0..8 {
+        a_ids.push(s.send("a", n).0);
+        b_ids.push(s.send("b", n).0);
+    }
+    for v in s.wait_delivered("b", &b_ids) {
+        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
+    }
+    // a's messages still go out, through the pipeline's router.
+    let a_views = s.wait_delivered("a", &a_ids);
+    let errors: Vec<&Value> = a_views
+        .iter()
+        .flat_map(|v| events_of(v, "plugin_error"))
+        .collect();
+    assert!(errors.len() >= 5, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| e["detail"]["error"] == "timeout"),
+        "{errors:?}"
+    );
+    let suspended: Vec<_> = errors
+        .iter()
+        .filter(|e| e["detail"]["suspended"] == true)
+        .collect();
+    assert_eq!(suspended.len(), 1, "{errors:?}");
+    assert!(
+        suspended[0]["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed calls"),
+        "{suspended:?}"
+    );
+
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let route = route_plugins(&v);
+    assert_eq!(route["suspended"], true, "{v}");
+    assert!(
+        route["versions"][0]["stats"]["errors"]["timeout"]
+            .as_u64()
+            .unwrap()
+            >= 5,
+        "{v}"
+    );
+    let (_, logs) = s.as_tenant("a", "GET", "/v1/plugins/route/logs", b"");
+    assert!(logs.to_string().contains("suspended"), "{logs}");
+
+    // After the suspension a's mail goes straight to the pipeline's router.
+    let (late, _) = s.send("a", 100);
+    let v = &s.wait_delivered("a", &[late])[0];
+    assert!(events_of(v, "plugin_error").is_empty(), "{v}");
+
+    // A new upload re-enables: the next message is routed by it, without errors.
+    let (st, v) = s.upload("a", "route", "?config=mode=first", hostile());
+    assert_eq!(st, 201, "{v}");
+    let (next, _) = s.send("a", 101);
+    let v = &s.wait_delivered("a", &[next])[0];
+    assert!(events_of(v, "plugin_error").is_empty(), "{v}");
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let route = route_plugins(&v);
+    assert_eq!(
+        (route["active_version"].clone(), route["suspended"].clone()),
+        (json!(2), json!(false)),
+        "{v}"
+    );
+    assert_eq!(route["versions"][1]["stats"]["calls"], 1, "{v}");
+}
+
+#[test]
+fn switching_versions_while_mail_flows_loses_and_duplicates_nothing() {
+    let s = Stack::start("");
+    for q in ["?config=mode=first", "?config=window_secs=60"] {
+        let wasm = if q.contains("mode") {
+            hostile()
+        } else {
+            builtin("router-weighted")
+        };
+        let (st, v) = s.upload("a", "route", q, wasm);
+        assert_eq!(st, 201, "{v}");
+    }
+    let switcher = {
+        let (addr, key) = (s.addr.clone(), s.key("a").to_owned());
+        std::thread::spawn(move || {
+            let mut switches = 0;
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until {
+                let (st, v) = http(
+                    &addr,
+                    "POST",
+                    "/v1/plugins/route/activate",
+                    &key,
+                    br#"{"version": 1}"#,
+                    "application/json",
+                );
+                assert_eq!(st, 200, "{v}");
+                let (st, v) = http(
+                    &addr,
+                    "POST",
+                    "/v1/plugins/route/rollback",
+                    &key,
+                    b"",
+                    "application/json",
+                );
+                assert_eq!(st, 200, "{v}");
+                switches += 2;
+            }
+            switches
+        })
+    };
+    let mut sent = Vec::new();
+    for n in 0..60 {
+        sent.push(s.send("a", n));
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let switches = switcher.join().unwrap();
+    assert!(switches >= 10, "{switches}");
+    let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+    for v in s.wait_delivered("a", &ids) {
+        assert_eq!(events_of(&v, "delivered").len(), 1, "{v}");
+        assert!(events_of(&v, "plugin_error").is_empty(), "{v}");
+    }
+    for (_, message_id) in &sent {
+        assert_eq!(
+            s.sink_count(message_id),
+            1,
+            "{message_id} reached the sink once"
+        );
+    }
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let calls: u64 = route_plugins(&v)["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["stats"]["calls"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        calls, 60,
+        "every message was routed by one of the tenant's versions: {v}"
+    );
+}
+
+#[test]
+fn the_cli_uploads_and_reports_refusals() {
+    let s = Stack::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("router.wasm");
+    std::fs::write(&good, builtin("router-weighted")).unwrap();
+    let bad = dir.path().join("rater.wasm");
+    std::fs::write(&bad, builtin("rater-tiered")).unwrap();
+    let url = format!("http://{}", s.addr);
+    let run = |file: &PathBuf, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["plugin", "upload", "--stage", "route"])
+            .arg(file)
+            .args(["--url", &url, "--key", s.key("a")])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&good, &["--config", "window_secs=60", "--timeout-ms", "40"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("ok: ")
+            && stdout.contains("is version 1 of the route plugin")
+            && stdout.contains("; active"),
+        "{stdout}"
+    );
+    let out = run(&bad, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422 wrong_world") && stderr.contains("router"),
+        "{stderr}"
+    );
+    let out = run(&good, &["--no-activate"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("version 2"));
+
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let route = route_plugins(&v);
+    assert_eq!(route["active_version"], 1, "{v}");
+    assert_eq!(route["versions"][0]["timeout_ms"], 40, "{v}");
+    assert_eq!(
+        route["versions"][0]["config"],
+        json!([["window_secs", "60"]])
+    );
+}

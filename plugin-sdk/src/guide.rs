@@ -1,0 +1,107 @@
+//! # Writing a plugin
+//!
+//! A tenant plugin decides one thing for your own traffic — which relay a
+//! message goes through, what it costs — and Sluice runs it beside everybody
+//! else's, sandboxed and bounded. This page walks from an empty directory to
+//! a plugin that routes your mail, and back again when it misbehaves.
+//!
+//! ## 1. Start a crate
+//!
+//! ```text
+//! sluice plugin new --stage route my-router
+//! cd my-router
+//! ```
+//!
+//! `plugin new` writes a crate that builds as it is: `Cargo.toml` depending
+//! on `sluice-sdk` with `crate-type = ["cdylib", "rlib"]` (the component, and
+//! a library your tests can call) and a size-optimised release profile;
+//! `src/lib.rs` with a working plugin for the stage and a unit test; a README
+//! with the commands below. Stages a tenant may supply: `ingest`, `route`,
+//! `bounce`, `bill` (`send` is the platform's).
+//!
+//! ## 2. Write the decision
+//!
+//! Implement the stage's trait and end the crate with its export macro. Two
+//! complete plugins, each under 60 lines and compiled with their tests on
+//! every CI run:
+//!
+//! - [`ex06_own_relay_first`](crate::examples::ex06_own_relay_first): route
+//!   through my own relay unless its soft-bounce rate over 15 minutes is above
+//!   5 %, then through the platform pool. It reads the relay's live windowed
+//!   stats from [`RouteInput`](crate::route::RouteInput) and compares rates
+//!   with integers.
+//! - [`ex07_free_then_tiered`](crate::examples::ex07_free_then_tiered): the
+//!   first 1,000 messages a month are free, then tiered. It continues from the
+//!   month's counters the host passes in, so batches chain up exactly.
+//!
+//! The rules every plugin lives by:
+//!
+//! - **Decide, do not act.** No sockets, files, environment or clock: the time
+//!   is in the input. Settings come from [`config`](crate::config) (given at
+//!   upload with `--config KEY=VALUE`), and [`log`](crate::log) writes to your
+//!   plugin log.
+//! - **Money is exact.** Prices are [`Decimal`](crate::types::Decimal)s and
+//!   amounts integer micro-units; never a float.
+//! - **Every call is bounded.** By default a route call has 50 ms and 64 MiB,
+//!   in a fresh instance (nothing survives between calls). You may ask for
+//!   other limits at upload (`--timeout-ms`, `--memory-mib`) up to the
+//!   platform's maxima.
+//!
+//! ## 3. Test it natively
+//!
+//! ```text
+//! cargo test
+//! ```
+//!
+//! The trait impl is plain Rust on your machine: build inputs with
+//! [`testing`](crate::testing) (`testing::route_input`, `testing::relay`,
+//! `testing::bill_input`, …), set settings with `testing::set_config`, read
+//! what was logged with `testing::take_logs`.
+//!
+//! ## 4. Build and check the component
+//!
+//! ```text
+//! cargo build --release --target wasm32-wasip2
+//! sluice plugin check --stage route target/wasm32-wasip2/release/my_router.wasm
+//! sluice plugin run --stage route target/wasm32-wasip2/release/my_router.wasm --input in.json
+//! ```
+//!
+//! `check` type-checks the component against the stage's world (naming the
+//! export it lacks, if any) and runs it once on the stage's sample input
+//! under its limits — the same checks an upload goes through.
+//!
+//! ## 5. Upload, activate, roll back
+//!
+//! ```text
+//! sluice plugin upload --stage route target/wasm32-wasip2/release/my_router.wasm \
+//!     --url https://sluice.example --key "$SLUICE_KEY" --config relay=mine
+//! ```
+//!
+//! (`PUT /v1/plugins/route` with the component as the body does the same.)
+//! Sluice compiles the component, type-checks it, smoke-runs it on the sample
+//! and stores it as the next version with its SHA-256, size, uploader and
+//! time. An upload that is not a component, serves another stage, traps or
+//! runs past its deadline on the sample, or is larger than the platform
+//! allows is refused with a JSON error saying which. Otherwise the new
+//! version is active at once (`--no-activate` only stores it) on every host
+//! within seconds; messages already being routed finish on the version they
+//! started with.
+//!
+//! - `GET /v1/plugins` — your versions per stage, which one is active, and
+//!   per version its calls, errors by kind and p50/p99 call time;
+//! - `POST /v1/plugins/route/activate` with `{"version": 3}` — switch;
+//! - `POST /v1/plugins/route/rollback` — back to the version active before
+//!   (repeatable);
+//! - `GET /v1/plugins/route/logs` — what your plugin logged, its stderr (panic
+//!   messages), and how failed calls ended.
+//!
+//! ## 6. When it fails
+//!
+//! A call that traps, runs out of time or memory, or answers something
+//! invalid never loses mail: the message is routed by the platform's plugin
+//! instead, and the message gets a `plugin_error` event saying why. After 5
+//! failed calls within a minute the version is suspended — the platform's
+//! plugin takes over, and one `plugin_error` event carries `"suspended":
+//! true` with the reason — until you upload a new version or activate one.
+//! Your plugin's failures cost your own traffic only: other tenants' calls run
+//! in their own instances and do not wait for yours.
