@@ -73,30 +73,76 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// `smtp-sink` dumping every transaction to a file, and `sluice serve` in front of it;
-/// both are killed on drop.
+/// `smtp-sink` dumping every transaction to a file, and `sluice serve` hosts in front of
+/// it sharing one store; all killed (and a PostgreSQL database dropped) on drop.
 struct Stack {
+    /// The first host's HTTP address.
     addr: String,
     dumps: PathBuf,
     keys: Vec<String>,
     sink: Child,
-    serve: Child,
-    _dir: tempfile::TempDir,
+    sink_port: u16,
+    serves: Vec<Child>,
+    store_url: String,
+    extra_plugins: String,
+    pg_database: Option<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        let _ = self.serve.kill();
+        for s in &mut self.serves {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
         let _ = self.sink.kill();
-        let _ = self.serve.wait();
         let _ = self.sink.wait();
+        if let Some(db) = &self.pg_database {
+            let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
     }
 }
 
+fn psql(sql: &str) -> std::process::ExitStatus {
+    Command::new("psql")
+        .args([
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-c",
+            sql,
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql runs")
+}
+
 impl Stack {
-    /// Starts the stack with tenants `a` and `b` and a key for each; `extra` is added to
-    /// the `[plugins]` table.
+    /// Starts the stack on SQLite with tenants `a` and `b` and a key for each;
+    /// `extra_plugins` is added to the `[plugins]` table.
     fn start(extra_plugins: &str) -> Stack {
+        Stack::start_on(None, extra_plugins)
+    }
+
+    /// The same on a throwaway PostgreSQL database (which more hosts can share).
+    fn start_postgres() -> Stack {
+        let db = format!(
+            "sluice_tenant_plugins_{}_{}",
+            std::process::id(),
+            free_port()
+        );
+        assert!(
+            psql(&format!("CREATE DATABASE {db}")).success(),
+            "PostgreSQL at 127.0.0.1:5432"
+        );
+        Stack::start_on(Some(db), "")
+    }
+
+    fn start_on(pg_database: Option<String>, extra_plugins: &str) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let dumps = dir.path().join("dumps");
         std::fs::create_dir(&dumps).unwrap();
@@ -116,22 +162,49 @@ impl Stack {
             .stderr(Stdio::null())
             .spawn()
             .expect("smtp-sink runs (Postfix is installed)");
-        let http_port = free_port();
-        let addr = format!("127.0.0.1:{http_port}");
-        let pipeline = dir.path().join("pipeline.toml");
+        let store_url = match &pg_database {
+            Some(db) => format!("postgres://postgres@127.0.0.1:5432/{db}"),
+            None => format!("sqlite://{}", dir.path().join("sluice.db").display()),
+        };
+        let mut stack = Stack {
+            addr: String::new(),
+            dumps,
+            keys: Vec::new(),
+            sink,
+            sink_port,
+            serves: Vec::new(),
+            store_url,
+            extra_plugins: extra_plugins.to_owned(),
+            pg_database,
+            dir,
+        };
+        stack.addr = stack.start_host();
+        for t in ["a", "b"] {
+            let (st, v) = stack.admin("POST", &format!("/admin/v1/tenants/{t}/keys"), b"");
+            assert_eq!(st, 201, "{v}");
+            stack.keys.push(v["key"].as_str().unwrap().to_owned());
+        }
+        stack
+    }
+
+    /// Starts one more `sluice serve` on the stack's store; its HTTP address.
+    fn start_host(&mut self) -> String {
+        let n = self.serves.len() + 1;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let pipeline = self.dir.path().join(format!("pipeline-{n}.toml"));
         std::fs::write(
             &pipeline,
             format!(
                 r#"
 [server]
 http_listen = "{addr}"
-node_id = "test"
+node_id = "host{n}"
 [store]
-url = "sqlite://{db}"
+url = "{store}"
 [admin]
 token_env = "SLUICE_TEST_ADMIN"
 [plugins]
-{extra_plugins}
+{extra}
 [[relay]]
 id = "sink"
 url = "smtp://127.0.0.1:{sink_port}"
@@ -144,7 +217,9 @@ allowed_sender_domains = ["example.com"]
 id = "b"
 allowed_sender_domains = ["example.com"]
 "#,
-                db = dir.path().join("sluice.db").display()
+                store = self.store_url,
+                extra = self.extra_plugins,
+                sink_port = self.sink_port,
             ),
         )
         .unwrap();
@@ -156,25 +231,13 @@ allowed_sender_domains = ["example.com"]
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut stack = Stack {
-            addr,
-            dumps,
-            keys: Vec::new(),
-            sink,
-            serve,
-            _dir: dir,
-        };
+        self.serves.push(serve);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(&stack.addr).is_err() {
+        while TcpStream::connect(&addr).is_err() {
             assert!(Instant::now() < deadline, "sluice serve did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        for t in ["a", "b"] {
-            let (st, v) = stack.admin("POST", &format!("/admin/v1/tenants/{t}/keys"), b"");
-            assert_eq!(st, 201, "{v}");
-            stack.keys.push(v["key"].as_str().unwrap().to_owned());
-        }
-        stack
+        addr
     }
 
     fn key(&self, tenant: &str) -> &str {
@@ -650,5 +713,67 @@ fn the_cli_uploads_and_reports_refusals() {
     assert_eq!(
         route["versions"][0]["config"],
         json!([["window_secs", "60"]])
+    );
+}
+
+#[test]
+fn a_version_uploaded_on_one_host_goes_live_on_the_other() {
+    let mut s = Stack::start_postgres();
+    let other = s.start_host();
+    let (st, v) = s.upload("a", "route", "?config=mode=first", hostile());
+    assert_eq!(st, 201, "{v}");
+    // Host 2 has not routed anything for a yet; send through it until it has routed a
+    // message with version 1 (it re-reads the active versions every few seconds).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut n = 0;
+    loop {
+        let body =
+            json!({"from": "s@example.com", "to": [format!("r{n}@example.net")], "text": "x"});
+        let (st, v) = http(
+            &other,
+            "POST",
+            "/v1/messages",
+            s.key("a"),
+            body.to_string().as_bytes(),
+            "application/json",
+        );
+        assert_eq!(st, 202, "{v}");
+        n += 1;
+        let (_, v) = http(
+            &other,
+            "GET",
+            "/v1/plugins",
+            s.key("a"),
+            b"",
+            "application/json",
+        );
+        if route_plugins(&v)["versions"][0]["stats"]["calls"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "version 1 never ran on host 2: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An upload through host 2 is stored for every host: host 1 lists it as active.
+    let (st, v) = http(
+        &other,
+        "PUT",
+        "/v1/plugins/route?config=mode=second",
+        s.key("a"),
+        hostile(),
+        "application/wasm",
+    );
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    assert_eq!(
+        (st, &route_plugins(&v)["active_version"]),
+        (200, &json!(2)),
+        "{v}"
     );
 }
