@@ -113,6 +113,20 @@ fn outcome(
     }
 }
 
+/// The same outcome, without an attempt, for every recipient of a group.
+fn all(
+    group: &[Lease],
+    state: RecipientState,
+    event: EventKind,
+    next_at: Option<i64>,
+    detail: serde_json::Value,
+) -> Vec<Outcome> {
+    group
+        .iter()
+        .map(|l| outcome(l, state, event, None, None, next_at, detail.clone()))
+        .collect()
+}
+
 fn event(l: &Lease, kind: EventKind, relay: Option<&str>, detail: serde_json::Value) -> NewEvent {
     NewEvent {
         message_id: l.message_id.clone(),
@@ -292,122 +306,73 @@ async fn decide_group(
     let retry_at = |secs: i64| Some(now_ms() + secs * 1000);
     let age_secs = (now - first.created_at_ms).max(0) / 1000;
     if age_secs > i64::from(first.max_age_secs) {
-        return group
-            .iter()
-            .map(|l| {
-                outcome(
-                    l,
-                    RecipientState::Expired,
-                    EventKind::Expired,
-                    None,
-                    None,
-                    None,
-                    json!({"reason": format!("not delivered within {}s", l.max_age_secs)}),
-                )
-            })
-            .collect();
+        return all(
+            group,
+            RecipientState::Expired,
+            EventKind::Expired,
+            None,
+            json!({"reason": format!("not delivered within {}s", first.max_age_secs)}),
+        );
     }
     let tenant = match server.tenant(&first.tenant_id).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return group
-                .iter()
-                .map(|l| {
-                    outcome(
-                        l,
-                        RecipientState::Failed,
-                        EventKind::Failed,
-                        None,
-                        None,
-                        None,
-                        json!({"reason": format!("tenant {:?} no longer exists", l.tenant_id)}),
-                    )
-                })
-                .collect();
+            return all(
+                group,
+                RecipientState::Failed,
+                EventKind::Failed,
+                None,
+                json!({"reason": format!("tenant {:?} no longer exists", first.tenant_id)}),
+            );
         }
         Err(e) => {
-            return group
-                .iter()
-                .map(|l| {
-                    outcome(
-                        l,
-                        RecipientState::Deferred,
-                        EventKind::Deferred,
-                        None,
-                        None,
-                        retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                        json!({"reason": format!("store error: {e:#}")}),
-                    )
-                })
-                .collect();
+            return all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                json!({"reason": format!("store error: {e:#}")}),
+            );
         }
     };
     let relays = allowed_relays(server, &tenant);
     if relays.is_empty() {
-        return group
-            .iter()
-            .map(|l| {
-                outcome(
-                    l,
-                    RecipientState::Deferred,
-                    EventKind::Deferred,
-                    None,
-                    None,
-                    retry_at(NO_RELAY_LEFT_RETRY_SECS),
-                    json!({"reason": "no relay this tenant may use is configured"}),
-                )
-            })
-            .collect();
+        return all(
+            group,
+            RecipientState::Deferred,
+            EventKind::Deferred,
+            retry_at(NO_RELAY_LEFT_RETRY_SECS),
+            json!({"reason": "no relay this tenant may use is configured"}),
+        );
     }
     let input = route_input(server, first, group, &relays);
     let order = match route(server, &tenant, group, input).await {
         None => {
-            return group
-                .iter()
-                .map(|l| {
-                    outcome(
-                        l,
-                        RecipientState::Deferred,
-                        EventKind::Deferred,
-                        None,
-                        None,
-                        retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                        json!({"reason": "the route plugin and its fallback failed"}),
-                    )
-                })
-                .collect();
+            return all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                json!({"reason": "the route plugin and its fallback failed"}),
+            );
         }
         Some(RouteDecision::Defer(d)) => {
-            return group
-                .iter()
-                .map(|l| {
-                    outcome(
-                        l,
-                        RecipientState::Deferred,
-                        EventKind::Deferred,
-                        None,
-                        None,
-                        retry_at(i64::from(d.delay_secs)),
-                        json!({"reason": d.reason, "by": "route"}),
-                    )
-                })
-                .collect();
+            return all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(i64::from(d.delay_secs)),
+                json!({"reason": d.reason, "by": "route"}),
+            );
         }
         Some(RouteDecision::Reject(reason)) => {
-            return group
-                .iter()
-                .map(|l| {
-                    outcome(
-                        l,
-                        RecipientState::Failed,
-                        EventKind::Failed,
-                        None,
-                        None,
-                        None,
-                        json!({"reason": reason, "by": "route"}),
-                    )
-                })
-                .collect();
+            return all(
+                group,
+                RecipientState::Failed,
+                EventKind::Failed,
+                None,
+                json!({"reason": reason, "by": "route"}),
+            );
         }
         Some(RouteDecision::Relays(order)) => order,
     };
@@ -415,20 +380,13 @@ async fn decide_group(
     let body = match server.store.message_body(&first.message_id).await {
         Ok(b) => Arc::new(b),
         Err(e) => {
-            return group
-                .iter()
-                .map(|l| {
-                    outcome(
-                        l,
-                        RecipientState::Deferred,
-                        EventKind::Deferred,
-                        None,
-                        None,
-                        retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                        json!({"reason": format!("cannot read the message: {e}")}),
-                    )
-                })
-                .collect();
+            return all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                json!({"reason": format!("cannot read the message: {e}")}),
+            );
         }
     };
 
