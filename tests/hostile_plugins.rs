@@ -165,7 +165,9 @@ fn chatty_stderr_is_capped_and_the_call_still_answers() {
 
 #[test]
 fn the_sandbox_has_no_files_environment_or_clock() {
-    let decision = hostile("probe").route(&samples::route_input()).unwrap();
+    let decision = hostile_with("probe", Duration::from_secs(10), 32 << 20)
+        .route(&samples::route_input())
+        .unwrap();
     let RouteDecision::Defer(d) = decision else {
         panic!("{decision:?}")
     };
@@ -235,8 +237,15 @@ fn many_threads_misbehaving_at_once_do_not_stop_the_host() {
     let handles: Vec<_> = ["loop", "bomb", "panic", "recurse"]
         .into_iter()
         .map(|mode| {
+            // Only the loop should meet its deadline; the others get time to
+            // fail their own way even on a loaded machine.
+            let timeout = if mode == "loop" {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_secs(10)
+            };
             std::thread::spawn(move || {
-                hostile(mode)
+                hostile_with(mode, timeout, 32 << 20)
                     .route(&samples::route_input())
                     .unwrap_err()
                     .kind()
