@@ -6,15 +6,15 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); when it cannot be reached the PostgreSQL
 //! tests FAIL, unless `SLUICE_SKIP_POSTGRES=1` says to skip them.
 
+mod pg_support;
+
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use sluice::store::{
     Backend, EventKind, LeaseKey, NewEvent, NewMessage, NewRelay, NewTenant, Outcome,
     RecipientState, RelayState, RelayUpdate, Store, StoreError, TenantUpdate,
 };
-use sqlx::Connection;
 
 // ---------------------------------------------------------------- harness
 
@@ -37,17 +37,6 @@ impl Db {
     }
 }
 
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
-fn pg_admin_url() -> String {
-    std::env::var("SLUICE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn skip_postgres() -> bool {
-    std::env::var("SLUICE_SKIP_POSTGRES").is_ok_and(|v| v == "1")
-}
-
 async fn sqlite_db() -> Db {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
@@ -57,46 +46,6 @@ async fn sqlite_db() -> Db {
         store,
         _dir: Some(dir),
     }
-}
-
-/// Creates `sluice_test_<pid>_<n>`; returns its URL, or None when PostgreSQL tests are
-/// skipped.
-async fn create_pg_database() -> Option<(String, String)> {
-    let admin = pg_admin_url();
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) if skip_postgres() => {
-            eprintln!("skipping PostgreSQL test (SLUICE_SKIP_POSTGRES=1): {e}");
-            return None;
-        }
-        Err(e) => panic!(
-            "PostgreSQL is not reachable at {admin}: {e}; set SLUICE_SKIP_POSTGRES=1 to skip"
-        ),
-    };
-    let name = format!(
-        "sluice_test_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.ok();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-    Some((format!("{base}/{name}"), name))
-}
-
-async fn drop_pg_database(name: &str) {
-    let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
 }
 
 /// Runs `body` against a fresh database of `backend`, dropping a PostgreSQL database
@@ -109,7 +58,7 @@ where
     match backend {
         Backend::Sqlite => body(sqlite_db().await).await,
         Backend::Postgres => {
-            let Some((url, name)) = create_pg_database().await else {
+            let Some((url, name)) = pg_support::create_database("sluice_test").await else {
                 return;
             };
             let store = Store::open(&url).await.expect("opening postgres store");
@@ -119,7 +68,7 @@ where
                 _dir: None,
             };
             let result = tokio::spawn(body(db)).await;
-            drop_pg_database(&name).await;
+            pg_support::drop_database(&name).await;
             if let Err(e) = result {
                 std::panic::resume_unwind(e.into_panic());
             }

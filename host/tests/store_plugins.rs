@@ -7,66 +7,16 @@
 //! (default `postgres://postgres@127.0.0.1:5432/test`) must be reachable unless
 //! `SLUICE_SKIP_POSTGRES=1`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod pg_support;
 
 use sha2::Digest;
 use sluice::stage::Stage;
 use sluice::store::{Backend, NewPluginVersion, NewTenant, PluginState, Store, StoreError};
-use sqlx::Connection;
 
 struct Db {
     url: String,
     store: Store,
     _dir: Option<tempfile::TempDir>,
-}
-
-static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
-
-fn pg_admin_url() -> String {
-    std::env::var("SLUICE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-fn skip_postgres() -> bool {
-    std::env::var("SLUICE_SKIP_POSTGRES").is_ok_and(|v| v == "1")
-}
-
-async fn create_pg_database() -> Option<(String, String)> {
-    let admin = pg_admin_url();
-    let mut conn = match sqlx::PgConnection::connect(&admin).await {
-        Ok(c) => c,
-        Err(e) if skip_postgres() => {
-            eprintln!("skipping PostgreSQL test (SLUICE_SKIP_POSTGRES=1): {e}");
-            return None;
-        }
-        Err(e) => panic!(
-            "PostgreSQL is not reachable at {admin}: {e}; set SLUICE_SKIP_POSTGRES=1 to skip"
-        ),
-    };
-    let name = format!(
-        "sluice_plugins_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.ok();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-    Some((format!("{base}/{name}"), name))
-}
-
-async fn drop_pg_database(name: &str) {
-    let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
-    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
 }
 
 async fn run<F, Fut>(backend: Backend, body: F)
@@ -87,7 +37,7 @@ where
             .await
         }
         Backend::Postgres => {
-            let Some((url, name)) = create_pg_database().await else {
+            let Some((url, name)) = pg_support::create_database("sluice_plugins").await else {
                 return;
             };
             let store = Store::open(&url).await.expect("opening postgres store");
@@ -97,7 +47,7 @@ where
                 _dir: None,
             };
             let result = tokio::spawn(body(db)).await;
-            drop_pg_database(&name).await;
+            pg_support::drop_database(&name).await;
             if let Err(e) = result {
                 std::panic::resume_unwind(e.into_panic());
             }
