@@ -10,6 +10,7 @@ use sluice::runtime::{Plugin, PluginSpec};
 use sluice::stage::{BounceInput, BounceOutput, Stage};
 use sluice_tests::runtime;
 use std::path::Path;
+use std::time::Duration;
 
 /// Agreement floors in basis points (1/100 %) over all labelled rows.
 const FLOORS: [(Metric, u64); 4] = [
@@ -23,6 +24,11 @@ fn plugin() -> Plugin {
     let b = builtin::default_for(Stage::Bounce);
     let mut spec = PluginSpec::for_stage(Stage::Bounce);
     spec.limits.reuse_instances = true;
+    // This test measures accuracy, not speed (that is `sluice bounce bench`).
+    // The deadline is wall time, and a loaded CI machine running the tests of
+    // this file in parallel through a debug host can stall a call past the
+    // stage's 250 ms default.
+    spec.limits.timeout = Duration::from_secs(10);
     runtime()
         .load(Stage::Bounce, b.name, b.wasm, spec)
         .expect("the default bounce plugin loads")

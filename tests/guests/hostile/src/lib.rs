@@ -5,7 +5,7 @@
 //! - `recurse`: recurses until the stack overflows;
 //! - `panic`: panics (a trap);
 //! - `huge`: answers with a million relay ids;
-//! - `stderr`: writes to stderr without end, then answers;
+//! - `stderr`: writes ~370 KB to stderr, line by line, then answers;
 //! - `probe`: tries files, environment and the clock, and reports what it saw
 //!   in the deferral reason;
 //! - anything else: routes to the first relay.
@@ -36,7 +36,9 @@ impl Router for Hostile {
             "panic" => panic!("hostile plugin panics on purpose"),
             "huge" => RouteDecision::Relays((0..1_000_000).map(|i| format!("relay-{i}")).collect()),
             "stderr" => {
-                for i in 0..100_000 {
+                // ~370 KB: far past the host's 16 KiB cap, yet quick even
+                // through an unoptimised (debug) host's WASI streams.
+                for i in 0..10_000 {
                     eprintln!("noise line {i} from a chatty plugin");
                 }
                 RouteDecision::Relays(vec![input.relays[0].id.clone()])
