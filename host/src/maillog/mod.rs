@@ -10,6 +10,7 @@
 //! This module knows nothing of tenants, tariffs, plugins or tokio: it turns
 //! bytes into transfers and counters.
 
+pub mod follow;
 pub mod hash;
 mod input;
 pub mod postfix;
@@ -91,14 +92,15 @@ impl Default for ReaderConfig {
 }
 
 /// Where an unparseable line was.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinePlace {
     pub file: String,
     pub line: u64,
 }
 
 /// What a reader saw besides transfers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Counters {
     pub lines: u64,
     /// Lines with no timestamp or a known keyword with malformed fields.
@@ -130,7 +132,7 @@ pub struct Counters {
 pub const UNPARSEABLE_SAMPLES: usize = 10;
 
 /// Counters plus where the first unparseable lines were.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub counters: Counters,
     pub unparseable_samples: Vec<LinePlace>,
@@ -153,12 +155,21 @@ impl Report {
 pub trait LogReader {
     /// Starts a new input file (for the places of unparseable lines).
     fn begin_file(&mut self, name: &str, year: YearRule);
+    /// Changes how years are given to syslog stamps from the next line on,
+    /// keeping the place in the file (a followed log crossing midnight).
+    fn set_year_rule(&mut self, year: YearRule);
     /// One line without its newline.
     fn line(&mut self, line: &[u8], emit: &mut dyn FnMut(Transfer));
     /// End of all input: flushes what is pending and counts it.
     fn finish(&mut self, emit: &mut dyn FnMut(Transfer));
     /// What was seen so far.
     fn report(&self) -> &Report;
+    /// The reader's half-joined state and counters, to be resumed with
+    /// [`LogReader::restore_state`] after a restart (see [`follow`]).
+    fn save_state(&self) -> serde_json::Value;
+    /// Puts back what [`LogReader::save_state`] saved. The configuration is
+    /// the reader's own, not the saved one's.
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error>;
 }
 
 /// A reader for `format`.

@@ -21,6 +21,7 @@ use super::hash::{FxHashMap, FxHasher};
 use super::syslog::parse_header;
 use super::syslog_time::Clock;
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule};
+use serde::{Deserialize, Serialize};
 use std::hash::{Hash, Hasher};
 
 /// How often (in log time) old half-joined state is looked for.
@@ -29,10 +30,25 @@ const SWEEP_EVERY_MS: i64 = 3_600_000;
 const MAX_QID: usize = 24;
 
 /// A queue id stored inline (no allocation per message for the key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Saved in checkpoints as its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 struct Qid {
     len: u8,
     bytes: [u8; MAX_QID],
+}
+
+impl TryFrom<String> for Qid {
+    type Error = String;
+    fn try_from(s: String) -> Result<Qid, String> {
+        Qid::new(s.as_bytes()).ok_or_else(|| format!("not a queue id: {s:?}"))
+    }
+}
+
+impl From<Qid> for String {
+    fn from(q: Qid) -> String {
+        q.as_str().to_owned()
+    }
 }
 
 impl Qid {
@@ -58,7 +74,7 @@ impl Qid {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Msg {
     first_ms: i64,
     /// Set by qmgr's `from=` line.
@@ -337,10 +353,27 @@ fn number(b: &[u8]) -> Option<u64> {
     Some(b.iter().fold(0u64, |v, &d| v * 10 + u64::from(d - b'0')))
 }
 
+/// What [`PostfixReader`] keeps between lines, as saved in a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    clock: Clock,
+    file: String,
+    lineno: u64,
+    report: Report,
+    hosts: Vec<String>,
+    msgs: Vec<((u32, Qid), Msg)>,
+    latest_ms: i64,
+    next_sweep_ms: i64,
+}
+
 impl LogReader for PostfixReader {
     fn begin_file(&mut self, name: &str, year: YearRule) {
         self.file = name.to_owned();
         self.lineno = 0;
+        self.clock = Clock::new(year, self.config.utc_offset_secs);
+    }
+
+    fn set_year_rule(&mut self, year: YearRule) {
         self.clock = Clock::new(year, self.config.utc_offset_secs);
     }
 
@@ -359,6 +392,33 @@ impl LogReader for PostfixReader {
 
     fn report(&self) -> &Report {
         &self.report
+    }
+
+    fn save_state(&self) -> serde_json::Value {
+        let saved = SavedState {
+            clock: self.clock.clone(),
+            file: self.file.clone(),
+            lineno: self.lineno,
+            report: self.report.clone(),
+            hosts: self.hosts.clone(),
+            msgs: self.msgs.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            latest_ms: self.latest_ms,
+            next_sweep_ms: self.next_sweep_ms,
+        };
+        serde_json::to_value(saved).unwrap_or_default()
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        let s: SavedState = serde_json::from_value(state)?;
+        self.clock = s.clock;
+        self.file = s.file;
+        self.lineno = s.lineno;
+        self.report = s.report;
+        self.hosts = s.hosts;
+        self.msgs = s.msgs.into_iter().collect();
+        self.latest_ms = s.latest_ms;
+        self.next_sweep_ms = s.next_sweep_ms;
+        Ok(())
     }
 }
 

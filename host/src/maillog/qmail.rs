@@ -23,6 +23,7 @@ use super::hash::FxHashMap;
 use super::syslog::parse_header;
 use super::syslog_time::{Clock, parse_epoch};
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule, tai64};
+use serde::{Deserialize, Serialize};
 
 /// Records at least this long may be continued on the next line, so they
 /// wait for it before being parsed (splogger cuts at about 800 bytes).
@@ -31,14 +32,14 @@ const MAY_CONTINUE: usize = 512;
 /// How often (in log time) old half-joined state is looked for.
 const SWEEP_EVERY_MS: i64 = 3_600_000;
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Msg {
     new_ms: i64,
     size: Option<u64>,
     sender: String,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Delivery {
     msg: u64,
     recipient: String,
@@ -381,10 +382,31 @@ fn split_stamp<'a>(line: &'a [u8], clock: &mut Clock) -> Option<Stamp<'a>> {
     Some(Stamp::Other)
 }
 
+/// What [`QmailReader`] keeps between lines, as saved in a checkpoint.
+/// (Maps become lists: JSON keys must be strings.)
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    clock: Clock,
+    file: String,
+    lineno: u64,
+    report: Report,
+    hosts: Vec<String>,
+    msgs: Vec<(Id, Msg)>,
+    deliveries: Vec<(Id, Delivery)>,
+    pending: Vec<u8>,
+    pending_at: Option<(i64, u32, u64)>,
+    latest_ms: i64,
+    next_sweep_ms: i64,
+}
+
 impl LogReader for QmailReader {
     fn begin_file(&mut self, name: &str, year: YearRule) {
         self.file = name.to_owned();
         self.lineno = 0;
+        self.clock = Clock::new(year, self.config.utc_offset_secs);
+    }
+
+    fn set_year_rule(&mut self, year: YearRule) {
         self.clock = Clock::new(year, self.config.utc_offset_secs);
     }
 
@@ -439,6 +461,43 @@ impl LogReader for QmailReader {
 
     fn report(&self) -> &Report {
         &self.report
+    }
+
+    fn save_state(&self) -> serde_json::Value {
+        let saved = SavedState {
+            clock: self.clock.clone(),
+            file: self.file.clone(),
+            lineno: self.lineno,
+            report: self.report.clone(),
+            hosts: self.hosts.clone(),
+            msgs: self.msgs.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            deliveries: self
+                .deliveries
+                .iter()
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+            pending: self.pending.clone(),
+            pending_at: self.pending_at,
+            latest_ms: self.latest_ms,
+            next_sweep_ms: self.next_sweep_ms,
+        };
+        serde_json::to_value(saved).unwrap_or_default()
+    }
+
+    fn restore_state(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        let s: SavedState = serde_json::from_value(state)?;
+        self.clock = s.clock;
+        self.file = s.file;
+        self.lineno = s.lineno;
+        self.report = s.report;
+        self.hosts = s.hosts;
+        self.msgs = s.msgs.into_iter().collect();
+        self.deliveries = s.deliveries.into_iter().collect();
+        self.pending = s.pending;
+        self.pending_at = s.pending_at;
+        self.latest_ms = s.latest_ms;
+        self.next_sweep_ms = s.next_sweep_ms;
+        Ok(())
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where classic syslog timestamps get their year.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum YearRule {
     /// The first line is in this year; each time the month goes back
     /// (December → January) the year goes forward.
@@ -29,7 +29,7 @@ impl YearRule {
 }
 
 /// Resolves classic timestamps of one file, in order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Clock {
     rule: YearRule,
     year: i32,
