@@ -497,3 +497,65 @@ fn a_malformed_dialogue_gets_the_right_errors() {
     assert_eq!(c.send(b"NOOP").0, 250);
     assert_eq!(c.send(b"QUIT").0, 221);
 }
+
+/// The first event of `kind` about `address`, once there is one.
+fn wait_event(s: &Sluice, key: &str, id: &str, address: &str, kind: &str) -> Value {
+    let m = s.wait_message(key, id, &format!("a {kind} event for {address}"), |m| {
+        !events_of(m, address, kind).is_empty()
+    });
+    events_of(&m, address, kind)[0].clone()
+}
+
+#[test]
+fn refusals_while_sending_are_classified_suppressed_and_counted_as_blocked() {
+    let (relay_port, smtp_port) = (free_port(), free_port());
+    let setup = setup(relay_port, smtp_port);
+    let unknown = "550 5.1.1 <nobody@example.net>: Recipient address rejected: User unknown";
+    let sink = Sink::start(setup.root(), relay_port, &["-f", "rcpt", "-B", unknown]);
+    let s = setup.start();
+    let key = s.new_key("t");
+
+    let id = s.submit(
+        &key,
+        &simple("alice@example.com", "nobody@example.net", "Lost"),
+    );
+    let e = wait_event(&s, &key, &id, "nobody@example.net", "bounced");
+    let d = &e["detail"];
+    assert_eq!(d["reason"], "userunknown", "{e:#}");
+    assert_eq!(d["status"], "5.1.1", "{e:#}");
+    assert_eq!(d["hard"], true, "{e:#}");
+    assert_eq!(e["relay"], "a", "{e:#}");
+    let r = s.request("GET", "/v1/suppressions", Some(&key), None, b"");
+    let list = r.json();
+    assert_eq!(
+        list["suppressions"][0]["address"], "nobody@example.net",
+        "{list:#}"
+    );
+    assert_eq!(list["suppressions"][0]["source"], "reply", "{list:#}");
+    let r = s.post_message(
+        &key,
+        &simple("alice@example.com", "nobody@example.net", "Again"),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    // The receiver refuses the relay itself: a `blocked` reason, counted per window.
+    sink.stop();
+    let blocked =
+        "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using zen.spamhaus.org";
+    let _sink = Sink::start(setup.root(), relay_port, &["-f", "rcpt", "-B", blocked]);
+    let id = s.submit(
+        &key,
+        &simple("alice@example.com", "someone@example.org", "Blocked"),
+    );
+    let e = wait_event(&s, &key, &id, "someone@example.org", "bounced");
+    assert_eq!(e["detail"]["reason"], "blocked", "{e:#}");
+    assert_eq!(e["detail"]["class"], "blocked", "{e:#}");
+    wait_for("relay a's windows to count the blocked refusal", || {
+        let r = s.admin("GET", "/admin/v1/relays/a", None);
+        let v = r.json();
+        match v["windows"][0]["blocked"].as_u64() {
+            Some(n) if n >= 1 => Ok(()),
+            _ => Err(format!("{v:#}")),
+        }
+    });
+}
