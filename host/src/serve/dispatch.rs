@@ -413,8 +413,9 @@ async fn decide_group(
             })
             .collect();
         events.extend(routed);
-        // VERP: each recipient gets its own return path, so its own transaction.
-        let replies = if server.verp.is_some() {
+        // VERP: each recipient gets its own return path, so its own transaction. A
+        // message from the null sender keeps it: nothing may bounce back to it.
+        let replies = if server.verp.is_some() && !first.sender.is_empty() {
             bounces::send_verp(server, client, &first.sender, &pending, &body).await
         } else {
             let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
