@@ -291,6 +291,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_that_never_ends_is_told_421_after_the_data_timeout() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let fake = Fake(Default::default());
+        let config = Config {
+            data_timeout: Duration::from_millis(100),
+            ..config()
+        };
+        client
+            .write_all(b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<ok@x>\r\nDATA\r\nSubject: half\r\n")
+            .await
+            .unwrap();
+        let serve = serve_connection(server, &config, &fake);
+        let mut out = String::new();
+        let (r, _) = tokio::join!(serve, client.read_to_string(&mut out));
+        r.unwrap();
+        assert_eq!(
+            codes(&out),
+            ["220", "250", "250", "250", "354", "421"],
+            "{out}"
+        );
+        assert!(
+            fake.0.into_inner().unwrap().is_empty(),
+            "nothing was taken in"
+        );
+    }
+
+    #[tokio::test]
     async fn a_silent_client_is_told_421_after_the_command_timeout() {
         let (mut client, server) = tokio::io::duplex(1024);
         let fake = Fake(Default::default());
