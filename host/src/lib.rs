@@ -14,5 +14,7 @@ pub mod mbox;
 pub mod relay;
 pub mod runtime;
 pub mod serve;
+pub mod smtp_in;
 pub mod stage;
 pub mod store;
+pub mod verp;

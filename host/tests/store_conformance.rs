@@ -1213,3 +1213,290 @@ async fn sqlite_accept_survives_sigkill() {
     assert_eq!(view.recipients[0].state, RecipientState::Queued);
     assert_eq!(view.events.len(), 1);
 }
+
+// ---------------------------------------------------------------- bounces and suppressions
+
+/// Bounce intake and suppression lists, on both stores.
+mod bounces {
+    use super::*;
+    use sluice::store::{BounceReport, NewSuppression};
+
+    conformance!(
+        suppressions_are_per_tenant_case_insensitive_and_paged,
+        record_bounce_changes_state_appends_the_event_and_suppresses,
+        late_bounces_count_for_the_relay_but_not_as_attempts,
+        host_secret_is_made_once,
+    );
+
+    fn sup(tenant: &str, address: &str, reason: &str) -> NewSuppression {
+        NewSuppression {
+            tenant_id: tenant.to_string(),
+            address: address.to_string(),
+            reason: reason.to_string(),
+            source: "dsn".to_string(),
+            detail: json!({ "status": "5.1.1" }),
+            message_id: None,
+        }
+    }
+
+    async fn suppressions_are_per_tenant_case_insensitive_and_paged(db: Db) {
+        let s = &db.store;
+        s.suppress(sup("t1", "Bob@Example.NET", "userunknown"), T0)
+            .await
+            .unwrap();
+        s.suppress(sup("t1", "alice@example.net", "feedback"), T0 + 1)
+            .await
+            .unwrap();
+        s.suppress(sup("t2", "carol@example.net", "userunknown"), T0)
+            .await
+            .unwrap();
+        // A second entry replaces the reason and keeps the creation time.
+        s.suppress(sup("t1", "<bob@example.net>", "hostunknown"), T0 + 5)
+            .await
+            .unwrap();
+
+        let all = s.list_suppressions("t1", None, 10).await.unwrap();
+        let listed: Vec<(&str, &str)> = all
+            .iter()
+            .map(|x| (x.address.as_str(), x.reason.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("alice@example.net", "feedback"),
+                ("bob@example.net", "hostunknown")
+            ]
+        );
+        assert_eq!(all[1].created_at_ms, T0);
+        assert_eq!(all[1].updated_at_ms, T0 + 5);
+        assert_eq!(all[1].detail, json!({ "status": "5.1.1" }));
+        let page = s
+            .list_suppressions("t1", Some("alice@example.net"), 1)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].address, "bob@example.net");
+
+        let wanted = vec![
+            "BOB@example.net".to_string(),
+            "carol@example.net".to_string(),
+            "dave@example.net".to_string(),
+        ];
+        let found = s.suppressed_among("t1", &wanted).await.unwrap();
+        assert_eq!(found.len(), 1, "carol is t2's, dave nobody's: {found:?}");
+        assert_eq!(found["bob@example.net"].reason, "hostunknown");
+        assert!(s.suppressed_among("t1", &[]).await.unwrap().is_empty());
+
+        assert!(s.delete_suppression("t1", "BOB@EXAMPLE.NET").await.unwrap());
+        assert!(!s.delete_suppression("t1", "bob@example.net").await.unwrap());
+        assert!(
+            !s.delete_suppression("t1", "carol@example.net")
+                .await
+                .unwrap()
+        );
+        assert_eq!(s.list_suppressions("t2", None, 10).await.unwrap().len(), 1);
+
+        let e = s
+            .suppress(sup("t1", "not an address", "x"), T0)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Invalid(m) if m.contains("not an address")),
+            "{e}"
+        );
+        let e = s
+            .suppress(sup("t1", "a@b.example", ""), T0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+    }
+
+    fn report(id: &str, idx: i32, kind: EventKind, suppress: bool) -> BounceReport {
+        BounceReport {
+            message_id: id.to_string(),
+            recipient_idx: idx,
+            kind,
+            detail: json!({ "source": "dsn", "reason": "userunknown", "hard": true }),
+            suppress: suppress.then(|| ("userunknown".to_string(), "dsn".to_string())),
+            at_ms: T0 + 10_000,
+        }
+    }
+
+    async fn record_bounce_changes_state_appends_the_event_and_suppresses(db: Db) {
+        let s = &db.store;
+        let acc = s
+            .accept(
+                message("t1", &["a@example.org", "B@example.org", "c@example.org"]),
+                T0,
+            )
+            .await
+            .unwrap();
+        s.lease_due("h1", T0, 600_000, 10).await.unwrap();
+        // a and b delivered through relay-a; c stays leased (being delivered).
+        s.record(
+            "h1",
+            vec![
+                outcome(&acc.id, 0, RecipientState::Delivered, EventKind::Delivered),
+                outcome(&acc.id, 1, RecipientState::Delivered, EventKind::Delivered),
+            ],
+            T0 + 1_000,
+        )
+        .await
+        .unwrap();
+
+        let target = s.bounce_target(&acc.id, 1).await.unwrap().unwrap();
+        assert_eq!(target.tenant_id, "t1");
+        assert_eq!(target.address, "B@example.org");
+        assert_eq!(target.state, RecipientState::Delivered);
+        assert_eq!(target.last_relay.as_deref(), Some("relay-a"));
+        assert!(s.bounce_target(&acc.id, 9).await.unwrap().is_none());
+        assert!(
+            s.bounce_target("01NOSUCHMESSAGE", 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // A late hard bounce for b: bounced, event on relay-a, suppressed.
+        let done = s
+            .record_bounce(report(&acc.id, 1, EventKind::Bounced, true))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(done.state_changed && done.suppressed);
+        // A delay for a: an event, no state change.
+        let delayed = s
+            .record_bounce(report(&acc.id, 0, EventKind::Delayed, false))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!delayed.state_changed && !delayed.suppressed);
+        // A bounce for c while it is leased: the event only; the lease holder decides.
+        let leased = s
+            .record_bounce(report(&acc.id, 2, EventKind::Bounced, false))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!leased.state_changed);
+        // The same bounce again: no second state change.
+        let again = s
+            .record_bounce(report(&acc.id, 1, EventKind::Bounced, true))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!again.state_changed);
+
+        let m = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+        let states: Vec<RecipientState> = m.recipients.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            [
+                RecipientState::Delivered,
+                RecipientState::Bounced,
+                RecipientState::Delivering
+            ]
+        );
+        let bounced: Vec<_> = m
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::Bounced && e.recipient_idx == Some(1))
+            .collect();
+        assert_eq!(bounced.len(), 2);
+        assert_eq!(bounced[0].relay.as_deref(), Some("relay-a"));
+        assert_eq!(bounced[0].tenant_id, "t1");
+        assert_eq!(bounced[0].detail["reason"], "userunknown");
+        assert!(
+            m.events
+                .iter()
+                .any(|e| e.kind == EventKind::Delayed && e.recipient_idx == Some(0))
+        );
+
+        let found = s
+            .suppressed_among("t1", &["b@example.org".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(
+            found["b@example.org"].message_id.as_deref(),
+            Some(acc.id.as_str())
+        );
+        assert_eq!(found["b@example.org"].source, "dsn");
+
+        assert!(
+            s.record_bounce(report(&acc.id, 7, EventKind::Bounced, true))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let e = s
+            .record_bounce(report(&acc.id, 0, EventKind::Delivered, false))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Invalid(_)), "{e}");
+        for kind in [
+            EventKind::Delayed,
+            EventKind::Complained,
+            EventKind::BounceNote,
+        ] {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+
+    async fn late_bounces_count_for_the_relay_but_not_as_attempts(db: Db) {
+        let s = &db.store;
+        let acc = s
+            .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+            .await
+            .unwrap();
+        s.lease_due("h1", T0, 600_000, 10).await.unwrap();
+        s.record(
+            "h1",
+            vec![
+                outcome(&acc.id, 0, RecipientState::Delivered, EventKind::Delivered),
+                outcome(&acc.id, 1, RecipientState::Delivered, EventKind::Delivered),
+            ],
+            T0 + 1_000,
+        )
+        .await
+        .unwrap();
+        let mut hard = report(&acc.id, 0, EventKind::Bounced, true);
+        hard.detail = json!({ "source": "dsn", "hard": true, "class": "blocked" });
+        s.record_bounce(hard).await.unwrap();
+        let mut soft = report(&acc.id, 1, EventKind::Bounced, false);
+        soft.detail = json!({ "source": "dsn", "hard": false });
+        s.record_bounce(soft).await.unwrap();
+        let mut complaint = report(&acc.id, 1, EventKind::Complained, true);
+        complaint.detail = json!({ "source": "complaint" });
+        s.record_bounce(complaint).await.unwrap();
+
+        let stats = s.relay_stats(&[T0], T0 + 20_000).await.unwrap();
+        let w = &stats["relay-a"][0];
+        assert_eq!((w.sent, w.delivered), (2, 2), "{w:?}");
+        assert_eq!(
+            (w.hard_bounced, w.soft_bounced, w.blocked),
+            (1, 1, 1),
+            "{w:?}"
+        );
+        assert_eq!(w.deferred, 0, "{w:?}");
+    }
+
+    async fn host_secret_is_made_once(db: Db) {
+        let s = &db.store;
+        let first = s
+            .host_secret("verp_key", || "k1".to_string(), T0)
+            .await
+            .unwrap();
+        assert_eq!(first, "k1");
+        let second = db
+            .second_host()
+            .await
+            .host_secret("verp_key", || "k2".to_string(), T0)
+            .await
+            .unwrap();
+        assert_eq!(second, "k1", "every host reads the first key");
+        let other = s
+            .host_secret("other", || "k3".to_string(), T0)
+            .await
+            .unwrap();
+        assert_eq!(other, "k3");
+    }
+}

@@ -20,6 +20,26 @@ pub struct Pipeline {
     pub plugins: Plugins,
     pub relays: Vec<RelayConfig>,
     pub tenants: Vec<TenantConfig>,
+    pub smtp_in: SmtpIn,
+}
+
+/// The SMTP listener that takes in bounces (`[smtp_in]`).
+#[derive(Debug, Clone)]
+pub struct SmtpIn {
+    /// Where it listens; `None` (the default) turns it off.
+    pub listen: Option<SocketAddr>,
+    /// The name in the greeting and the EHLO reply.
+    pub hostname: String,
+    /// Advertised as `SIZE` and enforced while reading DATA.
+    pub max_message_bytes: u64,
+    /// Most `RCPT TO` per transaction.
+    pub max_recipients: u32,
+    /// How long to wait for a command line.
+    pub command_timeout: Duration,
+    /// How long the whole DATA phase may take.
+    pub data_timeout: Duration,
+    /// Most connections served at once; more are told 421.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -61,8 +81,13 @@ pub struct Delivery {
     pub helo_name: String,
     /// Connect and per-command timeout of the SMTP client.
     pub smtp_timeout: Duration,
-    /// Return-path domain for VERP (`bounces+TOKEN@domain`).
+    /// Return-path domain for VERP (`bounces+TOKEN@domain`); none turns VERP off.
     pub bounce_domain: Option<String>,
+    /// The local part before `+TOKEN` (`bounce_prefix`, default `bounces`).
+    pub bounce_prefix: String,
+    /// The key VERP tokens are signed with; none: one made on first start and kept in
+    /// the store.
+    pub verp_key: Option<SecretRef>,
 }
 
 /// Which plugin serves a stage, and how it is bounded.
@@ -167,6 +192,49 @@ pub(crate) struct RawPipeline {
     relay: Vec<RawRelay>,
     #[serde(default)]
     tenant: Vec<RawTenant>,
+    #[serde(default)]
+    smtp_in: RawSmtpIn,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSmtpIn {
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default = "default_smtp_in_max_message_bytes")]
+    max_message_bytes: u64,
+    #[serde(default = "default_smtp_in_max_recipients")]
+    max_recipients: u32,
+    #[serde(default = "default_smtp_in_command_timeout")]
+    command_timeout_secs: u64,
+    #[serde(default = "default_smtp_in_data_timeout")]
+    data_timeout_secs: u64,
+    #[serde(default = "default_smtp_in_max_connections")]
+    max_connections: u32,
+}
+
+impl Default for RawSmtpIn {
+    fn default() -> Self {
+        toml::from_str("").expect("every smtp_in key has a default")
+    }
+}
+
+fn default_smtp_in_max_message_bytes() -> u64 {
+    10 << 20
+}
+fn default_smtp_in_max_recipients() -> u32 {
+    100
+}
+fn default_smtp_in_command_timeout() -> u64 {
+    300
+}
+fn default_smtp_in_data_timeout() -> u64 {
+    600
+}
+fn default_smtp_in_max_connections() -> u32 {
+    64
 }
 
 #[derive(Deserialize)]
@@ -260,7 +328,17 @@ struct RawDelivery {
     #[serde(default = "default_smtp_timeout")]
     smtp_timeout_secs: u64,
     #[serde(default)]
-    bounce_domain: Option<String>,
+    bounce_domain: Option<Spanned<String>>,
+    #[serde(default = "default_bounce_prefix")]
+    bounce_prefix: Spanned<String>,
+    verp_key_env: Option<String>,
+    verp_key_file: Option<PathBuf>,
+    /// Only here to refuse it with a clear message.
+    verp_key: Option<Spanned<toml::Value>>,
+}
+
+fn default_bounce_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "bounces".into())
 }
 
 impl Default for RawDelivery {
@@ -598,6 +676,46 @@ impl RawPipeline {
         }
 
         let d = self.delivery;
+        if let Some(domain) = &d.bounce_domain {
+            let v = domain.get_ref();
+            let ok = !v.is_empty()
+                && v.len() <= 253
+                && v.contains('.')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                check.at(
+                    domain.span(),
+                    "delivery.bounce_domain",
+                    format!("{v:?} is not a domain name like bounces.example.com"),
+                );
+            }
+        }
+        {
+            let v = d.bounce_prefix.get_ref();
+            // The token is 48 characters; prefix + '+' + token must fit 64 octets.
+            let ok = !v.is_empty()
+                && v.len() <= 15
+                && v.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                });
+            if !ok {
+                check.at(
+                    d.bounce_prefix.span(),
+                    "delivery.bounce_prefix",
+                    format!("{v:?} must be 1-15 of a-z 0-9 - _"),
+                );
+            }
+        }
+        let verp_span = d.verp_key.as_ref().map(|t| t.span()).unwrap_or(0..0);
+        let verp_key = secret(
+            &mut check,
+            "delivery.verp_key",
+            d.verp_key_env,
+            d.verp_key_file,
+            d.verp_key,
+            verp_span,
+        );
         let delivery = Delivery {
             max_in_flight: d.max_in_flight.max(1),
             lease: Duration::from_secs(d.lease_secs.max(5)),
@@ -605,7 +723,41 @@ impl RawPipeline {
             batch: d.batch.clamp(1, 10_000),
             helo_name: d.helo_name,
             smtp_timeout: Duration::from_secs(d.smtp_timeout_secs.max(1)),
-            bounce_domain: d.bounce_domain,
+            bounce_domain: d.bounce_domain.map(Spanned::into_inner),
+            bounce_prefix: d.bounce_prefix.into_inner(),
+            verp_key,
+        };
+
+        let si = self.smtp_in;
+        let smtp_listen = si
+            .listen
+            .and_then(|l| match l.get_ref().parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    let v = l.get_ref().clone();
+                    check.at(
+                        l.span(),
+                        "smtp_in.listen",
+                        format!("{v:?} is not an address like 127.0.0.1:2526"),
+                    );
+                    None
+                }
+            });
+        if smtp_listen.is_some() && delivery.bounce_domain.is_none() {
+            check.at(
+                0..0,
+                "smtp_in.listen",
+                "the SMTP listener takes bounces for delivery.bounce_domain: set it too",
+            );
+        }
+        let smtp_in = SmtpIn {
+            listen: smtp_listen,
+            hostname: si.hostname.unwrap_or_else(|| delivery.helo_name.clone()),
+            max_message_bytes: si.max_message_bytes.max(1024),
+            max_recipients: si.max_recipients.max(1),
+            command_timeout: Duration::from_secs(si.command_timeout_secs.max(1)),
+            data_timeout: Duration::from_secs(si.data_timeout_secs.max(1)),
+            max_connections: si.max_connections.max(1),
         };
 
         let p = self.plugins;
@@ -740,6 +892,7 @@ impl RawPipeline {
             plugins,
             relays,
             tenants,
+            smtp_in,
         })
     }
 }

@@ -138,3 +138,52 @@ fn secrets_resolve_from_env_and_say_where_they_looked() {
     );
     assert_eq!(missing.reference(), "env:SLUICE_TEST_SURELY_UNSET");
 }
+
+#[test]
+fn bounce_intake_keys_are_checked_with_their_position() {
+    let p = Pipeline::parse(
+        "[delivery]\nbounce_domain = \"bounces.example.com\"\nverp_key_env = \"K\"\n\n[smtp_in]\nlisten = \"127.0.0.1:2526\"\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.delivery.bounce_prefix, "bounces");
+    assert_eq!(p.delivery.verp_key, Some(SecretRef::Env("K".into())));
+    assert_eq!(p.smtp_in.listen.unwrap().port(), 2526);
+    assert_eq!(p.smtp_in.max_message_bytes, 10 << 20);
+    assert!(
+        Pipeline::parse("", "p.toml")
+            .unwrap()
+            .smtp_in
+            .listen
+            .is_none()
+    );
+
+    let e = errors("[smtp_in]\nlisten = \"127.0.0.1:2526\"\n");
+    assert!(
+        e.contains(
+            "key `smtp_in.listen`: the SMTP listener takes bounces for delivery.bounce_domain"
+        ),
+        "{e}"
+    );
+    let e = errors("[smtp_in]\nlisten = \"nowhere\"\ncolour = 1\n");
+    assert!(
+        e.starts_with("p.toml:3:1: key `colour`: unknown field `colour`"),
+        "{e}"
+    );
+    let e = errors(
+        "[delivery]\nbounce_domain = \"no spaces allowed\"\nbounce_prefix = \"Bounces+x\"\nverp_key = \"s3cret\"\n",
+    );
+    assert!(
+        e.contains("p.toml:2:17: key `delivery.bounce_domain`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("p.toml:3:17: key `delivery.bounce_prefix`: \"Bounces+x\" must be 1-15"),
+        "{e}"
+    );
+    assert!(
+        e.contains("p.toml:4:12: key `delivery.verp_key`: secrets are never inline"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret\n"), "{e}");
+}

@@ -131,7 +131,17 @@ async fn get_relay(
         .get_relay(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
-    Ok(Json(serde_json::to_value(r).unwrap_or_default()))
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    // What the route plugin sees of it (refreshed every second from events).
+    let windows = s
+        .stats
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&id)
+        .cloned()
+        .unwrap_or_default();
+    v["windows"] = serde_json::to_value(windows).unwrap_or_default();
+    Ok(Json(v))
 }
 
 async fn create_relay(

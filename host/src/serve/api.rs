@@ -33,6 +33,7 @@ pub fn router(server: AppState) -> Router {
         .route("/v1/messages/{id}", get(get_message))
         .merge(super::admin::router())
         .merge(super::tenant_plugins::tenant_routes())
+        .merge(super::suppressions::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(server)
@@ -217,7 +218,7 @@ async fn submit(
             "this node is shutting down; send to another",
         ));
     }
-    let (composed, tags, idempotency_key) = compose(&s, &headers, &query, &body)?;
+    let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, &body)?;
     let limits = &s.pipeline.limits;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(
@@ -241,6 +242,11 @@ async fn submit(
             ),
         ));
     }
+    // Suppressed recipients are refused here, each with its reason (all: 422).
+    let (kept, suppressed) =
+        super::suppressions::filter(&s, &tenant.id, std::mem::take(&mut composed.recipients))
+            .await?;
+    composed.recipients = kept;
 
     let submission = Submission {
         tenant: tenant.id.clone(),
@@ -319,6 +325,7 @@ async fn submit(
         .recipients
         .iter()
         .map(|(a, st)| json!({"address": a, "status": st}))
+        .chain(suppressed)
         .collect();
     let mut resp = (
         status,

@@ -2,6 +2,7 @@
 //! message and domain, route each group through the route plugin, send it
 //! through lettre, and let the send plugin say what each reply means.
 
+use super::bounces;
 use super::plugins::call;
 use super::state::{Server, now_ms};
 use crate::relay::{RelayClient, RelayReply};
@@ -412,13 +413,24 @@ async fn decide_group(
             })
             .collect();
         events.extend(routed);
-        let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
-        let replies = client.send(&first.sender, &rcpts, &body).await;
+        // VERP: each recipient gets its own return path, so its own transaction. A
+        // message from the null sender keeps it: nothing may bounce back to it.
+        let replies = if server.verp.is_some() && !first.sender.is_empty() {
+            bounces::send_verp(server, client, &first.sender, &pending, &body).await
+        } else {
+            let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
+            client.send(&first.sender, &rcpts, &body).await
+        };
         let relays_left = (order.len() - i - 1) as u32;
         let mut still = Vec::new();
         let mut next_relay_events = Vec::new();
         for (l, r) in pending.into_iter().zip(replies) {
             let decision = decide_reply(&send_plugin, l, relay_id, &r, relays_left).await;
+            // The bounce stage's reason and hard/soft for a refusal.
+            let class = match &r.reply {
+                Some(x) => bounces::classify_reply(server, &l.address, x).await,
+                None => None,
+            };
             let reply_text = r
                 .reply
                 .as_ref()
@@ -446,21 +458,38 @@ async fn decide_group(
                     None,
                     detail,
                 )),
-                SendDecision::Retry(rt) => outcomes.push(outcome(
-                    l,
-                    RecipientState::Deferred,
-                    EventKind::Deferred,
-                    Some(relay_id),
-                    reply_text,
-                    retry_at(i64::from(rt.after_secs)),
-                    json!({"latency_ms": r.latency_ms, "hard": false, "reply": rt.reason}),
-                )),
+                SendDecision::Retry(rt) => {
+                    let mut detail =
+                        json!({"latency_ms": r.latency_ms, "hard": false, "reply": rt.reason});
+                    bounces::annotate(&mut detail, class.as_ref(), false);
+                    outcomes.push(outcome(
+                        l,
+                        RecipientState::Deferred,
+                        EventKind::Deferred,
+                        Some(relay_id),
+                        reply_text,
+                        retry_at(i64::from(rt.after_secs)),
+                        detail,
+                    ))
+                }
                 SendDecision::Fail(reason) => {
                     let kind = if hard {
                         EventKind::Bounced
                     } else {
                         EventKind::Failed
                     };
+                    let mut detail =
+                        json!({"latency_ms": r.latency_ms, "hard": true, "reason": reason});
+                    bounces::annotate(&mut detail, class.as_ref(), true);
+                    if let Some(c) = class.as_ref().filter(|c| hard && c.hard) {
+                        bounces::suppress_refused(
+                            server,
+                            l,
+                            c,
+                            reply_text.as_deref().unwrap_or(""),
+                        )
+                        .await;
+                    }
                     outcomes.push(outcome(
                         l,
                         RecipientState::Failed,
@@ -468,16 +497,14 @@ async fn decide_group(
                         Some(relay_id),
                         reply_text,
                         None,
-                        json!({"latency_ms": r.latency_ms, "hard": true, "reason": reason}),
+                        detail,
                     ));
                 }
                 SendDecision::NextRelay(reason) => {
-                    next_relay_events.push(event(
-                        l,
-                        EventKind::Attempted,
-                        Some(relay_id),
-                        json!({"latency_ms": r.latency_ms, "hard": false, "reason": reason}),
-                    ));
+                    let mut detail =
+                        json!({"latency_ms": r.latency_ms, "hard": false, "reason": reason});
+                    bounces::annotate(&mut detail, class.as_ref(), false);
+                    next_relay_events.push(event(l, EventKind::Attempted, Some(relay_id), detail));
                     still.push(l);
                 }
             }

@@ -9,10 +9,13 @@
 
 mod admin;
 mod api;
+mod bounce_intake;
+mod bounces;
 mod dispatch;
 mod error;
 mod plugins;
 mod state;
+mod suppressions;
 mod tenant_live;
 mod tenant_plugins;
 
@@ -36,6 +39,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
         server.pipeline.server.node_id
     );
 
+    let smtp_in = bounce_intake::start(server.clone()).await?;
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
 
@@ -48,6 +52,9 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new messages, finishing in-flight attempts");
     server.begin_shutdown();
     refresher.abort();
+    if let Some(listener) = smtp_in {
+        listener.abort();
+    }
     if tokio::time::timeout(drain, dispatcher).await.is_err() {
         tracing::warn!(
             drain_secs = drain.as_secs(),

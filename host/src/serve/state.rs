@@ -37,6 +37,8 @@ pub struct Server {
     pub in_flight: Arc<Semaphore>,
     /// Relay id → windows, refreshed every second from events.
     pub stats: RwLock<HashMap<String, Vec<RelayWindow>>>,
+    /// Signs VERP return paths; none when `delivery.bounce_domain` is not set.
+    pub verp: Option<crate::verp::Verp>,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -139,7 +141,9 @@ impl Server {
             println!("sluice: created tenant \"default\"; its API key (shown once): {key}");
         }
 
+        let verp = super::bounces::load_verp(&pipeline, &store).await?;
         let server = Server {
+            verp,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
             pipeline,
             store,

@@ -159,6 +159,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "plugins",
         include_str!("migrations/sqlite/0002_plugins.sql"),
     ),
+    (
+        3,
+        "bounces",
+        include_str!("migrations/sqlite/0003_bounces.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -166,6 +171,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "plugins",
         include_str!("migrations/postgres/0002_plugins.sql"),
+    ),
+    (
+        3,
+        "bounces",
+        include_str!("migrations/postgres/0003_bounces.sql"),
     ),
 ];
 

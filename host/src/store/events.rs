@@ -12,6 +12,7 @@ struct StatColumns {
     latency_ms: Option<i64>,
     hard: Option<i64>,
     class: Option<String>,
+    source: Option<String>,
 }
 
 fn stat_columns(detail: &serde_json::Value) -> StatColumns {
@@ -27,6 +28,10 @@ fn stat_columns(detail: &serde_json::Value) -> StatColumns {
             .get("class")
             .and_then(serde_json::Value::as_str)
             .map(str::to_string),
+        source: detail
+            .get("source")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
     }
 }
 
@@ -39,7 +44,7 @@ pub(crate) async fn insert_event(
     let stats = stat_columns(&ev.detail);
     sqlx::query(
         "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, at_ms, \
-         latency_ms, hard, class) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         latency_ms, hard, class, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&ev.message_id)
     .bind(ev.recipient_idx.map(i64::from))
@@ -51,6 +56,7 @@ pub(crate) async fn insert_event(
     .bind(stats.latency_ms)
     .bind(stats.hard)
     .bind(stats.class)
+    .bind(stats.source)
     .execute(&mut *conn)
     .await
     .map_err(StoreError::db(format!(
@@ -89,8 +95,8 @@ pub(crate) async fn insert_recipient_event(
     let stats = stat_columns(detail);
     sqlx::query(
         "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, at_ms, \
-         latency_ms, hard, class) \
-         SELECT id, $2, tenant_id, $3, $4, $5, $6, $7, $8, $9 FROM messages WHERE id = $1",
+         latency_ms, hard, class, source) \
+         SELECT id, $2, tenant_id, $3, $4, $5, $6, $7, $8, $9, $10 FROM messages WHERE id = $1",
     )
     .bind(message_id)
     .bind(i64::from(recipient_idx))
@@ -101,6 +107,7 @@ pub(crate) async fn insert_recipient_event(
     .bind(stats.latency_ms)
     .bind(stats.hard)
     .bind(stats.class)
+    .bind(stats.source)
     .execute(&mut *conn)
     .await
     .map_err(StoreError::db(format!(

@@ -287,6 +287,15 @@ impl Store {
     }
 }
 
+// ---- bounces and suppressions (methods in their modules) ----
+
+mod bounces;
+mod suppressions;
+
+pub use bounces::{BounceRecorded, BounceReport, BounceTarget};
+pub(crate) use suppressions::normalize as normalize_address;
+pub use suppressions::{NewSuppression, Suppression};
+
 // ---- plugins ----
 
 mod plugins;

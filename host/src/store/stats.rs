@@ -13,9 +13,12 @@ use super::connect::Pools;
 use super::types::WindowCounts;
 
 /// `SUM` of an integer is NUMERIC on PostgreSQL; the cast keeps both dialects at BIGINT.
+/// Events with a `source` (a bounce e-mail or complaint that arrived after the attempt)
+/// count as bounces of the relay that carried the message, never as another attempt.
 const WINDOW_SQL: &str = "SELECT relay, \
-    COUNT(*) AS sent, \
-    CAST(SUM(CASE WHEN kind = 'delivered' THEN 1 ELSE 0 END) AS BIGINT) AS delivered, \
+    CAST(SUM(CASE WHEN source IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS sent, \
+    CAST(SUM(CASE WHEN kind = 'delivered' AND source IS NULL THEN 1 ELSE 0 END) AS BIGINT) \
+        AS delivered, \
     CAST(SUM(CASE WHEN kind = 'deferred' OR (kind = 'attempted' AND COALESCE(hard, 0) = 0) \
         THEN 1 ELSE 0 END) AS BIGINT) AS deferred, \
     CAST(SUM(CASE WHEN kind IN ('bounced', 'failed', 'attempted') AND hard = 1 \

@@ -214,7 +214,12 @@ impl RecipientState {
 /// `delivered`; `deferred` = `deferred`, and `attempted` that is not `hard`;
 /// `hard_bounced` = `bounced`/`failed`/`attempted` with `hard: true`; `soft_bounced` =
 /// `bounced`/`failed` without `hard: true`; `blocked` = `class == "blocked"`;
-/// `mean_latency_ms` over the attempts that carry `latency_ms`. An outcome recorded
+/// `mean_latency_ms` over the attempts that carry `latency_ms`.
+///
+/// A bounce e-mail that arrives later (see [`super::Store::record_bounce`]) is a
+/// `bounced` event naming the relay that carried the message, with `source: "dsn"` in
+/// its detail: it counts in `hard_bounced`/`soft_bounced`/`blocked` but not in `sent`
+/// or `delivered` (it was not another attempt). An outcome recorded
 /// through [`super::Store::record`] counts as an attempt (and increments the
 /// recipient's `attempts`) only when it names a relay.
 ///
@@ -236,11 +241,18 @@ pub enum EventKind {
     Requeued,
     PluginError,
     Suppressed,
+    /// A delivery status notification said delivery is delayed (no state change).
+    Delayed,
+    /// A feedback (ARF) report: the recipient complained.
+    Complained,
+    /// A bounce e-mail about the recipient that reports no failure (a success DSN, an
+    /// auto-reply) or could not be read; its detail says which.
+    BounceNote,
 }
 
 impl EventKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [EventKind; 13] = [
+    pub const ALL: [EventKind; 16] = [
         Self::Accepted,
         Self::Routed,
         Self::Attempted,
@@ -254,6 +266,9 @@ impl EventKind {
         Self::Requeued,
         Self::PluginError,
         Self::Suppressed,
+        Self::Delayed,
+        Self::Complained,
+        Self::BounceNote,
     ];
 
     /// The snake_case name, as stored and as serialised.
@@ -272,6 +287,9 @@ impl EventKind {
             Self::Requeued => "requeued",
             Self::PluginError => "plugin_error",
             Self::Suppressed => "suppressed",
+            Self::Delayed => "delayed",
+            Self::Complained => "complained",
+            Self::BounceNote => "bounce_note",
         }
     }
 

@@ -1,0 +1,334 @@
+//! The SMTP listener of `sluice serve` that takes in bounces: DSNs and feedback
+//! reports sent to the VERP return paths of outgoing mail.
+//!
+//! [`session`] is the protocol without I/O; [`serve_connection`] drives it over a
+//! stream with bounded lines, per-command and DATA timeouts, and pipelining (replies
+//! are flushed only when no more pipelined input is waiting). What a recipient is and
+//! what happens to a message is the [`Handler`]'s business: the server's is
+//! [`crate::serve`]'s bounce intake. A message is acknowledged with 250 only after the
+//! handler has durably recorded it; if it cannot, the client is told to try again
+//! (4xx), so an accepted bounce is never lost.
+
+pub mod session;
+
+pub use session::{DataEnd, DataReader, Limits, Reply, Session, Step, Transaction};
+
+use session::{MAX_COMMAND_LINE, MAX_TEXT_LINE};
+use std::future::Future;
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+/// What the listener asks of the rest of the host.
+pub trait Handler: Send + Sync {
+    /// What a checked recipient resolves to.
+    type Target: Send;
+
+    /// Checks a `RCPT TO` address: `Err` is the reply that refuses it.
+    fn check_rcpt(&self, address: &str)
+    -> impl Future<Output = Result<Self::Target, Reply>> + Send;
+
+    /// Takes in one message for the transaction's recipients; the reply is the final
+    /// answer to DATA (250 only once the message is durably recorded).
+    fn deliver(
+        &self,
+        tx: Transaction<Self::Target>,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Reply> + Send;
+}
+
+/// Timeouts and limits of every session.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hostname: String,
+    pub limits: Limits,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+/// How reading one line ended.
+enum Line {
+    Ok,
+    /// Longer than allowed; the rest of it was read and dropped.
+    TooLong,
+    Eof,
+}
+
+/// Reads one line (up to and including LF) into `buf`, keeping at most `max` bytes.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let available = r.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if buf.is_empty() && !too_long {
+                Line::Eof
+            } else if too_long {
+                Line::TooLong
+            } else {
+                Line::Ok
+            });
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', available) {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let n = chunk.len();
+        if !too_long && buf.len() + n <= max {
+            buf.extend_from_slice(chunk);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        r.consume(n);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Ok });
+        }
+    }
+}
+
+/// Serves one connection until QUIT, a timeout, too many errors or EOF.
+pub async fn serve_connection<S, H>(stream: S, config: &Config, handler: &H) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = BufReader::new(read);
+    let mut writer = tokio::io::BufWriter::new(write);
+    let mut session: Session<H::Target> = Session::new(&config.hostname, config.limits.clone());
+    writer
+        .write_all(session.greeting().to_wire().as_bytes())
+        .await?;
+    writer.flush().await?;
+    let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+    loop {
+        let read = tokio::time::timeout(
+            config.command_timeout,
+            read_line(&mut reader, &mut line, MAX_COMMAND_LINE),
+        )
+        .await;
+        let step = match read {
+            Err(_) => {
+                writer
+                    .write_all(session.timeout().to_wire().as_bytes())
+                    .await?;
+                writer.flush().await?;
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(Line::Eof)) => return Ok(()),
+            Ok(Ok(Line::TooLong)) => session.line_too_long(),
+            Ok(Ok(Line::Ok)) => session.line(&line),
+        };
+        let step = match step {
+            Step::CheckRcpt(address) => {
+                let verdict = handler.check_rcpt(&address).await;
+                session.rcpt_checked(address, verdict)
+            }
+            other => other,
+        };
+        match step {
+            Step::Reply(r) => writer.write_all(r.to_wire().as_bytes()).await?,
+            Step::Close(r) => {
+                writer.write_all(r.to_wire().as_bytes()).await?;
+                writer.flush().await?;
+                return Ok(());
+            }
+            Step::ReadData(go_ahead) => {
+                writer.write_all(go_ahead.to_wire().as_bytes()).await?;
+                writer.flush().await?;
+                let limit = config.limits.max_message_bytes;
+                let data =
+                    tokio::time::timeout(config.data_timeout, read_data(&mut reader, limit)).await;
+                let end = match data {
+                    Err(_) => {
+                        writer
+                            .write_all(session.timeout().to_wire().as_bytes())
+                            .await?;
+                        writer.flush().await?;
+                        return Ok(());
+                    }
+                    Ok(Err(e)) => return Err(e),
+                    // The client went away mid-message: nothing was accepted.
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Ok(Some(end))) => end,
+                };
+                let reply = match end {
+                    DataEnd::Message(message) => {
+                        let tx = session.take_transaction();
+                        handler.deliver(tx, message).await
+                    }
+                    refused => {
+                        session.abort_transaction();
+                        refused.refusal(limit).expect("not a message")
+                    }
+                };
+                writer.write_all(reply.to_wire().as_bytes()).await?;
+            }
+            Step::CheckRcpt(_) => unreachable!("resolved above"),
+        }
+        // Pipelining: answer a batch of commands in one write.
+        if reader.buffer().is_empty() {
+            writer.flush().await?;
+        }
+    }
+}
+
+/// The DATA phase; `None` on EOF before the final dot.
+async fn read_data<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    limit: u64,
+) -> std::io::Result<Option<DataEnd>> {
+    let mut data = DataReader::new(limit);
+    let mut line = Vec::with_capacity(MAX_TEXT_LINE);
+    loop {
+        match read_line(reader, &mut line, MAX_TEXT_LINE).await? {
+            Line::Eof => return Ok(None),
+            Line::TooLong => data.long_line(),
+            Line::Ok => {
+                if let Some(end) = data.line(&line) {
+                    return Ok(Some(end));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// Takes `ok@x` only and records what was delivered.
+    struct Fake(std::sync::Mutex<Vec<Vec<u8>>>);
+
+    impl Handler for Fake {
+        type Target = ();
+        async fn check_rcpt(&self, address: &str) -> Result<(), Reply> {
+            if address == "ok@x" {
+                Ok(())
+            } else {
+                Err(Reply::new(550, "5.1.1 no such bounce address"))
+            }
+        }
+        async fn deliver(&self, _tx: Transaction<()>, message: Vec<u8>) -> Reply {
+            self.0.lock().unwrap().push(message);
+            Reply::new(250, "2.0.0 recorded")
+        }
+    }
+
+    async fn dialogue(input: &[u8], config: &Config) -> (String, Vec<Vec<u8>>) {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let fake = Fake(Default::default());
+        client.write_all(input).await.unwrap();
+        // The server sees EOF after the input; the client still reads the replies.
+        client.shutdown().await.unwrap();
+        let serve = serve_connection(server, config, &fake);
+        let mut out = String::new();
+        let read = async {
+            client.read_to_string(&mut out).await.unwrap();
+        };
+        let (r, ()) = tokio::join!(serve, read);
+        r.unwrap();
+        (out, fake.0.into_inner().unwrap())
+    }
+
+    fn config() -> Config {
+        Config {
+            hostname: "mx.test".into(),
+            limits: Limits {
+                max_message_bytes: 2000,
+                max_recipients: 10,
+                max_errors: 10,
+            },
+            command_timeout: Duration::from_secs(30),
+            data_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn codes(out: &str) -> Vec<&str> {
+        out.lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .map(|l| &l[..3])
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_transaction_is_answered_in_order() {
+        let input = b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<bad@x>\r\nRCPT TO:<ok@x>\r\nDATA\r\n\
+            Subject: b\r\n\r\n..dot\r\n.\r\nQUIT\r\n";
+        let (out, got) = dialogue(input, &config()).await;
+        assert_eq!(
+            codes(&out),
+            ["220", "250", "250", "550", "250", "354", "250", "221"],
+            "{out}"
+        );
+        assert_eq!(got, vec![b"Subject: b\r\n\r\n.dot\r\n".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn long_lines_and_large_messages_are_refused_and_the_session_goes_on() {
+        let mut input = b"EHLO c\r\n".to_vec();
+        input.extend(vec![b'A'; 600]);
+        input.extend(b"\r\nMAIL FROM:<>\r\nRCPT TO:<ok@x>\r\nDATA\r\n");
+        for _ in 0..30 {
+            input.extend(vec![b'x'; 98]);
+            input.extend(b"\r\n");
+        }
+        input.extend(b".\r\nNOOP\r\n");
+        // EOF without QUIT ends the session too.
+        let (out, got) = dialogue(&input, &config()).await;
+        assert_eq!(
+            codes(&out),
+            ["220", "250", "500", "250", "250", "354", "552", "250"],
+            "{out}"
+        );
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_message_that_never_ends_is_told_421_after_the_data_timeout() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let fake = Fake(Default::default());
+        let config = Config {
+            data_timeout: Duration::from_millis(100),
+            ..config()
+        };
+        client
+            .write_all(b"HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<ok@x>\r\nDATA\r\nSubject: half\r\n")
+            .await
+            .unwrap();
+        let serve = serve_connection(server, &config, &fake);
+        let mut out = String::new();
+        let (r, _) = tokio::join!(serve, client.read_to_string(&mut out));
+        r.unwrap();
+        assert_eq!(
+            codes(&out),
+            ["220", "250", "250", "250", "354", "421"],
+            "{out}"
+        );
+        assert!(
+            fake.0.into_inner().unwrap().is_empty(),
+            "nothing was taken in"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_is_told_421_after_the_command_timeout() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let fake = Fake(Default::default());
+        let config = Config {
+            command_timeout: Duration::from_millis(100),
+            ..config()
+        };
+        let serve = serve_connection(server, &config, &fake);
+        let mut out = String::new();
+        let (r, _) = tokio::join!(serve, client.read_to_string(&mut out));
+        r.unwrap();
+        assert_eq!(codes(&out), ["220", "421"], "{out}");
+    }
+}

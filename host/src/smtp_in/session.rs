@@ -1,0 +1,580 @@
+//! The SMTP server state machine, without I/O: command lines in, replies out.
+//!
+//! The driver ([`super::serve_connection`]) reads bounded lines and hands them to
+//! [`Session::line`]; what needs the outside world (checking a recipient, taking in
+//! a message) comes back as a [`Step`] for the driver to do. [`DataReader`] reads the
+//! DATA phase the same way: dot-unstuffing, the size limit and the line limit.
+
+/// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
+pub const MAX_COMMAND_LINE: usize = 512;
+/// Longest text line in DATA, CRLF included (RFC 5321 §4.5.3.1.6).
+pub const MAX_TEXT_LINE: usize = 1000;
+
+/// One SMTP reply; `lines` are joined with `code-` continuation markers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn new(code: u16, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            lines: vec![text.into()],
+        }
+    }
+
+    /// The reply as sent: `250-first\r\n250 last\r\n`.
+    pub fn to_wire(&self) -> String {
+        let mut out = String::new();
+        let n = self.lines.len();
+        for (i, line) in self.lines.iter().enumerate() {
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            // A reply line never carries a bare CR or LF from the text it quotes.
+            let clean: String = line.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+            out.push_str(&format!("{}{sep}{clean}\r\n", self.code));
+        }
+        out
+    }
+
+    /// Whether the text (first line) starts with this, for tests.
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// Limits of one session.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: u64,
+    pub max_recipients: u32,
+    /// Bad commands before the session is closed with 421.
+    pub max_errors: u32,
+}
+
+/// What the driver must do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send this reply and read the next command.
+    Reply(Reply),
+    /// Check this `RCPT TO` address, then call [`Session::rcpt_checked`].
+    CheckRcpt(String),
+    /// Send this 354 reply, read the message with a [`DataReader`], then call
+    /// [`Session::take_transaction`].
+    ReadData(Reply),
+    /// Send this reply and close the connection.
+    Close(Reply),
+}
+
+/// A complete transaction: what DATA delivers to the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction<T> {
+    /// Empty for the null sender `<>` (what bounces come from).
+    pub mail_from: String,
+    pub rcpts: Vec<(String, T)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before EHLO/HELO.
+    Connected,
+    /// Greeted, no transaction.
+    Ready,
+    /// MAIL given; RCPTs being collected.
+    Mail,
+}
+
+/// One SMTP session; `T` is what a checked recipient resolves to.
+#[derive(Debug)]
+pub struct Session<T> {
+    hostname: String,
+    limits: Limits,
+    phase: Phase,
+    mail_from: String,
+    rcpts: Vec<(String, T)>,
+    errors: u32,
+}
+
+impl<T> Session<T> {
+    pub fn new(hostname: &str, limits: Limits) -> Session<T> {
+        Session {
+            hostname: hostname.to_owned(),
+            limits,
+            phase: Phase::Connected,
+            mail_from: String::new(),
+            rcpts: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::new(220, format!("{} ESMTP Sluice bounce intake", self.hostname))
+    }
+
+    /// The reply to a timeout: the session ends.
+    pub fn timeout(&self) -> Reply {
+        Reply::new(421, format!("4.4.2 {} timeout, closing", self.hostname))
+    }
+
+    /// A bad command: counted; too many end the session.
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors >= self.limits.max_errors {
+            Step::Close(Reply::new(
+                421,
+                format!("4.7.0 {} too many errors, closing", self.hostname),
+            ))
+        } else {
+            Step::Reply(reply)
+        }
+    }
+
+    /// The driver read a command line longer than [`MAX_COMMAND_LINE`] (and skipped
+    /// the rest of it).
+    pub fn line_too_long(&mut self) -> Step {
+        self.error(Reply::new(500, "5.5.2 line too long"))
+    }
+
+    fn reset(&mut self) {
+        self.mail_from.clear();
+        self.rcpts.clear();
+        if self.phase == Phase::Mail {
+            self.phase = Phase::Ready;
+        }
+    }
+
+    /// One command line (CRLF or LF already stripped or not).
+    pub fn line(&mut self, line: &[u8]) -> Step {
+        let line = String::from_utf8_lossy(line);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = match line.find(' ') {
+            Some(i) => (&line[..i], line[i + 1..].trim()),
+            None => (line, ""),
+        };
+        let verb = verb.to_ascii_uppercase();
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                if arg.is_empty() {
+                    return self.error(Reply::new(
+                        501,
+                        format!("5.5.4 {verb} needs a domain or address literal"),
+                    ));
+                }
+                self.reset();
+                self.phase = Phase::Ready;
+                if verb == "HELO" {
+                    return Step::Reply(Reply::new(250, self.hostname.clone()));
+                }
+                Step::Reply(Reply {
+                    code: 250,
+                    lines: vec![
+                        format!("{} greets {arg}", self.hostname),
+                        "PIPELINING".into(),
+                        format!("SIZE {}", self.limits.max_message_bytes),
+                        "8BITMIME".into(),
+                        "ENHANCEDSTATUSCODES".into(),
+                    ],
+                })
+            }
+            "MAIL" => self.mail(arg),
+            "RCPT" => self.rcpt(arg),
+            "DATA" => {
+                if !arg.is_empty() {
+                    return self.error(Reply::new(501, "5.5.4 DATA takes no arguments"));
+                }
+                match self.phase {
+                    Phase::Connected => {
+                        self.error(Reply::new(503, "5.5.1 send EHLO or HELO first"))
+                    }
+                    Phase::Ready => self.error(Reply::new(503, "5.5.1 send MAIL first")),
+                    Phase::Mail if self.rcpts.is_empty() => {
+                        self.error(Reply::new(554, "5.5.1 no valid recipients"))
+                    }
+                    Phase::Mail => {
+                        Step::ReadData(Reply::new(354, "end data with <CR><LF>.<CR><LF>"))
+                    }
+                }
+            }
+            "RSET" => {
+                if !arg.is_empty() {
+                    return self.error(Reply::new(501, "5.5.4 RSET takes no arguments"));
+                }
+                self.reset();
+                Step::Reply(Reply::new(250, "2.0.0 reset"))
+            }
+            "NOOP" => Step::Reply(Reply::new(250, "2.0.0 ok")),
+            "QUIT" => Step::Close(Reply::new(
+                221,
+                format!("2.0.0 {} closing connection", self.hostname),
+            )),
+            "VRFY" => Step::Reply(Reply::new(
+                252,
+                "2.5.0 cannot verify; a bounce address is checked at RCPT",
+            )),
+            "HELP" => Step::Reply(Reply::new(
+                214,
+                "2.0.0 this server takes bounces for its return paths: EHLO, MAIL, RCPT, DATA",
+            )),
+            "STARTTLS" | "AUTH" | "BDAT" | "EXPN" | "ETRN" | "TURN" => {
+                self.error(Reply::new(502, format!("5.5.1 {verb} is not implemented")))
+            }
+            _ => self.error(Reply::new(500, "5.5.2 command not recognized")),
+        }
+    }
+
+    fn mail(&mut self, arg: &str) -> Step {
+        match self.phase {
+            Phase::Connected => {
+                return self.error(Reply::new(503, "5.5.1 send EHLO or HELO first"));
+            }
+            Phase::Mail => return self.error(Reply::new(503, "5.5.1 nested MAIL command")),
+            Phase::Ready => {}
+        }
+        let Some((path, params)) = parse_path(arg, "FROM:") else {
+            return self.error(Reply::new(501, "5.5.4 syntax: MAIL FROM:<address>"));
+        };
+        for p in params.split_whitespace() {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            match k.to_ascii_uppercase().as_str() {
+                "SIZE" => match v.parse::<u64>() {
+                    Ok(n) if n > self.limits.max_message_bytes => {
+                        return Step::Reply(Reply::new(
+                            552,
+                            format!(
+                                "5.3.4 message size {n} exceeds the limit of {} bytes",
+                                self.limits.max_message_bytes
+                            ),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        return self.error(Reply::new(501, format!("5.5.4 bad SIZE {v:?}")));
+                    }
+                },
+                "BODY" if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                "BODY" => return self.error(Reply::new(501, format!("5.5.4 bad BODY {v:?}"))),
+                _ => {
+                    return self.error(Reply::new(
+                        555,
+                        format!("5.5.4 unsupported MAIL parameter {k:?}"),
+                    ));
+                }
+            }
+        }
+        if !path.is_empty() && !path.contains('@') {
+            return self.error(Reply::new(
+                501,
+                format!("5.1.7 bad sender address {path:?}"),
+            ));
+        }
+        self.mail_from = path;
+        self.phase = Phase::Mail;
+        Step::Reply(Reply::new(250, "2.1.0 sender ok"))
+    }
+
+    fn rcpt(&mut self, arg: &str) -> Step {
+        match self.phase {
+            Phase::Connected => {
+                return self.error(Reply::new(503, "5.5.1 send EHLO or HELO first"));
+            }
+            Phase::Ready => return self.error(Reply::new(503, "5.5.1 send MAIL first")),
+            Phase::Mail => {}
+        }
+        let Some((path, params)) = parse_path(arg, "TO:") else {
+            return self.error(Reply::new(501, "5.5.4 syntax: RCPT TO:<address>"));
+        };
+        if let Some(p) = params.split_whitespace().next() {
+            return self.error(Reply::new(
+                555,
+                format!("5.5.4 unsupported RCPT parameter {p:?}"),
+            ));
+        }
+        if path.is_empty() || !path.contains('@') {
+            return self.error(Reply::new(
+                501,
+                format!("5.1.3 bad recipient address {path:?}"),
+            ));
+        }
+        if self.rcpts.len() >= self.limits.max_recipients as usize {
+            return Step::Reply(Reply::new(452, "4.5.3 too many recipients"));
+        }
+        Step::CheckRcpt(path)
+    }
+
+    /// The driver's verdict on a [`Step::CheckRcpt`] address.
+    pub fn rcpt_checked(&mut self, address: String, verdict: Result<T, Reply>) -> Step {
+        match verdict {
+            Ok(target) => {
+                self.rcpts.push((address, target));
+                Step::Reply(Reply::new(250, "2.1.5 recipient ok"))
+            }
+            Err(reply) if reply.code >= 500 => self.error(reply),
+            Err(reply) => Step::Reply(reply),
+        }
+    }
+
+    /// After DATA was read: the transaction, and the session is ready for the next.
+    pub fn take_transaction(&mut self) -> Transaction<T> {
+        let tx = Transaction {
+            mail_from: std::mem::take(&mut self.mail_from),
+            rcpts: std::mem::take(&mut self.rcpts),
+        };
+        self.reset();
+        tx
+    }
+
+    /// After DATA failed (too large, bad lines): the transaction is dropped.
+    pub fn abort_transaction(&mut self) {
+        self.reset();
+    }
+}
+
+/// `FROM:<a@b> PARAMS` → (`a@b`, `PARAMS`); a space after the colon is tolerated, a
+/// source route (`<@x,@y:a@b>`) is dropped. `None` when it is not a path.
+fn parse_path(arg: &str, keyword: &str) -> Option<(String, String)> {
+    let head = arg.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = arg[keyword.len()..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let mut path = &rest[..end];
+    if path.starts_with('@') {
+        path = path.split_once(':')?.1;
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return None;
+    }
+    Some((path.to_owned(), rest[end + 1..].trim().to_owned()))
+}
+
+/// How a DATA phase ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataEnd {
+    /// The message, dot-unstuffed, lines ending in CRLF.
+    Message(Vec<u8>),
+    /// Over the size limit; the rest was read and dropped.
+    TooLarge,
+    /// A line over [`MAX_TEXT_LINE`]; the rest was read and dropped.
+    LineTooLong,
+}
+
+impl DataEnd {
+    /// The reply to a DATA that did not deliver a message.
+    pub fn refusal(&self, limit: u64) -> Option<Reply> {
+        match self {
+            DataEnd::Message(_) => None,
+            DataEnd::TooLarge => Some(Reply::new(
+                552,
+                format!("5.3.4 message exceeds the limit of {limit} bytes"),
+            )),
+            DataEnd::LineTooLong => Some(Reply::new(
+                500,
+                format!("5.5.2 message has a line over {MAX_TEXT_LINE} octets"),
+            )),
+        }
+    }
+}
+
+/// Collects the DATA phase line by line.
+#[derive(Debug)]
+pub struct DataReader {
+    limit: u64,
+    message: Vec<u8>,
+    too_large: bool,
+    line_too_long: bool,
+}
+
+impl DataReader {
+    pub fn new(limit: u64) -> DataReader {
+        DataReader {
+            limit,
+            message: Vec::new(),
+            too_large: false,
+            line_too_long: false,
+        }
+    }
+
+    /// The driver read a line over [`MAX_TEXT_LINE`] (and skipped the rest of it).
+    pub fn long_line(&mut self) {
+        self.line_too_long = true;
+    }
+
+    /// One line as read (with its LF or CRLF); `Some` when it was the final `.`.
+    pub fn line(&mut self, line: &[u8]) -> Option<DataEnd> {
+        let body = line
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(line);
+        if body == b"." {
+            let end = if self.line_too_long {
+                DataEnd::LineTooLong
+            } else if self.too_large {
+                DataEnd::TooLarge
+            } else {
+                DataEnd::Message(std::mem::take(&mut self.message))
+            };
+            return Some(end);
+        }
+        if self.too_large || self.line_too_long {
+            return None;
+        }
+        let body = body.strip_prefix(b".").unwrap_or(body);
+        if (self.message.len() + body.len() + 2) as u64 > self.limit {
+            self.too_large = true;
+            self.message = Vec::new();
+            return None;
+        }
+        self.message.extend_from_slice(body);
+        self.message.extend_from_slice(b"\r\n");
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_with(max_errors: u32) -> Session<u32> {
+        Session::new(
+            "mx.test",
+            Limits {
+                max_message_bytes: 1000,
+                max_recipients: 2,
+                max_errors,
+            },
+        )
+    }
+
+    fn session() -> Session<u32> {
+        session_with(50)
+    }
+
+    fn code(step: Step) -> u16 {
+        match step {
+            Step::Reply(r) | Step::Close(r) | Step::ReadData(r) => r.code,
+            Step::CheckRcpt(a) => panic!("unexpected CheckRcpt({a})"),
+        }
+    }
+
+    #[test]
+    fn a_whole_transaction_goes_through_in_order() {
+        let mut s = session();
+        assert_eq!(s.greeting().code, 220);
+        let Step::Reply(ehlo) = s.line(b"EHLO client.test\r\n") else {
+            panic!()
+        };
+        let wire = ehlo.to_wire();
+        assert!(
+            wire.starts_with("250-mx.test greets client.test\r\n"),
+            "{wire}"
+        );
+        for ext in [
+            "250-PIPELINING",
+            "250-SIZE 1000",
+            "250-8BITMIME",
+            "250 ENHANCEDSTATUSCODES",
+        ] {
+            assert!(wire.contains(ext), "{ext} in {wire}");
+        }
+        assert_eq!(code(s.line(b"MAIL FROM:<> BODY=8BITMIME SIZE=10")), 250);
+        assert_eq!(
+            s.line(b"RCPT TO:<bounces+x@b.test>"),
+            Step::CheckRcpt("bounces+x@b.test".into())
+        );
+        assert_eq!(code(s.rcpt_checked("bounces+x@b.test".into(), Ok(7))), 250);
+        assert_eq!(code(s.line(b"DATA")), 354);
+        let tx = s.take_transaction();
+        assert_eq!(tx.mail_from, "");
+        assert_eq!(tx.rcpts, vec![("bounces+x@b.test".to_string(), 7)]);
+        // Ready for the next transaction, not another DATA.
+        assert_eq!(code(s.line(b"DATA")), 503);
+        assert_eq!(code(s.line(b"QUIT")), 221);
+    }
+
+    #[test]
+    fn commands_out_of_sequence_get_503_and_bad_syntax_501() {
+        let mut s = session();
+        assert_eq!(code(s.line(b"MAIL FROM:<a@b.test>")), 503);
+        assert_eq!(code(s.line(b"RCPT TO:<a@b.test>")), 503);
+        assert_eq!(code(s.line(b"HELO")), 501);
+        assert_eq!(code(s.line(b"helo client")), 250);
+        assert_eq!(code(s.line(b"RCPT TO:<a@b.test>")), 503);
+        assert_eq!(code(s.line(b"DATA")), 503);
+        assert_eq!(code(s.line(b"MAIL FROM a@b.test")), 501);
+        assert_eq!(code(s.line(b"mail from: <a@b.test>")), 250);
+        assert_eq!(code(s.line(b"MAIL FROM:<a@b.test>")), 503);
+        assert_eq!(code(s.line(b"DATA")), 554);
+        assert_eq!(code(s.line(b"RCPT TO:<>")), 501);
+        assert_eq!(code(s.line(b"RCPT TO:<x@y> NOTIFY=NEVER")), 555);
+        assert_eq!(code(s.line(b"RSET")), 250);
+        assert_eq!(code(s.line(b"RCPT TO:<a@b.test>")), 503);
+    }
+
+    #[test]
+    fn size_limits_recipient_limits_and_refused_recipients() {
+        let mut s = session();
+        s.line(b"EHLO c");
+        assert_eq!(code(s.line(b"MAIL FROM:<> SIZE=1001")), 552);
+        assert_eq!(code(s.line(b"MAIL FROM:<> SIZE=many")), 501);
+        assert_eq!(code(s.line(b"MAIL FROM:<> BODY=BINARYMIME")), 501);
+        assert_eq!(code(s.line(b"MAIL FROM:<>")), 250);
+        let refused = Reply::new(550, "5.1.1 no such bounce address");
+        assert_eq!(code(s.rcpt_checked("x@y".into(), Err(refused))), 550);
+        s.rcpt_checked("a@y".into(), Ok(1));
+        s.rcpt_checked("b@y".into(), Ok(2));
+        assert_eq!(code(s.line(b"RCPT TO:<c@y>")), 452);
+        assert_eq!(s.take_transaction().rcpts.len(), 2);
+    }
+
+    #[test]
+    fn unknown_and_unimplemented_commands_and_too_many_errors() {
+        let mut s = session_with(5);
+        assert_eq!(code(s.line(b"NOOP")), 250);
+        assert_eq!(code(s.line(b"VRFY a@b")), 252);
+        assert_eq!(code(s.line(b"STARTTLS")), 502);
+        assert_eq!(code(s.line(b"FOO bar")), 500);
+        assert_eq!(code(s.line_too_long()), 500);
+        assert_eq!(code(s.line(b"")), 500);
+        match s.line(b"BAR") {
+            Step::Close(r) => assert_eq!(r.code, 421),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_is_dot_unstuffed_and_bounded() {
+        let mut d = DataReader::new(100);
+        assert_eq!(d.line(b"Subject: x\r\n"), None);
+        assert_eq!(d.line(b"\n"), None);
+        assert_eq!(d.line(b"..leading dot\r\n"), None);
+        assert_eq!(
+            d.line(b".\r\n"),
+            Some(DataEnd::Message(
+                b"Subject: x\r\n\r\n.leading dot\r\n".to_vec()
+            ))
+        );
+
+        let mut d = DataReader::new(20);
+        d.line(b"0123456789\r\n");
+        d.line(b"0123456789\r\n");
+        assert_eq!(d.line(b".\n"), Some(DataEnd::TooLarge));
+        assert_eq!(DataEnd::TooLarge.refusal(20).unwrap().code, 552);
+
+        let mut d = DataReader::new(100);
+        d.long_line();
+        d.line(b"short\r\n");
+        assert_eq!(d.line(b"."), Some(DataEnd::LineTooLong));
+    }
+
+    #[test]
+    fn multi_line_replies_mark_continuations_and_drop_line_breaks() {
+        let r = Reply {
+            code: 250,
+            lines: vec!["a".into(), "b\r\nX".into()],
+        };
+        assert_eq!(r.to_wire(), "250-a\r\n250 bX\r\n");
+    }
+}
