@@ -102,6 +102,10 @@ fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> S
     let reply_agrees = reply_code.is_none_or(|c| (c / 100) as u8 + b'0' == class(&in_reply));
     if class(&in_reply) == class(reported) && reply_agrees && !is_generic(&in_reply) {
         in_reply
+    } else if class(&in_reply) != class(reported) && reply_code.is_some() && reply_agrees {
+        // The server's reply and its status agree on a class the report
+        // does not: the report guessed, the server knows.
+        in_reply
     } else {
         reported.to_owned()
     }
