@@ -952,8 +952,22 @@ pub struct Facts<'a> {
     pub diagnostic_type: &'a str,
 }
 
+/// Sentences in which a provider says the address does not exist, whatever
+/// the SMTP stage (Google's "Address not found" notice, Yahoo's and
+/// Verizon's replies): not a filter's words, so no RCPT is needed.
+const SURELY_UNKNOWN: &[&str] = &[
+    "because the address couldn't be found",
+    // Yahoo's SMTP reply (Sisimai's `Rhost::YahooInc`); other MTAs that
+    // say "This user doesn't have a ... account" use it after DATA.
+    "delivery error: dd this user doesn't have a ",
+    "no valid recipients for this mm",
+];
+
 /// Which reasons' phrases a text holds, found in one pass.
 struct Said(u64);
+
+/// The bit of [`SURELY_UNKNOWN`] (past every reason's bit).
+const SURE_BIT: u64 = 1 << 63;
 
 impl Said {
     fn of(lower: &str) -> Said {
@@ -965,13 +979,16 @@ impl Said {
                 bits |= bit;
             }
         }
+        if SURELY_UNKNOWN.iter().any(|p| hay.contains(p.as_bytes())) {
+            bits |= SURE_BIT;
+        }
         Said(bits)
     }
 }
 
 /// Whether `text` says why mail failed in words the classifier knows.
 pub fn names_a_reason(text: &str) -> bool {
-    Said::of(&text.to_ascii_lowercase()).0 != 0
+    Said::of(&text.to_ascii_lowercase()).0 & !SURE_BIT != 0
 }
 
 /// Whether the text holds one of the phrases of `reason`.
@@ -1108,7 +1125,8 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
                 .iter()
                 .any(|r| says(lower, *r))
             } else {
-                f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown)
+                (f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown))
+                    || (lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered))
             }
         }
         Reason::Filtered => {

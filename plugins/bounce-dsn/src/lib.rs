@@ -18,6 +18,7 @@ mod classify;
 mod dsn;
 mod feedback;
 mod found;
+mod lhost;
 mod mail;
 mod mime;
 mod plain;
@@ -108,7 +109,8 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     let mut results: Vec<BounceResult> = Vec::new();
-    let found = read(&mail);
+    let mut found = read(&mail);
+    lhost::apply(&mail, &mut found);
     // Read at most once per e-mail, and only when a diagnostic does not
     // name the command itself: the report can be long.
     let report_command = std::cell::OnceCell::new();
