@@ -166,7 +166,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "dkim verification",
             "dkim check",
             "not designated permitted sender",
-            "spf record",
             "spf validation",
             "spf policy",
         ],
@@ -762,6 +761,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "timeout waiting for input",
             "system error",
             "local delivery failed",
+            "queue file write error",
         ],
     ),
     (

@@ -43,7 +43,7 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
                 f.reason = Some(Reason::Userunknown);
             }
         }
-    } else if !is_sendmail_or_postfix(subject)
+    } else if !claimed_by_mta(mail, subject)
         && let Some((reason, line)) = mda(mail, &from)
     {
         for f in open {
@@ -217,11 +217,16 @@ fn received(mail: &Mail) -> Vec<&str> {
 
 /// Sendmail and Postfix reports quote a local delivery agent's words in
 /// their transcript, and their own reading of it wins (Sisimai consults
-/// its `MDA` table only for reports no MTA module claims).
-fn is_sendmail_or_postfix(subject: &str) -> bool {
-    subject.ends_with("see transcript for details")
-        || subject.starts_with("Warning: ")
-        || subject.starts_with("Undelivered Mail Returned to Sender")
+/// its `MDA` table only for reports no MTA module claims): a report is
+/// theirs by its subject and its own section lines.
+fn claimed_by_mta(mail: &Mail, subject: &str) -> bool {
+    let sendmail = (subject.ends_with("see transcript for details")
+        || subject.starts_with("Warning: "))
+        && (mail.report.contains("----- Transcript of session follows")
+            || mail.report.contains("----- The following addresses had"));
+    let postfix = subject.starts_with("Undelivered Mail Returned to Sender")
+        && mail.report.contains("The mail system");
+    sendmail || postfix
 }
 
 /// Local delivery agents: the line naming one, and what its words mean.
