@@ -950,6 +950,9 @@ pub struct Facts<'a> {
     pub command: Option<Command>,
     /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
     pub diagnostic_type: &'a str,
+    /// The diagnostic was said about this recipient (not a report's
+    /// general paragraph).
+    pub specific: bool,
 }
 
 /// Sentences in which a provider says the address does not exist, whatever
@@ -1204,7 +1207,10 @@ pub fn reason(f: &Facts) -> Reason {
         // Sisimai does; with nothing said at all the reason is unknown.
         // A server said something no rule knows: held for a human, as
         // Sisimai does; with nothing said at all the reason is unknown.
-        None if find_reply_code(f.diagnostic).is_some() || find_status(f.diagnostic).is_some() => {
+        None if find_reply_code(f.diagnostic).is_some()
+            || find_status(f.diagnostic).is_some()
+            || (f.specific && !f.diagnostic.trim().is_empty()) =>
+        {
             Reason::Onhold
         }
         None => Reason::Undefined,
@@ -1474,6 +1480,7 @@ mod tests {
             action: "failed",
             command: find_command(diag),
             diagnostic_type: "smtp",
+            specific: true,
         })
     }
 
@@ -1542,6 +1549,62 @@ mod tests {
     }
 
     #[test]
+    fn provider_codes_name_the_cause() {
+        assert_eq!(
+            r(
+                "5.5.0",
+                Some(550),
+                "550 5.5.0 Le compte du destinataire est bloque. LPN007_426"
+            ),
+            Reason::Suspend
+        );
+        assert_eq!(
+            r(
+                "5.2.0",
+                Some(550),
+                "550 5.2.0 Mail rejete. Mail rejected. ofr_506 [506]"
+            ),
+            Reason::Spamdetected
+        );
+        // A code the table does not know leaves the cause open.
+        assert_eq!(
+            r("5.5.0", Some(550), "550 5.5.0 Service refuse. LPN001_108"),
+            Reason::Undefined
+        );
+        assert_eq!(
+            r(
+                "5.1.1",
+                Some(550),
+                "550 5.1.1 <a@b> - 192.0.2.1 has sent to too many recipients this hour. IB607"
+            ),
+            Reason::Speeding
+        );
+        assert_eq!(
+            r(
+                "5.2.3",
+                Some(550),
+                "550 5.2.3 RESOLVER.RST.RecipSizeLimit; message too large"
+            ),
+            Reason::Mesgtoobig
+        );
+        // Look-alikes are not codes.
+        assert_eq!(provider_code("see LPN007 or XOFR_506 or IB6070"), None);
+    }
+
+    #[test]
+    fn said_but_unknown_is_on_hold_unless_only_the_general_text() {
+        let mut f = Facts {
+            diagnostic: "Did not reach the following recipient",
+            action: "failed",
+            specific: true,
+            ..Facts::default()
+        };
+        assert_eq!(reason(&f), Reason::Onhold);
+        f.specific = false;
+        assert_eq!(reason(&f), Reason::Undefined);
+    }
+
+    #[test]
     fn finds_statuses_and_codes() {
         assert_eq!(find_status("550 5.1.1 <a@b>: no").as_deref(), Some("5.1.1"));
         assert_eq!(
@@ -1551,6 +1614,11 @@ mod tests {
         assert_eq!(find_status("version 1.5.2.3"), None);
         assert_eq!(find_reply_code("host said: 550-5.1.1 x"), Some(550));
         assert_eq!(find_reply_code("[192.0.2.250]: 421 busy"), Some(421));
+        // A transcript's greeting or "250 Ok" is not the failure.
+        let transcript = "Out: 220 hi Out: 250 2.1.5 Ok Out: 451 4.3.0 queue file write error";
+        assert_eq!(find_reply_code(transcript), Some(451));
+        assert_eq!(find_status(transcript).as_deref(), Some("4.3.0"));
+        assert_eq!(find_reply_code("250 2.0.0 Ok"), Some(250));
         assert_eq!(pseudo_status(Reason::Userunknown, '5'), "5.0.911");
     }
 }

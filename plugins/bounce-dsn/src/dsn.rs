@@ -153,8 +153,10 @@ pub fn read(mail: &Mail) -> Vec<Found> {
                 .or_else(|| (from_text.len() == 1).then(|| &from_text[0]))
             {
                 f.diagnostic = t.diagnostic.clone();
+                f.general = t.general;
             } else if let Some(p) = plain::error_paragraph(&mail.report) {
                 f.diagnostic = p;
+                f.general = true;
             }
         }
     }

@@ -21,6 +21,9 @@ pub struct Found {
     pub reason: Option<Reason>,
     /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
     pub diagnostic_type: String,
+    /// The diagnostic is only the report's general error paragraph, not
+    /// words said about this recipient.
+    pub general: bool,
 }
 
 impl Found {
@@ -138,6 +141,7 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
             action: &action,
             command,
             diagnostic_type: &f.diagnostic_type,
+            specific: !f.general,
         })
     });
     let mut status = status;

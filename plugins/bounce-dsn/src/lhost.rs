@@ -19,6 +19,13 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
     }
     let from = mail.from.to_ascii_lowercase();
     let subject = mail.subject.trim();
+    if subject.starts_with("Returned mail: ")
+        && mail
+            .report
+            .contains("----- Transcript of session follows -----")
+    {
+        sendmail_transcript(mail, found);
+    }
     let open = found.iter_mut().filter(|f| f.reason.is_none());
     if subject.eq_ignore_ascii_case("Undeliverable Mail")
         || mail
@@ -51,6 +58,57 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
             f.diagnostic = line.clone();
         }
     }
+}
+
+/// A Sendmail (V5 and later) session transcript: `554 <r>... text` names a
+/// recipient; a `>>> COMMAND` and `<<< reply` of the conversation before
+/// it are what the remote server said about that recipient (Sisimai's
+/// `Lhost::V5sendmail`).
+fn sendmail_transcript(mail: &Mail, found: &mut [Found]) {
+    let text = match mail
+        .report
+        .split_once("----- Transcript of session follows -----")
+    {
+        Some((_, t)) => t,
+        None => return,
+    };
+    let mut command: Option<crate::classify::Command> = None;
+    let mut reply: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(c) = line.strip_prefix(">>>") {
+            command = crate::classify::find_command(&format!(">>> {}", c.trim()));
+            reply = None;
+        } else if let Some(r) = line.strip_prefix("<<<") {
+            reply = Some(r.trim());
+        } else if let Some((address, said)) = transcript_recipient(line) {
+            let Some(f) = found
+                .iter_mut()
+                .find(|f| f.reason.is_none() && crate::addr::same(&f.recipient, address))
+            else {
+                continue;
+            };
+            f.diagnostic = match reply.take() {
+                Some(r) => format!("{said}: {r}"),
+                None => said.to_owned(),
+            };
+            if command.is_some() {
+                f.command = command.take();
+            }
+        } else if line.starts_with("----- ") {
+            break;
+        }
+    }
+}
+
+/// `554 <r@example.org>... what went wrong`.
+fn transcript_recipient(line: &str) -> Option<(&str, &str)> {
+    let b = line.as_bytes();
+    if b.len() < 6 || !b[..3].iter().all(u8::is_ascii_digit) || b[3] != b' ' {
+        return None;
+    }
+    let rest = line[4..].trim_start().strip_prefix('<')?;
+    let (address, after) = rest.split_once(">...")?;
+    address.contains('@').then(|| (address, after.trim()))
 }
 
 /// Sentences (case-sensitive, as the format writes them) and their reason.
@@ -377,6 +435,15 @@ mod tests {
         let ses = "From: MAILER-DAEMON@amazonses.com\nSubject: Delivery Status Notification (Failure)\nX-SES-Outgoing: 2016.01.01-1.1.1.1\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nThis message could not be delivered.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; a.example\n\nFinal-Recipient: rfc822; u@example.org\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 Mailbox does not exist\n--b--\n";
         let r = parse(ses);
         assert_eq!((r[0].reason, r[0].hard), (Reason::Filtered, false), "{r:?}");
+    }
+
+    #[test]
+    fn sendmail_transcript_replies_belong_to_the_next_recipient() {
+        let m = "From: Mail Delivery Subsystem <MAILER-DAEMON@mx.example.org>\nSubject: Returned mail: Host unknown\n\n   ----- Transcript of session follows -----\nWhile talking to mx.example.net:\n>>> MAIL From:<s@example.com>\n<<< 501 <s@example.com>... no access from mail server [192.0.2.5] which is an open relay.\n554 <a@example.net>... Remote protocol error\n550 example.org (smtp)... 550 Host unknown\n554 <b@example.org>... 550 Host unknown (Authoritative answer from name server)\n\n   ----- Unsent message follows -----\nFrom: s@example.com\n";
+        let r = parse(m);
+        let by = |a: &str| r.iter().find(|x| x.recipient == a).map(|x| x.reason);
+        assert_eq!(by("a@example.net"), Some(Reason::Blocked), "{r:?}");
+        assert_eq!(by("b@example.org"), Some(Reason::Hostunknown), "{r:?}");
     }
 
     #[test]

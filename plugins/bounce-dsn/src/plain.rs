@@ -301,6 +301,7 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
         {
             if f.diagnostic.trim().is_empty() {
                 f.diagnostic = p;
+                f.general = true;
             } else if !f.diagnostic.contains(&p) {
                 f.diagnostic = format!("{} {}", f.diagnostic, p);
             }
@@ -404,15 +405,13 @@ pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
         if out.iter().any(|f| addr::same(&f.recipient, &a)) {
             continue;
         }
-        let diag = from_text
-            .iter()
-            .find(|f| addr::same(&f.recipient, &a))
-            .map(|f| f.diagnostic.clone())
-            .unwrap_or_else(|| paragraph.clone());
+        let said = from_text.iter().find(|f| addr::same(&f.recipient, &a));
         if out.len() >= crate::MAX_RECIPIENTS {
             break;
         }
-        out.push(Found::new(&a, &diag));
+        let mut f = Found::new(&a, said.map_or(&paragraph, |f| &f.diagnostic));
+        f.general = said.is_none_or(|f| f.general);
+        out.push(f);
     }
     out
 }
@@ -429,7 +428,11 @@ pub fn fallback(mail: &Mail) -> Vec<Found> {
         .or_else(|| mail.original_header("envelope-to"))
         .or_else(|| mail.original_header("x-original-to"));
     match to.and_then(addr::first) {
-        Some(a) => vec![Found::new(&a, &diag)],
+        Some(a) => {
+            let mut f = Found::new(&a, &diag);
+            f.general = true;
+            vec![f]
+        }
         None => Vec::new(),
     }
 }
