@@ -481,6 +481,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "spam block",
             "may contain the spam",
             "antispam checks",
+            "spam classification",
+            "scored as spam",
         ],
     ),
     (
@@ -833,7 +835,6 @@ fn status_is_decisive(status: &str) -> bool {
                 | ".7.25"
                 | ".7.26"
                 | ".7.27"
-                | ".6.0"
                 | ".6.1"
                 | ".7.509"
                 | ".7.515"

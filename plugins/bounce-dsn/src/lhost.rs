@@ -132,10 +132,7 @@ const DOMINO: Table = &[
     ("non répertorié dans l'annuaire Domino", Reason::Userunknown),
     ("Domino ディレクトリには見つかりません", Reason::Userunknown),
     // The same, still in ISO-2022-JP (the report's charset left undecoded).
-    (
-        "Domino $B%G%#%l%/%H%j$K$O8+$D$+$j$^$;$s",
-        Reason::Userunknown,
-    ),
+    ("%G%#%l%/%H%j$K$O8+$D$+$j$^$;$s", Reason::Userunknown),
     ("Cannot route mail to user", Reason::Filtered),
     (
         "Several matches found in Domino Directory",

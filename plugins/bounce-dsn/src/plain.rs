@@ -231,7 +231,10 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
                 continue;
             }
             blank_run = 0;
-            if address_line(l).is_some() || ends_block(l) {
+            // A folded reply may name the recipient again ("said: 550\n
+            // <r>: User unknown"): that line still belongs to it.
+            let names_other = address_line(l).is_some_and(|(a, _)| !addr::same(&a, &address));
+            if names_other || ends_block(l) {
                 break;
             }
             diag.push(' ');
