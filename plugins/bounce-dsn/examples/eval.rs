@@ -67,6 +67,36 @@ fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// The value of `key` in one flat JSON object: a string (escapes
+/// decoded), or a bare number, bool or null as text.
+fn field(line: &str, key: &str) -> Option<String> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = line[at..].trim_start();
+    let Some(body) = rest.strip_prefix('"') else {
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        return Some(rest[..end].trim().to_owned());
+    };
+    let mut out = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    let c = u32::from_str_radix(&hex, 16).ok()?;
+                    out.push(char::from_u32(c).unwrap_or('?'));
+                }
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                c => out.push(c),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let path = Path::new(&args[1]);
@@ -76,10 +106,10 @@ fn main() {
     let (mut n, mut rc, mut st, mut code, mut re, mut hd) = (0, 0, 0, 0, 0, 0);
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
     for line in std::fs::read_to_string(path).unwrap().lines() {
-        let row: serde_json::Value = serde_json::from_str(line).unwrap();
-        let file = row["file"].as_str().unwrap().to_owned();
-        let msg = row["msg"].as_u64().unwrap() as usize;
-        if row["no_result"].as_bool() == Some(true) {
+        let get = |k: &str| field(line, k).unwrap_or_default();
+        let file = get("file");
+        let msg: usize = get("msg").parse().unwrap();
+        if get("no_result") == "true" {
             continue;
         }
         let out = cache.entry((file.clone(), msg)).or_insert_with(|| {
@@ -90,7 +120,7 @@ fn main() {
                 .unwrap_or_default();
             DsnParser::parse(BounceInput::Email(m))
         });
-        let want = row["recipient"].as_str().unwrap_or("").to_ascii_lowercase();
+        let want = get("recipient").to_ascii_lowercase();
         let got = out.results.iter().find(|r| {
             r.recipient
                 .trim()
@@ -99,15 +129,13 @@ fn main() {
                 == want
         });
         n += 1;
-        let family = row["family"].as_str().unwrap_or("").to_owned();
+        let family = get("family");
         let f = fam.entry(family.clone()).or_default();
         f[0] += 1;
         let Some(g) = got else {
             if verbose {
-                println!(
-                    "MISS {family} {file}#{msg} want {want} got {:?}",
-                    out.results.iter().map(|r| &r.recipient).collect::<Vec<_>>()
-                );
+                let got: Vec<_> = out.results.iter().map(|r| &r.recipient).collect();
+                println!("MISS {family} {file}#{msg} want {want} got {got:?}");
             }
             continue;
         };
@@ -116,11 +144,10 @@ fn main() {
         let reason = format!("{:?}", g.reason)
             .to_ascii_lowercase()
             .replace("reason::", "");
-        let ok_s = Some(g.status.as_str()) == row["status"].as_str();
-        let ok_c = g.reply_code.map(|c| c.to_string()).unwrap_or_default()
-            == row["replycode"].as_str().unwrap_or("");
-        let ok_r = Some(reason.as_str()) == row["reason"].as_str();
-        let ok_h = Some(g.hard) == row["hardbounce"].as_bool();
+        let ok_s = g.status == get("status");
+        let ok_c = g.reply_code.map(|c| c.to_string()).unwrap_or_default() == get("replycode");
+        let ok_r = reason == get("reason");
+        let ok_h = g.hard.to_string() == get("hardbounce");
         st += usize::from(ok_s);
         code += usize::from(ok_c);
         re += usize::from(ok_r);
@@ -129,19 +156,19 @@ fn main() {
         f[3] += usize::from(ok_r);
         f[4] += usize::from(ok_h);
         if verbose && !(ok_s && ok_r && ok_h) {
+            let diag: String = g.diagnostic.chars().take(240).collect();
             println!(
-                "BAD {family} {file}#{msg} {want}\n   want {} {} {} {}\n   got  {} {:?} {} {} [{}]\n   wdiag {}\n   gdiag {}",
-                row["status"],
-                row["replycode"],
-                row["reason"],
-                row["hardbounce"],
+                "BAD {family} {file}#{msg} {want}\n   want \"{}\" \"{}\" \"{}\" {}\n   got  {} {:?} {} {} [{}]\n   wdiag {}\n   gdiag {diag}",
+                get("status"),
+                get("replycode"),
+                get("reason"),
+                get("hardbounce"),
                 g.status,
                 g.reply_code,
                 reason,
                 g.hard,
-                row["engine"].as_str().unwrap_or(""),
-                row["diagnostic_excerpt"].as_str().unwrap_or(""),
-                g.diagnostic.chars().take(240).collect::<String>()
+                get("engine"),
+                get("diagnostic_excerpt"),
             );
         }
     }
