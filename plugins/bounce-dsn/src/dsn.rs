@@ -126,6 +126,11 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         f.status = status;
         f.action = action;
         f.diagnostic_type = diagnostic_type;
+        // Delivered to a program (`|procmail ...`): what failed is the
+        // local mailer, whatever the SMTP-ish status says.
+        if get("x-actual-recipient").is_some_and(|a| strip_type(a).starts_with('|')) {
+            f.diagnostic_type = "x-unix".into();
+        }
         if f.action == "delivered" || f.status.starts_with("2.") {
             f.reason = Some(Reason::Delivered);
         } else {

@@ -26,6 +26,18 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
     {
         sendmail_transcript(mail, found);
     }
+    if mail.header("x-ymailisg").is_some() {
+        // Yahoo quotes the remote reply without naming the command; one
+        // that names the address answered RCPT (Sisimai's `Lhost::Yahoo`).
+        for f in found.iter_mut().filter(|f| f.command.is_none()) {
+            let d = &f.diagnostic;
+            if d.find('<')
+                .is_some_and(|i| d[i..].contains('@') && d[i..].contains('>'))
+            {
+                f.command = Some(crate::classify::Command::Rcpt);
+            }
+        }
+    }
     let open = found.iter_mut().filter(|f| f.reason.is_none());
     if subject.eq_ignore_ascii_case("Undeliverable Mail")
         || mail
@@ -441,6 +453,27 @@ mod tests {
         let by = |a: &str| r.iter().find(|x| x.recipient == a).map(|x| x.reason);
         assert_eq!(by("a@example.net"), Some(Reason::Blocked), "{r:?}");
         assert_eq!(by("b@example.org"), Some(Reason::Hostunknown), "{r:?}");
+    }
+
+    #[test]
+    fn yahoo_replies_naming_the_address_answered_rcpt() {
+        let m = "From: MAILER-DAEMON@yahoo.com\nSubject: Failure Notice\nX-YMailISG: abc\n\nSorry, we were unable to deliver your message to the following address.\n\n<u@example.org>:\n550: <u@example.org>: User unknown\n\n--- Below this line is a copy of the message.\n";
+        let r = parse(m);
+        assert_eq!(
+            (r[0].reason, r[0].hard),
+            (Reason::Userunknown, true),
+            "{r:?}"
+        );
+        // Without Yahoo's header the stage is unknown: a filter's answer.
+        let r = parse(&m.replace("X-YMailISG: abc\n", ""));
+        assert_eq!(r[0].reason, Reason::Filtered, "{r:?}");
+    }
+
+    #[test]
+    fn a_failed_pipe_is_a_mailer_error() {
+        let m = "From: MAILER-DAEMON@mx.example.org\nSubject: Returned mail\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nfailed\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: RFC822; u@example.org\nX-Actual-Recipient: RFC822; |/usr/bin/procmail -f- #u\nAction: failed\nStatus: 5.5.0\nDiagnostic-Code: X-Postfix; 554 Service unavailable\n--b--\n";
+        let r = parse(m);
+        assert_eq!(r[0].reason, Reason::Mailererror, "{r:?}");
     }
 
     #[test]

@@ -445,6 +445,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_folded_reply_naming_the_recipient_again_stays_with_it() {
+        let m = "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail Returned to Sender\n\n<u@example.org>: host\n    mx.example.org[192.0.2.22] said: 550\n    <u@example.org>: User unknown\n";
+        let mail = Mail::parse(m);
+        let found = scan(&mail);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].diagnostic.ends_with("User unknown"), "{found:?}");
+    }
+
+    #[test]
     fn recipient_lines() {
         assert_eq!(
             address_line("<kijitora@example.jp>:")
