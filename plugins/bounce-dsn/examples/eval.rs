@@ -172,6 +172,27 @@ fn main() {
             );
         }
     }
+    // `-t N`: parse every message of the manifest N times and report the
+    // native cost per e-mail (the Wasm figure is `sluice bounce bench`).
+    if let Some(i) = args.iter().position(|a| a == "-t") {
+        let rounds: usize = args[i + 1].parse().unwrap();
+        let mut mails: Vec<Vec<u8>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let file = field(line, "file").unwrap_or_default();
+            if seen.insert(file.clone()) {
+                mails.extend(split(&std::fs::read(dir.join(&file)).unwrap()));
+            }
+        }
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            for m in &mails {
+                std::hint::black_box(DsnParser::parse(BounceInput::Email(m.clone())));
+            }
+        }
+        let each = start.elapsed().as_secs_f64() * 1e6 / (rounds * mails.len()) as f64;
+        println!("{} e-mails x {rounds}: {each:.1} us each", mails.len());
+    }
     let pct = |x: usize| x as f64 * 100.0 / n as f64;
     println!(
         "rows {n}: rcpt {rc} {:.2}% status {st} {:.2}% code {code} {:.2}% reason {re} {:.2}% hard {hd} {:.2}%",
