@@ -38,6 +38,11 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
             }
         }
     }
+    let domino =
+        subject.starts_with("DELIVERY FAILURE:") || subject.starts_with("DELIVERY_FAILURE:");
+    if domino {
+        domino_recipient(mail, found);
+    }
     let open = found.iter_mut().filter(|f| f.reason.is_none());
     if subject.eq_ignore_ascii_case("Undeliverable Mail")
         || mail
@@ -45,7 +50,7 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
             .is_some_and(|x| x.trim_start().starts_with("<SMTP32 v"))
     {
         imail(mail, open);
-    } else if subject.starts_with("DELIVERY FAILURE:") || subject.starts_with("DELIVERY_FAILURE:") {
+    } else if domino {
         by_table(open, DOMINO);
     } else if mail.header("x-ses-outgoing").is_some() {
         by_table(open, RECEIVING_SES);
@@ -132,6 +137,82 @@ fn by_table<'a>(found: impl Iterator<Item = &'a mut Found>, table: Table) {
             f.reason = Some(*r);
         }
     }
+}
+
+/// Domino's text names the recipient it failed ("was not delivered to:"
+/// and the address on a line below); a DSN that relayed it may name
+/// another (Sisimai reads the text).
+fn domino_recipient(mail: &Mail, found: &mut [Found]) {
+    let [only] = found else { return };
+    let Some((_, after)) = mail.report.split_once("was not delivered to:") else {
+        return;
+    };
+    let Some(line) = after.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return;
+    };
+    if let Some(a) = crate::addr::first(line)
+        && line.len() == a.len()
+        && !crate::addr::same(&a, &only.recipient)
+    {
+        only.recipient = a;
+    }
+}
+
+/// fml mailing-list errors (Sisimai's `Lhost::FML`): the list manager
+/// answers a post with a sentence ending in `<address>.`.
+pub fn fml(mail: &Mail) -> Option<Vec<Found>> {
+    mail.header("x-mlserver")?;
+    if !mail.from.contains("-admin@") {
+        return None;
+    }
+    const TEXT: Table = &[
+        ("NOT MEMBER article from ", Reason::Rejected),
+        (
+            "You are not a member of this mailing list",
+            Reason::Rejected,
+        ),
+        ("reject mail from ", Reason::Rejected),
+        ("reject spammers:", Reason::Rejected),
+        ("Duplicated Message-ID", Reason::Systemerror),
+        ("has detected a loop condition so that", Reason::Systemerror),
+        ("Loop Back Warning:", Reason::Systemerror),
+        ("Security alert:", Reason::Securityerror),
+    ];
+    const SUBJECT: Table = &[
+        ("NOT MEMBER article from ", Reason::Rejected),
+        (" are not member", Reason::Rejected),
+        ("Spam mail from a spammer is rejected", Reason::Rejected),
+        ("fml system error message", Reason::Systemerror),
+        ("Loop Alert: ", Reason::Systemerror),
+        ("Loop Back Warning: ", Reason::Systemerror),
+        ("WARNING: UNIX FROM Loop", Reason::Systemerror),
+        ("Security Alert", Reason::Securityerror),
+    ];
+    let text = mail
+        .report
+        .split("Original mail as follows:")
+        .next()
+        .unwrap_or("");
+    let mut out: Vec<Found> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let Some(body) = line.strip_suffix(">.") else {
+            continue;
+        };
+        let Some((_, address)) = body.rsplit_once('<') else {
+            continue;
+        };
+        if !address.contains('@') || address.contains(' ') || out.len() >= crate::MAX_RECIPIENTS {
+            continue;
+        }
+        let mut f = Found::new(address, line);
+        f.reason = TEXT
+            .iter()
+            .find(|(p, _)| line.contains(p))
+            .or_else(|| SUBJECT.iter().find(|(p, _)| mail.subject.contains(p)))
+            .map(|(_, r)| *r);
+        out.push(f);
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// Lotus Domino (Sisimai's `Lhost::Domino`).
@@ -474,6 +555,24 @@ mod tests {
         let m = "From: MAILER-DAEMON@mx.example.org\nSubject: Returned mail\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nfailed\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: RFC822; u@example.org\nX-Actual-Recipient: RFC822; |/usr/bin/procmail -f- #u\nAction: failed\nStatus: 5.5.0\nDiagnostic-Code: X-Postfix; 554 Service unavailable\n--b--\n";
         let r = parse(m);
         assert_eq!(r[0].reason, Reason::Mailererror, "{r:?}");
+    }
+
+    #[test]
+    fn fml_list_errors_name_the_recipient_in_a_sentence() {
+        let m = "From: list-admin@example.org\nTo: s@example.com\nSubject: Loop Alert: Duplicated Message-ID (list ML)\nX-MLServer: fml [fml 4.0.3 release]\n\nDuplicated Message-ID in <list@example.org>.\n\nOriginal mail as follows:\n\nFrom: s@example.com\n";
+        let r = parse(m);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (r[0].recipient.as_str(), r[0].reason, r[0].status.as_str()),
+            ("list@example.org", Reason::Systemerror, "5.0.930")
+        );
+    }
+
+    #[test]
+    fn domino_text_names_the_recipient() {
+        let m = "From: Postmaster@example.edu\nSubject: DELIVERY FAILURE: Error transferring to relay.example.org; Maximum hop count exceeded.\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nYour message\n\n  Subject: hi\n\nwas not delivered to:\n\n  u@example.com\n\nbecause:\n\n  Error transferring to relay.example.org; Maximum hop count exceeded.\n\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns;relay.example.org\n\nFinal-Recipient: rfc822;u@example.org\nAction: failed\nStatus: 5.0.0\n--b--\n";
+        let r = parse(m);
+        assert_eq!(r[0].recipient, "u@example.com", "{r:?}");
     }
 
     #[test]

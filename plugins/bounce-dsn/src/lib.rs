@@ -56,6 +56,9 @@ fn read(mail: &mail::Mail) -> Vec<Found> {
     if let Some(found) = feedback::arf(mail) {
         return found;
     }
+    if let Some(found) = lhost::fml(mail) {
+        return found;
+    }
     let found = dsn::read(mail);
     if !found.is_empty() {
         return found;
