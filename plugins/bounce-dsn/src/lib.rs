@@ -5,7 +5,9 @@
 //!   `Diagnostic-Code`, the reply taken from the text when the report has
 //!   none); the plain-text bounces of qmail, Exim, Postfix, Sendmail,
 //!   Exchange and the providers (recipient lines followed by the reason);
-//!   RFC 3834 auto-replies (`vacation`).
+//!   RFC 3834 auto-replies (`vacation`); fml mailing-list errors.
+//! - Per-format rules (`lhost`, after Sisimai's `Lhost::*` and `MDA`): a
+//!   format known by its headers decides the reason by its own sentences.
 //! - SMTP replies and log lines: classified by reply code, enhanced status
 //!   and text.
 //!
