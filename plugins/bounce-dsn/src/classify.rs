@@ -166,7 +166,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "dkim verification",
             "dkim check",
             "not designated permitted sender",
-            "spf record",
             "spf validation",
             "spf policy",
         ],
@@ -482,6 +481,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "spam block",
             "may contain the spam",
             "antispam checks",
+            "spam classification",
+            "scored as spam",
         ],
     ),
     (
@@ -762,6 +763,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "timeout waiting for input",
             "system error",
             "local delivery failed",
+            "queue file write error",
         ],
     ),
     (
@@ -833,7 +835,6 @@ fn status_is_decisive(status: &str) -> bool {
                 | ".7.25"
                 | ".7.26"
                 | ".7.27"
-                | ".6.0"
                 | ".6.1"
                 | ".7.509"
                 | ".7.515"
@@ -950,10 +951,27 @@ pub struct Facts<'a> {
     pub command: Option<Command>,
     /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
     pub diagnostic_type: &'a str,
+    /// The diagnostic was said about this recipient (not a report's
+    /// general paragraph).
+    pub specific: bool,
 }
+
+/// Sentences in which a provider says the address does not exist, whatever
+/// the SMTP stage (Google's "Address not found" notice, Yahoo's and
+/// Verizon's replies): not a filter's words, so no RCPT is needed.
+const SURELY_UNKNOWN: &[&str] = &[
+    "because the address couldn't be found",
+    // Yahoo's SMTP reply (Sisimai's `Rhost::YahooInc`); other MTAs that
+    // say "This user doesn't have a ... account" use it after DATA.
+    "delivery error: dd this user doesn't have a ",
+    "no valid recipients for this mm",
+];
 
 /// Which reasons' phrases a text holds, found in one pass.
 struct Said(u64);
+
+/// The bit of [`SURELY_UNKNOWN`] (past every reason's bit).
+const SURE_BIT: u64 = 1 << 63;
 
 impl Said {
     fn of(lower: &str) -> Said {
@@ -965,13 +983,16 @@ impl Said {
                 bits |= bit;
             }
         }
+        if SURELY_UNKNOWN.iter().any(|p| hay.contains(p.as_bytes())) {
+            bits |= SURE_BIT;
+        }
         Said(bits)
     }
 }
 
 /// Whether `text` says why mail failed in words the classifier knows.
 pub fn names_a_reason(text: &str) -> bool {
-    Said::of(&text.to_ascii_lowercase()).0 != 0
+    Said::of(&text.to_ascii_lowercase()).0 & !SURE_BIT != 0
 }
 
 /// Whether the text holds one of the phrases of `reason`.
@@ -1108,7 +1129,8 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
                 .iter()
                 .any(|r| says(lower, *r))
             } else {
-                f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown)
+                (f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown))
+                    || (lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered))
             }
         }
         Reason::Filtered => {
@@ -1140,6 +1162,11 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
 
 /// The reason of a failure.
 pub fn reason(f: &Facts) -> Reason {
+    // Providers that name the cause by a code of their own: the code is
+    // more exact than any wording around it.
+    if let Some(r) = provider_code(f.diagnostic) {
+        return r;
+    }
     let lower = Said::of(&f.diagnostic.to_ascii_lowercase());
     let named = from_status(f.status);
     // A local delivery program failed (procmail, a pipe): a mailer error,
@@ -1179,11 +1206,152 @@ pub fn reason(f: &Facts) -> Reason {
         None if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) => Reason::Syntaxerror,
         // A server said something no rule knows: held for a human, as
         // Sisimai does; with nothing said at all the reason is unknown.
-        None if find_reply_code(f.diagnostic).is_some() || find_status(f.diagnostic).is_some() => {
+        // A server said something no rule knows: held for a human, as
+        // Sisimai does; with nothing said at all the reason is unknown.
+        None if find_reply_code(f.diagnostic).is_some()
+            || find_status(f.diagnostic).is_some()
+            || (f.specific && !f.diagnostic.trim().is_empty()) =>
+        {
             Reason::Onhold
         }
         None => Reason::Undefined,
     }
+}
+
+/// Orange and La Poste error codes (`LPN007_416`, `OFR_506`, `OUK_513`,
+/// `LPN105-104`): the last three digits name the cause (Sisimai's
+/// `Rhost::FrancePTT`); a code the table does not know leaves it open.
+const FRANCE_PTT: &[(&str, Reason)] = &[
+    ("101", Reason::Blocked),
+    ("102", Reason::Blocked),
+    ("103", Reason::Blocked),
+    ("104", Reason::Toomanyconn),
+    ("305", Reason::Securityerror),
+    ("401", Reason::Blocked),
+    ("402", Reason::Securityerror),
+    ("403", Reason::Rejected),
+    ("405", Reason::Rejected),
+    ("415", Reason::Rejected),
+    ("416", Reason::Userunknown),
+    ("417", Reason::Mailboxfull),
+    ("418", Reason::Userunknown),
+    ("420", Reason::Suspend),
+    ("421", Reason::Rejected),
+    ("426", Reason::Suspend),
+    ("505", Reason::Systemerror),
+    ("506", Reason::Spamdetected),
+    ("510", Reason::Blocked),
+    ("514", Reason::Mesgtoobig),
+    ("517", Reason::Policyviolation),
+    ("630", Reason::Policyviolation),
+    ("999", Reason::Blocked),
+];
+
+/// GoDaddy's `IBnnn` codes (Sisimai's `Rhost::GoDaddy`).
+const GODADDY: &[(&str, Reason)] = &[
+    ("IB007", Reason::Toomanyconn),
+    ("IB101", Reason::Expired),
+    ("IB103", Reason::Blocked),
+    ("IB104", Reason::Blocked),
+    ("IB105", Reason::Blocked),
+    ("IB106", Reason::Blocked),
+    ("IB108", Reason::Blocked),
+    ("IB110", Reason::Blocked),
+    ("IB111", Reason::Blocked),
+    ("IB112", Reason::Blocked),
+    ("IB113", Reason::Blocked),
+    ("IB212", Reason::Spamdetected),
+    ("IB401", Reason::Securityerror),
+    ("IB501", Reason::Rejected),
+    ("IB502", Reason::Rejected),
+    ("IB504", Reason::Speeding),
+    ("IB506", Reason::Rejected),
+    ("IB508", Reason::Rejected),
+    ("IB510", Reason::Toomanyconn),
+    ("IB607", Reason::Speeding),
+    ("IB705", Reason::Virusdetected),
+];
+
+/// Exchange's own error names (Sisimai's `Lhost::Exchange2007`).
+const EXCHANGE: &[(&str, Reason)] = &[
+    ("SMTPSEND.DNS.NonExistentDomain", Reason::Hostunknown),
+    ("SMTPSEND.DNS.MxLoopback", Reason::Networkerror),
+    ("RESOLVER.ADR.BadPrimary", Reason::Systemerror),
+    ("RESOLVER.ADR.RecipNotFound", Reason::Userunknown),
+    ("RESOLVER.ADR.ExRecipNotFound", Reason::Userunknown),
+    ("RESOLVER.ADR.RecipLimit", Reason::Toomanyconn),
+    ("RESOLVER.ADR.InvalidInSmtp", Reason::Systemerror),
+    ("RESOLVER.ADR.Ambiguous", Reason::Systemerror),
+    ("RESOLVER.RST.AuthRequired", Reason::Securityerror),
+    ("RESOLVER.RST.NotAuthorized", Reason::Rejected),
+    ("RESOLVER.RST.RecipSizeLimit", Reason::Mesgtoobig),
+    ("QUEUE.Expired", Reason::Expired),
+];
+
+/// The reason a provider's own error code in the text names.
+fn provider_code(text: &str) -> Option<Reason> {
+    let b = text.as_bytes();
+    let word_start = |i: usize| i == 0 || !b[i - 1].is_ascii_alphanumeric();
+    for i in 0..b.len() {
+        match b[i] {
+            b'L' | b'l' | b'O' | b'o' if word_start(i) => {
+                if let Some(code) = france_ptt_code(&b[i..]) {
+                    let r = FRANCE_PTT.iter().find(|(c, _)| c.as_bytes() == code);
+                    return Some(r.map_or(Reason::Undefined, |(_, r)| *r));
+                }
+            }
+            b'I' if i > 0 && b[i - 1].is_ascii_whitespace() => {
+                let ends = b.get(i + 5).is_none_or(|c| !c.is_ascii_alphanumeric());
+                if ends
+                    && let Some(code) = b.get(i..i + 5)
+                    && let Some((_, r)) = GODADDY.iter().find(|(c, _)| c.as_bytes() == code)
+                {
+                    return Some(*r);
+                }
+            }
+            _ => {}
+        }
+    }
+    if text.contains("RESOLVER.") || text.contains("QUEUE.") || text.contains("SMTPSEND.") {
+        return EXCHANGE
+            .iter()
+            .find(|(t, _)| text.contains(t))
+            .map(|(_, r)| *r);
+    }
+    None
+}
+
+/// The three digits that decide an Orange/La Poste code at the start of `b`.
+fn france_ptt_code(b: &[u8]) -> Option<&[u8]> {
+    let upper = |i: usize| b.get(i).map(u8::to_ascii_uppercase);
+    let prefix = if upper(0)? == b'L' && upper(1)? == b'P' && upper(2)? == b'N' {
+        if (3..6).all(|i| upper(i) == Some(b'A')) {
+            6
+        } else {
+            3
+        }
+    } else if upper(0)? == b'O' && matches!((upper(1)?, upper(2)?), (b'F', b'R') | (b'U', b'K')) {
+        3
+    } else {
+        return None;
+    };
+    let digits = |from: usize| {
+        b.get(from..from + 3)
+            .filter(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let end_ok = |at: usize| {
+        b.get(at)
+            .is_none_or(|c| !c.is_ascii_alphanumeric() && *c != b'_')
+    };
+    // `_NNN`, or `NNN_NNN` / `NNN-NNN`.
+    if b.get(prefix) == Some(&b'_') {
+        return digits(prefix + 1).filter(|_| end_ok(prefix + 4));
+    }
+    digits(prefix)?;
+    if matches!(b.get(prefix + 3), Some(b'_' | b'-')) {
+        return digits(prefix + 4).filter(|_| end_ok(prefix + 7));
+    }
+    None
 }
 
 /// Whether a failure is a hard bounce (Sisimai's rule: only an unknown
@@ -1199,10 +1367,27 @@ pub fn is_hard(reason: Reason, status: &str, reply_code: Option<u16>) -> bool {
     }
 }
 
-/// The first `d.d.d` status in `text` whose class is 2, 4 or 5.
+/// The first `d.d.d` status in `text` whose class is 4 or 5, else the
+/// first of class 2 (a transcript's "250 2.1.5 Ok" is not the failure).
 pub fn find_status(text: &str) -> Option<String> {
+    let first = find_status_from(text, 0)?;
+    if !first.1.starts_with('2') {
+        return Some(first.1);
+    }
+    let mut at = first.0 + 1;
+    while let Some((i, s)) = find_status_from(text, at) {
+        if !s.starts_with('2') {
+            return Some(s);
+        }
+        at = i + 1;
+    }
+    Some(first.1)
+}
+
+/// The first `d.d.d` status at or after `from`, and where it starts.
+fn find_status_from(text: &str, from: usize) -> Option<(usize, String)> {
     let bytes = text.as_bytes();
-    let mut i = 0;
+    let mut i = from;
     while i < bytes.len() {
         let b = bytes[i];
         let boundary_before =
@@ -1219,7 +1404,7 @@ pub fn find_status(text: &str) -> Option<String> {
                         || (*c == b'.' && bytes.get(end + 1).is_some_and(u8::is_ascii_digit)))
                 });
                 if d2 > 0 && after_ok {
-                    return Some(text[i..end].to_owned());
+                    return Some((i, text[i..end].to_owned()));
                 }
             }
         }
@@ -1236,10 +1421,27 @@ fn digits(bytes: &[u8], from: usize, max: usize) -> usize {
     if n <= max { n } else { 0 }
 }
 
-/// The first three-digit reply code (4xx, 5xx, or 2xx) standing alone in `text`.
+/// The first three-digit reply code 4xx or 5xx standing alone in `text`,
+/// else the first 2xx (a greeting or "250 Ok" before the failure is not it).
 pub fn find_reply_code(text: &str) -> Option<u16> {
+    let (at, first) = find_reply_code_from(text, 0)?;
+    if first >= 400 {
+        return Some(first);
+    }
+    let mut from = at + 1;
+    while let Some((i, c)) = find_reply_code_from(text, from) {
+        if c >= 400 {
+            return Some(c);
+        }
+        from = i + 1;
+    }
+    Some(first)
+}
+
+/// The first reply code at or after `from`, and where it starts.
+fn find_reply_code_from(text: &str, from: usize) -> Option<(usize, u16)> {
     let bytes = text.as_bytes();
-    let mut i = 0;
+    let mut i = from;
     while i + 3 <= bytes.len() {
         let boundary_before = i == 0
             || !(bytes[i - 1].is_ascii_alphanumeric()
@@ -1259,7 +1461,7 @@ pub fn find_reply_code(text: &str) -> Option<u16> {
                 let code = u16::from(w[0] - b'0') * 100
                     + u16::from(w[1] - b'0') * 10
                     + u16::from(w[2] - b'0');
-                return Some(code);
+                return Some((i, code));
             }
         }
         i += 1;
@@ -1279,6 +1481,7 @@ mod tests {
             action: "failed",
             command: find_command(diag),
             diagnostic_type: "smtp",
+            specific: true,
         })
     }
 
@@ -1347,6 +1550,62 @@ mod tests {
     }
 
     #[test]
+    fn provider_codes_name_the_cause() {
+        assert_eq!(
+            r(
+                "5.5.0",
+                Some(550),
+                "550 5.5.0 Le compte du destinataire est bloque. LPN007_426"
+            ),
+            Reason::Suspend
+        );
+        assert_eq!(
+            r(
+                "5.2.0",
+                Some(550),
+                "550 5.2.0 Mail rejete. Mail rejected. ofr_506 [506]"
+            ),
+            Reason::Spamdetected
+        );
+        // A code the table does not know leaves the cause open.
+        assert_eq!(
+            r("5.5.0", Some(550), "550 5.5.0 Service refuse. LPN001_108"),
+            Reason::Undefined
+        );
+        assert_eq!(
+            r(
+                "5.1.1",
+                Some(550),
+                "550 5.1.1 <a@b> - 192.0.2.1 has sent to too many recipients this hour. IB607"
+            ),
+            Reason::Speeding
+        );
+        assert_eq!(
+            r(
+                "5.2.3",
+                Some(550),
+                "550 5.2.3 RESOLVER.RST.RecipSizeLimit; message too large"
+            ),
+            Reason::Mesgtoobig
+        );
+        // Look-alikes are not codes.
+        assert_eq!(provider_code("see LPN007 or XOFR_506 or IB6070"), None);
+    }
+
+    #[test]
+    fn said_but_unknown_is_on_hold_unless_only_the_general_text() {
+        let mut f = Facts {
+            diagnostic: "Did not reach the following recipient",
+            action: "failed",
+            specific: true,
+            ..Facts::default()
+        };
+        assert_eq!(reason(&f), Reason::Onhold);
+        f.specific = false;
+        assert_eq!(reason(&f), Reason::Undefined);
+    }
+
+    #[test]
     fn finds_statuses_and_codes() {
         assert_eq!(find_status("550 5.1.1 <a@b>: no").as_deref(), Some("5.1.1"));
         assert_eq!(
@@ -1356,6 +1615,11 @@ mod tests {
         assert_eq!(find_status("version 1.5.2.3"), None);
         assert_eq!(find_reply_code("host said: 550-5.1.1 x"), Some(550));
         assert_eq!(find_reply_code("[192.0.2.250]: 421 busy"), Some(421));
+        // A transcript's greeting or "250 Ok" is not the failure.
+        let transcript = "Out: 220 hi Out: 250 2.1.5 Ok Out: 451 4.3.0 queue file write error";
+        assert_eq!(find_reply_code(transcript), Some(451));
+        assert_eq!(find_status(transcript).as_deref(), Some("4.3.0"));
+        assert_eq!(find_reply_code("250 2.0.0 Ok"), Some(250));
         assert_eq!(pseudo_status(Reason::Userunknown, '5'), "5.0.911");
     }
 }

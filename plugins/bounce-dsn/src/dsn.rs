@@ -126,6 +126,11 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         f.status = status;
         f.action = action;
         f.diagnostic_type = diagnostic_type;
+        // Delivered to a program (`|procmail ...`): what failed is the
+        // local mailer, whatever the SMTP-ish status says.
+        if get("x-actual-recipient").is_some_and(|a| strip_type(a).starts_with('|')) {
+            f.diagnostic_type = "x-unix".into();
+        }
         if f.action == "delivered" || f.status.starts_with("2.") {
             f.reason = Some(Reason::Delivered);
         } else {
@@ -153,8 +158,10 @@ pub fn read(mail: &Mail) -> Vec<Found> {
                 .or_else(|| (from_text.len() == 1).then(|| &from_text[0]))
             {
                 f.diagnostic = t.diagnostic.clone();
+                f.general = t.general;
             } else if let Some(p) = plain::error_paragraph(&mail.report) {
                 f.diagnostic = p;
+                f.general = true;
             }
         }
     }

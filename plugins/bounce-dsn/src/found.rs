@@ -21,6 +21,9 @@ pub struct Found {
     pub reason: Option<Reason>,
     /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
     pub diagnostic_type: String,
+    /// The diagnostic is only the report's general error paragraph, not
+    /// words said about this recipient.
+    pub general: bool,
 }
 
 impl Found {
@@ -102,6 +105,10 @@ fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> S
     let reply_agrees = reply_code.is_none_or(|c| (c / 100) as u8 + b'0' == class(&in_reply));
     if class(&in_reply) == class(reported) && reply_agrees && !is_generic(&in_reply) {
         in_reply
+    } else if class(&in_reply) != class(reported) && reply_code.is_some() && reply_agrees {
+        // The server's reply and its status agree on a class the report
+        // does not: the report guessed, the server knows.
+        in_reply
     } else {
         reported.to_owned()
     }
@@ -134,6 +141,7 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
             action: &action,
             command,
             diagnostic_type: &f.diagnostic_type,
+            specific: !f.general,
         })
     });
     let mut status = status;

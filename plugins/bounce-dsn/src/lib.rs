@@ -5,7 +5,9 @@
 //!   `Diagnostic-Code`, the reply taken from the text when the report has
 //!   none); the plain-text bounces of qmail, Exim, Postfix, Sendmail,
 //!   Exchange and the providers (recipient lines followed by the reason);
-//!   RFC 3834 auto-replies (`vacation`).
+//!   RFC 3834 auto-replies (`vacation`); fml mailing-list errors.
+//! - Per-format rules (`lhost`, after Sisimai's `Lhost::*` and `MDA`): a
+//!   format known by its headers decides the reason by its own sentences.
 //! - SMTP replies and log lines: classified by reply code, enhanced status
 //!   and text.
 //!
@@ -18,6 +20,7 @@ mod classify;
 mod dsn;
 mod feedback;
 mod found;
+mod lhost;
 mod mail;
 mod mime;
 mod plain;
@@ -53,6 +56,9 @@ impl BounceParser for DsnParser {
 /// The reader that found the recipients, for the note of an empty answer.
 fn read(mail: &mail::Mail) -> Vec<Found> {
     if let Some(found) = feedback::arf(mail) {
+        return found;
+    }
+    if let Some(found) = lhost::fml(mail) {
         return found;
     }
     let found = dsn::read(mail);
@@ -108,7 +114,8 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     let mut results: Vec<BounceResult> = Vec::new();
-    let found = read(&mail);
+    let mut found = read(&mail);
+    lhost::apply(&mail, &mut found);
     // Read at most once per e-mail, and only when a diagnostic does not
     // name the command itself: the report can be long.
     let report_command = std::cell::OnceCell::new();

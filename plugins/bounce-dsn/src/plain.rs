@@ -231,7 +231,10 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
                 continue;
             }
             blank_run = 0;
-            if address_line(l).is_some() || ends_block(l) {
+            // A folded reply may name the recipient again ("said: 550\n
+            // <r>: User unknown"): that line still belongs to it.
+            let names_other = address_line(l).is_some_and(|(a, _)| !addr::same(&a, &address));
+            if names_other || ends_block(l) {
                 break;
             }
             diag.push(' ');
@@ -301,6 +304,7 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
         {
             if f.diagnostic.trim().is_empty() {
                 f.diagnostic = p;
+                f.general = true;
             } else if !f.diagnostic.contains(&p) {
                 f.diagnostic = format!("{} {}", f.diagnostic, p);
             }
@@ -404,15 +408,13 @@ pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
         if out.iter().any(|f| addr::same(&f.recipient, &a)) {
             continue;
         }
-        let diag = from_text
-            .iter()
-            .find(|f| addr::same(&f.recipient, &a))
-            .map(|f| f.diagnostic.clone())
-            .unwrap_or_else(|| paragraph.clone());
+        let said = from_text.iter().find(|f| addr::same(&f.recipient, &a));
         if out.len() >= crate::MAX_RECIPIENTS {
             break;
         }
-        out.push(Found::new(&a, &diag));
+        let mut f = Found::new(&a, said.map_or(&paragraph, |f| &f.diagnostic));
+        f.general = said.is_none_or(|f| f.general);
+        out.push(f);
     }
     out
 }
@@ -429,7 +431,11 @@ pub fn fallback(mail: &Mail) -> Vec<Found> {
         .or_else(|| mail.original_header("envelope-to"))
         .or_else(|| mail.original_header("x-original-to"));
     match to.and_then(addr::first) {
-        Some(a) => vec![Found::new(&a, &diag)],
+        Some(a) => {
+            let mut f = Found::new(&a, &diag);
+            f.general = true;
+            vec![f]
+        }
         None => Vec::new(),
     }
 }
@@ -437,6 +443,15 @@ pub fn fallback(mail: &Mail) -> Vec<Found> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folded_reply_naming_the_recipient_again_stays_with_it() {
+        let m = "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail Returned to Sender\n\n<u@example.org>: host\n    mx.example.org[192.0.2.22] said: 550\n    <u@example.org>: User unknown\n";
+        let mail = Mail::parse(m);
+        let found = scan(&mail);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].diagnostic.ends_with("User unknown"), "{found:?}");
+    }
 
     #[test]
     fn recipient_lines() {
