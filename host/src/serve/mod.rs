@@ -9,6 +9,8 @@
 
 mod admin;
 mod api;
+mod billing;
+mod billing_api;
 mod dispatch;
 mod error;
 mod plugins;
@@ -38,6 +40,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
 
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
+    let biller = tokio::spawn(billing::run(server.clone()));
 
     let app = api::router(server.clone());
     axum::serve(listener, app)
@@ -48,6 +51,8 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new messages, finishing in-flight attempts");
     server.begin_shutdown();
     refresher.abort();
+    // Rating is transactional: a batch cut short is claimed again after its claim expires.
+    biller.abort();
     if tokio::time::timeout(drain, dispatcher).await.is_err() {
         tracing::warn!(
             drain_secs = drain.as_secs(),

@@ -37,6 +37,8 @@ pub struct Server {
     pub in_flight: Arc<Semaphore>,
     /// Relay id → windows, refreshed every second from events.
     pub stats: RwLock<HashMap<String, Vec<RelayWindow>>>,
+    /// Tenants' billing settings, cached briefly.
+    pub billing: super::billing::BillingCache,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -148,6 +150,7 @@ impl Server {
             admin_token_sha256: admin_token.as_deref().map(sha256),
             wake: Notify::new(),
             stats: RwLock::new(HashMap::new()),
+            billing: Default::default(),
             shutting_down: AtomicBool::new(false),
             key_cache: Mutex::new(HashMap::new()),
             tenant_cache: Mutex::new(HashMap::new()),

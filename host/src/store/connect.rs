@@ -159,6 +159,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "plugins",
         include_str!("migrations/sqlite/0002_plugins.sql"),
     ),
+    // 0003 is bounce intake's (another branch); versions need not be contiguous.
+    (
+        4,
+        "billing",
+        include_str!("migrations/sqlite/0004_billing.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -166,6 +172,12 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "plugins",
         include_str!("migrations/postgres/0002_plugins.sql"),
+    ),
+    // 0003 is bounce intake's (another branch); versions need not be contiguous.
+    (
+        4,
+        "billing",
+        include_str!("migrations/postgres/0004_billing.sql"),
     ),
 ];
 
