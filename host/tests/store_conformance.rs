@@ -14,7 +14,7 @@ use serde_json::json;
 use sluice::store::{
     Backend, BalanceMode, EventKind, LeaseKey, NewCharge, NewEvent, NewMessage, NewRelay,
     NewTenant, Outcome, PendingUsage, RatedUsage, RecipientState, RelayState, RelayUpdate,
-    Reservation, Store, StoreError, TenantUpdate,
+    Reservation, Settlement, Store, StoreError, TenantUpdate,
 };
 
 // ---------------------------------------------------------------- harness
@@ -1844,16 +1844,16 @@ async fn billing_settings_and_volume_settlement(db: Db) {
     let u = s.claim_usage("rater", T0 + 30, 60_000, 10).await.unwrap();
     s.write_charges(&rate_all(&u), T0 + 40).await.unwrap();
     assert!(!s.has_pending_usage("t1", &period).await.unwrap());
-    assert!(
-        s.write_settlement("t1", &period, "msg", "0.0005", -500, "EUR", T0 + 50)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !s.write_settlement("t1", &period, "msg", "0.0005", -500, "EUR", T0 + 60)
-            .await
-            .unwrap()
-    );
+    let st = Settlement {
+        tenant_id: "t1".into(),
+        period: period.clone(),
+        service: "msg".into(),
+        unit_price: "0.0005".into(),
+        amount_micros: -500,
+        currency: "EUR".into(),
+    };
+    assert!(s.write_settlement(&st, T0 + 50).await.unwrap());
+    assert!(!s.write_settlement(&st, T0 + 60).await.unwrap());
     assert_eq!(
         s.period_counters("t1", &period).await.unwrap(),
         [("msg".to_string(), 1, 500)]

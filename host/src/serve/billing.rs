@@ -14,7 +14,8 @@ use crate::billing::{self, DEFAULT_TARIFF, TariffInfo};
 use crate::runtime::PluginError;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
 use crate::store::{
-    BalanceMode, Lease, NewCharge, PendingUsage, RatedUsage, Reservation, StoreError, Tenant,
+    BalanceMode, Lease, NewCharge, PendingUsage, RatedUsage, Reservation, Settlement, StoreError,
+    Tenant,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -365,12 +366,14 @@ async fn settle_ended_periods(server: &Server) -> anyhow::Result<()> {
                 && server
                     .store
                     .write_settlement(
-                        &tenant.id,
-                        &period,
-                        &vs.name,
-                        &price.to_string(),
-                        amount,
-                        &out.currency,
+                        &Settlement {
+                            tenant_id: tenant.id.clone(),
+                            period: period.clone(),
+                            service: vs.name.clone(),
+                            unit_price: price.to_string(),
+                            amount_micros: amount,
+                            currency: out.currency.clone(),
+                        },
                         now,
                     )
                     .await?

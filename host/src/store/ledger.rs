@@ -425,18 +425,36 @@ async fn add_to_counter(
     Ok(())
 }
 
-/// A volume-mode settlement: one ledger row per (tenant, period, service), keyed like a
-/// charge so it is written once. Returns whether it was written now.
+/// A volume-mode settlement of one (tenant, period, service).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub tenant_id: String,
+    /// `YYYY-MM`.
+    pub period: String,
+    pub service: String,
+    /// The price of the tier the period's total reached.
+    pub unit_price: String,
+    /// What the period's charges are short (or over, negative) at that price.
+    pub amount_micros: i64,
+    pub currency: String,
+}
+
+/// Writes a settlement as one ledger row keyed like a charge, so it is written once.
+/// Returns whether it was written now.
 pub(crate) async fn write_settlement(
     pools: &Pools,
-    tenant_id: &str,
-    period: &str,
-    service: &str,
-    unit_price: &str,
-    amount_micros: i64,
-    currency: &str,
+    st: &Settlement,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
+    let Settlement {
+        tenant_id,
+        period,
+        service,
+        unit_price,
+        amount_micros,
+        currency,
+    } = st;
+    let amount_micros = *amount_micros;
     let op = "write_settlement";
     let context = || format!("{op}: tenant {tenant_id:?} period {period} service {service:?}");
     let (start, end) = crate::billing::period_bounds(period)
@@ -1031,30 +1049,9 @@ impl super::Store {
         period_counters(self.pools(), tenant_id, period).await
     }
 
-    /// Writes a volume-mode settlement for (tenant, period, service) once; returns
-    /// whether this call wrote it.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn write_settlement(
-        &self,
-        tenant_id: &str,
-        period: &str,
-        service: &str,
-        unit_price: &str,
-        amount_micros: i64,
-        currency: &str,
-        now_ms: i64,
-    ) -> Result<bool, StoreError> {
-        write_settlement(
-            self.pools(),
-            tenant_id,
-            period,
-            service,
-            unit_price,
-            amount_micros,
-            currency,
-            now_ms,
-        )
-        .await
+    /// Writes a volume-mode settlement once; returns whether this call wrote it.
+    pub async fn write_settlement(&self, st: &Settlement, now_ms: i64) -> Result<bool, StoreError> {
+        write_settlement(self.pools(), st, now_ms).await
     }
 
     /// A tenant's ledger rows whose usage time is in `[from, to)` and whose seq is

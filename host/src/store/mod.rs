@@ -39,7 +39,7 @@ pub use connect::Backend;
 pub use error::StoreError;
 pub use ledger::{
     Balance, BalanceMode, BillingSettings, ChargeSum, Credited, LedgerEntry, NewCharge,
-    PendingUsage, RatedUsage, Reservation,
+    PendingUsage, RatedUsage, Reservation, Settlement,
 };
 pub use types::{
     Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent, NewMessage,
