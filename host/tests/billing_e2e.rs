@@ -72,6 +72,20 @@ fn delivered_recipients_are_charged_once_and_appear_in_usage_and_the_invoice() {
     let s = setup.start();
     let (alpha, beta) = (s.new_key("alpha"), s.new_key("beta"));
     set_billing(&s, "alpha", "postpaid", &flat_tariff("0.125"));
+    // The documented example tariff is one the rater takes; a broken one is refused.
+    set_billing(
+        &s,
+        "beta",
+        "postpaid",
+        include_str!("../../pipelines/billing/live-tariff.example.toml"),
+    );
+    let r = s.admin(
+        "PUT",
+        "/admin/v1/tenants/beta/billing",
+        Some(json!({"mode": "postpaid", "tariff": "id = \"x\"\ncurrency = \"EUR\"\ncolour = 1\n"})),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(field_of(&r).as_deref(), Some("tariff"), "{}", r.body);
 
     let mut ids = Vec::new();
     for i in 0..2 {
