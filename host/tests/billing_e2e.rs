@@ -323,3 +323,56 @@ fn a_prepaid_tenant_without_credit_is_held_then_credited_delivered_and_charged()
     assert_eq!(r.json()["credited"], false);
     assert_eq!(r.json()["credits"], "1.400000");
 }
+
+#[test]
+fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["t.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    // Valid on an empty batch, but every real event overflows an amount: the rater
+    // refuses the batch (as a trap or a timeout would fail it).
+    let overflowing = "id = \"o\"\ncurrency = \"EUR\"\n[[service]]\nname = \"outbound-traffic\"\nunit = \"byte\"\ndirection = \"outbound\"\nprice = \"9000000000000\"\n";
+    set_billing(&s, "t", "postpaid", overflowing);
+    let id = s.submit(&key, &simple("a@t.example", "x@example.net", "unrated"));
+    s.wait_state(&key, &id, "delivered");
+
+    let listed = wait_for(
+        "the usage event in /admin/v1/billing/unrated with an error",
+        || {
+            let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+            let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
+            match list.first() {
+                Some(u) if u["attempts"].as_u64() >= Some(1) => Ok(u.clone()),
+                _ => Err(format!("{}\n{}", r.body, s.log())),
+            }
+        },
+    );
+    assert_eq!(listed["message_id"], id.as_str());
+    assert_eq!(listed["outcome"], "delivered");
+    assert!(
+        listed["last_error"].as_str().unwrap().contains("overflows"),
+        "{listed}"
+    );
+    assert!(
+        usage(&s, &key).is_empty(),
+        "nothing is charged from a failed rating"
+    );
+
+    // A working tariff: the retry (after its backoff) rates it, once.
+    set_billing(&s, "t", "postpaid", &flat_tariff("0.01"));
+    let charges = wait_charges(&s, &key, 1);
+    assert_eq!(charges[0]["message_id"], id.as_str());
+    assert_eq!(charges[0]["amount_micros"], 10_000);
+    let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+    assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
+}
