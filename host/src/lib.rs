@@ -4,6 +4,7 @@
 //! `ARCHITECTURE.md` for the map and the rules between them.
 
 pub mod bill_logs;
+pub mod billing;
 pub mod bounce_eval;
 pub mod builtin;
 pub mod cli;

@@ -12,8 +12,9 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use sluice::store::{
-    Backend, EventKind, LeaseKey, NewEvent, NewMessage, NewRelay, NewTenant, Outcome,
-    RecipientState, RelayState, RelayUpdate, Store, StoreError, TenantUpdate,
+    Backend, BalanceMode, EventKind, LeaseKey, NewCharge, NewEvent, NewMessage, NewRelay,
+    NewTenant, Outcome, PendingUsage, RatedUsage, RecipientState, RelayState, RelayUpdate,
+    Reservation, Settlement, Store, StoreError, TenantUpdate,
 };
 
 // ---------------------------------------------------------------- harness
@@ -115,6 +116,15 @@ conformance!(
     tenants_crud,
     relays_crud,
     group_commit_64_concurrent_accepts,
+    final_outcomes_become_usage_events_in_the_same_transaction,
+    a_replayed_batch_never_charges_twice,
+    concurrent_raters_charge_exactly_once,
+    failed_ratings_stay_unrated_and_back_off,
+    balance_is_credits_minus_charges_exactly,
+    reservations_cover_or_short_and_are_released_by_the_charge,
+    a_credit_releases_held_recipients_once_per_reference,
+    usage_and_invoice_sums_are_per_tenant,
+    billing_settings_and_volume_settlement,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1499,4 +1509,643 @@ mod bounces {
             .unwrap();
         assert_eq!(other, "k3");
     }
+}
+// ---------------------------------------------------------------- billing
+
+/// Accepts a message for `tenant` and records one final outcome per recipient (in
+/// `outcomes` order) as host "h1"; returns the message id.
+async fn finish(store: &Store, tenant: &str, outcomes: &[(RecipientState, EventKind)]) -> String {
+    let addresses: Vec<String> = (0..outcomes.len())
+        .map(|i| format!("r{i}@example.org"))
+        .collect();
+    let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let acc = store.accept(message(tenant, &refs), T0).await.unwrap();
+    let leased = store.lease_due("h1", T0 + 10, 60_000, 1000).await.unwrap();
+    let mine: Vec<_> = leased.iter().filter(|l| l.message_id == acc.id).collect();
+    assert_eq!(mine.len(), outcomes.len());
+    let list = mine
+        .iter()
+        .map(|l| {
+            let (state, event) = outcomes[l.recipient_idx as usize];
+            outcome(&acc.id, l.recipient_idx, state, event)
+        })
+        .collect();
+    store.record("h1", list, T0 + 20).await.unwrap();
+    acc.id
+}
+
+fn charge(service: &str, quantity: u64, price: &str, amount_micros: i64) -> NewCharge {
+    NewCharge {
+        service: service.into(),
+        quantity,
+        unit_price: price.into(),
+        amount_micros,
+    }
+}
+
+/// Every claimed event rated with one `msg` charge of 1000 micros.
+fn rate_all(events: &[PendingUsage]) -> Vec<RatedUsage> {
+    events
+        .iter()
+        .map(|u| RatedUsage {
+            usage: u.clone(),
+            currency: "EUR".into(),
+            charges: vec![charge("msg", 1, "0.001", 1_000)],
+        })
+        .collect()
+}
+
+async fn final_outcomes_become_usage_events_in_the_same_transaction(db: Db) {
+    let s = &db.store;
+    let id = finish(
+        s,
+        "t1",
+        &[
+            (RecipientState::Delivered, EventKind::Delivered),
+            (RecipientState::Failed, EventKind::Bounced),
+            (RecipientState::Failed, EventKind::Failed),
+            (RecipientState::Deferred, EventKind::Deferred),
+            (RecipientState::Expired, EventKind::Expired),
+        ],
+    )
+    .await;
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    let got: Vec<(i32, &str)> = usage
+        .iter()
+        .map(|u| (u.recipient_idx, u.outcome.as_str()))
+        .collect();
+    // The deferred recipient is not final: no usage yet.
+    assert_eq!(
+        got,
+        [
+            (0, "delivered"),
+            (1, "bounced"),
+            (2, "failed"),
+            (4, "expired")
+        ]
+    );
+    let u = &usage[0];
+    assert_eq!(
+        (
+            u.tenant_id.as_str(),
+            u.message_id.as_str(),
+            u.recipient.as_str()
+        ),
+        ("t1", id.as_str(), "r0@example.org")
+    );
+    assert_eq!(
+        (u.direction.as_str(), u.relay.as_deref(), u.at_ms),
+        ("outbound", Some("relay-a"), T0 + 20)
+    );
+    assert!(u.size > 0);
+    // A recorded outcome that lost its lease writes no usage either.
+    assert_eq!(
+        s.record(
+            "h1",
+            vec![outcome(
+                &id,
+                3,
+                RecipientState::Delivered,
+                EventKind::Delivered
+            )],
+            T0 + 40
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(s.list_unrated(100).await.unwrap().len(), 4);
+}
+
+async fn a_replayed_batch_never_charges_twice(db: Db) {
+    let s = &db.store;
+    finish(
+        s,
+        "t1",
+        &[
+            (RecipientState::Delivered, EventKind::Delivered),
+            (RecipientState::Delivered, EventKind::Delivered),
+        ],
+    )
+    .await;
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    let rated = rate_all(&usage);
+    assert_eq!(s.write_charges(&rated, T0 + 40).await.unwrap(), 2);
+    // The same batch again (a retry after an unknown commit, or another host whose
+    // claim expired): nothing new, counters unchanged.
+    assert_eq!(s.write_charges(&rated, T0 + 50).await.unwrap(), 0);
+    let second = db.second_host().await;
+    assert_eq!(second.write_charges(&rated, T0 + 60).await.unwrap(), 0);
+    let period = sluice::billing::period_of(T0 + 20);
+    assert_eq!(
+        s.period_counters("t1", &period).await.unwrap(),
+        [("msg".to_string(), 2, 2_000)]
+    );
+    assert_eq!(s.balance("t1").await.unwrap().charges_micros, 2_000);
+    assert_eq!(
+        s.list_charges("t1", 0, i64::MAX, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // Rated events are not claimed again.
+    assert!(
+        s.claim_usage("rater", T0 + 70, 60_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.list_unrated(100).await.unwrap().is_empty());
+}
+
+async fn concurrent_raters_charge_exactly_once(db: Db) {
+    let s = &db.store;
+    for tenant in ["t1", "t2", "t3"] {
+        for _ in 0..5 {
+            finish(
+                s,
+                tenant,
+                &[(RecipientState::Delivered, EventKind::Delivered); 4],
+            )
+            .await;
+        }
+    }
+    let second = db.second_host().await;
+    // Two raters on two hosts claim and rate in small batches at once.
+    let rater = |store: Store, owner: &'static str| {
+        tokio::spawn(async move {
+            let mut written = 0;
+            let mut claimed = Vec::new();
+            loop {
+                let batch = store.claim_usage(owner, T0 + 100, 60_000, 3).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                written += store
+                    .write_charges(&rate_all(&batch), T0 + 200)
+                    .await
+                    .unwrap();
+                claimed.extend(batch);
+            }
+            (written, claimed)
+        })
+    };
+    let (a, b) = tokio::join!(rater(s.clone(), "r1"), rater(second.clone(), "r2"));
+    let ((wa, ca), (wb, cb)) = (a.unwrap(), b.unwrap());
+    let mut seen = HashSet::new();
+    for u in ca.iter().chain(&cb) {
+        assert!(seen.insert(u.seq), "usage event {u:?} was claimed twice");
+    }
+    assert_eq!(seen.len(), 60);
+    assert_eq!(wa + wb, 60);
+    // Both replay everything at once on both hosts: still one charge per recipient.
+    let all: Vec<PendingUsage> = ca.into_iter().chain(cb).collect();
+    let replay = rate_all(&all);
+    let (ra, rb) = tokio::join!(
+        s.write_charges(&replay, T0 + 300),
+        second.write_charges(&replay, T0 + 300)
+    );
+    assert_eq!((ra.unwrap(), rb.unwrap()), (0, 0));
+    for tenant in ["t1", "t2", "t3"] {
+        assert_eq!(s.balance(tenant).await.unwrap().charges_micros, 20_000);
+        let period = sluice::billing::period_of(T0);
+        assert_eq!(s.period_counters(tenant, &period).await.unwrap()[0].1, 20);
+    }
+    // A tenant being rated by one host is not claimed by another meanwhile.
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered); 2],
+    )
+    .await;
+    finish(
+        s,
+        "t2",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    let first = s.claim_usage("r1", T0 + 400, 60_000, 1).await.unwrap();
+    assert_eq!(first[0].tenant_id, "t1");
+    let other = second
+        .claim_usage("r2", T0 + 400, 60_000, 100)
+        .await
+        .unwrap();
+    assert!(other.iter().all(|u| u.tenant_id != "t1"), "{other:?}");
+}
+
+async fn failed_ratings_stay_unrated_and_back_off(db: Db) {
+    let s = &db.store;
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    let seqs: Vec<i64> = usage.iter().map(|u| u.seq).collect();
+    s.defer_usage(
+        &seqs,
+        "rater-tiered: trap (wasm trap: unreachable)",
+        T0 + 40,
+    )
+    .await
+    .unwrap();
+    let listed = s.list_unrated(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[0].next_try_at_ms, T0 + 40 + 2_000);
+    assert!(listed[0].last_error.as_deref().unwrap().contains("trap"));
+    // Not due before its retry time, due after; a second failure waits longer.
+    assert!(
+        s.claim_usage("rater", T0 + 41, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = s
+        .claim_usage("rater", T0 + 2_040, 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    s.defer_usage(&seqs, "timeout", T0 + 2_050).await.unwrap();
+    let listed = s.list_unrated(10).await.unwrap();
+    assert_eq!(
+        (listed[0].attempts, listed[0].next_try_at_ms),
+        (2, T0 + 2_050 + 4_000)
+    );
+    assert_eq!(s.balance("t1").await.unwrap().charges_micros, 0);
+    // When the rater works again, it is charged once and leaves the listing.
+    let due = s
+        .claim_usage("rater", T0 + 10_000, 60_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.write_charges(&rate_all(&due), T0 + 10_001).await.unwrap(),
+        1
+    );
+    assert!(s.list_unrated(10).await.unwrap().is_empty());
+    // An expired claim (a crashed rater) is taken over by another.
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    assert_eq!(
+        s.claim_usage("dead", T0 + 20_000, 1_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        s.claim_usage("live", T0 + 20_500, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.claim_usage("live", T0 + 21_000, 1_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn balance_is_credits_minus_charges_exactly(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    let c = s
+        .add_credit("t1", 12_500_000, "EUR", "pay-1", T0)
+        .await
+        .unwrap();
+    assert!(c.credited);
+    assert!(
+        !s.add_credit("t1", 12_500_000, "EUR", "pay-1", T0 + 1)
+            .await
+            .unwrap()
+            .credited
+    );
+    s.add_credit("t1", 1, "EUR", "pay-2", T0 + 2).await.unwrap();
+    for _ in 0..3 {
+        finish(
+            s,
+            "t1",
+            &[(RecipientState::Delivered, EventKind::Delivered)],
+        )
+        .await;
+    }
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    // Sub-cent amounts that floats would smear: 0.000333 × 3.
+    let rated: Vec<RatedUsage> = usage
+        .iter()
+        .map(|u| RatedUsage {
+            usage: u.clone(),
+            currency: "EUR".into(),
+            charges: vec![
+                charge("msg", 1, "0.000333", 333),
+                charge("traffic", 2, "0.0000001", 0),
+            ],
+        })
+        .collect();
+    s.write_charges(&rated, T0 + 40).await.unwrap();
+    let b = s.balance("t1").await.unwrap();
+    assert_eq!(b.credits_micros, 12_500_001);
+    assert_eq!(b.charges_micros, 999);
+    assert_eq!(b.balance_micros(), 12_499_002);
+    assert!(matches!(
+        s.add_credit("nobody", 1, "EUR", "x", T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.add_credit("t1", 0, "EUR", "zero", T0).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // Another tenant's money is its own.
+    assert_eq!(s.balance("t2").await.unwrap().balance_micros(), 0);
+}
+
+async fn reservations_cover_or_short_and_are_released_by_the_charge(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    s.add_credit("t1", 3_000, "EUR", "pay-1", T0).await.unwrap();
+    let id = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap()
+        .id;
+    let items = vec![(id.clone(), 0, 2_000), (id.clone(), 1, 2_000)];
+    assert_eq!(
+        s.reserve("t1", &items, T0).await.unwrap(),
+        Reservation::Short {
+            available_micros: 3_000,
+            needed_micros: 4_000
+        }
+    );
+    assert_eq!(s.balance("t1").await.unwrap().reserved_micros, 0);
+    assert_eq!(
+        s.reserve("t1", &items[..1], T0).await.unwrap(),
+        Reservation::Reserved
+    );
+    // Reserving the same recipient again (a retry after deferral) counts once.
+    assert_eq!(
+        s.reserve("t1", &items[..1], T0).await.unwrap(),
+        Reservation::Reserved
+    );
+    let b = s.balance("t1").await.unwrap();
+    assert_eq!((b.reserved_micros, b.available_micros()), (2_000, 1_000));
+    assert!(matches!(
+        s.reserve("t1", &items[1..], T0).await.unwrap(),
+        Reservation::Short { .. }
+    ));
+    // Delivered and rated: the reservation gives way to the real charge.
+    let leased = s.lease_due("h1", T0 + 10, 60_000, 10).await.unwrap();
+    let first = leased.iter().find(|l| l.recipient_idx == 0).unwrap();
+    s.record(
+        "h1",
+        vec![outcome(
+            &first.message_id,
+            0,
+            RecipientState::Delivered,
+            EventKind::Delivered,
+        )],
+        T0 + 20,
+    )
+    .await
+    .unwrap();
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 10).await.unwrap();
+    let rated: Vec<RatedUsage> = usage
+        .iter()
+        .map(|u| RatedUsage {
+            usage: u.clone(),
+            currency: "EUR".into(),
+            charges: vec![charge("msg", 1, "0.0015", 1_500)],
+        })
+        .collect();
+    s.write_charges(&rated, T0 + 40).await.unwrap();
+    let b = s.balance("t1").await.unwrap();
+    assert_eq!(
+        (b.charges_micros, b.reserved_micros, b.available_micros()),
+        (1_500, 0, 1_500)
+    );
+    // Two hosts racing for the last of the balance: one wins.
+    let other = db.second_host().await;
+    let id2 = s
+        .accept(message("t1", &["c@example.org", "d@example.org"]), T0)
+        .await
+        .unwrap()
+        .id;
+    let a = vec![(id2.clone(), 0, 1_000)];
+    let c = vec![(id2.clone(), 1, 1_000)];
+    let (ra, rc) = tokio::join!(s.reserve("t1", &a, T0), other.reserve("t1", &c, T0));
+    let won = [ra.unwrap(), rc.unwrap()]
+        .iter()
+        .filter(|r| **r == Reservation::Reserved)
+        .count();
+    assert_eq!(won, 1);
+}
+
+async fn a_credit_releases_held_recipients_once_per_reference(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    tenant(s, "t2").await;
+    let held = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap()
+        .id;
+    let other = s
+        .accept(message("t2", &["c@example.org"]), T0)
+        .await
+        .unwrap()
+        .id;
+    let leased = s.lease_due("h1", T0 + 1, 60_000, 10).await.unwrap();
+    let hold = |l: &sluice::store::Lease| Outcome {
+        message_id: l.message_id.clone(),
+        recipient_idx: l.recipient_idx,
+        new_state: RecipientState::Held,
+        next_attempt_at_ms: None,
+        relay: None,
+        reply: None,
+        event: EventKind::Held,
+        detail: json!({"reason": "prepaid balance short"}),
+    };
+    s.record("h1", leased.iter().map(hold).collect(), T0 + 2)
+        .await
+        .unwrap();
+    // Held recipients are not leased.
+    assert!(
+        s.lease_due("h1", T0 + 3, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let c = s
+        .add_credit("t1", 5_000_000, "EUR", "pay-1", T0 + 4)
+        .await
+        .unwrap();
+    assert_eq!((c.credited, c.released), (true, 2));
+    let m = s.get_message("t1", &held).await.unwrap().unwrap();
+    assert!(
+        m.recipients
+            .iter()
+            .all(|r| r.state == RecipientState::Queued)
+    );
+    assert_eq!(
+        m.events
+            .iter()
+            .filter(|e| e.kind == EventKind::Released)
+            .count(),
+        2
+    );
+    // The other tenant's held recipient stays held.
+    let o = s.get_message("t2", &other).await.unwrap().unwrap();
+    assert_eq!(o.recipients[0].state, RecipientState::Held);
+    let again = s
+        .add_credit("t1", 5_000_000, "EUR", "pay-1", T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!((again.credited, again.released), (false, 0));
+    assert_eq!(s.balance("t1").await.unwrap().credits_micros, 5_000_000);
+    assert_eq!(
+        s.lease_due("h1", T0 + 6, 60_000, 10).await.unwrap().len(),
+        2
+    );
+}
+
+async fn usage_and_invoice_sums_are_per_tenant(db: Db) {
+    let s = &db.store;
+    for tenant in ["t1", "t2"] {
+        finish(
+            s,
+            tenant,
+            &[(RecipientState::Delivered, EventKind::Delivered); 3],
+        )
+        .await;
+    }
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    let rated: Vec<RatedUsage> = usage
+        .iter()
+        .map(|u| {
+            let price = if u.recipient_idx < 2 {
+                ("0.0010", 1_000)
+            } else {
+                ("0.0006", 600)
+            };
+            RatedUsage {
+                usage: u.clone(),
+                currency: "EUR".into(),
+                charges: vec![
+                    charge("outbound-message", 1, price.0, price.1),
+                    charge("outbound-traffic", 1, "0.0002", 200),
+                ],
+            }
+        })
+        .collect();
+    s.write_charges(&rated, T0 + 40).await.unwrap();
+    let period = sluice::billing::period_of(T0);
+    let (sums, currency) = s.charge_sums("t1", &period).await.unwrap();
+    assert_eq!(currency.as_deref(), Some("EUR"));
+    let got: Vec<(&str, &str, u64, i64)> = sums
+        .iter()
+        .map(|x| {
+            (
+                x.service.as_str(),
+                x.unit_price.as_str(),
+                x.quantity,
+                x.amount_micros,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("outbound-message", "0.0010", 2, 2_000),
+            ("outbound-message", "0.0006", 1, 600),
+            ("outbound-traffic", "0.0002", 3, 600),
+        ]
+    );
+    assert!(s.charge_sums("t1", "1999-01").await.unwrap().0.is_empty());
+    // Paging through t1's charges: 6 rows in pages of 4, none of t2's.
+    let page1 = s.list_charges("t1", 0, i64::MAX, 0, 4).await.unwrap();
+    let page2 = s
+        .list_charges("t1", 0, i64::MAX, page1[3].seq, 4)
+        .await
+        .unwrap();
+    assert_eq!((page1.len(), page2.len()), (4, 2));
+    assert!(page1.iter().chain(&page2).all(|r| r.tenant_id == "t1"));
+    // The time window is [from, to) on the usage time.
+    assert!(
+        s.list_charges("t1", 0, T0 + 20, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.list_charges("t1", T0 + 20, T0 + 21, 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    assert!(
+        s.list_charges("nobody", 0, i64::MAX, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn billing_settings_and_volume_settlement(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    assert_eq!(s.get_billing("t1").await.unwrap(), None);
+    let set = s
+        .set_billing("t1", BalanceMode::Prepaid, Some("id = \"x\""), T0)
+        .await
+        .unwrap();
+    assert_eq!(s.get_billing("t1").await.unwrap(), Some(set));
+    s.set_billing("t1", BalanceMode::Postpaid, None, T0 + 1)
+        .await
+        .unwrap();
+    let b = s.get_billing("t1").await.unwrap().unwrap();
+    assert_eq!((b.mode, b.tariff), (BalanceMode::Postpaid, None));
+    assert!(matches!(
+        s.set_billing("nobody", BalanceMode::Prepaid, None, T0)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A settlement is written once and counts in the period's amounts.
+    let period = sluice::billing::period_of(T0);
+    assert!(!s.has_pending_usage("t1", &period).await.unwrap());
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    assert!(s.has_pending_usage("t1", &period).await.unwrap());
+    let u = s.claim_usage("rater", T0 + 30, 60_000, 10).await.unwrap();
+    s.write_charges(&rate_all(&u), T0 + 40).await.unwrap();
+    assert!(!s.has_pending_usage("t1", &period).await.unwrap());
+    let st = Settlement {
+        tenant_id: "t1".into(),
+        period: period.clone(),
+        service: "msg".into(),
+        unit_price: "0.0005".into(),
+        amount_micros: -500,
+        currency: "EUR".into(),
+    };
+    assert!(s.write_settlement(&st, T0 + 50).await.unwrap());
+    assert!(!s.write_settlement(&st, T0 + 60).await.unwrap());
+    assert_eq!(
+        s.period_counters("t1", &period).await.unwrap(),
+        [("msg".to_string(), 1, 500)]
+    );
+    assert_eq!(s.balance("t1").await.unwrap().charges_micros, 500);
+    let (sums, _) = s.charge_sums("t1", &period).await.unwrap();
+    assert_eq!(sums.len(), 2);
+    assert!(sums[1].settlement && sums[1].amount_micros == -500);
 }

@@ -105,3 +105,75 @@
 //! true` with the reason — until you upload a new version or activate one.
 //! Your plugin's failures cost your own traffic only: other tenants' calls run
 //! in their own instances and do not wait for yours.
+//!
+//! ## 7. Billing: raters and tariffs
+//!
+//! A rater (`bill::Rater`) gets a batch of usage events, the tenant's tariff
+//! document and the period-to-date quantity of every service, and answers one
+//! charge per (event, service) it bills: quantity, unit price (an exact
+//! decimal) and amount in micro-units (`10^-6` of the currency; never floats).
+//! `sluice serve` writes a usage event for every final outcome of a recipient
+//! (`delivered`, `bounced`, `failed`, `expired`; direction `outbound`) in the
+//! same transaction as the outcome, and a background task rates pending events
+//! in batches per tenant and calendar month (UTC). Your uploaded rater
+//! (`PUT /v1/plugins/bill`) rates your events; without one, or when it fails,
+//! the platform's `rater-tiered` rates them with your tariff (the route stage's
+//! fallback and suspension policy). When no rater can answer, the events stay
+//! unrated and are retried with backoff — never charged from an answer that
+//! did not validate. Charges are keyed by (message, recipient, outcome,
+//! service): a replayed batch never charges twice.
+//!
+//! Prepaid tenants: before a message is routed, its cost is estimated by the
+//! same rater on one synthetic `delivered` event per recipient (after the
+//! period's counters) and reserved; if credits − charges − reservations cannot
+//! cover it, the recipient is `held` with the reason until a credit arrives.
+//! A rater should therefore be cheap and deterministic.
+//!
+//! ### The tariff TOML of `rater-tiered`
+//!
+//! ```toml
+//! id = "standard-2026"
+//! currency = "EUR"          # ISO 4217; the rater's answers must use it
+//! minor_units = 2           # digits of the minor unit, for invoices (default 2)
+//!
+//! [[service]]
+//! name = "outbound-message" # free text; one invoice line per service
+//! unit = "message"          # message | byte | kib | mib (sizes rounded up per message)
+//! direction = "outbound"    # outbound | inbound
+//! outcomes = ["delivered"]  # default: ["delivered"] outbound, ["received"] inbound;
+//!                           # add "bounced", "failed", "expired" to bill those
+//! price = "0.0004"          # flat: quantity × price
+//!
+//! [[service]]
+//! name = "outbound-traffic"
+//! unit = "mib"
+//! direction = "outbound"
+//! mode = "graduated"        # each tier prices the part of the period inside it
+//! tier = [{ up_to = 1000, price = "0.0002" }, { price = "0.0001" }]
+//!
+//! [[service]]
+//! name = "bounce-fee"
+//! unit = "message"
+//! direction = "outbound"
+//! outcomes = ["bounced"]
+//! mode = "volume"           # the tier the period reaches prices all of it
+//! tier = [{ up_to = 100000, price = "0.0008" }, { price = "0.0005" }]
+//! ```
+//!
+//! Tiers count the period-to-date quantity (`up_to` is where a tier ends; the
+//! last has none). Each amount is computed exactly and rounded once, half away
+//! from zero, to a micro-unit.
+//!
+//! **Volume mode is settled at period end.** During the month each event is
+//! charged at the tier reached so far, and ledger rows are never changed.
+//! Once a month is over and none of its usage is unrated, the host asks the
+//! rater for the price of the tier the month's total reached and writes one
+//! settlement row per volume service: `total × that price − what was
+//! charged` (usually a credit, as volume prices fall). It is on the month's
+//! invoice as a tier line with `"settlement": true`. Settlement reads `mode =
+//! "volume"` from the tariff TOML; a tenant's own rater with another format
+//! settles (or not) in its own charges.
+//!
+//! Invoices (`GET /v1/invoices/{YYYY-MM}`) round each service line's exact
+//! amount to the currency's minor unit **half to even**, and the total is the
+//! sum of the rounded lines; the response states this rule.

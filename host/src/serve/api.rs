@@ -34,6 +34,7 @@ pub fn router(server: AppState) -> Router {
         .merge(super::admin::router())
         .merge(super::tenant_plugins::tenant_routes())
         .merge(super::suppressions::routes())
+        .merge(super::billing_api::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(server)

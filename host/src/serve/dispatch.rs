@@ -346,6 +346,28 @@ async fn decide_group(
             json!({"reason": "no relay this tenant may use is configured"}),
         );
     }
+    // Prepaid tenants: estimate and reserve before the route plugin, or hold.
+    match super::billing::authorize(server, &tenant, group).await {
+        super::billing::Authorization::Go => {}
+        super::billing::Authorization::Hold(reason) => {
+            return all(
+                group,
+                RecipientState::Held,
+                EventKind::Held,
+                None,
+                json!({"reason": reason, "by": "billing"}),
+            );
+        }
+        super::billing::Authorization::Defer(reason) => {
+            return all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                json!({"reason": reason, "by": "billing"}),
+            );
+        }
+    }
     let input = route_input(server, first, group, &relays);
     let order = match route(server, &tenant, group, input).await {
         None => {

@@ -9,6 +9,8 @@
 
 mod admin;
 mod api;
+mod billing;
+mod billing_api;
 mod bounce_intake;
 mod bounces;
 mod dispatch;
@@ -42,6 +44,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     let smtp_in = bounce_intake::start(server.clone()).await?;
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
+    let biller = tokio::spawn(billing::run(server.clone()));
 
     let app = api::router(server.clone());
     axum::serve(listener, app)
@@ -55,6 +58,8 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     if let Some(listener) = smtp_in {
         listener.abort();
     }
+    // Rating is transactional: a batch cut short is claimed again after its claim expires.
+    biller.abort();
     if tokio::time::timeout(drain, dispatcher).await.is_err() {
         tracing::warn!(
             drain_secs = drain.as_secs(),

@@ -39,6 +39,8 @@ pub struct Server {
     pub stats: RwLock<HashMap<String, Vec<RelayWindow>>>,
     /// Signs VERP return paths; none when `delivery.bounce_domain` is not set.
     pub verp: Option<crate::verp::Verp>,
+    /// Tenants' billing settings, cached briefly.
+    pub billing: super::billing::BillingCache,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -152,6 +154,7 @@ impl Server {
             admin_token_sha256: admin_token.as_deref().map(sha256),
             wake: Notify::new(),
             stats: RwLock::new(HashMap::new()),
+            billing: Default::default(),
             shutting_down: AtomicBool::new(false),
             key_cache: Mutex::new(HashMap::new()),
             tenant_cache: Mutex::new(HashMap::new()),

@@ -164,6 +164,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "bounces",
         include_str!("migrations/sqlite/0003_bounces.sql"),
     ),
+    (
+        4,
+        "billing",
+        include_str!("migrations/sqlite/0004_billing.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -176,6 +181,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "bounces",
         include_str!("migrations/postgres/0003_bounces.sql"),
+    ),
+    (
+        4,
+        "billing",
+        include_str!("migrations/postgres/0004_billing.sql"),
     ),
 ];
 

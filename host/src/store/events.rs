@@ -219,6 +219,11 @@ pub(crate) async fn record(
             at_ms: now_ms,
         };
         insert_recipient_event(&mut tx, event, op).await?;
+        // A final outcome is billable: its usage event commits with it.
+        if let Some(usage) = super::ledger::usage_outcome(o.new_state, o.event) {
+            super::ledger::insert_usage(&mut tx, &o.message_id, o.recipient_idx, usage, now_ms, op)
+                .await?;
+        }
     }
     tx.commit()
         .await

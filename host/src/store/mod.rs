@@ -25,6 +25,7 @@ mod error;
 mod events;
 mod group_commit;
 mod leases;
+mod ledger;
 mod reads;
 mod relays;
 mod stats;
@@ -36,6 +37,10 @@ use std::sync::Arc;
 
 pub use connect::Backend;
 pub use error::StoreError;
+pub use ledger::{
+    Balance, BalanceMode, BillingSettings, ChargeSum, Credited, LedgerEntry, NewCharge,
+    PendingUsage, RatedUsage, Reservation, Settlement,
+};
 pub use types::{
     Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent, NewMessage,
     NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay, RelayState, RelayUpdate,

@@ -1,0 +1,467 @@
+//! The bill stage live: the rating task (pending usage events → the tenant's bill
+//! plugin in batches → the ledger), volume-mode settlement at period end, and the
+//! prepaid check at dispatch (estimate with the rater, reserve, or hold).
+//!
+//! A tenant's own bill plugin (uploaded with `PUT /v1/plugins/bill`) rates when it is
+//! live; on a failure the pipeline's bill plugin rates the same batch with the same
+//! tariff, and the failure counts towards the tenant plugin's suspension — the route
+//! stage's policy. When no plugin can rate a batch, its events stay unrated and are
+//! retried with backoff; nothing is charged from an answer that did not validate.
+
+use super::plugins::call;
+use super::state::{Server, now_ms};
+use crate::billing::{self, DEFAULT_TARIFF, TariffInfo};
+use crate::runtime::PluginError;
+use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
+use crate::store::{
+    BalanceMode, Lease, NewCharge, PendingUsage, RatedUsage, Reservation, Settlement, StoreError,
+    Tenant,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Usage events claimed per round.
+const CLAIM_BATCH: u32 = 500;
+/// How long a claim keeps other raters off; a crashed rater's events are taken over after.
+const CLAIM_MS: i64 = 60_000;
+/// Pause when nothing is due.
+const IDLE: Duration = Duration::from_millis(500);
+/// How often ended periods are checked for volume settlement.
+const SETTLE_EVERY: Duration = Duration::from_secs(60);
+/// How long a tenant's billing settings are cached on this host.
+const SETTINGS_TTL: Duration = Duration::from_secs(2);
+
+/// A tenant's billing as this host uses it.
+#[derive(Debug, Clone)]
+pub struct TenantBilling {
+    pub mode: BalanceMode,
+    pub tariff: String,
+}
+
+/// Billing settings cached per tenant.
+#[derive(Default)]
+pub struct BillingCache {
+    settings: Mutex<HashMap<String, (TenantBilling, Instant)>>,
+}
+
+impl BillingCache {
+    /// Forgets a tenant's cached settings (after a change through the admin API).
+    pub fn forget(&self, tenant_id: &str) {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant_id);
+    }
+}
+
+/// A tenant's mode and tariff document (the platform's when it has none).
+pub async fn settings(server: &Server, tenant_id: &str) -> Result<TenantBilling, StoreError> {
+    let cache = &server.billing;
+    if let Some((b, at)) = cache
+        .settings
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tenant_id)
+        && at.elapsed() < SETTINGS_TTL
+    {
+        return Ok(b.clone());
+    }
+    let stored = server.store.get_billing(tenant_id).await?;
+    let b = TenantBilling {
+        mode: stored.as_ref().map_or(BalanceMode::Postpaid, |s| s.mode),
+        tariff: stored
+            .and_then(|s| s.tariff)
+            .unwrap_or_else(|| DEFAULT_TARIFF.to_owned()),
+    };
+    cache
+        .settings
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(tenant_id.to_owned(), (b.clone(), Instant::now()));
+    Ok(b)
+}
+
+/// Rates `input` with the tenant's live bill plugin, else (or after its failure) the
+/// pipeline's. `Err` says why neither answered with charges that validate.
+pub async fn rate(
+    server: &Server,
+    tenant_id: &str,
+    input: BillInput,
+) -> Result<BillOutput, String> {
+    let tenants = &server.plugins.tenants;
+    let mut failures = Vec::new();
+    if let Some(live) = tenants.get(&server.store, tenant_id, Stage::Bill).await {
+        let started = Instant::now();
+        let first = {
+            let input = input.clone();
+            call(live.plugin.clone(), move |p| p.bill(&input)).await
+        };
+        let suspended = tenants
+            .finish(
+                &server.store,
+                &live,
+                started.elapsed(),
+                first.as_ref().err(),
+            )
+            .await;
+        match first {
+            Ok(out) => return checked(&input, out),
+            Err(e) => {
+                tracing::warn!(tenant = tenant_id, plugin = live.plugin.name(), error = %e, suspended = suspended.is_some(), "tenant bill plugin failed; the pipeline's rates instead");
+                failures.push(describe(live.plugin.name(), &e));
+            }
+        }
+    }
+    let fallback = server.plugins.stage(Stage::Bill);
+    let name = fallback.name().to_owned();
+    let answer = {
+        let input = input.clone();
+        call(fallback, move |p| p.bill(&input)).await
+    };
+    match answer {
+        Ok(out) => checked(&input, out),
+        Err(e) => {
+            failures.push(describe(&name, &e));
+            Err(failures.join("; "))
+        }
+    }
+}
+
+fn describe(plugin: &str, e: &PluginError) -> String {
+    format!("{plugin}: {} ({e})", e.kind())
+}
+
+/// The host's own check on top of `stage::validate` (which the runtime ran): the
+/// currency is the one the tariff names.
+fn checked(input: &BillInput, out: BillOutput) -> Result<BillOutput, String> {
+    if let Some(c) = TariffInfo::read(&input.tariff).currency
+        && c != out.currency
+    {
+        return Err(format!(
+            "the rater answered in {:?}, the tariff is in {c:?}",
+            out.currency
+        ));
+    }
+    Ok(out)
+}
+
+fn stage_outcome(s: &str) -> Option<Outcome> {
+    Some(match s {
+        "delivered" => Outcome::Delivered,
+        "bounced" => Outcome::Bounced,
+        "failed" => Outcome::Failed,
+        "expired" => Outcome::Expired,
+        "received" => Outcome::Received,
+        _ => return None,
+    })
+}
+
+fn usage_key(u: &PendingUsage) -> String {
+    format!("{}/{}/{}", u.message_id, u.recipient_idx, u.outcome)
+}
+
+async fn counters(
+    server: &Server,
+    tenant_id: &str,
+    period: &str,
+) -> Result<Vec<Counter>, StoreError> {
+    Ok(server
+        .store
+        .period_counters(tenant_id, period)
+        .await?
+        .into_iter()
+        .map(|(service, quantity, _)| Counter { service, quantity })
+        .collect())
+}
+
+/// Rates what is due until shutdown.
+pub async fn run(server: Arc<Server>) {
+    let owner = server.pipeline.server.node_id.clone();
+    let mut last_settle: Option<Instant> = None;
+    while !server.is_shutting_down() {
+        if last_settle.is_none_or(|t| t.elapsed() >= SETTLE_EVERY) {
+            last_settle = Some(Instant::now());
+            if let Err(e) = settle_ended_periods(&server).await {
+                tracing::warn!(error = %e, "volume settlement failed; retried later");
+            }
+        }
+        let claimed = match server
+            .store
+            .claim_usage(&owner, now_ms(), CLAIM_MS, CLAIM_BATCH)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming usage events failed; retrying");
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        // One rater call per (tenant, period), in the order the usage happened.
+        let mut groups: BTreeMap<(String, String), Vec<PendingUsage>> = BTreeMap::new();
+        for u in claimed {
+            groups
+                .entry((u.tenant_id.clone(), billing::period_of(u.at_ms)))
+                .or_default()
+                .push(u);
+        }
+        for ((tenant, period), events) in groups {
+            let seqs: Vec<i64> = events.iter().map(|u| u.seq).collect();
+            match rate_group(&server, &tenant, &period, events).await {
+                Ok(n) => tracing::debug!(tenant, period, charges = n, "rated"),
+                Err(why) => {
+                    tracing::warn!(tenant, period, events = seqs.len(), error = %why, "rating failed; the events stay unrated and are retried");
+                    if let Err(e) = server.store.defer_usage(&seqs, &why, now_ms()).await {
+                        tracing::warn!(error = %e, "cannot record the failed rating; the claim expires instead");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rates one tenant's usage events of one period and writes the charges.
+async fn rate_group(
+    server: &Server,
+    tenant_id: &str,
+    period: &str,
+    events: Vec<PendingUsage>,
+) -> Result<usize, String> {
+    let b = settings(server, tenant_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (period_start_ms, _) = billing::period_bounds(period).map_err(|e| e.to_string())?;
+    let keys: Vec<String> = events.iter().map(usage_key).collect();
+    let input = BillInput {
+        tariff: b.tariff,
+        period_start_ms,
+        period_to_date: counters(server, tenant_id, period)
+            .await
+            .map_err(|e| e.to_string())?,
+        events: events
+            .iter()
+            .zip(&keys)
+            .map(|(u, key)| UsageEvent {
+                key: key.clone(),
+                tenant: u.tenant_id.clone(),
+                message_id: u.message_id.clone(),
+                recipient: u.recipient.clone(),
+                outcome: stage_outcome(&u.outcome).unwrap_or(Outcome::Delivered),
+                direction: if u.direction == "inbound" {
+                    Direction::Inbound
+                } else {
+                    Direction::Outbound
+                },
+                size: u.size,
+                relay: u.relay.clone(),
+                at_ms: u.at_ms,
+            })
+            .collect(),
+    };
+    let out = rate(server, tenant_id, input).await?;
+    let mut by_key: HashMap<&str, Vec<NewCharge>> = HashMap::new();
+    for c in &out.charges {
+        by_key
+            .entry(c.event_key.as_str())
+            .or_default()
+            .push(NewCharge {
+                service: c.service.clone(),
+                quantity: c.quantity,
+                unit_price: c.unit_price.to_string(),
+                amount_micros: c.amount,
+            });
+    }
+    let rated: Vec<RatedUsage> = events
+        .into_iter()
+        .zip(&keys)
+        .map(|(usage, key)| RatedUsage {
+            charges: by_key.remove(key.as_str()).unwrap_or_default(),
+            currency: out.currency.clone(),
+            usage,
+        })
+        .collect();
+    server
+        .store
+        .write_charges(&rated, now_ms())
+        .await
+        .map_err(|e| format!("writing the charges: {e}"))
+}
+
+/// Volume mode is settled at period end: once the previous month has no unrated usage
+/// left, each volume service's period is re-priced at the tier its total reached and
+/// the difference is written once as a settlement row.
+async fn settle_ended_periods(server: &Server) -> anyhow::Result<()> {
+    let now = now_ms();
+    let (this_start, _) = billing::period_bounds(&billing::period_of(now))?;
+    let period = billing::period_of(this_start - 1);
+    let (period_start_ms, _) = billing::period_bounds(&period)?;
+    for tenant in server.store.list_tenants().await? {
+        let b = settings(server, &tenant.id).await?;
+        let services = billing::volume_services(&b.tariff);
+        if services.is_empty() || server.store.has_pending_usage(&tenant.id, &period).await? {
+            continue;
+        }
+        let counters = server.store.period_counters(&tenant.id, &period).await?;
+        for vs in services {
+            let Some((_, quantity, charged)) = counters.iter().find(|c| c.0 == vs.name).cloned()
+            else {
+                continue;
+            };
+            if quantity == 0 {
+                continue;
+            }
+            // The price of the tier the total reached: the rater on one unit (a
+            // one-byte event is one unit of every unit) after quantity − 1.
+            let key = "settlement".to_string();
+            let input = BillInput {
+                tariff: b.tariff.clone(),
+                period_start_ms,
+                period_to_date: counters
+                    .iter()
+                    .map(|(service, q, _)| Counter {
+                        service: service.clone(),
+                        quantity: if *service == vs.name { q - 1 } else { *q },
+                    })
+                    .collect(),
+                events: vec![UsageEvent {
+                    key: key.clone(),
+                    tenant: tenant.id.clone(),
+                    message_id: key.clone(),
+                    recipient: String::new(),
+                    outcome: stage_outcome(&vs.outcome).unwrap_or(Outcome::Delivered),
+                    direction: if vs.direction == "inbound" {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
+                    size: 1,
+                    relay: None,
+                    at_ms: this_start - 1,
+                }],
+            };
+            let out = rate(server, &tenant.id, input)
+                .await
+                .map_err(|e| anyhow::anyhow!("tenant {:?}: {e}", tenant.id))?;
+            let Some(price) = out
+                .charges
+                .iter()
+                .find(|c| c.service == vs.name)
+                .map(|c| c.unit_price)
+            else {
+                continue;
+            };
+            let Some(amount) = billing::settlement(price, quantity, charged) else {
+                anyhow::bail!(
+                    "tenant {:?} service {:?}: settlement overflows",
+                    tenant.id,
+                    vs.name
+                );
+            };
+            if amount != 0
+                && server
+                    .store
+                    .write_settlement(
+                        &Settlement {
+                            tenant_id: tenant.id.clone(),
+                            period: period.clone(),
+                            service: vs.name.clone(),
+                            unit_price: price.to_string(),
+                            amount_micros: amount,
+                            currency: out.currency.clone(),
+                        },
+                        now,
+                    )
+                    .await?
+            {
+                tracing::info!(tenant = %tenant.id, period, service = %vs.name, amount_micros = amount, "volume settlement written");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the prepaid check says about a group at dispatch.
+pub enum Authorization {
+    /// Send it (postpaid, or reserved).
+    Go,
+    /// Hold it: the balance cannot cover the estimate.
+    Hold(String),
+    /// Try again later: the estimate could not be made.
+    Defer(String),
+}
+
+/// For a prepaid tenant: estimates the group's cost with the rater (one synthetic
+/// `delivered` event per recipient, after the period's counters) and reserves it.
+pub async fn authorize(server: &Server, tenant: &Tenant, group: &[Lease]) -> Authorization {
+    let b = match settings(server, &tenant.id).await {
+        Ok(b) => b,
+        Err(e) => return Authorization::Defer(format!("billing settings unavailable: {e}")),
+    };
+    if b.mode != BalanceMode::Prepaid {
+        return Authorization::Go;
+    }
+    let now = now_ms();
+    let period = billing::period_of(now);
+    let (period_start_ms, _) = billing::period_bounds(&period).unwrap_or((0, 0));
+    let period_to_date = match counters(server, &tenant.id, &period).await {
+        Ok(c) => c,
+        Err(e) => return Authorization::Defer(format!("period counters unavailable: {e}")),
+    };
+    let keys: Vec<String> = group
+        .iter()
+        .map(|l| format!("estimate/{}/{}", l.message_id, l.recipient_idx))
+        .collect();
+    let input = BillInput {
+        tariff: b.tariff.clone(),
+        period_start_ms,
+        period_to_date,
+        events: group
+            .iter()
+            .zip(&keys)
+            .map(|(l, key)| UsageEvent {
+                key: key.clone(),
+                tenant: tenant.id.clone(),
+                message_id: l.message_id.clone(),
+                recipient: l.address.clone(),
+                outcome: Outcome::Delivered,
+                direction: Direction::Outbound,
+                size: l.size,
+                relay: None,
+                at_ms: now,
+            })
+            .collect(),
+    };
+    let out = match rate(server, &tenant.id, input).await {
+        Ok(o) => o,
+        Err(e) => return Authorization::Defer(format!("cannot estimate the cost: {e}")),
+    };
+    let Some((each, total)) = billing::estimate(&keys, &out) else {
+        return Authorization::Defer("the estimate overflows".into());
+    };
+    let items: Vec<(String, i32, i64)> = group
+        .iter()
+        .zip(each)
+        .map(|(l, amount)| (l.message_id.clone(), l.recipient_idx, amount.max(0)))
+        .collect();
+    match server.store.reserve(&tenant.id, &items, now).await {
+        Ok(Reservation::Reserved) => Authorization::Go,
+        Ok(Reservation::Short {
+            available_micros,
+            needed_micros,
+        }) => Authorization::Hold(format!(
+            "prepaid balance short: {} {} available, the estimated cost is {} {} (estimate {} for {} recipients)",
+            billing::format_micros(available_micros),
+            out.currency,
+            billing::format_micros(needed_micros),
+            out.currency,
+            billing::format_micros(total),
+            group.len()
+        )),
+        Err(e) => Authorization::Defer(format!("cannot reserve the estimated cost: {e}")),
+    }
+}
