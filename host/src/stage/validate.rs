@@ -193,7 +193,7 @@ mod tests {
     // give the same verdicts.
     #[test]
     fn route_relay_ids_are_checked_for_few_and_many_relays() {
-        for n in [2, SMALL, SMALL + 1, 40] {
+        for n in [3, SMALL, SMALL + 1, 40] {
             let input = offered(n);
             assert_eq!(route(&input, &relays(&["r1", "r0"])), Ok(()), "{n} relays");
             let unknown = route(&input, &relays(&["r0", "mx-z"])).unwrap_err();
