@@ -1,7 +1,8 @@
 //! Per-call cost of the route and bill stages: a fresh instance per call
 //! (the default), a reused instance, and the same plugin logic compiled as
 //! native Rust, side by side. A trivial router (the `hostile` test guest in
-//! its harmless mode) gives the floor of a bare pooled instance.
+//! its harmless mode) gives the floor: a bare pooled instance, fresh or
+//! reused, with the same interface and input.
 //!
 //! `cargo bench -p sluice --bench plugins`
 
@@ -12,10 +13,15 @@ use sluice::stage::{Stage, samples};
 use sluice_sdk::bill::Rater as _;
 use sluice_sdk::route::Router as _;
 use std::hint::black_box;
+use std::time::Duration;
 
 fn load(rt: &Runtime, stage: Stage, name: &str, wasm: &[u8], reuse: bool) -> Plugin {
     let mut spec = PluginSpec::for_stage(stage);
     spec.limits.reuse_instances = reuse;
+    // Hundreds of thousands of calls on a shared machine: one stalled by the
+    // scheduler past the stage's 50 ms would abort the run. The deadline is
+    // set per call either way, so its length does not change the cost.
+    spec.limits.timeout = Duration::from_secs(5);
     rt.load(stage, name, wasm, spec).unwrap()
 }
 
@@ -67,6 +73,7 @@ fn route(c: &mut Criterion) {
     let fresh = load(&rt, Stage::Route, router.name, router.wasm, false);
     let reused = load(&rt, Stage::Route, router.name, router.wasm, true);
     let bare = load(&rt, Stage::Route, "trivial", test_guests::HOSTILE, false);
+    let bare_reused = load(&rt, Stage::Route, "trivial", test_guests::HOSTILE, true);
     let input = samples::route_input();
     let native = native_route_input();
 
@@ -79,6 +86,9 @@ fn route(c: &mut Criterion) {
     });
     g.bench_function("wasm trivial router, fresh instance", |b| {
         b.iter(|| bare.route(black_box(&input)).unwrap())
+    });
+    g.bench_function("wasm trivial router, reused instance", |b| {
+        b.iter(|| bare_reused.route(black_box(&input)).unwrap())
     });
     g.bench_function("native rust", |b| {
         b.iter(|| router_weighted::WeightedRouter::route(black_box(native.clone())))

@@ -4,6 +4,7 @@
 
 use super::bindings::sluice::plugin::host;
 use super::log::{LogLevel, LogSource, PluginLog};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::ResourceLimiter;
@@ -69,6 +70,12 @@ impl StoreState {
     /// Moves what the call wrote to stderr into the plugin's log and resets
     /// the per-call counters (a reused instance starts each call afresh).
     pub fn finish_call(&mut self) -> Option<String> {
+        self.limiter.exceeded = None;
+        // The common case: a quiet call. Nothing to move, nothing to lock.
+        if !self.stderr.written() && self.logged <= self.capture.log_lines {
+            self.logged = 0;
+            return None;
+        }
         let (bytes, dropped) = self.stderr.take();
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -98,7 +105,6 @@ impl StoreState {
             );
         }
         self.logged = 0;
-        self.limiter.exceeded = None;
         last_words(&lines)
     }
 }
@@ -224,20 +230,36 @@ impl HostMonotonicClock for FrozenClock {
 #[derive(Clone)]
 pub struct CappedPipe {
     capacity: usize,
-    inner: Arc<Mutex<(Vec<u8>, usize)>>,
+    inner: Arc<PipeInner>,
+}
+
+struct PipeInner {
+    /// Set by any write, cleared by `take`: a quiet call never locks.
+    written: AtomicBool,
+    /// The kept bytes and the count of dropped ones.
+    buf: Mutex<(Vec<u8>, usize)>,
 }
 
 impl CappedPipe {
     fn new(capacity: usize) -> CappedPipe {
         CappedPipe {
             capacity,
-            inner: Arc::new(Mutex::new((Vec::new(), 0))),
+            inner: Arc::new(PipeInner {
+                written: AtomicBool::new(false),
+                buf: Mutex::new((Vec::new(), 0)),
+            }),
         }
+    }
+
+    /// Whether anything was written since the last `take`.
+    fn written(&self) -> bool {
+        self.inner.written.load(Ordering::Acquire)
     }
 
     /// The kept bytes and the count of dropped ones, emptying the pipe.
     fn take(&self) -> (Vec<u8>, usize) {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.written.store(false, Ordering::Release);
+        let mut g = self.inner.buf.lock().unwrap_or_else(|p| p.into_inner());
         let dropped = std::mem::take(&mut g.1);
         (std::mem::take(&mut g.0), dropped)
     }
@@ -265,7 +287,11 @@ impl Pollable for CappedPipe {
 
 impl OutputStream for CappedPipe {
     fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut g = self.inner.buf.lock().unwrap_or_else(|p| p.into_inner());
+        self.inner.written.store(true, Ordering::Release);
         let room = self.capacity.saturating_sub(g.0.len());
         let keep = bytes.len().min(room);
         g.0.extend_from_slice(&bytes[..keep]);

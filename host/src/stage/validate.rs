@@ -10,6 +10,8 @@ pub const MAX_DELAY_SECS: u32 = 7 * 86_400;
 pub const MAX_BOUNCE_RESULTS: usize = 10_000;
 /// Longest reason or diagnostic text kept.
 pub const MAX_TEXT: usize = 16 * 1024;
+/// Up to this many relays, ids are checked by scanning rather than hashing.
+const SMALL: usize = 16;
 
 fn text(what: &str, s: &str) -> Result<(), String> {
     if s.len() > MAX_TEXT {
@@ -68,6 +70,19 @@ pub fn route(input: &RouteInput, d: &RouteDecision) -> Result<(), String> {
                     ids.len(),
                     input.relays.len()
                 ));
+            }
+            // A handful of relays is the common case: scanning them beats
+            // building two hash sets on every call.
+            if input.relays.len() <= SMALL {
+                for (i, id) in ids.iter().enumerate() {
+                    if !input.relays.iter().any(|r| r.id == *id) {
+                        return Err(format!("relay {id:?} was not offered"));
+                    }
+                    if ids[..i].contains(id) {
+                        return Err(format!("relay {id:?} is listed twice"));
+                    }
+                }
+                return Ok(());
             }
             let offered: HashSet<&str> = input.relays.iter().map(|r| r.id.as_str()).collect();
             let mut seen = HashSet::new();
@@ -151,4 +166,46 @@ pub fn bill(input: &BillInput, o: &BillOutput) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample route input with `n` relays `r0`, `r1`, ….
+    fn offered(n: usize) -> RouteInput {
+        let mut input = samples::route_input();
+        let template = input.relays[0].clone();
+        input.relays = (0..n)
+            .map(|i| Relay {
+                id: format!("r{i}"),
+                ..template.clone()
+            })
+            .collect();
+        input
+    }
+
+    fn relays(ids: &[&str]) -> RouteDecision {
+        RouteDecision::Relays(ids.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    // Both the scanning path (few relays) and the hashing path (many) must
+    // give the same verdicts.
+    #[test]
+    fn route_relay_ids_are_checked_for_few_and_many_relays() {
+        for n in [3, SMALL, SMALL + 1, 40] {
+            let input = offered(n);
+            assert_eq!(route(&input, &relays(&["r1", "r0"])), Ok(()), "{n} relays");
+            let unknown = route(&input, &relays(&["r0", "mx-z"])).unwrap_err();
+            assert!(
+                unknown.contains("\"mx-z\" was not offered"),
+                "{n}: {unknown}"
+            );
+            let twice = route(&input, &relays(&["r1", "r0", "r1"])).unwrap_err();
+            assert!(twice.contains("\"r1\" is listed twice"), "{n}: {twice}");
+            assert!(route(&input, &relays(&[])).is_err(), "{n} relays");
+        }
+        let too_many = route(&offered(2), &relays(&["r0", "r1", "r0"])).unwrap_err();
+        assert!(too_many.contains("only 2 relays"), "{too_many}");
+    }
 }
