@@ -723,8 +723,10 @@ fn a_version_uploaded_on_one_host_goes_live_on_the_other() {
     let (st, v) = s.upload("a", "route", "?config=mode=first", hostile());
     assert_eq!(st, 201, "{v}");
     // Host 2 has not routed anything for a yet; send through it until it has routed a
-    // message with version 1 (it re-reads the active versions every few seconds).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // message with version 1 (it re-reads the active versions every few seconds, then
+    // compiles the new version: on a loaded 2-core machine with a debug build that can
+    // take tens of seconds, so the bound is generous; it only stops a hung test).
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut n = 0;
     loop {
         let body =
