@@ -376,3 +376,135 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
     let r = s.admin("GET", "/admin/v1/billing/unrated", None);
     assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
 }
+
+/// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,
+/// delivered; `upto` cuts it after that many lines (a message still in the queue).
+fn qmail_message(m: u64, from: &str, to: &str, upto: usize) -> String {
+    let t = 1_796_000_000 + m * 10;
+    let lines = [
+        format!("{t}.000001 new msg {m}"),
+        format!("{t}.000002 info msg {m}: bytes 2048 from <{from}> qp 1 uid 2"),
+        format!("{t}.000003 starting delivery {m}: msg {m} to remote {to}"),
+        format!("{}.000004 delivery {m}: success: 250_ok", t + 1),
+        format!("{}.000005 end msg {m}", t + 1),
+    ];
+    lines[..upto].iter().map(|l| format!("{l}\n")).collect()
+}
+
+fn append(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_followed_qmail_log_is_billed_once_across_restarts_and_a_crash() {
+    let setup_dir = tempfile::tempdir().unwrap();
+    let log = setup_dir.path().join("qmail-current");
+    let logins = setup_dir.path().join("logins.toml");
+    std::fs::write(
+        &logins,
+        "[tenant.alpha]\nlogins = [\"alpha.example\"]\n[tenant.beta]\nlogins = [\"boss@beta.example\"]\n",
+    )
+    .unwrap();
+    let tables = format!(
+        "{}{}[[log_source]]\nid = \"mx1\"\npath = {:?}\nformat = \"qmail\"\nlogins = {:?}\npoll_millis = 100\n",
+        tenant_table("alpha", &["alpha.example"]),
+        tenant_table("beta", &["beta.example"]),
+        log.display().to_string(),
+        logins.display().to_string(),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    // Two sent by alpha, one received by alpha, one sent by beta's address
+    // login, one nobody's, and one still queued (delivered after the restart).
+    let mut text = String::new();
+    text += &qmail_message(1, "a@alpha.example", "x@example.net", 5);
+    text += &qmail_message(2, "b@alpha.example", "y@example.net", 5);
+    text += &qmail_message(3, "someone@example.org", "inbox@alpha.example", 5);
+    text += &qmail_message(4, "boss@beta.example", "z@example.net", 5);
+    text += &qmail_message(5, "other@beta.example", "z@example.net", 5);
+    text += &qmail_message(6, "c@alpha.example", "w@example.net", 3);
+
+    // The log does not exist yet when Sluice starts: it is picked up once written
+    // (after the tariffs are set, so every charge is at the test's prices).
+    let mut s = setup.start();
+    let (alpha, beta) = (s.new_key("alpha"), s.new_key("beta"));
+    let tariff = "id = \"logs\"\ncurrency = \"EUR\"\nminor_units = 2\n\n[[service]]\nname = \"outbound-message\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.01\"\n\n[[service]]\nname = \"inbound-message\"\nunit = \"message\"\ndirection = \"inbound\"\nprice = \"0.001\"\n";
+    set_billing(&s, "alpha", "postpaid", tariff);
+    set_billing(&s, "beta", "postpaid", tariff);
+    append(&log, &text);
+    let charges = wait_charges(&s, &alpha, 3);
+    let services: Vec<(&str, &str)> = charges
+        .iter()
+        .map(|c| {
+            (
+                c["service"].as_str().unwrap(),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        services
+            .iter()
+            .filter(|s| **s == ("outbound-message", "delivered"))
+            .count(),
+        2,
+        "{charges:#?}"
+    );
+    assert!(
+        services.contains(&("inbound-message", "received")),
+        "{charges:#?}"
+    );
+    assert!(
+        charges
+            .iter()
+            .all(|c| c["message_id"].as_str().unwrap().starts_with("log:mx1:")),
+        "{charges:#?}"
+    );
+    let beta_charges = wait_charges(&s, &beta, 1);
+    assert_eq!(beta_charges[0]["recipient"], "z@example.net");
+
+    // A clean stop, then message 6 is delivered while Sluice is down.
+    s.guard.signal("TERM");
+    assert!(s.guard.wait_exit(WAIT).success(), "{}", s.log());
+    let rest: String = qmail_message(6, "c@alpha.example", "w@example.net", 5)
+        .lines()
+        .skip(3)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    append(&log, &rest);
+    let mut s = setup.start();
+    let charges = wait_charges(&s, &alpha, 4);
+    assert!(
+        charges.iter().any(|c| c["recipient"] == "w@example.net"),
+        "the message half-joined at the stop is billed after the restart: {charges:#?}"
+    );
+
+    // A crash (SIGKILL) and a rotation while down: the old file's rest is found
+    // beside the log by its inode, the new file is read from its start.
+    s.guard.kill();
+    append(
+        &log,
+        &qmail_message(7, "d@alpha.example", "v@example.net", 5),
+    );
+    std::fs::rename(&log, setup_dir.path().join("qmail-current.1")).unwrap();
+    append(
+        &log,
+        &qmail_message(8, "e@alpha.example", "u@example.net", 5),
+    );
+    let s = setup.start();
+    let charges = wait_charges(&s, &alpha, 6);
+    let ids: HashSet<&str> = charges
+        .iter()
+        .map(|c| c["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 6, "no transfer billed twice: {charges:#?}");
+    assert_eq!(usage(&s, &beta).len(), 1);
+}

@@ -118,6 +118,7 @@ conformance!(
     group_commit_64_concurrent_accepts,
     final_outcomes_become_usage_events_in_the_same_transaction,
     a_replayed_batch_never_charges_twice,
+    log_transfers_become_usage_once_however_often_they_are_read,
     concurrent_raters_charge_exactly_once,
     failed_ratings_stay_unrated_and_back_off,
     balance_is_credits_minus_charges_exactly,
@@ -1657,6 +1658,47 @@ async fn a_replayed_batch_never_charges_twice(db: Db) {
             .is_empty()
     );
     assert!(s.list_unrated(100).await.unwrap().is_empty());
+}
+
+async fn log_transfers_become_usage_once_however_often_they_are_read(db: Db) {
+    let s = &db.store;
+    let transfer = |key: &str, direction: &str| sluice::store::ExternalUsage {
+        tenant_id: "t1".into(),
+        message_id: format!("log:qmail:{key}"),
+        recipient: "r@example.org".into(),
+        direction: direction.into(),
+        size: 1234,
+        relay: Some("remote".into()),
+        at_ms: T0,
+    };
+    let batch = [transfer("a", "outbound"), transfer("b", "inbound")];
+    assert_eq!(s.insert_external_usage(&batch, T0).await.unwrap(), 2);
+    // The log read again after a crash, on this host or another.
+    assert_eq!(s.insert_external_usage(&batch, T0 + 1).await.unwrap(), 0);
+    let second = db.second_host().await;
+    assert_eq!(
+        second
+            .insert_external_usage(
+                &[transfer("b", "inbound"), transfer("c", "outbound")],
+                T0 + 2
+            )
+            .await
+            .unwrap(),
+        1
+    );
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    let got: Vec<(&str, &str, u64)> = usage
+        .iter()
+        .map(|u| (u.message_id.as_str(), u.direction.as_str(), u.size))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("log:qmail:a", "outbound", 1234),
+            ("log:qmail:b", "inbound", 1234),
+            ("log:qmail:c", "outbound", 1234)
+        ]
+    );
 }
 
 async fn concurrent_raters_charge_exactly_once(db: Db) {

@@ -21,6 +21,24 @@ pub struct Pipeline {
     pub relays: Vec<RelayConfig>,
     pub tenants: Vec<TenantConfig>,
     pub smtp_in: SmtpIn,
+    pub log_sources: Vec<LogSourceConfig>,
+}
+
+/// An MTA log that `sluice serve` follows and bills (`[[log_source]]`).
+#[derive(Debug, Clone)]
+pub struct LogSourceConfig {
+    /// Names the source in transfer keys: keep it once billing has begun.
+    pub id: String,
+    pub path: PathBuf,
+    pub format: crate::maillog::Format,
+    /// Tenant logins (the `sluice bill --logins` format), read at start.
+    pub logins: crate::bill_logs::Logins,
+    /// Where the position and half-joined state are kept.
+    pub checkpoint: PathBuf,
+    /// How long to wait when the log has nothing new.
+    pub poll: Duration,
+    /// The host name in keys when the log has none (multilog, plain stamps).
+    pub host: String,
 }
 
 /// The SMTP listener that takes in bounces (`[smtp_in]`).
@@ -194,6 +212,25 @@ pub(crate) struct RawPipeline {
     tenant: Vec<RawTenant>,
     #[serde(default)]
     smtp_in: RawSmtpIn,
+    #[serde(default)]
+    log_source: Vec<RawLogSource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogSource {
+    id: Spanned<String>,
+    path: PathBuf,
+    format: Spanned<String>,
+    logins: Spanned<PathBuf>,
+    checkpoint: Option<PathBuf>,
+    #[serde(default = "default_log_poll_millis")]
+    poll_millis: u64,
+    host: Option<String>,
+}
+
+fn default_log_poll_millis() -> u64 {
+    1000
 }
 
 #[derive(Deserialize)]
@@ -760,6 +797,53 @@ impl RawPipeline {
             max_connections: si.max_connections.max(1),
         };
 
+        let mut log_sources = Vec::new();
+        for (i, ls) in self.log_source.into_iter().enumerate() {
+            let key = |k: &str| format!("log_source[{i}].{k}");
+            let id = ls.id.get_ref().clone();
+            if !valid_id(&id) {
+                check.at(
+                    ls.id.span(),
+                    key("id"),
+                    format!("{id:?} is not an id (lower-case letters, digits, '-', '_', '.')"),
+                );
+            } else if log_sources.iter().any(|l: &LogSourceConfig| l.id == id) {
+                check.at(ls.id.span(), key("id"), format!("{id:?} is used twice"));
+            }
+            let format = match ls.format.get_ref().as_str() {
+                "qmail" => Some(crate::maillog::Format::Qmail),
+                "postfix" => Some(crate::maillog::Format::Postfix),
+                other => {
+                    check.at(
+                        ls.format.span(),
+                        key("format"),
+                        format!("{other:?} is not a log format: qmail or postfix"),
+                    );
+                    None
+                }
+            };
+            let logins = match crate::bill_logs::Logins::load(ls.logins.get_ref()) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    check.at(ls.logins.span(), key("logins"), e.to_string());
+                    None
+                }
+            };
+            if let (Some(format), Some(logins)) = (format, logins) {
+                log_sources.push(LogSourceConfig {
+                    checkpoint: ls.checkpoint.unwrap_or_else(|| {
+                        PathBuf::from(format!("./sluice-data/log-source-{id}.checkpoint"))
+                    }),
+                    id,
+                    path: ls.path,
+                    format,
+                    logins,
+                    poll: Duration::from_millis(ls.poll_millis.clamp(10, 60_000)),
+                    host: ls.host.unwrap_or_else(|| "localhost".into()),
+                });
+            }
+        }
+
         let p = self.plugins;
         let mut plugin = |raw: Option<Spanned<RawPlugin>>, stage: Stage| match raw {
             Some(s) => {
@@ -893,6 +977,7 @@ impl RawPipeline {
             relays,
             tenants,
             smtp_in,
+            log_sources,
         })
     }
 }

@@ -187,3 +187,39 @@ fn bounce_intake_keys_are_checked_with_their_position() {
     );
     assert!(!e.contains("s3cret\n"), "{e}");
 }
+
+#[test]
+fn log_sources_are_checked_with_their_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let logins = dir.path().join("logins.toml");
+    std::fs::write(&logins, "[tenant.acme]\nlogins = [\"acme.example\"]\n").unwrap();
+    let table = |extra: &str| {
+        format!(
+            "[[log_source]]\nid = \"mx1\"\npath = \"/var/log/mail.log\"\nformat = \"postfix\"\nlogins = {:?}\n{extra}",
+            logins.display().to_string()
+        )
+    };
+    let p = Pipeline::parse(&table(""), "p.toml").unwrap();
+    let ls = &p.log_sources[0];
+    assert_eq!(ls.id, "mx1");
+    assert_eq!(ls.format, crate::maillog::Format::Postfix);
+    assert_eq!(ls.logins.tenants, ["acme"]);
+    assert!(ls.checkpoint.ends_with("log-source-mx1.checkpoint"));
+
+    let e = errors(&table("colour = 1\n"));
+    assert!(e.contains("key `colour`: unknown field `colour`"), "{e}");
+    let e = errors(&table("").replace("postfix", "exim"));
+    assert!(
+        e.contains("p.toml:4:10: key `log_source[0].format`: \"exim\" is not a log format"),
+        "{e}"
+    );
+    let e = errors(&table("").replace("logins.toml", "missing.toml"));
+    assert!(e.contains("key `log_source[0].logins`"), "{e}");
+    assert!(e.contains("missing.toml"), "{e}");
+    let twice = format!("{}{}", table(""), table(""));
+    assert!(
+        errors(&twice).contains("\"mx1\" is used twice"),
+        "{}",
+        errors(&twice)
+    );
+}

@@ -6,6 +6,8 @@
 //! route plugin picks relays → lettre sends → send plugin reads each reply
 //! → the outcome and its event are recorded. Nothing is held only in
 //! memory: a crash loses leases, which expire and are taken again.
+//! Beside the pipeline's own mail, MTA logs named in `[[log_source]]` are
+//! followed and their transfers billed (`log_source.rs`).
 
 mod admin;
 mod api;
@@ -15,6 +17,7 @@ mod bounce_intake;
 mod bounces;
 mod dispatch;
 mod error;
+mod log_source;
 mod plugins;
 mod state;
 mod suppressions;
@@ -45,6 +48,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
     let biller = tokio::spawn(billing::run(server.clone()));
+    let log_sources = log_source::start(server.clone());
 
     let app = api::router(server.clone());
     axum::serve(listener, app)
@@ -65,6 +69,11 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
             drain_secs = drain.as_secs(),
             "in-flight attempts did not finish in time; their leases are given back"
         );
+    }
+    // A source stops between batches: what it handed to the store is
+    // committed, and its checkpoint says so.
+    for t in log_sources {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     let released = server
         .store

@@ -524,6 +524,61 @@ pub(crate) async fn defer_usage(
     tx.commit().await.map_err(StoreError::db(op))
 }
 
+/// A usage event from outside the pipeline: a transfer read from an MTA's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUsage {
+    pub tenant_id: String,
+    /// Unique per transfer and stable across re-reads of the log (the
+    /// reader's transfer key, prefixed by the source): what makes a re-read
+    /// insert nothing.
+    pub message_id: String,
+    pub recipient: String,
+    /// `outbound` (the sender matched the tenant) or `inbound`.
+    pub direction: String,
+    pub size: u64,
+    pub relay: Option<String>,
+    pub at_ms: i64,
+}
+
+pub(crate) async fn insert_external_usage(
+    pools: &Pools,
+    events: &[ExternalUsage],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let op = "insert_external_usage";
+    let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
+    let mut inserted = 0;
+    for e in events {
+        let size = i64::try_from(e.size).unwrap_or(i64::MAX);
+        let done = sqlx::query(
+            "INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
+             direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
+             VALUES ($1, $2, 0, $3, $4, $5, $6, $7, $8, 'pending', 0, $9) \
+             ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
+        )
+        .bind(&e.tenant_id)
+        .bind(&e.message_id)
+        .bind(&e.recipient)
+        // What the tenant did: sent it (delivered) or received it.
+        .bind(if e.direction == "inbound" {
+            "received"
+        } else {
+            "delivered"
+        })
+        .bind(&e.direction)
+        .bind(size)
+        .bind(e.relay.as_deref())
+        .bind(e.at_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(format!("{op}: transfer {:?}", e.message_id)))?;
+        inserted += done.rows_affected();
+    }
+    tx.commit().await.map_err(StoreError::db(op))?;
+    Ok(inserted)
+}
+
 pub(crate) async fn list_unrated(
     pools: &Pools,
     limit: u32,
@@ -969,6 +1024,17 @@ pub(crate) async fn get_billing(
 }
 
 impl super::Store {
+    /// Adds usage events for transfers read from an MTA's log, in one
+    /// transaction; an event already there (the same `message_id`) is left
+    /// alone. Returns how many were new.
+    pub async fn insert_external_usage(
+        &self,
+        events: &[ExternalUsage],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        insert_external_usage(self.pools(), events, now_ms).await
+    }
+
     /// A tenant's billing settings; `None` = postpaid on the platform tariff.
     pub async fn get_billing(
         &self,

@@ -38,8 +38,8 @@ use std::sync::Arc;
 pub use connect::Backend;
 pub use error::StoreError;
 pub use ledger::{
-    Balance, BalanceMode, BillingSettings, ChargeSum, Credited, LedgerEntry, NewCharge,
-    PendingUsage, RatedUsage, Reservation, Settlement,
+    Balance, BalanceMode, BillingSettings, ChargeSum, Credited, ExternalUsage, LedgerEntry,
+    NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
 };
 pub use types::{
     Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent, NewMessage,
