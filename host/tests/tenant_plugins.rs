@@ -967,3 +967,25 @@ fn a_trapping_tenant_send_plugin_falls_back_and_is_suspended() {
     let v = &s.wait_delivered("a", &[late])[0];
     assert!(events_of(v, "plugin_error").is_empty(), "{v}");
 }
+
+#[test]
+fn a_tenant_bounce_plugin_classifies_its_own_refusals() {
+    let s = Stack::start_with_sink(&["-r", "RCPT"]);
+    let (st, v) = s.upload("a", "bounce", "", builtin("bounce-dsn"));
+    assert_eq!(st, 201, "{v}");
+    let (a_id, _) = s.send("a", 1);
+    let (b_id, _) = s.send("b", 1);
+    let a = s.wait_state("a", &a_id, "deferred");
+    s.wait_state("b", &b_id, "deferred");
+    // a's refusal was read by a's plugin (and classified), b's by the pipeline's.
+    let deferred = events_of(&a, "deferred");
+    assert_eq!(deferred[0]["detail"]["status"], "4.3.0", "{a}");
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    assert_eq!(
+        stage_plugins(&v, "bounce")["versions"][0]["stats"]["calls"],
+        1,
+        "{v}"
+    );
+    let (_, v) = s.as_tenant("b", "GET", "/v1/plugins", b"");
+    assert_eq!(v["plugins"], json!([]), "{v}");
+}

@@ -433,7 +433,19 @@ async fn decide_group(
             let decision = decide_reply(server, l, relay_id, &r, relays_left, events).await;
             // The bounce stage's reason and hard/soft for a refusal.
             let class = match &r.reply {
-                Some(x) => bounces::classify_reply(server, &l.address, x).await,
+                Some(x) => {
+                    let (class, failures) =
+                        bounces::classify_reply(server, &l.tenant_id, &l.address, x).await;
+                    events.extend(failures.iter().map(|f| {
+                        event(
+                            l,
+                            EventKind::PluginError,
+                            Some(relay_id),
+                            f.detail(Stage::Bounce),
+                        )
+                    }));
+                    class
+                }
                 None => None,
             };
             let reply_text = r
