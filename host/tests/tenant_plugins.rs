@@ -125,7 +125,12 @@ impl Stack {
     /// Starts the stack on SQLite with tenants `a` and `b` and a key for each;
     /// `extra_plugins` is added to the `[plugins]` table.
     fn start(extra_plugins: &str) -> Stack {
-        Stack::start_on(None, extra_plugins)
+        Stack::start_on(None, extra_plugins, &[])
+    }
+
+    /// The same with more `smtp-sink` options (e.g. `-r RCPT` to refuse with a 4xx).
+    fn start_with_sink(sink_args: &[&str]) -> Stack {
+        Stack::start_on(None, "", sink_args)
     }
 
     /// The same on a throwaway PostgreSQL database (which more hosts can share).
@@ -139,10 +144,10 @@ impl Stack {
             psql(&format!("CREATE DATABASE {db}")).success(),
             "PostgreSQL at 127.0.0.1:5432"
         );
-        Stack::start_on(Some(db), "")
+        Stack::start_on(Some(db), "", &[])
     }
 
-    fn start_on(pg_database: Option<String>, extra_plugins: &str) -> Stack {
+    fn start_on(pg_database: Option<String>, extra_plugins: &str, sink_args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let dumps = dir.path().join("dumps");
         std::fs::create_dir(&dumps).unwrap();
@@ -156,6 +161,7 @@ impl Stack {
         let sink = Command::new("/usr/sbin/smtp-sink")
             .args(["-u", "nobody", "-d"])
             .arg(format!("{}/", dumps.display()))
+            .args(sink_args)
             .arg(format!("127.0.0.1:{sink_port}"))
             .arg("256")
             .stdout(Stdio::null())
@@ -292,6 +298,30 @@ allowed_sender_domains = ["example.com"]
         v
     }
 
+    /// Submits one message with this subject; the HTTP status and answer.
+    fn send_subject(&self, tenant: &str, subject: &str) -> (u16, Value) {
+        let body = json!({
+            "from": "sender@example.com",
+            "to": ["rcpt@example.net"],
+            "subject": subject,
+            "text": "hello",
+        });
+        self.as_tenant(tenant, "POST", "/v1/messages", body.to_string().as_bytes())
+    }
+
+    /// Waits until the message's recipient is in `state`; returns its view.
+    fn wait_state(&self, tenant: &str, id: &str, state: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let v = self.message(tenant, id);
+            if v["recipients"][0]["state"] == state {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "not {state} in time: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until every message's recipient is delivered; returns their views.
     fn wait_delivered(&self, tenant: &str, ids: &[String]) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -340,14 +370,27 @@ fn hostile() -> &'static [u8] {
     sluice::builtin::test_guests::HOSTILE
 }
 
-fn route_plugins(v: &Value) -> Value {
+fn tenant_ingest() -> &'static [u8] {
+    sluice::builtin::test_guests::TENANT_INGEST
+}
+
+fn tenant_send() -> &'static [u8] {
+    sluice::builtin::test_guests::TENANT_SEND
+}
+
+/// The entry of `stage` in a `GET /v1/plugins` answer.
+fn stage_plugins(v: &Value, stage: &str) -> Value {
     v["plugins"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["stage"] == "route")
+        .find(|p| p["stage"] == stage)
         .cloned()
         .unwrap_or(Value::Null)
+}
+
+fn route_plugins(v: &Value) -> Value {
+    stage_plugins(v, "route")
 }
 
 #[test]
@@ -432,10 +475,11 @@ fn uploads_are_checked_and_refused_with_the_reason() {
     );
     let (st, v) = s.upload("a", "sorting", "", builtin("router-weighted"));
     assert_eq!(st, 404, "{v}");
-    let (st, v) = s.upload("a", "send", "", builtin("send-backoff"));
+    // Every stage is a tenant's to replace, each checked against its own world.
+    let (st, v) = s.upload("a", "send", "", builtin("router-weighted"));
     assert_eq!(
-        (st, v["error"]["field"].as_str()),
-        (422, Some("stage")),
+        (st, v["error"]["code"].as_str()),
+        (422, Some("wrong_world")),
         "{v}"
     );
 
@@ -778,4 +822,172 @@ fn a_version_uploaded_on_one_host_goes_live_on_the_other() {
         (200, &json!(2)),
         "{v}"
     );
+}
+
+#[test]
+fn a_tenant_ingest_plugin_rejects_and_adds_headers_for_its_own_mail_only() {
+    let s = Stack::start("");
+    let (st, v) = s.upload(
+        "a",
+        "ingest",
+        "?config=reject_subject=forbidden&config=add_header=X-Tenant-Filter:%20checked-by-a",
+        tenant_ingest(),
+    );
+    assert_eq!(st, 201, "{v}");
+
+    // a's plugin runs after the platform's: it refuses a's subject…
+    let (st, v) = s.send_subject("a", "a forbidden subject");
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("refused by this tenant"), "{v}");
+    // …and marks what it accepts, which arrives at the relay with the header.
+    let (st, v) = s.send_subject("a", "a fine subject");
+    assert_eq!(st, 202, "{v}");
+    let a_id = v["id"].as_str().unwrap().to_owned();
+    // b has no ingest plugin: the same subject is accepted, unmarked.
+    let (st, v) = s.send_subject("b", "a forbidden subject");
+    assert_eq!(st, 202, "{v}");
+    let b_id = v["id"].as_str().unwrap().to_owned();
+    s.wait_delivered("a", std::slice::from_ref(&a_id));
+    s.wait_delivered("b", std::slice::from_ref(&b_id));
+    assert_eq!(s.sink_count("X-Tenant-Filter: checked-by-a"), 1);
+    assert_eq!(s.sink_count("a forbidden subject"), 1, "only b's");
+
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let ingest = stage_plugins(&v, "ingest");
+    assert_eq!(ingest["versions"][0]["stats"]["calls"], 2, "{v}");
+}
+
+#[test]
+fn a_trapping_tenant_ingest_plugin_falls_back_and_is_suspended() {
+    let s = Stack::start("");
+    let (st, v) = s.admin(
+        "PUT",
+        "/admin/v1/tenants/a/plugins/ingest?config=mode=panic&skip_sample=true",
+        tenant_ingest(),
+    );
+    assert_eq!(st, 201, "{v}");
+    // Submitted one after the other, so that the suspension falls on a known message.
+    let mut a_ids = Vec::new();
+    for n in 0..6 {
+        a_ids.push(s.send("a", n).0);
+    }
+    let b_ids: Vec<String> = (0..3).map(|n| s.send("b", n).0).collect();
+    // Every message is accepted on the platform's decision and delivered.
+    let a_views = s.wait_delivered("a", &a_ids);
+    for v in s.wait_delivered("b", &b_ids) {
+        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
+    }
+    let errors: Vec<Vec<&Value>> = a_views
+        .iter()
+        .map(|v| events_of(v, "plugin_error"))
+        .collect();
+    for (n, e) in errors.iter().enumerate().take(5) {
+        assert_eq!(e.len(), 1, "message {n}: {e:?}");
+        assert_eq!(e[0]["detail"]["stage"], "ingest", "{e:?}");
+        assert_eq!(e[0]["detail"]["error"], "trap", "{e:?}");
+        assert_eq!(e[0]["detail"]["suspended"], n == 4, "message {n}: {e:?}");
+    }
+    // Suspended: the sixth goes through the platform's plugin alone.
+    assert!(errors[5].is_empty(), "{:?}", errors[5]);
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    let ingest = stage_plugins(&v, "ingest");
+    assert_eq!(ingest["suspended"], true, "{v}");
+    assert_eq!(ingest["versions"][0]["stats"]["errors"]["trap"], 5, "{v}");
+}
+
+#[test]
+fn a_tenant_send_plugin_fails_on_4xx_where_the_platform_retries() {
+    // The relay refuses every recipient with a 4xx.
+    let s = Stack::start_with_sink(&["-r", "RCPT"]);
+    let (st, v) = s.upload("a", "send", "", tenant_send());
+    assert_eq!(st, 201, "{v}");
+    let (a_id, _) = s.send("a", 1);
+    let (b_id, _) = s.send("b", 1);
+    let a = s.wait_state("a", &a_id, "failed");
+    let failed = events_of(&a, "failed");
+    assert!(
+        failed[0]["detail"]["send_reason"]
+            .as_str()
+            .unwrap()
+            .contains("tenant policy: no retries"),
+        "{a}"
+    );
+    // b's reply is read by the pipeline's policy: a retry later.
+    let b = s.wait_state("b", &b_id, "deferred");
+    assert!(events_of(&b, "failed").is_empty(), "{b}");
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    assert_eq!(
+        stage_plugins(&v, "send")["versions"][0]["stats"]["calls"],
+        1,
+        "{v}"
+    );
+}
+
+#[test]
+fn a_trapping_tenant_send_plugin_falls_back_and_is_suspended() {
+    let s = Stack::start("");
+    let (st, v) = s.admin(
+        "PUT",
+        "/admin/v1/tenants/a/plugins/send?config=mode=panic&skip_sample=true",
+        tenant_send(),
+    );
+    assert_eq!(st, 201, "{v}");
+    let mut a_ids = Vec::new();
+    let mut b_ids = Vec::new();
+    for n in 0..8 {
+        a_ids.push(s.send("a", n).0);
+        b_ids.push(s.send("b", n).0);
+    }
+    for v in s.wait_delivered("b", &b_ids) {
+        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
+    }
+    // The pipeline's send policy reads a's replies instead: all delivered.
+    let a_views = s.wait_delivered("a", &a_ids);
+    let errors: Vec<&Value> = a_views
+        .iter()
+        .flat_map(|v| events_of(v, "plugin_error"))
+        .collect();
+    assert!(errors.len() >= 5, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["detail"]["stage"] == "send" && e["detail"]["error"] == "trap"),
+        "{errors:?}"
+    );
+    assert_eq!(
+        errors
+            .iter()
+            .filter(|e| e["detail"]["suspended"] == true)
+            .count(),
+        1,
+        "{errors:?}"
+    );
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    assert_eq!(stage_plugins(&v, "send")["suspended"], true, "{v}");
+    // Suspended: a's next reply goes to the pipeline's policy alone.
+    let (late, _) = s.send("a", 100);
+    let v = &s.wait_delivered("a", &[late])[0];
+    assert!(events_of(v, "plugin_error").is_empty(), "{v}");
+}
+
+#[test]
+fn a_tenant_bounce_plugin_classifies_its_own_refusals() {
+    let s = Stack::start_with_sink(&["-r", "RCPT"]);
+    let (st, v) = s.upload("a", "bounce", "", builtin("bounce-dsn"));
+    assert_eq!(st, 201, "{v}");
+    let (a_id, _) = s.send("a", 1);
+    let (b_id, _) = s.send("b", 1);
+    let a = s.wait_state("a", &a_id, "deferred");
+    s.wait_state("b", &b_id, "deferred");
+    // a's refusal was read by a's plugin (and classified), b's by the pipeline's.
+    let deferred = events_of(&a, "deferred");
+    assert_eq!(deferred[0]["detail"]["status"], "4.3.0", "{a}");
+    let (_, v) = s.as_tenant("a", "GET", "/v1/plugins", b"");
+    assert_eq!(
+        stage_plugins(&v, "bounce")["versions"][0]["stats"]["calls"],
+        1,
+        "{v}"
+    );
+    let (_, v) = s.as_tenant("b", "GET", "/v1/plugins", b"");
+    assert_eq!(v["plugins"], json!([]), "{v}");
 }

@@ -6,7 +6,7 @@ use super::plugins::call;
 use super::state::{Server, now_ms};
 use crate::compose::{self, Composed, JsonMessage};
 use crate::stage::{Header, IngestDecision, Stage, Submission};
-use crate::store::{NewMessage, Tenant};
+use crate::store::{EventKind, NewEvent, NewMessage, Tenant};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -266,8 +266,14 @@ async fn submit(
         allowed_sender_domains: tenant.allowed_sender_domains.clone(),
         received_at_ms: now_ms(),
     };
+    // The platform's ingest plugin decides first: its rules (sender domains, sizes) hold
+    // for every tenant, and a tenant's plugin cannot undo a platform rejection. Then the
+    // tenant's own, if it has a live one, sees the submission with the platform's added
+    // headers and may reject or add more. If the tenant's fails, the platform's decision
+    // stands (its fallback) and the failure is recorded on the accepted message.
+    let platform_submission = submission.clone();
     let decision = call(s.plugins.stage(Stage::Ingest), move |p| {
-        p.ingest(&submission)
+        p.ingest(&platform_submission)
     })
     .await
     .map_err(|e| {
@@ -278,6 +284,8 @@ async fn submit(
         )
     })?;
     let (mut body, mut tags) = (composed.body, tags);
+    let mut add_headers = Vec::new();
+    let mut tenant_failure = None;
     match decision {
         IngestDecision::Reject(r) => {
             return Err(
@@ -285,16 +293,44 @@ async fn submit(
             );
         }
         IngestDecision::Accept(a) => {
-            if !a.add_headers.is_empty() {
-                let mut prefixed = Vec::new();
-                for h in a.add_headers {
-                    prefixed.extend_from_slice(format!("{}: {}\r\n", h.name, h.value).as_bytes());
-                }
-                prefixed.extend_from_slice(&body);
-                body = prefixed;
-            }
+            let mut submission = submission;
+            submission.headers.extend(a.add_headers.iter().cloned());
+            add_headers.extend(a.add_headers);
             tags.extend(a.add_tags);
+            let tenant_call = s
+                .plugins
+                .tenants
+                .call_live(&s.store, &tenant.id, Stage::Ingest, move |p| {
+                    p.ingest(&submission)
+                })
+                .await;
+            match tenant_call {
+                None => {}
+                Some(Ok(IngestDecision::Reject(r))) => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "rejected",
+                        r.reason,
+                    ));
+                }
+                Some(Ok(IngestDecision::Accept(a))) => {
+                    add_headers.extend(a.add_headers);
+                    tags.extend(a.add_tags);
+                }
+                Some(Err(f)) => {
+                    tracing::warn!(tenant = %tenant.id, error = %f.error, "tenant ingest plugin failed; the platform's decision stands");
+                    tenant_failure = Some(f);
+                }
+            }
         }
+    }
+    if !add_headers.is_empty() {
+        let mut prefixed = Vec::new();
+        for h in add_headers {
+            prefixed.extend_from_slice(format!("{}: {}\r\n", h.name, h.value).as_bytes());
+        }
+        prefixed.extend_from_slice(&body);
+        body = prefixed;
     }
     let accepted = s
         .store
@@ -316,6 +352,20 @@ async fn submit(
             now_ms(),
         )
         .await?;
+    if let Some(f) = tenant_failure.filter(|_| !accepted.duplicate) {
+        let event = NewEvent {
+            message_id: accepted.id.clone(),
+            recipient_idx: None,
+            tenant_id: tenant.id.clone(),
+            kind: EventKind::PluginError,
+            relay: None,
+            detail: f.detail(Stage::Ingest),
+            at_ms: now_ms(),
+        };
+        if let Err(e) = s.store.append_events(vec![event]).await {
+            tracing::error!(error = %e, "cannot record a plugin_error event");
+        }
+    }
     s.wake.notify_one();
     let status = if accepted.duplicate {
         StatusCode::OK

@@ -7,8 +7,8 @@
 //! which relay stats count per window so a router can steer around a relay whose
 //! mail is being blocked.
 
-use super::plugins::call;
 use super::state::Server;
+use super::tenant_live::CallFailure;
 use crate::relay::{RelayClient, RelayReply};
 use crate::stage::{BounceInput, BounceResult, Reason, ReplyInput, SmtpReply, Stage};
 use crate::store::{EventKind, Lease, NewSuppression};
@@ -151,25 +151,37 @@ pub struct ReplyClass {
     pub blocked: bool,
 }
 
-/// Classifies a 4xx/5xx reply through the pipeline's bounce plugin; `None` for a
-/// 2xx or when the plugin fails (the send stage's reading then stands alone).
+/// Classifies a 4xx/5xx reply through the tenant's bounce plugin when it has a live
+/// one, else (or after it failed) the pipeline's; `None` for a 2xx or when no plugin
+/// could classify it (the send stage's reading then stands alone). Also the failures,
+/// for `plugin_error` events.
 pub async fn classify_reply(
     server: &Server,
+    tenant_id: &str,
     recipient: &str,
     reply: &SmtpReply,
-) -> Option<ReplyClass> {
+) -> (Option<ReplyClass>, Vec<CallFailure>) {
     if reply.code < 400 {
-        return None;
+        return (None, Vec::new());
     }
     let input = BounceInput::Reply(ReplyInput {
         recipient: recipient.to_owned(),
         reply: reply.clone(),
     });
-    match call(server.plugins.stage(Stage::Bounce), move |p| {
-        p.bounce(&input)
-    })
-    .await
-    {
+    let pipeline = server.plugins.stage(Stage::Bounce);
+    let called = server
+        .plugins
+        .tenants
+        .call_stage(
+            &server.store,
+            tenant_id,
+            Stage::Bounce,
+            pipeline.clone(),
+            pipeline,
+            move |p| p.bounce(&input),
+        )
+        .await;
+    let class = match called.result {
         Ok(out) => out.results.first().map(|r| ReplyClass {
             reason: reason_name(r.reason),
             hard: r.hard,
@@ -180,7 +192,8 @@ pub async fn classify_reply(
             tracing::warn!(error = %e, "bounce plugin failed on a reply; recording it unclassified");
             None
         }
-    }
+    };
+    (class, called.failures)
 }
 
 /// Adds a reply's class to an attempt event's detail. `final_failure`: the attempt

@@ -3,7 +3,6 @@
 //! through lettre, and let the send plugin say what each reply means.
 
 use super::bounces;
-use super::plugins::call;
 use super::state::{Server, now_ms};
 use crate::relay::{RelayClient, RelayReply};
 use crate::stage::{self, Attempt, RouteDecision, RouteInput, SendDecision, Stage};
@@ -212,48 +211,33 @@ async fn route(
     input: RouteInput,
 ) -> Option<RouteDecision> {
     // The tenant's own uploaded router when one is live, else a default it chose.
-    let tenants = &server.plugins.tenants;
-    let live = tenants.get(&server.store, &tenant.id, Stage::Route).await;
-    let chosen = match &live {
-        Some(l) => l.plugin.clone(),
-        None => server.plugins.router_for(tenant.route_plugin.as_deref()),
-    };
-    let fallback = server.plugins.stage(Stage::Route);
-    let started = std::time::Instant::now();
-    let first_try = {
-        let input = input.clone();
-        call(chosen.clone(), move |p| p.route(&input)).await
-    };
-    let suspended = match &live {
-        Some(l) => {
-            let error = first_try.as_ref().err();
-            tenants
-                .finish(&server.store, l, started.elapsed(), error)
-                .await
-        }
-        None => None,
-    };
-    match first_try {
-        Ok(d) => Some(d),
-        Err(e) => {
-            let mut events: Vec<NewEvent> = group
-                .iter()
-                .map(|l| event(l, EventKind::PluginError, None, json!({"stage": "route", "plugin": chosen.name(), "error": e.kind(), "message": e.to_string(), "suspended": suspended.is_some(), "reason": suspended})))
-                .collect();
-            let result = if Arc::ptr_eq(&chosen, &fallback) {
-                Err(e)
-            } else {
-                call(fallback.clone(), move |p| p.route(&input)).await
-            };
-            if let Err(e2) = &result {
-                events.extend(group.iter().map(|l| event(l, EventKind::PluginError, None, json!({"stage": "route", "plugin": fallback.name(), "error": e2.kind(), "message": e2.to_string(), "fallback": true}))));
-            }
-            if let Err(err) = server.store.append_events(events).await {
-                tracing::error!(error = %err, "cannot record plugin_error events");
-            }
-            result.ok()
+    let called = server
+        .plugins
+        .tenants
+        .call_stage(
+            &server.store,
+            &tenant.id,
+            Stage::Route,
+            server.plugins.router_for(tenant.route_plugin.as_deref()),
+            server.plugins.stage(Stage::Route),
+            move |p| p.route(&input),
+        )
+        .await;
+    if !called.failures.is_empty() {
+        let events: Vec<NewEvent> = called
+            .failures
+            .iter()
+            .flat_map(|f| {
+                group
+                    .iter()
+                    .map(|l| event(l, EventKind::PluginError, None, f.detail(Stage::Route)))
+            })
+            .collect();
+        if let Err(err) = server.store.append_events(events).await {
+            tracing::error!(error = %err, "cannot record plugin_error events");
         }
     }
+    called.result.ok()
 }
 
 /// What one delivery leaves to write: its routing events and its outcomes.
@@ -415,7 +399,6 @@ async fn decide_group(
 
     let mut pending: Vec<&Lease> = group.iter().collect();
     let mut outcomes = Vec::with_capacity(group.len());
-    let send_plugin = server.plugins.stage(Stage::Send);
     for (i, relay_id) in order.iter().enumerate() {
         if pending.is_empty() {
             break;
@@ -447,10 +430,22 @@ async fn decide_group(
         let mut still = Vec::new();
         let mut next_relay_events = Vec::new();
         for (l, r) in pending.into_iter().zip(replies) {
-            let decision = decide_reply(&send_plugin, l, relay_id, &r, relays_left).await;
+            let decision = decide_reply(server, l, relay_id, &r, relays_left, events).await;
             // The bounce stage's reason and hard/soft for a refusal.
             let class = match &r.reply {
-                Some(x) => bounces::classify_reply(server, &l.address, x).await,
+                Some(x) => {
+                    let (class, failures) =
+                        bounces::classify_reply(server, &l.tenant_id, &l.address, x).await;
+                    events.extend(failures.iter().map(|f| {
+                        event(
+                            l,
+                            EventKind::PluginError,
+                            Some(relay_id),
+                            f.detail(Stage::Bounce),
+                        )
+                    }));
+                    class
+                }
                 None => None,
             };
             let reply_text = r
@@ -548,14 +543,16 @@ async fn decide_group(
     outcomes
 }
 
-/// The send plugin's reading of one reply. If it fails, a conservative
-/// reading: 2xx delivered, 5xx failed, anything else retried.
+/// The send policy's reading of one reply: the tenant's own when it has a live one, else
+/// (or after it failed) the pipeline's. If both fail, a conservative reading: 2xx
+/// delivered, 5xx failed, anything else retried. Failures become `plugin_error` events.
 async fn decide_reply(
-    plugin: &Arc<crate::runtime::Plugin>,
+    server: &Server,
     l: &Lease,
     relay: &str,
     r: &RelayReply,
     relays_left: u32,
+    events: &mut Vec<NewEvent>,
 ) -> SendDecision {
     let attempt = Attempt {
         message_id: l.message_id.clone(),
@@ -569,7 +566,28 @@ async fn decide_reply(
         relays_left,
     };
     let reply = r.reply.clone();
-    match call(plugin.clone(), move |p| p.send(&attempt)).await {
+    let pipeline = server.plugins.stage(Stage::Send);
+    let called = server
+        .plugins
+        .tenants
+        .call_stage(
+            &server.store,
+            &l.tenant_id,
+            Stage::Send,
+            pipeline.clone(),
+            pipeline,
+            move |p| p.send(&attempt),
+        )
+        .await;
+    events.extend(called.failures.iter().map(|f| {
+        event(
+            l,
+            EventKind::PluginError,
+            Some(relay),
+            f.detail(Stage::Send),
+        )
+    }));
+    match called.result {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "send plugin failed; reading the reply conservatively");

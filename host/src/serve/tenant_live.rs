@@ -89,6 +89,45 @@ pub struct Live {
     failures: Mutex<VecDeque<Instant>>,
 }
 
+/// One failed plugin call of [`TenantPlugins::call_stage`], for a `plugin_error` event.
+#[derive(Debug)]
+pub struct CallFailure {
+    /// The plugin's name (a tenant's is `tenant/stage@vN`).
+    pub plugin: String,
+    pub error: PluginError,
+    /// This was the pipeline's plugin called after the first one failed.
+    pub fallback: bool,
+    /// Why the tenant's plugin was suspended, when this failure tripped the policy.
+    pub suspended: Option<String>,
+}
+
+impl CallFailure {
+    /// The detail of the `plugin_error` event this failure is recorded as.
+    pub fn detail(&self, stage: Stage) -> serde_json::Value {
+        let mut d = json!({
+            "stage": stage.to_string(),
+            "plugin": self.plugin,
+            "error": self.error.kind(),
+            "message": self.error.to_string(),
+        });
+        if self.fallback {
+            d["fallback"] = json!(true);
+        } else {
+            d["suspended"] = json!(self.suspended.is_some());
+            d["reason"] = json!(self.suspended);
+        }
+        d
+    }
+}
+
+/// What [`TenantPlugins::call_stage`] got: the answer of whichever plugin decided (or the
+/// last error), and every failure on the way.
+#[derive(Debug)]
+pub struct StageCall<T> {
+    pub result: Result<T, PluginError>,
+    pub failures: Vec<CallFailure>,
+}
+
 /// (tenant, stage, version, content hash).
 type CompiledKey = (String, Stage, u32, String);
 
@@ -402,6 +441,100 @@ impl TenantPlugins {
                 None
             }
         }
+    }
+
+    /// Calls the tenant's live plugin for `stage`, if it has one, and counts the call.
+    /// `None`: it has none (or it is suspended); an error is the failure to record.
+    pub async fn call_live<T, F>(
+        self: &Arc<Self>,
+        store: &Store,
+        tenant_id: &str,
+        stage: Stage,
+        f: F,
+    ) -> Option<Result<T, CallFailure>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
+    {
+        let live = self.get(store, tenant_id, stage).await?;
+        let started = Instant::now();
+        let result = super::plugins::call(live.plugin.clone(), f).await;
+        let suspended = self
+            .finish(store, &live, started.elapsed(), result.as_ref().err())
+            .await;
+        Some(result.map_err(|error| CallFailure {
+            plugin: live.plugin.name().to_owned(),
+            error,
+            fallback: false,
+            suspended,
+        }))
+    }
+
+    /// The one way a stage calls a tenant's plugin: the tenant's live plugin for `stage`
+    /// when it has one (under its own limits), else `default`; after a failure the
+    /// pipeline's `fallback` is called once (unless it was the one that failed). A tenant
+    /// plugin's call is counted by [`finish`](Self::finish), which suspends it after
+    /// repeated failures.
+    pub async fn call_stage<T, F>(
+        self: &Arc<Self>,
+        store: &Store,
+        tenant_id: &str,
+        stage: Stage,
+        default: Arc<Plugin>,
+        fallback: Arc<Plugin>,
+        f: F,
+    ) -> StageCall<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Plugin) -> Result<T, PluginError> + Clone + Send + 'static,
+    {
+        let (chosen, first) = match self.call_live(store, tenant_id, stage, f.clone()).await {
+            Some(Ok(v)) => {
+                return StageCall {
+                    result: Ok(v),
+                    failures: Vec::new(),
+                };
+            }
+            Some(Err(failure)) => (None, failure),
+            None => {
+                let first = super::plugins::call(default.clone(), f.clone()).await;
+                match first {
+                    Ok(v) => {
+                        return StageCall {
+                            result: Ok(v),
+                            failures: Vec::new(),
+                        };
+                    }
+                    Err(error) => (
+                        Some(default.clone()),
+                        CallFailure {
+                            plugin: default.name().to_owned(),
+                            error,
+                            fallback: false,
+                            suspended: None,
+                        },
+                    ),
+                }
+            }
+        };
+        let mut failures = vec![first];
+        if chosen.is_some_and(|c| Arc::ptr_eq(&c, &fallback)) {
+            let e = failures[0].error.clone();
+            return StageCall {
+                result: Err(e),
+                failures,
+            };
+        }
+        let result = super::plugins::call(fallback.clone(), f).await;
+        if let Err(e) = &result {
+            failures.push(CallFailure {
+                plugin: fallback.name().to_owned(),
+                error: e.clone(),
+                fallback: true,
+                suspended: None,
+            });
+        }
+        StageCall { result, failures }
     }
 
     /// Counts a finished call. When it is the failure that trips the policy, suspends

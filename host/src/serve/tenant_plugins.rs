@@ -224,12 +224,6 @@ async fn upload(
     opts: UploadOptions,
     bytes: Vec<u8>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    if stage == Stage::Send {
-        return Err(ApiError::invalid(
-            "stage",
-            "the send stage is the platform's; tenants may upload ingest, route, bounce and bill plugins",
-        ));
-    }
     let tenants = &s.plugins.tenants;
     let (max_timeout, max_memory) = tenants.maxima();
     let limits = tenant_limits(
