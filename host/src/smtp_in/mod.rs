@@ -90,6 +90,13 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
+/// Writes a reply and flushes it at once (the last one, or one the client
+/// waits for before it goes on).
+async fn send_now(writer: &mut (impl AsyncWrite + Unpin), reply: &Reply) -> std::io::Result<()> {
+    writer.write_all(reply.to_wire().as_bytes()).await?;
+    writer.flush().await
+}
+
 /// Serves one connection until QUIT, a timeout, too many errors or EOF.
 pub async fn serve_connection<S, H>(stream: S, config: &Config, handler: &H) -> std::io::Result<()>
 where
@@ -112,13 +119,7 @@ where
         )
         .await;
         let step = match read {
-            Err(_) => {
-                writer
-                    .write_all(session.timeout().to_wire().as_bytes())
-                    .await?;
-                writer.flush().await?;
-                return Ok(());
-            }
+            Err(_) => return send_now(&mut writer, &session.timeout()).await,
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Line::Eof)) => return Ok(()),
             Ok(Ok(Line::TooLong)) => session.line_too_long(),
@@ -133,11 +134,7 @@ where
         };
         match step {
             Step::Reply(r) => writer.write_all(r.to_wire().as_bytes()).await?,
-            Step::Close(r) => {
-                writer.write_all(r.to_wire().as_bytes()).await?;
-                writer.flush().await?;
-                return Ok(());
-            }
+            Step::Close(r) => return send_now(&mut writer, &r).await,
             Step::ReadData(go_ahead) => {
                 writer.write_all(go_ahead.to_wire().as_bytes()).await?;
                 writer.flush().await?;
@@ -145,13 +142,7 @@ where
                 let data =
                     tokio::time::timeout(config.data_timeout, read_data(&mut reader, limit)).await;
                 let end = match data {
-                    Err(_) => {
-                        writer
-                            .write_all(session.timeout().to_wire().as_bytes())
-                            .await?;
-                        writer.flush().await?;
-                        return Ok(());
-                    }
+                    Err(_) => return send_now(&mut writer, &session.timeout()).await,
                     Ok(Err(e)) => return Err(e),
                     // The client went away mid-message: nothing was accepted.
                     Ok(Ok(None)) => return Ok(()),
