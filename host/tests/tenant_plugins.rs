@@ -353,6 +353,28 @@ allowed_sender_domains = ["example.com"]
     }
 }
 
+/// Sends 8 messages each for a (whose plugin misbehaves) and b, checks that
+/// all are delivered and b saw no plugin error, and returns a's plugin errors
+/// (at least 5: enough to suspend).
+fn a_misbehaves_beside_b(s: &Stack) -> Vec<Value> {
+    let mut a_ids = Vec::new();
+    let mut b_ids = Vec::new();
+    for n in 0..8 {
+        a_ids.push(s.send("a", n).0);
+        b_ids.push(s.send("b", n).0);
+    }
+    for v in s.wait_delivered("b", &b_ids) {
+        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
+    }
+    let errors: Vec<Value> = s
+        .wait_delivered("a", &a_ids)
+        .iter()
+        .flat_map(|v| events_of(v, "plugin_error").into_iter().cloned())
+        .collect();
+    assert!(errors.len() >= 5, "{errors:?}");
+    errors
+}
+
 fn events_of<'v>(view: &'v Value, kind: &str) -> Vec<&'v Value> {
     view["events"]
         .as_array()
@@ -568,22 +590,8 @@ fn a_looping_plugin_costs_only_its_own_tenant() {
     );
     assert_eq!(st, 201, "{v}");
 
-    let mut a_ids = Vec::new();
-    let mut b_ids = Vec::new();
-    for n in 0..8 {
-        a_ids.push(s.send("a", n).0);
-        b_ids.push(s.send("b", n).0);
-    }
-    for v in s.wait_delivered("b", &b_ids) {
-        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
-    }
     // a's messages still go out, through the pipeline's router.
-    let a_views = s.wait_delivered("a", &a_ids);
-    let errors: Vec<&Value> = a_views
-        .iter()
-        .flat_map(|v| events_of(v, "plugin_error"))
-        .collect();
-    assert!(errors.len() >= 5, "{errors:?}");
+    let errors = a_misbehaves_beside_b(&s);
     assert!(
         errors.iter().all(|e| e["detail"]["error"] == "timeout"),
         "{errors:?}"
@@ -932,22 +940,8 @@ fn a_trapping_tenant_send_plugin_falls_back_and_is_suspended() {
         tenant_send(),
     );
     assert_eq!(st, 201, "{v}");
-    let mut a_ids = Vec::new();
-    let mut b_ids = Vec::new();
-    for n in 0..8 {
-        a_ids.push(s.send("a", n).0);
-        b_ids.push(s.send("b", n).0);
-    }
-    for v in s.wait_delivered("b", &b_ids) {
-        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
-    }
     // The pipeline's send policy reads a's replies instead: all delivered.
-    let a_views = s.wait_delivered("a", &a_ids);
-    let errors: Vec<&Value> = a_views
-        .iter()
-        .flat_map(|v| events_of(v, "plugin_error"))
-        .collect();
-    assert!(errors.len() >= 5, "{errors:?}");
+    let errors = a_misbehaves_beside_b(&s);
     assert!(
         errors
             .iter()
