@@ -18,8 +18,13 @@ const BOUNCE_DOMAIN: &str = "bounces.sluice.test";
 /// A pipeline with relay `a` on `relay_port`, tenant `t`, VERP on and the SMTP
 /// listener on `smtp_port`.
 fn setup(relay_port: u16, smtp_port: u16) -> Setup {
+    setup_with(relay_port, smtp_port, "")
+}
+
+/// The same with more tables (e.g. another tenant).
+fn setup_with(relay_port: u16, smtp_port: u16, extra_tables: &str) -> Setup {
     let tables = format!(
-        "{}{}\n[smtp_in]\nlisten = \"127.0.0.1:{smtp_port}\"\nhostname = \"mx.sluice.test\"\n\
+        "{}{}{extra_tables}\n[smtp_in]\nlisten = \"127.0.0.1:{smtp_port}\"\nhostname = \"mx.sluice.test\"\n\
          max_message_bytes = 100000\ncommand_timeout_secs = 30\n\n\
          [plugins.bounce]\ntimeout_ms = 2000\n",
         relay_table("a", &format!("smtp://127.0.0.1:{relay_port}"), ""),
@@ -558,4 +563,137 @@ fn refusals_while_sending_are_classified_suppressed_and_counted_as_blocked() {
             _ => Err(format!("{v:#}")),
         }
     });
+}
+
+/// A DSN about `rcpt` (user unknown) sent to its return path; swaks' transcript.
+fn bounce_user_unknown(setup: &Setup, smtp_port: u16, rp: &str, rcpt: &str) -> (bool, String) {
+    let file = setup.root().join(format!("{rcpt}.eml"));
+    let text = dsn(
+        rp,
+        rcpt,
+        "failed",
+        "5.1.1",
+        &format!("550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"),
+    );
+    std::fs::write(&file, text).unwrap();
+    swaks(smtp_port, rp, &file, &[])
+}
+
+fn upload_bounce_plugin(setup: &Setup, s: &Sluice, tenant: &str, query: &str) {
+    let r = s.request(
+        "PUT",
+        &format!("/admin/v1/tenants/{tenant}/plugins/bounce?skip_sample=true{query}"),
+        Some(&setup.admin_token),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::TENANT_BOUNCE,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+}
+
+#[test]
+fn a_tenant_bounce_plugin_reads_the_dsns_of_its_own_messages() {
+    let (relay_port, smtp_port) = (free_port(), free_port());
+    let setup = setup_with(relay_port, smtp_port, &tenant_table("u", &["*"]));
+    let sink = Sink::start(setup.root(), relay_port, &[]);
+    let s = setup.start();
+    let (key_t, key_u) = (s.new_key("t"), s.new_key("u"));
+
+    // t reads its bounces with its own plugin (which calls everything a full mailbox).
+    let r = s.request(
+        "PUT",
+        "/v1/plugins/bounce",
+        Some(&key_t),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::TENANT_BOUNCE,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t_id = s.submit(
+        &key_t,
+        &json!({"from": "alice@example.com", "to": ["bob@example.net", "carol@example.net", "erin@example.net"],
+                "subject": "From t", "text": "Hi"}),
+    );
+    let u_id = s.submit(
+        &key_u,
+        &json!({"from": "alice@example.com", "to": ["dan@example.net"],
+                "subject": "From u", "text": "Hi"}),
+    );
+    s.wait_state(&key_t, &t_id, "delivered");
+    s.wait_state(&key_u, &u_id, "delivered");
+
+    // The same DSN for one recipient of each: t's plugin reads t's, the pipeline's u's.
+    for (subject, rcpt) in [("From t", "bob@example.net"), ("From u", "dan@example.net")] {
+        let rp = return_path(&sink, subject, rcpt);
+        let (ok, transcript) = bounce_user_unknown(&setup, smtp_port, &rp, rcpt);
+        assert!(ok, "{transcript}\n{}", s.log());
+    }
+    let m = s.wait_message(&key_t, &t_id, "bob bounced", |m| {
+        recipient(m, "bob@example.net")["state"] == "bounced"
+    });
+    let d = &events_of(&m, "bob@example.net", "bounced")[0]["detail"];
+    assert_eq!(d["reason"], "mailboxfull", "{m:#}");
+    assert_eq!(d["hard"], false, "{m:#}");
+    assert_eq!(
+        d["diagnostic"], "read by the tenant's own bounce plugin",
+        "{m:#}"
+    );
+    let m = s.wait_message(&key_u, &u_id, "dan bounced", |m| {
+        recipient(m, "dan@example.net")["state"] == "bounced"
+    });
+    let d = &events_of(&m, "dan@example.net", "bounced")[0]["detail"];
+    assert_eq!(
+        (&d["reason"], &d["hard"]),
+        (&json!("userunknown"), &json!(true)),
+        "{m:#}"
+    );
+    // Soft for t: nothing suppressed; hard for u: dan is.
+    let list = |key: &str| {
+        s.request("GET", "/v1/suppressions", Some(key), None, b"")
+            .json()
+    };
+    assert_eq!(list(&key_t)["suppressions"], json!([]));
+    assert_eq!(
+        list(&key_u)["suppressions"][0]["address"],
+        "dan@example.net"
+    );
+    let plugins = s
+        .request("GET", "/v1/plugins", Some(&key_t), None, b"")
+        .json();
+    assert_eq!(
+        plugins["plugins"][0]["versions"][0]["stats"]["calls"], 1,
+        "the DSN (the sample run is not counted): {plugins:#}"
+    );
+
+    // A trapping version that fails closed: the DSN is refused for now (the sender keeps
+    // it and retries) and nothing else reads it for t.
+    upload_bounce_plugin(&setup, &s, "t", "&config=mode=panic&on_failure=defer");
+    let rp_carol = return_path(&sink, "From t", "carol@example.net");
+    let (ok, transcript) = bounce_user_unknown(&setup, smtp_port, &rp_carol, "carol@example.net");
+    assert!(!ok && transcript.contains("451 4.3.0"), "{transcript}");
+    let m = s.wait_message(&key_t, &t_id, "carol's plugin error", |m| {
+        !events_of(m, "carol@example.net", "plugin_error").is_empty()
+    });
+    assert_eq!(
+        recipient(&m, "carol@example.net")["state"],
+        "delivered",
+        "{m:#}"
+    );
+    let e = &events_of(&m, "carol@example.net", "plugin_error")[0]["detail"];
+    assert_eq!(
+        (&e["stage"], &e["error"], &e["on_failure"]),
+        (&json!("bounce"), &json!("trap"), &json!("defer")),
+        "{m:#}"
+    );
+
+    // The same with the fallback policy: the pipeline's plugin reads it instead.
+    upload_bounce_plugin(&setup, &s, "t", "&config=mode=panic&on_failure=fallback");
+    let rp_erin = return_path(&sink, "From t", "erin@example.net");
+    let (ok, transcript) = bounce_user_unknown(&setup, smtp_port, &rp_erin, "erin@example.net");
+    assert!(ok, "{transcript}\n{}", s.log());
+    let m = s.wait_message(&key_t, &t_id, "erin bounced", |m| {
+        recipient(m, "erin@example.net")["state"] == "bounced"
+    });
+    let d = &events_of(&m, "erin@example.net", "bounced")[0]["detail"];
+    assert_eq!(d["reason"], "userunknown", "{m:#}");
+    let e = &events_of(&m, "erin@example.net", "plugin_error")[0]["detail"];
+    assert_eq!(e["on_failure"], "fallback", "{m:#}");
 }

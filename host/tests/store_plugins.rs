@@ -11,7 +11,9 @@ mod pg_support;
 
 use sha2::Digest;
 use sluice::stage::Stage;
-use sluice::store::{Backend, NewPluginVersion, NewTenant, PluginState, Store, StoreError};
+use sluice::store::{
+    Backend, FailurePolicy, NewPluginVersion, NewTenant, PluginState, Store, StoreError,
+};
 
 struct Db {
     url: String,
@@ -118,6 +120,8 @@ fn upload(tenant: &str, stage: Stage, wasm: Vec<u8>) -> NewPluginVersion {
         config: vec![("mode".into(), "fast".into())],
         timeout_ms: Some(40),
         memory_bytes: None,
+        calls_in_flight: Some(3),
+        on_failure: FailurePolicy::Defer,
         uploaded_by: "sluice_abc123".into(),
     }
 }
@@ -144,6 +148,11 @@ async fn versions_are_numbered_per_tenant_and_stage_with_hash_and_bytes(db: Db) 
     assert_eq!(v1.size, component(0).len() as u64);
     assert_eq!(v1.state, PluginState::Ready);
     assert_eq!(v1.config, vec![("mode".to_string(), "fast".to_string())]);
+    // The policy and the concurrency cap come back as stored (compared in full below).
+    assert_eq!(
+        (v1.calls_in_flight, v1.on_failure),
+        (Some(3), FailurePolicy::Defer)
+    );
 
     let all = s.list_plugin_versions("acme", None).await.unwrap();
     assert_eq!(

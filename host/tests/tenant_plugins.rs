@@ -985,3 +985,68 @@ fn a_tenant_bounce_plugin_classifies_its_own_refusals() {
     let (_, v) = s.as_tenant("b", "GET", "/v1/plugins", b"");
     assert_eq!(v["plugins"], json!([]), "{v}");
 }
+
+#[test]
+fn a_tenant_router_that_fails_closed_defers_its_own_mail_until_fixed() {
+    let s = Stack::start("max_calls_in_flight = 4");
+    let (st, v) = s.admin(
+        "PUT",
+        "/admin/v1/tenants/a/plugins/route?config=mode=panic&skip_sample=true&on_failure=defer&calls_in_flight=2",
+        hostile(),
+    );
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["check"]["on_failure"], "defer", "{v}");
+    assert_eq!(v["check"]["calls_in_flight"], 2, "{v}");
+    // Above the platform's maximum: refused, naming it.
+    let (st, v) = s.upload(
+        "a",
+        "route",
+        "?calls_in_flight=5",
+        builtin("router-weighted"),
+    );
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("maximum of 4"), "{v}");
+
+    // One after the other, so that the suspension falls on a known message.
+    let a_ids: Vec<String> = (0..6)
+        .map(|n| {
+            let (id, _) = s.send("a", n);
+            s.wait_state("a", &id, "deferred");
+            id
+        })
+        .collect();
+    let b_ids: Vec<String> = (0..3).map(|n| s.send("b", n).0).collect();
+    for v in s.wait_delivered("b", &b_ids) {
+        assert!(events_of(&v, "plugin_error").is_empty(), "b untouched: {v}");
+    }
+    for (n, id) in a_ids.iter().enumerate() {
+        let v = s.message("a", id);
+        assert!(events_of(&v, "routed").is_empty(), "nobody routed it: {v}");
+        let deferred = events_of(&v, "deferred");
+        let reason = deferred[0]["detail"]["reason"].as_str().unwrap();
+        assert!(reason.contains("fail closed"), "{v}");
+        let errors = events_of(&v, "plugin_error");
+        if n < 5 {
+            assert!(reason.contains("failed (trap"), "{v}");
+            assert_eq!(errors.len(), 1, "message {n}: {v}");
+            assert_eq!(errors[0]["detail"]["on_failure"], "defer", "{v}");
+            assert_eq!(errors[0]["detail"]["suspended"], n == 4, "message {n}: {v}");
+        } else {
+            // Suspended: deferred without calling it, saying why.
+            assert!(reason.contains("is suspended"), "{v}");
+            assert!(errors.is_empty(), "{v}");
+        }
+    }
+    assert_eq!(s.sink_count("of tenant a"), 0, "nothing of a's was sent");
+
+    // A working upload re-enables the stage: the deferred mail goes out on its retry.
+    let (st, v) = s.upload(
+        "a",
+        "route",
+        "?on_failure=defer",
+        builtin("router-weighted"),
+    );
+    assert_eq!(st, 201, "{v}");
+    s.wait_delivered("a", &a_ids);
+    assert_eq!(s.sink_count("of tenant a"), 6);
+}

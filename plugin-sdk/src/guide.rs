@@ -16,8 +16,16 @@
 //! on `sluice-sdk` with `crate-type = ["cdylib", "rlib"]` (the component, and
 //! a library your tests can call) and a size-optimised release profile;
 //! `src/lib.rs` with a working plugin for the stage and a unit test; a README
-//! with the commands below. Stages a tenant may supply: `ingest`, `route`,
-//! `bounce`, `bill` (`send` is the platform's).
+//! with the commands below. Every stage can be a tenant's own; each decides for
+//! that tenant's traffic only:
+//!
+//! | stage | decides | runs |
+//! |-------|---------|------|
+//! | `ingest` | accept (adding headers, tags) or reject a submission | after the platform's filter, which it cannot overrule |
+//! | `route` | which relays, in order, or defer / reject | before every delivery attempt |
+//! | `send` | what a relay's reply means: delivered, retry when, or fail | after every attempt |
+//! | `bounce` | what a refusal while sending, or a DSN received on a message's return path, says: reason, hard or soft | on each 4xx/5xx and each received bounce |
+//! | `bill` | the charges of a batch of usage events | in the background, in batches |
 //!
 //! ## 2. Write the decision
 //!
@@ -43,9 +51,12 @@
 //! - **Money is exact.** Prices are [`Decimal`](crate::types::Decimal)s and
 //!   amounts integer micro-units; never a float.
 //! - **Every call is bounded.** By default a route call has 50 ms and 64 MiB,
-//!   in a fresh instance (nothing survives between calls). You may ask for
-//!   other limits at upload (`--timeout-ms`, `--memory-mib`) up to the
-//!   platform's maxima.
+//!   in a fresh instance (nothing survives between calls), and each host runs
+//!   at most one call of your version per core at once (more wait their turn,
+//!   which delays only your own mail). You may ask for other limits at upload
+//!   (`--timeout-ms`, `--memory-mib`, `--calls-in-flight`) up to the
+//!   platform's maxima (`[plugins] max_timeout_ms`, `max_memory_mib`,
+//!   `max_calls_in_flight`).
 //!
 //! ## 3. Test it natively
 //!
@@ -98,13 +109,27 @@
 //! ## 6. When it fails
 //!
 //! A call that traps, runs out of time or memory, or answers something
-//! invalid never loses mail: the message is routed by the platform's plugin
-//! instead, and the message gets a `plugin_error` event saying why. After 5
-//! failed calls within a minute the version is suspended — the platform's
-//! plugin takes over, and one `plugin_error` event carries `"suspended":
-//! true` with the reason — until you upload a new version or activate one.
-//! Your plugin's failures cost your own traffic only: other tenants' calls run
-//! in their own instances and do not wait for yours.
+//! invalid never loses mail, and the message gets a `plugin_error` event
+//! saying why (with `"on_failure"`). What happens instead is yours to choose
+//! per stage at upload (`--on-failure`, `?on_failure=`):
+//!
+//! - `fallback` (the default): the platform's plugin decides this once.
+//! - `defer` (fail closed): nobody else decides for you. Per stage: `route` —
+//!   the recipients are deferred and retried in a minute; `send` — a 2xx still
+//!   counts as delivered, anything else is retried, never failed; `bounce` — a
+//!   refusal while sending stays unclassified (nothing suppressed), a received
+//!   DSN is refused with `451` so the reporting server retries it; `ingest` —
+//!   the submission is refused with `503` (nothing accepted, try again);
+//!   `bill` — the events stay unrated and are retried.
+//!
+//! After 5 failed calls within a minute the version is suspended, and one
+//! `plugin_error` event carries `"suspended": true` with the reason. While
+//! suspended, a `fallback` stage runs the platform's plugin and a `defer`
+//! stage keeps deferring (each deferral says the plugin is suspended and
+//! why), until you upload a new version or activate one; deferred mail then
+//! goes out on its next retry. Your plugin's failures cost your own traffic
+//! only: other tenants' calls run in their own instances and slots and do not
+//! wait for yours.
 //!
 //! ## 7. Billing: raters and tariffs
 //!
@@ -117,8 +142,8 @@
 //! same transaction as the outcome, and a background task rates pending events
 //! in batches per tenant and calendar month (UTC). Your uploaded rater
 //! (`PUT /v1/plugins/bill`) rates your events; without one, or when it fails,
-//! the platform's `rater-tiered` rates them with your tariff (the route stage's
-//! fallback and suspension policy). When no rater can answer, the events stay
+//! the platform's `rater-tiered` rates them with your tariff (unless your
+//! rater's policy is `defer`; see section 6). When no rater can answer, the events stay
 //! unrated and are retried with backoff — never charged from an answer that
 //! did not validate. Charges are keyed by (message, recipient, outcome,
 //! service): a replayed batch never charges twice.

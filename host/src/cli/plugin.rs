@@ -42,7 +42,7 @@ pub enum PluginCommand {
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {
-    /// The stage the plugin is for: ingest, route, bounce or bill.
+    /// The stage the plugin is for: ingest, route, send, bounce or bill.
     #[arg(long)]
     stage: Stage,
     /// The component file (`.wasm`).
@@ -65,6 +65,13 @@ pub struct UploadArgs {
     /// Memory limit of one instance in MiB (default 64).
     #[arg(long)]
     memory_mib: Option<u32>,
+    /// Calls of this version running at once per host (default: one per core).
+    #[arg(long)]
+    calls_in_flight: Option<u32>,
+    /// After a trap or timeout: `fallback` (the platform's plugin decides) or `defer`
+    /// (fail closed: the message waits).
+    #[arg(long, value_parser = ["fallback", "defer"])]
+    on_failure: Option<String>,
     /// Store the version without making it active.
     #[arg(long)]
     no_activate: bool,
@@ -346,6 +353,12 @@ fn upload(args: UploadArgs) -> Result<ExitCode> {
     }
     if let Some(m) = args.memory_mib {
         query.push(format!("memory_mib={m}"));
+    }
+    if let Some(n) = args.calls_in_flight {
+        query.push(format!("calls_in_flight={n}"));
+    }
+    if let Some(p) = &args.on_failure {
+        query.push(format!("on_failure={p}"));
     }
     if args.no_activate {
         query.push("activate=false".into());

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct NewArgs {
-    /// The stage: ingest, route, bounce or bill.
+    /// The stage: ingest, route, send, bounce or bill.
     #[arg(long)]
     stage: Stage,
     /// The crate's name (lower case, digits, `-`); also its directory.
@@ -56,13 +56,7 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
         ))
         .into());
     }
-    let Some(template) = template(args.stage) else {
-        return Err(UsageError(format!(
-            "the {} stage is the platform's; tenants write ingest, route, bounce and bill plugins",
-            args.stage
-        ))
-        .into());
-    };
+    let template = template(args.stage);
     let sdk = args
         .sdk_path
         .clone()
@@ -155,15 +149,67 @@ Then `GET /v1/plugins` lists your versions with their call counters,
 `POST /v1/plugins/{STAGE}/rollback` goes back to the version before.
 "#;
 
-fn template(stage: Stage) -> Option<&'static str> {
-    Some(match stage {
+fn template(stage: Stage) -> &'static str {
+    match stage {
         Stage::Route => ROUTE,
         Stage::Bill => BILL,
         Stage::Ingest => INGEST,
         Stage::Bounce => BOUNCE,
-        Stage::Send => return None,
-    })
+        Stage::Send => SEND,
+    }
 }
+
+const SEND: &str = r#"//! {TYPE}: what a relay's reply means for one recipient. 2xx is delivered; a 4xx is
+//! retried with a doubling delay for up to `max_age_hours` (default 24); a 5xx fails;
+//! no reply at all tries the next relay.
+
+use sluice_sdk::send::*;
+
+/// The plugin.
+pub struct {TYPE};
+
+impl SendPolicy for {TYPE} {
+    fn decide(attempt: Attempt) -> SendDecision {
+        let Some(reply) = attempt.reply else {
+            return SendDecision::NextRelay(attempt.transport_error.unwrap_or_default());
+        };
+        let max_age_hours: u64 = sluice_sdk::config::get("max_age_hours")
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(24);
+        match reply.code {
+            200..=299 => SendDecision::Delivered,
+            400..=499 if attempt.age_secs < max_age_hours * 3600 => SendDecision::Retry(Retry {
+                after_secs: 60u32.saturating_mul(1 << attempt.attempt.min(10)),
+                reason: format!("{} {}", reply.code, reply.text),
+            }),
+            _ => SendDecision::Fail(format!("{} {}", reply.code, reply.text)),
+        }
+    }
+}
+
+sluice_sdk::export_send_policy!({TYPE});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::testing;
+
+    #[test]
+    fn retries_temporary_refusals_with_backoff_and_fails_permanent_ones() {
+        assert_eq!(
+            {TYPE}::decide(testing::attempt(250, "2.0.0", "ok")),
+            SendDecision::Delivered
+        );
+        let mut again = testing::attempt(451, "4.7.1", "try later");
+        again.attempt = 3;
+        assert!(matches!({TYPE}::decide(again), SendDecision::Retry(r) if r.after_secs == 480));
+        assert!(matches!(
+            {TYPE}::decide(testing::attempt(550, "5.1.1", "no such user")),
+            SendDecision::Fail(_)
+        ));
+    }
+}
+"#;
 
 const ROUTE: &str = r#"//! {TYPE}: relays that are up, those with spare connections first.
 

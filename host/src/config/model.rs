@@ -134,6 +134,9 @@ pub struct Plugins {
     /// Platform maxima for tenant plugins.
     pub max_timeout: Duration,
     pub max_memory_bytes: usize,
+    /// Most calls of one tenant plugin running at once (`[plugins]
+    /// max_calls_in_flight`, default 8): a tenant asks for fewer at upload.
+    pub max_calls_in_flight: u32,
     /// Largest tenant plugin upload (`[plugins] max_upload_bytes`, default 10 MiB).
     pub max_upload_bytes: u64,
 }
@@ -422,6 +425,8 @@ struct RawPlugins {
     max_memory_mib: Option<usize>,
     #[serde(default)]
     max_upload_bytes: Option<u64>,
+    #[serde(default)]
+    max_calls_in_flight: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -845,6 +850,18 @@ impl RawPipeline {
         }
 
         let p = self.plugins;
+        let max_calls_in_flight = match p.max_calls_in_flight {
+            Some(v) if *v.get_ref() == 0 => {
+                check.at(
+                    v.span(),
+                    "plugins.max_calls_in_flight",
+                    "must be at least 1",
+                );
+                8
+            }
+            Some(v) => v.into_inner(),
+            None => 8,
+        };
         let mut plugin = |raw: Option<Spanned<RawPlugin>>, stage: Stage| match raw {
             Some(s) => {
                 let span = s.span();
@@ -861,6 +878,7 @@ impl RawPipeline {
             max_timeout: Duration::from_millis(p.max_timeout_ms.unwrap_or(1000)),
             max_memory_bytes: p.max_memory_mib.unwrap_or(128) << 20,
             max_upload_bytes: p.max_upload_bytes.unwrap_or(10 << 20).max(1),
+            max_calls_in_flight,
         };
 
         let tenant_ids: HashSet<String> =

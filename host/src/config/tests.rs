@@ -24,6 +24,16 @@ fn the_embedded_default_parses_and_uses_the_default_plugins() {
         vec![("window_secs".to_owned(), "900".to_owned())]
     );
     assert!(p.relays.is_empty());
+    assert_eq!(p.plugins.max_calls_in_flight, 8);
+}
+
+#[test]
+fn zero_calls_in_flight_is_refused_where_it_is_written() {
+    let e = errors("[plugins]\nmax_calls_in_flight = 0\n");
+    assert!(
+        e.starts_with("p.toml:2:23: key `plugins.max_calls_in_flight`: must be at least 1"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! on.
 
 mod bindings;
+mod cache;
 mod convert;
 mod log;
 mod sandbox;
@@ -21,7 +22,7 @@ use sandbox::{CaptureLimits, StoreState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
@@ -39,6 +40,8 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// How often the epoch advances; the granularity of call deadlines.
     pub epoch_tick: Duration,
+    /// Where compiled components are cached across runs (none: always compile).
+    pub compile_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -47,6 +50,7 @@ impl Default for RuntimeConfig {
             max_instances: 256,
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(1),
+            compile_cache: cache::default_dir(),
         }
     }
 }
@@ -238,7 +242,7 @@ impl Runtime {
             });
         }
         let engine = &self.inner.engine;
-        let component = Component::new(engine, bytes)
+        let component = cache::compile(engine, bytes, self.inner.config.compile_cache.as_deref())
             .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         let exports: Vec<String> = component
             .component_type()

@@ -4,6 +4,7 @@
 use super::error::ApiError;
 use super::plugins::call;
 use super::state::{Server, now_ms};
+use super::tenant_live::LiveCall;
 use crate::compose::{self, Composed, JsonMessage};
 use crate::stage::{Header, IngestDecision, Stage, Submission};
 use crate::store::{EventKind, NewEvent, NewMessage, Tenant};
@@ -269,8 +270,9 @@ async fn submit(
     // The platform's ingest plugin decides first: its rules (sender domains, sizes) hold
     // for every tenant, and a tenant's plugin cannot undo a platform rejection. Then the
     // tenant's own, if it has a live one, sees the submission with the platform's added
-    // headers and may reject or add more. If the tenant's fails, the platform's decision
-    // stands (its fallback) and the failure is recorded on the accepted message.
+    // headers and may reject or add more. If the tenant's fails, its policy decides: the
+    // platform's decision stands (`fallback`; the failure is recorded on the accepted
+    // message) or nothing is accepted and the client is told to try again (`defer`).
     let platform_submission = submission.clone();
     let decision = call(s.plugins.stage(Stage::Ingest), move |p| {
         p.ingest(&platform_submission)
@@ -304,20 +306,36 @@ async fn submit(
                     p.ingest(&submission)
                 })
                 .await;
+            let closed = |why: String| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "plugin_failed",
+                    format!("{why}; nothing was accepted, try again"),
+                )
+            };
             match tenant_call {
-                None => {}
-                Some(Ok(IngestDecision::Reject(r))) => {
+                LiveCall::NoPlugin => {}
+                LiveCall::Closed(why) => return Err(closed(why)),
+                LiveCall::Done(Ok(IngestDecision::Reject(r))) => {
                     return Err(ApiError::new(
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "rejected",
                         r.reason,
                     ));
                 }
-                Some(Ok(IngestDecision::Accept(a))) => {
+                LiveCall::Done(Ok(IngestDecision::Accept(a))) => {
                     add_headers.extend(a.add_headers);
                     tags.extend(a.add_tags);
                 }
-                Some(Err(f)) => {
+                LiveCall::Done(Err(f)) if f.closed => {
+                    return Err(closed(format!(
+                        "{} failed ({}: {}), and its failure policy is to defer (fail closed)",
+                        f.plugin,
+                        f.error.kind(),
+                        f.error
+                    )));
+                }
+                LiveCall::Done(Err(f)) => {
                     tracing::warn!(tenant = %tenant.id, error = %f.error, "tenant ingest plugin failed; the platform's decision stands");
                     tenant_failure = Some(f);
                 }

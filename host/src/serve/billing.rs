@@ -10,6 +10,7 @@
 
 use super::plugins::call;
 use super::state::{Server, now_ms};
+use super::tenant_live::LiveCall;
 use crate::billing::{self, DEFAULT_TARIFF, TariffInfo};
 use crate::runtime::PluginError;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
@@ -91,26 +92,28 @@ pub async fn rate(
 ) -> Result<BillOutput, String> {
     let tenants = &server.plugins.tenants;
     let mut failures = Vec::new();
-    if let Some(live) = tenants.get(&server.store, tenant_id, Stage::Bill).await {
-        let started = Instant::now();
-        let first = {
-            let input = input.clone();
-            call(live.plugin.clone(), move |p| p.bill(&input)).await
-        };
-        let suspended = tenants
-            .finish(
-                &server.store,
-                &live,
-                started.elapsed(),
-                first.as_ref().err(),
-            )
-            .await;
-        match first {
-            Ok(out) => return checked(&input, out),
-            Err(e) => {
-                tracing::warn!(tenant = tenant_id, plugin = live.plugin.name(), error = %e, suspended = suspended.is_some(), "tenant bill plugin failed; the pipeline's rates instead");
-                failures.push(describe(live.plugin.name(), &e));
-            }
+    let tenant_call = {
+        let input = input.clone();
+        tenants
+            .call_live(&server.store, tenant_id, Stage::Bill, move |p| {
+                p.bill(&input)
+            })
+            .await
+    };
+    match tenant_call {
+        LiveCall::NoPlugin => {}
+        LiveCall::Done(Ok(out)) => return checked(&input, out),
+        // Fail closed: the events stay unrated and are retried.
+        LiveCall::Closed(why) => return Err(why),
+        LiveCall::Done(Err(f)) if f.closed => {
+            return Err(format!(
+                "{}; its failure policy is to defer (fail closed)",
+                describe(&f.plugin, &f.error)
+            ));
+        }
+        LiveCall::Done(Err(f)) => {
+            tracing::warn!(tenant = tenant_id, plugin = %f.plugin, error = %f.error, suspended = f.suspended.is_some(), "tenant bill plugin failed; the pipeline's rates instead");
+            failures.push(describe(&f.plugin, &f.error));
         }
     }
     let fallback = server.plugins.stage(Stage::Bill);

@@ -1,13 +1,13 @@
 //! The SMTP listener's [`Handler`]: a `RCPT TO` must be a VERP return path that
-//! verifies and names a stored recipient; a message is read by the pipeline's bounce
-//! plugin and its verdict recorded on that recipient before the 250.
+//! verifies and names a stored recipient; a message is read by the bounce plugin of the
+//! tenant that sent the bounced message (its own when it has a live one, else the
+//! pipeline's) and the verdict recorded on that recipient before the 250.
 
 use super::bounces::{pick, verdict};
-use super::plugins::call;
 use super::state::{Server, now_ms};
 use crate::smtp_in::{self, Handler, Reply, Transaction};
-use crate::stage::{BounceInput, Stage};
-use crate::store::{BounceReport, BounceTarget};
+use crate::stage::{BounceInput, BounceOutput, Stage};
+use crate::store::{BounceReport, BounceTarget, EventKind, NewEvent};
 use crate::verp::VerpError;
 use anyhow::Context;
 use std::sync::Arc;
@@ -61,20 +61,24 @@ impl Handler for Intake {
     }
 
     async fn deliver(&self, tx: Transaction<BounceTarget>, message: Vec<u8>) -> Reply {
-        let input = BounceInput::Email(message);
-        let out = match call(self.server.plugins.stage(Stage::Bounce), move |p| {
-            p.bounce(&input)
-        })
-        .await
-        {
-            Ok(out) => out,
-            Err(e) => {
-                tracing::warn!(error = %e, "bounce intake: the bounce plugin failed");
-                return try_later("the bounce could not be read now");
+        // One reading per tenant: each tenant's bounce plugin reads the bounces of its
+        // own messages (a DSN naming several return paths is rare, and all one tenant's).
+        let mut readings: Vec<(String, BounceOutput)> = Vec::new();
+        let message = Arc::new(message);
+        for (_, target) in &tx.rcpts {
+            if readings.iter().any(|(t, _)| t == &target.tenant_id) {
+                continue;
             }
-        };
+            match self.read(&target.tenant_id, &message, &tx.rcpts).await {
+                Ok(out) => readings.push((target.tenant_id.clone(), out)),
+                Err(reply) => return reply,
+            }
+        }
         let n = tx.rcpts.len();
         for (_, target) in tx.rcpts {
+            let Some((_, out)) = readings.iter().find(|(t, _)| t == &target.tenant_id) else {
+                continue;
+            };
             let v = verdict(pick(&out.results, &target.address), &out.notes);
             let report = BounceReport {
                 message_id: target.message_id.clone(),
@@ -102,6 +106,65 @@ impl Handler for Intake {
             }
         }
         Reply::new(250, format!("2.0.0 bounce recorded for {n} recipient(s)"))
+    }
+}
+
+impl Intake {
+    /// Reads a bounce for `tenant_id`'s messages; a failure of every plugin that could
+    /// read it (or of the tenant's, when it fails closed) is a 451: the sender keeps the
+    /// bounce and retries. Failures become `plugin_error` events on the bounced messages.
+    async fn read(
+        &self,
+        tenant_id: &str,
+        message: &Arc<Vec<u8>>,
+        rcpts: &[(String, BounceTarget)],
+    ) -> Result<BounceOutput, Reply> {
+        let pipeline = self.server.plugins.stage(Stage::Bounce);
+        let message = message.clone();
+        let called = self
+            .server
+            .plugins
+            .tenants
+            .call_stage(
+                &self.server.store,
+                tenant_id,
+                Stage::Bounce,
+                pipeline.clone(),
+                pipeline,
+                move |p| p.bounce(&BounceInput::Email(message.to_vec())),
+            )
+            .await;
+        let events: Vec<NewEvent> = called
+            .failures
+            .iter()
+            .flat_map(|f| {
+                rcpts
+                    .iter()
+                    .filter(|(_, t)| t.tenant_id == tenant_id)
+                    .map(|(_, t)| NewEvent {
+                        message_id: t.message_id.clone(),
+                        recipient_idx: Some(t.recipient_idx),
+                        tenant_id: t.tenant_id.clone(),
+                        kind: EventKind::PluginError,
+                        relay: None,
+                        detail: f.detail(Stage::Bounce),
+                        at_ms: now_ms(),
+                    })
+            })
+            .collect();
+        if !events.is_empty()
+            && let Err(e) = self.server.store.append_events(events).await
+        {
+            tracing::warn!(error = %e, "bounce intake: cannot record plugin_error events");
+        }
+        if let Some(why) = called.closed {
+            tracing::info!(tenant = tenant_id, reason = %why, "bounce intake: deferring a bounce");
+            return Err(try_later("the bounce could not be read now"));
+        }
+        called.result.map_err(|e| {
+            tracing::warn!(error = %e, "bounce intake: the bounce plugin failed");
+            try_later("the bounce could not be read now")
+        })
     }
 }
 

@@ -202,8 +202,9 @@ fn route_input(
     }
 }
 
-/// Asks the tenant's router, falling back to the pipeline's on a plugin
-/// failure (recorded as a `plugin_error` event). `None`: nobody could decide.
+/// Asks the tenant's router, falling back to the pipeline's on a plugin failure
+/// (recorded as a `plugin_error` event) unless the tenant's policy is to fail closed,
+/// which defers. `None`: nobody could decide.
 async fn route(
     server: &Server,
     tenant: &Tenant,
@@ -236,6 +237,12 @@ async fn route(
         if let Err(err) = server.store.append_events(events).await {
             tracing::error!(error = %err, "cannot record plugin_error events");
         }
+    }
+    if let Some(reason) = called.closed {
+        return Some(RouteDecision::Defer(stage::Deferral {
+            delay_secs: PLUGIN_FAILURE_RETRY_SECS as u32,
+            reason,
+        }));
     }
     called.result.ok()
 }
@@ -587,6 +594,17 @@ async fn decide_reply(
             f.detail(Stage::Send),
         )
     }));
+    if let Some(reason) = called.closed {
+        // Fail closed: a reply that says delivered stays delivered (the mail is out);
+        // anything else is retried, never failed, until the tenant's plugin decides.
+        return match reply {
+            Some(x) if (200..300).contains(&x.code) => SendDecision::Delivered,
+            _ => SendDecision::Retry(stage::Retry {
+                after_secs: PLUGIN_FAILURE_RETRY_SECS as u32,
+                reason,
+            }),
+        };
+    }
     match called.result {
         Ok(d) => d,
         Err(e) => {

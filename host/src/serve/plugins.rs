@@ -66,6 +66,7 @@ impl PluginSet {
                 runtime.clone(),
                 cfg.max_timeout,
                 cfg.max_memory_bytes,
+                cfg.max_calls_in_flight,
             )),
             runtime,
             stages,

@@ -1,7 +1,8 @@
 //! Tenants' own plugins as this server runs them: which version of each (tenant, stage)
 //! is live, compiled once per version and shared by every call, with per-plugin call
-//! counters, a shared log, and the failure policy that suspends a plugin that keeps
-//! failing.
+//! counters, a shared log, a cap on its calls in flight, and the failure policy: after a
+//! failure the platform's plugin decides (`fallback`) or the message waits (`defer`, fail
+//! closed), and a plugin that keeps failing is suspended.
 //!
 //! Switching is atomic: the live map is replaced in one write, a call that already holds
 //! an `Arc<Live>` finishes on the version it started with, and the next call picks the
@@ -12,12 +13,13 @@ use crate::runtime::{
     Limits, LoadError, LogLevel, LogSource, Plugin, PluginError, PluginLog, PluginSpec, Runtime,
 };
 use crate::stage::Stage;
-use crate::store::{ActivePlugin, PluginState, PluginVersion, Store};
+use crate::store::{ActivePlugin, FailurePolicy, PluginState, PluginVersion, Store};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// How often the live map is re-read from the store.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -83,10 +85,35 @@ pub struct Live {
     pub version: u32,
     pub plugin: Arc<Plugin>,
     pub stats: Arc<CallStats>,
+    pub on_failure: FailurePolicy,
+    /// The version's calls in flight on this host: a tenant's calls wait for its own
+    /// slots, so a slow plugin holds back only its own traffic.
+    slots: Arc<Semaphore>,
     activated_at_ms: i64,
     /// Set here at once when the failure policy trips; the store follows.
     suspended: AtomicBool,
+    /// Why, once suspended (for fail-closed deferrals).
+    suspended_reason: Mutex<Option<String>>,
     failures: Mutex<VecDeque<Instant>>,
+}
+
+/// Who decides a (tenant, stage) on this host right now.
+pub enum Pick {
+    /// The tenant has no live plugin (none, or suspended with the `fallback` policy).
+    Platform,
+    Tenant(Arc<Live>),
+    /// Its plugin is suspended and its policy is to fail closed: nobody decides; why.
+    Closed(String),
+}
+
+/// What [`TenantPlugins::call_live`] got.
+pub enum LiveCall<T> {
+    /// No tenant plugin decides: the platform's does.
+    NoPlugin,
+    /// The tenant's plugin answered, or failed (see [`CallFailure::closed`]).
+    Done(Result<T, CallFailure>),
+    /// The tenant's plugin is suspended and fails closed: nobody decides; why.
+    Closed(String),
 }
 
 /// One failed plugin call of [`TenantPlugins::call_stage`], for a `plugin_error` event.
@@ -99,6 +126,8 @@ pub struct CallFailure {
     pub fallback: bool,
     /// Why the tenant's plugin was suspended, when this failure tripped the policy.
     pub suspended: Option<String>,
+    /// The tenant's policy is to fail closed: no other plugin decides instead.
+    pub closed: bool,
 }
 
 impl CallFailure {
@@ -113,6 +142,7 @@ impl CallFailure {
         if self.fallback {
             d["fallback"] = json!(true);
         } else {
+            d["on_failure"] = json!(if self.closed { "defer" } else { "fallback" });
             d["suspended"] = json!(self.suspended.is_some());
             d["reason"] = json!(self.suspended);
         }
@@ -126,17 +156,44 @@ impl CallFailure {
 pub struct StageCall<T> {
     pub result: Result<T, PluginError>,
     pub failures: Vec<CallFailure>,
+    /// The tenant's plugin failed or is suspended and its policy is to fail closed: the
+    /// caller defers, saying this. (`result` is then an error.)
+    pub closed: Option<String>,
+}
+
+impl<T> StageCall<T> {
+    fn answered(v: T) -> StageCall<T> {
+        StageCall {
+            result: Ok(v),
+            failures: Vec::new(),
+            closed: None,
+        }
+    }
+}
+
+/// The reason a fail-closed deferral gives.
+fn closed_reason(plugin: &str, what: &str) -> String {
+    format!("{plugin} {what}, and its failure policy is to defer (fail closed)")
 }
 
 /// (tenant, stage, version, content hash).
 type CompiledKey = (String, Stage, u32, String);
+
+/// The (tenant, stage)s decided by a tenant plugin, and those failing closed.
+#[derive(Clone, Default)]
+struct LiveMap {
+    running: HashMap<(String, Stage), Arc<Live>>,
+    /// Suspended with the `defer` policy: why.
+    closed: HashMap<(String, Stage), String>,
+}
 
 /// Tenants' plugins on this server.
 pub struct TenantPlugins {
     runtime: Runtime,
     max_timeout: Duration,
     max_memory_bytes: usize,
-    live: RwLock<HashMap<(String, Stage), Arc<Live>>>,
+    max_calls_in_flight: u32,
+    live: RwLock<LiveMap>,
     /// Compiled versions by (tenant, stage, version, content hash).
     /// With when each was last loaded, for eviction.
     compiled: Mutex<HashMap<CompiledKey, (Arc<Plugin>, Instant)>>,
@@ -192,12 +249,18 @@ pub fn plugin_name(tenant_id: &str, stage: Stage, version: u32) -> String {
 }
 
 impl TenantPlugins {
-    pub fn new(runtime: Runtime, max_timeout: Duration, max_memory_bytes: usize) -> TenantPlugins {
+    pub fn new(
+        runtime: Runtime,
+        max_timeout: Duration,
+        max_memory_bytes: usize,
+        max_calls_in_flight: u32,
+    ) -> TenantPlugins {
         TenantPlugins {
             runtime,
             max_timeout,
             max_memory_bytes,
-            live: RwLock::new(HashMap::new()),
+            max_calls_in_flight: max_calls_in_flight.max(1),
+            live: RwLock::new(LiveMap::default()),
             compiled: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
@@ -209,6 +272,18 @@ impl TenantPlugins {
     /// The platform maxima tenant limits are held to.
     pub fn maxima(&self) -> (Duration, usize) {
         (self.max_timeout, self.max_memory_bytes)
+    }
+
+    /// The platform maximum of one version's calls in flight.
+    pub fn max_calls_in_flight(&self) -> u32 {
+        self.max_calls_in_flight
+    }
+
+    /// A version's calls in flight: the tenant's own number, else one per core, never
+    /// above the platform maximum.
+    pub fn calls_in_flight(&self, asked: Option<u32>) -> u32 {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get() as u32);
+        asked.unwrap_or(cores).clamp(1, self.max_calls_in_flight)
     }
 
     /// The log every version of a (tenant, stage) writes to on this host.
@@ -267,15 +342,10 @@ impl TenantPlugins {
         );
     }
 
-    /// The live plugin of a (tenant, stage), if it has one that is not suspended.
-    /// Starts a refresh from the store when the last one is older than
-    /// [`REFRESH_EVERY`] (and waits for the very first).
-    pub async fn get(
-        self: &Arc<Self>,
-        store: &Store,
-        tenant_id: &str,
-        stage: Stage,
-    ) -> Option<Arc<Live>> {
+    /// Who decides a (tenant, stage): its live plugin, the platform's, or nobody (a
+    /// suspended plugin that fails closed). Starts a refresh from the store when the
+    /// last one is older than [`REFRESH_EVERY`] (and waits for the very first).
+    pub async fn pick(self: &Arc<Self>, store: &Store, tenant_id: &str, stage: Stage) -> Pick {
         let last = *lock(&self.last_refresh);
         match last {
             None => {
@@ -296,20 +366,41 @@ impl TenantPlugins {
             }
             Some(_) => {}
         }
-        let live = self
-            .live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(tenant_id.to_owned(), stage))
-            .cloned()?;
-        (!live.suspended.load(Ordering::Acquire)).then_some(live)
+        let key = (tenant_id.to_owned(), stage);
+        let live = {
+            let map = self.live.read().unwrap_or_else(|p| p.into_inner());
+            match map.running.get(&key) {
+                Some(l) => l.clone(),
+                None => {
+                    return map
+                        .closed
+                        .get(&key)
+                        .map_or(Pick::Platform, |r| Pick::Closed(r.clone()));
+                }
+            }
+        };
+        if !live.suspended.load(Ordering::Acquire) {
+            return Pick::Tenant(live);
+        }
+        match live.on_failure {
+            FailurePolicy::Fallback => Pick::Platform,
+            FailurePolicy::Defer => {
+                let why = lock(&live.suspended_reason)
+                    .clone()
+                    .unwrap_or_else(|| "failing repeatedly".into());
+                Pick::Closed(closed_reason(
+                    live.plugin.name(),
+                    &format!("is suspended ({why})"),
+                ))
+            }
+        }
     }
 
     /// Re-reads which versions are active and swaps the live map in one write.
     pub async fn refresh(&self, store: &Store) -> Result<(), crate::store::StoreError> {
         let active = store.list_active_plugins().await?;
         let current = self.live.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut next = HashMap::new();
+        let mut next = LiveMap::default();
         // Compiled versions worth keeping: the active ones and the few a rollback
         // would go back to.
         let mut keep = HashSet::new();
@@ -323,32 +414,43 @@ impl TenantPlugins {
                 keep.insert((v.tenant_id.clone(), v.stage, *p));
             }
             keep.insert((v.tenant_id.clone(), v.stage, v.version));
+            let key = (v.tenant_id.clone(), v.stage);
             if v.state == PluginState::Suspended {
+                if v.on_failure == FailurePolicy::Defer {
+                    let name = plugin_name(&v.tenant_id, v.stage, v.version);
+                    let why = v.state_reason.as_deref().unwrap_or("no reason recorded");
+                    next.closed
+                        .insert(key, closed_reason(&name, &format!("is suspended ({why})")));
+                }
                 continue;
             }
-            let key = (v.tenant_id.clone(), v.stage);
             // Same activation: keep the entry, with its failure window (and a local
             // suspension the store has not recorded yet).
-            if let Some(cur) = current.get(&key)
+            if let Some(cur) = current.running.get(&key)
                 && cur.version == v.version
                 && cur.activated_at_ms == activated_at_ms
             {
-                next.insert(key, cur.clone());
+                next.running.insert(key, cur.clone());
                 continue;
             }
             let Some(plugin) = self.load_version(store, &v).await else {
                 continue;
             };
-            next.insert(
+            next.running.insert(
                 key,
                 Arc::new(Live {
                     stats: self.stats_for(&v.tenant_id, v.stage, v.version),
+                    on_failure: v.on_failure,
+                    slots: Arc::new(Semaphore::new(
+                        self.calls_in_flight(v.calls_in_flight) as usize
+                    )),
                     tenant_id: v.tenant_id,
                     stage: v.stage,
                     version: v.version,
                     plugin,
                     activated_at_ms,
                     suspended: AtomicBool::new(false),
+                    suspended_reason: Mutex::new(None),
                     failures: Mutex::new(VecDeque::new()),
                 }),
             );
@@ -443,38 +545,48 @@ impl TenantPlugins {
         }
     }
 
-    /// Calls the tenant's live plugin for `stage`, if it has one, and counts the call.
-    /// `None`: it has none (or it is suspended); an error is the failure to record.
+    /// Calls the tenant's live plugin for `stage`, if it has one, in one of its own call
+    /// slots, and counts the call.
     pub async fn call_live<T, F>(
         self: &Arc<Self>,
         store: &Store,
         tenant_id: &str,
         stage: Stage,
         f: F,
-    ) -> Option<Result<T, CallFailure>>
+    ) -> LiveCall<T>
     where
         T: Send + 'static,
         F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
     {
-        let live = self.get(store, tenant_id, stage).await?;
+        let live = match self.pick(store, tenant_id, stage).await {
+            Pick::Platform => return LiveCall::NoPlugin,
+            Pick::Closed(why) => return LiveCall::Closed(why),
+            Pick::Tenant(live) => live,
+        };
+        // Waiting for one of its own slots is the tenant's queue, not its plugin's time.
+        let Ok(_slot) = live.slots.clone().acquire_owned().await else {
+            return LiveCall::NoPlugin;
+        };
         let started = Instant::now();
         let result = super::plugins::call(live.plugin.clone(), f).await;
         let suspended = self
             .finish(store, &live, started.elapsed(), result.as_ref().err())
             .await;
-        Some(result.map_err(|error| CallFailure {
+        LiveCall::Done(result.map_err(|error| CallFailure {
             plugin: live.plugin.name().to_owned(),
             error,
             fallback: false,
             suspended,
+            closed: live.on_failure == FailurePolicy::Defer,
         }))
     }
 
     /// The one way a stage calls a tenant's plugin: the tenant's live plugin for `stage`
-    /// when it has one (under its own limits), else `default`; after a failure the
-    /// pipeline's `fallback` is called once (unless it was the one that failed). A tenant
-    /// plugin's call is counted by [`finish`](Self::finish), which suspends it after
-    /// repeated failures.
+    /// when it has one (under its own limits), else `default`. After a failure of the
+    /// tenant's plugin its policy decides: `fallback` calls the pipeline's `fallback`
+    /// once, `defer` returns [`StageCall::closed`]. After a failure of `default` the
+    /// fallback is called (unless it was the one that failed). A tenant plugin's call is
+    /// counted by [`finish`](Self::finish), which suspends it after repeated failures.
     pub async fn call_stage<T, F>(
         self: &Arc<Self>,
         store: &Store,
@@ -489,33 +601,39 @@ impl TenantPlugins {
         F: Fn(&Plugin) -> Result<T, PluginError> + Clone + Send + 'static,
     {
         let (chosen, first) = match self.call_live(store, tenant_id, stage, f.clone()).await {
-            Some(Ok(v)) => {
+            LiveCall::Done(Ok(v)) => return StageCall::answered(v),
+            LiveCall::Done(Err(failure)) if failure.closed => {
+                let why = closed_reason(
+                    &failure.plugin,
+                    &format!("failed ({}: {})", failure.error.kind(), failure.error),
+                );
                 return StageCall {
-                    result: Ok(v),
-                    failures: Vec::new(),
+                    result: Err(failure.error.clone()),
+                    failures: vec![failure],
+                    closed: Some(why),
                 };
             }
-            Some(Err(failure)) => (None, failure),
-            None => {
-                let first = super::plugins::call(default.clone(), f.clone()).await;
-                match first {
-                    Ok(v) => {
-                        return StageCall {
-                            result: Ok(v),
-                            failures: Vec::new(),
-                        };
-                    }
-                    Err(error) => (
-                        Some(default.clone()),
-                        CallFailure {
-                            plugin: default.name().to_owned(),
-                            error,
-                            fallback: false,
-                            suspended: None,
-                        },
-                    ),
-                }
+            LiveCall::Closed(why) => {
+                return StageCall {
+                    result: Err(PluginError::Unavailable(why.clone())),
+                    failures: Vec::new(),
+                    closed: Some(why),
+                };
             }
+            LiveCall::Done(Err(failure)) => (None, failure),
+            LiveCall::NoPlugin => match super::plugins::call(default.clone(), f.clone()).await {
+                Ok(v) => return StageCall::answered(v),
+                Err(error) => (
+                    Some(default.clone()),
+                    CallFailure {
+                        plugin: default.name().to_owned(),
+                        error,
+                        fallback: false,
+                        suspended: None,
+                        closed: false,
+                    },
+                ),
+            },
         };
         let mut failures = vec![first];
         if chosen.is_some_and(|c| Arc::ptr_eq(&c, &fallback)) {
@@ -523,6 +641,7 @@ impl TenantPlugins {
             return StageCall {
                 result: Err(e),
                 failures,
+                closed: None,
             };
         }
         let result = super::plugins::call(fallback.clone(), f).await;
@@ -532,9 +651,14 @@ impl TenantPlugins {
                 error: e.clone(),
                 fallback: true,
                 suspended: None,
+                closed: false,
             });
         }
-        StageCall { result, failures }
+        StageCall {
+            result,
+            failures,
+            closed: None,
+        }
     }
 
     /// Counts a finished call. When it is the failure that trips the policy, suspends
@@ -571,6 +695,7 @@ impl TenantPlugins {
             "{failures} failed calls within {}s, the last: {error}",
             SUSPEND_WINDOW.as_secs()
         );
+        *lock(&live.suspended_reason) = Some(reason.clone());
         let name = plugin_name(&live.tenant_id, live.stage, live.version);
         if let Err(e) = store
             .suspend_plugin(
@@ -584,12 +709,14 @@ impl TenantPlugins {
         {
             tracing::warn!(plugin = %name, error = %e, "cannot record the suspension; it holds on this host");
         }
+        let meanwhile = match live.on_failure {
+            FailurePolicy::Fallback => "the pipeline's plugin runs",
+            FailurePolicy::Defer => "its messages wait (fail closed)",
+        };
         live.plugin.log().push(
             LogLevel::Error,
             LogSource::Host,
-            format!(
-                "{name} suspended: {reason}; the pipeline's plugin runs until a new upload or activation"
-            ),
+            format!("{name} suspended: {reason}; {meanwhile} until a new upload or activation"),
             Vec::new(),
         );
         Some(reason)

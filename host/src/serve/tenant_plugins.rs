@@ -10,7 +10,7 @@ use super::state::{Server, now_ms};
 use super::tenant_live::tenant_limits;
 use crate::runtime::{LoadError, Plugin, PluginError};
 use crate::stage::{self, Stage};
-use crate::store::{NewPluginVersion, PluginState};
+use crate::store::{FailurePolicy, NewPluginVersion, PluginState};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -92,6 +92,8 @@ struct UploadOptions {
     config: Vec<(String, String)>,
     timeout_ms: Option<u32>,
     memory_bytes: Option<u64>,
+    calls_in_flight: Option<u32>,
+    on_failure: FailurePolicy,
     activate: bool,
     skip_sample: bool,
 }
@@ -134,6 +136,16 @@ fn upload_options(query: Vec<(String, String)>, admin: bool) -> Result<UploadOpt
                 })?;
                 o.memory_bytes = Some(mib.saturating_mul(1 << 20));
             }
+            "calls_in_flight" => {
+                o.calls_in_flight = Some(v.parse().map_err(|_| {
+                    ApiError::invalid("calls_in_flight", format!("{v:?} is not a number of calls"))
+                })?);
+            }
+            "on_failure" => {
+                o.on_failure = v
+                    .parse()
+                    .map_err(|e: String| ApiError::invalid("on_failure", e))?;
+            }
             "activate" => o.activate = boolean("activate", &v)?,
             "skip_sample" if admin => o.skip_sample = boolean("skip_sample", &v)?,
             "skip_sample" => {
@@ -146,7 +158,7 @@ fn upload_options(query: Vec<(String, String)>, admin: bool) -> Result<UploadOpt
                 return Err(ApiError::invalid(
                     other,
                     format!(
-                        "unknown query parameter {other:?} (there are: config, timeout_ms, memory_mib, activate)"
+                        "unknown query parameter {other:?} (there are: config, timeout_ms, memory_mib, calls_in_flight, on_failure, activate)"
                     ),
                 ));
             }
@@ -241,6 +253,17 @@ async fn upload(
         };
         ApiError::invalid(field, e)
     })?;
+    let max_calls = tenants.max_calls_in_flight();
+    match opts.calls_in_flight {
+        Some(0) => return Err(ApiError::invalid("calls_in_flight", "must be at least 1")),
+        Some(n) if n > max_calls => {
+            return Err(ApiError::invalid(
+                "calls_in_flight",
+                format!("{n} is above the platform maximum of {max_calls}"),
+            ));
+        }
+        _ => {}
+    }
     // The number this upload will most likely get, so the compiled plugin carries its
     // name; if another upload takes it first, the plugin is compiled again on activation.
     let expected = s
@@ -303,6 +326,8 @@ async fn upload(
                 config: opts.config,
                 timeout_ms: opts.timeout_ms,
                 memory_bytes: opts.memory_bytes,
+                calls_in_flight: opts.calls_in_flight,
+                on_failure: opts.on_failure,
                 uploaded_by,
             },
             now_ms(),
@@ -328,6 +353,8 @@ async fn upload(
                 "answer": answer,
                 "timeout_ms": limits.timeout.as_millis() as u64,
                 "memory_bytes": limits.memory_bytes,
+                "calls_in_flight": tenants.calls_in_flight(opts.calls_in_flight),
+                "on_failure": opts.on_failure,
             },
         })),
     ))
@@ -516,10 +543,24 @@ mod tests {
                 ("timeout_ms", "20"),
                 ("memory_mib", "8"),
                 ("activate", "false"),
+                ("calls_in_flight", "3"),
+                ("on_failure", "defer"),
             ]),
             false,
         )
         .unwrap();
+        assert_eq!(
+            (o.calls_in_flight, o.on_failure),
+            (Some(3), FailurePolicy::Defer)
+        );
+        let e = upload_options(q(&[("on_failure", "panic")]), false).unwrap_err();
+        assert!(
+            e.message.contains("\"panic\"") && e.message.contains("fallback, defer"),
+            "{}",
+            e.message
+        );
+        let e = upload_options(q(&[("calls_in_flight", "many")]), false).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("calls_in_flight"));
         assert_eq!(
             o.config,
             vec![("mode".into(), "loop".into()), ("x".into(), "a=b".into())]

@@ -169,6 +169,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "billing",
         include_str!("migrations/sqlite/0004_billing.sql"),
     ),
+    (
+        5,
+        "plugin_policy",
+        include_str!("migrations/sqlite/0005_plugin_policy.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -186,6 +191,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "billing",
         include_str!("migrations/postgres/0004_billing.sql"),
+    ),
+    (
+        5,
+        "plugin_policy",
+        include_str!("migrations/postgres/0005_plugin_policy.sql"),
     ),
 ];
 

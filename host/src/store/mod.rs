@@ -305,7 +305,7 @@ pub use suppressions::{NewSuppression, Suppression};
 
 mod plugins;
 
-pub use plugins::{ActivePlugin, NewPluginVersion, PluginState, PluginVersion};
+pub use plugins::{ActivePlugin, FailurePolicy, NewPluginVersion, PluginState, PluginVersion};
 
 impl Store {
     /// Stores an upload as the next version of its (tenant, stage), numbered from 1,

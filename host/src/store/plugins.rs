@@ -46,6 +46,42 @@ impl PluginState {
     }
 }
 
+/// What happens to a tenant's traffic when its plugin for a stage fails (traps, runs out
+/// of time or memory, answers something invalid) or is suspended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailurePolicy {
+    /// The platform's plugin decides instead.
+    #[default]
+    Fallback,
+    /// Fail closed: nothing else decides for the tenant; the message waits (deferred,
+    /// or a temporary refusal at intake) until the tenant's plugin works again.
+    Defer,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Fallback => "fallback",
+            FailurePolicy::Defer => "defer",
+        }
+    }
+}
+
+impl std::str::FromStr for FailurePolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fallback" => Ok(FailurePolicy::Fallback),
+            "defer" => Ok(FailurePolicy::Defer),
+            other => Err(format!(
+                "{other:?} is not a failure policy (there are: fallback, defer)"
+            )),
+        }
+    }
+}
+
 /// An upload to store.
 #[derive(Debug, Clone)]
 pub struct NewPluginVersion {
@@ -59,6 +95,9 @@ pub struct NewPluginVersion {
     pub timeout_ms: Option<u32>,
     /// The tenant's own memory limit (none: the stage's default).
     pub memory_bytes: Option<u64>,
+    /// The tenant's own cap on concurrent calls (none: the platform's default).
+    pub calls_in_flight: Option<u32>,
+    pub on_failure: FailurePolicy,
     /// Who uploaded it (an API key's prefix, or `admin`).
     pub uploaded_by: String,
 }
@@ -75,6 +114,8 @@ pub struct PluginVersion {
     pub config: Vec<(String, String)>,
     pub timeout_ms: Option<u32>,
     pub memory_bytes: Option<u64>,
+    pub calls_in_flight: Option<u32>,
+    pub on_failure: FailurePolicy,
     pub uploaded_by: String,
     pub uploaded_at_ms: i64,
     pub state: PluginState,
@@ -92,12 +133,20 @@ pub struct ActivePlugin {
     pub previous: Vec<u32>,
 }
 
-const VERSION_COLUMNS: &str = "v.tenant_id, v.stage, v.version, v.sha256, v.size, v.config, \
-     v.timeout_ms, v.memory_bytes, v.uploaded_by, v.uploaded_at_ms, v.state, v.state_reason, v.state_changed_at_ms";
+/// The columns of a version, without its bytes (a macro so that queries can `concat!` it).
+macro_rules! version_columns {
+    () => {
+        "v.tenant_id, v.stage, v.version, v.sha256, v.size, v.config, \
+     v.timeout_ms, v.memory_bytes, v.calls_in_flight, v.on_failure, v.uploaded_by, v.uploaded_at_ms, \
+     v.state, v.state_reason, v.state_changed_at_ms"
+    };
+}
+const VERSION_COLUMNS: &str = version_columns!();
 
 fn version_from_row(row: &AnyRow, op: &str) -> Result<PluginVersion, StoreError> {
     let stage: String = col(row, op, "stage")?;
     let state: String = col(row, op, "state")?;
+    let on_failure: String = col(row, op, "on_failure")?;
     let config: String = col(row, op, "config")?;
     let version: i64 = col(row, op, "version")?;
     let size: i64 = col(row, op, "size")?;
@@ -120,6 +169,10 @@ fn version_from_row(row: &AnyRow, op: &str) -> Result<PluginVersion, StoreError>
                     .map_err(|_| corrupt(&format!("{op}: column memory_bytes"), &n.to_string()))
             })
             .transpose()?,
+        calls_in_flight: get_opt_u32(row, op, "calls_in_flight")?,
+        on_failure: on_failure
+            .parse()
+            .map_err(|_| corrupt(&format!("{op}: column on_failure"), &on_failure))?,
         uploaded_by: col(row, op, "uploaded_by")?,
         uploaded_at_ms: col(row, op, "uploaded_at_ms")?,
         state: PluginState::parse(&state)
@@ -201,8 +254,9 @@ pub(crate) async fn add(
         // second insert then does nothing and we try the next number.
         let done = sqlx::query(
             "INSERT INTO plugin_versions (tenant_id, stage, version, sha256, size, wasm, config, \
-             timeout_ms, memory_bytes, uploaded_by, uploaded_at_ms, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             timeout_ms, memory_bytes, calls_in_flight, on_failure, uploaded_by, uploaded_at_ms, \
+             state) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (tenant_id, stage, version) DO NOTHING",
         )
         .bind(&new.tenant_id)
@@ -214,6 +268,8 @@ pub(crate) async fn add(
         .bind(&config)
         .bind(new.timeout_ms.map(i64::from))
         .bind(new.memory_bytes.map(|m| m as i64))
+        .bind(new.calls_in_flight.map(i64::from))
+        .bind(new.on_failure.as_str())
         .bind(&new.uploaded_by)
         .bind(now_ms)
         .bind(PluginState::Ready.as_str())
@@ -236,6 +292,8 @@ pub(crate) async fn add(
             config: new.config,
             timeout_ms: new.timeout_ms,
             memory_bytes: new.memory_bytes,
+            calls_in_flight: new.calls_in_flight,
+            on_failure: new.on_failure,
             uploaded_by: new.uploaded_by,
             uploaded_at_ms: now_ms,
             state: PluginState::Ready,
@@ -315,11 +373,13 @@ pub(crate) async fn wasm(
     row.map(|r| col(&r, op, "wasm")).transpose()
 }
 
-const ACTIVE_QUERY: &str = "SELECT v.tenant_id, v.stage, v.version, v.sha256, v.size, v.config, \
-     v.timeout_ms, v.memory_bytes, v.uploaded_by, v.uploaded_at_ms, v.state, v.state_reason, v.state_changed_at_ms, \
-     a.history, a.activated_at_ms \
+const ACTIVE_QUERY: &str = concat!(
+    "SELECT ",
+    version_columns!(),
+    ", a.history, a.activated_at_ms \
      FROM active_plugins a JOIN plugin_versions v \
-     ON v.tenant_id = a.tenant_id AND v.stage = a.stage AND v.version = a.version";
+     ON v.tenant_id = a.tenant_id AND v.stage = a.stage AND v.version = a.version"
+);
 
 pub(crate) async fn active(
     pools: &Pools,
