@@ -377,6 +377,72 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
     assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
 }
 
+#[test]
+fn a_tenant_rater_that_fails_closed_leaves_usage_unrated_instead_of_the_platform_rating_it() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["t.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    // The platform's rater could rate this tariff; t's own rater traps and fails closed.
+    set_billing(&s, "t", "postpaid", &flat_tariff("0.01"));
+    let upload = |query: &str| {
+        let r = s.request(
+            "PUT",
+            &format!("/admin/v1/tenants/t/plugins/bill?skip_sample=true{query}"),
+            Some(&setup.admin_token),
+            Some("application/wasm"),
+            sluice::builtin::test_guests::TENANT_BILL,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    };
+    upload("&config=mode=panic&on_failure=defer");
+    let id = s.submit(&key, &simple("a@t.example", "x@example.net", "fail closed"));
+    s.wait_state(&key, &id, "delivered");
+    let listed = wait_for("the usage event unrated, saying why", || {
+        let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+        let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
+        match list.first() {
+            Some(u) if u["attempts"].as_u64() >= Some(1) => Ok(u.clone()),
+            _ => Err(format!("{}\n{}", r.body, s.log())),
+        }
+    });
+    let why = listed["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("t/bill@v1") && why.contains("trap") && why.contains("fail closed"),
+        "{listed}"
+    );
+    assert!(
+        usage(&s, &key).is_empty(),
+        "the platform's rater did not step in"
+    );
+
+    // A working version of t's rater rates it on the next retry, with t's own price.
+    upload("&config=price=0.0123");
+    let charges = wait_for_within(
+        std::time::Duration::from_secs(90),
+        "t's rater's charge",
+        || {
+            let c = usage(&s, &key);
+            if c.len() == 1 {
+                Ok(c)
+            } else {
+                Err(format!("{c:#?}"))
+            }
+        },
+    );
+    assert_eq!(charges[0]["service"], "tenant-flat", "{charges:#?}");
+    assert_eq!(charges[0]["amount_micros"], 12_300, "{charges:#?}");
+}
+
 /// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,
 /// delivered; `upto` cuts it after that many lines (a message still in the queue).
 fn qmail_message(m: u64, from: &str, to: &str, upto: usize) -> String {

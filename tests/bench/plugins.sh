@@ -86,7 +86,23 @@ calls_on() { # host-port version → calls of that route version on that host
     jq "[.plugins[] | select(.stage==\"route\") | .versions[] | select(.version==$2) | .stats.calls // 0] | first // 0"
 }
 upload() { # round → version number
-  curl -sf "${auth[@]}" -X PUT --data-binary "@$ROUTER" -H 'Content-Type: application/wasm' \
+  # Distinct bytes per round (a custom section naming the round), so that each upload is
+  # a new component that the hosts compile, not one found in the compiled-component cache.
+  python3 - "$ROUTER" "$OUT/round-$1.wasm" "$1-$$" <<'PY'
+import sys
+src, dst, tag = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+def leb(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+name = b"sluice-bench-round"
+body = leb(len(name)) + name + tag
+open(dst, "wb").write(open(src, "rb").read() + b"\x00" + leb(len(body)) + body)
+PY
+  curl -sf "${auth[@]}" -X PUT --data-binary "@$OUT/round-$1.wasm" -H 'Content-Type: application/wasm' \
     "http://127.0.0.1:$H1/v1/plugins/route?config=round%3D$1" | jq .version.version
 }
 

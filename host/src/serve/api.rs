@@ -327,14 +327,7 @@ async fn submit(
                     add_headers.extend(a.add_headers);
                     tags.extend(a.add_tags);
                 }
-                LiveCall::Done(Err(f)) if f.closed => {
-                    return Err(closed(format!(
-                        "{} failed ({}: {}), and its failure policy is to defer (fail closed)",
-                        f.plugin,
-                        f.error.kind(),
-                        f.error
-                    )));
-                }
+                LiveCall::Done(Err(f)) if f.closed => return Err(closed(f.closed_reason())),
                 LiveCall::Done(Err(f)) => {
                     tracing::warn!(tenant = %tenant.id, error = %f.error, "tenant ingest plugin failed; the platform's decision stands");
                     tenant_failure = Some(f);

@@ -105,12 +105,7 @@ pub async fn rate(
         LiveCall::Done(Ok(out)) => return checked(&input, out),
         // Fail closed: the events stay unrated and are retried.
         LiveCall::Closed(why) => return Err(why),
-        LiveCall::Done(Err(f)) if f.closed => {
-            return Err(format!(
-                "{}; its failure policy is to defer (fail closed)",
-                describe(&f.plugin, &f.error)
-            ));
-        }
+        LiveCall::Done(Err(f)) if f.closed => return Err(f.closed_reason()),
         LiveCall::Done(Err(f)) => {
             tracing::warn!(tenant = tenant_id, plugin = %f.plugin, error = %f.error, suspended = f.suspended.is_some(), "tenant bill plugin failed; the pipeline's rates instead");
             failures.push(describe(&f.plugin, &f.error));
@@ -295,21 +290,42 @@ async fn rate_group(
         .map_err(|e| format!("writing the charges: {e}"))
 }
 
-/// Volume mode is settled at period end: once the previous month has no unrated usage
-/// left, each volume service's period is re-priced at the tier its total reached and
-/// the difference is written once as a settlement row.
+/// Ended months looked at for settlement: a host that was down (or usage rated late)
+/// still settles any of them; each is settled once.
+const SETTLE_MONTHS: usize = 12;
+
+/// Volume mode is settled at period end: once an ended month (of the last
+/// [`SETTLE_MONTHS`]) has no unrated usage left, each volume service's period is
+/// re-priced at the tier its total reached and the difference is written once as a
+/// settlement row.
 async fn settle_ended_periods(server: &Server) -> anyhow::Result<()> {
     let now = now_ms();
-    let (this_start, _) = billing::period_bounds(&billing::period_of(now))?;
-    let period = billing::period_of(this_start - 1);
-    let (period_start_ms, _) = billing::period_bounds(&period)?;
-    for tenant in server.store.list_tenants().await? {
+    let (mut end, _) = billing::period_bounds(&billing::period_of(now))?;
+    let tenants = server.store.list_tenants().await?;
+    for _ in 0..SETTLE_MONTHS {
+        let period = billing::period_of(end - 1);
+        let (start, _) = billing::period_bounds(&period)?;
+        settle_period(server, &tenants, &period, start, end, now).await?;
+        end = start;
+    }
+    Ok(())
+}
+
+async fn settle_period(
+    server: &Server,
+    tenants: &[Tenant],
+    period: &str,
+    period_start_ms: i64,
+    period_end_ms: i64,
+    now: i64,
+) -> anyhow::Result<()> {
+    for tenant in tenants {
         let b = settings(server, &tenant.id).await?;
         let services = billing::volume_services(&b.tariff);
-        if services.is_empty() || server.store.has_pending_usage(&tenant.id, &period).await? {
+        if services.is_empty() || server.store.has_pending_usage(&tenant.id, period).await? {
             continue;
         }
-        let counters = server.store.period_counters(&tenant.id, &period).await?;
+        let counters = server.store.period_counters(&tenant.id, period).await?;
         for vs in services {
             let Some((_, quantity, charged)) = counters.iter().find(|c| c.0 == vs.name).cloned()
             else {
@@ -344,7 +360,7 @@ async fn settle_ended_periods(server: &Server) -> anyhow::Result<()> {
                     },
                     size: 1,
                     relay: None,
-                    at_ms: this_start - 1,
+                    at_ms: period_end_ms - 1,
                 }],
             };
             let out = rate(server, &tenant.id, input)
@@ -371,7 +387,7 @@ async fn settle_ended_periods(server: &Server) -> anyhow::Result<()> {
                     .write_settlement(
                         &Settlement {
                             tenant_id: tenant.id.clone(),
-                            period: period.clone(),
+                            period: period.to_owned(),
                             service: vs.name.clone(),
                             unit_price: price.to_string(),
                             amount_micros: amount,

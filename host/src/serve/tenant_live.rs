@@ -131,6 +131,14 @@ pub struct CallFailure {
 }
 
 impl CallFailure {
+    /// The reason a deferral gives when this failure fails closed.
+    pub fn closed_reason(&self) -> String {
+        closed_reason(
+            &self.plugin,
+            &format!("failed ({}: {})", self.error.kind(), self.error),
+        )
+    }
+
     /// The detail of the `plugin_error` event this failure is recorded as.
     pub fn detail(&self, stage: Stage) -> serde_json::Value {
         let mut d = json!({
@@ -603,14 +611,10 @@ impl TenantPlugins {
         let (chosen, first) = match self.call_live(store, tenant_id, stage, f.clone()).await {
             LiveCall::Done(Ok(v)) => return StageCall::answered(v),
             LiveCall::Done(Err(failure)) if failure.closed => {
-                let why = closed_reason(
-                    &failure.plugin,
-                    &format!("failed ({}: {})", failure.error.kind(), failure.error),
-                );
                 return StageCall {
                     result: Err(failure.error.clone()),
+                    closed: Some(failure.closed_reason()),
                     failures: vec![failure],
-                    closed: Some(why),
                 };
             }
             LiveCall::Closed(why) => {
