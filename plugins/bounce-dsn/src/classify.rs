@@ -7,6 +7,7 @@
 //! the DSN action. A bounce without any status gets Sisimai's pseudo status
 //! `X.0.9NN` for its reason, so statuses compare with the reference.
 
+use crate::phrase;
 use sluice_sdk::bounce::Reason;
 
 /// Phrases (lower case) per reason, in the order they are tried.
@@ -973,20 +974,25 @@ struct Said(u64);
 /// The bit of [`SURELY_UNKNOWN`] (past every reason's bit).
 const SURE_BIT: u64 = 1 << 63;
 
+/// [`TEXT_RULES`] and [`SURELY_UNKNOWN`] as bit-tagged phrase groups.
+const SAID_GROUPS: [(u64, &[&str]); TEXT_RULES.len() + 1] = {
+    let mut groups: [(u64, &[&str]); TEXT_RULES.len() + 1] = [(0, &[]); TEXT_RULES.len() + 1];
+    let mut i = 0;
+    while i < TEXT_RULES.len() {
+        groups[i] = (1u64 << (TEXT_RULES[i].0 as u8), TEXT_RULES[i].1);
+        i += 1;
+    }
+    groups[i] = (SURE_BIT, SURELY_UNKNOWN);
+    groups
+};
+
+/// Every phrase of [`SAID_GROUPS`], indexed at compile time.
+static SAID_INDEX: phrase::Index<{ phrase::count(&SAID_GROUPS) }> =
+    phrase::Index::new(&SAID_GROUPS);
+
 impl Said {
     fn of(lower: &str) -> Said {
-        let hay = Haystack::new(lower.as_bytes());
-        let mut bits = 0u64;
-        for (r, phrases) in TEXT_RULES {
-            let bit = 1u64 << (*r as u8);
-            if bits & bit == 0 && phrases.iter().any(|p| hay.contains(p.as_bytes())) {
-                bits |= bit;
-            }
-        }
-        if SURELY_UNKNOWN.iter().any(|p| hay.contains(p.as_bytes())) {
-            bits |= SURE_BIT;
-        }
-        Said(bits)
+        Said(SAID_INDEX.groups_in(lower.as_bytes()))
     }
 }
 
@@ -1030,10 +1036,6 @@ impl<'a> Haystack<'a> {
             positions,
             start,
         }
-    }
-
-    fn contains(&self, needle: &[u8]) -> bool {
-        self.find(needle).is_some()
     }
 
     /// The first position of `needle` (positions are kept in order).

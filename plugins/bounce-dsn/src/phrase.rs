@@ -1,0 +1,108 @@
+//! A phrase set indexed at compile time: which groups of phrases occur in
+//! a text, found in one pass over it.
+//!
+//! Phrases are bucketed by their first two bytes in a `const` table, so no
+//! work is done per call (a Wasm call may run in a fresh instance) and each
+//! position of the text is compared only with the few phrases that start
+//! with its two bytes.
+
+/// Buckets of the first-two-bytes index (6 low bits of each byte).
+const BUCKETS: usize = 1 << 12;
+
+const fn bucket(a: u8, b: u8) -> usize {
+    ((a as usize & 0x3f) << 6) | (b as usize & 0x3f)
+}
+
+/// How many phrases `groups` holds (the `N` of [`Index`]).
+pub const fn count(groups: &[(u64, &[&str])]) -> usize {
+    let (mut n, mut g) = (0, 0);
+    while g < groups.len() {
+        n += groups[g].1.len();
+        g += 1;
+    }
+    n
+}
+
+/// `N` phrases, each tagged with the bit of its group.
+pub struct Index<const N: usize> {
+    /// `phrases[start[k]..start[k + 1]]` start with bytes of bucket `k`.
+    start: [u16; BUCKETS + 1],
+    phrases: [&'static str; N],
+    bits: [u64; N],
+}
+
+impl<const N: usize> Index<N> {
+    /// Indexes `(bit, phrases)` groups; every phrase has at least two bytes.
+    pub const fn new(groups: &[(u64, &'static [&'static str])]) -> Self {
+        assert!(count(groups) == N && N < u16::MAX as usize);
+        let mut start = [0u16; BUCKETS + 1];
+        let mut g = 0;
+        while g < groups.len() {
+            let mut j = 0;
+            while j < groups[g].1.len() {
+                let p = groups[g].1[j].as_bytes();
+                assert!(p.len() >= 2, "a phrase needs two bytes");
+                start[bucket(p[0], p[1]) + 1] += 1;
+                j += 1;
+            }
+            g += 1;
+        }
+        let mut k = 1;
+        while k <= BUCKETS {
+            start[k] += start[k - 1];
+            k += 1;
+        }
+        let mut next = start;
+        let mut phrases = [""; N];
+        let mut bits = [0u64; N];
+        g = 0;
+        while g < groups.len() {
+            let mut j = 0;
+            while j < groups[g].1.len() {
+                let p = groups[g].1[j].as_bytes();
+                let at = &mut next[bucket(p[0], p[1])];
+                phrases[*at as usize] = groups[g].1[j];
+                bits[*at as usize] = groups[g].0;
+                *at += 1;
+                j += 1;
+            }
+            g += 1;
+        }
+        Index {
+            start,
+            phrases,
+            bits,
+        }
+    }
+
+    /// The bits of every group with a phrase somewhere in `text`.
+    pub fn groups_in(&self, text: &[u8]) -> u64 {
+        let mut found = 0u64;
+        for (i, pair) in text.windows(2).enumerate() {
+            let k = bucket(pair[0], pair[1]);
+            for at in self.start[k] as usize..self.start[k + 1] as usize {
+                let bit = self.bits[at];
+                if found & bit == 0 && text[i..].starts_with(self.phrases[at].as_bytes()) {
+                    found |= bit;
+                }
+            }
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GROUPS: &[(u64, &[&str])] = &[(1, &["over quota", "full"]), (2, &["no such user"])];
+    const INDEX: Index<{ count(GROUPS) }> = Index::new(GROUPS);
+
+    #[test]
+    fn finds_groups_anywhere() {
+        assert_eq!(INDEX.groups_in(b"user is over quota"), 1);
+        assert_eq!(INDEX.groups_in(b"no such user; box full"), 3);
+        assert_eq!(INDEX.groups_in(b"fu"), 0);
+        assert_eq!(INDEX.groups_in(b""), 0);
+    }
+}
