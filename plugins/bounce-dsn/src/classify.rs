@@ -906,11 +906,21 @@ pub enum Command {
 /// ">>> DATA" and the like.
 pub fn find_command(text: &str) -> Option<Command> {
     // Replies are folded anywhere: "(in reply to\n    RCPT TO command)".
-    let lower = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_lowercase();
+    // Words joined by one space, in lower case, built in one pass (the
+    // same text as `split_whitespace().join(" ")` lowered).
+    let mut lower = String::with_capacity(text.len());
+    let mut gap = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            gap = true;
+            continue;
+        }
+        if gap && !lower.is_empty() {
+            lower.push(' ');
+        }
+        gap = false;
+        lower.push(c.to_ascii_lowercase());
+    }
     const PATTERNS: &[(&str, Command)] = &[
         ("in reply to end of data", Command::Data),
         ("after end of data", Command::Data),

@@ -11,17 +11,14 @@ pub fn normalize(bytes: &[u8]) -> String {
         return text.into_owned();
     }
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\r' {
-            if chars.peek() == Some(&'\n') {
-                chars.next();
-            }
-            out.push('\n');
-        } else {
-            out.push(c);
-        }
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find('\r') {
+        out.push_str(&rest[..at]);
+        out.push('\n');
+        let after = &rest[at + 1..];
+        rest = after.strip_prefix('\n').unwrap_or(after);
     }
+    out.push_str(rest);
     out
 }
 
