@@ -6,7 +6,11 @@
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
 pub fn normalize(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
+    // `from_utf8` checks valid text much faster than the lossy decoder.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
     if !text.contains('\r') {
         return text.into_owned();
     }
