@@ -115,12 +115,12 @@ fn may_mark(line: &[u8]) -> bool {
 }
 
 /// The markers also looked for inside a line (longer than 20 bytes).
-const LONG_MARKERS: [&str; long_markers()] = {
-    let mut out = [""; long_markers()];
+const LONG_MARKERS: [(u64, &str); long_markers()] = {
+    let mut out = [(1, ""); long_markers()];
     let (mut i, mut n) = (0, 0);
     while i < RETURNED_MARKERS.len() {
         if RETURNED_MARKERS[i].len() > 20 {
-            out[n] = RETURNED_MARKERS[i];
+            out[n].1 = RETURNED_MARKERS[i];
             n += 1;
         }
         i += 1;
@@ -140,8 +140,7 @@ const fn long_markers() -> usize {
 }
 
 /// [`LONG_MARKERS`] indexed at compile time.
-static LONG_MARKER_INDEX: phrase::Index<{ LONG_MARKERS.len() }> =
-    phrase::Index::new(&[(1, &LONG_MARKERS)]);
+static LONG_MARKER_INDEX: phrase::Index<{ LONG_MARKERS.len() }> = phrase::Index::new(&LONG_MARKERS);
 
 /// Where the returned message starts in `text`, if a marker says so.
 fn returned_at(text: &str) -> Option<(usize, usize)> {

@@ -13,16 +13,6 @@ const fn bucket(a: u8, b: u8) -> usize {
     ((a as usize & 0x3f) << 6) | (b as usize & 0x3f)
 }
 
-/// How many phrases `groups` holds (the `N` of [`Index`]).
-pub const fn count(groups: &[(u64, &[&str])]) -> usize {
-    let (mut n, mut g) = (0, 0);
-    while g < groups.len() {
-        n += groups[g].1.len();
-        g += 1;
-    }
-    n
-}
-
 /// `N` phrases, each tagged with the bit of its group.
 pub struct Index<const N: usize> {
     /// `phrases[start[k]..start[k + 1]]` start with bytes of bucket `k`.
@@ -32,20 +22,16 @@ pub struct Index<const N: usize> {
 }
 
 impl<const N: usize> Index<N> {
-    /// Indexes `(bit, phrases)` groups; every phrase has at least two bytes.
-    pub const fn new(groups: &[(u64, &'static [&'static str])]) -> Self {
-        assert!(count(groups) == N && N < u16::MAX as usize);
+    /// Indexes `(bit, phrase)` pairs; every phrase has at least two bytes.
+    pub const fn new(pairs: &[(u64, &'static str); N]) -> Self {
+        assert!(N < u16::MAX as usize);
         let mut start = [0u16; BUCKETS + 1];
-        let mut g = 0;
-        while g < groups.len() {
-            let mut j = 0;
-            while j < groups[g].1.len() {
-                let p = groups[g].1[j].as_bytes();
-                assert!(p.len() >= 2, "a phrase needs two bytes");
-                start[bucket(p[0], p[1]) + 1] += 1;
-                j += 1;
-            }
-            g += 1;
+        let mut i = 0;
+        while i < N {
+            let p = pairs[i].1.as_bytes();
+            assert!(p.len() >= 2, "a phrase needs two bytes");
+            start[bucket(p[0], p[1]) + 1] += 1;
+            i += 1;
         }
         let mut k = 1;
         while k <= BUCKETS {
@@ -55,24 +41,38 @@ impl<const N: usize> Index<N> {
         let mut next = start;
         let mut phrases = [""; N];
         let mut bits = [0u64; N];
-        g = 0;
-        while g < groups.len() {
-            let mut j = 0;
-            while j < groups[g].1.len() {
-                let p = groups[g].1[j].as_bytes();
-                let at = &mut next[bucket(p[0], p[1])];
-                phrases[*at as usize] = groups[g].1[j];
-                bits[*at as usize] = groups[g].0;
-                *at += 1;
-                j += 1;
-            }
-            g += 1;
+        i = 0;
+        while i < N {
+            let p = pairs[i].1.as_bytes();
+            let at = &mut next[bucket(p[0], p[1])];
+            phrases[*at as usize] = pairs[i].1;
+            bits[*at as usize] = pairs[i].0;
+            *at += 1;
+            i += 1;
         }
         Index {
             start,
             phrases,
             bits,
         }
+    }
+
+    /// The bits of the phrases that start at the first place in `text`
+    /// where any does (0 when none is there).
+    pub fn first_in(&self, text: &[u8]) -> u64 {
+        for (i, pair) in text.windows(2).enumerate() {
+            let k = bucket(pair[0], pair[1]);
+            let mut found = 0u64;
+            for at in self.start[k] as usize..self.start[k + 1] as usize {
+                if text[i..].starts_with(self.phrases[at].as_bytes()) {
+                    found |= self.bits[at];
+                }
+            }
+            if found != 0 {
+                return found;
+            }
+        }
+        0
     }
 
     /// The bits of every group with a phrase somewhere in `text`.
@@ -95,8 +95,7 @@ impl<const N: usize> Index<N> {
 mod tests {
     use super::*;
 
-    const GROUPS: &[(u64, &[&str])] = &[(1, &["over quota", "full"]), (2, &["no such user"])];
-    const INDEX: Index<{ count(GROUPS) }> = Index::new(GROUPS);
+    const INDEX: Index<3> = Index::new(&[(1, "over quota"), (1, "full"), (2, "no such user")]);
 
     #[test]
     fn finds_groups_anywhere() {
@@ -104,5 +103,8 @@ mod tests {
         assert_eq!(INDEX.groups_in(b"no such user; box full"), 3);
         assert_eq!(INDEX.groups_in(b"fu"), 0);
         assert_eq!(INDEX.groups_in(b""), 0);
+        assert_eq!(INDEX.first_in(b"full; no such user"), 1);
+        assert_eq!(INDEX.first_in(b"no such user; full"), 2);
+        assert_eq!(INDEX.first_in(b"none"), 0);
     }
 }
