@@ -916,16 +916,15 @@ fn fold_words(text: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let (mut i, mut gap) = (0, false);
     while i < b.len() {
-        let width = if b[i].is_ascii() {
-            1
-        } else {
-            text[i..].chars().next().map_or(1, char::len_utf8)
-        };
         // `char::is_whitespace`, as `split_whitespace` uses (with \x0B).
-        let space = if width == 1 {
-            matches!(b[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
+        let (width, space) = if b[i].is_ascii() {
+            (
+                1,
+                matches!(b[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '),
+            )
         } else {
-            text[i..].chars().next().is_some_and(char::is_whitespace)
+            let c = text[i..].chars().next().unwrap_or(' ');
+            (c.len_utf8(), c.is_whitespace())
         };
         if space {
             gap = true;
@@ -934,7 +933,11 @@ fn fold_words(text: &str) -> Vec<u8> {
                 out.push(b' ');
             }
             gap = false;
-            out.extend(b[i..i + width].iter().map(u8::to_ascii_lowercase));
+            if width == 1 {
+                out.push(b[i].to_ascii_lowercase());
+            } else {
+                out.extend_from_slice(&b[i..i + width]);
+            }
         }
         i += width;
     }
