@@ -198,9 +198,9 @@ impl Mail {
                 }
                 continue;
             }
-            let text = match ct {
-                "text/html" => strip_html(&leaf.part.body),
-                t if t.starts_with("text/") || t.is_empty() => leaf.part.body.clone(),
+            let text: std::borrow::Cow<str> = match ct {
+                "text/html" => strip_html(&leaf.part.body).into(),
+                t if t.starts_with("text/") || t.is_empty() => leaf.part.body.as_str().into(),
                 "message/delivery-status"
                 | "message/global-delivery-status"
                 | "message/feedback-report"
