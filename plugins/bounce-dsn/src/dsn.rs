@@ -168,8 +168,8 @@ pub fn read(mail: &Mail) -> Vec<Found> {
             {
                 f.diagnostic = t.diagnostic.clone();
                 f.general = t.general;
-            } else if let Some(p) = plain::error_paragraph(&mail.report) {
-                f.diagnostic = p;
+            } else if let Some(p) = mail.error_paragraph() {
+                f.diagnostic = p.to_owned();
                 f.general = true;
             }
         }

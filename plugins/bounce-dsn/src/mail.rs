@@ -4,6 +4,8 @@
 
 use crate::mime::{self, Fields, Part};
 use crate::phrase;
+use crate::plain;
+use std::cell::OnceCell;
 
 /// Lines (lower case, trimmed) after which the returned message follows.
 const RETURNED_MARKERS: &[&str] = &[
@@ -48,6 +50,8 @@ pub struct Mail {
     pub report: String,
     /// Headers of the returned message, when it is there.
     pub original: Fields,
+    /// [`plain::error_paragraph`] of the report, wanted by several readers.
+    paragraph: OnceCell<Option<String>>,
 }
 
 fn strip_html(html: &str) -> String {
@@ -231,7 +235,16 @@ impl Mail {
             from,
             report,
             original,
+            paragraph: OnceCell::new(),
         }
+    }
+
+    /// The paragraph of the report that best says what went wrong
+    /// (computed once).
+    pub fn error_paragraph(&self) -> Option<&str> {
+        self.paragraph
+            .get_or_init(|| plain::error_paragraph(&self.report))
+            .as_deref()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
