@@ -428,7 +428,7 @@ pub fn fallback(mail: &Mail) -> Vec<Found> {
         .or_else(|| mail.original_header("x-original-to"));
     match to.and_then(addr::first) {
         Some(a) => {
-            let mut f = Found::new(&a, &diag);
+            let mut f = Found::new(&a, diag);
             f.general = true;
             vec![f]
         }
