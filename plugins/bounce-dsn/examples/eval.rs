@@ -1,7 +1,7 @@
 //! Native scoring against a labelled manifest, for fast iteration: the same
 //! rows and comparisons as `sluice bounce eval` (whose Wasm figures are the
 //! ones that count). `cargo run --release -p bounce-dsn --example eval --
-//! tests/data/bounces/dev-manifest.jsonl [-v]`.
+//! tests/data/bounces/dev-manifest.jsonl [-v] [-f] [-t N] [-d FILE]`.
 
 use bounce_dsn::DsnParser;
 use sluice_sdk::bounce::*;
@@ -171,6 +171,26 @@ fn main() {
                 get("diagnostic_excerpt"),
             );
         }
+    }
+    // `-d FILE`: write every result of every message (all messages of the
+    // manifest's files, not only the labelled ones) to diff before/after.
+    if let Some(i) = args.iter().position(|a| a == "-d") {
+        let mut dump = String::new();
+        let mut seen = std::collections::HashSet::new();
+        for line in std::fs::read_to_string(path).unwrap().lines() {
+            let file = field(line, "file").unwrap_or_default();
+            if !seen.insert(file.clone()) {
+                continue;
+            }
+            for (k, m) in split(&std::fs::read(dir.join(&file)).unwrap())
+                .into_iter()
+                .enumerate()
+            {
+                let out = DsnParser::parse(BounceInput::Email(m));
+                dump.push_str(&format!("{file}#{}\n{out:#?}\n", k + 1));
+            }
+        }
+        std::fs::write(&args[i + 1], dump).unwrap();
     }
     // `-t N`: parse every message of the manifest N times and report the
     // native cost per e-mail (the Wasm figure is `sluice bounce bench`).

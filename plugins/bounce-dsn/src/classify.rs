@@ -7,6 +7,7 @@
 //! the DSN action. A bounce without any status gets Sisimai's pseudo status
 //! `X.0.9NN` for its reason, so statuses compare with the reference.
 
+use crate::phrase;
 use sluice_sdk::bounce::Reason;
 
 /// Phrases (lower case) per reason, in the order they are tried.
@@ -904,42 +905,81 @@ pub enum Command {
 /// Reads the command from "in reply to RCPT TO command", "after RCPT TO:",
 /// ">>> DATA" and the like.
 pub fn find_command(text: &str) -> Option<Command> {
-    // Replies are folded anywhere: "(in reply to\n    RCPT TO command)".
-    let lower = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_lowercase();
-    const PATTERNS: &[(&str, Command)] = &[
-        ("in reply to end of data", Command::Data),
-        ("after end of data", Command::Data),
-        ("in reply to data", Command::Data),
-        ("after data", Command::Data),
-        (">>> data", Command::Data),
-        ("end of data command", Command::Data),
-        ("in reply to rcpt to", Command::Rcpt),
-        ("after rcpt to", Command::Rcpt),
-        (">>> rcpt to", Command::Rcpt),
-        ("[rcpt_to]", Command::Rcpt),
-        ("smtp:rcpt", Command::Rcpt),
-        ("rcpt to:<", Command::Rcpt),
-        ("in reply to mail from", Command::Mail),
-        ("after mail from", Command::Mail),
-        (">>> mail from", Command::Mail),
-        ("in reply to helo", Command::Helo),
-        ("in reply to ehlo", Command::Helo),
-        (">>> helo", Command::Helo),
-        (">>> ehlo", Command::Helo),
-        ("refused to talk to me", Command::Helo),
-        ("after initial connection", Command::Conn),
-    ];
-    let hay = Haystack::new(lower.as_bytes());
-    PATTERNS
-        .iter()
-        .filter_map(|(p, c)| hay.find(p.as_bytes()).map(|at| (at, *c)))
-        .min_by_key(|(at, _)| *at)
-        .map(|(_, c)| c)
+    let bits = COMMAND_INDEX.first_in(&fold_words(text));
+    (bits != 0).then(|| COMMAND_PATTERNS[bits.trailing_zeros() as usize].1)
 }
+
+/// `text.split_whitespace().join(" ")` in ASCII lower case, in one pass
+/// (replies are folded anywhere: "(in reply to\n    RCPT TO command)").
+fn fold_words(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let (mut i, mut gap) = (0, false);
+    while i < b.len() {
+        // `char::is_whitespace`, as `split_whitespace` uses (with \x0B).
+        let (width, space) = if b[i].is_ascii() {
+            (
+                1,
+                matches!(b[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '),
+            )
+        } else {
+            let c = text[i..].chars().next().unwrap_or(' ');
+            (c.len_utf8(), c.is_whitespace())
+        };
+        if space {
+            gap = true;
+        } else {
+            if gap && !out.is_empty() {
+                out.push(b' ');
+            }
+            gap = false;
+            if width == 1 {
+                out.push(b[i].to_ascii_lowercase());
+            } else {
+                out.extend_from_slice(&b[i..i + width]);
+            }
+        }
+        i += width;
+    }
+    out
+}
+
+/// The phrases that name a command, earliest in the text wins (then the
+/// first listed).
+const COMMAND_PATTERNS: [(&str, Command); 21] = [
+    ("in reply to end of data", Command::Data),
+    ("after end of data", Command::Data),
+    ("in reply to data", Command::Data),
+    ("after data", Command::Data),
+    (">>> data", Command::Data),
+    ("end of data command", Command::Data),
+    ("in reply to rcpt to", Command::Rcpt),
+    ("after rcpt to", Command::Rcpt),
+    (">>> rcpt to", Command::Rcpt),
+    ("[rcpt_to]", Command::Rcpt),
+    ("smtp:rcpt", Command::Rcpt),
+    ("rcpt to:<", Command::Rcpt),
+    ("in reply to mail from", Command::Mail),
+    ("after mail from", Command::Mail),
+    (">>> mail from", Command::Mail),
+    ("in reply to helo", Command::Helo),
+    ("in reply to ehlo", Command::Helo),
+    (">>> helo", Command::Helo),
+    (">>> ehlo", Command::Helo),
+    ("refused to talk to me", Command::Helo),
+    ("after initial connection", Command::Conn),
+];
+
+/// [`COMMAND_PATTERNS`], the bit of each its place in the list.
+static COMMAND_INDEX: phrase::Index<21> = phrase::Index::new(&{
+    let mut out = [(0, ""); 21];
+    let mut i = 0;
+    while i < 21 {
+        out[i] = (1 << i, COMMAND_PATTERNS[i].0);
+        i += 1;
+    }
+    out
+});
 
 /// What is known about one failed recipient before classification.
 #[derive(Debug, Clone, Default)]
@@ -973,20 +1013,44 @@ struct Said(u64);
 /// The bit of [`SURELY_UNKNOWN`] (past every reason's bit).
 const SURE_BIT: u64 = 1 << 63;
 
+/// How many phrases [`TEXT_RULES`] and [`SURELY_UNKNOWN`] hold.
+const SAID_COUNT: usize = {
+    let (mut n, mut i) = (SURELY_UNKNOWN.len(), 0);
+    while i < TEXT_RULES.len() {
+        n += TEXT_RULES[i].1.len();
+        i += 1;
+    }
+    n
+};
+
+/// Every phrase of [`TEXT_RULES`] and [`SURELY_UNKNOWN`] with its bit.
+const SAID_PHRASES: [(u64, &str); SAID_COUNT] = {
+    let mut out = [(0, ""); SAID_COUNT];
+    let (mut n, mut i) = (0, 0);
+    while i < TEXT_RULES.len() {
+        let mut j = 0;
+        while j < TEXT_RULES[i].1.len() {
+            out[n] = (1u64 << (TEXT_RULES[i].0 as u8), TEXT_RULES[i].1[j]);
+            n += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    i = 0;
+    while i < SURELY_UNKNOWN.len() {
+        out[n] = (SURE_BIT, SURELY_UNKNOWN[i]);
+        n += 1;
+        i += 1;
+    }
+    out
+};
+
+/// [`SAID_PHRASES`] indexed at compile time.
+static SAID_INDEX: phrase::Index<SAID_COUNT> = phrase::Index::new(&SAID_PHRASES);
+
 impl Said {
     fn of(lower: &str) -> Said {
-        let hay = Haystack::new(lower.as_bytes());
-        let mut bits = 0u64;
-        for (r, phrases) in TEXT_RULES {
-            let bit = 1u64 << (*r as u8);
-            if bits & bit == 0 && phrases.iter().any(|p| hay.contains(p.as_bytes())) {
-                bits |= bit;
-            }
-        }
-        if SURELY_UNKNOWN.iter().any(|p| hay.contains(p.as_bytes())) {
-            bits |= SURE_BIT;
-        }
-        Said(bits)
+        Said(SAID_INDEX.groups_in(lower.as_bytes()))
     }
 }
 
@@ -998,61 +1062,6 @@ pub fn names_a_reason(text: &str) -> bool {
 /// Whether the text holds one of the phrases of `reason`.
 fn says(said: &Said, reason: Reason) -> bool {
     said.0 & (1u64 << (reason as u8)) != 0
-}
-
-/// A text indexed by byte value, so that hundreds of phrases are looked
-/// up by comparing only where their first byte occurs.
-struct Haystack<'a> {
-    text: &'a [u8],
-    /// Positions in `text`, grouped by the byte found there.
-    positions: Vec<u32>,
-    /// `positions[start[b]..start[b + 1]]` are the positions of byte `b`.
-    start: [u32; 257],
-}
-
-impl<'a> Haystack<'a> {
-    fn new(text: &'a [u8]) -> Haystack<'a> {
-        let mut start = [0u32; 257];
-        for &b in text {
-            start[b as usize + 1] += 1;
-        }
-        for i in 1..257 {
-            start[i] += start[i - 1];
-        }
-        let mut next = start;
-        let mut positions = vec![0u32; text.len()];
-        for (i, &b) in text.iter().enumerate() {
-            positions[next[b as usize] as usize] = i as u32;
-            next[b as usize] += 1;
-        }
-        Haystack {
-            text,
-            positions,
-            start,
-        }
-    }
-
-    fn contains(&self, needle: &[u8]) -> bool {
-        self.find(needle).is_some()
-    }
-
-    /// The first position of `needle` (positions are kept in order).
-    fn find(&self, needle: &[u8]) -> Option<usize> {
-        let Some(&first) = needle.first() else {
-            return Some(0);
-        };
-        let (from, to) = (
-            self.start[first as usize] as usize,
-            self.start[first as usize + 1] as usize,
-        );
-        let second = needle.get(1).copied();
-        self.positions[from..to]
-            .iter()
-            .map(|&p| p as usize)
-            // The second byte rules out most places without a memcmp call.
-            .filter(|&p| second.is_none() || self.text.get(p + 1).copied() == second)
-            .find(|&p| self.text[p..].starts_with(needle))
-    }
 }
 
 /// Classes decided by status or text, in Sisimai's order of precedence.

@@ -56,40 +56,49 @@ fn strip_type(value: &str) -> &str {
     }
 }
 
+/// Where the first `\n` followed by `field` (lower case, any case in the
+/// text) is: `text.to_ascii_lowercase().find("\n" + field)` without a copy.
+fn find_line_start(text: &str, field: &str) -> Option<usize> {
+    text.match_indices('\n').map(|(i, _)| i).find(|&i| {
+        text.as_bytes()[i + 1..]
+            .get(..field.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(field.as_bytes()))
+    })
+}
+
 /// The recipients of the DSN part, or of DSN fields found in the text.
 pub fn read(mail: &Mail) -> Vec<Found> {
-    let body = match mail.part(&["message/delivery-status", "message/global-delivery-status"]) {
-        Some(p) => p.body.clone(),
+    let body: &str = match mail.part(&["message/delivery-status", "message/global-delivery-status"])
+    {
+        Some(p) => &p.body,
         None => {
             // DSN fields pasted into the text of the report.
-            let lower = mail.report.to_ascii_lowercase();
-            match lower
-                .find("\nfinal-recipient:")
-                .or_else(|| lower.find("\noriginal-recipient:"))
-            {
-                Some(_) if lower.contains("\nstatus:") || lower.contains("\naction:") => {
-                    let start = lower
-                        .find("\nreporting-mta:")
-                        .or_else(|| lower.find("\nfinal-recipient:"))
-                        .or_else(|| lower.find("\noriginal-recipient:"))
+            let text = mail.report.as_str();
+            let at = |field: &str| find_line_start(text, field);
+            match at("final-recipient:").or_else(|| at("original-recipient:")) {
+                Some(_) if at("status:").is_some() || at("action:").is_some() => {
+                    let start = at("reporting-mta:")
+                        .or_else(|| at("final-recipient:"))
+                        .or_else(|| at("original-recipient:"))
                         .unwrap_or(0);
-                    mail.report[start..].to_owned()
+                    &mail.report[start..]
                 }
                 _ => return Vec::new(),
             }
         }
     };
     let mut out: Vec<Found> = Vec::new();
+    let groups = groups(body);
     // PowerMTA classifies every bounce itself, in a field of its own.
     let category = mime::field(&mail.top.headers, "x-powermta-bouncecategory")
         .map(str::to_owned)
         .or_else(|| {
-            groups(&body)
+            groups
                 .iter()
                 .find_map(|g| mime::field(g, "x-powermta-bouncecategory").map(str::to_owned))
         })
         .and_then(|c| powermta_reason(&c));
-    for g in groups(&body).into_iter().take(crate::MAX_RECIPIENTS) {
+    for g in groups.into_iter().take(crate::MAX_RECIPIENTS) {
         let get = |n: &str| mime::field(&g, n);
         let final_rcpt = get("final-recipient").and_then(addr::from_field);
         let original = get("original-recipient").and_then(addr::from_field);
@@ -159,8 +168,8 @@ pub fn read(mail: &Mail) -> Vec<Found> {
             {
                 f.diagnostic = t.diagnostic.clone();
                 f.general = t.general;
-            } else if let Some(p) = plain::error_paragraph(&mail.report) {
-                f.diagnostic = p;
+            } else if let Some(p) = mail.error_paragraph() {
+                f.diagnostic = p.to_owned();
                 f.general = true;
             }
         }

@@ -23,6 +23,7 @@ mod found;
 mod lhost;
 mod mail;
 mod mime;
+mod phrase;
 mod plain;
 
 use found::Found;

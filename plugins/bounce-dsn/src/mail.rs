@@ -3,6 +3,9 @@
 //! returned message.
 
 use crate::mime::{self, Fields, Part};
+use crate::phrase;
+use crate::plain;
+use std::cell::OnceCell;
 
 /// Lines (lower case, trimmed) after which the returned message follows.
 const RETURNED_MARKERS: &[&str] = &[
@@ -47,6 +50,8 @@ pub struct Mail {
     pub report: String,
     /// Headers of the returned message, when it is there.
     pub original: Fields,
+    /// [`plain::error_paragraph`] of the report, wanted by several readers.
+    paragraph: OnceCell<Option<String>>,
 }
 
 fn strip_html(html: &str) -> String {
@@ -93,18 +98,53 @@ fn strip_html(html: &str) -> String {
 /// A cheap test, without allocating, that a line may be a marker: every
 /// marker is a rule or names a message, an original, a header or a type.
 fn may_mark(line: &[u8]) -> bool {
-    let has = |needle: &[u8]| {
-        line.windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
-    };
     let first = line.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    matches!(first, Some(b'-' | b'|' | b'=' | b'>'))
-        || has(b"message")
-        || has(b"original")
-        || has(b"header")
-        || has(b"content-type")
-        || has(b"received:")
+    if matches!(first, Some(b'-' | b'|' | b'=' | b'>')) {
+        return true;
+    }
+    // One pass: each word is tried only where its first letter is.
+    (0..line.len()).any(|i| {
+        let word: &[u8] = match line[i] | 0x20 {
+            b'm' => b"message",
+            b'o' => b"original",
+            b'h' => b"header",
+            b'c' => b"content-type",
+            b'r' => b"received:",
+            _ => return false,
+        };
+        line[i..]
+            .get(..word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    })
 }
+
+/// The markers also looked for inside a line (longer than 20 bytes).
+const LONG_MARKERS: [(u64, &str); long_markers()] = {
+    let mut out = [(1, ""); long_markers()];
+    let (mut i, mut n) = (0, 0);
+    while i < RETURNED_MARKERS.len() {
+        if RETURNED_MARKERS[i].len() > 20 {
+            out[n].1 = RETURNED_MARKERS[i];
+            n += 1;
+        }
+        i += 1;
+    }
+    out
+};
+
+const fn long_markers() -> usize {
+    let (mut i, mut n) = (0, 0);
+    while i < RETURNED_MARKERS.len() {
+        if RETURNED_MARKERS[i].len() > 20 {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
+
+/// [`LONG_MARKERS`] indexed at compile time.
+static LONG_MARKER_INDEX: phrase::Index<{ LONG_MARKERS.len() }> = phrase::Index::new(&LONG_MARKERS);
 
 /// Where the returned message starts in `text`, if a marker says so.
 fn returned_at(text: &str) -> Option<(usize, usize)> {
@@ -131,9 +171,10 @@ fn returned_at(text: &str) -> Option<(usize, usize)> {
             if *m == "received: from" {
                 t.starts_with(m) && offset > 0
             } else {
-                t.starts_with(m) || (m.len() > 20 && t.contains(m))
+                t.starts_with(m)
             }
-        }) {
+        }) || LONG_MARKER_INDEX.groups_in(t.as_bytes()) != 0
+        {
             let after = if t.starts_with("received: from") {
                 offset
             } else {
@@ -161,9 +202,9 @@ impl Mail {
                 }
                 continue;
             }
-            let text = match ct {
-                "text/html" => strip_html(&leaf.part.body),
-                t if t.starts_with("text/") || t.is_empty() => leaf.part.body.clone(),
+            let text: std::borrow::Cow<str> = match ct {
+                "text/html" => strip_html(&leaf.part.body).into(),
+                t if t.starts_with("text/") || t.is_empty() => leaf.part.body.as_str().into(),
                 "message/delivery-status"
                 | "message/global-delivery-status"
                 | "message/feedback-report"
@@ -194,7 +235,16 @@ impl Mail {
             from,
             report,
             original,
+            paragraph: OnceCell::new(),
         }
+    }
+
+    /// The paragraph of the report that best says what went wrong
+    /// (computed once).
+    pub fn error_paragraph(&self) -> Option<&str> {
+        self.paragraph
+            .get_or_init(|| plain::error_paragraph(&self.report))
+            .as_deref()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {

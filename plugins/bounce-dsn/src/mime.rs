@@ -6,22 +6,23 @@
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
 pub fn normalize(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
+    // `from_utf8` checks valid text much faster than the lossy decoder.
+    let text = match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
     if !text.contains('\r') {
         return text.into_owned();
     }
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\r' {
-            if chars.peek() == Some(&'\n') {
-                chars.next();
-            }
-            out.push('\n');
-        } else {
-            out.push(c);
-        }
+    let mut rest: &str = &text;
+    while let Some(at) = rest.find('\r') {
+        out.push_str(&rest[..at]);
+        out.push('\n');
+        let after = &rest[at + 1..];
+        rest = after.strip_prefix('\n').unwrap_or(after);
     }
+    out.push_str(rest);
     out
 }
 
@@ -30,8 +31,16 @@ pub type Fields = Vec<(String, String)>;
 
 /// Parses header fields up to the first blank line; returns them and the rest.
 pub fn parse_fields(text: &str) -> (Fields, &str) {
+    parse_fields_where(text, |_| true)
+}
+
+/// [`parse_fields`] keeping only the fields whose (trimmed) name `keep`
+/// accepts: the others, and their continuation lines, are never copied.
+pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields, &str) {
     let mut fields: Fields = Vec::new();
     let mut offset = 0;
+    // The last field was dropped: its continuation lines go with it.
+    let mut dropped = false;
     for line in text.split_inclusive('\n') {
         let l = line.trim_end_matches('\n');
         if l.trim().is_empty() {
@@ -39,6 +48,9 @@ pub fn parse_fields(text: &str) -> (Fields, &str) {
         }
         offset += line.len();
         if l.starts_with([' ', '\t']) {
+            if dropped {
+                continue;
+            }
             if let Some(last) = fields.last_mut() {
                 if !last.1.is_empty() {
                     last.1.push(' ');
@@ -50,9 +62,13 @@ pub fn parse_fields(text: &str) -> (Fields, &str) {
                 Some((name, value))
                     if !name.trim().is_empty() && !name.trim().contains([' ', '=']) =>
                 {
-                    fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                    dropped = !keep(name.trim());
+                    if !dropped {
+                        fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                    }
                 }
                 // A parameter line that lost its indentation (`boundary=...`).
+                _ if dropped => {}
                 _ if l.contains('=') => {
                     if let Some(last) = fields.last_mut() {
                         last.1.push(' ');
@@ -117,8 +133,9 @@ impl Part {
     /// A returned message: only its headers matter (Message-ID, To), so
     /// its body, often the largest part, is neither split nor decoded.
     fn returned(text: &str) -> Part {
-        let (mut headers, _) = parse_fields(text);
-        headers.retain(|(n, _)| RETURNED_FIELDS.contains(&n.as_str()));
+        let (headers, _) = parse_fields_where(text, |name| {
+            RETURNED_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
+        });
         let content_type = field(&headers, "content-type")
             .and_then(|v| v.split(';').next())
             .map(|t| t.trim().to_ascii_lowercase())

@@ -294,18 +294,14 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
             .collect();
         out = with_error;
     }
-    // Computed once: a report may name many recipients.
-    let mut paragraph: Option<Option<String>> = None;
     for f in &mut out {
         if (f.diagnostic.trim().is_empty() || !looks_like_error(&f.diagnostic))
-            && let Some(p) = paragraph
-                .get_or_insert_with(|| error_paragraph(&mail.report))
-                .clone()
+            && let Some(p) = mail.error_paragraph()
         {
             if f.diagnostic.trim().is_empty() {
-                f.diagnostic = p;
+                f.diagnostic = p.to_owned();
                 f.general = true;
-            } else if !f.diagnostic.contains(&p) {
+            } else if !f.diagnostic.contains(p) {
                 f.diagnostic = format!("{} {}", f.diagnostic, p);
             }
         }
@@ -402,7 +398,7 @@ pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
         return Vec::new();
     };
     let from_text = scan(mail);
-    let paragraph = error_paragraph(&mail.report).unwrap_or_default();
+    let paragraph = mail.error_paragraph().unwrap_or_default();
     let mut out: Vec<Found> = Vec::new();
     for (_, a) in addr::find_all(v) {
         if out.iter().any(|f| addr::same(&f.recipient, &a)) {
@@ -412,7 +408,7 @@ pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
         if out.len() >= crate::MAX_RECIPIENTS {
             break;
         }
-        let mut f = Found::new(&a, said.map_or(&paragraph, |f| &f.diagnostic));
+        let mut f = Found::new(&a, said.map_or(paragraph, |f| f.diagnostic.as_str()));
         f.general = said.is_none_or(|f| f.general);
         out.push(f);
     }
@@ -422,7 +418,7 @@ pub fn failed_recipients(mail: &Mail) -> Vec<Found> {
 /// When no line names the recipient: the returned message's `To:` (one
 /// recipient, the report's error text).
 pub fn fallback(mail: &Mail) -> Vec<Found> {
-    let diag = error_paragraph(&mail.report).unwrap_or_default();
+    let diag = mail.error_paragraph().unwrap_or_default();
     if diag.is_empty() {
         return Vec::new();
     }
@@ -432,7 +428,7 @@ pub fn fallback(mail: &Mail) -> Vec<Found> {
         .or_else(|| mail.original_header("x-original-to"));
     match to.and_then(addr::first) {
         Some(a) => {
-            let mut f = Found::new(&a, &diag);
+            let mut f = Found::new(&a, diag);
             f.general = true;
             vec![f]
         }
