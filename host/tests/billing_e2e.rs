@@ -51,6 +51,38 @@ fn field_of(r: &Response) -> Option<String> {
     r.json()["error"]["field"].as_str().map(str::to_owned)
 }
 
+/// A pipeline with relay `a` (a started sink) and tenant `t` (`t.example`), started.
+fn one_relay_and_tenant_t() -> (Setup, Sink, Sluice) {
+    let port = free_port();
+    let tables = format!(
+        "{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["t.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    (setup, sink, s)
+}
+
+/// Polls `/admin/v1/billing/unrated` until its first entry has failed a rating; it.
+fn wait_unrated(s: &Sluice) -> Value {
+    wait_for(
+        "a usage event in /admin/v1/billing/unrated with an error",
+        || {
+            let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+            let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
+            match list.first() {
+                Some(u) if u["attempts"].as_u64() >= Some(1) => Ok(u.clone()),
+                _ => Err(format!("{}\n{}", r.body, s.log())),
+            }
+        },
+    )
+}
+
 fn this_period(charges: &[Value]) -> String {
     charges[0]["period"].as_str().unwrap().to_owned()
 }
@@ -326,18 +358,7 @@ fn a_prepaid_tenant_without_credit_is_held_then_credited_delivered_and_charged()
 
 #[test]
 fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
-    let port = free_port();
-    let tables = format!(
-        "{}{}",
-        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
-        tenant_table("t", &["t.example"])
-    );
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
-    let _sink = Sink::start(setup.root(), port, &[]);
-    let s = setup.start();
+    let (_setup, _sink, s) = one_relay_and_tenant_t();
     let key = s.new_key("t");
     // Valid on an empty batch, but every real event overflows an amount: the rater
     // refuses the batch (as a trap or a timeout would fail it).
@@ -346,17 +367,7 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
     let id = s.submit(&key, &simple("a@t.example", "x@example.net", "unrated"));
     s.wait_state(&key, &id, "delivered");
 
-    let listed = wait_for(
-        "the usage event in /admin/v1/billing/unrated with an error",
-        || {
-            let r = s.admin("GET", "/admin/v1/billing/unrated", None);
-            let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
-            match list.first() {
-                Some(u) if u["attempts"].as_u64() >= Some(1) => Ok(u.clone()),
-                _ => Err(format!("{}\n{}", r.body, s.log())),
-            }
-        },
-    );
+    let listed = wait_unrated(&s);
     assert_eq!(listed["message_id"], id.as_str());
     assert_eq!(listed["outcome"], "delivered");
     assert!(
@@ -379,27 +390,13 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
 
 #[test]
 fn a_tenant_rater_that_fails_closed_leaves_usage_unrated_instead_of_the_platform_rating_it() {
-    let port = free_port();
-    let tables = format!(
-        "{}{}",
-        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
-        tenant_table("t", &["t.example"])
-    );
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
-    let _sink = Sink::start(setup.root(), port, &[]);
-    let s = setup.start();
+    let (_setup, _sink, s) = one_relay_and_tenant_t();
     let key = s.new_key("t");
     // The platform's rater could rate this tariff; t's own rater traps and fails closed.
     set_billing(&s, "t", "postpaid", &flat_tariff("0.01"));
     let upload = |query: &str| {
-        let r = s.request(
-            "PUT",
+        let r = s.admin_upload(
             &format!("/admin/v1/tenants/t/plugins/bill?skip_sample=true{query}"),
-            Some(&setup.admin_token),
-            Some("application/wasm"),
             sluice::builtin::test_guests::TENANT_BILL,
         );
         assert_eq!(r.status, 201, "{}", r.body);
@@ -407,14 +404,7 @@ fn a_tenant_rater_that_fails_closed_leaves_usage_unrated_instead_of_the_platform
     upload("&config=mode=panic&on_failure=defer");
     let id = s.submit(&key, &simple("a@t.example", "x@example.net", "fail closed"));
     s.wait_state(&key, &id, "delivered");
-    let listed = wait_for("the usage event unrated, saying why", || {
-        let r = s.admin("GET", "/admin/v1/billing/unrated", None);
-        let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
-        match list.first() {
-            Some(u) if u["attempts"].as_u64() >= Some(1) => Ok(u.clone()),
-            _ => Err(format!("{}\n{}", r.body, s.log())),
-        }
-    });
+    let listed = wait_unrated(&s);
     let why = listed["last_error"].as_str().unwrap();
     assert!(
         why.contains("t/bill@v1") && why.contains("trap") && why.contains("fail closed"),

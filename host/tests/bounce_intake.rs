@@ -579,12 +579,9 @@ fn bounce_user_unknown(setup: &Setup, smtp_port: u16, rp: &str, rcpt: &str) -> (
     swaks(smtp_port, rp, &file, &[])
 }
 
-fn upload_bounce_plugin(setup: &Setup, s: &Sluice, tenant: &str, query: &str) {
-    let r = s.request(
-        "PUT",
+fn upload_bounce_plugin(s: &Sluice, tenant: &str, query: &str) {
+    let r = s.admin_upload(
         &format!("/admin/v1/tenants/{tenant}/plugins/bounce?skip_sample=true{query}"),
-        Some(&setup.admin_token),
-        Some("application/wasm"),
         sluice::builtin::test_guests::TENANT_BOUNCE,
     );
     assert_eq!(r.status, 201, "{}", r.body);
@@ -665,7 +662,7 @@ fn a_tenant_bounce_plugin_reads_the_dsns_of_its_own_messages() {
 
     // A trapping version that fails closed: the DSN is refused for now (the sender keeps
     // it and retries) and nothing else reads it for t.
-    upload_bounce_plugin(&setup, &s, "t", "&config=mode=panic&on_failure=defer");
+    upload_bounce_plugin(&s, "t", "&config=mode=panic&on_failure=defer");
     let rp_carol = return_path(&sink, "From t", "carol@example.net");
     let (ok, transcript) = bounce_user_unknown(&setup, smtp_port, &rp_carol, "carol@example.net");
     assert!(!ok && transcript.contains("451 4.3.0"), "{transcript}");
@@ -685,7 +682,7 @@ fn a_tenant_bounce_plugin_reads_the_dsns_of_its_own_messages() {
     );
 
     // The same with the fallback policy: the pipeline's plugin reads it instead.
-    upload_bounce_plugin(&setup, &s, "t", "&config=mode=panic&on_failure=fallback");
+    upload_bounce_plugin(&s, "t", "&config=mode=panic&on_failure=fallback");
     let rp_erin = return_path(&sink, "From t", "erin@example.net");
     let (ok, transcript) = bounce_user_unknown(&setup, smtp_port, &rp_erin, "erin@example.net");
     assert!(ok, "{transcript}\n{}", s.log());

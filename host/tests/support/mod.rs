@@ -567,6 +567,17 @@ impl Sluice {
         self.request(method, path, Some(&self.admin_token), ct, bytes.as_bytes())
     }
 
+    /// A component `PUT` to an admin plugin path (`/admin/v1/tenants/ID/plugins/STAGE?…`).
+    pub fn admin_upload(&self, path: &str, wasm: &[u8]) -> Response {
+        self.request(
+            "PUT",
+            path,
+            Some(&self.admin_token),
+            Some("application/wasm"),
+            wasm,
+        )
+    }
+
     /// A new API key for `tenant`, made through the admin API.
     pub fn new_key(&self, tenant: &str) -> String {
         let r = self.admin("POST", &format!("/admin/v1/tenants/{tenant}/keys"), None);
