@@ -13,6 +13,7 @@ mod bindings;
 mod cache;
 mod convert;
 mod log;
+mod lower;
 mod sandbox;
 
 pub use log::{LogLevel, LogLine, LogSource, PluginLog};
@@ -22,7 +23,7 @@ use sandbox::{CaptureLimits, StoreState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{ComponentExportIndex, HasSelf, InstancePre, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
@@ -270,13 +271,22 @@ impl Runtime {
             stage,
             detail: format!("{e:#}"),
         };
-        let pre = match stage {
-            Stage::Ingest => StagePre::Ingest(bindings::ingest::IngestPre::new(pre).map_err(bad)?),
-            Stage::Route => StagePre::Route(bindings::route::RoutePre::new(pre).map_err(bad)?),
-            Stage::Send => StagePre::Send(bindings::send::SendStagePre::new(pre).map_err(bad)?),
-            Stage::Bounce => StagePre::Bounce(bindings::bounce::BouncePre::new(pre).map_err(bad)?),
-            Stage::Bill => StagePre::Bill(bindings::bill::BillPre::new(pre).map_err(bad)?),
+        // The generated bindings check the whole world (and word their
+        // refusals well); calls then go through `lower`'s borrowed views.
+        let checked = match stage {
+            Stage::Ingest => bindings::ingest::IngestPre::new(pre.clone()).map(drop),
+            Stage::Route => bindings::route::RoutePre::new(pre.clone()).map(drop),
+            Stage::Send => bindings::send::SendStagePre::new(pre.clone()).map(drop),
+            Stage::Bounce => bindings::bounce::BouncePre::new(pre.clone()).map(drop),
+            Stage::Bill => bindings::bill::BillPre::new(pre.clone()).map(drop),
         };
+        checked.map_err(bad)?;
+        let at = lower::export_index(&component, stage).ok_or_else(|| LoadError::WrongWorld {
+            stage,
+            missing: stage.export_name(),
+            exports: exports.join(", "),
+        })?;
+        let pre = StagePre { pre, at };
         Ok(Plugin {
             runtime: self.clone(),
             stage,
@@ -311,21 +321,14 @@ impl PluginSpec {
     }
 }
 
-enum StagePre {
-    Ingest(bindings::ingest::IngestPre<StoreState>),
-    Route(bindings::route::RoutePre<StoreState>),
-    Send(bindings::send::SendStagePre<StoreState>),
-    Bounce(bindings::bounce::BouncePre<StoreState>),
-    Bill(bindings::bill::BillPre<StoreState>),
+/// A component ready to instantiate, and where its stage function is.
+struct StagePre {
+    pre: InstancePre<StoreState>,
+    at: ComponentExportIndex,
 }
 
-enum Bound {
-    Ingest(bindings::ingest::Ingest),
-    Route(bindings::route::Route),
-    Send(bindings::send::SendStage),
-    Bounce(bindings::bounce::Bounce),
-    Bill(bindings::bill::Bill),
-}
+/// The stage function of one live instance.
+type Bound = lower::StageFunc;
 
 /// A loaded plugin, ready to call from any thread.
 pub struct Plugin {
@@ -392,13 +395,8 @@ impl Plugin {
     }
 
     fn instantiate(&self, store: &mut Store<StoreState>) -> wasmtime::Result<Bound> {
-        Ok(match &self.pre {
-            StagePre::Ingest(p) => Bound::Ingest(p.instantiate(store)?),
-            StagePre::Route(p) => Bound::Route(p.instantiate(store)?),
-            StagePre::Send(p) => Bound::Send(p.instantiate(store)?),
-            StagePre::Bounce(p) => Bound::Bounce(p.instantiate(store)?),
-            StagePre::Bill(p) => Bound::Bill(p.instantiate(store)?),
-        })
+        let instance = self.pre.pre.instantiate(&mut *store)?;
+        lower::check(self.stage, store, &instance, &self.pre.at)
     }
 
     /// Runs `f` on an instance under the deadline and turns every failure
@@ -514,11 +512,8 @@ impl Plugin {
         if self.stage != Stage::Ingest {
             return Err(self.wrong_stage(Stage::Ingest));
         }
-        let arg = convert::submission(input.clone());
-        let out = self.with_instance(|store, bound| match bound {
-            Bound::Ingest(b) => b.sluice_plugin_ingest_filter().call_check(store, &arg),
-            _ => unreachable!("stage checked above"),
-        })?;
+        let arg = lower::submission(input);
+        let out = self.with_instance(|store, f| lower::ingest(*f, store, &arg))?;
         let d = convert::ingest_decision(out);
         let check = stage::validate::ingest(input, &d);
         Self::checked(d, check)
@@ -529,11 +524,9 @@ impl Plugin {
         if self.stage != Stage::Route {
             return Err(self.wrong_stage(Stage::Route));
         }
-        let arg = convert::route_input(input.clone());
-        let out = self.with_instance(|store, bound| match bound {
-            Bound::Route(b) => b.sluice_plugin_router().call_route(store, &arg),
-            _ => unreachable!("stage checked above"),
-        })?;
+        let windows = lower::relay_windows(input);
+        let arg = lower::route_input(input, &windows);
+        let out = self.with_instance(|store, f| lower::route(*f, store, &arg))?;
         let d = convert::route_decision(out);
         let check = stage::validate::route(input, &d);
         Self::checked(d, check)
@@ -544,11 +537,8 @@ impl Plugin {
         if self.stage != Stage::Send {
             return Err(self.wrong_stage(Stage::Send));
         }
-        let arg = convert::attempt(input.clone());
-        let out = self.with_instance(|store, bound| match bound {
-            Bound::Send(b) => b.sluice_plugin_send_policy().call_decide(store, &arg),
-            _ => unreachable!("stage checked above"),
-        })?;
+        let arg = lower::attempt(input);
+        let out = self.with_instance(|store, f| lower::send(*f, store, &arg))?;
         let d = convert::send_decision(out);
         let check = stage::validate::send(input, &d);
         Self::checked(d, check)
@@ -559,11 +549,8 @@ impl Plugin {
         if self.stage != Stage::Bounce {
             return Err(self.wrong_stage(Stage::Bounce));
         }
-        let arg = convert::bounce_input(input.clone());
-        let out = self.with_instance(|store, bound| match bound {
-            Bound::Bounce(b) => b.sluice_plugin_bounce_parser().call_parse(store, &arg),
-            _ => unreachable!("stage checked above"),
-        })?;
+        let arg = lower::bounce_input(input);
+        let out = self.with_instance(|store, f| lower::bounce(*f, store, &arg))?;
         let o = convert::bounce_output(out);
         let check = stage::validate::bounce(input, &o);
         Self::checked(o, check)
@@ -575,11 +562,8 @@ impl Plugin {
         if self.stage != Stage::Bill {
             return Err(self.wrong_stage(Stage::Bill));
         }
-        let arg = convert::bill_input(input.clone());
-        let out = self.with_instance(|store, bound| match bound {
-            Bound::Bill(b) => b.sluice_plugin_rater().call_rate(store, &arg),
-            _ => unreachable!("stage checked above"),
-        })?;
+        let arg = lower::bill_input(input);
+        let out = self.with_instance(|store, f| lower::bill(*f, store, &arg))?;
         let out = out.map_err(|reason| PluginError::BadOutput {
             reason: format!("the rater refused the batch: {reason}"),
         })?;
