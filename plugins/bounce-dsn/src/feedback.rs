@@ -37,7 +37,7 @@ pub fn arf(mail: &Mail) -> Option<Vec<Found>> {
         .unwrap_or_default();
     let mut recipients: Vec<String> = fields
         .iter()
-        .filter(|(n, _)| n == "original-rcpt-to")
+        .filter(|(n, _)| n.eq_ignore_ascii_case("original-rcpt-to"))
         .filter_map(|(_, v)| addr::from_field(v))
         .collect();
     if mail.header("x-apple-unsubscribe").is_some() {

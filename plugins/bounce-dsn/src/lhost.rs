@@ -354,12 +354,12 @@ fn verizon<'a>(mail: &Mail, found: impl Iterator<Item = &'a mut Found>) {
     }
 }
 
-fn received(mail: &Mail) -> Vec<&str> {
+fn received<'m>(mail: &'m Mail) -> Vec<&'m str> {
     mail.top
         .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("received"))
-        .map(|(_, v)| v.as_str())
+        .map(|(_, v)| &**v)
         .collect()
 }
 

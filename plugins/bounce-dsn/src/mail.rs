@@ -5,6 +5,7 @@
 use crate::mime::{self, Fields, Part};
 use crate::phrase;
 use crate::plain;
+use std::borrow::Cow;
 use std::cell::OnceCell;
 
 /// Lines (lower case, trimmed) after which the returned message follows.
@@ -40,16 +41,16 @@ const RETURNED_MARKERS: &[&str] = &[
     "received: from",
 ];
 
-/// A parsed bounce.
+/// A parsed bounce, borrowing the e-mail's text.
 #[derive(Debug)]
-pub struct Mail {
-    pub top: Part,
+pub struct Mail<'a> {
+    pub top: Part<'a>,
     pub subject: String,
     pub from: String,
     /// Human-readable text of the report, before the returned message.
     pub report: String,
     /// Headers of the returned message, when it is there.
-    pub original: Fields,
+    pub original: Fields<'a>,
     /// [`plain::error_paragraph`] of the report, wanted by several readers.
     paragraph: OnceCell<Option<String>>,
 }
@@ -187,24 +188,24 @@ fn returned_at(text: &str) -> Option<(usize, usize)> {
     None
 }
 
-impl Mail {
-    pub fn parse(text: &str) -> Mail {
+impl<'a> Mail<'a> {
+    pub fn parse(text: &'a str) -> Mail<'a> {
         let top = Part::parse(text);
         let subject = mime::decode_words(top.header("subject").unwrap_or(""));
         let from = mime::decode_words(top.header("from").unwrap_or(""));
         let mut report = String::new();
         let mut original: Fields = Vec::new();
         for leaf in top.leaves() {
-            let ct = leaf.part.content_type.as_str();
+            let ct = &*leaf.part.content_type;
             if leaf.returned {
                 if original.is_empty() {
                     original = returned_headers(&top);
                 }
                 continue;
             }
-            let text: std::borrow::Cow<str> = match ct {
+            let text: Cow<str> = match ct {
                 "text/html" => strip_html(&leaf.part.body).into(),
-                t if t.starts_with("text/") || t.is_empty() => leaf.part.body.as_str().into(),
+                t if t.starts_with("text/") || t.is_empty() => (*leaf.part.body).into(),
                 "message/delivery-status"
                 | "message/global-delivery-status"
                 | "message/feedback-report"
@@ -221,8 +222,8 @@ impl Mail {
         if let Some((cut, after)) = returned_at(&report) {
             if original.is_empty() {
                 let rest = report[after..].trim_start_matches('\n');
-                let (fields, _) = mime::parse_fields(rest);
-                original = fields;
+                // The report is a string of its own: the fields are copied.
+                original = mime::owned_fields(mime::parse_fields(rest).0);
             }
             report.truncate(cut);
         }
@@ -252,9 +253,9 @@ impl Mail {
     }
 
     /// The first part whose type is one of `types`.
-    pub fn part(&self, types: &[&str]) -> Option<&Part> {
-        fn find<'a>(p: &'a Part, types: &[&str]) -> Option<&'a Part> {
-            if types.contains(&p.content_type.as_str()) {
+    pub fn part(&self, types: &[&str]) -> Option<&Part<'a>> {
+        fn find<'p, 'a>(p: &'p Part<'a>, types: &[&str]) -> Option<&'p Part<'a>> {
+            if types.contains(&&*p.content_type) {
                 return Some(p);
             }
             p.children.iter().find_map(|c| find(c, types))
@@ -269,12 +270,18 @@ impl Mail {
 }
 
 /// Headers of the first returned message part in the tree.
-fn returned_headers(top: &Part) -> Fields {
-    fn find(p: &Part) -> Option<Fields> {
-        match p.content_type.as_str() {
+fn returned_headers<'a>(top: &Part<'a>) -> Fields<'a> {
+    fn find<'a>(p: &Part<'a>) -> Option<Fields<'a>> {
+        match &*p.content_type {
             "message/rfc822" | "message/global" => p.children.first().map(|c| c.headers.clone()),
             "text/rfc822-headers" | "text/rfc822-header" | "message/rfc822-headers" => {
-                Some(mime::parse_fields(p.body.trim_start_matches('\n')).0)
+                // Borrowed from the e-mail unless the body was decoded.
+                Some(match &p.body {
+                    Cow::Borrowed(body) => mime::parse_fields(body.trim_start_matches('\n')).0,
+                    Cow::Owned(body) => {
+                        mime::owned_fields(mime::parse_fields(body.trim_start_matches('\n')).0)
+                    }
+                })
             }
             _ => p.children.iter().find_map(find),
         }
