@@ -53,16 +53,19 @@ pub fn parse_fields(text: &str) -> (Fields<'_>, &str) {
 /// accepts: the others, and their continuation lines, are skipped.
 pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_>, &str) {
     let mut fields: Fields = Vec::new();
-    let mut offset = 0;
+    let mut pos = 0;
     // The last field was dropped: its continuation lines go with it.
     let mut dropped = false;
-    for line in text.split_inclusive('\n') {
-        let l = line.trim_end_matches('\n');
-        if l.trim().is_empty() {
-            return (fields, &text[offset + line.len()..]);
+    while pos < text.len() {
+        let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+        let l = &text[pos..end];
+        pos = (end + 1).min(text.len());
+        // Most lines start with a visible ASCII byte: no need to trim them.
+        let first = l.as_bytes().first().copied().unwrap_or(b' ');
+        if (first <= b' ' || !first.is_ascii()) && l.trim().is_empty() {
+            return (fields, &text[pos..]);
         }
-        offset += line.len();
-        if l.starts_with([' ', '\t']) {
+        if first == b' ' || first == b'\t' {
             if dropped {
                 continue;
             }
@@ -73,27 +76,29 @@ pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_
                 }
                 value.push_str(l.trim());
             }
-        } else {
-            match l.split_once(':') {
-                Some((name, value))
-                    if !name.trim().is_empty() && !name.trim().contains([' ', '=']) =>
-                {
-                    dropped = !keep(name.trim());
-                    if !dropped {
-                        fields.push((name.trim().into(), value.trim().into()));
-                    }
+            continue;
+        }
+        // Names are short: a byte loop beats a search for the colon.
+        let name = l.bytes().position(|b| b == b':').map(|c| (l[..c].trim(), c));
+        match name {
+            Some((name, colon))
+                if !name.is_empty() && !name.bytes().any(|b| b == b' ' || b == b'=') =>
+            {
+                dropped = !keep(name);
+                if !dropped {
+                    fields.push((name.into(), l[colon + 1..].trim().into()));
                 }
-                // A parameter line that lost its indentation (`boundary=...`).
-                _ if dropped => {}
-                _ if l.contains('=') => {
-                    if let Some(last) = fields.last_mut() {
-                        let value = last.1.to_mut();
-                        value.push(' ');
-                        value.push_str(l.trim());
-                    }
-                }
-                _ => {}
             }
+            // A parameter line that lost its indentation (`boundary=...`).
+            _ if dropped => {}
+            _ if l.contains('=') => {
+                if let Some(last) = fields.last_mut() {
+                    let value = last.1.to_mut();
+                    value.push(' ');
+                    value.push_str(l.trim());
+                }
+            }
+            _ => {}
         }
     }
     (fields, "")
