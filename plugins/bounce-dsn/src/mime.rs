@@ -79,7 +79,10 @@ pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_
             continue;
         }
         // Names are short: a byte loop beats a search for the colon.
-        let name = l.bytes().position(|b| b == b':').map(|c| (l[..c].trim(), c));
+        let name = l
+            .bytes()
+            .position(|b| b == b':')
+            .map(|c| (l[..c].trim(), c));
         match name {
             Some((name, colon))
                 if !name.is_empty() && !name.bytes().any(|b| b == b' ' || b == b'=') =>

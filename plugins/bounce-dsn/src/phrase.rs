@@ -57,24 +57,6 @@ impl<const N: usize> Index<N> {
         }
     }
 
-    /// The bits of the phrases that start at the first place in `text`
-    /// where any does (0 when none is there).
-    pub fn first_in(&self, text: &[u8]) -> u64 {
-        for (i, pair) in text.windows(2).enumerate() {
-            let k = bucket(pair[0], pair[1]);
-            let mut found = 0u64;
-            for at in self.start[k] as usize..self.start[k + 1] as usize {
-                if text[i..].starts_with(self.phrases[at].as_bytes()) {
-                    found |= self.bits[at];
-                }
-            }
-            if found != 0 {
-                return found;
-            }
-        }
-        0
-    }
-
     /// The bits of every group with a phrase somewhere in `text`.
     pub fn groups_in(&self, text: &[u8]) -> u64 {
         let mut found = 0u64;
@@ -103,8 +85,5 @@ mod tests {
         assert_eq!(INDEX.groups_in(b"no such user; box full"), 3);
         assert_eq!(INDEX.groups_in(b"fu"), 0);
         assert_eq!(INDEX.groups_in(b""), 0);
-        assert_eq!(INDEX.first_in(b"full; no such user"), 1);
-        assert_eq!(INDEX.first_in(b"no such user; full"), 2);
-        assert_eq!(INDEX.first_in(b"none"), 0);
     }
 }
