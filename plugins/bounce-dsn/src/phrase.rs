@@ -4,7 +4,8 @@
 //! Phrases are bucketed by their first two bytes in a `const` table, so no
 //! work is done per call (a Wasm call may run in a fresh instance) and each
 //! position of the text is compared only with the few phrases that start
-//! with its two bytes.
+//! with its two bytes, and only with those whose first four bytes are
+//! there too: a whole comparison is made for likely matches only.
 
 /// Buckets of the first-two-bytes index (6 low bits of each byte).
 const BUCKETS: usize = 1 << 12;
@@ -19,6 +20,20 @@ pub struct Index<const N: usize> {
     start: [u16; BUCKETS + 1],
     phrases: [&'static str; N],
     bits: [u64; N],
+    /// The first (up to) four bytes of each phrase, little-endian, and the
+    /// mask of the bytes it has.
+    heads: [(u32, u32); N],
+}
+
+/// Up to four bytes of `b` from `at`, little-endian, zeros past its end.
+const fn head(b: &[u8], at: usize) -> u32 {
+    let mut out = 0u32;
+    let mut k = 0;
+    while k < 4 && at + k < b.len() {
+        out |= (b[at + k] as u32) << (8 * k);
+        k += 1;
+    }
+    out
 }
 
 impl<const N: usize> Index<N> {
@@ -41,12 +56,19 @@ impl<const N: usize> Index<N> {
         let mut next = start;
         let mut phrases = [""; N];
         let mut bits = [0u64; N];
+        let mut heads = [(0u32, 0u32); N];
         i = 0;
         while i < N {
             let p = pairs[i].1.as_bytes();
             let at = &mut next[bucket(p[0], p[1])];
             phrases[*at as usize] = pairs[i].1;
             bits[*at as usize] = pairs[i].0;
+            let mask = if p.len() >= 4 {
+                u32::MAX
+            } else {
+                (1 << (8 * p.len())) - 1
+            };
+            heads[*at as usize] = (head(p, 0), mask);
             *at += 1;
             i += 1;
         }
@@ -54,6 +76,7 @@ impl<const N: usize> Index<N> {
             start,
             phrases,
             bits,
+            heads,
         }
     }
 
@@ -62,9 +85,21 @@ impl<const N: usize> Index<N> {
         let mut found = 0u64;
         for (i, pair) in text.windows(2).enumerate() {
             let k = bucket(pair[0], pair[1]);
-            for at in self.start[k] as usize..self.start[k + 1] as usize {
+            let candidates = self.start[k] as usize..self.start[k + 1] as usize;
+            if candidates.is_empty() {
+                continue;
+            }
+            let here = match text.get(i..i + 4) {
+                Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+                None => head(text, i),
+            };
+            for at in candidates {
                 let bit = self.bits[at];
-                if found & bit == 0 && text[i..].starts_with(self.phrases[at].as_bytes()) {
+                let (head, mask) = self.heads[at];
+                if found & bit == 0
+                    && here & mask == head
+                    && text[i..].starts_with(self.phrases[at].as_bytes())
+                {
                     found |= bit;
                 }
             }
@@ -85,5 +120,10 @@ mod tests {
         assert_eq!(INDEX.groups_in(b"no such user; box full"), 3);
         assert_eq!(INDEX.groups_in(b"fu"), 0);
         assert_eq!(INDEX.groups_in(b""), 0);
+        // Phrases shorter than the four bytes compared first, at the end.
+        const SHORT: Index<2> = Index::new(&[(1, "ab"), (2, "xyz")]);
+        assert_eq!(SHORT.groups_in(b"ab"), 1);
+        assert_eq!(SHORT.groups_in(b"..xyz"), 2);
+        assert_eq!(SHORT.groups_in(b"abxy"), 1);
     }
 }
