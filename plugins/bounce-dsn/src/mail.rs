@@ -2,6 +2,7 @@
 //! text (cut where the returned message starts), and the headers of the
 //! returned message.
 
+use crate::bytes;
 use crate::mime::{self, Fields, Part};
 use crate::phrase;
 use crate::plain;
@@ -150,7 +151,7 @@ static LONG_MARKER_INDEX: phrase::Index<{ LONG_MARKERS.len() }> = phrase::Index:
 /// Where the returned message starts in `text`, if a marker says so.
 fn returned_at(text: &str) -> Option<(usize, usize)> {
     let mut offset = 0;
-    for line in text.split_inclusive('\n') {
+    for line in bytes::lines_inclusive(text) {
         if !may_mark(line.as_bytes()) {
             offset += line.len();
             continue;

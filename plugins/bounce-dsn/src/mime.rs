@@ -8,6 +8,7 @@
 //! borrow the e-mail's text, and only an unfolded value or a decoded body
 //! is a string of its own (allocation is dear, the more so in Wasm).
 
+use crate::bytes;
 use std::borrow::Cow;
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
@@ -17,12 +18,12 @@ pub fn normalize(bytes: &[u8]) -> Cow<'_, str> {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     };
-    if !text.contains('\r') {
+    if bytes::find(text.as_bytes(), b'\r').is_none() {
         return text;
     }
     let mut out = String::with_capacity(text.len());
     let mut rest: &str = &text;
-    while let Some(at) = rest.find('\r') {
+    while let Some(at) = bytes::find(rest.as_bytes(), b'\r') {
         out.push_str(&rest[..at]);
         out.push('\n');
         let after = &rest[at + 1..];
@@ -57,7 +58,7 @@ pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_
     // The last field was dropped: its continuation lines go with it.
     let mut dropped = false;
     while pos < text.len() {
-        let end = text[pos..].find('\n').map_or(text.len(), |i| pos + i);
+        let end = bytes::line_end(text, pos);
         let l = &text[pos..end];
         pos = (end + 1).min(text.len());
         // Most lines start with a visible ASCII byte: no need to trim them.
@@ -343,7 +344,7 @@ fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
     let mut from = 0;
     while let Some(i) = body[from..].find(delimiter.as_str()) {
         let at = from + i;
-        let end = body[at..].find('\n').map_or(body.len(), |n| at + n + 1);
+        let end = (bytes::line_end(body, at) + 1).min(body.len());
         from = end;
         if at > 0 && body.as_bytes()[at - 1] != b'\n' {
             // Not at a line start: look again inside this line.
