@@ -335,33 +335,28 @@ fn guess_boundary(body: &str) -> Option<&str> {
 }
 
 /// The parts between `--boundary` lines, up to the closing `--boundary--`.
-/// The delimiter is searched for, not each line tried: the body is mostly
-/// lines that are none (the returned message above all).
+/// Only lines starting with `-` are compared with the delimiter.
 fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut start: Option<usize> = None;
-    let mut from = 0;
-    while let Some(i) = body[from..].find(delimiter.as_str()) {
-        let at = from + i;
+    let mut at = 0;
+    while at < body.len() {
         let end = (bytes::line_end(body, at) + 1).min(body.len());
-        from = end;
-        if at > 0 && body.as_bytes()[at - 1] != b'\n' {
-            // Not at a line start: look again inside this line.
-            from = at + 1;
-            continue;
+        let line = &body[at..end];
+        if line.starts_with('-') {
+            let l = line.trim_end();
+            if l.starts_with(&delimiter) {
+                if let Some(s) = start.take() {
+                    parts.push(&body[s..at]);
+                }
+                if l[delimiter.len()..].starts_with("--") {
+                    return parts;
+                }
+                start = Some(end);
+            }
         }
-        let l = body[at..end].trim_end();
-        if !l.starts_with(&delimiter) {
-            continue;
-        }
-        if let Some(s) = start.take() {
-            parts.push(&body[s..at]);
-        }
-        if l[delimiter.len()..].starts_with("--") {
-            return parts;
-        }
-        start = Some(end);
+        at = end;
     }
     if let Some(s) = start {
         parts.push(&body[s..]);
