@@ -358,8 +358,8 @@ fn received<'m>(mail: &'m Mail) -> Vec<&'m str> {
     mail.top
         .headers
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("received"))
-        .map(|(_, v)| &**v)
+        .filter(|f| f.name.eq_ignore_ascii_case("received"))
+        .map(crate::mime::Field::value)
         .collect()
 }
 

@@ -10,6 +10,7 @@
 
 use crate::bytes;
 use std::borrow::Cow;
+use std::cell::OnceCell;
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
 pub fn normalize(bytes: &[u8]) -> Cow<'_, str> {
@@ -33,16 +34,61 @@ pub fn normalize(bytes: &[u8]) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Unfolded `name: value` fields, names as written (compare them without
-/// regard to ASCII case), values trimmed.
-pub type Fields<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
+/// One `name: value` header field.
+#[derive(Debug, Clone)]
+pub struct Field<'a> {
+    /// As written: compare it without regard to ASCII case.
+    pub name: Cow<'a, str>,
+    /// The trimmed value, or when `folded` its lines as written.
+    raw: Cow<'a, str>,
+    folded: bool,
+    /// A folded value unfolded, on first read: most folded fields
+    /// (`Received`, `DKIM-Signature`) are never read.
+    unfolded: OnceCell<String>,
+}
+
+impl Field<'_> {
+    /// The value, unfolded and trimmed.
+    pub fn value(&self) -> &str {
+        if !self.folded {
+            return &self.raw;
+        }
+        self.unfolded.get_or_init(|| {
+            let mut lines = self.raw.split('\n');
+            let mut value = lines.next().unwrap_or("").trim().to_owned();
+            for l in lines {
+                if l.starts_with([' ', '\t']) {
+                    if !value.is_empty() {
+                        value.push(' ');
+                    }
+                    value.push_str(l.trim());
+                } else if l.contains('=') {
+                    // A parameter line that lost its indentation; the
+                    // other lines [`parse_fields_where`] left out.
+                    value.push(' ');
+                    value.push_str(l.trim());
+                }
+            }
+            value
+        })
+    }
+
+    fn into_owned(self) -> Field<'static> {
+        Field {
+            name: Cow::Owned(self.name.into_owned()),
+            raw: Cow::Owned(self.raw.into_owned()),
+            folded: self.folded,
+            unfolded: self.unfolded,
+        }
+    }
+}
+
+/// Header fields in their order.
+pub type Fields<'a> = Vec<Field<'a>>;
 
 /// `fields` owning their text, to outlive what they were read from.
 pub fn owned_fields(fields: Fields<'_>) -> Fields<'static> {
-    fields
-        .into_iter()
-        .map(|(n, v)| (Cow::Owned(n.into_owned()), Cow::Owned(v.into_owned())))
-        .collect()
+    fields.into_iter().map(Field::into_owned).collect()
 }
 
 /// Parses header fields up to the first blank line; returns them and the rest.
@@ -55,9 +101,12 @@ pub fn parse_fields(text: &str) -> (Fields<'_>, &str) {
 pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_>, &str) {
     let mut fields: Fields = Vec::new();
     let mut pos = 0;
+    // Where the value of the last field kept starts.
+    let mut value_at = 0;
     // The last field was dropped: its continuation lines go with it.
     let mut dropped = false;
     while pos < text.len() {
+        let start = pos;
         let end = bytes::line_end(text, pos);
         let l = &text[pos..end];
         pos = (end + 1).min(text.len());
@@ -66,43 +115,39 @@ pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_
         if (first <= b' ' || !first.is_ascii()) && l.trim().is_empty() {
             return (fields, &text[pos..]);
         }
-        if first == b' ' || first == b'\t' {
-            if dropped {
-                continue;
-            }
-            if let Some(last) = fields.last_mut() {
-                let value = last.1.to_mut();
-                if !value.is_empty() {
-                    value.push(' ');
+        // A line that continues the last field kept: its value now runs
+        // to the end of this line (unfolded when read).
+        let continues = if first == b' ' || first == b'\t' {
+            !dropped
+        } else {
+            // Names are short: a byte loop beats a search for the colon.
+            let name = l
+                .bytes()
+                .position(|b| b == b':')
+                .map(|c| (l[..c].trim(), c));
+            match name {
+                Some((name, colon))
+                    if !name.is_empty() && !name.bytes().any(|b| b == b' ' || b == b'=') =>
+                {
+                    dropped = !keep(name);
+                    if !dropped {
+                        value_at = start + colon + 1;
+                        fields.push(Field {
+                            name: name.into(),
+                            raw: l[colon + 1..].trim().into(),
+                            folded: false,
+                            unfolded: OnceCell::new(),
+                        });
+                    }
+                    false
                 }
-                value.push_str(l.trim());
+                // A parameter line that lost its indentation (`boundary=...`).
+                _ => !dropped && l.contains('='),
             }
-            continue;
-        }
-        // Names are short: a byte loop beats a search for the colon.
-        let name = l
-            .bytes()
-            .position(|b| b == b':')
-            .map(|c| (l[..c].trim(), c));
-        match name {
-            Some((name, colon))
-                if !name.is_empty() && !name.bytes().any(|b| b == b' ' || b == b'=') =>
-            {
-                dropped = !keep(name);
-                if !dropped {
-                    fields.push((name.into(), l[colon + 1..].trim().into()));
-                }
-            }
-            // A parameter line that lost its indentation (`boundary=...`).
-            _ if dropped => {}
-            _ if l.contains('=') => {
-                if let Some(last) = fields.last_mut() {
-                    let value = last.1.to_mut();
-                    value.push(' ');
-                    value.push_str(l.trim());
-                }
-            }
-            _ => {}
+        };
+        if continues && let Some(last) = fields.last_mut() {
+            last.raw = text[value_at..end].into();
+            last.folded = true;
         }
     }
     (fields, "")
@@ -112,8 +157,8 @@ pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_
 pub fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
     fields
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| &**v)
+        .find(|f| f.name.eq_ignore_ascii_case(name))
+        .map(Field::value)
 }
 
 /// One MIME entity, borrowing the text it was read from.
