@@ -148,10 +148,10 @@ fn address_line(line: &str) -> Option<(String, String)> {
     }
     let quoted = rest.starts_with('<') || rest.starts_with('"');
     let mut body = rest.trim_start_matches('<');
-    let (mut at, mut address) = addr::find_all(body).into_iter().next()?;
+    let (mut at, mut address) = addr::addresses(body).next()?;
     if at != 0 && body.starts_with('"') {
         body = body.trim_start_matches('"');
-        (at, address) = addr::find_all(body).into_iter().next()?;
+        (at, address) = addr::addresses(body).next()?;
     }
     if at != 0 {
         return None;
@@ -176,7 +176,7 @@ fn address_line(line: &str) -> Option<(String, String)> {
     let detail = after_t
         .trim_start_matches([':', '.', ',', ';', '-', ' '])
         .to_owned();
-    Some((address, detail))
+    Some((address.to_owned(), detail))
 }
 
 /// Lines a diagnostic block never includes.
@@ -262,12 +262,12 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
     // Recipients named inside a sentence: "... to <a@b>:" / "Unknown user: a@b".
     if out.is_empty() {
         for (k, line) in lines.iter().enumerate() {
-            for (_, a) in addr::find_all(line) {
+            for (_, a) in addr::addresses(line) {
                 let lower = a.to_ascii_lowercase();
                 if skip.contains(&lower)
                     || lower.starts_with("mailer-daemon@")
                     || lower.starts_with("postmaster@")
-                    || out.iter().any(|f| addr::same(&f.recipient, &a))
+                    || out.iter().any(|f| addr::same(&f.recipient, a))
                 {
                     continue;
                 }
@@ -282,7 +282,7 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
                 if out.len() >= crate::MAX_RECIPIENTS {
                     break;
                 }
-                out.push(Found::new(&a, &diag));
+                out.push(Found::new(a, &diag));
             }
         }
         // Sentences mention many addresses (senders, hosts): keep those
