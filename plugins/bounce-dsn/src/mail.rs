@@ -223,8 +223,19 @@ impl<'a> Mail<'a> {
         if let Some((cut, after)) = returned_at(&report) {
             if original.is_empty() {
                 let rest = report[after..].trim_start_matches('\n');
-                // The report is a string of its own: the fields are copied.
-                original = mime::owned_fields(mime::parse_fields(rest).0);
+                // The report is a string of its own: the fields are copied,
+                // so only those anything reads, and the first (whether
+                // there are any fields at all is read too).
+                let mut first = true;
+                let (fields, _) = mime::parse_fields_where(rest, |name| {
+                    let keep = first
+                        || mime::RETURNED_FIELDS
+                            .iter()
+                            .any(|f| f.eq_ignore_ascii_case(name));
+                    first = false;
+                    keep
+                });
+                original = mime::owned_fields(fields);
             }
             report.truncate(cut);
         }

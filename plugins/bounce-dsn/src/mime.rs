@@ -98,7 +98,7 @@ pub fn parse_fields(text: &str) -> (Fields<'_>, &str) {
 
 /// [`parse_fields`] keeping only the fields whose (trimmed) name `keep`
 /// accepts: the others, and their continuation lines, are skipped.
-pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields<'_>, &str) {
+pub fn parse_fields_where(text: &str, mut keep: impl FnMut(&str) -> bool) -> (Fields<'_>, &str) {
     let mut fields: Fields = Vec::new();
     let mut pos = 0;
     // Where the value of the last field kept starts.
@@ -181,7 +181,7 @@ pub struct Leaf<'p, 'a> {
 }
 
 /// The fields of a returned message anything reads.
-const RETURNED_FIELDS: &[&str] = &[
+pub const RETURNED_FIELDS: &[&str] = &[
     "message-id",
     "to",
     "from",
