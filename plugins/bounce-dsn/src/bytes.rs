@@ -1,7 +1,7 @@
 //! Byte search eight bytes at a time. Core's `memchr` reads `usize` words,
 //! four bytes on wasm32 (whose integers go to 64 bits natively), and the
-//! parser's hot loops look for one byte in short lines: the header fields,
-//! the multipart delimiters and the report's lines.
+//! parser's hot loops look for one byte in short lines (the header fields,
+//! the multipart delimiters) or for a few rare letters in the report.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -13,9 +13,8 @@ pub fn find(hay: &[u8], needle: u8) -> Option<usize> {
     let mut at = 0;
     for chunk in &mut chunks {
         let word = u64::from_le_bytes(chunk.try_into().unwrap()) ^ pattern;
-        // The lowest high bit set marks the first zero byte (a borrow only
-        // runs upwards from one).
-        let zero = word.wrapping_sub(LO) & !word & HI;
+        // The lowest bit set marks the first zero byte.
+        let zero = zero_bytes(word);
         if zero != 0 {
             return Some(at + (zero.trailing_zeros() / 8) as usize);
         }
@@ -28,23 +27,54 @@ pub fn find(hay: &[u8], needle: u8) -> Option<usize> {
         .map(|i| at + i)
 }
 
+/// The bits of the zero bytes of `v`, and maybe of bytes above one (a
+/// borrow only runs upwards from a zero byte).
+fn zero_bytes(v: u64) -> u64 {
+    v.wrapping_sub(LO) & !v & HI
+}
+
+/// Where the bytes of `hay` that are one of `letters` (lower-case ASCII)
+/// in either case are, in order.
+pub fn letters<const N: usize>(hay: &[u8], letters: [u8; N]) -> impl Iterator<Item = usize> {
+    let mut base = 0;
+    let mut hits = 0u64;
+    std::iter::from_fn(move || {
+        loop {
+            if hits != 0 {
+                let at = base - 8 + (hits.trailing_zeros() / 8) as usize;
+                hits &= hits - 1;
+                // Bytes above a hit may be flagged too, or lie past the end.
+                if at < hay.len() && letters.contains(&(hay[at] | 0x20)) {
+                    return Some(at);
+                }
+                continue;
+            }
+            if base >= hay.len() {
+                return None;
+            }
+            let word = match hay.get(base..base + 8) {
+                Some(w) => u64::from_le_bytes(w.try_into().unwrap()),
+                None => {
+                    let mut w = [0u8; 8];
+                    w[..hay.len() - base].copy_from_slice(&hay[base..]);
+                    u64::from_le_bytes(w)
+                }
+            };
+            // Setting 0x20 folds ASCII capitals (and no other byte) onto
+            // the lower-case letters.
+            let word = word | (LO * 0x20);
+            hits = letters
+                .iter()
+                .fold(0, |h, &l| h | zero_bytes(word ^ (LO * u64::from(l))));
+            base += 8;
+        }
+    })
+}
+
 /// The end of the line starting at `from` in `text`: where its `\n` is, or
 /// the end of the text.
 pub fn line_end(text: &str, from: usize) -> usize {
     find(&text.as_bytes()[from..], b'\n').map_or(text.len(), |i| from + i)
-}
-
-/// `text.split_inclusive('\n')`, searched as [`find`] does.
-pub fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= text.len() {
-            return None;
-        }
-        let start = pos;
-        pos = (line_end(text, pos) + 1).min(text.len());
-        Some(&text[start..pos])
-    })
 }
 
 #[cfg(test)]
@@ -64,17 +94,12 @@ mod tests {
     }
 
     #[test]
-    fn lines_like_split_inclusive() {
-        for text in [
-            "",
-            "a",
-            "a\n",
-            "a\n\nb",
-            "\n\n",
-            "long line of text\nshort\n",
-        ] {
-            let want: Vec<&str> = text.split_inclusive('\n').collect();
-            assert_eq!(lines_inclusive(text).collect::<Vec<_>>(), want, "{text:?}");
-        }
+    fn letters_in_either_case() {
+        let hay = b"aGbDc\x47\x67 zz...................gd@`D";
+        let want: Vec<usize> = (0..hay.len())
+            .filter(|&i| matches!(hay[i], b'g' | b'G' | b'd' | b'D'))
+            .collect();
+        assert_eq!(letters(hay, [b'g', b'd']).collect::<Vec<_>>(), want);
+        assert_eq!(letters(b"", [b'g']).count(), 0);
     }
 }

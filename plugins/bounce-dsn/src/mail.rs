@@ -97,26 +97,29 @@ fn strip_html(html: &str) -> String {
         .replace("&#39;", "'")
 }
 
-/// A cheap test, without allocating, that a line may be a marker: every
-/// marker is a rule or names a message, an original, a header or a type.
-fn may_mark(line: &[u8]) -> bool {
-    let first = line.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if matches!(first, Some(b'-' | b'|' | b'=' | b'>')) {
-        return true;
-    }
-    // One pass: each word is tried only where its first letter is.
-    (0..line.len()).any(|i| {
-        let word: &[u8] = match line[i] | 0x20 {
-            b'm' => b"message",
-            b'o' => b"original",
-            b'h' => b"header",
-            b'c' => b"content-type",
-            b'r' => b"received:",
-            _ => return false,
-        };
-        line[i..]
-            .get(..word.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+/// The words every marker has one of, each with a letter of it that is
+/// rare in text and where that letter is: only the lines where a word is
+/// around such a letter are tried (a test checks the markers have them).
+const MARKER_WORDS: [(&str, usize); 5] = [
+    ("message", 5),
+    ("original", 3),
+    ("header", 3),
+    ("content-type", 9),
+    ("received:", 5),
+];
+
+/// The letters of [`MARKER_WORDS`] searched for.
+const MARKER_LETTERS: [u8; 4] = [b'g', b'd', b'y', b'v'];
+
+/// Whether a marker word, any case, is around the letter at `at`.
+fn names_marker_word(text: &[u8], at: usize) -> bool {
+    let letter = text[at] | 0x20;
+    MARKER_WORDS.iter().any(|&(word, k)| {
+        word.as_bytes()[k] == letter
+            && at >= k
+            && text[at - k..]
+                .get(..word.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(word.as_bytes()))
     })
 }
 
@@ -148,45 +151,44 @@ const fn long_markers() -> usize {
 /// [`LONG_MARKERS`] indexed at compile time.
 static LONG_MARKER_INDEX: phrase::Index<{ LONG_MARKERS.len() }> = phrase::Index::new(&LONG_MARKERS);
 
-/// Where the returned message starts in `text`, if a marker says so.
+/// Where the returned message starts in `text`, if a marker says so: the
+/// first line that is one.
 fn returned_at(text: &str) -> Option<(usize, usize)> {
-    let mut offset = 0;
-    for line in bytes::lines_inclusive(text) {
-        if !may_mark(line.as_bytes()) {
-            offset += line.len();
+    let b = text.as_bytes();
+    // Lines before this one are done with.
+    let mut next = 0;
+    for at in bytes::letters(b, MARKER_LETTERS) {
+        if at < next || !names_marker_word(b, at) {
             continue;
         }
-        let t = line.trim().to_ascii_lowercase();
-        let t = t.trim_start_matches(['>', ' ']);
-        // Every marker names a message, a header or a copy, or is a rule.
-        let maybe = t.starts_with(['-', '|', '='])
-            || t.contains("message")
-            || t.contains("original")
-            || t.contains("header")
-            || t.contains("content-type")
-            || t.starts_with("received:");
-        if !maybe {
-            offset += line.len();
-            continue;
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        next = (bytes::line_end(text, at) + 1).min(text.len());
+        if let Some(after) = marker_line(&text[start..next], start) {
+            return Some((start, after));
         }
-        if RETURNED_MARKERS.iter().any(|m| {
-            if *m == "received: from" {
-                t.starts_with(m) && offset > 0
-            } else {
-                t.starts_with(m)
-            }
-        }) || LONG_MARKER_INDEX.groups_in(t.as_bytes()) != 0
-        {
-            let after = if t.starts_with("received: from") {
-                offset
-            } else {
-                offset + line.len()
-            };
-            return Some((offset, after));
-        }
-        offset += line.len();
     }
     None
+}
+
+/// Whether `line`, at `offset` in the text, is a marker: where the
+/// returned message starts after it if so.
+fn marker_line(line: &str, offset: usize) -> Option<usize> {
+    let t = line.trim().to_ascii_lowercase();
+    let t = t.trim_start_matches(['>', ' ']);
+    let marks = RETURNED_MARKERS.iter().any(|m| {
+        if *m == "received: from" {
+            t.starts_with(m) && offset > 0
+        } else {
+            t.starts_with(m)
+        }
+    }) || LONG_MARKER_INDEX.groups_in(t.as_bytes()) != 0;
+    marks.then(|| {
+        if t.starts_with("received: from") {
+            offset
+        } else {
+            offset + line.len()
+        }
+    })
 }
 
 impl<'a> Mail<'a> {
@@ -299,4 +301,35 @@ fn returned_headers<'a>(top: &Part<'a>) -> Fields<'a> {
         }
     }
     find(top).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_marker_has_a_marker_word() {
+        for m in RETURNED_MARKERS {
+            let b = m.as_bytes();
+            assert!(
+                (0..b.len()).any(|i| MARKER_LETTERS.contains(&b[i]) && names_marker_word(b, i)),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_first_marker_line_cuts_the_report() {
+        let text =
+            "Sorry.\nYour Message was not sent.\n> ------ Original Message ------\nSubject: x\n";
+        let at = text.find("> ---").unwrap();
+        assert_eq!(
+            returned_at(text),
+            Some((at, at + "> ------ Original Message ------\n".len()))
+        );
+        let received = "Sorry.\nReceived: from mx by mx\n";
+        assert_eq!(returned_at(received), Some((7, 7)));
+        assert_eq!(returned_at("Received: from mx by mx\n"), None);
+        assert_eq!(returned_at("no marker here\n"), None);
+    }
 }
