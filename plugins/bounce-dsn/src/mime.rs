@@ -73,6 +73,12 @@ impl Field<'_> {
         })
     }
 
+    /// The value as written, continuation lines and all (trimmed when it
+    /// has none).
+    pub fn written(&self) -> &str {
+        &self.raw
+    }
+
     fn into_owned(self) -> Field<'static> {
         Field {
             name: Cow::Owned(self.name.into_owned()),
