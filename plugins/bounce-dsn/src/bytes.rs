@@ -77,6 +77,41 @@ pub fn line_end(text: &str, from: usize) -> usize {
     find(&text.as_bytes()[from..], b'\n').map_or(text.len(), |i| from + i)
 }
 
+/// Whether the character at byte `at` of `text` is whitespace
+/// (`char::is_whitespace`), and its width.
+pub fn space_at(text: &str, at: usize) -> (bool, usize) {
+    let b = text.as_bytes()[at];
+    if b.is_ascii() {
+        (matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '), 1)
+    } else {
+        let c = text[at..].chars().next().unwrap_or('x');
+        (c.is_whitespace(), c.len_utf8())
+    }
+}
+
+/// `text.split_whitespace()`, without decoding ASCII as characters.
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < text.len() {
+            let (space, width) = space_at(text, at);
+            if !space {
+                break;
+            }
+            at += width;
+        }
+        let start = at;
+        while at < text.len() {
+            let (space, width) = space_at(text, at);
+            if space {
+                break;
+            }
+            at += width;
+        }
+        (at > start).then(|| &text[start..at])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +126,21 @@ mod tests {
         assert_eq!(find(b"", b'a'), None);
         // A byte just above the needle must not be taken for it.
         assert_eq!(find(b"\x01\x01\x01\x01\x01\x01\x01\x01\x00", 0), Some(8));
+    }
+
+    #[test]
+    fn words_like_split_whitespace() {
+        for text in [
+            "",
+            "  ",
+            "a",
+            " a  b\t\nc ",
+            "x\u{a0}y\u{3000} z\u{85}",
+            "é ü\x0b!",
+        ] {
+            let want: Vec<&str> = text.split_whitespace().collect();
+            assert_eq!(words(text).collect::<Vec<_>>(), want, "{text:?}");
+        }
     }
 
     #[test]

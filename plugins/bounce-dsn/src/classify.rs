@@ -960,15 +960,7 @@ fn folded_at(text: &str, mut i: usize, phrase: &[u8]) -> bool {
         }
         let run = i;
         while i < b.len() {
-            let (width, space) = if b[i].is_ascii() {
-                (
-                    1,
-                    matches!(b[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '),
-                )
-            } else {
-                let c = text[i..].chars().next().unwrap_or('x');
-                (c.len_utf8(), c.is_whitespace())
-            };
+            let (space, width) = crate::bytes::space_at(text, i);
             if !space {
                 break;
             }

@@ -56,11 +56,8 @@ pub fn clean(text: &str) -> String {
     // The first continuation prefix ("550-5.7.1"), whose later repetitions
     // (including the last line's "550 5.7.1") are dropped.
     let mut prefix: Option<(&str, &str)> = None;
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut i = 0;
-    while i < words.len() {
-        let word = words[i];
-        i += 1;
+    let mut words = crate::bytes::words(text).peekable();
+    while let Some(word) = words.next() {
         if is_continuation(word) {
             let (code, status) = word.split_at(3);
             let pair = (code, &status[1..]);
@@ -71,8 +68,10 @@ pub fn clean(text: &str) -> String {
             }
         } else if let Some((code, status)) = prefix {
             // "550 5.7.1" on the last line of the reply.
-            if word == code && (status.is_empty() || words.get(i) == Some(&status)) {
-                i += usize::from(!status.is_empty());
+            if word == code && (status.is_empty() || words.peek() == Some(&status)) {
+                if !status.is_empty() {
+                    words.next();
+                }
                 continue;
             }
         }
