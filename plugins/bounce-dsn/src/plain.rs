@@ -9,6 +9,7 @@ use crate::addr;
 use crate::classify::find_reply_code;
 use crate::found::Found;
 use crate::mail::Mail;
+use std::cell::OnceCell;
 
 /// Words of a Subject or From that make a message a bounce.
 const BOUNCE_SUBJECTS: &[&str] = &[
@@ -365,30 +366,45 @@ const ERROR_WORDS: &[&str] = &[
 ];
 
 fn looks_like_error(text: &str) -> bool {
+    is_coded(text) || has_error_word(text)
+}
+
+/// A reply code or an enhanced status is in `text`.
+fn is_coded(text: &str) -> bool {
+    find_reply_code(text).is_some() || crate::classify::find_status(text).is_some()
+}
+
+fn has_error_word(text: &str) -> bool {
     let l = text.to_ascii_lowercase();
-    find_reply_code(text).is_some()
-        || crate::classify::find_status(text).is_some()
-        || ERROR_WORDS.iter().any(|w| l.contains(w))
+    ERROR_WORDS.iter().any(|w| l.contains(w))
 }
 
 /// The paragraph of `report` that best says what went wrong: the first
 /// with a reply code or status, else the first with an error word.
 pub fn error_paragraph(report: &str) -> Option<String> {
-    let paragraphs: Vec<String> = report
-        .split("\n\n")
-        .map(crate::found::clean)
-        .filter(|p| !p.is_empty())
-        .collect();
-    let coded =
-        |p: &&String| find_reply_code(p).is_some() || crate::classify::find_status(p).is_some();
-    let known = |p: &&String| crate::classify::names_a_reason(p);
-    paragraphs
-        .iter()
-        .find(|p| coded(p) && known(p))
-        .or_else(|| paragraphs.iter().find(known))
-        .or_else(|| paragraphs.iter().find(coded))
-        .or_else(|| paragraphs.iter().find(|p| looks_like_error(p)))
-        .cloned()
+    // Each paragraph is cleaned, and each test made, at most once and only
+    // when a search gets that far (the reason phrases are many). Blank
+    // paragraphs clean to nothing, which no test accepts.
+    let raw: Vec<&str> = report.split("\n\n").collect();
+    let cleaned: Vec<OnceCell<String>> = raw.iter().map(|_| OnceCell::new()).collect();
+    let tests: Vec<[OnceCell<bool>; 2]> = raw.iter().map(|_| Default::default()).collect();
+    let text = |i: usize| {
+        cleaned[i]
+            .get_or_init(|| crate::found::clean(raw[i]))
+            .as_str()
+    };
+    let coded = |i: usize| *tests[i][0].get_or_init(|| !text(i).is_empty() && is_coded(text(i)));
+    let known = |i: usize| {
+        *tests[i][1].get_or_init(|| !text(i).is_empty() && crate::classify::names_a_reason(text(i)))
+    };
+    let all = || 0..raw.len();
+    let best = all()
+        .find(|&i| coded(i) && known(i))
+        .or_else(|| all().find(|&i| known(i)))
+        .or_else(|| all().find(|&i| coded(i)))
+        // Not coded, as the search before found: an error word will do.
+        .or_else(|| all().find(|&i| !text(i).is_empty() && has_error_word(text(i))))?;
+    cleaned.into_iter().nth(best).and_then(OnceCell::into_inner)
 }
 
 /// The recipients of `X-Failed-Recipients`, each with what the text says
