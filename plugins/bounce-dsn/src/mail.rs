@@ -175,12 +175,11 @@ fn returned_at(text: &str) -> Option<(usize, usize)> {
 fn marker_line(line: &str, offset: usize) -> Option<usize> {
     let t = line.trim().to_ascii_lowercase();
     let t = t.trim_start_matches(['>', ' ']);
+    // The first byte first: most markers are compared no further.
     let marks = RETURNED_MARKERS.iter().any(|m| {
-        if *m == "received: from" {
-            t.starts_with(m) && offset > 0
-        } else {
-            t.starts_with(m)
-        }
+        t.as_bytes().first() == m.as_bytes().first()
+            && t.starts_with(m)
+            && (offset > 0 || *m != "received: from")
     }) || LONG_MARKER_INDEX.groups_in(t.as_bytes()) != 0;
     marks.then(|| {
         if t.starts_with("received: from") {
