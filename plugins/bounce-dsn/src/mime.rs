@@ -137,6 +137,11 @@ pub fn parse_fields_where(text: &str, mut keep: impl FnMut(&str) -> bool) -> (Fi
                 {
                     dropped = !keep(name);
                     if !dropped {
+                        // A header has a score of fields or so: the list
+                        // grows from 16, not from 4.
+                        if fields.is_empty() {
+                            fields.reserve(16);
+                        }
                         value_at = start + colon + 1;
                         fields.push(Field {
                             name: name.into(),
