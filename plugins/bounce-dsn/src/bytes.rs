@@ -82,10 +82,31 @@ pub fn line_end(text: &str, from: usize) -> usize {
 pub fn space_at(text: &str, at: usize) -> (bool, usize) {
     let b = text.as_bytes()[at];
     if b.is_ascii() {
-        (matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '), 1)
+        (ascii_space(b), 1)
     } else {
         let c = text[at..].chars().next().unwrap_or('x');
         (c.is_whitespace(), c.len_utf8())
+    }
+}
+
+fn ascii_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ')
+}
+
+/// `text.trim()`, without decoding ASCII as characters (`str::trim` takes
+/// a few dozen instructions even for a field name).
+pub fn trim(text: &str) -> &str {
+    let b = text.as_bytes();
+    let start = b.iter().position(|&c| !ascii_space(c)).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|&c| !ascii_space(c))
+        .map_or(start, |i| i + 1);
+    let t = &text[start..end];
+    // A character beyond ASCII at either end may be whitespace too.
+    match (t.as_bytes().first(), t.as_bytes().last()) {
+        (Some(f), Some(l)) if !f.is_ascii() || !l.is_ascii() => t.trim(),
+        _ => t,
     }
 }
 
@@ -140,6 +161,22 @@ mod tests {
         ] {
             let want: Vec<&str> = text.split_whitespace().collect();
             assert_eq!(words(text).collect::<Vec<_>>(), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn trims_like_str_trim() {
+        for text in [
+            "",
+            " ",
+            "a",
+            " a b ",
+            "\t\x0b\x0ca\r\n",
+            "\u{a0} x \u{3000}",
+            "é",
+            " \u{85}",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
 

@@ -55,18 +55,18 @@ impl Field<'_> {
         }
         self.unfolded.get_or_init(|| {
             let mut lines = self.raw.split('\n');
-            let mut value = lines.next().unwrap_or("").trim().to_owned();
+            let mut value = bytes::trim(lines.next().unwrap_or("")).to_owned();
             for l in lines {
                 if l.starts_with([' ', '\t']) {
                     if !value.is_empty() {
                         value.push(' ');
                     }
-                    value.push_str(l.trim());
+                    value.push_str(bytes::trim(l));
                 } else if l.contains('=') {
                     // A parameter line that lost its indentation; the
                     // other lines [`parse_fields_where`] left out.
                     value.push(' ');
-                    value.push_str(l.trim());
+                    value.push_str(bytes::trim(l));
                 }
             }
             value
@@ -118,7 +118,7 @@ pub fn parse_fields_where(text: &str, mut keep: impl FnMut(&str) -> bool) -> (Fi
         pos = (end + 1).min(text.len());
         // Most lines start with a visible ASCII byte: no need to trim them.
         let first = l.as_bytes().first().copied().unwrap_or(b' ');
-        if (first <= b' ' || !first.is_ascii()) && l.trim().is_empty() {
+        if (first <= b' ' || !first.is_ascii()) && bytes::trim(l).is_empty() {
             return (fields, &text[pos..]);
         }
         // A line that continues the last field kept: its value now runs
@@ -130,7 +130,7 @@ pub fn parse_fields_where(text: &str, mut keep: impl FnMut(&str) -> bool) -> (Fi
             let name = l
                 .bytes()
                 .position(|b| b == b':')
-                .map(|c| (l[..c].trim(), c));
+                .map(|c| (bytes::trim(&l[..c]), c));
             match name {
                 Some((name, colon))
                     if !name.is_empty() && !name.bytes().any(|b| b == b' ' || b == b'=') =>
@@ -145,7 +145,7 @@ pub fn parse_fields_where(text: &str, mut keep: impl FnMut(&str) -> bool) -> (Fi
                         value_at = start + colon + 1;
                         fields.push(Field {
                             name: name.into(),
-                            raw: l[colon + 1..].trim().into(),
+                            raw: bytes::trim(&l[colon + 1..]).into(),
                             folded: false,
                             unfolded: OnceCell::new(),
                         });
