@@ -57,37 +57,38 @@ pub struct Mail<'a> {
 }
 
 fn strip_html(html: &str) -> String {
+    /// Tags that break the line.
+    const BREAKS: &[&str] = &[
+        "<br", "<p", "</p", "<div", "</div", "<tr", "</tr", "<li", "</h",
+    ];
     let mut out = String::with_capacity(html.len());
-    let mut in_tag = false;
-    let lower = html.to_ascii_lowercase();
-    let mut i = 0;
     let b = html.as_bytes();
+    let mut i = 0;
     while i < b.len() {
-        if !in_tag && b[i] == b'<' {
-            in_tag = true;
-            let rest = &lower[i..];
-            if rest.starts_with("<br")
-                || rest.starts_with("<p")
-                || rest.starts_with("</p")
-                || rest.starts_with("<div")
-                || rest.starts_with("</div")
-                || rest.starts_with("<tr")
-                || rest.starts_with("</tr")
-                || rest.starts_with("<li")
-                || rest.starts_with("</h")
-            {
-                out.push('\n');
-            }
-        } else if in_tag && b[i] == b'>' {
-            in_tag = false;
-            out.push(' ');
-        } else if !in_tag {
-            let ch = html[i..].chars().next().unwrap_or(' ');
-            out.push(ch);
-            i += ch.len_utf8();
-            continue;
+        // Text up to a tag is copied as it is.
+        let tag = bytes::find(&b[i..], b'<').map_or(b.len(), |k| i + k);
+        out.push_str(&html[i..tag]);
+        if tag == b.len() {
+            break;
         }
-        i += 1;
+        if BREAKS.iter().any(|t| {
+            b[tag..]
+                .get(..t.len())
+                .is_some_and(|w| w.eq_ignore_ascii_case(t.as_bytes()))
+        }) {
+            out.push('\n');
+        }
+        // A tag is dropped up to its '>', which leaves a space.
+        match bytes::find(&b[tag + 1..], b'>') {
+            Some(k) => {
+                out.push(' ');
+                i = tag + 1 + k + 1;
+            }
+            None => break,
+        }
+    }
+    if !out.contains('&') {
+        return out;
     }
     out.replace("&nbsp;", " ")
         .replace("&lt;", "<")
@@ -173,16 +174,34 @@ fn returned_at(text: &str) -> Option<(usize, usize)> {
 /// Whether `line`, at `offset` in the text, is a marker: where the
 /// returned message starts after it if so.
 fn marker_line(line: &str, offset: usize) -> Option<usize> {
-    let t = line.trim().to_ascii_lowercase();
-    let t = t.trim_start_matches(['>', ' ']);
+    // Lower-cased into a buffer on the stack (most lines fit): a line is
+    // tried whenever it has "message" in it.
+    let line_t = line.trim();
+    let mut buf = [0u8; 256];
+    let long;
+    let t: &[u8] = match buf.get_mut(..line_t.len()) {
+        Some(b) => {
+            b.copy_from_slice(line_t.as_bytes());
+            b.make_ascii_lowercase();
+            b
+        }
+        None => {
+            long = line_t.to_ascii_lowercase();
+            long.as_bytes()
+        }
+    };
+    let t = &t[t
+        .iter()
+        .position(|&c| c != b'>' && c != b' ')
+        .unwrap_or(t.len())..];
     // The first byte first: most markers are compared no further.
     let marks = RETURNED_MARKERS.iter().any(|m| {
-        t.as_bytes().first() == m.as_bytes().first()
-            && t.starts_with(m)
+        t.first() == m.as_bytes().first()
+            && t.starts_with(m.as_bytes())
             && (offset > 0 || *m != "received: from")
-    }) || LONG_MARKER_INDEX.groups_in(t.as_bytes()) != 0;
+    }) || LONG_MARKER_INDEX.groups_in(t) != 0;
     marks.then(|| {
-        if t.starts_with("received: from") {
+        if t.starts_with(b"received: from") {
             offset
         } else {
             offset + line.len()
@@ -315,6 +334,15 @@ mod tests {
                 "{m}"
             );
         }
+    }
+
+    #[test]
+    fn html_is_read_as_text() {
+        assert_eq!(
+            strip_html("<P>Hello<br/>World &amp;lt; &amp;quot;</p><b>x<i"),
+            "\n Hello\n World &lt; \"\n  x"
+        );
+        assert_eq!(strip_html("a > b, é"), "a > b, é");
     }
 
     #[test]
