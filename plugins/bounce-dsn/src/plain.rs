@@ -138,6 +138,8 @@ const LINE_PREFIXES: &[&str] = &[
 
 /// A recipient at the start of a line and what follows it on the line.
 fn address_line(line: &str) -> Option<(String, String)> {
+    // Most lines have no address at all.
+    crate::bytes::find(line.as_bytes(), b'@')?;
     let t = line.trim();
     let mut rest = t;
     for p in LINE_PREFIXES {
@@ -182,7 +184,7 @@ fn address_line(line: &str) -> Option<(String, String)> {
 
 /// Lines a diagnostic block never includes.
 fn ends_block(line: &str) -> bool {
-    let l = line.trim().to_ascii_lowercase();
+    let l = line.trim();
     l.starts_with("-----") || l.starts_with("=====") || l.starts_with("*****")
 }
 
