@@ -9,6 +9,7 @@
 
 use crate::phrase;
 use sluice_sdk::bounce::Reason;
+use std::cell::OnceCell;
 
 /// Phrases (lower case) per reason, in the order they are tried.
 const TEXT_RULES: &[(Reason, &[&str])] = &[
@@ -999,14 +1000,52 @@ const COMMAND_PATTERNS: [(&str, Command); 21] = [
     ("after initial connection", Command::Conn),
 ];
 
+/// A fact worked out when a rule first asks for it.
+#[derive(Default)]
+pub struct Deferred<'a, T> {
+    value: OnceCell<T>,
+    make: Option<&'a dyn Fn() -> T>,
+}
+
+impl<'a, T: Copy + Default> Deferred<'a, T> {
+    pub fn new(make: &'a dyn Fn() -> T) -> Self {
+        Deferred {
+            value: OnceCell::new(),
+            make: Some(make),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn known(value: T) -> Self {
+        Deferred {
+            value: OnceCell::from(value),
+            make: None,
+        }
+    }
+
+    pub fn get(&self) -> T {
+        *self
+            .value
+            .get_or_init(|| self.make.map(|make| make()).unwrap_or_default())
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Deferred<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Deferred").field(&self.value.get()).finish()
+    }
+}
+
 /// What is known about one failed recipient before classification.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Facts<'a> {
     pub status: &'a str,
     pub reply_code: Option<u16>,
     pub diagnostic: &'a str,
     pub action: &'a str,
-    pub command: Option<Command>,
+    /// Read when a rule asks: it may take reading the whole report, and
+    /// most reasons are decided without it.
+    pub command: Deferred<'a, Option<Command>>,
     /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
     pub diagnostic_type: &'a str,
     /// The diagnostic was said about this recipient (not a report's
@@ -1156,7 +1195,7 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
                 .iter()
                 .any(|r| says(lower, *r))
             } else {
-                (f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown))
+                (says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Rcpt))
                     || (lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered))
             }
         }
@@ -1168,8 +1207,8 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
             } else {
                 // After DATA (or at an unknown stage) the whole message was
                 // read: "unknown user" there is a content filter's answer.
-                !before_data(f.command)
-                    && (says(lower, Reason::Filtered) || says(lower, Reason::Userunknown))
+                (says(lower, Reason::Filtered) || says(lower, Reason::Userunknown))
+                    && !before_data(f.command.get())
             }
         }
         Reason::Mesgtoobig => {
@@ -1223,7 +1262,7 @@ pub fn reason(f: &Facts) -> Reason {
     if f.action.starts_with("delayed") || f.action.starts_with("expired") {
         return Reason::Expired;
     }
-    if matches!(f.command, Some(Command::Helo | Command::Conn)) {
+    if matches!(f.command.get(), Some(Command::Helo | Command::Conn)) {
         return Reason::Blocked;
     }
     match named {
@@ -1522,7 +1561,7 @@ mod tests {
             reply_code: code,
             diagnostic: diag,
             action: "failed",
-            command: find_command(diag),
+            command: Deferred::known(find_command(diag)),
             diagnostic_type: "smtp",
             specific: true,
         })

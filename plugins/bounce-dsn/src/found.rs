@@ -2,7 +2,7 @@
 //! result: reply code and status read from the diagnostic when the report
 //! lacks them, the reason classified, Sisimai's pseudo status filled in.
 
-use crate::classify::{self, Command, Facts};
+use crate::classify::{self, Command, Deferred, Facts};
 use sluice_sdk::bounce::{BounceResult, Reason};
 
 /// Longest diagnostic passed back (the host accepts 16 KiB).
@@ -129,8 +129,11 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
         .reply_code
         .or_else(|| classify::find_reply_code(&diagnostic));
     let status = prefer_status(&f.status, &diagnostic, reply_code);
-    let command = f.command.or_else(|| classify::find_command(&diagnostic));
-    let command = command.or_else(context);
+    let command = || {
+        f.command
+            .or_else(|| classify::find_command(&diagnostic))
+            .or_else(context)
+    };
     let action = f.action.to_ascii_lowercase();
     let reason = f.reason.unwrap_or_else(|| {
         classify::reason(&Facts {
@@ -138,7 +141,7 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
             reply_code,
             diagnostic: &diagnostic,
             action: &action,
-            command,
+            command: Deferred::new(&command),
             diagnostic_type: &f.diagnostic_type,
             specific: !f.general,
         })
