@@ -376,9 +376,20 @@ fn is_coded(text: &str) -> bool {
     find_reply_code(text).is_some() || crate::classify::find_status(text).is_some()
 }
 
+/// [`ERROR_WORDS`] indexed at compile time: one pass, not one a word.
+static ERROR_WORD_INDEX: crate::phrase::Index<{ ERROR_WORDS.len() }> =
+    crate::phrase::Index::new(&{
+        let mut out = [(1, ""); ERROR_WORDS.len()];
+        let mut i = 0;
+        while i < ERROR_WORDS.len() {
+            out[i].1 = ERROR_WORDS[i];
+            i += 1;
+        }
+        out
+    });
+
 fn has_error_word(text: &str) -> bool {
-    let l = text.to_ascii_lowercase();
-    ERROR_WORDS.iter().any(|w| l.contains(w))
+    ERROR_WORD_INDEX.groups_in(text.to_ascii_lowercase().as_bytes()) != 0
 }
 
 /// The paragraph of `report` that best says what went wrong: the first
