@@ -1,23 +1,39 @@
 //! A phrase set indexed at compile time: which groups of phrases occur in
 //! a text, found in one pass over it.
 //!
-//! Phrases are bucketed by their first two bytes in a `const` table, so no
-//! work is done per call (a Wasm call may run in a fresh instance) and each
-//! position of the text is compared only with the few phrases that start
-//! with its two bytes, and only with those whose first four bytes are
-//! there too: a whole comparison is made for likely matches only.
+//! Phrases are bucketed in a `const` table, so no work is done per call (a
+//! Wasm call may run in a fresh instance): those of four bytes or more by a
+//! hash of their first four, shorter ones by their first two. Each place
+//! of the text is compared only with the phrases of its buckets, and then
+//! whole only when their first (up to) four bytes are there.
 
-/// Buckets of the first-two-bytes index (6 low bits of each byte).
+/// Buckets of each of the two keys.
 const BUCKETS: usize = 1 << 12;
 
-const fn bucket(a: u8, b: u8) -> usize {
-    ((a as usize & 0x3f) << 6) | (b as usize & 0x3f)
+/// The bucket of a phrase of four bytes or more: a hash of those four.
+const fn long_key(head: u32) -> usize {
+    (head.wrapping_mul(0x9e37_79b1) >> 20) as usize
+}
+
+/// The bucket of a shorter phrase: 6 low bits of its first two bytes.
+const fn short_key(a: u8, b: u8) -> usize {
+    BUCKETS + (((a as usize & 0x3f) << 6) | (b as usize & 0x3f))
+}
+
+const fn key(p: &[u8]) -> usize {
+    if p.len() >= 4 {
+        long_key(head(p, 0))
+    } else {
+        short_key(p[0], p[1])
+    }
 }
 
 /// `N` phrases, each tagged with the bit of its group.
 pub struct Index<const N: usize> {
-    /// `phrases[start[k]..start[k + 1]]` start with bytes of bucket `k`.
-    start: [u16; BUCKETS + 1],
+    /// `phrases[start[k]..start[k + 1]]` are the phrases of bucket `k`.
+    start: [u16; 2 * BUCKETS + 1],
+    /// Whether any phrase is shorter than four bytes.
+    short: bool,
     phrases: [&'static str; N],
     bits: [u64; N],
     /// The first (up to) four bytes of each phrase, little-endian, and the
@@ -40,16 +56,18 @@ impl<const N: usize> Index<N> {
     /// Indexes `(bit, phrase)` pairs; every phrase has at least two bytes.
     pub const fn new(pairs: &[(u64, &'static str); N]) -> Self {
         assert!(N < u16::MAX as usize);
-        let mut start = [0u16; BUCKETS + 1];
+        let mut start = [0u16; 2 * BUCKETS + 1];
+        let mut short = false;
         let mut i = 0;
         while i < N {
             let p = pairs[i].1.as_bytes();
             assert!(p.len() >= 2, "a phrase needs two bytes");
-            start[bucket(p[0], p[1]) + 1] += 1;
+            short |= p.len() < 4;
+            start[key(p) + 1] += 1;
             i += 1;
         }
         let mut k = 1;
-        while k <= BUCKETS {
+        while k <= 2 * BUCKETS {
             start[k] += start[k - 1];
             k += 1;
         }
@@ -60,7 +78,7 @@ impl<const N: usize> Index<N> {
         i = 0;
         while i < N {
             let p = pairs[i].1.as_bytes();
-            let at = &mut next[bucket(p[0], p[1])];
+            let at = &mut next[key(p)];
             phrases[*at as usize] = pairs[i].1;
             bits[*at as usize] = pairs[i].0;
             let mask = if p.len() >= 4 {
@@ -74,6 +92,7 @@ impl<const N: usize> Index<N> {
         }
         Index {
             start,
+            short,
             phrases,
             bits,
             heads,
@@ -84,27 +103,37 @@ impl<const N: usize> Index<N> {
     pub fn groups_in(&self, text: &[u8]) -> u64 {
         let mut found = 0u64;
         for (i, pair) in text.windows(2).enumerate() {
-            let k = bucket(pair[0], pair[1]);
-            let candidates = self.start[k] as usize..self.start[k + 1] as usize;
-            if candidates.is_empty() {
-                continue;
-            }
             let here = match text.get(i..i + 4) {
-                Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
+                Some(w) => {
+                    let here = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                    found |= self.found_at(long_key(here), here, &text[i..], found);
+                    here
+                }
                 None => head(text, i),
             };
-            for at in candidates {
-                let bit = self.bits[at];
-                let (head, mask) = self.heads[at];
-                if found & bit == 0
-                    && here & mask == head
-                    && text[i..].starts_with(self.phrases[at].as_bytes())
-                {
-                    found |= bit;
-                }
+            if self.short {
+                let k = short_key(pair[0], pair[1]);
+                found |= self.found_at(k, here, &text[i..], found);
             }
         }
         found
+    }
+
+    /// The groups, not in `found` yet, of the phrases of bucket `k` that
+    /// `text` starts with (`here`: its first four bytes).
+    fn found_at(&self, k: usize, here: u32, text: &[u8], found: u64) -> u64 {
+        let mut more = 0;
+        for at in self.start[k] as usize..self.start[k + 1] as usize {
+            let bit = self.bits[at];
+            let (head, mask) = self.heads[at];
+            if (found | more) & bit == 0
+                && here & mask == head
+                && text.starts_with(self.phrases[at].as_bytes())
+            {
+                more |= bit;
+            }
+        }
+        more
     }
 }
 
