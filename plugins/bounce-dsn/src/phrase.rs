@@ -3,35 +3,37 @@
 //!
 //! Phrases are bucketed in a `const` table, so no work is done per call (a
 //! Wasm call may run in a fresh instance): those of four bytes or more by a
-//! hash of their first four, shorter ones by their first two. Each place
+//! hash of their first four, the few shorter ones by their first. Each place
 //! of the text is compared only with the phrases of its buckets, and then
 //! whole only when their first (up to) four bytes are there.
 
-/// Buckets of each of the two keys.
+/// Buckets of the four-byte hash; the first byte of a shorter phrase adds
+/// 256 more.
 const BUCKETS: usize = 1 << 12;
+const ALL_BUCKETS: usize = BUCKETS + 256;
 
 /// The bucket of a phrase of four bytes or more: a hash of those four.
 const fn long_key(head: u32) -> usize {
     (head.wrapping_mul(0x9e37_79b1) >> 20) as usize
 }
 
-/// The bucket of a shorter phrase: 6 low bits of its first two bytes.
-const fn short_key(a: u8, b: u8) -> usize {
-    BUCKETS + (((a as usize & 0x3f) << 6) | (b as usize & 0x3f))
+/// The bucket of a shorter phrase: its first byte.
+const fn short_key(first: u8) -> usize {
+    BUCKETS + first as usize
 }
 
 const fn key(p: &[u8]) -> usize {
     if p.len() >= 4 {
         long_key(head(p, 0))
     } else {
-        short_key(p[0], p[1])
+        short_key(p[0])
     }
 }
 
 /// `N` phrases, each tagged with the bit of its group.
 pub struct Index<const N: usize> {
     /// `phrases[start[k]..start[k + 1]]` are the phrases of bucket `k`.
-    start: [u16; 2 * BUCKETS + 1],
+    start: [u16; ALL_BUCKETS + 1],
     /// Whether any phrase is shorter than four bytes.
     short: bool,
     phrases: [&'static str; N],
@@ -56,7 +58,7 @@ impl<const N: usize> Index<N> {
     /// Indexes `(bit, phrase)` pairs; every phrase has at least two bytes.
     pub const fn new(pairs: &[(u64, &'static str); N]) -> Self {
         assert!(N < u16::MAX as usize);
-        let mut start = [0u16; 2 * BUCKETS + 1];
+        let mut start = [0u16; ALL_BUCKETS + 1];
         let mut short = false;
         let mut i = 0;
         while i < N {
@@ -67,7 +69,7 @@ impl<const N: usize> Index<N> {
             i += 1;
         }
         let mut k = 1;
-        while k <= 2 * BUCKETS {
+        while k <= ALL_BUCKETS {
             start[k] += start[k - 1];
             k += 1;
         }
@@ -112,8 +114,7 @@ impl<const N: usize> Index<N> {
                 None => head(text, i),
             };
             if self.short {
-                let k = short_key(pair[0], pair[1]);
-                found |= self.found_at(k, here, &text[i..], found);
+                found |= self.found_at(short_key(pair[0]), here, &text[i..], found);
             }
         }
         found
