@@ -10,53 +10,61 @@ fn domain_char(b: u8) -> bool {
 
 /// Every address in `text`, in order; domains need a dot.
 pub fn find_all(text: &str) -> Vec<(usize, String)> {
+    addresses(text).map(|(at, a)| (at, a.to_owned())).collect()
+}
+
+/// Every address in `text` and where it starts, in order, as slices of
+/// the text (most callers want the first only, or none copied).
+pub fn addresses(text: &str) -> impl Iterator<Item = (usize, &str)> {
     scan(text, true)
 }
 
-/// Every address, dotless domains (`user@mailhub`) included: for fields
-/// that hold nothing but an address.
-fn find_all_loose(text: &str) -> Vec<(usize, String)> {
-    scan(text, false)
+/// The first address, dotless domains (`user@mailhub`) included: for
+/// fields that hold nothing but an address.
+fn first_loose(text: &str) -> Option<String> {
+    scan(text, false).next().map(|(_, a)| a.to_owned())
 }
 
-fn scan(text: &str, need_dot: bool) -> Vec<(usize, String)> {
+fn scan(text: &str, need_dot: bool) -> impl Iterator<Item = (usize, &str)> {
     let bytes = text.as_bytes();
-    let mut out = Vec::new();
     let mut i = 0;
-    while let Some(at) = bytes[i..].iter().position(|&b| b == b'@').map(|p| p + i) {
-        let mut s = at;
-        while s > 0 && local_char(bytes[s - 1]) {
-            s -= 1;
+    std::iter::from_fn(move || {
+        while let Some(at) = crate::bytes::find(&bytes[i..], b'@').map(|p| p + i) {
+            let mut s = at;
+            while s > 0 && local_char(bytes[s - 1]) {
+                s -= 1;
+            }
+            let mut e = at + 1;
+            while e < bytes.len() && domain_char(bytes[e]) {
+                e += 1;
+            }
+            // A quoted local part: "john..doe"@example.org.
+            if at > 0
+                && bytes[at - 1] == b'"'
+                && let Some(open) = text[..at - 1].rfind(['"', '\n'])
+                && bytes[open] == b'"'
+            {
+                s = open;
+            }
+            let local = text[s..at].trim_start_matches(['.', '/', '-']);
+            let domain = text[at + 1..e].trim_end_matches(['.', '-', '_']);
+            let start = at - local.len();
+            i = e.max(at + 1);
+            if !local.is_empty()
+                && (domain.contains('.') || (!need_dot && !domain.is_empty()))
+                && !domain.starts_with('.')
+            {
+                // `local@domain`, all of one piece of the text.
+                return Some((start, &text[start..at + 1 + domain.len()]));
+            }
         }
-        let mut e = at + 1;
-        while e < bytes.len() && domain_char(bytes[e]) {
-            e += 1;
-        }
-        // A quoted local part: "john..doe"@example.org.
-        if at > 0
-            && bytes[at - 1] == b'"'
-            && let Some(open) = text[..at - 1].rfind(['"', '\n'])
-            && bytes[open] == b'"'
-        {
-            s = open;
-        }
-        let local = text[s..at].trim_start_matches(['.', '/', '-']);
-        let domain = text[at + 1..e].trim_end_matches(['.', '-', '_']);
-        let start = at - local.len();
-        if !local.is_empty()
-            && (domain.contains('.') || (!need_dot && !domain.is_empty()))
-            && !domain.starts_with('.')
-        {
-            out.push((start, format!("{local}@{domain}")));
-        }
-        i = e.max(at + 1);
-    }
-    out
+        None
+    })
 }
 
 /// The first address in `text`.
 pub fn first(text: &str) -> Option<String> {
-    find_all(text).into_iter().next().map(|(_, a)| a)
+    addresses(text).next().map(|(_, a)| a.to_owned())
 }
 
 /// The address of a header value such as `"Name" <a@b>` or `rfc822; a@b`.
@@ -65,11 +73,11 @@ pub fn from_field(value: &str) -> Option<String> {
         .split_once(';')
         .map_or(value, |(t, v)| if t.contains('@') { value } else { v });
     if let Some(inner) = value.rsplit_once('<').and_then(|(_, r)| r.split_once('>'))
-        && let Some((_, a)) = find_all_loose(inner.0).into_iter().next()
+        && let Some(a) = first_loose(inner.0)
     {
         return Some(a);
     }
-    let loose = find_all_loose(value).into_iter().next().map(|(_, a)| a);
+    let loose = first_loose(value);
     loose.or_else(|| {
         // "rfc822; user" without a domain is still a recipient to report.
         let v = value.trim().trim_matches(['<', '>', '"']);

@@ -9,6 +9,7 @@
 
 use crate::phrase;
 use sluice_sdk::bounce::Reason;
+use std::cell::OnceCell;
 
 /// Phrases (lower case) per reason, in the order they are tried.
 const TEXT_RULES: &[(Reason, &[&str])] = &[
@@ -903,45 +904,74 @@ pub enum Command {
 }
 
 /// Reads the command from "in reply to RCPT TO command", "after RCPT TO:",
-/// ">>> DATA" and the like.
+/// ">>> DATA" and the like: the phrase earliest in the text, then the first
+/// listed. Replies are folded anywhere ("(in reply to\n    RCPT TO
+/// command)"), so a space of a phrase matches any run of whitespace, and
+/// letters match in any ASCII case: the text is read in place, not copied
+/// folded (it can be the whole report).
 pub fn find_command(text: &str) -> Option<Command> {
-    let bits = COMMAND_INDEX.first_in(&fold_words(text));
-    (bits != 0).then(|| COMMAND_PATTERNS[bits.trailing_zeros() as usize].1)
+    let b = text.as_bytes();
+    (0..b.len().saturating_sub(1)).find_map(|i| {
+        let mut maybe = COMMAND_BYTE[0][usize::from(b[i])] & COMMAND_BYTE[1][usize::from(b[i + 1])];
+        while maybe != 0 {
+            let (phrase, command) = COMMAND_PATTERNS[maybe.trailing_zeros() as usize];
+            if folded_at(text, i, phrase.as_bytes()) {
+                return Some(command);
+            }
+            maybe &= maybe - 1;
+        }
+        None
+    })
 }
 
-/// `text.split_whitespace().join(" ")` in ASCII lower case, in one pass
-/// (replies are folded anywhere: "(in reply to\n    RCPT TO command)").
-fn fold_words(text: &str) -> Vec<u8> {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let (mut i, mut gap) = (0, false);
-    while i < b.len() {
-        // `char::is_whitespace`, as `split_whitespace` uses (with \x0B).
-        let (width, space) = if b[i].is_ascii() {
-            (
-                1,
-                matches!(b[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' '),
-            )
-        } else {
-            let c = text[i..].chars().next().unwrap_or(' ');
-            (c.len_utf8(), c.is_whitespace())
-        };
-        if space {
-            gap = true;
-        } else {
-            if gap && !out.is_empty() {
-                out.push(b' ');
-            }
-            gap = false;
-            if width == 1 {
-                out.push(b[i].to_ascii_lowercase());
-            } else {
-                out.extend_from_slice(&b[i..i + width]);
-            }
+/// For the first and the second byte of the command phrases: the bits of
+/// the phrases (their places in the list) with that byte there, in either
+/// case. No phrase has a space in either place.
+static COMMAND_BYTE: [[u32; 256]; 2] = {
+    assert!(COMMAND_PATTERNS.len() <= 32);
+    let mut out = [[0; 256]; 2];
+    let mut i = 0;
+    while i < COMMAND_PATTERNS.len() {
+        let mut k = 0;
+        while k < 2 {
+            let c = COMMAND_PATTERNS[i].0.as_bytes()[k];
+            assert!(c != b' ');
+            out[k][c as usize] |= 1 << i;
+            out[k][c.to_ascii_uppercase() as usize] |= 1 << i;
+            k += 1;
         }
-        i += width;
+        i += 1;
     }
     out
+};
+
+/// Whether `phrase` (lower case, single spaces) starts at byte `i` of
+/// `text` once the text's whitespace runs are read as one space
+/// (`char::is_whitespace`, as `split_whitespace` uses) and its ASCII
+/// letters in lower case.
+fn folded_at(text: &str, mut i: usize, phrase: &[u8]) -> bool {
+    let b = text.as_bytes();
+    for &p in phrase {
+        if p != b' ' {
+            if b.get(i).map(u8::to_ascii_lowercase) != Some(p) {
+                return false;
+            }
+            i += 1;
+            continue;
+        }
+        let run = i;
+        while i < b.len() {
+            let (space, width) = crate::bytes::space_at(text, i);
+            if !space {
+                break;
+            }
+            i += width;
+        }
+        if i == run {
+            return false;
+        }
+    }
+    true
 }
 
 /// The phrases that name a command, earliest in the text wins (then the
@@ -970,25 +1000,52 @@ const COMMAND_PATTERNS: [(&str, Command); 21] = [
     ("after initial connection", Command::Conn),
 ];
 
-/// [`COMMAND_PATTERNS`], the bit of each its place in the list.
-static COMMAND_INDEX: phrase::Index<21> = phrase::Index::new(&{
-    let mut out = [(0, ""); 21];
-    let mut i = 0;
-    while i < 21 {
-        out[i] = (1 << i, COMMAND_PATTERNS[i].0);
-        i += 1;
+/// A fact worked out when a rule first asks for it.
+#[derive(Default)]
+pub struct Deferred<'a, T> {
+    value: OnceCell<T>,
+    make: Option<&'a dyn Fn() -> T>,
+}
+
+impl<'a, T: Copy + Default> Deferred<'a, T> {
+    pub fn new(make: &'a dyn Fn() -> T) -> Self {
+        Deferred {
+            value: OnceCell::new(),
+            make: Some(make),
+        }
     }
-    out
-});
+
+    #[cfg(test)]
+    pub fn known(value: T) -> Self {
+        Deferred {
+            value: OnceCell::from(value),
+            make: None,
+        }
+    }
+
+    pub fn get(&self) -> T {
+        *self
+            .value
+            .get_or_init(|| self.make.map(|make| make()).unwrap_or_default())
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Deferred<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Deferred").field(&self.value.get()).finish()
+    }
+}
 
 /// What is known about one failed recipient before classification.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Facts<'a> {
     pub status: &'a str,
     pub reply_code: Option<u16>,
     pub diagnostic: &'a str,
     pub action: &'a str,
-    pub command: Option<Command>,
+    /// Read when a rule asks: it may take reading the whole report, and
+    /// most reasons are decided without it.
+    pub command: Deferred<'a, Option<Command>>,
     /// The type of a DSN's Diagnostic-Code (`smtp`, `x-unix`, ...).
     pub diagnostic_type: &'a str,
     /// The diagnostic was said about this recipient (not a report's
@@ -1138,7 +1195,7 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
                 .iter()
                 .any(|r| says(lower, *r))
             } else {
-                (f.command == Some(Command::Rcpt) && says(lower, Reason::Userunknown))
+                (says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Rcpt))
                     || (lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered))
             }
         }
@@ -1150,8 +1207,8 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
             } else {
                 // After DATA (or at an unknown stage) the whole message was
                 // read: "unknown user" there is a content filter's answer.
-                !before_data(f.command)
-                    && (says(lower, Reason::Filtered) || says(lower, Reason::Userunknown))
+                (says(lower, Reason::Filtered) || says(lower, Reason::Userunknown))
+                    && !before_data(f.command.get())
             }
         }
         Reason::Mesgtoobig => {
@@ -1205,7 +1262,7 @@ pub fn reason(f: &Facts) -> Reason {
     if f.action.starts_with("delayed") || f.action.starts_with("expired") {
         return Reason::Expired;
     }
-    if matches!(f.command, Some(Command::Helo | Command::Conn)) {
+    if matches!(f.command.get(), Some(Command::Helo | Command::Conn)) {
         return Reason::Blocked;
     }
     match named {
@@ -1482,13 +1539,29 @@ fn find_reply_code_from(text: &str, from: usize) -> Option<(usize, u16)> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn commands_are_found_in_folded_text_earliest_first() {
+        let folded = "550 user unknown (in reply to\n    RCPT TO command)";
+        assert_eq!(find_command(folded), Some(Command::Rcpt));
+        assert_eq!(find_command("After\u{a0}DATA"), Some(Command::Data));
+        assert_eq!(
+            find_command(">>> MAIL FROM:<a@b> ... after rcpt to"),
+            Some(Command::Mail)
+        );
+        // Both start at the same place: the first listed wins.
+        assert_eq!(find_command("in reply to end of data"), Some(Command::Data));
+        assert_eq!(find_command("afterdata"), None);
+        assert_eq!(find_command("in reply to"), None);
+        assert_eq!(find_command(""), None);
+    }
+
     fn r(status: &str, code: Option<u16>, diag: &str) -> Reason {
         reason(&Facts {
             status,
             reply_code: code,
             diagnostic: diag,
             action: "failed",
-            command: find_command(diag),
+            command: Deferred::known(find_command(diag)),
             diagnostic_type: "smtp",
             specific: true,
         })

@@ -32,7 +32,7 @@ fn powermta_reason(category: &str) -> Option<Reason> {
 }
 
 /// Field groups of a delivery-status body, the per-message group first.
-fn groups(body: &str) -> Vec<Fields> {
+fn groups(body: &str) -> Vec<Fields<'_>> {
     let mut groups = Vec::new();
     let mut rest = body;
     while !rest.trim().is_empty() {

@@ -37,8 +37,8 @@ pub fn arf(mail: &Mail) -> Option<Vec<Found>> {
         .unwrap_or_default();
     let mut recipients: Vec<String> = fields
         .iter()
-        .filter(|(n, _)| n == "original-rcpt-to")
-        .filter_map(|(_, v)| addr::from_field(v))
+        .filter(|f| f.name.eq_ignore_ascii_case("original-rcpt-to"))
+        .filter_map(|f| addr::from_field(f.value()))
         .collect();
     if mail.header("x-apple-unsubscribe").is_some() {
         recipients.extend(mail.header("from").and_then(addr::from_field));

@@ -2,7 +2,7 @@
 //! result: reply code and status read from the diagnostic when the report
 //! lacks them, the reason classified, Sisimai's pseudo status filled in.
 
-use crate::classify::{self, Command, Facts};
+use crate::classify::{self, Command, Deferred, Facts};
 use sluice_sdk::bounce::{BounceResult, Reason};
 
 /// Longest diagnostic passed back (the host accepts 16 KiB).
@@ -56,11 +56,8 @@ pub fn clean(text: &str) -> String {
     // The first continuation prefix ("550-5.7.1"), whose later repetitions
     // (including the last line's "550 5.7.1") are dropped.
     let mut prefix: Option<(&str, &str)> = None;
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut i = 0;
-    while i < words.len() {
-        let word = words[i];
-        i += 1;
+    let mut words = crate::bytes::words(text).peekable();
+    while let Some(word) = words.next() {
         if is_continuation(word) {
             let (code, status) = word.split_at(3);
             let pair = (code, &status[1..]);
@@ -71,8 +68,10 @@ pub fn clean(text: &str) -> String {
             }
         } else if let Some((code, status)) = prefix {
             // "550 5.7.1" on the last line of the reply.
-            if word == code && (status.is_empty() || words.get(i) == Some(&status)) {
-                i += usize::from(!status.is_empty());
+            if word == code && (status.is_empty() || words.peek() == Some(&status)) {
+                if !status.is_empty() {
+                    words.next();
+                }
                 continue;
             }
         }
@@ -130,8 +129,11 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
         .reply_code
         .or_else(|| classify::find_reply_code(&diagnostic));
     let status = prefer_status(&f.status, &diagnostic, reply_code);
-    let command = f.command.or_else(|| classify::find_command(&diagnostic));
-    let command = command.or_else(context);
+    let command = || {
+        f.command
+            .or_else(|| classify::find_command(&diagnostic))
+            .or_else(context)
+    };
     let action = f.action.to_ascii_lowercase();
     let reason = f.reason.unwrap_or_else(|| {
         classify::reason(&Facts {
@@ -139,7 +141,7 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
             reply_code,
             diagnostic: &diagnostic,
             action: &action,
-            command,
+            command: Deferred::new(&command),
             diagnostic_type: &f.diagnostic_type,
             specific: !f.general,
         })

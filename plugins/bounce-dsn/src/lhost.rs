@@ -287,15 +287,12 @@ fn imail<'a>(mail: &Mail, found: impl Iterator<Item = &'a mut Found>) {
 
 /// au by KDDI / EZweb (Sisimai's `Lhost::EZweb`): two of its marks.
 fn is_ezweb(mail: &Mail, from: &str, subject: &str) -> bool {
-    let received = received(mail);
     let id = mail.header("message-id").unwrap_or("");
     let marks = [
         from.contains("postmaster@ezweb.ne.jp") || from.contains("postmaster@au.com"),
         subject == "Mail System Error - Returned Mail",
-        received
-            .iter()
-            .any(|r| r.contains("ezweb.ne.jp (EZweb Mail) with")),
-        received.iter().any(|r| r.contains(".au.com (")),
+        received_with(mail, "ezweb.ne.jp").any(|r| r.contains("ezweb.ne.jp (EZweb Mail) with")),
+        received_with(mail, ".au.com").any(|r| r.contains(".au.com (")),
         id.trim_end().ends_with(".ezweb.ne.jp>") || id.trim_end().ends_with(".au.com>"),
     ];
     marks.iter().filter(|m| **m).count() >= 2
@@ -330,9 +327,8 @@ fn ezweb<'a>(mail: &Mail, found: impl Iterator<Item = &'a mut Found>) {
 
 /// Verizon Wireless SMS/MMS gateways (Sisimai's `Lhost::Verizon`).
 fn is_verizon(mail: &Mail) -> bool {
-    received(mail)
-        .iter()
-        .any(|r| r.contains(".vtext.com (") || r.contains(".vzwpix.com"))
+    received_with(mail, ".vtext.com").any(|r| r.contains(".vtext.com ("))
+        || received_with(mail, ".vzwpix.com").any(|r| r.contains(".vzwpix.com"))
         || mail.from.contains("vtext.com")
         || mail.from.contains("vzwpix.com")
 }
@@ -354,13 +350,16 @@ fn verizon<'a>(mail: &Mail, found: impl Iterator<Item = &'a mut Found>) {
     }
 }
 
-fn received(mail: &Mail) -> Vec<&str> {
+/// The `Received` values that may hold `word`, unfolded: a fold cannot
+/// split a word without whitespace, so the fields are searched as written
+/// first, and most are never unfolded.
+fn received_with<'m>(mail: &'m Mail, word: &'static str) -> impl Iterator<Item = &'m str> {
+    debug_assert!(!word.contains(char::is_whitespace));
     mail.top
         .headers
         .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("received"))
-        .map(|(_, v)| v.as_str())
-        .collect()
+        .filter(move |f| f.name.eq_ignore_ascii_case("received") && f.written().contains(word))
+        .map(crate::mime::Field::value)
 }
 
 /// Sendmail and Postfix reports quote a local delivery agent's words in

@@ -16,6 +16,7 @@
 //! results and a note.
 
 mod addr;
+mod bytes;
 mod classify;
 mod dsn;
 mod feedback;

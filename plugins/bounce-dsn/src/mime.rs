@@ -3,114 +3,196 @@
 //! quoted-printable and base64 parts decoded, and every charset read as
 //! lossy UTF-8 (a bounce's telling parts are ASCII; the rest only has to
 //! survive).
+//!
+//! Zero-copy where it can be: field names and values and part bodies
+//! borrow the e-mail's text, and only an unfolded value or a decoded body
+//! is a string of its own (allocation is dear, the more so in Wasm).
+
+use crate::bytes;
+use std::borrow::Cow;
+use std::cell::OnceCell;
 
 /// Decodes bytes as UTF-8 (lossy) and turns CRLF and lone CR into LF.
-pub fn normalize(bytes: &[u8]) -> String {
+pub fn normalize(bytes: &[u8]) -> Cow<'_, str> {
     // `from_utf8` checks valid text much faster than the lossy decoder.
     let text = match std::str::from_utf8(bytes) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(bytes),
     };
-    if !text.contains('\r') {
-        return text.into_owned();
+    if bytes::find(text.as_bytes(), b'\r').is_none() {
+        return text;
     }
     let mut out = String::with_capacity(text.len());
     let mut rest: &str = &text;
-    while let Some(at) = rest.find('\r') {
+    while let Some(at) = bytes::find(rest.as_bytes(), b'\r') {
         out.push_str(&rest[..at]);
         out.push('\n');
         let after = &rest[at + 1..];
         rest = after.strip_prefix('\n').unwrap_or(after);
     }
     out.push_str(rest);
-    out
+    Cow::Owned(out)
 }
 
-/// Unfolded `name: value` fields, names in lower case.
-pub type Fields = Vec<(String, String)>;
+/// One `name: value` header field.
+#[derive(Debug, Clone)]
+pub struct Field<'a> {
+    /// As written: compare it without regard to ASCII case.
+    pub name: Cow<'a, str>,
+    /// The trimmed value, or when `folded` its lines as written.
+    raw: Cow<'a, str>,
+    folded: bool,
+    /// A folded value unfolded, on first read: most folded fields
+    /// (`Received`, `DKIM-Signature`) are never read.
+    unfolded: OnceCell<String>,
+}
+
+impl Field<'_> {
+    /// The value, unfolded and trimmed.
+    pub fn value(&self) -> &str {
+        if !self.folded {
+            return &self.raw;
+        }
+        self.unfolded.get_or_init(|| {
+            let mut lines = self.raw.split('\n');
+            let mut value = bytes::trim(lines.next().unwrap_or("")).to_owned();
+            for l in lines {
+                if l.starts_with([' ', '\t']) {
+                    if !value.is_empty() {
+                        value.push(' ');
+                    }
+                    value.push_str(bytes::trim(l));
+                } else if l.contains('=') {
+                    // A parameter line that lost its indentation; the
+                    // other lines [`parse_fields_where`] left out.
+                    value.push(' ');
+                    value.push_str(bytes::trim(l));
+                }
+            }
+            value
+        })
+    }
+
+    /// The value as written, continuation lines and all (trimmed when it
+    /// has none).
+    pub fn written(&self) -> &str {
+        &self.raw
+    }
+
+    fn into_owned(self) -> Field<'static> {
+        Field {
+            name: Cow::Owned(self.name.into_owned()),
+            raw: Cow::Owned(self.raw.into_owned()),
+            folded: self.folded,
+            unfolded: self.unfolded,
+        }
+    }
+}
+
+/// Header fields in their order.
+pub type Fields<'a> = Vec<Field<'a>>;
+
+/// `fields` owning their text, to outlive what they were read from.
+pub fn owned_fields(fields: Fields<'_>) -> Fields<'static> {
+    fields.into_iter().map(Field::into_owned).collect()
+}
 
 /// Parses header fields up to the first blank line; returns them and the rest.
-pub fn parse_fields(text: &str) -> (Fields, &str) {
+pub fn parse_fields(text: &str) -> (Fields<'_>, &str) {
     parse_fields_where(text, |_| true)
 }
 
 /// [`parse_fields`] keeping only the fields whose (trimmed) name `keep`
-/// accepts: the others, and their continuation lines, are never copied.
-pub fn parse_fields_where(text: &str, keep: impl Fn(&str) -> bool) -> (Fields, &str) {
+/// accepts: the others, and their continuation lines, are skipped.
+pub fn parse_fields_where(text: &str, mut keep: impl FnMut(&str) -> bool) -> (Fields<'_>, &str) {
     let mut fields: Fields = Vec::new();
-    let mut offset = 0;
+    let mut pos = 0;
+    // Where the value of the last field kept starts.
+    let mut value_at = 0;
     // The last field was dropped: its continuation lines go with it.
     let mut dropped = false;
-    for line in text.split_inclusive('\n') {
-        let l = line.trim_end_matches('\n');
-        if l.trim().is_empty() {
-            return (fields, &text[offset + line.len()..]);
+    while pos < text.len() {
+        let start = pos;
+        let end = bytes::line_end(text, pos);
+        let l = &text[pos..end];
+        pos = (end + 1).min(text.len());
+        // Most lines start with a visible ASCII byte: no need to trim them.
+        let first = l.as_bytes().first().copied().unwrap_or(b' ');
+        if (first <= b' ' || !first.is_ascii()) && bytes::trim(l).is_empty() {
+            return (fields, &text[pos..]);
         }
-        offset += line.len();
-        if l.starts_with([' ', '\t']) {
-            if dropped {
-                continue;
-            }
-            if let Some(last) = fields.last_mut() {
-                if !last.1.is_empty() {
-                    last.1.push(' ');
-                }
-                last.1.push_str(l.trim());
-            }
+        // A line that continues the last field kept: its value now runs
+        // to the end of this line (unfolded when read).
+        let continues = if first == b' ' || first == b'\t' {
+            !dropped
         } else {
-            match l.split_once(':') {
-                Some((name, value))
-                    if !name.trim().is_empty() && !name.trim().contains([' ', '=']) =>
+            // Names are short: a byte loop beats a search for the colon.
+            let name = l
+                .bytes()
+                .position(|b| b == b':')
+                .map(|c| (bytes::trim(&l[..c]), c));
+            match name {
+                Some((name, colon))
+                    if !name.is_empty() && !name.bytes().any(|b| b == b' ' || b == b'=') =>
                 {
-                    dropped = !keep(name.trim());
+                    dropped = !keep(name);
                     if !dropped {
-                        fields.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                        // A header has a score of fields or so: the list
+                        // grows from 16, not from 4.
+                        if fields.is_empty() {
+                            fields.reserve(16);
+                        }
+                        value_at = start + colon + 1;
+                        fields.push(Field {
+                            name: name.into(),
+                            raw: bytes::trim(&l[colon + 1..]).into(),
+                            folded: false,
+                            unfolded: OnceCell::new(),
+                        });
                     }
+                    false
                 }
                 // A parameter line that lost its indentation (`boundary=...`).
-                _ if dropped => {}
-                _ if l.contains('=') => {
-                    if let Some(last) = fields.last_mut() {
-                        last.1.push(' ');
-                        last.1.push_str(l.trim());
-                    }
-                }
-                _ => {}
+                _ => !dropped && l.contains('='),
             }
+        };
+        if continues && let Some(last) = fields.last_mut() {
+            last.raw = text[value_at..end].into();
+            last.folded = true;
         }
     }
     (fields, "")
 }
 
-/// The first field called `name` (lower case).
+/// The first field called `name` (lower case; any case in `fields`).
 pub fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
     fields
         .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+        .find(|f| f.name.eq_ignore_ascii_case(name))
+        .map(Field::value)
 }
 
-/// One MIME entity.
+/// One MIME entity, borrowing the text it was read from.
 #[derive(Debug, Default)]
-pub struct Part {
-    pub headers: Fields,
+pub struct Part<'a> {
+    pub headers: Fields<'a>,
     /// Lower-case media type, `text/plain` when absent.
-    pub content_type: String,
+    pub content_type: Cow<'a, str>,
     /// The decoded body (leaves only).
-    pub body: String,
-    pub children: Vec<Part>,
+    pub body: Cow<'a, str>,
+    pub children: Vec<Part<'a>>,
 }
 
 /// A leaf of the tree with where it sits.
 #[derive(Debug)]
-pub struct Leaf<'a> {
-    pub part: &'a Part,
+pub struct Leaf<'p, 'a> {
+    pub part: &'p Part<'a>,
     /// Inside a returned message (`message/rfc822`, `text/rfc822-headers`).
     pub returned: bool,
 }
 
 /// The fields of a returned message anything reads.
-const RETURNED_FIELDS: &[&str] = &[
+pub const RETURNED_FIELDS: &[&str] = &[
     "message-id",
     "to",
     "from",
@@ -125,22 +207,42 @@ const RETURNED_FIELDS: &[&str] = &[
 /// Deep multiparts are not worth following (and bound the work).
 const MAX_DEPTH: usize = 8;
 
-impl Part {
-    pub fn parse(text: &str) -> Part {
+/// The lower-case media type of a `Content-Type` value, `text/plain` when
+/// it names none; the usual types are not copied.
+fn media_type(value: &str) -> Cow<'static, str> {
+    const COMMON: &[&str] = &[
+        "text/plain",
+        "text/html",
+        "multipart/report",
+        "multipart/mixed",
+        "multipart/alternative",
+        "message/delivery-status",
+        "message/rfc822",
+        "text/rfc822-headers",
+        "message/feedback-report",
+    ];
+    let t = value.split(';').next().unwrap_or("").trim();
+    if t.is_empty() {
+        return Cow::Borrowed("text/plain");
+    }
+    match COMMON.iter().find(|c| c.eq_ignore_ascii_case(t)) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(t.to_ascii_lowercase()),
+    }
+}
+
+impl<'a> Part<'a> {
+    pub fn parse(text: &'a str) -> Part<'a> {
         Part::parse_at(text, 0)
     }
 
     /// A returned message: only its headers matter (Message-ID, To), so
     /// its body, often the largest part, is neither split nor decoded.
-    fn returned(text: &str) -> Part {
+    fn returned(text: &'a str) -> Part<'a> {
         let (headers, _) = parse_fields_where(text, |name| {
             RETURNED_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name))
         });
-        let content_type = field(&headers, "content-type")
-            .and_then(|v| v.split(';').next())
-            .map(|t| t.trim().to_ascii_lowercase())
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "text/plain".to_owned());
+        let content_type = media_type(field(&headers, "content-type").unwrap_or(""));
         Part {
             headers,
             content_type,
@@ -148,37 +250,46 @@ impl Part {
         }
     }
 
-    fn parse_at(text: &str, depth: usize) -> Part {
+    /// The part inside a `message/*` part, whose decoded body is `inner`.
+    fn inner(inner: &'a str, depth: usize) -> Part<'a> {
+        let inner = inner.trim_start_matches('\n');
+        let child = Part::returned(inner);
+        // A forwarded bounce carries the report inside: read it all.
+        if child.content_type == "multipart/report" {
+            Part::parse_at(inner, depth + 1)
+        } else {
+            child
+        }
+    }
+
+    /// The part owning all its text (for one read from decoded text).
+    fn into_owned(self) -> Part<'static> {
+        Part {
+            headers: owned_fields(self.headers),
+            content_type: Cow::Owned(self.content_type.into_owned()),
+            body: Cow::Owned(self.body.into_owned()),
+            children: self.children.into_iter().map(Part::into_owned).collect(),
+        }
+    }
+
+    fn parse_at(text: &'a str, depth: usize) -> Part<'a> {
         let (headers, body) = parse_fields(text);
         let raw_type = field(&headers, "content-type").unwrap_or("text/plain");
-        let content_type = raw_type
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let content_type = if content_type.is_empty() {
-            "text/plain".to_owned()
-        } else {
-            content_type
-        };
         let mut part = Part {
-            content_type,
+            content_type: media_type(raw_type),
             ..Part::default()
         };
         if depth < MAX_DEPTH {
             if part.content_type.starts_with("multipart/") {
-                let declared = param(raw_type, "boundary");
-                let mut pieces = declared
-                    .as_deref()
-                    .map(|b| split_multipart(body, b))
+                let mut pieces = param(raw_type, "boundary")
+                    .map(|b| split_multipart(body, &b))
                     .unwrap_or_default();
                 // Some MTAs declare one boundary and use another: take the
                 // first "--token" line that comes back later.
                 if pieces.is_empty()
                     && let Some(b) = guess_boundary(body)
                 {
-                    pieces = split_multipart(body, &b);
+                    pieces = split_multipart(body, b);
                 }
                 part.children = pieces
                     .into_iter()
@@ -190,14 +301,9 @@ impl Part {
                 }
             } else if part.content_type == "message/rfc822" || part.content_type == "message/global"
             {
-                let inner = decode_body(&headers, body);
-                let inner = inner.trim_start_matches('\n');
-                let child = Part::returned(inner);
-                // A forwarded bounce carries the report inside: read it all.
-                part.children = vec![if child.content_type == "multipart/report" {
-                    Part::parse_at(inner, depth + 1)
-                } else {
-                    child
+                part.children = vec![match decode_body(&headers, body) {
+                    Cow::Borrowed(inner) => Part::inner(inner, depth),
+                    Cow::Owned(inner) => Part::inner(&inner, depth).into_owned(),
                 }];
             }
         }
@@ -218,13 +324,13 @@ impl Part {
     }
 
     /// Every leaf, depth first, marked when it belongs to a returned message.
-    pub fn leaves(&self) -> Vec<Leaf<'_>> {
+    pub fn leaves(&self) -> Vec<Leaf<'_, 'a>> {
         let mut out = Vec::new();
         self.collect(false, &mut out, true);
         out
     }
 
-    fn collect<'a>(&'a self, returned: bool, out: &mut Vec<Leaf<'a>>, top: bool) {
+    fn collect<'p>(&'p self, returned: bool, out: &mut Vec<Leaf<'p, 'a>>, top: bool) {
         let inner_returned = returned
             || (!top
                 && (self.content_type == "message/rfc822"
@@ -267,7 +373,7 @@ pub fn param(value: &str, name: &str) -> Option<String> {
     None
 }
 
-fn guess_boundary(body: &str) -> Option<String> {
+fn guess_boundary(body: &str) -> Option<&str> {
     let mut seen: Vec<&str> = Vec::new();
     for line in body.lines() {
         let l = line.trim_end();
@@ -275,7 +381,7 @@ fn guess_boundary(body: &str) -> Option<String> {
             let token = token.strip_suffix("--").unwrap_or(token);
             if token.len() >= 4 && !token.contains(' ') {
                 if seen.contains(&token) {
-                    return Some(token.to_owned());
+                    return Some(token);
                 }
                 seen.push(token);
             }
@@ -284,23 +390,29 @@ fn guess_boundary(body: &str) -> Option<String> {
     None
 }
 
+/// The parts between `--boundary` lines, up to the closing `--boundary--`.
+/// Only lines starting with `-` are compared with the delimiter.
 fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
     let delimiter = format!("--{boundary}");
     let mut parts = Vec::new();
     let mut start: Option<usize> = None;
-    let mut offset = 0;
-    for line in body.split_inclusive('\n') {
-        let l = line.trim_end();
-        if l.starts_with(&delimiter) {
-            if let Some(s) = start.take() {
-                parts.push(&body[s..offset]);
+    let mut at = 0;
+    while at < body.len() {
+        let end = (bytes::line_end(body, at) + 1).min(body.len());
+        let line = &body[at..end];
+        if line.starts_with('-') {
+            let l = line.trim_end();
+            if l.starts_with(&delimiter) {
+                if let Some(s) = start.take() {
+                    parts.push(&body[s..at]);
+                }
+                if l[delimiter.len()..].starts_with("--") {
+                    return parts;
+                }
+                start = Some(end);
             }
-            if l[delimiter.len()..].starts_with("--") {
-                return parts;
-            }
-            start = Some(offset + line.len());
         }
-        offset += line.len();
+        at = end;
     }
     if let Some(s) = start {
         parts.push(&body[s..]);
@@ -308,23 +420,24 @@ fn split_multipart<'a>(body: &'a str, boundary: &str) -> Vec<&'a str> {
     parts
 }
 
-fn decode_body(headers: &Fields, body: &str) -> String {
+fn decode_body<'a>(headers: &Fields, body: &'a str) -> Cow<'a, str> {
     let encoding = field(headers, "content-transfer-encoding")
         .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match encoding.as_str() {
-        "base64" => {
-            let bytes = base64(body);
-            // A "base64" part that does not decode is left as it was.
-            if bytes.is_empty() && !body.trim().is_empty() {
-                body.to_owned()
-            } else {
-                normalize(&bytes)
-            }
+        .trim();
+    if encoding.eq_ignore_ascii_case("base64") {
+        let bytes = base64(body);
+        // A "base64" part that does not decode is left as it was.
+        if bytes.is_empty() && !body.trim().is_empty() {
+            Cow::Borrowed(body)
+        } else {
+            normalize(&bytes).into_owned().into()
         }
-        "quoted-printable" => normalize(&quoted_printable(body, false)),
-        _ => body.to_owned(),
+    } else if encoding.eq_ignore_ascii_case("quoted-printable") {
+        normalize(&quoted_printable(body, false))
+            .into_owned()
+            .into()
+    } else {
+        Cow::Borrowed(body)
     }
 }
 

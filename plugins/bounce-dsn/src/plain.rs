@@ -9,6 +9,7 @@ use crate::addr;
 use crate::classify::find_reply_code;
 use crate::found::Found;
 use crate::mail::Mail;
+use std::cell::OnceCell;
 
 /// Words of a Subject or From that make a message a bounce.
 const BOUNCE_SUBJECTS: &[&str] = &[
@@ -137,6 +138,8 @@ const LINE_PREFIXES: &[&str] = &[
 
 /// A recipient at the start of a line and what follows it on the line.
 fn address_line(line: &str) -> Option<(String, String)> {
+    // Most lines have no address at all.
+    crate::bytes::find(line.as_bytes(), b'@')?;
     let t = line.trim();
     let mut rest = t;
     for p in LINE_PREFIXES {
@@ -148,10 +151,10 @@ fn address_line(line: &str) -> Option<(String, String)> {
     }
     let quoted = rest.starts_with('<') || rest.starts_with('"');
     let mut body = rest.trim_start_matches('<');
-    let (mut at, mut address) = addr::find_all(body).into_iter().next()?;
+    let (mut at, mut address) = addr::addresses(body).next()?;
     if at != 0 && body.starts_with('"') {
         body = body.trim_start_matches('"');
-        (at, address) = addr::find_all(body).into_iter().next()?;
+        (at, address) = addr::addresses(body).next()?;
     }
     if at != 0 {
         return None;
@@ -176,12 +179,12 @@ fn address_line(line: &str) -> Option<(String, String)> {
     let detail = after_t
         .trim_start_matches([':', '.', ',', ';', '-', ' '])
         .to_owned();
-    Some((address, detail))
+    Some((address.to_owned(), detail))
 }
 
 /// Lines a diagnostic block never includes.
 fn ends_block(line: &str) -> bool {
-    let l = line.trim().to_ascii_lowercase();
+    let l = line.trim();
     l.starts_with("-----") || l.starts_with("=====") || l.starts_with("*****")
 }
 
@@ -262,12 +265,12 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
     // Recipients named inside a sentence: "... to <a@b>:" / "Unknown user: a@b".
     if out.is_empty() {
         for (k, line) in lines.iter().enumerate() {
-            for (_, a) in addr::find_all(line) {
+            for (_, a) in addr::addresses(line) {
                 let lower = a.to_ascii_lowercase();
                 if skip.contains(&lower)
                     || lower.starts_with("mailer-daemon@")
                     || lower.starts_with("postmaster@")
-                    || out.iter().any(|f| addr::same(&f.recipient, &a))
+                    || out.iter().any(|f| addr::same(&f.recipient, a))
                 {
                     continue;
                 }
@@ -282,7 +285,7 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
                 if out.len() >= crate::MAX_RECIPIENTS {
                     break;
                 }
-                out.push(Found::new(&a, &diag));
+                out.push(Found::new(a, &diag));
             }
         }
         // Sentences mention many addresses (senders, hosts): keep those
@@ -365,30 +368,56 @@ const ERROR_WORDS: &[&str] = &[
 ];
 
 fn looks_like_error(text: &str) -> bool {
-    let l = text.to_ascii_lowercase();
-    find_reply_code(text).is_some()
-        || crate::classify::find_status(text).is_some()
-        || ERROR_WORDS.iter().any(|w| l.contains(w))
+    is_coded(text) || has_error_word(text)
+}
+
+/// A reply code or an enhanced status is in `text`.
+fn is_coded(text: &str) -> bool {
+    find_reply_code(text).is_some() || crate::classify::find_status(text).is_some()
+}
+
+/// [`ERROR_WORDS`] indexed at compile time: one pass, not one a word.
+static ERROR_WORD_INDEX: crate::phrase::Index<{ ERROR_WORDS.len() }> =
+    crate::phrase::Index::new(&{
+        let mut out = [(1, ""); ERROR_WORDS.len()];
+        let mut i = 0;
+        while i < ERROR_WORDS.len() {
+            out[i].1 = ERROR_WORDS[i];
+            i += 1;
+        }
+        out
+    });
+
+fn has_error_word(text: &str) -> bool {
+    ERROR_WORD_INDEX.groups_in(text.to_ascii_lowercase().as_bytes()) != 0
 }
 
 /// The paragraph of `report` that best says what went wrong: the first
 /// with a reply code or status, else the first with an error word.
 pub fn error_paragraph(report: &str) -> Option<String> {
-    let paragraphs: Vec<String> = report
-        .split("\n\n")
-        .map(crate::found::clean)
-        .filter(|p| !p.is_empty())
-        .collect();
-    let coded =
-        |p: &&String| find_reply_code(p).is_some() || crate::classify::find_status(p).is_some();
-    let known = |p: &&String| crate::classify::names_a_reason(p);
-    paragraphs
-        .iter()
-        .find(|p| coded(p) && known(p))
-        .or_else(|| paragraphs.iter().find(known))
-        .or_else(|| paragraphs.iter().find(coded))
-        .or_else(|| paragraphs.iter().find(|p| looks_like_error(p)))
-        .cloned()
+    // Each paragraph is cleaned, and each test made, at most once and only
+    // when a search gets that far (the reason phrases are many). Blank
+    // paragraphs clean to nothing, which no test accepts.
+    let raw: Vec<&str> = report.split("\n\n").collect();
+    let cleaned: Vec<OnceCell<String>> = raw.iter().map(|_| OnceCell::new()).collect();
+    let tests: Vec<[OnceCell<bool>; 2]> = raw.iter().map(|_| Default::default()).collect();
+    let text = |i: usize| {
+        cleaned[i]
+            .get_or_init(|| crate::found::clean(raw[i]))
+            .as_str()
+    };
+    let coded = |i: usize| *tests[i][0].get_or_init(|| !text(i).is_empty() && is_coded(text(i)));
+    let known = |i: usize| {
+        *tests[i][1].get_or_init(|| !text(i).is_empty() && crate::classify::names_a_reason(text(i)))
+    };
+    let all = || 0..raw.len();
+    let best = all()
+        .find(|&i| coded(i) && known(i))
+        .or_else(|| all().find(|&i| known(i)))
+        .or_else(|| all().find(|&i| coded(i)))
+        // Not coded, as the search before found: an error word will do.
+        .or_else(|| all().find(|&i| !text(i).is_empty() && has_error_word(text(i))))?;
+    cleaned.into_iter().nth(best).and_then(OnceCell::into_inner)
 }
 
 /// The recipients of `X-Failed-Recipients`, each with what the text says
