@@ -2,13 +2,16 @@
 //! (the default), a reused instance, and the same plugin logic compiled as
 //! native Rust, side by side. A trivial router (the `hostile` test guest in
 //! its harmless mode) gives the floor: a bare pooled instance, fresh or
-//! reused, with the same interface and input.
+//! reused, with the same interface and input. Below both, the `floor`
+//! group calls a component whose one export takes nothing and does nothing
+//! (`tests/guests/nop`) under the same engine settings: a bare Wasmtime
+//! call, the reference the targets are set against.
 //!
 //! `cargo bench -p sluice --bench plugins`
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sluice::builtin::{self, test_guests};
-use sluice::runtime::{Plugin, PluginSpec, Runtime, RuntimeConfig};
+use sluice::runtime::{self, Plugin, PluginSpec, Runtime, RuntimeConfig};
 use sluice::stage::{Stage, samples};
 use sluice_sdk::bill::Rater as _;
 use sluice_sdk::route::Router as _;
@@ -67,6 +70,41 @@ fn native_bill_input() -> sluice_sdk::bill::BillInput {
     input
 }
 
+/// A bare Wasmtime call: the `nop` guest in a fresh pooled instance per
+/// call, and in one reused instance, on an engine with the runtime's settings.
+fn floor(c: &mut Criterion) {
+    use wasmtime::component::{Component, Linker, TypedFunc};
+    use wasmtime::{Engine, Store};
+
+    let engine = Engine::new(&runtime::engine_config(&RuntimeConfig::default())).unwrap();
+    let component = Component::new(&engine, test_guests::NOP).unwrap();
+    let mut linker: Linker<()> = Linker::new(&engine);
+    // Whatever the Rust standard library imports is never called by `nop`.
+    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let pre = linker.instantiate_pre(&component).unwrap();
+    let call_once = |store: &mut Store<()>| {
+        store.set_epoch_deadline(1_000);
+        let instance = pre.instantiate(&mut *store).unwrap();
+        let nop: TypedFunc<(), ()> = instance.get_typed_func(&mut *store, "nop").unwrap();
+        nop.call(&mut *store, ()).unwrap();
+        nop
+    };
+
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("bare call, fresh instance", |b| {
+        b.iter(|| call_once(&mut Store::new(&engine, ())))
+    });
+    let mut store = Store::new(&engine, ());
+    let nop = call_once(&mut store);
+    g.bench_function("bare call, reused instance", |b| {
+        b.iter(|| {
+            store.set_epoch_deadline(1_000);
+            nop.call(&mut store, ()).unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn route(c: &mut Criterion) {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let router = builtin::default_for(Stage::Route);
@@ -117,5 +155,5 @@ fn bill(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, route, bill);
+criterion_group!(benches, floor, route, bill);
 criterion_main!(benches);

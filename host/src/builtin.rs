@@ -11,7 +11,9 @@ mod generated {
 /// Components of `tests/guests/*`, for tests only.
 #[doc(hidden)]
 pub mod test_guests {
-    pub use super::generated::{HOSTILE, TENANT_BILL, TENANT_BOUNCE, TENANT_INGEST, TENANT_SEND};
+    pub use super::generated::{
+        HOSTILE, NOP, TENANT_BILL, TENANT_BOUNCE, TENANT_INGEST, TENANT_SEND,
+    };
 }
 
 /// A default plugin: its name, the stage it serves, its component.

@@ -156,6 +156,35 @@ struct Inner {
     _ticker: Ticker,
 }
 
+/// The engine settings every plugin runs under: the pooling allocator sized
+/// by `config`, epoch interruption, a 1 MiB wasm stack, no async support.
+/// Public for the benchmark that measures a bare Wasmtime call beside ours.
+#[doc(hidden)]
+pub fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(config.max_instances)
+        .total_core_instances(config.max_instances * 4)
+        .total_memories(config.max_instances * 2)
+        .total_tables(config.max_instances * 4)
+        .max_memory_size(config.max_memory_bytes)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        // A fresh instance per call touches a few dozen pages. Resetting
+        // only those with `memset` (found by the PAGEMAP_SCAN ioctl where
+        // the kernel has it) spares the next call as many page faults,
+        // which `madvise` would otherwise cost on every instantiation.
+        .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+        .table_keep_resident(64 << 10)
+        .pagemap_scan(Enabled::Auto);
+    let mut cfg = Config::new();
+    cfg.wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(1 << 20)
+        .concurrency_support(false)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    cfg
+}
+
 /// The process-wide plugin engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Runtime {
@@ -173,27 +202,7 @@ impl std::fmt::Debug for Runtime {
 impl Runtime {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: RuntimeConfig) -> anyhow::Result<Runtime> {
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(config.max_instances)
-            .total_core_instances(config.max_instances * 4)
-            .total_memories(config.max_instances * 2)
-            .total_tables(config.max_instances * 4)
-            .max_memory_size(config.max_memory_bytes)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            // A fresh instance per call touches a few dozen pages. Resetting
-            // only those with `memset` (found by the PAGEMAP_SCAN ioctl where
-            // the kernel has it) spares the next call as many page faults,
-            // which `madvise` would otherwise cost on every instantiation.
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(64 << 10)
-            .pagemap_scan(Enabled::Auto);
-        let mut cfg = Config::new();
-        cfg.wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(1 << 20)
-            .concurrency_support(false)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let cfg = engine_config(&config);
         let engine = Engine::new(&cfg)
             .map_err(|e| anyhow::anyhow!("cannot build the wasm engine: {e:#}"))?;
 
