@@ -116,6 +116,7 @@ conformance!(
     tenants_crud,
     relays_crud,
     group_commit_64_concurrent_accepts,
+    group_commit_mixes_keyed_and_multi_recipient_messages_past_one_statement,
     final_outcomes_become_usage_events_in_the_same_transaction,
     a_replayed_batch_never_charges_twice,
     log_transfers_become_usage_once_however_often_they_are_read,
@@ -1166,6 +1167,61 @@ async fn group_commit_64_concurrent_accepts(db: Db) {
     assert_eq!(
         fresh.lease_due("h", T0, 1_000, 1_000).await.unwrap().len(),
         64
+    );
+}
+
+/// A burst large enough that one group spans several multi-row statements, with
+/// three-recipient messages (more recipient rows than messages) and keyed messages
+/// (written on their own, one of them repeated) among them.
+async fn group_commit_mixes_keyed_and_multi_recipient_messages_past_one_statement(db: Db) {
+    let s = &db.store;
+    let mut handles = Vec::new();
+    for i in 0..300_usize {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let recipients: &[&str] = if i % 2 == 0 {
+                &["a@example.org", "b@example.org", "c@example.net"]
+            } else {
+                &["a@example.org"]
+            };
+            let mut msg = message("t1", recipients);
+            msg.body = format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
+            if i % 50 == 7 {
+                msg.idempotency_key = Some(format!("key-{i}"));
+            }
+            if i == 299 {
+                msg.idempotency_key = Some("key-7".into());
+            }
+            let body = msg.body.clone();
+            (i, s.accept(msg, T0).await.unwrap(), body)
+        }));
+    }
+    let mut accepted = Vec::new();
+    for h in handles {
+        accepted.push(h.await.unwrap());
+    }
+    let fresh = db.second_host().await;
+    let mut ids = HashSet::new();
+    let mut want_recipients = 0;
+    for (i, acc, body) in &accepted {
+        let n = if i % 2 == 0 { 3 } else { 1 };
+        if acc.duplicate {
+            // Message 299 repeated message 7's key (whichever was written first wins).
+            assert!(*i == 7 || *i == 299, "message {i} is not a repeat");
+            continue;
+        }
+        assert!(ids.insert(acc.id.clone()), "id {} given twice", acc.id);
+        assert_eq!(acc.recipients.len(), n, "message {i}");
+        assert_eq!(&fresh.message_body(&acc.id).await.unwrap(), body, "message {i}");
+        let view = fresh.get_message("t1", &acc.id).await.unwrap().unwrap();
+        assert_eq!(view.events.len(), n, "message {i}: one accepted event per recipient");
+        assert_eq!(view.recipients.len(), n, "message {i}");
+        want_recipients += n;
+    }
+    assert_eq!(ids.len(), 299, "one message per distinct key or unkeyed submission");
+    assert_eq!(
+        fresh.lease_due("h", T0, 10_000, 1_000).await.unwrap().len(),
+        want_recipients
     );
 }
 

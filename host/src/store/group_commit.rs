@@ -118,11 +118,31 @@ async fn write_all(
         .map_err(StoreError::db("accept: beginning a transaction"))
         .map_err(BatchError::Statement)?;
     let mut answers = Vec::with_capacity(batch.len());
+    // Runs of messages without idempotency keys go in multi-row statements; a keyed
+    // message is written on its own, after what came before it (it may repeat one).
+    let mut run: Vec<&Prepared> = Vec::new();
     for job in batch {
+        if !job.message.has_idempotency_key() {
+            run.push(&job.message);
+            continue;
+        }
+        if !run.is_empty() {
+            let written = accept::write_many(&mut tx, ids, &run)
+                .await
+                .map_err(BatchError::Statement)?;
+            answers.extend(written);
+            run.clear();
+        }
         let answer = accept::write_one(&mut tx, ids, &job.message)
             .await
             .map_err(BatchError::Statement)?;
         answers.push(answer);
+    }
+    if !run.is_empty() {
+        let written = accept::write_many(&mut tx, ids, &run)
+            .await
+            .map_err(BatchError::Statement)?;
+        answers.extend(written);
     }
     tx.commit()
         .await
