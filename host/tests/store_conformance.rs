@@ -1212,13 +1212,25 @@ async fn group_commit_mixes_keyed_and_multi_recipient_messages_past_one_statemen
         }
         assert!(ids.insert(acc.id.clone()), "id {} given twice", acc.id);
         assert_eq!(acc.recipients.len(), n, "message {i}");
-        assert_eq!(&fresh.message_body(&acc.id).await.unwrap(), body, "message {i}");
+        assert_eq!(
+            &fresh.message_body(&acc.id).await.unwrap(),
+            body,
+            "message {i}"
+        );
         let view = fresh.get_message("t1", &acc.id).await.unwrap().unwrap();
-        assert_eq!(view.events.len(), n, "message {i}: one accepted event per recipient");
+        assert_eq!(
+            view.events.len(),
+            n,
+            "message {i}: one accepted event per recipient"
+        );
         assert_eq!(view.recipients.len(), n, "message {i}");
         want_recipients += n;
     }
-    assert_eq!(ids.len(), 299, "one message per distinct key or unkeyed submission");
+    assert_eq!(
+        ids.len(),
+        299,
+        "one message per distinct key or unkeyed submission"
+    );
     assert_eq!(
         fresh.lease_due("h", T0, 10_000, 1_000).await.unwrap().len(),
         want_recipients

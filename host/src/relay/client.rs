@@ -1,7 +1,9 @@
-//! Sending through one relay with lettre: a connection pool bounded by the
-//! relay's connection limit, its rate limit, and replies per recipient.
+//! Sending through one relay with lettre: connections kept between messages
+//! (`pool.rs`), bounded by the relay's connection limit, its rate limit, and
+//! replies per recipient.
 
 use super::health::{Health, TokenBucket};
+use super::pool::{Pool, SendError, StartTls};
 use crate::stage::SmtpReply;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::AsyncSmtpTransport;
@@ -9,6 +11,7 @@ use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls as LettreTls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::response::Response;
 use lettre::{AsyncTransport, Tokio1Executor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,7 +89,7 @@ pub struct RelayReply {
 /// One relay: its pool, its limits and its health.
 pub struct RelayClient {
     settings: RelaySettings,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    transport: Transport,
     permits: Arc<Semaphore>,
     bucket: Option<TokenBucket>,
     health: Health,
@@ -104,30 +107,49 @@ impl RelayClient {
             TlsParameters::new(host.clone())
                 .map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id))
         };
-        let tls = match tls {
-            Tls::None => LettreTls::None,
-            Tls::Opportunistic => LettreTls::Opportunistic(params()?),
-            Tls::Required => LettreTls::Required(params()?),
-            Tls::Implicit => LettreTls::Wrapper(params()?),
+        let hello = ClientId::Domain(helo.to_owned());
+        let credentials = match (&settings.auth_user, &settings.auth_password) {
+            (Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.clone())),
+            _ => None,
         };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(port)
-            .tls(tls)
-            .timeout(Some(timeout))
-            .hello_name(ClientId::Domain(helo.to_owned()))
-            .pool_config(
-                PoolConfig::new()
-                    .max_size(settings.connection_limit)
-                    .idle_timeout(Duration::from_secs(30)),
-            );
-        if let (Some(user), Some(pass)) = (&settings.auth_user, &settings.auth_password) {
-            builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
-        }
+        let starttls = match tls {
+            Tls::None => Some(StartTls::No),
+            Tls::Opportunistic => Some(StartTls::IfOffered(params()?)),
+            Tls::Required => Some(StartTls::Required(params()?)),
+            Tls::Implicit => None,
+        };
+        let transport = match starttls {
+            Some(starttls) => Transport::Own(Box::new(Pool::new(
+                (host, port),
+                hello,
+                starttls,
+                credentials,
+                timeout,
+                settings.connection_limit as usize,
+            ))),
+            None => {
+                let mut builder =
+                    AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+                        .port(port)
+                        .tls(LettreTls::Wrapper(params()?))
+                        .timeout(Some(timeout))
+                        .hello_name(hello)
+                        .pool_config(
+                            PoolConfig::new()
+                                .max_size(settings.connection_limit)
+                                .idle_timeout(Duration::from_secs(30)),
+                        );
+                if let Some(credentials) = credentials {
+                    builder = builder.credentials(credentials);
+                }
+                Transport::Lettre(builder.build())
+            }
+        };
         Ok(RelayClient {
             permits: Arc::new(Semaphore::new(settings.connection_limit as usize)),
             bucket: settings.rate_limit_per_sec.map(TokenBucket::new),
             health: Health::new(3, Duration::from_secs(30)),
-            transport: builder.build(),
+            transport,
             settings,
             timeout,
         })
@@ -190,7 +212,7 @@ impl RelayClient {
         let started = Instant::now();
         // lettre's timeout is per command; this bounds the whole transaction.
         let result =
-            tokio::time::timeout(self.timeout * 4, self.transport.send_raw(&envelope, body)).await;
+            tokio::time::timeout(self.timeout * 4, self.transport.send(&envelope, body)).await;
         let latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
         let out = match result {
             Err(_) => RelayReply {
@@ -207,7 +229,12 @@ impl RelayClient {
                     latency_ms,
                 }
             }
-            Ok(Err(e)) => match e.status() {
+            Ok(Err(SendError::Connect(e))) => RelayReply {
+                reply: None,
+                transport_error: Some(e),
+                latency_ms,
+            },
+            Ok(Err(SendError::Smtp(e))) => match e.status() {
                 Some(code) => {
                     let shown = e.to_string();
                     let text = shown.split_once("): ").map_or("", |(_, t)| t);
@@ -230,6 +257,21 @@ impl RelayClient {
             tracing::warn!(relay = %self.settings.id, error = ?out.transport_error, "relay marked down after repeated transport failures");
         }
         out
+    }
+}
+
+/// Our own connections for plain and STARTTLS relays; lettre's pool for implicit TLS.
+enum Transport {
+    Own(Box<Pool>),
+    Lettre(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+impl Transport {
+    async fn send(&self, envelope: &Envelope, body: &[u8]) -> Result<Response, SendError> {
+        match self {
+            Transport::Own(pool) => pool.send(envelope, body).await,
+            Transport::Lettre(t) => t.send_raw(envelope, body).await.map_err(SendError::Smtp),
+        }
     }
 }
 

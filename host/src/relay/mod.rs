@@ -4,6 +4,7 @@
 
 mod client;
 mod health;
+mod pool;
 
 pub use client::{RelayClient, RelayReply, RelaySettings, Tls, parse_relay_url};
 pub use health::{Health, TokenBucket};

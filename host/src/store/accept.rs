@@ -1,8 +1,8 @@
 //! Writing accepted messages: validation before queueing, then their rows (message,
 //! recipients, `accepted` events) inside a transaction the group committer owns — a
 //! message with an idempotency key on its own (it may be a repeat), the others of a
-//! group in multi-row `INSERT`s, one statement per table per hundred rows instead of
-//! three per message: every statement is a round trip to the database (for SQLite, to
+//! group in multi-row `INSERT`s, one statement per table per hundred-odd rows instead
+//! of three per message: every statement is a round trip to the database (for SQLite, to
 //! sqlx's worker thread and back).
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use sqlx::AnyConnection;
 
 use super::StoreError;
-use super::codec::{col, domain_of, get_state, list_to_text};
+use super::codec::{col, domain_of, get_state, list_to_text, rows_per_statement, value_rows};
 use super::events::insert_event;
 use super::types::{Accepted, EventKind, NewEvent, NewMessage, RecipientState};
 
@@ -99,26 +99,11 @@ impl Ids {
     }
 }
 
-/// Rows per multi-row `INSERT`: the widest row (a message, 9 columns) stays under
-/// SQLite's smallest limit on bound parameters (999).
-const ROWS_PER_INSERT: usize = 100;
-
 impl Prepared {
     /// Whether writing it must first look for an earlier message with the same key.
     pub(crate) fn has_idempotency_key(&self) -> bool {
         self.msg.idempotency_key.is_some()
     }
-}
-
-/// `($1, $2, …), ($n+1, …)`: `rows` tuples of `cols` numbered placeholders.
-fn placeholders(rows: usize, cols: usize) -> String {
-    let tuples: Vec<String> = (0..rows)
-        .map(|r| {
-            let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
-            format!("({})", marks.join(", "))
-        })
-        .collect();
-    tuples.join(", ")
 }
 
 /// Writes messages without idempotency keys inside the caller's transaction, each
@@ -139,11 +124,11 @@ pub(crate) async fn write_many(
         .map(String::as_str)
         .zip(batch.iter().copied())
         .collect();
-    for chunk in messages.chunks(ROWS_PER_INSERT) {
+    for chunk in messages.chunks(rows_per_statement(9)) {
         let sql = format!(
             "INSERT INTO messages (id, tenant_id, idempotency_key, sender, body, size, tags, \
              max_age_secs, created_at_ms) VALUES {}",
-            placeholders(chunk.len(), 9)
+            value_rows(chunk.len(), 9)
         );
         let mut q = sqlx::query(&sql);
         for (id, p) in chunk {
@@ -180,11 +165,11 @@ pub(crate) async fn write_many(
             )
         })
         .collect();
-    for chunk in recipients.chunks(ROWS_PER_INSERT) {
+    for chunk in recipients.chunks(rows_per_statement(8)) {
         let sql = format!(
             "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
              next_attempt_at_ms, updated_at_ms) VALUES {}",
-            placeholders(chunk.len(), 8)
+            value_rows(chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql);
         for (id, idx, address, domain, p) in chunk {
@@ -202,11 +187,11 @@ pub(crate) async fn write_many(
             .await
             .map_err(StoreError::db(format!("{}: recipients", context())))?;
     }
-    for chunk in recipients.chunks(ROWS_PER_INSERT) {
+    for chunk in recipients.chunks(rows_per_statement(6)) {
         let sql = format!(
             "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, detail, at_ms) \
              VALUES {}",
-            placeholders(chunk.len(), 6)
+            value_rows(chunk.len(), 6)
         );
         let mut q = sqlx::query(&sql);
         for (id, idx, address, _, p) in chunk {

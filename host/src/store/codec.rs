@@ -124,6 +124,25 @@ pub(crate) fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// Bound parameters per statement: SQLite's smallest limit (older builds allow 999).
+const MAX_PARAMS: usize = 999;
+
+/// Rows per multi-row statement of `cols` columns, within [`MAX_PARAMS`].
+pub(crate) fn rows_per_statement(cols: usize) -> usize {
+    (MAX_PARAMS / cols.max(1)).max(1)
+}
+
+/// `($1, $2, …), ($n+1, …)`: `rows` tuples of `cols` numbered placeholders.
+pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    tuples.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +166,12 @@ mod tests {
         let list = vec!["a\"b".to_string(), "c".to_string()];
         assert_eq!(list_from_text("t", &list_to_text(&list)).unwrap(), list);
         assert!(list_from_text("t", "not json").is_err());
+    }
+
+    #[test]
+    fn value_rows_number_their_placeholders_in_order() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(rows_per_statement(9) * 9, 999);
+        assert_eq!(rows_per_statement(1000), 1);
     }
 }

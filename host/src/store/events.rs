@@ -4,6 +4,7 @@
 use sqlx::AnyConnection;
 
 use super::StoreError;
+use super::codec::{rows_per_statement, value_rows};
 use super::connect::Pools;
 use super::types::{EventKind, NewEvent, Outcome, RecipientState};
 
@@ -67,6 +68,46 @@ pub(crate) async fn insert_event(
     Ok(())
 }
 
+/// Appends many events inside the caller's transaction, in order, in multi-row
+/// statements.
+async fn insert_events(
+    conn: &mut AnyConnection,
+    events: &[NewEvent],
+    op: &str,
+) -> Result<(), StoreError> {
+    const COLS: usize = 11;
+    for chunk in events.chunks(rows_per_statement(COLS)) {
+        let sql = format!(
+            "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, \
+             at_ms, latency_ms, hard, class, source) VALUES {}",
+            value_rows(chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for ev in chunk {
+            let stats = stat_columns(&ev.detail);
+            q = q
+                .bind(&ev.message_id)
+                .bind(ev.recipient_idx.map(i64::from))
+                .bind(&ev.tenant_id)
+                .bind(ev.kind.as_str())
+                .bind(ev.relay.clone())
+                .bind(ev.detail.to_string())
+                .bind(ev.at_ms)
+                .bind(stats.latency_ms)
+                .bind(stats.hard)
+                .bind(stats.class)
+                .bind(stats.source);
+        }
+        q.execute(&mut *conn).await.map_err(StoreError::db(format!(
+            "{op}: appending {} events (first: {} for message {:?})",
+            chunk.len(),
+            chunk[0].kind.as_str(),
+            chunk[0].message_id
+        )))?;
+    }
+    Ok(())
+}
+
 /// An event about one recipient of a stored message; the tenant is taken from the
 /// message, so callers that only hold a (message, recipient) key need not look it up.
 pub(crate) struct RecipientEvent<'a> {
@@ -117,14 +158,60 @@ pub(crate) async fn insert_recipient_event(
     Ok(())
 }
 
+/// Appends many [`RecipientEvent`]s inside the caller's transaction, in order, in
+/// multi-row statements (each event's tenant taken from its message, as
+/// [`insert_recipient_event`] does).
+pub(crate) async fn insert_recipient_events(
+    conn: &mut AnyConnection,
+    events: &[RecipientEvent<'_>],
+    op: &str,
+) -> Result<(), StoreError> {
+    const COLS: usize = 11;
+    for chunk in events.chunks(rows_per_statement(COLS)) {
+        let sql = format!(
+            "WITH v(ord, message_id, recipient_idx, kind, relay, detail, at_ms, latency_ms, \
+             hard, class, source) AS (VALUES {}) \
+             INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, \
+             at_ms, latency_ms, hard, class, source) \
+             SELECT v.message_id, v.recipient_idx, m.tenant_id, v.kind, v.relay, v.detail, \
+             v.at_ms, v.latency_ms, v.hard, v.class, v.source \
+             FROM v JOIN messages m ON m.id = v.message_id ORDER BY v.ord",
+            value_rows(chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for (ord, ev) in chunk.iter().enumerate() {
+            let stats = stat_columns(ev.detail);
+            q = q
+                .bind(i64::try_from(ord).unwrap_or(i64::MAX))
+                .bind(ev.message_id)
+                .bind(i64::from(ev.recipient_idx))
+                .bind(ev.kind.as_str())
+                .bind(ev.relay.map(str::to_string))
+                .bind(ev.detail.to_string())
+                .bind(ev.at_ms)
+                .bind(stats.latency_ms)
+                .bind(stats.hard)
+                .bind(stats.class)
+                .bind(stats.source);
+        }
+        q.execute(&mut *conn).await.map_err(StoreError::db(format!(
+            "{op}: appending {} events (first: message {:?} recipient {})",
+            chunk.len(),
+            chunk[0].message_id,
+            chunk[0].recipient_idx
+        )))?;
+    }
+    Ok(())
+}
+
 pub(crate) async fn append(pools: &Pools, events: Vec<NewEvent>) -> Result<(), StoreError> {
     let op = "append_events";
     if events.is_empty() {
         return Ok(());
     }
     let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
+    insert_events(&mut tx, &events, op).await?;
     for ev in &events {
-        insert_event(&mut tx, ev, op).await?;
         if let (EventKind::Routed, Some(relay), Some(idx)) = (ev.kind, &ev.relay, ev.recipient_idx)
         {
             // In flight on this relay until the outcome is recorded.
@@ -176,6 +263,8 @@ pub(crate) async fn record(
         .await
         .map_err(StoreError::db(format!("{op} for owner {owner:?}")))?;
     let mut applied = 0;
+    let mut events = Vec::with_capacity(outcomes.len());
+    let mut usages = Vec::with_capacity(outcomes.len());
     for o in &outcomes {
         let attempt = i64::from(o.event.is_attempt_outcome() && o.relay.is_some());
         let done = sqlx::query(
@@ -210,21 +299,22 @@ pub(crate) async fn record(
             continue;
         }
         applied += 1;
-        let event = RecipientEvent {
+        events.push(RecipientEvent {
             message_id: &o.message_id,
             recipient_idx: o.recipient_idx,
             kind: o.event,
             relay: o.relay.as_deref(),
             detail: &o.detail,
             at_ms: now_ms,
-        };
-        insert_recipient_event(&mut tx, event, op).await?;
+        });
         // A final outcome is billable: its usage event commits with it.
         if let Some(usage) = super::ledger::usage_outcome(o.new_state, o.event) {
-            super::ledger::insert_usage(&mut tx, &o.message_id, o.recipient_idx, usage, now_ms, op)
-                .await?;
+            usages.push((o.message_id.as_str(), o.recipient_idx, usage));
         }
     }
+    // The applied outcomes' events and usage, a statement per table per batch.
+    insert_recipient_events(&mut tx, &events, op).await?;
+    super::ledger::insert_usages(&mut tx, &usages, now_ms, op).await?;
     tx.commit()
         .await
         .map_err(StoreError::db(format!("{op}: commit for owner {owner:?}")))?;

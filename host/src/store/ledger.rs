@@ -3,7 +3,7 @@
 //! billing settings.
 //!
 //! Invariants:
-//! - A final outcome and its usage event commit together ([`insert_usage`] runs inside
+//! - A final outcome and its usage event commit together ([`insert_usages`] runs inside
 //!   `record`'s transaction), so no delivered recipient goes unbilled.
 //! - A ledger row is never updated or deleted. Its key (message, recipient, outcome,
 //!   service) is unique and rows are inserted with `ON CONFLICT DO NOTHING`, so a
@@ -17,7 +17,7 @@ use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
 use super::StoreError;
-use super::codec::{col, corrupt, get_idx, get_u32};
+use super::codec::{col, corrupt, get_idx, get_u32, rows_per_statement, value_rows};
 use super::connect::{Backend, Pools};
 use super::events::{RecipientEvent, insert_recipient_event};
 use super::types::{EventKind, RecipientState};
@@ -186,35 +186,47 @@ pub(crate) fn usage_outcome(state: RecipientState, event: EventKind) -> Option<&
     }
 }
 
-/// Writes the usage event of a final outcome inside the caller's transaction (the one
-/// recording the outcome). A second final outcome with the same name for the same
-/// recipient (failed, requeued, failed again) is the same usage and writes nothing.
-pub(crate) async fn insert_usage(
+/// Writes the usage events of final outcomes (message, recipient, outcome name) inside
+/// the caller's transaction (the one recording the outcomes), in multi-row statements.
+/// A second final outcome with the same name for the same recipient (failed, requeued,
+/// failed again) is the same usage and writes nothing.
+pub(crate) async fn insert_usages(
     conn: &mut AnyConnection,
-    message_id: &str,
-    recipient_idx: i32,
-    outcome: &str,
+    rows: &[(&str, i32, &str)],
     now_ms: i64,
     op: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
-         direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
-         SELECT m.tenant_id, r.message_id, r.idx, r.address, $3, 'outbound', m.size, \
-         r.last_relay, $4, 'pending', 0, $4 \
-         FROM recipients r JOIN messages m ON m.id = r.message_id \
-         WHERE r.message_id = $1 AND r.idx = $2 \
-         ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
-    )
-    .bind(message_id)
-    .bind(i64::from(recipient_idx))
-    .bind(outcome)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: usage event {outcome} for message {message_id:?} recipient {recipient_idx}"
-    )))?;
+    const COLS: usize = 3;
+    for chunk in rows.chunks(rows_per_statement(COLS)) {
+        let n = chunk.len() * COLS;
+        let sql = format!(
+            "WITH v(message_id, idx, outcome) AS (VALUES {}) \
+             INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
+             direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
+             SELECT m.tenant_id, r.message_id, r.idx, r.address, v.outcome, 'outbound', m.size, \
+             r.last_relay, ${at}, 'pending', 0, ${at} \
+             FROM v JOIN recipients r ON r.message_id = v.message_id AND r.idx = v.idx \
+             JOIN messages m ON m.id = r.message_id \
+             WHERE true ORDER BY r.message_id, r.idx \
+             ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
+            value_rows(chunk.len(), COLS),
+            at = n + 1
+        );
+        let mut q = sqlx::query(&sql);
+        for (message_id, idx, outcome) in chunk {
+            q = q.bind(*message_id).bind(i64::from(*idx)).bind(*outcome);
+        }
+        q.bind(now_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!(
+                "{op}: {} usage events (first: {} for message {:?} recipient {})",
+                chunk.len(),
+                chunk[0].2,
+                chunk[0].0,
+                chunk[0].1
+            )))?;
+    }
     Ok(())
 }
 
