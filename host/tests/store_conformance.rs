@@ -106,6 +106,7 @@ conformance!(
     tenants_are_isolated,
     lease_record_changes_state_and_appends_events,
     expired_lease_is_taken_over_and_late_record_refused,
+    a_batch_of_outcomes_applies_only_where_the_lease_is_still_ours,
     concurrent_leasing_never_hands_out_a_recipient_twice,
     release_on_shutdown_puts_work_back,
     renew_keeps_a_lease_from_expiring,
@@ -482,6 +483,88 @@ async fn lease_record_changes_state_and_appends_events(db: Db) {
         )
         .await;
     assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+}
+
+/// One `record` call with many outcomes (the recorder's batches): each applies only
+/// where the recipient is still delivering under the caller's lease, with its event
+/// and usage; a recipient named twice gets the first outcome only.
+async fn a_batch_of_outcomes_applies_only_where_the_lease_is_still_ours(db: Db) {
+    let s = &db.store;
+    let other_host = db.second_host().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let acc = s
+            .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+            .await
+            .unwrap();
+        ids.push(acc.id);
+    }
+    let leased = s.lease_due("h1", T0, 10_000, 100).await.unwrap();
+    assert_eq!(leased.len(), 10);
+    // h1 keeps renewing all but the last message's leases; those lapse and h2 takes them.
+    let kept: Vec<_> = leased
+        .iter()
+        .filter(|l| l.message_id != ids[4])
+        .map(|l| l.key())
+        .collect();
+    assert_eq!(
+        s.renew_leases("h1", &kept, T0 + 5_000, 10_000)
+            .await
+            .unwrap(),
+        8
+    );
+    let taken = other_host
+        .lease_due("h2", T0 + 10_000, 10_000, 100)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 2);
+    assert!(taken.iter().all(|l| l.message_id == ids[4]));
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    for id in &ids {
+        outcomes.push(outcome(
+            id,
+            0,
+            RecipientState::Delivered,
+            EventKind::Delivered,
+        ));
+        outcomes.push(outcome(id, 1, RecipientState::Failed, EventKind::Failed));
+    }
+    // Message 4's recipients are h2's now: refused.
+    let applied = s.record("h1", outcomes, T0 + 10_001).await.unwrap();
+    assert_eq!(applied, 8);
+    for (i, id) in ids.iter().enumerate() {
+        let view = s.get_message("t1", id).await.unwrap().unwrap();
+        let states: Vec<RecipientState> = view.recipients.iter().map(|r| r.state).collect();
+        if i < 4 {
+            assert_eq!(
+                states,
+                [RecipientState::Delivered, RecipientState::Failed],
+                "message {i}"
+            );
+            // accepted ×2, then one outcome event per recipient
+            assert_eq!(view.events.len(), 4, "message {i}");
+        } else {
+            assert!(
+                states.iter().all(|s| *s == RecipientState::Delivering),
+                "message {i}: {states:?}"
+            );
+        }
+    }
+    // A recipient named twice in one batch: the first outcome applies, the second finds
+    // it no longer delivering.
+    let acc = s
+        .accept(message("t1", &["c@example.org"]), T0 + 30_000)
+        .await
+        .unwrap();
+    let leased = s.lease_due("h1", T0 + 30_000, 10_000, 100).await.unwrap();
+    assert!(leased.iter().any(|l| l.message_id == acc.id));
+    let twice = vec![
+        outcome(&acc.id, 0, RecipientState::Delivered, EventKind::Delivered),
+        outcome(&acc.id, 0, RecipientState::Failed, EventKind::Failed),
+    ];
+    assert_eq!(s.record("h1", twice, T0 + 30_001).await.unwrap(), 1);
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert_eq!(view.recipients[0].state, RecipientState::Delivered);
 }
 
 async fn expired_lease_is_taken_over_and_late_record_refused(db: Db) {

@@ -4,9 +4,10 @@
 use sqlx::AnyConnection;
 
 use super::StoreError;
-use super::codec::{rows_per_statement, value_rows};
+use super::codec::{col, get_idx, rows_per_statement, value_rows};
 use super::connect::Pools;
 use super::types::{EventKind, NewEvent, Outcome, RecipientState};
+use std::collections::{HashMap, HashSet};
 
 /// The columns relay stats read, copied out of an event's detail (see [`EventKind`]).
 struct StatColumns {
@@ -211,24 +212,42 @@ pub(crate) async fn append(pools: &Pools, events: Vec<NewEvent>) -> Result<(), S
     }
     let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
     insert_events(&mut tx, &events, op).await?;
+    // In flight on its relay until the outcome is recorded; the last routing of a
+    // recipient in the batch wins.
+    let mut routed: Vec<(&str, i32, &str)> = Vec::new();
+    let mut at: HashMap<(&str, i32), usize> = HashMap::new();
     for ev in &events {
         if let (EventKind::Routed, Some(relay), Some(idx)) = (ev.kind, &ev.relay, ev.recipient_idx)
         {
-            // In flight on this relay until the outcome is recorded.
-            sqlx::query(
-                "UPDATE recipients SET routed_relay = $3 \
-                 WHERE message_id = $1 AND idx = $2 AND state = 'delivering'",
-            )
-            .bind(&ev.message_id)
-            .bind(i64::from(idx))
-            .bind(relay)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db(format!(
-                "{op}: routing message {:?} recipient {idx} to relay {relay:?}",
-                ev.message_id
-            )))?;
+            let key = (ev.message_id.as_str(), idx);
+            match at.get(&key) {
+                Some(&i) => routed[i].2 = relay,
+                None => {
+                    at.insert(key, routed.len());
+                    routed.push((key.0, idx, relay));
+                }
+            }
         }
+    }
+    for chunk in routed.chunks(rows_per_statement(3)) {
+        let sql = format!(
+            "WITH v(message_id, idx, relay) AS (VALUES {}) \
+             UPDATE recipients SET routed_relay = v.relay FROM v \
+             WHERE recipients.message_id = v.message_id AND recipients.idx = v.idx \
+             AND recipients.state = 'delivering'",
+            value_rows(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for (message_id, idx, relay) in chunk {
+            q = q.bind(*message_id).bind(i64::from(*idx)).bind(*relay);
+        }
+        q.execute(&mut *tx).await.map_err(StoreError::db(format!(
+            "{op}: routing {} recipients (first: message {:?} recipient {} to relay {:?})",
+            chunk.len(),
+            chunk[0].0,
+            chunk[0].1,
+            chunk[0].2
+        )))?;
     }
     tx.commit().await.map_err(StoreError::db(format!(
         "{op}: commit of {} events",
@@ -262,34 +281,12 @@ pub(crate) async fn record(
         .begin_write()
         .await
         .map_err(StoreError::db(format!("{op} for owner {owner:?}")))?;
+    let applied_flags = apply_outcomes(&mut tx, owner, &outcomes, now_ms, op).await?;
     let mut applied = 0;
     let mut events = Vec::with_capacity(outcomes.len());
     let mut usages = Vec::with_capacity(outcomes.len());
-    for o in &outcomes {
-        let attempt = i64::from(o.event.is_attempt_outcome() && o.relay.is_some());
-        let done = sqlx::query(
-            "UPDATE recipients SET state = $1, next_attempt_at_ms = COALESCE($2, next_attempt_at_ms), \
-             attempts = attempts + $3, last_relay = COALESCE($4, last_relay), \
-             last_reply = COALESCE($5, last_reply), lease_owner = NULL, lease_until_ms = NULL, \
-             routed_relay = NULL, updated_at_ms = $6 \
-             WHERE message_id = $7 AND idx = $8 AND state = 'delivering' AND lease_owner = $9",
-        )
-        .bind(o.new_state.as_str())
-        .bind(o.next_attempt_at_ms)
-        .bind(attempt)
-        .bind(o.relay.clone())
-        .bind(o.reply.clone())
-        .bind(now_ms)
-        .bind(&o.message_id)
-        .bind(i64::from(o.recipient_idx))
-        .bind(owner)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(format!(
-            "{op}: message {:?} recipient {} for owner {owner:?}",
-            o.message_id, o.recipient_idx
-        )))?;
-        if done.rows_affected() == 0 {
+    for (o, ok) in outcomes.iter().zip(applied_flags) {
+        if !ok {
             tracing::warn!(
                 message_id = %o.message_id,
                 recipient_idx = o.recipient_idx,
@@ -319,4 +316,102 @@ pub(crate) async fn record(
         .await
         .map_err(StoreError::db(format!("{op}: commit for owner {owner:?}")))?;
     Ok(applied)
+}
+
+/// Applies each outcome to its recipient where the recipient is still delivering under
+/// `owner`'s lease; says which were applied, in order. Outcomes for distinct recipients
+/// (what the dispatcher sends) go in multi-row `UPDATE … FROM … RETURNING` statements;
+/// a batch naming a recipient twice is applied one outcome at a time, in order, so the
+/// second finds the first's state.
+async fn apply_outcomes(
+    conn: &mut AnyConnection,
+    owner: &str,
+    outcomes: &[Outcome],
+    now_ms: i64,
+    op: &str,
+) -> Result<Vec<bool>, StoreError> {
+    let attempt = |o: &Outcome| i64::from(o.event.is_attempt_outcome() && o.relay.is_some());
+    let mut seen = HashSet::new();
+    let distinct = outcomes
+        .iter()
+        .all(|o| seen.insert((o.message_id.as_str(), o.recipient_idx)));
+    if !distinct {
+        let mut applied = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            let done = sqlx::query(
+                "UPDATE recipients SET state = $1, next_attempt_at_ms = COALESCE($2, next_attempt_at_ms), \
+                 attempts = attempts + $3, last_relay = COALESCE($4, last_relay), \
+                 last_reply = COALESCE($5, last_reply), lease_owner = NULL, lease_until_ms = NULL, \
+                 routed_relay = NULL, updated_at_ms = $6 \
+                 WHERE message_id = $7 AND idx = $8 AND state = 'delivering' AND lease_owner = $9",
+            )
+            .bind(o.new_state.as_str())
+            .bind(o.next_attempt_at_ms)
+            .bind(attempt(o))
+            .bind(o.relay.clone())
+            .bind(o.reply.clone())
+            .bind(now_ms)
+            .bind(&o.message_id)
+            .bind(i64::from(o.recipient_idx))
+            .bind(owner)
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!(
+                "{op}: message {:?} recipient {} for owner {owner:?}",
+                o.message_id, o.recipient_idx
+            )))?;
+            applied.push(done.rows_affected() > 0);
+        }
+        return Ok(applied);
+    }
+    const COLS: usize = 7;
+    let mut updated: HashSet<(String, i32)> = HashSet::with_capacity(outcomes.len());
+    // One row fewer than the limit allows: `now` and `owner` are bound after the rows.
+    for chunk in outcomes.chunks(rows_per_statement(COLS + 1)) {
+        let n = chunk.len() * COLS;
+        let sql = format!(
+            "WITH v(message_id, idx, state, next_at, attempt, relay, reply) AS (VALUES {}) \
+             UPDATE recipients SET state = v.state, \
+             next_attempt_at_ms = COALESCE(v.next_at, recipients.next_attempt_at_ms), \
+             attempts = recipients.attempts + v.attempt, \
+             last_relay = COALESCE(v.relay, recipients.last_relay), \
+             last_reply = COALESCE(v.reply, recipients.last_reply), lease_owner = NULL, \
+             lease_until_ms = NULL, routed_relay = NULL, updated_at_ms = ${now} \
+             FROM v WHERE recipients.message_id = v.message_id AND recipients.idx = v.idx \
+             AND recipients.state = 'delivering' AND recipients.lease_owner = ${owner} \
+             RETURNING recipients.message_id, recipients.idx",
+            value_rows(chunk.len(), COLS),
+            now = n + 1,
+            owner = n + 2
+        );
+        let mut q = sqlx::query(&sql);
+        for o in chunk {
+            q = q
+                .bind(&o.message_id)
+                .bind(i64::from(o.recipient_idx))
+                .bind(o.new_state.as_str())
+                .bind(o.next_attempt_at_ms)
+                .bind(attempt(o))
+                .bind(o.relay.clone())
+                .bind(o.reply.clone());
+        }
+        let rows = q
+            .bind(now_ms)
+            .bind(owner)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!(
+                "{op}: {} outcomes for owner {owner:?} (first: message {:?} recipient {})",
+                chunk.len(),
+                chunk[0].message_id,
+                chunk[0].recipient_idx
+            )))?;
+        for row in &rows {
+            updated.insert((col(row, op, "message_id")?, get_idx(row, op, "idx")?));
+        }
+    }
+    Ok(outcomes
+        .iter()
+        .map(|o| updated.contains(&(o.message_id.clone(), o.recipient_idx)))
+        .collect())
 }
