@@ -37,36 +37,27 @@ fn stat_columns(detail: &serde_json::Value) -> StatColumns {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds an event's last columns: `detail`, `at_ms` and the stat columns copied out
+/// of the detail.
+fn bind_detail<'q>(q: AnyQuery<'q>, detail: &serde_json::Value, at_ms: i64) -> AnyQuery<'q> {
+    let stats = stat_columns(detail);
+    q.bind(detail.to_string())
+        .bind(at_ms)
+        .bind(stats.latency_ms)
+        .bind(stats.hard)
+        .bind(stats.class)
+        .bind(stats.source)
+}
+
 /// Appends one event inside the caller's transaction.
 pub(crate) async fn insert_event(
     conn: &mut AnyConnection,
     ev: &NewEvent,
     op: &str,
 ) -> Result<(), StoreError> {
-    let stats = stat_columns(&ev.detail);
-    sqlx::query(
-        "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, at_ms, \
-         latency_ms, hard, class, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&ev.message_id)
-    .bind(ev.recipient_idx.map(i64::from))
-    .bind(&ev.tenant_id)
-    .bind(ev.kind.as_str())
-    .bind(ev.relay.clone())
-    .bind(ev.detail.to_string())
-    .bind(ev.at_ms)
-    .bind(stats.latency_ms)
-    .bind(stats.hard)
-    .bind(stats.class)
-    .bind(stats.source)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: appending a {} event for message {:?}",
-        ev.kind.as_str(),
-        ev.message_id
-    )))?;
-    Ok(())
+    insert_events(conn, std::slice::from_ref(ev), op).await
 }
 
 /// Appends many events inside the caller's transaction, in order, in multi-row
@@ -85,26 +76,30 @@ async fn insert_events(
         );
         let mut q = sqlx::query(&sql);
         for ev in chunk {
-            let stats = stat_columns(&ev.detail);
             q = q
                 .bind(&ev.message_id)
                 .bind(ev.recipient_idx.map(i64::from))
                 .bind(&ev.tenant_id)
                 .bind(ev.kind.as_str())
-                .bind(ev.relay.clone())
-                .bind(ev.detail.to_string())
-                .bind(ev.at_ms)
-                .bind(stats.latency_ms)
-                .bind(stats.hard)
-                .bind(stats.class)
-                .bind(stats.source);
+                .bind(ev.relay.clone());
+            q = bind_detail(q, &ev.detail, ev.at_ms);
         }
-        q.execute(&mut *conn).await.map_err(StoreError::db(format!(
-            "{op}: appending {} events (first: {} for message {:?})",
-            chunk.len(),
-            chunk[0].kind.as_str(),
-            chunk[0].message_id
-        )))?;
+        let what = match chunk {
+            [ev] => format!(
+                "a {} event for message {:?}",
+                ev.kind.as_str(),
+                ev.message_id
+            ),
+            _ => format!(
+                "{} events (first: {} for message {:?})",
+                chunk.len(),
+                chunk[0].kind.as_str(),
+                chunk[0].message_id
+            ),
+        };
+        q.execute(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!("{op}: appending {what}")))?;
     }
     Ok(())
 }
@@ -126,42 +121,11 @@ pub(crate) async fn insert_recipient_event(
     ev: RecipientEvent<'_>,
     op: &str,
 ) -> Result<(), StoreError> {
-    let RecipientEvent {
-        message_id,
-        recipient_idx,
-        kind,
-        relay,
-        detail,
-        at_ms,
-    } = ev;
-    let stats = stat_columns(detail);
-    sqlx::query(
-        "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, at_ms, \
-         latency_ms, hard, class, source) \
-         SELECT id, $2, tenant_id, $3, $4, $5, $6, $7, $8, $9, $10 FROM messages WHERE id = $1",
-    )
-    .bind(message_id)
-    .bind(i64::from(recipient_idx))
-    .bind(kind.as_str())
-    .bind(relay.map(str::to_string))
-    .bind(detail.to_string())
-    .bind(at_ms)
-    .bind(stats.latency_ms)
-    .bind(stats.hard)
-    .bind(stats.class)
-    .bind(stats.source)
-    .execute(&mut *conn)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: appending a {} event for message {message_id:?} recipient {recipient_idx}",
-        kind.as_str()
-    )))?;
-    Ok(())
+    insert_recipient_events(conn, &[ev], op).await
 }
 
 /// Appends many [`RecipientEvent`]s inside the caller's transaction, in order, in
-/// multi-row statements (each event's tenant taken from its message, as
-/// [`insert_recipient_event`] does).
+/// multi-row statements, each event's tenant taken from its message.
 pub(crate) async fn insert_recipient_events(
     conn: &mut AnyConnection,
     events: &[RecipientEvent<'_>],
@@ -181,25 +145,22 @@ pub(crate) async fn insert_recipient_events(
         );
         let mut q = sqlx::query(&sql);
         for (ord, ev) in chunk.iter().enumerate() {
-            let stats = stat_columns(ev.detail);
             q = q
                 .bind(i64::try_from(ord).unwrap_or(i64::MAX))
                 .bind(ev.message_id)
                 .bind(i64::from(ev.recipient_idx))
                 .bind(ev.kind.as_str())
-                .bind(ev.relay.map(str::to_string))
-                .bind(ev.detail.to_string())
-                .bind(ev.at_ms)
-                .bind(stats.latency_ms)
-                .bind(stats.hard)
-                .bind(stats.class)
-                .bind(stats.source);
+                .bind(ev.relay.map(str::to_string));
+            q = bind_detail(q, ev.detail, ev.at_ms);
         }
+        let first = &chunk[0];
+        let what = match chunk.len() {
+            1 => format!("a {} event", first.kind.as_str()),
+            n => format!("{n} events (first: a {} event)", first.kind.as_str()),
+        };
         q.execute(&mut *conn).await.map_err(StoreError::db(format!(
-            "{op}: appending {} events (first: message {:?} recipient {})",
-            chunk.len(),
-            chunk[0].message_id,
-            chunk[0].recipient_idx
+            "{op}: appending {what} for message {:?} recipient {}",
+            first.message_id, first.recipient_idx
         )))?;
     }
     Ok(())
