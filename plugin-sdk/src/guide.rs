@@ -46,7 +46,8 @@
 //!
 //! - **Decide, do not act.** No sockets, files, environment or clock: the time
 //!   is in the input. Settings come from [`config`](crate::config) (given at
-//!   upload with `--config KEY=VALUE`), and [`log`](crate::log) writes to your
+//!   upload with `--config KEY=VALUE`; read from the host once per instance, so
+//!   reading them on every call is free), and [`log`](crate::log) writes to your
 //!   plugin log.
 //! - **Money is exact.** Prices are [`Decimal`](crate::types::Decimal)s and
 //!   amounts integer micro-units; never a float.
