@@ -15,9 +15,10 @@
 use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
+use std::collections::{BTreeMap, HashSet};
 
 use super::StoreError;
-use super::codec::{col, corrupt, get_idx, get_u32, rows_per_statement, value_rows};
+use super::codec::{col, corrupt, get_idx, get_u32, placeholders, rows_per_statement, value_rows};
 use super::connect::{Backend, Pools};
 use super::events::{RecipientEvent, insert_recipient_event};
 use super::types::{EventKind, RecipientState};
@@ -339,71 +340,121 @@ pub(crate) async fn write_charges(
         }
     }
     let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
-    let mut inserted = 0;
-    for r in rated {
-        let u = &r.usage;
-        let period = crate::billing::period_of(u.at_ms);
-        let context = || {
-            format!(
-                "{op}: message {:?} recipient {} outcome {}",
-                u.message_id, u.recipient_idx, u.outcome
-            )
-        };
-        for c in &r.charges {
-            let quantity = c.quantity as i64;
-            let done = sqlx::query(
-                "INSERT INTO ledger (tenant_id, message_id, recipient_idx, recipient, outcome, \
-                 service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, \
-                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 ON CONFLICT (message_id, recipient_idx, outcome, service) DO NOTHING",
-            )
-            .bind(&u.tenant_id)
-            .bind(&u.message_id)
-            .bind(i64::from(u.recipient_idx))
-            .bind(&u.recipient)
-            .bind(&u.outcome)
-            .bind(&c.service)
-            .bind(quantity)
-            .bind(&c.unit_price)
-            .bind(c.amount_micros)
-            .bind(&r.currency)
-            .bind(&period)
-            .bind(u.relay.clone())
-            .bind(u.at_ms)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db(context()))?;
-            if done.rows_affected() == 0 {
-                continue; // charged before: a replay
-            }
-            inserted += 1;
-            add_to_counter(
-                &mut tx,
-                &u.tenant_id,
-                &c.service,
-                &period,
-                quantity,
-                c.amount_micros,
-            )
-            .await
-            .map_err(StoreError::db(context()))?;
+    // Every charge of the batch: (usage, charge, period).
+    let charges: Vec<(&RatedUsage, &NewCharge, String)> = rated
+        .iter()
+        .flat_map(|r| {
+            let period = crate::billing::period_of(r.usage.at_ms);
+            r.charges.iter().map(move |c| (r, c, period.clone()))
+        })
+        .collect();
+    // Multi-row inserts; RETURNING names the rows that were new (a replayed charge
+    // conflicts and is skipped), and only those advance the counters.
+    const COLS: usize = 14;
+    let mut new_rows: HashSet<(String, i32, String, String)> = HashSet::new();
+    for chunk in charges.chunks(rows_per_statement(COLS)) {
+        let sql = format!(
+            "INSERT INTO ledger (tenant_id, message_id, recipient_idx, recipient, outcome, \
+             service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, \
+             created_at_ms) VALUES {} \
+             ON CONFLICT (message_id, recipient_idx, outcome, service) DO NOTHING \
+             RETURNING message_id, recipient_idx, outcome, service",
+            value_rows(chunk.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for (r, c, period) in chunk {
+            let u = &r.usage;
+            q = q
+                .bind(&u.tenant_id)
+                .bind(&u.message_id)
+                .bind(i64::from(u.recipient_idx))
+                .bind(&u.recipient)
+                .bind(&u.outcome)
+                .bind(&c.service)
+                .bind(c.quantity as i64)
+                .bind(&c.unit_price)
+                .bind(c.amount_micros)
+                .bind(&r.currency)
+                .bind(period)
+                .bind(u.relay.clone())
+                .bind(u.at_ms)
+                .bind(now_ms);
         }
-        sqlx::query(
-            "UPDATE usage_events SET state = 'rated', rated_at_ms = $2, claim_owner = NULL, \
-             claim_until_ms = NULL, last_error = NULL WHERE seq = $1",
-        )
-        .bind(u.seq)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(context()))?;
-        sqlx::query("DELETE FROM reservations WHERE message_id = $1 AND recipient_idx = $2")
-            .bind(&u.message_id)
-            .bind(i64::from(u.recipient_idx))
-            .execute(&mut *tx)
+        let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(format!(
+            "{op}: {} charges (first: message {:?} recipient {} outcome {})",
+            chunk.len(),
+            chunk[0].0.usage.message_id,
+            chunk[0].0.usage.recipient_idx,
+            chunk[0].0.usage.outcome
+        )))?;
+        for row in &rows {
+            new_rows.insert((
+                col(row, op, "message_id")?,
+                get_idx(row, op, "recipient_idx")?,
+                col(row, op, "outcome")?,
+                col(row, op, "service")?,
+            ));
+        }
+    }
+    // (tenant, service, period) → (quantity, amount) of the new rows, each counted once.
+    let mut counters: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
+    let mut inserted = 0;
+    for (r, c, period) in &charges {
+        let u = &r.usage;
+        let key = (
+            u.message_id.clone(),
+            u.recipient_idx,
+            u.outcome.clone(),
+            c.service.clone(),
+        );
+        if !new_rows.remove(&key) {
+            continue; // charged before: a replay (or a repeat within the batch)
+        }
+        inserted += 1;
+        let sum = counters
+            .entry((u.tenant_id.as_str(), c.service.as_str(), period.as_str()))
+            .or_default();
+        sum.0 += c.quantity as i64;
+        sum.1 += c.amount_micros;
+    }
+    for ((tenant_id, service, period), (quantity, amount_micros)) in counters {
+        add_to_counter(&mut tx, tenant_id, service, period, quantity, amount_micros)
             .await
-            .map_err(StoreError::db(context()))?;
+            .map_err(StoreError::db(format!(
+                "{op}: counter {service:?} of tenant {tenant_id:?} for {period}"
+            )))?;
+    }
+    let usages: Vec<&PendingUsage> = rated.iter().map(|r| &r.usage).collect();
+    for chunk in usages.chunks(rows_per_statement(1) - 1) {
+        let sql = format!(
+            "UPDATE usage_events SET state = 'rated', rated_at_ms = $1, claim_owner = NULL, \
+             claim_until_ms = NULL, last_error = NULL WHERE seq IN ({})",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(now_ms);
+        for u in chunk {
+            q = q.bind(u.seq);
+        }
+        q.execute(&mut *tx).await.map_err(StoreError::db(format!(
+            "{op}: marking {} usage events rated",
+            chunk.len()
+        )))?;
+    }
+    for chunk in usages.chunks(rows_per_statement(2)) {
+        let sql = format!(
+            "WITH v(message_id, idx) AS (VALUES {}) DELETE FROM reservations WHERE EXISTS \
+             (SELECT 1 FROM v WHERE v.message_id = reservations.message_id \
+             AND v.idx = reservations.recipient_idx)",
+            value_rows(chunk.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for u in chunk {
+            q = q.bind(&u.message_id).bind(i64::from(u.recipient_idx));
+        }
+        q.execute(&mut *tx).await.map_err(StoreError::db(format!(
+            "{op}: releasing the reservations of {} usage events",
+            chunk.len()
+        )))?;
     }
     tx.commit().await.map_err(StoreError::db(format!(
         "{op}: commit of {} rated events",
