@@ -10,7 +10,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use sqlx::AnyConnection;
 
 use super::StoreError;
-use super::codec::{col, domain_of, get_state, list_to_text, rows_per_statement, value_rows};
+use super::codec::{
+    col, domain_of, get_state, list_to_text, positional, rows_per_statement, value_rows,
+};
 use super::events::insert_event;
 use super::types::{Accepted, EventKind, NewEvent, NewMessage, RecipientState};
 
@@ -130,6 +132,7 @@ pub(crate) async fn write_many(
              max_age_secs, created_at_ms) VALUES {}",
             value_rows(chunk.len(), 9)
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for (id, p) in chunk {
             let msg = &p.msg;
@@ -171,6 +174,7 @@ pub(crate) async fn write_many(
              next_attempt_at_ms, updated_at_ms) VALUES {}",
             value_rows(chunk.len(), 8)
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for (id, idx, address, domain, p) in chunk {
             q = q
@@ -193,6 +197,7 @@ pub(crate) async fn write_many(
              VALUES {}",
             value_rows(chunk.len(), 6)
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for (id, idx, address, _, p) in chunk {
             q = q

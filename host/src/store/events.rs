@@ -4,7 +4,7 @@
 use sqlx::AnyConnection;
 
 use super::StoreError;
-use super::codec::{col, get_idx, rows_per_statement, value_rows};
+use super::codec::{col, get_idx, positional, rows_per_statement, value_rows};
 use super::connect::Pools;
 use super::types::{EventKind, NewEvent, Outcome, RecipientState};
 use std::collections::{HashMap, HashSet};
@@ -74,6 +74,7 @@ async fn insert_events(
              at_ms, latency_ms, hard, class, source) VALUES {}",
             value_rows(chunk.len(), COLS)
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for ev in chunk {
             q = q
@@ -143,6 +144,7 @@ pub(crate) async fn insert_recipient_events(
              FROM v JOIN messages m ON m.id = v.message_id ORDER BY v.ord",
             value_rows(chunk.len(), COLS)
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for (ord, ev) in chunk.iter().enumerate() {
             q = q
@@ -198,6 +200,7 @@ pub(crate) async fn append(pools: &Pools, events: Vec<NewEvent>) -> Result<(), S
              AND recipients.state = 'delivering'",
             value_rows(chunk.len(), 3)
         );
+        let sql = positional(&tx, sql);
         let mut q = sqlx::query(&sql);
         for (message_id, idx, relay) in chunk {
             q = q.bind(*message_id).bind(i64::from(*idx)).bind(*relay);
@@ -345,6 +348,7 @@ async fn apply_outcomes(
             now = n + 1,
             owner = n + 2
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for o in chunk {
             q = q

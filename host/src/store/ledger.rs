@@ -18,7 +18,9 @@ use sqlx::any::AnyRow;
 use std::collections::{BTreeMap, HashSet};
 
 use super::StoreError;
-use super::codec::{col, corrupt, get_idx, get_u32, placeholders, rows_per_statement, value_rows};
+use super::codec::{
+    col, corrupt, get_idx, get_u32, placeholders, positional, rows_per_statement, value_rows,
+};
 use super::connect::{Backend, Pools};
 use super::events::{RecipientEvent, insert_recipient_event};
 use super::types::{EventKind, RecipientState};
@@ -205,19 +207,22 @@ pub(crate) async fn insert_usages(
              INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
              direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
              SELECT m.tenant_id, r.message_id, r.idx, r.address, v.outcome, 'outbound', m.size, \
-             r.last_relay, ${at}, 'pending', 0, ${at} \
+             r.last_relay, ${at}, 'pending', 0, ${next_try} \
              FROM v JOIN recipients r ON r.message_id = v.message_id AND r.idx = v.idx \
              JOIN messages m ON m.id = r.message_id \
              WHERE true ORDER BY r.message_id, r.idx \
              ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
             value_rows(chunk.len(), COLS),
-            at = n + 1
+            at = n + 1,
+            next_try = n + 2
         );
+        let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for (message_id, idx, outcome) in chunk {
             q = q.bind(*message_id).bind(i64::from(*idx)).bind(*outcome);
         }
         q.bind(now_ms)
+            .bind(now_ms)
             .execute(&mut *conn)
             .await
             .map_err(StoreError::db(format!(
@@ -361,6 +366,7 @@ pub(crate) async fn write_charges(
              RETURNING message_id, recipient_idx, outcome, service",
             value_rows(chunk.len(), COLS)
         );
+        let sql = positional(&tx, sql);
         let mut q = sqlx::query(&sql);
         for (r, c, period) in chunk {
             let u = &r.usage;
@@ -431,6 +437,7 @@ pub(crate) async fn write_charges(
              claim_until_ms = NULL, last_error = NULL WHERE seq IN ({})",
             placeholders(2, chunk.len())
         );
+        let sql = positional(&tx, sql);
         let mut q = sqlx::query(&sql).bind(now_ms);
         for u in chunk {
             q = q.bind(u.seq);
@@ -447,6 +454,7 @@ pub(crate) async fn write_charges(
              AND v.idx = reservations.recipient_idx)",
             value_rows(chunk.len(), 2)
         );
+        let sql = positional(&tx, sql);
         let mut q = sqlx::query(&sql);
         for u in chunk {
             q = q.bind(&u.message_id).bind(i64::from(u.recipient_idx));
