@@ -13,7 +13,7 @@ use super::StoreError;
 use super::codec::{
     col, domain_of, get_state, list_to_text, positional, rows_per_statement, value_rows,
 };
-use super::events::insert_event;
+use super::events::{insert_event, insert_events};
 use super::types::{Accepted, EventKind, NewEvent, NewMessage, RecipientState};
 
 /// The most recipients one message may have; more is almost certainly a caller bug.
@@ -191,27 +191,11 @@ pub(crate) async fn write_many(
             .await
             .map_err(StoreError::db(format!("{}: recipients", context())))?;
     }
-    for chunk in recipients.chunks(rows_per_statement(6)) {
-        let sql = format!(
-            "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, detail, at_ms) \
-             VALUES {}",
-            value_rows(chunk.len(), 6)
-        );
-        let sql = positional(&*conn, sql);
-        let mut q = sqlx::query(&sql);
-        for (id, idx, address, _, p) in chunk {
-            q = q
-                .bind(*id)
-                .bind(i64::from(*idx))
-                .bind(&p.msg.tenant_id)
-                .bind(EventKind::Accepted.as_str())
-                .bind(serde_json::json!({ "address": address }).to_string())
-                .bind(p.now_ms);
-        }
-        q.execute(&mut *conn)
-            .await
-            .map_err(StoreError::db(format!("{}: accepted events", context())))?;
-    }
+    let accepted: Vec<NewEvent> = recipients
+        .iter()
+        .map(|&(id, idx, address, _, p)| accepted_event(id, idx, address, p))
+        .collect();
+    insert_events(conn, &accepted, "accept").await?;
     Ok(messages
         .iter()
         .map(|&(id, p)| Accepted {
@@ -225,6 +209,19 @@ pub(crate) async fn write_many(
             duplicate: false,
         })
         .collect())
+}
+
+/// The `accepted` event of one recipient of `p`.
+fn accepted_event(message_id: &str, idx: i32, address: &str, p: &Prepared) -> NewEvent {
+    NewEvent {
+        message_id: message_id.to_owned(),
+        recipient_idx: Some(idx),
+        tenant_id: p.msg.tenant_id.clone(),
+        kind: EventKind::Accepted,
+        relay: None,
+        detail: serde_json::json!({ "address": address }),
+        at_ms: p.now_ms,
+    }
 }
 
 /// Writes one message inside the caller's transaction, or finds the earlier message
@@ -277,20 +274,7 @@ pub(crate) async fn write_one(
             "{}: recipient {address:?}",
             context()
         )))?;
-        insert_event(
-            conn,
-            &NewEvent {
-                message_id: id.clone(),
-                recipient_idx: Some(idx),
-                tenant_id: msg.tenant_id.clone(),
-                kind: EventKind::Accepted,
-                relay: None,
-                detail: serde_json::json!({ "address": address }),
-                at_ms: p.now_ms,
-            },
-            "accept",
-        )
-        .await?;
+        insert_event(conn, &accepted_event(&id, idx, address, p), "accept").await?;
         recipients.push((address.clone(), RecipientState::Queued));
     }
     Ok(Accepted {

@@ -62,7 +62,7 @@ pub(crate) async fn insert_event(
 
 /// Appends many events inside the caller's transaction, in order, in multi-row
 /// statements.
-async fn insert_events(
+pub(crate) async fn insert_events(
     conn: &mut AnyConnection,
     events: &[NewEvent],
     op: &str,
@@ -283,10 +283,10 @@ pub(crate) async fn record(
 }
 
 /// Applies each outcome to its recipient where the recipient is still delivering under
-/// `owner`'s lease; says which were applied, in order. Outcomes for distinct recipients
-/// (what the dispatcher sends) go in multi-row `UPDATE … FROM … RETURNING` statements;
-/// a batch naming a recipient twice is applied one outcome at a time, in order, so the
-/// second finds the first's state.
+/// `owner`'s lease; says which were applied, in order. Outcomes go in multi-row
+/// `UPDATE … FROM … RETURNING` statements. A batch naming a recipient twice (not
+/// something the dispatcher sends) is applied in rounds of distinct recipients, in
+/// order, so a later outcome finds the earlier one's state.
 async fn apply_outcomes(
     conn: &mut AnyConnection,
     owner: &str,
@@ -294,44 +294,43 @@ async fn apply_outcomes(
     now_ms: i64,
     op: &str,
 ) -> Result<Vec<bool>, StoreError> {
-    let attempt = |o: &Outcome| i64::from(o.event.is_attempt_outcome() && o.relay.is_some());
-    let mut seen = HashSet::new();
-    let distinct = outcomes
-        .iter()
-        .all(|o| seen.insert((o.message_id.as_str(), o.recipient_idx)));
-    if !distinct {
-        let mut applied = Vec::with_capacity(outcomes.len());
-        for o in outcomes {
-            let done = sqlx::query(
-                "UPDATE recipients SET state = $1, next_attempt_at_ms = COALESCE($2, next_attempt_at_ms), \
-                 attempts = attempts + $3, last_relay = COALESCE($4, last_relay), \
-                 last_reply = COALESCE($5, last_reply), lease_owner = NULL, lease_until_ms = NULL, \
-                 routed_relay = NULL, updated_at_ms = $6 \
-                 WHERE message_id = $7 AND idx = $8 AND state = 'delivering' AND lease_owner = $9",
-            )
-            .bind(o.new_state.as_str())
-            .bind(o.next_attempt_at_ms)
-            .bind(attempt(o))
-            .bind(o.relay.clone())
-            .bind(o.reply.clone())
-            .bind(now_ms)
-            .bind(&o.message_id)
-            .bind(i64::from(o.recipient_idx))
-            .bind(owner)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::db(format!(
-                "{op}: message {:?} recipient {} for owner {owner:?}",
-                o.message_id, o.recipient_idx
-            )))?;
-            applied.push(done.rows_affected() > 0);
-        }
-        return Ok(applied);
+    let mut applied = vec![false; outcomes.len()];
+    let mut pending: Vec<usize> = (0..outcomes.len()).collect();
+    while !pending.is_empty() {
+        // This round: the first outcome still pending for each recipient.
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = pending.into_iter().partition(|&i| {
+            seen.insert((outcomes[i].message_id.as_str(), outcomes[i].recipient_idx))
+        });
+        apply_distinct(conn, owner, outcomes, &round, &mut applied, now_ms, op).await?;
+        pending = later;
     }
+    Ok(applied)
+}
+
+/// [`apply_outcomes`] for the outcomes at `which`, all for distinct recipients: sets
+/// `applied[i]` for those whose update took.
+async fn apply_distinct(
+    conn: &mut AnyConnection,
+    owner: &str,
+    outcomes: &[Outcome],
+    which: &[usize],
+    applied: &mut [bool],
+    now_ms: i64,
+    op: &str,
+) -> Result<(), StoreError> {
     const COLS: usize = 7;
-    let mut updated: HashSet<(String, i32)> = HashSet::with_capacity(outcomes.len());
+    let at: HashMap<(&str, i32), usize> = which
+        .iter()
+        .map(|&i| {
+            (
+                (outcomes[i].message_id.as_str(), outcomes[i].recipient_idx),
+                i,
+            )
+        })
+        .collect();
     // One row fewer than the limit allows: `now` and `owner` are bound after the rows.
-    for chunk in outcomes.chunks(rows_per_statement(COLS + 1)) {
+    for chunk in which.chunks(rows_per_statement(COLS + 1)) {
         let n = chunk.len() * COLS;
         let sql = format!(
             "WITH v(message_id, idx, state, next_at, attempt, relay, reply) AS (VALUES {}) \
@@ -350,16 +349,18 @@ async fn apply_outcomes(
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
-        for o in chunk {
+        for &i in chunk {
+            let o = &outcomes[i];
             q = q
                 .bind(&o.message_id)
                 .bind(i64::from(o.recipient_idx))
                 .bind(o.new_state.as_str())
                 .bind(o.next_attempt_at_ms)
-                .bind(attempt(o))
+                .bind(i64::from(o.event.is_attempt_outcome() && o.relay.is_some()))
                 .bind(o.relay.clone())
                 .bind(o.reply.clone());
         }
+        let first = &outcomes[chunk[0]];
         let rows = q
             .bind(now_ms)
             .bind(owner)
@@ -368,15 +369,16 @@ async fn apply_outcomes(
             .map_err(StoreError::db(format!(
                 "{op}: {} outcomes for owner {owner:?} (first: message {:?} recipient {})",
                 chunk.len(),
-                chunk[0].message_id,
-                chunk[0].recipient_idx
+                first.message_id,
+                first.recipient_idx
             )))?;
         for row in &rows {
-            updated.insert((col(row, op, "message_id")?, get_idx(row, op, "idx")?));
+            let message_id: String = col(row, op, "message_id")?;
+            let idx = get_idx(row, op, "idx")?;
+            if let Some(&i) = at.get(&(message_id.as_str(), idx)) {
+                applied[i] = true;
+            }
         }
     }
-    Ok(outcomes
-        .iter()
-        .map(|o| updated.contains(&(o.message_id.clone(), o.recipient_idx)))
-        .collect())
+    Ok(())
 }

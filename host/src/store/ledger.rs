@@ -15,7 +15,7 @@
 use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use super::StoreError;
 use super::codec::{
@@ -356,7 +356,14 @@ pub(crate) async fn write_charges(
     // Multi-row inserts; RETURNING names the rows that were new (a replayed charge
     // conflicts and is skipped), and only those advance the counters.
     const COLS: usize = 14;
-    let mut new_rows: HashSet<(String, i32, String, String)> = HashSet::new();
+    // Each charge's key → its place; a key repeated within the batch keeps its first.
+    let mut at: HashMap<(&str, i32, &str, &str), usize> = HashMap::with_capacity(charges.len());
+    for (i, (r, c, _)) in charges.iter().enumerate() {
+        let u = &r.usage;
+        at.entry((&u.message_id, u.recipient_idx, &u.outcome, &c.service))
+            .or_insert(i);
+    }
+    let mut new_row = vec![false; charges.len()];
     for chunk in charges.chunks(rows_per_statement(COLS)) {
         let sql = format!(
             "INSERT INTO ledger (tenant_id, message_id, recipient_idx, recipient, outcome, \
@@ -394,28 +401,26 @@ pub(crate) async fn write_charges(
             chunk[0].0.usage.outcome
         )))?;
         for row in &rows {
-            new_rows.insert((
-                col(row, op, "message_id")?,
+            let message_id: String = col(row, op, "message_id")?;
+            let outcome: String = col(row, op, "outcome")?;
+            let service: String = col(row, op, "service")?;
+            let key = (
+                message_id.as_str(),
                 get_idx(row, op, "recipient_idx")?,
-                col(row, op, "outcome")?,
-                col(row, op, "service")?,
-            ));
+                outcome.as_str(),
+                service.as_str(),
+            );
+            if let Some(&i) = at.get(&key) {
+                new_row[i] = true;
+            }
         }
     }
     // (tenant, service, period) → (quantity, amount) of the new rows, each counted once.
     let mut counters: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
     let mut inserted = 0;
-    for (r, c, period) in &charges {
+    // Replayed charges (and repeats within the batch) were not new: they count nothing.
+    for ((r, c, period), _) in charges.iter().zip(&new_row).filter(|(_, new)| **new) {
         let u = &r.usage;
-        let key = (
-            u.message_id.clone(),
-            u.recipient_idx,
-            u.outcome.clone(),
-            c.service.clone(),
-        );
-        if !new_rows.remove(&key) {
-            continue; // charged before: a replay (or a repeat within the batch)
-        }
         inserted += 1;
         let sum = counters
             .entry((u.tenant_id.as_str(), c.service.as_str(), period.as_str()))
