@@ -4,6 +4,7 @@
 # same kind of sink, and the smtp-source → smtp-sink ceiling.
 #
 #   tests/bench/pipeline.sh [-n MESSAGES] [-c CONCURRENCY] [-z "1024 20480"] [-s sqlite|postgres] [--no-postfix]
+#   SLUICE_BIN=/path/to/sluice tests/bench/pipeline.sh ...   (a binary built elsewhere)
 #
 # Needs: Postfix (smtp-sink, smtp-source), ../shared/bench beside the repo,
 # PostgreSQL for -s postgres. Everything listens on 127.0.0.1 only; every
@@ -29,9 +30,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-(cd "$ROOT" && cargo build --release -q -p sluice)
-SLUICE=$TARGET/release/sluice
+# SLUICE_BIN runs a binary built elsewhere (e.g. an older commit, side by side).
+if [ -n "${SLUICE_BIN:-}" ]; then
+  SLUICE=$SLUICE_BIN
+else
+  TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+  (cd "$ROOT" && cargo build --release -q -p sluice)
+  SLUICE=$TARGET/release/sluice
+fi
 
 case "$STORE" in
   sqlite) STORE_URL="sqlite://$OUT/sluice.db";;

@@ -343,26 +343,42 @@ async fn submit(
         prefixed.extend_from_slice(&body);
         body = prefixed;
     }
-    let accepted = s
-        .store
-        .accept(
-            NewMessage {
-                tenant_id: tenant.id.clone(),
-                idempotency_key,
-                sender: composed.sender,
-                recipients: composed.recipients,
-                body,
-                tags,
-                max_age_secs: s
-                    .pipeline
-                    .delivery
-                    .max_age
-                    .as_secs()
-                    .min(u64::from(u32::MAX)) as u32,
-            },
-            now_ms(),
-        )
-        .await?;
+    let message = NewMessage {
+        tenant_id: tenant.id.clone(),
+        idempotency_key,
+        sender: composed.sender,
+        recipients: composed.recipients,
+        body,
+        tags,
+        max_age_secs: s
+            .pipeline
+            .delivery
+            .max_age
+            .as_secs()
+            .min(u64::from(u32::MAX)) as u32,
+    };
+    // With room at the dispatcher, the recipients are accepted leased to this host and
+    // handed over in memory (`handoff.rs`); otherwise the dispatcher leases them later.
+    let room = s
+        .handoff
+        .reserve(message.recipients.len(), s.in_flight.available_permits());
+    let accepted = match room {
+        Some(room) => {
+            let body = Arc::new(message.body.clone());
+            let lease_ms = s.pipeline.delivery.lease.as_millis() as i64;
+            let mut accepted = s
+                .store
+                .accept_leased(message, now_ms(), &s.pipeline.server.node_id, lease_ms)
+                .await?;
+            room.send(std::mem::take(&mut accepted.leases), body);
+            accepted
+        }
+        None => {
+            let accepted = s.store.accept(message, now_ms()).await?;
+            s.wake.notify_one();
+            accepted
+        }
+    };
     if let Some(f) = tenant_failure.filter(|_| !accepted.duplicate) {
         let event = NewEvent {
             message_id: accepted.id.clone(),
@@ -377,7 +393,6 @@ async fn submit(
             tracing::error!(error = %e, "cannot record a plugin_error event");
         }
     }
-    s.wake.notify_one();
     let status = if accepted.duplicate {
         StatusCode::OK
     } else {

@@ -20,8 +20,9 @@ const PLUGIN_FAILURE_RETRY_SECS: i64 = 60;
 /// Retry delay when the send plugin wants the next relay but none is left.
 const NO_RELAY_LEFT_RETRY_SECS: i64 = 300;
 
-/// Leases and delivers until shutdown; returns when the last in-flight
-/// delivery has finished.
+/// Delivers until shutdown what the API hands over and what is due in the store (retries,
+/// recipients accepted while the dispatcher was busy, a crashed host's expired leases);
+/// returns when the last in-flight delivery has finished.
 pub async fn run(server: Arc<Server>) {
     let node = server.pipeline.server.node_id.clone();
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
@@ -29,50 +30,105 @@ pub async fn run(server: Arc<Server>) {
     let mut tasks = tokio::task::JoinSet::new();
     let (recorder, records) = mpsc::unbounded_channel();
     let recording = tokio::spawn(record_loop(server.clone(), records));
+    let mut handed = server.handoff.take_receiver();
+    // The store is looked at when woken, on this tick, and first of all (work left by
+    // an earlier run); handed-over work needs no look.
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut look = true;
     while !server.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
-        let free = server.in_flight.available_permits() as u32;
-        if free == 0 {
-            // Wait for a delivery to finish before leasing more.
-            let _ = tokio::time::timeout(Duration::from_millis(50), tasks.join_next()).await;
-            continue;
-        }
-        let leases = match server
-            .store
-            .lease_due(&node, now_ms(), lease_ms, batch.min(free))
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "leasing due recipients failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        if look {
+            let free = server.in_flight.available_permits() as u32;
+            if free == 0 {
+                // Wait for a delivery to finish before leasing more.
+                let _ = tokio::time::timeout(Duration::from_millis(50), tasks.join_next()).await;
+                look = true;
                 continue;
             }
-        };
-        if leases.is_empty() {
-            tokio::select! {
-                () = server.wake.notified() => {},
-                () = tokio::time::sleep(Duration::from_millis(250)) => {},
-            }
-            continue;
-        }
-        for group in group(leases) {
-            let permits = server
-                .in_flight
-                .clone()
-                .acquire_many_owned(group.len() as u32)
+            let limit = batch.min(free);
+            match server
+                .store
+                .lease_due(&node, now_ms(), lease_ms, limit)
                 .await
-                .expect("never closed");
-            let (s, recorder) = (server.clone(), recorder.clone());
-            tasks.spawn(async move {
-                deliver(&s, group, &recorder).await;
-                drop(permits);
-            });
+            {
+                Ok(leases) => {
+                    // A full batch: more may be due.
+                    look = leases.len() as u32 == limit;
+                    start(&server, &mut tasks, &recorder, leases, None).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "leasing due recipients failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    look = true;
+                }
+            }
+            if look {
+                continue;
+            }
+        }
+        tokio::select! {
+            Some(h) = next_handed(&mut handed) => {
+                server.handoff.taken(&h);
+                let leases = still_fresh(h.leases, lease_ms);
+                start(&server, &mut tasks, &recorder, leases, Some(h.body)).await;
+            }
+            () = server.wake.notified() => look = true,
+            _ = tick.tick() => look = true,
         }
     }
     while tasks.join_next().await.is_some() {}
     drop(recorder);
     let _ = recording.await;
+}
+
+async fn next_handed(
+    rx: &mut Option<mpsc::UnboundedReceiver<super::handoff::Handed>>,
+) -> Option<super::handoff::Handed> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handed-over leases with at least half their time left. The rest (the dispatcher was
+/// held up) are left to expire and be leased again, rather than risk a second host
+/// taking a recipient while this one is still sending it.
+fn still_fresh(mut leases: Vec<Lease>, lease_ms: i64) -> Vec<Lease> {
+    let now = now_ms();
+    let before = leases.len();
+    leases.retain(|l| l.lease_until_ms - now >= lease_ms / 2);
+    if leases.len() < before {
+        tracing::warn!(
+            stale = before - leases.len(),
+            "handed-over recipients waited too long; they are delivered when their lease expires"
+        );
+    }
+    leases
+}
+
+/// Starts delivering `leases`, a task per group, as delivery slots free up. `body` is
+/// the message's when the leases are all of one handed-over message.
+async fn start(
+    server: &Arc<Server>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    recorder: &mpsc::UnboundedSender<Written>,
+    leases: Vec<Lease>,
+    body: Option<Arc<Vec<u8>>>,
+) {
+    for group in group(leases) {
+        let permits = server
+            .in_flight
+            .clone()
+            .acquire_many_owned(group.len() as u32)
+            .await
+            .expect("never closed");
+        let (s, recorder, body) = (server.clone(), recorder.clone(), body.clone());
+        tasks.spawn(async move {
+            deliver(&s, group, body, &recorder).await;
+            drop(permits);
+        });
+    }
 }
 
 /// Recipients of one message in one domain travel together.
@@ -250,16 +306,21 @@ async fn route(
 /// What one delivery leaves to write: its routing events and its outcomes.
 type Written = (Vec<NewEvent>, Vec<Outcome>);
 
-async fn deliver(server: &Server, group: Vec<Lease>, recorder: &mpsc::UnboundedSender<Written>) {
+async fn deliver(
+    server: &Server,
+    group: Vec<Lease>,
+    body: Option<Arc<Vec<u8>>>,
+    recorder: &mpsc::UnboundedSender<Written>,
+) {
     let mut events = Vec::new();
-    let outcomes = decide_group(server, &group, &mut events).await;
+    let outcomes = decide_group(server, &group, body, &mut events).await;
     if recorder.send((events, outcomes)).is_err() {
         tracing::error!(message = %group[0].message_id, "the recorder is gone; recipients will be retried when their lease expires");
     }
 }
 
-/// Writes what deliveries leave behind in batches: two transactions for
-/// everything finished meanwhile instead of two per message. Until an
+/// Writes what deliveries leave behind in batches: one transaction for
+/// everything finished meanwhile instead of one per message. Until an
 /// outcome is written its recipient stays leased to this node, so a crash
 /// in between means a retry after the lease expires, never a loss.
 async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Written>) {
@@ -275,13 +336,12 @@ async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Writte
                 Err(_) => break,
             }
         }
-        if !events.is_empty()
-            && let Err(e) = server.store.append_events(events).await
-        {
-            tracing::warn!(error = %e, "cannot record routing events");
-        }
         let n = outcomes.len();
-        if let Err(e) = server.store.record(&node, outcomes, now_ms()).await {
+        if let Err(e) = server
+            .store
+            .record_with_events(&node, &events, outcomes, now_ms())
+            .await
+        {
             // The leases stay ours until they expire; the recipients are retried then.
             tracing::error!(error = %e, outcomes = n, "recording outcomes failed; recipients will be retried when their lease expires");
         }
@@ -291,6 +351,7 @@ async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Writte
 async fn decide_group(
     server: &Server,
     group: &[Lease],
+    body: Option<Arc<Vec<u8>>>,
     events: &mut Vec<NewEvent>,
 ) -> Vec<Outcome> {
     let first = &group[0];
@@ -391,8 +452,12 @@ async fn decide_group(
         Some(RouteDecision::Relays(order)) => order,
     };
 
-    let body = match server.store.message_body(&first.message_id).await {
-        Ok(b) => Arc::new(b),
+    let stored = match body {
+        Some(b) => Ok(b),
+        None => server.store.message_body(&first.message_id).await.map(Arc::new),
+    };
+    let body = match stored {
+        Ok(b) => b,
         Err(e) => {
             return all(
                 group,

@@ -17,6 +17,7 @@ mod bounce_intake;
 mod bounces;
 mod dispatch;
 mod error;
+mod handoff;
 mod log_source;
 mod plugins;
 mod state;

@@ -35,6 +35,8 @@ pub struct Server {
     pub wake: Notify,
     /// Recipients being delivered at once.
     pub in_flight: Arc<Semaphore>,
+    /// Accepted recipients on their way to the dispatcher without a store round trip.
+    pub handoff: super::handoff::Handoff,
     /// Relay id → windows, refreshed every second from events.
     pub stats: RwLock<HashMap<String, Vec<RelayWindow>>>,
     /// Signs VERP return paths; none when `delivery.bounce_domain` is not set.
@@ -153,6 +155,7 @@ impl Server {
             relays: Relays::default(),
             admin_token_sha256: admin_token.as_deref().map(sha256),
             wake: Notify::new(),
+            handoff: super::handoff::Handoff::default(),
             stats: RwLock::new(HashMap::new()),
             billing: Default::default(),
             shutting_down: AtomicBool::new(false),
@@ -319,6 +322,14 @@ pub async fn refresh_loop(server: Arc<Server>) {
             && let Err(e) = server.sync_relays().await
         {
             tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
+        }
+        // Stats older than twice the longest window are of no use to anyone.
+        if n.is_multiple_of(60) {
+            let longest = STAT_WINDOWS.iter().max().copied().unwrap_or(3600);
+            let before = now_ms() - 2 * i64::from(longest) * 1000;
+            if let Err(e) = server.store.prune_relay_stats(before).await {
+                tracing::warn!(error = %format!("{e:#}"), "pruning relay stats failed");
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use super::codec::{
     col, domain_of, get_state, list_to_text, positional, rows_per_statement, value_rows,
 };
 use super::events::{insert_event, insert_events};
-use super::types::{Accepted, EventKind, NewEvent, NewMessage, RecipientState};
+use super::types::{Accepted, EventKind, Lease, NewEvent, NewMessage, RecipientState};
 
 /// The most recipients one message may have; more is almost certainly a caller bug.
 pub const MAX_RECIPIENTS: usize = 10_000;
@@ -28,6 +28,15 @@ pub(crate) struct Prepared {
     msg: NewMessage,
     domains: Vec<String>,
     now_ms: i64,
+    lease: Option<LeaseTerms>,
+}
+
+/// A lease the recipients are written with, so the accepting host can deliver them at
+/// once without leasing them back out of the store.
+#[derive(Debug)]
+pub(crate) struct LeaseTerms {
+    pub owner: String,
+    pub until_ms: i64,
 }
 
 impl Prepared {
@@ -81,7 +90,54 @@ impl Prepared {
             msg,
             domains,
             now_ms,
+            lease: None,
         })
+    }
+
+    /// The recipients are to be written leased on these terms.
+    pub(crate) fn leased(mut self, terms: LeaseTerms) -> Prepared {
+        self.lease = Some(terms);
+        self
+    }
+
+    /// The state the recipients are written in, and the lease columns.
+    fn recipient_state(&self) -> (RecipientState, Option<&str>, Option<i64>) {
+        match &self.lease {
+            Some(t) => (
+                RecipientState::Delivering,
+                Some(t.owner.as_str()),
+                Some(t.until_ms),
+            ),
+            None => (RecipientState::Queued, None, None),
+        }
+    }
+
+    /// What the dispatcher needs to deliver the recipients of this message, stored as
+    /// `id`, when they were written leased.
+    fn leases(&self, id: &str) -> Vec<Lease> {
+        let Some(terms) = &self.lease else {
+            return Vec::new();
+        };
+        let msg = &self.msg;
+        msg.recipients
+            .iter()
+            .zip(&self.domains)
+            .enumerate()
+            .map(|(idx, (address, domain))| Lease {
+                message_id: id.to_owned(),
+                tenant_id: msg.tenant_id.clone(),
+                recipient_idx: i32::try_from(idx).unwrap_or(i32::MAX),
+                address: address.clone(),
+                domain: domain.clone(),
+                attempts: 0,
+                created_at_ms: self.now_ms,
+                max_age_secs: msg.max_age_secs,
+                sender: msg.sender.clone(),
+                size: u64::try_from(msg.body.len()).unwrap_or(u64::MAX),
+                tags: msg.tags.clone(),
+                lease_until_ms: terms.until_ms,
+            })
+            .collect()
     }
 }
 
@@ -168,24 +224,27 @@ pub(crate) async fn write_many(
             )
         })
         .collect();
-    for chunk in recipients.chunks(rows_per_statement(8)) {
+    for chunk in recipients.chunks(rows_per_statement(10)) {
         let sql = format!(
             "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
-             next_attempt_at_ms, updated_at_ms) VALUES {}",
-            value_rows(chunk.len(), 8)
+             next_attempt_at_ms, updated_at_ms, lease_owner, lease_until_ms) VALUES {}",
+            value_rows(chunk.len(), 10)
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for (id, idx, address, domain, p) in chunk {
+            let (state, owner, until) = p.recipient_state();
             q = q
                 .bind(*id)
                 .bind(i64::from(*idx))
                 .bind(*address)
                 .bind(*domain)
-                .bind(RecipientState::Queued.as_str())
+                .bind(state.as_str())
                 .bind(0_i64)
                 .bind(p.now_ms)
-                .bind(p.now_ms);
+                .bind(p.now_ms)
+                .bind(owner)
+                .bind(until);
         }
         q.execute(&mut *conn)
             .await
@@ -206,6 +265,7 @@ pub(crate) async fn write_many(
                 .iter()
                 .map(|a| (a.clone(), RecipientState::Queued))
                 .collect(),
+            leases: p.leases(id),
             duplicate: false,
         })
         .collect())
@@ -256,18 +316,22 @@ pub(crate) async fn write_one(
     .await
     .map_err(StoreError::db(context()))?;
     let mut recipients = Vec::with_capacity(msg.recipients.len());
+    let (state, owner, until) = p.recipient_state();
     for (idx, (address, domain)) in msg.recipients.iter().zip(&p.domains).enumerate() {
         let idx = i32::try_from(idx).unwrap_or(i32::MAX);
         sqlx::query(
             "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
-             next_attempt_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, 0, $6, $6)",
+             next_attempt_at_ms, updated_at_ms, lease_owner, lease_until_ms) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7, $8)",
         )
         .bind(&id)
         .bind(i64::from(idx))
         .bind(address)
         .bind(domain)
-        .bind(RecipientState::Queued.as_str())
+        .bind(state.as_str())
         .bind(p.now_ms)
+        .bind(owner)
+        .bind(until)
         .execute(&mut *conn)
         .await
         .map_err(StoreError::db(format!(
@@ -278,6 +342,7 @@ pub(crate) async fn write_one(
         recipients.push((address.clone(), RecipientState::Queued));
     }
     Ok(Accepted {
+        leases: p.leases(&id),
         id,
         recipients,
         duplicate: false,
@@ -315,6 +380,7 @@ async fn find_duplicate(
     Ok(Some(Accepted {
         id,
         recipients,
+        leases: Vec::new(),
         duplicate: true,
     }))
 }

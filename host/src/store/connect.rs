@@ -174,6 +174,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "plugin_policy",
         include_str!("migrations/sqlite/0005_plugin_policy.sql"),
     ),
+    (
+        6,
+        "relay_stat_buckets",
+        include_str!("migrations/sqlite/0006_relay_stat_buckets.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -196,6 +201,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "plugin_policy",
         include_str!("migrations/postgres/0005_plugin_policy.sql"),
+    ),
+    (
+        6,
+        "relay_stat_buckets",
+        include_str!("migrations/postgres/0006_relay_stat_buckets.sql"),
     ),
 ];
 

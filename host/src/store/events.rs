@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 use super::StoreError;
 use super::codec::{col, get_idx, positional, rows_per_statement, value_rows};
 use super::connect::Pools;
+use super::stat_buckets::{Counted, Tally};
 use super::types::{EventKind, NewEvent, Outcome, RecipientState};
 use std::collections::{HashMap, HashSet};
 
@@ -41,14 +42,36 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 
 /// Binds an event's last columns: `detail`, `at_ms` and the stat columns copied out
 /// of the detail.
-fn bind_detail<'q>(q: AnyQuery<'q>, detail: &serde_json::Value, at_ms: i64) -> AnyQuery<'q> {
-    let stats = stat_columns(detail);
+fn bind_detail<'q>(
+    q: AnyQuery<'q>,
+    detail: &serde_json::Value,
+    stats: &StatColumns,
+    at_ms: i64,
+) -> AnyQuery<'q> {
     q.bind(detail.to_string())
         .bind(at_ms)
         .bind(stats.latency_ms)
         .bind(stats.hard)
-        .bind(stats.class)
-        .bind(stats.source)
+        .bind(stats.class.clone())
+        .bind(stats.source.clone())
+}
+
+/// The relay stat buckets' view of an event.
+fn counted<'a>(
+    kind: EventKind,
+    relay: Option<&'a str>,
+    stats: &'a StatColumns,
+    at_ms: i64,
+) -> Counted<'a> {
+    Counted {
+        kind,
+        relay,
+        latency_ms: stats.latency_ms,
+        hard: stats.hard,
+        class: stats.class.as_deref(),
+        source: stats.source.as_deref(),
+        at_ms,
+    }
 }
 
 /// Appends one event inside the caller's transaction.
@@ -68,7 +91,13 @@ pub(crate) async fn insert_events(
     op: &str,
 ) -> Result<(), StoreError> {
     const COLS: usize = 11;
-    for chunk in events.chunks(rows_per_statement(COLS)) {
+    let stats: Vec<StatColumns> = events.iter().map(|e| stat_columns(&e.detail)).collect();
+    let mut tally = Tally::default();
+    for (ev, st) in events.iter().zip(&stats) {
+        tally.add(&counted(ev.kind, ev.relay.as_deref(), st, ev.at_ms));
+    }
+    let rows: Vec<(&NewEvent, &StatColumns)> = events.iter().zip(&stats).collect();
+    for chunk in rows.chunks(rows_per_statement(COLS)) {
         let sql = format!(
             "INSERT INTO events (message_id, recipient_idx, tenant_id, kind, relay, detail, \
              at_ms, latency_ms, hard, class, source) VALUES {}",
@@ -76,17 +105,17 @@ pub(crate) async fn insert_events(
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
-        for ev in chunk {
+        for (ev, st) in chunk {
             q = q
                 .bind(&ev.message_id)
                 .bind(ev.recipient_idx.map(i64::from))
                 .bind(&ev.tenant_id)
                 .bind(ev.kind.as_str())
                 .bind(ev.relay.clone());
-            q = bind_detail(q, &ev.detail, ev.at_ms);
+            q = bind_detail(q, &ev.detail, st, ev.at_ms);
         }
         let what = match chunk {
-            [ev] => format!(
+            [(ev, _)] => format!(
                 "a {} event for message {:?}",
                 ev.kind.as_str(),
                 ev.message_id
@@ -94,15 +123,15 @@ pub(crate) async fn insert_events(
             _ => format!(
                 "{} events (first: {} for message {:?})",
                 chunk.len(),
-                chunk[0].kind.as_str(),
-                chunk[0].message_id
+                chunk[0].0.kind.as_str(),
+                chunk[0].0.message_id
             ),
         };
         q.execute(&mut *conn)
             .await
             .map_err(StoreError::db(format!("{op}: appending {what}")))?;
     }
-    Ok(())
+    tally.write(conn, op).await
 }
 
 /// An event about one recipient of a stored message; the tenant is taken from the
@@ -133,7 +162,13 @@ pub(crate) async fn insert_recipient_events(
     op: &str,
 ) -> Result<(), StoreError> {
     const COLS: usize = 11;
-    for chunk in events.chunks(rows_per_statement(COLS)) {
+    let stats: Vec<StatColumns> = events.iter().map(|e| stat_columns(e.detail)).collect();
+    let mut tally = Tally::default();
+    for (ev, st) in events.iter().zip(&stats) {
+        tally.add(&counted(ev.kind, ev.relay, st, ev.at_ms));
+    }
+    let rows: Vec<(&RecipientEvent<'_>, &StatColumns)> = events.iter().zip(&stats).collect();
+    for chunk in rows.chunks(rows_per_statement(COLS)) {
         let sql = format!(
             "WITH v(ord, message_id, recipient_idx, kind, relay, detail, at_ms, latency_ms, \
              hard, class, source) AS (VALUES {}) \
@@ -146,16 +181,16 @@ pub(crate) async fn insert_recipient_events(
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
-        for (ord, ev) in chunk.iter().enumerate() {
+        for (ord, (ev, st)) in chunk.iter().enumerate() {
             q = q
                 .bind(i64::try_from(ord).unwrap_or(i64::MAX))
                 .bind(ev.message_id)
                 .bind(i64::from(ev.recipient_idx))
                 .bind(ev.kind.as_str())
                 .bind(ev.relay.map(str::to_string));
-            q = bind_detail(q, ev.detail, ev.at_ms);
+            q = bind_detail(q, ev.detail, st, ev.at_ms);
         }
-        let first = &chunk[0];
+        let first = chunk[0].0;
         let what = match chunk.len() {
             1 => format!("a {} event", first.kind.as_str()),
             n => format!("{n} events (first: a {} event)", first.kind.as_str()),
@@ -165,7 +200,7 @@ pub(crate) async fn insert_recipient_events(
             first.message_id, first.recipient_idx
         )))?;
     }
-    Ok(())
+    tally.write(conn, op).await
 }
 
 pub(crate) async fn append(pools: &Pools, events: Vec<NewEvent>) -> Result<(), StoreError> {
@@ -222,6 +257,7 @@ pub(crate) async fn append(pools: &Pools, events: Vec<NewEvent>) -> Result<(), S
 pub(crate) async fn record(
     pools: &Pools,
     owner: &str,
+    before: &[NewEvent],
     outcomes: Vec<Outcome>,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
@@ -238,13 +274,14 @@ pub(crate) async fn record(
             ),
         ));
     }
-    if outcomes.is_empty() {
+    if outcomes.is_empty() && before.is_empty() {
         return Ok(0);
     }
     let mut tx = pools
         .begin_write()
         .await
         .map_err(StoreError::db(format!("{op} for owner {owner:?}")))?;
+    insert_events(&mut tx, before, op).await?;
     let applied_flags = apply_outcomes(&mut tx, owner, &outcomes, now_ms, op).await?;
     let mut applied = 0;
     let mut events = Vec::with_capacity(outcomes.len());

@@ -31,10 +31,39 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer task. On SQLite it gets a thread and a runtime of its own:
+    /// every statement is a round trip to sqlx's worker thread, and on a busy shared
+    /// runtime each wake-up of the writer waits behind request handlers, so a group took
+    /// many times its own work to commit. On PostgreSQL (a network round trip per
+    /// statement anyway) it runs on the current tokio runtime.
     pub(crate) fn start(pool: AnyPool, backend: Backend, max_batch: usize) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, backend, rx, max_batch.max(1)));
+        let task = run(pool, backend, rx, max_batch.max(1));
+        match backend {
+            Backend::Postgres => {
+                tokio::spawn(task);
+            }
+            Backend::Sqlite => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    // The thread ends when the last store handle drops (the queue closes).
+                    Ok(rt) => {
+                        let spawned = std::thread::Builder::new()
+                            .name("sluice-accept".into())
+                            .spawn(move || rt.block_on(task));
+                        if let Err(e) = spawned {
+                            tracing::error!(error = %e, "cannot start the accept writer thread");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no runtime for the accept writer; it shares the server's");
+                        tokio::spawn(task);
+                    }
+                }
+            }
+        }
         Writer { jobs }
     }
 

@@ -28,6 +28,7 @@ mod leases;
 mod ledger;
 mod reads;
 mod relays;
+mod stat_buckets;
 mod stats;
 mod tenants;
 mod types;
@@ -187,6 +188,35 @@ impl Store {
         self.inner.writer.submit(prepared).await
     }
 
+    /// [`Store::accept`] for a host that will deliver the message at once: the recipients
+    /// are written `Delivering`, leased to `owner` until `now + lease_ms`, in the same
+    /// commit, and their leases come back in [`Accepted::leases`] (empty for a duplicate),
+    /// so the host need not lease them out of the store again. A host that crashes before
+    /// delivering loses only the lease: it expires and the recipients are leased again.
+    pub async fn accept_leased(
+        &self,
+        msg: NewMessage,
+        now_ms: i64,
+        owner: &str,
+        lease_ms: i64,
+    ) -> Result<Accepted, StoreError> {
+        let op = "accept_leased";
+        if owner.is_empty() {
+            return Err(StoreError::invalid(op, "the lease owner is empty"));
+        }
+        if lease_ms <= 0 {
+            return Err(StoreError::invalid(
+                op,
+                format!("lease of {lease_ms} ms; it must be positive"),
+            ));
+        }
+        let prepared = accept::Prepared::new(msg, now_ms)?.leased(accept::LeaseTerms {
+            owner: owner.to_owned(),
+            until_ms: now_ms.saturating_add(lease_ms),
+        });
+        self.inner.writer.submit(prepared).await
+    }
+
     /// The stored RFC 5322 message.
     pub async fn message_body(&self, message_id: &str) -> Result<Vec<u8>, StoreError> {
         reads::message_body(self.pools(), message_id).await
@@ -263,7 +293,22 @@ impl Store {
         outcomes: Vec<Outcome>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        events::record(self.pools(), owner, outcomes, now_ms).await
+        events::record(self.pools(), owner, &[], outcomes, now_ms).await
+    }
+
+    /// [`Store::record`], appending `events` first in the same transaction: what led to
+    /// the outcomes (routing, plugin errors, relays that passed a recipient on). One
+    /// commit instead of two; since the outcomes end the attempts in that commit, a
+    /// `routed` event here does not mark its recipient in flight as
+    /// [`Store::append_events`] does.
+    pub async fn record_with_events(
+        &self,
+        owner: &str,
+        events: &[NewEvent],
+        outcomes: Vec<Outcome>,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        events::record(self.pools(), owner, events, outcomes, now_ms).await
     }
 
     /// Appends events in one transaction. A `routed` event that names a relay also
@@ -275,13 +320,21 @@ impl Store {
     // ---- relay stats ----
 
     /// Per relay, counts over each window `[since, now]` (one entry per `since_ms`, in
-    /// order), read from attempt events; see [`EventKind`] for what is counted.
+    /// order), summed from the 10-second buckets attempt events are added to as they are
+    /// appended (a window covers the buckets that overlap it: up to 10 s more than
+    /// asked); see [`EventKind`] for what is counted.
     pub async fn relay_stats(
         &self,
         since_ms: &[i64],
         now_ms: i64,
     ) -> Result<HashMap<String, Vec<WindowCounts>>, StoreError> {
         stats::relay_stats(self.pools(), since_ms, now_ms).await
+    }
+
+    /// Forgets the relay stats of traffic before `before_ms` (windows that reach further
+    /// back see nothing there); returns how many buckets went.
+    pub async fn prune_relay_stats(&self, before_ms: i64) -> Result<u64, StoreError> {
+        stats::prune(self.pools(), before_ms).await
     }
 
     /// Recipients in `Delivering` per relay, from the relay of their last `routed`

@@ -1,37 +1,26 @@
-//! Relay stats read from events: counts per relay over time windows (what the route
-//! plugin sees), and recipients in flight per relay.
-//!
-//! Each window is one aggregate over the `(relay, at_ms)` index; the detail fields the
-//! counts need were copied into columns when the event was appended, so no JSON is
-//! parsed here. What is counted is documented on [`super::EventKind`].
+//! Relay stats: counts per relay over time windows (what the route plugin sees), summed
+//! from the 10-second buckets events are added to as they are appended
+//! (`stat_buckets.rs`), and recipients in flight per relay.
 
 use std::collections::HashMap;
 
 use super::StoreError;
 use super::codec::col;
 use super::connect::Pools;
+use super::stat_buckets::BUCKET_MS;
 use super::types::WindowCounts;
 
-/// `SUM` of an integer is NUMERIC on PostgreSQL; the cast keeps both dialects at BIGINT.
-/// Events with a `source` (a bounce e-mail or complaint that arrived after the attempt)
-/// count as bounces of the relay that carried the message, never as another attempt.
+/// A window's sums per relay: the buckets that overlap `[$1, $2]`. `SUM` of an integer
+/// is NUMERIC on PostgreSQL; the casts keep both dialects at BIGINT.
 const WINDOW_SQL: &str = "SELECT relay, \
-    CAST(SUM(CASE WHEN source IS NULL THEN 1 ELSE 0 END) AS BIGINT) AS sent, \
-    CAST(SUM(CASE WHEN kind = 'delivered' AND source IS NULL THEN 1 ELSE 0 END) AS BIGINT) \
-        AS delivered, \
-    CAST(SUM(CASE WHEN kind = 'deferred' OR (kind = 'attempted' AND COALESCE(hard, 0) = 0) \
-        THEN 1 ELSE 0 END) AS BIGINT) AS deferred, \
-    CAST(SUM(CASE WHEN kind IN ('bounced', 'failed', 'attempted') AND hard = 1 \
-        THEN 1 ELSE 0 END) AS BIGINT) AS hard_bounced, \
-    CAST(SUM(CASE WHEN kind IN ('bounced', 'failed') AND COALESCE(hard, 0) = 0 \
-        THEN 1 ELSE 0 END) AS BIGINT) AS soft_bounced, \
-    CAST(SUM(CASE WHEN class = 'blocked' THEN 1 ELSE 0 END) AS BIGINT) AS blocked, \
-    CAST(SUM(latency_ms) AS BIGINT) AS latency_sum, \
-    COUNT(latency_ms) AS latency_n \
-    FROM events \
-    WHERE relay IS NOT NULL AND at_ms >= $1 AND at_ms <= $2 \
-      AND kind IN ('attempted', 'delivered', 'deferred', 'bounced', 'failed') \
-    GROUP BY relay";
+    CAST(SUM(sent) AS BIGINT) AS sent, CAST(SUM(delivered) AS BIGINT) AS delivered, \
+    CAST(SUM(deferred) AS BIGINT) AS deferred, \
+    CAST(SUM(hard_bounced) AS BIGINT) AS hard_bounced, \
+    CAST(SUM(soft_bounced) AS BIGINT) AS soft_bounced, \
+    CAST(SUM(blocked) AS BIGINT) AS blocked, \
+    CAST(SUM(latency_sum) AS BIGINT) AS latency_sum, \
+    CAST(SUM(latency_n) AS BIGINT) AS latency_n \
+    FROM relay_stat_buckets WHERE bucket_ms > $1 AND bucket_ms <= $2 GROUP BY relay";
 
 fn count(row: &sqlx::any::AnyRow, op: &str, column: &str) -> Result<u64, StoreError> {
     let n: Option<i64> = col(row, op, column)?;
@@ -47,7 +36,7 @@ pub(crate) async fn relay_stats(
     let mut out: HashMap<String, Vec<WindowCounts>> = HashMap::new();
     for (w, &since) in since_ms.iter().enumerate() {
         let rows = sqlx::query(WINDOW_SQL)
-            .bind(since)
+            .bind(since - BUCKET_MS)
             .bind(now_ms)
             .fetch_all(&pools.read)
             .await
@@ -81,6 +70,18 @@ pub(crate) async fn relay_stats(
         }
     }
     Ok(out)
+}
+
+/// Drops the buckets that end before `before_ms`; returns how many.
+pub(crate) async fn prune(pools: &Pools, before_ms: i64) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM relay_stat_buckets WHERE bucket_ms < $1")
+        .bind(before_ms - BUCKET_MS)
+        .execute(&pools.write)
+        .await
+        .map_err(StoreError::db(format!(
+            "prune_relay_stats: buckets before {before_ms}"
+        )))?;
+    Ok(done.rows_affected())
 }
 
 pub(crate) async fn in_flight_by_relay(pools: &Pools) -> Result<HashMap<String, u32>, StoreError> {

@@ -138,6 +138,9 @@ pub struct NewMessage {
 pub struct Accepted {
     pub id: String,
     pub recipients: Vec<(String, RecipientState)>,
+    /// The recipients' leases when they were accepted leased ([`super::Store::accept_leased`]);
+    /// empty otherwise and for a duplicate.
+    pub leases: Vec<Lease>,
     /// True when the idempotency key matched an earlier message (whose id this is).
     pub duplicate: bool,
 }
