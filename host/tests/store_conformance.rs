@@ -112,6 +112,8 @@ conformance!(
     renew_keeps_a_lease_from_expiring,
     requeue_from_the_exception_queue,
     relay_stats_count_windows_from_events,
+    relay_stats_are_pruned_by_age,
+    accepted_leased_recipients_are_delivered_without_a_lease_from_the_store,
     in_flight_follows_routed_events,
     api_keys_are_found_by_hash_and_revoked,
     tenants_crud,
@@ -950,6 +952,159 @@ async fn relay_stats_count_windows_from_events(db: Db) {
     assert!(!before.contains_key("relay-b"));
 }
 
+async fn relay_stats_are_pruned_by_age(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    s.lease_due("h1", T0, 600_000, 10).await.unwrap();
+    let delivered = |idx| {
+        outcome(
+            &acc.id,
+            idx,
+            RecipientState::Delivered,
+            EventKind::Delivered,
+        )
+    };
+    s.record("h1", vec![delivered(0)], T0 + 1_000)
+        .await
+        .unwrap();
+    s.record("h1", vec![delivered(1)], T0 + 40_000)
+        .await
+        .unwrap();
+    let sent = |stats: &std::collections::HashMap<String, Vec<sluice::store::WindowCounts>>| {
+        stats.get("relay-a").map(|w| w[0].sent)
+    };
+    let now = T0 + 50_000;
+    assert_eq!(sent(&s.relay_stats(&[T0], now).await.unwrap()), Some(2));
+    // Pruning what ended before T0 + 30 s drops the first bucket only.
+    assert_eq!(s.prune_relay_stats(T0 + 30_000).await.unwrap(), 1);
+    assert_eq!(sent(&s.relay_stats(&[T0], now).await.unwrap()), Some(1));
+    assert_eq!(s.prune_relay_stats(T0 + 30_000).await.unwrap(), 0);
+    assert_eq!(s.prune_relay_stats(T0 + 60_000).await.unwrap(), 1);
+    assert_eq!(sent(&s.relay_stats(&[T0], now).await.unwrap()), None);
+}
+
+async fn accepted_leased_recipients_are_delivered_without_a_lease_from_the_store(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept_leased(
+            message("t1", &["a@example.org", "B@Example.org"]),
+            T0,
+            "h1",
+            30_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(acc.leases.len(), 2);
+    let l = &acc.leases[1];
+    assert_eq!(
+        (
+            l.message_id.as_str(),
+            l.recipient_idx,
+            l.address.as_str(),
+            l.domain.as_str()
+        ),
+        (acc.id.as_str(), 1, "B@Example.org", "example.org")
+    );
+    assert_eq!(
+        (l.attempts, l.lease_until_ms, l.created_at_ms),
+        (0, T0 + 30_000, T0)
+    );
+    assert_eq!(
+        (l.sender.as_str(), l.tenant_id.as_str(), l.max_age_secs),
+        ("app@example.com", "t1", 3600)
+    );
+    assert_eq!(l.size, message("t1", &[]).body.len() as u64);
+    // Already leased: nobody else takes them before the lease expires.
+    assert!(
+        s.lease_due("h2", T0 + 1, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert!(
+        view.recipients
+            .iter()
+            .all(|r| r.state == RecipientState::Delivering)
+    );
+
+    // The routing events and the outcomes land in one commit.
+    let routed = |idx: i32| NewEvent {
+        message_id: acc.id.clone(),
+        recipient_idx: Some(idx),
+        tenant_id: "t1".to_string(),
+        kind: EventKind::Routed,
+        relay: Some("relay-a".to_string()),
+        detail: json!({ "attempt": 1 }),
+        at_ms: T0 + 5,
+    };
+    let outcomes = vec![
+        outcome(&acc.id, 0, RecipientState::Delivered, EventKind::Delivered),
+        outcome(&acc.id, 1, RecipientState::Delivered, EventKind::Delivered),
+    ];
+    let applied = s
+        .record_with_events("h1", &[routed(0), routed(1)], outcomes, T0 + 10)
+        .await
+        .unwrap();
+    assert_eq!(applied, 2);
+    let view = s.get_message("t1", &acc.id).await.unwrap().unwrap();
+    assert!(
+        view.recipients
+            .iter()
+            .all(|r| r.state == RecipientState::Delivered && r.attempts == 1)
+    );
+    assert_eq!(
+        kinds(&view.events),
+        [
+            (EventKind::Accepted, Some(0)),
+            (EventKind::Accepted, Some(1)),
+            (EventKind::Routed, Some(0)),
+            (EventKind::Routed, Some(1)),
+            (EventKind::Delivered, Some(0)),
+            (EventKind::Delivered, Some(1)),
+        ]
+    );
+    // Recorded with their outcomes, routing events leave nothing in flight.
+    assert!(s.in_flight_by_relay().await.unwrap().is_empty());
+
+    // A host that dies holding such leases: they expire and another host takes them.
+    let orphan = s
+        .accept_leased(message("t1", &["c@example.org"]), T0, "h1", 30_000)
+        .await
+        .unwrap();
+    let taken = s.lease_due("h2", T0 + 30_000, 30_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].message_id, orphan.id);
+
+    // A repeated idempotency key hands nothing over: the first message's leases stand.
+    let keyed = || NewMessage {
+        idempotency_key: Some("k1".to_string()),
+        ..message("t1", &["d@example.org"])
+    };
+    let first = s.accept_leased(keyed(), T0, "h1", 30_000).await.unwrap();
+    assert_eq!(first.leases.len(), 1);
+    let again = s
+        .accept_leased(keyed(), T0 + 1, "h1", 30_000)
+        .await
+        .unwrap();
+    assert!(again.duplicate && again.leases.is_empty());
+    assert_eq!(again.id, first.id);
+    // Bad lease terms are refused before anything is written.
+    assert!(matches!(
+        s.accept_leased(message("t1", &["e@example.org"]), T0, "", 30_000)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.accept_leased(message("t1", &["e@example.org"]), T0, "h1", 0)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 async fn in_flight_follows_routed_events(db: Db) {
     let s = &db.store;
     let acc = s
@@ -1388,7 +1543,45 @@ mod bounces {
         record_bounce_changes_state_appends_the_event_and_suppresses,
         late_bounces_count_for_the_relay_but_not_as_attempts,
         host_secret_is_made_once,
+        concurrent_suppression_checks_each_get_their_own_answer,
     );
+
+    async fn concurrent_suppression_checks_each_get_their_own_answer(db: Db) {
+        let s = &db.store;
+        for t in 0..8 {
+            s.suppress(
+                sup(
+                    &format!("t{t}"),
+                    &format!("gone{t}@example.net"),
+                    "userunknown",
+                ),
+                T0,
+            )
+            .await
+            .unwrap();
+        }
+        // Asked at once, so the checks share queries; each sees only its tenant's list.
+        let checks = (0..64).map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let t = i % 8;
+                let wanted: Vec<String> = (0..8).map(|a| format!("GONE{a}@example.net")).collect();
+                (
+                    t,
+                    s.suppressed_among(&format!("t{t}"), &wanted).await.unwrap(),
+                )
+            })
+        });
+        for check in checks {
+            let (t, found) = check.await.unwrap();
+            let keys: Vec<&String> = found.keys().collect();
+            assert_eq!(keys, [&format!("gone{t}@example.net")], "tenant t{t}");
+            assert_eq!(
+                found[&format!("gone{t}@example.net")].tenant_id,
+                format!("t{t}")
+            );
+        }
+    }
 
     fn sup(tenant: &str, address: &str, reason: &str) -> NewSuppression {
         NewSuppression {

@@ -38,6 +38,10 @@ pub async fn run(server: Arc<Server>) {
     let mut look = true;
     while !server.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
+        // Handed-over work first: it holds leases already, and room was kept for it.
+        while let Some(h) = handed.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            take_handed(&server, &mut tasks, &recorder, h, lease_ms).await;
+        }
         if look {
             let free = server.in_flight.available_permits() as u32;
             if free == 0 {
@@ -69,9 +73,7 @@ pub async fn run(server: Arc<Server>) {
         }
         tokio::select! {
             Some(h) = next_handed(&mut handed) => {
-                server.handoff.taken(&h);
-                let leases = still_fresh(h.leases, lease_ms);
-                start(&server, &mut tasks, &recorder, leases, Some(h.body)).await;
+                take_handed(&server, &mut tasks, &recorder, h, lease_ms).await;
             }
             () = server.wake.notified() => look = true,
             _ = tick.tick() => look = true,
@@ -89,6 +91,20 @@ async fn next_handed(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+async fn take_handed(
+    server: &Arc<Server>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    recorder: &mpsc::UnboundedSender<Written>,
+    h: super::handoff::Handed,
+    lease_ms: i64,
+) {
+    // The room is given back once the deliveries hold their slots.
+    let reserved = h.reserved();
+    let leases = still_fresh(h.leases, lease_ms);
+    start(server, tasks, recorder, leases, Some(h.body)).await;
+    server.handoff.taken(reserved);
 }
 
 /// Handed-over leases with at least half their time left. The rest (the dispatcher was
@@ -454,7 +470,11 @@ async fn decide_group(
 
     let stored = match body {
         Some(b) => Ok(b),
-        None => server.store.message_body(&first.message_id).await.map(Arc::new),
+        None => server
+            .store
+            .message_body(&first.message_id)
+            .await
+            .map(Arc::new),
     };
     let body = match stored {
         Ok(b) => b,

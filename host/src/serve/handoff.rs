@@ -20,6 +20,13 @@ pub struct Handed {
     reserved: usize,
 }
 
+impl Handed {
+    /// The room it holds until the dispatcher calls [`Handoff::taken`].
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+}
+
 /// The queue between the API and the dispatcher, with a count of the recipients it holds
 /// or that requests have reserved room for.
 pub struct Handoff {
@@ -56,9 +63,10 @@ impl Handoff {
         self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// The dispatcher took `h` off the queue.
-    pub fn taken(&self, h: &Handed) {
-        self.queued.fetch_sub(h.reserved, Ordering::AcqRel);
+    /// The dispatcher has started on a handed-over message that held `reserved`
+    /// recipients' room ([`Handed::reserved`]).
+    pub fn taken(&self, reserved: usize) {
+        self.queued.fetch_sub(reserved, Ordering::AcqRel);
     }
 }
 
@@ -83,7 +91,7 @@ impl Reservation<'_> {
         }) {
             // The dispatcher is gone (shutting down): the leases are given back with the
             // others, or expire.
-            self.handoff.taken(&h);
+            self.handoff.taken(h.reserved);
         }
     }
 }
@@ -137,7 +145,7 @@ mod tests {
             .send(vec![lease], Arc::new(b"x".to_vec()));
         assert!(h.reserve(1, 1).is_none(), "the handed lease holds its room");
         let got = rx.try_recv().expect("handed over");
-        h.taken(&got);
+        h.taken(got.reserved());
         assert!(h.reserve(1, 1).is_some());
     }
 }

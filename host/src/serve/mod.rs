@@ -2,10 +2,12 @@
 //! together around one store and one plugin runtime.
 //!
 //! Life of a message: `POST /v1/messages` → ingest plugin → committed to
-//! the store (durable before 202) → the dispatcher leases due recipients →
-//! route plugin picks relays → lettre sends → send plugin reads each reply
-//! → the outcome and its event are recorded. Nothing is held only in
-//! memory: a crash loses leases, which expire and are taken again.
+//! the store (durable before 202), its recipients leased to this host and
+//! handed to the dispatcher in memory when it has room (else the dispatcher
+//! leases due recipients from the store) → route plugin picks relays →
+//! lettre sends → send plugin reads each reply → the outcome and its events
+//! are recorded. Nothing is held only in memory: a crash loses leases, which
+//! expire and are taken again.
 //! Beside the pipeline's own mail, MTA logs named in `[[log_source]]` are
 //! followed and their transfers billed (`log_source.rs`).
 

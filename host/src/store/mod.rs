@@ -61,6 +61,7 @@ pub struct Store {
 struct Inner {
     pools: connect::Pools,
     writer: group_commit::Writer,
+    lookups: suppression_lookups::Lookups,
 }
 
 impl std::fmt::Debug for Store {
@@ -79,8 +80,13 @@ impl Store {
         let pools = connect::open(url).await?;
         let writer =
             group_commit::Writer::start(pools.write.clone(), pools.backend, GROUP_COMMIT_MAX);
+        let lookups = suppression_lookups::Lookups::start(pools.read.clone());
         Ok(Store {
-            inner: Arc::new(Inner { pools, writer }),
+            inner: Arc::new(Inner {
+                pools,
+                writer,
+                lookups,
+            }),
         })
     }
 
@@ -348,6 +354,7 @@ impl Store {
 // ---- bounces and suppressions (methods in their modules) ----
 
 mod bounces;
+mod suppression_lookups;
 mod suppressions;
 
 pub use bounces::{BounceRecorded, BounceReport, BounceTarget};

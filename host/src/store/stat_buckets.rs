@@ -150,10 +150,18 @@ mod tests {
         assert_eq!(b.len(), 2, "{b:?}");
         assert_eq!(b[0].0, ("a", 10_000));
         assert_eq!(
-            (b[0].1.sent, b[0].1.delivered, b[0].1.latency_sum, b[0].1.latency_n),
+            (
+                b[0].1.sent,
+                b[0].1.delivered,
+                b[0].1.latency_sum,
+                b[0].1.latency_n
+            ),
             (2, 2, 30, 1)
         );
-        assert_eq!((b[1].0, b[1].1.sent, b[1].1.deferred), (("a", 20_000), 1, 1));
+        assert_eq!(
+            (b[1].0, b[1].1.sent, b[1].1.deferred),
+            (("a", 20_000), 1, 1)
+        );
     }
 
     #[test]
@@ -171,7 +179,13 @@ mod tests {
         });
         let c = t.0[&("a", 0)];
         assert_eq!(
-            (c.sent, c.hard_bounced, c.blocked, c.deferred, c.soft_bounced),
+            (
+                c.sent,
+                c.hard_bounced,
+                c.blocked,
+                c.deferred,
+                c.soft_bounced
+            ),
             (1, 1, 1, 1, 0)
         );
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-use super::codec::{col, get_json, placeholders};
+use super::codec::{col, get_json};
 use super::connect::Pools;
 use super::{Store, StoreError};
 
@@ -43,13 +43,10 @@ pub struct NewSuppression {
     pub message_id: Option<String>,
 }
 
-const COLUMNS: &str =
+pub(crate) const COLUMNS: &str =
     "tenant_id, address, reason, source, detail, message_id, created_at_ms, updated_at_ms";
 
-/// Most addresses per `IN (...)` list, well under both databases' bind limits.
-const CHUNK: usize = 500;
-
-fn from_row(row: &AnyRow, op: &str) -> Result<Suppression, StoreError> {
+pub(crate) fn from_row(row: &AnyRow, op: &str) -> Result<Suppression, StoreError> {
     Ok(Suppression {
         tenant_id: col(row, op, "tenant_id")?,
         address: col(row, op, "address")?,
@@ -181,33 +178,13 @@ impl Store {
     }
 
     /// Which of `addresses` a tenant has suppressed, by normalised address (what
-    /// acceptance checks).
+    /// acceptance checks). Concurrent calls share queries (`suppression_lookups.rs`).
     pub async fn suppressed_among(
         &self,
         tenant_id: &str,
         addresses: &[String],
     ) -> Result<HashMap<String, Suppression>, StoreError> {
-        let op = "suppressed_among";
-        let mut out = HashMap::new();
         let wanted: Vec<String> = addresses.iter().map(|a| normalize(a)).collect();
-        for chunk in wanted.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM suppressions WHERE tenant_id = $1 AND address IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(tenant_id);
-            for a in chunk {
-                q = q.bind(a);
-            }
-            let rows = q
-                .fetch_all(&self.pools().read)
-                .await
-                .map_err(StoreError::db(format!("{op} for tenant {tenant_id:?}")))?;
-            for row in &rows {
-                let s = from_row(row, op)?;
-                out.insert(s.address.clone(), s);
-            }
-        }
-        Ok(out)
+        self.inner.lookups.ask(tenant_id, wanted).await
     }
 }

@@ -213,7 +213,8 @@ impl RecipientState {
 /// - `class` (string): the reason class from the bounce stage, e.g. `"blocked"` when the
 ///   receiver refused the relay itself (reputation, block list).
 ///
-/// [`super::Store::relay_stats`] counts per relay: `sent` = attempt outcomes;
+/// [`super::Store::relay_stats`] counts per relay (added up as the events are appended,
+/// in 10-second buckets): `sent` = attempt outcomes;
 /// `delivered`; `deferred` = `deferred`, and `attempted` that is not `hard`;
 /// `hard_bounced` = `bounced`/`failed`/`attempted` with `hard: true`; `soft_bounced` =
 /// `bounced`/`failed` without `hard: true`; `blocked` = `class == "blocked"`;
@@ -227,7 +228,8 @@ impl RecipientState {
 /// recipient's `attempts`) only when it names a relay.
 ///
 /// A `routed` event that names a relay (via [`super::Store::append_events`]) marks the
-/// recipient as in flight on that relay for [`super::Store::in_flight_by_relay`].
+/// recipient as in flight on that relay for [`super::Store::in_flight_by_relay`]; one
+/// recorded with its outcome ([`super::Store::record_with_events`]) does not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
