@@ -26,14 +26,8 @@ struct MessageInfo {
     created_at_ms: i64,
 }
 
-pub(crate) async fn lease_due(
-    pools: &Pools,
-    owner: &str,
-    now_ms: i64,
-    lease_ms: i64,
-    limit: u32,
-) -> Result<Vec<Lease>, StoreError> {
-    let op = "lease_due";
+/// A lease needs an owner and a positive length.
+pub(crate) fn check_terms(op: &str, owner: &str, lease_ms: i64) -> Result<(), StoreError> {
     if owner.is_empty() {
         return Err(StoreError::invalid(op, "the lease owner is empty"));
     }
@@ -43,6 +37,18 @@ pub(crate) async fn lease_due(
             format!("lease of {lease_ms} ms; it must be positive"),
         ));
     }
+    Ok(())
+}
+
+pub(crate) async fn lease_due(
+    pools: &Pools,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u32,
+) -> Result<Vec<Lease>, StoreError> {
+    let op = "lease_due";
+    check_terms(op, owner, lease_ms)?;
     if limit == 0 {
         return Ok(Vec::new());
     }

@@ -206,16 +206,7 @@ impl Store {
         owner: &str,
         lease_ms: i64,
     ) -> Result<Accepted, StoreError> {
-        let op = "accept_leased";
-        if owner.is_empty() {
-            return Err(StoreError::invalid(op, "the lease owner is empty"));
-        }
-        if lease_ms <= 0 {
-            return Err(StoreError::invalid(
-                op,
-                format!("lease of {lease_ms} ms; it must be positive"),
-            ));
-        }
+        leases::check_terms("accept_leased", owner, lease_ms)?;
         let prepared = accept::Prepared::new(msg, now_ms)?.leased(accept::LeaseTerms {
             owner: owner.to_owned(),
             until_ms: now_ms.saturating_add(lease_ms),
