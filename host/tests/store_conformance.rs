@@ -1046,7 +1046,7 @@ async fn accepted_leased_recipients_are_delivered_without_a_lease_from_the_store
         outcome(&acc.id, 1, RecipientState::Delivered, EventKind::Delivered),
     ];
     let applied = s
-        .record_with_events("h1", &[routed(0), routed(1)], outcomes, T0 + 10)
+        .record_with_events("h1", vec![routed(0), routed(1)], outcomes, T0 + 10)
         .await
         .unwrap();
     assert_eq!(applied, 2);

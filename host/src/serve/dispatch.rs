@@ -355,7 +355,7 @@ async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Writte
         let n = outcomes.len();
         if let Err(e) = server
             .store
-            .record_with_events(&node, &events, outcomes, now_ms())
+            .record_with_events(&node, events, outcomes, now_ms())
             .await
         {
             // The leases stay ours until they expire; the recipients are retried then.

@@ -16,6 +16,7 @@ use super::StoreError;
 use super::accept::{self, Ids, Prepared};
 use super::connect::{Backend, begin_write};
 use super::types::Accepted;
+use super::writer_thread::WriterThread;
 
 /// How many accepts may wait for the writer before callers are held back.
 const QUEUE: usize = 4096;
@@ -31,23 +32,20 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task. On SQLite it gets a thread and a runtime of its own:
-    /// every statement is a round trip to sqlx's worker thread, and on a busy shared
-    /// runtime each wake-up of the writer can wait behind request handlers while the one
-    /// write connection stays idle. On PostgreSQL (a network round trip per statement
-    /// anyway) it runs on the current tokio runtime.
-    pub(crate) fn start(pool: AnyPool, backend: Backend, max_batch: usize) -> Writer {
+    /// Starts the writer task: on `thread` when the store has one (SQLite), else on the
+    /// current tokio runtime.
+    pub(crate) fn start(
+        pool: AnyPool,
+        backend: Backend,
+        max_batch: usize,
+        thread: Option<&WriterThread>,
+    ) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let task = Box::pin(run(pool, backend, rx, max_batch.max(1)));
-        match backend {
-            Backend::Postgres => {
+        let task = run(pool, backend, rx, max_batch.max(1));
+        match thread {
+            Some(t) => t.spawn(task),
+            None => {
                 tokio::spawn(task);
-            }
-            Backend::Sqlite => {
-                if let Err((task, why)) = on_own_thread(task) {
-                    tracing::warn!(error = %why, "the accept writer shares the server's runtime");
-                    tokio::spawn(task);
-                }
             }
         }
         Writer { jobs }
@@ -61,38 +59,6 @@ impl Writer {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
-    }
-}
-
-type Task = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs `task` on a new thread with a current-thread runtime; gives it back if either
-/// cannot be had. The thread ends with the task (when the last store handle drops).
-fn on_own_thread(task: Task) -> Result<(), (Task, std::io::Error)> {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return Err((task, e)),
-    };
-    // The task goes over a channel once the thread exists, so a failed spawn keeps it.
-    let (hand, take) = std::sync::mpsc::channel::<Task>();
-    let spawned = std::thread::Builder::new()
-        .name("sluice-accept".into())
-        .spawn(move || {
-            if let Ok(task) = take.recv() {
-                rt.block_on(task);
-            }
-        });
-    match spawned {
-        Ok(_) => hand.send(task).map_err(|e| {
-            (
-                e.0,
-                std::io::Error::other("the accept writer thread exited at once"),
-            )
-        }),
-        Err(e) => Err((task, e)),
     }
 }
 

@@ -1154,7 +1154,9 @@ impl super::Store {
         rated: &[RatedUsage],
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        write_charges(self.pools(), rated, now_ms).await
+        let rated = rated.to_vec();
+        self.on_writer(move |s| async move { write_charges(s.pools(), &rated, now_ms).await })
+            .await
     }
 
     /// Leaves usage events unrated after a failed rating: counts the attempt, stores

@@ -62,6 +62,9 @@ struct Inner {
     pools: connect::Pools,
     writer: group_commit::Writer,
     lookups: suppression_lookups::Lookups,
+    /// Where the busiest writes run on SQLite (`writer_thread.rs`); none on PostgreSQL
+    /// or if the thread could not be started.
+    thread: Option<writer_thread::WriterThread>,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,14 +81,25 @@ impl Store {
     /// it starts the group-commit writer task.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let pools = connect::open(url).await?;
-        let writer =
-            group_commit::Writer::start(pools.write.clone(), pools.backend, GROUP_COMMIT_MAX);
+        let thread = match pools.backend {
+            Backend::Postgres => None,
+            Backend::Sqlite => writer_thread::WriterThread::start()
+                .map_err(|e| tracing::warn!(error = %e, "store writes share the server's runtime"))
+                .ok(),
+        };
+        let writer = group_commit::Writer::start(
+            pools.write.clone(),
+            pools.backend,
+            GROUP_COMMIT_MAX,
+            thread.as_ref(),
+        );
         let lookups = suppression_lookups::Lookups::start(pools.read.clone());
         Ok(Store {
             inner: Arc::new(Inner {
                 pools,
                 writer,
                 lookups,
+                thread,
             }),
         })
     }
@@ -97,6 +111,20 @@ impl Store {
 
     fn pools(&self) -> &connect::Pools {
         &self.inner.pools
+    }
+
+    /// Runs a write on the writer thread when there is one, else right here.
+    async fn on_writer<T, F, W>(&self, write: W) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+        W: FnOnce(Store) -> F,
+    {
+        let work = write(self.clone());
+        match &self.inner.thread {
+            Some(t) => t.run(work).await,
+            None => work.await,
+        }
     }
 
     // ---- tenants and API keys ----
@@ -290,7 +318,8 @@ impl Store {
         outcomes: Vec<Outcome>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        events::record(self.pools(), owner, &[], outcomes, now_ms).await
+        self.record_with_events(owner, Vec::new(), outcomes, now_ms)
+            .await
     }
 
     /// [`Store::record`], appending `events` first in the same transaction: what led to
@@ -301,11 +330,15 @@ impl Store {
     pub async fn record_with_events(
         &self,
         owner: &str,
-        events: &[NewEvent],
+        events: Vec<NewEvent>,
         outcomes: Vec<Outcome>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        events::record(self.pools(), owner, events, outcomes, now_ms).await
+        let owner = owner.to_owned();
+        self.on_writer(move |s| async move {
+            events::record(s.pools(), &owner, &events, outcomes, now_ms).await
+        })
+        .await
     }
 
     /// Appends events in one transaction. A `routed` event that names a relay also
@@ -347,6 +380,7 @@ impl Store {
 mod bounces;
 mod suppression_lookups;
 mod suppressions;
+mod writer_thread;
 
 pub use bounces::{BounceRecorded, BounceReport, BounceTarget};
 pub(crate) use suppressions::normalize as normalize_address;
