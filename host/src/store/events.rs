@@ -45,15 +45,15 @@ type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q
 fn bind_detail<'q>(
     q: AnyQuery<'q>,
     detail: &serde_json::Value,
-    stats: &StatColumns,
+    stats: &'q StatColumns,
     at_ms: i64,
 ) -> AnyQuery<'q> {
     q.bind(detail.to_string())
         .bind(at_ms)
         .bind(stats.latency_ms)
         .bind(stats.hard)
-        .bind(stats.class.clone())
-        .bind(stats.source.clone())
+        .bind(stats.class.as_deref())
+        .bind(stats.source.as_deref())
 }
 
 /// The relay stat buckets' view of an event.

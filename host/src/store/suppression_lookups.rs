@@ -61,14 +61,11 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Question>) {
         match find(&pool, &questions).await {
             Ok(found) => {
                 for q in questions {
+                    let theirs = found.get(&q.tenant_id);
                     let mine = q
                         .addresses
                         .iter()
-                        .filter_map(|a| {
-                            found
-                                .get(&(q.tenant_id.clone(), a.clone()))
-                                .map(|s| (a.clone(), s.clone()))
-                        })
+                        .filter_map(|a| Some((a.clone(), theirs?.get(a)?.clone())))
                         .collect();
                     let _ = q.reply.send(Ok(mine));
                 }
@@ -91,10 +88,11 @@ async fn run(pool: AnyPool, mut rx: mpsc::Receiver<Question>) {
     }
 }
 
+/// Every suppression any of `questions` asks about, by tenant and address.
 async fn find(
     pool: &AnyPool,
     questions: &[Question],
-) -> Result<HashMap<(String, String), Suppression>, StoreError> {
+) -> Result<HashMap<String, HashMap<String, Suppression>>, StoreError> {
     let op = "suppressed_among";
     let mut seen = HashSet::new();
     let pairs: Vec<(&str, &str)> = questions
@@ -135,7 +133,9 @@ async fn find(
             )))?;
         for row in &rows {
             let s = from_row(row, op)?;
-            out.insert((s.tenant_id.clone(), s.address.clone()), s);
+            out.entry(s.tenant_id.clone())
+                .or_insert_with(HashMap::new)
+                .insert(s.address.clone(), s);
         }
     }
     Ok(out)
