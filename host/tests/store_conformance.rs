@@ -119,6 +119,7 @@ conformance!(
     tenants_crud,
     relays_crud,
     group_commit_64_concurrent_accepts,
+    group_commit_shares_rounds_between_accepts_and_outcomes,
     group_commit_mixes_keyed_and_multi_recipient_messages_past_one_statement,
     final_outcomes_become_usage_events_in_the_same_transaction,
     a_replayed_batch_never_charges_twice,
@@ -1406,6 +1407,71 @@ async fn group_commit_64_concurrent_accepts(db: Db) {
         fresh.lease_due("h", T0, 1_000, 1_000).await.unwrap().len(),
         64
     );
+}
+
+/// Accepts and outcome batches arriving together share group commits: each caller gets
+/// its own answer, and an outcome batch for another host's leases applies nothing
+/// while the accepts beside it are stored.
+async fn group_commit_shares_rounds_between_accepts_and_outcomes(db: Db) {
+    let s = &db.store;
+    let mut leased = Vec::new();
+    for _ in 0..8 {
+        let acc = s
+            .accept_leased(message("t1", &["a@example.org"]), T0, "h1", 60_000)
+            .await
+            .unwrap();
+        leased.push(acc.id);
+    }
+    let mut accepts = Vec::new();
+    for i in 0..48 {
+        let s = s.clone();
+        accepts.push(tokio::spawn(async move {
+            let mut msg = message("t1", &["b@example.org"]);
+            msg.body = format!("Subject: {i}\r\n\r\nbody").into_bytes();
+            s.accept(msg, T0 + 1).await.unwrap().id
+        }));
+    }
+    let mut records = Vec::new();
+    for (i, id) in leased.iter().enumerate() {
+        let (s, id) = (s.clone(), id.clone());
+        // Every other batch names the wrong owner: refused, without failing the rest.
+        let owner = if i % 2 == 0 { "h1" } else { "h2" };
+        records.push(tokio::spawn(async move {
+            let done = vec![outcome(
+                &id,
+                0,
+                RecipientState::Delivered,
+                EventKind::Delivered,
+            )];
+            s.record_with_events(owner, Vec::new(), done, T0 + 2)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    for h in accepts {
+        ids.insert(h.await.unwrap());
+    }
+    assert_eq!(ids.len(), 48);
+    let mut applied = Vec::new();
+    for h in records {
+        applied.push(h.await.unwrap());
+    }
+    assert_eq!(applied, [1, 0, 1, 0, 1, 0, 1, 0]);
+    let fresh = db.second_host().await;
+    for id in &ids {
+        let view = fresh.get_message("t1", id).await.unwrap().unwrap();
+        assert_eq!(view.recipients[0].state, RecipientState::Queued);
+    }
+    for (i, id) in leased.iter().enumerate() {
+        let view = fresh.get_message("t1", id).await.unwrap().unwrap();
+        let want = if i % 2 == 0 {
+            RecipientState::Delivered
+        } else {
+            RecipientState::Delivering
+        };
+        assert_eq!(view.recipients[0].state, want, "message {i}");
+    }
 }
 
 /// A burst large enough that one group spans several multi-row statements, with

@@ -28,6 +28,10 @@ const CLAIM_BATCH: u32 = 500;
 const CLAIM_MS: i64 = 60_000;
 /// Pause when nothing is due.
 const IDLE: Duration = Duration::from_millis(500);
+/// Pause after a round that did not fill its batch: usage gathers into fewer, larger
+/// rounds (each round is two commits on the store's one writer, which accepts and
+/// outcomes wait behind), at the price of charges appearing this much later.
+const GATHER: Duration = Duration::from_millis(250);
 /// How often ended periods are checked for volume settlement.
 const SETTLE_EVERY: Duration = Duration::from_secs(60);
 /// How long a tenant's billing settings are cached on this host.
@@ -200,6 +204,7 @@ pub async fn run(server: Arc<Server>) {
             tokio::time::sleep(IDLE).await;
             continue;
         }
+        let full = claimed.len() as u32 == CLAIM_BATCH;
         // One rater call per (tenant, period), in the order the usage happened.
         let mut groups: BTreeMap<(String, String), Vec<PendingUsage>> = BTreeMap::new();
         for u in claimed {
@@ -219,6 +224,9 @@ pub async fn run(server: Arc<Server>) {
                     }
                 }
             }
+        }
+        if !full {
+            tokio::time::sleep(GATHER).await;
         }
     }
 }

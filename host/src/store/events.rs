@@ -254,35 +254,36 @@ pub(crate) async fn append(pools: &Pools, events: Vec<NewEvent>) -> Result<(), S
     )))
 }
 
-pub(crate) async fn record(
-    pools: &Pools,
-    owner: &str,
-    before: &[NewEvent],
-    outcomes: Vec<Outcome>,
-    now_ms: i64,
-) -> Result<usize, StoreError> {
-    let op = "record";
-    if let Some(bad) = outcomes
+/// Refuses outcomes that [`write_record`] must never apply.
+pub(crate) fn check_outcomes(outcomes: &[Outcome]) -> Result<(), StoreError> {
+    match outcomes
         .iter()
         .find(|o| o.new_state == RecipientState::Delivering)
     {
-        return Err(StoreError::invalid(
-            op,
+        Some(bad) => Err(StoreError::invalid(
+            "record",
             format!(
                 "message {:?} recipient {}: an outcome cannot leave a recipient delivering",
                 bad.message_id, bad.recipient_idx
             ),
-        ));
+        )),
+        None => Ok(()),
     }
-    if outcomes.is_empty() && before.is_empty() {
-        return Ok(0);
-    }
-    let mut tx = pools
-        .begin_write()
-        .await
-        .map_err(StoreError::db(format!("{op} for owner {owner:?}")))?;
-    insert_events(&mut tx, before, op).await?;
-    let applied_flags = apply_outcomes(&mut tx, owner, &outcomes, now_ms, op).await?;
+}
+
+/// Records `before` and the outcomes (checked with [`check_outcomes`]) inside the
+/// caller's transaction; returns how many outcomes were applied (the rest were no longer
+/// `owner`'s).
+pub(crate) async fn write_record(
+    conn: &mut AnyConnection,
+    owner: &str,
+    before: &[NewEvent],
+    outcomes: &[Outcome],
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let op = "record";
+    insert_events(conn, before, op).await?;
+    let applied_flags = apply_outcomes(conn, owner, outcomes, now_ms, op).await?;
     let mut applied = 0;
     let mut events = Vec::with_capacity(outcomes.len());
     let mut usages = Vec::with_capacity(outcomes.len());
@@ -311,11 +312,8 @@ pub(crate) async fn record(
         }
     }
     // The applied outcomes' events and usage, a statement per table per batch.
-    insert_recipient_events(&mut tx, &events, op).await?;
-    super::ledger::insert_usages(&mut tx, &usages, now_ms, op).await?;
-    tx.commit()
-        .await
-        .map_err(StoreError::db(format!("{op}: commit for owner {owner:?}")))?;
+    insert_recipient_events(conn, &events, op).await?;
+    super::ledger::insert_usages(conn, &usages, now_ms, op).await?;
     Ok(applied)
 }
 

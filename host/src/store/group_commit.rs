@@ -1,29 +1,46 @@
-//! Group commit: one writer task takes every accept that is waiting (up to a maximum),
-//! writes them in one transaction and commits once, then answers each caller. One
-//! fsync then covers many messages, so durability does not cap throughput at one
-//! message per disk flush.
+//! Group commit: one writer task takes every accept and every outcome batch that is
+//! waiting (up to a maximum), writes them in one transaction and commits once, then
+//! answers each caller. One fsync then covers many messages and the outcomes of earlier
+//! ones, so durability does not cap throughput at one message per disk flush, and the
+//! store's one writer is not taken turn about by accepts and outcomes.
 //!
 //! If a statement fails inside a shared transaction (e.g. two hosts raced on the same
-//! idempotency key), the batch is rolled back and each message is retried in a
-//! transaction of its own, so one message's trouble never fails its neighbours. A
-//! failed COMMIT is answered as an error to every caller in the batch and not retried:
-//! whether it reached the disk is unknown, and retrying could store a message twice.
+//! idempotency key), the round is rolled back and written again in parts: the accepts
+//! in one transaction, each outcome batch in its own; if the accepts fail again, each
+//! message alone. One message's or batch's trouble never fails its neighbours. A failed
+//! COMMIT is answered as an error to every caller in the round and not retried: whether
+//! it reached the disk is unknown, and retrying could store a message twice.
 
-use sqlx::AnyPool;
+use sqlx::{Any, AnyPool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::accept::{self, Ids, Prepared};
 use super::connect::{Backend, begin_write};
-use super::types::Accepted;
+use super::events;
+use super::types::{Accepted, NewEvent, Outcome};
 use super::writer_thread::WriterThread;
 
-/// How many accepts may wait for the writer before callers are held back.
+/// How many jobs may wait for the writer before callers are held back.
 const QUEUE: usize = 4096;
 
-struct Job {
-    message: Prepared,
-    reply: oneshot::Sender<Result<Accepted, StoreError>>,
+/// Outcomes of leased work to record (see [`super::Store::record_with_events`]).
+pub(crate) struct Record {
+    pub owner: String,
+    pub events: Vec<NewEvent>,
+    pub outcomes: Vec<Outcome>,
+    pub now_ms: i64,
+}
+
+enum Job {
+    Accept {
+        message: Prepared,
+        reply: oneshot::Sender<Result<Accepted, StoreError>>,
+    },
+    Record {
+        record: Record,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
 }
 
 /// The sending side of the writer task; the task ends when the last store handle drops.
@@ -55,28 +72,71 @@ impl Writer {
     pub(crate) async fn submit(&self, message: Prepared) -> Result<Accepted, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { message, reply })
+            .send(Job::Accept { message, reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues outcomes (already checked) and waits until they are committed; returns
+    /// how many were applied.
+    pub(crate) async fn record(&self, record: Record) -> Result<usize, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Record { record, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 }
 
-async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
-    let mut ids = Ids::default();
-    let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
-        commit_batch(&pool, backend, &mut ids, std::mem::take(&mut batch)).await;
+type AcceptReply = oneshot::Sender<Result<Accepted, StoreError>>;
+type RecordReply = oneshot::Sender<Result<usize, StoreError>>;
+
+/// One round's work, split by kind, each in the order it arrived.
+#[derive(Default)]
+struct Round {
+    accepts: Vec<(Prepared, AcceptReply)>,
+    records: Vec<(Record, RecordReply)>,
+}
+
+impl Round {
+    fn add(&mut self, job: Job) {
+        match job {
+            Job::Accept { message, reply } => self.accepts.push((message, reply)),
+            Job::Record { record, reply } => self.records.push((record, reply)),
+        }
     }
 }
 
-async fn commit_batch(pool: &AnyPool, backend: Backend, ids: &mut Ids, batch: Vec<Job>) {
-    tracing::trace!(size = batch.len(), "group commit");
-    match write_all(pool, backend, ids, &batch).await {
-        Ok(answers) => {
-            for (job, answer) in batch.into_iter().zip(answers) {
-                // A caller that gave up waiting still has its message stored.
-                let _ = job.reply.send(Ok(answer));
+async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut ids = Ids::default();
+    let mut jobs = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let mut round = Round::default();
+        for job in jobs.drain(..) {
+            round.add(job);
+        }
+        commit_round(&pool, backend, &mut ids, round).await;
+    }
+}
+
+async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Round) {
+    tracing::trace!(
+        accepts = round.accepts.len(),
+        records = round.records.len(),
+        "group commit"
+    );
+    let messages: Vec<&Prepared> = round.accepts.iter().map(|(m, _)| m).collect();
+    let records: Vec<&Record> = round.records.iter().map(|(r, _)| r).collect();
+    match write_round(pool, backend, ids, &messages, &records).await {
+        Ok((accepted, recorded)) => {
+            // A caller that gave up waiting still has its work stored.
+            for ((_, reply), answer) in round.accepts.into_iter().zip(accepted) {
+                let _ = reply.send(Ok(answer));
+            }
+            for ((_, reply), answer) in round.records.into_iter().zip(recorded) {
+                let _ = reply.send(Ok(answer));
             }
         }
         Err(BatchError::Commit(e)) => {
@@ -84,22 +144,55 @@ async fn commit_batch(pool: &AnyPool, backend: Backend, ids: &mut Ids, batch: Ve
                 StoreError::Database { source, .. } => source.to_string(),
                 other => other.to_string(),
             };
-            tracing::error!(error = %text, size = batch.len(), "group commit failed");
-            let size = batch.len();
-            for job in batch {
-                let _ = job.reply.send(Err(StoreError::CommitUnknown(format!(
-                    "accept: committing a group of {size} messages failed: {text}"
-                ))));
+            let (a, r) = (round.accepts.len(), round.records.len());
+            tracing::error!(error = %text, accepts = a, records = r, "group commit failed");
+            let unknown = || {
+                StoreError::CommitUnknown(format!(
+                    "committing a group of {a} messages and {r} outcome batches failed: {text}"
+                ))
+            };
+            for (_, reply) in round.accepts {
+                let _ = reply.send(Err(unknown()));
+            }
+            for (_, reply) in round.records {
+                let _ = reply.send(Err(unknown()));
             }
         }
         Err(BatchError::Statement(e)) => {
-            tracing::debug!(error = %e, size = batch.len(), "group write failed; writing one by one");
-            for job in batch {
-                let answer = write_all(pool, backend, ids, std::slice::from_ref(&job))
+            tracing::debug!(error = %e, accepts = messages.len(), records = records.len(), "group write failed; writing in parts");
+            let mut accepts = round.accepts;
+            if !round.records.is_empty() && !accepts.is_empty() {
+                // The accepts together first: the outcomes may have been the trouble.
+                let messages: Vec<&Prepared> = accepts.iter().map(|(m, _)| m).collect();
+                match write_round(pool, backend, ids, &messages, &[]).await {
+                    Ok((accepted, _)) => {
+                        for ((_, reply), answer) in accepts.drain(..).zip(accepted) {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                    Err(BatchError::Commit(e)) => {
+                        let text = e.to_string();
+                        for (_, reply) in accepts.drain(..) {
+                            let _ = reply.send(Err(StoreError::CommitUnknown(text.clone())));
+                        }
+                    }
+                    // Alone, below.
+                    Err(BatchError::Statement(_)) => {}
+                }
+            }
+            for (message, reply) in accepts {
+                let answer = write_round(pool, backend, ids, &[&message], &[])
                     .await
-                    .map(|mut answers| answers.remove(0))
+                    .map(|(mut accepted, _)| accepted.remove(0))
                     .map_err(BatchError::into_store_error);
-                let _ = job.reply.send(answer);
+                let _ = reply.send(answer);
+            }
+            for (record, reply) in round.records {
+                let answer = write_round(pool, backend, ids, &[], &[&record])
+                    .await
+                    .map(|(_, mut recorded)| recorded.remove(0))
+                    .map_err(BatchError::into_store_error);
+                let _ = reply.send(answer);
             }
         }
     }
@@ -120,49 +213,62 @@ impl BatchError {
     }
 }
 
-async fn write_all(
+/// Writes the messages, then the outcome batches, in one transaction; the answers are
+/// in the order given.
+async fn write_round(
     pool: &AnyPool,
     backend: Backend,
     ids: &mut Ids,
-    batch: &[Job],
-) -> Result<Vec<Accepted>, BatchError> {
+    messages: &[&Prepared],
+    records: &[&Record],
+) -> Result<(Vec<Accepted>, Vec<usize>), BatchError> {
     let mut tx = begin_write(pool, backend)
         .await
-        .map_err(StoreError::db("accept: beginning a transaction"))
+        .map_err(StoreError::db("group commit: beginning a transaction"))
         .map_err(BatchError::Statement)?;
-    let mut answers = Vec::with_capacity(batch.len());
-    // Runs of messages without idempotency keys go in multi-row statements; a keyed
-    // message is written on its own, after what came before it (it may repeat one).
-    let mut run: Vec<&Prepared> = Vec::new();
-    for job in batch {
-        if !job.message.has_idempotency_key() {
-            run.push(&job.message);
-            continue;
-        }
-        if !run.is_empty() {
-            let written = accept::write_many(&mut tx, ids, &run)
-                .await
-                .map_err(BatchError::Statement)?;
-            answers.extend(written);
-            run.clear();
-        }
-        let answer = accept::write_one(&mut tx, ids, &job.message)
+    let accepted = write_accepts(&mut tx, ids, messages)
+        .await
+        .map_err(BatchError::Statement)?;
+    let mut recorded = Vec::with_capacity(records.len());
+    for r in records {
+        let applied = events::write_record(&mut tx, &r.owner, &r.events, &r.outcomes, r.now_ms)
             .await
             .map_err(BatchError::Statement)?;
-        answers.push(answer);
-    }
-    if !run.is_empty() {
-        let written = accept::write_many(&mut tx, ids, &run)
-            .await
-            .map_err(BatchError::Statement)?;
-        answers.extend(written);
+        recorded.push(applied);
     }
     tx.commit()
         .await
         .map_err(StoreError::db(format!(
-            "accept: committing a group of {} messages",
-            batch.len()
+            "group commit: committing {} messages and {} outcome batches",
+            messages.len(),
+            records.len()
         )))
         .map_err(BatchError::Commit)?;
+    Ok((accepted, recorded))
+}
+
+async fn write_accepts(
+    tx: &mut Transaction<'static, Any>,
+    ids: &mut Ids,
+    messages: &[&Prepared],
+) -> Result<Vec<Accepted>, StoreError> {
+    let mut answers = Vec::with_capacity(messages.len());
+    // Runs of messages without idempotency keys go in multi-row statements; a keyed
+    // message is written on its own, after what came before it (it may repeat one).
+    let mut run: Vec<&Prepared> = Vec::new();
+    for &message in messages {
+        if !message.has_idempotency_key() {
+            run.push(message);
+            continue;
+        }
+        if !run.is_empty() {
+            answers.extend(accept::write_many(tx, ids, &run).await?);
+            run.clear();
+        }
+        answers.push(accept::write_one(tx, ids, message).await?);
+    }
+    if !run.is_empty() {
+        answers.extend(accept::write_many(tx, ids, &run).await?);
+    }
     Ok(answers)
 }

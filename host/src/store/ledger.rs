@@ -293,14 +293,17 @@ pub(crate) async fn claim_usage(
         }
         Backend::Sqlite => "",
     };
+    // The tenants another owner holds are found once (`NOT IN` an uncorrelated subquery),
+    // not per candidate row: per row, a claim over n pending events read n² rows and held
+    // the store's one writer for tens of milliseconds at a few hundred pending.
     let rows = sqlx::query(&format!(
         "UPDATE usage_events SET claim_owner = $2, claim_until_ms = $3 \
          WHERE seq IN ( \
              SELECT seq FROM usage_events u \
              WHERE state = 'pending' AND next_try_at_ms <= $1 \
                AND (claim_until_ms IS NULL OR claim_until_ms <= $1 OR claim_owner = $2) \
-               AND NOT EXISTS (SELECT 1 FROM usage_events o WHERE o.tenant_id = u.tenant_id \
-                   AND o.state = 'pending' AND o.claim_owner <> $2 AND o.claim_until_ms > $1) \
+               AND u.tenant_id NOT IN (SELECT o.tenant_id FROM usage_events o \
+                   WHERE o.state = 'pending' AND o.claim_owner <> $2 AND o.claim_until_ms > $1) \
              ORDER BY seq LIMIT $4 {lock}) \
          RETURNING {USAGE_COLUMNS}"
     ))

@@ -9,7 +9,8 @@
 //!
 //! Architecture invariants:
 //! - `accept` returns only after the message, its recipients and their `accepted` events
-//!   are committed and fsynced; concurrent accepts share commits ([`group_commit`]).
+//!   are committed and fsynced; concurrent accepts, and the outcome batches recorded
+//!   meanwhile, share commits ([`group_commit`]).
 //! - Work is leased, never owned: a recipient in `delivering` carries an owner and an
 //!   expiry, another host takes it over once the lease expires, and an outcome from a
 //!   host that lost its lease is refused ([`Store::record`]).
@@ -324,7 +325,7 @@ impl Store {
 
     /// [`Store::record`], appending `events` first in the same transaction: what led to
     /// the outcomes (routing, plugin errors, relays that passed a recipient on). One
-    /// commit instead of two; since the outcomes end the attempts in that commit, a
+    /// commit instead of two, shared with the accepts of the moment; since the outcomes end the attempts in that commit, a
     /// `routed` event here does not mark its recipient in flight as
     /// [`Store::append_events`] does.
     pub async fn record_with_events(
@@ -334,11 +335,17 @@ impl Store {
         outcomes: Vec<Outcome>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        let owner = owner.to_owned();
-        self.on_writer(move |s| async move {
-            events::record(s.pools(), &owner, &events, outcomes, now_ms).await
-        })
-        .await
+        events::check_outcomes(&outcomes)?;
+        if outcomes.is_empty() && events.is_empty() {
+            return Ok(0);
+        }
+        let record = group_commit::Record {
+            owner: owner.to_owned(),
+            events,
+            outcomes,
+            now_ms,
+        };
+        self.inner.writer.record(record).await
     }
 
     /// Appends events in one transaction. A `routed` event that names a relay also
