@@ -15,6 +15,7 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
 use super::StoreError;
+use super::checkpoint;
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,26 +85,33 @@ async fn open_sqlite(path: &str) -> Result<Pools, StoreError> {
     let url = format!("sqlite://{path}?mode=rwc");
     let options = AnyConnectOptions::from_str(&url)
         .map_err(StoreError::db(format!("opening sqlite store {path:?}")))?;
-    let pool = |max: u32| {
+    // `autocheckpoint`: the `wal_autocheckpoint` of the pool's connections.
+    let pool = |max: u32, autocheckpoint: u32| {
         AnyPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
             // A commit must reach the disk before `accept` returns: WAL with
             // synchronous=FULL fsyncs the log on every commit.
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = FULL").await?;
                     conn.execute("PRAGMA busy_timeout = 10000").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute(&*format!("PRAGMA wal_autocheckpoint = {autocheckpoint}"))
+                        .await?;
                     Ok(())
                 })
             })
             .connect_with(options.clone())
     };
     let context = || format!("opening sqlite store {path:?}");
-    let write = pool(1).await.map_err(StoreError::db(context()))?;
-    let read = pool(4).await.map_err(StoreError::db(context()))?;
+    let write = pool(1, checkpoint::WRITER_AUTOCHECKPOINT_PAGES)
+        .await
+        .map_err(StoreError::db(context()))?;
+    let read = pool(4, checkpoint::SQLITE_DEFAULT_AUTOCHECKPOINT_PAGES)
+        .await
+        .map_err(StoreError::db(context()))?;
     Ok(Pools {
         backend: Backend::Sqlite,
         write,

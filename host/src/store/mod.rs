@@ -20,6 +20,7 @@
 
 mod accept;
 mod api_keys;
+mod checkpoint;
 mod codec;
 mod connect;
 mod error;
@@ -66,6 +67,8 @@ struct Inner {
     /// Where the busiest writes run on SQLite (`writer_thread.rs`); none on PostgreSQL
     /// or if the thread could not be started.
     thread: Option<writer_thread::WriterThread>,
+    /// SQLite's WAL checkpoints, off the write connection (`checkpoint.rs`).
+    _checkpointer: Option<checkpoint::Checkpointer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,12 +98,15 @@ impl Store {
             thread.as_ref(),
         );
         let lookups = suppression_lookups::Lookups::start(pools.read.clone());
+        let checkpointer = (pools.backend == Backend::Sqlite)
+            .then(|| checkpoint::Checkpointer::start(pools.read.clone()));
         Ok(Store {
             inner: Arc::new(Inner {
                 pools,
                 writer,
                 lookups,
                 thread,
+                _checkpointer: checkpointer,
             }),
         })
     }
