@@ -331,9 +331,9 @@ impl Store {
 
     /// [`Store::record`], appending `events` first in the same transaction: what led to
     /// the outcomes (routing, plugin errors, relays that passed a recipient on). One
-    /// commit instead of two, shared with the accepts of the moment; since the outcomes end the attempts in that commit, a
-    /// `routed` event here does not mark its recipient in flight as
-    /// [`Store::append_events`] does.
+    /// commit instead of two, shared with the accepts waiting at the time; since the
+    /// outcomes end the attempts in that commit, a `routed` event here does not mark its
+    /// recipient in flight as [`Store::append_events`] does.
     pub async fn record_with_events(
         &self,
         owner: &str,
