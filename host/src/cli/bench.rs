@@ -101,9 +101,30 @@ pub fn push(args: PushArgs) -> Result<ExitCode> {
     rt.block_on(run(args))
 }
 
+/// About `len` bytes of body text as a JSON string's contents: lines of 72 characters, as
+/// mail text is written (and as `smtp-source` sends it), so that the body goes out as
+/// 7bit; one unbroken line would have to be quoted-printable encoded (lettre's encoding
+/// chooser wants lines shorter than 75).
+fn filler_text(len: usize) -> String {
+    const LINE: usize = 72;
+    let mut text = String::with_capacity(len + len / LINE * 2);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(LINE);
+        text.extend(std::iter::repeat_n('x', n));
+        left -= n;
+        if left > 0 {
+            // A JSON-escaped newline; it stands for one byte of the body.
+            text.push_str("\\n");
+            left = left.saturating_sub(1);
+        }
+    }
+    text
+}
+
 async fn run(args: PushArgs) -> Result<ExitCode> {
     let already = args.sink_log.as_ref().map_or(0, sink_count);
-    let filler = "x".repeat(args.size.saturating_sub(300).max(1));
+    let filler = filler_text(args.size.saturating_sub(300).max(1));
     let started = Instant::now();
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -176,4 +197,22 @@ async fn run(args: PushArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filler_text;
+
+    #[test]
+    fn filler_is_the_asked_size_in_short_lines() {
+        for len in [1, 76, 77, 724, 20_180] {
+            let json = format!("\"{}\"", filler_text(len));
+            let text: String = serde_json::from_str(&json).expect("a JSON string");
+            assert_eq!(text.len(), len, "{len}");
+            assert!(
+                text.lines().all(|l| !l.is_empty() && l.len() <= 72),
+                "{len}"
+            );
+        }
+    }
 }
