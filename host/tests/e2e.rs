@@ -161,6 +161,70 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
         "{mail}"
     );
     assert!(mail.contains("\nThank you."), "{mail}");
+
+    // smtp-sink announces PIPELINING, so the transactions above were pipelined.
+    let relay = s.admin("GET", "/admin/v1/relays/a", None);
+    assert_eq!(relay.status, 200, "{}", relay.body);
+    assert_eq!(relay.json()["pipelining"], true, "{}", relay.body);
+}
+
+#[test]
+fn a_relay_without_pipelining_is_spoken_to_one_command_at_a_time() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    // -p: smtp-sink does not announce PIPELINING.
+    let sink = Sink::start(setup.root(), port, &["-p"]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let id = s.submit(
+        &key,
+        &json!({"from": "a@example.com", "to": ["b@example.net", "c@example.net"],
+                "subject": "one by one", "text": "hello"}),
+    );
+    s.wait_state(&key, &id, "delivered");
+    let kept = sink.with_subject("one by one");
+    assert_eq!(kept.len(), 1, "{kept:#?}");
+    let rcpts = headers(&kept[0])
+        .into_iter()
+        .filter(|(n, _)| n == "X-Rcpt-Args")
+        .count();
+    assert_eq!(rcpts, 2, "{}", kept[0]);
+    let relay = s.admin("GET", "/admin/v1/relays/a", None).json();
+    assert_eq!(relay["pipelining"], false, "{relay:#}");
+}
+
+#[test]
+fn refused_recipients_of_a_pipelined_transaction_each_get_the_reply_and_nothing_is_sent() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let refusing = Sink::start(setup.root(), port, &["-f", "rcpt"]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let id = s.submit(
+        &key,
+        &json!({"from": "a@example.com", "to": ["b@example.net", "c@example.net"],
+                "subject": "refused together", "text": "hello"}),
+    );
+    let m = s.wait_state(&key, &id, "failed");
+    for i in 0..2 {
+        let reply = recipient(&m, i)["last_reply"].as_str().unwrap_or_default();
+        assert!(reply.starts_with('5'), "recipient {i}: {m:#}");
+    }
+    assert!(refusing.with_subject("refused together").is_empty());
+    // The connection was given up, not left out of step: the next message goes through.
+    refusing.stop();
+    let accepting = Sink::start(setup.root(), port, &[]);
+    let id = s.submit(&key, &simple("a@example.com", "d@example.net", "after"));
+    s.wait_state(&key, &id, "delivered");
+    assert_eq!(accepting.with_subject("after").len(), 1);
 }
 
 #[test]

@@ -166,6 +166,15 @@ impl RelayClient {
             .saturating_sub(self.permits.available_permits() as u32)
     }
 
+    /// Whether transactions on this relay are pipelined (RFC 2920): known once a
+    /// connection has been opened; never for implicit TLS, which lettre's pool carries.
+    pub fn pipelining(&self) -> Option<bool> {
+        match &self.transport {
+            Transport::Own(pool) => pool.pipelining(),
+            Transport::Lettre(_) => Some(false),
+        }
+    }
+
     /// Up unless consecutive transport failures marked it down.
     pub fn is_up(&self) -> bool {
         self.health.is_up()

@@ -5,6 +5,7 @@
 mod client;
 mod health;
 mod pool;
+mod tap;
 
 pub use client::{RelayClient, RelayReply, RelaySettings, Tls, parse_relay_url};
 pub use health::{Health, TokenBucket};

@@ -8,16 +8,26 @@
 //! connections carried ~700 messages/s). Its pool also sends a `NOOP` before every
 //! reuse; here only a connection idle for longer than [`CHECK_AFTER_IDLE`] is checked.
 //!
+//! On a plain connection to a relay that announces `PIPELINING` (RFC 2920), a
+//! transaction is two round trips instead of three plus one per recipient: `MAIL`, the
+//! `RCPT`s and `DATA` go out together and lettre reads their replies in turn, then the
+//! body and its closing dot go out as one write (`tap.rs`). Under STARTTLS (lettre owns
+//! the TLS layer) or without the keyword, lettre's own `send` runs the transaction.
+//!
 //! Implicit TLS (`smtps://`) still goes through lettre's transport: lettre can wrap only
 //! its own sockets in TLS from the first byte.
 
+use super::tap::{TapHandle, announces_pipelining, tap};
 use lettre::address::Envelope;
 use lettre::transport::smtp::Error;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
+use std::fmt::Write as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// A pooled connection idle for longer than this is checked with `NOOP` first.
@@ -55,7 +65,23 @@ pub(super) struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Whether the newest connection pipelines: [`UNKNOWN`], [`PIPELINED`] or [`ONE_BY_ONE`].
+    pipelining: AtomicU8,
+}
+
+const UNKNOWN: u8 = 0;
+const PIPELINED: u8 = 1;
+const ONE_BY_ONE: u8 = 2;
+
+/// One connection: lettre's client, our side of its stream, and whether transactions
+/// on it are pipelined.
+struct Conn {
+    smtp: AsyncSmtpConnection,
+    tap: TapHandle,
+    pipelining: bool,
+    /// Set when the dialogue may be out of step; the connection is then dropped.
+    broken: bool,
 }
 
 impl Pool {
@@ -77,6 +103,17 @@ impl Pool {
             idle_timeout: Duration::from_secs(30),
             max_idle,
             idle: Mutex::new(Vec::new()),
+            pipelining: AtomicU8::new(UNKNOWN),
+        }
+    }
+
+    /// Whether transactions are pipelined on this relay's newest connection (`None`
+    /// before the first connection).
+    pub(super) fn pipelining(&self) -> Option<bool> {
+        match self.pipelining.load(Ordering::Relaxed) {
+            PIPELINED => Some(true),
+            ONE_BY_ONE => Some(false),
+            _ => None,
         }
     }
 
@@ -88,8 +125,8 @@ impl Pool {
         body: &[u8],
     ) -> Result<Response, SendError> {
         let mut conn = self.connection().await?;
-        let result = conn.send(envelope, body).await.map_err(SendError::Smtp);
-        if !conn.has_broken() {
+        let result = conn.transact(envelope, body).await.map_err(SendError::Smtp);
+        if !conn.broken && !conn.smtp.has_broken() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.max_idle {
                 idle.push((conn, Instant::now()));
@@ -98,7 +135,7 @@ impl Pool {
         result
     }
 
-    async fn connection(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connection(&self) -> Result<Conn, SendError> {
         loop {
             let parked = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let Some((mut conn, since)) = parked else {
@@ -106,18 +143,18 @@ impl Pool {
             };
             let idle_for = since.elapsed();
             if idle_for >= self.idle_timeout {
-                conn.abort().await;
+                conn.smtp.abort().await;
                 continue;
             }
-            if idle_for >= CHECK_AFTER_IDLE && !conn.test_connected().await {
-                conn.abort().await;
+            if idle_for >= CHECK_AFTER_IDLE && !conn.smtp.test_connected().await {
+                conn.smtp.abort().await;
                 continue;
             }
             return Ok(conn);
         }
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
         let addr = (self.host.as_str(), self.port);
         let where_ = || format!("connecting to {}:{}", self.host, self.port);
         let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
@@ -132,8 +169,10 @@ impl Pool {
             .map_err(|e| SendError::Connect(format!("{}: {e}", where_())))?;
         tcp.set_nodelay(true)
             .map_err(|e| SendError::Connect(format!("{}: TCP_NODELAY: {e}", where_())))?;
+        let (tcp, tap) = tap(tcp);
         let mut conn =
             AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?;
+        let announced = announces_pipelining(&tap.heard());
         match &self.starttls {
             StartTls::No => {}
             StartTls::IfOffered(params) => {
@@ -146,6 +185,99 @@ impl Pool {
         if let Some(credentials) = &self.credentials {
             conn.auth(DEFAULT_MECHANISMS, credentials).await?;
         }
-        Ok(conn)
+        // Under TLS the queue would go out beneath the encryption.
+        let pipelining = announced && !conn.is_encrypted();
+        let state = if pipelining { PIPELINED } else { ONE_BY_ONE };
+        self.pipelining.store(state, Ordering::Relaxed);
+        Ok(Conn {
+            smtp: conn,
+            tap,
+            pipelining,
+            broken: false,
+        })
     }
+}
+
+impl Conn {
+    /// One transaction: pipelined where it can be, else lettre's. A refusal or a broken
+    /// dialogue is the `Err`, as from lettre's `send`; either leaves the connection
+    /// unusable (lettre sends `QUIT` after a refusal).
+    async fn transact(&mut self, envelope: &Envelope, body: &[u8]) -> Result<Response, Error> {
+        let options = match mail_options(&self.smtp, envelope, body) {
+            Some(options) if self.pipelining => options,
+            // lettre's own path, also for the error when the relay lacks SMTPUTF8 or 8BITMIME.
+            _ => return self.smtp.send(envelope, body).await,
+        };
+        let mut group = Mail::new(envelope.from().cloned(), options).to_string();
+        for to in envelope.to() {
+            let _ = write!(group, "{}", Rcpt::new(to.clone(), vec![]));
+        }
+        let _ = write!(group, "{Data}");
+        self.tap.queue(group.as_bytes());
+        // Every command of the group gets its reply, whatever the first said, and all
+        // are read so that the dialogue stays in step; the first refusal is the answer.
+        let mut refusal = None;
+        for _ in 0..envelope.to().len() + 1 {
+            match self.smtp.read_response().await {
+                Ok(_) => {}
+                Err(e) if e.status().is_some() => {
+                    refusal.get_or_insert(e);
+                }
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            }
+        }
+        let data = self.smtp.read_response().await;
+        match (data, refusal) {
+            (Ok(_), None) => {}
+            (Ok(_), Some(refused)) => {
+                // The relay wants the body though a command was refused: closing the
+                // connection without the final dot makes it drop the transaction.
+                self.broken = true;
+                return Err(refused);
+            }
+            (Err(e), refusal) => {
+                if e.status().is_some() {
+                    self.smtp.abort().await;
+                } else {
+                    self.broken = true;
+                }
+                return Err(refusal.unwrap_or(e));
+            }
+        }
+        match self.smtp.message(body).await {
+            Ok(response) => Ok(response),
+            Err(e) => {
+                self.smtp.abort().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The `MAIL FROM` parameters lettre would use, or `None` when the relay lacks an
+/// extension the transaction needs (lettre's `send` then refuses it with its reason).
+fn mail_options(
+    conn: &AsyncSmtpConnection,
+    envelope: &Envelope,
+    body: &[u8],
+) -> Option<Vec<MailParameter>> {
+    let info = conn.server_info();
+    let mut options = Vec::new();
+    let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
+    if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
+        if !info.supports_feature(Extension::SmtpUtfEight) {
+            return None;
+        }
+        options.push(MailParameter::SmtpUtfEight);
+    }
+    if !body.is_ascii() {
+        if !info.supports_feature(Extension::EightBitMime) {
+            return None;
+        }
+        options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    Some(options)
 }

@@ -111,14 +111,21 @@ async fn list_relays(
     let live: Vec<_> = relays
         .iter()
         .map(|r| {
-            let client = s.relays.get(&r.id);
             let mut v = serde_json::to_value(r).unwrap_or_default();
-            v["in_flight"] = json!(client.as_ref().map_or(0, |c| c.in_flight()));
-            v["up"] = json!(client.as_ref().is_some_and(|c| c.is_up()));
+            add_live(&mut v, &s, &r.id);
             v
         })
         .collect();
     Ok(Json(json!({ "relays": live })))
+}
+
+/// What this host's client of relay `id` knows now: recipients in flight, whether it
+/// is up, whether its transactions are pipelined (`null` before its first connection).
+fn add_live(v: &mut serde_json::Value, s: &AppState, id: &str) {
+    let client = s.relays.get(id);
+    v["in_flight"] = json!(client.as_ref().map_or(0, |c| c.in_flight()));
+    v["up"] = json!(client.as_ref().is_some_and(|c| c.is_up()));
+    v["pipelining"] = json!(client.as_ref().and_then(|c| c.pipelining()));
 }
 
 async fn get_relay(
@@ -132,6 +139,7 @@ async fn get_relay(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
     let mut v = serde_json::to_value(r).unwrap_or_default();
+    add_live(&mut v, &s, &id);
     // What the route plugin sees of it (refreshed every second from events).
     let windows = s
         .stats
