@@ -38,6 +38,21 @@ fn one_relay(port: u16, relay_extra: &str) -> String {
     )
 }
 
+/// [`one_relay`] behind an `smtp-sink` started with `sink_opts`, Sluice started, and a
+/// key of tenant `t`: (setup, relay port, sink, Sluice, key).
+fn one_sink(sink_opts: &[&str]) -> (Setup, u16, Sink, Sluice, String) {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), port, sink_opts);
+    let s = setup.start();
+    let key = s.new_key("t");
+    (setup, port, sink, s, key)
+}
+
 #[test]
 fn delivers_with_headers_and_records_accepted_routed_delivered() {
     let port = free_port();
@@ -170,16 +185,8 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
 
 #[test]
 fn a_relay_without_pipelining_is_spoken_to_one_command_at_a_time() {
-    let port = free_port();
-    let tables = one_relay(port, "");
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
     // -p: smtp-sink does not announce PIPELINING.
-    let sink = Sink::start(setup.root(), port, &["-p"]);
-    let s = setup.start();
-    let key = s.new_key("t");
+    let (_setup, _port, sink, s, key) = one_sink(&["-p"]);
     let id = s.submit(
         &key,
         &json!({"from": "a@example.com", "to": ["b@example.net", "c@example.net"],
@@ -199,15 +206,7 @@ fn a_relay_without_pipelining_is_spoken_to_one_command_at_a_time() {
 
 #[test]
 fn refused_recipients_of_a_pipelined_transaction_each_get_the_reply_and_nothing_is_sent() {
-    let port = free_port();
-    let tables = one_relay(port, "");
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
-    let refusing = Sink::start(setup.root(), port, &["-f", "rcpt"]);
-    let s = setup.start();
-    let key = s.new_key("t");
+    let (setup, port, refusing, s, key) = one_sink(&["-f", "rcpt"]);
     let id = s.submit(
         &key,
         &json!({"from": "a@example.com", "to": ["b@example.net", "c@example.net"],
@@ -229,15 +228,7 @@ fn refused_recipients_of_a_pipelined_transaction_each_get_the_reply_and_nothing_
 
 #[test]
 fn a_4xx_reply_is_retried_until_the_relay_accepts() {
-    let port = free_port();
-    let tables = one_relay(port, "");
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
-    let refusing = Sink::start(setup.root(), port, &["-r", "rcpt"]);
-    let s = setup.start();
-    let key = s.new_key("t");
+    let (setup, port, refusing, s, key) = one_sink(&["-r", "rcpt"]);
     let id = s.submit(&key, &simple("a@example.com", "b@example.net", "try again"));
 
     let m = s.wait_message(&key, &id, "deferred with the relay's 4xx reply", |m| {
@@ -261,15 +252,7 @@ fn a_4xx_reply_is_retried_until_the_relay_accepts() {
 
 #[test]
 fn a_5xx_reply_fails_the_recipient_into_the_exception_queue_and_requeue_retries_it() {
-    let port = free_port();
-    let tables = one_relay(port, "");
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
-    let refusing = Sink::start(setup.root(), port, &["-f", "rcpt"]);
-    let s = setup.start();
-    let key = s.new_key("t");
+    let (setup, port, refusing, s, key) = one_sink(&["-f", "rcpt"]);
     let id = s.submit(
         &key,
         &simple("a@example.com", "nobody@example.net", "no such user"),
