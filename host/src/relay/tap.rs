@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -69,7 +69,6 @@ pub(super) struct Tap {
 }
 
 /// Our side of a [`Tap`] lettre owns.
-#[derive(Clone)]
 pub(super) struct TapHandle(Arc<Mutex<Shared>>);
 
 impl std::fmt::Debug for Tap {
@@ -118,11 +117,7 @@ impl AsyncRead for Tap {
         let this = self.get_mut();
         let mut shared = lock(&this.shared);
         // A reply is only ever awaited for what was written: send it first.
-        match shared.poll_drain(&mut this.tcp, cx) {
-            Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        }
+        ready!(shared.poll_drain(&mut this.tcp, cx))?;
         let before = buf.filled().len();
         let read = Pin::new(&mut this.tcp).poll_read(cx, buf);
         if let (Poll::Ready(Ok(())), Some(heard)) = (&read, shared.heard.as_mut()) {
@@ -143,11 +138,7 @@ impl AsyncWrite for Tap {
         let this = self.get_mut();
         let mut shared = lock(&this.shared);
         if shared.waiting() + buf.len() > HOLD_AT_MOST {
-            match shared.poll_drain(&mut this.tcp, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            }
+            ready!(shared.poll_drain(&mut this.tcp, cx))?;
             // A large write goes straight out instead of through the buffer.
             if buf.len() > HOLD_AT_MOST {
                 return Pin::new(&mut this.tcp).poll_write(cx, buf);
@@ -165,10 +156,8 @@ impl AsyncWrite for Tap {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut shared = lock(&this.shared);
-        match shared.poll_drain(&mut this.tcp, cx) {
-            Poll::Ready(Ok(())) => Pin::new(&mut this.tcp).poll_shutdown(cx),
-            other => other,
-        }
+        ready!(shared.poll_drain(&mut this.tcp, cx))?;
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
     }
 }
 
