@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Transaction};
 
 use super::StoreError;
 use super::checkpoint;
@@ -52,14 +52,24 @@ impl Pools {
     }
 }
 
-/// [`Pools::begin_write`] for a bare pool (the group-commit writer holds only a pool).
-pub(crate) async fn begin_write(
+async fn begin_write(
     pool: &AnyPool,
     backend: Backend,
 ) -> Result<Transaction<'static, Any>, sqlx::Error> {
     match backend {
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
         Backend::Postgres => pool.begin().await,
+    }
+}
+
+/// [`Pools::begin_write`] on a connection the caller holds (the group-commit writer).
+pub(crate) async fn begin_write_on(
+    conn: &mut AnyConnection,
+    backend: Backend,
+) -> Result<Transaction<'_, Any>, sqlx::Error> {
+    match backend {
+        Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => conn.begin().await,
     }
 }
 
@@ -90,6 +100,9 @@ async fn open_sqlite(path: &str) -> Result<Pools, StoreError> {
         AnyPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
+            // A file does not go away under an open connection; pinging it on every
+            // acquire is one more round trip to its worker thread per transaction.
+            .test_before_acquire(false)
             // A commit must reach the disk before `accept` returns: WAL with
             // synchronous=FULL fsyncs the log on every commit.
             .after_connect(move |conn, _meta| {

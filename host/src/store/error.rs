@@ -38,6 +38,10 @@ pub enum StoreError {
     /// answer "try again" (with an idempotency key a retry is safe).
     #[error("{0}; whether it was stored is unknown")]
     CommitUnknown(String),
+    /// The store could not be written at all (e.g. no write connection could be had);
+    /// nothing was written. The text names the operation and the cause.
+    #[error("{0}")]
+    Unavailable(String),
     /// The group-commit writer task is gone (the runtime is shutting down).
     #[error("accept: the store's writer task has stopped")]
     WriterGone,

@@ -4,6 +4,12 @@
 //! ones, so durability does not cap throughput at one message per disk flush, and the
 //! store's one writer is not taken turn about by accepts and outcomes.
 //!
+//! The writer keeps its connection from round to round while work keeps coming, up to
+//! [`HOLD_AT_MOST`]: taking one from sqlx's pool and giving it back costs two pings, each
+//! a round trip to SQLite's worker thread, as much as the round's inserts. Then it gives
+//! the connection back, so that the store's other writers (leases, billing, the admin
+//! API), queued fairly on the same pool, get their turn.
+//!
 //! If a statement fails inside a shared transaction (e.g. two hosts raced on the same
 //! idempotency key), the round is rolled back and written again in parts: the accepts
 //! in one transaction, each outcome batch in its own; if the accepts fail again, each
@@ -11,18 +17,25 @@
 //! COMMIT is answered as an error to every caller in the round and not retried: whether
 //! it reached the disk is unknown, and retrying could store a message twice.
 
-use sqlx::{Any, AnyPool, Transaction};
+use std::time::{Duration, Instant};
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::accept::{self, Ids, Prepared};
-use super::connect::{Backend, begin_write};
+use super::connect::{Backend, begin_write_on};
 use super::events;
 use super::types::{Accepted, NewEvent, Outcome};
 use super::writer_thread::WriterThread;
 
 /// How many jobs may wait for the writer before callers are held back.
 const QUEUE: usize = 4096;
+
+/// How long the writer keeps the write connection across rounds before it lets the
+/// store's other writers have it.
+const HOLD_AT_MOST: Duration = Duration::from_millis(10);
 
 /// Outcomes of leased work to record (see [`super::Store::record_with_events`]).
 pub(crate) struct Record {
@@ -107,21 +120,65 @@ impl Round {
             Job::Record { record, reply } => self.records.push((record, reply)),
         }
     }
+
+    /// Answers every caller with `error` (the write connection could not be had);
+    /// nothing of the round was written.
+    fn fail(self, error: &sqlx::Error) {
+        let text = format!("group commit: taking the write connection: {error}");
+        tracing::error!(error = %text, "group commit failed");
+        let err = || StoreError::Unavailable(text.clone());
+        for (_, reply) in self.accepts {
+            let _ = reply.send(Err(err()));
+        }
+        for (_, reply) in self.records {
+            let _ = reply.send(Err(err()));
+        }
+    }
 }
 
 async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut ids = Ids::default();
     let mut jobs = Vec::with_capacity(max_batch);
+    // The write connection and when it was taken from the pool.
+    let mut held: Option<(PoolConnection<Any>, Instant)> = None;
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
         let mut round = Round::default();
         for job in jobs.drain(..) {
             round.add(job);
         }
-        commit_round(&pool, backend, &mut ids, round).await;
+        if held
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= HOLD_AT_MOST)
+        {
+            // Dropping returns it to the pool, where other writers may be waiting.
+            held = None;
+        }
+        let (mut conn, since) = match held.take() {
+            Some(held) => held,
+            None => match pool.acquire().await {
+                Ok(conn) => (conn, Instant::now()),
+                Err(e) => {
+                    round.fail(&e);
+                    continue;
+                }
+            },
+        };
+        let clean = commit_round(&mut conn, backend, &mut ids, round).await;
+        // Kept only while more work waits; after an error the pool's release check
+        // decides whether the connection lives.
+        if clean && !rx.is_empty() {
+            held = Some((conn, since));
+        }
     }
 }
 
-async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Round) {
+/// Writes one round and answers its callers; `false` when anything failed.
+async fn commit_round(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &mut Ids,
+    round: Round,
+) -> bool {
     tracing::trace!(
         accepts = round.accepts.len(),
         records = round.records.len(),
@@ -129,7 +186,7 @@ async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Ro
     );
     let messages: Vec<&Prepared> = round.accepts.iter().map(|(m, _)| m).collect();
     let records: Vec<&Record> = round.records.iter().map(|(r, _)| r).collect();
-    match write_round(pool, backend, ids, &messages, &records).await {
+    match write_round(conn, backend, ids, &messages, &records).await {
         Ok((accepted, recorded)) => {
             // A caller that gave up waiting still has its work stored.
             for ((_, reply), answer) in round.accepts.into_iter().zip(accepted) {
@@ -138,6 +195,7 @@ async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Ro
             for ((_, reply), answer) in round.records.into_iter().zip(recorded) {
                 let _ = reply.send(Ok(answer));
             }
+            true
         }
         Err(BatchError::Commit(e)) => {
             let text = match &e {
@@ -157,6 +215,7 @@ async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Ro
             for (_, reply) in round.records {
                 let _ = reply.send(Err(unknown()));
             }
+            false
         }
         Err(BatchError::Statement(e)) => {
             tracing::debug!(error = %e, accepts = messages.len(), records = records.len(), "group write failed; writing in parts");
@@ -164,7 +223,7 @@ async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Ro
             if !round.records.is_empty() && !accepts.is_empty() {
                 // The accepts together first: the outcomes may have been the trouble.
                 let messages: Vec<&Prepared> = accepts.iter().map(|(m, _)| m).collect();
-                match write_round(pool, backend, ids, &messages, &[]).await {
+                match write_round(conn, backend, ids, &messages, &[]).await {
                     Ok((accepted, _)) => {
                         for ((_, reply), answer) in accepts.drain(..).zip(accepted) {
                             let _ = reply.send(Ok(answer));
@@ -181,19 +240,20 @@ async fn commit_round(pool: &AnyPool, backend: Backend, ids: &mut Ids, round: Ro
                 }
             }
             for (message, reply) in accepts {
-                let answer = write_round(pool, backend, ids, &[&message], &[])
+                let answer = write_round(conn, backend, ids, &[&message], &[])
                     .await
                     .map(|(mut accepted, _)| accepted.remove(0))
                     .map_err(BatchError::into_store_error);
                 let _ = reply.send(answer);
             }
             for (record, reply) in round.records {
-                let answer = write_round(pool, backend, ids, &[], &[&record])
+                let answer = write_round(conn, backend, ids, &[], &[&record])
                     .await
                     .map(|(_, mut recorded)| recorded.remove(0))
                     .map_err(BatchError::into_store_error);
                 let _ = reply.send(answer);
             }
+            false
         }
     }
 }
@@ -216,13 +276,13 @@ impl BatchError {
 /// Writes the messages, then the outcome batches, in one transaction; the answers are
 /// in the order given.
 async fn write_round(
-    pool: &AnyPool,
+    conn: &mut AnyConnection,
     backend: Backend,
     ids: &mut Ids,
     messages: &[&Prepared],
     records: &[&Record],
 ) -> Result<(Vec<Accepted>, Vec<usize>), BatchError> {
-    let mut tx = begin_write(pool, backend)
+    let mut tx = begin_write_on(conn, backend)
         .await
         .map_err(StoreError::db("group commit: beginning a transaction"))
         .map_err(BatchError::Statement)?;
@@ -248,7 +308,7 @@ async fn write_round(
 }
 
 async fn write_accepts(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     ids: &mut Ids,
     messages: &[&Prepared],
 ) -> Result<Vec<Accepted>, StoreError> {
