@@ -7,6 +7,9 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use serde::Deserialize;
 
+mod text_body;
+use text_body::text_body;
+
 /// The JSON body of `POST /v1/messages`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -158,24 +161,28 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         headers.push((name.clone(), value.clone()));
     }
 
-    let body_part = match (&m.text, &m.html) {
-        (Some(t), Some(h)) => Some(MultiPart::alternative_plain_html(t.clone(), h.clone())),
-        (Some(t), None) => Some(MultiPart::mixed().singlepart(SinglePart::plain(t.clone()))),
-        (None, Some(h)) => Some(MultiPart::mixed().singlepart(SinglePart::html(h.clone()))),
-        (None, None) if m.attachments.is_empty() => {
-            return Err(field_err("text", "give text, html or attachments"));
-        }
+    if m.text.is_none() && m.html.is_none() && m.attachments.is_empty() {
+        return Err(field_err("text", "give text, html or attachments"));
+    }
+    // The text parts, built only for the shape they go into.
+    let text_parts = || match (&m.text, &m.html) {
+        (Some(t), Some(h)) => Some(MultiPart::alternative_plain_html(
+            text_body(t),
+            text_body(h),
+        )),
+        (Some(t), None) => Some(MultiPart::mixed().singlepart(SinglePart::plain(text_body(t)))),
+        (None, Some(h)) => Some(MultiPart::mixed().singlepart(SinglePart::html(text_body(h)))),
         (None, None) => None,
     };
     let message = if m.attachments.is_empty() {
         match (&m.text, &m.html) {
-            (Some(t), None) => b.singlepart(SinglePart::plain(t.clone())),
-            (None, Some(h)) => b.singlepart(SinglePart::html(h.clone())),
-            _ => b.multipart(body_part.expect("text and html")),
+            (Some(t), None) => b.singlepart(SinglePart::plain(text_body(t))),
+            (None, Some(h)) => b.singlepart(SinglePart::html(text_body(h))),
+            _ => b.multipart(text_parts().expect("text and html")),
         }
     } else {
         let mut mixed = MultiPart::mixed().build();
-        if let Some(p) = body_part {
+        if let Some(p) = text_parts() {
             mixed = mixed.multipart(p);
         }
         for (i, a) in m.attachments.iter().enumerate() {

@@ -145,7 +145,9 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
 
     // A raw RFC 5322 message with its envelope beside it arrives as sent,
     // with a Message-ID added because it had none.
-    let raw = "From: Shop <shop@example.com>\r\nTo: eve@example.org\r\nSubject: Raw receipt\r\nX-Order: 77\r\n\r\nThank you.\r\n";
+    // Its lines that start with a dot (one is a lone dot, the end of data unless
+    // stuffed) arrive as written.
+    let raw = "From: Shop <shop@example.com>\r\nTo: eve@example.org\r\nSubject: Raw receipt\r\nX-Order: 77\r\n\r\nThank you.\r\n.\r\n..two dots\r\n.end\r\n";
     let r = s.request(
         "POST",
         "/v1/messages?from=bounces@example.com&to=eve@example.org,frank@example.org",
@@ -175,7 +177,10 @@ fn delivers_with_headers_and_records_accepted_routed_delivered() {
         accepted["message_id"].as_str(),
         "{mail}"
     );
-    assert!(mail.contains("\nThank you."), "{mail}");
+    assert!(
+        mail.contains("\nThank you.\n.\n..two dots\n.end\n"),
+        "{mail}"
+    );
 
     // smtp-sink announces PIPELINING, so the transactions above were pipelined.
     let relay = s.admin("GET", "/admin/v1/relays/a", None);
@@ -190,11 +195,12 @@ fn a_relay_without_pipelining_is_spoken_to_one_command_at_a_time() {
     let id = s.submit(
         &key,
         &json!({"from": "a@example.com", "to": ["b@example.net", "c@example.net"],
-                "subject": "one by one", "text": "hello"}),
+                "subject": "one by one", "text": "hello\n.\n..two dots\n"}),
     );
     s.wait_state(&key, &id, "delivered");
     let kept = sink.with_subject("one by one");
     assert_eq!(kept.len(), 1, "{kept:#?}");
+    assert!(kept[0].contains("\nhello\n.\n..two dots\n"), "{}", kept[0]);
     let rcpts = headers(&kept[0])
         .into_iter()
         .filter(|(n, _)| n == "X-Rcpt-Args")

@@ -102,6 +102,11 @@ impl TapHandle {
         lock(&self.0).out.extend_from_slice(bytes);
     }
 
+    /// Queues what `write` appends to the queue (no copy of its own).
+    pub(super) fn queue_with(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut lock(&self.0).out);
+    }
+
     /// What the server said so far (greeting, EHLO reply, …); stops listening.
     pub(super) fn heard(&self) -> Vec<u8> {
         lock(&self.0).heard.take().unwrap_or_default()

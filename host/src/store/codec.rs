@@ -118,10 +118,34 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Builds `$from, $from+1, ...` for an `IN (...)` list of `n` binds.
 pub(crate) fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut out = String::with_capacity(n * 6);
+    for i in from..from + n {
+        if i > from {
+            out.push_str(", ");
+        }
+        push_mark(&mut out, i);
+    }
+    out
+}
+
+/// Appends `$n`. Statements of hundreds of rows are built on every group commit; the
+/// formatting machinery per mark was most of the time spent building them.
+fn push_mark(out: &mut String, n: usize) {
+    out.push('$');
+    let mut digits = [0_u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Bound parameters per statement: SQLite's smallest limit (older builds allow 999).
@@ -141,35 +165,48 @@ pub(crate) fn positional(conn: &sqlx::AnyConnection, sql: String) -> String {
     if conn.backend_name() != "SQLite" {
         return sql;
     }
+    question_marks(&sql)
+}
+
+/// `sql` with every `$N` replaced by `?`.
+fn question_marks(sql: &str) -> String {
+    debug_assert!(numbered_in_order(sql), "parameters out of order in {sql}");
     let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    let mut expected = 1_usize;
-    while let Some(ch) = chars.next() {
-        if ch != '$' {
-            out.push(ch);
-            continue;
-        }
-        let mut n = 0_usize;
-        while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            n = n * 10 + d as usize;
-            chars.next();
-        }
-        debug_assert_eq!(n, expected, "parameters out of order in {sql}");
-        expected += 1;
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
         out.push('?');
+        rest = rest[at + 1..].trim_start_matches(|c: char| c.is_ascii_digit());
     }
+    out.push_str(rest);
     out
+}
+
+/// Whether every `$` in `sql` is followed by the next number from 1 on.
+fn numbered_in_order(sql: &str) -> bool {
+    sql.split('$').skip(1).enumerate().all(|(i, part)| {
+        let digits = part.len() - part.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        part[..digits].parse::<usize>() == Ok(i + 1)
+    })
 }
 
 /// `($1, $2, …), ($n+1, …)`: `rows` tuples of `cols` numbered placeholders.
 pub(crate) fn value_rows(rows: usize, cols: usize) -> String {
-    let tuples: Vec<String> = (0..rows)
-        .map(|r| {
-            let marks: Vec<String> = (1..=cols).map(|c| format!("${}", r * cols + c)).collect();
-            format!("({})", marks.join(", "))
-        })
-        .collect();
-    tuples.join(", ")
+    let mut out = String::with_capacity(rows * (cols * 7 + 4));
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 1..=cols {
+            if c > 1 {
+                out.push_str(", ");
+            }
+            push_mark(&mut out, r * cols + c);
+        }
+        out.push(')');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -188,6 +225,8 @@ mod tests {
     fn hex_and_placeholders() {
         assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
         assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(9, 2), "$9, $10");
+        assert_eq!(placeholders(1, 0), "");
     }
 
     #[test]
@@ -200,6 +239,16 @@ mod tests {
     #[test]
     fn value_rows_number_their_placeholders_in_order() {
         assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
+        let many = value_rows(111, 9);
+        assert!(many.ends_with("($991, $992, $993, $994, $995, $996, $997, $998, $999)"));
+        assert!(numbered_in_order(&many));
+        assert!(!numbered_in_order("($1, $3)"));
+        assert_eq!(
+            question_marks("INSERT INTO t VALUES ($1, $2), ($3, $4) RETURNING x"),
+            "INSERT INTO t VALUES (?, ?), (?, ?) RETURNING x"
+        );
+        assert_eq!(question_marks(&many).matches('?').count(), 999);
         assert_eq!(rows_per_statement(9) * 9, 999);
         assert_eq!(rows_per_statement(1000), 1);
     }
