@@ -21,6 +21,22 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Whether an HTTP server answers `GET /healthz` on `addr` with 200 (not, say, a sink
+/// that took the port).
+fn answers_healthz(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    raw.starts_with(b"HTTP/1.1 200")
+}
+
 /// A blocking HTTP/1.1 exchange (`Connection: close`); the status and the JSON body.
 fn http(
     addr: &str,
@@ -168,6 +184,15 @@ impl Stack {
             .stderr(Stdio::null())
             .spawn()
             .expect("smtp-sink runs (Postfix is installed)");
+        // Listening before the next port is picked, so that port cannot be this one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", sink_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "smtp-sink did not listen on {sink_port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let store_url = match &pg_database {
             Some(db) => format!("postgres://postgres@127.0.0.1:5432/{db}"),
             None => format!("sqlite://{}", dir.path().join("sluice.db").display()),
@@ -195,6 +220,17 @@ impl Stack {
 
     /// Starts one more `sluice serve` on the stack's store; its HTTP address.
     fn start_host(&mut self) -> String {
+        // A port found free can be taken by another test's process before sluice binds
+        // it; sluice then exits, and another port is tried.
+        for _ in 0..3 {
+            if let Some(addr) = self.try_start_host() {
+                return addr;
+            }
+        }
+        panic!("sluice serve did not start on any of three ports");
+    }
+
+    fn try_start_host(&mut self) -> Option<String> {
         let n = self.serves.len() + 1;
         let addr = format!("127.0.0.1:{}", free_port());
         let pipeline = self.dir.path().join(format!("pipeline-{n}.toml"));
@@ -229,7 +265,7 @@ allowed_sender_domains = ["example.com"]
             ),
         )
         .unwrap();
-        let serve = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut serve = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["serve", "--drain-secs", "1", "--pipeline"])
             .arg(&pipeline)
             .env("SLUICE_TEST_ADMIN", ADMIN)
@@ -237,13 +273,17 @@ allowed_sender_domains = ["example.com"]
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        self.serves.push(serve);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(&addr).is_err() {
+        while !answers_healthz(&addr) {
+            if let Ok(Some(status)) = serve.try_wait() {
+                eprintln!("sluice serve on {addr} exited ({status}); trying another port");
+                return None;
+            }
             assert!(Instant::now() < deadline, "sluice serve did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        addr
+        self.serves.push(serve);
+        Some(addr)
     }
 
     fn key(&self, tenant: &str) -> &str {
