@@ -279,7 +279,11 @@ allowed_sender_domains = ["example.com"]
                 eprintln!("sluice serve on {addr} exited ({status}); trying another port");
                 return None;
             }
-            assert!(Instant::now() < deadline, "sluice serve did not start");
+            if Instant::now() >= deadline {
+                // Not yet the stack's, so its drop would not stop it.
+                let _ = serve.kill();
+                panic!("sluice serve did not start on {addr}");
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.serves.push(serve);
