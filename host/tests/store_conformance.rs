@@ -110,6 +110,7 @@ conformance!(
     concurrent_leasing_never_hands_out_a_recipient_twice,
     release_on_shutdown_puts_work_back,
     renew_keeps_a_lease_from_expiring,
+    leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept,
     requeue_from_the_exception_queue,
     relay_stats_count_windows_from_events,
     relay_stats_are_pruned_by_age,
@@ -760,6 +761,51 @@ async fn renew_keeps_a_lease_from_expiring(db: Db) {
     let taken = s.lease_due("h2", T0 + 19_000, 10_000, 10).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].message_id, acc.id);
+}
+
+/// The dispatcher leaves out tenants that hold their share of a host, and renews the
+/// leases of work it holds, learning which ones another host took meanwhile.
+async fn leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept(db: Db) {
+    let s = &db.store;
+    let busy = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    let quiet = s
+        .accept(message("t2", &["c@example.org"]), T0 + 1)
+        .await
+        .unwrap();
+    let leased = s
+        .lease_due_except("h1", T0 + 10, 10_000, 10, &["t1".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 1, "{leased:?}");
+    assert_eq!(leased[0].message_id, quiet.id);
+    let busy_leases = s
+        .lease_due_except("h1", T0 + 10, 10_000, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!(busy_leases.len(), 2);
+    assert!(busy_leases.iter().all(|l| l.message_id == busy.id));
+
+    // h1's lease on recipient 0 expires and h2 takes it; h1 renews both in time for 1.
+    let mut keys: Vec<_> = busy_leases.iter().map(|l| l.key()).collect();
+    keys.sort_by_key(|k| k.recipient_idx);
+    s.renew_leases("h1", &keys[1..], T0 + 5_000, 10_000)
+        .await
+        .unwrap();
+    // (t2's lease expired too; h2 leaves t2 out.)
+    let taken = s
+        .lease_due_except("h2", T0 + 10_011, 10_000, 10, &["t2".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].recipient_idx, 0);
+    let kept = s
+        .renew_leases_each("h1", &keys, T0 + 10_012, 10_000)
+        .await
+        .unwrap();
+    assert_eq!(kept, vec![keys[1].clone()]);
 }
 
 async fn requeue_from_the_exception_queue(db: Db) {

@@ -1094,3 +1094,39 @@ fn a_tenant_router_that_fails_closed_defers_its_own_mail_until_fixed() {
     s.wait_delivered("a", &a_ids);
     assert_eq!(s.sink_count("of tenant a"), 6);
 }
+
+/// Issue 16, attack 3: tenant a's route plugin is slow (valid answers, one call at a
+/// time) and a floods. Delivery slots are few (8), so before fair dispatch a's groups
+/// held every slot while they waited for a's plugin and b's mail queued behind a's whole
+/// backlog. Now b's mail goes out while a's backlog is still mostly waiting, and all of
+/// a's is delivered too.
+#[test]
+fn a_tenant_whose_router_is_slow_holds_up_only_its_own_mail() {
+    let s = Stack::start("[delivery]\nmax_in_flight = 8\n");
+    let (st, v) = s.upload(
+        "a",
+        "route",
+        "?config=spin=300000000&timeout_ms=1000&calls_in_flight=1",
+        sluice::builtin::test_guests::SLOW_ROUTER,
+    );
+    assert_eq!(st, 201, "{v}");
+    let backlog = 30;
+    let a_ids: Vec<String> = (0..backlog).map(|n| s.send("a", n).0).collect();
+    let b_ids: Vec<String> = (0..5).map(|n| s.send("b", n).0).collect();
+    s.wait_delivered("b", &b_ids);
+    let a_delivered = a_ids
+        .iter()
+        .filter(|id| s.message("a", id)["recipients"][0]["state"] == "delivered")
+        .count();
+    eprintln!("b's 5 were delivered when {a_delivered} of a's {backlog} were");
+    assert!(
+        a_delivered <= backlog / 2,
+        "b waited for {a_delivered} of a's {backlog} messages"
+    );
+    for v in s.wait_delivered("a", &a_ids) {
+        assert!(
+            events_of(&v, "plugin_error").is_empty(),
+            "a's plugin answered: {v}"
+        );
+    }
+}

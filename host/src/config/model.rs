@@ -106,6 +106,25 @@ pub struct Delivery {
     /// The key VERP tokens are signed with; none: one made on first start and kept in
     /// the store.
     pub verp_key: Option<SecretRef>,
+    /// How delivery is shared between tenants (`[delivery.fairness]`).
+    pub fairness: Fairness,
+}
+
+/// How delivery is shared between tenants: deficit round robin over the tenants with
+/// waiting work, each within its own budget (`serve/fair.rs` says how).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fairness {
+    /// Recipients a tenant of weight 1 may start per turn.
+    pub quantum: u32,
+    /// Groups one tenant may have in progress at once (routing, waiting or sending).
+    pub tenant_max_groups: u32,
+    /// Recipients one tenant may have held in memory by this host (waiting or in
+    /// progress); more stays queued in the store.
+    pub tenant_max_held: u32,
+    /// Recipients all tenants together may have held in memory by this host.
+    pub max_held: u32,
+    /// Turn sizes by tenant id; a tenant not listed weighs 1.
+    pub weights: std::collections::BTreeMap<String, u32>,
 }
 
 /// Which plugin serves a stage, and how it is bounded.
@@ -375,6 +394,33 @@ struct RawDelivery {
     verp_key_file: Option<PathBuf>,
     /// Only here to refuse it with a clear message.
     verp_key: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    fairness: RawFairness,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFairness {
+    #[serde(default = "default_quantum")]
+    quantum: u32,
+    /// Absent: `max_in_flight`, so one tenant alone can use every delivery slot.
+    tenant_max_groups: Option<u32>,
+    /// Absent: `max_in_flight`.
+    tenant_max_held: Option<u32>,
+    /// Absent: four times `max_in_flight`.
+    max_held: Option<u32>,
+    #[serde(default)]
+    weights: std::collections::BTreeMap<String, Spanned<u32>>,
+}
+
+impl Default for RawFairness {
+    fn default() -> Self {
+        toml::from_str("").expect("every fairness key has a default")
+    }
+}
+
+fn default_quantum() -> u32 {
+    100
 }
 
 fn default_bounce_prefix() -> Spanned<String> {
@@ -758,8 +804,36 @@ impl RawPipeline {
             d.verp_key,
             verp_span,
         );
+        let max_in_flight = d.max_in_flight.max(1);
+        let f = d.fairness;
+        for (tenant, w) in &f.weights {
+            let v = *w.get_ref();
+            if v == 0 || v > 1000 {
+                check.at(
+                    w.span(),
+                    "delivery.fairness.weights",
+                    format!("tenant {tenant:?} has weight {v}; weights are 1 to 1000"),
+                );
+            }
+        }
+        let tenant_max_held = f.tenant_max_held.unwrap_or(max_in_flight).max(1);
+        let fairness = Fairness {
+            quantum: f.quantum.max(1),
+            tenant_max_groups: f.tenant_max_groups.unwrap_or(max_in_flight).max(1),
+            tenant_max_held,
+            max_held: f
+                .max_held
+                .unwrap_or(max_in_flight.saturating_mul(4))
+                .max(tenant_max_held),
+            weights: f
+                .weights
+                .into_iter()
+                .map(|(t, w)| (t, w.into_inner()))
+                .collect(),
+        };
         let delivery = Delivery {
-            max_in_flight: d.max_in_flight.max(1),
+            fairness,
+            max_in_flight,
             lease: Duration::from_secs(d.lease_secs.max(5)),
             max_age: Duration::from_secs(d.max_age_secs),
             batch: d.batch.clamp(1, 10_000),

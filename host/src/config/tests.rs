@@ -233,3 +233,32 @@ fn log_sources_are_checked_with_their_position() {
         errors(&twice)
     );
 }
+
+#[test]
+fn fairness_defaults_follow_max_in_flight_and_weights_are_checked() {
+    let p = Pipeline::parse("[delivery]\nmax_in_flight = 10\n", "p.toml").unwrap();
+    let f = &p.delivery.fairness;
+    assert_eq!(
+        (
+            f.quantum,
+            f.tenant_max_groups,
+            f.tenant_max_held,
+            f.max_held
+        ),
+        (100, 10, 10, 40)
+    );
+    let p = Pipeline::parse(
+        "[delivery.fairness]\nquantum = 5\nweights = { gold = 3 }\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.delivery.fairness.weights.get("gold"), Some(&3));
+    assert_eq!(p.delivery.fairness.quantum, 5);
+    let e = errors("[delivery.fairness]\nweights = { gold = 0 }\n");
+    assert!(
+        e.starts_with("p.toml:2:20: key `delivery.fairness.weights`: tenant \"gold\" has weight 0"),
+        "{e}"
+    );
+    let e = errors("[delivery.fairness]\nshare = 1\n");
+    assert!(e.contains("unknown field `share`"), "{e}");
+}

@@ -359,9 +359,7 @@ async fn submit(
     };
     // With room at the dispatcher, the recipients are accepted leased to this host and
     // handed over in memory (`handoff.rs`); otherwise the dispatcher leases them later.
-    let room = s
-        .handoff
-        .reserve(message.recipients.len(), s.in_flight.available_permits());
+    let room = s.handoff.reserve(&tenant.id, message.recipients.len());
     let accepted = match room {
         Some(room) => {
             let body = Arc::new(message.body.clone());

@@ -3,12 +3,13 @@
 //! through lettre, and let the send plugin say what each reply means.
 
 use super::bounces;
+use super::fair::{FairQueue, Fairness};
 use super::state::{Server, now_ms};
 use crate::relay::{RelayClient, RelayReply};
 use crate::stage::{self, Attempt, RouteDecision, RouteInput, SendDecision, Stage};
-use crate::store::{EventKind, Lease, NewEvent, Outcome, RecipientState, Tenant};
+use crate::store::{EventKind, Lease, LeaseKey, NewEvent, Outcome, RecipientState, Tenant};
 use serde_json::json;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,60 +21,113 @@ const PLUGIN_FAILURE_RETRY_SECS: i64 = 60;
 /// Retry delay when the send plugin wants the next relay but none is left.
 const NO_RELAY_LEFT_RETRY_SECS: i64 = 300;
 
+/// One group's work while it waits at the dispatcher: its leases and, for handed-over
+/// work, the message's body.
+struct Work {
+    leases: Vec<Lease>,
+    body: Option<Arc<Vec<u8>>>,
+}
+
+/// A group that finished: its tenant and how many recipients it held.
+type Finished = (String, usize);
+
 /// Delivers until shutdown what the API hands over and what is due in the store (retries,
-/// recipients accepted while the dispatcher was busy, a crashed host's expired leases);
+/// recipients accepted while this host held its share, a crashed host's expired leases);
 /// returns when the last in-flight delivery has finished.
+///
+/// Work waits in one queue per tenant and starts by deficit round robin within each
+/// tenant's budget (`fair.rs`). A started group holds only its tenant's budget while its
+/// plugins decide; a delivery slot (`Server::in_flight`) is taken only for the SMTP
+/// transaction itself. So a tenant whose plugin is slow holds up only its own work.
 pub async fn run(server: Arc<Server>) {
     let node = server.pipeline.server.node_id.clone();
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
-    let batch = server.pipeline.delivery.batch;
+    let batch = server.pipeline.delivery.batch as usize;
+    let fairness = &server.pipeline.delivery.fairness;
+    let mut fair = FairQueue::new(
+        Fairness {
+            quantum: fairness.quantum,
+            tenant_max_groups: fairness.tenant_max_groups as usize,
+            weights: fairness
+                .weights
+                .iter()
+                .map(|(t, w)| (t.clone(), *w))
+                .collect::<HashMap<_, _>>(),
+        },
+        MAX_GROUP as u32,
+    );
     let mut tasks = tokio::task::JoinSet::new();
     let (recorder, records) = mpsc::unbounded_channel();
     let recording = tokio::spawn(record_loop(server.clone(), records));
+    let (finished_tx, mut finished) = mpsc::unbounded_channel::<Finished>();
     let mut handed = server.handoff.take_receiver();
     // The store is looked at when woken, on this tick, and first of all (work left by
     // an earlier run); handed-over work needs no look.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut look = true;
+    let mut last_renewal = now_ms();
     while !server.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
-        // Handed-over work first: it holds leases already, and room was kept for it.
+        while let Ok((tenant, n)) = finished.try_recv() {
+            fair.finished(&tenant);
+            server.handoff.release(&tenant, n);
+        }
         while let Some(h) = handed.as_mut().and_then(|rx| rx.try_recv().ok()) {
-            take_handed(&server, &mut tasks, &recorder, h, lease_ms).await;
+            queue(&mut fair, h.leases, Some(h.body));
         }
         if look {
-            let free = server.in_flight.available_permits() as u32;
-            if free == 0 {
-                // Wait for a delivery to finish before leasing more.
-                let _ = tokio::time::timeout(Duration::from_millis(50), tasks.join_next()).await;
-                look = true;
-                continue;
-            }
-            let limit = batch.min(free);
-            match server
-                .store
-                .lease_due(&node, now_ms(), lease_ms, limit)
-                .await
-            {
-                Ok(leases) => {
-                    // A full batch: more may be due.
-                    look = leases.len() as u32 == limit;
-                    start(&server, &mut tasks, &recorder, leases, None).await;
+            let (room, full) = server.handoff.lease_room();
+            let limit = batch.min(room);
+            if limit > 0 {
+                match server
+                    .store
+                    .lease_due_except(&node, now_ms(), lease_ms, limit as u32, &full)
+                    .await
+                {
+                    Ok(leases) => {
+                        // A full batch: more may be due.
+                        look = leases.len() == limit;
+                        for l in &leases {
+                            server.handoff.hold(&l.tenant_id, 1);
+                        }
+                        queue(&mut fair, leases, None);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "leasing due recipients failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        look = true;
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "leasing due recipients failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    look = true;
-                }
+            } else {
+                look = false;
             }
-            if look {
-                continue;
-            }
+        }
+        while let Some((tenant, work)) = fair.pop() {
+            let n = work.leases.len();
+            let (s, recorder, finished_tx) =
+                (server.clone(), recorder.clone(), finished_tx.clone());
+            tasks.spawn(async move {
+                deliver(&s, work.leases, work.body, &recorder).await;
+                let _ = finished_tx.send((tenant, n));
+                s.wake.notify_one();
+            });
+        }
+        if now_ms() - last_renewal >= lease_ms / 4 {
+            last_renewal = now_ms();
+            renew_waiting(&server, &mut fair, &node, lease_ms).await;
+        }
+        if look {
+            continue;
         }
         tokio::select! {
             Some(h) = next_handed(&mut handed) => {
-                take_handed(&server, &mut tasks, &recorder, h, lease_ms).await;
+                queue(&mut fair, h.leases, Some(h.body));
+            }
+            Some((tenant, n)) = finished.recv() => {
+                fair.finished(&tenant);
+                server.handoff.release(&tenant, n);
+                look = true;
             }
             () = server.wake.notified() => look = true,
             _ = tick.tick() => look = true,
@@ -93,57 +147,162 @@ async fn next_handed(
     }
 }
 
-async fn take_handed(
-    server: &Arc<Server>,
-    tasks: &mut tokio::task::JoinSet<()>,
-    recorder: &mpsc::UnboundedSender<Written>,
-    h: super::handoff::Handed,
-    lease_ms: i64,
-) {
-    // The room is given back once the deliveries hold their slots.
-    let reserved = h.reserved();
-    let leases = still_fresh(h.leases, lease_ms);
-    start(server, tasks, recorder, leases, Some(h.body)).await;
-    server.handoff.taken(reserved);
-}
-
-/// Handed-over leases with at least half their time left. The rest (the dispatcher was
-/// held up) are left to expire and be leased again, rather than risk a second host
-/// taking a recipient while this one is still sending it.
-fn still_fresh(mut leases: Vec<Lease>, lease_ms: i64) -> Vec<Lease> {
-    let now = now_ms();
-    let before = leases.len();
-    leases.retain(|l| l.lease_until_ms - now >= lease_ms / 2);
-    if leases.len() < before {
-        tracing::warn!(
-            stale = before - leases.len(),
-            "handed-over recipients waited too long; they are delivered when their lease expires"
-        );
-    }
-    leases
-}
-
-/// Starts delivering `leases`, a task per group, as delivery slots free up. `body` is
-/// the message's when the leases are all of one handed-over message.
-async fn start(
-    server: &Arc<Server>,
-    tasks: &mut tokio::task::JoinSet<()>,
-    recorder: &mpsc::UnboundedSender<Written>,
-    leases: Vec<Lease>,
-    body: Option<Arc<Vec<u8>>>,
-) {
+/// Queues leased recipients at their tenants, grouped by message and domain.
+fn queue(fair: &mut FairQueue<Work>, leases: Vec<Lease>, body: Option<Arc<Vec<u8>>>) {
     for group in group(leases) {
-        let permits = server
-            .in_flight
-            .clone()
-            .acquire_many_owned(group.len() as u32)
-            .await
-            .expect("never closed");
-        let (s, recorder, body) = (server.clone(), recorder.clone(), body.clone());
-        tasks.spawn(async move {
-            deliver(&s, group, body, &recorder).await;
-            drop(permits);
-        });
+        let tenant = group[0].tenant_id.clone();
+        let cost = group.len() as u32;
+        let work = Work {
+            leases: group,
+            body: body.clone(),
+        };
+        fair.push(&tenant, work, cost);
+    }
+}
+
+/// Renews the leases of work still waiting whose lease is past half its time, so that
+/// work waiting behind its tenant's budget is never taken by another host (or leased
+/// again by this one) while it waits. Work whose lease was lost is dropped: its new
+/// owner delivers it.
+async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, lease_ms: i64) {
+    let now = now_ms();
+    let keys: Vec<LeaseKey> = fair
+        .waiting_mut()
+        .flat_map(|w| w.leases.iter())
+        .filter(|l| l.lease_until_ms - now < lease_ms / 2)
+        .map(|l| LeaseKey {
+            message_id: l.message_id.clone(),
+            recipient_idx: l.recipient_idx,
+        })
+        .collect();
+    if keys.is_empty() {
+        return;
+    }
+    match server
+        .store
+        .renew_leases_each(node, &keys, now, lease_ms)
+        .await
+    {
+        Ok(kept) => {
+            let kept: HashSet<(&str, i32)> = kept
+                .iter()
+                .map(|k| (k.message_id.as_str(), k.recipient_idx))
+                .collect();
+            let until = now.saturating_add(lease_ms);
+            let mut lost: Vec<(String, usize)> = Vec::new();
+            for w in fair.waiting_mut() {
+                w.leases.retain_mut(|l| {
+                    if l.lease_until_ms - now >= lease_ms / 2 {
+                        return true;
+                    }
+                    if kept.contains(&(l.message_id.as_str(), l.recipient_idx)) {
+                        l.lease_until_ms = until;
+                        true
+                    } else {
+                        lost.push((l.tenant_id.clone(), 1));
+                        false
+                    }
+                });
+            }
+            fair.retain_waiting(|w| !w.leases.is_empty());
+            if !lost.is_empty() {
+                tracing::warn!(
+                    lost = lost.len(),
+                    "waiting recipients lost their lease to another owner; it delivers them"
+                );
+            }
+            for (tenant, n) in lost {
+                server.handoff.release(&tenant, n);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, waiting = keys.len(), "renewing the leases of waiting work failed; retrying");
+        }
+    }
+}
+
+/// Runs `sending` (waiting for a connection to the relay, then the transaction) while
+/// renewing `pending`'s leases every quarter lease, so a slow relay never lets them
+/// expire and be taken (or leased again by this host) while this host still sends them.
+async fn renewing<T>(server: &Server, pending: &[&Lease], sending: impl Future<Output = T>) -> T {
+    let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
+    let every = Duration::from_millis((lease_ms / 4).max(1) as u64);
+    let node = &server.pipeline.server.node_id;
+    let keys: Vec<LeaseKey> = pending
+        .iter()
+        .map(|l| LeaseKey {
+            message_id: l.message_id.clone(),
+            recipient_idx: l.recipient_idx,
+        })
+        .collect();
+    tokio::pin!(sending);
+    loop {
+        tokio::select! {
+            done = &mut sending => return done,
+            () = tokio::time::sleep(every) => {
+                match server.store.renew_leases_each(node, &keys, now_ms(), lease_ms).await {
+                    Ok(kept) if kept.len() < keys.len() => tracing::warn!(
+                        message = %keys[0].message_id,
+                        lost = keys.len() - kept.len(),
+                        "leases lost while sending; another owner may send these recipients too"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "renewing leases while sending failed; retrying"),
+                }
+            }
+        }
+    }
+}
+
+/// Checks, right before an SMTP transaction, that this host still holds `pending`'s
+/// leases with at least half their time left, renewing them when not; returns those it
+/// may send. A recipient whose lease was lost is left to its new owner.
+async fn still_ours<'a>(server: &Server, pending: Vec<&'a Lease>) -> Vec<&'a Lease> {
+    let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
+    let now = now_ms();
+    if pending
+        .iter()
+        .all(|l| l.lease_until_ms - now >= lease_ms / 2)
+    {
+        return pending;
+    }
+    let keys: Vec<LeaseKey> = pending
+        .iter()
+        .map(|l| LeaseKey {
+            message_id: l.message_id.clone(),
+            recipient_idx: l.recipient_idx,
+        })
+        .collect();
+    let node = &server.pipeline.server.node_id;
+    match server
+        .store
+        .renew_leases_each(node, &keys, now, lease_ms)
+        .await
+    {
+        Ok(kept) => {
+            let kept: HashSet<(&str, i32)> = kept
+                .iter()
+                .map(|k| (k.message_id.as_str(), k.recipient_idx))
+                .collect();
+            let before = pending.len();
+            let ours: Vec<&Lease> = pending
+                .into_iter()
+                .filter(|l| kept.contains(&(l.message_id.as_str(), l.recipient_idx)))
+                .collect();
+            if ours.len() < before {
+                tracing::warn!(
+                    message = %ours.first().map_or("", |l| l.message_id.as_str()),
+                    lost = before - ours.len(),
+                    "recipients lost their lease before sending; their new owner delivers them"
+                );
+            }
+            ours
+        }
+        Err(e) => {
+            // Unsure whether the leases are still ours: sending could make a second copy.
+            tracing::error!(error = %e, "cannot renew leases before sending; the recipients are retried when their lease expires");
+            Vec::new()
+        }
     }
 }
 
@@ -498,6 +657,20 @@ async fn decide_group(
         let Some(client) = relays.iter().find(|r| &r.settings().id == relay_id) else {
             continue;
         };
+        // A delivery slot is held for the transaction only, never while a plugin decides.
+        let slots = pending
+            .len()
+            .min(server.pipeline.delivery.max_in_flight as usize) as u32;
+        let permits = server
+            .in_flight
+            .clone()
+            .acquire_many_owned(slots)
+            .await
+            .expect("never closed");
+        pending = still_ours(server, pending).await;
+        if pending.is_empty() {
+            break;
+        }
         let routed: Vec<NewEvent> = pending
             .iter()
             .map(|l| {
@@ -512,12 +685,16 @@ async fn decide_group(
         events.extend(routed);
         // VERP: each recipient gets its own return path, so its own transaction. A
         // message from the null sender keeps it: nothing may bounce back to it.
-        let replies = if server.verp.is_some() && !first.sender.is_empty() {
-            bounces::send_verp(server, client, &first.sender, &pending, &body).await
-        } else {
-            let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
-            client.send(&first.sender, &rcpts, &body).await
+        let sending = async {
+            if server.verp.is_some() && !first.sender.is_empty() {
+                bounces::send_verp(server, client, &first.sender, &pending, &body).await
+            } else {
+                let rcpts: Vec<String> = pending.iter().map(|l| l.address.clone()).collect();
+                client.send(&first.sender, &rcpts, &body).await
+            }
         };
+        let replies = renewing(server, &pending, sending).await;
+        drop(permits);
         let relays_left = (order.len() - i - 1) as u32;
         let mut still = Vec::new();
         let mut next_relay_events = Vec::new();

@@ -9,7 +9,7 @@
 //! the API accepts as before (`Queued`) and the dispatcher leases from the store.
 
 use crate::store::Lease;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -17,81 +17,129 @@ use tokio::sync::mpsc;
 pub struct Handed {
     pub leases: Vec<Lease>,
     pub body: Arc<Vec<u8>>,
-    reserved: usize,
 }
 
-impl Handed {
-    /// The room it holds until the dispatcher calls [`Handoff::taken`].
-    pub fn reserved(&self) -> usize {
-        self.reserved
-    }
+/// Recipients this host holds in memory (handed over, waiting at the dispatcher or being
+/// delivered), in all and per tenant. Each tenant has its own cap, so one that floods
+/// (or whose plugin is slow) cannot take the room the others need, and the total has a
+/// cap so memory stays bounded. What does not fit stays queued in the store.
+#[derive(Default)]
+struct Holding {
+    total: usize,
+    by_tenant: HashMap<String, usize>,
 }
 
-/// The queue between the API and the dispatcher, with a count of the recipients it holds
-/// or that requests have reserved room for.
+/// The queue between the API and the dispatcher, and the count of the recipients this
+/// host holds in memory.
 pub struct Handoff {
     tx: mpsc::UnboundedSender<Handed>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Handed>>>,
-    queued: AtomicUsize,
+    holding: Mutex<Holding>,
+    max_held: usize,
+    tenant_max_held: usize,
 }
 
-impl Default for Handoff {
-    fn default() -> Self {
+impl Handoff {
+    /// A handoff holding at most `max_held` recipients, `tenant_max_held` per tenant.
+    pub fn new(max_held: usize, tenant_max_held: usize) -> Handoff {
         let (tx, rx) = mpsc::unbounded_channel();
         Handoff {
             tx,
             rx: Mutex::new(Some(rx)),
-            queued: AtomicUsize::new(0),
+            holding: Mutex::new(Holding::default()),
+            max_held: max_held.max(1),
+            tenant_max_held: tenant_max_held.max(1),
         }
     }
-}
 
-impl Handoff {
-    /// Room for `n` recipients if the dispatcher could start on them at once: `free`
-    /// delivery slots are free and the queue's recipients fit in them with these.
-    pub fn reserve(&self, n: usize, free: usize) -> Option<Reservation<'_>> {
-        self.queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
-                (q + n <= free).then_some(q + n)
-            })
-            .ok()
-            .map(|_| Reservation { handoff: self, n })
+    fn holding(&self) -> std::sync::MutexGuard<'_, Holding> {
+        self.holding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Room for `n` of `tenant`'s recipients, if both the tenant and the host have it.
+    pub fn reserve(&self, tenant: &str, n: usize) -> Option<Reservation<'_>> {
+        let mut h = self.holding();
+        let mine = h.by_tenant.get(tenant).copied().unwrap_or(0);
+        if h.total + n > self.max_held || mine + n > self.tenant_max_held {
+            return None;
+        }
+        h.total += n;
+        *h.by_tenant.entry(tenant.to_owned()).or_default() += n;
+        Some(Reservation {
+            handoff: self,
+            tenant: tenant.to_owned(),
+            n,
+        })
+    }
+
+    /// Counts `n` of `tenant`'s recipients leased from the store as held, room or not
+    /// (the lease was sized by [`Handoff::lease_room`]).
+    pub fn hold(&self, tenant: &str, n: usize) {
+        let mut h = self.holding();
+        h.total += n;
+        *h.by_tenant.entry(tenant.to_owned()).or_default() += n;
+    }
+
+    /// `n` of `tenant`'s held recipients are done with (recorded, or given up).
+    pub fn release(&self, tenant: &str, n: usize) {
+        let mut h = self.holding();
+        h.total = h.total.saturating_sub(n);
+        if let Some(mine) = h.by_tenant.get_mut(tenant) {
+            *mine = mine.saturating_sub(n);
+            if *mine == 0 {
+                h.by_tenant.remove(tenant);
+            }
+        }
+    }
+
+    /// How many recipients may be leased from the store now, and the tenants that are at
+    /// their cap (their due work is left in the store). At most one tenant's cap is
+    /// leased at once, so a tenant can overshoot its cap by at most that.
+    pub fn lease_room(&self) -> (usize, Vec<String>) {
+        let h = self.holding();
+        let room = self
+            .max_held
+            .saturating_sub(h.total)
+            .min(self.tenant_max_held);
+        let full = h
+            .by_tenant
+            .iter()
+            .filter(|(_, n)| **n >= self.tenant_max_held)
+            .map(|(t, _)| t.clone())
+            .collect();
+        (room, full)
     }
 
     /// The dispatcher's end of the queue; only the first caller gets it.
     pub fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Handed>> {
         self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
-
-    /// The dispatcher has started on a handed-over message that held `reserved`
-    /// recipients' room ([`Handed::reserved`]).
-    pub fn taken(&self, reserved: usize) {
-        self.queued.fetch_sub(reserved, Ordering::AcqRel);
-    }
 }
 
 /// Room reserved for one message's recipients; given back if the message is not handed
-/// over (a store error, a duplicate).
+/// over (a store error, a duplicate). Once handed over, the room stays held until the
+/// dispatcher releases it.
 pub struct Reservation<'a> {
     handoff: &'a Handoff,
+    tenant: String,
     n: usize,
 }
 
 impl Reservation<'_> {
-    /// Hands the leases over; with none (a duplicate), only gives the room back.
+    /// Hands the leases over; with none (a duplicate), only gives the room back. Room
+    /// reserved for more recipients than were leased is given back at once.
     pub fn send(mut self, leases: Vec<Lease>, body: Arc<Vec<u8>>) {
         if leases.is_empty() {
             return;
         }
-        let reserved = std::mem::take(&mut self.n);
-        if let Err(mpsc::error::SendError(h)) = self.handoff.tx.send(Handed {
-            leases,
-            body,
-            reserved,
-        }) {
+        let extra = self.n.saturating_sub(leases.len());
+        self.handoff.release(&self.tenant, extra);
+        let held = leases.len().min(self.n);
+        self.n = 0;
+        if let Err(mpsc::error::SendError(h)) = self.handoff.tx.send(Handed { leases, body }) {
             // The dispatcher is gone (shutting down): the leases are given back with the
             // others, or expire.
-            self.handoff.taken(h.reserved);
+            self.handoff.release(&self.tenant, held.min(h.leases.len()));
         }
     }
 }
@@ -99,7 +147,7 @@ impl Reservation<'_> {
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if self.n > 0 {
-            self.handoff.queued.fetch_sub(self.n, Ordering::AcqRel);
+            self.handoff.release(&self.tenant, self.n);
         }
     }
 }
@@ -108,27 +156,10 @@ impl Drop for Reservation<'_> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn room_is_reserved_up_to_the_free_slots_and_given_back() {
-        let h = Handoff::default();
-        let a = h.reserve(3, 4).expect("3 of 4 free");
-        assert!(h.reserve(2, 4).is_none(), "3 reserved + 2 > 4");
-        let b = h.reserve(1, 4).expect("3 + 1 fit");
-        drop(a);
-        assert!(h.reserve(3, 4).is_some(), "a's room came back");
-        // A duplicate hands nothing over and gives its room back too.
-        b.send(Vec::new(), Arc::new(Vec::new()));
-        assert_eq!(h.queued.load(Ordering::Acquire), 0);
-    }
-
-    #[test]
-    fn handed_leases_count_until_the_dispatcher_takes_them() {
-        let h = Handoff::default();
-        let mut rx = h.take_receiver().expect("first taker");
-        assert!(h.take_receiver().is_none());
-        let lease = Lease {
+    fn lease(tenant: &str) -> Lease {
+        Lease {
             message_id: "m".into(),
-            tenant_id: "t".into(),
+            tenant_id: tenant.into(),
             recipient_idx: 0,
             address: "a@example.com".into(),
             domain: "example.com".into(),
@@ -139,13 +170,54 @@ mod tests {
             size: 1,
             tags: Vec::new(),
             lease_until_ms: 1,
-        };
-        h.reserve(1, 1)
+        }
+    }
+
+    #[test]
+    fn room_is_reserved_per_tenant_and_in_all_and_given_back() {
+        let h = Handoff::new(6, 4);
+        let a = h.reserve("a", 3).expect("3 of a's 4");
+        assert!(h.reserve("a", 2).is_none(), "3 + 2 > a's 4");
+        let b = h.reserve("b", 3).expect("b has its own room");
+        assert!(h.reserve("c", 1).is_none(), "the host holds 6 of 6");
+        drop(a);
+        assert!(h.reserve("a", 3).is_some(), "a's room came back");
+        // A duplicate hands nothing over and gives its room back too.
+        b.send(Vec::new(), Arc::new(Vec::new()));
+        assert_eq!(h.holding().total, 0);
+        assert!(h.holding().by_tenant.is_empty());
+    }
+
+    #[test]
+    fn handed_leases_stay_held_until_released() {
+        let h = Handoff::new(2, 2);
+        let mut rx = h.take_receiver().expect("first taker");
+        assert!(h.take_receiver().is_none());
+        h.reserve("t", 2)
             .expect("room")
-            .send(vec![lease], Arc::new(b"x".to_vec()));
-        assert!(h.reserve(1, 1).is_none(), "the handed lease holds its room");
+            .send(vec![lease("t")], Arc::new(b"x".to_vec()));
+        // One of the two reserved was leased: the other's room is back at once.
+        assert!(h.reserve("t", 1).is_some());
         let got = rx.try_recv().expect("handed over");
-        h.taken(got.reserved());
-        assert!(h.reserve(1, 1).is_some());
+        assert_eq!(got.leases.len(), 1);
+        let _r = h.reserve("t", 1).expect("room for one more");
+        assert!(
+            h.reserve("t", 1).is_none(),
+            "handed and reserved hold the room"
+        );
+        h.release("t", 1);
+        assert!(h.reserve("t", 1).is_some());
+    }
+
+    #[test]
+    fn lease_room_leaves_full_tenants_out() {
+        let h = Handoff::new(10, 4);
+        h.hold("busy", 4);
+        h.hold("quiet", 1);
+        let (room, full) = h.lease_room();
+        assert_eq!(room, 4, "at most one tenant's cap at once");
+        assert_eq!(full, vec!["busy".to_string()]);
+        h.hold("other", 4);
+        assert_eq!(h.lease_room().0, 1);
     }
 }

@@ -19,6 +19,7 @@ mod bounce_intake;
 mod bounces;
 mod dispatch;
 mod error;
+mod fair;
 mod handoff;
 mod log_source;
 mod plugins;

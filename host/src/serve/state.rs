@@ -149,13 +149,16 @@ impl Server {
         let server = Server {
             verp,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
+            handoff: super::handoff::Handoff::new(
+                pipeline.delivery.fairness.max_held as usize,
+                pipeline.delivery.fairness.tenant_max_held as usize,
+            ),
             pipeline,
             store,
             plugins,
             relays: Relays::default(),
             admin_token_sha256: admin_token.as_deref().map(sha256),
             wake: Notify::new(),
-            handoff: super::handoff::Handoff::default(),
             stats: RwLock::new(HashMap::new()),
             billing: Default::default(),
             shutting_down: AtomicBool::new(false),

@@ -46,6 +46,7 @@ pub(crate) async fn lease_due(
     now_ms: i64,
     lease_ms: i64,
     limit: u32,
+    except_tenants: &[String],
 ) -> Result<Vec<Lease>, StoreError> {
     let op = "lease_due";
     check_terms(op, owner, lease_ms)?;
@@ -62,24 +63,40 @@ pub(crate) async fn lease_due(
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let rows = sqlx::query(&format!(
+    // Tenants at their share on this host are left out: their due work stays in the
+    // store for later (or for another host), and the others' is not stuck behind it.
+    let except = if except_tenants.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id \
+             AND m.tenant_id IN ({}))",
+            placeholders(5, except_tenants.len())
+        )
+    };
+    let sql = format!(
         "UPDATE recipients SET state = 'delivering', lease_owner = $3, lease_until_ms = $4, \
          routed_relay = NULL, updated_at_ms = $1 \
          WHERE (message_id, idx) IN ( \
-             SELECT message_id, idx FROM recipients \
-             WHERE (state IN ('queued', 'deferred') AND next_attempt_at_ms <= $1) \
-                OR (state = 'delivering' AND lease_until_ms <= $1) \
-             ORDER BY next_attempt_at_ms, message_id, idx \
+             SELECT r.message_id, r.idx FROM recipients r \
+             WHERE ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
+                OR (r.state = 'delivering' AND r.lease_until_ms <= $1)) {except} \
+             ORDER BY r.next_attempt_at_ms, r.message_id, r.idx \
              LIMIT $2 {lock}) \
          RETURNING message_id, idx, address, domain, attempts"
-    ))
-    .bind(now_ms)
-    .bind(i64::from(limit))
-    .bind(owner)
-    .bind(lease_until_ms)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(StoreError::db(context()))?;
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease_until_ms);
+    for t in except_tenants {
+        query = query.bind(t);
+    }
+    let rows = query
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::db(context()))?;
 
     let mut message_ids: Vec<String> = Vec::new();
     for row in &rows {
@@ -153,16 +170,29 @@ pub(crate) async fn renew(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<usize, StoreError> {
+    Ok(renew_each(pools, owner, keys, now_ms, lease_ms)
+        .await?
+        .len())
+}
+
+/// Like [`renew`], but says which leases were still `owner`'s (and are renewed).
+pub(crate) async fn renew_each(
+    pools: &Pools,
+    owner: &str,
+    keys: &[LeaseKey],
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Vec<LeaseKey>, StoreError> {
     let op = "renew_leases";
     if keys.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let context = || format!("{op} for owner {owner:?}");
     let mut tx = pools
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let mut renewed = 0;
+    let mut renewed = Vec::new();
     for key in keys {
         let done = sqlx::query(
             "UPDATE recipients SET lease_until_ms = $1 \
@@ -180,7 +210,9 @@ pub(crate) async fn renew(
             key.message_id,
             key.recipient_idx
         )))?;
-        renewed += usize::try_from(done.rows_affected()).unwrap_or(0);
+        if done.rows_affected() > 0 {
+            renewed.push(key.clone());
+        }
     }
     tx.commit().await.map_err(StoreError::db(context()))?;
     Ok(renewed)

@@ -293,7 +293,20 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<Lease>, StoreError> {
-        leases::lease_due(self.pools(), owner, now_ms, lease_ms, limit).await
+        leases::lease_due(self.pools(), owner, now_ms, lease_ms, limit, &[]).await
+    }
+
+    /// [`Store::lease_due`], leaving out the due work of `except_tenants` (those that
+    /// already hold their share of this host).
+    pub async fn lease_due_except(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+        except_tenants: &[String],
+    ) -> Result<Vec<Lease>, StoreError> {
+        leases::lease_due(self.pools(), owner, now_ms, lease_ms, limit, except_tenants).await
     }
 
     /// Extends `owner`'s leases on `keys` to `now + lease_ms`; returns how many were
@@ -306,6 +319,18 @@ impl Store {
         lease_ms: i64,
     ) -> Result<usize, StoreError> {
         leases::renew(self.pools(), owner, keys, now_ms, lease_ms).await
+    }
+
+    /// [`Store::renew_leases`], returning the keys that were still `owner`'s (and are
+    /// now renewed); the others were taken by another owner or finished.
+    pub async fn renew_leases_each(
+        &self,
+        owner: &str,
+        keys: &[LeaseKey],
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<LeaseKey>, StoreError> {
+        leases::renew_each(self.pools(), owner, keys, now_ms, lease_ms).await
     }
 
     /// Gives back everything `owner` holds (on shutdown): recipients go back to

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Noisy neighbour: does one tenant's slow plugin and flood slow another tenant down?
+
+Runs one `sluice serve` (release build, SQLite) in front of smtp-sink on loopback with
+two tenants. Tenant `quiet` (no plugins) sends messages at a steady pace and its
+end-to-end latency (from just before its POST to the `delivered` event) is measured,
+twice in the same run:
+
+  1. alone;
+  2. while tenant `noisy`, whose route plugin (tests/guests/slow-router) spins near its
+     time limit on every call with one call at a time, floods the API.
+
+It prints quiet's p50/p99 in both phases and their ratio (goal: p99 within 2x of the
+unloaded p99), and noisy's delivery rate against what its own plugin allows
+(1 / time per call, one call at a time).
+
+    tests/bench/noisy.py [--quiet N] [--rate PER_SEC] [--flood N] [--timeout-ms MS]
+    SLUICE_BIN=/path/to/sluice tests/bench/noisy.py      (a binary built elsewhere)
+
+Everything listens on 127.0.0.1 and every process it starts is stopped on exit. Loops
+are bounded in count and time.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ADMIN = "noisy-bench-admin"
+SINK_PORT = 30460
+HTTP_PORT = 30461
+
+
+def target_dir():
+    return os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+
+
+def http(method, path, token, body=None, content_type="application/json"):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{HTTP_PORT}{path}",
+        data=body,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": content_type},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def percentile(values, p):
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, int(round(p / 100 * len(values) + 0.5)) - 1))
+    return values[k]
+
+
+def wait_until(what, check, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    sys.exit(f"noisy.py: timed out waiting for {what}")
+
+
+def send_quiet(key, n, rate):
+    """Sends n messages at `rate` per second; returns [(id, t0_ms)]."""
+    sent = []
+    start = time.monotonic()
+    for i in range(n):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        t0 = time.time() * 1000
+        body = json.dumps(
+            {"from": "q@example.com", "to": [f"q{i}@example.net"], "subject": f"quiet {i}", "text": "hello"}
+        ).encode()
+        st, v = http("POST", "/v1/messages", key, body)
+        if st != 202:
+            sys.exit(f"noisy.py: quiet's POST answered {st}: {v}")
+        sent.append((v["id"], t0))
+    return sent
+
+
+def latencies(key, sent, timeout_s):
+    """Waits for every message to be delivered; end-to-end latencies in ms."""
+    out = {}
+    deadline = time.monotonic() + timeout_s
+    while len(out) < len(sent):
+        if time.monotonic() > deadline:
+            sys.exit(f"noisy.py: {len(sent) - len(out)} quiet messages not delivered in {timeout_s}s")
+        for mid, t0 in sent:
+            if mid in out:
+                continue
+            st, v = http("GET", f"/v1/messages/{mid}", key)
+            delivered = [e for e in v.get("events", []) if e["kind"] == "delivered"]
+            if delivered:
+                out[mid] = delivered[0]["at_ms"] - t0
+        time.sleep(0.1)
+    return list(out.values())
+
+
+def flood(key, n, concurrency, stop):
+    """noisy's flood: n messages over `concurrency` threads, until `stop` is set."""
+    counter = iter(range(n))
+    lock = threading.Lock()
+
+    def worker():
+        while not stop.is_set():
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            body = json.dumps(
+                {"from": "n@example.com", "to": [f"n{i}@example.net"], "subject": f"noisy {i}", "text": "hello"}
+            ).encode()
+            http("POST", "/v1/messages", key, body)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quiet", type=int, default=200, help="quiet's messages per phase")
+    ap.add_argument("--rate", type=float, default=20.0, help="quiet's messages per second")
+    ap.add_argument("--flood", type=int, default=5000, help="noisy's messages at most")
+    ap.add_argument("--flood-concurrency", type=int, default=8)
+    ap.add_argument("--timeout-ms", type=int, default=250, help="noisy's plugin time limit")
+    args = ap.parse_args()
+
+    sluice = os.environ.get("SLUICE_BIN")
+    if not sluice:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "sluice"], cwd=ROOT, check=True)
+        sluice = os.path.join(target_dir(), "release", "sluice")
+    wasm = os.path.join(target_dir(), "wasm-plugins", "wasm32-wasip2", "plugin", "slow_router.wasm")
+    if not os.path.exists(wasm):
+        sys.exit(f"noisy.py: no {wasm}; build the host once (it builds the test guests)")
+    smtp_sink = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+    work = tempfile.mkdtemp(prefix="sluice-noisy-")
+    procs = []
+
+    def cleanup(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(1)))
+    try:
+        # Calibrate the plugin: steps per call that take ~80 % of its time limit.
+        spin = calibrate(sluice, wasm, args.timeout_ms * 0.8)
+        call_ms = time_call(sluice, wasm, spin)
+        procs.append(
+            subprocess.Popen(
+                [smtp_sink, "-u", "nobody", "-c", f"127.0.0.1:{SINK_PORT}", "1024"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        pipeline = os.path.join(work, "pipeline.toml")
+        with open(pipeline, "w") as f:
+            f.write(
+                f"""
+[server]
+http_listen = "127.0.0.1:{HTTP_PORT}"
+node_id = "noisy-bench"
+[store]
+url = "sqlite://{work}/sluice.db"
+[admin]
+token_env = "SLUICE_NOISY_ADMIN"
+[plugins]
+max_timeout_ms = {max(args.timeout_ms, 1000)}
+[[relay]]
+id = "sink"
+url = "smtp://127.0.0.1:{SINK_PORT}"
+connection_limit = 32
+tags = ["pool:platform"]
+[[tenant]]
+id = "quiet"
+allowed_sender_domains = ["example.com"]
+[[tenant]]
+id = "noisy"
+allowed_sender_domains = ["example.com"]
+"""
+            )
+        env = dict(os.environ, SLUICE_NOISY_ADMIN=ADMIN)
+        procs.append(
+            subprocess.Popen(
+                [sluice, "serve", "--drain-secs", "1", "--pipeline", pipeline],
+                env=env,
+                cwd=work,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(work, "serve.log"), "w"),
+            )
+        )
+
+        def up():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{HTTP_PORT}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until("sluice serve", up, 120)
+        keys = {}
+        for t in ("quiet", "noisy"):
+            st, v = http("POST", f"/admin/v1/tenants/{t}/keys", ADMIN, b"")
+            assert st == 201, v
+            keys[t] = v["key"]
+
+        # Phase 1: quiet alone.
+        alone = latencies(keys["quiet"], send_quiet(keys["quiet"], args.quiet, args.rate), 300)
+
+        # Phase 2: noisy's slow router, noisy flooding, quiet at the same pace.
+        with open(wasm, "rb") as f:
+            st, v = http(
+                "PUT",
+                f"/v1/plugins/route?config=spin={spin}&timeout_ms={args.timeout_ms}&calls_in_flight=1",
+                keys["noisy"],
+                f.read(),
+                "application/wasm",
+            )
+        assert st == 201, v
+        stop = threading.Event()
+        flood_started = time.monotonic()
+        threads = flood(keys["noisy"], args.flood, args.flood_concurrency, stop)
+        time.sleep(2)  # let the flood build a backlog first
+        loaded = latencies(keys["quiet"], send_quiet(keys["quiet"], args.quiet, args.rate), 600)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        flood_secs = time.monotonic() - flood_started
+        noisy_delivered = count_delivered(work)
+        allowed = 1000.0 / call_ms
+
+        p50a, p99a = percentile(alone, 50), percentile(alone, 99)
+        p50l, p99l = percentile(loaded, 50), percentile(loaded, 99)
+        print(f"noisy's plugin: {spin} steps, {call_ms:.0f} ms per call (limit {args.timeout_ms} ms), 1 call at a time")
+        print("| phase | quiet p50 ms | quiet p99 ms | quiet mean ms |")
+        print("|---|---|---|---|")
+        print(f"| quiet alone | {p50a:.0f} | {p99a:.0f} | {statistics.mean(alone):.0f} |")
+        print(f"| noisy flooding | {p50l:.0f} | {p99l:.0f} | {statistics.mean(loaded):.0f} |")
+        print(f"| ratio | {p50l / p50a:.2f} | {p99l / p99a:.2f} | |")
+        rate = noisy_delivered / flood_secs
+        print(
+            f"noisy: {noisy_delivered} delivered in {flood_secs:.1f} s = {rate:.2f}/s; "
+            f"its plugin allows {allowed:.2f}/s ({rate / allowed:.2f} of it)"
+        )
+    finally:
+        cleanup()
+
+
+def count_delivered(work):
+    """noisy's delivered recipients, read from the store's events."""
+    import sqlite3
+
+    db = sqlite3.connect(os.path.join(work, "sluice.db"))
+    try:
+        return db.execute(
+            "SELECT count(*) FROM events WHERE tenant_id = 'noisy' AND kind = 'delivered'"
+        ).fetchone()[0]
+    finally:
+        db.close()
+
+
+def time_call(sluice, wasm, spin, runs=3):
+    """Milliseconds of one route call with `spin` steps, less the load time."""
+
+    def run(steps):
+        best = None
+        for _ in range(runs):
+            t = time.monotonic()
+            subprocess.run(
+                [sluice, "plugin", "run", "--stage", "route", wasm, "--config", f"spin={steps}",
+                 "--timeout-ms", "60000", "--sample"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            d = (time.monotonic() - t) * 1000
+            best = d if best is None else min(best, d)
+        return best
+
+    return max(1.0, run(spin) - run(0))
+
+
+def calibrate(sluice, wasm, target_ms):
+    steps = 10_000_000
+    ms = time_call(sluice, wasm, steps)
+    return max(1, int(steps * target_ms / ms))
+
+
+if __name__ == "__main__":
+    main()
