@@ -856,3 +856,207 @@ fn a_bad_pipeline_file_is_refused_with_file_line_column_and_key() {
 fn support_guard(child: std::process::Child) -> ChildGuard {
     ChildGuard::adopt(child, "sluice serve (bad pipeline)")
 }
+
+/// A tmpfs of its own for one test, unmounted (lazily, so a process still holding a
+/// file cannot keep it) on drop. Mounting needs root, which CI has.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a {size} tmpfs at {} (the test needs root)",
+            dir.display()
+        );
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Issue 18: a full disk broke the SQLite store until a restart (a failed COMMIT left
+/// the one write connection unusable). Now: while the disk is full submissions get 503
+/// with Retry-After and no false 202, the answer names no database internals, and once
+/// space is back submissions are accepted again within seconds and everything accepted
+/// is delivered, with no restart.
+#[test]
+fn a_full_disk_is_answered_503_and_writes_resume_without_a_restart() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let disk = Tmpfs::mount(&setup.root().join("disk"), "8m");
+    let text = std::fs::read_to_string(&setup.pipeline).unwrap();
+    std::fs::write(&setup.pipeline, text.replace("/s.db\"", "/disk/s.db\"")).unwrap();
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let big = |subject: &str| {
+        json!({"from": "a@example.com", "to": ["b@example.net"], "subject": subject,
+               "text": "0123456789 abcdefghij klmnopqrst uvwxyz\n".repeat(5_000)})
+    };
+    let mut accepted = vec![s.submit(&key, &big("before"))];
+
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    for i in 0..100 {
+        let r = s.request(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some("application/json"),
+            big(&format!("while full {i}")).to_string().as_bytes(),
+        );
+        match r.status {
+            // The WAL may still have room of its own: such a 202 is a real commit.
+            202 => accepted.push(r.json()["id"].as_str().unwrap().to_owned()),
+            503 => {
+                refused = Some(r);
+                break;
+            }
+            other => panic!("HTTP {other} while the disk is full: {}", r.body),
+        }
+    }
+    let refused = refused.expect("a full disk refuses submissions");
+    assert!(
+        refused.header("retry-after").is_some(),
+        "{:?}",
+        refused.headers
+    );
+    let (code, _, message) = error_of(&refused);
+    assert!(code.starts_with("store_"), "{code}: {message}");
+    for leak in [
+        "sqlite",
+        "SQLITE",
+        "database or disk",
+        ".db",
+        "INSERT",
+        "COMMIT",
+    ] {
+        assert!(!message.contains(leak), "{leak:?} in {message:?}");
+    }
+
+    std::fs::remove_file(&filler).unwrap();
+    let id = wait_for("a 202 once space is back, without a restart", || {
+        let r = s.request(
+            "POST",
+            "/v1/messages",
+            Some(&key),
+            Some("application/json"),
+            simple("a@example.com", "b@example.net", "after")
+                .to_string()
+                .as_bytes(),
+        );
+        match r.status {
+            202 => Ok(r.json()["id"].as_str().unwrap().to_owned()),
+            other => Err(format!("HTTP {other}: {}", r.body)),
+        }
+    });
+    accepted.push(id);
+    for id in &accepted {
+        s.wait_state(&key, id, "delivered");
+    }
+    assert!(!sink.with_subject("after").is_empty());
+    drop(s);
+}
+
+fn psql(sql: &str) -> bool {
+    std::process::Command::new("psql")
+        .args([
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("psql runs")
+        .success()
+}
+
+/// Issue 18: with its database dropped, the API answered 500 with the database's error
+/// text and the first characters of the caller's API key. Now: 503 with Retry-After, a
+/// message that names neither, and the key nowhere in the answer.
+#[test]
+fn a_dropped_database_is_answered_503_without_its_text_or_the_callers_key() {
+    let db = format!("sluice_e2e_dropped_{}_{}", std::process::id(), free_port());
+    assert!(
+        psql(&format!("CREATE DATABASE {db}")),
+        "PostgreSQL at 127.0.0.1:5432"
+    );
+    struct Drop_(String);
+    impl Drop for Drop_ {
+        fn drop(&mut self) {
+            let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+        }
+    }
+    let _cleanup = Drop_(db.clone());
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let text = std::fs::read_to_string(&setup.pipeline).unwrap();
+    let sqlite = text
+        .lines()
+        .find(|l| l.starts_with("url = \"sqlite://"))
+        .unwrap()
+        .to_owned();
+    let text = text.replace(
+        &sqlite,
+        &format!("url = \"postgres://postgres@127.0.0.1:5432/{db}\""),
+    );
+    std::fs::write(&setup.pipeline, text).unwrap();
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    s.submit(&key, &simple("a@example.com", "b@example.net", "before"));
+
+    assert!(psql(&format!("DROP DATABASE {db} WITH (FORCE)")));
+    for (method, path, body) in [
+        ("GET", "/v1/messages/01KXXXXXXXXXXXXXXXXXXXXXXX", Vec::new()),
+        (
+            "POST",
+            "/v1/messages",
+            simple("a@example.com", "b@example.net", "after")
+                .to_string()
+                .into_bytes(),
+        ),
+    ] {
+        let r = s.request(method, path, Some(&key), Some("application/json"), &body);
+        assert_eq!(r.status, 503, "{method} {path}: {}", r.body);
+        assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+        assert!(!r.body.contains(&key[7..13]), "the key in {:?}", r.body);
+        for leak in ["database", "postgres", db.as_str(), "SELECT", "relation"] {
+            assert!(!r.body.contains(leak), "{leak:?} in {:?}", r.body);
+        }
+    }
+}

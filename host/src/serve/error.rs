@@ -1,7 +1,7 @@
 //! API errors as JSON: `{"error": {"code", "message", "field"?}}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -12,7 +12,12 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (the request may be sent again then).
+    pub retry_after_secs: Option<u32>,
 }
+
+/// How long a client should wait before retrying while the store cannot write.
+const STORE_RETRY_AFTER_SECS: u32 = 2;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -21,7 +26,14 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// Adds a `Retry-After` header.
+    pub fn retry_after(mut self, secs: u32) -> ApiError {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> ApiError {
@@ -52,10 +64,19 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             error["field"] = json!(f);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
+/// Store failures are answered without the database's text: it can name tables, files
+/// and the values of the request (a key's prefix once reached a client this way). The
+/// log has the whole error.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> ApiError {
         use crate::store::StoreError as E;
@@ -67,25 +88,46 @@ impl From<crate::store::StoreError> for ApiError {
                 format!("{m} already exists"),
             ),
             E::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            E::CommitUnknown(_) => {
+                tracing::error!(error = %e, "a commit's outcome is unknown answering a request");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_outcome_unknown",
+                    "the store could not confirm the write: it may or may not have been stored. \
+                     Send it again with the same idempotency_key: a repeat of a stored message \
+                     returns that message and sends nothing twice",
+                )
+                .retry_after(STORE_RETRY_AFTER_SECS)
+            }
             other => {
-                tracing::error!(error = %other, "store failure answering a request");
+                tracing::error!(error = %format!("{:#}", anyhow::Error::new(other)), "store failure answering a request");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
-                    "the store failed; nothing was changed, try again",
+                    "the store cannot be reached or written just now; nothing was changed, try again",
                 )
+                .retry_after(STORE_RETRY_AFTER_SECS)
             }
         }
     }
 }
 
+/// An unexpected failure: the client learns that it happened, not what it said (the
+/// text may hold anything); the log has it.
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
-        tracing::error!(error = %format!("{e:#}"), "internal failure answering a request");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("{e:#}"),
-        )
+        match e.downcast::<crate::store::StoreError>() {
+            Ok(store) => store.into(),
+            Err(e) => internal(e),
+        }
     }
+}
+
+fn internal(e: anyhow::Error) -> ApiError {
+    tracing::error!(error = %format!("{e:#}"), "internal failure answering a request");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "an internal error; the server's log has the details",
+    )
 }

@@ -93,18 +93,25 @@ impl Handoff {
     }
 
     /// How many recipients may be leased from the store now, and the tenants that are at
-    /// their cap (their due work is left in the store). At most one tenant's cap is
-    /// leased at once, so a tenant can overshoot its cap by at most that.
+    /// their cap (their due work is left in the store). Which tenants the leased rows
+    /// belong to is known only afterwards, so the room is what the busiest tenant not at
+    /// its cap still has: no tenant goes over its cap, and nothing is leased only to
+    /// wait in memory (and be given back at shutdown).
     pub fn lease_room(&self) -> (usize, Vec<String>) {
         let h = self.holding();
-        let room = self
-            .max_held
-            .saturating_sub(h.total)
-            .min(self.tenant_max_held);
+        let cap = self.tenant_max_held;
+        let busiest = h
+            .by_tenant
+            .values()
+            .copied()
+            .filter(|n| *n < cap)
+            .max()
+            .unwrap_or(0);
+        let room = self.max_held.saturating_sub(h.total).min(cap - busiest);
         let full = h
             .by_tenant
             .iter()
-            .filter(|(_, n)| **n >= self.tenant_max_held)
+            .filter(|(_, n)| **n >= cap)
             .map(|(t, _)| t.clone())
             .collect();
         (room, full)
@@ -215,9 +222,16 @@ mod tests {
         h.hold("busy", 4);
         h.hold("quiet", 1);
         let (room, full) = h.lease_room();
-        assert_eq!(room, 4, "at most one tenant's cap at once");
+        assert_eq!(room, 3, "what quiet, the busiest not at its cap, has left");
         assert_eq!(full, vec!["busy".to_string()]);
+        h.release("quiet", 1);
+        assert_eq!(
+            h.lease_room().0,
+            4,
+            "a whole cap when no one else holds any"
+        );
         h.hold("other", 4);
-        assert_eq!(h.lease_room().0, 1);
+        h.hold("more", 1);
+        assert_eq!(h.lease_room().0, 1, "the host's room: 10 - 9");
     }
 }

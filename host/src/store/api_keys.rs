@@ -88,11 +88,8 @@ pub(crate) async fn tenant_for_key(
     .bind(hash(secret))
     .fetch_optional(&pools.read)
     .await
-    // Never the secret in a message: the prefix is what operators know a key by.
-    .map_err(StoreError::db(format!(
-        "{op} for key {:?}",
-        secret.get(..DISPLAY_LEN).unwrap_or("")
-    )))?;
+    // Nothing of the secret in a message, not even its prefix: messages reach logs.
+    .map_err(StoreError::db(format!("{op} for a bearer key")))?;
     row.map(|r| tenants::from_row(&r, op)).transpose()
 }
 

@@ -56,10 +56,34 @@ async fn begin_write(
     pool: &AnyPool,
     backend: Backend,
 ) -> Result<Transaction<'static, Any>, sqlx::Error> {
-    match backend {
-        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-        Backend::Postgres => pool.begin().await,
+    let begin = || async {
+        match backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => pool.begin().await,
+        }
+    };
+    match begin().await {
+        Err(e) if is_stuck_in_transaction(&e) => {
+            // A COMMIT that failed (a full disk) was rolled back by the database, but
+            // sqlx still counts the connection as inside a transaction and refuses to
+            // begin another on it. Such a connection is of no more use: close it, so
+            // the pool opens a fresh one, and begin again. On SQLite the write pool
+            // has one connection, so the one acquired here is that one; elsewhere at
+            // worst a healthy connection is reopened.
+            tracing::warn!(error = %e, "a write connection was left inside a failed transaction; replacing it");
+            if let Ok(conn) = pool.acquire().await {
+                drop(conn.detach());
+            }
+            begin().await
+        }
+        other => other,
     }
+}
+
+/// Whether `e` says the connection is still inside a transaction that the database
+/// has already ended: nothing more can be done on it.
+pub(crate) fn is_stuck_in_transaction(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::InvalidSavePointStatement)
 }
 
 /// [`Pools::begin_write`] on a connection the caller holds (the group-commit writer).

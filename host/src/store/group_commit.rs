@@ -163,22 +163,35 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>, max_b
                 }
             },
         };
-        let clean = commit_round(&mut conn, backend, &mut ids, round).await;
-        // Kept only while more work waits; after an error the pool's release check
-        // decides whether the connection lives.
-        if clean && !rx.is_empty() {
-            held = Some((conn, since));
+        match commit_round(&mut conn, backend, &mut ids, round).await {
+            // Kept only while more work waits.
+            RoundEnd::Clean if !rx.is_empty() => held = Some((conn, since)),
+            RoundEnd::Clean | RoundEnd::Failed => {}
+            // Closed, not given back: the pool opens a fresh one for the next round.
+            RoundEnd::Broken => drop(conn.detach()),
         }
     }
 }
 
-/// Writes one round and answers its callers; `false` when anything failed.
+/// How a round ended, and so what becomes of its connection.
+enum RoundEnd {
+    /// Everything was written: the connection may be kept for the next round.
+    Clean,
+    /// Something failed but the connection is sound: back to the pool.
+    Failed,
+    /// A COMMIT failed or a transaction could not begin: the database may have ended
+    /// the transaction behind sqlx's back (SQLite rolls back by itself when the disk is
+    /// full), and sqlx would refuse every later BEGIN on this connection. It is closed.
+    Broken,
+}
+
+/// Writes one round and answers its callers.
 async fn commit_round(
     conn: &mut AnyConnection,
     backend: Backend,
     ids: &mut Ids,
     round: Round,
-) -> bool {
+) -> RoundEnd {
     tracing::trace!(
         accepts = round.accepts.len(),
         records = round.records.len(),
@@ -195,7 +208,7 @@ async fn commit_round(
             for ((_, reply), answer) in round.records.into_iter().zip(recorded) {
                 let _ = reply.send(Ok(answer));
             }
-            true
+            RoundEnd::Clean
         }
         Err(BatchError::Commit(e)) => {
             let text = match &e {
@@ -215,11 +228,24 @@ async fn commit_round(
             for (_, reply) in round.records {
                 let _ = reply.send(Err(unknown()));
             }
-            false
+            RoundEnd::Broken
+        }
+        Err(BatchError::Begin(e)) => {
+            let text = e.to_string();
+            tracing::error!(error = %text, accepts = messages.len(), records = records.len(), "group commit could not begin a transaction");
+            let unavailable = || StoreError::Unavailable(text.clone());
+            for (_, reply) in round.accepts {
+                let _ = reply.send(Err(unavailable()));
+            }
+            for (_, reply) in round.records {
+                let _ = reply.send(Err(unavailable()));
+            }
+            RoundEnd::Broken
         }
         Err(BatchError::Statement(e)) => {
             tracing::debug!(error = %e, accepts = messages.len(), records = records.len(), "group write failed; writing in parts");
             let mut accepts = round.accepts;
+            let mut broken = false;
             if !round.records.is_empty() && !accepts.is_empty() {
                 // The accepts together first: the outcomes may have been the trouble.
                 let messages: Vec<&Prepared> = accepts.iter().map(|(m, _)| m).collect();
@@ -229,7 +255,9 @@ async fn commit_round(
                             let _ = reply.send(Ok(answer));
                         }
                     }
-                    Err(BatchError::Commit(e)) => {
+                    Err(e @ (BatchError::Commit(_) | BatchError::Begin(_))) => {
+                        broken = true;
+                        let e = e.into_store_error();
                         let text = e.to_string();
                         for (_, reply) in accepts.drain(..) {
                             let _ = reply.send(Err(StoreError::CommitUnknown(text.clone())));
@@ -239,26 +267,45 @@ async fn commit_round(
                     Err(BatchError::Statement(_)) => {}
                 }
             }
+            // Once the connection is broken, what is left is answered without it.
             for (message, reply) in accepts {
-                let answer = write_round(conn, backend, ids, &[&message], &[])
-                    .await
-                    .map(|(mut accepted, _)| accepted.remove(0))
-                    .map_err(BatchError::into_store_error);
-                let _ = reply.send(answer);
+                let answer = if broken {
+                    Err(BatchError::Begin(StoreError::Unavailable(
+                        "group commit: the write connection failed earlier in this round".into(),
+                    )))
+                } else {
+                    write_round(conn, backend, ids, &[&message], &[])
+                        .await
+                        .map(|(mut accepted, _)| accepted.remove(0))
+                };
+                broken |= matches!(answer, Err(BatchError::Commit(_) | BatchError::Begin(_)));
+                let _ = reply.send(answer.map_err(BatchError::into_store_error));
             }
             for (record, reply) in round.records {
-                let answer = write_round(conn, backend, ids, &[], &[&record])
-                    .await
-                    .map(|(_, mut recorded)| recorded.remove(0))
-                    .map_err(BatchError::into_store_error);
-                let _ = reply.send(answer);
+                let answer = if broken {
+                    Err(BatchError::Begin(StoreError::Unavailable(
+                        "group commit: the write connection failed earlier in this round".into(),
+                    )))
+                } else {
+                    write_round(conn, backend, ids, &[], &[&record])
+                        .await
+                        .map(|(_, mut recorded)| recorded.remove(0))
+                };
+                broken |= matches!(answer, Err(BatchError::Commit(_) | BatchError::Begin(_)));
+                let _ = reply.send(answer.map_err(BatchError::into_store_error));
             }
-            false
+            if broken {
+                RoundEnd::Broken
+            } else {
+                RoundEnd::Failed
+            }
         }
     }
 }
 
 enum BatchError {
+    /// No transaction could begin on the connection; nothing was written.
+    Begin(StoreError),
     /// A statement failed; nothing was committed.
     Statement(StoreError),
     /// COMMIT failed; the outcome on disk is unknown.
@@ -268,7 +315,7 @@ enum BatchError {
 impl BatchError {
     fn into_store_error(self) -> StoreError {
         match self {
-            BatchError::Statement(e) | BatchError::Commit(e) => e,
+            BatchError::Begin(e) | BatchError::Statement(e) | BatchError::Commit(e) => e,
         }
     }
 }
@@ -284,8 +331,12 @@ async fn write_round(
 ) -> Result<(Vec<Accepted>, Vec<usize>), BatchError> {
     let mut tx = begin_write_on(conn, backend)
         .await
-        .map_err(StoreError::db("group commit: beginning a transaction"))
-        .map_err(BatchError::Statement)?;
+        .map_err(|e| {
+            // The cause, not only where: "beginning a transaction" alone told nobody why.
+            let cause = e.to_string();
+            StoreError::db(format!("group commit: beginning a transaction ({cause})"))(e)
+        })
+        .map_err(BatchError::Begin)?;
     let accepted = write_accepts(&mut tx, ids, messages)
         .await
         .map_err(BatchError::Statement)?;
