@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds to send as `Retry-After` (a 429 or 503 that will pass later).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -21,12 +23,21 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after_secs: None,
         }
     }
 
     pub fn field(mut self, field: impl Into<String>) -> ApiError {
         self.field = Some(field.into());
         self
+    }
+
+    /// A 429: too many requests of one kind; try again after `secs`.
+    pub fn too_many(code: &'static str, message: impl Into<String>, secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(secs.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -52,7 +63,13 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.field {
             error["field"] = json!(f);
         }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
