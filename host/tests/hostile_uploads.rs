@@ -33,7 +33,7 @@ fn rss_bytes(pid: u32) -> u64 {
 
 /// A host with a sink, tenants `a` and `b`, and `extra` pipeline tables.
 struct Host {
-    setup: Setup,
+    _setup: Setup,
     sluice: Sluice,
     _sink: Sink,
     a: String,
@@ -62,7 +62,7 @@ impl Host {
         let a = sluice.new_key("a");
         let b = sluice.new_key("b");
         Host {
-            setup,
+            _setup: setup,
             sluice,
             _sink: sink,
             a,
@@ -136,6 +136,11 @@ fn a_log_bomb_moves_the_hosts_memory_by_no_more_than_its_tenants_log_budget() {
         h.sluice.wait_state(&h.a, id, "delivered");
     }
     let after = rss_bytes(h.pid());
+    eprintln!(
+        "16 log-bomb uploads and calls: server RSS {} -> {} MiB",
+        before >> 20,
+        after >> 20
+    );
     // The tenant's logs hold at most its budget; the rest is the compiled versions
     // kept, pool slots touched by the calls and the allocator's slack.
     let allowance = 2 * LOG_BYTES_PER_TENANT + (64 << 20);
@@ -357,6 +362,7 @@ fn a_costly_compilation_is_stopped_at_its_bound_while_another_tenant_is_served()
     // Within every static limit (5000 locals, 1 MiB of code per function), yet far
     // more than 3 CPU-seconds of work for cranelift.
     let bomb = with_module(router(), &costly_module(40, 4000, 6));
+    let started = Instant::now();
     let (r, peak, served) = std::thread::scope(|scope| {
         let upload = scope.spawn(|| h.upload("a", "route", "", &bomb));
         let (mut peak, mut served) = (before, 0);
@@ -377,6 +383,14 @@ fn a_costly_compilation_is_stopped_at_its_bound_while_another_tenant_is_served()
         }
         (upload.join().unwrap(), peak, served)
     });
+    eprintln!(
+        "a {}-byte bomb answered in {:?}: {}; server RSS {} -> peak {} MiB; {served} messages of b delivered meanwhile",
+        bomb.len(),
+        started.elapsed(),
+        r.body,
+        before >> 20,
+        peak >> 20
+    );
     assert_eq!(
         (r.status, code(&r).as_str()),
         (422, "compile_bound"),

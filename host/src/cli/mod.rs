@@ -56,7 +56,7 @@ struct CompileArgs {
     #[arg(long)]
     cpu_secs: u64,
     #[arg(long)]
-    address_space_bytes: u64,
+    memory_bytes: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +110,7 @@ fn compile_child(a: CompileArgs) -> ExitCode {
         max_instances: a.max_instances,
         max_memory_bytes: a.max_memory_bytes,
         cpu_secs: a.cpu_secs,
-        address_space_bytes: a.address_space_bytes,
+        memory_bytes: a.memory_bytes,
     });
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

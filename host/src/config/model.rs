@@ -188,7 +188,8 @@ pub struct PluginUploads {
     pub max_compile: Duration,
     /// CPU time of one compilation (`max_compile_cpu_secs`, 20).
     pub max_compile_cpu_secs: u64,
-    /// Address space of the compiling process (`max_compile_memory_mib`, 1024).
+    /// Heap and anonymous memory of the compiling process, `RLIMIT_DATA`
+    /// (`max_compile_memory_mib`, 1024).
     pub max_compile_memory_bytes: u64,
     /// Compilations at once on a host, all tenants together (`max_compiles_at_once`, 1).
     pub max_compiles_at_once: u32,

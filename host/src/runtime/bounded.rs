@@ -1,7 +1,8 @@
 //! Compiling an untrusted component without letting it hurt the host: in a child
-//! process (`sluice` itself, re-executed with a hidden subcommand) whose address space
-//! and CPU time are capped with `setrlimit` and whose wall time is capped by the parent,
-//! which kills it at the deadline.
+//! process (`sluice` itself, re-executed with a hidden subcommand) whose memory
+//! (`RLIMIT_DATA`: heap, anonymous mappings and stacks, not the mapped executable, which
+//! is ~450 MB in a debug build) and CPU time are capped with `setrlimit` and whose wall
+//! time is capped by the parent, which kills it at the deadline.
 //!
 //! Cranelift's cost is not bounded by the size of its input: a 9.5 MB component whose
 //! one core module had loops over 20 000 locals took 47 s, 55 CPU-seconds and 4.7 GB.
@@ -31,6 +32,8 @@ pub const SUBCOMMAND: &str = "__compile-component";
 
 /// Exit code of a child that could not compile the component (its error on stderr).
 const EXIT_REFUSED: i32 = 3;
+/// Exit code of a child refused memory while compiling.
+const EXIT_MEMORY: i32 = 4;
 
 /// Bytes of the child's stderr kept for the error.
 const STDERR_KEPT: usize = 4096;
@@ -44,8 +47,8 @@ pub struct CompileBounds {
     pub wall: Duration,
     /// CPU time (`RLIMIT_CPU`).
     pub cpu_secs: u64,
-    /// Address space (`RLIMIT_AS`).
-    pub address_space_bytes: u64,
+    /// Private writable memory: heap, anonymous mappings, stacks (`RLIMIT_DATA`).
+    pub memory_bytes: u64,
 }
 
 /// Why a bounded compilation produced nothing.
@@ -154,11 +157,11 @@ fn run_child(
         .args(["--max-instances", &config.max_instances.to_string()])
         .args(["--max-memory-bytes", &config.max_memory_bytes.to_string()])
         .args(["--cpu-secs", &bounds.cpu_secs.to_string()])
-        .args([
-            "--address-space-bytes",
-            &bounds.address_space_bytes.to_string(),
-        ])
+        .args(["--memory-bytes", &bounds.memory_bytes.to_string()])
         .env_remove("SLUICE_LOG")
+        // mimalloc reserves 1 GiB of address space for its first arena, which counts
+        // against RLIMIT_DATA though it is never touched; small arenas fit the limit.
+        .env("MIMALLOC_ARENA_RESERVE", "64MiB")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -214,11 +217,12 @@ fn run_child(
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(EXIT_REFUSED), _) => Err(CompileError::Invalid(said.trim().to_owned())),
+        (Some(EXIT_MEMORY), _) => Err(CompileError::TooMuchMemory(bounds.memory_bytes)),
         // SIGXCPU at the soft limit, SIGKILL at the hard one.
         (_, Some(libc::SIGXCPU)) | (_, Some(libc::SIGKILL)) => {
             Err(CompileError::TooMuchCpu(bounds.cpu_secs))
         }
-        // An allocation refused under RLIMIT_AS aborts the child (or, for a thread or
+        // An allocation refused under RLIMIT_DATA aborts the child (or, for a thread or
         // a mapping, fails it with an error that says so).
         _ if said.contains("memory allocation")
             || said.contains("Cannot allocate memory")
@@ -226,7 +230,7 @@ fn run_child(
             || status.signal() == Some(libc::SIGABRT)
             || status.signal() == Some(libc::SIGSEGV) =>
         {
-            Err(CompileError::TooMuchMemory(bounds.address_space_bytes))
+            Err(CompileError::TooMuchMemory(bounds.memory_bytes))
         }
         _ => Err(CompileError::Host(format!(
             "the compiler exited with {status}: {}",
@@ -242,7 +246,7 @@ pub struct ChildArgs {
     pub max_instances: u32,
     pub max_memory_bytes: usize,
     pub cpu_secs: u64,
-    pub address_space_bytes: u64,
+    pub memory_bytes: u64,
 }
 
 fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::io::Result<()> {
@@ -262,13 +266,9 @@ fn set_limit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> std::
 /// the artefact to `args.out` by rename. Returns the process's exit code.
 pub fn child_main(args: &ChildArgs) -> i32 {
     // First of all, before anything large is allocated.
-    if let Err(e) = set_limit(libc::RLIMIT_CPU, args.cpu_secs, args.cpu_secs + 1).and_then(|()| {
-        set_limit(
-            libc::RLIMIT_AS,
-            args.address_space_bytes,
-            args.address_space_bytes,
-        )
-    }) {
+    if let Err(e) = set_limit(libc::RLIMIT_CPU, args.cpu_secs, args.cpu_secs + 1)
+        .and_then(|()| set_limit(libc::RLIMIT_DATA, args.memory_bytes, args.memory_bytes))
+    {
         eprintln!("cannot limit the compiler: {e}");
         return 1;
     }
@@ -287,7 +287,12 @@ pub fn child_main(args: &ChildArgs) -> i32 {
     let artefact = match Component::new(&engine, &bytes).and_then(|c| c.serialize()) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e:#}");
+            let e = format!("{e:#}");
+            eprintln!("{e}");
+            // A mapping refused under RLIMIT_DATA comes back as an error, not an abort.
+            if e.contains("Cannot allocate memory") {
+                return EXIT_MEMORY;
+            }
             return EXIT_REFUSED;
         }
     };

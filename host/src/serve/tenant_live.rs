@@ -304,7 +304,7 @@ impl TenantPlugins {
                 program: compiler,
                 wall: uploads.max_compile,
                 cpu_secs: uploads.max_compile_cpu_secs,
-                address_space_bytes: uploads.max_compile_memory_bytes,
+                memory_bytes: uploads.max_compile_memory_bytes,
             },
             compiles: Semaphore::new(uploads.max_compiles_at_once as usize),
             upload_limits: UploadLimits::new(
