@@ -219,6 +219,9 @@ fn a_log_bomb_moves_the_hosts_memory_by_no_more_than_its_tenants_log_budget() {
 /// A core module of `functions` functions, each with `locals` i64 locals that are all
 /// live across `loops` nested loops: cheap to write, costly for cranelift's register
 /// allocator (the shape of the observed 47-second upload).
+///
+/// Each module is new (a constant of this run in it): a component compiled before would
+/// come from the compiled-component disk cache without compiling.
 fn costly_module(functions: u32, locals: u32, loops: u32) -> Vec<u8> {
     use wasm_encoder::{
         BlockType, CodeSection, ExportKind, ExportSection, Function, FunctionSection,
@@ -249,7 +252,9 @@ fn costly_module(functions: u32, locals: u32, loops: u32) -> Vec<u8> {
             f.instruction(&I::End);
             let _ = depth;
         }
-        f.instruction(&I::LocalGet(1));
+        f.instruction(&I::LocalGet(1))
+            .instruction(&I::I64Const(run_salt()))
+            .instruction(&I::I64Add);
         for i in 2..=locals {
             f.instruction(&I::LocalGet(i)).instruction(&I::I64Add);
         }
@@ -264,6 +269,20 @@ fn costly_module(functions: u32, locals: u32, loops: u32) -> Vec<u8> {
         .section(&exports)
         .section(&code);
     m.finish()
+}
+
+/// A number no earlier run used.
+fn run_salt() -> i64 {
+    static SALT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let base = *SALT.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        (nanos as i64) ^ (i64::from(std::process::id()) << 40)
+    });
+    base.wrapping_add(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// `component` with `module` appended as one more core module section (a component's
@@ -355,7 +374,12 @@ fn a_costly_compilation_is_stopped_at_its_bound_while_another_tenant_is_served()
         "[plugins.uploads]\nmax_compile_secs = 6\nmax_compile_cpu_secs = 3\nmax_compile_memory_mib = 1024\n",
     );
     // A plugin compiles in the child and goes live as before.
-    let r = h.upload("b", "route", "", router());
+    let r = h.upload(
+        "b",
+        "route",
+        "",
+        &with_module(router(), &costly_module(1, 1, 1)),
+    );
     assert_eq!(r.status, 201, "{}", r.body);
     let before = rss_bytes(h.pid());
 
@@ -416,6 +440,21 @@ fn a_costly_compilation_is_stopped_at_its_bound_while_another_tenant_is_served()
     // Nothing was stored, and b's plugin still decides b's mail.
     let v = h.get("a", "/v1/plugins").json();
     assert_eq!(v["plugins"], Value::Array(Vec::new()), "{v}");
+}
+
+#[test]
+fn a_compilation_over_its_memory_bound_is_stopped_and_named() {
+    // 24 MiB of heap cannot hold cranelift compiling even a small plugin.
+    let h = Host::start("[plugins.uploads]\nmax_compile_memory_mib = 24\n");
+    let fresh = with_module(router(), &costly_module(1, 1, 1));
+    let r = h.upload("a", "route", "", &fresh);
+    assert_eq!(
+        (r.status, code(&r).as_str()),
+        (422, "compile_bound"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("max_compile_memory_mib"), "{}", r.body);
 }
 
 // ---------------------------------------------------------------- rates and quotas

@@ -94,23 +94,25 @@ pub fn compile(
     bytes: &[u8],
     bounds: &CompileBounds,
 ) -> Result<Component, CompileError> {
-    let cache_dir = config.compile_cache.as_deref();
+    // A cache directory we cannot create costs only the caching, as in `cache::compile`.
+    let cache_dir = config.compile_cache.as_deref().filter(|dir| {
+        cache::private_dir(dir)
+            .inspect_err(|e| {
+                tracing::debug!(dir = %dir.display(), error = %e, "cannot use the compiled component cache");
+            })
+            .is_ok()
+    });
     if let Some(dir) = cache_dir
         && let Some(c) = cache::load(engine, bytes, dir)
     {
         return Ok(c);
     }
     // Without a cache, a private directory of our own for this one artefact.
-    let scratch;
     let out = match cache_dir {
-        Some(dir) => {
-            cache::private_dir(dir).map_err(|e| CompileError::Host(format!("{e}")))?;
-            cache::entry_path(engine, bytes, dir)
-        }
-        None => {
-            scratch = tempfile_dir().map_err(|e| CompileError::Host(format!("{e}")))?;
-            scratch.join("component.cwasm")
-        }
+        Some(dir) => cache::entry_path(engine, bytes, dir),
+        None => tempfile_dir()
+            .map_err(|e| CompileError::Host(format!("no directory for the artefact: {e}")))?
+            .join("component.cwasm"),
     };
     let result = run_child(config, bytes, bounds, &out).and_then(|()| {
         // SAFETY: the file was just written by our own binary's `child_main` from
@@ -201,6 +203,8 @@ fn run_child(
             Ok(None) if started.elapsed() >= bounds.wall => {
                 let _ = child.kill();
                 let _ = child.wait();
+                // What a child killed while writing leaves (see `child_main`).
+                let _ = std::fs::remove_file(out.with_extension(format!("{}.tmp", child.id())));
                 let _ = feeder.join();
                 let _ = drainer.join();
                 return Err(CompileError::TooSlow(bounds.wall));
