@@ -457,6 +457,62 @@ fn a_compilation_over_its_memory_bound_is_stopped_and_named() {
     assert!(r.body.contains("max_compile_memory_mib"), "{}", r.body);
 }
 
+/// Compiler children of `pid` alive now (`sluice __compile-component`).
+fn compilers_of(pid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let dir = e.path();
+            let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+            // pid (comm) state ppid …: comm may hold spaces, so split after its ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            ppid == Some(pid)
+                && std::fs::read(dir.join("cmdline"))
+                    .is_ok_and(|c| c.windows(19).any(|w| w == b"__compile-component"))
+        })
+        .count()
+}
+
+#[test]
+fn compilations_take_turns_across_tenants() {
+    let h = Host::start(
+        "[plugins.uploads]\nmax_compile_secs = 2\nmax_compile_cpu_secs = 2\nmax_compiles_at_once = 1\n",
+    );
+    let bombs = [
+        with_module(router(), &costly_module(40, 4000, 6)),
+        with_module(router(), &costly_module(40, 4000, 6)),
+    ];
+    let h = &h;
+    let (answers, most) = std::thread::scope(|scope| {
+        let uploads: Vec<_> = [("a", &bombs[0]), ("b", &bombs[1])]
+            .into_iter()
+            .map(|(t, bomb)| scope.spawn(move || h.upload(t, "route", "", bomb)))
+            .collect();
+        let mut most = 0;
+        while uploads.iter().any(|u| !u.is_finished()) {
+            most = most.max(compilers_of(h.pid()));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let answers: Vec<Response> = uploads.into_iter().map(|u| u.join().unwrap()).collect();
+        (answers, most)
+    });
+    for r in &answers {
+        assert_eq!(
+            (r.status, code(r).as_str()),
+            (422, "compile_bound"),
+            "{}",
+            r.body
+        );
+    }
+    assert_eq!(most, 1, "compiler children alive at once");
+}
+
 // ---------------------------------------------------------------- rates and quotas
 
 #[test]
