@@ -85,6 +85,7 @@ both_backends!(
     tenants_do_not_see_each_others_plugins,
     concurrent_uploads_from_two_hosts_get_distinct_numbers,
     bad_input_is_refused,
+    pruning_keeps_the_quota_and_spares_what_runs_or_rolls_back,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -369,4 +370,74 @@ async fn bad_input_is_refused(db: Db) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
+
+async fn pruning_keeps_the_quota_and_spares_what_runs_or_rolls_back(db: Db) {
+    let s = &db.store;
+    tenant(s, "acme").await;
+    tenant(s, "other").await;
+    // Route: versions 1..=6, each activated in turn (history 1..=5, 6 active).
+    for n in 1..=6u32 {
+        s.add_plugin_version(
+            upload("acme", Stage::Route, component(n as usize)),
+            i64::from(n),
+        )
+        .await
+        .unwrap();
+        s.activate_plugin("acme", Stage::Route, n, 100 + i64::from(n))
+            .await
+            .unwrap();
+    }
+    // Bill: versions 1 and 2, uploaded later and never activated.
+    for n in 1..=2u32 {
+        s.add_plugin_version(upload("acme", Stage::Bill, component(4)), 50 + i64::from(n))
+            .await
+            .unwrap();
+    }
+    s.add_plugin_version(upload("other", Stage::Route, component(0)), 1)
+        .await
+        .unwrap();
+    // Under the quota: nothing goes.
+    assert_eq!(s.prune_plugin_versions("acme", 8).await.unwrap(), vec![]);
+    // Two over: the two oldest of the route versions, which nothing spares.
+    let pruned = s.prune_plugin_versions("acme", 6).await.unwrap();
+    assert_eq!(pruned, vec![(Stage::Route, 1), (Stage::Route, 2)]);
+    // Spared: route 6 (active, latest), 5, 4, 3 (the rollbacks), bill 2 (latest); only
+    // bill 1 can still go, however small the quota.
+    let pruned = s.prune_plugin_versions("acme", 1).await.unwrap();
+    assert_eq!(pruned, vec![(Stage::Bill, 1)]);
+    let left: Vec<(Stage, u32)> = s
+        .list_plugin_versions("acme", None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| (v.stage, v.version))
+        .collect();
+    assert_eq!(
+        left,
+        vec![
+            (Stage::Bill, 2),
+            (Stage::Route, 3),
+            (Stage::Route, 4),
+            (Stage::Route, 5),
+            (Stage::Route, 6),
+        ]
+    );
+    // The pruned versions left the history: rollbacks walk 5, 4, 3, then stop.
+    let a = s
+        .active_plugin("acme", Stage::Route)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.previous, vec![3, 4, 5]);
+    for expected in [5, 4, 3] {
+        let a = s.rollback_plugin("acme", Stage::Route, 200).await.unwrap();
+        assert_eq!(a.version.version, expected);
+    }
+    assert!(s.rollback_plugin("acme", Stage::Route, 201).await.is_err());
+    // Another tenant's versions are not counted or touched.
+    assert_eq!(
+        s.list_plugin_versions("other", None).await.unwrap().len(),
+        1
+    );
 }

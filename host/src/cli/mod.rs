@@ -39,6 +39,24 @@ enum Command {
     /// Measure a running Sluice.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Compiles a component from stdin under limits (the server runs it).
+    #[command(name = "__compile-component", hide = true)]
+    CompileComponent(CompileArgs),
+}
+
+/// What the server tells its compiler child (`runtime::CompileBounds`).
+#[derive(Debug, clap::Args)]
+struct CompileArgs {
+    #[arg(long)]
+    out: std::path::PathBuf,
+    #[arg(long)]
+    max_instances: u32,
+    #[arg(long)]
+    max_memory_bytes: usize,
+    #[arg(long)]
+    cpu_secs: u64,
+    #[arg(long)]
+    memory_bytes: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Bench(BenchCommand::Push(args)) => bench::push(args),
         Command::Bounce(cmd) => bounce::run(cmd),
         Command::Bill(args) => bill::run(args),
+        Command::CompileComponent(a) => Ok(compile_child(a)),
     };
     match result {
         Ok(code) => code,
@@ -82,6 +101,18 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// The server's compiler child (it limits itself before it reads the component).
+fn compile_child(a: CompileArgs) -> ExitCode {
+    let code = crate::runtime::compile_child_main(&crate::runtime::ChildArgs {
+        out: a.out,
+        max_instances: a.max_instances,
+        max_memory_bytes: a.max_memory_bytes,
+        cpu_secs: a.cpu_secs,
+        memory_bytes: a.memory_bytes,
+    });
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// A wrong command line or input file (exit code 2).

@@ -37,6 +37,28 @@ fn zero_calls_in_flight_is_refused_where_it_is_written() {
 }
 
 #[test]
+fn log_and_upload_bounds_have_stated_defaults_and_refuse_zero_where_written() {
+    let p = Pipeline::parse("", "p.toml").unwrap();
+    assert_eq!(p.plugins.logs.max_bytes_per_tenant, 2 << 20);
+    assert_eq!(p.plugins.logs.max_line_bytes, 4096);
+    assert_eq!(p.plugins.uploads.max_function_locals, 5000);
+    assert_eq!(p.plugins.uploads.max_compile_memory_bytes, 1 << 30);
+    assert_eq!(p.plugins.uploads.max_compiles_at_once, 1);
+    let e = errors("[plugins.uploads]\nmax_function_locals = 0\n");
+    assert!(
+        e.starts_with("p.toml:2:23: key `plugins.uploads.max_function_locals`: must be at least 1"),
+        "{e}"
+    );
+    let e = errors("[plugins.logs]\nmax_page_bytes = 1000\n");
+    assert!(
+        e.contains("plugins.logs.max_page_bytes") && e.contains("longest line"),
+        "{e}"
+    );
+    let e = errors("[plugins.logs]\nmax_lines = 3\n");
+    assert!(e.contains("max_lines"), "{e}");
+}
+
+#[test]
 fn every_example_pipeline_is_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines");
     let mut n = 0;

@@ -50,34 +50,57 @@ fn entry_name(engine: &Engine, bytes: &[u8]) -> String {
     )
 }
 
+/// Where the artefact of `bytes` compiled by `engine` is kept in `dir`.
+pub(super) fn entry_path(engine: &Engine, bytes: &[u8], dir: &Path) -> PathBuf {
+    dir.join(entry_name(engine, bytes))
+}
+
+/// The compiled artefact `dir` holds for `bytes`, if it holds a usable one.
+pub(super) fn load(engine: &Engine, bytes: &[u8], dir: &Path) -> Option<Component> {
+    let path = entry_path(engine, bytes, dir);
+    if !path.is_file() {
+        return None;
+    }
+    // SAFETY: the file was written (by `store` below or by the bounded compiler's
+    // child, our own binary) from `Component::serialize` for an engine with this
+    // compatibility hash, in a directory private to this user; wasmtime also checks
+    // the artefact's header against the engine.
+    match unsafe { Component::deserialize_file(engine, &path) } {
+        Ok(c) => {
+            // Recently used: kept when the directory is pruned.
+            if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+            Some(c)
+        }
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "compiled component unusable; compiling again");
+            None
+        }
+    }
+}
+
 /// Compiles `bytes`, or loads the compiled artefact `dir` holds for them.
 pub fn compile(engine: &Engine, bytes: &[u8], dir: Option<&Path>) -> wasmtime::Result<Component> {
     let Some(dir) = dir else {
         return Component::new(engine, bytes);
     };
-    let path = dir.join(entry_name(engine, bytes));
-    if path.is_file() {
-        // SAFETY: the file was written by `store` below from `Component::serialize` for
-        // an engine with this compatibility hash, in a directory private to this user;
-        // wasmtime also checks the artefact's header against the engine.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => {
-                // Recently used: kept when the directory is pruned.
-                if let Ok(f) = std::fs::File::options().append(true).open(&path) {
-                    let _ = f.set_modified(std::time::SystemTime::now());
-                }
-                return Ok(c);
-            }
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "compiled component unusable; compiling again");
-            }
-        }
+    if let Some(c) = load(engine, bytes, dir) {
+        return Ok(c);
     }
+    let path = entry_path(engine, bytes, dir);
     let component = Component::new(engine, bytes)?;
     if let Err(e) = store(dir, &path, &component) {
         tracing::debug!(path = %path.display(), error = %e, "cannot cache a compiled component");
     }
     Ok(component)
+}
+
+/// Keeps the directory to [`MAX_ENTRIES`] after an artefact was added by someone else.
+pub(super) fn prune_dir(dir: &Path) {
+    if let Err(e) = prune(dir, MAX_ENTRIES) {
+        tracing::debug!(dir = %dir.display(), error = %e, "cannot prune the compiled component cache");
+    }
 }
 
 fn store(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
@@ -114,7 +137,7 @@ fn prune(dir: &Path, keep: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn private_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]

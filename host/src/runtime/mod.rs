@@ -10,20 +10,24 @@
 //! on.
 
 mod bindings;
+mod bounded;
 mod cache;
 mod convert;
+mod inspect;
 mod log;
 mod lower;
 mod sandbox;
 
-pub use log::{LogLevel, LogLine, LogSource, PluginLog};
+pub use bounded::{ChildArgs, CompileBounds, CompileError, SUBCOMMAND as COMPILE_SUBCOMMAND};
+pub use inspect::{OverLimit, StaticLimits};
+pub use log::{LogBudget, LogLevel, LogLimits, LogLine, LogPage, LogSource, PluginLog};
 
 use crate::stage::{self, Stage};
 use sandbox::{CaptureLimits, StoreState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{ComponentExportIndex, HasSelf, InstancePre, Linker};
+use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
@@ -31,6 +35,10 @@ use wasmtime::{
 /// Linear memory of a pool slot kept mapped between instances (reset by
 /// `memset` rather than `madvise`): about what a Rust plugin dirties per call.
 const KEEP_RESIDENT_BYTES: usize = 1 << 20;
+
+/// Bytes a plugin's own log keeps when none is shared with it (the platform's
+/// plugins, the CLI).
+pub const DEFAULT_LOG_BYTES: usize = 1 << 20;
 
 /// How the process-wide engine is set up.
 #[derive(Debug, Clone)]
@@ -43,6 +51,8 @@ pub struct RuntimeConfig {
     pub epoch_tick: Duration,
     /// Where compiled components are cached across runs (none: always compile).
     pub compile_cache: Option<std::path::PathBuf>,
+    /// What of a plugin's `log` calls is kept.
+    pub log: LogLimits,
 }
 
 impl Default for RuntimeConfig {
@@ -52,6 +62,7 @@ impl Default for RuntimeConfig {
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(1),
             compile_cache: cache::default_dir(),
+            log: LogLimits::default(),
         }
     }
 }
@@ -104,6 +115,12 @@ pub enum LoadError {
     UnknownImport(String),
     #[error("memory limit of {asked} bytes is above the platform maximum of {max} bytes")]
     MemoryAboveMaximum { asked: usize, max: usize },
+    /// Refused before compiling: the component declares more than a limit allows.
+    #[error("{0}")]
+    OverLimit(OverLimit),
+    /// The bounded compilation failed or was stopped.
+    #[error("{0}")]
+    Compile(CompileError),
 }
 
 /// Why a call produced no usable answer. The host never acts on a failed
@@ -208,8 +225,7 @@ impl Runtime {
 
         let mut linker: Linker<StoreState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        bindings::sluice::plugin::host::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        sandbox::add_host_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, ticker_stop, tick) = (engine.clone(), stop.clone(), config.epoch_tick);
@@ -254,6 +270,64 @@ impl Runtime {
         let engine = &self.inner.engine;
         let component = cache::compile(engine, bytes, self.inner.config.compile_cache.as_deref())
             .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        self.finish_load(stage, name, component, spec)
+    }
+
+    /// Reads an untrusted component (a tenant's upload) without compiling it and
+    /// refuses it, naming the limit, if its world or sizes are wrong.
+    pub fn check_untrusted(
+        &self,
+        stage: Stage,
+        bytes: &[u8],
+        limits: &StaticLimits,
+    ) -> Result<(), LoadError> {
+        inspect::inspect(bytes, stage, limits)
+            .map(drop)
+            .map_err(|r| match r {
+                inspect::Refusal::Malformed(m) => LoadError::NotAComponent(m),
+                inspect::Refusal::OverLimit(o) => LoadError::OverLimit(o),
+                inspect::Refusal::MissingExport { missing, exports } => LoadError::WrongWorld {
+                    stage,
+                    missing,
+                    exports,
+                },
+                inspect::Refusal::UnknownImport(i) => LoadError::UnknownImport(i),
+            })
+    }
+
+    /// Loads an untrusted component that passed [`Runtime::check_untrusted`]: compiles
+    /// it in a child process under `bounds` (or takes the artefact from the disk cache).
+    pub fn load_untrusted(
+        &self,
+        stage: Stage,
+        name: &str,
+        bytes: &[u8],
+        spec: PluginSpec,
+        bounds: &CompileBounds,
+    ) -> Result<Plugin, LoadError> {
+        if spec.limits.memory_bytes > self.inner.config.max_memory_bytes {
+            return Err(LoadError::MemoryAboveMaximum {
+                asked: spec.limits.memory_bytes,
+                max: self.inner.config.max_memory_bytes,
+            });
+        }
+        let component = bounded::compile(&self.inner.engine, &self.inner.config, bytes, bounds)
+            .map_err(|e| match e {
+                CompileError::Invalid(m) => LoadError::NotAComponent(m),
+                other => LoadError::Compile(other),
+            })?;
+        self.finish_load(stage, name, component, spec)
+    }
+
+    /// Checks a compiled component against `stage`'s world and pre-instantiates it.
+    fn finish_load(
+        &self,
+        stage: Stage,
+        name: &str,
+        component: wasmtime::component::Component,
+        spec: PluginSpec,
+    ) -> Result<Plugin, LoadError> {
+        let engine = &self.inner.engine;
         let exports: Vec<String> = component
             .component_type()
             .exports(engine)
@@ -303,10 +377,17 @@ impl Runtime {
             pre,
             limits: spec.limits,
             config: spec.config.into(),
-            log: spec.log.unwrap_or_else(|| Arc::new(PluginLog::new(1000))),
+            log: spec
+                .log
+                .unwrap_or_else(|| Arc::new(PluginLog::new(DEFAULT_LOG_BYTES))),
             idle: Mutex::new(Vec::new()),
         })
     }
+}
+
+/// The compiler child: `args` from the hidden subcommand; the process's exit code.
+pub fn compile_child_main(args: &ChildArgs) -> i32 {
+    bounded::child_main(args)
 }
 
 /// How a plugin is to be run: limits, settings and where its log goes.
@@ -315,7 +396,7 @@ pub struct PluginSpec {
     pub limits: Limits,
     /// Settings the plugin reads through `host.config`.
     pub config: Vec<(String, String)>,
-    /// A log to share (e.g. per tenant); a fresh one of 1000 lines if none.
+    /// A log to share (e.g. per tenant); a fresh one of [`DEFAULT_LOG_BYTES`] if none.
     pub log: Option<Arc<PluginLog>>,
 }
 
@@ -388,8 +469,7 @@ impl Plugin {
 
     fn new_store(&self) -> Store<StoreState> {
         let capture = CaptureLimits {
-            log_lines: 64,
-            log_line_chars: 4096,
+            log: self.runtime.inner.config.log,
             stderr_bytes: 16 * 1024,
         };
         let state = StoreState::new(

@@ -1,24 +1,29 @@
 //! What a plugin's store holds and what its imports do: an empty WASI
 //! context (no files, environment, network or clock), the `host` imports
 //! (log and config), a memory limiter, and a bounded capture of stderr.
+//!
+//! The `log` import is defined by hand rather than through the generated
+//! bindings: those lift every string and field into host memory before the
+//! host sees them, so a guest could pass one 1 MiB string a thousand times as
+//! fields and make the host allocate a gigabyte per call. Here the message and
+//! fields stay in guest memory (`WasmStr`, `WasmList`) and only the clipped
+//! prefix of the fields kept is copied.
 
 use super::bindings::sluice::plugin::host;
-use super::log::{LogLevel, LogSource, PluginLog};
+use super::log::{LogLevel, LogLimits, LogSource, PluginLog, clip};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::ResourceLimiter;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Linker, ResourceTable, WasmList, WasmStr};
+use wasmtime::{ResourceLimiter, StoreContextMut};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 /// How much of one call's output is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct CaptureLimits {
-    /// `log` calls kept per call; later ones are counted, not kept.
-    pub log_lines: usize,
-    /// Characters of one log message kept.
-    pub log_line_chars: usize,
+    /// What of the `log` calls is kept.
+    pub log: LogLimits,
     /// Bytes of stderr and stdout kept per call.
     pub stderr_bytes: usize,
 }
@@ -72,7 +77,7 @@ impl StoreState {
     pub fn finish_call(&mut self) -> Option<String> {
         self.limiter.exceeded = None;
         // The common case: a quiet call. Nothing to move, nothing to lock.
-        if !self.stderr.written() && self.logged <= self.capture.log_lines {
+        if !self.stderr.written() && self.logged <= self.capture.log.lines_per_call {
             self.logged = 0;
             return None;
         }
@@ -83,7 +88,7 @@ impl StoreState {
             self.log.push(
                 LogLevel::Warn,
                 LogSource::Stderr,
-                (*line).to_owned(),
+                clip(line, self.capture.log.line_bytes).to_owned(),
                 Vec::new(),
             );
         }
@@ -95,8 +100,8 @@ impl StoreState {
                 Vec::new(),
             );
         }
-        if self.logged > self.capture.log_lines {
-            let n = self.logged - self.capture.log_lines;
+        if self.logged > self.capture.log.lines_per_call {
+            let n = self.logged - self.capture.log.lines_per_call;
             self.log.push(
                 LogLevel::Warn,
                 LogSource::Host,
@@ -136,35 +141,56 @@ impl WasiView for StoreState {
     }
 }
 
-impl host::Host for StoreState {
-    fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) {
-        self.logged += 1;
-        if self.logged > self.capture.log_lines {
-            return;
-        }
-        let level = match level {
-            host::Level::Trace => LogLevel::Trace,
-            host::Level::Debug => LogLevel::Debug,
-            host::Level::Info => LogLevel::Info,
-            host::Level::Warn => LogLevel::Warn,
-            host::Level::Error => LogLevel::Error,
-        };
-        let clip = |s: String| match s.char_indices().nth(self.capture.log_line_chars) {
-            Some((i, _)) => s[..i].to_owned(),
-            None => s,
-        };
-        let fields = fields
-            .into_iter()
-            .take(32)
-            .map(|(k, v)| (clip(k), clip(v)))
-            .collect();
-        self.log
-            .push(level, LogSource::Plugin, clip(message), fields);
-    }
+/// Defines the `host` interface (`log`, `config`) in `linker`.
+pub fn add_host_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
+    let mut host = linker.instance("sluice:plugin/host@0.1.0")?;
+    host.func_wrap(
+        "log",
+        |cx: StoreContextMut<'_, StoreState>,
+         (level, message, fields): (host::Level, WasmStr, WasmList<(WasmStr, WasmStr)>)| {
+            log(cx, level, &message, &fields)
+        },
+    )?;
+    host.func_wrap("config", |cx: StoreContextMut<'_, StoreState>, (): ()| {
+        Ok((cx.data().config.to_vec(),))
+    })?;
+    Ok(())
+}
 
-    fn config(&mut self) -> Vec<(String, String)> {
-        self.config.to_vec()
+/// The `log` import: keeps at most `lines_per_call` lines per call, each clipped
+/// to the limits, copying only what is kept out of guest memory.
+fn log(
+    mut cx: StoreContextMut<'_, StoreState>,
+    level: host::Level,
+    message: &WasmStr,
+    fields: &WasmList<(WasmStr, WasmStr)>,
+) -> wasmtime::Result<()> {
+    let limits = cx.data().capture.log;
+    cx.data_mut().logged += 1;
+    if cx.data().logged > limits.lines_per_call {
+        return Ok(());
     }
+    let level = match level {
+        host::Level::Trace => LogLevel::Trace,
+        host::Level::Debug => LogLevel::Debug,
+        host::Level::Info => LogLevel::Info,
+        host::Level::Warn => LogLevel::Warn,
+        host::Level::Error => LogLevel::Error,
+    };
+    let message = clip(&message.to_str(&cx)?, limits.line_bytes).to_owned();
+    let mut pairs = Vec::new();
+    for i in 0..fields.len().min(limits.fields) {
+        let Some(pair) = fields.get(&mut cx, i) else {
+            break;
+        };
+        let (k, v) = pair?;
+        pairs.push((
+            clip(&k.to_str(&cx)?, limits.field_bytes).to_owned(),
+            clip(&v.to_str(&cx)?, limits.field_bytes).to_owned(),
+        ));
+    }
+    cx.data().log.push(level, LogSource::Plugin, message, pairs);
+    Ok(())
 }
 
 /// Caps linear memory; remembers a refused growth so the error can say so.

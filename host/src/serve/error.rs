@@ -1,7 +1,7 @@
 //! API errors as JSON: `{"error": {"code", "message", "field"?}}`.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -12,12 +12,12 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Seconds for a `Retry-After` header (the request may be sent again then).
-    pub retry_after_secs: Option<u32>,
+    /// Seconds to send as `Retry-After` (a 429 or 503 that will pass later).
+    pub retry_after_secs: Option<u64>,
 }
 
 /// How long a client should wait before retrying while the store cannot write.
-const STORE_RETRY_AFTER_SECS: u32 = 2;
+const STORE_RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -31,7 +31,7 @@ impl ApiError {
     }
 
     /// Adds a `Retry-After` header.
-    pub fn retry_after(mut self, secs: u32) -> ApiError {
+    pub fn retry_after(mut self, secs: u64) -> ApiError {
         self.retry_after_secs = Some(secs);
         self
     }
@@ -39,6 +39,14 @@ impl ApiError {
     pub fn field(mut self, field: impl Into<String>) -> ApiError {
         self.field = Some(field.into());
         self
+    }
+
+    /// A 429: too many requests of one kind; try again after `secs`.
+    pub fn too_many(code: &'static str, message: impl Into<String>, secs: u64) -> ApiError {
+        ApiError {
+            retry_after_secs: Some(secs.max(1)),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
     }
 
     pub fn not_found(what: impl Into<String>) -> ApiError {
@@ -68,7 +76,7 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         response
     }

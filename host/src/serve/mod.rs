@@ -27,6 +27,7 @@ mod state;
 mod suppressions;
 mod tenant_live;
 mod tenant_plugins;
+mod upload_limits;
 
 pub use state::Server;
 

@@ -67,6 +67,10 @@ impl PluginSet {
                 cfg.max_timeout,
                 cfg.max_memory_bytes,
                 cfg.max_calls_in_flight,
+                cfg.logs.clone(),
+                &cfg.uploads,
+                std::env::current_exe()
+                    .context("cannot find the sluice binary to compile tenant plugins with")?,
             )),
             runtime,
             stages,

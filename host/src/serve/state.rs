@@ -3,7 +3,7 @@
 use super::plugins::PluginSet;
 use crate::config::{Pipeline, SecretRef};
 use crate::relay::{RelaySettings, Relays};
-use crate::runtime::{Runtime, RuntimeConfig};
+use crate::runtime::{LogLimits, Runtime, RuntimeConfig};
 use crate::stage::RelayWindow;
 use crate::store::{NewRelay, NewTenant, RelayState, Store, Tenant};
 use anyhow::Context;
@@ -67,8 +67,15 @@ impl Server {
         let store = Store::open(&pipeline.store.url)
             .await
             .with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
+        let logs = &pipeline.plugins.logs;
         let runtime = Runtime::new(RuntimeConfig {
             max_memory_bytes: pipeline.plugins.max_memory_bytes.max(64 << 20),
+            log: LogLimits {
+                line_bytes: logs.max_line_bytes,
+                fields: logs.max_fields,
+                field_bytes: logs.max_field_bytes,
+                lines_per_call: logs.max_lines_per_call,
+            },
             ..RuntimeConfig::default()
         })?;
         let plugins = PluginSet::load(runtime, &pipeline.plugins)?;

@@ -9,8 +9,11 @@
 //! new one. The map is re-read from the store every [`REFRESH_EVERY`], so a version
 //! activated on another host is live here within seconds.
 
+use super::upload_limits::{Rate, UploadLimits};
+use crate::config::{PluginLogs, PluginUploads};
 use crate::runtime::{
-    Limits, LoadError, LogLevel, LogSource, Plugin, PluginError, PluginLog, PluginSpec, Runtime,
+    CompileBounds, Limits, LoadError, LogBudget, LogLevel, LogSource, Plugin, PluginError,
+    PluginLog, PluginSpec, Runtime, StaticLimits,
 };
 use crate::stage::Stage;
 use crate::store::{ActivePlugin, FailurePolicy, PluginState, PluginVersion, Store};
@@ -31,8 +34,6 @@ pub const SUSPEND_WINDOW: Duration = Duration::from_secs(60);
 const KEEP_PREVIOUS: usize = 3;
 /// Other versions kept compiled per (tenant, stage), most recently loaded first.
 const KEEP_RECENT: usize = 4;
-/// Lines kept per (tenant, stage) log.
-const LOG_LINES: usize = 1000;
 /// Call times kept for the percentiles.
 const RECENT_CALLS: usize = 1024;
 
@@ -206,6 +207,19 @@ pub struct TenantPlugins {
     /// With when each was last loaded, for eviction.
     compiled: Mutex<HashMap<CompiledKey, (Arc<Plugin>, Instant)>>,
     logs: Mutex<HashMap<(String, Stage), Arc<PluginLog>>>,
+    /// Bytes each tenant's logs hold together, across stages.
+    log_budgets: Mutex<HashMap<String, Arc<LogBudget>>>,
+    log_bounds: PluginLogs,
+    /// What an upload may declare, checked before it is compiled.
+    static_limits: StaticLimits,
+    /// How a tenant's component is compiled: in a child process, within bounds.
+    compile_bounds: CompileBounds,
+    /// Compilations at once on this host, all tenants together.
+    compiles: Semaphore,
+    /// How often each tenant may upload.
+    pub upload_limits: UploadLimits,
+    /// Versions a tenant keeps, all stages together.
+    pub max_versions_per_tenant: u32,
     stats: Mutex<HashMap<(String, Stage, u32), Arc<CallStats>>>,
     last_refresh: Mutex<Option<Instant>>,
     refreshing: AtomicBool,
@@ -262,6 +276,9 @@ impl TenantPlugins {
         max_timeout: Duration,
         max_memory_bytes: usize,
         max_calls_in_flight: u32,
+        log_bounds: PluginLogs,
+        uploads: &PluginUploads,
+        compiler: std::path::PathBuf,
     ) -> TenantPlugins {
         TenantPlugins {
             runtime,
@@ -271,6 +288,30 @@ impl TenantPlugins {
             live: RwLock::new(LiveMap::default()),
             compiled: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
+            log_budgets: Mutex::new(HashMap::new()),
+            log_bounds,
+            static_limits: StaticLimits {
+                core_modules: uploads.max_core_modules,
+                functions: uploads.max_functions,
+                function_locals: uploads.max_function_locals,
+                function_code_bytes: uploads.max_function_code_bytes,
+                code_bytes: uploads.max_code_bytes,
+                data_bytes: uploads.max_data_bytes,
+                memory_bytes: max_memory_bytes as u64,
+                table_elements: uploads.max_table_elements,
+            },
+            compile_bounds: CompileBounds {
+                program: compiler,
+                wall: uploads.max_compile,
+                cpu_secs: uploads.max_compile_cpu_secs,
+                memory_bytes: uploads.max_compile_memory_bytes,
+            },
+            compiles: Semaphore::new(uploads.max_compiles_at_once as usize),
+            upload_limits: UploadLimits::new(
+                Rate::per_hour(uploads.uploads_per_hour, uploads.upload_burst),
+                Rate::per_hour(uploads.failed_uploads_per_hour, uploads.failed_upload_burst),
+            ),
+            max_versions_per_tenant: uploads.max_versions_per_tenant,
             stats: Mutex::new(HashMap::new()),
             last_refresh: Mutex::new(None),
             refreshing: AtomicBool::new(false),
@@ -294,12 +335,29 @@ impl TenantPlugins {
         asked.unwrap_or(cores).clamp(1, self.max_calls_in_flight)
     }
 
-    /// The log every version of a (tenant, stage) writes to on this host.
+    /// The log every version of a (tenant, stage) writes to on this host: at most
+    /// `max_bytes_per_stage`, and with the tenant's other stages at most
+    /// `max_bytes_per_tenant`.
     pub fn log(&self, tenant_id: &str, stage: Stage) -> Arc<PluginLog> {
-        lock(&self.logs)
-            .entry((tenant_id.to_owned(), stage))
-            .or_insert_with(|| Arc::new(PluginLog::new(LOG_LINES)))
-            .clone()
+        let mut logs = lock(&self.logs);
+        if let Some(log) = logs.get(&(tenant_id.to_owned(), stage)) {
+            return log.clone();
+        }
+        let budget = lock(&self.log_budgets)
+            .entry(tenant_id.to_owned())
+            .or_insert_with(|| Arc::new(LogBudget::new(self.log_bounds.max_bytes_per_tenant)))
+            .clone();
+        let log = Arc::new(PluginLog::with_budget(
+            self.log_bounds.max_bytes_per_stage,
+            budget,
+        ));
+        logs.insert((tenant_id.to_owned(), stage), log.clone());
+        log
+    }
+
+    /// The bounds of tenants' logs.
+    pub fn log_bounds(&self) -> &PluginLogs {
+        &self.log_bounds
     }
 
     /// Call counters of a version on this host, if it was called here.
@@ -316,8 +374,9 @@ impl TenantPlugins {
             .clone()
     }
 
-    /// Compiles a component off the async threads and type-checks it against the
-    /// stage's world, under the tenant's limits.
+    /// Reads a component, checks its world and sizes before anything compiles it, then
+    /// compiles it (in a child process within the upload bounds, one of at most
+    /// `max_compiles_at_once` on this host) and type-checks it, under the tenant's limits.
     pub async fn compile(
         &self,
         tenant_id: &str,
@@ -332,14 +391,28 @@ impl TenantPlugins {
             config,
             log: Some(self.log(tenant_id, stage)),
         };
-        let runtime = self.runtime.clone();
+        let failed = |e: tokio::task::JoinError| {
+            LoadError::NotAComponent(format!("compilation task failed: {e}"))
+        };
+        let (runtime, limits) = (self.runtime.clone(), self.static_limits);
+        let bytes = Arc::new(bytes);
+        let read = bytes.clone();
+        tokio::task::spawn_blocking(move || runtime.check_untrusted(stage, &read, &limits))
+            .await
+            .map_err(failed)??;
+        // Closed only when the server stops.
+        let _permit = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| LoadError::NotAComponent("the server is shutting down".into()))?;
+        let (runtime, bounds) = (self.runtime.clone(), self.compile_bounds.clone());
         let name = plugin_name(tenant_id, stage, version);
-        match tokio::task::spawn_blocking(move || runtime.load(stage, &name, &bytes, spec)).await {
-            Ok(r) => r,
-            Err(e) => Err(LoadError::NotAComponent(format!(
-                "compilation task failed: {e}"
-            ))),
-        }
+        tokio::task::spawn_blocking(move || {
+            runtime.load_untrusted(stage, &name, &bytes, spec, &bounds)
+        })
+        .await
+        .map_err(failed)?
     }
 
     /// Keeps a compiled version so that activating it does not compile it again.

@@ -8,7 +8,8 @@ use super::error::ApiError;
 use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::tenant_limits;
-use crate::runtime::{LoadError, Plugin, PluginError};
+use super::upload_limits::Refused;
+use crate::runtime::{CompileError, LoadError, Plugin, PluginError};
 use crate::stage::{self, Stage};
 use crate::store::{FailurePolicy, NewPluginVersion, PluginState};
 use axum::body::Body;
@@ -206,6 +207,19 @@ fn load_error(stage: Stage, e: LoadError) -> ApiError {
         LoadError::BadSignature { .. } => "bad_signature",
         LoadError::UnknownImport(_) => "unknown_import",
         LoadError::MemoryAboveMaximum { .. } => "invalid",
+        LoadError::OverLimit(_) => "over_limit",
+        LoadError::Compile(CompileError::Host(_)) => {
+            tracing::error!(stage = %stage, error = %e, "cannot compile a tenant plugin");
+            return ApiError {
+                retry_after_secs: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "compile_unavailable",
+                    "the host could not compile the component; nothing was stored, try again",
+                )
+            };
+        }
+        LoadError::Compile(_) => "compile_bound",
     };
     ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -228,7 +242,51 @@ fn sample_call(p: &Plugin) -> Result<serde_json::Value, PluginError> {
     })
 }
 
+/// An upload within the tenant's upload rates: a refused one (its checks, its
+/// compilation or its sample call failed) also counts against the stricter rate of
+/// refused uploads.
 async fn upload(
+    s: &Server,
+    tenant_id: &str,
+    stage: Stage,
+    uploaded_by: String,
+    opts: UploadOptions,
+    bytes: Vec<u8>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let tenants = &s.plugins.tenants;
+    let turn = tenants.upload_limits.start(tenant_id).map_err(|r| match r {
+        Refused::Uploads(wait) => ApiError::too_many(
+            "too_many_uploads",
+            format!(
+                "too many uploads; the next is allowed in {} s ([plugins.uploads] uploads_per_hour, upload_burst)",
+                wait.as_secs() + 1
+            ),
+            wait.as_secs() + 1,
+        ),
+        Refused::Failures(wait) => ApiError::too_many(
+            "too_many_failed_uploads",
+            format!(
+                "too many refused uploads; the next is allowed in {} s ([plugins.uploads] failed_uploads_per_hour, failed_upload_burst)",
+                wait.as_secs() + 1
+            ),
+            wait.as_secs() + 1,
+        ),
+        Refused::Busy => ApiError::too_many(
+            "upload_in_progress",
+            "another upload of this tenant is being checked; one at a time",
+            1,
+        ),
+    })?;
+    let result = checked_upload(s, tenant_id, stage, uploaded_by, opts, bytes).await;
+    if let Err(e) = &result
+        && e.status == StatusCode::UNPROCESSABLE_ENTITY
+    {
+        turn.failed();
+    }
+    result
+}
+
+async fn checked_upload(
     s: &Server,
     tenant_id: &str,
     stage: Stage,
@@ -342,11 +400,22 @@ async fn upload(
             .await?;
         tenants.refresh(&s.store).await?;
     }
+    // The version quota: the oldest versions nobody runs or rolls back to go, rather
+    // than refusing the upload (a tenant has no way to delete versions, and a refusal
+    // would leave it stuck).
+    let pruned: Vec<_> = s
+        .store
+        .prune_plugin_versions(tenant_id, tenants.max_versions_per_tenant)
+        .await?
+        .into_iter()
+        .map(|(stage, version)| json!({ "stage": stage, "version": version }))
+        .collect();
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "version": version,
             "active": opts.activate,
+            "pruned": pruned,
             "check": {
                 "compile_ms": compile_ms,
                 "sample_us": sample_us,
@@ -497,30 +566,77 @@ async fn admin_list(State(s): State<AppState>, _: Admin, Path(id): Path<String>)
     list(&s, &id).await
 }
 
-/// The (tenant, stage) log on this host: the plugins' `log` calls and stderr, and how
-/// failed calls ended.
-fn logs(s: &Server, tenant_id: &str, stage: Stage) -> JsonResult {
-    let lines = s.plugins.tenants.log(tenant_id, stage).lines();
-    Ok(Json(
-        json!({ "tenant": tenant_id, "stage": stage, "node": s.pipeline.server.node_id, "lines": lines }),
-    ))
+/// Lines in one page of a log when the reader does not say.
+const LOG_PAGE_LINES: usize = 100;
+/// Most lines in one page of a log.
+const LOG_PAGE_LINES_MAX: usize = 1000;
+
+/// `?after=<cursor>&limit=<lines>` of a logs read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// One page of the (tenant, stage) log on this host (the plugins' `log` calls and
+/// stderr, and how failed calls ended): the lines after the cursor, at most `limit`
+/// and at most `[plugins.logs] max_page_bytes` of JSON. `next` is the cursor of the
+/// following page while more lines are kept; `cursor` is where to poll from later;
+/// `missed` counts lines evicted before they were read.
+fn logs(s: &Server, tenant_id: &str, stage: Stage, q: LogsQuery) -> JsonResult {
+    let after = match q.after.as_deref() {
+        None | Some("") => 0,
+        Some(c) => c.parse::<u64>().map_err(|_| {
+            ApiError::invalid("after", format!("{c:?} is not a cursor from a logs page"))
+        })?,
+    };
+    let limit = match q.limit.as_deref() {
+        None | Some("") => LOG_PAGE_LINES,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=LOG_PAGE_LINES_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("{l:?} is not a number of lines from 1 to {LOG_PAGE_LINES_MAX}"),
+                ));
+            }
+        },
+    };
+    let tenants = &s.plugins.tenants;
+    let page =
+        tenants
+            .log(tenant_id, stage)
+            .page(after, limit, tenants.log_bounds().max_page_bytes);
+    let cursor = page.lines.last().map_or(after, |l| l.seq);
+    Ok(Json(json!({
+        "tenant": tenant_id,
+        "stage": stage,
+        "node": s.pipeline.server.node_id,
+        "lines": page.lines,
+        "missed": page.missed,
+        "cursor": cursor.to_string(),
+        "next": page.more.then(|| cursor.to_string()),
+    })))
 }
 
 async fn tenant_logs(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(stage): Path<String>,
+    Query(q): Query<LogsQuery>,
 ) -> JsonResult {
-    logs(&s, &t.id, parse_stage(&stage)?)
+    logs(&s, &t.id, parse_stage(&stage)?, q)
 }
 
 async fn admin_logs(
     State(s): State<AppState>,
     _: Admin,
     Path((id, stage)): Path<(String, String)>,
+    Query(q): Query<LogsQuery>,
 ) -> JsonResult {
     known_tenant(&s, &id).await?;
-    logs(&s, &id, parse_stage(&stage)?)
+    logs(&s, &id, parse_stage(&stage)?, q)
 }
 
 #[cfg(test)]

@@ -509,6 +509,17 @@ impl Store {
         plugins::list_active(self.pools()).await
     }
 
+    /// Deletes a tenant's oldest versions beyond `keep`, all stages together, sparing
+    /// each stage's active version and the last few it would roll back to; what was
+    /// pruned, oldest first.
+    pub async fn prune_plugin_versions(
+        &self,
+        tenant_id: &str,
+        keep: u32,
+    ) -> Result<Vec<(crate::stage::Stage, u32)>, StoreError> {
+        plugins::prune(self.pools(), tenant_id, keep).await
+    }
+
     /// Marks a version suspended with its reason; false if it was not `Ready` (already
     /// suspended, or no such version), so only the first host to suspend reports it.
     pub async fn suspend_plugin(

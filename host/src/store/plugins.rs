@@ -582,3 +582,118 @@ pub(crate) async fn suspend(
     )))?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Previously active versions of each stage a prune spares, so that the last few
+/// rollbacks still work.
+pub const PRUNE_SPARES_ROLLBACKS: usize = 3;
+
+/// Deletes a tenant's oldest versions beyond `keep` (all stages together), sparing each
+/// stage's active version, its latest, and the last [`PRUNE_SPARES_ROLLBACKS`] it would
+/// roll back to; the pruned versions leave the rollback history too. Returns what was pruned,
+/// oldest first. In one transaction, so concurrent prunes of one tenant take turns.
+pub(crate) async fn prune(
+    pools: &Pools,
+    tenant_id: &str,
+    keep: u32,
+) -> Result<Vec<(Stage, u32)>, StoreError> {
+    let op = "prune_plugin_versions";
+    let context = format!("{op}: tenant {tenant_id:?}");
+    let mut tx = pools
+        .begin_write()
+        .await
+        .map_err(StoreError::db(&context))?;
+    let rows = sqlx::query(
+        "SELECT stage, version FROM plugin_versions WHERE tenant_id = $1 \
+         ORDER BY uploaded_at_ms, version, stage",
+    )
+    .bind(tenant_id)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(StoreError::db(&context))?;
+    let excess = rows.len().saturating_sub(keep as usize);
+    if excess == 0 {
+        return Ok(Vec::new());
+    }
+    let active =
+        sqlx::query("SELECT stage, version, history FROM active_plugins WHERE tenant_id = $1")
+            .bind(tenant_id)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(&context))?;
+    let mut spared = std::collections::HashSet::new();
+    // Each stage's latest version too: version numbers are never reused.
+    let mut latest = std::collections::HashMap::new();
+    for row in &rows {
+        let stage: String = col(row, op, "stage")?;
+        let version: i64 = col(row, op, "version")?;
+        let v = latest.entry(stage).or_insert(version);
+        *v = (*v).max(version);
+    }
+    for (stage, version) in latest {
+        spared.insert((stage, version.to_string()));
+    }
+    let mut histories = Vec::new();
+    for row in &active {
+        let stage: String = col(row, op, "stage")?;
+        let version: i64 = col(row, op, "version")?;
+        let history: String = col(row, op, "history")?;
+        let history = list_from_text(&format!("{op}: column history"), &history)?;
+        spared.insert((stage.clone(), version.to_string()));
+        for v in history.iter().rev().take(PRUNE_SPARES_ROLLBACKS) {
+            spared.insert((stage.clone(), v.clone()));
+        }
+        histories.push((stage, history));
+    }
+    let mut pruned = Vec::new();
+    for row in &rows {
+        if pruned.len() == excess {
+            break;
+        }
+        let stage: String = col(row, op, "stage")?;
+        let version: i64 = col(row, op, "version")?;
+        if spared.contains(&(stage.clone(), version.to_string())) {
+            continue;
+        }
+        sqlx::query(
+            "DELETE FROM plugin_versions WHERE tenant_id = $1 AND stage = $2 AND version = $3",
+        )
+        .bind(tenant_id)
+        .bind(&stage)
+        .bind(version)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(&context))?;
+        let parsed: Stage = stage
+            .parse()
+            .map_err(|_| corrupt(&format!("{op}: column stage"), &stage))?;
+        let version = u32::try_from(version)
+            .map_err(|_| corrupt(&format!("{op}: column version"), &version.to_string()))?;
+        pruned.push((parsed, version));
+    }
+    for (stage, history) in histories {
+        let kept: Vec<String> = history
+            .iter()
+            .filter(|v| {
+                !pruned
+                    .iter()
+                    .any(|(s, p)| s.name() == stage && p.to_string() == **v)
+            })
+            .cloned()
+            .collect();
+        if kept.len() != history.len() {
+            sqlx::query(
+                "UPDATE active_plugins SET history = $3 WHERE tenant_id = $1 AND stage = $2",
+            )
+            .bind(tenant_id)
+            .bind(&stage)
+            .bind(list_to_text(&kept))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(&context))?;
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(StoreError::db(format!("{context}: commit")))?;
+    Ok(pruned)
+}
