@@ -248,6 +248,10 @@ fn large_submissions_at_once_stay_within_the_body_budget_and_the_surplus_is_told
         assert_eq!(r.status, 202, "holder {i}: {}", r.body);
     }
 
+    eprintln!(
+        "RSS after two held submissions: peak {} MiB over the baseline",
+        (watch.peak() - baseline) >> 20
+    );
     // Six at once, as clients do: each is accepted or told to retry, never more
     // than the budget in flight.
     let threads: Vec<_> = (0..6)
@@ -278,13 +282,17 @@ fn large_submissions_at_once_stay_within_the_body_budget_and_the_surplus_is_told
         Started::Answered(r) => panic!("refused with the budget free: {} {}", r.status, r.body),
     }
 
-    // What the bodies in flight may cost: a submission's body is held at most a few
-    // times over while it is parsed, decoded, composed and stored (measured: see
-    // ARCHITECTURE.md), so the growth over the warm baseline stays under five times
-    // the budget.
+    // What the bodies in flight may cost. A submission's body is held several times
+    // over while it is read, parsed, decoded, composed (lettre encodes the attachment
+    // and then formats the whole message), stored and sent, and the allocator keeps
+    // some of what was freed: measured, one 6.7 MiB submission at a time grows the
+    // RSS by ~74 MiB and this test's bursts by ~105 MiB. Eight times the budget over
+    // the warm baseline holds that with room; without the budget, six at once take
+    // far more.
+    const FACTOR: u64 = 8;
     let peak = watch.peak();
     drop(watch);
-    let bound = baseline + 5 * BUDGET;
+    let bound = baseline + FACTOR * BUDGET;
     eprintln!(
         "RSS baseline {} MiB, peak {} MiB, bound {} MiB",
         baseline >> 20,
@@ -293,7 +301,7 @@ fn large_submissions_at_once_stay_within_the_body_budget_and_the_surplus_is_told
     );
     assert!(
         peak < bound,
-        "peak RSS {peak} over the bound {bound} (baseline {baseline} + 5 × {BUDGET})"
+        "peak RSS {peak} over the bound {bound} (baseline {baseline} + {FACTOR} × {BUDGET})"
     );
 }
 
