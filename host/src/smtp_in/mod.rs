@@ -136,6 +136,11 @@ where
         }
     };
     loop {
+        // A client that keeps talking never waits out a timeout: the session's end is
+        // checked before each command too.
+        if tokio::time::Instant::now() >= ends {
+            return send_now(&mut writer, &expired(&session, true)).await;
+        }
         let (until, at_end) = wait(config.command_timeout);
         let read =
             tokio::time::timeout_at(until, read_line(&mut reader, &mut line, MAX_COMMAND_LINE))
@@ -345,6 +350,38 @@ mod tests {
         let (r, _) = tokio::join!(serve, client.read_to_string(&mut out));
         r.unwrap();
         assert_eq!(codes(&out), ["220", "421"], "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_stops_talking_is_closed_at_the_session_end() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let fake = Fake(Default::default());
+        let mut config = Config {
+            max_session: Duration::from_secs(1),
+            ..config()
+        };
+        config.limits.max_unproductive_commands = u32::MAX;
+        let (mut read, mut write) = tokio::io::split(client);
+        // NOOPs without pause (bounded), so no read of the server ever times out.
+        let talk = async move {
+            for _ in 0..10_000_000 {
+                if write.write_all(b"NOOP\r\n").await.is_err() {
+                    return;
+                }
+            }
+            panic!("the session never ended");
+        };
+        let mut out = Vec::new();
+        let listen = read.read_to_end(&mut out);
+        let serve = serve_connection(server, &config, &fake);
+        let (r, (), _) = tokio::join!(serve, talk, listen);
+        r.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("421") && last.contains("session longer than 1 seconds"),
+            "{last}"
+        );
     }
 
     #[tokio::test]
