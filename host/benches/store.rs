@@ -24,7 +24,7 @@ fn message(i: i64) -> NewMessage {
         idempotency_key: None,
         sender: "app@example.com".to_string(),
         recipients: vec!["a@example.org".to_string()],
-        body,
+        body: body.into(),
         tags: vec![],
         max_age_secs: 3600,
     }

@@ -334,13 +334,21 @@ fn a_dsn_after_delivery_bounces_and_suppresses_the_recipient() {
         ]
     );
 
-    // Removing and adding entries by hand.
+    // Removing and adding entries by hand. The tenant cannot lift what bounce processing
+    // added (the platform's); an admin can.
     let r = s.request(
         "DELETE",
         "/v1/suppressions/bob@example.net",
         Some(&key),
         None,
         b"",
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "suppressed_by_platform");
+    let r = s.admin(
+        "DELETE",
+        "/admin/v1/tenants/t/suppressions/bob@example.net",
+        None,
     );
     assert_eq!(r.status, 204, "{}", r.body);
     let r = s.request(

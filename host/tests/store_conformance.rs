@@ -114,6 +114,7 @@ conformance!(
     requeue_from_the_exception_queue,
     relay_stats_count_windows_from_events,
     relay_stats_are_pruned_by_age,
+    relay_stats_are_kept_per_tenant_and_summed_for_the_platform,
     accepted_leased_recipients_are_delivered_without_a_lease_from_the_store,
     in_flight_follows_routed_events,
     api_keys_are_found_by_hash_and_revoked,
@@ -145,7 +146,8 @@ fn message(tenant: &str, recipients: &[&str]) -> NewMessage {
         sender: "app@example.com".to_string(),
         recipients: recipients.iter().map(|r| r.to_string()).collect(),
         body: b"From: app@example.com\r\nTo: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
-            .to_vec(),
+            .to_vec()
+            .into(),
         tags: vec!["welcome".to_string()],
         max_age_secs: 3600,
     }
@@ -215,7 +217,7 @@ async fn accept_and_read_back(db: Db) {
             ("B@Example.NET".to_string(), RecipientState::Queued),
         ]
     );
-    assert_eq!(s.message_body(&acc.id).await.unwrap(), body);
+    assert_eq!(s.message_body(&acc.id).await.unwrap(), *body);
 
     let view = s
         .get_message("t1", &acc.id)
@@ -265,7 +267,7 @@ async fn accept_rejects_bad_input(db: Db) {
         (message("t1", &["not-an-address"]), "not-an-address"),
         (
             NewMessage {
-                body: Vec::new(),
+                body: Vec::new().into(),
                 ..message("t1", &["a@example.org"])
             },
             "body",
@@ -999,6 +1001,69 @@ async fn relay_stats_count_windows_from_events(db: Db) {
     assert!(!before.contains_key("relay-b"));
 }
 
+async fn relay_stats_are_kept_per_tenant_and_summed_for_the_platform(db: Db) {
+    let s = &db.store;
+    let a = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    let b = s
+        .accept(message("t2", &["c@example.org"]), T0)
+        .await
+        .unwrap();
+    s.lease_due("h1", T0, 600_000, 10).await.unwrap();
+    let delivered = |id: &str, idx: i32, relay: &str, latency: i64| Outcome {
+        relay: Some(relay.to_string()),
+        detail: json!({ "latency_ms": latency }),
+        ..outcome(id, idx, RecipientState::Delivered, EventKind::Delivered)
+    };
+    // Outcomes take their tenant from the message; both tenants on one shared relay.
+    s.record(
+        "h1",
+        vec![
+            delivered(&a.id, 0, "shared", 100),
+            delivered(&b.id, 0, "shared", 300),
+            delivered(&a.id, 1, "own", 50),
+        ],
+        T0 + 1_000,
+    )
+    .await
+    .unwrap();
+    // An appended event names its tenant itself.
+    s.append_events(vec![NewEvent {
+        message_id: b.id.clone(),
+        recipient_idx: Some(0),
+        tenant_id: "t2".to_string(),
+        kind: EventKind::Deferred,
+        relay: Some("shared".to_string()),
+        detail: json!({}),
+        at_ms: T0 + 2_000,
+    }])
+    .await
+    .unwrap();
+
+    let w = s.relay_stat_windows(&[T0], T0 + 5_000).await.unwrap();
+    let shared = &w.platform["shared"][0];
+    assert_eq!(
+        (shared.sent, shared.delivered, shared.deferred),
+        (3, 2, 1),
+        "{w:?}"
+    );
+    assert_eq!(shared.mean_latency_ms, Some(200), "over both tenants");
+    let key = |t: &str, r: &str| (t.to_string(), r.to_string());
+    let t1 = &w.by_tenant[&key("t1", "shared")][0];
+    assert_eq!((t1.sent, t1.delivered, t1.deferred), (1, 1, 0), "{w:?}");
+    assert_eq!(t1.mean_latency_ms, Some(100));
+    let t2 = &w.by_tenant[&key("t2", "shared")][0];
+    assert_eq!((t2.sent, t2.delivered, t2.deferred), (2, 1, 1), "{w:?}");
+    assert_eq!(w.by_tenant[&key("t1", "own")][0].sent, 1);
+    // Only pairs with traffic are read: t2 never used `own`.
+    assert!(!w.by_tenant.contains_key(&key("t2", "own")), "{w:?}");
+    assert_eq!(w.by_tenant.len(), 3, "{w:?}");
+    // The platform view is what `relay_stats` gives.
+    assert_eq!(s.relay_stats(&[T0], T0 + 5_000).await.unwrap(), w.platform);
+}
+
 async fn relay_stats_are_pruned_by_age(db: Db) {
     let s = &db.store;
     let acc = s
@@ -1431,7 +1496,9 @@ async fn group_commit_64_concurrent_accepts(db: Db) {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
             let mut msg = message("t1", &["a@example.org"]);
-            msg.body = format!("Subject: {i}\r\n\r\n{}", "x".repeat(1024)).into_bytes();
+            msg.body = format!("Subject: {i}\r\n\r\n{}", "x".repeat(1024))
+                .into_bytes()
+                .into();
             let body = msg.body.clone();
             (s.accept(msg, T0).await.unwrap(), body)
         }));
@@ -1445,7 +1512,7 @@ async fn group_commit_64_concurrent_accepts(db: Db) {
     // Durable: a fresh handle (new pools) reads every one back with its own body.
     let fresh = db.second_host().await;
     for (acc, body) in &accepted {
-        assert_eq!(&fresh.message_body(&acc.id).await.unwrap(), body);
+        assert_eq!(&fresh.message_body(&acc.id).await.unwrap(), &**body);
         let view = fresh.get_message("t1", &acc.id).await.unwrap().unwrap();
         assert_eq!(view.events.len(), 1);
     }
@@ -1473,7 +1540,7 @@ async fn group_commit_shares_rounds_between_accepts_and_outcomes(db: Db) {
         let s = s.clone();
         accepts.push(tokio::spawn(async move {
             let mut msg = message("t1", &["b@example.org"]);
-            msg.body = format!("Subject: {i}\r\n\r\nbody").into_bytes();
+            msg.body = format!("Subject: {i}\r\n\r\nbody").into_bytes().into();
             s.accept(msg, T0 + 1).await.unwrap().id
         }));
     }
@@ -1535,7 +1602,9 @@ async fn group_commit_mixes_keyed_and_multi_recipient_messages_past_one_statemen
                 &["a@example.org"]
             };
             let mut msg = message("t1", recipients);
-            msg.body = format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
+            msg.body = format!("Subject: {i}\r\n\r\nbody {i}\r\n")
+                .into_bytes()
+                .into();
             if i % 50 == 7 {
                 msg.idempotency_key = Some(format!("key-{i}"));
             }
@@ -1564,7 +1633,7 @@ async fn group_commit_mixes_keyed_and_multi_recipient_messages_past_one_statemen
         assert_eq!(acc.recipients.len(), n, "message {i}");
         assert_eq!(
             &fresh.message_body(&acc.id).await.unwrap(),
-            body,
+            &**body,
             "message {i}"
         );
         let view = fresh.get_message("t1", &acc.id).await.unwrap().unwrap();
@@ -1648,10 +1717,11 @@ async fn sqlite_accept_survives_sigkill() {
 /// Bounce intake and suppression lists, on both stores.
 mod bounces {
     use super::*;
-    use sluice::store::{BounceReport, NewSuppression};
+    use sluice::store::{AddedBy, BounceReport, NewSuppression, Removal};
 
     conformance!(
         suppressions_are_per_tenant_case_insensitive_and_paged,
+        suppressions_remember_who_added_them_and_only_the_platform_lifts_its_own,
         record_bounce_changes_state_appends_the_event_and_suppresses,
         late_bounces_count_for_the_relay_but_not_as_attempts,
         host_secret_is_made_once,
@@ -1703,7 +1773,90 @@ mod bounces {
             source: "dsn".to_string(),
             detail: json!({ "status": "5.1.1" }),
             message_id: None,
+            added_by: AddedBy::Platform,
         }
+    }
+
+    async fn suppressions_remember_who_added_them_and_only_the_platform_lifts_its_own(db: Db) {
+        let s = &db.store;
+        let by_tenant = |address: &str| NewSuppression {
+            added_by: AddedBy::Tenant,
+            source: "manual".to_string(),
+            ..sup("t1", address, "manual")
+        };
+        s.suppress(sup("t1", "bounced@example.net", "userunknown"), T0)
+            .await
+            .unwrap();
+        s.suppress(by_tenant("mine@example.net"), T0).await.unwrap();
+        // A tenant's re-entry does not take over the platform's entry…
+        s.suppress(by_tenant("Bounced@example.net"), T0 + 1)
+            .await
+            .unwrap();
+        // …and the platform's takes over the tenant's.
+        s.suppress(by_tenant("both@example.net"), T0).await.unwrap();
+        s.suppress(sup("t1", "both@example.net", "feedback"), T0 + 2)
+            .await
+            .unwrap();
+        let listed: Vec<(String, AddedBy, String)> = s
+            .list_suppressions("t1", None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| (x.address, x.added_by, x.reason))
+            .collect();
+        let row = |a: &str, by, r: &str| (a.to_string(), by, r.to_string());
+        assert_eq!(
+            listed,
+            [
+                row("both@example.net", AddedBy::Platform, "feedback"),
+                row("bounced@example.net", AddedBy::Platform, "userunknown"),
+                row("mine@example.net", AddedBy::Tenant, "manual"),
+            ]
+        );
+
+        // The tenant cannot lift the platform's entries; it learns whose they are.
+        for address in ["bounced@example.net", "BOTH@example.net"] {
+            match s
+                .delete_suppression("t1", address, AddedBy::Tenant)
+                .await
+                .unwrap()
+            {
+                Removal::Protected(kept) => assert_eq!(kept.added_by, AddedBy::Platform),
+                other => panic!("{address}: {other:?}"),
+            }
+        }
+        assert_eq!(s.list_suppressions("t1", None, 10).await.unwrap().len(), 3);
+        // Its own it can; then it is gone.
+        assert_eq!(
+            s.delete_suppression("t1", "mine@example.net", AddedBy::Tenant)
+                .await
+                .unwrap(),
+            Removal::Removed
+        );
+        assert_eq!(
+            s.delete_suppression("t1", "mine@example.net", AddedBy::Tenant)
+                .await
+                .unwrap(),
+            Removal::NotFound
+        );
+        // The platform lifts its own; another tenant's list is not reached.
+        assert_eq!(
+            s.delete_suppression("t2", "bounced@example.net", AddedBy::Platform)
+                .await
+                .unwrap(),
+            Removal::NotFound
+        );
+        assert_eq!(
+            s.delete_suppression("t1", "bounced@example.net", AddedBy::Platform)
+                .await
+                .unwrap(),
+            Removal::Removed
+        );
+        let left = s
+            .suppressed_among("t1", &["both@example.net".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(left["both@example.net"].added_by, AddedBy::Platform);
     }
 
     async fn suppressions_are_per_tenant_case_insensitive_and_paged(db: Db) {
@@ -1754,12 +1907,24 @@ mod bounces {
         assert_eq!(found["bob@example.net"].reason, "hostunknown");
         assert!(s.suppressed_among("t1", &[]).await.unwrap().is_empty());
 
-        assert!(s.delete_suppression("t1", "BOB@EXAMPLE.NET").await.unwrap());
-        assert!(!s.delete_suppression("t1", "bob@example.net").await.unwrap());
-        assert!(
-            !s.delete_suppression("t1", "carol@example.net")
+        let platform = AddedBy::Platform;
+        assert_eq!(
+            s.delete_suppression("t1", "BOB@EXAMPLE.NET", platform)
                 .await
-                .unwrap()
+                .unwrap(),
+            Removal::Removed
+        );
+        assert_eq!(
+            s.delete_suppression("t1", "bob@example.net", platform)
+                .await
+                .unwrap(),
+            Removal::NotFound
+        );
+        assert_eq!(
+            s.delete_suppression("t1", "carol@example.net", platform)
+                .await
+                .unwrap(),
+            Removal::NotFound
         );
         assert_eq!(s.list_suppressions("t2", None, 10).await.unwrap().len(), 1);
 

@@ -58,6 +58,14 @@ pub struct SmtpIn {
     pub data_timeout: Duration,
     /// Most connections served at once; more are told 421.
     pub max_connections: u32,
+    /// Most connections from one client address (IPv6: one /64) at once; more are
+    /// told 421, so one client cannot take every connection.
+    pub max_connections_per_ip: u32,
+    /// The longest one session may last; then it is told 421 and closed.
+    pub max_session: Duration,
+    /// NOOP, RSET, EHLO/HELO, VRFY and HELP a session may send since its last
+    /// message before it is told 421 and closed.
+    pub max_unproductive_commands: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +73,9 @@ pub struct Server {
     pub http_listen: SocketAddr,
     /// Names this process in leases and events; unique per host.
     pub node_id: String,
+    /// Request body bytes the HTTP API holds at once, over all requests; a request
+    /// that would go over is told 503 with `Retry-After` before its body is read.
+    pub max_request_bytes_in_flight: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +94,15 @@ pub struct Admin {
 pub struct Limits {
     pub max_message_bytes: u64,
     pub max_recipients: u32,
+}
+
+impl Limits {
+    /// The largest submission body the API reads: attachments arrive base64-encoded,
+    /// so the message limit plus the inflation and room for the JSON around it (the
+    /// decoded size is checked against `max_message_bytes` afterwards).
+    pub fn max_submission_body_bytes(&self) -> u64 {
+        self.max_message_bytes.saturating_mul(4) / 3 + 64 * 1024
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +357,12 @@ struct RawSmtpIn {
     data_timeout_secs: u64,
     #[serde(default = "default_smtp_in_max_connections")]
     max_connections: u32,
+    #[serde(default = "default_smtp_in_max_connections_per_ip")]
+    max_connections_per_ip: u32,
+    #[serde(default = "default_smtp_in_max_session_secs")]
+    max_session_secs: u64,
+    #[serde(default = "default_smtp_in_max_unproductive_commands")]
+    max_unproductive_commands: u32,
 }
 
 impl Default for RawSmtpIn {
@@ -360,6 +386,18 @@ fn default_smtp_in_data_timeout() -> u64 {
 fn default_smtp_in_max_connections() -> u32 {
     64
 }
+/// An eighth of the listener: a relay sending many bounces at once still gets several.
+fn default_smtp_in_max_connections_per_ip() -> u32 {
+    8
+}
+/// Room for the longest DATA phase (`data_timeout_secs`) and a few transactions.
+fn default_smtp_in_max_session_secs() -> u64 {
+    1200
+}
+/// A client that greets, resets or NOOPs more than this between messages is idling.
+fn default_smtp_in_max_unproductive_commands() -> u32 {
+    20
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -368,6 +406,8 @@ struct RawServer {
     http_listen: Spanned<String>,
     #[serde(default)]
     node_id: Option<String>,
+    #[serde(default = "default_max_request_bytes_in_flight")]
+    max_request_bytes_in_flight: Spanned<u64>,
 }
 
 impl Default for RawServer {
@@ -375,8 +415,14 @@ impl Default for RawServer {
         RawServer {
             http_listen: default_http_listen(),
             node_id: None,
+            max_request_bytes_in_flight: default_max_request_bytes_in_flight(),
         }
     }
+}
+
+/// Room for four submissions of the default 25 MiB limit at once, base64 included.
+fn default_max_request_bytes_in_flight() -> Spanned<u64> {
+    Spanned::new(0..0, 160 << 20)
 }
 
 fn default_http_listen() -> Spanned<String> {
@@ -428,6 +474,9 @@ impl Default for RawLimits {
         }
     }
 }
+
+/// `[plugins] max_upload_bytes` when the file gives none.
+const DEFAULT_MAX_UPLOAD_BYTES: u64 = 10 << 20;
 
 fn default_max_message_bytes() -> u64 {
     25 << 20
@@ -945,6 +994,25 @@ impl RawPipeline {
         if limits.max_recipients == 0 {
             check.at(0..0, "limits.max_recipients", "must be at least 1");
         }
+        // A request larger than the whole budget could never be served: refuse the
+        // file instead of answering it 503 for ever.
+        let max_request_bytes_in_flight = *self.server.max_request_bytes_in_flight.get_ref();
+        let largest_body = limits.max_submission_body_bytes().max(
+            self.plugins
+                .max_upload_bytes
+                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES),
+        );
+        if max_request_bytes_in_flight < largest_body {
+            check.at(
+                self.server.max_request_bytes_in_flight.span(),
+                "server.max_request_bytes_in_flight",
+                format!(
+                    "{max_request_bytes_in_flight} bytes is less than the largest request body \
+                     the API takes ({largest_body} bytes: limits.max_message_bytes base64-encoded, \
+                     or plugins.max_upload_bytes)"
+                ),
+            );
+        }
 
         let d = self.delivery;
         if let Some(domain) = &d.bounce_domain {
@@ -1057,6 +1125,9 @@ impl RawPipeline {
             command_timeout: Duration::from_secs(si.command_timeout_secs.max(1)),
             data_timeout: Duration::from_secs(si.data_timeout_secs.max(1)),
             max_connections: si.max_connections.max(1),
+            max_connections_per_ip: si.max_connections_per_ip.max(1),
+            max_session: Duration::from_secs(si.max_session_secs.max(1)),
+            max_unproductive_commands: si.max_unproductive_commands.max(1),
         };
 
         let mut log_sources = Vec::new();
@@ -1136,7 +1207,10 @@ impl RawPipeline {
             bill: plugin(p.bill, Stage::Bill),
             max_timeout: Duration::from_millis(p.max_timeout_ms.unwrap_or(1000)),
             max_memory_bytes: p.max_memory_mib.unwrap_or(128) << 20,
-            max_upload_bytes: p.max_upload_bytes.unwrap_or(10 << 20).max(1),
+            max_upload_bytes: p
+                .max_upload_bytes
+                .unwrap_or(DEFAULT_MAX_UPLOAD_BYTES)
+                .max(1),
             max_calls_in_flight,
             logs,
             uploads,
@@ -1247,6 +1321,7 @@ impl RawPipeline {
             server: Server {
                 http_listen,
                 node_id,
+                max_request_bytes_in_flight,
             },
             store: StoreConfig { url },
             admin,

@@ -284,3 +284,38 @@ fn fairness_defaults_follow_max_in_flight_and_weights_are_checked() {
     let e = errors("[delivery.fairness]\nshare = 1\n");
     assert!(e.contains("unknown field `share`"), "{e}");
 }
+
+#[test]
+fn request_and_bounce_session_limits_have_defaults_and_a_budget_below_one_body_is_refused() {
+    let p = Pipeline::parse("", "p.toml").unwrap();
+    assert_eq!(p.server.max_request_bytes_in_flight, 160 << 20);
+    assert_eq!(p.smtp_in.max_connections_per_ip, 8);
+    assert_eq!(p.smtp_in.max_session, std::time::Duration::from_secs(1200));
+    assert_eq!(p.smtp_in.max_unproductive_commands, 20);
+
+    let p = Pipeline::parse(
+        "[server]\nmax_request_bytes_in_flight = 20000000\n[limits]\nmax_message_bytes = 1000000\n\
+         [smtp_in]\nmax_connections_per_ip = 2\nmax_session_secs = 60\nmax_unproductive_commands = 5\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.server.max_request_bytes_in_flight, 20_000_000);
+    assert_eq!(
+        (
+            p.smtp_in.max_connections_per_ip,
+            p.smtp_in.max_session,
+            p.smtp_in.max_unproductive_commands
+        ),
+        (2, std::time::Duration::from_secs(60), 5)
+    );
+
+    // 25 MiB messages arrive as ~33 MiB of base64: a 10 MB budget could never take one.
+    let e = errors("[server]\nmax_request_bytes_in_flight = 10000000\n");
+    assert!(
+        e.starts_with(
+            "p.toml:2:31: key `server.max_request_bytes_in_flight`: 10000000 bytes is less than \
+             the largest request body the API takes (35018069 bytes"
+        ),
+        "{e}"
+    );
+}

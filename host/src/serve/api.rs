@@ -27,7 +27,7 @@ pub fn router(server: AppState) -> Router {
     // Attachments arrive base64-encoded: allow for the inflation, then check
     // the decoded size against the limit and answer 413 ourselves.
     let body_limit =
-        (server.pipeline.limits.max_message_bytes as usize).saturating_mul(4) / 3 + 64 * 1024;
+        usize::try_from(server.pipeline.limits.max_submission_body_bytes()).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/messages", post(submit))
@@ -37,6 +37,12 @@ pub fn router(server: AppState) -> Router {
         .merge(super::suppressions::routes())
         .merge(super::billing_api::routes())
         .layer(DefaultBodyLimit::max(body_limit))
+        // Outside the handlers: a request that does not fit the budget for bodies in
+        // flight is refused before anything reads its body.
+        .layer(axum::middleware::from_fn_with_state(
+            server.clone(),
+            super::body_budget::limit,
+        ))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(server)
 }
@@ -102,12 +108,14 @@ fn envelope_list(v: &str) -> Vec<String> {
         .collect()
 }
 
-/// Parses a submission (JSON or raw RFC 5322) into what the store takes.
+/// Parses a submission (JSON or raw RFC 5322) into what the store takes. The request's
+/// bytes are freed as soon as they are parsed: a large submission is not held in its
+/// wire form while it is composed.
 fn compose(
     s: &Server,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<(Composed, Vec<String>, Option<String>), ApiError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -152,12 +160,12 @@ fn compose(
             .cloned()
             .or_else(|| h("idempotency-key"));
         Ok((
-            compose::from_raw(body, &from, &to, domain).map_err(field)?,
+            compose::from_raw(&body, &from, &to, domain).map_err(field)?,
             tags,
             key,
         ))
     } else if ct.starts_with("application/json") || ct.is_empty() {
-        let m: JsonMessage = serde_json::from_slice(body).map_err(|e| {
+        let m: JsonMessage = serde_json::from_slice(&body).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_json",
@@ -168,6 +176,7 @@ fn compose(
                 ),
             )
         })?;
+        drop(body);
         let key = m.idempotency_key.clone().or_else(|| {
             headers
                 .get("idempotency-key")
@@ -220,7 +229,7 @@ async fn submit(
             "this node is shutting down; send to another",
         ));
     }
-    let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, &body)?;
+    let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, body)?;
     let limits = &s.pipeline.limits;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(
@@ -336,10 +345,13 @@ async fn submit(
         }
     }
     if !add_headers.is_empty() {
-        let mut prefixed = Vec::new();
+        let mut prefix = Vec::new();
         for h in add_headers {
-            prefixed.extend_from_slice(format!("{}: {}\r\n", h.name, h.value).as_bytes());
+            prefix.extend_from_slice(format!("{}: {}\r\n", h.name, h.value).as_bytes());
         }
+        // One allocation of the final size; the unprefixed body is freed at once.
+        let mut prefixed = Vec::with_capacity(prefix.len() + body.len());
+        prefixed.extend_from_slice(&prefix);
         prefixed.extend_from_slice(&body);
         body = prefixed;
     }
@@ -348,7 +360,7 @@ async fn submit(
         idempotency_key,
         sender: composed.sender,
         recipients: composed.recipients,
-        body,
+        body: Arc::new(body),
         tags,
         max_age_secs: s
             .pipeline
@@ -362,7 +374,8 @@ async fn submit(
     let room = s.handoff.reserve(&tenant.id, message.recipients.len());
     let accepted = match room {
         Some(room) => {
-            let body = Arc::new(message.body.clone());
+            // The dispatcher shares the stored bytes: no second copy of the message.
+            let body = message.body.clone();
             let lease_ms = s.pipeline.delivery.lease.as_millis() as i64;
             let mut accepted = s
                 .store

@@ -189,11 +189,13 @@ pub async fn start(server: Arc<Server>) -> anyhow::Result<Option<tokio::task::Jo
             max_message_bytes: si.max_message_bytes,
             max_recipients: si.max_recipients,
             max_errors: MAX_ERRORS,
+            max_unproductive_commands: si.max_unproductive_commands,
         },
         command_timeout: si.command_timeout,
         data_timeout: si.data_timeout,
+        max_session: si.max_session,
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(si.max_connections as usize));
+    let admission = smtp_in::Admission::new(si.max_connections, si.max_connections_per_ip);
     let intake = Arc::new(Intake { server });
     Ok(Some(tokio::spawn(async move {
         let mut sessions = tokio::task::JoinSet::new();
@@ -208,13 +210,21 @@ pub async fn start(server: Arc<Server>) -> anyhow::Result<Option<tokio::task::Jo
                 }
             };
             while sessions.try_join_next().is_some() {}
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                sessions.spawn(async move {
-                    use tokio::io::AsyncWriteExt;
-                    let busy = Reply::new(421, "4.3.2 too many connections, try again later");
-                    let _ = stream.write_all(busy.to_wire().as_bytes()).await;
-                });
-                continue;
+            let slot = match admission.admit(peer.ip()) {
+                Ok(ticket) => ticket,
+                Err(busy) => {
+                    tracing::debug!(%peer, reply = %busy.text(), "SMTP connection turned away");
+                    // Bounded: a client that does not read the 421 is dropped.
+                    sessions.spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            stream.write_all(busy.to_wire().as_bytes()),
+                        )
+                        .await;
+                    });
+                    continue;
+                }
             };
             let (config, intake) = (config.clone(), intake.clone());
             sessions.spawn(async move {

@@ -223,6 +223,7 @@ pub async fn suppress_refused(server: &Server, lease: &Lease, class: &ReplyClass
         source: "reply".into(),
         detail: json!({"status": class.status, "reply": reply}),
         message_id: Some(lease.message_id.clone()),
+        added_by: crate::store::AddedBy::Platform,
     };
     if let Err(e) = server.store.suppress(new, super::state::now_ms()).await {
         tracing::warn!(error = %e, address = %lease.address, "cannot suppress a hard-bounced address");

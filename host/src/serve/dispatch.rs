@@ -391,7 +391,6 @@ fn route_input(
     group: &[Lease],
     relays: &[Arc<RelayClient>],
 ) -> RouteInput {
-    let stats = server.stats.read().unwrap_or_else(|p| p.into_inner());
     let now = now_ms();
     RouteInput {
         message: stage::MessageSummary {
@@ -417,15 +416,9 @@ fn route_input(
                     in_flight: r.in_flight(),
                     connection_limit: s.connection_limit,
                     up: r.is_up(),
-                    windows: stats.get(&s.id).cloned().unwrap_or_else(|| {
-                        super::state::STAT_WINDOWS
-                            .iter()
-                            .map(|w| stage::RelayWindow {
-                                window_secs: *w,
-                                ..Default::default()
-                            })
-                            .collect()
-                    }),
+                    // The tenant's own traffic on the relay; up, in flight and the
+                    // connection limit above are the relay's health, shared by all.
+                    windows: server.tenant_windows(&first.tenant_id, &s.id),
                 }
             })
             .collect(),

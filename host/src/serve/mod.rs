@@ -15,6 +15,7 @@ mod admin;
 mod api;
 mod billing;
 mod billing_api;
+mod body_budget;
 mod bounce_intake;
 mod bounces;
 mod dispatch;

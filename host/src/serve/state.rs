@@ -37,12 +37,19 @@ pub struct Server {
     pub in_flight: Arc<Semaphore>,
     /// Accepted recipients on their way to the dispatcher without a store round trip.
     pub handoff: super::handoff::Handoff,
-    /// Relay id → windows, refreshed every second from events.
+    /// Relay id → windows of every tenant's traffic together (the admin API's view),
+    /// refreshed every second from the stat buckets.
     pub stats: RwLock<HashMap<String, Vec<RelayWindow>>>,
+    /// Tenant id → relay id → that tenant's own windows on the relay (what its route
+    /// plugin sees); only pairs with traffic in the longest window, refreshed with
+    /// `stats`.
+    tenant_stats: RwLock<HashMap<String, HashMap<String, Vec<RelayWindow>>>>,
     /// Signs VERP return paths; none when `delivery.bounce_domain` is not set.
     pub verp: Option<crate::verp::Verp>,
     /// Tenants' billing settings, cached briefly.
     pub billing: super::billing::BillingCache,
+    /// Request body bytes the HTTP API may hold at once.
+    pub body_budget: super::body_budget::BodyBudget,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -153,7 +160,15 @@ impl Server {
         }
 
         let verp = super::bounces::load_verp(&pipeline, &store).await?;
+        let body_budget = super::body_budget::BodyBudget::new(
+            pipeline.server.max_request_bytes_in_flight,
+            pipeline
+                .limits
+                .max_submission_body_bytes()
+                .max(pipeline.plugins.max_upload_bytes),
+        );
         let server = Server {
+            body_budget,
             verp,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
             handoff: super::handoff::Handoff::new(
@@ -167,6 +182,7 @@ impl Server {
             admin_token_sha256: admin_token.as_deref().map(sha256),
             wake: Notify::new(),
             stats: RwLock::new(HashMap::new()),
+            tenant_stats: RwLock::new(HashMap::new()),
             billing: Default::default(),
             shutting_down: AtomicBool::new(false),
             key_cache: Mutex::new(HashMap::new()),
@@ -222,37 +238,50 @@ impl Server {
         Ok(())
     }
 
-    /// Reads the relay windows from the events.
+    /// Reads the relay windows, the platform's and each active tenant's, from the stat
+    /// buckets (one read per window whatever the number of tenants).
     pub async fn refresh_stats(&self) -> anyhow::Result<()> {
         let now = now_ms();
         let since: Vec<i64> = STAT_WINDOWS
             .iter()
             .map(|w| now - i64::from(*w) * 1000)
             .collect();
-        let counts = self.store.relay_stats(&since, now).await?;
+        let counts = self.store.relay_stat_windows(&since, now).await?;
         let stats = counts
+            .platform
             .into_iter()
-            .map(|(relay, windows)| {
-                let windows = windows
-                    .into_iter()
-                    .zip(STAT_WINDOWS)
-                    .map(|(c, window_secs)| RelayWindow {
-                        window_secs,
-                        sent: c.sent,
-                        delivered: c.delivered,
-                        deferred: c.deferred,
-                        hard_bounced: c.hard_bounced,
-                        soft_bounced: c.soft_bounced,
-                        blocked: c.blocked,
-                        mean_latency_ms: c.mean_latency_ms.unwrap_or(0).min(u64::from(u32::MAX))
-                            as u32,
-                    })
-                    .collect();
-                (relay, windows)
-            })
+            .map(|(relay, windows)| (relay, relay_windows(windows)))
             .collect();
+        let mut by_tenant: HashMap<String, HashMap<String, Vec<RelayWindow>>> = HashMap::new();
+        for ((tenant, relay), windows) in counts.by_tenant {
+            by_tenant
+                .entry(tenant)
+                .or_default()
+                .insert(relay, relay_windows(windows));
+        }
         *self.stats.write().unwrap_or_else(|p| p.into_inner()) = stats;
+        *self.tenant_stats.write().unwrap_or_else(|p| p.into_inner()) = by_tenant;
         Ok(())
+    }
+
+    /// `tenant`'s own windows on `relay`: its traffic only, never another tenant's on a
+    /// shared relay; zeros where it had none.
+    pub fn tenant_windows(&self, tenant: &str, relay: &str) -> Vec<RelayWindow> {
+        self.tenant_stats
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            .and_then(|relays| relays.get(relay))
+            .cloned()
+            .unwrap_or_else(|| {
+                STAT_WINDOWS
+                    .iter()
+                    .map(|w| RelayWindow {
+                        window_secs: *w,
+                        ..Default::default()
+                    })
+                    .collect()
+            })
     }
 
     /// The tenant a bearer key belongs to (cached for a few seconds so a
@@ -310,6 +339,24 @@ impl Server {
         }
         Ok(t)
     }
+}
+
+/// The store's window counts as the route stage's windows, in [`STAT_WINDOWS`] order.
+fn relay_windows(windows: Vec<crate::store::WindowCounts>) -> Vec<RelayWindow> {
+    windows
+        .into_iter()
+        .zip(STAT_WINDOWS)
+        .map(|(c, window_secs)| RelayWindow {
+            window_secs,
+            sent: c.sent,
+            delivered: c.delivered,
+            deferred: c.deferred,
+            hard_bounced: c.hard_bounced,
+            soft_bounced: c.soft_bounced,
+            blocked: c.blocked,
+            mean_latency_ms: c.mean_latency_ms.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+        })
+        .collect()
 }
 
 /// A random secret with a readable prefix.

@@ -1,11 +1,14 @@
 //! Suppression lists over HTTP: the tenant's own (`/v1/suppressions`), the admin's
 //! view of any tenant's (`/admin/v1/tenants/{id}/suppressions`), and the check at
 //! acceptance that keeps suppressed recipients out of a new message.
+//!
+//! A tenant adds and removes its own entries; what the platform added (bounce
+//! processing, an admin) it cannot remove (403 naming why), an admin can.
 
 use super::api::{Admin, AppState, AuthTenant};
 use super::error::ApiError;
 use super::state::{Server, now_ms};
-use crate::store::{NewSuppression, Suppression, normalize_address};
+use crate::store::{AddedBy, NewSuppression, Removal, Suppression, normalize_address};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
@@ -18,7 +21,7 @@ const MAX_PAGE: u32 = 1000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/suppressions", get(tenant_list))
+        .route("/v1/suppressions", get(tenant_list).post(tenant_add))
         .route("/v1/suppressions/{address}", delete(tenant_delete))
         .route(
             "/admin/v1/tenants/{id}/suppressions",
@@ -39,7 +42,8 @@ struct Page {
 
 fn view(s: &Suppression) -> Value {
     json!({"address": s.address, "reason": s.reason, "source": s.source, "detail": s.detail,
-           "message_id": s.message_id, "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms})
+           "message_id": s.message_id, "added_by": s.added_by.as_str(),
+           "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms})
 }
 
 async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<Value>, ApiError> {
@@ -57,13 +61,27 @@ async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<Value>, ApiEr
     ))
 }
 
-async fn remove(s: &Server, tenant: &str, address: &str) -> Result<StatusCode, ApiError> {
-    if s.store.delete_suppression(tenant, address).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found(format!(
+async fn remove(
+    s: &Server,
+    tenant: &str,
+    address: &str,
+    by: AddedBy,
+) -> Result<StatusCode, ApiError> {
+    match s.store.delete_suppression(tenant, address, by).await? {
+        Removal::Removed => Ok(StatusCode::NO_CONTENT),
+        Removal::NotFound => Err(ApiError::not_found(format!(
             "{address:?} is not on the suppression list"
-        )))
+        ))),
+        Removal::Protected(kept) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "suppressed_by_platform",
+            format!(
+                "{:?} was suppressed by the platform ({}, from {}); only the platform's \
+                 operators can remove it",
+                kept.address, kept.reason, kept.source
+            ),
+        )
+        .field("address")),
     }
 }
 
@@ -80,7 +98,7 @@ async fn tenant_delete(
     AuthTenant(t): AuthTenant,
     Path(address): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    remove(&s, &t.id, &address).await
+    remove(&s, &t.id, &address, AddedBy::Tenant).await
 }
 
 async fn known_tenant(s: &Server, id: &str) -> Result<(), ApiError> {
@@ -116,13 +134,32 @@ async fn admin_add(
     Json(body): Json<AddBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     known_tenant(&s, &id).await?;
+    add(&s, id, body, AddedBy::Platform).await
+}
+
+async fn tenant_add(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Json(body): Json<AddBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    add(&s, t.id, body, AddedBy::Tenant).await
+}
+
+/// Adds a manual entry; one the platform already has stays the platform's.
+async fn add(
+    s: &Server,
+    tenant: String,
+    body: AddBody,
+    by: AddedBy,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let new = NewSuppression {
-        tenant_id: id.clone(),
+        tenant_id: tenant.clone(),
         address: body.address.clone(),
         reason: body.reason.unwrap_or_else(|| "manual".into()),
         source: "manual".into(),
         detail: json!({"note": body.note}),
         message_id: None,
+        added_by: by,
     };
     s.store.suppress(new, now_ms()).await.map_err(|e| match e {
         crate::store::StoreError::Invalid(m) => ApiError::invalid("address", m),
@@ -130,7 +167,7 @@ async fn admin_add(
     })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"address": normalize_address(&body.address), "tenant": id})),
+        Json(json!({"address": normalize_address(&body.address), "tenant": tenant})),
     ))
 }
 
@@ -140,7 +177,7 @@ async fn admin_delete(
     Path((id, address)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     known_tenant(&s, &id).await?;
-    remove(&s, &id, &address).await
+    remove(&s, &id, &address, AddedBy::Platform).await
 }
 
 /// Splits a new message's recipients into those to send to and those the tenant has

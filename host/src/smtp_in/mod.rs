@@ -8,9 +8,16 @@
 //! [`crate::serve`]'s bounce intake. A message is acknowledged with 250 only after the
 //! handler has durably recorded it; if it cannot, the client is told to try again
 //! (4xx), so an accepted bounce is never lost.
+//!
+//! No client can hold the listener: [`Admission`] caps sessions per client address
+//! and in all, a session lasts at most [`Config::max_session`], and a session that
+//! only chats (NOOP, RSET, EHLO…) is closed after [`Limits::max_unproductive_commands`];
+//! each ends with a 421 that says which limit it hit.
 
+pub mod admission;
 pub mod session;
 
+pub use admission::{Admission, Ticket};
 pub use session::{DataEnd, DataReader, Limits, Reply, Session, Step, Transaction};
 
 use session::{MAX_COMMAND_LINE, MAX_TEXT_LINE};
@@ -43,6 +50,8 @@ pub struct Config {
     pub limits: Limits,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// The longest a session may last, whatever it does.
+    pub max_session: Duration,
 }
 
 /// How reading one line ended.
@@ -112,14 +121,32 @@ where
         .await?;
     writer.flush().await?;
     let mut line = Vec::with_capacity(MAX_COMMAND_LINE);
+    let ends = tokio::time::Instant::now() + config.max_session;
+    // A wait for the client ends at its own timeout or at the session's end; which one
+    // decides the 421's text.
+    let wait = |timeout: Duration| {
+        let own = tokio::time::Instant::now() + timeout;
+        (own.min(ends), own >= ends)
+    };
+    let expired = |session: &Session<H::Target>, at_session_end: bool| {
+        if at_session_end {
+            session.too_long(config.max_session.as_secs())
+        } else {
+            session.timeout()
+        }
+    };
     loop {
-        let read = tokio::time::timeout(
-            config.command_timeout,
-            read_line(&mut reader, &mut line, MAX_COMMAND_LINE),
-        )
-        .await;
+        // A client that keeps talking never waits out a timeout: the session's end is
+        // checked before each command too.
+        if tokio::time::Instant::now() >= ends {
+            return send_now(&mut writer, &expired(&session, true)).await;
+        }
+        let (until, at_end) = wait(config.command_timeout);
+        let read =
+            tokio::time::timeout_at(until, read_line(&mut reader, &mut line, MAX_COMMAND_LINE))
+                .await;
         let step = match read {
-            Err(_) => return send_now(&mut writer, &session.timeout()).await,
+            Err(_) => return send_now(&mut writer, &expired(&session, at_end)).await,
             Ok(Err(e)) => return Err(e),
             Ok(Ok(Line::Eof)) => return Ok(()),
             Ok(Ok(Line::TooLong)) => session.line_too_long(),
@@ -139,10 +166,10 @@ where
                 writer.write_all(go_ahead.to_wire().as_bytes()).await?;
                 writer.flush().await?;
                 let limit = config.limits.max_message_bytes;
-                let data =
-                    tokio::time::timeout(config.data_timeout, read_data(&mut reader, limit)).await;
+                let (until, at_end) = wait(config.data_timeout);
+                let data = tokio::time::timeout_at(until, read_data(&mut reader, limit)).await;
                 let end = match data {
-                    Err(_) => return send_now(&mut writer, &session.timeout()).await,
+                    Err(_) => return send_now(&mut writer, &expired(&session, at_end)).await,
                     Ok(Err(e)) => return Err(e),
                     // The client went away mid-message: nothing was accepted.
                     Ok(Ok(None)) => return Ok(()),
@@ -235,9 +262,11 @@ mod tests {
                 max_message_bytes: 2000,
                 max_recipients: 10,
                 max_errors: 10,
+                max_unproductive_commands: 10,
             },
             command_timeout: Duration::from_secs(30),
             data_timeout: Duration::from_secs(30),
+            max_session: Duration::from_secs(300),
         }
     }
 
@@ -321,5 +350,56 @@ mod tests {
         let (r, _) = tokio::join!(serve, client.read_to_string(&mut out));
         r.unwrap();
         assert_eq!(codes(&out), ["220", "421"], "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_stops_talking_is_closed_at_the_session_end() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let fake = Fake(Default::default());
+        let mut config = Config {
+            max_session: Duration::from_secs(1),
+            ..config()
+        };
+        config.limits.max_unproductive_commands = u32::MAX;
+        let (mut read, mut write) = tokio::io::split(client);
+        // NOOPs without pause (bounded), so no read of the server ever times out.
+        let talk = async move {
+            for _ in 0..10_000_000 {
+                if write.write_all(b"NOOP\r\n").await.is_err() {
+                    return;
+                }
+            }
+            panic!("the session never ended");
+        };
+        let mut out = Vec::new();
+        let listen = read.read_to_end(&mut out);
+        let serve = serve_connection(server, &config, &fake);
+        let (r, (), _) = tokio::join!(serve, talk, listen);
+        r.unwrap();
+        let out = String::from_utf8_lossy(&out);
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("421") && last.contains("session longer than 1 seconds"),
+            "{last}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_session_that_outlasts_its_limit_is_told_421_saying_so() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let fake = Fake(Default::default());
+        let config = Config {
+            max_session: Duration::from_secs(1),
+            ..config()
+        };
+        // One NOOP, then nothing: the command timeout (30 s) is far off, the
+        // session's end is not.
+        client.write_all(b"NOOP\r\n").await.unwrap();
+        let serve = serve_connection(server, &config, &fake);
+        let mut out = String::new();
+        let (r, _) = tokio::join!(serve, client.read_to_string(&mut out));
+        r.unwrap();
+        assert_eq!(codes(&out), ["220", "250", "421"], "{out}");
+        assert!(out.contains("session longer than 1 seconds"), "{out}");
     }
 }

@@ -51,6 +51,10 @@ pub struct Limits {
     pub max_recipients: u32,
     /// Bad commands before the session is closed with 421.
     pub max_errors: u32,
+    /// Commands that bring no message closer (NOOP, RSET, EHLO/HELO, VRFY, HELP) since
+    /// the last message taken in, before the session is closed with 421: a client
+    /// cannot hold a connection by chatting.
+    pub max_unproductive_commands: u32,
 }
 
 /// What the driver must do next.
@@ -94,6 +98,8 @@ pub struct Session<T> {
     mail_from: String,
     rcpts: Vec<(String, T)>,
     errors: u32,
+    /// Unproductive commands since the last message.
+    idle: u32,
 }
 
 impl<T> Session<T> {
@@ -105,6 +111,7 @@ impl<T> Session<T> {
             mail_from: String::new(),
             rcpts: Vec::new(),
             errors: 0,
+            idle: 0,
         }
     }
 
@@ -115,6 +122,33 @@ impl<T> Session<T> {
     /// The reply to a timeout: the session ends.
     pub fn timeout(&self) -> Reply {
         Reply::new(421, format!("4.4.2 {} timeout, closing", self.hostname))
+    }
+
+    /// The reply when the session has lasted as long as it may: it ends.
+    pub fn too_long(&self, max_secs: u64) -> Reply {
+        Reply::new(
+            421,
+            format!(
+                "4.4.2 {} session longer than {max_secs} seconds, closing",
+                self.hostname
+            ),
+        )
+    }
+
+    /// A command that brings no message closer: counted; too many end the session.
+    fn unproductive(&mut self, reply: Reply) -> Step {
+        self.idle += 1;
+        if self.idle > self.limits.max_unproductive_commands {
+            Step::Close(Reply::new(
+                421,
+                format!(
+                    "4.7.0 {} too many commands without a message (limit {}), closing",
+                    self.hostname, self.limits.max_unproductive_commands
+                ),
+            ))
+        } else {
+            Step::Reply(reply)
+        }
     }
 
     /// A bad command: counted; too many end the session.
@@ -164,9 +198,9 @@ impl<T> Session<T> {
                 self.reset();
                 self.phase = Phase::Ready;
                 if verb == "HELO" {
-                    return Step::Reply(Reply::new(250, self.hostname.clone()));
+                    return self.unproductive(Reply::new(250, self.hostname.clone()));
                 }
-                Step::Reply(Reply {
+                self.unproductive(Reply {
                     code: 250,
                     lines: vec![
                         format!("{} greets {arg}", self.hostname),
@@ -201,18 +235,18 @@ impl<T> Session<T> {
                     return self.error(Reply::new(501, "5.5.4 RSET takes no arguments"));
                 }
                 self.reset();
-                Step::Reply(Reply::new(250, "2.0.0 reset"))
+                self.unproductive(Reply::new(250, "2.0.0 reset"))
             }
-            "NOOP" => Step::Reply(Reply::new(250, "2.0.0 ok")),
+            "NOOP" => self.unproductive(Reply::new(250, "2.0.0 ok")),
             "QUIT" => Step::Close(Reply::new(
                 221,
                 format!("2.0.0 {} closing connection", self.hostname),
             )),
-            "VRFY" => Step::Reply(Reply::new(
+            "VRFY" => self.unproductive(Reply::new(
                 252,
                 "2.5.0 cannot verify; a bounce address is checked at RCPT",
             )),
-            "HELP" => Step::Reply(Reply::new(
+            "HELP" => self.unproductive(Reply::new(
                 214,
                 "2.0.0 this server takes bounces for its return paths: EHLO, MAIL, RCPT, DATA",
             )),
@@ -321,6 +355,8 @@ impl<T> Session<T> {
             rcpts: std::mem::take(&mut self.rcpts),
         };
         self.reset();
+        // A message came in: the client is doing what the listener is for.
+        self.idle = 0;
         tx
     }
 
@@ -444,6 +480,7 @@ mod tests {
                 max_message_bytes: 1000,
                 max_recipients: 2,
                 max_errors,
+                max_unproductive_commands: 5,
             },
         )
     }
@@ -542,6 +579,45 @@ mod tests {
             Step::Close(r) => assert_eq!(r.code, 421),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn chatting_without_a_message_ends_the_session_and_a_message_resets_the_count() {
+        let mut s = session();
+        // Five unproductive commands are allowed (EHLO is one), the sixth closes.
+        for (line, want) in [
+            (&b"EHLO c"[..], 250),
+            (b"NOOP", 250),
+            (b"RSET", 250),
+            (b"HELP", 214),
+            (b"VRFY a@b", 252),
+        ] {
+            assert_eq!(code(s.line(line)), want, "{line:?}");
+        }
+        match s.line(b"NOOP") {
+            Step::Close(r) => {
+                assert_eq!(r.code, 421);
+                assert!(
+                    r.text()
+                        .contains("too many commands without a message (limit 5)"),
+                    "{r:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
+        let mut s = session();
+        for _ in 0..4 {
+            s.line(b"NOOP");
+        }
+        s.line(b"EHLO c");
+        s.line(b"MAIL FROM:<>");
+        s.rcpt_checked("a@y".into(), Ok(1));
+        s.take_transaction();
+        for _ in 0..5 {
+            assert_eq!(code(s.line(b"NOOP")), 250, "counted from the message on");
+        }
+        assert_eq!(code(s.line(b"NOOP")), 421);
     }
 
     #[test]

@@ -161,6 +161,7 @@ impl Store {
                 source,
                 detail: report.detail.clone(),
                 message_id: Some(target.message_id.clone()),
+                added_by: super::AddedBy::Platform,
             };
             upsert_in(&mut tx, &new, report.at_ms, op).await?;
         }

@@ -224,6 +224,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "relay_stat_buckets",
         include_str!("migrations/sqlite/0006_relay_stat_buckets.sql"),
     ),
+    (
+        10,
+        "tenant_stat_buckets",
+        include_str!("migrations/sqlite/0010_tenant_stat_buckets.sql"),
+    ),
+    (
+        11,
+        "suppression_owner",
+        include_str!("migrations/sqlite/0011_suppression_owner.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -251,6 +261,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "relay_stat_buckets",
         include_str!("migrations/postgres/0006_relay_stat_buckets.sql"),
+    ),
+    (
+        10,
+        "tenant_stat_buckets",
+        include_str!("migrations/postgres/0010_tenant_stat_buckets.sql"),
+    ),
+    (
+        11,
+        "suppression_owner",
+        include_str!("migrations/postgres/0011_suppression_owner.sql"),
     ),
 ];
 

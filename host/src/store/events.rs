@@ -58,12 +58,14 @@ fn bind_detail<'q>(
 
 /// The relay stat buckets' view of an event.
 fn counted<'a>(
+    tenant: &'a str,
     kind: EventKind,
     relay: Option<&'a str>,
     stats: &'a StatColumns,
     at_ms: i64,
 ) -> Counted<'a> {
     Counted {
+        tenant,
         kind,
         relay,
         latency_ms: stats.latency_ms,
@@ -94,7 +96,13 @@ pub(crate) async fn insert_events(
     let stats: Vec<StatColumns> = events.iter().map(|e| stat_columns(&e.detail)).collect();
     let mut tally = Tally::default();
     for (ev, st) in events.iter().zip(&stats) {
-        tally.add(&counted(ev.kind, ev.relay.as_deref(), st, ev.at_ms));
+        tally.add(&counted(
+            &ev.tenant_id,
+            ev.kind,
+            ev.relay.as_deref(),
+            st,
+            ev.at_ms,
+        ));
     }
     let rows: Vec<(&NewEvent, &StatColumns)> = events.iter().zip(&stats).collect();
     for chunk in rows.chunks(rows_per_statement(COLS)) {
@@ -163,10 +171,10 @@ pub(crate) async fn insert_recipient_events(
 ) -> Result<(), StoreError> {
     const COLS: usize = 11;
     let stats: Vec<StatColumns> = events.iter().map(|e| stat_columns(e.detail)).collect();
-    let mut tally = Tally::default();
-    for (ev, st) in events.iter().zip(&stats) {
-        tally.add(&counted(ev.kind, ev.relay, st, ev.at_ms));
-    }
+    // The relay stats are kept per tenant, and these events' tenants are their
+    // messages': the insert hands them back when any event counts toward the stats.
+    let counting = events.iter().any(|e| Tally::counts(e.kind, e.relay));
+    let mut tenants: HashMap<String, String> = HashMap::new();
     let rows: Vec<(&RecipientEvent<'_>, &StatColumns)> = events.iter().zip(&stats).collect();
     for chunk in rows.chunks(rows_per_statement(COLS)) {
         let sql = format!(
@@ -176,8 +184,13 @@ pub(crate) async fn insert_recipient_events(
              at_ms, latency_ms, hard, class, source) \
              SELECT v.message_id, v.recipient_idx, m.tenant_id, v.kind, v.relay, v.detail, \
              v.at_ms, v.latency_ms, v.hard, v.class, v.source \
-             FROM v JOIN messages m ON m.id = v.message_id ORDER BY v.ord",
-            value_rows(chunk.len(), COLS)
+             FROM v JOIN messages m ON m.id = v.message_id ORDER BY v.ord{}",
+            value_rows(chunk.len(), COLS),
+            if counting {
+                " RETURNING message_id, tenant_id"
+            } else {
+                ""
+            }
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
@@ -195,10 +208,34 @@ pub(crate) async fn insert_recipient_events(
             1 => format!("a {} event", first.kind.as_str()),
             n => format!("{n} events (first: a {} event)", first.kind.as_str()),
         };
-        q.execute(&mut *conn).await.map_err(StoreError::db(format!(
-            "{op}: appending {what} for message {:?} recipient {}",
-            first.message_id, first.recipient_idx
-        )))?;
+        let context = || {
+            format!(
+                "{op}: appending {what} for message {:?} recipient {}",
+                first.message_id, first.recipient_idx
+            )
+        };
+        if counting {
+            let returned = q
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(StoreError::db(context()))?;
+            for row in &returned {
+                let message_id: String = col(row, op, "message_id")?;
+                let tenant_id: String = col(row, op, "tenant_id")?;
+                tenants.insert(message_id, tenant_id);
+            }
+        } else {
+            q.execute(&mut *conn)
+                .await
+                .map_err(StoreError::db(context()))?;
+        }
+    }
+    let mut tally = Tally::default();
+    for (ev, st) in events.iter().zip(&stats) {
+        // An event whose message is gone was not inserted either: nothing to count.
+        if let Some(tenant) = tenants.get(ev.message_id) {
+            tally.add(&counted(tenant, ev.kind, ev.relay, st, ev.at_ms));
+        }
     }
     tally.write(conn, op).await
 }

@@ -44,6 +44,7 @@ pub use ledger::{
     Balance, BalanceMode, BillingSettings, ChargeSum, Credited, ExternalUsage, LedgerEntry,
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
 };
+pub use stats::RelayStatWindows;
 pub use types::{
     Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent, NewMessage,
     NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay, RelayState, RelayUpdate,
@@ -396,7 +397,17 @@ impl Store {
         since_ms: &[i64],
         now_ms: i64,
     ) -> Result<HashMap<String, Vec<WindowCounts>>, StoreError> {
-        stats::relay_stats(self.pools(), since_ms, now_ms).await
+        Ok(self.relay_stat_windows(since_ms, now_ms).await?.platform)
+    }
+
+    /// [`Store::relay_stats`] for the platform and, from the same reads, per tenant:
+    /// each tenant's own traffic on each relay it had traffic on in the windows.
+    pub async fn relay_stat_windows(
+        &self,
+        since_ms: &[i64],
+        now_ms: i64,
+    ) -> Result<RelayStatWindows, StoreError> {
+        stats::relay_stat_windows(self.pools(), since_ms, now_ms).await
     }
 
     /// Forgets the relay stats of traffic before `before_ms` (windows that reach further
@@ -422,7 +433,7 @@ mod writer_thread;
 
 pub use bounces::{BounceRecorded, BounceReport, BounceTarget};
 pub(crate) use suppressions::normalize as normalize_address;
-pub use suppressions::{NewSuppression, Suppression};
+pub use suppressions::{AddedBy, NewSuppression, Removal, Suppression};
 
 // ---- plugins ----
 

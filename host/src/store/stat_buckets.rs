@@ -2,6 +2,10 @@
 //! added to the relay's 10-second bucket in the transaction that appends the event, so
 //! reading a window sums a few hundred small rows whatever the traffic was.
 //!
+//! A bucket belongs to one tenant on one relay (migration `0010_tenant_stat_buckets`):
+//! a tenant's route plugin is shown its own traffic on a shared relay, never another
+//! tenant's, and the platform's view is the sum over tenants.
+//!
 //! What counts is documented on [`super::EventKind`]: attempts' outcomes on a relay;
 //! an event with a `source` (a bounce e-mail or complaint that arrived after the
 //! attempt) counts as a bounce of the relay that carried the message but not as
@@ -34,6 +38,8 @@ pub(crate) struct Counts {
 
 /// What of an event the stats read (copied out of its detail when it is appended).
 pub(crate) struct Counted<'a> {
+    /// The tenant whose message the event is about.
+    pub tenant: &'a str,
     pub kind: EventKind,
     pub relay: Option<&'a str>,
     pub latency_ms: Option<i64>,
@@ -43,22 +49,28 @@ pub(crate) struct Counted<'a> {
     pub at_ms: i64,
 }
 
-/// Events added up per (relay, bucket), ready to be written.
+/// Events added up per (tenant, relay, bucket), ready to be written.
 #[derive(Default)]
-pub(crate) struct Tally<'a>(BTreeMap<(&'a str, i64), Counts>);
+pub(crate) struct Tally<'a>(BTreeMap<(&'a str, &'a str, i64), Counts>);
 
 impl<'a> Tally<'a> {
+    /// Whether an event of this kind naming this relay counts toward relay stats (and
+    /// so whether [`Tally::add`] needs its tenant).
+    pub(crate) fn counts(kind: EventKind, relay: Option<&str>) -> bool {
+        use EventKind::{Attempted, Bounced, Deferred, Delivered, Failed};
+        relay.is_some() && matches!(kind, Attempted | Delivered | Deferred | Bounced | Failed)
+    }
+
     /// Adds `ev` to its bucket if it counts toward relay stats.
     pub(crate) fn add(&mut self, ev: &Counted<'a>) {
         use EventKind::{Attempted, Bounced, Deferred, Delivered, Failed};
-        let Some(relay) = ev.relay else { return };
-        if !matches!(ev.kind, Attempted | Delivered | Deferred | Bounced | Failed) {
+        let Some(relay) = ev.relay.filter(|_| Tally::counts(ev.kind, ev.relay)) else {
             return;
-        }
+        };
         let hard = ev.hard == Some(1);
         let c = self
             .0
-            .entry((relay, ev.at_ms.div_euclid(BUCKET_MS) * BUCKET_MS))
+            .entry((ev.tenant, relay, ev.at_ms.div_euclid(BUCKET_MS) * BUCKET_MS))
             .or_default();
         let late = ev.source.is_some();
         c.sent += i64::from(!late);
@@ -76,13 +88,13 @@ impl<'a> Tally<'a> {
     /// Adds the tally to the stored buckets inside the caller's transaction, in key
     /// order (two hosts adding to the same buckets take their row locks in one order).
     pub(crate) async fn write(self, conn: &mut AnyConnection, op: &str) -> Result<(), StoreError> {
-        const COLS: usize = 10;
+        const COLS: usize = 11;
         let rows: Vec<_> = self.0.into_iter().collect();
         for chunk in rows.chunks(rows_per_statement(COLS)) {
             let sql = format!(
-                "INSERT INTO relay_stat_buckets (relay, bucket_ms, sent, delivered, deferred, \
-                 hard_bounced, soft_bounced, blocked, latency_sum, latency_n) VALUES {} \
-                 ON CONFLICT (relay, bucket_ms) DO UPDATE SET \
+                "INSERT INTO relay_stat_buckets (tenant_id, relay, bucket_ms, sent, delivered, \
+                 deferred, hard_bounced, soft_bounced, blocked, latency_sum, latency_n) VALUES {} \
+                 ON CONFLICT (bucket_ms, relay, tenant_id) DO UPDATE SET \
                  sent = relay_stat_buckets.sent + excluded.sent, \
                  delivered = relay_stat_buckets.delivered + excluded.delivered, \
                  deferred = relay_stat_buckets.deferred + excluded.deferred, \
@@ -95,8 +107,9 @@ impl<'a> Tally<'a> {
             );
             let sql = positional(&*conn, sql);
             let mut q = sqlx::query(&sql);
-            for ((relay, bucket), c) in chunk {
+            for ((tenant, relay, bucket), c) in chunk {
                 q = q
+                    .bind(*tenant)
                     .bind(*relay)
                     .bind(*bucket)
                     .bind(c.sent)
@@ -109,10 +122,11 @@ impl<'a> Tally<'a> {
                     .bind(c.latency_n);
             }
             q.execute(&mut *conn).await.map_err(StoreError::db(format!(
-                "{op}: adding to {} relay stat buckets (first: relay {:?} at {})",
+                "{op}: adding to {} relay stat buckets (first: tenant {:?} relay {:?} at {})",
                 chunk.len(),
                 chunk[0].0.0,
-                chunk[0].0.1
+                chunk[0].0.1,
+                chunk[0].0.2
             )))?;
         }
         Ok(())
@@ -125,6 +139,7 @@ mod tests {
 
     fn ev(kind: EventKind, relay: Option<&str>, at_ms: i64) -> Counted<'_> {
         Counted {
+            tenant: "t",
             kind,
             relay,
             latency_ms: None,
@@ -148,7 +163,7 @@ mod tests {
         t.add(&ev(EventKind::Deferred, Some("a"), 20_000));
         let b: Vec<_> = t.0.into_iter().collect();
         assert_eq!(b.len(), 2, "{b:?}");
-        assert_eq!(b[0].0, ("a", 10_000));
+        assert_eq!(b[0].0, ("t", "a", 10_000));
         assert_eq!(
             (
                 b[0].1.sent,
@@ -160,8 +175,24 @@ mod tests {
         );
         assert_eq!(
             (b[1].0, b[1].1.sent, b[1].1.deferred),
-            (("a", 20_000), 1, 1)
+            (("t", "a", 20_000), 1, 1)
         );
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_buckets_on_a_shared_relay() {
+        let mut t = Tally::default();
+        t.add(&ev(EventKind::Delivered, Some("shared"), 5));
+        t.add(&Counted {
+            tenant: "u",
+            ..ev(EventKind::Delivered, Some("shared"), 6)
+        });
+        t.add(&Counted {
+            tenant: "u",
+            ..ev(EventKind::Deferred, Some("shared"), 7)
+        });
+        assert_eq!(t.0[&("t", "shared", 0)].sent, 1);
+        assert_eq!(t.0[&("u", "shared", 0)].sent, 2);
     }
 
     #[test]
@@ -177,7 +208,7 @@ mod tests {
             hard: Some(0),
             ..ev(EventKind::Attempted, Some("a"), 6)
         });
-        let c = t.0[&("a", 0)];
+        let c = t.0[&("t", "a", 0)];
         assert_eq!(
             (
                 c.sent,

@@ -1,6 +1,7 @@
-//! Relay stats: counts per relay over time windows (what the route plugin sees), summed
-//! from the 10-second buckets events are added to as they are appended
-//! (`stat_buckets.rs`), and recipients in flight per relay.
+//! Relay stats: counts per relay over time windows, for the platform and for each tenant
+//! on it (a tenant's route plugin sees its own), summed from the 10-second buckets events
+//! are added to as they are appended (`stat_buckets.rs`), and recipients in flight per
+//! relay.
 
 use std::collections::HashMap;
 
@@ -10,9 +11,11 @@ use super::connect::Pools;
 use super::stat_buckets::BUCKET_MS;
 use super::types::WindowCounts;
 
-/// A window's sums per relay: the buckets that overlap `[$1, $2]`. `SUM` of an integer
-/// is NUMERIC on PostgreSQL; the casts keep both dialects at BIGINT.
-const WINDOW_SQL: &str = "SELECT relay, \
+/// A window's sums per (relay, tenant): the buckets that overlap `[$1, $2]`. Only pairs
+/// with traffic in the window have rows, so the read grows with the tenants active on
+/// each relay, not with all tenants times all relays. `SUM` of an integer is NUMERIC on
+/// PostgreSQL; the casts keep both dialects at BIGINT.
+const WINDOW_SQL: &str = "SELECT relay, tenant_id, \
     CAST(SUM(sent) AS BIGINT) AS sent, CAST(SUM(delivered) AS BIGINT) AS delivered, \
     CAST(SUM(deferred) AS BIGINT) AS deferred, \
     CAST(SUM(hard_bounced) AS BIGINT) AS hard_bounced, \
@@ -20,20 +23,84 @@ const WINDOW_SQL: &str = "SELECT relay, \
     CAST(SUM(blocked) AS BIGINT) AS blocked, \
     CAST(SUM(latency_sum) AS BIGINT) AS latency_sum, \
     CAST(SUM(latency_n) AS BIGINT) AS latency_n \
-    FROM relay_stat_buckets WHERE bucket_ms > $1 AND bucket_ms <= $2 GROUP BY relay";
+    FROM relay_stat_buckets WHERE bucket_ms > $1 AND bucket_ms <= $2 GROUP BY relay, tenant_id";
 
 fn count(row: &sqlx::any::AnyRow, op: &str, column: &str) -> Result<u64, StoreError> {
     let n: Option<i64> = col(row, op, column)?;
     Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
 }
 
-pub(crate) async fn relay_stats(
+/// One window's sums with the latency still as (sum, n), so they add up.
+#[derive(Default, Clone, Copy)]
+struct Sums {
+    sent: u64,
+    delivered: u64,
+    deferred: u64,
+    hard_bounced: u64,
+    soft_bounced: u64,
+    blocked: u64,
+    latency_sum: u64,
+    latency_n: u64,
+}
+
+impl Sums {
+    fn read(row: &sqlx::any::AnyRow, op: &str) -> Result<Sums, StoreError> {
+        Ok(Sums {
+            sent: count(row, op, "sent")?,
+            delivered: count(row, op, "delivered")?,
+            deferred: count(row, op, "deferred")?,
+            hard_bounced: count(row, op, "hard_bounced")?,
+            soft_bounced: count(row, op, "soft_bounced")?,
+            blocked: count(row, op, "blocked")?,
+            latency_sum: count(row, op, "latency_sum")?,
+            latency_n: count(row, op, "latency_n")?,
+        })
+    }
+
+    fn add(&mut self, o: &Sums) {
+        self.sent += o.sent;
+        self.delivered += o.delivered;
+        self.deferred += o.deferred;
+        self.hard_bounced += o.hard_bounced;
+        self.soft_bounced += o.soft_bounced;
+        self.blocked += o.blocked;
+        self.latency_sum += o.latency_sum;
+        self.latency_n += o.latency_n;
+    }
+
+    fn counts(&self, since_ms: i64) -> WindowCounts {
+        WindowCounts {
+            since_ms,
+            sent: self.sent,
+            delivered: self.delivered,
+            deferred: self.deferred,
+            hard_bounced: self.hard_bounced,
+            soft_bounced: self.soft_bounced,
+            blocked: self.blocked,
+            mean_latency_ms: (self.latency_n > 0).then(|| self.latency_sum / self.latency_n),
+        }
+    }
+}
+
+/// Relay windows as the platform sees them and as each tenant does.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RelayStatWindows {
+    /// Per relay, every tenant's traffic together (the admin API's view).
+    pub platform: HashMap<String, Vec<WindowCounts>>,
+    /// Per (tenant, relay), that tenant's own traffic on the relay (what its route
+    /// plugin sees). Only pairs with traffic in the longest window are present.
+    pub by_tenant: HashMap<(String, String), Vec<WindowCounts>>,
+}
+
+pub(crate) async fn relay_stat_windows(
     pools: &Pools,
     since_ms: &[i64],
     now_ms: i64,
-) -> Result<HashMap<String, Vec<WindowCounts>>, StoreError> {
+) -> Result<RelayStatWindows, StoreError> {
     let op = "relay_stats";
-    let mut out: HashMap<String, Vec<WindowCounts>> = HashMap::new();
+    let zeros = || vec![Sums::default(); since_ms.len()];
+    let mut platform: HashMap<String, Vec<Sums>> = HashMap::new();
+    let mut by_tenant: HashMap<(String, String), Vec<Sums>> = HashMap::new();
     for (w, &since) in since_ms.iter().enumerate() {
         let rows = sqlx::query(WINDOW_SQL)
             .bind(since - BUCKET_MS)
@@ -43,33 +110,29 @@ pub(crate) async fn relay_stats(
             .map_err(StoreError::db(format!("{op} for the window from {since}")))?;
         for row in &rows {
             let relay: String = col(row, op, "relay")?;
-            let latency_n = count(row, op, "latency_n")?;
-            let counts = WindowCounts {
-                since_ms: since,
-                sent: count(row, op, "sent")?,
-                delivered: count(row, op, "delivered")?,
-                deferred: count(row, op, "deferred")?,
-                hard_bounced: count(row, op, "hard_bounced")?,
-                soft_bounced: count(row, op, "soft_bounced")?,
-                blocked: count(row, op, "blocked")?,
-                mean_latency_ms: (latency_n > 0)
-                    .then(|| count(row, op, "latency_sum").map(|sum| sum / latency_n))
-                    .transpose()?,
-            };
-            // Every relay gets one entry per window, zeros where it had no traffic.
-            let windows = out.entry(relay).or_insert_with(|| {
-                since_ms
-                    .iter()
-                    .map(|&s| WindowCounts {
-                        since_ms: s,
-                        ..WindowCounts::default()
-                    })
-                    .collect()
-            });
-            windows[w] = counts;
+            let tenant: String = col(row, op, "tenant_id")?;
+            let sums = Sums::read(row, op)?;
+            platform.entry(relay.clone()).or_insert_with(zeros)[w].add(&sums);
+            // Buckets from before buckets had tenants (`''`) count for the platform only.
+            if !tenant.is_empty() {
+                by_tenant.entry((tenant, relay)).or_insert_with(zeros)[w] = sums;
+            }
         }
     }
-    Ok(out)
+    // Every relay (and pair) gets one entry per window, zeros where it had no traffic.
+    let windows = |sums: Vec<Sums>| {
+        sums.iter()
+            .zip(since_ms)
+            .map(|(s, &since)| s.counts(since))
+            .collect::<Vec<_>>()
+    };
+    Ok(RelayStatWindows {
+        platform: platform.into_iter().map(|(k, v)| (k, windows(v))).collect(),
+        by_tenant: by_tenant
+            .into_iter()
+            .map(|(k, v)| (k, windows(v)))
+            .collect(),
+    })
 }
 
 /// Drops the buckets that end before `before_ms`; returns how many.

@@ -2,6 +2,10 @@
 //! hard-bounced, complained, or an operator said so. Addresses are kept lower-cased;
 //! a second entry for the same (tenant, address) replaces the reason and keeps the
 //! first creation time.
+//!
+//! Every entry says who added it ([`AddedBy`], migration `0011_suppression_owner`): the
+//! platform's (bounce processing, the admin API) outrank the tenant's own — a tenant's
+//! re-entry leaves a platform entry as it is, and only the platform removes one.
 
 use std::collections::HashMap;
 
@@ -28,8 +32,47 @@ pub struct Suppression {
     pub detail: serde_json::Value,
     /// The message whose bounce suppressed the address, if any.
     pub message_id: Option<String>,
+    /// Who added it, and so who may remove it.
+    pub added_by: AddedBy,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+}
+
+/// Who added a suppression (or asks to remove one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddedBy {
+    /// Bounce processing or the admin API: only the platform removes it.
+    Platform,
+    /// The tenant through its own API: the tenant or the platform removes it.
+    Tenant,
+}
+
+impl AddedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AddedBy::Platform => "platform",
+            AddedBy::Tenant => "tenant",
+        }
+    }
+
+    fn parse(s: &str) -> Option<AddedBy> {
+        match s {
+            "platform" => Some(AddedBy::Platform),
+            "tenant" => Some(AddedBy::Tenant),
+            _ => None,
+        }
+    }
+}
+
+/// What [`Store::delete_suppression`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Removal {
+    Removed,
+    /// The address is not on the tenant's list.
+    NotFound,
+    /// The platform added it and a tenant asked: it stays (this is the entry).
+    Protected(Box<Suppression>),
 }
 
 /// What [`Store::suppress`] writes.
@@ -41,10 +84,11 @@ pub struct NewSuppression {
     pub source: String,
     pub detail: serde_json::Value,
     pub message_id: Option<String>,
+    pub added_by: AddedBy,
 }
 
-pub(crate) const COLUMNS: &str =
-    "tenant_id, address, reason, source, detail, message_id, created_at_ms, updated_at_ms";
+pub(crate) const COLUMNS: &str = "tenant_id, address, reason, source, detail, message_id, \
+     added_by, created_at_ms, updated_at_ms";
 
 pub(crate) fn from_row(row: &AnyRow, op: &str) -> Result<Suppression, StoreError> {
     Ok(Suppression {
@@ -54,6 +98,12 @@ pub(crate) fn from_row(row: &AnyRow, op: &str) -> Result<Suppression, StoreError
         source: col(row, op, "source")?,
         detail: get_json(row, op, "detail")?,
         message_id: col(row, op, "message_id")?,
+        added_by: {
+            let v: String = col(row, op, "added_by")?;
+            AddedBy::parse(&v).ok_or_else(|| {
+                StoreError::invalid(op, format!("suppression added by {v:?}: not a known owner"))
+            })?
+        },
         created_at_ms: col(row, op, "created_at_ms")?,
         updated_at_ms: col(row, op, "updated_at_ms")?,
     })
@@ -90,7 +140,8 @@ fn check(op: &str, new: &NewSuppression) -> Result<String, StoreError> {
     Ok(address)
 }
 
-/// Writes (or replaces) one entry inside the caller's transaction.
+/// Writes (or replaces) one entry inside the caller's transaction. A tenant's entry
+/// does not replace the platform's; the platform's takes over a tenant's.
 pub(crate) async fn upsert_in(
     conn: &mut AnyConnection,
     new: &NewSuppression,
@@ -99,10 +150,11 @@ pub(crate) async fn upsert_in(
 ) -> Result<(), StoreError> {
     let address = check(op, new)?;
     sqlx::query(&format!(
-        "INSERT INTO suppressions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+        "INSERT INTO suppressions ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
          ON CONFLICT (tenant_id, address) DO UPDATE SET reason = excluded.reason, \
          source = excluded.source, detail = excluded.detail, message_id = excluded.message_id, \
-         updated_at_ms = excluded.updated_at_ms"
+         added_by = excluded.added_by, updated_at_ms = excluded.updated_at_ms \
+         WHERE suppressions.added_by = 'tenant' OR excluded.added_by = 'platform'"
     ))
     .bind(&new.tenant_id)
     .bind(&address)
@@ -110,6 +162,7 @@ pub(crate) async fn upsert_in(
     .bind(&new.source)
     .bind(new.detail.to_string())
     .bind(new.message_id.clone())
+    .bind(new.added_by.as_str())
     .bind(now_ms)
     .execute(&mut *conn)
     .await
@@ -159,22 +212,46 @@ impl Store {
         rows.iter().map(|r| from_row(r, op)).collect()
     }
 
-    /// Removes an address from a tenant's list; false if it was not on it.
+    /// Removes an address from a tenant's list at `by`'s request: the platform removes
+    /// any entry, a tenant only those it added itself.
     pub async fn delete_suppression(
         &self,
         tenant_id: &str,
         address: &str,
-    ) -> Result<bool, StoreError> {
+        by: AddedBy,
+    ) -> Result<Removal, StoreError> {
         let op = "delete_suppression";
-        let done = sqlx::query("DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2")
+        let context = || format!("{op}: tenant {tenant_id:?} address {address:?}");
+        let address = normalize(address);
+        let sql = match by {
+            AddedBy::Platform => "DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2",
+            AddedBy::Tenant => {
+                "DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2 \
+                 AND added_by = 'tenant'"
+            }
+        };
+        let done = sqlx::query(sql)
             .bind(tenant_id)
-            .bind(normalize(address))
+            .bind(&address)
             .execute(&self.pools().write)
             .await
-            .map_err(StoreError::db(format!(
-                "{op}: tenant {tenant_id:?} address {address:?}"
-            )))?;
-        Ok(done.rows_affected() > 0)
+            .map_err(StoreError::db(context()))?;
+        if done.rows_affected() > 0 {
+            return Ok(Removal::Removed);
+        }
+        // Nothing removed: not there, or not the asker's to remove.
+        let kept = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM suppressions WHERE tenant_id = $1 AND address = $2"
+        ))
+        .bind(tenant_id)
+        .bind(&address)
+        .fetch_optional(&self.pools().read)
+        .await
+        .map_err(StoreError::db(context()))?;
+        Ok(match kept {
+            Some(row) => Removal::Protected(Box::new(from_row(&row, op)?)),
+            None => Removal::NotFound,
+        })
     }
 
     /// Which of `addresses` a tenant has suppressed, by normalised address (what

@@ -126,8 +126,9 @@ pub struct NewMessage {
     /// Envelope sender; empty for the null sender `<>`.
     pub sender: String,
     pub recipients: Vec<String>,
-    /// The full RFC 5322 message, stored once for all recipients.
-    pub body: Vec<u8>,
+    /// The full RFC 5322 message, stored once for all recipients; shared, so the API
+    /// hands the same bytes to the dispatcher without a copy of a large message.
+    pub body: std::sync::Arc<Vec<u8>>,
     pub tags: Vec<String>,
     /// After this long since acceptance the message expires instead of being retried.
     pub max_age_secs: u32,
