@@ -1,0 +1,269 @@
+//! Message bytes as the SMTP wire needs them, whoever supplied them: line ends, line
+//! lengths, header fields, and the DATA transparency of RFC 5321 §4.5.2.
+//!
+//! Why this matters: a relay reads lines, and a body whose lines we read differently
+//! from the relay can end its DATA early. `hello\n.\r\nMAIL FROM:<…>` has no line
+//! starting with `.` for a CRLF-only reader, but a relay that also ends lines at a bare
+//! LF sees the end of the data and then a second transaction — with a forged sender,
+//! past every check of ours ("SMTP smuggling"). So every body leaves with CRLF line
+//! ends only ([`crlf`], [`stuff_for_data`]), and what a tenant puts in a header is
+//! checked to be one field ([`header_name_problem`], [`header_value_problem`]).
+//!
+//! Everything here is plain functions on bytes, one linear pass each (`memchr`), and
+//! borrows the input when it is already clean: the accept path runs them for every
+//! message.
+
+use std::borrow::Cow;
+
+/// The longest line RFC 5321 §4.5.3.1.6 and RFC 5322 §2.1.1 allow, without its CRLF.
+pub const MAX_LINE_OCTETS: usize = 998;
+
+/// Where the first line end that is not CRLF (a bare CR or a bare LF) is, if any.
+fn first_bare_line_end(body: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', &body[pos..]) {
+        let at = pos + i;
+        if body[at] == b'\n' || body.get(at + 1) != Some(&b'\n') {
+            return Some(at);
+        }
+        pos = at + 2;
+    }
+    None
+}
+
+/// Appends `body` to `out` with every bare CR, bare LF and CRLF written as CRLF; calls
+/// `line_start` at each line start after the first (with `out` as it is there).
+fn write_crlf(body: &[u8], out: &mut Vec<u8>, mut line_start: impl FnMut(&[u8], &mut Vec<u8>)) {
+    let mut from = 0;
+    let mut pos = 0;
+    while let Some(i) = memchr::memchr2(b'\r', b'\n', &body[pos..]) {
+        let at = pos + i;
+        out.extend_from_slice(&body[from..at]);
+        out.extend_from_slice(b"\r\n");
+        pos = if body[at] == b'\r' && body.get(at + 1) == Some(&b'\n') {
+            at + 2
+        } else {
+            at + 1
+        };
+        from = pos;
+        line_start(&body[pos..], out);
+    }
+    out.extend_from_slice(&body[from..]);
+}
+
+/// `body` with every line ending in CRLF: a bare LF or a bare CR becomes CRLF (RFC 5322
+/// §2.3 allows CR and LF only together). Borrowed when it already is so.
+pub fn crlf(body: &[u8]) -> Cow<'_, [u8]> {
+    let Some(first) = first_bare_line_end(body) else {
+        return Cow::Borrowed(body);
+    };
+    let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 2);
+    out.extend_from_slice(&body[..first]);
+    write_crlf(&body[first..], &mut out, |_, _| {});
+    Cow::Owned(out)
+}
+
+/// Appends `body` to `out` as the text of SMTP DATA (RFC 5321 §4.5.2): every line end
+/// CRLF (a bare CR or LF becomes one, so the relay and we agree on where lines start,
+/// whatever it stores) and a second `.` at the start of every line that starts with
+/// one, the first line included. The closing `.` is the caller's.
+pub fn stuff_for_data(body: &[u8], out: &mut Vec<u8>) {
+    out.reserve(body.len() + body.len() / 64 + 2);
+    if body.first() == Some(&b'.') {
+        out.push(b'.');
+    }
+    write_crlf(body, out, |rest, out| {
+        if rest.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+    });
+}
+
+/// What makes a message's bytes unfit for the wire, with the 1-based line it is on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineProblem {
+    #[error(
+        "line {line} is {octets} octets long; SMTP allows at most {MAX_LINE_OCTETS} (RFC 5321 §4.5.3.1.6): encode the part (quoted-printable or base64)"
+    )]
+    TooLong { line: usize, octets: usize },
+    #[error("line {line} holds a NUL byte, which SMTP does not carry: encode the part (base64)")]
+    Nul { line: usize },
+}
+
+/// The line (1-based) that byte `at` of `body` is on.
+fn line_of(body: &[u8], at: usize) -> usize {
+    memchr::memchr_iter(b'\n', &body[..at]).count() + 1
+}
+
+/// Checks a CRLF body (see [`crlf`]) for lines over [`MAX_LINE_OCTETS`] and NUL bytes.
+pub fn check_lines(body: &[u8]) -> Result<(), LineProblem> {
+    let mut start = 0;
+    let mut line = 1;
+    let check = |start: usize, end: usize, line: usize| {
+        let octets = end - start;
+        if octets > MAX_LINE_OCTETS {
+            return Err(LineProblem::TooLong { line, octets });
+        }
+        Ok(())
+    };
+    for at in memchr::memchr_iter(b'\n', body) {
+        let end = if at > start && body[at - 1] == b'\r' {
+            at - 1
+        } else {
+            at
+        };
+        check(start, end, line)?;
+        start = at + 1;
+        line += 1;
+    }
+    check(start, body.len(), line)?;
+    if let Some(at) = memchr::memchr(0, body) {
+        return Err(LineProblem::Nul {
+            line: line_of(body, at),
+        });
+    }
+    Ok(())
+}
+
+/// Headers an application may not set: Sluice or the envelope owns them.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "reply-to",
+    "subject",
+    "message-id",
+    "date",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "return-path",
+];
+
+/// Whether `name` is one of the [`RESERVED_HEADERS`], in any case.
+pub fn is_reserved_header(name: &str) -> bool {
+    RESERVED_HEADERS
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+}
+
+/// What is wrong with a header field name, if anything: RFC 5322 §2.2 allows printable
+/// US-ASCII (33..=126) except `:`, and at least one character.
+pub fn header_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a header name cannot be empty".into());
+    }
+    let bad = name
+        .bytes()
+        .position(|b| !(33..=126).contains(&b) || b == b':')?;
+    Some(format!(
+        "{name:?} is not a valid header name: byte {bad} ({:?}) is not printable ASCII other than ':' (RFC 5322 §2.2)",
+        char::from(name.as_bytes()[bad])
+    ))
+}
+
+/// What is wrong with a header field value, if anything: no control character but the
+/// tab of folding white space (so no CR, LF or NUL: a value is one field).
+pub fn header_value_problem(value: &str) -> Option<String> {
+    let bad = value
+        .bytes()
+        .position(|b| (b < 0x20 && b != b'\t') || b == 0x7f)?;
+    Some(format!(
+        "the value holds control character {:?} at byte {bad}; a value is one line of text",
+        char::from(value.as_bytes()[bad])
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stuffed(body: &[u8]) -> String {
+        let mut out = Vec::new();
+        stuff_for_data(body, &mut out);
+        String::from_utf8(out).expect("text")
+    }
+
+    #[test]
+    fn clean_bodies_are_borrowed_and_bare_line_ends_become_crlf() {
+        let clean = b"a\r\nb\r\n\r\nc";
+        assert!(matches!(crlf(clean), Cow::Borrowed(_)));
+        assert!(matches!(crlf(b""), Cow::Borrowed(_)));
+        assert_eq!(&*crlf(b"a\nb\rc\r\nd\r"), b"a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(&*crlf(b"\n\r\r\n\n\r"), b"\r\n\r\n\r\n\r\n\r\n");
+        assert_eq!(&*crlf(b"x\r\r\ny"), b"x\r\n\r\ny");
+    }
+
+    #[test]
+    fn a_dot_starting_any_line_is_doubled_and_no_other() {
+        assert_eq!(stuffed(b""), "");
+        assert_eq!(stuffed(b"."), "..");
+        assert_eq!(
+            stuffed(b".a\r\n..b\r\nc.d.\r\n.\r\n"),
+            "..a\r\n...b\r\nc.d.\r\n..\r\n"
+        );
+        assert_eq!(stuffed(b"no dots\r\nat all\r\n"), "no dots\r\nat all\r\n");
+        // A bare LF or CR starts a line for some relays: it leaves as CRLF, and the
+        // dot after it is doubled, so no relay can read an end of data there.
+        assert_eq!(
+            stuffed(b"hello\n.\r\nMAIL FROM:<ceo@bank.example>\r\n"),
+            "hello\r\n..\r\nMAIL FROM:<ceo@bank.example>\r\n"
+        );
+        assert_eq!(stuffed(b"a\r.b\n.c\r\r\n.d"), "a\r\n..b\r\n..c\r\n\r\n..d");
+    }
+
+    #[test]
+    fn long_lines_and_nul_are_found_with_their_line() {
+        let ok = format!("a\r\n{}\r\nb", "x".repeat(MAX_LINE_OCTETS));
+        assert_eq!(check_lines(ok.as_bytes()), Ok(()));
+        let long = format!("a\r\nb\r\n{}\r\nc", "x".repeat(MAX_LINE_OCTETS + 1));
+        assert_eq!(
+            check_lines(long.as_bytes()),
+            Err(LineProblem::TooLong {
+                line: 3,
+                octets: 999
+            })
+        );
+        let last = format!("a\r\n{}", "x".repeat(100_000));
+        assert_eq!(
+            check_lines(last.as_bytes()),
+            Err(LineProblem::TooLong {
+                line: 2,
+                octets: 100_000
+            })
+        );
+        assert_eq!(
+            check_lines(b"a\r\nb\r\nc\0d\r\n"),
+            Err(LineProblem::Nul { line: 3 })
+        );
+        assert!(
+            LineProblem::TooLong {
+                line: 7,
+                octets: 1200
+            }
+            .to_string()
+            .starts_with("line 7 is 1200 octets long")
+        );
+    }
+
+    #[test]
+    fn header_names_and_values_are_one_field() {
+        assert_eq!(header_name_problem("X-Campaign"), None);
+        assert_eq!(header_name_problem("X~!#$%"), None);
+        for bad in ["", "X-Test\r\nBcc", "Bcc ", "X:Y", "X\0", "Ümlaut", "X\x7f"] {
+            assert!(header_name_problem(bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(header_value_problem("plain, with\ttab and ü"), None);
+        for bad in [
+            "a\r\nBcc: x@evil.example",
+            "a\nb",
+            "a\rb",
+            "nul\0",
+            "esc\x1b",
+            "del\x7f",
+        ] {
+            assert!(header_value_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+}
