@@ -188,6 +188,26 @@ fn compose(
     }
 }
 
+/// Refuses a message whose header `From:` or `Sender:` names a domain outside the
+/// tenant's allowed sender domains: the envelope sender is checked by the ingest plugin,
+/// but the header is what the reader sees, and a tenant must not send as someone else
+/// through it. A tenant's `header_from_check = false` turns this off.
+fn check_authors(composed: &Composed, allowed: &[String]) -> Result<(), ApiError> {
+    let authors = compose::author_domains(&composed.headers)
+        .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
+    for (field, domain) in authors {
+        if !compose::domain_allowed(&domain, allowed) {
+            return Err(ApiError::invalid(
+                field.clone(),
+                format!(
+                    "{field}: domain {domain:?} is not among the tenant's allowed sender domains"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn submit(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -221,6 +241,9 @@ async fn submit(
         ));
     }
     let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, &body)?;
+    if tenant.header_from_check {
+        check_authors(&composed, &tenant.allowed_sender_domains)?;
+    }
     let limits = &s.pipeline.limits;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(

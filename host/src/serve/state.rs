@@ -122,6 +122,7 @@ impl Server {
                             allowed_sender_domains: t.allowed_sender_domains.clone(),
                             pools: t.pools.clone(),
                             route_plugin: t.route_plugin.clone(),
+                            header_from_check: t.header_from_check,
                         },
                         now,
                     )
@@ -137,6 +138,7 @@ impl Server {
                         allowed_sender_domains: vec!["*".into()],
                         pools: vec!["pool:platform".into()],
                         route_plugin: None,
+                        header_from_check: true,
                     },
                     now,
                 )

@@ -200,6 +200,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "relay_stat_buckets",
         include_str!("migrations/sqlite/0006_relay_stat_buckets.sql"),
     ),
+    (
+        7,
+        "header_from_check",
+        include_str!("migrations/sqlite/0007_header_from_check.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -227,6 +232,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "relay_stat_buckets",
         include_str!("migrations/postgres/0006_relay_stat_buckets.sql"),
+    ),
+    (
+        7,
+        "header_from_check",
+        include_str!("migrations/postgres/0007_header_from_check.sql"),
     ),
 ];
 
