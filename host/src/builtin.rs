@@ -12,7 +12,8 @@ mod generated {
 #[doc(hidden)]
 pub mod test_guests {
     pub use super::generated::{
-        HOSTILE, NOP, TENANT_BILL, TENANT_BOUNCE, TENANT_INGEST, TENANT_SEND,
+        HOSTILE, NOP, TENANT_BILL, TENANT_BOUNCE, TENANT_INGEST, TENANT_INGEST_SMUGGLER,
+        TENANT_SEND,
     };
 }
 
