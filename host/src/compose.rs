@@ -526,7 +526,7 @@ mod tests {
             "content_base64": "aGVsbG8KLg0KTUFJTCBGUk9NOjxjZW9AYmFuay5leGFtcGxlPg0K"}]}),
         );
         let body = from_json(&m, "h").unwrap().body;
-        assert_eq!(crate::wire::crlf(&body), Cow::Borrowed(&body[..]));
+        assert_eq!(wire::crlf(&body), Cow::Borrowed(&body[..]));
     }
 
     #[test]
