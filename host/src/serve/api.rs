@@ -192,8 +192,8 @@ fn compose(
 /// tenant's allowed sender domains: the envelope sender is checked by the ingest plugin,
 /// but the header is what the reader sees, and a tenant must not send as someone else
 /// through it. A tenant's `header_from_check = false` turns this off.
-fn check_authors(composed: &Composed, allowed: &[String]) -> Result<(), ApiError> {
-    let authors = compose::author_domains(&composed.headers)
+fn check_authors(headers: &[(String, String)], allowed: &[String]) -> Result<(), ApiError> {
+    let authors = compose::author_domains(headers)
         .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
     for (field, domain) in authors {
         if !compose::domain_allowed(&domain, allowed) {
@@ -241,9 +241,6 @@ async fn submit(
         ));
     }
     let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, &body)?;
-    if tenant.header_from_check {
-        check_authors(&composed, &tenant.allowed_sender_domains)?;
-    }
     let limits = &s.pipeline.limits;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(
@@ -357,6 +354,11 @@ async fn submit(
                 }
             }
         }
+    }
+    // After the ingest plugins, so that a sender they refuse is refused with their
+    // reason (for the JSON form the header `From:` is the envelope sender).
+    if tenant.header_from_check {
+        check_authors(&composed.headers, &tenant.allowed_sender_domains)?;
     }
     if !add_headers.is_empty() {
         let mut prefixed = Vec::new();
