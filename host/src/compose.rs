@@ -248,7 +248,9 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
                 .map_err(|e| {
                     field_err(format!("{key}.content_base64"), format!("not base64: {e}"))
                 })?;
-            if a.filename.is_empty() || a.filename.contains(['/', '\\', '\r', '\n']) {
+            let unsafe_name = a.filename.contains(['/', '\\'])
+                || wire::header_value_problem(&a.filename).is_some();
+            if a.filename.is_empty() || unsafe_name {
                 return Err(field_err(
                     format!("{key}.filename"),
                     format!("{:?} is not a plain file name", a.filename),
@@ -461,6 +463,17 @@ mod tests {
             from_json(&bad, "h").unwrap_err().field,
             "attachments[0].content_base64"
         );
+        for name in ["a/b.txt", "a\r\nBcc: x@evil.example", "nul\0.txt", ""] {
+            let bad = json(
+                serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
+                "attachments": [{"filename": name, "content_type": "text/plain", "content_base64": "aGVsbG8="}]}),
+            );
+            assert_eq!(
+                from_json(&bad, "h").unwrap_err().field,
+                "attachments[0].filename",
+                "{name:?}"
+            );
+        }
     }
 
     #[test]
