@@ -205,6 +205,17 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         if let Some(problem) = wire::header_value_problem(value) {
             return Err(field_err(key, problem));
         }
+        // lettre folds a long value at its spaces only: a longer word stays one line.
+        let longest_word = value.split([' ', '\t']).map(str::len).max().unwrap_or(0);
+        if name.len() + 2 + longest_word > wire::MAX_LINE_OCTETS {
+            return Err(field_err(
+                key,
+                format!(
+                    "has a word of {longest_word} octets, which cannot be folded onto a line of at most {} octets",
+                    wire::MAX_LINE_OCTETS
+                ),
+            ));
+        }
         let hn = HeaderName::new_from_ascii(name.clone())
             .map_err(|_| field_err(&key, format!("{name:?} is not a valid header name")))?;
         b = b.raw_header(HeaderValue::new(hn, value.clone()));
@@ -528,6 +539,24 @@ mod tests {
         assert_eq!(e.field, "headers.X-A");
         assert!(e.message.contains("control character"), "{e}");
         assert!(with(serde_json::json!({"X-A": "tab\there, ü"})).is_ok());
+    }
+
+    #[test]
+    fn long_header_values_are_folded_or_refused() {
+        let with = |value: String| {
+            from_json(
+                &json(
+                    serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
+                "headers": {"X-Long": value}}),
+                ),
+                "h",
+            )
+        };
+        let words = with("word ".repeat(1000)).unwrap();
+        assert_eq!(wire::check_lines(&words.body), Ok(()));
+        let e = with("y".repeat(5000)).unwrap_err();
+        assert_eq!(e.field, "headers.X-Long");
+        assert!(e.message.contains("a word of 5000 octets"), "{e}");
     }
 
     #[test]

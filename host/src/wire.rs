@@ -83,7 +83,7 @@ pub fn stuff_for_data(body: &[u8], out: &mut Vec<u8>) {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineProblem {
     #[error(
-        "line {line} is {octets} octets long; SMTP allows at most {MAX_LINE_OCTETS} (RFC 5321 §4.5.3.1.6): encode the part (quoted-printable or base64)"
+        "line {line} is {octets} octets long; SMTP allows at most {MAX_LINE_OCTETS} (RFC 5321 §4.5.3.1.6): fold the header or encode the part (quoted-printable or base64)"
     )]
     TooLong { line: usize, octets: usize },
     #[error("line {line} holds a NUL byte, which SMTP does not carry: encode the part (base64)")]

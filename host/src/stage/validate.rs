@@ -43,6 +43,15 @@ pub fn ingest(input: &Submission, d: &IngestDecision) -> Result<(), String> {
                 if let Some(problem) = crate::wire::header_value_problem(&h.value) {
                     return Err(format!("added header {:?}: {problem}", h.name));
                 }
+                // Written as one line `Name: value`, unfolded.
+                let octets = h.name.len() + 2 + h.value.len();
+                if octets > crate::wire::MAX_LINE_OCTETS {
+                    return Err(format!(
+                        "added header {:?} is a line of {octets} octets (at most {})",
+                        h.name,
+                        crate::wire::MAX_LINE_OCTETS
+                    ));
+                }
                 text("added header value", &h.value)?;
             }
             if a.add_headers.len() > 100 || a.add_tags.len() > 100 {
@@ -189,6 +198,7 @@ mod tests {
             )
         };
         assert_eq!(adding("X-Checked", "yes, by\tus"), Ok(()));
+        assert_eq!(adding("X-Long", &"y".repeat(990)), Ok(()));
         for (name, value) in [
             ("X-A", "b\r\nBcc: x@evil.example"),
             ("X-A", "nul\0"),
@@ -196,6 +206,7 @@ mod tests {
             ("Bcc", "x@evil.example"),
             ("from", "ceo@bank.example"),
             ("X A", "b"),
+            ("X-Long", &"y".repeat(995)),
         ] {
             assert!(adding(name, value).is_err(), "{name:?}: {value:?}");
         }
