@@ -249,15 +249,6 @@ impl RelayClient {
                 transport_error: Some(e),
                 latency_ms,
             },
-            // lettre's own refusal to send (implicit TLS): the relay lacks 8BITMIME or
-            // SMTPUTF8. Like `Unsupported`, nothing reached the relay.
-            Ok(Err(SendError::Smtp(e))) if e.is_client() => {
-                return RelayReply {
-                    reply: None,
-                    transport_error: Some(format!("not sent through this relay: {e}")),
-                    latency_ms,
-                };
-            }
             Ok(Err(SendError::Smtp(e))) => match e.status() {
                 Some(code) => {
                     let shown = e.to_string();
@@ -295,7 +286,15 @@ impl Transport {
     async fn send(&self, envelope: &Envelope, body: &[u8]) -> Result<Response, SendError> {
         match self {
             Transport::Own(pool) => pool.send(envelope, body).await,
-            Transport::Lettre(t) => t.send_raw(envelope, body).await.map_err(SendError::Smtp),
+            // lettre's own refusals to send, before any command: the relay lacks
+            // 8BITMIME or SMTPUTF8 for this message (as `pool.rs` checks for its own).
+            Transport::Lettre(t) => t.send_raw(envelope, body).await.map_err(|e| {
+                if e.is_client() {
+                    SendError::Unsupported(format!("not sent through this relay: {e}"))
+                } else {
+                    SendError::Smtp(e)
+                }
+            }),
         }
     }
 }

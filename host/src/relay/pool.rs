@@ -205,7 +205,8 @@ impl Pool {
 impl Conn {
     /// One transaction: pipelined where it can be, else lettre's. A refusal or a broken
     /// dialogue is the `Err`, as from lettre's `send`; either leaves the connection
-    /// unusable (lettre sends `QUIT` after a refusal).
+    /// unusable (lettre sends `QUIT` after a refusal). `Unsupported` is found before any
+    /// command and leaves it in step.
     async fn transact(&mut self, envelope: &Envelope, body: &[u8]) -> Result<Response, SendError> {
         // Checked before any command, so a relay that cannot take the message is told
         // nothing and the connection stays usable.
