@@ -276,10 +276,11 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
     // lettre keeps a 7-bit attachment's bytes as given, bare LFs and CRs included: the
     // whole message leaves with CRLF line ends only (see `wire`).
     let mut body = message.formatted();
-    if let Cow::Owned(clean) = wire::crlf(&body) {
-        body = clean;
+    match wire::crlf_checked(&body) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(clean)) => body = clean,
+        Err(e) => return Err(field_err("message", e.to_string())),
     }
-    wire::check_lines(&body).map_err(|e| field_err("message", e.to_string()))?;
     Ok(Composed {
         sender: from.email.to_string(),
         recipients,
@@ -316,8 +317,7 @@ pub fn from_raw(
     // each line starts, so a lone `.` after a bare LF is stuffed like any other.
     // Lines over 998 octets and NUL bytes are refused: only a re-encoding of the MIME
     // part could carry them, and rewriting a raw message would break its signatures.
-    let raw = wire::crlf(raw);
-    wire::check_lines(&raw).map_err(|e| field_err("message", e.to_string()))?;
+    let raw = wire::crlf_checked(raw).map_err(|e| field_err("message", e.to_string()))?;
     let (headers, header_len) = parse_header_section(&raw)?;
     for (name, value) in &headers {
         if let Some(problem) = wire::header_value_problem(value) {

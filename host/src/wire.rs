@@ -18,22 +18,22 @@ use std::borrow::Cow;
 /// The longest line RFC 5321 §4.5.3.1.6 and RFC 5322 §2.1.1 allow, without its CRLF.
 pub const MAX_LINE_OCTETS: usize = 998;
 
-/// Where the first line end that is not CRLF (a bare CR or a bare LF) is, if any.
-fn first_bare_line_end(body: &[u8]) -> Option<usize> {
-    let mut pos = 0;
-    while let Some(i) = memchr::memchr2(b'\r', b'\n', &body[pos..]) {
-        let at = pos + i;
-        if body[at] == b'\n' || body.get(at + 1) != Some(&b'\n') {
-            return Some(at);
+/// Whether every CR and LF of `body` is part of a CRLF: every LF follows a CR, and
+/// there are as many CRs as LFs. Two `memchr` passes (LFs are few, CRs are counted).
+fn is_crlf_only(body: &[u8]) -> bool {
+    let mut lfs = 0;
+    for at in memchr::memchr_iter(b'\n', body) {
+        if at == 0 || body[at - 1] != b'\r' {
+            return false;
         }
-        pos = at + 2;
+        lfs += 1;
     }
-    None
+    memchr::memchr_iter(b'\r', body).count() == lfs
 }
 
-/// Appends `body` to `out` with every bare CR, bare LF and CRLF written as CRLF; calls
-/// `line_start` at each line start after the first (with `out` as it is there).
-fn write_crlf(body: &[u8], out: &mut Vec<u8>, mut line_start: impl FnMut(&[u8], &mut Vec<u8>)) {
+/// `body` with every bare CR, bare LF and CRLF written as CRLF.
+fn crlf_owned(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 2);
     let mut from = 0;
     let mut pos = 0;
     while let Some(i) = memchr::memchr2(b'\r', b'\n', &body[pos..]) {
@@ -46,37 +46,37 @@ fn write_crlf(body: &[u8], out: &mut Vec<u8>, mut line_start: impl FnMut(&[u8], 
             at + 1
         };
         from = pos;
-        line_start(&body[pos..], out);
     }
     out.extend_from_slice(&body[from..]);
+    out
 }
 
 /// `body` with every line ending in CRLF: a bare LF or a bare CR becomes CRLF (RFC 5322
 /// §2.3 allows CR and LF only together). Borrowed when it already is so.
 pub fn crlf(body: &[u8]) -> Cow<'_, [u8]> {
-    let Some(first) = first_bare_line_end(body) else {
-        return Cow::Borrowed(body);
-    };
-    let mut out = Vec::with_capacity(body.len() + body.len() / 32 + 2);
-    out.extend_from_slice(&body[..first]);
-    write_crlf(&body[first..], &mut out, |_, _| {});
-    Cow::Owned(out)
+    if is_crlf_only(body) {
+        Cow::Borrowed(body)
+    } else {
+        Cow::Owned(crlf_owned(body))
+    }
 }
 
-/// Appends `body` to `out` as the text of SMTP DATA (RFC 5321 §4.5.2): every line end
-/// CRLF (a bare CR or LF becomes one, so the relay and we agree on where lines start,
-/// whatever it stores) and a second `.` at the start of every line that starts with
-/// one, the first line included. The closing `.` is the caller's.
+/// Appends `body` to `out` as the text of SMTP DATA (RFC 5321 §4.5.2): a second `.` at
+/// the start of every line that starts with one. A line starts at the start and after
+/// any CR or LF, not only after a CRLF: the body should be CRLF-only already ([`crlf`]),
+/// but if a bare line end got through, no relay, however it reads lines, can see the
+/// end of the data in it. The closing `.` is the caller's.
 pub fn stuff_for_data(body: &[u8], out: &mut Vec<u8>) {
     out.reserve(body.len() + body.len() / 64 + 2);
-    if body.first() == Some(&b'.') {
-        out.push(b'.');
-    }
-    write_crlf(body, out, |rest, out| {
-        if rest.first() == Some(&b'.') {
+    let mut from = 0;
+    for at in memchr::memchr_iter(b'.', body) {
+        if at == 0 || matches!(body[at - 1], b'\n' | b'\r') {
+            out.extend_from_slice(&body[from..=at]);
             out.push(b'.');
+            from = at + 1;
         }
-    });
+    }
+    out.extend_from_slice(&body[from..]);
 }
 
 /// What makes a message's bytes unfit for the wire, with the 1-based line it is on.
@@ -99,30 +99,63 @@ fn line_of(body: &[u8], at: usize) -> usize {
 pub fn check_lines(body: &[u8]) -> Result<(), LineProblem> {
     let mut start = 0;
     let mut line = 1;
-    let check = |start: usize, end: usize, line: usize| {
-        let octets = end - start;
-        if octets > MAX_LINE_OCTETS {
-            return Err(LineProblem::TooLong { line, octets });
-        }
-        Ok(())
-    };
     for at in memchr::memchr_iter(b'\n', body) {
         let end = if at > start && body[at - 1] == b'\r' {
             at - 1
         } else {
             at
         };
-        check(start, end, line)?;
+        too_long(end - start, line)?;
         start = at + 1;
         line += 1;
     }
-    check(start, body.len(), line)?;
-    if let Some(at) = memchr::memchr(0, body) {
-        return Err(LineProblem::Nul {
-            line: line_of(body, at),
-        });
+    too_long(body.len() - start, line)?;
+    no_nul(body)
+}
+
+fn too_long(octets: usize, line: usize) -> Result<(), LineProblem> {
+    if octets > MAX_LINE_OCTETS {
+        return Err(LineProblem::TooLong { line, octets });
     }
     Ok(())
+}
+
+fn no_nul(body: &[u8]) -> Result<(), LineProblem> {
+    match memchr::memchr(0, body) {
+        Some(at) => Err(LineProblem::Nul {
+            line: line_of(body, at),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`crlf`] and [`check_lines`] at once, as acceptance needs them: a clean body costs
+/// one pass over its line ends, one count of its CRs and one search for NUL, and is
+/// borrowed. Line numbers are those of the CRLF form (a bare LF or CR ends a line).
+pub fn crlf_checked(body: &[u8]) -> Result<Cow<'_, [u8]>, LineProblem> {
+    let mut start = 0;
+    let mut lfs = 0;
+    let mut clean = true;
+    for at in memchr::memchr_iter(b'\n', body) {
+        // A bare LF, or a line too long as it stands (a bare CR in it may split it):
+        // the rare cases, left to the two steps below.
+        if at == 0 || body[at - 1] != b'\r' || at - 1 - start > MAX_LINE_OCTETS {
+            clean = false;
+            break;
+        }
+        start = at + 1;
+        lfs += 1;
+    }
+    let clean = clean
+        && body.len() - start <= MAX_LINE_OCTETS
+        && memchr::memchr_iter(b'\r', body).count() == lfs;
+    if clean {
+        no_nul(body)?;
+        return Ok(Cow::Borrowed(body));
+    }
+    let body = crlf(body);
+    check_lines(&body)?;
+    Ok(body)
 }
 
 /// Headers an application may not set: Sluice or the envelope owns them.
@@ -204,13 +237,41 @@ mod tests {
             "..a\r\n...b\r\nc.d.\r\n..\r\n"
         );
         assert_eq!(stuffed(b"no dots\r\nat all\r\n"), "no dots\r\nat all\r\n");
-        // A bare LF or CR starts a line for some relays: it leaves as CRLF, and the
-        // dot after it is doubled, so no relay can read an end of data there.
+        // A bare LF or CR starts a line for some relays: the dot after it is doubled
+        // too, so no relay can read an end of data there.
         assert_eq!(
             stuffed(b"hello\n.\r\nMAIL FROM:<ceo@bank.example>\r\n"),
-            "hello\r\n..\r\nMAIL FROM:<ceo@bank.example>\r\n"
+            "hello\n..\r\nMAIL FROM:<ceo@bank.example>\r\n"
         );
-        assert_eq!(stuffed(b"a\r.b\n.c\r\r\n.d"), "a\r\n..b\r\n..c\r\n\r\n..d");
+        assert_eq!(stuffed(b"a\r.b\n.c\r\r\n.d"), "a\r..b\n..c\r\r\n..d");
+        // As the relay client sends it: made CRLF, then stuffed.
+        let mut out = Vec::new();
+        stuff_for_data(&crlf(b"hello\n.\nQUIT"), &mut out);
+        assert_eq!(out, b"hello\r\n..\r\nQUIT");
+    }
+
+    #[test]
+    fn crlf_checked_is_crlf_then_check_lines() {
+        let long = "x".repeat(MAX_LINE_OCTETS + 1);
+        let cases: Vec<Vec<u8>> = vec![
+            b"a\r\nb\r\n".to_vec(),
+            b"".to_vec(),
+            b"a\nb\rc\r\n".to_vec(),
+            format!("a\r\n{long}\r\nb").into_bytes(),
+            format!("a\n{long}").into_bytes(),
+            format!("a\r\n{long}\nb").into_bytes(),
+            format!("a\rb\r\n{long}").into_bytes(),
+            b"a\r\nb\0\r\n".to_vec(),
+            b"a\rb\0".to_vec(),
+            // Two lines of 600 octets, split by a bare CR: not one too long.
+            format!("{}\r{}\r\n", "y".repeat(600), "z".repeat(600)).into_bytes(),
+        ];
+        for body in cases {
+            let expected = check_lines(&crlf(&body)).map(|()| crlf(&body).into_owned());
+            let got = crlf_checked(&body).map(Cow::into_owned);
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&body));
+        }
+        assert!(matches!(crlf_checked(b"a\r\nb"), Ok(Cow::Borrowed(_))));
     }
 
     #[test]
