@@ -6,8 +6,9 @@
 //! starting with `.` for a CRLF-only reader, but a relay that also ends lines at a bare
 //! LF sees the end of the data and then a second transaction — with a forged sender,
 //! past every check of ours ("SMTP smuggling"). So every body leaves with CRLF line
-//! ends only ([`crlf`], [`stuff_for_data`]), and what a tenant puts in a header is
-//! checked to be one field ([`header_name_problem`], [`header_value_problem`]).
+//! ends only ([`crlf`], at acceptance and again at send time), a dot is doubled after
+//! any line end ([`stuff_for_data`]), and what a tenant puts in a header is checked to
+//! be one field ([`header_name_problem`], [`header_value_problem`]).
 //!
 //! Everything here is plain functions on bytes, one linear pass each (`memchr`), and
 //! borrows the input when it is already clean: the accept path runs them for every

@@ -257,8 +257,8 @@ impl Conn {
         }
         // The body goes out transparent (RFC 5321 §4.5.2) with its closing dot, in one
         // write with the reading of the reply; lettre's `message` does the same byte by
-        // byte, a cost that grows with the body. `stuff_for_data` also makes any bare
-        // line end CRLF, so a dot after one is stuffed whatever the caller passed.
+        // byte, a cost that grows with the body. The body is CRLF-only (`client.rs`), and
+        // `stuff_for_data` doubles a dot after any CR or LF all the same.
         self.tap.queue_with(|out| {
             wire::stuff_for_data(body, out);
             out.extend_from_slice(b"\r\n.\r\n");
