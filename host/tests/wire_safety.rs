@@ -384,3 +384,87 @@ fn a_tenant_ingest_plugin_cannot_add_a_header_with_a_line_break() {
     assert_eq!(txs.len(), 3, "{txs:#?}");
     assert!(txs.iter().all(|t| t.rcpts.len() == 1), "{txs:#?}");
 }
+
+#[test]
+fn the_relay_client_never_sends_a_bare_line_end_whatever_the_store_holds() {
+    // A body as an older row may hold it, never checked at acceptance, given straight
+    // to the relay client on both of its paths.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for ehlo in [
+        FULL,
+        Ehlo {
+            pipelining: false,
+            eight_bit_mime: false,
+        },
+    ] {
+        let relay = RawSmtp::start(ehlo);
+        let client = sluice::relay::RelayClient::new(
+            sluice::relay::RelaySettings {
+                id: "raw".into(),
+                url: relay.url(),
+                auth_user: None,
+                auth_password: None,
+                connection_limit: 1,
+                rate_limit_per_sec: None,
+                weight: 100,
+                tags: Vec::new(),
+                owner: None,
+                draining: false,
+            },
+            "sluice.test",
+            std::time::Duration::from_secs(5),
+        )
+        .expect("client");
+        let mut body = b"From: a@acme.example\r\nSubject: stored\r\n\r\n".to_vec();
+        body.extend_from_slice(SMUGGLED);
+        body.extend_from_slice(b"lone\rcarriage return\n.\rend");
+        let to = ["b@x.example".to_string()];
+        let replies = runtime.block_on(client.send("a@acme.example", &to, &body));
+        assert_eq!(
+            replies[0].reply.as_ref().map(|r| r.code),
+            Some(250),
+            "{ehlo:?}: {replies:?}"
+        );
+        // 8-bit data to a relay that did not announce 8BITMIME: refused before any
+        // command, with the reason, and the connection stays usable.
+        let eight_bit = b"From: a@acme.example\r\nSubject: eight\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n";
+        let replies = runtime.block_on(client.send("a@acme.example", &to, eight_bit));
+        if ehlo.eight_bit_mime {
+            assert_eq!(replies[0].reply.as_ref().map(|r| r.code), Some(250));
+        } else {
+            assert_eq!(replies[0].reply, None, "{replies:?}");
+            let why = replies[0].transport_error.as_deref().unwrap_or("");
+            assert!(why.contains("8BITMIME"), "{why}");
+        }
+        let replies =
+            runtime.block_on(client.send("a@acme.example", &to, b"Subject: after\r\n\r\nok\r\n"));
+        assert_eq!(
+            replies[0].reply.as_ref().map(|r| r.code),
+            Some(250),
+            "{replies:?}"
+        );
+
+        let bytes = relay.all_bytes();
+        assert_eq!(
+            bare_line_end(&bytes),
+            None,
+            "{ehlo:?}:\n{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let txs = relay.transactions();
+        let expected = if ehlo.eight_bit_mime { 3 } else { 2 };
+        assert_eq!(txs.len(), expected, "{ehlo:?}: {txs:#?}");
+        assert!(
+            txs.iter().all(|t| t.mail.contains("<a@acme.example>")),
+            "{txs:#?}"
+        );
+        assert_eq!(
+            relay.connections().len(),
+            1,
+            "{ehlo:?}: one connection throughout"
+        );
+    }
+}
