@@ -13,7 +13,7 @@ mod generated {
 pub mod test_guests {
     pub use super::generated::{
         HOSTILE, LOG_BOMB, NOP, SLOW_ROUTER, TENANT_BILL, TENANT_BOUNCE, TENANT_INGEST,
-        TENANT_ROUTE_WINDOWS, TENANT_SEND,
+        TENANT_INGEST_SMUGGLER, TENANT_ROUTE_WINDOWS, TENANT_SEND,
     };
 }
 

@@ -6,6 +6,9 @@ use base64::Engine as _;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use serde::Deserialize;
+use std::borrow::Cow;
+
+use crate::wire;
 
 mod text_body;
 use text_body::text_body;
@@ -72,21 +75,60 @@ pub struct Composed {
     pub message_id: String,
 }
 
-/// Headers an application may not set: Sluice or the envelope owns them.
-const RESERVED: &[&str] = &[
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "reply-to",
-    "subject",
-    "message-id",
-    "date",
-    "mime-version",
-    "content-type",
-    "content-transfer-encoding",
-    "return-path",
-];
+/// Whether `name` is a header an application or a plugin may not set, in any case.
+pub fn is_reserved(name: &str) -> bool {
+    wire::is_reserved_header(name)
+}
+
+/// The domains of a message's authors as its header says: every address of `From:`
+/// and of `Sender:`, each with the header it is in (RFC 5322 §3.6.2). An address that
+/// cannot be read is an error naming the header.
+pub fn author_domains(headers: &[(String, String)]) -> Result<Vec<(String, String)>, FieldError> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        if !(name.eq_ignore_ascii_case("from") || name.eq_ignore_ascii_case("sender")) {
+            continue;
+        }
+        let field = format!("headers.{name}");
+        let list = value.parse::<lettre::message::Mailboxes>().map_err(|e| {
+            field_err(
+                &field,
+                format!("{value:?} is not a list of addresses ({e})"),
+            )
+        })?;
+        let mut any = false;
+        for mb in list {
+            any = true;
+            out.push((field.clone(), mb.email.domain().to_ascii_lowercase()));
+        }
+        if !any {
+            return Err(field_err(field, "names no address"));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `domain` (lower case) is among a tenant's allowed sender domains, read as the
+/// default ingest plugin reads them for the envelope sender: `example.com`, a domain and
+/// its subdomains (`*.example.com` or `.example.com`), or `*` for any; case ignored.
+pub fn domain_allowed(domain: &str, allowed: &[String]) -> bool {
+    allowed.iter().any(|entry| {
+        let entry = entry.trim();
+        if entry == "*" {
+            return true;
+        }
+        match entry.strip_prefix("*.").or_else(|| entry.strip_prefix('.')) {
+            Some(parent) => {
+                let (d, p) = (domain.as_bytes(), parent.as_bytes());
+                d.eq_ignore_ascii_case(p)
+                    || d.len() > p.len()
+                        && d[d.len() - p.len() - 1] == b'.'
+                        && d[d.len() - p.len()..].eq_ignore_ascii_case(p)
+            }
+            None => domain.eq_ignore_ascii_case(entry),
+        }
+    })
+}
 
 fn mailbox(field: &str, value: &str) -> Result<Mailbox, FieldError> {
     value
@@ -138,6 +180,9 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
         if s.contains(['\r', '\n']) {
             return Err(field_err("subject", "must be one line"));
         }
+        if let Some(problem) = wire::header_value_problem(s) {
+            return Err(field_err("subject", problem));
+        }
         b = b.subject(s.clone());
     }
     let mut headers: Vec<(String, String)> = vec![
@@ -149,11 +194,27 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
     }
     for (name, value) in &m.headers {
         let key = format!("headers.{name}");
-        if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+        // The name first: `X-Test\r\nBcc` is not a name, and no spelling of a reserved
+        // one gets past the list below.
+        if let Some(problem) = wire::header_name_problem(name) {
+            return Err(field_err(key, problem));
+        }
+        if is_reserved(name) {
             return Err(field_err(key, "is set by Sluice or from the fields above"));
         }
-        if value.contains(['\r', '\n']) {
-            return Err(field_err(key, "value must be one line"));
+        if let Some(problem) = wire::header_value_problem(value) {
+            return Err(field_err(key, problem));
+        }
+        // lettre folds a long value at its spaces only: a longer word stays one line.
+        let longest_word = value.split([' ', '\t']).map(str::len).max().unwrap_or(0);
+        if name.len() + 2 + longest_word > wire::MAX_LINE_OCTETS {
+            return Err(field_err(
+                key,
+                format!(
+                    "has a word of {longest_word} octets, which cannot be folded onto a line of at most {} octets",
+                    wire::MAX_LINE_OCTETS
+                ),
+            ));
         }
         let hn = HeaderName::new_from_ascii(name.clone())
             .map_err(|_| field_err(&key, format!("{name:?} is not a valid header name")))?;
@@ -198,7 +259,9 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
                 .map_err(|e| {
                     field_err(format!("{key}.content_base64"), format!("not base64: {e}"))
                 })?;
-            if a.filename.is_empty() || a.filename.contains(['/', '\\', '\r', '\n']) {
+            let unsafe_name = a.filename.contains(['/', '\\'])
+                || wire::header_value_problem(&a.filename).is_some();
+            if a.filename.is_empty() || unsafe_name {
                 return Err(field_err(
                     format!("{key}.filename"),
                     format!("{:?} is not a plain file name", a.filename),
@@ -210,10 +273,18 @@ pub fn from_json(m: &JsonMessage, message_id_domain: &str) -> Result<Composed, F
     }
     .map_err(|e| field_err("from", e.to_string()))?;
 
+    // lettre keeps a 7-bit attachment's bytes as given, bare LFs and CRs included: the
+    // whole message leaves with CRLF line ends only (see `wire`).
+    let mut body = message.formatted();
+    match wire::crlf_checked(&body) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(clean)) => body = clean,
+        Err(e) => return Err(field_err("message", e.to_string())),
+    }
     Ok(Composed {
         sender: from.email.to_string(),
         recipients,
-        body: message.formatted(),
+        body,
         headers,
         message_id,
     })
@@ -241,7 +312,18 @@ pub fn from_raw(
     for (i, r) in recipients.iter().enumerate() {
         rcpts.push(mailbox(&format!("to[{i}]"), r)?.email.to_string());
     }
-    let (headers, header_len) = parse_header_section(raw)?;
+    // Bare LFs and CRs are made CRLF rather than refused: LF-only clients are common
+    // and mean no harm, and once every line end is CRLF the relay and we agree on where
+    // each line starts, so a lone `.` after a bare LF is stuffed like any other.
+    // Lines over 998 octets and NUL bytes are refused: only a re-encoding of the MIME
+    // part could carry them, and rewriting a raw message would break its signatures.
+    let raw = wire::crlf_checked(raw).map_err(|e| field_err("message", e.to_string()))?;
+    let (headers, header_len) = parse_header_section(&raw)?;
+    for (name, value) in &headers {
+        if let Some(problem) = wire::header_value_problem(value) {
+            return Err(field_err(format!("headers.{name}"), problem));
+        }
+    }
     let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
     if !has("from") {
         return Err(field_err("message", "has no From header"));
@@ -263,7 +345,7 @@ pub fn from_raw(
     }
     let mut body = Vec::with_capacity(prefix.len() + raw.len());
     body.extend_from_slice(prefix.as_bytes());
-    body.extend_from_slice(raw);
+    body.extend_from_slice(&raw);
     let _ = header_len;
     Ok(Composed {
         sender: sender.to_owned(),
@@ -392,6 +474,17 @@ mod tests {
             from_json(&bad, "h").unwrap_err().field,
             "attachments[0].content_base64"
         );
+        for name in ["a/b.txt", "a\r\nBcc: x@evil.example", "nul\0.txt", ""] {
+            let bad = json(
+                serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
+                "attachments": [{"filename": name, "content_type": "text/plain", "content_base64": "aGVsbG8="}]}),
+            );
+            assert_eq!(
+                from_json(&bad, "h").unwrap_err().field,
+                "attachments[0].filename",
+                "{name:?}"
+            );
+        }
     }
 
     #[test]
@@ -417,6 +510,139 @@ mod tests {
         assert_eq!(e.field, "to");
         let e = from_json(&json(serde_json::json!({"from": "a@b.c", "to": ["x@y.z"], "text": "x", "headers": {"Date": "now"}})), "h").unwrap_err();
         assert_eq!(e.field, "headers.Date");
+    }
+
+    #[test]
+    fn header_names_and_values_cannot_smuggle_a_field() {
+        let with = |headers: serde_json::Value| {
+            from_json(
+                &json(
+                    serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x", "headers": headers}),
+                ),
+                "h",
+            )
+        };
+        let e = with(serde_json::json!({"X-Test\r\nBcc": "x@evil.example"})).unwrap_err();
+        assert_eq!(e.field, "headers.X-Test\r\nBcc");
+        assert!(e.message.contains("not a valid header name"), "{e}");
+        assert_eq!(
+            with(serde_json::json!({"BCC": "x@evil.example"}))
+                .unwrap_err()
+                .field,
+            "headers.BCC"
+        );
+        assert_eq!(
+            with(serde_json::json!({"Bcc ": "x"})).unwrap_err().field,
+            "headers.Bcc "
+        );
+        let e = with(serde_json::json!({"X-A": "one\0two"})).unwrap_err();
+        assert_eq!(e.field, "headers.X-A");
+        assert!(e.message.contains("control character"), "{e}");
+        assert!(with(serde_json::json!({"X-A": "tab\there, ü"})).is_ok());
+    }
+
+    #[test]
+    fn long_header_values_are_folded_or_refused() {
+        let with = |value: String| {
+            from_json(
+                &json(
+                    serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"], "text": "x",
+                "headers": {"X-Long": value}}),
+                ),
+                "h",
+            )
+        };
+        let words = with("word ".repeat(1000)).unwrap();
+        assert_eq!(wire::check_lines(&words.body), Ok(()));
+        let e = with("y".repeat(5000)).unwrap_err();
+        assert_eq!(e.field, "headers.X-Long");
+        assert!(e.message.contains("a word of 5000 octets"), "{e}");
+    }
+
+    #[test]
+    fn a_seven_bit_attachment_leaves_with_crlf_line_ends_only() {
+        // "hello\n.\r\nMAIL FROM:<ceo@bank.example>\r\n"
+        let m = json(
+            serde_json::json!({"from": "a@acme.example", "to": ["b@x.org"],
+            "attachments": [{"filename": "a.txt", "content_type": "text/plain",
+            "content_base64": "aGVsbG8KLg0KTUFJTCBGUk9NOjxjZW9AYmFuay5leGFtcGxlPg0K"}]}),
+        );
+        let body = from_json(&m, "h").unwrap().body;
+        assert_eq!(wire::crlf(&body), Cow::Borrowed(&body[..]));
+    }
+
+    #[test]
+    fn raw_line_ends_are_made_crlf_and_long_lines_and_nul_refused() {
+        let to = ["b@x.org".to_string()];
+        let c = from_raw(
+            b"From: a@acme.example\nSubject: hi\n\nhello\n.\r\nMAIL FROM:<x@y>\n",
+            "a@acme.example",
+            &to,
+            "h",
+        )
+        .unwrap();
+        assert!(c.body.ends_with(
+            b"From: a@acme.example\r\nSubject: hi\r\n\r\nhello\r\n.\r\nMAIL FROM:<x@y>\r\n"
+        ));
+        let long = format!(
+            "From: a@acme.example\r\n\r\nok\r\n{}\r\n",
+            "x".repeat(100_000)
+        );
+        let e = from_raw(long.as_bytes(), "a@acme.example", &to, "h").unwrap_err();
+        assert_eq!(e.field, "message");
+        assert!(e.message.starts_with("line 4 is 100000 octets long"), "{e}");
+        let e = from_raw(
+            b"From: a@acme.example\r\n\r\nn\0l\r\n",
+            "a@acme.example",
+            &to,
+            "h",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("line 3 holds a NUL"), "{e}");
+        let e = from_raw(
+            b"From: a@acme.example\r\nX-A: b\x1bc\r\n\r\nx",
+            "a@acme.example",
+            &to,
+            "h",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "headers.X-A");
+    }
+
+    #[test]
+    fn authors_are_read_from_from_and_sender() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            author_domains(&h(&[
+                ("Subject", "x"),
+                ("From", "\"Doe, J\" <j@Acme.example>, k@b.example"),
+                ("Sender", "s@c.example")
+            ]))
+            .unwrap(),
+            [
+                ("headers.From".to_string(), "acme.example".to_string()),
+                ("headers.From".into(), "b.example".into()),
+                ("headers.Sender".into(), "c.example".into())
+            ]
+        );
+        assert_eq!(
+            author_domains(&h(&[("From", "not an address")]))
+                .unwrap_err()
+                .field,
+            "headers.From"
+        );
+        let allowed = ["acme.example".to_string(), "*.corp.example".to_string()];
+        assert!(domain_allowed("acme.example", &allowed));
+        assert!(domain_allowed("mail.corp.example", &allowed));
+        assert!(domain_allowed("corp.example", &allowed));
+        assert!(!domain_allowed("evilcorp.example", &allowed));
+        assert!(!domain_allowed("bank.example", &allowed));
+        assert!(domain_allowed("bank.example", &["*".to_string()]));
     }
 
     #[test]

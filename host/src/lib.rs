@@ -19,3 +19,4 @@ pub mod smtp_in;
 pub mod stage;
 pub mod store;
 pub mod verp;
+pub mod wire;

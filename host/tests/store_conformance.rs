@@ -175,6 +175,7 @@ async fn tenant(store: &Store, id: &str) {
                 allowed_sender_domains: vec!["Example.com".to_string()],
                 pools: vec!["shared".to_string()],
                 route_plugin: None,
+                header_from_check: true,
             },
             T0,
         )
@@ -1330,6 +1331,7 @@ async fn tenants_crud(db: Db) {
                 allowed_sender_domains: vec![],
                 pools: vec![],
                 route_plugin: None,
+                header_from_check: true,
             },
             T0,
         )
@@ -1367,6 +1369,19 @@ async fn tenants_crud(db: Db) {
         .await
         .unwrap();
     assert_eq!(cleared.route_plugin, None);
+    assert!(cleared.header_from_check, "checked unless relaxed");
+    let relaxed = s
+        .update_tenant(
+            "t1",
+            TenantUpdate {
+                header_from_check: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!relaxed.header_from_check);
+    assert_eq!(s.get_tenant("t1").await.unwrap().unwrap(), relaxed);
     let missing = s.update_tenant("nobody", TenantUpdate::default()).await;
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),

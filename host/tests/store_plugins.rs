@@ -99,6 +99,7 @@ async fn tenant(store: &Store, id: &str) {
                 allowed_sender_domains: vec!["example.com".into()],
                 pools: vec!["pool:platform".into()],
                 route_plugin: None,
+                header_from_check: true,
             },
             1,
         )

@@ -294,6 +294,8 @@ pub struct TenantConfig {
     pub allowed_sender_domains: Vec<String>,
     pub pools: Vec<String>,
     pub route_plugin: Option<String>,
+    /// Whether the header `From:`/`Sender:` must be in the allowed sender domains.
+    pub header_from_check: bool,
 }
 
 // ---- raw ----
@@ -759,6 +761,12 @@ struct RawTenant {
     #[serde(default = "default_pools")]
     pools: Vec<String>,
     route_plugin: Option<Spanned<String>>,
+    #[serde(default = "default_header_from_check")]
+    header_from_check: bool,
+}
+
+fn default_header_from_check() -> bool {
+    true
 }
 
 fn default_pools() -> Vec<String> {
@@ -1311,6 +1319,7 @@ impl RawPipeline {
                 allowed_sender_domains: t.allowed_sender_domains,
                 pools: t.pools,
                 route_plugin: t.route_plugin.map(Spanned::into_inner),
+                header_from_check: t.header_from_check,
             });
         }
 

@@ -184,7 +184,12 @@ impl RelayClient {
     /// recipient, in order. When the relay refuses the transaction and there
     /// are several recipients, each is retried alone so that every
     /// recipient gets its own reply (lettre stops at the first refused RCPT).
+    ///
+    /// Whatever the store holds (rows older than the checks at acceptance), the body
+    /// leaves with CRLF line ends only, so the relay and we agree on where its lines,
+    /// and so its end, are (see `wire`).
     pub async fn send(&self, sender: &str, recipients: &[String], body: &[u8]) -> Vec<RelayReply> {
+        let body = &*crate::wire::crlf(body);
         let first = self.send_once(sender, recipients, body).await;
         let refused = first.reply.as_ref().is_some_and(|r| r.code >= 400);
         if recipients.len() > 1 && refused {
@@ -223,6 +228,7 @@ impl RelayClient {
         let result =
             tokio::time::timeout(self.timeout * 4, self.transport.send(&envelope, body)).await;
         let latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        let unsupported = matches!(result, Ok(Err(SendError::Unsupported(_))));
         let out = match result {
             Err(_) => RelayReply {
                 reply: None,
@@ -238,7 +244,7 @@ impl RelayClient {
                     latency_ms,
                 }
             }
-            Ok(Err(SendError::Connect(e))) => RelayReply {
+            Ok(Err(SendError::Connect(e) | SendError::Unsupported(e))) => RelayReply {
                 reply: None,
                 transport_error: Some(e),
                 latency_ms,
@@ -260,7 +266,8 @@ impl RelayClient {
                 },
             },
         };
-        if out.reply.is_some() {
+        if out.reply.is_some() || unsupported {
+            // A relay that answered, or that lacks an extension, is up.
             self.health.answered();
         } else if self.health.failed() {
             tracing::warn!(relay = %self.settings.id, error = ?out.transport_error, "relay marked down after repeated transport failures");
@@ -279,7 +286,15 @@ impl Transport {
     async fn send(&self, envelope: &Envelope, body: &[u8]) -> Result<Response, SendError> {
         match self {
             Transport::Own(pool) => pool.send(envelope, body).await,
-            Transport::Lettre(t) => t.send_raw(envelope, body).await.map_err(SendError::Smtp),
+            // lettre's own refusals to send, before any command: the relay lacks
+            // 8BITMIME or SMTPUTF8 for this message (as `pool.rs` checks for its own).
+            Transport::Lettre(t) => t.send_raw(envelope, body).await.map_err(|e| {
+                if e.is_client() {
+                    SendError::Unsupported(format!("not sent through this relay: {e}"))
+                } else {
+                    SendError::Smtp(e)
+                }
+            }),
         }
     }
 }

@@ -18,6 +18,7 @@
 //! its own sockets in TLS from the first byte.
 
 use super::tap::{TapHandle, announces_pipelining, tap};
+use crate::wire;
 use lettre::address::Envelope;
 use lettre::transport::smtp::Error;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
@@ -48,6 +49,9 @@ pub(super) enum SendError {
     Smtp(Error),
     /// The TCP connection could not be opened.
     Connect(String),
+    /// The relay lacks an extension the message needs (8BITMIME, SMTPUTF8): nothing
+    /// was sent, the connection is still in step, and another relay may take it.
+    Unsupported(String),
 }
 
 impl From<Error> for SendError {
@@ -125,7 +129,7 @@ impl Pool {
         body: &[u8],
     ) -> Result<Response, SendError> {
         let mut conn = self.connection().await?;
-        let result = conn.transact(envelope, body).await.map_err(SendError::Smtp);
+        let result = conn.transact(envelope, body).await;
         if !conn.broken && !conn.smtp.has_broken() {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < self.max_idle {
@@ -201,13 +205,17 @@ impl Pool {
 impl Conn {
     /// One transaction: pipelined where it can be, else lettre's. A refusal or a broken
     /// dialogue is the `Err`, as from lettre's `send`; either leaves the connection
-    /// unusable (lettre sends `QUIT` after a refusal).
-    async fn transact(&mut self, envelope: &Envelope, body: &[u8]) -> Result<Response, Error> {
-        let options = match mail_options(&self.smtp, envelope, body) {
-            Some(options) if self.pipelining => options,
-            // lettre's own path, also for the error when the relay lacks SMTPUTF8 or 8BITMIME.
-            _ => return self.smtp.send(envelope, body).await,
-        };
+    /// unusable (lettre sends `QUIT` after a refusal). `Unsupported` is found before any
+    /// command and leaves it in step.
+    async fn transact(&mut self, envelope: &Envelope, body: &[u8]) -> Result<Response, SendError> {
+        // Checked before any command, so a relay that cannot take the message is told
+        // nothing and the connection stays usable.
+        let options = mail_options(&self.smtp, envelope, body)?;
+        if !self.pipelining {
+            // lettre's own path; the body is CRLF-only (see `client.rs`), which its
+            // dot-stuffing needs, and it sends `BODY=8BITMIME` as `mail_options` does.
+            return Ok(self.smtp.send(envelope, body).await?);
+        }
         let mut group = Mail::new(envelope.from().cloned(), options).to_string();
         for to in envelope.to() {
             let _ = write!(group, "{}", Rcpt::new(to.clone(), vec![]));
@@ -225,7 +233,7 @@ impl Conn {
                 }
                 Err(e) => {
                     self.broken = true;
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
@@ -236,7 +244,7 @@ impl Conn {
                 // The relay wants the body though a command was refused: closing the
                 // connection without the final dot makes it drop the transaction.
                 self.broken = true;
-                return Err(refused);
+                return Err(refused.into());
             }
             (Err(e), refusal) => {
                 if e.status().is_some() {
@@ -244,87 +252,56 @@ impl Conn {
                 } else {
                     self.broken = true;
                 }
-                return Err(refusal.unwrap_or(e));
+                return Err(refusal.unwrap_or(e).into());
             }
         }
         // The body goes out transparent (RFC 5321 §4.5.2) with its closing dot, in one
         // write with the reading of the reply; lettre's `message` does the same byte by
-        // byte, a cost that grows with the body.
+        // byte, a cost that grows with the body. The body is CRLF-only (`client.rs`), and
+        // `stuff_for_data` doubles a dot after any CR or LF all the same.
         self.tap.queue_with(|out| {
-            dot_stuff(body, out);
+            wire::stuff_for_data(body, out);
             out.extend_from_slice(b"\r\n.\r\n");
         });
         match self.smtp.read_response().await {
             Ok(response) => Ok(response),
             Err(e) => {
                 self.smtp.abort().await;
-                Err(e)
+                Err(e.into())
             }
         }
     }
 }
 
-/// Appends `body` to `out` with a second `.` at the start of every line that starts
-/// with one, so no line of it reads as the end of the data. Lines are what follows the
-/// start or a CRLF, as in lettre's own transparency.
-fn dot_stuff(body: &[u8], out: &mut Vec<u8>) {
-    out.reserve(body.len() + 2);
-    let mut from = 0;
-    for at in memchr::memchr_iter(b'.', body) {
-        if at == 0 || body[..at].ends_with(b"\r\n") {
-            out.extend_from_slice(&body[from..=at]);
-            out.push(b'.');
-            from = at + 1;
-        }
-    }
-    out.extend_from_slice(&body[from..]);
-}
-
-/// The `MAIL FROM` parameters lettre would use, or `None` when the relay lacks an
-/// extension the transaction needs (lettre's `send` then refuses it with its reason).
+/// The `MAIL FROM` parameters the transaction needs, as lettre's `send` chooses them:
+/// `SMTPUTF8` for non-ASCII addresses, `BODY=8BITMIME` for an 8-bit body (RFC 6152).
+/// A relay that does not announce what is needed is refused the message, rather than
+/// sent bytes it has not agreed to carry: re-encoding a raw message to 7 bits would
+/// rewrite its MIME structure and break its DKIM signatures, and the send plugin can
+/// give the message to another relay (or retry) on this error.
 fn mail_options(
     conn: &AsyncSmtpConnection,
     envelope: &Envelope,
     body: &[u8],
-) -> Option<Vec<MailParameter>> {
+) -> Result<Vec<MailParameter>, SendError> {
     let info = conn.server_info();
     let mut options = Vec::new();
     let non_ascii = |a: &lettre::Address| !AsRef::<str>::as_ref(a).is_ascii();
     if envelope.from().is_some_and(non_ascii) || envelope.to().iter().any(non_ascii) {
         if !info.supports_feature(Extension::SmtpUtfEight) {
-            return None;
+            return Err(SendError::Unsupported(
+                "the envelope has non-ASCII addresses and the relay does not announce SMTPUTF8 (RFC 6531); not sent through it".into(),
+            ));
         }
         options.push(MailParameter::SmtpUtfEight);
     }
     if !body.is_ascii() {
         if !info.supports_feature(Extension::EightBitMime) {
-            return None;
+            return Err(SendError::Unsupported(
+                "the message has 8-bit content and the relay does not announce 8BITMIME (RFC 6152); not sent through it".into(),
+            ));
         }
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    Some(options)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dot_stuff;
-
-    fn stuffed(body: &str) -> String {
-        let mut out = Vec::new();
-        dot_stuff(body.as_bytes(), &mut out);
-        String::from_utf8(out).expect("text")
-    }
-
-    #[test]
-    fn a_dot_starting_a_line_is_doubled_and_no_other() {
-        assert_eq!(stuffed(""), "");
-        assert_eq!(stuffed("."), "..");
-        assert_eq!(
-            stuffed(".a\r\n..b\r\nc.d.\r\n.\r\n"),
-            "..a\r\n...b\r\nc.d.\r\n..\r\n"
-        );
-        // Only CRLF ends a line, as in lettre's codec: a bare LF or CR does not.
-        assert_eq!(stuffed("a\n.b\r.c\r\r\n.d"), "a\n.b\r.c\r\r\n..d");
-        assert_eq!(stuffed("no dots\r\nat all\r\n"), "no dots\r\nat all\r\n");
-    }
+    Ok(options)
 }

@@ -259,6 +259,7 @@ struct TenantBody {
     #[serde(default = "platform_pool")]
     pools: Vec<String>,
     route_plugin: Option<String>,
+    header_from_check: Option<bool>,
 }
 
 fn platform_pool() -> Vec<String> {
@@ -272,6 +273,7 @@ struct TenantPatch {
     allowed_sender_domains: Option<Vec<String>>,
     pools: Option<Vec<String>>,
     route_plugin: Option<Option<String>>,
+    header_from_check: Option<bool>,
 }
 
 fn check_route_plugin(name: Option<&str>) -> Result<(), ApiError> {
@@ -327,6 +329,7 @@ async fn create_tenant(
                 allowed_sender_domains: b.allowed_sender_domains,
                 pools: b.pools,
                 route_plugin: b.route_plugin,
+                header_from_check: b.header_from_check.unwrap_or(true),
             },
             now_ms(),
         )
@@ -355,6 +358,7 @@ async fn update_tenant(
                 allowed_sender_domains: p.allowed_sender_domains,
                 pools: p.pools,
                 route_plugin: p.route_plugin,
+                header_from_check: p.header_from_check,
             },
         )
         .await?;

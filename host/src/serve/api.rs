@@ -197,6 +197,26 @@ fn compose(
     }
 }
 
+/// Refuses a message whose header `From:` or `Sender:` names a domain outside the
+/// tenant's allowed sender domains: the envelope sender is checked by the ingest plugin,
+/// but the header is what the reader sees, and a tenant must not send as someone else
+/// through it. A tenant's `header_from_check = false` turns this off.
+fn check_authors(headers: &[(String, String)], allowed: &[String]) -> Result<(), ApiError> {
+    let authors = compose::author_domains(headers)
+        .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
+    for (field, domain) in authors {
+        if !compose::domain_allowed(&domain, allowed) {
+            return Err(ApiError::invalid(
+                field.clone(),
+                format!(
+                    "{field}: domain {domain:?} is not among the tenant's allowed sender domains"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn submit(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -343,6 +363,11 @@ async fn submit(
                 }
             }
         }
+    }
+    // After the ingest plugins, so that a sender they refuse is refused with their
+    // reason (for the JSON form the header `From:` is the envelope sender).
+    if tenant.header_from_check {
+        check_authors(&composed.headers, &tenant.allowed_sender_domains)?;
     }
     if !add_headers.is_empty() {
         let mut prefix = Vec::new();

@@ -136,6 +136,7 @@ impl Server {
                             allowed_sender_domains: t.allowed_sender_domains.clone(),
                             pools: t.pools.clone(),
                             route_plugin: t.route_plugin.clone(),
+                            header_from_check: t.header_from_check,
                         },
                         now,
                     )
@@ -151,6 +152,7 @@ impl Server {
                         allowed_sender_domains: vec!["*".into()],
                         pools: vec!["pool:platform".into()],
                         route_plugin: None,
+                        header_from_check: true,
                     },
                     now,
                 )

@@ -28,18 +28,28 @@ pub fn ingest(input: &Submission, d: &IngestDecision) -> Result<(), String> {
     match d {
         IngestDecision::Accept(a) => {
             for h in &a.add_headers {
-                let bad_name =
-                    h.name.is_empty() || !h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-                if bad_name {
+                // One field each, named as RFC 5322 allows, and none of the headers
+                // Sluice or the submission owns (a `From:` added here would escape the
+                // check of the author's domain).
+                if let Some(problem) = crate::wire::header_name_problem(&h.name) {
+                    return Err(format!("added header: {problem}"));
+                }
+                if crate::wire::is_reserved_header(&h.name) {
                     return Err(format!(
-                        "added header name {:?} is not a valid field name",
+                        "added header {:?} is one a plugin may not set",
                         h.name
                     ));
                 }
-                if h.value.contains(['\r', '\n']) {
+                if let Some(problem) = crate::wire::header_value_problem(&h.value) {
+                    return Err(format!("added header {:?}: {problem}", h.name));
+                }
+                // Written as one line `Name: value`, unfolded.
+                let octets = h.name.len() + 2 + h.value.len();
+                if octets > crate::wire::MAX_LINE_OCTETS {
                     return Err(format!(
-                        "added header {:?} has a line break in its value",
-                        h.name
+                        "added header {:?} is a line of {octets} octets (at most {})",
+                        h.name,
+                        crate::wire::MAX_LINE_OCTETS
                     ));
                 }
                 text("added header value", &h.value)?;
@@ -171,6 +181,36 @@ pub fn bill(input: &BillInput, o: &BillOutput) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_headers_are_one_field_and_not_reserved() {
+        let input = samples::submission();
+        let adding = |name: &str, value: &str| {
+            ingest(
+                &input,
+                &IngestDecision::Accept(Acceptance {
+                    add_headers: vec![Header {
+                        name: name.into(),
+                        value: value.into(),
+                    }],
+                    add_tags: Vec::new(),
+                }),
+            )
+        };
+        assert_eq!(adding("X-Checked", "yes, by\tus"), Ok(()));
+        assert_eq!(adding("X-Long", &"y".repeat(990)), Ok(()));
+        for (name, value) in [
+            ("X-A", "b\r\nBcc: x@evil.example"),
+            ("X-A", "nul\0"),
+            ("X-A\r\nBcc", "x@evil.example"),
+            ("Bcc", "x@evil.example"),
+            ("from", "ceo@bank.example"),
+            ("X A", "b"),
+            ("X-Long", &"y".repeat(995)),
+        ] {
+            assert!(adding(name, value).is_err(), "{name:?}: {value:?}");
+        }
+    }
 
     /// The sample route input with `n` relays `r0`, `r1`, ….
     fn offered(n: usize) -> RouteInput {

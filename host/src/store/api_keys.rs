@@ -81,7 +81,8 @@ pub(crate) async fn tenant_for_key(
 ) -> Result<Option<Tenant>, StoreError> {
     let op = "tenant_for_key";
     let row = sqlx::query(
-        "SELECT t.id, t.name, t.allowed_sender_domains, t.pools, t.route_plugin, t.created_at_ms \
+        "SELECT t.id, t.name, t.allowed_sender_domains, t.pools, t.route_plugin, \
+         t.header_from_check, t.created_at_ms \
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
          WHERE k.secret_sha256 = $1 AND k.revoked_at_ms IS NULL",
     )

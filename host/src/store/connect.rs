@@ -225,6 +225,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0006_relay_stat_buckets.sql"),
     ),
     (
+        7,
+        "header_from_check",
+        include_str!("migrations/sqlite/0007_header_from_check.sql"),
+    ),
+    (
         10,
         "tenant_stat_buckets",
         include_str!("migrations/sqlite/0010_tenant_stat_buckets.sql"),
@@ -261,6 +266,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "relay_stat_buckets",
         include_str!("migrations/postgres/0006_relay_stat_buckets.sql"),
+    ),
+    (
+        7,
+        "header_from_check",
+        include_str!("migrations/postgres/0007_header_from_check.sql"),
     ),
     (
         10,

@@ -7,7 +7,8 @@ use super::codec::{col, get_list, list_to_text};
 use super::connect::Pools;
 use super::types::{NewTenant, Tenant, TenantUpdate};
 
-const COLUMNS: &str = "id, name, allowed_sender_domains, pools, route_plugin, created_at_ms";
+const COLUMNS: &str =
+    "id, name, allowed_sender_domains, pools, route_plugin, header_from_check, created_at_ms";
 
 pub(crate) fn from_row(row: &AnyRow, op: &str) -> Result<Tenant, StoreError> {
     Ok(Tenant {
@@ -16,6 +17,7 @@ pub(crate) fn from_row(row: &AnyRow, op: &str) -> Result<Tenant, StoreError> {
         allowed_sender_domains: get_list(row, op, "allowed_sender_domains")?,
         pools: get_list(row, op, "pools")?,
         route_plugin: col(row, op, "route_plugin")?,
+        header_from_check: col::<i64>(row, op, "header_from_check")? != 0,
         created_at_ms: col(row, op, "created_at_ms")?,
     })
 }
@@ -62,17 +64,19 @@ pub(crate) async fn create(
             .collect(),
         pools: new.pools,
         route_plugin: new.route_plugin,
+        header_from_check: new.header_from_check,
         created_at_ms: now_ms,
     };
     validate(op, &tenant)?;
     let done = sqlx::query(&format!(
-        "INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING"
+        "INSERT INTO tenants ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING"
     ))
     .bind(&tenant.id)
     .bind(&tenant.name)
     .bind(list_to_text(&tenant.allowed_sender_domains))
     .bind(list_to_text(&tenant.pools))
     .bind(tenant.route_plugin.clone())
+    .bind(i64::from(tenant.header_from_check))
     .bind(tenant.created_at_ms)
     .execute(&pools.write)
     .await
@@ -136,16 +140,20 @@ pub(crate) async fn update(
     if let Some(route_plugin) = update.route_plugin {
         tenant.route_plugin = route_plugin;
     }
+    if let Some(check) = update.header_from_check {
+        tenant.header_from_check = check;
+    }
     validate(op, &tenant)?;
     sqlx::query(
-        "UPDATE tenants SET name = $2, allowed_sender_domains = $3, pools = $4, route_plugin = $5 \
-         WHERE id = $1",
+        "UPDATE tenants SET name = $2, allowed_sender_domains = $3, pools = $4, route_plugin = $5, \
+         header_from_check = $6 WHERE id = $1",
     )
     .bind(id)
     .bind(&tenant.name)
     .bind(list_to_text(&tenant.allowed_sender_domains))
     .bind(list_to_text(&tenant.pools))
     .bind(tenant.route_plugin.clone())
+    .bind(i64::from(tenant.header_from_check))
     .execute(&mut *tx)
     .await
     .map_err(StoreError::db(format!("{op} {id:?}")))?;

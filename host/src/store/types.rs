@@ -16,6 +16,8 @@ pub struct Tenant {
     pub pools: Vec<String>,
     /// Name of the tenant's active route plugin; `None` = the platform default.
     pub route_plugin: Option<String>,
+    /// Whether the header `From:` and `Sender:` must be in `allowed_sender_domains` too.
+    pub header_from_check: bool,
     pub created_at_ms: i64,
 }
 
@@ -30,6 +32,12 @@ pub struct NewTenant {
     pub pools: Vec<String>,
     #[serde(default)]
     pub route_plugin: Option<String>,
+    #[serde(default = "yes")]
+    pub header_from_check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A partial change of a tenant: `None` leaves a field as it is.
@@ -40,6 +48,7 @@ pub struct TenantUpdate {
     pub pools: Option<Vec<String>>,
     /// `Some(None)` clears the route plugin (back to the platform default).
     pub route_plugin: Option<Option<String>>,
+    pub header_from_check: Option<bool>,
 }
 
 /// An API key as listed; the secret itself is never stored, only its SHA-256.

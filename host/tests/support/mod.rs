@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod raw_smtp;
+
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::io::{Read, Write};
