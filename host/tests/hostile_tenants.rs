@@ -28,17 +28,6 @@ fn add_server_keys(setup: &Setup, lines: &str) {
     std::fs::write(&setup.pipeline, text).unwrap();
 }
 
-/// The resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap_or(0)
-}
-
 /// Samples a process's RSS every few milliseconds until dropped; the peak seen.
 struct RssWatch {
     peak: Arc<AtomicU64>,

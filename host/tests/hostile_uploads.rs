@@ -19,18 +19,6 @@ const LOG_PAGE_BYTES: u64 = 256 << 10;
 /// What a page's JSON holds besides its lines (tenant, stage, node, cursors).
 const PAGE_ENVELOPE_BYTES: u64 = 512;
 
-/// Resident memory of a process, from `/proc/<pid>/status`.
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in {status}"));
-    kib * 1024
-}
-
 /// A host with a sink, tenants `a` and `b`, and `extra` pipeline tables.
 struct Host {
     _setup: Setup,

@@ -22,6 +22,10 @@ use std::sync::Arc;
 
 pub type AppState = Arc<Server>;
 
+/// Largest body handed to the dispatcher in memory (256 KiB): with the handoff's cap on
+/// recipients held (`[delivery.fairness] max_held`, default 1,024), at most 256 MiB of
+/// bodies wait in memory; larger messages wait in the store.
+const HANDOFF_MAX_BODY_BYTES: usize = 256 << 10;
 /// The whole HTTP surface.
 pub fn router(server: AppState) -> Router {
     // Attachments arrive base64-encoded: allow for the inflation, then check
@@ -396,7 +400,13 @@ async fn submit(
     };
     // With room at the dispatcher, the recipients are accepted leased to this host and
     // handed over in memory (`handoff.rs`); otherwise the dispatcher leases them later.
-    let room = s.handoff.reserve(&tenant.id, message.recipients.len());
+    // Large bodies are not held in memory while they wait: they are read from the store
+    // when sent, so what the handoff holds is bounded in bytes, not only in recipients.
+    let room = if message.body.len() <= HANDOFF_MAX_BODY_BYTES {
+        s.handoff.reserve(&tenant.id, message.recipients.len())
+    } else {
+        None
+    };
     let accepted = match room {
         Some(room) => {
             // The dispatcher shares the stored bytes: no second copy of the message.

@@ -170,10 +170,7 @@ async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, 
         .waiting_mut()
         .flat_map(|w| w.leases.iter())
         .filter(|l| l.lease_until_ms - now < lease_ms / 2)
-        .map(|l| LeaseKey {
-            message_id: l.message_id.clone(),
-            recipient_idx: l.recipient_idx,
-        })
+        .map(|l| l.key())
         .collect();
     if keys.is_empty() {
         return;
@@ -184,10 +181,7 @@ async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, 
         .await
     {
         Ok(kept) => {
-            let kept: HashSet<(&str, i32)> = kept
-                .iter()
-                .map(|k| (k.message_id.as_str(), k.recipient_idx))
-                .collect();
+            let kept: HashSet<&LeaseKey> = kept.iter().collect();
             let until = now.saturating_add(lease_ms);
             let mut lost: Vec<(String, usize)> = Vec::new();
             for w in fair.waiting_mut() {
@@ -195,7 +189,7 @@ async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, 
                     if l.lease_until_ms - now >= lease_ms / 2 {
                         return true;
                     }
-                    if kept.contains(&(l.message_id.as_str(), l.recipient_idx)) {
+                    if kept.contains(&l.key()) {
                         l.lease_until_ms = until;
                         true
                     } else {
@@ -228,13 +222,7 @@ async fn renewing<T>(server: &Server, pending: &[&Lease], sending: impl Future<O
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
     let every = Duration::from_millis((lease_ms / 4).max(1) as u64);
     let node = &server.pipeline.server.node_id;
-    let keys: Vec<LeaseKey> = pending
-        .iter()
-        .map(|l| LeaseKey {
-            message_id: l.message_id.clone(),
-            recipient_idx: l.recipient_idx,
-        })
-        .collect();
+    let keys: Vec<LeaseKey> = pending.iter().map(|l| l.key()).collect();
     tokio::pin!(sending);
     loop {
         tokio::select! {
@@ -266,13 +254,7 @@ async fn still_ours<'a>(server: &Server, pending: Vec<&'a Lease>) -> Vec<&'a Lea
     {
         return pending;
     }
-    let keys: Vec<LeaseKey> = pending
-        .iter()
-        .map(|l| LeaseKey {
-            message_id: l.message_id.clone(),
-            recipient_idx: l.recipient_idx,
-        })
-        .collect();
+    let keys: Vec<LeaseKey> = pending.iter().map(|l| l.key()).collect();
     let node = &server.pipeline.server.node_id;
     match server
         .store
@@ -280,14 +262,11 @@ async fn still_ours<'a>(server: &Server, pending: Vec<&'a Lease>) -> Vec<&'a Lea
         .await
     {
         Ok(kept) => {
-            let kept: HashSet<(&str, i32)> = kept
-                .iter()
-                .map(|k| (k.message_id.as_str(), k.recipient_idx))
-                .collect();
+            let kept: HashSet<&LeaseKey> = kept.iter().collect();
             let before = pending.len();
             let ours: Vec<&Lease> = pending
                 .into_iter()
-                .filter(|l| kept.contains(&(l.message_id.as_str(), l.recipient_idx)))
+                .filter(|l| kept.contains(&l.key()))
                 .collect();
             if ours.len() < before {
                 tracing::warn!(
@@ -620,27 +599,9 @@ async fn decide_group(
         Some(RouteDecision::Relays(order)) => order,
     };
 
-    let stored = match body {
-        Some(b) => Ok(b),
-        None => server
-            .store
-            .message_body(&first.message_id)
-            .await
-            .map(Arc::new),
-    };
-    let body = match stored {
-        Ok(b) => b,
-        Err(e) => {
-            return all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                json!({"reason": format!("cannot read the message: {e}")}),
-            );
-        }
-    };
-
+    // A body not handed over is read from the store only once a delivery slot is held:
+    // work waiting for a slot holds no message in memory.
+    let mut body = body;
     let mut pending: Vec<&Lease> = group.iter().collect();
     let mut outcomes = Vec::with_capacity(group.len());
     for (i, relay_id) in order.iter().enumerate() {
@@ -664,6 +625,27 @@ async fn decide_group(
         if pending.is_empty() {
             break;
         }
+        let body = match &body {
+            Some(b) => b.clone(),
+            None => match server.store.message_body(&first.message_id).await {
+                Ok(b) => body.insert(Arc::new(b)).clone(),
+                Err(e) => {
+                    let reason = json!({"reason": format!("cannot read the message: {e}")});
+                    for l in pending {
+                        outcomes.push(outcome(
+                            l,
+                            RecipientState::Deferred,
+                            EventKind::Deferred,
+                            None,
+                            None,
+                            retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                            reason.clone(),
+                        ));
+                    }
+                    return outcomes;
+                }
+            },
+        };
         let routed: Vec<NewEvent> = pending
             .iter()
             .map(|l| {

@@ -696,3 +696,15 @@ pub fn tenant_table(id: &str, domains: &[&str]) -> String {
         d.join(", ")
     )
 }
+
+/// The resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`); 0 once
+/// it has exited.
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
