@@ -66,10 +66,18 @@ pub async fn run(server: Arc<Server>) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut look = true;
+    // Why the last look leased less than it might have: no room at all, or these tenants
+    // were at their share. A finished group makes a new look worth its query only then;
+    // otherwise the tick and the API's wake-ups are enough. (With a tenant at its share
+    // and its backlog in the store, looking after every finished group would scan that
+    // backlog each time, on the store's one writer.)
+    let mut no_room = false;
+    let mut left_out: HashSet<String> = HashSet::new();
     let mut last_renewal = now_ms();
     while !server.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
         while let Ok((tenant, n)) = finished.try_recv() {
+            look |= no_room || left_out.contains(&tenant);
             fair.finished(&tenant);
             server.handoff.release(&tenant, n);
         }
@@ -79,6 +87,8 @@ pub async fn run(server: Arc<Server>) {
         if look {
             let (room, full) = server.handoff.lease_room();
             let limit = batch.min(room);
+            no_room = limit == 0;
+            left_out = full.iter().cloned().collect();
             if limit > 0 {
                 match server
                     .store
@@ -110,7 +120,6 @@ pub async fn run(server: Arc<Server>) {
             tasks.spawn(async move {
                 deliver(&s, work.leases, work.body, &recorder).await;
                 let _ = finished_tx.send((tenant, n));
-                s.wake.notify_one();
             });
         }
         if now_ms() - last_renewal >= lease_ms / 4 {
@@ -125,9 +134,9 @@ pub async fn run(server: Arc<Server>) {
                 queue(&mut fair, h.leases, Some(h.body));
             }
             Some((tenant, n)) = finished.recv() => {
+                look = no_room || left_out.contains(&tenant);
                 fair.finished(&tenant);
                 server.handoff.release(&tenant, n);
-                look = true;
             }
             () = server.wake.notified() => look = true,
             _ = tick.tick() => look = true,
