@@ -957,6 +957,10 @@ fn a_full_disk_is_answered_503_and_writes_resume_without_a_restart() {
     ] {
         assert!(!message.contains(leak), "{leak:?} in {message:?}");
     }
+    // Alive, but not ready: a load balancer sends submissions elsewhere meanwhile.
+    assert_eq!(s.request("GET", "/healthz", None, None, b"").status, 200);
+    let ready = s.request("GET", "/readyz", None, None, b"");
+    assert_eq!(ready.status, 503, "{}", ready.body);
 
     std::fs::remove_file(&filler).unwrap();
     let id = wait_for("a 202 once space is back, without a restart", || {
@@ -975,6 +979,7 @@ fn a_full_disk_is_answered_503_and_writes_resume_without_a_restart() {
         }
     });
     accepted.push(id);
+    assert_eq!(s.request("GET", "/readyz", None, None, b"").status, 200);
     for id in &accepted {
         s.wait_state(&key, id, "delivered");
     }
@@ -996,6 +1001,7 @@ fn psql(sql: &str) -> bool {
             sql,
         ])
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("psql runs")
         .success()
@@ -1040,7 +1046,12 @@ fn a_dropped_database_is_answered_503_without_its_text_or_the_callers_key() {
     let key = s.new_key("t");
     s.submit(&key, &simple("a@example.com", "b@example.net", "before"));
 
+    assert_eq!(s.request("GET", "/readyz", None, None, b"").status, 200);
     assert!(psql(&format!("DROP DATABASE {db} WITH (FORCE)")));
+    assert_eq!(s.request("GET", "/healthz", None, None, b"").status, 200);
+    let ready = s.request("GET", "/readyz", None, None, b"");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(!ready.body.contains(&db), "{}", ready.body);
     for (method, path, body) in [
         ("GET", "/v1/messages/01KXXXXXXXXXXXXXXXXXXXXXXX", Vec::new()),
         (

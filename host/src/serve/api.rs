@@ -34,6 +34,7 @@ pub fn router(server: AppState) -> Router {
         usize::try_from(server.pipeline.limits.max_submission_body_bytes()).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/v1/messages", post(submit))
         .route("/v1/messages/{id}", get(get_message))
         .merge(super::admin::router())
@@ -55,6 +56,29 @@ async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(
         json!({"status": if s.is_shutting_down() { "draining" } else { "ok" }, "node": s.pipeline.server.node_id}),
     )
+}
+
+/// Readiness, apart from liveness (`/healthz`): 200 while this node can take work (the
+/// store answers and its last writes reached it; plugins are loaded before the listener
+/// opens), else 503 with the reason, so a load balancer sends traffic elsewhere.
+async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let node = &s.pipeline.server.node_id;
+    if s.is_shutting_down() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining", "node": node})),
+        );
+    }
+    match s.store.readiness().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "node": node})),
+        ),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "reason": reason, "node": node})),
+        ),
+    }
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

@@ -17,6 +17,8 @@
 //! COMMIT is answered as an error to every caller in the round and not retried: whether
 //! it reached the disk is unknown, and retrying could store a message twice.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -59,6 +61,21 @@ enum Job {
 /// The sending side of the writer task; the task ends when the last store handle drops.
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
+    health: Arc<WriteHealth>,
+}
+
+/// How the writer's last round ended, for readiness: a store that cannot write (a full
+/// disk, a dropped database) shows here as soon as a write is tried.
+#[derive(Debug, Default)]
+pub(crate) struct WriteHealth {
+    /// Whether the last round that ended reached the disk (true until one fails).
+    failing: AtomicBool,
+}
+
+impl WriteHealth {
+    fn set(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
 }
 
 impl Writer {
@@ -71,14 +88,20 @@ impl Writer {
         thread: Option<&WriterThread>,
     ) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
-        let task = run(pool, backend, rx, max_batch.max(1));
+        let health = Arc::new(WriteHealth::default());
+        let task = run(pool, backend, rx, max_batch.max(1), health.clone());
         match thread {
             Some(t) => t.spawn(task),
             None => {
                 tokio::spawn(task);
             }
         }
-        Writer { jobs }
+        Writer { jobs, health }
+    }
+
+    /// Whether the last round failed to reach the store.
+    pub(crate) fn failing(&self) -> bool {
+        self.health.failing.load(Ordering::Relaxed)
     }
 
     /// Queues one message and waits until it is committed (or has failed).
@@ -136,7 +159,13 @@ impl Round {
     }
 }
 
-async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+async fn run(
+    pool: AnyPool,
+    backend: Backend,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    health: Arc<WriteHealth>,
+) {
     let mut ids = Ids::default();
     let mut jobs = Vec::with_capacity(max_batch);
     // The write connection and when it was taken from the pool.
@@ -158,12 +187,20 @@ async fn run(pool: AnyPool, backend: Backend, mut rx: mpsc::Receiver<Job>, max_b
             None => match pool.acquire().await {
                 Ok(conn) => (conn, Instant::now()),
                 Err(e) => {
+                    health.set(true);
                     round.fail(&e);
                     continue;
                 }
             },
         };
-        match commit_round(&mut conn, backend, &mut ids, round).await {
+        let end = commit_round(&mut conn, backend, &mut ids, round).await;
+        match end {
+            RoundEnd::Clean => health.set(false),
+            RoundEnd::Broken => health.set(true),
+            // A statement refused (a duplicate key): the store itself is fine.
+            RoundEnd::Failed => {}
+        }
+        match end {
             // Kept only while more work waits.
             RoundEnd::Clean if !rx.is_empty() => held = Some((conn, since)),
             RoundEnd::Clean | RoundEnd::Failed => {}

@@ -194,6 +194,24 @@ impl Store {
         api_keys::list(self.pools(), tenant_id).await
     }
 
+    /// Whether the store can take work: it answers a query, and the last group of
+    /// writes reached it. The error says which, without the database's text.
+    pub async fn readiness(&self) -> Result<(), String> {
+        let ping = sqlx::query("SELECT 1").execute(&self.pools().read);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "readiness: the store does not answer");
+                return Err("the store does not answer".into());
+            }
+            Err(_) => return Err("the store did not answer within 2 s".into()),
+        }
+        if self.inner.writer.failing() {
+            return Err("the last write to the store failed".into());
+        }
+        Ok(())
+    }
+
     // ---- relays ----
 
     /// Creates the relay or replaces everything but its creation time.
