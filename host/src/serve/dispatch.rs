@@ -124,7 +124,7 @@ pub async fn run(server: Arc<Server>) {
         }
         if now_ms() - last_renewal >= lease_ms / 4 {
             last_renewal = now_ms();
-            renew_waiting(&server, &mut fair, &node, lease_ms).await;
+            renew_waiting(&server, &mut fair, lease_ms).await;
         }
         if look {
             continue;
@@ -173,7 +173,7 @@ fn queue(fair: &mut FairQueue<Work>, leases: Vec<Lease>, body: Option<Arc<Vec<u8
 /// work waiting behind its tenant's budget is never taken by another host (or leased
 /// again by this one) while it waits. Work whose lease was lost is dropped: its new
 /// owner delivers it.
-async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, lease_ms: i64) {
+async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, lease_ms: i64) {
     let now = now_ms();
     let keys: Vec<LeaseKey> = fair
         .waiting_mut()
@@ -184,13 +184,8 @@ async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, 
     if keys.is_empty() {
         return;
     }
-    match server
-        .store
-        .renew_leases_each(node, &keys, now, lease_ms)
-        .await
-    {
+    match renew(server, &keys, now).await {
         Ok(kept) => {
-            let kept: HashSet<&LeaseKey> = kept.iter().collect();
             let until = now.saturating_add(lease_ms);
             let mut lost: Vec<(String, usize)> = Vec::new();
             for w in fair.waiting_mut() {
@@ -230,14 +225,13 @@ async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, node: &str, 
 async fn renewing<T>(server: &Server, pending: &[&Lease], sending: impl Future<Output = T>) -> T {
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
     let every = Duration::from_millis((lease_ms / 4).max(1) as u64);
-    let node = &server.pipeline.server.node_id;
     let keys: Vec<LeaseKey> = pending.iter().map(|l| l.key()).collect();
     tokio::pin!(sending);
     loop {
         tokio::select! {
             done = &mut sending => return done,
             () = tokio::time::sleep(every) => {
-                match server.store.renew_leases_each(node, &keys, now_ms(), lease_ms).await {
+                match renew(server, &keys, now_ms()).await {
                     Ok(kept) if kept.len() < keys.len() => tracing::warn!(
                         message = %keys[0].message_id,
                         lost = keys.len() - kept.len(),
@@ -249,6 +243,22 @@ async fn renewing<T>(server: &Server, pending: &[&Lease], sending: impl Future<O
             }
         }
     }
+}
+
+/// Renews this host's leases on `keys`; the ones that were still ours (and now are
+/// renewed). The others were taken by another owner or are finished.
+async fn renew(
+    server: &Server,
+    keys: &[LeaseKey],
+    now: i64,
+) -> Result<HashSet<LeaseKey>, crate::store::StoreError> {
+    let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
+    let node = &server.pipeline.server.node_id;
+    let kept = server
+        .store
+        .renew_leases_each(node, keys, now, lease_ms)
+        .await?;
+    Ok(kept.into_iter().collect())
 }
 
 /// Checks, right before an SMTP transaction, that this host still holds `pending`'s
@@ -264,14 +274,8 @@ async fn still_ours<'a>(server: &Server, pending: Vec<&'a Lease>) -> Vec<&'a Lea
         return pending;
     }
     let keys: Vec<LeaseKey> = pending.iter().map(|l| l.key()).collect();
-    let node = &server.pipeline.server.node_id;
-    match server
-        .store
-        .renew_leases_each(node, &keys, now, lease_ms)
-        .await
-    {
+    match renew(server, &keys, now).await {
         Ok(kept) => {
-            let kept: HashSet<&LeaseKey> = kept.iter().collect();
             let before = pending.len();
             let ours: Vec<&Lease> = pending
                 .into_iter()
