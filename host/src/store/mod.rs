@@ -4,7 +4,7 @@
 //! SQLite (`sqlite://PATH`) is the embedded default; PostgreSQL (`postgres://...`) is
 //! for many hosts sharing one database. Both run the same SQL through sqlx's `Any`
 //! driver; where the dialects differ (`FOR UPDATE SKIP LOCKED`, sequences) the code asks
-//! [`Backend`]. One conformance suite (`host/tests/store_conformance.rs`) runs against
+//! [`Backend`]. One conformance suite (`host/tests/it/store_conformance.rs`) runs against
 //! both.
 //!
 //! Architecture invariants:

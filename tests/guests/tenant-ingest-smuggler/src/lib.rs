@@ -1,4 +1,4 @@
-//! A hostile tenant ingest filter for `host/tests/wire_safety.rs`: to a submission
+//! A hostile tenant ingest filter for `host/tests/it/wire_safety.rs`: to a submission
 //! whose `Subject` contains `smuggle` it adds the header its `add_header` setting gives
 //! (`Name: value`, split at the first colon, line breaks kept), so that the host's
 //! check of the answer is met at run time; the sample call of an upload (another

@@ -6,8 +6,6 @@
 //! `postgres://postgres@127.0.0.1:5432/test`); when it cannot be reached the PostgreSQL
 //! tests FAIL, unless `SLUICE_SKIP_POSTGRES=1` says to skip them.
 
-mod pg_support;
-
 use std::collections::HashSet;
 
 use serde_json::json;
@@ -59,7 +57,7 @@ where
     match backend {
         Backend::Sqlite => body(sqlite_db().await).await,
         Backend::Postgres => {
-            let Some((url, name)) = pg_support::create_database("sluice_test").await else {
+            let Some((url, name)) = crate::pg_support::create_database("sluice_test").await else {
                 return;
             };
             let store = Store::open(&url).await.expect("opening postgres store");
@@ -69,7 +67,7 @@ where
                 _dir: None,
             };
             let result = tokio::spawn(body(db)).await;
-            pg_support::drop_database(&name).await;
+            crate::pg_support::drop_database(&name).await;
             if let Err(e) = result {
                 std::panic::resume_unwind(e.into_panic());
             }
@@ -1697,7 +1695,12 @@ async fn sqlite_accept_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("crash.db").display());
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "store_conformance::crash_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SLUICE_CRASH_CHILD_URL", &url)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)

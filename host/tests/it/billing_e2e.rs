@@ -3,11 +3,9 @@
 //! invoice (JSON and CSV), prepaid holds released by a credit, tenants kept apart.
 //! Every wait is a bounded poll that reports what it saw.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use support::*;
 
 /// A flat tariff: `price` per delivered message, and a bounce fee that no test triggers.
 fn flat_tariff(price: &str) -> String {
@@ -109,7 +107,7 @@ fn delivered_recipients_are_charged_once_and_appear_in_usage_and_the_invoice() {
         &s,
         "beta",
         "postpaid",
-        include_str!("../../pipelines/billing/live-tariff.example.toml"),
+        include_str!("../../../pipelines/billing/live-tariff.example.toml"),
     );
     let r = s.admin(
         "PUT",

@@ -1,7 +1,7 @@
 //! Golden tests of the MTA-log readers: every log under
 //! `tests/data/maillogs/` (plain or gzip) is read and its transfers and
 //! counters compared with `NAME.expected.json` beside it.
-//! `UPDATE_EXPECT=1 cargo test -p sluice --test maillog` re-blesses.
+//! `UPDATE_EXPECT=1 cargo test -p sluice --test it maillog::` re-blesses.
 
 use serde_json::{Value, json};
 use sluice::maillog::{Format, ReaderConfig, Transfer, YearRule, transfers_of};

@@ -7,8 +7,6 @@
 //! (default `postgres://postgres@127.0.0.1:5432/test`) must be reachable unless
 //! `SLUICE_SKIP_POSTGRES=1`.
 
-mod pg_support;
-
 use sha2::Digest;
 use sluice::stage::Stage;
 use sluice::store::{
@@ -39,7 +37,8 @@ where
             .await
         }
         Backend::Postgres => {
-            let Some((url, name)) = pg_support::create_database("sluice_plugins").await else {
+            let Some((url, name)) = crate::pg_support::create_database("sluice_plugins").await
+            else {
                 return;
             };
             let store = Store::open(&url).await.expect("opening postgres store");
@@ -49,7 +48,7 @@ where
                 _dir: None,
             };
             let result = tokio::spawn(body(db)).await;
-            pg_support::drop_database(&name).await;
+            crate::pg_support::drop_database(&name).await;
             if let Err(e) = result {
                 std::panic::resume_unwind(e.into_panic());
             }

@@ -3,11 +3,9 @@
 //! them. Each test has its own store, ports and sinks, so they run in
 //! parallel; every wait is a bounded poll that reports what it saw.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use support::*;
 
 /// The subsequence check behind "events accepted → routed → delivered".
 fn in_order(kinds: &[String], wanted: &[&str]) -> bool {

@@ -5,7 +5,7 @@
 //! Every child process is owned by a guard that kills it on drop, so a
 //! failing test leaves nothing running. Ports come from binding port 0.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code)] // helpers kept for the tests that come and go; not all are in use at once
 
 pub mod raw_smtp;
 

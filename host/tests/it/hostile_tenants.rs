@@ -6,8 +6,7 @@
 //! and a tenant cannot lift a suppression the platform added. Loopback only; every
 //! wait is a bounded poll.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -16,7 +15,6 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use support::*;
 
 const BOUNCE_DOMAIN: &str = "bounces.sluice.test";
 

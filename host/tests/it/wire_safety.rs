@@ -4,12 +4,10 @@
 //! plugin can put a second transaction, an extra header field, an over-long line or
 //! 8-bit data the relay did not agree to on the wire.
 
-mod support;
-
+use crate::support::raw_smtp::{Ehlo, RawSmtp, Transaction};
+use crate::support::*;
 use base64::Engine as _;
 use serde_json::{Value, json};
-use support::raw_smtp::{Ehlo, RawSmtp, Transaction};
-use support::*;
 
 /// A body that, read by a relay that also ends lines at a bare LF, ends the data after
 /// `hello` and starts a second transaction from a forged sender.

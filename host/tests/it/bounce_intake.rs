@@ -4,14 +4,12 @@
 //! `bounced` and suppressed; forged return paths and broken dialogues get the
 //! right SMTP errors. Loopback only; every wait is a bounded poll.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use support::*;
 
 const BOUNCE_DOMAIN: &str = "bounces.sluice.test";
 

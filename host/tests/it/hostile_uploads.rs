@@ -4,11 +4,9 @@
 //! compile is refused before compiling or stopped by the compile bound while another
 //! tenant is served; uploads are rate limited and versions are held to a quota.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
 use std::time::Instant;
-use support::*;
 
 /// The log bounds these tests run with (`[plugins.logs]`); the defaults are 1 MiB per
 /// stage, 2 MiB per tenant, 256 KiB per page.

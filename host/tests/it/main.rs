@@ -1,0 +1,22 @@
+//! Sluice's integration tests, one binary: the real `sluice` binary end to end
+//! (serve, bill, plugin CLI), both stores' conformance suite, and the MTA-log
+//! readers. One binary links once and shares its helpers; each module below was
+//! a test binary of its own and keeps its name, so
+//! `cargo test -p sluice --test it e2e::` runs what `--test e2e` ran.
+
+mod pg_support;
+mod support;
+
+mod bill_cli;
+mod billing_e2e;
+mod bounce_intake;
+mod cli;
+mod e2e;
+mod hostile_tenants;
+mod hostile_uploads;
+mod maillog;
+mod plugin_new;
+mod store_conformance;
+mod store_plugins;
+mod tenant_plugins;
+mod wire_safety;
