@@ -119,6 +119,9 @@ pub struct Delivery {
     pub helo_name: String,
     /// Connect and per-command timeout of the SMTP client.
     pub smtp_timeout: Duration,
+    /// How often a relay that stopped answering is probed (connect and EHLO) until it
+    /// answers again (`relay_probe_secs`, 1–300, default 2).
+    pub relay_probe: Duration,
     /// Return-path domain for VERP (`bounces+TOKEN@domain`); none turns VERP off.
     pub bounce_domain: Option<String>,
     /// The local part before `+TOKEN` (`bounce_prefix`, default `bounces`).
@@ -502,6 +505,8 @@ struct RawDelivery {
     helo_name: String,
     #[serde(default = "default_smtp_timeout")]
     smtp_timeout_secs: u64,
+    #[serde(default = "default_relay_probe")]
+    relay_probe_secs: u64,
     #[serde(default)]
     bounce_domain: Option<Spanned<String>>,
     #[serde(default = "default_bounce_prefix")]
@@ -566,6 +571,9 @@ fn default_helo() -> String {
 }
 fn default_smtp_timeout() -> u64 {
     30
+}
+fn default_relay_probe() -> u64 {
+    2
 }
 
 #[derive(Deserialize, Default)]
@@ -1098,6 +1106,7 @@ impl RawPipeline {
             batch: d.batch.clamp(1, 10_000),
             helo_name: d.helo_name,
             smtp_timeout: Duration::from_secs(d.smtp_timeout_secs.max(1)),
+            relay_probe: Duration::from_secs(d.relay_probe_secs.clamp(1, 300)),
             bounce_domain: d.bounce_domain.map(Spanned::into_inner),
             bounce_prefix: d.bounce_prefix.into_inner(),
             verp_key,

@@ -180,6 +180,38 @@ impl RelayClient {
         self.health.is_up()
     }
 
+    /// Whether the last try got no SMTP reply (see [`RelayClient::probe`]).
+    pub fn unanswered(&self) -> bool {
+        self.health.unanswered()
+    }
+
+    /// Connects and says EHLO (with STARTTLS and AUTH as configured) to see whether a
+    /// relay that stopped answering is back; an answer marks it up at once. Bounded by
+    /// the relay's timeout. Returns the error when it still does not answer.
+    pub async fn probe(&self) -> Result<(), String> {
+        let attempt = async {
+            match &self.transport {
+                Transport::Own(pool) => pool.probe().await.map_err(|e| match e {
+                    SendError::Connect(e) | SendError::Unsupported(e) => e,
+                    SendError::Smtp(e) => error_chain(&e),
+                }),
+                Transport::Lettre(t) => match t.test_connection().await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err("the connection test failed".to_owned()),
+                    Err(e) => Err(error_chain(&e)),
+                },
+            }
+        };
+        let result = match tokio::time::timeout(self.timeout * 2, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout * 2)),
+        };
+        if result.is_ok() {
+            self.health.answered();
+        }
+        result
+    }
+
     /// Sends `body` to `recipients` in one transaction; one reply per
     /// recipient, in order. When the relay refuses the transaction and there
     /// are several recipients, each is retried alone so that every

@@ -27,6 +27,12 @@ impl Health {
         g.1.is_none_or(|until| Instant::now() >= until)
     }
 
+    /// Whether the last try got no SMTP reply at all (one transport failure or more in
+    /// a row): such a relay is worth a probe, since work waits for it.
+    pub fn unanswered(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0 > 0
+    }
+
     /// Any SMTP reply, even a 5xx, shows the relay is there.
     pub fn answered(&self) {
         *self.inner.lock().unwrap_or_else(|p| p.into_inner()) = (0, None);
@@ -86,9 +92,9 @@ mod tests {
         assert!(!h.failed() && !h.failed());
         assert!(h.is_up());
         assert!(h.failed(), "third failure marks it down");
-        assert!(!h.is_up());
+        assert!(!h.is_up() && h.unanswered());
         h.answered();
-        assert!(h.is_up());
+        assert!(h.is_up() && !h.unanswered());
     }
 
     #[test]

@@ -139,6 +139,17 @@ impl Pool {
         result
     }
 
+    /// Opens a connection (connect, EHLO, STARTTLS and AUTH as configured) to see that
+    /// the relay answers; the connection is kept for the next message when there is room.
+    pub(super) async fn probe(&self) -> Result<(), SendError> {
+        let conn = self.connect().await?;
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push((conn, Instant::now()));
+        }
+        Ok(())
+    }
+
     async fn connection(&self) -> Result<Conn, SendError> {
         loop {
             let parked = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();

@@ -7,7 +7,9 @@ use super::fair::{FairQueue, Fairness};
 use super::state::{Server, now_ms};
 use crate::relay::{RelayClient, RelayReply};
 use crate::stage::{self, Attempt, RouteDecision, RouteInput, SendDecision, Stage};
-use crate::store::{EventKind, Lease, LeaseKey, NewEvent, Outcome, RecipientState, Tenant};
+use crate::store::{
+    ANY_RELAY, EventKind, Lease, LeaseKey, NewEvent, Outcome, RecipientState, Tenant,
+};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -333,7 +335,16 @@ fn outcome(
         reply,
         event,
         detail,
+        waiting_for_relay: None,
     }
+}
+
+/// `outcomes` marked as waiting for `relay` (see [`Outcome::waiting_for_relay`]).
+fn waiting_for(mut outcomes: Vec<Outcome>, relay: &str) -> Vec<Outcome> {
+    for o in &mut outcomes {
+        o.waiting_for_relay = Some(relay.to_owned());
+    }
+    outcomes
 }
 
 /// The same outcome, without an attempt, for every recipient of a group.
@@ -581,6 +592,8 @@ async fn decide_group(
         }
     }
     let input = route_input(server, first, group, &relays);
+    // A deferral while none of its relays is up waits for one to answer again.
+    let none_up = input.relays.iter().all(|r| !r.up);
     let order = match route(server, &tenant, group, input).await {
         None => {
             return all(
@@ -592,13 +605,18 @@ async fn decide_group(
             );
         }
         Some(RouteDecision::Defer(d)) => {
-            return all(
+            let deferred = all(
                 group,
                 RecipientState::Deferred,
                 EventKind::Deferred,
                 retry_at(i64::from(d.delay_secs)),
                 json!({"reason": d.reason, "by": "route"}),
             );
+            return if none_up {
+                waiting_for(deferred, ANY_RELAY)
+            } else {
+                deferred
+            };
         }
         Some(RouteDecision::Reject(reason)) => {
             return all(
@@ -617,6 +635,8 @@ async fn decide_group(
     let mut body = body;
     let mut pending: Vec<&Lease> = group.iter().collect();
     let mut outcomes = Vec::with_capacity(group.len());
+    // Recipients whose last relay of the route gave no SMTP reply at all.
+    let mut unanswered = HashSet::new();
     for (i, relay_id) in order.iter().enumerate() {
         if pending.is_empty() {
             break;
@@ -736,7 +756,7 @@ async fn decide_group(
                     let mut detail =
                         json!({"latency_ms": r.latency_ms, "hard": false, "reply": rt.reason});
                     bounces::annotate(&mut detail, class.as_ref(), false);
-                    outcomes.push(outcome(
+                    let mut deferred = outcome(
                         l,
                         RecipientState::Deferred,
                         EventKind::Deferred,
@@ -744,7 +764,13 @@ async fn decide_group(
                         reply_text,
                         retry_at(i64::from(rt.after_secs)),
                         detail,
-                    ))
+                    );
+                    // No SMTP reply at all: the relay did not answer; its work is woken
+                    // when it answers a probe again.
+                    if r.reply.is_none() {
+                        deferred.waiting_for_relay = Some(relay_id.clone());
+                    }
+                    outcomes.push(deferred);
                 }
                 SendDecision::Fail(reason) => {
                     let kind = if hard {
@@ -779,6 +805,11 @@ async fn decide_group(
                         json!({"latency_ms": r.latency_ms, "hard": false, "reason": reason});
                     bounces::annotate(&mut detail, class.as_ref(), false);
                     next_relay_events.push(event(l, EventKind::Attempted, Some(relay_id), detail));
+                    if r.reply.is_none() {
+                        unanswered.insert(l.recipient_idx);
+                    } else {
+                        unanswered.remove(&l.recipient_idx);
+                    }
                     still.push(l);
                 }
             }
@@ -787,7 +818,7 @@ async fn decide_group(
         pending = still;
     }
     for l in pending {
-        outcomes.push(outcome(
+        let mut deferred = outcome(
             l,
             RecipientState::Deferred,
             EventKind::Deferred,
@@ -795,7 +826,11 @@ async fn decide_group(
             None,
             retry_at(NO_RELAY_LEFT_RETRY_SECS),
             json!({"reason": "every relay of the route was tried"}),
-        ));
+        );
+        if unanswered.contains(&l.recipient_idx) {
+            deferred.waiting_for_relay = Some(ANY_RELAY.to_owned());
+        }
+        outcomes.push(deferred);
     }
     outcomes
 }

@@ -24,6 +24,7 @@ mod fair;
 mod handoff;
 mod log_source;
 mod plugins;
+mod relay_probe;
 mod state;
 mod suppressions;
 mod tenant_live;
@@ -54,6 +55,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
     let biller = tokio::spawn(billing::run(server.clone()));
+    let prober = tokio::spawn(relay_probe::run(server.clone()));
     let log_sources = log_source::start(server.clone());
 
     let app = api::router(server.clone());
@@ -65,6 +67,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new messages, finishing in-flight attempts");
     server.begin_shutdown();
     refresher.abort();
+    prober.abort();
     if let Some(listener) = smtp_in {
         listener.abort();
     }

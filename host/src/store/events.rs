@@ -391,7 +391,7 @@ async fn apply_distinct(
     now_ms: i64,
     op: &str,
 ) -> Result<(), StoreError> {
-    const COLS: usize = 7;
+    const COLS: usize = 8;
     let at: HashMap<(&str, i32), usize> = which
         .iter()
         .map(|&i| {
@@ -405,13 +405,14 @@ async fn apply_distinct(
     for chunk in which.chunks(rows_per_statement(COLS + 1)) {
         let n = chunk.len() * COLS;
         let sql = format!(
-            "WITH v(message_id, idx, state, next_at, attempt, relay, reply) AS (VALUES {}) \
+            "WITH v(message_id, idx, state, next_at, attempt, relay, reply, waiting) AS (VALUES {}) \
              UPDATE recipients SET state = v.state, \
              next_attempt_at_ms = COALESCE(v.next_at, recipients.next_attempt_at_ms), \
              attempts = recipients.attempts + v.attempt, \
              last_relay = COALESCE(v.relay, recipients.last_relay), \
              last_reply = COALESCE(v.reply, recipients.last_reply), lease_owner = NULL, \
-             lease_until_ms = NULL, routed_relay = NULL, updated_at_ms = ${now} \
+             lease_until_ms = NULL, routed_relay = NULL, waiting_for_relay = v.waiting, \
+             updated_at_ms = ${now} \
              FROM v WHERE recipients.message_id = v.message_id AND recipients.idx = v.idx \
              AND recipients.state = 'delivering' AND recipients.lease_owner = ${owner} \
              RETURNING recipients.message_id, recipients.idx",
@@ -430,7 +431,8 @@ async fn apply_distinct(
                 .bind(o.next_attempt_at_ms)
                 .bind(i64::from(o.event.is_attempt_outcome() && o.relay.is_some()))
                 .bind(o.relay.clone())
-                .bind(o.reply.clone());
+                .bind(o.reply.clone())
+                .bind(o.waiting_for_relay.clone());
         }
         let first = &outcomes[chunk[0]];
         let rows = q

@@ -235,3 +235,28 @@ pub(crate) async fn release(pools: &Pools, owner: &str, now_ms: i64) -> Result<u
     )))?;
     Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
 }
+
+/// Makes due at `now_ms` the deferred recipients that wait for `relay` (their last try
+/// got no answer from it) or for any relay (none they may use was up then); returns how
+/// many. Only those whose retry lies ahead are touched, so running it again is cheap.
+pub(crate) async fn wake_waiting_for_relay(
+    pools: &Pools,
+    relay: &str,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let done = sqlx::query(
+        "UPDATE recipients SET next_attempt_at_ms = $2, waiting_for_relay = NULL, \
+         updated_at_ms = $2 \
+         WHERE waiting_for_relay IN ($1, $3) AND state = 'deferred' \
+         AND next_attempt_at_ms > $2",
+    )
+    .bind(relay)
+    .bind(now_ms)
+    .bind(super::types::ANY_RELAY)
+    .execute(&pools.write)
+    .await
+    .map_err(StoreError::db(format!(
+        "wake_waiting_for_relay for relay {relay:?}"
+    )))?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
+}

@@ -46,9 +46,9 @@ pub use ledger::{
 };
 pub use stats::RelayStatWindows;
 pub use types::{
-    Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent, NewMessage,
-    NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay, RelayState, RelayUpdate,
-    Tenant, TenantUpdate, WindowCounts,
+    ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent,
+    NewMessage, NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay, RelayState,
+    RelayUpdate, Tenant, TenantUpdate, WindowCounts,
 };
 
 /// How many accepts one group commit takes at most.
@@ -356,6 +356,17 @@ impl Store {
     /// `Queued` (never attempted) or `Deferred`, due at `now_ms`. Returns how many.
     pub async fn release_leases(&self, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
         leases::release(self.pools(), owner, now_ms).await
+    }
+
+    /// Makes due now the deferred recipients waiting for `relay`, or for any relay
+    /// ([`Outcome::waiting_for_relay`]): called when a relay that was not answering
+    /// answers again, so its work does not sit out a retry delay. Returns how many.
+    pub async fn wake_waiting_for_relay(
+        &self,
+        relay: &str,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        leases::wake_waiting_for_relay(self.pools(), relay, now_ms).await
     }
 
     /// Applies outcomes in one transaction, each only where the recipient is still

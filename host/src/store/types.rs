@@ -402,7 +402,15 @@ pub struct Outcome {
     pub reply: Option<String>,
     pub event: EventKind,
     pub detail: serde_json::Value,
+    /// For `Deferred`: the relay this recipient waits for — it was deferred only because
+    /// that relay did not answer — or [`ANY_RELAY`] when no relay it may use was up.
+    /// [`Store::wake_waiting_for_relay`](super::Store::wake_waiting_for_relay) makes it
+    /// due when the relay answers again. `None` for every other outcome.
+    pub waiting_for_relay: Option<String>,
 }
+
+/// [`Outcome::waiting_for_relay`] of work deferred because no relay it may use was up.
+pub const ANY_RELAY: &str = "*";
 
 /// A recipient as a status page or the exception queue shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -367,6 +367,74 @@ fn traffic_moves_to_the_other_relay_when_one_is_down() {
     }
 }
 
+/// A relay that was not answering gets traffic within seconds of answering again: it
+/// is probed, and the work deferred because of it (retry times a minute away: the send
+/// plugin's backoff after a refused connection, the router's when no relay is up) is
+/// made due at once.
+#[test]
+fn a_relay_back_up_gets_its_deferred_work_within_seconds() {
+    let port = free_port(); // nothing listens here yet
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        delivery: "relay_probe_secs = 1",
+        tables: &tables,
+        // The platform's own backoff: a minute after a refused connection.
+        send_config: r#"{ base_secs = "60" }"#,
+        ..Default::default()
+    });
+    let s = setup.start();
+    let key = s.new_key("t");
+    // Enough messages that the relay is marked down (three transport failures in a
+    // row) and the later ones are deferred by the router without a try.
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            let id = s.submit(
+                &key,
+                &simple("a@example.com", "b@example.net", &format!("back {i}")),
+            );
+            s.wait_state(&key, &id, "deferred");
+            id
+        })
+        .collect();
+    let last = s.message(&key, &ids[5]);
+    assert!(
+        last["events"].as_array().is_some_and(|es| es
+            .iter()
+            .any(|e| e["kind"] == "deferred" && e["detail"]["by"] == "route")),
+        "the last message was deferred by the router, every relay being down: {last:#}"
+    );
+    for id in &ids {
+        let m = s.message(&key, id);
+        let next = recipient(&m, 0)["next_attempt_at_ms"].as_i64().unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(
+            next - now > 30_000,
+            "the retry would come soon anyway, so this test would show nothing: {m:#}"
+        );
+    }
+
+    let back = std::time::Instant::now();
+    let sink = Sink::start(setup.root(), port, &[]);
+    let delivered = wait_for_within(
+        std::time::Duration::from_secs(5).saturating_sub(back.elapsed()),
+        "every deferred message delivered within 5 s of the relay answering",
+        || {
+            let subjects = sink.subjects();
+            if subjects.len() == ids.len() {
+                Ok(subjects)
+            } else {
+                Err(format!("{subjects:?}\n{}", s.log()))
+            }
+        },
+    );
+    for i in 0..ids.len() {
+        assert!(delivered.contains(&format!("back {i}")), "{delivered:?}");
+    }
+}
+
 #[test]
 fn relays_added_and_drained_through_the_admin_api_take_effect_without_a_restart() {
     let a_port = free_port();

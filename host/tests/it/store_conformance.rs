@@ -109,6 +109,7 @@ conformance!(
     release_on_shutdown_puts_work_back,
     renew_keeps_a_lease_from_expiring,
     leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept,
+    work_waiting_for_a_relay_is_woken_when_it_answers,
     requeue_from_the_exception_queue,
     relay_stats_count_windows_from_events,
     relay_stats_are_pruned_by_age,
@@ -161,6 +162,7 @@ fn outcome(message_id: &str, idx: i32, state: RecipientState, event: EventKind) 
         reply: Some("250 2.0.0 ok".to_string()),
         event,
         detail: json!({ "latency_ms": 120 }),
+        waiting_for_relay: None,
     }
 }
 
@@ -762,6 +764,88 @@ async fn renew_keeps_a_lease_from_expiring(db: Db) {
     let taken = s.lease_due("h2", T0 + 19_000, 10_000, 10).await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].message_id, acc.id);
+}
+
+/// Deferred work that waits for a relay (its last try got no answer from it, or no
+/// relay was up) is made due when that relay answers again; work deferred for any other
+/// reason, or waiting for another relay, keeps its retry time; a later outcome clears
+/// the mark.
+async fn work_waiting_for_a_relay_is_woken_when_it_answers(db: Db) {
+    let s = &db.store;
+    let acc = s
+        .accept(
+            message(
+                "t1",
+                &[
+                    "a@example.org",
+                    "b@example.org",
+                    "c@example.org",
+                    "d@example.org",
+                ],
+            ),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.lease_due("h1", T0, 60_000, 10).await.unwrap().len(), 4);
+    let later = T0 + 600_000;
+    let deferred = |idx: i32, waiting: Option<&str>| Outcome {
+        next_attempt_at_ms: Some(later),
+        reply: None,
+        waiting_for_relay: waiting.map(str::to_owned),
+        ..outcome(&acc.id, idx, RecipientState::Deferred, EventKind::Deferred)
+    };
+    let outcomes = vec![
+        deferred(0, Some("relay-a")),
+        deferred(1, Some(sluice::store::ANY_RELAY)),
+        deferred(2, Some("relay-b")),
+        deferred(3, None),
+    ];
+    assert_eq!(s.record("h1", outcomes, T0 + 1).await.unwrap(), 4);
+    assert!(
+        s.lease_due("h2", T0 + 2, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        s.wake_waiting_for_relay("relay-a", T0 + 3).await.unwrap(),
+        2
+    );
+    // Woken once: the mark is gone, so a second probe's wake touches nothing.
+    assert_eq!(
+        s.wake_waiting_for_relay("relay-a", T0 + 4).await.unwrap(),
+        0
+    );
+    let mut due: Vec<i32> = s
+        .lease_due("h2", T0 + 5, 60_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.recipient_idx)
+        .collect();
+    due.sort_unstable();
+    assert_eq!(
+        due,
+        vec![0, 1],
+        "relay-a's and any relay's work, nothing else"
+    );
+
+    // Delivered now: a later wake for relay-a finds nothing of theirs.
+    let done = vec![
+        outcome(&acc.id, 0, RecipientState::Delivered, EventKind::Delivered),
+        outcome(&acc.id, 1, RecipientState::Delivered, EventKind::Delivered),
+    ];
+    assert_eq!(s.record("h2", done, T0 + 6).await.unwrap(), 2);
+    assert_eq!(
+        s.wake_waiting_for_relay("relay-b", T0 + 7).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        s.wake_waiting_for_relay("relay-b", T0 + 8).await.unwrap(),
+        0
+    );
 }
 
 /// The dispatcher leaves out tenants that hold their share of a host, and renews the
@@ -2652,6 +2736,7 @@ async fn a_credit_releases_held_recipients_once_per_reference(db: Db) {
         reply: None,
         event: EventKind::Held,
         detail: json!({"reason": "prepaid balance short"}),
+        waiting_for_relay: None,
     };
     s.record("h1", leased.iter().map(hold).collect(), T0 + 2)
         .await

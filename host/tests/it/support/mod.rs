@@ -413,6 +413,8 @@ pub struct PipelineParts<'a> {
     pub limits: &'a str,
     /// `[[relay]]` and `[[tenant]]` tables.
     pub tables: &'a str,
+    /// The send plugin's `config` table; empty: retries after 1–2 s.
+    pub send_config: &'a str,
 }
 
 impl Setup {
@@ -456,8 +458,7 @@ timeout_ms = 1000
 [plugins.send]
 builtin = "send-backoff"
 timeout_ms = 1000
-# Retries within a test, not after a minute.
-config = {{ base_secs = "1", max_delay_secs = "2" }}
+config = {send_config}
 
 {tables}
 "#,
@@ -465,6 +466,12 @@ config = {{ base_secs = "1", max_delay_secs = "2" }}
             limits = parts.limits,
             delivery = parts.delivery,
             tables = parts.tables,
+            // Retries within a test, not after a minute.
+            send_config = if parts.send_config.is_empty() {
+                r#"{ base_secs = "1", max_delay_secs = "2" }"#
+            } else {
+                parts.send_config
+            },
         );
         let pipeline = dir.path().join("pipeline.toml");
         std::fs::write(&pipeline, text).expect("write pipeline");
