@@ -44,6 +44,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         .build()?;
     rt.block_on(crate::serve::run(
         pipeline,
+        args.pipeline.clone(),
         Duration::from_secs(args.drain_secs),
     ))?;
     Ok(ExitCode::SUCCESS)

@@ -25,6 +25,7 @@ mod handoff;
 mod log_source;
 mod plugins;
 mod relay_probe;
+mod reload;
 mod state;
 mod suppressions;
 mod tenant_live;
@@ -40,7 +41,14 @@ use std::time::Duration;
 
 /// Runs until SIGINT or SIGTERM, then drains: stops accepting, lets
 /// in-flight attempts finish (up to `drain`), gives back the leases left.
-pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
+///
+/// `pipeline_path` is the file `pipeline` came from, reloaded on SIGHUP (`reload.rs`);
+/// `None` for the embedded default.
+pub async fn run(
+    pipeline: Pipeline,
+    pipeline_path: Option<std::path::PathBuf>,
+    drain: Duration,
+) -> anyhow::Result<()> {
     let server = Arc::new(Server::start(pipeline).await?);
     let listener = tokio::net::TcpListener::bind(server.pipeline.server.http_listen)
         .await
@@ -56,6 +64,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
     let biller = tokio::spawn(billing::run(server.clone()));
     let prober = tokio::spawn(relay_probe::run(server.clone()));
+    let reloader = tokio::spawn(reload::run(server.clone(), pipeline_path));
     let log_sources = log_source::start(server.clone());
 
     let app = api::router(server.clone());
@@ -68,6 +77,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     server.begin_shutdown();
     refresher.abort();
     prober.abort();
+    reloader.abort();
     if let Some(listener) = smtp_in {
         listener.abort();
     }

@@ -516,6 +516,77 @@ fn a_slow_relay_gets_each_message_once_from_two_nodes_on_postgres() {
     a_slow_relay_gets_each_message_once(2, Some(&db));
 }
 
+/// SIGHUP reloads the pipeline file: a relay moved in the file takes traffic at its new
+/// address without a restart, a section that cannot change live is named in a warning,
+/// and a broken file is refused with where it is broken while the server goes on.
+#[test]
+fn sighup_reloads_the_pipeline_file_and_refuses_a_broken_one() {
+    let (first_port, second_port) = (free_port(), free_port());
+    let tables = one_relay(first_port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let first = Sink::start(setup.root(), first_port, &[]);
+    let second = Sink::start(setup.root(), second_port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let id = s.submit(&key, &simple("a@example.com", "b@example.net", "before"));
+    s.wait_state(&key, &id, "delivered");
+    assert_eq!(first.with_subject("before").len(), 1);
+
+    let original = std::fs::read_to_string(&setup.pipeline).unwrap();
+    let moved = original
+        .replace(
+            &format!("smtp://127.0.0.1:{first_port}"),
+            &format!("smtp://127.0.0.1:{second_port}"),
+        )
+        .replace("lease_secs = 5", "lease_secs = 6");
+    assert_ne!(moved, original);
+    std::fs::write(&setup.pipeline, &moved).unwrap();
+    s.guard.signal("HUP");
+    wait_for("the relay's new address in the admin API", || {
+        let r = s.admin("GET", "/admin/v1/relays/a", None);
+        let url = r.json()["url"].as_str().unwrap_or_default().to_owned();
+        if url.ends_with(&format!(":{second_port}")) {
+            Ok(())
+        } else {
+            Err(format!("{}\n{}", r.body, s.log()))
+        }
+    });
+    wait_for("a warning that [delivery] needs a restart", || {
+        let log = s.log();
+        if log.contains("only after a restart") && log.contains("[delivery]") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    let id = s.submit(&key, &simple("a@example.com", "b@example.net", "after"));
+    s.wait_state(&key, &id, "delivered");
+    assert_eq!(second.with_subject("after").len(), 1);
+    assert!(first.with_subject("after").is_empty());
+
+    // A broken file: refused with its place, the server keeps what it had.
+    std::fs::write(
+        &setup.pipeline,
+        moved.replace("[delivery]", "[delivery]\nno_such_key = 1"),
+    )
+    .unwrap();
+    s.guard.signal("HUP");
+    wait_for("the broken file refused with its line", || {
+        let log = s.log();
+        if log.contains("was not reloaded") && log.contains("no_such_key") {
+            Ok(())
+        } else {
+            Err(log)
+        }
+    });
+    let id = s.submit(&key, &simple("a@example.com", "b@example.net", "still"));
+    s.wait_state(&key, &id, "delivered");
+    assert_eq!(second.with_subject("still").len(), 1);
+}
+
 #[test]
 fn relays_added_and_drained_through_the_admin_api_take_effect_without_a_restart() {
     let a_port = free_port();
