@@ -102,64 +102,7 @@ impl Server {
             }
         };
 
-        let now = now_ms();
-        // The pipeline seeds relays and tenants; the admin API's changes to
-        // them are stored and win over the file from then on.
-        for r in &pipeline.relays {
-            if store.get_relay(&r.id).await?.is_none() {
-                store
-                    .upsert_relay(
-                        NewRelay {
-                            id: r.id.clone(),
-                            url: r.url.clone(),
-                            auth_user: r.auth_user.clone(),
-                            auth_secret_ref: r.auth_password.as_ref().map(SecretRef::reference),
-                            connection_limit: r.connection_limit,
-                            rate_limit_per_sec: r.rate_limit_per_sec,
-                            weight: r.weight,
-                            tags: r.tags.clone(),
-                            owner: r.owner.clone(),
-                            state: RelayState::Active,
-                        },
-                        now,
-                    )
-                    .await?;
-            }
-        }
-        for t in &pipeline.tenants {
-            if store.get_tenant(&t.id).await?.is_none() {
-                store
-                    .create_tenant(
-                        NewTenant {
-                            id: t.id.clone(),
-                            name: t.name.clone(),
-                            allowed_sender_domains: t.allowed_sender_domains.clone(),
-                            pools: t.pools.clone(),
-                            route_plugin: t.route_plugin.clone(),
-                            header_from_check: t.header_from_check,
-                        },
-                        now,
-                    )
-                    .await?;
-            }
-        }
-        if pipeline.tenants.is_empty() && store.list_tenants().await?.is_empty() {
-            store
-                .create_tenant(
-                    NewTenant {
-                        id: "default".into(),
-                        name: "Default tenant".into(),
-                        allowed_sender_domains: vec!["*".into()],
-                        pools: vec!["pool:platform".into()],
-                        route_plugin: None,
-                        header_from_check: true,
-                    },
-                    now,
-                )
-                .await?;
-            let (_, key) = store.create_api_key("default", now).await?;
-            println!("sluice: created tenant \"default\"; its API key (shown once): {key}");
-        }
+        seed(&store, &pipeline).await?;
 
         let verp = super::bounces::load_verp(&pipeline, &store).await?;
         let body_budget = super::body_budget::BodyBudget::new(
@@ -309,6 +252,30 @@ impl Server {
         Ok(tenant)
     }
 
+    /// Makes the schema again when the database answers without it (dropped and
+    /// re-created), seeds it from the pipeline and reloads the relays. What the old
+    /// database held — messages, API keys, the ledger — is gone, and the log says so.
+    async fn recreate_missing_schema(&self) {
+        match self.store.recreate_missing_schema().await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::error!(
+                    "the database answered without Sluice's tables (dropped and created again?): \
+                     made the schema again and seeded the pipeline's relays and tenants; messages, \
+                     API keys and billing of the old database are not in it"
+                );
+                if let Err(e) = seed(&self.store, &self.pipeline).await {
+                    tracing::error!(error = %format!("{e:#}"), "seeding the re-created store failed");
+                }
+                self.forget_keys();
+                if let Err(e) = self.sync_relays().await {
+                    tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checking the store's schema failed"),
+        }
+    }
+
     /// Forgets cached keys (after a revocation).
     pub fn forget_keys(&self) {
         self.key_cache
@@ -371,11 +338,18 @@ pub fn random_token(prefix: &str) -> String {
 pub async fn refresh_loop(server: Arc<Server>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut n: u64 = 0;
+    let mut last_schema_check: u64 = 0;
     loop {
         tick.tick().await;
         n += 1;
         if let Err(e) = server.refresh_stats().await {
             tracing::warn!(error = %format!("{e:#}"), "relay stats refresh failed");
+            // A database dropped and created again answers without tables: make them
+            // again (at most every 5 s) rather than fail every request until a restart.
+            if n >= last_schema_check + 5 {
+                last_schema_check = n;
+                server.recreate_missing_schema().await;
+            }
         }
         if n.is_multiple_of(5)
             && let Err(e) = server.sync_relays().await
@@ -391,4 +365,69 @@ pub async fn refresh_loop(server: Arc<Server>) {
             }
         }
     }
+}
+
+/// Seeds the store from the pipeline: relays and tenants the store does not have yet, and
+/// a `default` tenant (with a key, printed once) when there are none at all. The admin
+/// API's changes are stored and win over the file from then on.
+async fn seed(store: &Store, pipeline: &Pipeline) -> anyhow::Result<()> {
+    let now = now_ms();
+    // The pipeline seeds relays and tenants; the admin API's changes to
+    // them are stored and win over the file from then on.
+    for r in &pipeline.relays {
+        if store.get_relay(&r.id).await?.is_none() {
+            store
+                .upsert_relay(
+                    NewRelay {
+                        id: r.id.clone(),
+                        url: r.url.clone(),
+                        auth_user: r.auth_user.clone(),
+                        auth_secret_ref: r.auth_password.as_ref().map(SecretRef::reference),
+                        connection_limit: r.connection_limit,
+                        rate_limit_per_sec: r.rate_limit_per_sec,
+                        weight: r.weight,
+                        tags: r.tags.clone(),
+                        owner: r.owner.clone(),
+                        state: RelayState::Active,
+                    },
+                    now,
+                )
+                .await?;
+        }
+    }
+    for t in &pipeline.tenants {
+        if store.get_tenant(&t.id).await?.is_none() {
+            store
+                .create_tenant(
+                    NewTenant {
+                        id: t.id.clone(),
+                        name: t.name.clone(),
+                        allowed_sender_domains: t.allowed_sender_domains.clone(),
+                        pools: t.pools.clone(),
+                        route_plugin: t.route_plugin.clone(),
+                        header_from_check: t.header_from_check,
+                    },
+                    now,
+                )
+                .await?;
+        }
+    }
+    if pipeline.tenants.is_empty() && store.list_tenants().await?.is_empty() {
+        store
+            .create_tenant(
+                NewTenant {
+                    id: "default".into(),
+                    name: "Default tenant".into(),
+                    allowed_sender_domains: vec!["*".into()],
+                    pools: vec!["pool:platform".into()],
+                    route_plugin: None,
+                    header_from_check: true,
+                },
+                now,
+            )
+            .await?;
+        let (_, key) = store.create_api_key("default", now).await?;
+        println!("sluice: created tenant \"default\"; its API key (shown once): {key}");
+    }
+    Ok(())
 }

@@ -316,6 +316,27 @@ impl<'s> MigrationSource<'s> for Embedded {
     }
 }
 
+/// Creates the schema again when the database answers but has none of Sluice's tables
+/// (it was dropped and re-created while the server ran); returns whether it did. A
+/// database that does not answer is left alone: that is an outage, not a new database.
+pub(crate) async fn recreate_missing_schema(pools: &Pools) -> Result<bool, StoreError> {
+    let probe = sqlx::query("SELECT 1 FROM recipients LIMIT 1")
+        .execute(&pools.write)
+        .await;
+    let missing = match &probe {
+        Ok(_) => false,
+        Err(sqlx::Error::Database(e)) => {
+            // PostgreSQL: undefined_table; SQLite says it in words.
+            e.code().as_deref() == Some("42P01") || e.message().contains("no such table")
+        }
+        Err(_) => false,
+    };
+    if missing {
+        migrate(pools).await?;
+    }
+    Ok(missing)
+}
+
 /// Applies what is missing. On PostgreSQL sqlx takes an advisory lock, so hosts that
 /// start together do not migrate twice.
 async fn migrate(pools: &Pools) -> Result<(), StoreError> {

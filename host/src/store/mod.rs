@@ -194,6 +194,13 @@ impl Store {
         api_keys::list(self.pools(), tenant_id).await
     }
 
+    /// Creates the schema again if the database answers but has no tables (dropped and
+    /// re-created while the server ran). Returns whether it did; the caller seeds what
+    /// the pipeline defines. Everything the old database held is gone either way.
+    pub async fn recreate_missing_schema(&self) -> Result<bool, StoreError> {
+        connect::recreate_missing_schema(self.pools()).await
+    }
+
     /// Whether the store can take work: it answers a query, and the last group of
     /// writes reached it. The error says which, without the database's text.
     pub async fn readiness(&self) -> Result<(), String> {

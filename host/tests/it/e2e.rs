@@ -1259,7 +1259,7 @@ fn a_dropped_database_is_answered_503_without_its_text_or_the_callers_key() {
         &format!("url = \"postgres://postgres@127.0.0.1:5432/{db}\""),
     );
     std::fs::write(&setup.pipeline, text).unwrap();
-    let _sink = Sink::start(setup.root(), port, &[]);
+    let sink = Sink::start(setup.root(), port, &[]);
     let s = setup.start();
     let key = s.new_key("t");
     s.submit(&key, &simple("a@example.com", "b@example.net", "before"));
@@ -1288,4 +1288,20 @@ fn a_dropped_database_is_answered_503_without_its_text_or_the_callers_key() {
             assert!(!r.body.contains(leak), "{leak:?} in {:?}", r.body);
         }
     }
+
+    // The database created again, empty: the server makes its schema again and seeds the
+    // pipeline's tenant and relay, without a restart. The old keys went with the old
+    // database; a new one works.
+    assert!(psql(&format!("CREATE DATABASE {db}")));
+    let key = wait_for("the re-created database to take a new API key", || {
+        let r = s.admin("POST", "/admin/v1/tenants/t/keys", None);
+        match r.status {
+            201 => Ok(r.json()["key"].as_str().unwrap_or_default().to_owned()),
+            other => Err(format!("HTTP {other}: {}\n{}", r.body, s.log())),
+        }
+    });
+    let id = s.submit(&key, &simple("a@example.com", "b@example.net", "recreated"));
+    s.wait_state(&key, &id, "delivered");
+    assert_eq!(sink.with_subject("recreated").len(), 1);
+    assert_eq!(s.request("GET", "/readyz", None, None, b"").status, 200);
 }
