@@ -388,49 +388,118 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
     assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
 }
 
+/// Issue 17: a tenant's own bill plugin used to decide what the platform charged that
+/// tenant (a rater at −1000 EUR per event raised a balance to +113,997 EUR, and a prepaid
+/// tenant's 0.05 of credit to 3,000). Whatever a tenant uploads — negative, huge, in
+/// another currency, charging events it was not given, trapping — the platform's rater
+/// with the tariff the platform assigned writes its charges, balance, holds and invoice.
 #[test]
-fn a_tenant_rater_that_fails_closed_leaves_usage_unrated_instead_of_the_platform_rating_it() {
-    let (_setup, _sink, s) = one_relay_and_tenant_t();
-    let key = s.new_key("t");
-    // The platform's rater could rate this tariff; t's own rater traps and fails closed.
-    set_billing(&s, "t", "postpaid", &flat_tariff("0.01"));
-    let upload = |query: &str| {
-        let r = s.admin_upload(
-            &format!("/admin/v1/tenants/t/plugins/bill?skip_sample=true{query}"),
-            sluice::builtin::test_guests::TENANT_BILL,
-        );
-        assert_eq!(r.status, 201, "{}", r.body);
+fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
+    let port = free_port();
+    // (tenant, upload query, whether only the admin API can upload it: its sample
+    // answer does not validate, so the tenant API refuses it)
+    let hostile = [
+        ("neg", "config=price=-1000", false),
+        ("huge", "config=price=9000000000", false),
+        ("usd", "config=currency=USD", false),
+        ("unknown", "config=mode=unknown", true),
+        ("trap", "config=mode=panic&on_failure=defer", true),
+    ];
+    let mut tables = relay_table("a", &format!("smtp://127.0.0.1:{port}"), "");
+    for (t, _, _) in &hostile {
+        tables += &tenant_table(t, &[&format!("{t}.example")]);
+    }
+    tables += &tenant_table("pre", &["pre.example"]);
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let wasm = sluice::builtin::test_guests::TENANT_BILL;
+    let upload = |tenant: &str, key: &str, query: &str, admin_only: bool| {
+        let r = if admin_only {
+            s.admin_upload(
+                &format!("/admin/v1/tenants/{tenant}/plugins/bill?skip_sample=true&{query}"),
+                wasm,
+            )
+        } else {
+            s.request(
+                "PUT",
+                &format!("/v1/plugins/bill?{query}"),
+                Some(key),
+                Some("application/wasm"),
+                wasm,
+            )
+        };
+        assert_eq!(r.status, 201, "{tenant}: {}", r.body);
     };
-    upload("&config=mode=panic&on_failure=defer");
-    let id = s.submit(&key, &simple("a@t.example", "x@example.net", "fail closed"));
-    s.wait_state(&key, &id, "delivered");
-    let listed = wait_unrated(&s);
-    let why = listed["last_error"].as_str().unwrap();
-    assert!(
-        why.contains("t/bill@v1") && why.contains("trap") && why.contains("fail closed"),
-        "{listed}"
+    let mut keys = Vec::new();
+    for (t, query, admin_only) in &hostile {
+        let key = s.new_key(t);
+        set_billing(&s, t, "postpaid", &flat_tariff("0.01"));
+        upload(t, &key, query, *admin_only);
+        keys.push(key);
+    }
+    // A prepaid tenant with 0.05 of credit whose rater pays it 1000 per message.
+    let pre = s.new_key("pre");
+    set_billing(&s, "pre", "prepaid", &flat_tariff("0.50"));
+    let r = s.admin(
+        "POST",
+        "/admin/v1/tenants/pre/credits",
+        Some(json!({"amount": "0.05", "reference": "start"})),
     );
-    assert!(
-        usage(&s, &key).is_empty(),
-        "the platform's rater did not step in"
-    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    upload("pre", &pre, "config=price=-1000", false);
 
-    // A working version of t's rater rates it on the next retry, with t's own price.
-    upload("&config=price=0.0123");
-    let charges = wait_for_within(
-        std::time::Duration::from_secs(90),
-        "t's rater's charge",
-        || {
-            let c = usage(&s, &key);
-            if c.len() == 1 {
-                Ok(c)
-            } else {
-                Err(format!("{c:#?}"))
-            }
-        },
+    let mut sent = Vec::new();
+    for ((t, _, _), key) in hostile.iter().zip(&keys) {
+        for i in 0..2 {
+            let m = simple(&format!("a@{t}.example"), "x@example.net", &format!("{t} {i}"));
+            sent.push((key, s.submit(key, &m)));
+        }
+    }
+    let held = s.submit(&pre, &simple("a@pre.example", "x@example.net", "pre"));
+    for (key, id) in &sent {
+        s.wait_state(key, id, "delivered");
+    }
+    for ((t, _, _), key) in hostile.iter().zip(&keys) {
+        let charges = wait_charges(&s, key, 2);
+        for c in &charges {
+            assert_eq!(
+                (
+                    c["service"].as_str(),
+                    c["amount_micros"].as_i64(),
+                    c["currency"].as_str()
+                ),
+                (Some("outbound-message"), Some(10_000), Some("EUR")),
+                "{t}: {c}"
+            );
+        }
+        let b = get(&s, key, "/v1/balance").json();
+        assert_eq!(b["charges"], "0.020000", "{t}: {b}");
+        assert_eq!(b["balance"], "-0.020000", "{t}: {b}");
+        let inv = get(&s, key, &format!("/v1/invoices/{}", this_period(&charges))).json();
+        assert_eq!(inv["total"], "0.02", "{t}: {inv:#}");
+        assert_eq!(inv["lines"].as_array().map(Vec::len), Some(1), "{t}: {inv:#}");
+        assert_eq!(inv["lines"][0]["service"], "outbound-message", "{t}: {inv:#}");
+    }
+    // The prepaid tenant's own rater does not estimate its cost either: held, not sent,
+    // its credit untouched.
+    let m = s.wait_state(&pre, &held, "held");
+    assert!(
+        event_kinds(&m).contains(&"held".to_string()),
+        "{m:#}\n{}",
+        s.log()
     );
-    assert_eq!(charges[0]["service"], "tenant-flat", "{charges:#?}");
-    assert_eq!(charges[0]["amount_micros"], 12_300, "{charges:#?}");
+    assert!(sink.with_subject("pre").is_empty());
+    let b = get(&s, &pre, "/v1/balance").json();
+    assert_eq!(b["available"], "0.050000", "{b}");
+    assert_eq!(b["charges"], "0.000000", "{b}");
+    assert!(usage(&s, &pre).is_empty());
+    // No rating failed: the tenants' raters were never asked.
+    let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+    assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
 }
 
 /// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,
