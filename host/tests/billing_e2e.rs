@@ -455,7 +455,11 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
     let mut sent = Vec::new();
     for ((t, _, _), key) in hostile.iter().zip(&keys) {
         for i in 0..2 {
-            let m = simple(&format!("a@{t}.example"), "x@example.net", &format!("{t} {i}"));
+            let m = simple(
+                &format!("a@{t}.example"),
+                "x@example.net",
+                &format!("{t} {i}"),
+            );
             sent.push((key, s.submit(key, &m)));
         }
     }
@@ -481,8 +485,15 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
         assert_eq!(b["balance"], "-0.020000", "{t}: {b}");
         let inv = get(&s, key, &format!("/v1/invoices/{}", this_period(&charges))).json();
         assert_eq!(inv["total"], "0.02", "{t}: {inv:#}");
-        assert_eq!(inv["lines"].as_array().map(Vec::len), Some(1), "{t}: {inv:#}");
-        assert_eq!(inv["lines"][0]["service"], "outbound-message", "{t}: {inv:#}");
+        assert_eq!(
+            inv["lines"].as_array().map(Vec::len),
+            Some(1),
+            "{t}: {inv:#}"
+        );
+        assert_eq!(
+            inv["lines"][0]["service"], "outbound-message",
+            "{t}: {inv:#}"
+        );
     }
     // The prepaid tenant's own rater does not estimate its cost either: held, not sent,
     // its credit untouched.
@@ -500,6 +511,338 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
     // No rating failed: the tenants' raters were never asked.
     let r = s.admin("GET", "/admin/v1/billing/unrated", None);
     assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
+}
+
+/// Every rater's charges are checked before they reach a ledger, the platform's own
+/// rater's too: here the pipeline's bill plugin charges −0.02 per message. For a tenant
+/// whose tariff prices `outbound-message` at 0.01 the batch is refused whole (a
+/// negative amount without a credit service), for one whose tariff has no such service
+/// it is refused as unknown, and both stay in the unrated listing with the reason;
+/// for a tenant whose tariff declares the service a credit at −0.02 it is written.
+#[test]
+fn charges_that_fail_the_checks_leave_the_batch_unrated_with_the_reason() {
+    let port = free_port();
+    let wasm_dir = tempfile::tempdir().unwrap();
+    let wasm = wasm_dir.path().join("rater.wasm");
+    std::fs::write(&wasm, sluice::builtin::test_guests::TENANT_BILL).unwrap();
+    let tables = format!(
+        "{}{}{}{}[plugins.bill]\nfile = {:?}\ntimeout_ms = 1000\nconfig = {{ price = \"-0.02\", service = \"outbound-message\" }}\n",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("neg", &["neg.example"]),
+        tenant_table("other", &["other.example"]),
+        tenant_table("credit", &["credit.example"]),
+        wasm.display().to_string(),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let service = |name: &str, price: &str, extra: &str| {
+        format!(
+            "id = \"c\"\ncurrency = \"EUR\"\n[[service]]\nname = \"{name}\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"{price}\"\n{extra}"
+        )
+    };
+    set_billing(
+        &s,
+        "neg",
+        "postpaid",
+        &service("outbound-message", "0.01", ""),
+    );
+    set_billing(&s, "other", "postpaid", &service("per-message", "0.01", ""));
+    set_billing(
+        &s,
+        "credit",
+        "postpaid",
+        &service("outbound-message", "-0.02", "credit = true\n"),
+    );
+    let mut sent = Vec::new();
+    for t in ["neg", "other", "credit"] {
+        let key = s.new_key(t);
+        let id = s.submit(&key, &simple(&format!("a@{t}.example"), "x@example.net", t));
+        s.wait_state(&key, &id, "delivered");
+        sent.push((t, key, id));
+    }
+    let charges = wait_charges(&s, &sent[2].1, 1);
+    assert_eq!(charges[0]["amount_micros"], -20_000, "{charges:#?}");
+    let unrated = wait_for("both refused batches listed with their reasons", || {
+        let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+        let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
+        let failed = list
+            .iter()
+            .filter(|u| u["attempts"].as_u64() >= Some(1))
+            .count();
+        if failed == 2 {
+            Ok(list)
+        } else {
+            Err(format!("{}\n{}", r.body, s.log()))
+        }
+    });
+    for (t, key, id) in &sent[..2] {
+        let u = unrated
+            .iter()
+            .find(|u| u["message_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{t}'s usage is not listed: {unrated:#?}"));
+        let why = u["last_error"].as_str().unwrap();
+        let expected = if *t == "neg" {
+            "negative amount -20000 micro-units"
+        } else {
+            "service \"outbound-message\" is not in the tariff"
+        };
+        assert!(why.contains(expected), "{t}: {why}");
+        assert!(usage(&s, key).is_empty(), "{t}: nothing charged");
+        let b = get(&s, key, "/v1/balance").json();
+        assert_eq!(b["balance"], "0.000000", "{t}: {b}");
+    }
+}
+
+fn tenant_json(s: &Sluice, key: &str, method: &str, path: &str, body: Value) -> Response {
+    s.request(
+        method,
+        path,
+        Some(key),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Polls an account's usage until it lists `n` charges.
+fn wait_account_charges(s: &Sluice, key: &str, account: &str, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} charges of account {account}"), || {
+        let r = get(s, key, &format!("/v1/accounts/{account}/usage?limit=1000"));
+        let charges = r.json()["charges"].as_array().cloned().unwrap_or_default();
+        if r.status == 200 && charges.len() == n {
+            Ok(charges)
+        } else {
+            let status = get(s, key, "/v1/account-billing").body;
+            Err(format!("{}: {}\n{status}\n{}", r.status, r.body, s.log()))
+        }
+    })
+}
+
+/// Issue 17, the second ledger: two tenants, each with two customers ("accounts") and
+/// its own rater — `isp1` the platform's `rater-tiered` with its own graduated tariff,
+/// `isp2` its own uploaded bill plugin. Each account's invoice matches the figures
+/// worked out by hand to the micro-unit, while the platform charges both tenants with
+/// the tariff it assigned. A hostile rater of `isp2` then leaves its accounts' batch
+/// unrated with the reason, and the platform's books as they were.
+#[test]
+fn two_tenants_bill_their_own_accounts_with_their_own_tariffs() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("isp1", &["isp1.example", "shop.isp1.example"]),
+        tenant_table("isp2", &["isp2.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let (k1, k2) = (s.new_key("isp1"), s.new_key("isp2"));
+    set_billing(&s, "isp1", "postpaid", &flat_tariff("0.01"));
+    set_billing(&s, "isp2", "postpaid", &flat_tariff("0.01"));
+
+    // isp1: its own graduated tariff for its customers, per account and month.
+    let isp1_tariff = "id = \"isp1\"\ncurrency = \"EUR\"\nminor_units = 2\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nmode = \"graduated\"\ntier = [{ up_to = 2, price = \"0.10\" }, { price = \"0.05\" }]\n";
+    let r = tenant_json(
+        &s,
+        &k1,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": isp1_tariff}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &k1,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": "id = 1"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(field_of(&r).as_deref(), Some("tariff"));
+    for (id, logins) in [
+        ("shop", json!(["shop.isp1.example"])),
+        ("boss", json!(["Boss@isp1.example"])),
+    ] {
+        let r = tenant_json(
+            &s,
+            &k1,
+            "POST",
+            "/v1/accounts",
+            json!({"id": id, "logins": logins}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = tenant_json(
+        &s,
+        &k1,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "dup", "logins": ["shop.isp1.example"]}),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &k1,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "bad", "logins": ["not an address"]}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    // isp2: its own rater at 0.0123 per event; one customer by a recipient domain, one
+    // by its sender address.
+    let r = s.request(
+        "PUT",
+        "/v1/plugins/bill?config=price=0.0123",
+        Some(&k2),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::TENANT_BILL,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for (id, logins) in [
+        ("b1", json!(["b1.example"])),
+        ("b2", json!(["b2@isp2.example"])),
+    ] {
+        let r = tenant_json(
+            &s,
+            &k2,
+            "POST",
+            "/v1/accounts",
+            json!({"id": id, "logins": logins}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    let mut sent = Vec::new();
+    let mut send = |key: &String, m: Value| sent.push((key.clone(), s.submit(key, &m)));
+    for i in 0..3 {
+        send(
+            &k1,
+            simple("x@shop.isp1.example", "r@example.net", &format!("shop {i}")),
+        );
+    }
+    send(&k1, simple("boss@isp1.example", "r@example.net", "boss"));
+    send(
+        &k1,
+        simple("other@isp1.example", "r@example.net", "nobody's"),
+    );
+    for i in 0..2 {
+        send(
+            &k2,
+            simple(
+                "a@isp2.example",
+                &format!("c{i}@b1.example"),
+                &format!("b1 {i}"),
+            ),
+        );
+    }
+    send(
+        &k2,
+        json!({"from": "b2@isp2.example", "to": ["y@example.net", "z@example.org"], "subject": "b2", "text": "two"}),
+    );
+    for (key, id) in &sent {
+        s.wait_state(key, id, "delivered");
+    }
+
+    // By hand: shop sent 3 (2 × 0.10 + 1 × 0.05 = 0.25), boss 1 (0.10); b1 2 and b2 2
+    // recipients at 0.0123 (0.0246 each, 0.02 on the invoice, half to even).
+    wait_account_charges(&s, &k1, "shop", 3);
+    wait_account_charges(&s, &k1, "boss", 1);
+    wait_account_charges(&s, &k2, "b1", 2);
+    wait_account_charges(&s, &k2, "b2", 2);
+    let charges = wait_charges(&s, &k1, 5);
+    let period = this_period(&charges);
+    let invoice = |key: &str, account: &str| {
+        let r = get(
+            &s,
+            key,
+            &format!("/v1/accounts/{account}/invoices/{period}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
+    };
+    let shop = invoice(&k1, "shop");
+    assert_eq!(shop["lines"][0]["service"], "mail", "{shop:#}");
+    assert_eq!(shop["lines"][0]["quantity"], 3, "{shop:#}");
+    assert_eq!(shop["total_micros"], 250_000, "{shop:#}");
+    assert_eq!(shop["total"], "0.25", "{shop:#}");
+    let boss = invoice(&k1, "boss");
+    assert_eq!(
+        (boss["total_micros"].as_i64(), boss["total"].as_str()),
+        (Some(100_000), Some("0.10")),
+        "{boss:#}"
+    );
+    for account in ["b1", "b2"] {
+        let inv = invoice(&k2, account);
+        assert_eq!(inv["lines"][0]["service"], "tenant-flat", "{inv:#}");
+        assert_eq!(inv["total_micros"], 24_600, "{inv:#}");
+        assert_eq!(inv["total"], "0.02", "{inv:#}");
+    }
+    let auth = format!("Bearer {k1}");
+    let csv = http(
+        s.addr,
+        "GET",
+        &format!("/v1/accounts/shop/invoices/{period}"),
+        &[("Authorization", &auth), ("Accept", "text/csv")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        csv.body,
+        "service,quantity,unit_price,tiers,amount,currency\n\
+         mail,3,,2x0.10; 1x0.05,0.25,EUR\n\
+         total,,,,0.25,EUR\n",
+        "{}",
+        csv.body
+    );
+    // The platform charged each tenant its own tariff for every recipient, nothing else.
+    wait_charges(&s, &k2, 4);
+    for (key, charged) in [(&k1, "0.050000"), (&k2, "0.040000")] {
+        let b = get(&s, key, "/v1/balance").json();
+        assert_eq!(b["charges"], charged, "{b}");
+    }
+    // A tenant sees only its own accounts.
+    assert_eq!(get(&s, &k1, "/v1/accounts/b1/usage").status, 404);
+    assert_eq!(
+        get(&s, &k2, &format!("/v1/accounts/shop/invoices/{period}")).status,
+        404
+    );
+    let listed = get(&s, &k2, "/v1/accounts").json();
+    assert_eq!(
+        listed["accounts"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+
+    // isp2's rater turns hostile (a refund it has no credit service for): its accounts'
+    // batch is refused whole and waits with the reason; the platform's books go on.
+    let r = s.request(
+        "PUT",
+        "/v1/plugins/bill?config=price=-1000",
+        Some(&k2),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::TENANT_BILL,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = s.submit(&k2, &simple("b2@isp2.example", "w@example.net", "hostile"));
+    s.wait_state(&k2, &id, "delivered");
+    let status = wait_for("isp2's account rating to fail with the reason", || {
+        let v = get(&s, &k2, "/v1/account-billing").json();
+        match v["rating"]["last_error"].as_str() {
+            Some(e) if e.contains("negative amount") => Ok(v),
+            _ => Err(v.to_string()),
+        }
+    });
+    assert_eq!(status["rating"]["waiting"], 1, "{status}");
+    assert_eq!(wait_account_charges(&s, &k2, "b2", 2).len(), 2);
+    wait_charges(&s, &k2, 5);
+    let b = get(&s, &k2, "/v1/balance").json();
+    assert_eq!(b["balance"], "-0.050000", "{b}");
 }
 
 /// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,

@@ -11,6 +11,8 @@
 //! Beside the pipeline's own mail, MTA logs named in `[[log_source]]` are
 //! followed and their transfers billed (`log_source.rs`).
 
+mod account_billing;
+mod accounts_api;
 mod admin;
 mod api;
 mod billing;
@@ -54,6 +56,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
     let biller = tokio::spawn(billing::run(server.clone()));
+    let account_biller = tokio::spawn(account_billing::run(server.clone()));
     let log_sources = log_source::start(server.clone());
 
     let app = api::router(server.clone());
@@ -70,6 +73,7 @@ pub async fn run(pipeline: Pipeline, drain: Duration) -> anyhow::Result<()> {
     }
     // Rating is transactional: a batch cut short is claimed again after its claim expires.
     biller.abort();
+    account_biller.abort();
     if tokio::time::timeout(drain, dispatcher).await.is_err() {
         tracing::warn!(
             drain_secs = drain.as_secs(),

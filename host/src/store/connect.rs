@@ -239,6 +239,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "suppression_owner",
         include_str!("migrations/sqlite/0011_suppression_owner.sql"),
     ),
+    (
+        12,
+        "accounts",
+        include_str!("migrations/sqlite/0012_accounts.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -281,6 +286,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "suppression_owner",
         include_str!("migrations/postgres/0011_suppression_owner.sql"),
+    ),
+    (
+        12,
+        "accounts",
+        include_str!("migrations/postgres/0012_accounts.sql"),
     ),
 ];
 

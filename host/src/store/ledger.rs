@@ -91,6 +91,10 @@ pub struct NewCharge {
     /// The unit price as the exact decimal string the rater gave.
     pub unit_price: String,
     pub amount_micros: i64,
+    /// The tariff declares the service a credit (`credit = true`): only then may the
+    /// amount be negative. [`super::Store::write_charges`] refuses a batch holding a
+    /// negative charge that is not one, whoever rated it.
+    pub credit: bool,
 }
 
 /// A rated usage event: what [`super::Store::write_charges`] writes.
@@ -205,16 +209,18 @@ pub(crate) async fn insert_usages(
         let sql = format!(
             "WITH v(message_id, idx, outcome) AS (VALUES {}) \
              INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
-             direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
+             direction, size, relay, at_ms, state, attempts, next_try_at_ms, sender, \
+             inserted_at_ms) \
              SELECT m.tenant_id, r.message_id, r.idx, r.address, v.outcome, 'outbound', m.size, \
-             r.last_relay, ${at}, 'pending', 0, ${next_try} \
+             r.last_relay, ${at}, 'pending', 0, ${next_try}, m.sender, ${inserted} \
              FROM v JOIN recipients r ON r.message_id = v.message_id AND r.idx = v.idx \
              JOIN messages m ON m.id = r.message_id \
              WHERE true ORDER BY r.message_id, r.idx \
              ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
             value_rows(chunk.len(), COLS),
             at = n + 1,
-            next_try = n + 2
+            next_try = n + 2,
+            inserted = n + 3
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
@@ -222,6 +228,7 @@ pub(crate) async fn insert_usages(
             q = q.bind(*message_id).bind(i64::from(*idx)).bind(*outcome);
         }
         q.bind(now_ms)
+            .bind(now_ms)
             .bind(now_ms)
             .execute(&mut *conn)
             .await
@@ -333,6 +340,18 @@ pub(crate) async fn write_charges(
         return Ok(0);
     }
     for r in rated {
+        // The last line of the books' defence: the rating task checked the answer
+        // against the tariff (`billing::check_charges`); whatever slips past writes
+        // nothing of its batch.
+        if let Some(c) = r.charges.iter().find(|c| c.amount_micros < 0 && !c.credit) {
+            return Err(StoreError::invalid(
+                op,
+                format!(
+                    "negative amount {} micro-units for service {:?} of message {:?} recipient {}, which is not a credit service",
+                    c.amount_micros, c.service, r.usage.message_id, r.usage.recipient_idx
+                ),
+            ));
+        }
         if let Some(c) = r
             .charges
             .iter()
@@ -617,6 +636,8 @@ pub struct ExternalUsage {
     pub size: u64,
     pub relay: Option<String>,
     pub at_ms: i64,
+    /// The envelope sender the log names (account logins are matched on it first).
+    pub sender: String,
 }
 
 pub(crate) async fn insert_external_usage(
@@ -631,8 +652,9 @@ pub(crate) async fn insert_external_usage(
         let size = i64::try_from(e.size).unwrap_or(i64::MAX);
         let done = sqlx::query(
             "INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
-             direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
-             VALUES ($1, $2, 0, $3, $4, $5, $6, $7, $8, 'pending', 0, $9) \
+             direction, size, relay, at_ms, state, attempts, next_try_at_ms, sender, \
+             inserted_at_ms) \
+             VALUES ($1, $2, 0, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11) \
              ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
         )
         .bind(&e.tenant_id)
@@ -648,6 +670,8 @@ pub(crate) async fn insert_external_usage(
         .bind(size)
         .bind(e.relay.as_deref())
         .bind(e.at_ms)
+        .bind(now_ms)
+        .bind(&e.sender)
         .bind(now_ms)
         .execute(&mut *tx)
         .await
