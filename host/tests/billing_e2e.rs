@@ -845,6 +845,82 @@ fn two_tenants_bill_their_own_accounts_with_their_own_tariffs() {
     assert_eq!(b["balance"], "-0.050000", "{b}");
 }
 
+/// A tenant may hold its own customer's mail when that customer's prepaid credit is
+/// out — its rule, its books: the platform's postpaid terms for the tenant do not
+/// change, and the tenant's credit to its customer releases the mail.
+#[test]
+fn a_tenant_holds_its_prepaid_customers_mail_until_it_credits_the_account() {
+    let (_setup, sink, s) = one_relay_and_tenant_t();
+    let key = s.new_key("t");
+    let tariff = "id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.50\"\n";
+    let r = tenant_json(
+        &s,
+        &key,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": tariff}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &key,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "pre", "mode": "prepaid", "logins": ["a@t.example"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let first = s.submit(&key, &simple("a@t.example", "x@example.net", "first"));
+    let m = s.wait_state(&key, &first, "held");
+    let held = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "held")
+        .cloned()
+        .unwrap();
+    assert_eq!(held["detail"]["by"], "account", "{held}");
+    assert!(
+        held["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("account \"pre\" is prepaid"),
+        "{held}"
+    );
+    // Another sender of the tenant is nobody's customer: not held.
+    let other = s.submit(&key, &simple("b@t.example", "x@example.net", "other"));
+    s.wait_state(&key, &other, "delivered");
+    assert!(sink.with_subject("first").is_empty());
+
+    // One message's worth of credit: released, delivered, charged to the account.
+    let r = tenant_json(
+        &s,
+        &key,
+        "POST",
+        "/v1/accounts/pre/credits",
+        json!({"amount": "0.50", "reference": "p1"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["released"], 1, "{}", r.body);
+    s.wait_state(&key, &first, "delivered");
+    wait_account_charges(&s, &key, "pre", 1);
+    let b = get(&s, &key, "/v1/accounts/pre/balance").json();
+    assert_eq!(b["balance"], "0.000000", "{b}");
+    // Out again: the next one is held.
+    let second = s.submit(&key, &simple("a@t.example", "x@example.net", "second"));
+    s.wait_state(&key, &second, "held");
+    // The platform's books for t are its own: two recipients delivered, postpaid, on
+    // the platform's standard tariff (a message and its traffic each).
+    let charges = wait_charges(&s, &key, 4);
+    assert!(
+        charges
+            .iter()
+            .all(|c| c["service"] == "outbound-message" || c["service"] == "outbound-traffic"),
+        "{charges:#?}"
+    );
+    assert_eq!(get(&s, &key, "/v1/balance").json()["mode"], "postpaid");
+}
+
 /// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,
 /// delivered; `upto` cuts it after that many lines (a message still in the queue).
 fn qmail_message(m: u64, from: &str, to: &str, upto: usize) -> String {
@@ -907,6 +983,24 @@ fn a_followed_qmail_log_is_billed_once_across_restarts_and_a_crash() {
     let tariff = "id = \"logs\"\ncurrency = \"EUR\"\nminor_units = 2\n\n[[service]]\nname = \"outbound-message\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.01\"\n\n[[service]]\nname = \"inbound-message\"\nunit = \"message\"\ndirection = \"inbound\"\nprice = \"0.001\"\n";
     set_billing(&s, "alpha", "postpaid", tariff);
     set_billing(&s, "beta", "postpaid", tariff);
+    // alpha resells: its customer "sales" is the sender b@alpha.example, billed with
+    // alpha's own account tariff from the same followed log.
+    let r = tenant_json(
+        &s,
+        &alpha,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": "id = \"a\"\ncurrency = \"EUR\"\n[[service]]\nname = \"sent\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.07\"\n"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &alpha,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "sales", "logins": ["b@alpha.example"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     append(&log, &text);
     let charges = wait_charges(&s, &alpha, 3);
     let services: Vec<(&str, &str)> = charges
@@ -975,4 +1069,16 @@ fn a_followed_qmail_log_is_billed_once_across_restarts_and_a_crash() {
         .collect();
     assert_eq!(ids.len(), 6, "no transfer billed twice: {charges:#?}");
     assert_eq!(usage(&s, &beta).len(), 1);
+    // The log's transfer from b@alpha.example went to alpha's customer, once, across
+    // the restart and the crash; nothing else matched its logins.
+    let sales = wait_account_charges(&s, &alpha, "sales", 1);
+    assert_eq!(sales[0]["recipient"], "y@example.net", "{sales:#?}");
+    assert_eq!(sales[0]["amount_micros"], 70_000, "{sales:#?}");
+    assert!(
+        sales[0]["message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("log:mx1:"),
+        "{sales:#?}"
+    );
 }

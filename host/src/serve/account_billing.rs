@@ -23,10 +23,10 @@ use crate::billing::{self, TariffRules};
 use crate::maillog::hash::FxHashMap;
 use crate::runtime::PluginError;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
-use crate::store::{AccountBatch, AccountCharge, AccountUsage};
+use crate::store::{AccountBatch, AccountCharge, AccountUsage, BalanceMode, Lease, StoreError};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Usage events claimed per round (one tenant's).
 const BATCH: u32 = 500;
@@ -261,4 +261,130 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<usize, Strin
         .write_account_charges(&tenant_id, after_seq, through, &charges, now_ms())
         .await
         .map_err(|e| format!("writing the account charges: {e}"))
+}
+
+/// How long a tenant's accounts are cached on this host for the check at dispatch.
+const ACCOUNTS_TTL: Duration = Duration::from_secs(2);
+
+/// A tenant's accounts as dispatch reads them: logins and modes.
+#[derive(Debug, Default)]
+pub struct AccountRules {
+    /// Lower-case login → index in `accounts`.
+    by_login: HashMap<String, usize>,
+    /// (id, mode).
+    accounts: Vec<(String, BalanceMode)>,
+}
+
+impl AccountRules {
+    fn account_of(&self, address: &str) -> Option<usize> {
+        let address = address.to_ascii_lowercase();
+        let (_, domain) = address.rsplit_once('@')?;
+        self.by_login
+            .get(&address)
+            .or_else(|| self.by_login.get(domain))
+            .copied()
+    }
+
+    /// The account of a recipient: by the sender, else by the recipient.
+    fn of(&self, sender: &str, recipient: &str) -> Option<usize> {
+        self.account_of(sender)
+            .or_else(|| self.account_of(recipient))
+    }
+}
+
+/// Each tenant's [`AccountRules`], cached for [`ACCOUNTS_TTL`].
+#[derive(Default)]
+pub struct AccountsCache {
+    by_tenant: Mutex<HashMap<String, (Arc<AccountRules>, Instant)>>,
+}
+
+impl AccountsCache {
+    /// Forgets a tenant's accounts (after a change through the API on this host).
+    pub fn forget(&self, tenant_id: &str) {
+        self.by_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant_id);
+    }
+}
+
+async fn account_rules(server: &Server, tenant_id: &str) -> Result<Arc<AccountRules>, StoreError> {
+    let cache = &server.accounts;
+    if let Some((rules, at)) = cache
+        .by_tenant
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tenant_id)
+        && at.elapsed() < ACCOUNTS_TTL
+    {
+        return Ok(rules.clone());
+    }
+    let mut rules = AccountRules::default();
+    for (i, a) in server
+        .store
+        .list_accounts(tenant_id)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        for login in a.logins {
+            rules.by_login.insert(login, i);
+        }
+        rules.accounts.push((a.id, a.mode));
+    }
+    let rules = Arc::new(rules);
+    cache
+        .by_tenant
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(tenant_id.to_owned(), (rules.clone(), Instant::now()));
+    Ok(rules)
+}
+
+/// What a tenant's rule for its prepaid customers says about a group at dispatch.
+pub enum AccountCheck {
+    Go,
+    /// The tenant holds it: a prepaid account of the group has no credit left.
+    Hold(String),
+    /// Try again later: the accounts or a balance could not be read.
+    Defer(String),
+}
+
+/// A tenant's own prepaid rule (its choice, its books): a group with a recipient of a
+/// prepaid account whose balance (credits − rated charges) is not above zero is held
+/// until the tenant credits the account. Usage not rated yet is not reserved, so an
+/// account can end a little below zero.
+pub async fn check_accounts(server: &Server, tenant_id: &str, group: &[Lease]) -> AccountCheck {
+    let rules = match account_rules(server, tenant_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            return AccountCheck::Defer(format!("the tenant's accounts are unavailable: {e}"));
+        }
+    };
+    if rules.accounts.is_empty() {
+        return AccountCheck::Go;
+    }
+    let mut prepaid: Vec<usize> = group
+        .iter()
+        .filter_map(|l| rules.of(&l.sender, &l.address))
+        .filter(|&i| rules.accounts[i].1 == BalanceMode::Prepaid)
+        .collect();
+    prepaid.sort_unstable();
+    prepaid.dedup();
+    for i in prepaid {
+        let id = &rules.accounts[i].0;
+        match server.store.account_balance(tenant_id, id).await {
+            Ok(b) if b.balance_micros() > 0 => {}
+            Ok(b) => {
+                return AccountCheck::Hold(format!(
+                    "account {id:?} is prepaid and its credit is out ({} left): held by the tenant until it credits the account",
+                    billing::format_micros(b.balance_micros())
+                ));
+            }
+            Err(e) => {
+                return AccountCheck::Defer(format!("account {id:?}: balance unavailable: {e}"));
+            }
+        }
+    }
+    AccountCheck::Go
 }

@@ -100,7 +100,18 @@ async fn create(
         logins: b.logins,
     };
     let a = s.store.create_account(&t.id, &new, now_ms()).await?;
+    s.accounts.forget(&t.id);
     Ok((StatusCode::CREATED, Json(account_json(&a))))
+}
+
+/// Puts the tenant's held mail back to the dispatcher, which checks it again (the
+/// platform's prepaid rule and the tenant's); how many recipients.
+async fn release(s: &AppState, tenant: &str, detail: Value) -> Result<usize, ApiError> {
+    let n = s.store.release_held(tenant, &detail, now_ms()).await?;
+    if n > 0 {
+        s.wake.notify_waiters();
+    }
+    Ok(n)
 }
 
 async fn account_of(s: &AppState, tenant: &str, id: &str) -> Result<Account, ApiError> {
@@ -132,6 +143,14 @@ async fn update(
     s.store
         .update_account(&t.id, &id, &change, now_ms())
         .await?;
+    s.accounts.forget(&t.id);
+    // Mail held by the tenant's prepaid rule is looked at again under the new terms.
+    release(
+        &s,
+        &t.id,
+        json!({"reason": "account changed", "account": id}),
+    )
+    .await?;
     Ok(Json(account_json(&account_of(&s, &t.id, &id).await?)))
 }
 
@@ -141,6 +160,13 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.store.delete_account(&t.id, &id).await?;
+    s.accounts.forget(&t.id);
+    release(
+        &s,
+        &t.id,
+        json!({"reason": "account deleted", "account": id}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,9 +323,16 @@ async fn credit(
         .store
         .add_account_credit(&t.id, &id, amount, &currency, b.reference.trim(), now_ms())
         .await?;
+    let released = release(
+        &s,
+        &t.id,
+        json!({"reason": "account credited", "account": id, "reference": b.reference.trim()}),
+    )
+    .await?;
     let bal = s.store.account_balance(&t.id, &id).await?;
     let mut v = balance_json(&a, tariff, &bal);
     v["credited"] = json!(credited);
+    v["released"] = json!(released);
     let status = if credited {
         StatusCode::CREATED
     } else {

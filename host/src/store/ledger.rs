@@ -1028,6 +1028,22 @@ pub(crate) async fn add_credit(
     let credited = done.rows_affected() == 1;
     // Held recipients get another try either way: they are authorised again at
     // dispatch, and those the balance still cannot cover are held again.
+    let detail = serde_json::json!({"reason": "credited", "reference": reference});
+    let released = release_held_in(&mut tx, tenant_id, &detail, now_ms, op).await?;
+    tx.commit().await.map_err(StoreError::db(context()))?;
+    Ok(Credited { credited, released })
+}
+
+/// Puts a tenant's held recipients back to `queued`, each with a `released` event
+/// carrying `detail`; how many.
+async fn release_held_in(
+    tx: &mut AnyConnection,
+    tenant_id: &str,
+    detail: &serde_json::Value,
+    now_ms: i64,
+    op: &str,
+) -> Result<usize, StoreError> {
+    let context = || format!("{op}: releasing the held recipients of tenant {tenant_id:?}");
     let released = sqlx::query(
         "UPDATE recipients SET state = 'queued', next_attempt_at_ms = $2, updated_at_ms = $2 \
          WHERE state = 'held' AND message_id IN (SELECT id FROM messages WHERE tenant_id = $1) \
@@ -1038,7 +1054,6 @@ pub(crate) async fn add_credit(
     .fetch_all(&mut *tx)
     .await
     .map_err(StoreError::db(context()))?;
-    let detail = serde_json::json!({"reason": "credited", "reference": reference});
     for r in &released {
         let message_id: String = col(r, op, "message_id")?;
         let idx = get_idx(r, op, "idx")?;
@@ -1047,16 +1062,25 @@ pub(crate) async fn add_credit(
             recipient_idx: idx,
             kind: EventKind::Released,
             relay: None,
-            detail: &detail,
+            detail,
             at_ms: now_ms,
         };
-        insert_recipient_event(&mut tx, ev, op).await?;
+        insert_recipient_event(&mut *tx, ev, op).await?;
     }
-    tx.commit().await.map_err(StoreError::db(context()))?;
-    Ok(Credited {
-        credited,
-        released: released.len(),
-    })
+    Ok(released.len())
+}
+
+pub(crate) async fn release_held(
+    pools: &Pools,
+    tenant_id: &str,
+    detail: &serde_json::Value,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let op = "release_held";
+    let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
+    let n = release_held_in(&mut tx, tenant_id, detail, now_ms, op).await?;
+    tx.commit().await.map_err(StoreError::db(op))?;
+    Ok(n)
 }
 
 pub(crate) async fn set_billing(
@@ -1262,6 +1286,17 @@ impl super::Store {
         now_ms: i64,
     ) -> Result<Reservation, StoreError> {
         reserve(self.pools(), tenant_id, items, now_ms).await
+    }
+
+    /// Puts a tenant's held recipients back to `queued` (each with a `released` event
+    /// carrying `detail`), to be authorised again at dispatch; how many.
+    pub async fn release_held(
+        &self,
+        tenant_id: &str,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        release_held(self.pools(), tenant_id, detail, now_ms).await
     }
 
     /// Credits a tenant once per `reference` and puts its held recipients back to
