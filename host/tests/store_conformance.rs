@@ -2941,6 +2941,19 @@ async fn accounts_and_their_logins_are_per_tenant(db: Db) {
         s.create_account("nobody", &new_account("x", &[]), T0).await,
         Err(StoreError::NotFound(_))
     ));
+    // What one account may hold is bounded (and what one tenant may, in all).
+    let many: Vec<String> = (0..=sluice::store::MAX_LOGINS)
+        .map(|i| format!("u{i}@example.net"))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let err = s
+        .create_account("t1", &new_account("big", &refs), T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("at most")),
+        "{err}"
+    );
     s.update_account(
         "t1",
         "shop",

@@ -29,6 +29,11 @@ use super::ledger::{Balance, BalanceMode, ChargeSum};
 pub const SETTLE_MS: i64 = 5_000;
 /// Most logins of one account.
 pub const MAX_LOGINS: usize = 1_000;
+/// Most accounts of one tenant: dispatch and the rating task read a tenant's accounts
+/// and logins whole, so what one tenant stores is bounded.
+pub const MAX_ACCOUNTS: i64 = 10_000;
+/// Most logins of one tenant, over all its accounts.
+pub const MAX_TENANT_LOGINS: i64 = 100_000;
 
 /// A tenant's customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +196,20 @@ fn normal_logins(op: &str, logins: &[String]) -> Result<Vec<String>, StoreError>
     Ok(out)
 }
 
+async fn count(
+    conn: &mut sqlx::AnyConnection,
+    op: &str,
+    sql: &str,
+    tenant_id: &str,
+) -> Result<i64, StoreError> {
+    let row = sqlx::query(sql)
+        .bind(tenant_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(StoreError::db(format!("{op}: tenant {tenant_id:?}")))?;
+    col(&row, op, "n")
+}
+
 async fn insert_logins(
     conn: &mut sqlx::AnyConnection,
     op: &str,
@@ -198,6 +217,22 @@ async fn insert_logins(
     account_id: &str,
     logins: &[String],
 ) -> Result<(), StoreError> {
+    let held = count(
+        conn,
+        op,
+        "SELECT COUNT(*) AS n FROM account_logins WHERE tenant_id = $1",
+        tenant_id,
+    )
+    .await?;
+    if held.saturating_add(logins.len() as i64) > MAX_TENANT_LOGINS {
+        return Err(StoreError::invalid(
+            op,
+            format!(
+                "{} more logins: a tenant has at most {MAX_TENANT_LOGINS} ({held} now)",
+                logins.len()
+            ),
+        ));
+    }
     for login in logins {
         let done = sqlx::query(
             "INSERT INTO account_logins (tenant_id, login, account_id) VALUES ($1, $2, $3) \
@@ -249,6 +284,19 @@ pub(crate) async fn create_account(
         .map_err(StoreError::db(context()))?;
     if exists.is_none() {
         return Err(StoreError::not_found(op, "tenant", tenant_id));
+    }
+    let n = count(
+        &mut tx,
+        op,
+        "SELECT COUNT(*) AS n FROM accounts WHERE tenant_id = $1",
+        tenant_id,
+    )
+    .await?;
+    if n >= MAX_ACCOUNTS {
+        return Err(StoreError::invalid(
+            op,
+            format!("a tenant has at most {MAX_ACCOUNTS} accounts"),
+        ));
     }
     let done = sqlx::query(
         "INSERT INTO accounts (tenant_id, id, name, mode, created_at_ms, updated_at_ms) \

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 pub use accounts::{
     Account, AccountBatch, AccountCharge, AccountLedgerEntry, AccountRatingStatus, AccountUpdate,
-    AccountUsage, NewAccount,
+    AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,
 };
 pub use connect::Backend;
 pub use error::StoreError;
