@@ -141,16 +141,24 @@
 //! `sluice serve` writes a usage event for every final outcome of a recipient
 //! (`delivered`, `bounced`, `failed`, `expired`; direction `outbound`) in the
 //! same transaction as the outcome, and a background task rates pending events
-//! in batches per tenant and calendar month (UTC). Your uploaded rater
-//! (`PUT /v1/plugins/bill`) rates your events; without one, or when it fails,
-//! the platform's `rater-tiered` rates them with your tariff (unless your
-//! rater's policy is `defer`; see section 6). When no rater can answer, the events stay
-//! unrated and are retried with backoff — never charged from an answer that
-//! did not validate. Charges are keyed by (message, recipient, outcome,
+//! in batches per tenant and calendar month (UTC). What the platform charges
+//! a tenant is rated only by the platform's rater (`rater-tiered` unless the
+//! operator configured another) with the tariff the platform assigned to the
+//! tenant: a tenant's uploaded rater (`PUT /v1/plugins/bill`) is never asked
+//! what the platform charges that tenant; it bills the tenant's own customers
+//! (accounts, `/v1/accounts`): it gets the tenant's usage events matched to its
+//! accounts by their logins (sender, else recipient), per account and month,
+//! with `tenant` set to the account id, and its charges go to the tenant's own
+//! ledger (the same checks apply). When the rater cannot answer, the events stay unrated and are
+//! retried with backoff — never charged from an answer that did not validate
+//! or failed the host's checks (currency, the tariff's services, no negative
+//! amount unless the service has `credit = true`, a flat service's price and
+//! `amount = quantity × unit price` within a micro-unit; one failing charge
+//! refuses the batch). Charges are keyed by (message, recipient, outcome,
 //! service): a replayed batch never charges twice.
 //!
 //! Prepaid tenants: before a message is routed, its cost is estimated by the
-//! same rater on one synthetic `delivered` event per recipient (after the
+//! platform's rater on one synthetic `delivered` event per recipient (after the
 //! period's counters) and reserved; if credits − charges − reservations cannot
 //! cover it, the recipient is `held` with the reason until a credit arrives.
 //! A rater should therefore be cheap and deterministic.
@@ -169,6 +177,7 @@
 //! outcomes = ["delivered"]  # default: ["delivered"] outbound, ["received"] inbound;
 //!                           # add "bounced", "failed", "expired" to bill those
 //! price = "0.0004"          # flat: quantity × price
+//! # credit = true           # only a credit service may have a negative price
 //!
 //! [[service]]
 //! name = "outbound-traffic"

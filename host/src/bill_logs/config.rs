@@ -74,6 +74,20 @@ fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
+/// What is wrong with a login (already trimmed and lower-cased), if anything: it must
+/// be an address (`user@domain`) or a domain. Live account logins use the same rule.
+pub fn login_problem(value: &str) -> Option<&'static str> {
+    if value.is_empty() {
+        Some("is empty")
+    } else if value.contains(char::is_whitespace) || value.contains(['<', '>']) {
+        Some("must be an address (user@domain) or a domain, without <> or spaces")
+    } else if value.starts_with('@') || value.ends_with('@') || value.matches('@').count() > 1 {
+        Some("must be an address (user@domain) or a domain")
+    } else {
+        None
+    }
+}
+
 impl Logins {
     pub fn load(path: &Path) -> Result<Logins, ConfigError> {
         let text = read(path)?;
@@ -98,19 +112,7 @@ impl Logins {
             }
             for login in &t.get_ref().logins {
                 let value = login.get_ref().trim().to_ascii_lowercase();
-                let problem = if value.is_empty() {
-                    Some("is empty")
-                } else if value.contains(char::is_whitespace) || value.contains(['<', '>']) {
-                    Some("must be an address (user@domain) or a domain, without <> or spaces")
-                } else if value.starts_with('@')
-                    || value.ends_with('@')
-                    || value.matches('@').count() > 1
-                {
-                    Some("must be an address (user@domain) or a domain")
-                } else {
-                    None
-                };
-                if let Some(problem) = problem {
+                if let Some(problem) = login_problem(&value) {
                     return Err(invalid(
                         login.span().start,
                         format!("tenant.{id}.logins: login {:?} {problem}", login.get_ref()),

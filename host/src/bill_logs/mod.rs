@@ -15,7 +15,7 @@ mod matcher;
 mod rater;
 mod totals;
 
-pub use config::{ConfigError, Logins, TariffDoc, load_tariffs};
+pub use config::{ConfigError, Logins, TariffDoc, load_tariffs, login_problem};
 pub use matcher::Matcher;
 pub use rater::{BillError, Biller, DEFAULT_BATCH};
 pub use totals::{ServiceTotal, Summary, TenantTotals, format_amount};

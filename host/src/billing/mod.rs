@@ -4,11 +4,14 @@
 //! No I/O here: the store keeps the ledger (`store::ledger`), `serve::billing` runs the
 //! rating task and the prepaid check, `serve::billing_api` speaks HTTP. Everything is
 //! integer micro-units (`i64`) until an invoice rounds a line to the currency's minor
-//! unit — the only rounding after the rater's own.
+//! unit — the only rounding after the rater's own. `checks` holds what every rater's
+//! answer must satisfy before it reaches a ledger.
 
+mod checks;
 mod invoice;
 mod tariff;
 
+pub use checks::{ChargeError, ServiceRule, TariffRules, check_charges};
 pub use invoice::{Invoice, InvoiceLine, ROUNDING_RULE, TierLine, round_half_even};
 pub use tariff::{TariffInfo, VolumeService, volume_services};
 

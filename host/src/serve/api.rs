@@ -41,6 +41,7 @@ pub fn router(server: AppState) -> Router {
         .merge(super::tenant_plugins::tenant_routes())
         .merge(super::suppressions::routes())
         .merge(super::billing_api::routes())
+        .merge(super::accounts_api::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         // Outside the handlers: a request that does not fit the budget for bodies in
         // flight is refused before anything reads its body.

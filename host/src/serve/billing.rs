@@ -1,18 +1,19 @@
-//! The bill stage live: the rating task (pending usage events → the tenant's bill
-//! plugin in batches → the ledger), volume-mode settlement at period end, and the
-//! prepaid check at dispatch (estimate with the rater, reserve, or hold).
+//! The bill stage live: the rating task (pending usage events → the platform's rater in
+//! batches → the platform → tenant ledger), volume-mode settlement at period end, and
+//! the prepaid check at dispatch (estimate with the rater, reserve, or hold).
 //!
-//! A tenant's own bill plugin (uploaded with `PUT /v1/plugins/bill`) rates when it is
-//! live; on a failure the pipeline's bill plugin rates the same batch with the same
-//! tariff, and the failure counts towards the tenant plugin's suspension — the route
-//! stage's policy. When no plugin can rate a batch, its events stay unrated and are
-//! retried with backoff; nothing is charged from an answer that did not validate.
+//! The platform → tenant ledger is the platform's books: what it charges a tenant is
+//! rated only by the pipeline's bill plugin with the tariff the platform assigned to
+//! the tenant (`PUT /admin/v1/tenants/{id}/billing`). A tenant's own uploaded bill
+//! plugin is never asked here — not for charges, not for the prepaid estimate, not for
+//! settlement — so nothing a tenant uploads can change its balance, holds or invoices
+//! (issue 17: a tenant rater at −1000 EUR per event raised its balance to +113,997 EUR).
+//! Every answer passes `billing::check_charges` before it is used; an answer that
+//! fails leaves the whole batch unrated with the reason, retried with backoff.
 
 use super::plugins::call;
 use super::state::{Server, now_ms};
-use super::tenant_live::LiveCall;
-use crate::billing::{self, DEFAULT_TARIFF, TariffInfo};
-use crate::runtime::PluginError;
+use crate::billing::{self, ChargeError, DEFAULT_TARIFF, TariffRules};
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
 use crate::store::{
     BalanceMode, Lease, NewCharge, PendingUsage, RatedUsage, Reservation, Settlement, StoreError,
@@ -87,64 +88,26 @@ pub async fn settings(server: &Server, tenant_id: &str) -> Result<TenantBilling,
     Ok(b)
 }
 
-/// Rates `input` with the tenant's live bill plugin, else (or after its failure) the
-/// pipeline's. `Err` says why neither answered with charges that validate.
-pub async fn rate(
-    server: &Server,
-    tenant_id: &str,
-    input: BillInput,
-) -> Result<BillOutput, String> {
-    let tenants = &server.plugins.tenants;
-    let mut failures = Vec::new();
-    let tenant_call = {
-        let input = input.clone();
-        tenants
-            .call_live(&server.store, tenant_id, Stage::Bill, move |p| {
-                p.bill(&input)
-            })
-            .await
-    };
-    match tenant_call {
-        LiveCall::NoPlugin => {}
-        LiveCall::Done(Ok(out)) => return checked(&input, out),
-        // Fail closed: the events stay unrated and are retried.
-        LiveCall::Closed(why) => return Err(why),
-        LiveCall::Done(Err(f)) if f.closed => return Err(f.closed_reason()),
-        LiveCall::Done(Err(f)) => {
-            tracing::warn!(tenant = tenant_id, plugin = %f.plugin, error = %f.error, suspended = f.suspended.is_some(), "tenant bill plugin failed; the pipeline's rates instead");
-            failures.push(describe(&f.plugin, &f.error));
-        }
-    }
-    let fallback = server.plugins.stage(Stage::Bill);
-    let name = fallback.name().to_owned();
+/// Rates `input` for the platform → tenant ledger with the platform's rater (the
+/// pipeline's bill plugin) and checks its answer against the tariff. `Err` says why
+/// there are no charges to write.
+pub async fn rate(server: &Server, input: BillInput) -> Result<BillOutput, String> {
+    let rater = server.plugins.stage(Stage::Bill);
+    let name = rater.name().to_owned();
     let answer = {
         let input = input.clone();
-        call(fallback, move |p| p.bill(&input)).await
+        call(rater, move |p| p.bill(&input)).await
     };
     match answer {
-        Ok(out) => checked(&input, out),
-        Err(e) => {
-            failures.push(describe(&name, &e));
-            Err(failures.join("; "))
-        }
+        Ok(out) => checked(&input, out).map_err(|e| format!("{name}: charges refused: {e}")),
+        Err(e) => Err(format!("{name}: {} ({e})", e.kind())),
     }
 }
 
-fn describe(plugin: &str, e: &PluginError) -> String {
-    format!("{plugin}: {} ({e})", e.kind())
-}
-
-/// The host's own check on top of `stage::validate` (which the runtime ran): the
-/// currency is the one the tariff names.
-fn checked(input: &BillInput, out: BillOutput) -> Result<BillOutput, String> {
-    if let Some(c) = TariffInfo::read(&input.tariff).currency
-        && c != out.currency
-    {
-        return Err(format!(
-            "the rater answered in {:?}, the tariff is in {c:?}",
-            out.currency
-        ));
-    }
+/// The host's checks on top of `stage::validate` (which the runtime ran): currency,
+/// sign, services and prices against the tariff (`billing::check_charges`).
+fn checked(input: &BillInput, out: BillOutput) -> Result<BillOutput, ChargeError> {
+    billing::check_charges(&TariffRules::read(&input.tariff), &out)?;
     Ok(out)
 }
 
@@ -269,7 +232,15 @@ async fn rate_group(
             })
             .collect(),
     };
-    let out = rate(server, tenant_id, input).await?;
+    let rules = TariffRules::read(&input.tariff);
+    let out = rate(server, input).await?;
+    let credit = |service: &str| {
+        rules
+            .services
+            .as_ref()
+            .and_then(|s| s.get(service))
+            .is_some_and(|r| r.credit)
+    };
     let mut by_key: HashMap<&str, Vec<NewCharge>> = HashMap::new();
     for c in &out.charges {
         by_key
@@ -280,6 +251,7 @@ async fn rate_group(
                 quantity: c.quantity,
                 unit_price: c.unit_price.to_string(),
                 amount_micros: c.amount,
+                credit: credit(&c.service),
             });
     }
     let rated: Vec<RatedUsage> = events
@@ -371,7 +343,7 @@ async fn settle_period(
                     at_ms: period_end_ms - 1,
                 }],
             };
-            let out = rate(server, &tenant.id, input)
+            let out = rate(server, input)
                 .await
                 .map_err(|e| anyhow::anyhow!("tenant {:?}: {e}", tenant.id))?;
             let Some(price) = out
@@ -463,7 +435,7 @@ pub async fn authorize(server: &Server, tenant: &Tenant, group: &[Lease]) -> Aut
             })
             .collect(),
     };
-    let out = match rate(server, &tenant.id, input).await {
+    let out = match rate(server, input).await {
         Ok(o) => o,
         Err(e) => return Authorization::Defer(format!("cannot estimate the cost: {e}")),
     };

@@ -56,13 +56,9 @@ fn query_time(q: &HashMap<String, String>, field: &str) -> Result<Option<i64>, A
         .transpose()
 }
 
-/// `GET /v1/usage?from=&to=&limit=&after=`: the tenant's ledger rows whose usage time
-/// is in `[from, to)`, oldest first; `next_after` is the cursor of the next page.
-async fn usage(
-    State(s): State<AppState>,
-    AuthTenant(t): AuthTenant,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// The page of a usage listing: `from`, `to`, `limit` and `after` (nothing else),
+/// checked; `(from_ms, to_ms, limit, after_seq)`.
+pub(super) fn page_query(q: &HashMap<String, String>) -> Result<(i64, i64, u32, i64), ApiError> {
     if let Some(bad) = q
         .keys()
         .find(|k| !matches!(k.as_str(), "from" | "to" | "limit" | "after"))
@@ -72,12 +68,12 @@ async fn usage(
             format!("unknown query parameter {bad:?} (from, to, limit, after)"),
         ));
     }
-    let from = query_time(&q, "from")?.unwrap_or(0);
-    let to = query_time(&q, "to")?.unwrap_or(i64::MAX);
+    let from = query_time(q, "from")?.unwrap_or(0);
+    let to = query_time(q, "to")?.unwrap_or(i64::MAX);
     if to <= from {
         return Err(ApiError::invalid("to", "`to` must be after `from`"));
     }
-    let limit = match query_u(&q, "limit")? {
+    let limit = match query_u(q, "limit")? {
         None => 100,
         Some(n) if (1..=u64::from(MAX_PAGE)).contains(&n) => n as u32,
         Some(n) => {
@@ -87,9 +83,20 @@ async fn usage(
             ));
         }
     };
-    let after = query_u(&q, "after")?.unwrap_or(0);
+    let after = query_u(q, "after")?.unwrap_or(0);
     let after = i64::try_from(after)
         .map_err(|_| ApiError::invalid("after", format!("after {after} is too large")))?;
+    Ok((from, to, limit, after))
+}
+
+/// `GET /v1/usage?from=&to=&limit=&after=`: the tenant's ledger rows whose usage time
+/// is in `[from, to)`, oldest first; `next_after` is the cursor of the next page.
+async fn usage(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (from, to, limit, after) = page_query(&q)?;
     let rows = s.store.list_charges(&t.id, from, to, after, limit).await?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq))
@@ -117,7 +124,7 @@ async fn usage(
     Ok(Json(json!({"charges": charges, "next_after": next})))
 }
 
-fn wants_csv(headers: &HeaderMap) -> bool {
+pub(super) fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -198,6 +205,26 @@ async fn unrated(
         .store
         .list_unrated(q.limit.unwrap_or(100).min(10_000))
         .await?;
+    let list: Vec<serde_json::Value> = list
+        .into_iter()
+        .map(|u| {
+            json!({
+                "seq": u.seq,
+                "tenant_id": u.tenant_id,
+                "message_id": u.message_id,
+                "recipient_idx": u.recipient_idx,
+                "recipient": u.recipient,
+                "outcome": u.outcome,
+                "direction": u.direction,
+                "size": u.size,
+                "relay": u.relay,
+                "at_ms": u.at_ms,
+                "attempts": u.attempts,
+                "next_try_at_ms": u.next_try_at_ms,
+                "last_error": u.last_error,
+            })
+        })
+        .collect();
     Ok(Json(json!({ "unrated": list })))
 }
 
@@ -225,8 +252,8 @@ struct BillingBody {
     tariff: Option<String>,
 }
 
-/// `PUT /admin/v1/tenants/{id}/billing {mode, tariff?}`: the tariff is checked by the
-/// tenant's rater (an empty batch) before it is stored.
+/// `PUT /admin/v1/tenants/{id}/billing {mode, tariff?}`: the platform assigns a tenant
+/// its tariff; it is checked by the platform's rater (an empty batch) before it is stored.
 async fn put_billing(
     State(s): State<AppState>,
     _: Admin,
@@ -243,7 +270,7 @@ async fn put_billing(
             period_to_date: Vec::new(),
             events: Vec::new(),
         };
-        rate(&s, &id, probe).await.map_err(|e| {
+        rate(&s, probe).await.map_err(|e| {
             ApiError::invalid("tariff", format!("the rater refused the tariff: {e}"))
         })?;
     }
@@ -252,7 +279,12 @@ async fn put_billing(
         .set_billing(&id, b.mode, b.tariff.as_deref(), now_ms())
         .await?;
     s.billing.forget(&id);
-    Ok(Json(serde_json::to_value(stored).unwrap_or_default()))
+    Ok(Json(json!({
+        "tenant_id": stored.tenant_id,
+        "mode": stored.mode.as_str(),
+        "tariff": stored.tariff,
+        "updated_at_ms": stored.updated_at_ms,
+    })))
 }
 
 #[derive(Deserialize)]

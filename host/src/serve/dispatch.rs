@@ -591,6 +591,28 @@ async fn decide_group(
             );
         }
     }
+    // The tenant's own rule for its prepaid customers (its books, not the platform's).
+    match super::account_billing::check_accounts(server, &tenant.id, group).await {
+        super::account_billing::AccountCheck::Go => {}
+        super::account_billing::AccountCheck::Hold(reason) => {
+            return all(
+                group,
+                RecipientState::Held,
+                EventKind::Held,
+                None,
+                json!({"reason": reason, "by": "account"}),
+            );
+        }
+        super::account_billing::AccountCheck::Defer(reason) => {
+            return all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(PLUGIN_FAILURE_RETRY_SECS),
+                json!({"reason": reason, "by": "account"}),
+            );
+        }
+    }
     let input = route_input(server, first, group, &relays);
     // A deferral while none of its relays is up waits for one to answer again.
     let none_up = input.relays.iter().all(|r| !r.up);

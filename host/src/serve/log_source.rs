@@ -135,6 +135,7 @@ fn usage_of(
             tenant_id: matcher.tenants()[tenant].clone(),
             message_id: format!("log:{source}:{}", t.key),
             recipient: t.recipient,
+            sender: t.sender,
             direction: match direction {
                 Direction::Outbound => "outbound".into(),
                 Direction::Inbound => "inbound".into(),

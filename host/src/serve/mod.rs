@@ -11,6 +11,8 @@
 //! Beside the pipeline's own mail, MTA logs named in `[[log_source]]` are
 //! followed and their transfers billed (`log_source.rs`).
 
+mod account_billing;
+mod accounts_api;
 mod admin;
 mod api;
 mod billing;
@@ -65,6 +67,7 @@ pub async fn run(
     let biller = tokio::spawn(billing::run(server.clone()));
     let prober = tokio::spawn(relay_probe::run(server.clone()));
     let reloader = tokio::spawn(reload::run(server.clone(), pipeline_path));
+    let account_biller = tokio::spawn(account_billing::run(server.clone()));
     let log_sources = log_source::start(server.clone());
 
     let app = api::router(server.clone());
@@ -83,6 +86,7 @@ pub async fn run(
     }
     // Rating is transactional: a batch cut short is claimed again after its claim expires.
     biller.abort();
+    account_biller.abort();
     if tokio::time::timeout(drain, dispatcher).await.is_err() {
         tracing::warn!(
             drain_secs = drain.as_secs(),

@@ -48,6 +48,8 @@ pub struct Server {
     pub verp: Option<crate::verp::Verp>,
     /// Tenants' billing settings, cached briefly.
     pub billing: super::billing::BillingCache,
+    /// Each tenant's accounts, for its own prepaid rule at dispatch.
+    pub accounts: super::account_billing::AccountsCache,
     /// Request body bytes the HTTP API may hold at once.
     pub body_budget: super::body_budget::BodyBudget,
     shutting_down: AtomicBool,
@@ -129,6 +131,7 @@ impl Server {
             stats: RwLock::new(HashMap::new()),
             tenant_stats: RwLock::new(HashMap::new()),
             billing: Default::default(),
+            accounts: Default::default(),
             shutting_down: AtomicBool::new(false),
             key_cache: Mutex::new(HashMap::new()),
             tenant_cache: Mutex::new(HashMap::new()),

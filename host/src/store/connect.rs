@@ -240,6 +240,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0011_suppression_owner.sql"),
     ),
     (
+        12,
+        "accounts",
+        include_str!("migrations/sqlite/0012_accounts.sql"),
+    ),
+    (
         15,
         "waiting_for_relay",
         include_str!("migrations/sqlite/0015_waiting_for_relay.sql"),
@@ -286,6 +291,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "suppression_owner",
         include_str!("migrations/postgres/0011_suppression_owner.sql"),
+    ),
+    (
+        12,
+        "accounts",
+        include_str!("migrations/postgres/0012_accounts.sql"),
     ),
     (
         15,

@@ -91,6 +91,10 @@ pub struct NewCharge {
     /// The unit price as the exact decimal string the rater gave.
     pub unit_price: String,
     pub amount_micros: i64,
+    /// The tariff declares the service a credit (`credit = true`): only then may the
+    /// amount be negative. [`super::Store::write_charges`] refuses a batch holding a
+    /// negative charge that is not one, whoever rated it.
+    pub credit: bool,
 }
 
 /// A rated usage event: what [`super::Store::write_charges`] writes.
@@ -205,16 +209,18 @@ pub(crate) async fn insert_usages(
         let sql = format!(
             "WITH v(message_id, idx, outcome) AS (VALUES {}) \
              INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
-             direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
+             direction, size, relay, at_ms, state, attempts, next_try_at_ms, sender, \
+             inserted_at_ms) \
              SELECT m.tenant_id, r.message_id, r.idx, r.address, v.outcome, 'outbound', m.size, \
-             r.last_relay, ${at}, 'pending', 0, ${next_try} \
+             r.last_relay, ${at}, 'pending', 0, ${next_try}, m.sender, ${inserted} \
              FROM v JOIN recipients r ON r.message_id = v.message_id AND r.idx = v.idx \
              JOIN messages m ON m.id = r.message_id \
              WHERE true ORDER BY r.message_id, r.idx \
              ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
             value_rows(chunk.len(), COLS),
             at = n + 1,
-            next_try = n + 2
+            next_try = n + 2,
+            inserted = n + 3
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
@@ -222,6 +228,7 @@ pub(crate) async fn insert_usages(
             q = q.bind(*message_id).bind(i64::from(*idx)).bind(*outcome);
         }
         q.bind(now_ms)
+            .bind(now_ms)
             .bind(now_ms)
             .execute(&mut *conn)
             .await
@@ -333,6 +340,18 @@ pub(crate) async fn write_charges(
         return Ok(0);
     }
     for r in rated {
+        // The last line of the books' defence: the rating task checked the answer
+        // against the tariff (`billing::check_charges`); whatever slips past writes
+        // nothing of its batch.
+        if let Some(c) = r.charges.iter().find(|c| c.amount_micros < 0 && !c.credit) {
+            return Err(StoreError::invalid(
+                op,
+                format!(
+                    "negative amount {} micro-units for service {:?} of message {:?} recipient {}, which is not a credit service",
+                    c.amount_micros, c.service, r.usage.message_id, r.usage.recipient_idx
+                ),
+            ));
+        }
         if let Some(c) = r
             .charges
             .iter()
@@ -617,6 +636,8 @@ pub struct ExternalUsage {
     pub size: u64,
     pub relay: Option<String>,
     pub at_ms: i64,
+    /// The envelope sender the log names (account logins are matched on it first).
+    pub sender: String,
 }
 
 pub(crate) async fn insert_external_usage(
@@ -631,8 +652,9 @@ pub(crate) async fn insert_external_usage(
         let size = i64::try_from(e.size).unwrap_or(i64::MAX);
         let done = sqlx::query(
             "INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
-             direction, size, relay, at_ms, state, attempts, next_try_at_ms) \
-             VALUES ($1, $2, 0, $3, $4, $5, $6, $7, $8, 'pending', 0, $9) \
+             direction, size, relay, at_ms, state, attempts, next_try_at_ms, sender, \
+             inserted_at_ms) \
+             VALUES ($1, $2, 0, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11) \
              ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
         )
         .bind(&e.tenant_id)
@@ -648,6 +670,8 @@ pub(crate) async fn insert_external_usage(
         .bind(size)
         .bind(e.relay.as_deref())
         .bind(e.at_ms)
+        .bind(now_ms)
+        .bind(&e.sender)
         .bind(now_ms)
         .execute(&mut *tx)
         .await
@@ -1004,6 +1028,22 @@ pub(crate) async fn add_credit(
     let credited = done.rows_affected() == 1;
     // Held recipients get another try either way: they are authorised again at
     // dispatch, and those the balance still cannot cover are held again.
+    let detail = serde_json::json!({"reason": "credited", "reference": reference});
+    let released = release_held_in(&mut tx, tenant_id, &detail, now_ms, op).await?;
+    tx.commit().await.map_err(StoreError::db(context()))?;
+    Ok(Credited { credited, released })
+}
+
+/// Puts a tenant's held recipients back to `queued`, each with a `released` event
+/// carrying `detail`; how many.
+async fn release_held_in(
+    tx: &mut AnyConnection,
+    tenant_id: &str,
+    detail: &serde_json::Value,
+    now_ms: i64,
+    op: &str,
+) -> Result<usize, StoreError> {
+    let context = || format!("{op}: releasing the held recipients of tenant {tenant_id:?}");
     let released = sqlx::query(
         "UPDATE recipients SET state = 'queued', next_attempt_at_ms = $2, updated_at_ms = $2 \
          WHERE state = 'held' AND message_id IN (SELECT id FROM messages WHERE tenant_id = $1) \
@@ -1014,7 +1054,6 @@ pub(crate) async fn add_credit(
     .fetch_all(&mut *tx)
     .await
     .map_err(StoreError::db(context()))?;
-    let detail = serde_json::json!({"reason": "credited", "reference": reference});
     for r in &released {
         let message_id: String = col(r, op, "message_id")?;
         let idx = get_idx(r, op, "idx")?;
@@ -1023,16 +1062,25 @@ pub(crate) async fn add_credit(
             recipient_idx: idx,
             kind: EventKind::Released,
             relay: None,
-            detail: &detail,
+            detail,
             at_ms: now_ms,
         };
-        insert_recipient_event(&mut tx, ev, op).await?;
+        insert_recipient_event(&mut *tx, ev, op).await?;
     }
-    tx.commit().await.map_err(StoreError::db(context()))?;
-    Ok(Credited {
-        credited,
-        released: released.len(),
-    })
+    Ok(released.len())
+}
+
+pub(crate) async fn release_held(
+    pools: &Pools,
+    tenant_id: &str,
+    detail: &serde_json::Value,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let op = "release_held";
+    let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
+    let n = release_held_in(&mut tx, tenant_id, detail, now_ms, op).await?;
+    tx.commit().await.map_err(StoreError::db(op))?;
+    Ok(n)
 }
 
 pub(crate) async fn set_billing(
@@ -1238,6 +1286,17 @@ impl super::Store {
         now_ms: i64,
     ) -> Result<Reservation, StoreError> {
         reserve(self.pools(), tenant_id, items, now_ms).await
+    }
+
+    /// Puts a tenant's held recipients back to `queued` (each with a `released` event
+    /// carrying `detail`), to be authorised again at dispatch; how many.
+    pub async fn release_held(
+        &self,
+        tenant_id: &str,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        release_held(self.pools(), tenant_id, detail, now_ms).await
     }
 
     /// Credits a tenant once per `reference` and puts its held recipients back to

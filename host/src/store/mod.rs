@@ -19,6 +19,7 @@
 //! - Times are `i64` milliseconds since the Unix epoch, always passed in by the caller.
 
 mod accept;
+mod accounts;
 mod api_keys;
 mod checkpoint;
 mod codec;
@@ -38,6 +39,10 @@ mod types;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use accounts::{
+    Account, AccountBatch, AccountCharge, AccountLedgerEntry, AccountRatingStatus, AccountUpdate,
+    AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,
+};
 pub use connect::Backend;
 pub use error::StoreError;
 pub use ledger::{

@@ -386,49 +386,537 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
     assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
 }
 
+/// Issue 17: a tenant's own bill plugin used to decide what the platform charged that
+/// tenant (a rater at −1000 EUR per event raised a balance to +113,997 EUR, and a prepaid
+/// tenant's 0.05 of credit to 3,000). Whatever a tenant uploads — negative, huge, in
+/// another currency, charging events it was not given, trapping — the platform's rater
+/// with the tariff the platform assigned writes its charges, balance, holds and invoice.
 #[test]
-fn a_tenant_rater_that_fails_closed_leaves_usage_unrated_instead_of_the_platform_rating_it() {
-    let (_setup, _sink, s) = one_relay_and_tenant_t();
-    let key = s.new_key("t");
-    // The platform's rater could rate this tariff; t's own rater traps and fails closed.
-    set_billing(&s, "t", "postpaid", &flat_tariff("0.01"));
-    let upload = |query: &str| {
-        let r = s.admin_upload(
-            &format!("/admin/v1/tenants/t/plugins/bill?skip_sample=true{query}"),
-            sluice::builtin::test_guests::TENANT_BILL,
+fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
+    let port = free_port();
+    // (tenant, upload query, whether only the admin API can upload it: its sample
+    // answer does not validate, so the tenant API refuses it)
+    let hostile = [
+        ("neg", "config=price=-1000", false),
+        ("huge", "config=price=9000000000", false),
+        ("usd", "config=currency=USD", false),
+        ("unknown", "config=mode=unknown", true),
+        ("trap", "config=mode=panic&on_failure=defer", true),
+    ];
+    let mut tables = relay_table("a", &format!("smtp://127.0.0.1:{port}"), "");
+    for (t, _, _) in &hostile {
+        tables += &tenant_table(t, &[&format!("{t}.example")]);
+    }
+    tables += &tenant_table("pre", &["pre.example"]);
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let wasm = sluice::builtin::test_guests::TENANT_BILL;
+    let upload = |tenant: &str, key: &str, query: &str, admin_only: bool| {
+        let r = if admin_only {
+            s.admin_upload(
+                &format!("/admin/v1/tenants/{tenant}/plugins/bill?skip_sample=true&{query}"),
+                wasm,
+            )
+        } else {
+            s.request(
+                "PUT",
+                &format!("/v1/plugins/bill?{query}"),
+                Some(key),
+                Some("application/wasm"),
+                wasm,
+            )
+        };
+        assert_eq!(r.status, 201, "{tenant}: {}", r.body);
+    };
+    let mut keys = Vec::new();
+    for (t, query, admin_only) in &hostile {
+        let key = s.new_key(t);
+        set_billing(&s, t, "postpaid", &flat_tariff("0.01"));
+        upload(t, &key, query, *admin_only);
+        keys.push(key);
+    }
+    // A prepaid tenant with 0.05 of credit whose rater pays it 1000 per message.
+    let pre = s.new_key("pre");
+    set_billing(&s, "pre", "prepaid", &flat_tariff("0.50"));
+    let r = s.admin(
+        "POST",
+        "/admin/v1/tenants/pre/credits",
+        Some(json!({"amount": "0.05", "reference": "start"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    upload("pre", &pre, "config=price=-1000", false);
+
+    let mut sent = Vec::new();
+    for ((t, _, _), key) in hostile.iter().zip(&keys) {
+        for i in 0..2 {
+            let m = simple(
+                &format!("a@{t}.example"),
+                "x@example.net",
+                &format!("{t} {i}"),
+            );
+            sent.push((key, s.submit(key, &m)));
+        }
+    }
+    let held = s.submit(&pre, &simple("a@pre.example", "x@example.net", "pre"));
+    for (key, id) in &sent {
+        s.wait_state(key, id, "delivered");
+    }
+    for ((t, _, _), key) in hostile.iter().zip(&keys) {
+        let charges = wait_charges(&s, key, 2);
+        for c in &charges {
+            assert_eq!(
+                (
+                    c["service"].as_str(),
+                    c["amount_micros"].as_i64(),
+                    c["currency"].as_str()
+                ),
+                (Some("outbound-message"), Some(10_000), Some("EUR")),
+                "{t}: {c}"
+            );
+        }
+        let b = get(&s, key, "/v1/balance").json();
+        assert_eq!(b["charges"], "0.020000", "{t}: {b}");
+        assert_eq!(b["balance"], "-0.020000", "{t}: {b}");
+        let inv = get(&s, key, &format!("/v1/invoices/{}", this_period(&charges))).json();
+        assert_eq!(inv["total"], "0.02", "{t}: {inv:#}");
+        assert_eq!(
+            inv["lines"].as_array().map(Vec::len),
+            Some(1),
+            "{t}: {inv:#}"
+        );
+        assert_eq!(
+            inv["lines"][0]["service"], "outbound-message",
+            "{t}: {inv:#}"
+        );
+    }
+    // The prepaid tenant's own rater does not estimate its cost either: held, not sent,
+    // its credit untouched.
+    let m = s.wait_state(&pre, &held, "held");
+    assert!(
+        event_kinds(&m).contains(&"held".to_string()),
+        "{m:#}\n{}",
+        s.log()
+    );
+    assert!(sink.with_subject("pre").is_empty());
+    let b = get(&s, &pre, "/v1/balance").json();
+    assert_eq!(b["available"], "0.050000", "{b}");
+    assert_eq!(b["charges"], "0.000000", "{b}");
+    assert!(usage(&s, &pre).is_empty());
+    // No rating failed: the tenants' raters were never asked.
+    let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+    assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
+}
+
+/// Every rater's charges are checked before they reach a ledger, the platform's own
+/// rater's too: here the pipeline's bill plugin charges −0.02 per message. For a tenant
+/// whose tariff prices `outbound-message` at 0.01 the batch is refused whole (a
+/// negative amount without a credit service), for one whose tariff has no such service
+/// it is refused as unknown, and both stay in the unrated listing with the reason;
+/// for a tenant whose tariff declares the service a credit at −0.02 it is written.
+#[test]
+fn charges_that_fail_the_checks_leave_the_batch_unrated_with_the_reason() {
+    let port = free_port();
+    let wasm_dir = tempfile::tempdir().unwrap();
+    let wasm = wasm_dir.path().join("rater.wasm");
+    std::fs::write(&wasm, sluice::builtin::test_guests::TENANT_BILL).unwrap();
+    let tables = format!(
+        "{}{}{}{}[plugins.bill]\nfile = {:?}\ntimeout_ms = 1000\nconfig = {{ price = \"-0.02\", service = \"outbound-message\" }}\n",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("neg", &["neg.example"]),
+        tenant_table("other", &["other.example"]),
+        tenant_table("credit", &["credit.example"]),
+        wasm.display().to_string(),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let service = |name: &str, price: &str, extra: &str| {
+        format!(
+            "id = \"c\"\ncurrency = \"EUR\"\n[[service]]\nname = \"{name}\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"{price}\"\n{extra}"
+        )
+    };
+    set_billing(
+        &s,
+        "neg",
+        "postpaid",
+        &service("outbound-message", "0.01", ""),
+    );
+    set_billing(&s, "other", "postpaid", &service("per-message", "0.01", ""));
+    set_billing(
+        &s,
+        "credit",
+        "postpaid",
+        &service("outbound-message", "-0.02", "credit = true\n"),
+    );
+    let mut sent = Vec::new();
+    for t in ["neg", "other", "credit"] {
+        let key = s.new_key(t);
+        let id = s.submit(&key, &simple(&format!("a@{t}.example"), "x@example.net", t));
+        s.wait_state(&key, &id, "delivered");
+        sent.push((t, key, id));
+    }
+    let charges = wait_charges(&s, &sent[2].1, 1);
+    assert_eq!(charges[0]["amount_micros"], -20_000, "{charges:#?}");
+    let unrated = wait_for("both refused batches listed with their reasons", || {
+        let r = s.admin("GET", "/admin/v1/billing/unrated", None);
+        let list = r.json()["unrated"].as_array().cloned().unwrap_or_default();
+        let failed = list
+            .iter()
+            .filter(|u| u["attempts"].as_u64() >= Some(1))
+            .count();
+        if failed == 2 {
+            Ok(list)
+        } else {
+            Err(format!("{}\n{}", r.body, s.log()))
+        }
+    });
+    for (t, key, id) in &sent[..2] {
+        let u = unrated
+            .iter()
+            .find(|u| u["message_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{t}'s usage is not listed: {unrated:#?}"));
+        let why = u["last_error"].as_str().unwrap();
+        let expected = if *t == "neg" {
+            "negative amount -20000 micro-units"
+        } else {
+            "service \"outbound-message\" is not in the tariff"
+        };
+        assert!(why.contains(expected), "{t}: {why}");
+        assert!(usage(&s, key).is_empty(), "{t}: nothing charged");
+        let b = get(&s, key, "/v1/balance").json();
+        assert_eq!(b["balance"], "0.000000", "{t}: {b}");
+    }
+}
+
+fn tenant_json(s: &Sluice, key: &str, method: &str, path: &str, body: Value) -> Response {
+    s.request(
+        method,
+        path,
+        Some(key),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Polls an account's usage until it lists `n` charges.
+fn wait_account_charges(s: &Sluice, key: &str, account: &str, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} charges of account {account}"), || {
+        let r = get(s, key, &format!("/v1/accounts/{account}/usage?limit=1000"));
+        let charges = r.json()["charges"].as_array().cloned().unwrap_or_default();
+        if r.status == 200 && charges.len() == n {
+            Ok(charges)
+        } else {
+            let status = get(s, key, "/v1/account-billing").body;
+            Err(format!("{}: {}\n{status}\n{}", r.status, r.body, s.log()))
+        }
+    })
+}
+
+/// Issue 17, the second ledger: two tenants, each with two customers ("accounts") and
+/// its own rater — `isp1` the platform's `rater-tiered` with its own graduated tariff,
+/// `isp2` its own uploaded bill plugin. Each account's invoice matches the figures
+/// worked out by hand to the micro-unit, while the platform charges both tenants with
+/// the tariff it assigned. A hostile rater of `isp2` then leaves its accounts' batch
+/// unrated with the reason, and the platform's books as they were.
+#[test]
+fn two_tenants_bill_their_own_accounts_with_their_own_tariffs() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("isp1", &["isp1.example", "shop.isp1.example"]),
+        tenant_table("isp2", &["isp2.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let (k1, k2) = (s.new_key("isp1"), s.new_key("isp2"));
+    set_billing(&s, "isp1", "postpaid", &flat_tariff("0.01"));
+    set_billing(&s, "isp2", "postpaid", &flat_tariff("0.01"));
+
+    // isp1: its own graduated tariff for its customers, per account and month.
+    let isp1_tariff = "id = \"isp1\"\ncurrency = \"EUR\"\nminor_units = 2\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nmode = \"graduated\"\ntier = [{ up_to = 2, price = \"0.10\" }, { price = \"0.05\" }]\n";
+    let r = tenant_json(
+        &s,
+        &k1,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": isp1_tariff}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &k1,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": "id = 1"}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(field_of(&r).as_deref(), Some("tariff"));
+    for (id, logins) in [
+        ("shop", json!(["shop.isp1.example"])),
+        ("boss", json!(["Boss@isp1.example"])),
+    ] {
+        let r = tenant_json(
+            &s,
+            &k1,
+            "POST",
+            "/v1/accounts",
+            json!({"id": id, "logins": logins}),
         );
         assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = tenant_json(
+        &s,
+        &k1,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "dup", "logins": ["shop.isp1.example"]}),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &k1,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "bad", "logins": ["not an address"]}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    // isp2: its own rater at 0.0123 per event; one customer by a recipient domain, one
+    // by its sender address.
+    let r = s.request(
+        "PUT",
+        "/v1/plugins/bill?config=price=0.0123",
+        Some(&k2),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::TENANT_BILL,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for (id, logins) in [
+        ("b1", json!(["b1.example"])),
+        ("b2", json!(["b2@isp2.example"])),
+    ] {
+        let r = tenant_json(
+            &s,
+            &k2,
+            "POST",
+            "/v1/accounts",
+            json!({"id": id, "logins": logins}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    let mut sent = Vec::new();
+    let mut send = |key: &String, m: Value| sent.push((key.clone(), s.submit(key, &m)));
+    for i in 0..3 {
+        send(
+            &k1,
+            simple("x@shop.isp1.example", "r@example.net", &format!("shop {i}")),
+        );
+    }
+    send(&k1, simple("boss@isp1.example", "r@example.net", "boss"));
+    send(
+        &k1,
+        simple("other@isp1.example", "r@example.net", "nobody's"),
+    );
+    for i in 0..2 {
+        send(
+            &k2,
+            simple(
+                "a@isp2.example",
+                &format!("c{i}@b1.example"),
+                &format!("b1 {i}"),
+            ),
+        );
+    }
+    send(
+        &k2,
+        json!({"from": "b2@isp2.example", "to": ["y@example.net", "z@example.org"], "subject": "b2", "text": "two"}),
+    );
+    for (key, id) in &sent {
+        s.wait_state(key, id, "delivered");
+    }
+
+    // By hand: shop sent 3 (2 × 0.10 + 1 × 0.05 = 0.25), boss 1 (0.10); b1 2 and b2 2
+    // recipients at 0.0123 (0.0246 each, 0.02 on the invoice, half to even).
+    wait_account_charges(&s, &k1, "shop", 3);
+    wait_account_charges(&s, &k1, "boss", 1);
+    wait_account_charges(&s, &k2, "b1", 2);
+    wait_account_charges(&s, &k2, "b2", 2);
+    let charges = wait_charges(&s, &k1, 5);
+    let period = this_period(&charges);
+    let invoice = |key: &str, account: &str| {
+        let r = get(
+            &s,
+            key,
+            &format!("/v1/accounts/{account}/invoices/{period}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()
     };
-    upload("&config=mode=panic&on_failure=defer");
-    let id = s.submit(&key, &simple("a@t.example", "x@example.net", "fail closed"));
-    s.wait_state(&key, &id, "delivered");
-    let listed = wait_unrated(&s);
-    let why = listed["last_error"].as_str().unwrap();
-    assert!(
-        why.contains("t/bill@v1") && why.contains("trap") && why.contains("fail closed"),
+    let shop = invoice(&k1, "shop");
+    assert_eq!(shop["lines"][0]["service"], "mail", "{shop:#}");
+    assert_eq!(shop["lines"][0]["quantity"], 3, "{shop:#}");
+    assert_eq!(shop["total_micros"], 250_000, "{shop:#}");
+    assert_eq!(shop["total"], "0.25", "{shop:#}");
+    let boss = invoice(&k1, "boss");
+    assert_eq!(
+        (boss["total_micros"].as_i64(), boss["total"].as_str()),
+        (Some(100_000), Some("0.10")),
+        "{boss:#}"
+    );
+    for account in ["b1", "b2"] {
+        let inv = invoice(&k2, account);
+        assert_eq!(inv["lines"][0]["service"], "tenant-flat", "{inv:#}");
+        assert_eq!(inv["total_micros"], 24_600, "{inv:#}");
+        assert_eq!(inv["total"], "0.02", "{inv:#}");
+    }
+    let auth = format!("Bearer {k1}");
+    let csv = http(
+        s.addr,
+        "GET",
+        &format!("/v1/accounts/shop/invoices/{period}"),
+        &[("Authorization", &auth), ("Accept", "text/csv")],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        csv.body,
+        "service,quantity,unit_price,tiers,amount,currency\n\
+         mail,3,,2x0.10; 1x0.05,0.25,EUR\n\
+         total,,,,0.25,EUR\n",
+        "{}",
+        csv.body
+    );
+    // The platform charged each tenant its own tariff for every recipient, nothing else.
+    wait_charges(&s, &k2, 4);
+    for (key, charged) in [(&k1, "0.050000"), (&k2, "0.040000")] {
+        let b = get(&s, key, "/v1/balance").json();
+        assert_eq!(b["charges"], charged, "{b}");
+    }
+    // A tenant sees only its own accounts.
+    assert_eq!(get(&s, &k1, "/v1/accounts/b1/usage").status, 404);
+    assert_eq!(
+        get(&s, &k2, &format!("/v1/accounts/shop/invoices/{period}")).status,
+        404
+    );
+    let listed = get(&s, &k2, "/v1/accounts").json();
+    assert_eq!(
+        listed["accounts"].as_array().map(Vec::len),
+        Some(2),
         "{listed}"
     );
-    assert!(
-        usage(&s, &key).is_empty(),
-        "the platform's rater did not step in"
-    );
 
-    // A working version of t's rater rates it on the next retry, with t's own price.
-    upload("&config=price=0.0123");
-    let charges = wait_for_within(
-        std::time::Duration::from_secs(90),
-        "t's rater's charge",
-        || {
-            let c = usage(&s, &key);
-            if c.len() == 1 {
-                Ok(c)
-            } else {
-                Err(format!("{c:#?}"))
-            }
-        },
+    // isp2's rater turns hostile (a refund it has no credit service for): its accounts'
+    // batch is refused whole and waits with the reason; the platform's books go on.
+    let r = s.request(
+        "PUT",
+        "/v1/plugins/bill?config=price=-1000",
+        Some(&k2),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::TENANT_BILL,
     );
-    assert_eq!(charges[0]["service"], "tenant-flat", "{charges:#?}");
-    assert_eq!(charges[0]["amount_micros"], 12_300, "{charges:#?}");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = s.submit(&k2, &simple("b2@isp2.example", "w@example.net", "hostile"));
+    s.wait_state(&k2, &id, "delivered");
+    let status = wait_for("isp2's account rating to fail with the reason", || {
+        let v = get(&s, &k2, "/v1/account-billing").json();
+        match v["rating"]["last_error"].as_str() {
+            Some(e) if e.contains("negative amount") => Ok(v),
+            _ => Err(v.to_string()),
+        }
+    });
+    assert_eq!(status["rating"]["waiting"], 1, "{status}");
+    assert_eq!(wait_account_charges(&s, &k2, "b2", 2).len(), 2);
+    wait_charges(&s, &k2, 5);
+    let b = get(&s, &k2, "/v1/balance").json();
+    assert_eq!(b["balance"], "-0.050000", "{b}");
+}
+
+/// A tenant may hold its own customer's mail when that customer's prepaid credit is
+/// out — its rule, its books: the platform's postpaid terms for the tenant do not
+/// change, and the tenant's credit to its customer releases the mail.
+#[test]
+fn a_tenant_holds_its_prepaid_customers_mail_until_it_credits_the_account() {
+    let (_setup, sink, s) = one_relay_and_tenant_t();
+    let key = s.new_key("t");
+    let tariff = "id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.50\"\n";
+    let r = tenant_json(
+        &s,
+        &key,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": tariff}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &key,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "pre", "mode": "prepaid", "logins": ["a@t.example"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    let first = s.submit(&key, &simple("a@t.example", "x@example.net", "first"));
+    let m = s.wait_state(&key, &first, "held");
+    let held = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "held")
+        .cloned()
+        .unwrap();
+    assert_eq!(held["detail"]["by"], "account", "{held}");
+    assert!(
+        held["detail"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("account \"pre\" is prepaid"),
+        "{held}"
+    );
+    // Another sender of the tenant is nobody's customer: not held.
+    let other = s.submit(&key, &simple("b@t.example", "x@example.net", "other"));
+    s.wait_state(&key, &other, "delivered");
+    assert!(sink.with_subject("first").is_empty());
+
+    // One message's worth of credit: released, delivered, charged to the account.
+    let r = tenant_json(
+        &s,
+        &key,
+        "POST",
+        "/v1/accounts/pre/credits",
+        json!({"amount": "0.50", "reference": "p1"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["released"], 1, "{}", r.body);
+    s.wait_state(&key, &first, "delivered");
+    wait_account_charges(&s, &key, "pre", 1);
+    let b = get(&s, &key, "/v1/accounts/pre/balance").json();
+    assert_eq!(b["balance"], "0.000000", "{b}");
+    // Out again: the next one is held.
+    let second = s.submit(&key, &simple("a@t.example", "x@example.net", "second"));
+    s.wait_state(&key, &second, "held");
+    // The platform's books for t are its own: two recipients delivered, postpaid, on
+    // the platform's standard tariff (a message and its traffic each).
+    let charges = wait_charges(&s, &key, 4);
+    assert!(
+        charges
+            .iter()
+            .all(|c| c["service"] == "outbound-message" || c["service"] == "outbound-traffic"),
+        "{charges:#?}"
+    );
+    assert_eq!(get(&s, &key, "/v1/balance").json()["mode"], "postpaid");
 }
 
 /// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,
@@ -493,6 +981,24 @@ fn a_followed_qmail_log_is_billed_once_across_restarts_and_a_crash() {
     let tariff = "id = \"logs\"\ncurrency = \"EUR\"\nminor_units = 2\n\n[[service]]\nname = \"outbound-message\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.01\"\n\n[[service]]\nname = \"inbound-message\"\nunit = \"message\"\ndirection = \"inbound\"\nprice = \"0.001\"\n";
     set_billing(&s, "alpha", "postpaid", tariff);
     set_billing(&s, "beta", "postpaid", tariff);
+    // alpha resells: its customer "sales" is the sender b@alpha.example, billed with
+    // alpha's own account tariff from the same followed log.
+    let r = tenant_json(
+        &s,
+        &alpha,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": "id = \"a\"\ncurrency = \"EUR\"\n[[service]]\nname = \"sent\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.07\"\n"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = tenant_json(
+        &s,
+        &alpha,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "sales", "logins": ["b@alpha.example"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     append(&log, &text);
     let charges = wait_charges(&s, &alpha, 3);
     let services: Vec<(&str, &str)> = charges
@@ -561,4 +1067,16 @@ fn a_followed_qmail_log_is_billed_once_across_restarts_and_a_crash() {
         .collect();
     assert_eq!(ids.len(), 6, "no transfer billed twice: {charges:#?}");
     assert_eq!(usage(&s, &beta).len(), 1);
+    // The log's transfer from b@alpha.example went to alpha's customer, once, across
+    // the restart and the crash; nothing else matched its logins.
+    let sales = wait_account_charges(&s, &alpha, "sales", 1);
+    assert_eq!(sales[0]["recipient"], "y@example.net", "{sales:#?}");
+    assert_eq!(sales[0]["amount_micros"], 70_000, "{sales:#?}");
+    assert!(
+        sales[0]["message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("log:mx1:"),
+        "{sales:#?}"
+    );
 }

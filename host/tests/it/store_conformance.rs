@@ -10,9 +10,9 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use sluice::store::{
-    Backend, BalanceMode, EventKind, LeaseKey, NewCharge, NewEvent, NewMessage, NewRelay,
-    NewTenant, Outcome, PendingUsage, RatedUsage, RecipientState, RelayState, RelayUpdate,
-    Reservation, Settlement, Store, StoreError, TenantUpdate,
+    AccountCharge, AccountUpdate, Backend, BalanceMode, EventKind, LeaseKey, NewAccount, NewCharge,
+    NewEvent, NewMessage, NewRelay, NewTenant, Outcome, PendingUsage, RatedUsage, RecipientState,
+    RelayState, RelayUpdate, Reservation, Settlement, Store, StoreError, TenantUpdate,
 };
 
 // ---------------------------------------------------------------- harness
@@ -132,6 +132,10 @@ conformance!(
     a_credit_releases_held_recipients_once_per_reference,
     usage_and_invoice_sums_are_per_tenant,
     billing_settings_and_volume_settlement,
+    a_negative_charge_that_is_not_a_credit_writes_nothing_of_its_batch,
+    accounts_and_their_logins_are_per_tenant,
+    account_charges_are_written_once_under_replay_and_a_takeover,
+    a_tenants_account_rater_cannot_touch_the_platforms_books,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -2264,6 +2268,7 @@ fn charge(service: &str, quantity: u64, price: &str, amount_micros: i64) -> NewC
         quantity,
         unit_price: price.into(),
         amount_micros,
+        credit: false,
     }
 }
 
@@ -2393,6 +2398,7 @@ async fn log_transfers_become_usage_once_however_often_they_are_read(db: Db) {
         size: 1234,
         relay: Some("remote".into()),
         at_ms: T0,
+        sender: "s@example.com".into(),
     };
     let batch = [transfer("a", "outbound"), transfer("b", "inbound")];
     assert_eq!(s.insert_external_usage(&batch, T0).await.unwrap(), 2);
@@ -2914,4 +2920,406 @@ async fn billing_settings_and_volume_settlement(db: Db) {
     let (sums, _) = s.charge_sums("t1", &period).await.unwrap();
     assert_eq!(sums.len(), 2);
     assert!(sums[1].settlement && sums[1].amount_micros == -500);
+}
+
+/// Issue 17: whatever a rater answered, the store writes no negative charge that the
+/// tariff did not declare a credit, and refuses the whole batch holding one: the
+/// platform's books stay as they were and the events stay unrated.
+async fn a_negative_charge_that_is_not_a_credit_writes_nothing_of_its_batch(db: Db) {
+    let s = &db.store;
+    finish(
+        s,
+        "t1",
+        &[
+            (RecipientState::Delivered, EventKind::Delivered),
+            (RecipientState::Delivered, EventKind::Delivered),
+        ],
+    )
+    .await;
+    let usage = s.claim_usage("rater", T0 + 30, 60_000, 100).await.unwrap();
+    assert_eq!(usage.len(), 2);
+    let mut rated = rate_all(&usage);
+    rated[1].charges = vec![charge("msg", 1, "-1000", -1_000_000_000)];
+    let err = s.write_charges(&rated, T0 + 40).await.unwrap_err();
+    assert!(err.to_string().contains("not a credit service"), "{err}");
+    let second = db.second_host().await;
+    assert!(second.write_charges(&rated, T0 + 41).await.is_err());
+    assert_eq!(s.balance("t1").await.unwrap(), Default::default());
+    assert!(
+        s.list_charges("t1", 0, i64::MAX, 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let period = sluice::billing::period_of(T0 + 20);
+    assert!(s.period_counters("t1", &period).await.unwrap().is_empty());
+    assert_eq!(s.list_unrated(100).await.unwrap().len(), 2);
+
+    // Declared a credit by the tariff, the same amount is written (a refund).
+    rated[1].charges[0].credit = true;
+    rated[1].charges[0].amount_micros = -500;
+    assert_eq!(s.write_charges(&rated, T0 + 50).await.unwrap(), 2);
+    assert_eq!(s.balance("t1").await.unwrap().charges_micros, 500);
+    assert!(s.list_unrated(100).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- accounts (issue 17)
+
+fn new_account(id: &str, logins: &[&str]) -> NewAccount {
+    NewAccount {
+        id: id.into(),
+        name: format!("Customer {id}"),
+        mode: BalanceMode::Postpaid,
+        logins: logins.iter().map(|l| l.to_string()).collect(),
+    }
+}
+
+async fn accounts_and_their_logins_are_per_tenant(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    tenant(s, "t2").await;
+    let a = s
+        .create_account(
+            "t1",
+            &new_account("shop", &["Shop.Example", "boss@example.com"]),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.logins, ["boss@example.com", "shop.example"]);
+    assert!(matches!(
+        s.create_account("t1", &new_account("shop", &[]), T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // A login names one account of a tenant; another tenant may use it for its own.
+    let err = s
+        .create_account("t1", &new_account("other", &["shop.example"]), T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("\"shop\"")),
+        "{err}"
+    );
+    assert!(s.get_account("t1", "other").await.unwrap().is_none());
+    s.create_account("t2", &new_account("shop", &["shop.example"]), T0)
+        .await
+        .unwrap();
+    for bad in [
+        "",
+        "a b@example.com",
+        "@example.com",
+        "<x@example.com>",
+        "a@b@c",
+    ] {
+        assert!(
+            matches!(
+                s.create_account("t1", &new_account("bad", &[bad]), T0)
+                    .await,
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        s.create_account("t1", &new_account("no spaces", &[]), T0)
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.create_account("nobody", &new_account("x", &[]), T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // What one account may hold is bounded (and what one tenant may, in all).
+    let many: Vec<String> = (0..=sluice::store::MAX_LOGINS)
+        .map(|i| format!("u{i}@example.net"))
+        .collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let err = s
+        .create_account("t1", &new_account("big", &refs), T0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Invalid(m) if m.contains("at most")),
+        "{err}"
+    );
+    s.update_account(
+        "t1",
+        "shop",
+        &AccountUpdate {
+            logins: Some(vec!["new.example".into()]),
+            mode: Some(BalanceMode::Prepaid),
+            ..Default::default()
+        },
+        T0 + 1,
+    )
+    .await
+    .unwrap();
+    let a = s.get_account("t1", "shop").await.unwrap().unwrap();
+    assert_eq!(
+        (a.logins.as_slice(), a.mode),
+        (&["new.example".to_string()][..], BalanceMode::Prepaid)
+    );
+    assert_eq!(
+        s.account_logins("t1").await.unwrap(),
+        [("new.example".to_string(), "shop".to_string())]
+    );
+    // Another tenant's account is not there to change or see.
+    assert!(matches!(
+        s.update_account("t2", "nope", &AccountUpdate::default(), T0)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        s.list_accounts("t2").await.unwrap()[0].logins,
+        ["shop.example"]
+    );
+    s.delete_account("t1", "shop").await.unwrap();
+    assert!(s.list_accounts("t1").await.unwrap().is_empty());
+    assert!(s.account_logins("t1").await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_account("t1", "shop").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+fn account_charge(account: &str, u: &sluice::store::AccountUsage, amount: i64) -> AccountCharge {
+    AccountCharge {
+        account_id: account.into(),
+        message_id: u.message_id.clone(),
+        recipient_idx: u.recipient_idx,
+        recipient: u.recipient.clone(),
+        outcome: u.outcome.clone(),
+        service: "msg".into(),
+        quantity: 1,
+        unit_price: "0.001".into(),
+        amount_micros: amount,
+        currency: "EUR".into(),
+        credit: false,
+        at_ms: u.at_ms,
+    }
+}
+
+/// Account rating reads a tenant's usage after its cursor; the charges and the cursor's
+/// move commit together, so a replay, or a host that lost its claim and writes late,
+/// writes nothing again.
+async fn account_charges_are_written_once_under_replay_and_a_takeover(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    // Usage before the first account is not the accounts' to pay.
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    s.create_account("t1", &new_account("shop", &["example.com"]), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.account_rating_status("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .waiting,
+        0
+    );
+    finish(
+        s,
+        "t1",
+        &[
+            (RecipientState::Delivered, EventKind::Delivered),
+            (RecipientState::Delivered, EventKind::Delivered),
+        ],
+    )
+    .await;
+    let now = T0 + 60_000;
+    let b = s
+        .claim_account_batch("h1", now, 30_000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.tenant_id, "t1");
+    assert_eq!(b.events.len(), 2);
+    assert_eq!(b.events[0].sender.as_deref(), Some("app@example.com"));
+    // Claimed by h1: nobody else gets it until the claim ends.
+    let second = db.second_host().await;
+    assert!(
+        second
+            .claim_account_batch("h2", now + 1, 30_000, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // h1 is gone; h2 takes the batch over after the claim and writes it.
+    let taken = second
+        .claim_account_batch("h2", now + 30_001, 30_000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.after_seq, b.after_seq);
+    let through = taken.events.last().unwrap().seq;
+    let charges: Vec<_> = taken
+        .events
+        .iter()
+        .map(|u| account_charge("shop", u, 1_000))
+        .collect();
+    assert_eq!(
+        second
+            .write_account_charges("t1", taken.after_seq, through, &charges, now + 30_002)
+            .await
+            .unwrap(),
+        2
+    );
+    // h1 comes back and writes the same batch late; then a plain replay: nothing.
+    assert_eq!(
+        s.write_account_charges("t1", b.after_seq, through, &charges, now + 30_003)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        second
+            .write_account_charges("t1", taken.after_seq, through, &charges, now + 30_004)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        s.claim_account_batch("h1", now + 30_005, 30_000, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let rows = s
+        .list_account_charges("t1", "shop", 0, i64::MAX, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        s.account_balance("t1", "shop")
+            .await
+            .unwrap()
+            .charges_micros,
+        2_000
+    );
+    let period = sluice::billing::period_of(T0 + 20);
+    let (sums, currency) = s.account_charge_sums("t1", "shop", &period).await.unwrap();
+    assert_eq!(
+        (sums.len(), sums[0].quantity, sums[0].amount_micros),
+        (1, 2, 2_000)
+    );
+    assert_eq!(currency.as_deref(), Some("EUR"));
+    assert_eq!(
+        s.account_quantities("t1", "shop", &period).await.unwrap(),
+        [("msg".to_string(), 2)]
+    );
+    // A failed try keeps the cursor and says why; a credit counts once per reference.
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    let b = s
+        .claim_account_batch("h1", now + 40_000, 30_000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    s.defer_account_rating("t1", "rater trapped", now + 40_001)
+        .await
+        .unwrap();
+    let st = s.account_rating_status("t1").await.unwrap().unwrap();
+    assert_eq!((st.after_seq, st.attempts, st.waiting), (b.after_seq, 1, 1));
+    assert_eq!(st.last_error.as_deref(), Some("rater trapped"));
+    assert!(
+        s.claim_account_batch("h1", now + 40_002, 30_000, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.add_account_credit("t1", "shop", 5_000, "EUR", "pay-1", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.add_account_credit("t1", "shop", 5_000, "EUR", "pay-1", now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.account_balance("t1", "shop")
+            .await
+            .unwrap()
+            .balance_micros(),
+        3_000
+    );
+    // None of it is the platform's: the tenant's own balance is untouched.
+    assert_eq!(s.balance("t1").await.unwrap(), Default::default());
+}
+
+/// Whatever a tenant's rater answers for its accounts goes to the tenant's books only,
+/// and a negative charge that the tariff does not declare a credit writes nothing.
+async fn a_tenants_account_rater_cannot_touch_the_platforms_books(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    s.create_account("t1", &new_account("shop", &["example.com"]), T0)
+        .await
+        .unwrap();
+    finish(
+        s,
+        "t1",
+        &[(RecipientState::Delivered, EventKind::Delivered)],
+    )
+    .await;
+    let now = T0 + 60_000;
+    let b = s
+        .claim_account_batch("h1", now, 30_000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    let through = b.events.last().unwrap().seq;
+    let huge_refund = vec![account_charge("shop", &b.events[0], -1_000_000_000_000)];
+    let err = s
+        .write_account_charges("t1", b.after_seq, through, &huge_refund, now)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a credit service"), "{err}");
+    assert_eq!(
+        s.account_rating_status("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .after_seq,
+        b.after_seq
+    );
+    assert!(
+        s.list_account_charges("t1", "shop", 0, i64::MAX, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A huge charge the checks let through lands in the account's books, never the
+    // platform's: its ledger, balance, counters and unrated usage are as they were.
+    let huge = vec![account_charge("shop", &b.events[0], i64::MAX / 2)];
+    assert_eq!(
+        s.write_account_charges("t1", b.after_seq, through, &huge, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.balance("t1").await.unwrap(), Default::default());
+    assert!(
+        s.list_charges("t1", 0, i64::MAX, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let period = sluice::billing::period_of(T0 + 20);
+    assert!(s.period_counters("t1", &period).await.unwrap().is_empty());
+    assert_eq!(s.list_unrated(10).await.unwrap().len(), 1);
+    // The platform's rating of the same usage is untouched by it.
+    let usage = s.claim_usage("rater", now, 60_000, 100).await.unwrap();
+    assert_eq!(s.write_charges(&rate_all(&usage), now).await.unwrap(), 1);
+    assert_eq!(s.balance("t1").await.unwrap().charges_micros, 1_000);
 }

@@ -231,4 +231,19 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
         let err = TieredRater::rate(testing::bill_input("id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"m\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"cheap\"\n", vec![])).unwrap_err();
         assert!(err.contains("\"cheap\""), "{err}");
     }
+
+    #[test]
+    fn a_negative_price_needs_a_credit_service() {
+        let refund = |credit: &str| {
+            format!(
+                "id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"refund\"\nunit = \"message\"\ndirection = \"outbound\"\noutcomes = [\"bounced\"]\nprice = \"-0.05\"\n{credit}"
+            )
+        };
+        let err = TieredRater::rate(testing::bill_input(&refund(""), vec![])).unwrap_err();
+        assert!(err.contains("credit = true"), "{err}");
+        let tiered = "id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"m\"\nunit = \"message\"\ndirection = \"outbound\"\nmode = \"graduated\"\ntier = [{ up_to = 1, price = \"0.1\" }, { price = \"-0.1\" }]\n";
+        let err = TieredRater::rate(testing::bill_input(tiered, vec![])).unwrap_err();
+        assert!(err.contains("credit = true"), "{err}");
+        TieredRater::rate(testing::bill_input(&refund("credit = true\n"), vec![])).unwrap();
+    }
 }

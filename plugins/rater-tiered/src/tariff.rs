@@ -13,6 +13,7 @@
 //! price = "0.0004"          # a flat price per unit, or:
 //! # mode = "graduated"      # graduated | volume, with tiers:
 //! # tier = [{ up_to = 10000, price = "0.0005" }, { price = "0.0003" }]
+//! # credit = true          # only then may a price be negative (refunds)
 //! ```
 //!
 //! `up_to` is the period-to-date quantity where a tier ends (exclusive of
@@ -82,6 +83,10 @@ struct RawService {
     mode: Option<RawMode>,
     #[serde(default)]
     tier: Vec<RawTier>,
+    /// A credit service may have negative prices; the host refuses negative charges
+    /// of any other service, so the tariff is refused here first.
+    #[serde(default)]
+    credit: bool,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -237,6 +242,17 @@ impl Service {
                 }
             }
         };
+        let negative = match &mode {
+            Mode::Flat(p) => p.mantissa < 0,
+            Mode::Graduated(tiers) | Mode::Volume(tiers) => {
+                tiers.iter().any(|t| t.price.mantissa < 0)
+            }
+        };
+        if negative && !raw.credit {
+            return Err(format!(
+                "tariff: service {name:?}: a negative price needs `credit = true`"
+            ));
+        }
         Ok(Service {
             name,
             unit: raw.unit,

@@ -1,0 +1,390 @@
+//! The tenant → account books live (issue 17): the account rating task.
+//!
+//! A tenant with accounts (its own customers) has a cursor over its usage events. This
+//! task claims the events after one tenant's cursor, matches each to an account by the
+//! tenant's logins (sender first, else recipient; a full address before its domain —
+//! the `sluice bill --logins` rules), rates them per (account, month) with the tenant's
+//! own rater — its uploaded bill plugin, else the platform's rater with the tenant's
+//! account tariff — checks every answer (`billing::check_charges`), and writes the
+//! charges and the cursor's advance in one transaction. One refused answer leaves the
+//! whole batch unrated: the cursor stays, the reason is kept
+//! (`GET /v1/account-billing`), and the batch is retried with backoff.
+//!
+//! Nothing here writes the platform → tenant books (`serve/billing.rs`): whatever a
+//! tenant's rater answers lands, if it passes the checks, in the tenant's own ledger.
+//! Events that match no account are the tenant's own traffic, not a customer's: the
+//! cursor passes them without a charge.
+
+use super::plugins::call;
+use super::state::{Server, now_ms};
+use super::tenant_live::LiveCall;
+use crate::bill_logs::{Logins, Matcher};
+use crate::billing::{self, TariffRules};
+use crate::maillog::hash::FxHashMap;
+use crate::runtime::PluginError;
+use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
+use crate::store::{AccountBatch, AccountCharge, AccountUsage, BalanceMode, Lease, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Usage events claimed per round (one tenant's).
+const BATCH: u32 = 500;
+/// How long a claim keeps other hosts off a tenant's cursor.
+const CLAIM_MS: i64 = 60_000;
+/// Pause when no tenant has usage to rate.
+const IDLE: Duration = Duration::from_millis(500);
+
+fn describe(plugin: &str, e: &PluginError) -> String {
+    format!("{plugin}: {} ({e})", e.kind())
+}
+
+/// Rates `input` for a tenant's accounts: the tenant's live bill plugin, else (or after
+/// its failure, unless it fails closed) the platform's rater with the tenant's account
+/// tariff. `Err` says why there is no answer.
+pub async fn rate_for_accounts(
+    server: &Server,
+    tenant_id: &str,
+    has_tariff: bool,
+    input: BillInput,
+) -> Result<BillOutput, String> {
+    let mut failures = Vec::new();
+    let tenant_call = {
+        let input = input.clone();
+        server
+            .plugins
+            .tenants
+            .call_live(&server.store, tenant_id, Stage::Bill, move |p| {
+                p.bill(&input)
+            })
+            .await
+    };
+    match tenant_call {
+        LiveCall::NoPlugin => {}
+        LiveCall::Done(Ok(out)) => return Ok(out),
+        LiveCall::Closed(why) => return Err(why),
+        LiveCall::Done(Err(f)) if f.closed => return Err(f.closed_reason()),
+        LiveCall::Done(Err(f)) => failures.push(describe(&f.plugin, &f.error)),
+    }
+    if !has_tariff {
+        failures.push(
+            "no account rater: upload a bill plugin (PUT /v1/plugins/bill) or set an account tariff (PUT /v1/account-billing)"
+                .into(),
+        );
+        return Err(failures.join("; "));
+    }
+    let rater = server.plugins.stage(Stage::Bill);
+    let name = rater.name().to_owned();
+    match call(rater, move |p| p.bill(&input)).await {
+        Ok(out) => Ok(out),
+        Err(e) => {
+            failures.push(describe(&name, &e));
+            Err(failures.join("; "))
+        }
+    }
+}
+
+/// Rates accounts' usage until shutdown.
+pub async fn run(server: Arc<Server>) {
+    let owner = server.pipeline.server.node_id.clone();
+    while !server.is_shutting_down() {
+        let batch = match server
+            .store
+            .claim_account_batch(&owner, now_ms(), CLAIM_MS, BATCH)
+            .await
+        {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming account usage failed; retrying");
+                tokio::time::sleep(IDLE).await;
+                continue;
+            }
+        };
+        let tenant = batch.tenant_id.clone();
+        let events = batch.events.len();
+        match rate_batch(&server, batch).await {
+            Ok(n) => tracing::debug!(tenant, events, charges = n, "accounts rated"),
+            Err(why) => {
+                tracing::warn!(tenant, events, error = %why, "account rating failed; the batch stays unrated and is retried");
+                if let Err(e) = server
+                    .store
+                    .defer_account_rating(&tenant, &why, now_ms())
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot record the failed account rating; the claim expires instead");
+                }
+            }
+        }
+    }
+}
+
+fn outcome_of(s: &str) -> Outcome {
+    match s {
+        "bounced" => Outcome::Bounced,
+        "failed" => Outcome::Failed,
+        "expired" => Outcome::Expired,
+        "received" => Outcome::Received,
+        _ => Outcome::Delivered,
+    }
+}
+
+fn key_of(u: &AccountUsage) -> String {
+    format!("{}/{}/{}", u.message_id, u.recipient_idx, u.outcome)
+}
+
+/// The tenant's logins as the offline biller's matcher reads them.
+fn matcher(logins: Vec<(String, String)>) -> Matcher {
+    let mut accounts: Vec<String> = logins.iter().map(|(_, a)| a.clone()).collect();
+    accounts.sort();
+    accounts.dedup();
+    let mut by_login = FxHashMap::default();
+    for (login, account) in logins {
+        if let Ok(i) = accounts.binary_search(&account) {
+            by_login.insert(login, i);
+        }
+    }
+    Matcher::new(Logins {
+        tenants: accounts,
+        by_login,
+    })
+}
+
+/// Rates one claimed batch and writes it; the number of account charges inserted.
+async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<usize, String> {
+    let AccountBatch {
+        tenant_id,
+        after_seq,
+        events,
+        ..
+    } = batch;
+    let through = events.last().map_or(after_seq, |e| e.seq);
+    let store = &server.store;
+    let mut m = matcher(
+        store
+            .account_logins(&tenant_id)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let tariff = store
+        .get_account_tariff(&tenant_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rules = TariffRules::read(tariff.as_deref().unwrap_or(""));
+    let mut groups: BTreeMap<(String, String), Vec<&AccountUsage>> = BTreeMap::new();
+    for e in &events {
+        let sender = e.sender.as_deref().unwrap_or("");
+        if let Some((i, _)) = m.classify(sender, &e.recipient) {
+            groups
+                .entry((m.tenants()[i].clone(), billing::period_of(e.at_ms)))
+                .or_default()
+                .push(e);
+        }
+    }
+    let mut charges = Vec::new();
+    for ((account, period), group) in groups {
+        let (period_start_ms, _) = billing::period_bounds(&period).map_err(|e| e.to_string())?;
+        let period_to_date = store
+            .account_quantities(&tenant_id, &account, &period)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(service, quantity)| Counter { service, quantity })
+            .collect();
+        let keys: Vec<String> = group.iter().map(|u| key_of(u)).collect();
+        let input = BillInput {
+            tariff: tariff.clone().unwrap_or_default(),
+            period_start_ms,
+            period_to_date,
+            events: group
+                .iter()
+                .zip(&keys)
+                .map(|(u, key)| UsageEvent {
+                    key: key.clone(),
+                    // The rater sees whom it bills: the tenant's customer.
+                    tenant: account.clone(),
+                    message_id: u.message_id.clone(),
+                    recipient: u.recipient.clone(),
+                    outcome: outcome_of(&u.outcome),
+                    direction: if u.direction == "inbound" {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
+                    size: u.size,
+                    relay: u.relay.clone(),
+                    at_ms: u.at_ms,
+                })
+                .collect(),
+        };
+        let out = rate_for_accounts(server, &tenant_id, tariff.is_some(), input).await?;
+        billing::check_charges(&rules, &out)
+            .map_err(|e| format!("account {account:?}: charges refused: {e}"))?;
+        let by_key: HashMap<&str, &AccountUsage> = keys
+            .iter()
+            .map(String::as_str)
+            .zip(group.iter().copied())
+            .collect();
+        for c in out.charges {
+            // `stage::validate` refused charges for events the rater was not given.
+            let Some(u) = by_key.get(c.event_key.as_str()) else {
+                return Err(format!(
+                    "account {account:?}: charge for unknown event {:?}",
+                    c.event_key
+                ));
+            };
+            let credit = rules
+                .services
+                .as_ref()
+                .and_then(|s| s.get(&c.service))
+                .is_some_and(|r| r.credit);
+            charges.push(AccountCharge {
+                account_id: account.clone(),
+                message_id: u.message_id.clone(),
+                recipient_idx: u.recipient_idx,
+                recipient: u.recipient.clone(),
+                outcome: u.outcome.clone(),
+                service: c.service,
+                quantity: c.quantity,
+                unit_price: c.unit_price.to_string(),
+                amount_micros: c.amount,
+                currency: out.currency.clone(),
+                credit,
+                at_ms: u.at_ms,
+            });
+        }
+    }
+    store
+        .write_account_charges(&tenant_id, after_seq, through, &charges, now_ms())
+        .await
+        .map_err(|e| format!("writing the account charges: {e}"))
+}
+
+/// How long a tenant's accounts are cached on this host for the check at dispatch.
+const ACCOUNTS_TTL: Duration = Duration::from_secs(2);
+
+/// A tenant's accounts as dispatch reads them: logins and modes.
+#[derive(Debug, Default)]
+pub struct AccountRules {
+    /// Lower-case login → index in `accounts`.
+    by_login: HashMap<String, usize>,
+    /// (id, mode).
+    accounts: Vec<(String, BalanceMode)>,
+}
+
+impl AccountRules {
+    fn account_of(&self, address: &str) -> Option<usize> {
+        let address = address.to_ascii_lowercase();
+        let (_, domain) = address.rsplit_once('@')?;
+        self.by_login
+            .get(&address)
+            .or_else(|| self.by_login.get(domain))
+            .copied()
+    }
+
+    /// The account of a recipient: by the sender, else by the recipient.
+    fn of(&self, sender: &str, recipient: &str) -> Option<usize> {
+        self.account_of(sender)
+            .or_else(|| self.account_of(recipient))
+    }
+}
+
+/// Each tenant's [`AccountRules`], cached for [`ACCOUNTS_TTL`].
+#[derive(Default)]
+pub struct AccountsCache {
+    by_tenant: Mutex<HashMap<String, (Arc<AccountRules>, Instant)>>,
+}
+
+impl AccountsCache {
+    /// Forgets a tenant's accounts (after a change through the API on this host).
+    pub fn forget(&self, tenant_id: &str) {
+        self.by_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant_id);
+    }
+}
+
+async fn account_rules(server: &Server, tenant_id: &str) -> Result<Arc<AccountRules>, StoreError> {
+    let cache = &server.accounts;
+    if let Some((rules, at)) = cache
+        .by_tenant
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(tenant_id)
+        && at.elapsed() < ACCOUNTS_TTL
+    {
+        return Ok(rules.clone());
+    }
+    let mut rules = AccountRules::default();
+    for (i, a) in server
+        .store
+        .list_accounts(tenant_id)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        for login in a.logins {
+            rules.by_login.insert(login, i);
+        }
+        rules.accounts.push((a.id, a.mode));
+    }
+    let rules = Arc::new(rules);
+    cache
+        .by_tenant
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(tenant_id.to_owned(), (rules.clone(), Instant::now()));
+    Ok(rules)
+}
+
+/// What a tenant's rule for its prepaid customers says about a group at dispatch.
+pub enum AccountCheck {
+    Go,
+    /// The tenant holds it: a prepaid account of the group has no credit left.
+    Hold(String),
+    /// Try again later: the accounts or a balance could not be read.
+    Defer(String),
+}
+
+/// A tenant's own prepaid rule (its choice, its books): a group with a recipient of a
+/// prepaid account whose balance (credits − rated charges) is not above zero is held
+/// until the tenant credits the account. Usage not rated yet is not reserved, so an
+/// account can end a little below zero.
+pub async fn check_accounts(server: &Server, tenant_id: &str, group: &[Lease]) -> AccountCheck {
+    let rules = match account_rules(server, tenant_id).await {
+        Ok(r) => r,
+        Err(e) => {
+            return AccountCheck::Defer(format!("the tenant's accounts are unavailable: {e}"));
+        }
+    };
+    if rules.accounts.is_empty() {
+        return AccountCheck::Go;
+    }
+    let mut prepaid: Vec<usize> = group
+        .iter()
+        .filter_map(|l| rules.of(&l.sender, &l.address))
+        .filter(|&i| rules.accounts[i].1 == BalanceMode::Prepaid)
+        .collect();
+    prepaid.sort_unstable();
+    prepaid.dedup();
+    for i in prepaid {
+        let id = &rules.accounts[i].0;
+        match server.store.account_balance(tenant_id, id).await {
+            Ok(b) if b.balance_micros() > 0 => {}
+            Ok(b) => {
+                return AccountCheck::Hold(format!(
+                    "account {id:?} is prepaid and its credit is out ({} left): held by the tenant until it credits the account",
+                    billing::format_micros(b.balance_micros())
+                ));
+            }
+            Err(e) => {
+                return AccountCheck::Defer(format!("account {id:?}: balance unavailable: {e}"));
+            }
+        }
+    }
+    AccountCheck::Go
+}

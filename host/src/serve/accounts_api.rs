@@ -1,0 +1,396 @@
+//! A tenant's own customers over HTTP (issue 17): `/v1/accounts` (CRUD with logins),
+//! each account's usage, invoices, balance and credits, and `/v1/account-billing` (the
+//! tenant's account tariff and where its account rating stands, with the reason of the
+//! last refused batch).
+//!
+//! These are the tenant's books, kept by the tenant's rater: every route is scoped by
+//! the key's tenant (another tenant's account is a 404), and nothing here reads or
+//! writes the platform → tenant books (`billing_api.rs`). The request and response
+//! shapes are this module's own; store types are not the wire format.
+
+use super::account_billing::rate_for_accounts;
+use super::api::{AppState, AuthTenant};
+use super::billing_api::{page_query, wants_csv};
+use super::error::ApiError;
+use super::state::now_ms;
+use crate::billing::{self, Invoice, TariffInfo};
+use crate::stage::BillInput;
+use crate::store::{Account, AccountUpdate, Balance, BalanceMode, NewAccount};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/accounts", get(list).post(create))
+        .route(
+            "/v1/accounts/{id}",
+            get(get_one).patch(update).delete(remove),
+        )
+        .route("/v1/accounts/{id}/usage", get(usage))
+        .route("/v1/accounts/{id}/invoices/{period}", get(invoice))
+        .route("/v1/accounts/{id}/balance", get(balance))
+        .route("/v1/accounts/{id}/credits", post(credit))
+        .route(
+            "/v1/account-billing",
+            get(get_account_billing).put(put_account_billing),
+        )
+}
+
+/// `POST /v1/accounts`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    mode: Option<BalanceMode>,
+    #[serde(default)]
+    logins: Vec<String>,
+}
+
+/// `PATCH /v1/accounts/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    mode: Option<BalanceMode>,
+    #[serde(default)]
+    logins: Option<Vec<String>>,
+}
+
+fn account_json(a: &Account) -> Value {
+    json!({
+        "id": a.id,
+        "name": a.name,
+        "mode": a.mode,
+        "logins": a.logins,
+        "created_at_ms": a.created_at_ms,
+        "updated_at_ms": a.updated_at_ms,
+    })
+}
+
+async fn list(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+) -> Result<Json<Value>, ApiError> {
+    let accounts = s.store.list_accounts(&t.id).await?;
+    Ok(Json(
+        json!({"accounts": accounts.iter().map(account_json).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn create(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Json(b): Json<CreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let new = NewAccount {
+        name: b.name.unwrap_or_else(|| b.id.clone()),
+        id: b.id,
+        mode: b.mode.unwrap_or(BalanceMode::Postpaid),
+        logins: b.logins,
+    };
+    let a = s.store.create_account(&t.id, &new, now_ms()).await?;
+    s.accounts.forget(&t.id);
+    Ok((StatusCode::CREATED, Json(account_json(&a))))
+}
+
+/// Puts the tenant's held mail back to the dispatcher, which checks it again (the
+/// platform's prepaid rule and the tenant's); how many recipients.
+async fn release(s: &AppState, tenant: &str, detail: Value) -> Result<usize, ApiError> {
+    let n = s.store.release_held(tenant, &detail, now_ms()).await?;
+    if n > 0 {
+        s.wake.notify_waiters();
+    }
+    Ok(n)
+}
+
+async fn account_of(s: &AppState, tenant: &str, id: &str) -> Result<Account, ApiError> {
+    s.store
+        .get_account(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("account {id:?}")))
+}
+
+async fn get_one(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(account_json(&account_of(&s, &t.id, &id).await?)))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+    Json(b): Json<UpdateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let change = AccountUpdate {
+        name: b.name,
+        mode: b.mode,
+        logins: b.logins,
+    };
+    s.store
+        .update_account(&t.id, &id, &change, now_ms())
+        .await?;
+    s.accounts.forget(&t.id);
+    // Mail held by the tenant's prepaid rule is looked at again under the new terms.
+    release(
+        &s,
+        &t.id,
+        json!({"reason": "account changed", "account": id}),
+    )
+    .await?;
+    Ok(Json(account_json(&account_of(&s, &t.id, &id).await?)))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.store.delete_account(&t.id, &id).await?;
+    s.accounts.forget(&t.id);
+    release(
+        &s,
+        &t.id,
+        json!({"reason": "account deleted", "account": id}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/accounts/{id}/usage?from=&to=&limit=&after=`: the account's charges.
+async fn usage(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let (from, to, limit, after) = page_query(&q)?;
+    account_of(&s, &t.id, &id).await?;
+    let rows = s
+        .store
+        .list_account_charges(&t.id, &id, from, to, after, limit)
+        .await?;
+    let next = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.seq))
+        .flatten();
+    let charges: Vec<Value> = rows
+        .into_iter()
+        .map(|r| {
+            json!({
+                "seq": r.seq,
+                "account": r.account_id,
+                "message_id": r.message_id,
+                "recipient": r.recipient,
+                "outcome": r.outcome,
+                "service": r.service,
+                "quantity": r.quantity,
+                "unit_price": r.unit_price,
+                "amount_micros": r.amount_micros,
+                "amount": billing::format_micros(r.amount_micros),
+                "currency": r.currency,
+                "period": r.period,
+                "at_ms": r.at_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"charges": charges, "next_after": next})))
+}
+
+/// `GET /v1/accounts/{id}/invoices/{YYYY-MM}`: JSON, or CSV with `Accept: text/csv`,
+/// built and rounded as the platform's invoices are.
+async fn invoice(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path((id, period)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, end) =
+        billing::period_bounds(&period).map_err(|e| ApiError::invalid("period", e.to_string()))?;
+    let account = account_of(&s, &t.id, &id).await?;
+    let tariff = s.store.get_account_tariff(&t.id).await?;
+    let info = TariffInfo::read(tariff.as_deref().unwrap_or(""));
+    let (sums, ledger_currency) = s.store.account_charge_sums(&t.id, &id, &period).await?;
+    let currency = ledger_currency
+        .or(info.currency)
+        .unwrap_or_else(|| "EUR".to_owned());
+    let inv =
+        Invoice::build(&id, &period, &currency, info.minor_units, &sums).ok_or_else(|| {
+            anyhow::anyhow!("invoice {period} of account {id:?}: an amount overflows")
+        })?;
+    if wants_csv(&headers) {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            inv.to_csv(),
+        )
+            .into_response());
+    }
+    let mut v = serde_json::to_value(&inv).unwrap_or_default();
+    v["account"] = json!(id);
+    v["status"] = json!(if now_ms() >= end { "closed" } else { "open" });
+    v["mode"] = json!(account.mode);
+    Ok(Json(v).into_response())
+}
+
+fn balance_json(a: &Account, currency: Option<String>, bal: &Balance) -> Value {
+    let f = billing::format_micros;
+    json!({
+        "account": a.id,
+        "mode": a.mode,
+        "currency": currency,
+        "credits": f(bal.credits_micros),
+        "charges": f(bal.charges_micros),
+        "balance": f(bal.balance_micros()),
+        "balance_micros": bal.balance_micros(),
+    })
+}
+
+async fn tariff_currency(s: &AppState, tenant: &str) -> Result<Option<String>, ApiError> {
+    let tariff = s.store.get_account_tariff(tenant).await?;
+    Ok(tariff.and_then(|t| TariffInfo::read(&t).currency))
+}
+
+async fn balance(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let a = account_of(&s, &t.id, &id).await?;
+    let bal = s.store.account_balance(&t.id, &id).await?;
+    Ok(Json(balance_json(
+        &a,
+        tariff_currency(&s, &t.id).await?,
+        &bal,
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreditBody {
+    amount: String,
+    #[serde(default)]
+    currency: Option<String>,
+    reference: String,
+}
+
+/// `POST /v1/accounts/{id}/credits {amount, currency?, reference}`: the tenant credits
+/// its customer once per reference (201; a repeat is 200 with `credited: false`).
+async fn credit(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+    Json(b): Json<CreditBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let amount = billing::parse_amount(b.amount.trim())
+        .map_err(|e| ApiError::invalid("amount", e.to_string()))?;
+    if b.reference.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "reference",
+            "give a reference (e.g. the payment's id)",
+        ));
+    }
+    let a = account_of(&s, &t.id, &id).await?;
+    let tariff = tariff_currency(&s, &t.id).await?;
+    let currency = match (b.currency, tariff.clone()) {
+        (Some(given), Some(tariff)) if given != tariff => {
+            return Err(ApiError::invalid(
+                "currency",
+                format!("currency {given:?} is not the account tariff's {tariff:?}"),
+            ));
+        }
+        (Some(given), _) => given,
+        (None, Some(tariff)) => tariff,
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "currency",
+                "the account tariff names no currency: give one",
+            ));
+        }
+    };
+    let credited = s
+        .store
+        .add_account_credit(&t.id, &id, amount, &currency, b.reference.trim(), now_ms())
+        .await?;
+    let released = release(
+        &s,
+        &t.id,
+        json!({"reason": "account credited", "account": id, "reference": b.reference.trim()}),
+    )
+    .await?;
+    let bal = s.store.account_balance(&t.id, &id).await?;
+    let mut v = balance_json(&a, tariff, &bal);
+    v["credited"] = json!(credited);
+    v["released"] = json!(released);
+    let status = if credited {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(v)))
+}
+
+async fn get_account_billing(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+) -> Result<Json<Value>, ApiError> {
+    let tariff = s.store.get_account_tariff(&t.id).await?;
+    let status = s.store.account_rating_status(&t.id).await?;
+    Ok(Json(json!({
+        "tariff": tariff,
+        "rating": status.map(|st| json!({
+            "after_seq": st.after_seq,
+            "waiting": st.waiting,
+            "attempts": st.attempts,
+            "next_try_at_ms": st.next_try_at_ms,
+            "last_error": st.last_error,
+        })),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccountBillingBody {
+    /// The tariff the tenant rates its accounts with; `null` removes it.
+    tariff: Option<String>,
+}
+
+/// `PUT /v1/account-billing {tariff}`: checked by the tenant's account rater (an empty
+/// batch) before it is stored.
+async fn put_account_billing(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Json(b): Json<AccountBillingBody>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(tariff) = &b.tariff {
+        if tariff.len() > 256 * 1024 {
+            return Err(ApiError::invalid("tariff", "larger than 256 KiB"));
+        }
+        let probe = BillInput {
+            tariff: tariff.clone(),
+            period_start_ms: 0,
+            period_to_date: Vec::new(),
+            events: Vec::new(),
+        };
+        rate_for_accounts(&s, &t.id, true, probe)
+            .await
+            .map_err(|e| {
+                ApiError::invalid("tariff", format!("the rater refused the tariff: {e}"))
+            })?;
+    }
+    s.store
+        .set_account_tariff(&t.id, b.tariff.as_deref(), now_ms())
+        .await?;
+    get_account_billing(State(s), AuthTenant(t)).await
+}
