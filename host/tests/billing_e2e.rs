@@ -180,7 +180,10 @@ fn delivered_recipients_are_charged_once_and_appear_in_usage_and_the_invoice() {
     assert_eq!(lines[0]["amount"], "0.50");
     assert_eq!(inv["total"], "0.50");
     assert!(
-        inv["rounding"].as_str().unwrap().contains("half to even"),
+        inv["rounding"]
+            .as_str()
+            .unwrap()
+            .contains("half away from zero"),
         "{inv:#}"
     );
 

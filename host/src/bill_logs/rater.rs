@@ -1,12 +1,21 @@
 //! Batching matched transfers through the rater plugin on a second thread,
 //! and summing its charges per tenant.
+//!
+//! A transfer whose key was already seen in this run (the same log given
+//! twice, overlapping rotations) is skipped and reported, never rated again:
+//! the rater would bill it twice across batches, or refuse a batch holding it
+//! twice. Keys are remembered as 128-bit SHA-256 prefixes (24 bytes a
+//! transfer with where it was first seen), so a recipient address chosen to
+//! collide cannot make another transfer look like a duplicate.
 
-use super::totals::{ServiceTotal, TenantTotals, format_amount};
+use super::totals::{ServiceTotal, TenantTotals};
 use super::{Matcher, TariffDoc};
+use crate::billing::rounding::{format_minor, round_lines};
 use crate::maillog::hash::FxHashMap;
 use crate::maillog::{Transfer, syslog_time};
 use crate::runtime::{Plugin, PluginError};
 use crate::stage::{BillInput, Counter, Direction, Micros, Outcome, UsageEvent};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -20,6 +29,40 @@ const PREALLOCATE: usize = 4_096;
 
 /// Batches queued between the reader and the rating thread.
 const QUEUE: usize = 4;
+
+/// Duplicates reported one by one; the rest are counted.
+pub const DUPLICATE_SAMPLES: usize = 10;
+
+/// Where a transfer was read: the index of its log among those given and the
+/// line whose reading completed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub file: u16,
+    pub line: u64,
+}
+
+const LINE_BITS: u32 = 48;
+
+impl Place {
+    fn pack(self) -> u64 {
+        (u64::from(self.file) << LINE_BITS) | self.line.min((1 << LINE_BITS) - 1)
+    }
+
+    fn unpack(v: u64) -> Place {
+        Place {
+            file: (v >> LINE_BITS) as u16,
+            line: v & ((1 << LINE_BITS) - 1),
+        }
+    }
+}
+
+/// A transfer skipped because its key was seen before in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub key: String,
+    pub at: Place,
+    pub first: Place,
+}
 
 /// Why rating stopped.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +122,10 @@ pub struct Biller {
     tx: Option<SyncSender<Batch>>,
     worker: Option<JoinHandle<Result<Vec<TenantTotals>, BillError>>>,
     unmatched: u64,
+    /// Every key seen (a SHA-256 prefix) → where it was first seen (packed).
+    seen: FxHashMap<[u64; 2], u64>,
+    duplicates: u64,
+    duplicate_samples: Vec<Duplicate>,
 }
 
 impl std::fmt::Debug for Biller {
@@ -150,6 +197,9 @@ impl Biller {
             tx: Some(tx),
             worker: Some(worker),
             unmatched: 0,
+            seen: FxHashMap::default(),
+            duplicates: 0,
+            duplicate_samples: Vec::new(),
         })
     }
 
@@ -158,8 +208,44 @@ impl Biller {
         self.unmatched
     }
 
-    /// Matches one transfer and queues it for rating.
-    pub fn add(&mut self, t: Transfer) -> Result<(), BillError> {
+    /// Transfers skipped as duplicates so far, and the first few.
+    pub fn duplicates(&self) -> (u64, &[Duplicate]) {
+        (self.duplicates, &self.duplicate_samples)
+    }
+
+    /// Skips a transfer whose key was seen before; true if it is new.
+    fn first_sight(&mut self, key: &str, at: Place) -> bool {
+        let d = Sha256::digest(key.as_bytes());
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&d[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        match self.seen.entry([word(0), word(8)]) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(at.pack());
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                self.duplicates += 1;
+                if self.duplicate_samples.len() < DUPLICATE_SAMPLES {
+                    self.duplicate_samples.push(Duplicate {
+                        key: key.to_owned(),
+                        at,
+                        first: Place::unpack(*o.get()),
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// Matches one transfer read at `at` and queues it for rating, unless it
+    /// was seen before.
+    pub fn add(&mut self, t: Transfer, at: Place) -> Result<(), BillError> {
+        if !self.first_sight(&t.key, at) {
+            return Ok(());
+        }
         let Some((tenant, direction)) = self.matcher.classify(&t.sender, &t.recipient) else {
             self.unmatched += 1;
             return Ok(());
@@ -297,26 +383,34 @@ fn rate_all(
         .into_iter()
         .zip(acc)
         .map(|(t, a)| {
-            let total = a
+            let overflow = || BillError::Overflow {
+                tenant: t.id.clone(),
+            };
+            let total_micros = a
                 .services
                 .values()
                 .try_fold(0i64, |sum, &(_, amount)| sum.checked_add(amount))
-                .ok_or_else(|| BillError::Overflow {
-                    tenant: t.id.clone(),
-                })?;
+                .ok_or_else(overflow)?;
+            // The one invoice rule: each service rounded, the total their sum.
+            let (rounded, total) = round_lines(
+                a.services.values().map(|&(_, amount)| amount),
+                t.minor_units,
+            )
+            .ok_or_else(overflow)?;
             Ok(TenantTotals {
                 services: a
                     .services
                     .into_iter()
-                    .map(|(service, (quantity, amount))| ServiceTotal {
+                    .zip(rounded)
+                    .map(|((service, (quantity, amount)), minor)| ServiceTotal {
                         service,
                         quantity,
                         amount_micros: amount,
-                        amount: format_amount(amount, t.minor_units),
+                        amount: format_minor(minor, t.minor_units),
                     })
                     .collect(),
-                total_micros: total,
-                total: format_amount(total, t.minor_units),
+                total_micros,
+                total: format_minor(total, t.minor_units),
                 tenant: t.id,
                 currency: t.currency,
                 minor_units: t.minor_units,
@@ -332,6 +426,20 @@ fn rate_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_pack_into_one_word() {
+        let p = Place {
+            file: 65_535,
+            line: 123_456_789,
+        };
+        assert_eq!(Place::unpack(p.pack()), p);
+        let huge = Place {
+            file: 1,
+            line: u64::MAX,
+        };
+        assert_eq!(Place::unpack(huge.pack()).file, 1);
+    }
 
     #[test]
     fn month_starts_and_minor_units() {
