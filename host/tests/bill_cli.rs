@@ -753,3 +753,69 @@ fn hostile_logs_are_refused_or_read_in_bounded_memory_and_time() {
         a.cpu
     );
 }
+
+#[test]
+fn a_logins_file_of_many_tenants_costs_one_tariff_check() {
+    let dir = setup("many-tenants");
+    let n = 20_000;
+    let mut logins = String::from(LOGINS);
+    for i in 0..n {
+        logins.push_str(&format!("[tenant.t{i:05}]\nlogins = [\"d{i}.example\"]\n"));
+    }
+    let many = dir.join("many.toml");
+    std::fs::write(&many, logins).unwrap();
+    let tariffs = dir.join("default.toml");
+    std::fs::write(
+        &tariffs,
+        TARIFFS
+            .replace("[tenant.tenant-a]", "[default]")
+            .replace("[tenant.tenant-b]\nfile = \"b.toml\"\n", ""),
+    )
+    .unwrap();
+    let log = data("qmail/synthetic/edgecases.plain.log");
+    let run = |logins: &Path| {
+        sluice_measured(
+            &[
+                "bill",
+                "--format",
+                "qmail",
+                "--logins",
+                logins.to_str().unwrap(),
+                "--tariffs",
+                tariffs.to_str().unwrap(),
+                &log,
+            ],
+            &dir,
+        )
+    };
+    let two = run(&dir.join("logins.toml"));
+    let lots = run(&many);
+    assert_eq!(
+        (two.code, lots.code),
+        (Some(0), Some(0)),
+        "{}{}",
+        two.stderr,
+        lots.stderr
+    );
+    let v: Value = serde_json::from_slice(&lots.stdout).unwrap();
+    assert_eq!(v["tenants"].as_array().unwrap().len(), n + 2);
+    let a = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "tenant-a")
+        .unwrap();
+    assert_eq!(a["total_micros"], 17_051, "{a:#}");
+    // One check of the shared tariff, not one plugin call per tenant (that
+    // was 20,002 calls here, a million for a million tenants), and one batch
+    // per tenant with transfers; what is left is reading the file and
+    // printing 20,002 totals (in a debug build ~30x the two-tenant run, where
+    // 20,002 checks made it ~180x).
+    assert_eq!(v["rater_calls"], 1 + 2, "{}", v["rater_calls"]);
+    assert!(
+        lots.cpu < two.cpu * 80,
+        "{n} tenants: {:?} CPU, two tenants: {:?}",
+        lots.cpu,
+        two.cpu
+    );
+}

@@ -17,6 +17,7 @@ use crate::runtime::{Plugin, PluginError};
 use crate::stage::{BillInput, Counter, Direction, Micros, Outcome, UsageEvent};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -24,8 +25,15 @@ use std::thread::JoinHandle;
 /// to keep memory flat.
 pub const DEFAULT_BATCH: usize = 2_000;
 
-/// Events reserved up front per queue (the batch size comes from the user).
+/// Events reserved up front for a queue that has filled a batch before
+/// (a new queue grows as it fills: a million tenants with one transfer
+/// each must not reserve a batch each).
 const PREALLOCATE: usize = 4_096;
+
+/// Events waiting in all queues together: past this, every queue is sent to
+/// the rater as it is (smaller batches, same charges), so memory stays flat
+/// however many tenants and months a log holds.
+const MAX_PENDING: usize = 200_000;
 
 /// Batches queued between the reader and the rating thread.
 const QUEUE: usize = 4;
@@ -99,7 +107,7 @@ struct Batch {
 
 struct Tenant {
     id: String,
-    tariff: String,
+    tariff: Arc<str>,
     currency: String,
     minor_units: u8,
 }
@@ -113,14 +121,26 @@ struct Acc {
     services: BTreeMap<String, (u64, Micros)>,
 }
 
+/// What rating came to.
+#[derive(Debug)]
+pub struct Rated {
+    pub tenants: Vec<TenantTotals>,
+    /// Calls of the rater: one per distinct tariff, one per batch.
+    pub rater_calls: u64,
+}
+
 /// Matches transfers to tenants and rates them in batches.
 pub struct Biller {
     matcher: Matcher,
     tenants: Vec<String>,
     pending: FxHashMap<(usize, i64), Vec<UsageEvent>>,
+    /// Events in `pending`.
+    pending_events: usize,
     batch: usize,
     tx: Option<SyncSender<Batch>>,
-    worker: Option<JoinHandle<Result<Vec<TenantTotals>, BillError>>>,
+    worker: Option<JoinHandle<Result<Rated, BillError>>>,
+    /// Plugin calls that checked a tariff.
+    checks: u64,
     unmatched: u64,
     /// Every key seen (a SHA-256 prefix) → where it was first seen (packed).
     seen: FxHashMap<[u64; 2], u64>,
@@ -163,24 +183,37 @@ impl Biller {
         batch: usize,
     ) -> Result<Biller, BillError> {
         let mut tenants = Vec::new();
+        // Each distinct tariff is checked once: a million tenants on the
+        // default tariff cost one plugin call, not a million.
+        let mut checked: HashMap<Arc<str>, (String, u8)> = HashMap::new();
+        let mut checks = 0;
         for (id, doc) in matcher.tenants().iter().zip(tariffs) {
-            let out = plugin
-                .bill(&BillInput {
-                    tariff: doc.text.clone(),
-                    period_start_ms: 0,
-                    period_to_date: Vec::new(),
-                    events: Vec::new(),
-                })
-                .map_err(|error| BillError::Tariff {
-                    tenant: id.clone(),
-                    origin: doc.origin.clone(),
-                    error,
-                })?;
+            let (currency, minor_units) = match checked.get(&doc.text) {
+                Some(c) => c.clone(),
+                None => {
+                    let out = plugin
+                        .bill(&BillInput {
+                            tariff: doc.text.to_string(),
+                            period_start_ms: 0,
+                            period_to_date: Vec::new(),
+                            events: Vec::new(),
+                        })
+                        .map_err(|error| BillError::Tariff {
+                            tenant: id.clone(),
+                            origin: doc.origin.clone(),
+                            error,
+                        })?;
+                    checks += 1;
+                    let c = (out.currency, minor_units_of(&doc.text));
+                    checked.insert(doc.text.clone(), c.clone());
+                    c
+                }
+            };
             tenants.push(Tenant {
                 id: id.clone(),
-                minor_units: minor_units_of(&doc.text),
+                minor_units,
                 tariff: doc.text,
-                currency: out.currency,
+                currency,
             });
         }
         let ids = tenants.iter().map(|t| t.id.clone()).collect();
@@ -190,9 +223,11 @@ impl Biller {
             .spawn(move || rate_all(plugin, tenants, rx))
             .map_err(|_| BillError::Thread)?;
         Ok(Biller {
+            checks,
             matcher,
             tenants: ids,
             pending: FxHashMap::default(),
+            pending_events: 0,
             batch: batch.max(1),
             tx: Some(tx),
             worker: Some(worker),
@@ -266,16 +301,37 @@ impl Biller {
             at_ms: t.delivered_ms,
         };
         let batch = self.batch;
-        let queue = self
-            .pending
-            .entry((tenant, period))
-            .or_insert_with(|| Vec::with_capacity(batch.min(PREALLOCATE)));
+        let queue = self.pending.entry((tenant, period)).or_default();
         queue.push(event);
+        self.pending_events += 1;
         if queue.len() >= batch {
             let events = std::mem::replace(queue, Vec::with_capacity(batch.min(PREALLOCATE)));
+            self.pending_events -= events.len();
             self.send(Batch {
                 tenant,
                 period_start_ms: period,
+                events,
+            })?;
+        } else if self.pending_events >= MAX_PENDING {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queue as it is, oldest period first, and forgets the
+    /// queues (their capacity with them).
+    fn send_pending(&mut self) -> Result<(), BillError> {
+        let mut rest: Vec<_> = self
+            .pending
+            .drain()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        self.pending_events = 0;
+        rest.sort_by_key(|&((t, p), _)| (p, t));
+        for ((tenant, period_start_ms), events) in rest {
+            self.send(Batch {
+                tenant,
+                period_start_ms,
                 events,
             })?;
         }
@@ -296,33 +352,20 @@ impl Biller {
     }
 
     /// Rates what is still queued and returns the totals of every tenant.
-    pub fn finish(mut self) -> Result<Vec<TenantTotals>, BillError> {
-        let mut rest: Vec<_> = self
-            .pending
-            .drain()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        rest.sort_by_key(|&((t, p), _)| (p, t));
-        for ((tenant, period_start_ms), events) in rest {
-            self.send(Batch {
-                tenant,
-                period_start_ms,
-                events,
-            })?;
-        }
+    pub fn finish(mut self) -> Result<Rated, BillError> {
+        self.send_pending()?;
         self.tx = None;
         match self.worker.take().map(|w| w.join()) {
-            Some(Ok(r)) => r,
+            Some(Ok(r)) => r.map(|mut rated| {
+                rated.rater_calls += self.checks;
+                rated
+            }),
             _ => Err(BillError::Thread),
         }
     }
 }
 
-fn rate_all(
-    plugin: Plugin,
-    tenants: Vec<Tenant>,
-    rx: Receiver<Batch>,
-) -> Result<Vec<TenantTotals>, BillError> {
+fn rate_all(plugin: Plugin, tenants: Vec<Tenant>, rx: Receiver<Batch>) -> Result<Rated, BillError> {
     let mut acc: Vec<Acc> = tenants.iter().map(|_| Acc::default()).collect();
     let mut to_date: HashMap<(usize, i64), BTreeMap<String, u64>> = HashMap::new();
     let mut input = BillInput {
@@ -331,6 +374,7 @@ fn rate_all(
         period_to_date: Vec::new(),
         events: Vec::new(),
     };
+    let mut rater_calls = 0u64;
     for batch in rx {
         let tenant = &tenants[batch.tenant];
         let a = &mut acc[batch.tenant];
@@ -345,7 +389,8 @@ fn rate_all(
         let counters = to_date
             .entry((batch.tenant, batch.period_start_ms))
             .or_default();
-        input.tariff.clone_from(&tenant.tariff);
+        input.tariff.clear();
+        input.tariff.push_str(&tenant.tariff);
         input.period_start_ms = batch.period_start_ms;
         input.period_to_date = counters
             .iter()
@@ -356,6 +401,7 @@ fn rate_all(
             .collect();
         let events = batch.events.len();
         input.events = batch.events;
+        rater_calls += 1;
         let out = plugin.bill(&input).map_err(|error| BillError::Rate {
             tenant: tenant.id.clone(),
             events,
@@ -379,7 +425,7 @@ fn rate_all(
             s.1 = s.1.checked_add(c.amount).ok_or_else(overflow)?;
         }
     }
-    tenants
+    let tenants = tenants
         .into_iter()
         .zip(acc)
         .map(|(t, a)| {
@@ -420,7 +466,11 @@ fn rate_all(
                 bytes: a.bytes,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, BillError>>()?;
+    Ok(Rated {
+        tenants,
+        rater_calls,
+    })
 }
 
 #[cfg(test)]

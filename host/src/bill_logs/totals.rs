@@ -55,6 +55,8 @@ pub struct Summary {
     pub duplicates: Vec<DuplicatePlace>,
     /// Lines not in the log format given (other programs, garbage).
     pub unmatched_lines: u64,
+    /// Calls of the rater: one per distinct tariff, one per batch.
+    pub rater_calls: u64,
     pub rounding: &'static str,
     pub log: Counters,
     /// The first few unparseable lines.

@@ -269,10 +269,11 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
             first_line: d.first.line,
         })
         .collect();
-    let tenants = biller.finish()?;
+    let rated = biller.finish()?;
     let report = reader.report();
     let summary = Summary {
-        tenants,
+        tenants: rated.tenants,
+        rater_calls: rated.rater_calls,
         unmatched_transfers: unmatched,
         duplicate_transfers,
         duplicates,
