@@ -648,6 +648,7 @@ struct Measured {
 /// `RUSAGE_CHILDREN` would mix them).
 fn sluice_measured(args: &[&str], dir: &Path) -> Measured {
     let (out, err) = (dir.join("measured.out"), dir.join("measured.err"));
+    #[allow(clippy::zombie_processes, reason = "reaped by wait4 below")]
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .stdin(std::process::Stdio::null())
