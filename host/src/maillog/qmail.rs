@@ -525,3 +525,27 @@ fn number(b: &[u8]) -> Option<u64> {
 fn first_number(b: &[u8]) -> Option<u64> {
     number(b.split(|&c| c == b' ').next()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endless_continuations_are_capped() {
+        let mut r = QmailReader::new(ReaderConfig::default());
+        r.begin_file("-", YearRule::Start(2007));
+        let mut head =
+            b"May  1 04:40:40 saracen qmail: 1177980040.081236 delivery 1: failure: ".to_vec();
+        head.extend(std::iter::repeat_n(b'x', 600));
+        let mut piece = b"May  1 04:40:40 saracen qmail: 1177980040.081236+".to_vec();
+        piece.extend(std::iter::repeat_n(b'y', 1 << 20));
+        let mut emit = |_: Transfer| {};
+        r.line(&head, &mut emit);
+        for _ in 0..5 {
+            r.line(&piece, &mut emit);
+        }
+        assert_eq!(r.pending.len(), MAX_RECORD);
+        assert_eq!(r.report.counters.joined_continuations, 5);
+        assert_eq!(r.report.counters.matched, 6);
+    }
+}
