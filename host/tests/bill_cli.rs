@@ -719,8 +719,9 @@ fn hostile_logs_are_refused_or_read_in_bounded_memory_and_time() {
     }
 
     // A syslog naming a new host on every line costs what one host does:
-    // host names are looked up, not searched (that was quadratic: 5·10^11 comparisons for
-    // a million names). Same lines, same count; CPU compared, not timed.
+    // host names are looked up, not searched (that was quadratic: 5·10^11
+    // comparisons for a million names). Same lines, same count; CPU
+    // compared, not timed.
     let lines = 200_000;
     let syslog = |hosts: usize| {
         let mut s = String::new();

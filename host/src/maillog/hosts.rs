@@ -2,11 +2,11 @@
 //!
 //! One syslog file may hold many hosts (a central log server), and the names
 //! come from the log: a file naming a new host on every line must cost a hash
-//! lookup per line, not a scan of every name seen so far (that was quadratic:
-//! a million lines naming a million hosts made 5·10^11 comparisons). Names are looked up with
-//! SipHash under a random key, since a chosen set of names could defeat the
-//! readers' Fx hash; the previous line's host is tried first, so the common
-//! log of one host pays for no hashing at all.
+//! lookup per line, not a scan of every name seen so far (that was
+//! quadratic: a million lines naming a million hosts made 5·10^11
+//! comparisons). Names are looked up with SipHash under a random key, since a
+//! chosen set of names could defeat the readers' Fx hash; the previous line's
+//! host is tried first, so the common log of one host pays for no hashing.
 
 use std::collections::HashMap;
 
