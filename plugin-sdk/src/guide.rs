@@ -210,5 +210,6 @@
 //! settles (or not) in its own charges.
 //!
 //! Invoices (`GET /v1/invoices/{YYYY-MM}`) round each service line's exact
-//! amount to the currency's minor unit **half to even**, and the total is the
-//! sum of the rounded lines; the response states this rule.
+//! amount to the currency's minor unit **half away from zero** (commercial
+//! rounding; `sluice bill` rounds the same way), and the total is the sum of
+//! the rounded lines; the response states this rule.

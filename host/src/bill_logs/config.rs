@@ -6,6 +6,7 @@ use crate::maillog::hash::FxHashMap;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use toml::Spanned;
 
 /// A configuration file that cannot be used; always names the file and,
@@ -156,7 +157,8 @@ struct Source {
 /// A tenant's tariff document and where it came from (for error messages).
 #[derive(Debug, Clone)]
 pub struct TariffDoc {
-    pub text: String,
+    /// Shared: a `[default]` used by a million tenants is held once.
+    pub text: Arc<str>,
     pub origin: String,
 }
 
@@ -170,23 +172,35 @@ pub fn load_tariffs(path: &Path, logins: &Logins) -> Result<Vec<TariffDoc>, Conf
         line: line_of(&text, at),
         message,
     };
+    // A file named by many tenants is read once.
+    let files: std::cell::RefCell<FxHashMap<PathBuf, Arc<str>>> = Default::default();
     let resolve = |key: &str, src: &Spanned<Source>| -> Result<TariffDoc, ConfigError> {
         match (&src.get_ref().file, &src.get_ref().inline) {
             (Some(file), None) => {
                 let p = base.join(file);
-                let text = std::fs::read_to_string(&p).map_err(|e| {
-                    invalid(
-                        src.span().start,
-                        format!("{key}.file: cannot read {p:?}: {e}"),
-                    )
-                })?;
+                let known = files.borrow().get(&p).cloned();
+                let text = match known {
+                    Some(text) => text,
+                    None => {
+                        let text: Arc<str> = std::fs::read_to_string(&p)
+                            .map_err(|e| {
+                                invalid(
+                                    src.span().start,
+                                    format!("{key}.file: cannot read {p:?}: {e}"),
+                                )
+                            })?
+                            .into();
+                        files.borrow_mut().insert(p.clone(), text.clone());
+                        text
+                    }
+                };
                 Ok(TariffDoc {
                     text,
                     origin: p.display().to_string(),
                 })
             }
             (None, Some(inline)) => Ok(TariffDoc {
-                text: inline.clone(),
+                text: inline.as_str().into(),
                 origin: format!("{}, {key}.inline", path.display()),
             }),
             _ => Err(invalid(
@@ -196,7 +210,8 @@ pub fn load_tariffs(path: &Path, logins: &Logins) -> Result<Vec<TariffDoc>, Conf
         }
     };
     for (id, src) in &raw.tenant {
-        if !logins.tenants.contains(id) {
+        // `tenants` is sorted (BTreeMap keys): a search, not a scan per entry.
+        if logins.tenants.binary_search(id).is_err() {
             return Err(invalid(
                 src.span().start,
                 format!("tenant.{id}: no tenant {id:?} in the logins file"),

@@ -17,5 +17,5 @@ mod totals;
 
 pub use config::{ConfigError, Logins, TariffDoc, load_tariffs, login_problem};
 pub use matcher::Matcher;
-pub use rater::{BillError, Biller, DEFAULT_BATCH};
-pub use totals::{ServiceTotal, Summary, TenantTotals, format_amount};
+pub use rater::{BillError, Biller, DEFAULT_BATCH, DUPLICATE_SAMPLES, Duplicate, Place, Rated};
+pub use totals::{DuplicatePlace, ServiceTotal, Summary, TenantTotals};

@@ -1,13 +1,23 @@
 //! Batching matched transfers through the rater plugin on a second thread,
 //! and summing its charges per tenant.
+//!
+//! A transfer whose key was already seen in this run (the same log given
+//! twice, overlapping rotations) is skipped and reported, never rated again:
+//! the rater would bill it twice across batches, or refuse a batch holding it
+//! twice. Keys are remembered as 128-bit SHA-256 prefixes (24 bytes a
+//! transfer with where it was first seen), so a recipient address chosen to
+//! collide cannot make another transfer look like a duplicate.
 
-use super::totals::{ServiceTotal, TenantTotals, format_amount};
+use super::totals::{ServiceTotal, TenantTotals};
 use super::{Matcher, TariffDoc};
+use crate::billing::rounding::{format_minor, round_lines};
 use crate::maillog::hash::FxHashMap;
 use crate::maillog::{Transfer, syslog_time};
 use crate::runtime::{Plugin, PluginError};
 use crate::stage::{BillInput, Counter, Direction, Micros, Outcome, UsageEvent};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -15,11 +25,52 @@ use std::thread::JoinHandle;
 /// to keep memory flat.
 pub const DEFAULT_BATCH: usize = 2_000;
 
-/// Events reserved up front per queue (the batch size comes from the user).
+/// Events reserved up front for a queue that has filled a batch before
+/// (a new queue grows as it fills: a million tenants with one transfer
+/// each must not reserve a batch each).
 const PREALLOCATE: usize = 4_096;
+
+/// Events waiting in all queues together: past this, every queue is sent to
+/// the rater as it is (smaller batches, same charges), so memory stays flat
+/// however many tenants and months a log holds.
+const MAX_PENDING: usize = 200_000;
 
 /// Batches queued between the reader and the rating thread.
 const QUEUE: usize = 4;
+
+/// Duplicates reported one by one; the rest are counted.
+pub const DUPLICATE_SAMPLES: usize = 10;
+
+/// Where a transfer was read: the index of its log among those given and the
+/// line whose reading completed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    pub file: u16,
+    pub line: u64,
+}
+
+const LINE_BITS: u32 = 48;
+
+impl Place {
+    fn pack(self) -> u64 {
+        (u64::from(self.file) << LINE_BITS) | self.line.min((1 << LINE_BITS) - 1)
+    }
+
+    fn unpack(v: u64) -> Place {
+        Place {
+            file: (v >> LINE_BITS) as u16,
+            line: v & ((1 << LINE_BITS) - 1),
+        }
+    }
+}
+
+/// A transfer skipped because its key was seen before in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub key: String,
+    pub at: Place,
+    pub first: Place,
+}
 
 /// Why rating stopped.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +107,7 @@ struct Batch {
 
 struct Tenant {
     id: String,
-    tariff: String,
+    tariff: Arc<str>,
     currency: String,
     minor_units: u8,
 }
@@ -70,15 +121,31 @@ struct Acc {
     services: BTreeMap<String, (u64, Micros)>,
 }
 
+/// What rating came to.
+#[derive(Debug)]
+pub struct Rated {
+    pub tenants: Vec<TenantTotals>,
+    /// Calls of the rater: one per distinct tariff, one per batch.
+    pub rater_calls: u64,
+}
+
 /// Matches transfers to tenants and rates them in batches.
 pub struct Biller {
     matcher: Matcher,
     tenants: Vec<String>,
     pending: FxHashMap<(usize, i64), Vec<UsageEvent>>,
+    /// Events in `pending`.
+    pending_events: usize,
     batch: usize,
     tx: Option<SyncSender<Batch>>,
-    worker: Option<JoinHandle<Result<Vec<TenantTotals>, BillError>>>,
+    worker: Option<JoinHandle<Result<Rated, BillError>>>,
+    /// Plugin calls that checked a tariff.
+    checks: u64,
     unmatched: u64,
+    /// Every key seen (a SHA-256 prefix) → where it was first seen (packed).
+    seen: FxHashMap<[u64; 2], u64>,
+    duplicates: u64,
+    duplicate_samples: Vec<Duplicate>,
 }
 
 impl std::fmt::Debug for Biller {
@@ -116,24 +183,37 @@ impl Biller {
         batch: usize,
     ) -> Result<Biller, BillError> {
         let mut tenants = Vec::new();
+        // Each distinct tariff is checked once: a million tenants on the
+        // default tariff cost one plugin call, not a million.
+        let mut checked: HashMap<Arc<str>, (String, u8)> = HashMap::new();
+        let mut checks = 0;
         for (id, doc) in matcher.tenants().iter().zip(tariffs) {
-            let out = plugin
-                .bill(&BillInput {
-                    tariff: doc.text.clone(),
-                    period_start_ms: 0,
-                    period_to_date: Vec::new(),
-                    events: Vec::new(),
-                })
-                .map_err(|error| BillError::Tariff {
-                    tenant: id.clone(),
-                    origin: doc.origin.clone(),
-                    error,
-                })?;
+            let (currency, minor_units) = match checked.get(&doc.text) {
+                Some(c) => c.clone(),
+                None => {
+                    let out = plugin
+                        .bill(&BillInput {
+                            tariff: doc.text.to_string(),
+                            period_start_ms: 0,
+                            period_to_date: Vec::new(),
+                            events: Vec::new(),
+                        })
+                        .map_err(|error| BillError::Tariff {
+                            tenant: id.clone(),
+                            origin: doc.origin.clone(),
+                            error,
+                        })?;
+                    checks += 1;
+                    let c = (out.currency, minor_units_of(&doc.text));
+                    checked.insert(doc.text.clone(), c.clone());
+                    c
+                }
+            };
             tenants.push(Tenant {
                 id: id.clone(),
-                minor_units: minor_units_of(&doc.text),
+                minor_units,
                 tariff: doc.text,
-                currency: out.currency,
+                currency,
             });
         }
         let ids = tenants.iter().map(|t| t.id.clone()).collect();
@@ -143,13 +223,18 @@ impl Biller {
             .spawn(move || rate_all(plugin, tenants, rx))
             .map_err(|_| BillError::Thread)?;
         Ok(Biller {
+            checks,
             matcher,
             tenants: ids,
             pending: FxHashMap::default(),
+            pending_events: 0,
             batch: batch.max(1),
             tx: Some(tx),
             worker: Some(worker),
             unmatched: 0,
+            seen: FxHashMap::default(),
+            duplicates: 0,
+            duplicate_samples: Vec::new(),
         })
     }
 
@@ -158,8 +243,44 @@ impl Biller {
         self.unmatched
     }
 
-    /// Matches one transfer and queues it for rating.
-    pub fn add(&mut self, t: Transfer) -> Result<(), BillError> {
+    /// Transfers skipped as duplicates so far, and the first few.
+    pub fn duplicates(&self) -> (u64, &[Duplicate]) {
+        (self.duplicates, &self.duplicate_samples)
+    }
+
+    /// Skips a transfer whose key was seen before; true if it is new.
+    fn first_sight(&mut self, key: &str, at: Place) -> bool {
+        let d = Sha256::digest(key.as_bytes());
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&d[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        match self.seen.entry([word(0), word(8)]) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(at.pack());
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                self.duplicates += 1;
+                if self.duplicate_samples.len() < DUPLICATE_SAMPLES {
+                    self.duplicate_samples.push(Duplicate {
+                        key: key.to_owned(),
+                        at,
+                        first: Place::unpack(*o.get()),
+                    });
+                }
+                false
+            }
+        }
+    }
+
+    /// Matches one transfer read at `at` and queues it for rating, unless it
+    /// was seen before.
+    pub fn add(&mut self, t: Transfer, at: Place) -> Result<(), BillError> {
+        if !self.first_sight(&t.key, at) {
+            return Ok(());
+        }
         let Some((tenant, direction)) = self.matcher.classify(&t.sender, &t.recipient) else {
             self.unmatched += 1;
             return Ok(());
@@ -180,16 +301,37 @@ impl Biller {
             at_ms: t.delivered_ms,
         };
         let batch = self.batch;
-        let queue = self
-            .pending
-            .entry((tenant, period))
-            .or_insert_with(|| Vec::with_capacity(batch.min(PREALLOCATE)));
+        let queue = self.pending.entry((tenant, period)).or_default();
         queue.push(event);
+        self.pending_events += 1;
         if queue.len() >= batch {
             let events = std::mem::replace(queue, Vec::with_capacity(batch.min(PREALLOCATE)));
+            self.pending_events -= events.len();
             self.send(Batch {
                 tenant,
                 period_start_ms: period,
+                events,
+            })?;
+        } else if self.pending_events >= MAX_PENDING {
+            self.send_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Sends every queue as it is, oldest period first, and forgets the
+    /// queues (their capacity with them).
+    fn send_pending(&mut self) -> Result<(), BillError> {
+        let mut rest: Vec<_> = self
+            .pending
+            .drain()
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        self.pending_events = 0;
+        rest.sort_by_key(|&((t, p), _)| (p, t));
+        for ((tenant, period_start_ms), events) in rest {
+            self.send(Batch {
+                tenant,
+                period_start_ms,
                 events,
             })?;
         }
@@ -210,33 +352,20 @@ impl Biller {
     }
 
     /// Rates what is still queued and returns the totals of every tenant.
-    pub fn finish(mut self) -> Result<Vec<TenantTotals>, BillError> {
-        let mut rest: Vec<_> = self
-            .pending
-            .drain()
-            .filter(|(_, v)| !v.is_empty())
-            .collect();
-        rest.sort_by_key(|&((t, p), _)| (p, t));
-        for ((tenant, period_start_ms), events) in rest {
-            self.send(Batch {
-                tenant,
-                period_start_ms,
-                events,
-            })?;
-        }
+    pub fn finish(mut self) -> Result<Rated, BillError> {
+        self.send_pending()?;
         self.tx = None;
         match self.worker.take().map(|w| w.join()) {
-            Some(Ok(r)) => r,
+            Some(Ok(r)) => r.map(|mut rated| {
+                rated.rater_calls += self.checks;
+                rated
+            }),
             _ => Err(BillError::Thread),
         }
     }
 }
 
-fn rate_all(
-    plugin: Plugin,
-    tenants: Vec<Tenant>,
-    rx: Receiver<Batch>,
-) -> Result<Vec<TenantTotals>, BillError> {
+fn rate_all(plugin: Plugin, tenants: Vec<Tenant>, rx: Receiver<Batch>) -> Result<Rated, BillError> {
     let mut acc: Vec<Acc> = tenants.iter().map(|_| Acc::default()).collect();
     let mut to_date: HashMap<(usize, i64), BTreeMap<String, u64>> = HashMap::new();
     let mut input = BillInput {
@@ -245,6 +374,7 @@ fn rate_all(
         period_to_date: Vec::new(),
         events: Vec::new(),
     };
+    let mut rater_calls = 0u64;
     for batch in rx {
         let tenant = &tenants[batch.tenant];
         let a = &mut acc[batch.tenant];
@@ -259,7 +389,8 @@ fn rate_all(
         let counters = to_date
             .entry((batch.tenant, batch.period_start_ms))
             .or_default();
-        input.tariff.clone_from(&tenant.tariff);
+        input.tariff.clear();
+        input.tariff.push_str(&tenant.tariff);
         input.period_start_ms = batch.period_start_ms;
         input.period_to_date = counters
             .iter()
@@ -270,6 +401,7 @@ fn rate_all(
             .collect();
         let events = batch.events.len();
         input.events = batch.events;
+        rater_calls += 1;
         let out = plugin.bill(&input).map_err(|error| BillError::Rate {
             tenant: tenant.id.clone(),
             events,
@@ -293,30 +425,38 @@ fn rate_all(
             s.1 = s.1.checked_add(c.amount).ok_or_else(overflow)?;
         }
     }
-    tenants
+    let tenants = tenants
         .into_iter()
         .zip(acc)
         .map(|(t, a)| {
-            let total = a
+            let overflow = || BillError::Overflow {
+                tenant: t.id.clone(),
+            };
+            let total_micros = a
                 .services
                 .values()
                 .try_fold(0i64, |sum, &(_, amount)| sum.checked_add(amount))
-                .ok_or_else(|| BillError::Overflow {
-                    tenant: t.id.clone(),
-                })?;
+                .ok_or_else(overflow)?;
+            // The one invoice rule: each service rounded, the total their sum.
+            let (rounded, total) = round_lines(
+                a.services.values().map(|&(_, amount)| amount),
+                t.minor_units,
+            )
+            .ok_or_else(overflow)?;
             Ok(TenantTotals {
                 services: a
                     .services
                     .into_iter()
-                    .map(|(service, (quantity, amount))| ServiceTotal {
+                    .zip(rounded)
+                    .map(|((service, (quantity, amount)), minor)| ServiceTotal {
                         service,
                         quantity,
                         amount_micros: amount,
-                        amount: format_amount(amount, t.minor_units),
+                        amount: format_minor(minor, t.minor_units),
                     })
                     .collect(),
-                total_micros: total,
-                total: format_amount(total, t.minor_units),
+                total_micros,
+                total: format_minor(total, t.minor_units),
                 tenant: t.id,
                 currency: t.currency,
                 minor_units: t.minor_units,
@@ -326,12 +466,30 @@ fn rate_all(
                 bytes: a.bytes,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, BillError>>()?;
+    Ok(Rated {
+        tenants,
+        rater_calls,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_pack_into_one_word() {
+        let p = Place {
+            file: 65_535,
+            line: 123_456_789,
+        };
+        assert_eq!(Place::unpack(p.pack()), p);
+        let huge = Place {
+            file: 1,
+            line: u64::MAX,
+        };
+        assert_eq!(Place::unpack(huge.pack()).file, 1);
+    }
 
     #[test]
     fn month_starts_and_minor_units() {

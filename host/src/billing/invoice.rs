@@ -2,13 +2,11 @@
 //! (one per unit price charged), rounded to the currency's minor unit here and only
 //! here.
 
+use super::rounding::{ROUNDING_RULE, format_minor, round_to_minor};
 use crate::stage::Micros;
 use crate::store::ChargeSum;
 use serde::Serialize;
 use std::fmt::Write as _;
-
-/// The rule stated on every invoice.
-pub const ROUNDING_RULE: &str = "each line's exact amount (micro-units) is rounded to the currency's minor unit half to even; the total is the sum of the rounded lines";
 
 /// Charges of one service at one unit price (a tier), or a volume settlement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,7 +30,7 @@ pub struct InvoiceLine {
     pub tiers: Vec<TierLine>,
     /// Exact.
     pub amount_micros: Micros,
-    /// Rounded to the minor unit, half to even.
+    /// Rounded to the minor unit (`billing::rounding`).
     pub amount: String,
 }
 
@@ -49,35 +47,6 @@ pub struct Invoice {
     /// The sum of the rounded lines.
     pub total: String,
     pub rounding: &'static str,
-}
-
-/// `micros` in minor units (`minor_units` digits), rounded half to even.
-pub fn round_half_even(micros: Micros, minor_units: u8) -> i64 {
-    let step = 10i64.pow(6 - u32::from(minor_units.min(6)));
-    let (q, r) = (micros.div_euclid(step), micros.rem_euclid(step));
-    // div_euclid floors, so r is in [0, step): compare with the half.
-    match (2 * r).cmp(&step) {
-        std::cmp::Ordering::Less => q,
-        std::cmp::Ordering::Greater => q + 1,
-        std::cmp::Ordering::Equal if q % 2 == 0 => q,
-        std::cmp::Ordering::Equal => q + 1,
-    }
-}
-
-/// Minor units as a decimal string (`1234`, 2 → `"12.34"`).
-fn format_minor(units: i64, minor_units: u8) -> String {
-    let sign = if units < 0 { "-" } else { "" };
-    let abs = units.unsigned_abs();
-    if minor_units == 0 {
-        return format!("{sign}{abs}");
-    }
-    let scale = 10u64.pow(u32::from(minor_units));
-    format!(
-        "{sign}{}.{:0width$}",
-        abs / scale,
-        abs % scale,
-        width = usize::from(minor_units)
-    )
 }
 
 impl Invoice {
@@ -121,7 +90,7 @@ impl Invoice {
             if let [only] = l.tiers.as_slice() {
                 l.unit_price = Some(only.unit_price.clone());
             }
-            let rounded = round_half_even(l.amount_micros, minor_units);
+            let rounded = round_to_minor(l.amount_micros, minor_units);
             l.amount = format_minor(rounded, minor_units);
             total_micros = total_micros.checked_add(l.amount_micros)?;
             total_minor = total_minor.checked_add(rounded)?;
@@ -193,23 +162,6 @@ mod tests {
     }
 
     #[test]
-    fn rounding_is_half_to_even_at_the_minor_unit() {
-        assert_eq!(round_half_even(1_234_999, 2), 123);
-        assert_eq!(round_half_even(1_235_000, 2), 124); // 123.5 → 124 (even)
-        assert_eq!(round_half_even(1_245_000, 2), 124); // 124.5 → 124 (even)
-        assert_eq!(round_half_even(1_245_001, 2), 125);
-        assert_eq!(round_half_even(-1_235_000, 2), -124);
-        assert_eq!(round_half_even(-1_245_000, 2), -124);
-        assert_eq!(round_half_even(5_000, 2), 0); // 0.5 cent → 0
-        assert_eq!(round_half_even(15_000, 2), 2); // 1.5 cents → 2
-        assert_eq!(round_half_even(2_500_000, 0), 2);
-        assert_eq!(round_half_even(25, 6), 25);
-        assert_eq!(format_minor(-5, 2), "-0.05");
-        assert_eq!(format_minor(1234, 3), "1.234");
-        assert_eq!(format_minor(7, 0), "7");
-    }
-
-    #[test]
     fn lines_are_rounded_and_the_total_is_the_sum_of_rounded_lines() {
         let sums = [
             sum("outbound-message", "0.0010", 10_000, 10_000_000),
@@ -225,17 +177,17 @@ mod tests {
         assert_eq!(ob.amount, "10.00");
         let traffic = &inv.lines[1];
         assert_eq!(traffic.unit_price.as_deref(), Some("0.0002"));
-        assert_eq!(traffic.amount, "0.00"); // 0.5 cent, half to even
+        assert_eq!(traffic.amount, "0.01"); // half a cent, away from zero
         assert_eq!(inv.lines[2].amount, "0.00");
         assert_eq!(inv.total_micros, 10_008_005);
-        assert_eq!(inv.total, "10.00");
+        assert_eq!(inv.total, "10.01");
         assert_eq!(
             inv.to_csv(),
             "service,quantity,unit_price,tiers,amount,currency\n\
              outbound-message,10005,,10000x0.0010; 5x0.0006,10.00,EUR\n\
-             outbound-traffic,25,0.0002,25x0.0002,0.00,EUR\n\
+             outbound-traffic,25,0.0002,25x0.0002,0.01,EUR\n\
              bounce-fee,1,0.000005,1x0.000005,0.00,EUR\n\
-             total,,,,10.00,EUR\n"
+             total,,,,10.01,EUR\n"
         );
     }
 

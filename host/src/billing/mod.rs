@@ -4,15 +4,18 @@
 //! No I/O here: the store keeps the ledger (`store::ledger`), `serve::billing` runs the
 //! rating task and the prepaid check, `serve::billing_api` speaks HTTP. Everything is
 //! integer micro-units (`i64`) until an invoice rounds a line to the currency's minor
-//! unit — the only rounding after the rater's own. `checks` holds what every rater's
-//! answer must satisfy before it reaches a ledger.
+//! unit — the only rounding after the rater's own, by the rule in `rounding` that
+//! `sluice bill` (`bill_logs`) uses too. `checks` holds what every rater's answer must
+//! satisfy before it reaches a ledger.
 
 mod checks;
 mod invoice;
+pub mod rounding;
 mod tariff;
 
 pub use checks::{ChargeError, ServiceRule, TariffRules, check_charges};
-pub use invoice::{Invoice, InvoiceLine, ROUNDING_RULE, TierLine, round_half_even};
+pub use invoice::{Invoice, InvoiceLine, TierLine};
+pub use rounding::{ROUNDING_RULE, format_minor, round_to_minor};
 pub use tariff::{TariffInfo, VolumeService, volume_services};
 
 use crate::maillog::syslog_time::{civil_from_days, days_from_civil};

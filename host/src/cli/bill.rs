@@ -3,7 +3,8 @@
 
 use super::UsageError;
 use crate::bill_logs::{
-    Biller, DEFAULT_BATCH, Logins, Matcher, Summary, TenantTotals, load_tariffs,
+    Biller, DEFAULT_BATCH, DuplicatePlace, Logins, Matcher, Place, Summary, TenantTotals,
+    load_tariffs,
 };
 use crate::builtin;
 use crate::maillog::{self, Format, ReaderConfig, YearRule, open_input, read_lines};
@@ -120,6 +121,14 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
         None => 0,
     };
 
+    if args.logs.len() > usize::from(u16::MAX) {
+        return Err(UsageError(format!(
+            "{} logs given; at most {} in one run",
+            args.logs.len(),
+            u16::MAX
+        ))
+        .into());
+    }
     let mut inputs = Vec::new();
     let mut seen = Vec::new();
     for path in &args.logs {
@@ -180,25 +189,36 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
         last: Instant::now(),
     };
     let mut failure = None;
-    for input in inputs {
+    let mut names = Vec::new();
+    let mut place = Place { file: 0, line: 0 };
+    let format_name = format_name(args.format);
+    for (file, input) in inputs.into_iter().enumerate() {
         let year = match (args.year, input.modified) {
             (Some(y), _) => YearRule::Start(y),
             (None, Some(t)) => YearRule::from_mtime(t),
             (None, None) => YearRule::from_mtime(SystemTime::now()),
         };
         reader.begin_file(&input.name, year);
+        names.push(input.name.clone());
+        // At most 65,535 logs (checked above).
+        place = Place {
+            file: file as u16,
+            line: 0,
+        };
+        let before = reader.report().counters.clone();
+        let mut head = Head::default();
         let consumed = input.consumed.clone();
-        let mut n = 0u64;
         read_lines(&input.name, input.reader, |line| {
+            place.line += 1;
+            head.keep(place.line, line);
             reader.line(line, &mut |t| {
                 if failure.is_none()
-                    && let Err(e) = biller.add(t)
+                    && let Err(e) = biller.add(t, place)
                 {
                     failure = Some(e);
                 }
             });
-            n += 1;
-            if n.is_multiple_of(8192) {
+            if place.line.is_multiple_of(8192) {
                 let c = &reader.report().counters;
                 progress.tick(
                     &input.name,
@@ -214,10 +234,20 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
         if failure.is_some() {
             break;
         }
+        let after = &reader.report().counters;
+        if after.lines > before.lines && after.matched == before.matched {
+            progress.clear();
+            return Err(UsageError(head.no_match(
+                format_name,
+                &input.name,
+                after.lines - before.lines,
+            ))
+            .into());
+        }
     }
     reader.finish(&mut |t| {
         if failure.is_none()
-            && let Err(e) = biller.add(t)
+            && let Err(e) = biller.add(t, place)
         {
             failure = Some(e);
         }
@@ -227,15 +257,32 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
         return Err(e.into());
     }
     let unmatched = biller.unmatched();
-    let tenants = biller.finish()?;
+    let (duplicate_transfers, samples) = biller.duplicates();
+    let name = |p: Place| names.get(usize::from(p.file)).cloned().unwrap_or_default();
+    let duplicates: Vec<DuplicatePlace> = samples
+        .iter()
+        .map(|d| DuplicatePlace {
+            key: d.key.clone(),
+            file: name(d.at),
+            line: d.at.line,
+            first_file: name(d.first),
+            first_line: d.first.line,
+        })
+        .collect();
+    let rated = biller.finish()?;
     let report = reader.report();
     let summary = Summary {
-        tenants,
+        tenants: rated.tenants,
+        rater_calls: rated.rater_calls,
         unmatched_transfers: unmatched,
-        rounding: "amounts are exact in micro-units (amount_micros); `amount` and `total` are rounded half away from zero to the currency's minor unit",
+        duplicate_transfers,
+        duplicates,
+        unmatched_lines: report.counters.lines - report.counters.matched,
+        rounding: crate::billing::ROUNDING_RULE,
         log: report.counters.clone(),
         unparseable_lines: report.unparseable_samples.clone(),
     };
+    note_duplicates(&summary);
     let mut out = std::io::stdout().lock();
     let written = match args.output {
         Output::Json => serde_json::to_writer_pretty(&mut out, &summary)
@@ -254,12 +301,81 @@ pub fn run(args: BillArgs) -> Result<ExitCode> {
     }
 }
 
+fn format_name(f: LogFormat) -> &'static str {
+    match f {
+        LogFormat::Qmail => "qmail",
+        LogFormat::Postfix => "postfix",
+    }
+}
+
+/// Lines of a log quoted in an error: so many, each clipped to so many bytes.
+const HEAD_LINES: usize = 3;
+const HEAD_BYTES: usize = 200;
+
+/// The first lines of a log, clipped, kept to quote them if none matched.
+#[derive(Default)]
+struct Head {
+    lines: Vec<(u64, Vec<u8>, usize)>,
+}
+
+impl Head {
+    fn keep(&mut self, lineno: u64, line: &[u8]) {
+        if self.lines.len() < HEAD_LINES {
+            let clip = &line[..line.len().min(HEAD_BYTES)];
+            self.lines.push((lineno, clip.to_vec(), line.len()));
+        }
+    }
+
+    /// The error for a log of which no line is in `format`.
+    fn no_match(&self, format: &str, name: &str, lines: u64) -> String {
+        let mut msg = format!(
+            "--format {format}: none of the {lines} lines of {name:?} is a {format} log line \
+             (another MTA's log, or not a mail log?); its first lines:"
+        );
+        for (n, bytes, len) in &self.lines {
+            // Debug quoting shows control characters and NULs escaped;
+            // invalid UTF-8 is shown as U+FFFD.
+            let text = String::from_utf8_lossy(bytes);
+            msg.push_str(&format!("\n  line {n}: {text:?}"));
+            if len > &bytes.len() {
+                msg.push_str(&format!(" … ({len} bytes)"));
+            }
+        }
+        msg
+    }
+}
+
+/// Skipped duplicates, on stderr: a run that read a log twice should say so
+/// whatever the output format.
+fn note_duplicates(s: &Summary) {
+    if s.duplicate_transfers == 0 {
+        return;
+    }
+    eprintln!(
+        "warning: skipped {} duplicate transfers (read before in this run: the same log twice, \
+         or overlapping rotations); not billed again",
+        s.duplicate_transfers
+    );
+    for d in &s.duplicates {
+        eprintln!(
+            "  {}:{} repeats {}:{} ({:?})",
+            d.file, d.line, d.first_file, d.first_line, d.key
+        );
+    }
+}
+
 /// The counts that CSV has no room for, on stderr.
 fn note_counts(s: &Summary) {
     let c = &s.log;
     eprintln!(
-        "{} lines, {} transfers, {} unmatched, {} unparseable",
-        c.lines, c.transfers, s.unmatched_transfers, c.unparseable
+        "{} lines ({} not in the log format), {} transfers, {} unmatched, {} duplicates skipped, \
+         {} unparseable",
+        c.lines,
+        s.unmatched_lines,
+        c.transfers,
+        s.unmatched_transfers,
+        s.duplicate_transfers,
+        c.unparseable
     );
     for p in &s.unparseable_lines {
         eprintln!("  unparseable: {}:{}", p.file, p.line);

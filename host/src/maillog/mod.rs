@@ -12,6 +12,7 @@
 
 pub mod follow;
 pub mod hash;
+mod hosts;
 mod input;
 pub mod postfix;
 pub mod qmail;
@@ -103,6 +104,10 @@ pub struct LinePlace {
 #[serde(default)]
 pub struct Counters {
     pub lines: u64,
+    /// Lines in this format: a qmail stamp (TAI64N, epoch, splogger's, or a
+    /// `qmail` syslog tag), or a `postfix…/…` syslog tag. `lines - matched`
+    /// are another program's or no log of this format at all.
+    pub matched: u64,
     /// Lines with no timestamp or a known keyword with malformed fields.
     pub unparseable: u64,
     /// Lines of other programs or events that do not matter for billing.

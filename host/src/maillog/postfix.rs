@@ -18,6 +18,7 @@
 //! `lmtp` to loopback is a final delivery (e.g. Dovecot).
 
 use super::hash::{FxHashMap, FxHasher};
+use super::hosts::Hosts;
 use super::syslog::parse_header;
 use super::syslog_time::Clock;
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule};
@@ -83,6 +84,14 @@ struct Msg {
     /// Hashes of (recipient, time) already billed: a recipient listed twice
     /// and delivered within one second (classic stamps) gets a second key.
     sent: Vec<u64>,
+    /// Beside `sent`: a hash of each delivery's whole `to=<…>` text and the
+    /// input file it was last read in. The same text in a later file (a log
+    /// given twice, overlapping rotations) is the same delivery read again
+    /// and gets its first key back, so the caller sees the duplicate; the same
+    /// text twice in one file is a recipient delivered twice (`#2`).
+    /// (Absent from older checkpoints: filled with 0, which matches nothing.)
+    #[serde(default)]
+    sent_lines: Vec<(u64, u32)>,
 }
 
 /// Joins Postfix lines into transfers.
@@ -92,11 +101,13 @@ pub struct PostfixReader {
     file: String,
     lineno: u64,
     report: Report,
-    hosts: Vec<String>,
+    hosts: Hosts,
     msgs: FxHashMap<(u32, Qid), Msg>,
     latest_ms: i64,
     next_sweep_ms: i64,
     pool: Vec<String>,
+    /// Counts the input files begun (see `Msg::sent_lines`).
+    file_no: u32,
 }
 
 impl PostfixReader {
@@ -107,20 +118,17 @@ impl PostfixReader {
             file: "-".into(),
             lineno: 0,
             report: Report::default(),
-            hosts: Vec::new(),
+            hosts: Hosts::default(),
             msgs: FxHashMap::default(),
             latest_ms: i64::MIN,
             next_sweep_ms: i64::MIN,
             pool: Vec::new(),
+            file_no: 0,
         }
     }
 
     fn host_id(&mut self, host: &[u8]) -> u32 {
-        if let Some(i) = self.hosts.iter().position(|h| h.as_bytes() == host) {
-            return i as u32;
-        }
-        self.hosts.push(String::from_utf8_lossy(host).into_owned());
-        (self.hosts.len() - 1) as u32
+        self.hosts.id(host)
     }
 
     fn msg(&mut self, id: (u32, Qid), ms: i64) -> &mut Msg {
@@ -129,6 +137,7 @@ impl PostfixReader {
             sender: None,
             size: 0,
             sent: Vec::new(),
+            sent_lines: Vec::new(),
         })
     }
 
@@ -160,6 +169,7 @@ impl PostfixReader {
             self.report.counters.ignored += 1; // amavis, dovecot, opendkim, ...
             return Some(());
         };
+        self.report.counters.matched += 1;
         let daemon = &h.program[slash + 1..];
         let service = h.program[..slash]
             .rsplit(|&b| b == b'/')
@@ -230,7 +240,7 @@ impl PostfixReader {
                         self.report.counters.filter_hops += 1;
                         return Some(());
                     }
-                    self.transfer(id, h.ms, recipient, relay, emit);
+                    self.transfer(id, h.ms, recipient, relay, to, emit);
                 } else if status.starts_with(b"deferred") {
                     self.report.counters.deferrals += 1;
                 } else if status.starts_with(b"bounced") || status.starts_with(b"expired") {
@@ -279,6 +289,7 @@ impl PostfixReader {
         ms: i64,
         recipient: &[u8],
         relay: &[u8],
+        line: &[u8],
         emit: &mut dyn FnMut(Transfer),
     ) {
         let Some(Msg {
@@ -286,6 +297,7 @@ impl PostfixReader {
             sender: Some(sender),
             size,
             sent,
+            sent_lines,
         }) = self.msgs.get_mut(&id)
         else {
             self.report.counters.unjoined_deliveries += 1;
@@ -295,11 +307,30 @@ impl PostfixReader {
             let mut h = FxHasher::default();
             (recipient, ms).hash(&mut h);
             let h = h.finish();
-            let seen = sent.iter().filter(|&&x| x == h).count();
-            sent.push(h);
-            seen
+            let mut l = FxHasher::default();
+            line.hash(&mut l);
+            let l = l.finish();
+            let file = self.file_no;
+            sent_lines.resize(sent.len(), (0, file));
+            let again = sent
+                .iter()
+                .zip(sent_lines.iter())
+                .position(|(&s, &(t, f))| (s, t) == (h, l) && f != file);
+            match again {
+                // A line of an earlier file read again: the key it had then.
+                Some(i) => {
+                    sent_lines[i].1 = file;
+                    sent[..i].iter().filter(|&&x| x == h).count()
+                }
+                None => {
+                    let seen = sent.iter().filter(|&&x| x == h).count();
+                    sent.push(h);
+                    sent_lines.push((l, file));
+                    seen
+                }
+            }
         };
-        let host = &self.hosts[id.0 as usize];
+        let host = self.hosts.name(id.0);
         let qid = id.1.as_str();
         let recipient = String::from_utf8_lossy(recipient).into_owned();
         let repeat = if seen == 0 {
@@ -364,10 +395,13 @@ struct SavedState {
     msgs: Vec<((u32, Qid), Msg)>,
     latest_ms: i64,
     next_sweep_ms: i64,
+    #[serde(default)]
+    file_no: u32,
 }
 
 impl LogReader for PostfixReader {
     fn begin_file(&mut self, name: &str, year: YearRule) {
+        self.file_no = self.file_no.wrapping_add(1);
         self.file = name.to_owned();
         self.lineno = 0;
         self.clock = Clock::new(year, self.config.utc_offset_secs);
@@ -400,10 +434,11 @@ impl LogReader for PostfixReader {
             file: self.file.clone(),
             lineno: self.lineno,
             report: self.report.clone(),
-            hosts: self.hosts.clone(),
+            hosts: self.hosts.names().to_vec(),
             msgs: self.msgs.iter().map(|(k, v)| (*k, v.clone())).collect(),
             latest_ms: self.latest_ms,
             next_sweep_ms: self.next_sweep_ms,
+            file_no: self.file_no,
         };
         serde_json::to_value(saved).unwrap_or_default()
     }
@@ -414,10 +449,11 @@ impl LogReader for PostfixReader {
         self.file = s.file;
         self.lineno = s.lineno;
         self.report = s.report;
-        self.hosts = s.hosts;
+        self.hosts = Hosts::from_names(s.hosts);
         self.msgs = s.msgs.into_iter().collect();
         self.latest_ms = s.latest_ms;
         self.next_sweep_ms = s.next_sweep_ms;
+        self.file_no = s.file_no;
         Ok(())
     }
 }
@@ -432,5 +468,32 @@ mod tests {
         assert!(is_loopback(b"localhost[::1]:10024"));
         assert!(!is_loopback(b"mx.example[203.0.113.5]:25"));
         assert!(!is_loopback(b"dovecot"));
+    }
+
+    #[test]
+    fn a_line_read_again_in_a_later_file_keeps_its_key() {
+        let from = b"Jan  1 01:00:00 mx1 postfix/qmgr[1]: B18C9DAEBF: from=<a@b.example>, size=10, nrcpt=2 (queue active)";
+        let to = b"Jan  1 01:00:02 mx1 postfix/smtp[2]: B18C9DAEBF: to=<t@o.example>, relay=mx.o.example[203.0.113.9]:25, delay=2, delays=0/0/1/1, dsn=2.0.0, status=sent (250 OK)";
+        let mut r = PostfixReader::new(ReaderConfig {
+            year: YearRule::Start(2024),
+            ..ReaderConfig::default()
+        });
+        let feed = |r: &mut PostfixReader, lines: &[&[u8]]| {
+            let mut keys = Vec::new();
+            for l in lines {
+                r.line(l, &mut |t: Transfer| keys.push(t.key));
+            }
+            keys
+        };
+        r.begin_file("mail.log.1", YearRule::Start(2024));
+        let mut keys = feed(&mut r, &[from, to, to]);
+        // The overlap of the next file: the message and both deliveries again.
+        r.begin_file("mail.log", YearRule::Start(2024));
+        keys.extend(feed(&mut r, &[from, to, to]));
+        let k = "postfix/mx1/B18C9DAEBF/1704070802000/t@o.example";
+        let k2 = format!("{k}#2");
+        assert_eq!(keys, [k, &k2, k, &k2]);
+        // A third delivery in the new file is a new one.
+        assert_eq!(feed(&mut r, &[to]), [format!("{k}#3")]);
     }
 }

@@ -20,6 +20,7 @@
 //! as `STAMP+REST`; such pieces are joined before parsing.
 
 use super::hash::FxHashMap;
+use super::hosts::Hosts;
 use super::syslog::parse_header;
 use super::syslog_time::{Clock, parse_epoch};
 use super::{LogReader, ReaderConfig, Report, Transfer, YearRule, tai64};
@@ -28,6 +29,10 @@ use serde::{Deserialize, Serialize};
 /// Records at least this long may be continued on the next line, so they
 /// wait for it before being parsed (splogger cuts at about 800 bytes).
 const MAY_CONTINUE: usize = 512;
+
+/// A joined record keeps at most this much: what billing reads is at its
+/// start, and a log of endless continuations must not take all memory.
+const MAX_RECORD: usize = super::input::MAX_LINE;
 
 /// How often (in log time) old half-joined state is looked for.
 const SWEEP_EVERY_MS: i64 = 3_600_000;
@@ -57,7 +62,7 @@ pub struct QmailReader {
     file: String,
     lineno: u64,
     report: Report,
-    hosts: Vec<String>,
+    hosts: Hosts,
     msgs: FxHashMap<Id, Msg>,
     deliveries: FxHashMap<Id, Delivery>,
     /// A long record waiting for possible continuations.
@@ -78,7 +83,7 @@ impl QmailReader {
             file: "-".into(),
             lineno: 0,
             report: Report::default(),
-            hosts: vec![host],
+            hosts: Hosts::from_names(vec![host]),
             msgs: FxHashMap::default(),
             deliveries: FxHashMap::default(),
             pending: Vec::new(),
@@ -90,11 +95,7 @@ impl QmailReader {
     }
 
     fn host_id(&mut self, host: &[u8]) -> u32 {
-        if let Some(i) = self.hosts.iter().position(|h| h.as_bytes() == host) {
-            return i as u32;
-        }
-        self.hosts.push(String::from_utf8_lossy(host).into_owned());
-        (self.hosts.len() - 1) as u32
+        self.hosts.id(host)
     }
 
     fn string_from(&mut self, b: &[u8]) -> String {
@@ -243,7 +244,7 @@ impl QmailReader {
                     size: Some(size),
                     sender,
                 }) => {
-                    let host_name = &self.hosts[host as usize];
+                    let host_name = self.hosts.name(host);
                     let t = Transfer {
                         // The delivery number tells apart two deliveries of
                         // one message to the same address in the same ms.
@@ -428,14 +429,18 @@ impl LogReader for QmailReader {
                 self.report.counters.ignored += 1;
             }
             Some(Stamp::Continuation(rest)) => {
+                self.report.counters.matched += 1;
                 if self.pending_at.is_some() {
-                    self.pending.extend_from_slice(rest);
+                    let room = MAX_RECORD.saturating_sub(self.pending.len());
+                    self.pending
+                        .extend_from_slice(&rest[..rest.len().min(room)]);
                     self.report.counters.joined_continuations += 1;
                 } else {
                     self.report.counters.ignored += 1;
                 }
             }
             Some(Stamp::Record { ms, host, text }) => {
+                self.report.counters.matched += 1;
                 self.flush_pending(emit);
                 let host = match host {
                     Some(h) => self.host_id(h),
@@ -469,7 +474,7 @@ impl LogReader for QmailReader {
             file: self.file.clone(),
             lineno: self.lineno,
             report: self.report.clone(),
-            hosts: self.hosts.clone(),
+            hosts: self.hosts.names().to_vec(),
             msgs: self.msgs.iter().map(|(k, v)| (*k, v.clone())).collect(),
             deliveries: self
                 .deliveries
@@ -490,7 +495,7 @@ impl LogReader for QmailReader {
         self.file = s.file;
         self.lineno = s.lineno;
         self.report = s.report;
-        self.hosts = s.hosts;
+        self.hosts = Hosts::from_names(s.hosts);
         self.msgs = s.msgs.into_iter().collect();
         self.deliveries = s.deliveries.into_iter().collect();
         self.pending = s.pending;
@@ -519,4 +524,28 @@ fn number(b: &[u8]) -> Option<u64> {
 /// The number at the start of `b`, up to a space.
 fn first_number(b: &[u8]) -> Option<u64> {
     number(b.split(|&c| c == b' ').next()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endless_continuations_are_capped() {
+        let mut r = QmailReader::new(ReaderConfig::default());
+        r.begin_file("-", YearRule::Start(2007));
+        let mut head =
+            b"May  1 04:40:40 saracen qmail: 1177980040.081236 delivery 1: failure: ".to_vec();
+        head.extend(std::iter::repeat_n(b'x', 600));
+        let mut piece = b"May  1 04:40:40 saracen qmail: 1177980040.081236+".to_vec();
+        piece.extend(std::iter::repeat_n(b'y', 1 << 20));
+        let mut emit = |_: Transfer| {};
+        r.line(&head, &mut emit);
+        for _ in 0..5 {
+            r.line(&piece, &mut emit);
+        }
+        assert_eq!(r.pending.len(), MAX_RECORD);
+        assert_eq!(r.report.counters.joined_continuations, 5);
+        assert_eq!(r.report.counters.matched, 6);
+    }
 }

@@ -178,7 +178,10 @@ fn delivered_recipients_are_charged_once_and_appear_in_usage_and_the_invoice() {
     assert_eq!(lines[0]["amount"], "0.50");
     assert_eq!(inv["total"], "0.50");
     assert!(
-        inv["rounding"].as_str().unwrap().contains("half to even"),
+        inv["rounding"]
+            .as_str()
+            .unwrap()
+            .contains("half away from zero"),
         "{inv:#}"
     );
 
@@ -748,7 +751,7 @@ fn two_tenants_bill_their_own_accounts_with_their_own_tariffs() {
     }
 
     // By hand: shop sent 3 (2 × 0.10 + 1 × 0.05 = 0.25), boss 1 (0.10); b1 2 and b2 2
-    // recipients at 0.0123 (0.0246 each, 0.02 on the invoice, half to even).
+    // recipients at 0.0123 (0.0246 each, 0.02 on the invoice).
     wait_account_charges(&s, &k1, "shop", 3);
     wait_account_charges(&s, &k1, "boss", 1);
     wait_account_charges(&s, &k2, "b1", 2);
