@@ -12,6 +12,7 @@
 //! followed and their transfers billed (`log_source.rs`).
 
 mod admin;
+mod admission;
 mod api;
 mod billing;
 mod billing_api;
