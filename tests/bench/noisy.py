@@ -181,6 +181,12 @@ def main():
     ap.add_argument("--flood", type=int, default=20000, help="noisy's accepted messages at most")
     ap.add_argument("--flood-concurrency", type=int, default=8)
     ap.add_argument(
+        "--noisy-accepts-per-sec",
+        type=int,
+        default=0,
+        help="noisy's own accept rate ([admission.tenant.noisy]; binaries with admission only)",
+    )
+    ap.add_argument(
         "--flood-in-process",
         action="store_true",
         help="run the flood on threads of this process (shares quiet's interpreter lock)",
@@ -246,6 +252,11 @@ id = "noisy"
 allowed_sender_domains = ["example.com"]
 """
             )
+            if args.noisy_accepts_per_sec:
+                f.write(
+                    f"[admission.tenant.noisy]\naccepts_per_sec = {args.noisy_accepts_per_sec}\n"
+                    f"accept_burst = {args.noisy_accepts_per_sec}\n"
+                )
         env = dict(os.environ, SLUICE_NOISY_ADMIN=ADMIN)
         procs.append(
             subprocess.Popen(
