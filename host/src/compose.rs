@@ -80,13 +80,23 @@ pub fn is_reserved(name: &str) -> bool {
     wire::is_reserved_header(name)
 }
 
-/// The domains of a message's authors as its header says: every address of `From:`
-/// and of `Sender:`, each with the header it is in (RFC 5322 §3.6.2). An address that
-/// cannot be read is an error naming the header.
+/// Header fields that name who wrote or sent a message (RFC 5322 §3.6.2) or who
+/// resent it (§3.6.6): each is what a reader takes for the sender, so each must be
+/// the tenant's.
+const AUTHOR_FIELDS: [&str; 4] = ["from", "sender", "resent-from", "resent-sender"];
+
+/// Header fields that name blind recipients (RFC 5322 §3.6.3, §3.6.6): a submission
+/// server removes them before the message goes out (RFC 6409 §8), the recipients
+/// staying in the envelope only.
+const BLIND_FIELDS: [&str; 2] = ["bcc", "resent-bcc"];
+
+/// The domains of a message's authors as its header says: every address of `From:`,
+/// `Sender:`, `Resent-From:` and `Resent-Sender:`, each with the header it is in. An
+/// address that cannot be read is an error naming the header.
 pub fn author_domains(headers: &[(String, String)]) -> Result<Vec<(String, String)>, FieldError> {
     let mut out = Vec::new();
     for (name, value) in headers {
-        if !(name.eq_ignore_ascii_case("from") || name.eq_ignore_ascii_case("sender")) {
+        if !AUTHOR_FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f)) {
             continue;
         }
         let field = format!("headers.{name}");
@@ -318,7 +328,16 @@ pub fn from_raw(
     // Lines over 998 octets and NUL bytes are refused: only a re-encoding of the MIME
     // part could carry them, and rewriting a raw message would break its signatures.
     let raw = wire::crlf_checked(raw).map_err(|e| field_err("message", e.to_string()))?;
-    let (headers, header_len) = parse_header_section(&raw)?;
+    let (mut headers, header_len) = parse_header_section(&raw)?;
+    // Blind recipients are in the envelope the application gave; their header would
+    // tell every recipient who else got the message.
+    let raw = match without_blind_fields(&raw, header_len) {
+        Some(stripped) => {
+            headers.retain(|(name, _)| !BLIND_FIELDS.iter().any(|f| name.eq_ignore_ascii_case(f)));
+            Cow::Owned(stripped)
+        }
+        None => raw,
+    };
     for (name, value) in &headers {
         if let Some(problem) = wire::header_value_problem(value) {
             return Err(field_err(format!("headers.{name}"), problem));
@@ -346,7 +365,6 @@ pub fn from_raw(
     let mut body = Vec::with_capacity(prefix.len() + raw.len());
     body.extend_from_slice(prefix.as_bytes());
     body.extend_from_slice(&raw);
-    let _ = header_len;
     Ok(Composed {
         sender: sender.to_owned(),
         recipients: rcpts,
@@ -369,6 +387,38 @@ fn httpdate_rfc2822() -> String {
         .lines()
         .find_map(|l| l.strip_prefix("Date: ").map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// The message without its `Bcc:` and `Resent-Bcc:` fields (each with its folded
+/// lines), or `None` when it has none. `raw` has CRLF line ends and a header section
+/// of `header_len` bytes, as [`parse_header_section`] read it.
+fn without_blind_fields(raw: &[u8], header_len: usize) -> Option<Vec<u8>> {
+    let is_blind = |line: &[u8]| {
+        BLIND_FIELDS.iter().any(|f| {
+            line.len() > f.len()
+                && line[..f.len()].eq_ignore_ascii_case(f.as_bytes())
+                && line[f.len()] == b':'
+        })
+    };
+    let header = &raw[..header_len];
+    // Lines of the header section, each with its CRLF.
+    let lines = || header.split_inclusive(|&b| b == b'\n');
+    if !lines().any(is_blind) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut dropping = false;
+    for line in lines() {
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if !continuation {
+            dropping = is_blind(line);
+        }
+        if !dropping {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(&raw[header_len..]);
+    Some(out)
 }
 
 /// The header fields of a raw message and the length of its header section.
@@ -643,6 +693,65 @@ mod tests {
         assert!(!domain_allowed("evilcorp.example", &allowed));
         assert!(!domain_allowed("bank.example", &allowed));
         assert!(domain_allowed("bank.example", &["*".to_string()]));
+    }
+
+    #[test]
+    fn raw_messages_lose_their_blind_fields_and_keep_everything_else() {
+        let raw = b"From: a@acme.example\r\nBcc: hidden@x.org,\r\n  other@x.org\r\nTo: b@x.org\r\n\
+                    RESENT-BCC: r@x.org\r\nBccx: kept\r\nSubject: Bcc: not a field\r\n\r\n\
+                    Bcc: in the body stays\r\n";
+        let c = from_raw(
+            raw,
+            "a@acme.example",
+            &["b@x.org".into(), "hidden@x.org".into()],
+            "h",
+        )
+        .unwrap();
+        let text = String::from_utf8(c.body).unwrap();
+        let (_, rest) = text.split_once("From:").unwrap();
+        assert_eq!(
+            format!("From:{rest}"),
+            "From: a@acme.example\r\nTo: b@x.org\r\nBccx: kept\r\nSubject: Bcc: not a field\r\n\
+             \r\nBcc: in the body stays\r\n"
+        );
+        assert_eq!(c.recipients, ["b@x.org", "hidden@x.org"]);
+        assert!(
+            c.headers
+                .iter()
+                .all(|(n, _)| !n.eq_ignore_ascii_case("bcc")
+                    && !n.eq_ignore_ascii_case("resent-bcc")),
+            "{:?}",
+            c.headers
+        );
+        // A message without one keeps its bytes as they were.
+        let raw = b"From: a@acme.example\r\n\r\nbody\r\n";
+        let c = from_raw(raw, "a@acme.example", &["b@x.org".into()], "h").unwrap();
+        assert!(c.body.ends_with(raw));
+    }
+
+    #[test]
+    fn resent_authors_are_authors() {
+        let h = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            author_domains(&h(&[
+                ("Resent-From", "r@Bank.example"),
+                ("resent-sender", "s@c.example"),
+                ("Resent-To", "t@d.example")
+            ]))
+            .unwrap(),
+            [
+                (
+                    "headers.Resent-From".to_string(),
+                    "bank.example".to_string()
+                ),
+                ("headers.resent-sender".into(), "c.example".into())
+            ]
+        );
     }
 
     #[test]

@@ -66,6 +66,16 @@ tags = ["pool:platform"]
 id = "bench"
 allowed_sender_domains = ["example.com"]
 TOML
+# The one tenant here is the whole load: lift its admission limits (200 accepts a
+# second by default) where the binary has them, so that older binaries compare alike.
+ADMISSION='[admission.tenant.bench]
+max_requests_in_flight = 100000
+accepts_per_sec = 1000000
+accept_burst = 1000000'
+printf '%s\n' "$ADMISSION" > "$OUT/admission.toml"
+if "$SLUICE" pipeline check "$OUT/admission.toml" >/dev/null 2>&1; then
+  printf '%s\n' "$ADMISSION" >> "$OUT/pipeline.toml"
+fi
 
 "$SHARED_BENCH/sink.sh" start "$SINK_PORT" >/dev/null
 export SLUICE_BENCH_ADMIN=bench-admin-token

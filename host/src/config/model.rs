@@ -22,6 +22,30 @@ pub struct Pipeline {
     pub tenants: Vec<TenantConfig>,
     pub smtp_in: SmtpIn,
     pub log_sources: Vec<LogSourceConfig>,
+    /// Per-tenant admission at the API (`[admission]`).
+    pub admission: Admission,
+}
+
+/// How much of this host's request handling one tenant may take (`[admission]`,
+/// `serve/admission.rs`): the defaults hold for every tenant, `[admission.tenant.ID]`
+/// overrides them for one (keys it leaves out keep the defaults). Per host: a cluster
+/// of n hosts behind a balancer admits up to n times as much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub default: TenantAdmission,
+    pub tenants: std::collections::BTreeMap<String, TenantAdmission>,
+}
+
+/// One tenant's admission limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantAdmission {
+    /// Requests of the tenant handled at once (`max_requests_in_flight`, 32); more are
+    /// told 429 before their body is read.
+    pub max_requests_in_flight: u32,
+    /// Submissions accepted per second once the burst is spent (`accepts_per_sec`, 200).
+    pub accepts_per_sec: u32,
+    /// Submissions accepted at once after a quiet spell (`accept_burst`, 400).
+    pub accept_burst: u32,
 }
 
 /// An MTA log that `sluice serve` follows and bills (`[[log_source]]`).
@@ -326,6 +350,103 @@ pub(crate) struct RawPipeline {
     smtp_in: RawSmtpIn,
     #[serde(default)]
     log_source: Vec<RawLogSource>,
+    #[serde(default)]
+    admission: RawAdmission,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmission {
+    max_requests_in_flight: Count,
+    accepts_per_sec: Count,
+    accept_burst: Count,
+    #[serde(default)]
+    tenant: std::collections::BTreeMap<String, Spanned<RawTenantAdmission>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTenantAdmission {
+    max_requests_in_flight: Count,
+    accepts_per_sec: Count,
+    accept_burst: Count,
+}
+
+/// A count of `key` between 1 and `max`, else `default` (an error is recorded).
+fn bounded(check: &mut Check, key: String, raw: Count, default: u64, max: u64) -> u64 {
+    match raw {
+        Some(v) if !(1..=max).contains(v.get_ref()) => {
+            check.at(v.span(), key, format!("must be between 1 and {max}"));
+            default
+        }
+        Some(v) => v.into_inner(),
+        None => default,
+    }
+}
+
+impl RawTenantAdmission {
+    fn resolve(self, check: &mut Check, table: &str, base: TenantAdmission) -> TenantAdmission {
+        let mut n = |key: &str, raw, default: u32, max| {
+            bounded(
+                check,
+                format!("{table}.{key}"),
+                raw,
+                u64::from(default),
+                max,
+            ) as u32
+        };
+        TenantAdmission {
+            max_requests_in_flight: n(
+                "max_requests_in_flight",
+                self.max_requests_in_flight,
+                base.max_requests_in_flight,
+                1_000_000,
+            ),
+            accepts_per_sec: n(
+                "accepts_per_sec",
+                self.accepts_per_sec,
+                base.accepts_per_sec,
+                1_000_000,
+            ),
+            accept_burst: n(
+                "accept_burst",
+                self.accept_burst,
+                base.accept_burst,
+                10_000_000,
+            ),
+        }
+    }
+}
+
+impl RawAdmission {
+    fn resolve(self, check: &mut Check) -> Admission {
+        let builtin = TenantAdmission {
+            max_requests_in_flight: 32,
+            accepts_per_sec: 200,
+            accept_burst: 400,
+        };
+        let default = RawTenantAdmission {
+            max_requests_in_flight: self.max_requests_in_flight,
+            accepts_per_sec: self.accepts_per_sec,
+            accept_burst: self.accept_burst,
+        }
+        .resolve(check, "admission", builtin);
+        let mut tenants = std::collections::BTreeMap::new();
+        for (id, raw) in self.tenant {
+            let span = raw.span();
+            let table = format!("admission.tenant.{id}");
+            if !valid_id(&id) {
+                check.at(
+                    span.clone(),
+                    table.clone(),
+                    format!("{id:?} is not a tenant id (1-64 of a-z 0-9 - _ .)"),
+                );
+            }
+            let limits = raw.into_inner().resolve(check, &table, default);
+            tenants.insert(id, limits);
+        }
+        Admission { default, tenants }
+    }
 }
 
 #[derive(Deserialize)]
@@ -962,6 +1083,7 @@ impl RawPipeline {
             errors: Vec::new(),
         };
 
+        let admission = self.admission.resolve(&mut check);
         let http_listen = match self.server.http_listen.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
@@ -1350,6 +1472,7 @@ impl RawPipeline {
             tenants,
             smtp_in,
             log_sources,
+            admission,
         })
     }
 }

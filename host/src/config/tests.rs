@@ -319,3 +319,45 @@ fn request_and_bounce_session_limits_have_defaults_and_a_budget_below_one_body_i
         "{e}"
     );
 }
+
+#[test]
+fn admission_has_defaults_overrides_inherit_them_and_zero_is_refused_where_written() {
+    let p = Pipeline::parse("", "p.toml").unwrap();
+    let builtin = TenantAdmission {
+        max_requests_in_flight: 32,
+        accepts_per_sec: 200,
+        accept_burst: 400,
+    };
+    assert_eq!(p.admission.default, builtin);
+    assert!(p.admission.tenants.is_empty());
+    let p = Pipeline::parse(
+        "[admission]\naccepts_per_sec = 50\n[admission.tenant.bulk]\naccept_burst = 5000\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.admission.default.accepts_per_sec, 50);
+    assert_eq!(
+        p.admission.tenants["bulk"],
+        TenantAdmission {
+            max_requests_in_flight: 32,
+            accepts_per_sec: 50,
+            accept_burst: 5000,
+        }
+    );
+    let e = errors("[admission]\nmax_requests_in_flight = 0\n");
+    assert!(
+        e.starts_with(
+            "p.toml:2:26: key `admission.max_requests_in_flight`: must be between 1 and 1000000"
+        ),
+        "{e}"
+    );
+    let e = errors("[admission.tenant.bulk]\naccepts_per_sec = 0\n");
+    assert!(
+        e.contains("key `admission.tenant.bulk.accepts_per_sec`: must be between 1"),
+        "{e}"
+    );
+    let e = errors("[admission.tenant.Bulk]\naccept_burst = 1\n");
+    assert!(e.contains("\"Bulk\" is not a tenant id"), "{e}");
+    let e = errors("[admission]\nrate = 1\n");
+    assert!(e.contains("rate"), "{e}");
+}

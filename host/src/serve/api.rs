@@ -49,6 +49,9 @@ pub fn router(server: AppState) -> Router {
             server.clone(),
             super::body_budget::limit,
         ))
+        // Outermost: a tenant past its share of this host is refused before anything
+        // else is spent on its request.
+        .layer(axum::middleware::from_fn_with_state(server.clone(), admit))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(server)
 }
@@ -95,15 +98,97 @@ fn bearer(parts: &Parts) -> Option<&str> {
 /// The tenant behind the request's key.
 pub struct AuthTenant(pub Tenant);
 
+/// The tenant [`admit`] found behind a request's key, so the handler does not look
+/// it up twice.
+#[derive(Clone)]
+struct Authenticated(Tenant);
+
 impl FromRequestParts<AppState> for AuthTenant {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        if let Some(Authenticated(t)) = parts.extensions.remove::<Authenticated>() {
+            return Ok(AuthTenant(t));
+        }
         let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         match s.tenant_for_key(key).await? {
             Some(t) => Ok(AuthTenant(t)),
             None => Err(ApiError::unauthorized()),
         }
     }
+}
+
+/// Per-tenant admission (`admission.rs`) for every request of the tenant API: the
+/// tenant's requests in progress on this host are counted while its request is
+/// handled, and a submission also takes one from its accept rate. A tenant past
+/// either is answered 429 with `Retry-After` and the limit's name at once, its body
+/// unread. Requests without a tenant's key (health, the admin API, an unknown key)
+/// pass on to their handlers, which answer them as before.
+async fn admit(
+    State(s): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use super::admission::{Kind, Refused};
+    let path = req.uri().path();
+    if !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let kind = if req.method() == axum::http::Method::POST && path == "/v1/messages" {
+        Kind::Submission
+    } else {
+        Kind::Request
+    };
+    let tenant = {
+        let Some(key) = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+        else {
+            return next.run(req).await;
+        };
+        match s.tenant_for_key(key).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return ApiError::unauthorized().into_response(),
+            Err(e) => return ApiError::from(e).into_response(),
+        }
+    };
+    let admitted = match s.admission.admit(&tenant.id, kind) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            tracing::debug!(tenant = %tenant.id, ?refused, "request refused by admission");
+            let message = match &refused {
+                Refused::InFlight { limit } => format!(
+                    "tenant {:?} already has {limit} requests in progress on this node \
+                     (admission.max_requests_in_flight); retry once one has been answered",
+                    tenant.id
+                ),
+                Refused::Rate {
+                    per_sec,
+                    burst,
+                    retry_after,
+                } => format!(
+                    "tenant {:?} is over its accept rate of {per_sec} submissions a second \
+                     after a burst of {burst} (admission.accepts_per_sec, \
+                     admission.accept_burst); the next is accepted in {} ms",
+                    tenant.id,
+                    retry_after.as_millis().max(1)
+                ),
+            };
+            let code = match refused {
+                Refused::InFlight { .. } => "too_many_requests_in_flight",
+                Refused::Rate { .. } => "accept_rate_exceeded",
+            };
+            let mut e = ApiError::too_many(code, message, refused.retry_after_secs());
+            e.limit = Some(refused.limit_key());
+            return e.into_response();
+        }
+    };
+    req.extensions_mut().insert(Authenticated(tenant));
+    let response = next.run(req).await;
+    drop(admitted);
+    response
 }
 
 /// Caller of the admin API.

@@ -1,4 +1,4 @@
-//! API errors as JSON: `{"error": {"code", "message", "field"?}}`.
+//! API errors as JSON: `{"error": {"code", "message", "field"?, "limit"?}}`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -12,6 +12,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// The configuration key of the limit a 429 or 503 ran into.
+    pub limit: Option<&'static str>,
     /// Seconds to send as `Retry-After` (a 429 or 503 that will pass later).
     pub retry_after_secs: Option<u64>,
 }
@@ -26,6 +28,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            limit: None,
             retry_after_secs: None,
         }
     }
@@ -71,6 +74,9 @@ impl IntoResponse for ApiError {
         let mut error = json!({"code": self.code, "message": self.message});
         if let Some(f) = self.field {
             error["field"] = json!(f);
+        }
+        if let Some(l) = self.limit {
+            error["limit"] = json!(l);
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if let Some(secs) = self.retry_after_secs {

@@ -14,6 +14,7 @@
 mod account_billing;
 mod accounts_api;
 mod admin;
+mod admission;
 mod api;
 mod billing;
 mod billing_api;

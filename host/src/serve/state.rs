@@ -52,6 +52,8 @@ pub struct Server {
     pub accounts: super::account_billing::AccountsCache,
     /// Request body bytes the HTTP API may hold at once.
     pub body_budget: super::body_budget::BodyBudget,
+    /// Each tenant's requests in progress and accept rate on this host.
+    pub admission: Arc<super::admission::Admission>,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -116,6 +118,7 @@ impl Server {
         );
         let server = Server {
             body_budget,
+            admission: Arc::new(super::admission::Admission::new(&pipeline.admission)),
             verp,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
             handoff: super::handoff::Handoff::new(

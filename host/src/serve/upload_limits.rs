@@ -27,19 +27,27 @@ impl Rate {
         }
     }
 
+    /// `per_sec` uses a second after a burst of `burst`.
+    pub fn per_sec(per_sec: u32, burst: u32) -> Rate {
+        Rate {
+            interval: Duration::from_secs(1) / per_sec.max(1),
+            burst: burst.max(1),
+        }
+    }
+
     fn tolerance(&self) -> Duration {
         self.interval * (self.burst - 1)
     }
 
     /// How long until a use is allowed with `tat` (zero: now).
-    fn wait(&self, tat: Option<Instant>, now: Instant) -> Duration {
+    pub(super) fn wait(&self, tat: Option<Instant>, now: Instant) -> Duration {
         match tat {
             Some(tat) => tat.saturating_duration_since(now + self.tolerance()),
             None => Duration::ZERO,
         }
     }
 
-    fn take(&self, tat: &mut Option<Instant>, now: Instant) {
+    pub(super) fn take(&self, tat: &mut Option<Instant>, now: Instant) {
         let base = tat.map_or(now, |t| t.max(now));
         *tat = Some(base + self.interval);
     }

@@ -701,3 +701,163 @@ fn a_tenant_cannot_lift_a_suppression_the_platform_added_but_an_admin_can() {
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(delete("complained@example.net").status, 404);
 }
+
+// ---------------------------------------------------------------- admission
+
+/// Checks a refusal by admission: 429, `Retry-After` of at least a second, the error
+/// code and the limit named both as a key and in the message.
+fn assert_refused(r: &Response, codes: &[&str]) {
+    assert_eq!(r.status, 429, "{}", r.body);
+    let after: u64 = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", r.headers))
+        .parse()
+        .unwrap();
+    assert!(after >= 1, "{after}");
+    let e = &r.json()["error"];
+    let code = e["code"].as_str().unwrap();
+    assert!(codes.contains(&code), "{}", r.body);
+    let limit = e["limit"].as_str().unwrap();
+    let expected = match code {
+        "too_many_requests_in_flight" => "admission.max_requests_in_flight",
+        _ => "admission.accepts_per_sec",
+    };
+    assert_eq!(limit, expected, "{}", r.body);
+    assert!(e["message"].as_str().unwrap().contains(limit), "{}", r.body);
+}
+
+#[test]
+fn a_tenant_flooding_the_api_is_told_429_and_another_tenant_is_never_refused() {
+    // Small limits for `noisy` (the defaults); `quiet` has an override. No relay:
+    // what is under test is taking requests in.
+    const IN_FLIGHT: usize = 3;
+    const PER_SEC: u64 = 2;
+    const BURST: u64 = 10;
+    let tables = format!(
+        "{}{}\n[admission]\nmax_requests_in_flight = {IN_FLIGHT}\naccepts_per_sec = {PER_SEC}\n\
+         accept_burst = {BURST}\n\n[admission.tenant.quiet]\naccepts_per_sec = 10000\n\
+         accept_burst = 10000\n",
+        tenant_table("noisy", &["example.com"]),
+        tenant_table("quiet", &["example.com"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let s = setup.start();
+    let noisy = s.new_key("noisy");
+    let quiet = s.new_key("quiet");
+    let started = std::time::Instant::now();
+    let small = |subject: &str, to: &str| {
+        json!({"from": "app@example.com", "to": [to], "subject": subject, "text": "hi"})
+            .to_string()
+            .into_bytes()
+    };
+
+    // Requests in flight: three of noisy's submissions are let in and wait for their
+    // bodies; a fourth request of noisy's, of any kind, is refused at once, its body
+    // unread. quiet is not held back.
+    let held: Vec<Pending> = (0..IN_FLIGHT)
+        .map(|i| {
+            match start_submission(s.addr, &noisy, small(&format!("held {i}"), "n@example.net")) {
+                Started::Continue(p) => p,
+                Started::Answered(r) => panic!("held {i} refused: {} {}", r.status, r.body),
+            }
+        })
+        .collect();
+    match start_submission(s.addr, &noisy, small("fourth", "n@example.net")) {
+        Started::Answered(r) => assert_refused(&r, &["too_many_requests_in_flight"]),
+        Started::Continue(_) => panic!("a fourth request of noisy's was let in"),
+    }
+    assert_refused(
+        &s.request("GET", "/v1/messages/none", Some(&noisy), None, b""),
+        &["too_many_requests_in_flight"],
+    );
+    s.submit(
+        &quiet,
+        &simple("app@example.com", "q@example.net", "beside"),
+    );
+    let mut noisy_accepted = 0;
+    for (i, p) in held.into_iter().enumerate() {
+        let r = p.finish();
+        assert_eq!(r.status, 202, "held {i}: {}", r.body);
+        noisy_accepted += 1;
+    }
+
+    // The flood: eight threads of noisy's submissions back to back, while quiet sends
+    // thirty one after another. The flood runs until quiet is done (each thread has a
+    // cap, so that a broken server cannot make the test run forever).
+    const CAP: usize = 3000;
+    let quiet_done = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..8)
+        .map(|t| {
+            let (addr, key, done) = (s.addr, noisy.clone(), quiet_done.clone());
+            let body = small(&format!("flood {t}"), "n@example.net");
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !done.load(Ordering::Relaxed) && answers.len() < CAP {
+                    let auth = format!("Bearer {key}");
+                    let headers = [
+                        ("Authorization", auth.as_str()),
+                        ("Content-Type", "application/json"),
+                    ];
+                    answers.push(http(addr, "POST", "/v1/messages", &headers, &body).unwrap());
+                }
+                answers
+            })
+        })
+        .collect();
+    for i in 0..30 {
+        let r = s.request(
+            "POST",
+            "/v1/messages",
+            Some(&quiet),
+            Some("application/json"),
+            &small(&format!("quiet {i}"), "q@example.net"),
+        );
+        assert_eq!(
+            r.status, 202,
+            "quiet's submission {i} during the flood: {}",
+            r.body
+        );
+    }
+    quiet_done.store(true, Ordering::Relaxed);
+    let mut refused = 0;
+    for t in flood {
+        let answers = t.join().unwrap();
+        assert!(
+            answers.len() < CAP,
+            "a flood thread stopped at its cap before quiet was done"
+        );
+        for r in &answers {
+            match r.status {
+                202 => noisy_accepted += 1,
+                _ => {
+                    assert_refused(r, &["too_many_requests_in_flight", "accept_rate_exceeded"]);
+                    refused += 1;
+                }
+            }
+        }
+    }
+    // What noisy got in is what its rate allows over the whole test, however hard it
+    // pushed.
+    let allowed = BURST + PER_SEC * (started.elapsed().as_secs() + 1);
+    eprintln!("noisy: {noisy_accepted} accepted (rate allows {allowed}), {refused} refused");
+    assert!(refused > 0, "noisy was never refused");
+    assert!(
+        noisy_accepted <= allowed,
+        "noisy had {noisy_accepted} submissions accepted; its rate allows {allowed}"
+    );
+
+    // Told when to come back, noisy is let in again once its rate has recovered.
+    wait_for("noisy's submission accepted again", || {
+        let r = s.post_message(&noisy, &simple("app@example.com", "n@example.net", "later"));
+        match r.status {
+            202 => Ok(()),
+            _ => {
+                assert_refused(&r, &["accept_rate_exceeded"]);
+                Err(r.body)
+            }
+        }
+    });
+}

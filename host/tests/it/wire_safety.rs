@@ -466,3 +466,112 @@ fn the_relay_client_never_sends_a_bare_line_end_whatever_the_store_holds() {
         );
     }
 }
+
+/// The header section of a message's data (up to its blank line).
+fn header_section(data: &[u8]) -> String {
+    let end = data
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a blank line after the header");
+    String::from_utf8_lossy(&data[..end + 2]).into_owned()
+}
+
+#[test]
+fn a_raw_messages_bcc_is_removed_and_its_recipients_still_get_it() {
+    let relay = RawSmtp::start(FULL);
+    let s = Stack::start(&[("raw", &relay)], "");
+    let raw = b"From: a@acme.example\r\nTo: b@x.example\r\nBcc: hidden@y.example,\r\n \
+                secret@z.example\r\nresent-bcc: again@y.example\r\nSubject: blind copies\r\n\
+                \r\nBcc: this line is body text\r\n";
+    let r = s.sluice.request(
+        "POST",
+        "/v1/messages?from=a@acme.example&to=b@x.example,hidden@y.example,secret@z.example",
+        Some(&s.key),
+        Some("message/rfc822"),
+        raw,
+    );
+    s.delivered(&r);
+    let txs: Vec<Transaction> = relay
+        .transactions()
+        .into_iter()
+        .filter(|t| contains(&t.data, b"Subject: blind copies\r\n"))
+        .collect();
+    let mut rcpts: Vec<String> = txs.iter().flat_map(|t| t.rcpts.clone()).collect();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        [
+            "RCPT TO:<b@x.example>",
+            "RCPT TO:<hidden@y.example>",
+            "RCPT TO:<secret@z.example>"
+        ],
+        "{txs:#?}"
+    );
+    for t in &txs {
+        let header = header_section(&t.data);
+        let lower = header.to_ascii_lowercase();
+        assert!(
+            !lower.contains("\r\nbcc:") && !lower.contains("resent-bcc:"),
+            "a blind field went out: {header}"
+        );
+        assert!(
+            !contains(&t.data, b"hidden@") && !contains(&t.data, b"secret@"),
+            "a blind recipient is named on the wire: {header}"
+        );
+        assert!(
+            header.contains("\r\nTo: b@x.example\r\nSubject: blind copies\r\n"),
+            "{header}"
+        );
+        assert!(
+            contains(&t.data, b"\r\n\r\nBcc: this line is body text\r\n"),
+            "the body changed: {:?}",
+            String::from_utf8_lossy(&t.data)
+        );
+    }
+}
+
+#[test]
+fn resent_and_sender_fields_outside_the_tenants_domains_are_refused() {
+    let relay = RawSmtp::start(FULL);
+    let s = Stack::start(&[("raw", &relay)], "");
+    for (line, field) in [
+        (
+            "Resent-From: Boss <boss@bank.example>",
+            "headers.Resent-From",
+        ),
+        ("Resent-Sender: boss@bank.example", "headers.Resent-Sender"),
+        (
+            "resent-from: a@acme.example, boss@bank.example",
+            "headers.resent-from",
+        ),
+        ("Sender: boss@bank.example", "headers.Sender"),
+    ] {
+        let raw = format!("From: a@acme.example\r\n{line}\r\nSubject: resent\r\n\r\nb\r\n");
+        let (got, message) = refusal(&s.raw(&s.key, raw.as_bytes()));
+        assert_eq!(got, field, "{line}: {message}");
+        assert!(message.contains("\"bank.example\""), "{message}");
+    }
+    // Unreadable, it is refused too, not passed unchecked.
+    let (got, _) = refusal(&s.raw(
+        &s.key,
+        b"From: a@acme.example\r\nResent-From: not an address\r\n\r\nb\r\n",
+    ));
+    assert_eq!(got, "headers.Resent-From");
+    // The tenant's own resent fields go out as written.
+    s.delivered(&s.raw(
+        &s.key,
+        b"From: a@acme.example\r\nResent-From: r@acme.example\r\nResent-Sender: \
+          s@acme.example\r\nSubject: resent own\r\n\r\nb\r\n",
+    ));
+    let txs = relay.transactions();
+    let own = with_subject(&txs, "resent own");
+    assert!(
+        header_section(&own.data)
+            .contains("Resent-From: r@acme.example\r\nResent-Sender: s@acme.example\r\n"),
+        "{own:?}"
+    );
+    assert!(
+        !contains(&relay.all_bytes(), b"bank.example"),
+        "a refused message reached the relay"
+    );
+}
