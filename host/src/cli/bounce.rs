@@ -24,11 +24,13 @@ pub enum BounceCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Score a bounce plugin against a manifest (JSON Lines, paths relative to it).
+    /// Score a bounce plugin against manifests (JSON Lines, paths relative to
+    /// each), dev and held-out families side by side.
     Eval {
         #[command(flatten)]
         plugin: PluginArg,
-        manifest: PathBuf,
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
         /// Also print every row that disagrees, and the table per family.
         #[arg(long)]
         verbose: bool,
@@ -57,9 +59,9 @@ pub fn run(cmd: BounceCommand) -> Result<ExitCode> {
         BounceCommand::Parse { plugin, files } => parse(&plugin, &files),
         BounceCommand::Eval {
             plugin,
-            manifest,
+            manifests,
             verbose,
-        } => eval(&plugin, &manifest, verbose),
+        } => eval(&plugin, &manifests, verbose),
         BounceCommand::Bench {
             plugin,
             corpus,
@@ -129,16 +131,34 @@ fn parse(arg: &PluginArg, files: &[PathBuf]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(arg: &PluginArg, path: &Path, verbose: bool) -> Result<ExitCode> {
-    let manifest = Manifest::read(path).map_err(|e| UsageError(e.to_string()))?;
+fn eval(arg: &PluginArg, paths: &[PathBuf], verbose: bool) -> Result<ExitCode> {
+    let manifests = paths
+        .iter()
+        .map(|p| Manifest::read(p).map_err(|e| UsageError(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
     let plugin = load(arg, true)?;
-    let report = bounce_eval::evaluate(&manifest, |m| {
-        plugin
-            .bounce(&BounceInput::Email(m.bytes.clone()))
-            .with_context(|| format!("{}, message {}", m.file, m.msg))
-    })?;
+    let mut report: Option<bounce_eval::Report> = None;
+    for manifest in &manifests {
+        let one = bounce_eval::evaluate(manifest, |m| {
+            plugin
+                .bounce(&BounceInput::Email(m.bytes.clone()))
+                .with_context(|| format!("{}, message {}", m.file, m.msg))
+        })?;
+        match &mut report {
+            Some(r) => r.merge(one),
+            None => report = Some(one),
+        }
+    }
+    let report = report.expect("clap requires at least one manifest");
     if verbose {
+        // Held-out families are scored, never listed: no rule is written
+        // from them.
+        let mut held_out_disagreeing = 0;
         for o in report.mismatches() {
+            if o.row.split() == bounce_eval::Split::Heldout {
+                held_out_disagreeing += 1;
+                continue;
+            }
             let got = o.got.as_ref().map(|g| {
                 json!({"recipient": g.recipient, "status": g.status,
                     "reason": bounce_eval::reason_name(g), "hard": g.hard,
@@ -149,16 +169,27 @@ fn eval(arg: &PluginArg, path: &Path, verbose: bool) -> Result<ExitCode> {
                 "reason": r.reason, "hard": r.hardbounce, "no_result": r.no_result});
             println!("{}#{}\n  want {want}\n  got  {}", r.file, r.msg, json!(got));
         }
-        println!("\n| family | n | rcpt | status | reason | hard |");
+        println!("({held_out_disagreeing} held-out rows disagree; not listed)");
+        let splits: std::collections::BTreeMap<String, bounce_eval::Split> = report
+            .outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.row.family.clone().unwrap_or_else(|| "-".into()),
+                    o.row.split(),
+                )
+            })
+            .collect();
+        println!("\n| family | split | n | rcpt | code | status | reason | hard |");
         for (family, s) in report.by_family() {
             println!(
-                "| {family} | {} | {} | {} | {} | {} |",
-                s.labelled, s.recipient, s.status, s.reason, s.hard
+                "| {family} | {} | {} | {} | {} | {} | {} | {} |",
+                splits[&family], s.labelled, s.recipient, s.replycode, s.status, s.reason, s.hard
             );
         }
         println!();
     }
-    println!("{}", report.scores);
+    println!("{}", report.side_by_side());
     Ok(ExitCode::SUCCESS)
 }
 
