@@ -120,6 +120,33 @@ fn held_out_families_hold_their_floors() {
     }
 }
 
+/// Floors on the hand-labelled flufl.bounce families (`data/bounces-flufl`),
+/// all held out but Postfix, in basis points.
+const FLUFL_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
+    (Metric::Recipient, 8750),
+    (Metric::Status, 6562),
+    (Metric::Reason, 6250),
+    (Metric::Hard, 7500),
+];
+
+#[test]
+fn flufl_families_hold_their_floors() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bounces-flufl/manifest.jsonl");
+    let manifest = Manifest::read(&path).expect("the flufl manifest reads");
+    let report = report(&plugin(), &manifest);
+    println!("{}", report.side_by_side());
+    let held = report.by_split()[&Split::Heldout];
+    assert!(held.labelled >= 30, "only {} held-out rows", held.labelled);
+    for (metric, floor) in FLUFL_HELD_OUT_FLOORS {
+        let got = held.basis_points(metric);
+        assert!(
+            got >= floor,
+            "flufl held-out {metric:?}: {got} basis points, below the floor of {floor}\n{}",
+            report.side_by_side()
+        );
+    }
+}
+
 #[test]
 fn a_third_of_the_writing_families_are_held_out() {
     let manifest = manifest();

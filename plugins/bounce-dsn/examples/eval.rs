@@ -115,7 +115,7 @@ fn main() {
             .filter_map(|l| field(l, "family"))
             .collect();
     // [rows, rcpt, status, code, reason, hard] for dev and held-out.
-    let mut split = [[0usize; 6]; 2];
+    let mut tally = [[0usize; 6]; 2];
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let get = |k: &str| field(line, k).unwrap_or_default();
@@ -143,7 +143,7 @@ fn main() {
         n += 1;
         let family = get("family");
         let held = heldout.contains(&family);
-        let sp = &mut split[usize::from(held)];
+        let sp = &mut tally[usize::from(held)];
         sp[0] += 1;
         let f = fam.entry(family.clone()).or_default();
         f[0] += 1;
@@ -242,7 +242,7 @@ fn main() {
         pct(re),
         pct(hd)
     );
-    for (name, v) in [("dev", split[0]), ("held-out", split[1])] {
+    for (name, v) in [("dev", tally[0]), ("held-out", tally[1])] {
         let p = |x: usize| x as f64 * 100.0 / v[0].max(1) as f64;
         println!(
             "{name:>8} {}: rcpt {:.2}% code {:.2}% status {:.2}% reason {:.2}% hard {:.2}%",
