@@ -87,9 +87,12 @@ struct FamilyRow {
     split: Split,
 }
 
+/// A `families.jsonl` read: its path and each family's split.
+type Families = (PathBuf, HashMap<String, Split>);
+
 /// The split of each family named by the `families.jsonl` beside a
 /// manifest, if there is one.
-fn read_families(dir: &Path) -> Result<Option<(PathBuf, HashMap<String, Split>)>, EvalError> {
+fn read_families(dir: &Path) -> Result<Option<Families>, EvalError> {
     let path = dir.join("families.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
