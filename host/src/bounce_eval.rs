@@ -8,6 +8,12 @@
 //!
 //! The same code serves the corpus test and `sluice bounce eval`, so the
 //! figures a developer sees are the ones the test floors hold.
+//!
+//! Generalisation is measured, not assumed: every row belongs to a family
+//! (the MTA or provider that wrote the bounce), and a `families.jsonl`
+//! beside the manifest marks each family `dev` (rules may be written from
+//! it) or `heldout` (frozen: no rule is written from it). A row may also
+//! carry its own `split`. Scores are reported per split, side by side.
 
 use crate::mbox;
 use crate::stage::{BounceOutput, BounceResult};
@@ -40,6 +46,72 @@ pub enum EvalError {
     },
     #[error("{0} holds no rows")]
     Empty(PathBuf),
+    #[error("{path}, line {line}: not a family row: {source}")]
+    FamilyRow {
+        path: PathBuf,
+        line: usize,
+        source: serde_json::Error,
+    },
+    #[error("{path}, line {line}: family {family:?} is not listed in {families}")]
+    UnknownFamily {
+        path: PathBuf,
+        line: usize,
+        family: String,
+        families: PathBuf,
+    },
+}
+
+/// Which side of the dev/held-out line a family is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Rules may be written from these families.
+    Dev,
+    /// Frozen: no rule is written from these; they measure generalisation.
+    Heldout,
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Split::Dev => "dev",
+            Split::Heldout => "held-out",
+        })
+    }
+}
+
+/// One line of `families.jsonl`.
+#[derive(Debug, Clone, Deserialize)]
+struct FamilyRow {
+    family: String,
+    split: Split,
+}
+
+/// A `families.jsonl` read: its path and each family's split.
+type Families = (PathBuf, HashMap<String, Split>);
+
+/// The split of each family named by the `families.jsonl` beside a
+/// manifest, if there is one.
+fn read_families(dir: &Path) -> Result<Option<Families>, EvalError> {
+    let path = dir.join("families.jsonl");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(EvalError::Read { path, source }),
+    };
+    let mut out = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: FamilyRow = serde_json::from_str(line).map_err(|source| EvalError::FamilyRow {
+            path: path.clone(),
+            line: i + 1,
+            source,
+        })?;
+        out.insert(row.family, row.split);
+    }
+    Ok(Some((path, out)))
 }
 
 /// One manifest row: what is expected for one recipient of one message.
@@ -56,6 +128,15 @@ pub struct Row {
     pub hardbounce: Option<bool>,
     #[serde(default)]
     pub no_result: bool,
+    /// The row's own split; else its family's in `families.jsonl`; else dev.
+    #[serde(default)]
+    pub split: Option<Split>,
+}
+
+impl Row {
+    pub fn split(&self) -> Split {
+        self.split.unwrap_or(Split::Dev)
+    }
 }
 
 /// One message named by the manifest, with its bytes.
@@ -99,6 +180,25 @@ impl Manifest {
         }
         if rows.is_empty() {
             return Err(EvalError::Empty(path.to_owned()));
+        }
+        if let Some((families_path, families)) = read_families(dir)? {
+            for (row, &line) in rows.iter_mut().zip(&lines) {
+                if row.split.is_some() {
+                    continue;
+                }
+                let family = row.family.clone().unwrap_or_default();
+                match families.get(&family) {
+                    Some(split) => row.split = Some(*split),
+                    None => {
+                        return Err(EvalError::UnknownFamily {
+                            path: path.to_owned(),
+                            line,
+                            family,
+                            families: families_path,
+                        });
+                    }
+                }
+            }
         }
         let mut split: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         let mut messages = Vec::new();
@@ -236,9 +336,48 @@ impl Scores {
     }
 }
 
+impl std::ops::AddAssign for Scores {
+    fn add_assign(&mut self, o: Scores) {
+        self.messages += o.messages;
+        self.labelled += o.labelled;
+        self.recipient += o.recipient;
+        self.status += o.status;
+        self.replycode += o.replycode;
+        self.reason += o.reason;
+        self.hard += o.hard;
+        self.no_result += o.no_result;
+        self.no_result_ok += o.no_result_ok;
+    }
+}
+
+/// `12.34 %` of basis points.
+fn pct(bp: u64) -> String {
+    format!("{}.{:02} %", bp / 100, bp % 100)
+}
+
+/// The metrics of the table, with their names.
+const METRICS: [(&str, Metric); 5] = [
+    ("recipient found", Metric::Recipient),
+    ("reply code", Metric::ReplyCode),
+    ("status", Metric::Status),
+    ("reason", Metric::Reason),
+    ("hard/soft", Metric::Hard),
+];
+
+impl Scores {
+    fn count(&self, metric: Metric) -> usize {
+        match metric {
+            Metric::Recipient => self.recipient,
+            Metric::Status => self.status,
+            Metric::ReplyCode => self.replycode,
+            Metric::Reason => self.reason,
+            Metric::Hard => self.hard,
+        }
+    }
+}
+
 impl fmt::Display for Scores {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let pct = |bp: u64| format!("{}.{:02} %", bp / 100, bp % 100);
         writeln!(f, "| metric | agree | of | % |")?;
         writeln!(f, "|---|---:|---:|---:|")?;
         for (name, metric, n) in [
@@ -272,6 +411,70 @@ pub struct Report {
 }
 
 impl Report {
+    /// Two reports as one (manifests evaluated one after the other).
+    pub fn merge(&mut self, other: Report) {
+        self.outcomes.extend(other.outcomes);
+        self.scores += other.scores;
+    }
+
+    /// Totals per split.
+    pub fn by_split(&self) -> BTreeMap<Split, Scores> {
+        let mut out: BTreeMap<Split, Scores> = BTreeMap::new();
+        for o in &self.outcomes {
+            add(out.entry(o.row.split()).or_default(), o);
+        }
+        out
+    }
+
+    /// The accuracy table with dev and held-out families side by side (and
+    /// all rows), each cell `agree / of (percent)`.
+    pub fn side_by_side(&self) -> String {
+        let splits = self.by_split();
+        let dev = splits.get(&Split::Dev).copied().unwrap_or_default();
+        let held = splits.get(&Split::Heldout).copied().unwrap_or_default();
+        let all = self.scores;
+        let cell = |s: &Scores, m: Metric| {
+            format!(
+                "{} / {} ({})",
+                s.count(m),
+                s.labelled,
+                pct(s.basis_points(m))
+            )
+        };
+        let families = |split: Split| {
+            self.outcomes
+                .iter()
+                .filter(|o| o.row.split() == split)
+                .filter_map(|o| o.row.family.as_deref())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        let mut out = format!(
+            "| metric | dev ({} families) | held-out ({} families) | all |\n|---|---:|---:|---:|\n",
+            families(Split::Dev),
+            families(Split::Heldout)
+        );
+        for (name, m) in METRICS {
+            out += &format!(
+                "| {name} | {} | {} | {} |\n",
+                cell(&dev, m),
+                cell(&held, m),
+                cell(&all, m)
+            );
+        }
+        out += &format!(
+            "| no result where none expected | {} / {} | {} / {} | {} / {} |\n",
+            dev.no_result_ok,
+            dev.no_result,
+            held.no_result_ok,
+            held.no_result,
+            all.no_result_ok,
+            all.no_result
+        );
+        out += &format!("({} messages parsed)", all.messages);
+        out
+    }
+
     /// Rows where anything disagrees, for a developer to read.
     pub fn mismatches(&self) -> impl Iterator<Item = &Outcome> {
         self.outcomes.iter().filter(|o| {
@@ -430,6 +633,64 @@ mod tests {
             s.to_string()
                 .contains("| recipient found | 1 | 2 | 50.00 % |")
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn families_file_splits_rows_and_must_name_every_family() {
+        let dir = std::env::temp_dir().join(format!("sluice-eval-split-{}", std::process::id()));
+        let rows = r#"{"file":"a.eml","msg":1,"family":"mta-a","recipient":"x@example.org","status":"5.1.1","replycode":"550","reason":"userunknown","hardbounce":true}
+{"file":"b.eml","msg":1,"family":"mta-b","recipient":"y@example.org","status":"5.2.2","replycode":"552","reason":"mailboxfull","hardbounce":false}
+{"file":"b.eml","msg":1,"family":"mta-c","split":"heldout","recipient":"z@example.org","status":"5.2.2","replycode":"552","reason":"mailboxfull","hardbounce":false}
+"#;
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("families.jsonl"),
+            "{\"family\":\"mta-a\",\"split\":\"dev\"}\n{\"family\":\"mta-b\",\"split\":\"heldout\"}\n",
+        )
+        .unwrap();
+        let m = manifest(
+            &dir,
+            rows,
+            &[
+                ("a.eml", "Subject: a\n\nx\n"),
+                ("b.eml", "Subject: b\n\nx\n"),
+            ],
+        );
+        let splits: Vec<Split> = m.rows.iter().map(Row::split).collect();
+        assert_eq!(splits, [Split::Dev, Split::Heldout, Split::Heldout]);
+        let report = evaluate(&m, |msg| {
+            Ok::<_, ()>(BounceOutput {
+                results: if msg.file == "a.eml" {
+                    vec![result("x@example.org", "5.1.1", Reason::Userunknown, true)]
+                } else {
+                    Vec::new()
+                },
+                notes: Vec::new(),
+            })
+        })
+        .unwrap();
+        let by = report.by_split();
+        assert_eq!((by[&Split::Dev].labelled, by[&Split::Dev].reason), (1, 1));
+        assert_eq!(
+            (by[&Split::Heldout].labelled, by[&Split::Heldout].reason),
+            (2, 0)
+        );
+        let table = report.side_by_side();
+        assert!(
+            table.contains("| reason | 1 / 1 (100.00 %) | 0 / 2 (0.00 %) | 1 / 3 (33.33 %) |"),
+            "{table}"
+        );
+        // A family the file does not list is an error naming it.
+        std::fs::write(
+            dir.join("families.jsonl"),
+            "{\"family\":\"mta-a\",\"split\":\"dev\"}\n",
+        )
+        .unwrap();
+        let e = Manifest::read(&dir.join("m.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2") && e.contains("\"mta-b\""), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -16,19 +16,32 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Subcommand)]
 pub enum BounceCommand {
-    /// Parse bounce e-mails (mbox files are split) and print one JSON line per result.
+    /// Parse bounce e-mails (mbox files are split) and print one line per
+    /// result: JSON Lines, or CSV with a header.
     Parse {
         #[command(flatten)]
         plugin: PluginArg,
-        /// E-mail or mbox files.
+        /// E-mail or mbox files, or directories (walked: every regular file
+        /// whose name does not start with '.', symbolic links not followed).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also print, per recipient, the rule that decided each field.
+        #[arg(long)]
+        explain: bool,
+        #[arg(long, value_enum, default_value_t = Output::Json)]
+        output: Output,
+        /// Files larger than this many bytes are skipped with a warning
+        /// (they are read whole into memory).
+        #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+        max_file_size: u64,
     },
-    /// Score a bounce plugin against a manifest (JSON Lines, paths relative to it).
+    /// Score a bounce plugin against manifests (JSON Lines, paths relative to
+    /// each), dev and held-out families side by side.
     Eval {
         #[command(flatten)]
         plugin: PluginArg,
-        manifest: PathBuf,
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
         /// Also print every row that disagrees, and the table per family.
         #[arg(long)]
         verbose: bool,
@@ -45,6 +58,15 @@ pub enum BounceCommand {
     },
 }
 
+/// How `bounce parse` prints its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// One JSON object per line.
+    Json,
+    /// Comma-separated values with a header line (RFC 4180 quoting).
+    Csv,
+}
+
 #[derive(Debug, Args)]
 pub struct PluginArg {
     /// A bounce plugin component instead of the built-in default.
@@ -54,12 +76,18 @@ pub struct PluginArg {
 
 pub fn run(cmd: BounceCommand) -> Result<ExitCode> {
     match cmd {
-        BounceCommand::Parse { plugin, files } => parse(&plugin, &files),
+        BounceCommand::Parse {
+            plugin,
+            files,
+            explain,
+            output,
+            max_file_size,
+        } => parse(&plugin, &files, explain, output, max_file_size),
         BounceCommand::Eval {
             plugin,
-            manifest,
+            manifests,
             verbose,
-        } => eval(&plugin, &manifest, verbose),
+        } => eval(&plugin, &manifests, verbose),
         BounceCommand::Bench {
             plugin,
             corpus,
@@ -93,52 +121,255 @@ fn read(path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())).into())
 }
 
-fn parse(arg: &PluginArg, files: &[PathBuf]) -> Result<ExitCode> {
-    let plugin = load(arg, true)?;
-    let mut out = std::io::stdout().lock();
-    for path in files {
-        let bytes = read(path)?;
-        let file = path.display().to_string();
-        for (i, message) in mbox::split(&bytes).into_iter().enumerate() {
-            let answer = plugin
-                .bounce(&BounceInput::Email(message.to_vec()))
-                .with_context(|| format!("{file}, message {}", i + 1))?;
-            if answer.results.is_empty() {
-                let line =
-                    json!({"file": file, "msg": i + 1, "no_result": true, "notes": answer.notes});
-                writeln!(out, "{line}")?;
+/// Depth to which `bounce parse DIR` descends: deeper trees are a mistake
+/// or an attack, not a mail store.
+const MAX_DEPTH: usize = 32;
+
+/// The regular files under `root` (itself if it is a file), sorted per
+/// directory. Symbolic links to directories are not followed (a link loop
+/// would never end) and hidden names are skipped (Maildir's `.Trash`
+/// folders are read when named).
+fn walk(root: &Path) -> Result<Vec<PathBuf>> {
+    let meta = std::fs::metadata(root)
+        .map_err(|e| UsageError(format!("cannot read {}: {e}", root.display())))?;
+    if !meta.is_dir() {
+        return Ok(vec![root.to_owned()]);
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![(root.to_owned(), 0usize)];
+    while let Some((dir, depth)) = dirs.pop() {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir)
+            .map_err(|e| UsageError(format!("cannot read {}: {e}", dir.display())))?
+        {
+            let entry =
+                entry.with_context(|| format!("cannot read an entry of {}", dir.display()))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
             }
-            for r in &answer.results {
-                let line = json!({
-                    "file": file,
-                    "msg": i + 1,
-                    "recipient": r.recipient,
-                    "status": r.status,
-                    "replycode": r.reply_code.map(|c| c.to_string()).unwrap_or_default(),
-                    "reason": bounce_eval::reason_name(r),
-                    "hardbounce": r.hard,
-                    "action": r.action,
-                    "diagnostic": r.diagnostic,
-                    "original_message_id": r.original_message_id,
-                    "verp_token": r.verp_token,
-                });
-                writeln!(out, "{line}")?;
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot read {}", entry.path().display()))?;
+            entries.push((entry.path(), kind));
+        }
+        entries.sort_by(|a, b| b.0.cmp(&a.0));
+        let mut here = Vec::new();
+        for (path, kind) in entries {
+            if kind.is_dir() {
+                if depth + 1 > MAX_DEPTH {
+                    eprintln!(
+                        "warning: {} is deeper than {MAX_DEPTH} directories: skipped",
+                        path.display()
+                    );
+                } else {
+                    dirs.push((path, depth + 1));
+                }
+            } else if kind.is_file() {
+                here.push(path);
             }
         }
+        here.reverse();
+        files.extend(here);
+    }
+    Ok(files)
+}
+
+/// One field of CSV (RFC 4180). A value a spreadsheet would run as a
+/// formula (`=`, `+`, `-`, `@`, tab, CR first) gets a leading `'`: a bounce's
+/// text is written by whoever sent it.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// The fields whose deciding rule the plugin reports.
+const RULE_FIELDS: [&str; 5] = ["recipient", "replycode", "status", "reason", "hard"];
+
+/// The rules the plugin's notes name for `recipient`: notes of the form
+/// `rule <recipient>: field=rule; ...` (the default plugin writes them; a
+/// plugin that does not gives none).
+fn rules_for(notes: &[String], recipient: &str) -> Option<Vec<(String, String)>> {
+    notes.iter().find_map(|n| {
+        let rest = n
+            .strip_prefix("rule ")?
+            .strip_prefix(recipient)?
+            .strip_prefix(": ")?;
+        Some(
+            rest.split("; ")
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    })
+}
+
+const CSV_HEADER: &str = "file,msg,recipient,status,replycode,reason,hardbounce,action,diagnostic,original_message_id,verp_token";
+
+fn parse(
+    arg: &PluginArg,
+    roots: &[PathBuf],
+    explain: bool,
+    output: Output,
+    max_file_size: u64,
+) -> Result<ExitCode> {
+    let plugin = load(arg, true)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if output == Output::Csv {
+        write!(out, "{CSV_HEADER}")?;
+        if explain {
+            for f in RULE_FIELDS {
+                write!(out, ",rule_{f}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    let mut skipped = 0usize;
+    for root in roots {
+        for path in walk(root)? {
+            let size = std::fs::metadata(&path)
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?
+                .len();
+            if size > max_file_size {
+                eprintln!(
+                    "warning: {} is {size} bytes, over --max-file-size {max_file_size}: skipped",
+                    path.display()
+                );
+                skipped += 1;
+                continue;
+            }
+            let bytes = read(&path)?;
+            let file = path.display().to_string();
+            for (i, message) in mbox::split(&bytes).into_iter().enumerate() {
+                let answer = plugin
+                    .bounce(&BounceInput::Email(message.to_vec()))
+                    .with_context(|| format!("{file}, message {}", i + 1))?;
+                let msg = i + 1;
+                if answer.results.is_empty() {
+                    match output {
+                        Output::Json => {
+                            let line = json!({"file": file, "msg": msg, "no_result": true, "notes": answer.notes});
+                            writeln!(out, "{line}")?;
+                        }
+                        Output::Csv => {
+                            write!(
+                                out,
+                                "{},{msg},,,,,,,{},,",
+                                csv_field(&file),
+                                csv_field(&answer.notes.join("; "))
+                            )?;
+                            if explain {
+                                write!(out, ",,,,,")?;
+                            }
+                            writeln!(out)?;
+                        }
+                    }
+                }
+                for r in &answer.results {
+                    let replycode = r.reply_code.map(|c| c.to_string()).unwrap_or_default();
+                    let reason = bounce_eval::reason_name(r);
+                    let rules = explain.then(|| rules_for(&answer.notes, &r.recipient));
+                    match output {
+                        Output::Json => {
+                            let mut line = json!({
+                                "file": file,
+                                "msg": msg,
+                                "recipient": r.recipient,
+                                "status": r.status,
+                                "replycode": replycode,
+                                "reason": reason,
+                                "hardbounce": r.hard,
+                                "action": r.action,
+                                "diagnostic": r.diagnostic,
+                                "original_message_id": r.original_message_id,
+                                "verp_token": r.verp_token,
+                            });
+                            if let Some(rules) = &rules {
+                                line["rules"] = match rules {
+                                    Some(rules) => rules
+                                        .iter()
+                                        .map(|(k, v)| (k.clone(), json!(v)))
+                                        .collect::<serde_json::Map<_, _>>()
+                                        .into(),
+                                    None => serde_json::Value::Null,
+                                };
+                            }
+                            writeln!(out, "{line}")?;
+                        }
+                        Output::Csv => {
+                            let cells = [
+                                file.as_str(),
+                                &msg.to_string(),
+                                &r.recipient,
+                                &r.status,
+                                &replycode,
+                                &reason,
+                                if r.hard { "true" } else { "false" },
+                                &r.action,
+                                &r.diagnostic,
+                                r.original_message_id.as_deref().unwrap_or(""),
+                                r.verp_token.as_deref().unwrap_or(""),
+                            ]
+                            .map(csv_field);
+                            write!(out, "{}", cells.join(","))?;
+                            if let Some(rules) = &rules {
+                                for f in RULE_FIELDS {
+                                    let rule = rules
+                                        .as_ref()
+                                        .and_then(|r| r.iter().find(|(k, _)| k == f))
+                                        .map_or("", |(_, v)| v.as_str());
+                                    write!(out, ",{}", csv_field(rule))?;
+                                }
+                            }
+                            writeln!(out)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if skipped > 0 {
+        eprintln!("{skipped} file(s) skipped");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn eval(arg: &PluginArg, path: &Path, verbose: bool) -> Result<ExitCode> {
-    let manifest = Manifest::read(path).map_err(|e| UsageError(e.to_string()))?;
+fn eval(arg: &PluginArg, paths: &[PathBuf], verbose: bool) -> Result<ExitCode> {
+    let manifests = paths
+        .iter()
+        .map(|p| Manifest::read(p).map_err(|e| UsageError(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
     let plugin = load(arg, true)?;
-    let report = bounce_eval::evaluate(&manifest, |m| {
-        plugin
-            .bounce(&BounceInput::Email(m.bytes.clone()))
-            .with_context(|| format!("{}, message {}", m.file, m.msg))
-    })?;
+    let mut report: Option<bounce_eval::Report> = None;
+    for manifest in &manifests {
+        let one = bounce_eval::evaluate(manifest, |m| {
+            plugin
+                .bounce(&BounceInput::Email(m.bytes.clone()))
+                .with_context(|| format!("{}, message {}", m.file, m.msg))
+        })?;
+        match &mut report {
+            Some(r) => r.merge(one),
+            None => report = Some(one),
+        }
+    }
+    let report = report.expect("clap requires at least one manifest");
     if verbose {
+        // Held-out families are scored, never listed: no rule is written
+        // from them.
+        let mut held_out_disagreeing = 0;
         for o in report.mismatches() {
+            if o.row.split() == bounce_eval::Split::Heldout {
+                held_out_disagreeing += 1;
+                continue;
+            }
             let got = o.got.as_ref().map(|g| {
                 json!({"recipient": g.recipient, "status": g.status,
                     "reason": bounce_eval::reason_name(g), "hard": g.hard,
@@ -149,16 +380,27 @@ fn eval(arg: &PluginArg, path: &Path, verbose: bool) -> Result<ExitCode> {
                 "reason": r.reason, "hard": r.hardbounce, "no_result": r.no_result});
             println!("{}#{}\n  want {want}\n  got  {}", r.file, r.msg, json!(got));
         }
-        println!("\n| family | n | rcpt | status | reason | hard |");
+        println!("({held_out_disagreeing} held-out rows disagree; not listed)");
+        let splits: std::collections::BTreeMap<String, bounce_eval::Split> = report
+            .outcomes
+            .iter()
+            .map(|o| {
+                (
+                    o.row.family.clone().unwrap_or_else(|| "-".into()),
+                    o.row.split(),
+                )
+            })
+            .collect();
+        println!("\n| family | split | n | rcpt | code | status | reason | hard |");
         for (family, s) in report.by_family() {
             println!(
-                "| {family} | {} | {} | {} | {} | {} |",
-                s.labelled, s.recipient, s.status, s.reason, s.hard
+                "| {family} | {} | {} | {} | {} | {} | {} | {} |",
+                splits[&family], s.labelled, s.recipient, s.replycode, s.status, s.reason, s.hard
             );
         }
         println!();
     }
-    println!("{}", report.scores);
+    println!("{}", report.side_by_side());
     Ok(ExitCode::SUCCESS)
 }
 

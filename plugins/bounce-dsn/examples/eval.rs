@@ -2,6 +2,9 @@
 //! rows and comparisons as `sluice bounce eval` (whose Wasm figures are the
 //! ones that count). `cargo run --release -p bounce-dsn --example eval --
 //! tests/data/bounces/dev-manifest.jsonl [-v] [-f] [-t N] [-d FILE]`.
+//!
+//! Families marked `heldout` in the `families.jsonl` beside the manifest
+//! are scored but never listed by `-v`: no rule is written from them.
 
 use bounce_dsn::DsnParser;
 use sluice_sdk::bounce::*;
@@ -104,6 +107,15 @@ fn main() {
     let dir = path.parent().unwrap();
     let mut cache: HashMap<(String, usize), BounceOutput> = HashMap::new();
     let (mut n, mut rc, mut st, mut code, mut re, mut hd) = (0, 0, 0, 0, 0, 0);
+    let heldout: std::collections::HashSet<String> =
+        std::fs::read_to_string(dir.join("families.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| field(l, "split").as_deref() == Some("heldout"))
+            .filter_map(|l| field(l, "family"))
+            .collect();
+    // [rows, rcpt, status, code, reason, hard] for dev and held-out.
+    let mut tally = [[0usize; 6]; 2];
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let get = |k: &str| field(line, k).unwrap_or_default();
@@ -130,10 +142,13 @@ fn main() {
         });
         n += 1;
         let family = get("family");
+        let held = heldout.contains(&family);
+        let sp = &mut tally[usize::from(held)];
+        sp[0] += 1;
         let f = fam.entry(family.clone()).or_default();
         f[0] += 1;
         let Some(g) = got else {
-            if verbose {
+            if verbose && !held {
                 let got: Vec<_> = out.results.iter().map(|r| &r.recipient).collect();
                 println!("MISS {family} {file}#{msg} want {want} got {got:?}");
             }
@@ -141,6 +156,7 @@ fn main() {
         };
         rc += 1;
         f[1] += 1;
+        sp[1] += 1;
         let reason = format!("{:?}", g.reason)
             .to_ascii_lowercase()
             .replace("reason::", "");
@@ -155,7 +171,11 @@ fn main() {
         f[2] += usize::from(ok_s);
         f[3] += usize::from(ok_r);
         f[4] += usize::from(ok_h);
-        if verbose && !(ok_s && ok_r && ok_h) {
+        sp[2] += usize::from(ok_s);
+        sp[3] += usize::from(ok_c);
+        sp[4] += usize::from(ok_r);
+        sp[5] += usize::from(ok_h);
+        if verbose && !held && !(ok_s && ok_r && ok_h) {
             let diag: String = g.diagnostic.chars().take(240).collect();
             println!(
                 "BAD {family} {file}#{msg} {want}\n   want \"{}\" \"{}\" \"{}\" {}\n   got  {} {:?} {} {} [{}]\n   wdiag {}\n   gdiag {diag}",
@@ -222,6 +242,18 @@ fn main() {
         pct(re),
         pct(hd)
     );
+    for (name, v) in [("dev", tally[0]), ("held-out", tally[1])] {
+        let p = |x: usize| x as f64 * 100.0 / v[0].max(1) as f64;
+        println!(
+            "{name:>8} {}: rcpt {:.2}% code {:.2}% status {:.2}% reason {:.2}% hard {:.2}%",
+            v[0],
+            p(v[1]),
+            p(v[3]),
+            p(v[2]),
+            p(v[4]),
+            p(v[5])
+        );
+    }
     if args.iter().any(|a| a == "-f") {
         for (k, v) in fam {
             println!(

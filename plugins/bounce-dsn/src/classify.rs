@@ -64,6 +64,14 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "mailbox is full",
             "exceeded its storage quota",
             "out of storage space",
+            "mailbox quota",
+            "storage quota",
+            "quota has been exceeded",
+            "has exceeded the quota",
+            "exceeds quota",
+            "mailbox size limit",
+            "user's disk quota",
+            "quota full",
         ],
     ),
     (
@@ -170,6 +178,18 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "not designated permitted sender",
             "spf validation",
             "spf policy",
+            "spf=fail",
+            "spf: fail",
+            "spf softfail",
+            "spf=softfail",
+            "failed spf",
+            "spf verification",
+            "dkim=fail",
+            "dkim fail",
+            "failed dkim",
+            "dkim validation",
+            "did not pass authentication",
+            "authentication checks",
         ],
     ),
     (
@@ -271,6 +291,21 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "nessun utente",
             "adresse inconnue",
             "unbekannt",
+            "unknown or illegal alias",
+            "addressee unknown",
+            "invalid user",
+            "user invalid",
+            "unknown account",
+            "account unknown",
+            "nonexistent user",
+            "non-existent user",
+            "non existent user",
+            "does not have an account",
+            "unknown e-mail address",
+            "unknown email address",
+            "mailbox unknown",
+            "recipient invalid",
+            "user is unknown",
         ],
     ),
     (
@@ -313,6 +348,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "generic dns ptr-records",
             "your ip has no ptr",
             "client host rejected: cannot find",
+            "rdns",
+            "reverse dns",
+            "ptr record",
+            "no reverse",
+            "reverse hostname",
+            "reverse address",
         ],
     ),
     (
@@ -566,6 +607,16 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "you are not authorized to send mail",
             "encryption required",
             "starttls is required",
+            "must authenticate",
+            "smtp auth",
+            "authentication is needed",
+            "not authenticated",
+            "requires authentication",
+            "auth required",
+            "starttls",
+            "must use tls",
+            "secure connection required",
+            "encrypted connection",
         ],
     ),
     (
@@ -686,6 +737,17 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "time out",
             "timeout",
             "undeliverable for",
+            "message has expired",
+            "queue lifetime",
+            "too long in the queue",
+            "been in the queue",
+            "maximum delivery time",
+            "was not delivered within",
+            "could not be delivered within",
+            "delivery attempts have failed",
+            "retry period",
+            "message delayed",
+            "delivery delayed",
         ],
     ),
     (
@@ -976,7 +1038,7 @@ fn folded_at(text: &str, mut i: usize, phrase: &[u8]) -> bool {
 
 /// The phrases that name a command, earliest in the text wins (then the
 /// first listed).
-const COMMAND_PATTERNS: [(&str, Command); 21] = [
+const COMMAND_PATTERNS: [(&str, Command); 27] = [
     ("in reply to end of data", Command::Data),
     ("after end of data", Command::Data),
     ("in reply to data", Command::Data),
@@ -998,6 +1060,14 @@ const COMMAND_PATTERNS: [(&str, Command); 21] = [
     (">>> ehlo", Command::Helo),
     ("refused to talk to me", Command::Helo),
     ("after initial connection", Command::Conn),
+    // Exim names pipelined commands so; qmail says which step failed in
+    // fixed sentences.
+    ("after pipelined rcpt to", Command::Rcpt),
+    ("after pipelined mail from", Command::Mail),
+    ("does not like recipient", Command::Rcpt),
+    ("but sender was rejected", Command::Mail),
+    ("failed after i sent the message", Command::Data),
+    ("but greeting failed", Command::Conn),
 ];
 
 /// A fact worked out when a rule first asks for it.
@@ -1081,6 +1151,9 @@ const SAID_COUNT: usize = {
 };
 
 /// Every phrase of [`TEXT_RULES`] and [`SURELY_UNKNOWN`] with its bit.
+// Only read at compile time, to build the index: no copy is ever made at
+// run time, whatever its size.
+#[allow(clippy::large_const_arrays)]
 const SAID_PHRASES: [(u64, &str); SAID_COUNT] = {
     let mut out = [(0, ""); SAID_COUNT];
     let (mut n, mut i) = (0, 0);
@@ -1178,13 +1251,17 @@ fn before_data(c: Option<Command>) -> bool {
     )
 }
 
-/// Sisimai's `true()` of one class: by status, by text, or both.
-fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool {
+/// Sisimai's `true()` of one class: by status, by text, or both; the
+/// name of the rule that held, if one did.
+fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Option<&'static str> {
+    let by = |status: bool, rule_status: &'static str, rule_text: &'static str| {
+        Some(if status { rule_status } else { rule_text })
+    };
     match reason {
         Reason::Userunknown => {
             if named == Some(Reason::Userunknown) {
                 // A 5.1.1 whose text says something more specific is that.
-                ![
+                let other = [
                     Reason::Norelaying,
                     Reason::Blocked,
                     Reason::Mailboxfull,
@@ -1193,95 +1270,231 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> bool
                     Reason::Notaccept,
                 ]
                 .iter()
-                .any(|r| says(lower, *r))
+                .any(|r| says(lower, *r));
+                (!other).then_some("status-x.1.x-address")
+            } else if says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Rcpt) {
+                Some("phase-rcpt+text-userunknown")
+            } else if lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered) {
+                Some("provider-text-address-not-found")
             } else {
-                (says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Rcpt))
-                    || (lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered))
+                None
             }
         }
         Reason::Filtered => {
             if named == Some(Reason::Suspend) {
-                false
+                None
             } else if named == Some(Reason::Filtered) {
-                says(lower, Reason::Userunknown) || says(lower, Reason::Filtered)
-            } else {
+                (says(lower, Reason::Userunknown) || says(lower, Reason::Filtered))
+                    .then_some("status-x.2.0/1+text")
+            } else if says(lower, Reason::Filtered) && !before_data(f.command.get()) {
+                Some("text-filtered")
+            } else if says(lower, Reason::Userunknown) && !before_data(f.command.get()) {
                 // After DATA (or at an unknown stage) the whole message was
                 // read: "unknown user" there is a content filter's answer.
-                (says(lower, Reason::Filtered) || says(lower, Reason::Userunknown))
-                    && !before_data(f.command.get())
+                Some("phase-after-data+text-userunknown")
+            } else {
+                None
             }
         }
         Reason::Mesgtoobig => {
-            named == Some(Reason::Mesgtoobig)
-                || (named != Some(Reason::Exceedlimit) && says(lower, Reason::Mesgtoobig))
+            if named == Some(Reason::Mesgtoobig) {
+                Some("status-x.3.4")
+            } else {
+                (named != Some(Reason::Exceedlimit) && says(lower, Reason::Mesgtoobig))
+                    .then_some("text-mesgtoobig")
+            }
         }
         Reason::Hostunknown => {
             if named == Some(Reason::Hostunknown) {
-                !says(lower, Reason::Networkerror)
+                (!says(lower, Reason::Networkerror)).then_some("status-hostunknown")
             } else {
-                says(lower, Reason::Hostunknown)
+                says(lower, Reason::Hostunknown).then_some("text-hostunknown")
             }
         }
-        r => named == Some(r) || says(lower, r),
+        // Rejected names the envelope sender (MAIL FROM). Refused at the
+        // connection or greeting, the client host was refused: that is
+        // blocked (or too many connections), whatever the words.
+        Reason::Rejected
+            if matches!(f.command.get(), Some(Command::Conn | Command::Helo))
+                || says(lower, Reason::Toomanyconn) =>
+        {
+            None
+        }
+        r if named == Some(r) => by(true, "status", ""),
+        r if says(lower, r) => Some(text_rule(r)),
+        _ => None,
+    }
+}
+
+/// The name of the phrase-list rule of a reason.
+fn text_rule(r: Reason) -> &'static str {
+    match r {
+        Reason::Mailboxfull => "text-mailboxfull",
+        Reason::Mesgtoobig => "text-mesgtoobig",
+        Reason::Exceedlimit => "text-exceedlimit",
+        Reason::Suspend => "text-suspend",
+        Reason::Hasmoved => "text-hasmoved",
+        Reason::Norelaying => "text-norelaying",
+        Reason::Authfailure => "text-authfailure",
+        Reason::Userunknown => "text-userunknown",
+        Reason::Filtered => "text-filtered",
+        Reason::Requireptr => "text-requireptr",
+        Reason::Notcompliantrfc => "text-notcompliantrfc",
+        Reason::Badreputation => "text-badreputation",
+        Reason::Rejected => "text-rejected",
+        Reason::Hostunknown => "text-hostunknown",
+        Reason::Virusdetected => "text-virusdetected",
+        Reason::Spamdetected => "text-spamdetected",
+        Reason::Speeding => "text-speeding",
+        Reason::Toomanyconn => "text-toomanyconn",
+        Reason::Blocked => "text-blocked",
+        Reason::Policyviolation => "text-policyviolation",
+        Reason::Contenterror => "text-contenterror",
+        Reason::Notaccept => "text-notaccept",
+        Reason::Systemerror => "text-systemerror",
+        Reason::Networkerror => "text-networkerror",
+        Reason::Systemfull => "text-systemfull",
+        Reason::Expired => "text-expired",
+        Reason::Securityerror => "text-securityerror",
+        Reason::Mailererror => "text-mailererror",
+        Reason::Syntaxerror => "text-syntaxerror",
+        _ => "text",
     }
 }
 
 /// The reason of a failure.
+#[cfg(test)]
 pub fn reason(f: &Facts) -> Reason {
+    reason_why(f).0
+}
+
+/// The reason of a failure and the rule that decided it. The order:
+/// the report's own exact facts (a provider's error code, a local
+/// mailer's diagnostic type, a status whose RFC 3463 meaning is narrow);
+/// then the status, the SMTP phase and the phrase lists together, most
+/// specific class first; then the text alone; then the DSN action and the
+/// phase alone; then the status and the reply code alone (their RFC 3463
+/// and RFC 5321 meanings); `onhold`/`undefined` only when nothing applies.
+pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
+    // A success status (RFC 3463 class 2) is no failure, whatever else the
+    // notice says, unless a failure reply code contradicts it.
+    if (f.status.starts_with('2') && f.reply_code.is_none_or(|c| c < 300))
+        || f.action.starts_with("delivered")
+    {
+        return (Reason::Delivered, "status-class-2-success");
+    }
     // Providers that name the cause by a code of their own: the code is
     // more exact than any wording around it.
     if let Some(r) = provider_code(f.diagnostic) {
-        return r;
+        return (r, "provider-code");
     }
     let lower = Said::of(&f.diagnostic.to_ascii_lowercase());
     let named = from_status(f.status);
     // A local delivery program failed (procmail, a pipe): a mailer error,
     // unless it says the mailbox is full.
     if f.diagnostic_type.eq_ignore_ascii_case("x-unix") {
-        return if holds(Reason::Mailboxfull, f, &lower, named) {
-            Reason::Mailboxfull
-        } else {
-            Reason::Mailererror
+        return match holds(Reason::Mailboxfull, f, &lower, named) {
+            Some(rule) => (Reason::Mailboxfull, rule),
+            None => (Reason::Mailererror, "dsn-diagnostic-type-x-unix"),
         };
     }
     if status_is_decisive(f.status)
         && let Some(r) = named
     {
-        return r;
+        return (r, "status-narrow");
     }
-    if let Some(r) = FIRST.iter().find(|r| holds(**r, f, &lower, named)) {
-        return *r;
+    for r in FIRST {
+        if let Some(rule) = holds(*r, f, &lower, named) {
+            return (*r, rule);
+        }
     }
     // A status whose class the text contradicted above does not decide.
     if let Some(r) = named.filter(|r| !status_is_vague(*r) && !FIRST.contains(r)) {
-        return r;
+        return (r, "status");
     }
     if let Some(r) = SECOND.iter().find(|r| says(&lower, **r)) {
-        return *r;
+        return (*r, text_rule(*r));
+    }
+    if let Some(r) = provider_text(f.diagnostic) {
+        return (r, "provider-text");
     }
     if f.action.starts_with("delayed") || f.action.starts_with("expired") {
-        return Reason::Expired;
+        return (Reason::Expired, "dsn-action-delayed");
     }
     if matches!(f.command.get(), Some(Command::Helo | Command::Conn)) {
-        return Reason::Blocked;
+        return (Reason::Blocked, "phase-connection-or-helo");
     }
     match named {
         // A vague status alone ("4.3.0 try again later") leaves the cause open.
-        Some(Reason::Systemerror) if f.status.starts_with('4') => Reason::Onhold,
-        Some(r) => r,
-        None if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) => Reason::Syntaxerror,
-        // A server said something no rule knows: held for a human, as
-        // Sisimai does; with nothing said at all the reason is unknown.
-        // A server said something no rule knows: held for a human, as
-        // Sisimai does; with nothing said at all the reason is unknown.
-        None if find_reply_code(f.diagnostic).is_some()
-            || find_status(f.diagnostic).is_some()
-            || (f.specific && !f.diagnostic.trim().is_empty()) =>
-        {
-            Reason::Onhold
+        Some(Reason::Systemerror) if f.status.starts_with('4') => {
+            (Reason::Onhold, "onhold-vague-temporary-status")
         }
-        None => Reason::Undefined,
+        Some(r) => (r, "status-alone"),
+        None => {
+            if let Some(r) = from_reply_code(f.reply_code, f.command.get()) {
+                return (r, "reply-code-rfc5321");
+            }
+            if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) {
+                return (Reason::Syntaxerror, "reply-code-5.0x-syntax");
+            }
+            // A server said something no rule knows: held for a human, as
+            // Sisimai does; with nothing said at all the reason is unknown.
+            if find_reply_code(f.diagnostic).is_some()
+                || find_status(f.diagnostic).is_some()
+                || (f.specific && !f.diagnostic.trim().is_empty())
+            {
+                (Reason::Onhold, "onhold-no-rule-applies")
+            } else {
+                (Reason::Undefined, "undefined-nothing-said")
+            }
+        }
     }
+}
+
+/// What an RFC 5321 reply code alone says, when no status, phrase or
+/// phase decided: only the codes whose meaning is one cause.
+fn from_reply_code(code: Option<u16>, command: Option<Command>) -> Option<Reason> {
+    Some(match code? {
+        // 530/538: authentication (or encryption) required; 534/535:
+        // mechanism too weak, credentials invalid (RFC 4954).
+        530 | 534 | 535 | 538 => Reason::Securityerror,
+        // 552 at RCPT or after DATA without words: exceeded storage
+        // allocation (RFC 5321 4.2.2).
+        552 if command != Some(Command::Mail) => Reason::Mailboxfull,
+        // 521 and 556: the host or domain does not accept mail (RFC 7504).
+        521 | 556 => Reason::Notaccept,
+        // 551: user not local, a forward path is named.
+        551 => Reason::Hasmoved,
+        _ => return None,
+    })
+}
+
+/// The big receivers' own wording (after the phrase lists, before giving
+/// up): sentences that only one provider writes and that name the cause.
+const PROVIDER_TEXT: &[(&str, Reason)] = &[
+    // Microsoft's "banned sender" and IP lists.
+    ("access denied, banned sender", Reason::Rejected),
+    (
+        "part of their network is on our block list",
+        Reason::Blocked,
+    ),
+    // Google: the receiving rate of one recipient.
+    ("is receiving mail at a rate that", Reason::Speeding),
+    ("is receiving mail too quickly", Reason::Speeding),
+    // Yahoo's deferral codes: TSS04 volume or complaints, TS0x the IP.
+    ("[tss04]", Reason::Toomanyconn),
+    ("[ts01]", Reason::Blocked),
+    ("[ts02]", Reason::Blocked),
+    ("[ts03]", Reason::Blocked),
+];
+
+/// The reason of a provider's own sentence in `text`.
+fn provider_text(text: &str) -> Option<Reason> {
+    let lower = text.to_ascii_lowercase();
+    PROVIDER_TEXT
+        .iter()
+        .find(|(p, _)| lower.contains(p))
+        .map(|(_, r)| *r)
 }
 
 /// Orange and La Poste error codes (`LPN007_416`, `OFR_506`, `OUK_513`,
@@ -1423,13 +1636,23 @@ fn france_ptt_code(b: &[u8]) -> Option<&[u8]> {
 /// Whether a failure is a hard bounce (Sisimai's rule: only an unknown
 /// user, an unknown host, a moved address, or a host that accepts no mail
 /// permanently).
+#[cfg(test)]
 pub fn is_hard(reason: Reason, status: &str, reply_code: Option<u16>) -> bool {
+    is_hard_why(reason, status, reply_code).0
+}
+
+/// [`is_hard`] and the rule that decided.
+pub fn is_hard_why(reason: Reason, status: &str, reply_code: Option<u16>) -> (bool, &'static str) {
     match reason {
-        Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => true,
-        Reason::Notaccept => {
-            status.starts_with('5') || (status.is_empty() && reply_code.is_some_and(|c| c >= 500))
+        Reason::Userunknown | Reason::Hostunknown | Reason::Hasmoved => {
+            (true, "hard-reason-address-gone")
         }
-        _ => false,
+        Reason::Notaccept => {
+            let permanent = status.starts_with('5')
+                || (status.is_empty() && reply_code.is_some_and(|c| c >= 500));
+            (permanent, "notaccept-hard-when-permanent")
+        }
+        _ => (false, "soft-reason-may-pass-later"),
     }
 }
 
@@ -1685,6 +1908,106 @@ mod tests {
         assert_eq!(reason(&f), Reason::Onhold);
         f.specific = false;
         assert_eq!(reason(&f), Reason::Undefined);
+    }
+
+    fn why(status: &str, code: Option<u16>, diag: &str) -> (Reason, &'static str) {
+        reason_why(&Facts {
+            status,
+            reply_code: code,
+            diagnostic: diag,
+            action: "failed",
+            command: Deferred::known(find_command(diag)),
+            diagnostic_type: "smtp",
+            specific: true,
+        })
+    }
+
+    #[test]
+    fn each_decision_names_its_rule() {
+        assert_eq!(
+            why("5.2.2", Some(552), "552 5.2.2 over the limit"),
+            (Reason::Mailboxfull, "status-narrow")
+        );
+        assert_eq!(
+            why(
+                "",
+                Some(550),
+                "550 no such user (in reply to RCPT TO command)"
+            ),
+            (Reason::Userunknown, "phase-rcpt+text-userunknown")
+        );
+        assert_eq!(
+            why(
+                "",
+                Some(550),
+                "550 no such user (in reply to end of DATA command)"
+            ),
+            (Reason::Filtered, "phase-after-data+text-userunknown")
+        );
+        assert_eq!(
+            why("", None, "Did not reach the following recipient"),
+            (Reason::Onhold, "onhold-no-rule-applies")
+        );
+    }
+
+    #[test]
+    fn a_success_status_is_delivered_not_a_failure() {
+        assert_eq!(
+            why("2.6.0", None, "250 2.6.0 message accepted for delivery"),
+            (Reason::Delivered, "status-class-2-success")
+        );
+        // A failure reply contradicting a success status is not delivered.
+        assert_ne!(why("2.0.0", Some(550), "550 no").0, Reason::Delivered);
+    }
+
+    #[test]
+    fn reply_codes_with_one_meaning_decide_when_nothing_else_does() {
+        assert_eq!(
+            why("", Some(530), "530 please try again"),
+            (Reason::Securityerror, "reply-code-rfc5321")
+        );
+        assert_eq!(why("", Some(556), "556 nope").0, Reason::Notaccept);
+        assert_eq!(why("", Some(551), "551 try elsewhere").0, Reason::Hasmoved);
+    }
+
+    #[test]
+    fn qmail_and_exim_name_the_phase_in_their_own_words() {
+        let qmail = "192.0.2.1 does not like recipient. Remote host said: 550 unknown user";
+        assert_eq!(find_command(qmail), Some(Command::Rcpt));
+        assert_eq!(why("", Some(550), qmail).0, Reason::Userunknown);
+        let exim =
+            "SMTP error from remote mail server after pipelined RCPT TO:<a@b>: 550 no such user";
+        assert_eq!(find_command(exim), Some(Command::Rcpt));
+        assert_eq!(
+            find_command("Connected to 192.0.2.1 but greeting failed."),
+            Some(Command::Conn)
+        );
+    }
+
+    #[test]
+    fn refused_at_the_greeting_is_blocked_not_a_sender_rejection() {
+        // "access denied" names the sender's refusal at MAIL FROM; at the
+        // greeting the client host was refused.
+        assert_eq!(
+            r(
+                "",
+                Some(554),
+                "554 access denied (in reply to MAIL FROM command)"
+            ),
+            Reason::Rejected
+        );
+        assert_ne!(
+            r(
+                "",
+                Some(554),
+                "554 access denied (in reply to EHLO command)"
+            ),
+            Reason::Rejected
+        );
+        assert_ne!(
+            r("", Some(421), "421 access denied: too many connections"),
+            Reason::Rejected
+        );
     }
 
     #[test]

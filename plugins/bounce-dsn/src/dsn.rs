@@ -141,9 +141,10 @@ pub fn read(mail: &Mail) -> Vec<Found> {
             f.diagnostic_type = "x-unix".into();
         }
         if f.action == "delivered" || f.status.starts_with("2.") {
-            f.reason = Some(Reason::Delivered);
+            f.decide(Reason::Delivered, "dsn-action-delivered-or-status-2");
         } else {
             f.reason = category;
+            f.reason_rule = "format-powermta-category";
         }
         out.push(f);
     }

@@ -65,7 +65,7 @@ pub fn arf(mail: &Mail) -> Option<Vec<Found>> {
             .into_iter()
             .map(|r| {
                 let mut f = Found::new(&r, &diagnostic);
-                f.reason = Some(Reason::Feedback);
+                f.decide(Reason::Feedback, "format-arf-feedback-report");
                 f.action = feedback_type.clone();
                 f
             })
@@ -138,6 +138,6 @@ pub fn vacation(mail: &Mail) -> Option<Vec<Found>> {
         .find(|p| !p.is_empty())
         .unwrap_or_else(|| mail.subject.clone());
     let mut f = Found::new(&who, &diagnostic);
-    f.reason = Some(Reason::Vacation);
+    f.decide(Reason::Vacation, "format-rfc3834-auto-reply");
     Some(vec![f])
 }

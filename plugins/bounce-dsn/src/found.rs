@@ -1,6 +1,7 @@
 //! What a format reader found about one recipient, and how it becomes a
 //! result: reply code and status read from the diagnostic when the report
 //! lacks them, the reason classified, Sisimai's pseudo status filled in.
+//! Each field's deciding rule is recorded ([`Why`]) for `--explain`.
 
 use crate::classify::{self, Command, Deferred, Facts};
 use sluice_sdk::bounce::{BounceResult, Reason};
@@ -24,6 +25,10 @@ pub struct Found {
     /// The diagnostic is only the report's general error paragraph, not
     /// words said about this recipient.
     pub general: bool,
+    /// The reader that found the recipient (`dsn`, `text-scan`, ...).
+    pub via: &'static str,
+    /// The rule that set `reason`, when a reader or format rule set it.
+    pub reason_rule: &'static str,
 }
 
 impl Found {
@@ -33,6 +38,35 @@ impl Found {
             diagnostic: diagnostic.to_owned(),
             ..Found::default()
         }
+    }
+
+    /// Sets the reason a format decides, and the rule that decided it.
+    pub fn decide(&mut self, reason: Reason, rule: &'static str) {
+        self.reason = Some(reason);
+        self.reason_rule = rule;
+    }
+}
+
+/// Which rule decided each field of one result (rule names, not prose:
+/// `sluice bounce parse --explain` prints them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Why {
+    pub recipient: &'static str,
+    pub reply_code: &'static str,
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub hard: &'static str,
+}
+
+impl Why {
+    /// The note that carries this record out of the plugin:
+    /// `rule <recipient>: recipient=...; replycode=...; status=...;
+    /// reason=...; hard=...`.
+    pub fn note(&self, recipient: &str) -> String {
+        format!(
+            "rule {recipient}: recipient={}; replycode={}; status={}; reason={}; hard={}",
+            self.recipient, self.reply_code, self.status, self.reason, self.hard
+        )
     }
 }
 
@@ -93,30 +127,50 @@ fn is_generic(status: &str) -> bool {
 /// The status to report: the report's `Status:`, unless the server's own
 /// reply carries a more specific one of the same class (reports often say
 /// 5.0.0 or a generic 4.4.7 where the reply says 4.7.1).
+#[cfg(test)]
 fn prefer_status(reported: &str, diagnostic: &str, reply_code: Option<u16>) -> String {
+    prefer_status_why(reported, diagnostic, reply_code).0
+}
+
+/// [`prefer_status`] and the rule that chose.
+fn prefer_status_why(
+    reported: &str,
+    diagnostic: &str,
+    reply_code: Option<u16>,
+) -> (String, &'static str) {
     let Some(in_reply) = classify::find_status(diagnostic) else {
-        return reported.to_owned();
+        let rule = if reported.is_empty() {
+            "none"
+        } else {
+            "dsn-status-field"
+        };
+        return (reported.to_owned(), rule);
     };
     if reported.is_empty() {
-        return in_reply;
+        return (in_reply, "status-in-diagnostic");
     }
     let class = |s: &str| s.as_bytes()[0];
     let reply_agrees = reply_code.is_none_or(|c| (c / 100) as u8 + b'0' == class(&in_reply));
     if class(&in_reply) == class(reported) && reply_agrees && !is_generic(&in_reply) {
-        in_reply
+        let rule = if in_reply == reported {
+            "dsn-status-field"
+        } else {
+            "reply-status-more-specific-than-dsn"
+        };
+        (in_reply, rule)
     } else if class(&in_reply) != class(reported) && reply_code.is_some() && reply_agrees {
         // The server's reply and its status agree on a class the report
         // does not: the report guessed, the server knows.
-        in_reply
+        (in_reply, "reply-class-over-dsn-class")
     } else {
-        reported.to_owned()
+        (reported.to_owned(), "dsn-status-field")
     }
 }
 
-/// Classifies a found recipient.
+/// Classifies a found recipient, and says which rule decided each field.
 /// `context` is the SMTP command the report's text names, for when the
 /// diagnostic does not.
-pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
+pub fn finish_why(f: Found, context: &dyn Fn() -> Option<Command>) -> (BounceResult, Why) {
     let diagnostic = clean(&f.diagnostic);
     let recipient: String = f
         .recipient
@@ -125,18 +179,45 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
         .chars()
         .take(320)
         .collect();
-    let reply_code = f
-        .reply_code
-        .or_else(|| classify::find_reply_code(&diagnostic));
-    let status = prefer_status(&f.status, &diagnostic, reply_code);
+    let mut why = Why {
+        recipient: if f.via.is_empty() { "reader" } else { f.via },
+        ..Why::default()
+    };
+    let reply_code = match f.reply_code {
+        Some(c) => {
+            why.reply_code = "report-field";
+            Some(c)
+        }
+        None => {
+            let c = classify::find_reply_code(&diagnostic);
+            why.reply_code = if c.is_some() {
+                "reply-in-diagnostic"
+            } else {
+                "none"
+            };
+            c
+        }
+    };
+    let (status, status_rule) = prefer_status_why(&f.status, &diagnostic, reply_code);
+    why.status = status_rule;
+    // The SMTP phase: the command the reader saw, the one the diagnostic
+    // names, then the one the report's text names.
     let command = || {
         f.command
             .or_else(|| classify::find_command(&diagnostic))
             .or_else(context)
     };
     let action = f.action.to_ascii_lowercase();
-    let reason = f.reason.unwrap_or_else(|| {
-        classify::reason(&Facts {
+    let (reason, reason_rule) = match f.reason {
+        Some(r) => (
+            r,
+            if f.reason_rule.is_empty() {
+                "format"
+            } else {
+                f.reason_rule
+            },
+        ),
+        None => classify::reason_why(&Facts {
             status: &status,
             reply_code,
             diagnostic: &diagnostic,
@@ -144,8 +225,9 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
             command: Deferred::new(&command),
             diagnostic_type: &f.diagnostic_type,
             specific: !f.general,
-        })
-    });
+        }),
+    };
+    why.reason = reason_rule;
     let mut status = status;
     let temporary = status.starts_with('4')
         || (status.is_empty() && reply_code.is_some_and(|c| (400..500).contains(&c)))
@@ -157,8 +239,14 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
         )
     {
         status = classify::pseudo_status(reason, if temporary { '4' } else { '5' });
+        why.status = if temporary {
+            "pseudo-status-of-reason-temporary"
+        } else {
+            "pseudo-status-of-reason"
+        };
     }
-    let hard = classify::is_hard(reason, &status, reply_code);
+    let (hard, hard_rule) = classify::is_hard_why(reason, &status, reply_code);
+    why.hard = hard_rule;
     let action = if !action.is_empty() {
         action
     } else {
@@ -169,7 +257,7 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
             _ => "failed".into(),
         }
     };
-    BounceResult {
+    let result = BounceResult {
         recipient,
         status,
         reply_code,
@@ -179,7 +267,8 @@ pub fn finish(f: Found, context: &dyn Fn() -> Option<Command>) -> BounceResult {
         diagnostic,
         original_message_id: None,
         verp_token: None,
-    }
+    };
+    (result, why)
 }
 
 #[cfg(test)]

@@ -44,24 +44,31 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
         domino_recipient(mail, found);
     }
     let open = found.iter_mut().filter(|f| f.reason.is_none());
+    let format;
     if subject.eq_ignore_ascii_case("Undeliverable Mail")
         || mail
             .header("x-mailer")
             .is_some_and(|x| x.trim_start().starts_with("<SMTP32 v"))
     {
+        format = "format-imail-sentence";
         imail(mail, open);
     } else if domino {
+        format = "format-domino-sentence";
         by_table(open, DOMINO);
     } else if mail.header("x-ses-outgoing").is_some() {
+        format = "format-amazon-ses-sentence";
         by_table(open, RECEIVING_SES);
     } else if is_ezweb(mail, &from, subject) {
+        format = "format-ezweb-sentence";
         ezweb(mail, open);
     } else if is_verizon(mail) {
+        format = "format-verizon-sentence";
         verizon(mail, open);
     } else if from.contains("\"interscan mss\"")
         || from.contains("\"interscan notification\"")
         || subject == "Mail could not be delivered"
     {
+        format = "format-interscan-sentence";
         for f in open {
             if f.diagnostic.contains("Unable to deliver") {
                 f.reason = Some(Reason::Userunknown);
@@ -70,9 +77,17 @@ pub fn apply(mail: &Mail, found: &mut [Found]) {
     } else if !claimed_by_mta(mail, subject)
         && let Some((reason, line)) = mda(mail, &from)
     {
+        format = "format-local-delivery-agent";
         for f in open {
             f.reason = Some(reason);
             f.diagnostic = line.clone();
+        }
+    } else {
+        format = "format";
+    }
+    for f in found.iter_mut() {
+        if f.reason.is_some() && f.reason_rule.is_empty() {
+            f.reason_rule = format;
         }
     }
 }
@@ -205,6 +220,7 @@ pub fn fml(mail: &Mail) -> Option<Vec<Found>> {
             continue;
         }
         let mut f = Found::new(address, line);
+        f.reason_rule = "format-fml-sentence";
         f.reason = TEXT
             .iter()
             .find(|(p, _)| line.contains(p))

@@ -13,7 +13,9 @@
 //!
 //! Classification ([`classify`]) follows Sisimai's reason rules, so results
 //! compare with that reference. Never fails: input it cannot read yields no
-//! results and a note.
+//! results and a note. With results, the notes say per recipient which
+//! rule decided each field (`rule <recipient>: recipient=...; replycode=...;
+//! status=...; reason=...; hard=...`), for `sluice bounce parse --explain`.
 
 mod addr;
 mod bytes;
@@ -45,9 +47,11 @@ impl BounceParser for DsnParser {
                 let mut f = Found::new(&r.recipient, &r.reply.text);
                 f.status = r.reply.enhanced.clone().unwrap_or_default();
                 f.reply_code = Some(r.reply.code);
+                f.via = "smtp-reply-recipient";
+                let (result, why) = found::finish_why(f, &|| None);
                 BounceOutput {
-                    results: vec![found::finish(f, &|| None)],
-                    notes: Vec::new(),
+                    notes: vec![why.note(&result.recipient)],
+                    results: vec![result],
                 }
             }
             BounceInput::LogLine(line) => parse_log_line(&line),
@@ -55,34 +59,44 @@ impl BounceParser for DsnParser {
     }
 }
 
+/// Marks what `reader` found with its name (the recipient's rule).
+fn via(mut found: Vec<Found>, reader: &'static str) -> Vec<Found> {
+    for f in &mut found {
+        if f.via.is_empty() {
+            f.via = reader;
+        }
+    }
+    found
+}
+
 /// The reader that found the recipients, for the note of an empty answer.
 fn read(mail: &mail::Mail) -> Vec<Found> {
     if let Some(found) = feedback::arf(mail) {
-        return found;
+        return via(found, "arf-feedback-report");
     }
     if let Some(found) = lhost::fml(mail) {
-        return found;
+        return via(found, "fml-error-text");
     }
     let found = dsn::read(mail);
     if !found.is_empty() {
-        return found;
+        return via(found, "dsn-final-recipient");
     }
     // An auto-reply says so in its headers; a bounce in its subject or sender.
     if feedback::marked_auto_reply(mail)
         && !plain::is_bounce_by_words(mail)
         && let Some(found) = feedback::vacation(mail)
     {
-        return found;
+        return via(found, "rfc3834-auto-reply");
     }
     if plain::is_bounce(mail) {
         // Exim and Google name the failed recipients in a header: that
         // beats any address the text mentions.
-        let mut found = plain::failed_recipients(mail);
+        let mut found = via(plain::failed_recipients(mail), "x-failed-recipients");
         if found.is_empty() {
-            found = plain::scan(mail);
+            found = via(plain::scan(mail), "text-recipient-line");
         }
         if found.is_empty() {
-            found = plain::fallback(mail);
+            found = via(plain::fallback(mail), "returned-message-to");
         }
         // Google Groups bounces a post to a group the sender may not post
         // to: the group is the recipient, the post was rejected.
@@ -91,14 +105,17 @@ fn read(mail: &mail::Mail) -> Vec<Found> {
                 .to_ascii_lowercase()
                 .ends_with("@googlegroups.com")
             {
-                f.reason = Some(Reason::Rejected);
+                f.decide(Reason::Rejected, "format-google-groups-post-refused");
             }
         }
         if !found.is_empty() {
             return found;
         }
     }
-    feedback::vacation(mail).unwrap_or_default()
+    via(
+        feedback::vacation(mail).unwrap_or_default(),
+        "rfc3834-auto-reply",
+    )
 }
 
 fn parse_email(bytes: &[u8]) -> BounceOutput {
@@ -116,6 +133,7 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
     let mut results: Vec<BounceResult> = Vec::new();
+    let mut rules: Vec<String> = Vec::new();
     let mut found = read(&mail);
     lhost::apply(&mail, &mut found);
     // Read at most once per e-mail, and only when a diagnostic does not
@@ -129,11 +147,12 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let mut r = found::finish(f, &|| {
+        let (mut r, why) = found::finish_why(f, &|| {
             *report_command.get_or_init(|| classify::find_command(&mail.report))
         });
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
+        rules.push(why.note(&r.recipient));
         results.push(r);
     }
     let notes = if results.is_empty() {
@@ -142,7 +161,7 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
             truncate(&mail.subject, 80)
         )]
     } else {
-        Vec::new()
+        rules
     };
     BounceOutput { results, notes }
 }
@@ -194,13 +213,15 @@ fn parse_log_line(line: &str) -> BounceOutput {
             if deferred {
                 f.action = "delayed".into();
             }
-            let mut r = found::finish(f, &|| None);
+            f.via = "log-line-recipient";
+            let (mut r, mut why) = found::finish_why(f, &|| None);
             if deferred {
                 r.hard = false;
+                why.hard = "log-line-deferred";
             }
             BounceOutput {
+                notes: vec![why.note(&r.recipient)],
                 results: vec![r],
-                notes: Vec::new(),
             }
         }
         _ => BounceOutput {
@@ -283,6 +304,22 @@ Subject: hello\r
             Some("<orig-1@example.com>")
         );
         assert_eq!(out.results[1].reason, Reason::Mailboxfull);
+    }
+
+    #[test]
+    fn notes_say_which_rule_decided_each_field() {
+        let out = DsnParser::parse(BounceInput::Email(POSTFIX_DSN.as_bytes().to_vec()));
+        assert_eq!(out.notes.len(), 2, "{:?}", out.notes);
+        assert_eq!(
+            out.notes[0],
+            "rule nobody@example.org: recipient=dsn-final-recipient; replycode=reply-in-diagnostic; status=dsn-status-field; reason=status-x.1.x-address; hard=hard-reason-address-gone"
+        );
+        assert!(
+            out.notes[1].starts_with("rule full@example.org: ")
+                && out.notes[1].contains("reason=status-narrow"),
+            "{}",
+            out.notes[1]
+        );
     }
 
     #[test]
