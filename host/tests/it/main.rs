@@ -8,6 +8,7 @@ mod pg_support;
 mod support;
 
 mod bill_cli;
+mod bounce_cli;
 mod billing_e2e;
 mod bounce_intake;
 mod cli;
