@@ -254,13 +254,14 @@ fn pg_node(db: &PgDb, tables: &str, suffix: &str, delivery: &str, beat_ms: u64) 
 /// Issue 18: a dead PostgreSQL node's work waited for its leases to run out. Now: three
 /// nodes under load, the leader killed with SIGKILL; the survivors deliver its work
 /// within 10 s of the kill, nothing is lost, the only second copies are of messages the
-/// killed node had in flight (at most its `max_in_flight`), and a survivor leads.
+/// killed node had in flight (at most its `max_in_flight`), and a survivor leads. Leases
+/// last five minutes: only the takeover can deliver the killed node's leased work in time.
 #[test]
 fn postgres_a_killed_node_of_three_is_taken_over_by_the_survivors_within_10_s() {
     let db = PgDb::new("sluice_nodes_kill");
     let port = free_port();
     let tables = one_relay(port, "connection_limit = 16");
-    let delivery = "lease_secs = 300\nmax_in_flight = 8";
+    let delivery = "lease_secs = 300\nmax_in_flight = 16";
     let setups: Vec<Setup> = (1..=3)
         .map(|i| pg_node(&db, &tables, &format!("n{i}"), delivery, 500))
         .collect();
@@ -392,8 +393,8 @@ fn postgres_a_killed_node_of_three_is_taken_over_by_the_survivors_within_10_s() 
         );
     }
     assert!(
-        twice.len() <= 8,
-        "{} sent twice, more than the killed node's max_in_flight (8)",
+        twice.len() <= 16,
+        "{} sent twice, more than the killed node's max_in_flight (16)",
         twice.len()
     );
 
