@@ -177,11 +177,12 @@ def takeover(sluice, beat_ms, n):
         for i in range(n):
             st, v = http(BASE_HTTP, "POST", "/v1/messages", key, body(i))
             assert st == 202, v
-        held = psql("SELECT message_id FROM recipients WHERE lease_owner = 'bench-a' "
-                    "AND state = 'delivering'", db).split()
         a.send_signal(signal.SIGKILL)
         a.wait()
         killed_ms = int(time.time() * 1000)
+        # Read after the kill: a dead node records nothing more.
+        held = psql("SELECT message_id FROM recipients WHERE lease_owner = 'bench-a' "
+                    "AND state = 'delivering'", db).split()
         ids = ",".join(f"'{m}'" for m in held)
         q = (f"SELECT COUNT(*), MIN(at_ms), MAX(at_ms) FROM events WHERE kind = 'delivered' "
              f"AND message_id IN ({ids})")
