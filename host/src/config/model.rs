@@ -95,8 +95,18 @@ pub struct SmtpIn {
 #[derive(Debug, Clone)]
 pub struct Server {
     pub http_listen: SocketAddr,
-    /// Names this process in leases and events; unique per host.
-    pub node_id: String,
+    /// Names this node in leases, events and the `nodes` table; stable across restarts,
+    /// unique among the nodes of one store. None: the id kept beside a SQLite store, or
+    /// the host name (with `node_suffix`) on PostgreSQL (`serve/nodes.rs`).
+    pub node_id: Option<String>,
+    /// Added to the host name to make the node id when `node_id` is not given: several
+    /// nodes on one machine each need their own.
+    pub node_suffix: Option<String>,
+    /// How often this node writes its heartbeat.
+    pub heartbeat: Duration,
+    /// A node whose heartbeat is older than this many intervals is dead: its leases
+    /// are taken over at once.
+    pub dead_after_heartbeats: u32,
     /// Request body bytes the HTTP API holds at once, over all requests; a request
     /// that would go over is told 503 with `Retry-After` before its body is read.
     pub max_request_bytes_in_flight: u64,
@@ -531,7 +541,13 @@ struct RawServer {
     #[serde(default = "default_http_listen")]
     http_listen: Spanned<String>,
     #[serde(default)]
-    node_id: Option<String>,
+    node_id: Option<Spanned<String>>,
+    #[serde(default)]
+    node_suffix: Option<Spanned<String>>,
+    #[serde(default = "default_heartbeat_ms")]
+    heartbeat_ms: Spanned<u64>,
+    #[serde(default = "default_dead_after_heartbeats")]
+    dead_after_heartbeats: Spanned<u32>,
     #[serde(default = "default_max_request_bytes_in_flight")]
     max_request_bytes_in_flight: Spanned<u64>,
 }
@@ -541,9 +557,31 @@ impl Default for RawServer {
         RawServer {
             http_listen: default_http_listen(),
             node_id: None,
+            node_suffix: None,
+            heartbeat_ms: default_heartbeat_ms(),
+            dead_after_heartbeats: default_dead_after_heartbeats(),
             max_request_bytes_in_flight: default_max_request_bytes_in_flight(),
         }
     }
+}
+
+/// A heartbeat a second: a dead node's work is taken over within a few seconds.
+fn default_heartbeat_ms() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+
+/// Five missed heartbeats: a node busy for a moment is not taken for dead.
+fn default_dead_after_heartbeats() -> Spanned<u32> {
+    Spanned::new(0..0, 5)
+}
+
+/// Whether `v` may name a node (it goes into leases, logs and a file name).
+pub fn valid_node_name(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && !v.starts_with('.')
 }
 
 /// Room for four submissions of the default 25 MiB limit at once, base64 included.
@@ -1096,10 +1134,43 @@ impl RawPipeline {
                 SocketAddr::from(([127, 0, 0, 1], 8025))
             }
         };
-        let node_id = self.server.node_id.unwrap_or_else(|| {
-            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "sluice".into());
-            format!("{host}-{}", std::process::id())
-        });
+        let mut node_name = |key: &str, v: Option<Spanned<String>>, max: usize| {
+            let v = v?;
+            if valid_node_name(v.get_ref(), max) {
+                Some(v.into_inner())
+            } else {
+                check.at(
+                    v.span(),
+                    key,
+                    format!(
+                        "{:?} must be 1-{max} of A-Z a-z 0-9 - _ . (not starting with .)",
+                        v.get_ref()
+                    ),
+                );
+                None
+            }
+        };
+        let node_id = node_name("server.node_id", self.server.node_id, 64);
+        let node_suffix = node_name("server.node_suffix", self.server.node_suffix, 16);
+        let heartbeat_ms = *self.server.heartbeat_ms.get_ref();
+        if !(100..=10_000).contains(&heartbeat_ms) {
+            check.at(
+                self.server.heartbeat_ms.span(),
+                "server.heartbeat_ms",
+                format!("{heartbeat_ms} must be between 100 and 10000"),
+            );
+        }
+        let dead_after_heartbeats = *self.server.dead_after_heartbeats.get_ref();
+        if !(3..=60).contains(&dead_after_heartbeats) {
+            check.at(
+                self.server.dead_after_heartbeats.span(),
+                "server.dead_after_heartbeats",
+                format!(
+                    "{dead_after_heartbeats} must be between 3 and 60 (fewer takes a node \
+                     that was busy for a moment for dead)"
+                ),
+            );
+        }
 
         let url = self.store.url.get_ref().clone();
         if !(url.starts_with("sqlite://")
@@ -1461,6 +1532,9 @@ impl RawPipeline {
             server: Server {
                 http_listen,
                 node_id,
+                node_suffix,
+                heartbeat: Duration::from_millis(heartbeat_ms),
+                dead_after_heartbeats,
                 max_request_bytes_in_flight,
             },
             store: StoreConfig { url },

@@ -361,3 +361,32 @@ fn admission_has_defaults_overrides_inherit_them_and_zero_is_refused_where_writt
     let e = errors("[admission]\nrate = 1\n");
     assert!(e.contains("rate"), "{e}");
 }
+
+#[test]
+fn node_keys_have_defaults_and_bad_ids_or_intervals_are_refused_where_written() {
+    let p = Pipeline::parse("", "p.toml").unwrap();
+    assert_eq!(p.server.node_id, None);
+    assert_eq!(p.server.heartbeat, std::time::Duration::from_secs(1));
+    assert_eq!(p.server.dead_after_heartbeats, 5);
+    let p = Pipeline::parse(
+        "[server]\nnode_suffix = \"b-2\"\nheartbeat_ms = 500\ndead_after_heartbeats = 4\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(p.server.node_suffix.as_deref(), Some("b-2"));
+    assert_eq!(p.server.heartbeat, std::time::Duration::from_millis(500));
+    // A node id goes into leases, logs and a file name beside the store.
+    let e = errors("[server]\nnode_id = \"../x\"\n");
+    assert!(e.starts_with("p.toml:2:11: key `server.node_id`:"), "{e}");
+    let e = errors(&format!("[server]\nnode_suffix = \"{}\"\n", "s".repeat(17)));
+    assert!(e.contains("key `server.node_suffix`"), "{e}");
+    let e = errors("[server]\nheartbeat_ms = 50\ndead_after_heartbeats = 1\n");
+    assert!(
+        e.contains("key `server.heartbeat_ms`: 50 must be between 100 and 10000"),
+        "{e}"
+    );
+    assert!(
+        e.contains("key `server.dead_after_heartbeats`: 1 must be between 3 and 60"),
+        "{e}"
+    );
+}

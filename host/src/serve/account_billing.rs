@@ -86,7 +86,7 @@ pub async fn rate_for_accounts(
 
 /// Rates accounts' usage until shutdown.
 pub async fn run(server: Arc<Server>) {
-    let owner = server.pipeline.server.node_id.clone();
+    let owner = server.node.id.clone();
     while !server.is_shutting_down() {
         let batch = match server
             .store

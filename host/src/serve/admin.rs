@@ -1,6 +1,6 @@
 //! The admin API (`/admin/v1/…`, bearer = the admin token): relays,
-//! tenants and their keys, and the exception queue. Changes take effect
-//! without a restart.
+//! tenants and their keys, the exception queue, and the nodes on the store.
+//! Changes take effect without a restart.
 
 use super::api::{Admin, AppState};
 use super::error::ApiError;
@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 pub fn router() -> Router<AppState> {
@@ -31,6 +31,7 @@ pub fn router() -> Router<AppState> {
             get(list_keys).post(create_key),
         )
         .route("/admin/v1/tenants/{id}/keys/{key_id}", delete(revoke_key))
+        .route("/admin/v1/nodes", get(list_nodes))
         .route("/admin/v1/failed", get(list_failed))
         .route("/admin/v1/failed/{message_id}/{idx}/requeue", post(requeue))
         .merge(super::tenant_plugins::admin_routes())
@@ -430,4 +431,60 @@ async fn requeue(
     }
     s.wake.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One node as `GET /admin/v1/nodes` shows it (the wire form; the store's
+/// `NodeRecord` is not the API).
+#[derive(Serialize)]
+struct NodeDto {
+    id: String,
+    /// Where its HTTP API answers.
+    address: String,
+    started_at_ms: i64,
+    last_heartbeat_at_ms: i64,
+    /// How old its heartbeat is, by this node's clock.
+    heartbeat_age_ms: i64,
+    /// `alive`, `dead` (no heartbeat for the dead-after time: its leases are taken
+    /// over) or `stopped` (stopped gracefully, its leases given back).
+    state: &'static str,
+    leases_held: u64,
+    leader: bool,
+}
+
+async fn list_nodes(
+    State(s): State<AppState>,
+    _: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = now_ms();
+    let leader = s.store.leader(now).await?.map(|l| l.node_id);
+    let dead_after_ms = s.node.dead_after.as_millis() as i64;
+    let nodes: Vec<NodeDto> = s
+        .store
+        .list_nodes(now)
+        .await?
+        .into_iter()
+        .map(|n| NodeDto {
+            leader: leader.as_deref() == Some(n.id.as_str()),
+            state: if n.stopped_at_ms.is_some() {
+                "stopped"
+            } else if now - n.heartbeat_at_ms > dead_after_ms {
+                "dead"
+            } else {
+                "alive"
+            },
+            heartbeat_age_ms: (now - n.heartbeat_at_ms).max(0),
+            id: n.id,
+            address: n.address,
+            started_at_ms: n.started_at_ms,
+            last_heartbeat_at_ms: n.heartbeat_at_ms,
+            leases_held: n.leases_held,
+        })
+        .collect();
+    Ok(Json(json!({
+        "this_node": s.node.id,
+        "leader": leader,
+        "heartbeat_ms": s.node.heartbeat.as_millis() as u64,
+        "dead_after_ms": dead_after_ms,
+        "nodes": nodes,
+    })))
 }

@@ -57,16 +57,14 @@ pub fn router(server: AppState) -> Router {
 }
 
 async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(
-        json!({"status": if s.is_shutting_down() { "draining" } else { "ok" }, "node": s.pipeline.server.node_id}),
-    )
+    Json(json!({"status": if s.is_shutting_down() { "draining" } else { "ok" }, "node": s.node.id}))
 }
 
 /// Readiness, apart from liveness (`/healthz`): 200 while this node can take work (the
 /// store answers and its last writes reached it; plugins are loaded before the listener
 /// opens), else 503 with the reason, so a load balancer sends traffic elsewhere.
 async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let node = &s.pipeline.server.node_id;
+    let node = &s.node.id;
     if s.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -524,7 +522,7 @@ async fn submit(
             let lease_ms = s.pipeline.delivery.lease.as_millis() as i64;
             let mut accepted = s
                 .store
-                .accept_leased(message, now_ms(), &s.pipeline.server.node_id, lease_ms)
+                .accept_leased(message, now_ms(), &s.node.id, lease_ms)
                 .await?;
             room.send(std::mem::take(&mut accepted.leases), body);
             accepted

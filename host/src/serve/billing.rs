@@ -142,10 +142,12 @@ async fn counters(
 
 /// Rates what is due until shutdown.
 pub async fn run(server: Arc<Server>) {
-    let owner = server.pipeline.server.node_id.clone();
+    let owner = server.node.id.clone();
     let mut last_settle: Option<Instant> = None;
     while !server.is_shutting_down() {
-        if last_settle.is_none_or(|t| t.elapsed() >= SETTLE_EVERY) {
+        // Settlement is written once whoever runs it; one node (the leader) runs it
+        // so that the others do not scan every tenant's periods for nothing.
+        if server.node.is_leader() && last_settle.is_none_or(|t| t.elapsed() >= SETTLE_EVERY) {
             last_settle = Some(Instant::now());
             if let Err(e) = settle_ended_periods(&server).await {
                 tracing::warn!(error = %e, "volume settlement failed; retried later");

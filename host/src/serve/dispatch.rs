@@ -42,7 +42,7 @@ type Finished = (String, usize);
 /// plugins decide; a delivery slot (`Server::in_flight`) is taken only for the SMTP
 /// transaction itself. So a tenant whose plugin is slow holds up only its own work.
 pub async fn run(server: Arc<Server>) {
-    let node = server.pipeline.server.node_id.clone();
+    let node = server.node.id.clone();
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
     let batch = server.pipeline.delivery.batch as usize;
     let fairness = &server.pipeline.delivery.fairness;
@@ -255,7 +255,7 @@ async fn renew(
     now: i64,
 ) -> Result<HashSet<LeaseKey>, crate::store::StoreError> {
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
-    let node = &server.pipeline.server.node_id;
+    let node = &server.node.id;
     let kept = server
         .store
         .renew_leases_each(node, keys, now, lease_ms)
@@ -495,7 +495,7 @@ async fn deliver(
 /// outcome is written its recipient stays leased to this node, so a crash
 /// in between means a retry after the lease expires, never a loss.
 async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Written>) {
-    let node = server.pipeline.server.node_id.clone();
+    let node = server.node.id.clone();
     while let Some(first) = rx.recv().await {
         let (mut events, mut outcomes) = first;
         while outcomes.len() < 2048 {

@@ -26,6 +26,7 @@ mod error;
 mod fair;
 mod handoff;
 mod log_source;
+mod nodes;
 mod plugins;
 mod relay_probe;
 mod reload;
@@ -57,10 +58,14 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", server.pipeline.server.http_listen))?;
     let addr = listener.local_addr()?;
+    // Joined before any work starts: what this node id held from an earlier process
+    // (a crash) is given back, due now, and delivered at once.
+    let reclaimed = server.node.join(&server.store, &addr.to_string()).await?;
     println!(
-        "sluice: HTTP API on http://{addr} (node {})",
-        server.pipeline.server.node_id
+        "sluice: HTTP API on http://{addr} (node {}, {reclaimed} leased recipients of an earlier run taken back)",
+        server.node.id
     );
+    let heart = tokio::spawn(nodes::heartbeat_loop(server.clone()));
 
     let smtp_in = bounce_intake::start(server.clone()).await?;
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
@@ -101,8 +106,17 @@ pub async fn run(
     }
     let released = server
         .store
-        .release_leases(&server.pipeline.server.node_id, state::now_ms())
+        .release_leases(&server.node.id, state::now_ms())
         .await?;
+    // Beating until the leases are given back: until then the others must not take them.
+    heart.abort();
+    if let Err(e) = server
+        .store
+        .stop_node(&server.node.id, &server.node.incarnation, state::now_ms())
+        .await
+    {
+        tracing::warn!(error = %e, "cannot mark this node stopped; the others see it dead soon");
+    }
     println!("sluice: stopped ({released} leased recipients given back)");
     Ok(())
 }

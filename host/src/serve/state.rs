@@ -26,6 +26,8 @@ pub fn now_ms() -> i64 {
 /// Everything a request handler or a delivery task needs.
 pub struct Server {
     pub pipeline: Pipeline,
+    /// This node: its stable id (the owner of its leases), heartbeat and leadership.
+    pub node: super::nodes::Node,
     pub store: Store,
     pub plugins: PluginSet,
     pub relays: Relays,
@@ -75,6 +77,8 @@ impl Server {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
+        // Before the store is opened: a second process on a SQLite store stops here.
+        let node = super::nodes::Node::resolve(&pipeline)?;
         let store = Store::open(&pipeline.store.url)
             .await
             .with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
@@ -126,6 +130,7 @@ impl Server {
                 pipeline.delivery.fairness.tenant_max_held as usize,
             ),
             pipeline,
+            node,
             store,
             plugins,
             relays: Relays::default(),
@@ -362,8 +367,9 @@ pub async fn refresh_loop(server: Arc<Server>) {
         {
             tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
         }
-        // Stats older than twice the longest window are of no use to anyone.
-        if n.is_multiple_of(60) {
+        // Stats older than twice the longest window are of no use to anyone. One node
+        // prunes for all.
+        if n.is_multiple_of(60) && server.node.is_leader() {
             let longest = STAT_WINDOWS.iter().max().copied().unwrap_or(3600);
             let before = now_ms() - 2 * i64::from(longest) * 1000;
             if let Err(e) = server.store.prune_relay_stats(before).await {

@@ -612,7 +612,7 @@ fn logs(s: &Server, tenant_id: &str, stage: Stage, q: LogsQuery) -> JsonResult {
     Ok(Json(json!({
         "tenant": tenant_id,
         "stage": stage,
-        "node": s.pipeline.server.node_id,
+        "node": s.node.id,
         "lines": page.lines,
         "missed": page.missed,
         "cursor": cursor.to_string(),

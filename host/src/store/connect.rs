@@ -41,6 +41,10 @@ pub(crate) struct Pools {
     pub backend: Backend,
     pub write: AnyPool,
     pub read: AnyPool,
+    /// Where heartbeats are written: on PostgreSQL a connection of their own, so a node
+    /// busy delivering never misses its heartbeat waiting for a pooled connection (and
+    /// is taken for dead); on SQLite the one write connection.
+    pub beat: AnyPool,
 }
 
 impl Pools {
@@ -151,6 +155,7 @@ async fn open_sqlite(path: &str) -> Result<Pools, StoreError> {
         .map_err(StoreError::db(context()))?;
     Ok(Pools {
         backend: Backend::Sqlite,
+        beat: write.clone(),
         write,
         read,
     })
@@ -162,13 +167,20 @@ async fn open_postgres(url: &str) -> Result<Pools, StoreError> {
     let pool = AnyPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
         .map_err(StoreError::db(context()))?;
+    // Opened on first use: a store opened for one command never holds it.
+    let beat = AnyPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy_with(options);
     Ok(Pools {
         backend: Backend::Postgres,
         write: pool.clone(),
         read: pool,
+        beat,
     })
 }
 
@@ -245,6 +257,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0012_accounts.sql"),
     ),
     (
+        13,
+        "nodes",
+        include_str!("migrations/sqlite/0013_nodes.sql"),
+    ),
+    (
         15,
         "waiting_for_relay",
         include_str!("migrations/sqlite/0015_waiting_for_relay.sql"),
@@ -296,6 +313,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "accounts",
         include_str!("migrations/postgres/0012_accounts.sql"),
+    ),
+    (
+        13,
+        "nodes",
+        include_str!("migrations/postgres/0013_nodes.sql"),
     ),
     (
         15,

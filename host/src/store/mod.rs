@@ -13,7 +13,9 @@
 //!   meanwhile, share commits ([`group_commit`]).
 //! - Work is leased, never owned: a recipient in `delivering` carries an owner and an
 //!   expiry, another host takes it over once the lease expires, and an outcome from a
-//!   host that lost its lease is refused ([`Store::record`]).
+//!   host that lost its lease is refused ([`Store::record`]). A node whose heartbeat went
+//!   stale loses its leases at once to the live nodes, and a node joining under its own id
+//!   takes back what the id held ([`nodes`]); nothing else cuts a lease short.
 //! - Every change of a recipient's state that the pipeline reports is an event; relay
 //!   stats are read from events.
 //! - Times are `i64` milliseconds since the Unix epoch, always passed in by the caller.
@@ -29,6 +31,7 @@ mod events;
 mod group_commit;
 mod leases;
 mod ledger;
+mod nodes;
 mod reads;
 mod relays;
 mod stat_buckets;
@@ -49,6 +52,7 @@ pub use ledger::{
     Balance, BalanceMode, BillingSettings, ChargeSum, Credited, ExternalUsage, LedgerEntry,
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
 };
+pub use nodes::{Joined, Leadership, NodeJoin, NodeRecord};
 pub use stats::RelayStatWindows;
 pub use types::{
     ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent,
@@ -462,6 +466,77 @@ impl Store {
     /// by all hosts on one database.
     pub async fn in_flight_by_relay(&self) -> Result<HashMap<String, u32>, StoreError> {
         stats::in_flight_by_relay(self.pools()).await
+    }
+}
+
+// ---- nodes (`nodes.rs`) ----
+
+impl Store {
+    /// Makes `node.id` this process's (its incarnation's) with a heartbeat at `now_ms`,
+    /// unless another process holds the id and beat within `dead_after_ms` (then
+    /// [`Joined::InUse`], and nothing is written). Whatever the id still held from an
+    /// earlier process is given back, due now, in the same commit.
+    pub async fn join_node(
+        &self,
+        node: &NodeJoin,
+        now_ms: i64,
+        dead_after_ms: i64,
+    ) -> Result<Joined, StoreError> {
+        nodes::join(self.pools(), node, now_ms, dead_after_ms).await
+    }
+
+    /// Writes a heartbeat for `id` if `incarnation` still holds it; false if a newer
+    /// process took the id over (or the node stopped).
+    pub async fn node_heartbeat(
+        &self,
+        id: &str,
+        incarnation: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        nodes::heartbeat(self.pools(), id, incarnation, now_ms).await
+    }
+
+    /// Marks a node stopped (after it gave its leases back) and hands leadership on.
+    pub async fn stop_node(
+        &self,
+        id: &str,
+        incarnation: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        nodes::stop(self.pools(), id, incarnation, now_ms).await
+    }
+
+    /// Expires, as of `now_ms`, the leases of every node but `me` whose heartbeat is
+    /// older than `dead_after_ms`, so they are leased again at once; per dead node, how
+    /// many were cut short.
+    pub async fn take_over_dead_nodes(
+        &self,
+        me: &str,
+        now_ms: i64,
+        dead_after_ms: i64,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        nodes::take_over_dead(self.pools(), me, now_ms, dead_after_ms).await
+    }
+
+    /// Takes or renews leadership until `now + term_ms`: true if `me` leads now (it
+    /// led, nobody did, or the leader's term ran out).
+    pub async fn claim_leadership(
+        &self,
+        me: &str,
+        now_ms: i64,
+        term_ms: i64,
+    ) -> Result<bool, StoreError> {
+        nodes::claim_leadership(self.pools(), me, now_ms, term_ms).await
+    }
+
+    /// The leader whose term has not run out, if any.
+    pub async fn leader(&self, now_ms: i64) -> Result<Option<Leadership>, StoreError> {
+        nodes::leader(self.pools(), now_ms).await
+    }
+
+    /// Every node that ever joined, by id, with the leases each holds now.
+    pub async fn list_nodes(&self, now_ms: i64) -> Result<Vec<NodeRecord>, StoreError> {
+        nodes::list(self.pools(), now_ms).await
     }
 }
 

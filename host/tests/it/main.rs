@@ -8,14 +8,15 @@ mod pg_support;
 mod support;
 
 mod bill_cli;
-mod bounce_cli;
 mod billing_e2e;
+mod bounce_cli;
 mod bounce_intake;
 mod cli;
 mod e2e;
 mod hostile_tenants;
 mod hostile_uploads;
 mod maillog;
+mod nodes;
 mod plugin_new;
 mod store_conformance;
 mod store_plugins;

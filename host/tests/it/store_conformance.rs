@@ -10,9 +10,10 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use sluice::store::{
-    AccountCharge, AccountUpdate, Backend, BalanceMode, EventKind, LeaseKey, NewAccount, NewCharge,
-    NewEvent, NewMessage, NewRelay, NewTenant, Outcome, PendingUsage, RatedUsage, RecipientState,
-    RelayState, RelayUpdate, Reservation, Settlement, Store, StoreError, TenantUpdate,
+    AccountCharge, AccountUpdate, Backend, BalanceMode, EventKind, Joined, LeaseKey, NewAccount,
+    NewCharge, NewEvent, NewMessage, NewRelay, NewTenant, NodeJoin, Outcome, PendingUsage,
+    RatedUsage, RecipientState, RelayState, RelayUpdate, Reservation, Settlement, Store,
+    StoreError, TenantUpdate,
 };
 
 // ---------------------------------------------------------------- harness
@@ -136,6 +137,9 @@ conformance!(
     accounts_and_their_logins_are_per_tenant,
     account_charges_are_written_once_under_replay_and_a_takeover,
     a_tenants_account_rater_cannot_touch_the_platforms_books,
+    a_node_id_is_one_processs_and_a_restart_takes_back_its_leases,
+    a_dead_nodes_leases_are_taken_over_at_once_and_a_live_nodes_never,
+    one_leader_at_a_time_and_another_takes_over_when_it_dies,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -3322,4 +3326,235 @@ async fn a_tenants_account_rater_cannot_touch_the_platforms_books(db: Db) {
     let usage = s.claim_usage("rater", now, 60_000, 100).await.unwrap();
     assert_eq!(s.write_charges(&rate_all(&usage), now).await.unwrap(), 1);
     assert_eq!(s.balance("t1").await.unwrap().charges_micros, 1_000);
+}
+
+// ---------------------------------------------------------------- nodes
+
+fn node(id: &str, incarnation: &str) -> NodeJoin {
+    NodeJoin {
+        id: id.to_string(),
+        incarnation: incarnation.to_string(),
+        address: format!("127.0.0.1:80{}", id.len()),
+        started_at_ms: T0,
+    }
+}
+
+/// How old a heartbeat may be before its node is dead, in these tests.
+const DEAD_AFTER: i64 = 5_000;
+
+/// A node id belongs to one live process: a second one is refused while the first
+/// beats, and may join once its heartbeat is stale (the first was killed), taking back
+/// the leases the id held; the first then learns from its heartbeat that it lost the id.
+async fn a_node_id_is_one_processs_and_a_restart_takes_back_its_leases(db: Db) {
+    let s = &db.store;
+    assert_eq!(
+        s.join_node(&node("h1", "run-1"), T0, DEAD_AFTER)
+            .await
+            .unwrap(),
+        Joined::Joined { reclaimed: 0 }
+    );
+    let acc = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    // Leased for five minutes, far longer than the restart below takes.
+    assert_eq!(s.lease_due("h1", T0, 300_000, 10).await.unwrap().len(), 2);
+    assert!(s.node_heartbeat("h1", "run-1", T0 + 1_000).await.unwrap());
+
+    // A second process on the id while the first beats: refused, nothing written.
+    match s
+        .join_node(&node("h1", "run-2"), T0 + 2_000, DEAD_AFTER)
+        .await
+        .unwrap()
+    {
+        Joined::InUse {
+            heartbeat_at_ms, ..
+        } => assert_eq!(heartbeat_at_ms, T0 + 1_000),
+        other => panic!("a live node's id was given to a second process: {other:?}"),
+    }
+    assert!(s.node_heartbeat("h1", "run-1", T0 + 2_000).await.unwrap());
+
+    // The first is killed; once its heartbeat is stale a restart joins and takes back
+    // the id's leases, due at once, not after the five minutes.
+    let restart = T0 + 2_000 + DEAD_AFTER + 1;
+    assert_eq!(
+        s.join_node(&node("h1", "run-2"), restart, DEAD_AFTER)
+            .await
+            .unwrap(),
+        Joined::Joined { reclaimed: 2 }
+    );
+    let again = s.lease_due("h1", restart, 300_000, 10).await.unwrap();
+    assert_eq!(again.len(), 2, "{again:?}");
+    assert!(again.iter().all(|l| l.message_id == acc.id));
+    // The old process's heartbeat no longer counts: it must stop.
+    assert!(!s.node_heartbeat("h1", "run-1", restart + 1).await.unwrap());
+    assert!(s.node_heartbeat("h1", "run-2", restart + 1).await.unwrap());
+
+    // A node that stopped gracefully may be followed at once (its row says stopped).
+    s.stop_node("h1", "run-2", restart + 2).await.unwrap();
+    assert!(!s.node_heartbeat("h1", "run-2", restart + 3).await.unwrap());
+    assert!(matches!(
+        s.join_node(&node("h1", "run-3"), restart + 4, DEAD_AFTER)
+            .await
+            .unwrap(),
+        Joined::Joined { .. }
+    ));
+    let bad = s.join_node(&node("", "x"), T0, DEAD_AFTER).await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+}
+
+/// A node whose heartbeat is older than the dead-after time loses its leases at once
+/// to whoever looks (its outcomes are refused from then on); a node that beats never
+/// does, however long its leases.
+async fn a_dead_nodes_leases_are_taken_over_at_once_and_a_live_nodes_never(db: Db) {
+    let s = &db.store;
+    let other = db.second_host().await;
+    for (store, id) in [(s, "h1"), (&other, "h2")] {
+        store
+            .join_node(&node(id, id), T0, DEAD_AFTER)
+            .await
+            .unwrap();
+    }
+    let acc = s
+        .accept(message("t1", &["a@example.org", "b@example.org"]), T0)
+        .await
+        .unwrap();
+    let h1 = s.lease_due("h1", T0, 300_000, 1).await.unwrap();
+    let h2 = other.lease_due("h2", T0, 300_000, 1).await.unwrap();
+    assert_eq!((h1.len(), h2.len()), (1, 1));
+
+    // Both beat: nobody takes anything.
+    let t = T0 + 3_000;
+    assert!(s.node_heartbeat("h1", "h1", t).await.unwrap());
+    assert!(other.node_heartbeat("h2", "h2", t).await.unwrap());
+    assert!(
+        s.take_over_dead_nodes("h1", t + DEAD_AFTER - 1, DEAD_AFTER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.lease_due("h1", t + 100, 300_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // h2 stops beating (killed); h1 goes on. Once h2's heartbeat is stale, h1 takes its
+    // lease at once, minutes before it would have run out.
+    let t2 = t + DEAD_AFTER + 1;
+    assert!(s.node_heartbeat("h1", "h1", t2).await.unwrap());
+    let taken = s.take_over_dead_nodes("h1", t2, DEAD_AFTER).await.unwrap();
+    assert_eq!(taken, vec![("h2".to_string(), 1)]);
+    // A dead node never judges itself, and h1 is alive.
+    assert!(
+        other
+            .take_over_dead_nodes("h2", t2, DEAD_AFTER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mine = s.lease_due("h1", t2, 300_000, 10).await.unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].key(), h2[0].key());
+    // h2's outcome, had it come back, is refused: the recipient is h1's now.
+    let late = other
+        .record(
+            "h2",
+            vec![outcome(
+                &acc.id,
+                h2[0].recipient_idx,
+                RecipientState::Delivered,
+                EventKind::Delivered,
+            )],
+            t2 + 1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, 0);
+    // Nothing is left to take: a second look finds nothing.
+    assert!(
+        s.take_over_dead_nodes("h1", t2 + 1, DEAD_AFTER)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let nodes = s.list_nodes(t2 + 2).await.unwrap();
+    let held: Vec<(String, u64)> = nodes
+        .iter()
+        .map(|n| (n.id.clone(), n.leases_held))
+        .collect();
+    assert_eq!(held, vec![("h1".to_string(), 2), ("h2".to_string(), 0)]);
+    assert_eq!(nodes[1].heartbeat_at_ms, t);
+    assert_eq!(nodes[0].stopped_at_ms, None);
+}
+
+/// One node leads at a time; it renews its term with its heartbeat; when it dies its
+/// term runs out and another takes over; a leader that stops hands on at once. Two
+/// nodes claiming at the same moment: one wins.
+async fn one_leader_at_a_time_and_another_takes_over_when_it_dies(db: Db) {
+    let s = &db.store;
+    let other = db.second_host().await;
+    assert_eq!(s.leader(T0).await.unwrap(), None);
+    assert!(s.claim_leadership("h1", T0, DEAD_AFTER).await.unwrap());
+    assert!(
+        !other
+            .claim_leadership("h2", T0 + 1_000, DEAD_AFTER)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_leadership("h1", T0 + 1_000, DEAD_AFTER)
+            .await
+            .unwrap()
+    );
+    let l = s.leader(T0 + 1_000).await.unwrap().expect("a leader");
+    assert_eq!((l.node_id.as_str(), l.since_ms), ("h1", T0));
+    assert_eq!(l.until_ms, T0 + 1_000 + DEAD_AFTER);
+
+    // h1 dies: until its term runs out h2 cannot lead, then it takes over.
+    let end = T0 + 1_000 + DEAD_AFTER;
+    assert!(
+        !other
+            .claim_leadership("h2", end - 1, DEAD_AFTER)
+            .await
+            .unwrap()
+    );
+    assert!(other.claim_leadership("h2", end, DEAD_AFTER).await.unwrap());
+    assert!(!s.claim_leadership("h1", end + 1, DEAD_AFTER).await.unwrap());
+    let l = s.leader(end + 1).await.unwrap().expect("a leader");
+    assert_eq!((l.node_id.as_str(), l.since_ms), ("h2", end));
+
+    // h2 stops gracefully: the role is free at once.
+    other
+        .join_node(&node("h2", "h2"), end, DEAD_AFTER)
+        .await
+        .unwrap();
+    other.stop_node("h2", "h2", end + 2).await.unwrap();
+    assert_eq!(s.leader(end + 3).await.unwrap(), None);
+
+    // Many claims at one moment from two hosts: exactly one leads.
+    let at = end + 10;
+    let mut claims = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { s.clone() } else { other.clone() };
+        claims.push(tokio::spawn(async move {
+            let me = format!("n{i}");
+            (
+                store.claim_leadership(&me, at, DEAD_AFTER).await.unwrap(),
+                me,
+            )
+        }));
+    }
+    let mut winners = Vec::new();
+    for c in claims {
+        let (won, me) = c.await.unwrap();
+        if won {
+            winners.push(me);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let l = s.leader(at).await.unwrap().expect("a leader");
+    assert_eq!(l.node_id, winners[0]);
 }

@@ -407,8 +407,11 @@ pub struct Setup {
 /// The parts of a pipeline a test chooses.
 #[derive(Default)]
 pub struct PipelineParts<'a> {
-    /// Lines under `[delivery]` (besides `lease_secs = 5`).
+    /// Lines under `[delivery]` (besides `lease_secs = 5` and `smtp_timeout_secs = 5`,
+    /// unless they set them).
     pub delivery: &'a str,
+    /// Lines under `[server]` (besides `http_listen`).
+    pub server: &'a str,
     /// Lines under `[limits]`.
     pub limits: &'a str,
     /// `[[relay]]` and `[[tenant]]` tables.
@@ -430,6 +433,7 @@ impl Setup {
         let text = format!(
             r#"[server]
 http_listen = "127.0.0.1:{http_port}"
+{server}
 
 [store]
 url = "sqlite://{db}"
@@ -441,9 +445,8 @@ token_env = "{ADMIN_ENV}"
 {limits}
 
 [delivery]
-# Short leases: a killed process's work is taken over quickly.
-lease_secs = 5
-smtp_timeout_secs = 5
+{lease}
+{smtp_timeout}
 {delivery}
 
 # Debug builds on a 2-core machine shared with compilers: generous plugin
@@ -464,6 +467,18 @@ config = {send_config}
 "#,
             db = dir.path().join("s.db").display(),
             limits = parts.limits,
+            server = parts.server,
+            // Short leases: a killed process's work is taken over quickly.
+            lease = if parts.delivery.contains("lease_secs") {
+                ""
+            } else {
+                "lease_secs = 5"
+            },
+            smtp_timeout = if parts.delivery.contains("smtp_timeout_secs") {
+                ""
+            } else {
+                "smtp_timeout_secs = 5"
+            },
             delivery = parts.delivery,
             tables = parts.tables,
             // Retries within a test, not after a minute.
