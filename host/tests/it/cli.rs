@@ -146,6 +146,10 @@ fn a_memory_hungry_plugin_ends_with_a_clear_error() {
         "mode=bomb",
         "--memory-mib",
         "16",
+        // A long deadline: on a loaded machine the memory limit, not the clock, must
+        // be what stops the bomb.
+        "--timeout-ms",
+        "5000",
     ]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -444,9 +444,15 @@ fn a_relay_back_up_gets_its_deferred_work_within_seconds() {
 fn a_slow_relay_gets_each_message_once(nodes: usize, postgres: Option<&str>) {
     let port = free_port();
     let tables = one_relay(port, "connection_limit = 2");
-    let setups: Vec<Setup> = (0..nodes)
-        .map(|_| {
+    let suffixes: Vec<String> = (0..nodes)
+        .map(|i| format!("node_suffix = \"n{i}\""))
+        .collect();
+    let setups: Vec<Setup> = suffixes
+        .iter()
+        .map(|suffix| {
+            // Nodes on one machine: each its own id (the host name plus a suffix).
             let setup = Setup::new(PipelineParts {
+                server: suffix,
                 tables: &tables,
                 ..Default::default()
             });
