@@ -124,6 +124,11 @@ tags = ["pool:platform"]
 [[tenant]]
 id = "bench"
 allowed_sender_domains = ["example.com"]
+# The one tenant of the bench is the whole load: its admission limits are lifted.
+[admission.tenant.bench]
+max_requests_in_flight = 100000
+accepts_per_sec = 1000000
+accept_burst = 1000000
 """)
     log = open(os.path.join(work, f"serve-{name}.log"), "wb")
     p = subprocess.Popen(
