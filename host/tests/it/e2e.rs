@@ -447,7 +447,7 @@ fn a_relay_back_up_gets_its_deferred_work_within_seconds() {
 /// second for each transaction through two connections, so the last messages wait far
 /// longer than a lease (5 s); each must still reach it exactly once, from one node or, on
 /// PostgreSQL, from two nodes leasing from the same store.
-fn a_slow_relay_gets_each_message_once(nodes: usize, postgres: Option<&str>) {
+fn a_slow_relay_gets_each_message_once(nodes: usize, postgres: Option<&PgDb>) {
     let port = free_port();
     let tables = one_relay(port, "connection_limit = 2");
     let suffixes: Vec<String> = (0..nodes)
@@ -463,14 +463,7 @@ fn a_slow_relay_gets_each_message_once(nodes: usize, postgres: Option<&str>) {
                 ..Default::default()
             });
             if let Some(db) = postgres {
-                let text = std::fs::read_to_string(&setup.pipeline).unwrap();
-                let sqlite = text
-                    .lines()
-                    .find(|l| l.starts_with("url = \"sqlite://"))
-                    .unwrap()
-                    .to_owned();
-                let pg = format!("url = \"postgres://postgres@127.0.0.1:5432/{db}\"");
-                std::fs::write(&setup.pipeline, text.replace(&sqlite, &pg)).unwrap();
+                setup.use_store(&db.url());
             }
             setup
         })
@@ -513,18 +506,7 @@ fn a_slow_relay_gets_each_message_once_from_one_node() {
 
 #[test]
 fn a_slow_relay_gets_each_message_once_from_two_nodes_on_postgres() {
-    let db = format!("sluice_e2e_slow_{}_{}", std::process::id(), free_port());
-    assert!(
-        psql(&format!("CREATE DATABASE {db}")),
-        "PostgreSQL at 127.0.0.1:5432"
-    );
-    struct Drop_(String);
-    impl Drop for Drop_ {
-        fn drop(&mut self) {
-            let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-        }
-    }
-    let _cleanup = Drop_(db.clone());
+    let db = PgDb::new("sluice_e2e_slow");
     a_slow_relay_gets_each_message_once(2, Some(&db));
 }
 
@@ -1217,60 +1199,20 @@ fn a_full_disk_is_answered_503_and_writes_resume_without_a_restart() {
     drop(s);
 }
 
-fn psql(sql: &str) -> bool {
-    std::process::Command::new("psql")
-        .args([
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("psql runs")
-        .success()
-}
-
 /// Issue 18: with its database dropped, the API answered 500 with the database's error
 /// text and the first characters of the caller's API key. Now: 503 with Retry-After, a
 /// message that names neither, and the key nowhere in the answer.
 #[test]
 fn a_dropped_database_is_answered_503_without_its_text_or_the_callers_key() {
-    let db = format!("sluice_e2e_dropped_{}_{}", std::process::id(), free_port());
-    assert!(
-        psql(&format!("CREATE DATABASE {db}")),
-        "PostgreSQL at 127.0.0.1:5432"
-    );
-    struct Drop_(String);
-    impl Drop for Drop_ {
-        fn drop(&mut self) {
-            let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-        }
-    }
-    let _cleanup = Drop_(db.clone());
+    let pg = PgDb::new("sluice_e2e_dropped");
+    let db = pg.0.clone();
     let port = free_port();
     let tables = one_relay(port, "");
     let setup = Setup::new(PipelineParts {
         tables: &tables,
         ..Default::default()
     });
-    let text = std::fs::read_to_string(&setup.pipeline).unwrap();
-    let sqlite = text
-        .lines()
-        .find(|l| l.starts_with("url = \"sqlite://"))
-        .unwrap()
-        .to_owned();
-    let text = text.replace(
-        &sqlite,
-        &format!("url = \"postgres://postgres@127.0.0.1:5432/{db}\""),
-    );
-    std::fs::write(&setup.pipeline, text).unwrap();
+    setup.use_store(&pg.url());
     let sink = Sink::start(setup.root(), port, &[]);
     let s = setup.start();
     let key = s.new_key("t");

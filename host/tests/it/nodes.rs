@@ -180,50 +180,6 @@ fn a_second_process_on_one_sqlite_store_is_refused() {
 
 // ---- PostgreSQL: several nodes ----
 
-fn psql(sql: &str) -> bool {
-    std::process::Command::new("psql")
-        .args([
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-c",
-        ])
-        .arg(sql)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("psql runs")
-        .success()
-}
-
-/// A throwaway database, dropped with its guard.
-struct PgDb(String);
-
-impl PgDb {
-    fn new(prefix: &str) -> PgDb {
-        let name = format!("{prefix}_{}_{}", std::process::id(), free_port());
-        assert!(
-            psql(&format!("CREATE DATABASE {name}")),
-            "PostgreSQL at 127.0.0.1:5432"
-        );
-        PgDb(name)
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.0)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
-    }
-}
-
 /// A node's pipeline on the shared database: its own port, directory and admin token,
 /// its node id from the host name and `suffix` (as several nodes on one machine are
 /// told apart), a heartbeat every `beat_ms`.
@@ -235,17 +191,7 @@ fn pg_node(db: &PgDb, tables: &str, suffix: &str, delivery: &str, beat_ms: u64) 
         server: &server,
         ..Default::default()
     });
-    let text = std::fs::read_to_string(&setup.pipeline).unwrap();
-    let sqlite = text
-        .lines()
-        .find(|l| l.starts_with("url = \"sqlite://"))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &setup.pipeline,
-        text.replace(&sqlite, &format!("url = \"{}\"", db.url())),
-    )
-    .unwrap();
+    setup.use_store(&db.url());
     setup
 }
 

@@ -502,6 +502,21 @@ config = {send_config}
         self.dir.path()
     }
 
+    /// Points the pipeline at another store (`postgres://…`) instead of its SQLite file.
+    pub fn use_store(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.pipeline).expect("read pipeline");
+        let sqlite = text
+            .lines()
+            .find(|l| l.starts_with("url = \"sqlite://"))
+            .expect("the pipeline's store line")
+            .to_owned();
+        std::fs::write(
+            &self.pipeline,
+            text.replace(&sqlite, &format!("url = \"{url}\"")),
+        )
+        .expect("write pipeline");
+    }
+
     /// Starts `sluice serve` on this pipeline and waits until it answers.
     pub fn start(&self) -> Sluice {
         self.start_with_args(&[])
@@ -729,4 +744,51 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+// ---- PostgreSQL ----
+
+/// Runs one statement as `postgres` on the local server; whether it succeeded.
+pub fn psql(sql: &str) -> bool {
+    Command::new("psql")
+        .args([
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+        ])
+        .arg(sql)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("psql runs")
+        .success()
+}
+
+/// A throwaway PostgreSQL database, dropped (forcibly) with its guard.
+pub struct PgDb(pub String);
+
+impl PgDb {
+    pub fn new(prefix: &str) -> PgDb {
+        let name = format!("{prefix}_{}_{}", std::process::id(), free_port());
+        assert!(
+            psql(&format!("CREATE DATABASE {name}")),
+            "PostgreSQL at 127.0.0.1:5432"
+        );
+        PgDb(name)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.0)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
 }
