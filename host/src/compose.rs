@@ -38,6 +38,10 @@ pub struct JsonMessage {
     pub attachments: Vec<JsonAttachment>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The tenant's own account (`/v1/accounts`) this message is billed to, before
+    /// its logins are matched.
+    #[serde(default)]
+    pub account: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }

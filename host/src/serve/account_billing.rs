@@ -176,10 +176,20 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<usize, Strin
     let rules = TariffRules::read(tariff.as_deref().unwrap_or(""));
     let mut groups: BTreeMap<(String, String), Vec<&AccountUsage>> = BTreeMap::new();
     for e in &events {
+        // The account the message names, if the tenant has it; else its logins.
+        let named = e
+            .account
+            .as_ref()
+            .filter(|a| m.tenants().contains(a))
+            .cloned();
         let sender = e.sender.as_deref().unwrap_or("");
-        if let Some((i, _)) = m.classify(sender, &e.recipient) {
+        let account = named.or_else(|| {
+            m.classify(sender, &e.recipient)
+                .map(|(i, _)| m.tenants()[i].clone())
+        });
+        if let Some(account) = account {
             groups
-                .entry((m.tenants()[i].clone(), billing::period_of(e.at_ms)))
+                .entry((account, billing::period_of(e.at_ms)))
                 .or_default()
                 .push(e);
         }
@@ -366,7 +376,15 @@ pub async fn check_accounts(server: &Server, tenant_id: &str, group: &[Lease]) -
     }
     let mut prepaid: Vec<usize> = group
         .iter()
-        .filter_map(|l| rules.of(&l.sender, &l.address))
+        .filter_map(|l| {
+            // The account the message names comes before its logins.
+            let named = l
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix(super::api::ACCOUNT_TAG))
+                .and_then(|a| rules.accounts.iter().position(|(id, _)| id == a));
+            named.or_else(|| rules.of(&l.sender, &l.address))
+        })
         .filter(|&i| rules.accounts[i].1 == BalanceMode::Prepaid)
         .collect();
     prepaid.sort_unstable();

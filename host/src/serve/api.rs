@@ -263,10 +263,17 @@ fn compose(
                 "give the envelope sender (query `from=` or header `Sluice-Envelope-From`)",
             ));
         }
-        let tags = query
+        let mut tags = query
             .get("tags")
             .map(|v| envelope_list(v))
             .unwrap_or_default();
+        if let Some(account) = query
+            .get("account")
+            .cloned()
+            .or_else(|| h("sluice-account"))
+        {
+            tags.push(format!("{ACCOUNT_TAG}{account}"));
+        }
         let key = query
             .get("idempotency_key")
             .cloned()
@@ -295,11 +302,11 @@ fn compose(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         });
-        Ok((
-            compose::from_json(&m, domain).map_err(field)?,
-            m.tags.clone(),
-            key,
-        ))
+        let mut tags = m.tags.clone();
+        if let Some(account) = &m.account {
+            tags.push(format!("{ACCOUNT_TAG}{account}"));
+        }
+        Ok((compose::from_json(&m, domain).map_err(field)?, tags, key))
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -327,6 +334,38 @@ fn check_authors(headers: &[(String, String)], allowed: &[String]) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// A message names the tenant's account it is billed to by the tag `account:ID` (the
+/// `account` field, query parameter or `Sluice-Account` header adds it). Account billing
+/// takes it before matching logins; the dispatcher's prepaid check too.
+pub(crate) const ACCOUNT_TAG: &str = "account:";
+
+/// At most one account per message, and one the tenant has.
+async fn check_account(s: &Server, tenant_id: &str, tags: &[String]) -> Result<(), ApiError> {
+    let named: Vec<&str> = tags
+        .iter()
+        .filter_map(|t| t.strip_prefix(ACCOUNT_TAG))
+        .collect();
+    match named.as_slice() {
+        [] => Ok(()),
+        [one] => match s.store.get_account(tenant_id, one).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::invalid(
+                "account",
+                format!(
+                    "{one:?} is not one of this tenant's accounts (GET /v1/accounts lists them)"
+                ),
+            )),
+        },
+        _ => Err(ApiError::invalid(
+            "account",
+            format!(
+                "a message is billed to one account; it names {}",
+                named.len()
+            ),
+        )),
+    }
 }
 
 async fn submit(
@@ -362,6 +401,7 @@ async fn submit(
         ));
     }
     let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, body)?;
+    check_account(&s, &tenant.id, &tags).await?;
     let limits = &s.pipeline.limits;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(

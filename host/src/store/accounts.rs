@@ -81,6 +81,9 @@ pub struct AccountUsage {
     pub size: u64,
     pub relay: Option<String>,
     pub at_ms: i64,
+    /// The account the message names (its tag `account:ID`), if any: billed there
+    /// before logins are matched. `None` for usage from followed logs.
+    pub account: Option<String>,
 }
 
 /// A tenant's usage events after its account-rating cursor, claimed by one rater.
@@ -569,6 +572,12 @@ fn account_usage_from_row(row: &AnyRow, op: &str) -> Result<AccountUsage, StoreE
             .map_err(|_| corrupt(&format!("{op}: size"), &size.to_string()))?,
         relay: col(row, op, "relay")?,
         at_ms: col(row, op, "at_ms")?,
+        account: match col::<Option<String>>(row, op, "message_tags")? {
+            Some(text) => super::codec::list_from_text(op, &text)?
+                .iter()
+                .find_map(|t| t.strip_prefix("account:").map(str::to_owned)),
+            None => None,
+        },
     })
 }
 
@@ -616,9 +625,10 @@ pub(crate) async fn claim_account_batch(
     let after_seq: i64 = col(&cursor, op, "after_seq")?;
     let attempts = get_u32(&cursor, op, "attempts")?;
     let rows = sqlx::query(
-        "SELECT seq, message_id, recipient_idx, recipient, sender, outcome, direction, size, \
-         relay, at_ms, inserted_at_ms FROM usage_events \
-         WHERE seq > $1 AND tenant_id = $2 ORDER BY seq LIMIT $3",
+        "SELECT u.seq, u.message_id, u.recipient_idx, u.recipient, u.sender, u.outcome, \
+         u.direction, u.size, u.relay, u.at_ms, u.inserted_at_ms, m.tags AS message_tags \
+         FROM usage_events u LEFT JOIN messages m ON m.id = u.message_id \
+         WHERE u.seq > $1 AND u.tenant_id = $2 ORDER BY u.seq LIMIT $3",
     )
     .bind(after_seq)
     .bind(&tenant_id)

@@ -622,6 +622,94 @@ fn wait_account_charges(s: &Sluice, key: &str, account: &str, n: usize) -> Vec<V
     })
 }
 
+/// Issue 17: a submission may name the account it is billed to (`account` in JSON, the
+/// `account` query parameter or `Sluice-Account` header for a raw message); that account is charged whatever the
+/// logins say, and an account the tenant does not have is refused, naming the field.
+#[test]
+fn a_submission_names_the_account_it_is_billed_to() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("isp", &["isp.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("isp");
+    let tariff = "id = \"isp\"\ncurrency = \"EUR\"\nminor_units = 2\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nmode = \"flat\"\nprice = \"0.10\"\n";
+    let r = tenant_json(
+        &s,
+        &key,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": tariff}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (id, logins) in [
+        ("shop", json!(["isp.example"])),
+        ("boss", json!(["boss@isp.example"])),
+    ] {
+        let r = tenant_json(
+            &s,
+            &key,
+            "POST",
+            "/v1/accounts",
+            json!({"id": id, "logins": logins}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+
+    // Unknown, or two accounts: refused before anything is stored.
+    let mut m = simple("x@isp.example", "r@example.net", "nobody");
+    m["account"] = json!("nope");
+    let r = s.post_message(&key, &m);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(field_of(&r).as_deref(), Some("account"), "{}", r.body);
+    let mut m = simple("x@isp.example", "r@example.net", "two");
+    m["account"] = json!("boss");
+    m["tags"] = json!(["account:shop"]);
+    let r = s.post_message(&key, &m);
+    assert_eq!(r.status, 422, "{}", r.body);
+
+    // The sender's login says `shop`; the submission says `boss`, and boss pays.
+    let mut m = simple("x@isp.example", "r@example.net", "named");
+    m["account"] = json!("boss");
+    let named = s.submit(&key, &m);
+    let raw = b"From: x@isp.example\r\nTo: r@example.net\r\nSubject: raw named\r\n\r\nhi\r\n";
+    let r = s.request(
+        "POST",
+        "/v1/messages?from=x@isp.example&to=r@example.net&account=boss",
+        Some(&key),
+        Some("message/rfc822"),
+        raw,
+    );
+    let r = if r.status == 202 {
+        r
+    } else {
+        panic!("raw submission naming its account: {} {}", r.status, r.body)
+    };
+    let raw_id = r.json()["id"].as_str().unwrap().to_owned();
+    let by_login = s.submit(&key, &simple("x@isp.example", "r@example.net", "by login"));
+    for id in [&named, &raw_id, &by_login] {
+        s.wait_state(&key, id, "delivered");
+    }
+    let boss = wait_account_charges(&s, &key, "boss", 2);
+    let boss_ids: Vec<&str> = boss
+        .iter()
+        .filter_map(|c| c["message_id"].as_str())
+        .collect();
+    assert!(
+        boss_ids.contains(&named.as_str()) && boss_ids.contains(&raw_id.as_str()),
+        "{boss:#?}"
+    );
+    let shop = wait_account_charges(&s, &key, "shop", 1);
+    assert_eq!(shop[0]["message_id"], by_login.as_str(), "{shop:#?}");
+}
+
 /// Issue 17, the second ledger: two tenants, each with two customers ("accounts") and
 /// its own rater — `isp1` the platform's `rater-tiered` with its own graduated tariff,
 /// `isp2` its own uploaded bill plugin. Each account's invoice matches the figures
