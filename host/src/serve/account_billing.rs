@@ -381,7 +381,7 @@ pub async fn check_accounts(server: &Server, tenant_id: &str, group: &[Lease]) -
             let named = l
                 .tags
                 .iter()
-                .find_map(|t| t.strip_prefix(super::api::ACCOUNT_TAG))
+                .find_map(|t| t.strip_prefix(crate::store::ACCOUNT_TAG))
                 .and_then(|a| rules.accounts.iter().position(|(id, _)| id == a));
             named.or_else(|| rules.of(&l.sender, &l.address))
         })

@@ -10,7 +10,7 @@
 
 use super::account_billing::rate_for_accounts;
 use super::api::{AppState, AuthTenant};
-use super::billing_api::{page_query, wants_csv};
+use super::billing_api::{credit_currency, page_query, wants_csv};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
@@ -303,22 +303,7 @@ async fn credit(
     }
     let a = account_of(&s, &t.id, &id).await?;
     let tariff = tariff_currency(&s, &t.id).await?;
-    let currency = match (b.currency, tariff.clone()) {
-        (Some(given), Some(tariff)) if given != tariff => {
-            return Err(ApiError::invalid(
-                "currency",
-                format!("currency {given:?} is not the account tariff's {tariff:?}"),
-            ));
-        }
-        (Some(given), _) => given,
-        (None, Some(tariff)) => tariff,
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "currency",
-                "the account tariff names no currency: give one",
-            ));
-        }
-    };
+    let currency = credit_currency(b.currency, tariff.clone(), "account tariff")?;
     let credited = s
         .store
         .add_account_credit(&t.id, &id, amount, &currency, b.reference.trim(), now_ms())

@@ -7,7 +7,7 @@ use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
 use crate::compose::{self, Composed, JsonMessage};
 use crate::stage::{Header, IngestDecision, Stage, Submission};
-use crate::store::{EventKind, NewEvent, NewMessage, Tenant};
+use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage, Tenant};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
@@ -336,12 +336,9 @@ fn check_authors(headers: &[(String, String)], allowed: &[String]) -> Result<(),
     Ok(())
 }
 
-/// A message names the tenant's account it is billed to by the tag `account:ID` (the
-/// `account` field, query parameter or `Sluice-Account` header adds it). Account billing
+/// At most one account per message ([`ACCOUNT_TAG`]: the `account` field, query
+/// parameter or `Sluice-Account` header adds it), and one the tenant has. Account billing
 /// takes it before matching logins; the dispatcher's prepaid check too.
-pub(crate) const ACCOUNT_TAG: &str = "account:";
-
-/// At most one account per message, and one the tenant has.
 async fn check_account(s: &Server, tenant_id: &str, tags: &[String]) -> Result<(), ApiError> {
     let named: Vec<&str> = tags
         .iter()

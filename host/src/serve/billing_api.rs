@@ -124,6 +124,27 @@ async fn usage(
     Ok(Json(json!({"charges": charges, "next_after": next})))
 }
 
+/// The currency of a credit: the one given, which must be the tariff's when the tariff
+/// names one, else the tariff's. `tariff` names which tariff in the errors.
+pub(super) fn credit_currency(
+    given: Option<String>,
+    tariff_currency: Option<String>,
+    tariff: &str,
+) -> Result<String, ApiError> {
+    match (given, tariff_currency) {
+        (Some(given), Some(theirs)) if given != theirs => Err(ApiError::invalid(
+            "currency",
+            format!("currency {given:?} is not the {tariff}'s {theirs:?}"),
+        )),
+        (Some(given), _) => Ok(given),
+        (None, Some(theirs)) => Ok(theirs),
+        (None, None) => Err(ApiError::invalid(
+            "currency",
+            format!("the {tariff} names no currency: give one"),
+        )),
+    }
+}
+
 pub(super) fn wants_csv(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -316,22 +337,7 @@ async fn credit(
     }
     let settings = settings(&s, &id).await?;
     let tariff_currency = TariffInfo::read(&settings.tariff).currency;
-    let currency = match (b.currency, tariff_currency) {
-        (Some(given), Some(tariff)) if given != tariff => {
-            return Err(ApiError::invalid(
-                "currency",
-                format!("currency {given:?} is not the tariff's {tariff:?}"),
-            ));
-        }
-        (Some(given), _) => given,
-        (None, Some(tariff)) => tariff,
-        (None, None) => {
-            return Err(ApiError::invalid(
-                "currency",
-                "the tariff names no currency: give one",
-            ));
-        }
-    };
+    let currency = credit_currency(b.currency, tariff_currency, "tariff")?;
     let done = s
         .store
         .add_credit(&id, amount, &currency, b.reference.trim(), now_ms())

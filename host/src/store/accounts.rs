@@ -575,7 +575,7 @@ fn account_usage_from_row(row: &AnyRow, op: &str) -> Result<AccountUsage, StoreE
         account: match col::<Option<String>>(row, op, "message_tags")? {
             Some(text) => super::codec::list_from_text(op, &text)?
                 .iter()
-                .find_map(|t| t.strip_prefix("account:").map(str::to_owned)),
+                .find_map(|t| t.strip_prefix(super::types::ACCOUNT_TAG).map(str::to_owned)),
             None => None,
         },
     })

@@ -55,9 +55,9 @@ pub use ledger::{
 pub use nodes::{Joined, Leadership, NodeJoin, NodeRecord};
 pub use stats::RelayStatWindows;
 pub use types::{
-    ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView, NewEvent,
-    NewMessage, NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay, RelayState,
-    RelayUpdate, Tenant, TenantUpdate, WindowCounts,
+    ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView,
+    NewEvent, NewMessage, NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay,
+    RelayState, RelayUpdate, Tenant, TenantUpdate, WindowCounts,
 };
 
 /// How many accepts one group commit takes at most.

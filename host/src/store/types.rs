@@ -409,6 +409,10 @@ pub struct Outcome {
     pub waiting_for_relay: Option<String>,
 }
 
+/// The tag by which a message names the tenant's account it is billed to
+/// (`account:ID`); the API adds it from a submission's `account`.
+pub const ACCOUNT_TAG: &str = "account:";
+
 /// [`Outcome::waiting_for_relay`] of work deferred because no relay it may use was up.
 pub const ANY_RELAY: &str = "*";
 
