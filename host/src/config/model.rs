@@ -124,7 +124,7 @@ pub struct Admin {
     pub token: Option<SecretRef>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_message_bytes: u64,
     pub max_recipients: u32,

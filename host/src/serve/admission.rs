@@ -90,8 +90,8 @@ impl Limits {
 /// Every tenant's admission state on this host.
 #[derive(Debug)]
 pub struct Admission {
-    default: Limits,
-    overrides: HashMap<String, Limits>,
+    /// The defaults and the per-tenant overrides; a SIGHUP reload replaces them.
+    limits: std::sync::RwLock<Configured>,
     /// Only tenants with requests in progress or a rate still recovering are kept:
     /// an entry is dropped once it holds nothing, so the map is bounded by the
     /// tenants active in the last burst's worth of time.
@@ -111,21 +111,49 @@ impl Drop for Admitted {
     }
 }
 
-impl Admission {
-    pub fn new(config: &Config) -> Admission {
-        Admission {
+/// `[admission]` as configured: the defaults and each overridden tenant's limits.
+#[derive(Debug)]
+struct Configured {
+    default: Limits,
+    overrides: HashMap<String, Limits>,
+}
+
+impl Configured {
+    fn of(config: &Config) -> Configured {
+        Configured {
             default: Limits::of(&config.default),
             overrides: config
                 .tenants
                 .iter()
                 .map(|(id, t)| (id.clone(), Limits::of(t)))
                 .collect(),
+        }
+    }
+}
+
+impl Admission {
+    pub fn new(config: &Config) -> Admission {
+        Admission {
+            limits: std::sync::RwLock::new(Configured::of(config)),
             tenants: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Puts a reloaded `[admission]` in force. Requests already admitted keep their
+    /// places; a tenant's next request is checked against its new limits, and its
+    /// rate state carries over (a tenant does not get a fresh burst from a reload).
+    pub fn reconfigure(&self, config: &Config) {
+        let configured = Configured::of(config);
+        *self.limits.write().unwrap_or_else(|p| p.into_inner()) = configured;
+    }
+
     fn limits(&self, tenant: &str) -> Limits {
-        self.overrides.get(tenant).copied().unwrap_or(self.default)
+        let configured = self.limits.read().unwrap_or_else(|p| p.into_inner());
+        configured
+            .overrides
+            .get(tenant)
+            .copied()
+            .unwrap_or(configured.default)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantState>> {
@@ -282,6 +310,26 @@ mod tests {
         let held = a.admit_at("b", Kind::Request, now).unwrap();
         std::mem::forget(held);
         a.leave("b", now + Duration::from_secs(1));
+        assert_eq!(a.tracked(), 0);
+    }
+
+    #[test]
+    fn a_reconfiguration_applies_to_the_next_request() {
+        let a = admission(limits(1, 1000, 1000), &[]);
+        let now = Instant::now();
+        let held = a.admit_at("a", Kind::Request, now).unwrap();
+        assert!(a.admit_at("a", Kind::Request, now).is_err());
+        a.reconfigure(&Config {
+            default: limits(1, 1000, 1000),
+            tenants: BTreeMap::from([("a".to_string(), limits(2, 1000, 1000))]),
+        });
+        let second = a.admit_at("a", Kind::Request, now).unwrap();
+        assert_eq!(
+            a.admit_at("a", Kind::Request, now).unwrap_err(),
+            Refused::InFlight { limit: 2 },
+            "the requests admitted before the reload still count"
+        );
+        drop((held, second));
         assert_eq!(a.tracked(), 0);
     }
 }

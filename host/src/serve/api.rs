@@ -8,8 +8,7 @@ use super::tenant_live::LiveCall;
 use crate::compose::{self, Composed, JsonMessage};
 use crate::stage::{Header, IngestDecision, Stage, Submission};
 use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage, Tenant};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -365,31 +364,48 @@ async fn check_account(s: &Server, tenant_id: &str, tags: &[String]) -> Result<(
     }
 }
 
-async fn submit(
-    State(s): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    // Taken as a Result because axum answers a body over the router's
-    // DefaultBodyLimit in plain text; clients of this API expect its JSON
-    // error form (found by the e2e test of a far too large submission).
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// Reads a submission's body, refusing it once it passes what the message limit
+/// allows (attachments arrive base64-encoded: see `Limits::max_submission_body_bytes`;
+/// the decoded size is checked against `max_message_bytes` afterwards).
+async fn read_submission(body: Body, limits: &crate::config::Limits) -> Result<Bytes, ApiError> {
+    let cap = usize::try_from(limits.max_submission_body_bytes()).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, cap).await.map_err(|e| {
+        let too_large = e
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if too_large {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
                 format!(
                     "the request body is far over the message limit of {} bytes",
-                    s.pipeline.limits.max_message_bytes
+                    limits.max_message_bytes
                 ),
             )
             .field("message")
         } else {
-            ApiError::new(e.status(), "bad_body", e.body_text())
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                "the request body could not be read to its end",
+            )
         }
-    })?;
+    })
+}
+
+async fn submit(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    // `[limits]` as they are now: a SIGHUP reload may have changed them since the
+    // router was built, so the body is read here against the live limit rather than
+    // under the router's `DefaultBodyLimit`.
+    let limits = s.limits.get();
+    let body = read_submission(body, &limits).await?;
     if s.is_shutting_down() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -399,7 +415,6 @@ async fn submit(
     }
     let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, body)?;
     check_account(&s, &tenant.id, &tags).await?;
-    let limits = &s.pipeline.limits;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -14,6 +14,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Budget units are KiB, so that the largest budget fits the semaphore's `u32` takes.
@@ -28,8 +29,9 @@ const RETRY_AFTER_SECS: u32 = 1;
 pub struct BodyBudget {
     units: Arc<Semaphore>,
     total_bytes: u64,
-    /// What a body of unknown length is charged (the largest body any route reads).
-    largest_bytes: u64,
+    /// What a body of unknown length is charged (the largest body any route reads);
+    /// a reload of `[limits]` changes it.
+    largest_bytes: AtomicU64,
 }
 
 impl BodyBudget {
@@ -40,7 +42,7 @@ impl BodyBudget {
         BodyBudget {
             units: Arc::new(Semaphore::new(units)),
             total_bytes,
-            largest_bytes,
+            largest_bytes: AtomicU64::new(largest_bytes),
         }
     }
 
@@ -48,7 +50,13 @@ impl BodyBudget {
     /// known (no more than the largest body, which every route refuses past), else
     /// the largest.
     fn charge(&self, exact: Option<u64>) -> u64 {
-        exact.unwrap_or(self.largest_bytes).min(self.largest_bytes)
+        let largest = self.largest_bytes.load(Ordering::Relaxed);
+        exact.unwrap_or(largest).min(largest)
+    }
+
+    /// The largest body any route now reads, after a reload changed `[limits]`.
+    pub fn set_largest(&self, bytes: u64) {
+        self.largest_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Takes `bytes` from the budget, or `None` when they are not all free now.

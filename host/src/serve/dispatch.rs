@@ -255,10 +255,10 @@ async fn renew(
     now: i64,
 ) -> Result<HashSet<LeaseKey>, crate::store::StoreError> {
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
-    let node = &server.node.id;
+    let node = &server.node;
     let kept = server
         .store
-        .renew_leases_each(node, keys, now, lease_ms)
+        .renew_node_leases_each(&node.id, &node.incarnation, keys, now, lease_ms)
         .await?;
     Ok(kept.into_iter().collect())
 }
@@ -266,12 +266,17 @@ async fn renew(
 /// Checks, right before an SMTP transaction, that this host still holds `pending`'s
 /// leases with at least half their time left, renewing them when not; returns those it
 /// may send. A recipient whose lease was lost is left to its new owner.
+///
+/// The check skips the store only while the node's heartbeat was confirmed recently:
+/// a process that was stopped longer than that (and may have been taken for dead, its
+/// id joined by a newer process) asks the store, whose answer counts its incarnation.
 async fn still_ours<'a>(server: &Server, pending: Vec<&'a Lease>) -> Vec<&'a Lease> {
     let lease_ms = server.pipeline.delivery.lease.as_millis() as i64;
     let now = now_ms();
-    if pending
-        .iter()
-        .all(|l| l.lease_until_ms - now >= lease_ms / 2)
+    if server.node.confirmed_recently()
+        && pending
+            .iter()
+            .all(|l| l.lease_until_ms - now >= lease_ms / 2)
     {
         return pending;
     }

@@ -25,6 +25,7 @@ mod dispatch;
 mod error;
 mod fair;
 mod handoff;
+mod live_limits;
 mod log_source;
 mod nodes;
 mod plugins;

@@ -24,7 +24,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Who this process is among the nodes of its store.
@@ -39,6 +39,15 @@ pub struct Node {
     /// A heartbeat older than this marks a node dead.
     pub dead_after: Duration,
     leader: AtomicBool,
+    /// The monotonic origin of `confirmed_ms`.
+    origin: Instant,
+    /// When the store last confirmed this process as the id's current incarnation (its
+    /// join or a heartbeat), in milliseconds since `origin`. A process that was stopped
+    /// (SIGSTOP, a VM pause, a long swap) sees this go stale at once on waking, since
+    /// the monotonic clock ran on while it slept.
+    confirmed_ms: AtomicU64,
+    /// The HTTP address it joined with, to join again into a re-created database.
+    address: std::sync::OnceLock<String>,
     /// Held for the life of the process on SQLite: no second process on the same store.
     _lock: Option<File>,
 }
@@ -51,6 +60,22 @@ impl Node {
 
     fn dead_after_ms(&self) -> i64 {
         self.dead_after.as_millis() as i64
+    }
+
+    /// Records that the store just confirmed this process as the id's incarnation.
+    fn confirm(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.confirmed_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Whether this process was confirmed as the id's incarnation recently enough that
+    /// no other process can have taken the id over since: the others wait `dead_after`
+    /// after the last heartbeat; half of it leaves room for the check's own time. A
+    /// lease checked without a store round trip is only trusted while this holds.
+    pub fn confirmed_recently(&self) -> bool {
+        let now = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let since = now.saturating_sub(self.confirmed_ms.load(Ordering::SeqCst));
+        u128::from(since) < self.dead_after.as_millis() / 2
     }
 
     /// Works out the node id and, on SQLite, takes the store's lock.
@@ -85,8 +110,20 @@ impl Node {
             heartbeat: s.heartbeat,
             dead_after: s.heartbeat * s.dead_after_heartbeats,
             leader: AtomicBool::new(false),
+            origin: Instant::now(),
+            // Nothing is leased before the join, which confirms it again.
+            confirmed_ms: AtomicU64::new(0),
+            address: std::sync::OnceLock::new(),
             _lock: lock,
         })
+    }
+
+    /// Joins again after the database was dropped and created again: the new `nodes`
+    /// table has no row for this id, so without it the next heartbeat would read as
+    /// another process having taken the id over, and the node would stop.
+    pub async fn rejoin(&self, store: &Store) -> anyhow::Result<()> {
+        let address = self.address.get().cloned().unwrap_or_default();
+        self.join(store, &address).await.map(|_| ())
     }
 
     /// Joins the store under this node's id, waiting while another process's heartbeat
@@ -94,6 +131,7 @@ impl Node {
     /// goes on beating (a second live process on the id). On SQLite the lock already
     /// says no other process runs, so the row's heartbeat is not waited for.
     pub async fn join(&self, store: &Store, address: &str) -> anyhow::Result<u64> {
+        let _ = self.address.set(address.to_owned());
         let me = NodeJoin {
             id: self.id.clone(),
             incarnation: self.incarnation.clone(),
@@ -115,7 +153,10 @@ impl Node {
                 .await
                 .with_context(|| format!("node {:?} cannot join the store", self.id))?
             {
-                Joined::Joined { reclaimed } => return Ok(reclaimed),
+                Joined::Joined { reclaimed } => {
+                    self.confirm();
+                    return Ok(reclaimed);
+                }
                 Joined::InUse {
                     address,
                     heartbeat_at_ms,
@@ -248,7 +289,10 @@ pub async fn heartbeat_loop(server: Arc<Server>) {
             .node_heartbeat(&node.id, &node.incarnation, now)
             .await
         {
-            Ok(true) => last_beat = Instant::now(),
+            Ok(true) => {
+                last_beat = Instant::now();
+                node.confirm();
+            }
             Ok(false) => {
                 // A newer process joined under this id, taking this one for dead: the
                 // two would share leases. Stop at once, as a crash would: what this

@@ -9,7 +9,9 @@
 //!   file did not change keep what the admin API made of them.
 //! - Entries removed from the file stay in the store (they may be in use); the warning
 //!   names them and the admin call that removes them.
-//! - Every other section that changed (`[server]`, `[store]`, `[delivery]`, `[limits]`,
+//! - `[limits]` (message size, recipients) and `[admission]` (each tenant's requests in
+//!   flight and accept rate) take effect for the next request.
+//! - Every other section that changed (`[server]`, `[store]`, `[delivery]`,
 //!   `[plugins]`, `[smtp_in]`, `[admin]`, `[[log_source]]`) needs a restart; the warning
 //!   names each one, so an operator knows the edit did not take effect.
 
@@ -68,6 +70,8 @@ struct Report {
     tenants_written: Vec<String>,
     relays_left: Vec<String>,
     tenants_left: Vec<String>,
+    /// Sections other than relays and tenants that changed and are now in force.
+    applied: Vec<&'static str>,
     needs_restart: Vec<&'static str>,
 }
 
@@ -77,6 +81,7 @@ impl Report {
             file,
             relays = ?self.relays_written,
             tenants = ?self.tenants_written,
+            applied = %self.applied.join(", "),
             "SIGHUP: pipeline reloaded"
         );
         if !self.needs_restart.is_empty() {
@@ -110,9 +115,6 @@ fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
     }
     if !same(&old.admin, &new.admin) {
         out.push("[admin]");
-    }
-    if !same(&old.limits, &new.limits) {
-        out.push("[limits]");
     }
     if !same(&old.delivery, &new.delivery) {
         out.push("[delivery]");
@@ -157,6 +159,20 @@ async fn apply(server: &Server, old: &Pipeline, new: &Pipeline) -> anyhow::Resul
             server.store.create_tenant(new_tenant(t), now).await?;
         }
         report.tenants_written.push(t.id.clone());
+    }
+    if old.limits != new.limits {
+        server.limits.set(&new.limits);
+        server.body_budget.set_largest(
+            new.limits
+                .max_submission_body_bytes()
+                // `[plugins]` needs a restart: the running upload limit still holds.
+                .max(server.pipeline.plugins.max_upload_bytes),
+        );
+        report.applied.push("[limits]");
+    }
+    if old.admission != new.admission {
+        server.admission.reconfigure(&new.admission);
+        report.applied.push("[admission]");
     }
     report.relays_left = gone(&old.relays, &new.relays, |r| &r.id);
     report.tenants_left = gone(&old.tenants, &new.tenants, |t| &t.id);
@@ -234,7 +250,8 @@ mod tests {
             "[delivery]\nmax_in_flight = 7\n[limits]\nmax_recipients = 3\n{}",
             relay.replace("2525", "2526")
         ));
-        assert_eq!(needs_restart(&old, &new), vec!["[limits]", "[delivery]"]);
+        // `[limits]` changed too, but it is applied live.
+        assert_eq!(needs_restart(&old, &new), vec!["[delivery]"]);
     }
 
     #[test]

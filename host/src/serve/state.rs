@@ -56,6 +56,8 @@ pub struct Server {
     pub body_budget: super::body_budget::BodyBudget,
     /// Each tenant's requests in progress and accept rate on this host.
     pub admission: Arc<super::admission::Admission>,
+    /// `[limits]` now in force (a SIGHUP reload changes them).
+    pub limits: super::live_limits::LiveLimits,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -121,6 +123,7 @@ impl Server {
                 .max(pipeline.plugins.max_upload_bytes),
         );
         let server = Server {
+            limits: super::live_limits::LiveLimits::new(&pipeline.limits),
             body_budget,
             admission: Arc::new(super::admission::Admission::new(&pipeline.admission)),
             verp,
@@ -277,6 +280,9 @@ impl Server {
                 );
                 if let Err(e) = seed(&self.store, &self.pipeline).await {
                     tracing::error!(error = %format!("{e:#}"), "seeding the re-created store failed");
+                }
+                if let Err(e) = self.node.rejoin(&self.store).await {
+                    tracing::error!(error = %format!("{e:#}"), "joining the re-created store failed");
                 }
                 self.forget_keys();
                 if let Err(e) = self.sync_relays().await {

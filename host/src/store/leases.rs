@@ -170,15 +170,18 @@ pub(crate) async fn renew(
     now_ms: i64,
     lease_ms: i64,
 ) -> Result<usize, StoreError> {
-    Ok(renew_each(pools, owner, keys, now_ms, lease_ms)
+    Ok(renew_each(pools, owner, None, keys, now_ms, lease_ms)
         .await?
         .len())
 }
 
-/// Like [`renew`], but says which leases were still `owner`'s (and are renewed).
+/// Like [`renew`], but says which leases were still `owner`'s (and are renewed). With
+/// an `incarnation`, only while it is still `owner`'s current one in `nodes`: a process
+/// that slept while a newer one took its node id over renews (and so sends) nothing.
 pub(crate) async fn renew_each(
     pools: &Pools,
     owner: &str,
+    incarnation: Option<&str>,
     keys: &[LeaseKey],
     now_ms: i64,
     lease_ms: i64,
@@ -193,23 +196,32 @@ pub(crate) async fn renew_each(
         .await
         .map_err(StoreError::db(context()))?;
     let mut renewed = Vec::new();
+    let sql = if incarnation.is_some() {
+        "UPDATE recipients SET lease_until_ms = $1 \
+         WHERE message_id = $2 AND idx = $3 AND lease_owner = $4 AND state = 'delivering' \
+         AND EXISTS (SELECT 1 FROM nodes WHERE id = $4 AND incarnation = $5)"
+    } else {
+        "UPDATE recipients SET lease_until_ms = $1 \
+         WHERE message_id = $2 AND idx = $3 AND lease_owner = $4 AND state = 'delivering'"
+    };
     for key in keys {
-        let done = sqlx::query(
-            "UPDATE recipients SET lease_until_ms = $1 \
-             WHERE message_id = $2 AND idx = $3 AND lease_owner = $4 AND state = 'delivering'",
-        )
-        .bind(now_ms.saturating_add(lease_ms))
-        .bind(&key.message_id)
-        .bind(i64::from(key.recipient_idx))
-        .bind(owner)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(format!(
-            "{}: message {:?} recipient {}",
-            context(),
-            key.message_id,
-            key.recipient_idx
-        )))?;
+        let mut query = sqlx::query(sql)
+            .bind(now_ms.saturating_add(lease_ms))
+            .bind(&key.message_id)
+            .bind(i64::from(key.recipient_idx))
+            .bind(owner);
+        if let Some(incarnation) = incarnation {
+            query = query.bind(incarnation);
+        }
+        let done = query
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(format!(
+                "{}: message {:?} recipient {}",
+                context(),
+                key.message_id,
+                key.recipient_idx
+            )))?;
         if done.rows_affected() > 0 {
             renewed.push(key.clone());
         }

@@ -365,7 +365,29 @@ impl Store {
         now_ms: i64,
         lease_ms: i64,
     ) -> Result<Vec<LeaseKey>, StoreError> {
-        leases::renew_each(self.pools(), owner, keys, now_ms, lease_ms).await
+        leases::renew_each(self.pools(), owner, None, keys, now_ms, lease_ms).await
+    }
+
+    /// [`Store::renew_leases_each`] for node `node`, renewing only while `incarnation`
+    /// is the node's current one in `nodes`: a process that slept while a newer process
+    /// joined under its id finds none of its leases still its own.
+    pub async fn renew_node_leases_each(
+        &self,
+        node: &str,
+        incarnation: &str,
+        keys: &[LeaseKey],
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<LeaseKey>, StoreError> {
+        leases::renew_each(
+            self.pools(),
+            node,
+            Some(incarnation),
+            keys,
+            now_ms,
+            lease_ms,
+        )
+        .await
     }
 
     /// Gives back everything `owner` holds (on shutdown): recipients go back to

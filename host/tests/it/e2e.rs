@@ -582,6 +582,64 @@ fn sighup_reloads_the_pipeline_file_and_refuses_a_broken_one() {
 }
 
 #[test]
+fn sighup_puts_new_limits_and_admission_in_force_for_the_next_request() {
+    let port = free_port();
+    let tables = one_relay(port, "");
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let two = json!({"from": "a@example.com", "to": ["b@example.net", "c@example.net"],
+        "subject": "two", "text": "x"});
+    assert_eq!(s.post_message(&key, &two).status, 202);
+
+    let original = std::fs::read_to_string(&setup.pipeline).unwrap();
+    let tightened = format!(
+        "{}\n[admission]\naccepts_per_sec = 1\naccept_burst = 1\n",
+        original.replacen("[limits]\n", "[limits]\nmax_recipients = 1\n", 1)
+    );
+    std::fs::write(&setup.pipeline, &tightened).unwrap();
+    s.guard.signal("HUP");
+    // The reload is seen in what the next submission is told (a 429 from the new
+    // accept rate is waited out by the poll).
+    let refused = wait_for(
+        "the reloaded recipient limit to refuse two recipients",
+        || {
+            let r = s.post_message(&key, &two);
+            if r.status == 422 {
+                Ok(r)
+            } else {
+                Err(format!("{} {}\n{}", r.status, r.body, s.log()))
+            }
+        },
+    );
+    assert_eq!(refused.json()["error"]["field"], "to", "{}", refused.body);
+    assert!(refused.body.contains("the limit is 1"), "{}", refused.body);
+
+    // One accept a second now: quick submissions run into it within a few tries
+    // (before the reload the defaults allowed hundreds a second).
+    let one = simple("a@example.com", "b@example.net", "one");
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let r = s.post_message(&key, &one);
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert_eq!(
+                r.json()["error"]["limit"],
+                "admission.accepts_per_sec",
+                "{}",
+                r.body
+            );
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "statuses: {statuses:?}");
+}
+
+#[test]
 fn relays_added_and_drained_through_the_admin_api_take_effect_without_a_restart() {
     let a_port = free_port();
     let b_port = free_port();
@@ -1258,4 +1316,24 @@ fn a_dropped_database_is_answered_503_without_its_text_or_the_callers_key() {
     s.wait_state(&key, &id, "delivered");
     assert_eq!(sink.with_subject("recreated").len(), 1);
     assert_eq!(s.request("GET", "/readyz", None, None, b"").status, 200);
+    // The node joined the new database too: its heartbeat counts there, so it goes on
+    // running (without its row it took its own heartbeat's miss for a takeover and
+    // stopped).
+    let node = s.request("GET", "/healthz", None, None, b"").json()["node"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    wait_for("this node's row in the re-created database, alive", || {
+        let v = s.admin("GET", "/admin/v1/nodes", None).json();
+        let alive = v["nodes"].as_array().is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n["id"] == node.as_str() && n["state"] == "alive")
+        });
+        if alive { Ok(()) } else { Err(v.to_string()) }
+    });
+    let mut guard = s.guard;
+    assert!(
+        guard.is_running(),
+        "the node stopped after the database came back"
+    );
 }

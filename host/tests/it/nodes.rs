@@ -360,3 +360,62 @@ fn postgres_a_killed_node_of_three_is_taken_over_by_the_survivors_within_10_s() 
     assert_eq!(v["heartbeat_ms"], 500);
     drop(nodes_up.remove(victim));
 }
+
+/// Issue 18's last gap: a process stopped (SIGSTOP, a paused VM) for longer than the
+/// dead-after time while a newer process takes its node id over. The newer one takes
+/// back the id's leases and delivers them; the old one, woken, must send none of the
+/// work it still holds in memory under the shared id. Only the transactions it had
+/// under way when it stopped (at most the relay's connections) may arrive twice.
+#[test]
+fn postgres_a_stopped_process_whose_id_was_taken_over_sends_nothing_when_it_wakes() {
+    let db = PgDb::new("sluice_nodes_stall");
+    let port = free_port();
+    let connections = 2;
+    let tables = one_relay(port, &format!("connection_limit = {connections}"));
+    // Leases far longer than the test: only the takeover moves the work.
+    let delivery = "lease_secs = 300\nmax_in_flight = 8";
+    let first = pg_node(&db, &tables, "stall", delivery, 200);
+    let second = pg_node(&db, &tables, "stall", delivery, 200);
+    // 1 s per DATA: the first process has transactions under way and work waiting.
+    let sink = Sink::start(first.root(), port, &["-w", "1"]);
+    let mut old = first.start();
+    let key = old.new_key("t");
+    let subjects: Vec<String> = (0..12).map(|i| format!("stall-{i}")).collect();
+    let sent = submit_all(&old, &key, &subjects);
+    wait_for("the first process to be sending", || {
+        if sink.messages().is_empty() {
+            Err(old.log())
+        } else {
+            Ok(())
+        }
+    });
+    old.guard.signal("STOP");
+
+    // The newer process waits out the stopped one's heartbeat, joins under the same id
+    // and delivers everything.
+    let new = second.start();
+    for (id, _) in &sent {
+        new.wait_state(&key, id, "delivered");
+    }
+    // What the relay had before the old process woke, for the failure message.
+    let before_wake = copies(&sink);
+
+    old.guard.signal("CONT");
+    let status = old.guard.wait_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(70), "{}", old.log());
+
+    let after = copies(&sink);
+    for subject in &subjects {
+        assert!(
+            after.get(subject).is_some_and(|&n| n >= 1),
+            "{subject} lost: {after:?}"
+        );
+    }
+    let twice: usize = after.values().map(|n| n - 1).sum();
+    assert!(
+        twice <= connections,
+        "{twice} second copies; only the {connections} transactions under way at the stop \
+         may be sent twice (before the old process woke: {before_wake:?}, after: {after:?})\n{}",
+        old.log()
+    );
+}

@@ -3386,6 +3386,23 @@ async fn a_node_id_is_one_processs_and_a_restart_takes_back_its_leases(db: Db) {
     let again = s.lease_due("h1", restart, 300_000, 10).await.unwrap();
     assert_eq!(again.len(), 2, "{again:?}");
     assert!(again.iter().all(|l| l.message_id == acc.id));
+    // The old process wakes with the id's leases in memory: they carry its id, but
+    // under its incarnation none is its own any more, so its check before sending
+    // keeps nothing; the new process renews both.
+    let keys: Vec<_> = again.iter().map(|l| l.key()).collect();
+    assert!(
+        s.renew_node_leases_each("h1", "run-1", &keys, restart + 1, 300_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.renew_node_leases_each("h1", "run-2", &keys, restart + 1, 300_000)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // The old process's heartbeat no longer counts: it must stop.
     assert!(!s.node_heartbeat("h1", "run-1", restart + 1).await.unwrap());
     assert!(s.node_heartbeat("h1", "run-2", restart + 1).await.unwrap());
