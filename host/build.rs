@@ -33,6 +33,7 @@ fn main() {
     for watched in [
         "plugins",
         "plugin-sdk",
+        "money",
         "tests/guests",
         "Cargo.toml",
         "Cargo.lock",

@@ -22,8 +22,8 @@
 //! ```
 
 use crate::bill::{BillInput, Outcome, UsageEvent};
+use crate::bindings::shared::sluice::plugin::host::Level;
 use crate::ingest::Submission;
-use crate::log::Level;
 use crate::route::{MessageSummary, RouteInput};
 use crate::send::Attempt;
 use crate::types::{Direction, Relay, RelayWindow, SmtpReply};

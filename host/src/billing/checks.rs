@@ -120,17 +120,6 @@ pub enum ChargeError {
     Overflow { charges: usize },
 }
 
-/// Whether two decimals are the same number (`0.10` = `0.1`).
-fn same_value(a: Decimal, b: Decimal) -> bool {
-    let scale = a.scale.max(b.scale);
-    let widen = |d: Decimal| {
-        10i128
-            .checked_pow(u32::from(scale - d.scale))
-            .and_then(|f| i128::from(d.mantissa).checked_mul(f))
-    };
-    matches!((widen(a), widen(b)), (Some(x), Some(y)) if x == y)
-}
-
 /// Checks a rater's answer against the tariff's rules; the first failure refuses it.
 pub fn check_charges(rules: &TariffRules, out: &BillOutput) -> Result<(), ChargeError> {
     if let Some(c) = &rules.currency
@@ -166,7 +155,7 @@ pub fn check_charges(rules: &TariffRules, out: &BillOutput) -> Result<(), Charge
         }
         if let Some(rule) = rule {
             if let Some(tariff) = rule.flat_price
-                && !same_value(tariff, c.unit_price)
+                && !Decimal::same_value(tariff, c.unit_price)
             {
                 return Err(ChargeError::Price {
                     event: event.clone(),

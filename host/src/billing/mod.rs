@@ -14,7 +14,7 @@ pub mod rounding;
 mod tariff;
 
 pub use checks::{ChargeError, ServiceRule, TariffRules, check_charges};
-pub use invoice::{Invoice, InvoiceLine, TierLine};
+pub use invoice::{ChargeSum, Invoice, InvoiceLine, TierLine};
 pub use rounding::{ROUNDING_RULE, format_minor, round_to_minor};
 pub use tariff::{TariffInfo, VolumeService, volume_services};
 
@@ -160,17 +160,7 @@ pub fn estimate(keys: &[String], out: &BillOutput) -> Option<(Vec<Micros>, Micro
 /// `price × quantity` in micro-units, rounded once half away from zero (as the
 /// default rater rounds).
 pub fn times_in_micros(price: Decimal, quantity: u64) -> Option<Micros> {
-    let exact = i128::from(price.mantissa)
-        .checked_mul(i128::from(quantity))?
-        .checked_mul(1_000_000)?;
-    let div = 10i128.checked_pow(u32::from(price.scale))?;
-    let (q, r) = (exact / div, exact % div);
-    let rounded = if r.abs() * 2 >= div {
-        q + exact.signum()
-    } else {
-        q
-    };
-    i64::try_from(rounded).ok()
+    price.times_in_micros(quantity)
 }
 
 /// Volume mode, settled at period end: the whole period's `quantity` at the price of

@@ -8,7 +8,6 @@
 
 mod bill;
 mod bounce;
-mod decimal;
 mod ingest;
 mod route;
 pub mod samples;
@@ -17,17 +16,14 @@ pub mod validate;
 
 pub use bill::{BillInput, BillOutput, Charge, Counter, Outcome, UsageEvent};
 pub use bounce::{BounceInput, BounceOutput, BounceResult, Reason, ReplyInput};
-pub use decimal::{Decimal, DecimalError};
 pub use ingest::{Acceptance, IngestDecision, Rejection, Submission};
 pub use route::{Deferral, MessageSummary, Relay, RelayWindow, RouteDecision, RouteInput};
 pub use send::{Attempt, Retry, SendDecision};
+pub use sluice_money::{Decimal, DecimalError, Micros};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-
-/// Amounts of money in micro-units (10^-6) of a currency.
-pub type Micros = i64;
 
 /// One stage of the pipeline; each has its own WIT world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -344,13 +344,13 @@ pub(crate) async fn write_record(
             at_ms: now_ms,
         });
         // A final outcome is billable: its usage event commits with it.
-        if let Some(usage) = super::ledger::usage_outcome(o.new_state, o.event) {
+        if let Some(usage) = super::usage_events::usage_outcome(o.new_state, o.event) {
             usages.push((o.message_id.as_str(), o.recipient_idx, usage));
         }
     }
     // The applied outcomes' events and usage, a statement per table per batch.
     insert_recipient_events(conn, &events, op).await?;
-    super::ledger::insert_usages(conn, &usages, now_ms, op).await?;
+    super::usage_events::insert_usages(conn, &usages, now_ms, op).await?;
     Ok(applied)
 }
 

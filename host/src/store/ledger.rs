@@ -3,8 +3,8 @@
 //! billing settings.
 //!
 //! Invariants:
-//! - A final outcome and its usage event commit together ([`insert_usages`] runs inside
-//!   `record`'s transaction), so no delivered recipient goes unbilled.
+//! - A final outcome and its usage event commit together (`usage_events::insert_usages`
+//!   runs inside `record`'s transaction), so no delivered recipient goes unbilled.
 //! - A ledger row is never updated or deleted. Its key (message, recipient, outcome,
 //!   service) is unique and rows are inserted with `ON CONFLICT DO NOTHING`, so a
 //!   replayed or concurrently rated batch charges once. Counters advance only for rows
@@ -23,7 +23,9 @@ use super::codec::{
 };
 use super::connect::{Backend, Pools};
 use super::events::{RecipientEvent, insert_recipient_event};
-use super::types::{EventKind, RecipientState};
+pub use crate::billing::ChargeSum;
+
+use super::types::EventKind;
 
 /// How a tenant pays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -127,17 +129,6 @@ pub struct LedgerEntry {
     pub created_at_ms: i64,
 }
 
-/// The ledger summed per (service, unit price) for an invoice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargeSum {
-    pub service: String,
-    pub unit_price: String,
-    pub quantity: u64,
-    pub amount_micros: i64,
-    /// A volume-mode settlement row.
-    pub settlement: bool,
-}
-
 /// A tenant's money, exact.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Balance {
@@ -178,69 +169,6 @@ pub enum Reservation {
         available_micros: i64,
         needed_micros: i64,
     },
-}
-
-/// The usage outcome of a final recipient state, if it is final.
-pub(crate) fn usage_outcome(state: RecipientState, event: EventKind) -> Option<&'static str> {
-    match (state, event) {
-        (RecipientState::Delivered, _) => Some("delivered"),
-        (RecipientState::Bounced, _) | (RecipientState::Failed, EventKind::Bounced) => {
-            Some("bounced")
-        }
-        (RecipientState::Failed, _) => Some("failed"),
-        (RecipientState::Expired, _) => Some("expired"),
-        _ => None,
-    }
-}
-
-/// Writes the usage events of final outcomes (message, recipient, outcome name) inside
-/// the caller's transaction (the one recording the outcomes), in multi-row statements.
-/// A second final outcome with the same name for the same recipient (failed, requeued,
-/// failed again) is the same usage and writes nothing.
-pub(crate) async fn insert_usages(
-    conn: &mut AnyConnection,
-    rows: &[(&str, i32, &str)],
-    now_ms: i64,
-    op: &str,
-) -> Result<(), StoreError> {
-    const COLS: usize = 3;
-    for chunk in rows.chunks(rows_per_statement(COLS)) {
-        let n = chunk.len() * COLS;
-        let sql = format!(
-            "WITH v(message_id, idx, outcome) AS (VALUES {}) \
-             INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, outcome, \
-             direction, size, relay, at_ms, state, attempts, next_try_at_ms, sender, \
-             inserted_at_ms) \
-             SELECT m.tenant_id, r.message_id, r.idx, r.address, v.outcome, 'outbound', m.size, \
-             r.last_relay, ${at}, 'pending', 0, ${next_try}, m.sender, ${inserted} \
-             FROM v JOIN recipients r ON r.message_id = v.message_id AND r.idx = v.idx \
-             JOIN messages m ON m.id = r.message_id \
-             WHERE true ORDER BY r.message_id, r.idx \
-             ON CONFLICT (message_id, recipient_idx, outcome) DO NOTHING",
-            value_rows(chunk.len(), COLS),
-            at = n + 1,
-            next_try = n + 2,
-            inserted = n + 3
-        );
-        let sql = positional(&*conn, sql);
-        let mut q = sqlx::query(&sql);
-        for (message_id, idx, outcome) in chunk {
-            q = q.bind(*message_id).bind(i64::from(*idx)).bind(*outcome);
-        }
-        q.bind(now_ms)
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(StoreError::db(format!(
-                "{op}: {} usage events (first: {} for message {:?} recipient {})",
-                chunk.len(),
-                chunk[0].2,
-                chunk[0].0,
-                chunk[0].1
-            )))?;
-    }
-    Ok(())
 }
 
 const USAGE_COLUMNS: &str = "seq, tenant_id, message_id, recipient_idx, recipient, outcome, \

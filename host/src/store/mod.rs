@@ -38,6 +38,7 @@ mod stat_buckets;
 mod stats;
 mod tenants;
 mod types;
+mod usage_events;
 
 use std::collections::HashMap;
 use std::sync::Arc;

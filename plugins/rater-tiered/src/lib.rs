@@ -103,13 +103,7 @@ fn price(service: &Service, before: u64, quantity: u64) -> Option<(Decimal, Micr
 
 fn round_to_micros(exact: i128) -> Option<Micros> {
     let divisor = 10i128.pow(EXACT_SCALE - 6);
-    let (q, r) = (exact / divisor, exact % divisor);
-    let rounded = if r.abs() * 2 >= divisor {
-        q + exact.signum()
-    } else {
-        q
-    };
-    i64::try_from(rounded).ok()
+    i64::try_from(sluice_sdk::money::round_half_away_from_zero(exact, divisor)).ok()
 }
 
 sluice_sdk::export_rater!(TieredRater);
