@@ -220,15 +220,19 @@ fn garbage_bytes_are_not_a_component() {
 fn a_failed_reused_instance_is_replaced() {
     let mut spec = PluginSpec::for_stage(Stage::Route);
     spec.limits.reuse_instances = true;
+    // A panic traps at once; the long deadline keeps a loaded machine from turning
+    // the first call's instantiation into a timeout instead.
+    spec.limits.timeout = Duration::from_secs(10);
     spec.config = vec![("mode".into(), "panic".into())];
     let plugin = runtime()
         .load(Stage::Route, "hostile-reuse", test_guests::HOSTILE, spec)
         .unwrap();
     for _ in 0..3 {
-        assert!(matches!(
-            plugin.route(&samples::route_input()),
-            Err(PluginError::Trap { .. })
-        ));
+        let answer = plugin.route(&samples::route_input());
+        assert!(
+            matches!(answer, Err(PluginError::Trap { .. })),
+            "{answer:?}"
+        );
     }
 }
 
