@@ -10,13 +10,16 @@ pub mod builtin;
 pub mod cli;
 pub mod compose;
 pub mod config;
-pub mod maillog;
 pub mod mbox;
 pub mod relay;
 pub mod runtime;
 pub mod serve;
 pub mod smtp_in;
-pub mod stage;
 pub mod store;
 pub mod verp;
-pub mod wire;
+
+// Crates cut out of the host, kept under their old module names so `crate::stage::…`
+// (and `sluice::stage::…` in tests) still name them.
+pub use sluice_maillog as maillog;
+pub use sluice_stage as stage;
+pub use sluice_wire as wire;

@@ -31,25 +31,25 @@ pub fn ingest(input: &Submission, d: &IngestDecision) -> Result<(), String> {
                 // One field each, named as RFC 5322 allows, and none of the headers
                 // Sluice or the submission owns (a `From:` added here would escape the
                 // check of the author's domain).
-                if let Some(problem) = crate::wire::header_name_problem(&h.name) {
+                if let Some(problem) = sluice_wire::header_name_problem(&h.name) {
                     return Err(format!("added header: {problem}"));
                 }
-                if crate::wire::is_reserved_header(&h.name) {
+                if sluice_wire::is_reserved_header(&h.name) {
                     return Err(format!(
                         "added header {:?} is one a plugin may not set",
                         h.name
                     ));
                 }
-                if let Some(problem) = crate::wire::header_value_problem(&h.value) {
+                if let Some(problem) = sluice_wire::header_value_problem(&h.value) {
                     return Err(format!("added header {:?}: {problem}", h.name));
                 }
                 // Written as one line `Name: value`, unfolded.
                 let octets = h.name.len() + 2 + h.value.len();
-                if octets > crate::wire::MAX_LINE_OCTETS {
+                if octets > sluice_wire::MAX_LINE_OCTETS {
                     return Err(format!(
                         "added header {:?} is a line of {octets} octets (at most {})",
                         h.name,
-                        crate::wire::MAX_LINE_OCTETS
+                        sluice_wire::MAX_LINE_OCTETS
                     ));
                 }
                 text("added header value", &h.value)?;

@@ -46,7 +46,7 @@ fn split_word(b: &[u8]) -> Option<(&[u8], &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::maillog::YearRule;
+    use crate::YearRule;
 
     #[test]
     fn classic_and_rfc3339_headers() {
