@@ -821,19 +821,11 @@ pub(crate) async fn account_quantities(
         "{op}: tenant {tenant_id:?} account {account_id:?} period {period}"
     )))?;
     rows.iter()
-        .map(|r| {
-            let q: i64 = col(r, op, "quantity")?;
-            Ok((
-                col(r, op, "service")?,
-                u64::try_from(q)
-                    .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
-            ))
-        })
+        .map(|r| Ok((col(r, op, "service")?, books::quantity(r, op)?)))
         .collect()
 }
 
 fn account_entry_from_row(row: &AnyRow, op: &str) -> Result<AccountLedgerEntry, StoreError> {
-    let q: i64 = col(row, op, "quantity")?;
     Ok(AccountLedgerEntry {
         seq: col(row, op, "seq")?,
         account_id: col(row, op, "account_id")?,
@@ -842,8 +834,7 @@ fn account_entry_from_row(row: &AnyRow, op: &str) -> Result<AccountLedgerEntry, 
         recipient: col(row, op, "recipient")?,
         outcome: col(row, op, "outcome")?,
         service: col(row, op, "service")?,
-        quantity: u64::try_from(q)
-            .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+        quantity: books::quantity(row, op)?,
         unit_price: col(row, op, "unit_price")?,
         amount_micros: col(row, op, "amount_micros")?,
         currency: col(row, op, "currency")?,
@@ -863,23 +854,22 @@ pub(crate) async fn list_account_charges(
     limit: u32,
 ) -> Result<Vec<AccountLedgerEntry>, StoreError> {
     let op = "list_account_charges";
-    let rows = sqlx::query(
-        "SELECT seq, account_id, message_id, recipient_idx, recipient, outcome, service, \
-         quantity, unit_price, amount_micros, currency, period, at_ms FROM account_ledger \
-         WHERE tenant_id = $1 AND account_id = $2 AND at_ms >= $3 AND at_ms < $4 AND seq > $5 \
-         ORDER BY seq LIMIT $6",
+    let whose = Whose::Account {
+        tenant: tenant_id,
+        account: account_id,
+    };
+    let rows = books::list_charges(
+        pools,
+        whose,
+        "seq, account_id, message_id, recipient_idx, recipient, outcome, service, quantity, \
+         unit_price, amount_micros, currency, period, at_ms",
+        from_ms,
+        to_ms,
+        after_seq,
+        limit,
+        op,
     )
-    .bind(tenant_id)
-    .bind(account_id)
-    .bind(from_ms)
-    .bind(to_ms)
-    .bind(after_seq)
-    .bind(i64::from(limit))
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: tenant {tenant_id:?} account {account_id:?}"
-    )))?;
+    .await?;
     rows.iter().map(|r| account_entry_from_row(r, op)).collect()
 }
 
@@ -933,19 +923,11 @@ pub(crate) async fn add_account_credit(
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let exists = sqlx::query("SELECT id FROM accounts WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(account_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(context()))?;
-    if exists.is_none() {
-        return Err(StoreError::not_found(op, "account", account_id));
-    }
     let whose = Whose::Account {
         tenant: tenant_id,
         account: account_id,
     };
+    books::must_exist(&mut tx, whose, op).await?;
     let credited = books::insert_credit(
         &mut tx,
         whose,

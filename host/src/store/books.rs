@@ -25,7 +25,9 @@ use std::collections::HashMap;
 
 use super::StoreError;
 use super::codec::{col, corrupt, get_idx, positional, rows_per_statement, value_rows};
+use super::connect::Pools;
 use super::ledger::{Balance, ChargeSum};
+use sqlx::any::AnyRow;
 
 /// Which books a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -286,6 +288,32 @@ pub(crate) fn check_credit(
     Ok(())
 }
 
+/// `NotFound` unless the owner is there (the tenant; the account of the tenant), read
+/// inside the caller's transaction.
+pub(crate) async fn must_exist(
+    conn: &mut AnyConnection,
+    whose: Whose<'_>,
+    op: &str,
+) -> Result<(), StoreError> {
+    let (sql, what, id) = match whose {
+        Whose::Tenant(t) => ("SELECT id FROM tenants WHERE id = $1", "tenant", t),
+        Whose::Account { account, .. } => (
+            "SELECT id FROM accounts WHERE tenant_id = $1 AND id = $2",
+            "account",
+            account,
+        ),
+    };
+    let row = whose
+        .bind(sqlx::query(sql))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::db(format!("{op}: {whose}")))?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::not_found(op, what, id)),
+    }
+}
+
 /// Writes a credit inside the caller's transaction, once per (owner, reference);
 /// whether it was written now. Call [`check_credit`] first.
 pub(crate) async fn insert_credit(
@@ -393,18 +421,57 @@ pub(crate) async fn charge_sums(
     let mut currency = None;
     let mut sums = Vec::with_capacity(rows.len());
     for r in &rows {
-        let q: i64 = col(r, op, "quantity")?;
         let settlement: i32 = col::<i32>(r, op, "settlement")
             .or_else(|_| col::<i64>(r, op, "settlement").map(|v| i32::from(v != 0)))?;
         currency.get_or_insert(col::<String>(r, op, "currency")?);
         sums.push(ChargeSum {
             service: col(r, op, "service")?,
             unit_price: col(r, op, "unit_price")?,
-            quantity: u64::try_from(q)
-                .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+            quantity: quantity(r, op)?,
             amount_micros: col(r, op, "amount_micros")?,
             settlement: settlement != 0,
         });
     }
     Ok((sums, currency))
+}
+
+/// The `quantity` column of a row: never negative in a ledger.
+pub(crate) fn quantity(row: &AnyRow, op: &str) -> Result<u64, StoreError> {
+    let q: i64 = col(row, op, "quantity")?;
+    u64::try_from(q).map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))
+}
+
+/// A page of an owner's ledger rows: `columns` of the rows whose usage time is in
+/// `[from_ms, to_ms)` and whose seq is above `after_seq`, by seq, at most `limit`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn list_charges(
+    pools: &Pools,
+    whose: Whose<'_>,
+    columns: &str,
+    from_ms: i64,
+    to_ms: i64,
+    after_seq: i64,
+    limit: u32,
+    op: &str,
+) -> Result<Vec<AnyRow>, StoreError> {
+    let n = whose.params();
+    let sql = format!(
+        "SELECT {columns} FROM {ledger} WHERE {filter} AND at_ms >= ${} AND at_ms < ${} \
+         AND seq > ${} ORDER BY seq LIMIT ${}",
+        n + 1,
+        n + 2,
+        n + 3,
+        n + 4,
+        ledger = whose.book().ledger(),
+        filter = whose.filter(),
+    );
+    whose
+        .bind(sqlx::query(&sql))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&pools.read)
+        .await
+        .map_err(StoreError::db(format!("{op}: {whose}")))
 }

@@ -672,11 +672,9 @@ pub(crate) async fn period_counters(
     )))?;
     rows.iter()
         .map(|r| {
-            let q: i64 = col(r, op, "quantity")?;
             Ok((
                 col(r, op, "service")?,
-                u64::try_from(q)
-                    .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+                books::quantity(r, op)?,
                 col(r, op, "amount_micros")?,
             ))
         })
@@ -687,7 +685,6 @@ const LEDGER_COLUMNS: &str = "seq, tenant_id, message_id, recipient_idx, recipie
     service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, created_at_ms";
 
 fn ledger_from_row(row: &AnyRow, op: &str) -> Result<LedgerEntry, StoreError> {
-    let q: i64 = col(row, op, "quantity")?;
     Ok(LedgerEntry {
         seq: col(row, op, "seq")?,
         tenant_id: col(row, op, "tenant_id")?,
@@ -696,8 +693,7 @@ fn ledger_from_row(row: &AnyRow, op: &str) -> Result<LedgerEntry, StoreError> {
         recipient: col(row, op, "recipient")?,
         outcome: col(row, op, "outcome")?,
         service: col(row, op, "service")?,
-        quantity: u64::try_from(q)
-            .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+        quantity: books::quantity(row, op)?,
         unit_price: col(row, op, "unit_price")?,
         amount_micros: col(row, op, "amount_micros")?,
         currency: col(row, op, "currency")?,
@@ -717,18 +713,18 @@ pub(crate) async fn list_charges(
     limit: u32,
 ) -> Result<Vec<LedgerEntry>, StoreError> {
     let op = "list_charges";
-    let rows = sqlx::query(&format!(
-        "SELECT {LEDGER_COLUMNS} FROM ledger WHERE tenant_id = $1 AND at_ms >= $2 AND at_ms < $3 \
-         AND seq > $4 ORDER BY seq LIMIT $5"
-    ))
-    .bind(tenant_id)
-    .bind(from_ms)
-    .bind(to_ms)
-    .bind(after_seq)
-    .bind(i64::from(limit))
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!("{op}: tenant {tenant_id:?}")))?;
+    let whose = Whose::Tenant(tenant_id);
+    let rows = books::list_charges(
+        pools,
+        whose,
+        LEDGER_COLUMNS,
+        from_ms,
+        to_ms,
+        after_seq,
+        limit,
+        op,
+    )
+    .await?;
     rows.iter().map(|r| ledger_from_row(r, op)).collect()
 }
 
@@ -870,14 +866,7 @@ pub(crate) async fn add_credit(
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let exists = sqlx::query("SELECT id FROM tenants WHERE id = $1")
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(context()))?;
-    if exists.is_none() {
-        return Err(StoreError::not_found(op, "tenant", tenant_id));
-    }
+    books::must_exist(&mut tx, Whose::Tenant(tenant_id), op).await?;
     lock_tenant(&mut tx, pools.backend, tenant_id, now_ms, op).await?;
     let credited = books::insert_credit(
         &mut tx,
