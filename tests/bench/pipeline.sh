@@ -3,8 +3,15 @@
 # in the same run, measures a stock Postfix relaying the same load to the
 # same kind of sink, and the smtp-source → smtp-sink ceiling.
 #
-#   tests/bench/pipeline.sh [-n MESSAGES] [-c CONCURRENCY] [-z "1024 20480"] [-s sqlite|postgres] [--no-postfix]
+#   tests/bench/pipeline.sh [-n MESSAGES] [-c CONCURRENCY] [-z "1024 20480"] [-s sqlite|postgres]
+#                           [--accounts N] [--no-postfix]
 #   SLUICE_BIN=/path/to/sluice tests/bench/pipeline.sh ...   (a binary built elsewhere)
+#
+# --accounts N: live billing on both ledgers. The tenant resells: it gets N accounts,
+# recipient rcpt<i>@example.org (as `sluice bench push` sends) being a login of account
+# i mod N, and a tariff of its own for them, so every delivered message is rated twice:
+# by the platform for the tenant and by the tenant for one of its customers. After each
+# push the script waits for both ratings to catch up and prints how long that took.
 #
 # Needs: Postfix (smtp-sink, smtp-source), ../shared/bench beside the repo,
 # PostgreSQL for -s postgres. Everything listens on 127.0.0.1 only; every
@@ -12,13 +19,19 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-N=20000; C=32; SIZES="1024 20480"; STORE=sqlite; POSTFIX=1
+N=20000; C=32; SIZES="1024 20480"; STORE=sqlite; POSTFIX=1; ACCOUNTS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N=$2; shift 2;; -c) C=$2; shift 2;; -z) SIZES=$2; shift 2;; -s) STORE=$2; shift 2;;
+    --accounts) ACCOUNTS=$2; shift 2;;
     --no-postfix) POSTFIX=0; shift;; *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
+# An account holds at most 1,000 logins (store::MAX_LOGINS).
+if [ "$ACCOUNTS" -gt 0 ] && [ $(( (N + ACCOUNTS - 1) / ACCOUNTS )) -gt 1000 ]; then
+  echo "--accounts $ACCOUNTS: $N recipients need at least $(( (N + 999) / 1000 )) accounts (1,000 logins each)" >&2
+  exit 2
+fi
 OUT=${OUT:-/tmp/sluice-bench}
 rm -rf "$OUT"; mkdir -p "$OUT"
 SINK_PORT=30450; HTTP_PORT=30451
@@ -84,14 +97,49 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
 KEY=$(curl -sf -X POST -H "Authorization: Bearer $SLUICE_BENCH_ADMIN" "http://127.0.0.1:$HTTP_PORT/admin/v1/tenants/bench/keys" | sed 's/.*"key":"\([^"]*\)".*/\1/')
 
+API="http://127.0.0.1:$HTTP_PORT"
+if [ "$ACCOUNTS" -gt 0 ]; then
+  tariff='id = \"bench-accounts\"\ncurrency = \"EUR\"\nminor_units = 2\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nmode = \"graduated\"\ntier = [{ up_to = 100, price = \"0.002\" }, { price = \"0.001\" }]\n'
+  curl -sf -X PUT -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d "{\"tariff\": \"$tariff\"}" "$API/v1/account-billing" >/dev/null
+  for a in $(seq 0 $((ACCOUNTS - 1))); do
+    logins=$(seq "$a" "$ACCOUNTS" $((N - 1)) | sed 's/.*/"rcpt&@example.org"/' | paste -sd, -)
+    curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+      -d "{\"id\": \"acct$a\", \"logins\": [$logins]}" "$API/v1/accounts" >/dev/null
+  done
+  echo "## Billing: the platform's rater for the tenant, and $ACCOUNTS accounts of the tenant rated by its own tariff"
+fi
+
+# Seconds until both ratings have caught up (nothing unrated for the platform, nothing
+# waiting after the tenant's account-rating cursor).
+caught_up() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 1200); do
+    unrated=$(curl -sf -H "Authorization: Bearer $SLUICE_BENCH_ADMIN" "$API/admin/v1/billing/unrated?limit=1" | grep -c '"seq"' || true)
+    waiting=$(curl -sf -H "Authorization: Bearer $KEY" "$API/v1/account-billing" | sed -n 's/.*"waiting":\([0-9]*\).*/\1/p')
+    if [ "$unrated" = 0 ] && [ "${waiting:-0}" = 0 ]; then
+      t1=$(date +%s.%N); echo "  both ratings caught up $(echo "$t1 - $t0" | bc) s after the last delivery"; return
+    fi
+    sleep 0.1
+  done
+  echo "  ratings not caught up after 120 s (unrated: $unrated, account usage waiting: $waiting)"
+}
+
 echo "## Sluice ($STORE store), $N messages, concurrency $C"
 for z in $SIZES; do
-  echo "- size $z B:"
+  echo "- size $z B (load average before: $(cut -d' ' -f1-3 /proc/loadavg)):"
   cpu0=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
   "$SLUICE" bench push --addr "127.0.0.1:$HTTP_PORT" --key "$KEY" --messages "$N" --size "$z" \
     --concurrency "$C" --sink-log "$OUT/sink-$SINK_PORT.log" | sed 's/^/  /'
   cpu1=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
   echo "  sluice CPU: $(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"
+  if [ "$ACCOUNTS" -gt 0 ]; then
+    caught_up
+    cpu2=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
+    echo "  sluice CPU with both ratings done: $(( (cpu2 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"
+  fi
+  echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
 
 if [ "$POSTFIX" = 1 ]; then

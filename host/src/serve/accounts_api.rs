@@ -1,5 +1,6 @@
 //! A tenant's own customers over HTTP (issue 17): `/v1/accounts` (CRUD with logins),
-//! each account's usage, invoices, balance and credits, and `/v1/account-billing` (the
+//! each account's usage, invoices, balance, credits and keys (a key of one account:
+//! what it may call is `auth.rs`'s), and `/v1/account-billing` (the
 //! tenant's account tariff and where its account rating stands, with the reason of the
 //! last refused batch).
 //!
@@ -10,16 +11,17 @@
 
 use super::account_billing::rate_for_accounts;
 use super::api::{AppState, AuthTenant};
+use super::auth::Caller;
 use super::billing_api::{credit_currency, page_query, wants_csv};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
 use crate::stage::BillInput;
-use crate::store::{Account, AccountUpdate, Balance, BalanceMode, NewAccount};
+use crate::store::{Account, AccountUpdate, ApiKeyInfo, Balance, BalanceMode, NewAccount};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -36,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/accounts/{id}/invoices/{period}", get(invoice))
         .route("/v1/accounts/{id}/balance", get(balance))
         .route("/v1/accounts/{id}/credits", post(credit))
+        .route("/v1/accounts/{id}/keys", get(list_keys).post(create_key))
+        .route("/v1/accounts/{id}/keys/{key_id}", delete(revoke_key))
         .route(
             "/v1/account-billing",
             get(get_account_billing).put(put_account_billing),
@@ -159,8 +163,10 @@ async fn remove(
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.store.delete_account(&t.id, &id).await?;
+    s.store.delete_account(&t.id, &id, now_ms()).await?;
     s.accounts.forget(&t.id);
+    // Its keys were revoked with it.
+    s.forget_keys();
     release(
         &s,
         &t.id,
@@ -173,15 +179,15 @@ async fn remove(
 /// `GET /v1/accounts/{id}/usage?from=&to=&limit=&after=`: the account's charges.
 async fn usage(
     State(s): State<AppState>,
-    AuthTenant(t): AuthTenant,
+    Caller(c): Caller,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let (from, to, limit, after) = page_query(&q)?;
-    account_of(&s, &t.id, &id).await?;
+    account_of(&s, &c.tenant.id, &id).await?;
     let rows = s
         .store
-        .list_account_charges(&t.id, &id, from, to, after, limit)
+        .list_account_charges(&c.tenant.id, &id, from, to, after, limit)
         .await?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq))
@@ -213,16 +219,19 @@ async fn usage(
 /// built and rounded as the platform's invoices are.
 async fn invoice(
     State(s): State<AppState>,
-    AuthTenant(t): AuthTenant,
+    Caller(c): Caller,
     Path((id, period)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (_, end) =
         billing::period_bounds(&period).map_err(|e| ApiError::invalid("period", e.to_string()))?;
-    let account = account_of(&s, &t.id, &id).await?;
-    let tariff = s.store.get_account_tariff(&t.id).await?;
+    let account = account_of(&s, &c.tenant.id, &id).await?;
+    let tariff = s.store.get_account_tariff(&c.tenant.id).await?;
     let info = TariffInfo::read(tariff.as_deref().unwrap_or(""));
-    let (sums, ledger_currency) = s.store.account_charge_sums(&t.id, &id, &period).await?;
+    let (sums, ledger_currency) = s
+        .store
+        .account_charge_sums(&c.tenant.id, &id, &period)
+        .await?;
     let currency = ledger_currency
         .or(info.currency)
         .unwrap_or_else(|| "EUR".to_owned());
@@ -264,14 +273,14 @@ async fn tariff_currency(s: &AppState, tenant: &str) -> Result<Option<String>, A
 
 async fn balance(
     State(s): State<AppState>,
-    AuthTenant(t): AuthTenant,
+    Caller(c): Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let a = account_of(&s, &t.id, &id).await?;
-    let bal = s.store.account_balance(&t.id, &id).await?;
+    let a = account_of(&s, &c.tenant.id, &id).await?;
+    let bal = s.store.account_balance(&c.tenant.id, &id).await?;
     Ok(Json(balance_json(
         &a,
-        tariff_currency(&s, &t.id).await?,
+        tariff_currency(&s, &c.tenant.id).await?,
         &bal,
     )))
 }
@@ -378,4 +387,62 @@ async fn put_account_billing(
         .set_account_tariff(&t.id, b.tariff.as_deref(), now_ms())
         .await?;
     get_account_billing(State(s), AuthTenant(t)).await
+}
+
+fn key_json(k: &ApiKeyInfo) -> Value {
+    json!({
+        "id": k.id,
+        "account": k.account_id,
+        "prefix": k.prefix,
+        "created_at_ms": k.created_at_ms,
+        "revoked_at_ms": k.revoked_at_ms,
+    })
+}
+
+/// `POST /v1/accounts/{id}/keys`: a key for the tenant's customer, which may submit mail
+/// billed to this account and read this account's usage, invoices and balance, nothing
+/// else (`auth.rs`). The secret is shown this once; only its hash is stored.
+async fn create_key(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let (info, secret) = s.store.create_account_key(&t.id, &id, now_ms()).await?;
+    let mut v = key_json(&info);
+    v["key"] = json!(secret);
+    v["note"] = json!("the key is shown this once; only its hash is stored");
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// `GET /v1/accounts/{id}/keys`: the account's keys, revoked ones too, without secrets.
+async fn list_keys(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    account_of(&s, &t.id, &id).await?;
+    let keys = s.store.list_account_keys(&t.id, &id).await?;
+    Ok(Json(
+        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+/// `DELETE /v1/accounts/{id}/keys/{key_id}`: 204, or 404 when the account has no such
+/// live key.
+async fn revoke_key(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    if !s
+        .store
+        .revoke_account_key(&t.id, &id, &key_id, now_ms())
+        .await?
+    {
+        return Err(ApiError::not_found(format!(
+            "live key {key_id:?} of account {id:?}"
+        )));
+    }
+    s.forget_keys();
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -1,13 +1,16 @@
-//! The tenant API (`/v1/…`, bearer = a tenant's key), health, and the
+//! The tenant API (`/v1/…`, bearer = a tenant's or an account's key; `auth.rs` says which
+//! may call what), health, and the
 //! router that puts the admin API beside it.
 
+pub use super::auth::AuthTenant;
+use super::auth::{Authenticated, Caller};
 use super::error::ApiError;
 use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
 use crate::compose::{self, Composed, JsonMessage};
 use crate::stage::{Header, IngestDecision, Stage, Submission};
-use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage, Tenant};
+use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -41,6 +44,9 @@ pub fn router(server: AppState) -> Router {
         .merge(super::suppressions::routes())
         .merge(super::billing_api::routes())
         .merge(super::accounts_api::routes())
+        // Before the layers, so that a path no route has passes the same checks (an
+        // account's key is refused it like any route its account may not call).
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         // Outside the handlers: a request that does not fit the budget for bodies in
         // flight is refused before anything reads its body.
@@ -51,7 +57,6 @@ pub fn router(server: AppState) -> Router {
         // Outermost: a tenant past its share of this host is refused before anything
         // else is spent on its request.
         .layer(axum::middleware::from_fn_with_state(server.clone(), admit))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(server)
 }
 
@@ -82,7 +87,8 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Valu
     }
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
+/// The bearer token of a request, if it has one.
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
     parts
         .headers
         .get(header::AUTHORIZATION)?
@@ -92,34 +98,14 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The tenant behind the request's key.
-pub struct AuthTenant(pub Tenant);
-
-/// The tenant [`admit`] found behind a request's key, so the handler does not look
-/// it up twice.
-#[derive(Clone)]
-struct Authenticated(Tenant);
-
-impl FromRequestParts<AppState> for AuthTenant {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        if let Some(Authenticated(t)) = parts.extensions.remove::<Authenticated>() {
-            return Ok(AuthTenant(t));
-        }
-        let key = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        match s.tenant_for_key(key).await? {
-            Some(t) => Ok(AuthTenant(t)),
-            None => Err(ApiError::unauthorized()),
-        }
-    }
-}
-
-/// Per-tenant admission (`admission.rs`) for every request of the tenant API: the
-/// tenant's requests in progress on this host are counted while its request is
-/// handled, and a submission also takes one from its accept rate. A tenant past
+/// Who may call what, then per-tenant admission (`admission.rs`), for every request of
+/// the tenant API. The key's owner is looked up and the request checked against
+/// `auth::ROUTES` (an account's key is refused, 403, what its account may not call).
+/// Then the tenant's requests in progress on this host are counted while its request
+/// is handled, and a submission also takes one from its accept rate. A tenant past
 /// either is answered 429 with `Retry-After` and the limit's name at once, its body
-/// unread. Requests without a tenant's key (health, the admin API, an unknown key)
-/// pass on to their handlers, which answer them as before.
+/// unread. Requests without a key (health, the admin API) pass on to their handlers,
+/// which answer them as before.
 async fn admit(
     State(s): State<AppState>,
     mut req: axum::extract::Request,
@@ -135,7 +121,7 @@ async fn admit(
     } else {
         Kind::Request
     };
-    let tenant = {
+    let owner = {
         let Some(key) = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -145,12 +131,16 @@ async fn admit(
         else {
             return next.run(req).await;
         };
-        match s.tenant_for_key(key).await {
-            Ok(Some(t)) => t,
+        match s.key_owner(key).await {
+            Ok(Some(o)) => o,
             Ok(None) => return ApiError::unauthorized().into_response(),
             Err(e) => return ApiError::from(e).into_response(),
         }
     };
+    if let Err(e) = super::auth::authorize(&owner, req.method(), path) {
+        return e.into_response();
+    }
+    let tenant = &owner.tenant;
     let admitted = match s.admission.admit(&tenant.id, kind) {
         Ok(admitted) => admitted,
         Err(refused) => {
@@ -182,7 +172,7 @@ async fn admit(
             return e.into_response();
         }
     };
-    req.extensions_mut().insert(Authenticated(tenant));
+    req.extensions_mut().insert(Authenticated(owner));
     let response = next.run(req).await;
     drop(admitted);
     response
@@ -396,7 +386,7 @@ async fn read_submission(body: Body, limits: &crate::config::Limits) -> Result<B
 
 async fn submit(
     State(s): State<AppState>,
-    AuthTenant(tenant): AuthTenant,
+    Caller(owner): Caller,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
@@ -413,7 +403,10 @@ async fn submit(
             "this node is shutting down; send to another",
         ));
     }
-    let (mut composed, tags, idempotency_key) = compose(&s, &headers, &query, body)?;
+    let (mut composed, mut tags, mut idempotency_key) = compose(&s, &headers, &query, body)?;
+    // An account's key sends for its account only (`auth.rs`).
+    super::auth::bill_to_key_account(&owner, &mut tags, &mut idempotency_key)?;
+    let tenant = owner.tenant;
     check_account(&s, &tenant.id, &tags).await?;
     if composed.body.len() as u64 > limits.max_message_bytes {
         return Err(ApiError::new(

@@ -16,6 +16,7 @@ mod accounts_api;
 mod admin;
 mod admission;
 mod api;
+pub mod auth;
 mod billing;
 mod billing_api;
 mod body_budget;

@@ -5,7 +5,7 @@ use crate::config::{Pipeline, SecretRef};
 use crate::relay::{RelaySettings, Relays};
 use crate::runtime::{LogLimits, Runtime, RuntimeConfig};
 use crate::stage::RelayWindow;
-use crate::store::{NewRelay, NewTenant, RelayState, Store, Tenant};
+use crate::store::{KeyOwner, NewRelay, NewTenant, RelayState, Store, Tenant};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -59,7 +59,7 @@ pub struct Server {
     /// `[limits]` now in force (a SIGHUP reload changes them).
     pub limits: super::live_limits::LiveLimits,
     shutting_down: AtomicBool,
-    key_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
+    key_cache: Mutex<HashMap<String, (KeyOwner, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
 }
 
@@ -243,9 +243,10 @@ impl Server {
             })
     }
 
-    /// The tenant a bearer key belongs to (cached for a few seconds so a
-    /// busy client does not cost a store read per request).
-    pub async fn tenant_for_key(&self, key: &str) -> anyhow::Result<Option<Tenant>> {
+    /// Whose a bearer key is: its tenant and scope (cached for a few seconds so a
+    /// busy client does not cost a store read per request; a revocation on this host
+    /// forgets the cache at once, on other hosts within those seconds).
+    pub async fn key_owner(&self, key: &str) -> anyhow::Result<Option<KeyOwner>> {
         let hash = hex::encode(sha256(key));
         if let Some((t, at)) = self
             .key_cache
@@ -256,7 +257,7 @@ impl Server {
         {
             return Ok(Some(t.clone()));
         }
-        let tenant = self.store.tenant_for_key(key).await?;
+        let tenant = self.store.key_owner(key).await?;
         if let Some(t) = &tenant {
             self.key_cache
                 .lock()

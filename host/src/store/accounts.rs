@@ -21,6 +21,7 @@
 use sqlx::any::AnyRow;
 
 use super::StoreError;
+use super::books::{self, Book, ChargeRow, Whose};
 use super::codec::{col, corrupt, get_idx, get_u32};
 use super::connect::{Backend, Pools};
 use super::ledger::{Balance, BalanceMode, ChargeSum};
@@ -467,12 +468,14 @@ pub(crate) async fn update_account(
     tx.commit().await.map_err(StoreError::db(context()))
 }
 
-/// Deletes an account and its logins; its ledger rows and credits stay (books are not
-/// rewritten), readable again only if an account of the same id is created.
+/// Deletes an account and its logins and revokes its keys; its ledger rows and credits
+/// stay (books are not rewritten), readable again only if an account of the same id is
+/// created.
 pub(crate) async fn delete_account(
     pools: &Pools,
     tenant_id: &str,
     id: &str,
+    now_ms: i64,
 ) -> Result<(), StoreError> {
     let op = "delete_account";
     let context = || format!("{op}: tenant {tenant_id:?} account {id:?}");
@@ -495,6 +498,7 @@ pub(crate) async fn delete_account(
         .execute(&mut *tx)
         .await
         .map_err(StoreError::db(context()))?;
+    super::api_keys::revoke_all_of_account(&mut tx, tenant_id, id, now_ms, &context()).await?;
     tx.commit().await.map_err(StoreError::db(context()))
 }
 
@@ -680,26 +684,26 @@ pub(crate) async fn write_account_charges(
             format!("cursor from {after_seq} to {through_seq} does not move forward"),
         ));
     }
-    for c in charges {
-        if c.amount_micros < 0 && !c.credit {
-            return Err(StoreError::invalid(
-                op,
-                format!(
-                    "negative amount {} micro-units for service {:?} of account {:?} (message {:?}), which is not a credit service",
-                    c.amount_micros, c.service, c.account_id, c.message_id
-                ),
-            ));
-        }
-        if i64::try_from(c.quantity).is_err() {
-            return Err(StoreError::invalid(
-                op,
-                format!(
-                    "quantity {} of service {:?} is too large",
-                    c.quantity, c.service
-                ),
-            ));
-        }
-    }
+    let rows: Vec<ChargeRow<'_>> = charges
+        .iter()
+        .map(|c| ChargeRow {
+            tenant_id,
+            whose: Some(&c.account_id),
+            message_id: &c.message_id,
+            recipient_idx: c.recipient_idx,
+            recipient: &c.recipient,
+            outcome: &c.outcome,
+            service: &c.service,
+            quantity: c.quantity,
+            unit_price: &c.unit_price,
+            amount_micros: c.amount_micros,
+            currency: &c.currency,
+            credit: c.credit,
+            period: crate::billing::period_of(c.at_ms),
+            at_ms: c.at_ms,
+        })
+        .collect();
+    books::check_charges(op, Book::Accounts, &rows)?;
     let context = || format!("{op}: tenant {tenant_id:?} from seq {after_seq} to {through_seq}");
     let mut tx = pools
         .begin_write()
@@ -720,38 +724,11 @@ pub(crate) async fn write_account_charges(
         // Another rater wrote this batch already (or this is a replay): nothing again.
         return Ok(0);
     }
-    let mut inserted = 0;
-    for c in charges {
-        let done = sqlx::query(
-            "INSERT INTO account_ledger (tenant_id, account_id, message_id, recipient_idx, \
-             recipient, outcome, service, quantity, unit_price, amount_micros, currency, period, \
-             at_ms, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             ON CONFLICT (tenant_id, message_id, recipient_idx, outcome, service) DO NOTHING",
-        )
-        .bind(tenant_id)
-        .bind(&c.account_id)
-        .bind(&c.message_id)
-        .bind(i64::from(c.recipient_idx))
-        .bind(&c.recipient)
-        .bind(&c.outcome)
-        .bind(&c.service)
-        .bind(c.quantity as i64)
-        .bind(&c.unit_price)
-        .bind(c.amount_micros)
-        .bind(&c.currency)
-        .bind(crate::billing::period_of(c.at_ms))
-        .bind(c.at_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::db(format!(
-            "{}: message {:?} service {:?}",
-            context(),
-            c.message_id,
-            c.service
-        )))?;
-        inserted += done.rows_affected() as usize;
-    }
+    let inserted = books::insert_charges(&mut tx, Book::Accounts, &rows, now_ms, op)
+        .await?
+        .into_iter()
+        .filter(|new| *new)
+        .count();
     tx.commit().await.map_err(StoreError::db(context()))?;
     Ok(inserted)
 }
@@ -844,19 +821,11 @@ pub(crate) async fn account_quantities(
         "{op}: tenant {tenant_id:?} account {account_id:?} period {period}"
     )))?;
     rows.iter()
-        .map(|r| {
-            let q: i64 = col(r, op, "quantity")?;
-            Ok((
-                col(r, op, "service")?,
-                u64::try_from(q)
-                    .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
-            ))
-        })
+        .map(|r| Ok((col(r, op, "service")?, books::quantity(r, op)?)))
         .collect()
 }
 
 fn account_entry_from_row(row: &AnyRow, op: &str) -> Result<AccountLedgerEntry, StoreError> {
-    let q: i64 = col(row, op, "quantity")?;
     Ok(AccountLedgerEntry {
         seq: col(row, op, "seq")?,
         account_id: col(row, op, "account_id")?,
@@ -865,8 +834,7 @@ fn account_entry_from_row(row: &AnyRow, op: &str) -> Result<AccountLedgerEntry, 
         recipient: col(row, op, "recipient")?,
         outcome: col(row, op, "outcome")?,
         service: col(row, op, "service")?,
-        quantity: u64::try_from(q)
-            .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+        quantity: books::quantity(row, op)?,
         unit_price: col(row, op, "unit_price")?,
         amount_micros: col(row, op, "amount_micros")?,
         currency: col(row, op, "currency")?,
@@ -886,23 +854,22 @@ pub(crate) async fn list_account_charges(
     limit: u32,
 ) -> Result<Vec<AccountLedgerEntry>, StoreError> {
     let op = "list_account_charges";
-    let rows = sqlx::query(
-        "SELECT seq, account_id, message_id, recipient_idx, recipient, outcome, service, \
-         quantity, unit_price, amount_micros, currency, period, at_ms FROM account_ledger \
-         WHERE tenant_id = $1 AND account_id = $2 AND at_ms >= $3 AND at_ms < $4 AND seq > $5 \
-         ORDER BY seq LIMIT $6",
+    let whose = Whose::Account {
+        tenant: tenant_id,
+        account: account_id,
+    };
+    let rows = books::list_charges(
+        pools,
+        whose,
+        "seq, account_id, message_id, recipient_idx, recipient, outcome, service, quantity, \
+         unit_price, amount_micros, currency, period, at_ms",
+        from_ms,
+        to_ms,
+        after_seq,
+        limit,
+        op,
     )
-    .bind(tenant_id)
-    .bind(account_id)
-    .bind(from_ms)
-    .bind(to_ms)
-    .bind(after_seq)
-    .bind(i64::from(limit))
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: tenant {tenant_id:?} account {account_id:?}"
-    )))?;
+    .await?;
     rows.iter().map(|r| account_entry_from_row(r, op)).collect()
 }
 
@@ -913,35 +880,12 @@ pub(crate) async fn account_charge_sums(
     period: &str,
 ) -> Result<(Vec<ChargeSum>, Option<String>), StoreError> {
     let op = "account_charge_sums";
-    let rows = sqlx::query(
-        "SELECT service, unit_price, currency, CAST(SUM(quantity) AS BIGINT) AS quantity, \
-         CAST(SUM(amount_micros) AS BIGINT) AS amount_micros, MIN(seq) AS first_seq \
-         FROM account_ledger WHERE tenant_id = $1 AND account_id = $2 AND period = $3 \
-         GROUP BY service, unit_price, currency ORDER BY service, first_seq",
-    )
-    .bind(tenant_id)
-    .bind(account_id)
-    .bind(period)
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: tenant {tenant_id:?} account {account_id:?} period {period}"
-    )))?;
-    let mut currency = None;
-    let mut sums = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let q: i64 = col(r, op, "quantity")?;
-        currency.get_or_insert(col::<String>(r, op, "currency")?);
-        sums.push(ChargeSum {
-            service: col(r, op, "service")?,
-            unit_price: col(r, op, "unit_price")?,
-            quantity: u64::try_from(q)
-                .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
-            amount_micros: col(r, op, "amount_micros")?,
-            settlement: false,
-        });
-    }
-    Ok((sums, currency))
+    let mut conn = pools.read.acquire().await.map_err(StoreError::db(op))?;
+    let whose = Whose::Account {
+        tenant: tenant_id,
+        account: account_id,
+    };
+    books::charge_sums(&mut conn, whose, period, op).await
 }
 
 pub(crate) async fn account_balance(
@@ -950,33 +894,16 @@ pub(crate) async fn account_balance(
     account_id: &str,
 ) -> Result<Balance, StoreError> {
     let op = "account_balance";
-    let context = || format!("{op}: tenant {tenant_id:?} account {account_id:?}");
+    let whose = Whose::Account {
+        tenant: tenant_id,
+        account: account_id,
+    };
     let mut conn = pools
         .read
         .acquire()
         .await
-        .map_err(StoreError::db(context()))?;
-    let mut totals = [0i64; 2];
-    for (table, total) in ["account_credits", "account_ledger"]
-        .iter()
-        .zip(&mut totals)
-    {
-        let row = sqlx::query(&format!(
-            "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS total FROM {table} \
-             WHERE tenant_id = $1 AND account_id = $2"
-        ))
-        .bind(tenant_id)
-        .bind(account_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(StoreError::db(context()))?;
-        *total = col(&row, op, "total")?;
-    }
-    Ok(Balance {
-        credits_micros: totals[0],
-        charges_micros: totals[1],
-        reserved_micros: 0,
-    })
+        .map_err(StoreError::db(format!("{op}: {whose}")))?;
+    books::credits_and_charges(&mut conn, whose, op).await
 }
 
 /// Credits an account once per reference; `Ok(false)` when the reference was used.
@@ -990,48 +917,29 @@ pub(crate) async fn add_account_credit(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let op = "add_account_credit";
-    if amount_micros <= 0 {
-        return Err(StoreError::invalid(
-            op,
-            format!("amount {amount_micros} micro-units is not positive"),
-        ));
-    }
-    if reference.trim().is_empty() || reference.len() > 200 {
-        return Err(StoreError::invalid(
-            op,
-            format!("reference {reference:?} must be 1 to 200 characters"),
-        ));
-    }
+    books::check_credit(op, amount_micros, reference)?;
     let context = || format!("{op}: tenant {tenant_id:?} account {account_id:?}");
     let mut tx = pools
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let exists = sqlx::query("SELECT id FROM accounts WHERE tenant_id = $1 AND id = $2")
-        .bind(tenant_id)
-        .bind(account_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(context()))?;
-    if exists.is_none() {
-        return Err(StoreError::not_found(op, "account", account_id));
-    }
-    let done = sqlx::query(
-        "INSERT INTO account_credits (tenant_id, account_id, reference, amount_micros, currency, \
-         created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) \
-         ON CONFLICT (tenant_id, account_id, reference) DO NOTHING",
+    let whose = Whose::Account {
+        tenant: tenant_id,
+        account: account_id,
+    };
+    books::must_exist(&mut tx, whose, op).await?;
+    let credited = books::insert_credit(
+        &mut tx,
+        whose,
+        reference,
+        amount_micros,
+        currency,
+        now_ms,
+        op,
     )
-    .bind(tenant_id)
-    .bind(account_id)
-    .bind(reference)
-    .bind(amount_micros)
-    .bind(currency)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(context()))?;
+    .await?;
     tx.commit().await.map_err(StoreError::db(context()))?;
-    Ok(done.rows_affected() == 1)
+    Ok(credited)
 }
 
 impl super::Store {
@@ -1073,9 +981,15 @@ impl super::Store {
         update_account(self.pools(), tenant_id, id, update, now_ms).await
     }
 
-    /// Deletes an account and its logins; its ledger rows and credits stay.
-    pub async fn delete_account(&self, tenant_id: &str, id: &str) -> Result<(), StoreError> {
-        delete_account(self.pools(), tenant_id, id).await
+    /// Deletes an account and its logins and revokes its keys; its ledger rows and
+    /// credits stay.
+    pub async fn delete_account(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        delete_account(self.pools(), tenant_id, id, now_ms).await
     }
 
     /// Every (login, account id) of a tenant.

@@ -15,9 +15,10 @@
 use serde::Serialize;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::StoreError;
+use super::books::{self, Book, ChargeRow, Whose};
 use super::codec::{
     col, corrupt, get_idx, get_u32, placeholders, positional, rows_per_statement, value_rows,
 };
@@ -267,113 +268,44 @@ pub(crate) async fn write_charges(
     if rated.is_empty() {
         return Ok(0);
     }
-    for r in rated {
-        // The last line of the books' defence: the rating task checked the answer
-        // against the tariff (`billing::check_charges`); whatever slips past writes
-        // nothing of its batch.
-        if let Some(c) = r.charges.iter().find(|c| c.amount_micros < 0 && !c.credit) {
-            return Err(StoreError::invalid(
-                op,
-                format!(
-                    "negative amount {} micro-units for service {:?} of message {:?} recipient {}, which is not a credit service",
-                    c.amount_micros, c.service, r.usage.message_id, r.usage.recipient_idx
-                ),
-            ));
-        }
-        if let Some(c) = r
-            .charges
-            .iter()
-            .find(|c| i64::try_from(c.quantity).is_err())
-        {
-            return Err(StoreError::invalid(
-                op,
-                format!(
-                    "quantity {} of service {:?} is too large",
-                    c.quantity, c.service
-                ),
-            ));
-        }
-    }
-    let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
-    // Every charge of the batch: (usage, charge, period).
-    let charges: Vec<(&RatedUsage, &NewCharge, String)> = rated
+    // Every charge of the batch, as the books write it.
+    let charges: Vec<ChargeRow<'_>> = rated
         .iter()
         .flat_map(|r| {
-            let period = crate::billing::period_of(r.usage.at_ms);
-            r.charges.iter().map(move |c| (r, c, period.clone()))
+            let u = &r.usage;
+            let period = crate::billing::period_of(u.at_ms);
+            r.charges.iter().map(move |c| ChargeRow {
+                tenant_id: &u.tenant_id,
+                whose: u.relay.as_deref(),
+                message_id: &u.message_id,
+                recipient_idx: u.recipient_idx,
+                recipient: &u.recipient,
+                outcome: &u.outcome,
+                service: &c.service,
+                quantity: c.quantity,
+                unit_price: &c.unit_price,
+                amount_micros: c.amount_micros,
+                currency: &r.currency,
+                credit: c.credit,
+                period: period.clone(),
+                at_ms: u.at_ms,
+            })
         })
         .collect();
-    // Multi-row inserts; RETURNING names the rows that were new (a replayed charge
-    // conflicts and is skipped), and only those advance the counters.
-    const COLS: usize = 14;
-    // Each charge's key → its place; a key repeated within the batch keeps its first.
-    let mut at: HashMap<(&str, i32, &str, &str), usize> = HashMap::with_capacity(charges.len());
-    for (i, (r, c, _)) in charges.iter().enumerate() {
-        let u = &r.usage;
-        at.entry((&u.message_id, u.recipient_idx, &u.outcome, &c.service))
-            .or_insert(i);
-    }
-    let mut new_row = vec![false; charges.len()];
-    for chunk in charges.chunks(rows_per_statement(COLS)) {
-        let sql = format!(
-            "INSERT INTO ledger (tenant_id, message_id, recipient_idx, recipient, outcome, \
-             service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, \
-             created_at_ms) VALUES {} \
-             ON CONFLICT (message_id, recipient_idx, outcome, service) DO NOTHING \
-             RETURNING message_id, recipient_idx, outcome, service",
-            value_rows(chunk.len(), COLS)
-        );
-        let sql = positional(&tx, sql);
-        let mut q = sqlx::query(&sql);
-        for (r, c, period) in chunk {
-            let u = &r.usage;
-            q = q
-                .bind(&u.tenant_id)
-                .bind(&u.message_id)
-                .bind(i64::from(u.recipient_idx))
-                .bind(&u.recipient)
-                .bind(&u.outcome)
-                .bind(&c.service)
-                .bind(c.quantity as i64)
-                .bind(&c.unit_price)
-                .bind(c.amount_micros)
-                .bind(&r.currency)
-                .bind(period)
-                .bind(u.relay.clone())
-                .bind(u.at_ms)
-                .bind(now_ms);
-        }
-        let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(format!(
-            "{op}: {} charges (first: message {:?} recipient {} outcome {})",
-            chunk.len(),
-            chunk[0].0.usage.message_id,
-            chunk[0].0.usage.recipient_idx,
-            chunk[0].0.usage.outcome
-        )))?;
-        for row in &rows {
-            let message_id: String = col(row, op, "message_id")?;
-            let outcome: String = col(row, op, "outcome")?;
-            let service: String = col(row, op, "service")?;
-            let key = (
-                message_id.as_str(),
-                get_idx(row, op, "recipient_idx")?,
-                outcome.as_str(),
-                service.as_str(),
-            );
-            if let Some(&i) = at.get(&key) {
-                new_row[i] = true;
-            }
-        }
-    }
+    // The last line of the books' defence: the rating task checked the answer against
+    // the tariff (`billing::check_charges`); whatever slips past writes nothing of its
+    // batch.
+    books::check_charges(op, Book::Platform, &charges)?;
+    let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
+    let new_row = books::insert_charges(&mut tx, Book::Platform, &charges, now_ms, op).await?;
     // (tenant, service, period) → (quantity, amount) of the new rows, each counted once.
     let mut counters: BTreeMap<(&str, &str, &str), (i64, i64)> = BTreeMap::new();
     let mut inserted = 0;
     // Replayed charges (and repeats within the batch) were not new: they count nothing.
-    for ((r, c, period), _) in charges.iter().zip(&new_row).filter(|(_, new)| **new) {
-        let u = &r.usage;
+    for (c, _) in charges.iter().zip(&new_row).filter(|(_, new)| **new) {
         inserted += 1;
         let sum = counters
-            .entry((u.tenant_id.as_str(), c.service.as_str(), period.as_str()))
+            .entry((c.tenant_id, c.service, c.period.as_str()))
             .or_default();
         sum.0 += c.quantity as i64;
         sum.1 += c.amount_micros;
@@ -485,29 +417,30 @@ pub(crate) async fn write_settlement(
     let context = || format!("{op}: tenant {tenant_id:?} period {period} service {service:?}");
     let (start, end) = crate::billing::period_bounds(period)
         .map_err(|e| StoreError::invalid(op, e.to_string()))?;
+    let settlement_id = format!("settlement:{tenant_id}:{period}");
+    // A settlement's amount may be negative (the tiers reached priced the period lower):
+    // it is the platform's own sum, not a rater's answer, so it is not checked as one.
+    let row = ChargeRow {
+        tenant_id,
+        whose: None,
+        message_id: &settlement_id,
+        recipient_idx: 0,
+        recipient: "",
+        outcome: "settlement",
+        service,
+        quantity: 0,
+        unit_price,
+        amount_micros,
+        currency,
+        credit: true,
+        period: period.clone(),
+        at_ms: end.max(start + 1) - 1,
+    };
     let mut tx = pools
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let done = sqlx::query(
-        "INSERT INTO ledger (tenant_id, message_id, recipient_idx, recipient, outcome, \
-         service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, \
-         created_at_ms) VALUES ($1, $2, 0, '', 'settlement', $3, 0, $4, $5, $6, $7, NULL, $8, $9) \
-         ON CONFLICT (message_id, recipient_idx, outcome, service) DO NOTHING",
-    )
-    .bind(tenant_id)
-    .bind(format!("settlement:{tenant_id}:{period}"))
-    .bind(service)
-    .bind(unit_price)
-    .bind(amount_micros)
-    .bind(currency)
-    .bind(period)
-    .bind(end.max(start + 1) - 1)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(context()))?;
-    let written = done.rows_affected() == 1;
+    let written = books::insert_charges(&mut tx, Book::Platform, &[row], now_ms, op).await?[0];
     if written {
         add_to_counter(&mut tx, tenant_id, service, period, 0, amount_micros)
             .await
@@ -667,11 +600,9 @@ pub(crate) async fn period_counters(
     )))?;
     rows.iter()
         .map(|r| {
-            let q: i64 = col(r, op, "quantity")?;
             Ok((
                 col(r, op, "service")?,
-                u64::try_from(q)
-                    .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+                books::quantity(r, op)?,
                 col(r, op, "amount_micros")?,
             ))
         })
@@ -682,7 +613,6 @@ const LEDGER_COLUMNS: &str = "seq, tenant_id, message_id, recipient_idx, recipie
     service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, created_at_ms";
 
 fn ledger_from_row(row: &AnyRow, op: &str) -> Result<LedgerEntry, StoreError> {
-    let q: i64 = col(row, op, "quantity")?;
     Ok(LedgerEntry {
         seq: col(row, op, "seq")?,
         tenant_id: col(row, op, "tenant_id")?,
@@ -691,8 +621,7 @@ fn ledger_from_row(row: &AnyRow, op: &str) -> Result<LedgerEntry, StoreError> {
         recipient: col(row, op, "recipient")?,
         outcome: col(row, op, "outcome")?,
         service: col(row, op, "service")?,
-        quantity: u64::try_from(q)
-            .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
+        quantity: books::quantity(row, op)?,
         unit_price: col(row, op, "unit_price")?,
         amount_micros: col(row, op, "amount_micros")?,
         currency: col(row, op, "currency")?,
@@ -712,18 +641,18 @@ pub(crate) async fn list_charges(
     limit: u32,
 ) -> Result<Vec<LedgerEntry>, StoreError> {
     let op = "list_charges";
-    let rows = sqlx::query(&format!(
-        "SELECT {LEDGER_COLUMNS} FROM ledger WHERE tenant_id = $1 AND at_ms >= $2 AND at_ms < $3 \
-         AND seq > $4 ORDER BY seq LIMIT $5"
-    ))
-    .bind(tenant_id)
-    .bind(from_ms)
-    .bind(to_ms)
-    .bind(after_seq)
-    .bind(i64::from(limit))
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!("{op}: tenant {tenant_id:?}")))?;
+    let whose = Whose::Tenant(tenant_id);
+    let rows = books::list_charges(
+        pools,
+        whose,
+        LEDGER_COLUMNS,
+        from_ms,
+        to_ms,
+        after_seq,
+        limit,
+        op,
+    )
+    .await?;
     rows.iter().map(|r| ledger_from_row(r, op)).collect()
 }
 
@@ -733,52 +662,8 @@ pub(crate) async fn charge_sums(
     period: &str,
 ) -> Result<(Vec<ChargeSum>, Option<String>), StoreError> {
     let op = "charge_sums";
-    // SUM of a BIGINT is NUMERIC on PostgreSQL; the casts keep both at BIGINT.
-    let rows = sqlx::query(
-        "SELECT service, unit_price, currency, \
-         CASE WHEN outcome = 'settlement' THEN 1 ELSE 0 END AS settlement, \
-         CAST(SUM(quantity) AS BIGINT) AS quantity, \
-         CAST(SUM(amount_micros) AS BIGINT) AS amount_micros, MIN(seq) AS first_seq \
-         FROM ledger WHERE tenant_id = $1 AND period = $2 \
-         GROUP BY service, unit_price, currency, CASE WHEN outcome = 'settlement' THEN 1 ELSE 0 END \
-         ORDER BY service, first_seq",
-    )
-    .bind(tenant_id)
-    .bind(period)
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!("{op}: tenant {tenant_id:?} period {period}")))?;
-    let mut currency = None;
-    let mut sums = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let q: i64 = col(r, op, "quantity")?;
-        let settlement: i32 = col::<i32>(r, op, "settlement")
-            .or_else(|_| col::<i64>(r, op, "settlement").map(|v| i32::from(v != 0)))?;
-        currency.get_or_insert(col::<String>(r, op, "currency")?);
-        sums.push(ChargeSum {
-            service: col(r, op, "service")?,
-            unit_price: col(r, op, "unit_price")?,
-            quantity: u64::try_from(q)
-                .map_err(|_| corrupt(&format!("{op}: quantity"), &q.to_string()))?,
-            amount_micros: col(r, op, "amount_micros")?,
-            settlement: settlement != 0,
-        });
-    }
-    Ok((sums, currency))
-}
-
-async fn sum(
-    conn: &mut AnyConnection,
-    sql: &str,
-    tenant_id: &str,
-    op: &str,
-) -> Result<i64, StoreError> {
-    let row = sqlx::query(sql)
-        .bind(tenant_id)
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(StoreError::db(format!("{op}: tenant {tenant_id:?}")))?;
-    col(&row, op, "total")
+    let mut conn = pools.read.acquire().await.map_err(StoreError::db(op))?;
+    books::charge_sums(&mut conn, Whose::Tenant(tenant_id), period, op).await
 }
 
 async fn balance_in(
@@ -786,29 +671,17 @@ async fn balance_in(
     tenant_id: &str,
     op: &str,
 ) -> Result<Balance, StoreError> {
-    Ok(Balance {
-        credits_micros: sum(
-            conn,
-            "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS total FROM credits WHERE tenant_id = $1",
-            tenant_id,
-            op,
-        )
-        .await?,
-        charges_micros: sum(
-            conn,
-            "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS total FROM ledger WHERE tenant_id = $1",
-            tenant_id,
-            op,
-        )
-        .await?,
-        reserved_micros: sum(
-            conn,
-            "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS total FROM reservations WHERE tenant_id = $1",
-            tenant_id,
-            op,
-        )
-        .await?,
-    })
+    let mut balance = books::credits_and_charges(conn, Whose::Tenant(tenant_id), op).await?;
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(amount_micros), 0) AS BIGINT) AS total FROM reservations \
+         WHERE tenant_id = $1",
+    )
+    .bind(tenant_id)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(StoreError::db(format!("{op}: tenant {tenant_id:?}")))?;
+    balance.reserved_micros = col(&row, op, "total")?;
+    Ok(balance)
 }
 
 pub(crate) async fn balance(pools: &Pools, tenant_id: &str) -> Result<Balance, StoreError> {
@@ -915,45 +788,24 @@ pub(crate) async fn add_credit(
     now_ms: i64,
 ) -> Result<Credited, StoreError> {
     let op = "add_credit";
-    if amount_micros <= 0 {
-        return Err(StoreError::invalid(
-            op,
-            format!("amount {amount_micros} micro-units is not positive"),
-        ));
-    }
-    if reference.trim().is_empty() || reference.len() > 200 {
-        return Err(StoreError::invalid(
-            op,
-            format!("reference {reference:?} must be 1 to 200 characters"),
-        ));
-    }
+    books::check_credit(op, amount_micros, reference)?;
     let context = || format!("{op}: tenant {tenant_id:?} reference {reference:?}");
     let mut tx = pools
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    let exists = sqlx::query("SELECT id FROM tenants WHERE id = $1")
-        .bind(tenant_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(StoreError::db(context()))?;
-    if exists.is_none() {
-        return Err(StoreError::not_found(op, "tenant", tenant_id));
-    }
+    books::must_exist(&mut tx, Whose::Tenant(tenant_id), op).await?;
     lock_tenant(&mut tx, pools.backend, tenant_id, now_ms, op).await?;
-    let done = sqlx::query(
-        "INSERT INTO credits (tenant_id, reference, amount_micros, currency, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, reference) DO NOTHING",
+    let credited = books::insert_credit(
+        &mut tx,
+        Whose::Tenant(tenant_id),
+        reference,
+        amount_micros,
+        currency,
+        now_ms,
+        op,
     )
-    .bind(tenant_id)
-    .bind(reference)
-    .bind(amount_micros)
-    .bind(currency)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(context()))?;
-    let credited = done.rows_affected() == 1;
+    .await?;
     // Held recipients get another try either way: they are authorised again at
     // dispatch, and those the balance still cannot cover are held again.
     let detail = serde_json::json!({"reason": "credited", "reference": reference});

@@ -23,6 +23,7 @@
 mod accept;
 mod accounts;
 mod api_keys;
+mod books;
 mod checkpoint;
 mod codec;
 mod connect;
@@ -47,6 +48,7 @@ pub use accounts::{
     Account, AccountBatch, AccountCharge, AccountLedgerEntry, AccountRatingStatus, AccountUpdate,
     AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,
 };
+pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
 pub use error::StoreError;
 pub use ledger::{
@@ -56,9 +58,9 @@ pub use ledger::{
 pub use nodes::{Joined, Leadership, NodeJoin, NodeRecord};
 pub use stats::RelayStatWindows;
 pub use types::{
-    ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, Lease, LeaseKey, MessageView,
-    NewEvent, NewMessage, NewRelay, NewTenant, Outcome, RecipientState, RecipientView, Relay,
-    RelayState, RelayUpdate, Tenant, TenantUpdate, WindowCounts,
+    ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, KeyOwner, KeyScope, Lease,
+    LeaseKey, MessageView, NewEvent, NewMessage, NewRelay, NewTenant, Outcome, RecipientState,
+    RecipientView, Relay, RelayState, RelayUpdate, Tenant, TenantUpdate, WindowCounts,
 };
 
 /// How many accepts one group commit takes at most.
@@ -185,9 +187,43 @@ impl Store {
         api_keys::create(self.pools(), tenant_id, now_ms).await
     }
 
-    /// The tenant a (not revoked) secret belongs to.
-    pub async fn tenant_for_key(&self, secret: &str) -> Result<Option<Tenant>, StoreError> {
-        api_keys::tenant_for_key(self.pools(), secret).await
+    /// Whose a (not revoked) secret is: its tenant and its scope. An account's key
+    /// counts only while its account exists.
+    pub async fn key_owner(&self, secret: &str) -> Result<Option<KeyOwner>, StoreError> {
+        api_keys::owner(self.pools(), secret).await
+    }
+
+    /// Creates a key of one account of a tenant (its scope: that account's mail and
+    /// books); returns its listing and the secret, shown this once. `NotFound` if the
+    /// tenant has no such account, `Invalid` past [`MAX_ACCOUNT_KEYS`] live keys.
+    pub async fn create_account_key(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        now_ms: i64,
+    ) -> Result<(ApiKeyInfo, String), StoreError> {
+        api_keys::create_for_account(self.pools(), tenant_id, account_id, now_ms).await
+    }
+
+    /// The keys of one account of a tenant, revoked ones too.
+    pub async fn list_account_keys(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+    ) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        api_keys::list_for_account(self.pools(), tenant_id, account_id).await
+    }
+
+    /// Revokes a key of one account of a tenant; false if that account has no such
+    /// live key.
+    pub async fn revoke_account_key(
+        &self,
+        tenant_id: &str,
+        account_id: &str,
+        key_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        api_keys::revoke_for_account(self.pools(), tenant_id, account_id, key_id, now_ms).await
     }
 
     /// Revokes a key of a tenant; returns false if the tenant has no such live key.
@@ -200,6 +236,7 @@ impl Store {
         api_keys::revoke(self.pools(), tenant_id, key_id, now_ms).await
     }
 
+    /// Every key of a tenant, its accounts' keys and revoked ones too.
     pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
         api_keys::list(self.pools(), tenant_id).await
     }

@@ -58,8 +58,27 @@ pub struct ApiKeyInfo {
     pub tenant_id: String,
     /// The first characters of the secret, so an operator can tell keys apart.
     pub prefix: String,
+    /// The account of the tenant the key is issued to (its scope); `None` for a key of
+    /// the whole tenant.
+    pub account_id: Option<String>,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+}
+
+/// What a key may act for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScope {
+    /// The whole tenant (keys made through the admin API).
+    Tenant,
+    /// One account of the tenant: its mail and its own books only.
+    Account(String),
+}
+
+/// Whose a live key is: its tenant, and its scope within the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub tenant: Tenant,
+    pub scope: KeyScope,
 }
 
 /// Whether a relay takes new work.

@@ -394,20 +394,44 @@ fn a_failing_rater_leaves_usage_unrated_and_listed_until_it_rates_again() {
 /// tenant's 0.05 of credit to 3,000). Whatever a tenant uploads — negative, huge, in
 /// another currency, charging events it was not given, trapping — the platform's rater
 /// with the tariff the platform assigned writes its charges, balance, holds and invoice.
+/// Each tenant resells, so its rater does run, for its own customer: what it answers
+/// there is checked like any rater's answer and lands, if it passes, in the tenant's own
+/// books only.
 #[test]
 fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
+    hostile_raters(None);
+}
+
+#[test]
+fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it_on_postgres() {
+    let db = PgDb::new("sluice_e2e_hostile_raters");
+    hostile_raters(Some(&db));
+}
+
+fn hostile_raters(postgres: Option<&PgDb>) {
     let port = free_port();
     // (tenant, upload query, whether only the admin API can upload it: its sample
-    // answer does not validate, so the tenant API refuses it)
+    // answer does not validate, so the tenant API refuses it; why its account rating
+    // is refused, or none for an answer that passes the checks)
     let hostile = [
-        ("neg", "config=price=-1000", false),
-        ("huge", "config=price=9000000000", false),
-        ("usd", "config=currency=USD", false),
-        ("unknown", "config=mode=unknown", true),
-        ("trap", "config=mode=panic&on_failure=defer", true),
+        ("neg", "config=price=-1000", false, Some("negative amount")),
+        ("huge", "config=price=9000000000", false, None),
+        (
+            "usd",
+            "config=currency=USD",
+            false,
+            Some("answered in \"USD\""),
+        ),
+        ("unknown", "config=mode=unknown", true, Some("unknown")),
+        (
+            "trap",
+            "config=mode=panic&on_failure=defer",
+            true,
+            Some("fail closed"),
+        ),
     ];
     let mut tables = relay_table("a", &format!("smtp://127.0.0.1:{port}"), "");
-    for (t, _, _) in &hostile {
+    for (t, _, _, _) in &hostile {
         tables += &tenant_table(t, &[&format!("{t}.example")]);
     }
     tables += &tenant_table("pre", &["pre.example"]);
@@ -415,6 +439,9 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
         tables: &tables,
         ..Default::default()
     });
+    if let Some(db) = postgres {
+        setup.use_store(&db.url());
+    }
     let sink = Sink::start(setup.root(), port, &[]);
     let s = setup.start();
     let wasm = sluice::builtin::test_guests::TENANT_BILL;
@@ -435,11 +462,39 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
         };
         assert_eq!(r.status, 201, "{tenant}: {}", r.body);
     };
+    // Each tenant's customer `cust` is its own sender domain, rated by the tenant's
+    // rater under an account tariff that names only its currency.
+    let resell = |tenant: &str, key: &str| {
+        let r = tenant_json(
+            &s,
+            key,
+            "POST",
+            "/v1/accounts",
+            json!({"id": "cust", "logins": [format!("{tenant}.example")]}),
+        );
+        assert_eq!(r.status, 201, "{tenant}: {}", r.body);
+    };
     let mut keys = Vec::new();
-    for (t, query, admin_only) in &hostile {
+    for (t, query, admin_only, _) in &hostile {
         let key = s.new_key(t);
         set_billing(&s, t, "postpaid", &flat_tariff("0.01"));
         upload(t, &key, query, *admin_only);
+        let r = tenant_json(
+            &s,
+            &key,
+            "PUT",
+            "/v1/account-billing",
+            json!({"tariff": "currency = \"EUR\"\n"}),
+        );
+        // The tariff is checked by the tenant's rater, which a trapping one fails, and
+        // one that charges an event it was not given, even for no events.
+        let expected = if ["trap", "unknown"].contains(t) {
+            422
+        } else {
+            200
+        };
+        assert_eq!(r.status, expected, "{t}: {}", r.body);
+        resell(t, &key);
         keys.push(key);
     }
     // A prepaid tenant with 0.05 of credit whose rater pays it 1000 per message.
@@ -452,9 +507,10 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     upload("pre", &pre, "config=price=-1000", false);
+    resell("pre", &pre);
 
     let mut sent = Vec::new();
-    for ((t, _, _), key) in hostile.iter().zip(&keys) {
+    for ((t, _, _, _), key) in hostile.iter().zip(&keys) {
         for i in 0..2 {
             let m = simple(
                 &format!("a@{t}.example"),
@@ -468,7 +524,7 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
     for (key, id) in &sent {
         s.wait_state(key, id, "delivered");
     }
-    for ((t, _, _), key) in hostile.iter().zip(&keys) {
+    for ((t, _, _, refused), key) in hostile.iter().zip(&keys) {
         let charges = wait_charges(&s, key, 2);
         for c in &charges {
             assert_eq!(
@@ -495,6 +551,32 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
             inv["lines"][0]["service"], "outbound-message",
             "{t}: {inv:#}"
         );
+        // The tenant's own books: a refused answer waits with its reason and charges
+        // nobody; the huge one that passes is the tenant's business with its customer.
+        match refused {
+            Some(why) => {
+                let status = wait_for(&format!("{t}'s account rating refused"), || {
+                    let v = get(&s, key, "/v1/account-billing").json();
+                    match v["rating"]["last_error"].as_str() {
+                        Some(e) if e.contains(why) => Ok(v),
+                        _ => Err(v.to_string()),
+                    }
+                });
+                assert_eq!(status["rating"]["waiting"], 2, "{t}: {status}");
+                let r = get(&s, key, "/v1/accounts/cust/usage");
+                assert_eq!(r.json()["charges"], json!([]), "{t}: {}", r.body);
+            }
+            None => {
+                let c = wait_account_charges(&s, key, "cust", 2);
+                assert!(
+                    c.iter()
+                        .all(|c| c["amount_micros"] == 9_000_000_000_000_000i64),
+                    "{t}: {c:#?}"
+                );
+                let b = get(&s, key, "/v1/accounts/cust/balance").json();
+                assert_eq!(b["balance"], "-18000000000.000000", "{t}: {b}");
+            }
+        }
     }
     // The prepaid tenant's own rater does not estimate its cost either: held, not sent,
     // its credit untouched.
@@ -509,7 +591,7 @@ fn a_tenants_own_bill_plugin_cannot_change_what_the_platform_charges_it() {
     assert_eq!(b["available"], "0.050000", "{b}");
     assert_eq!(b["charges"], "0.000000", "{b}");
     assert!(usage(&s, &pre).is_empty());
-    // No rating failed: the tenants' raters were never asked.
+    // No platform rating failed: the tenants' raters were never asked for it.
     let r = s.admin("GET", "/admin/v1/billing/unrated", None);
     assert_eq!(r.json()["unrated"], json!([]), "{}", r.body);
 }
@@ -1170,4 +1252,171 @@ fn a_followed_qmail_log_is_billed_once_across_restarts_and_a_crash() {
             .starts_with("log:mx1:"),
         "{sales:#?}"
     );
+}
+
+/// Issue 17's migration, on a store made before it: schema 11, the last before the two
+/// ledgers, where a tenant's uploaded bill plugin rated what the platform charged it.
+/// After the upgrade the ledger is the platform's books as it was (the old rows stay,
+/// in balance and usage), the platform's rater alone charges the tenant from then on,
+/// and the bill plugin the tenant had uploaded rates the tenant's own accounts.
+#[test]
+fn an_upgraded_store_keeps_its_ledger_as_the_platforms_and_the_uploaded_rater_rates_accounts() {
+    use sqlx::Connection;
+    let port = free_port();
+    let tables = format!(
+        "{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("isp", &["isp.example"])
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let period = sluice::billing::period_of(now);
+    // The migrations up to 11, as the release before issue 17 applied them.
+    let old = tempfile::tempdir().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/sqlite");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name[..4].parse::<u32>().unwrap() <= 11 {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    let url = format!("sqlite://{}?mode=rwc", setup.root().join("s.db").display());
+    let wasm = sluice::builtin::test_guests::TENANT_BILL;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+        assert_eq!(migrator.iter().last().map(|m| m.version), Some(11));
+        migrator.run(&mut conn).await.unwrap();
+        let sha = {
+            use sha2::Digest;
+            sha2::Sha256::digest(wasm)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        };
+        let statements: Vec<(&str, Vec<Value>)> = vec![
+            (
+                "INSERT INTO tenants (id, name, allowed_sender_domains, pools, created_at_ms) \
+                 VALUES ('isp', 'isp', '[\"isp.example\"]', '[\"pool:platform\"]', $1)",
+                vec![json!(now)],
+            ),
+            // The tenant's own rater, uploaded and active: 0.0123 a message.
+            (
+                "INSERT INTO plugin_versions (tenant_id, stage, version, sha256, size, wasm, \
+                 config, uploaded_by, uploaded_at_ms, state) \
+                 VALUES ('isp', 'bill', 1, $1, $2, $3, '[[\"price\",\"0.0123\"]]', 'sluice_old', $4, 'ready')",
+                vec![json!(sha), json!(wasm.len()), Value::Null, json!(now)],
+            ),
+            (
+                "INSERT INTO active_plugins (tenant_id, stage, version, history, activated_at_ms) \
+                 VALUES ('isp', 'bill', 1, '[]', $1)",
+                vec![json!(now)],
+            ),
+            (
+                "INSERT INTO tenant_billing (tenant_id, mode, tariff, updated_at_ms) \
+                 VALUES ('isp', 'postpaid', $1, $2)",
+                vec![json!(flat_tariff("0.01")), json!(now)],
+            ),
+            (
+                "INSERT INTO credits (tenant_id, reference, amount_micros, currency, created_at_ms) \
+                 VALUES ('isp', 'before', 10000000, 'EUR', $1)",
+                vec![json!(now)],
+            ),
+            // A message the tenant's rater charged the tenant for, before the upgrade.
+            (
+                "INSERT INTO usage_events (tenant_id, message_id, recipient_idx, recipient, \
+                 outcome, direction, size, relay, at_ms, state, attempts, next_try_at_ms, \
+                 rated_at_ms) VALUES ('isp', 'old-1', 0, 'r@example.net', 'delivered', \
+                 'outbound', 100, 'a', $1, 'rated', 0, $2, $3)",
+                vec![json!(now), json!(now), json!(now)],
+            ),
+            (
+                "INSERT INTO ledger (tenant_id, message_id, recipient_idx, recipient, outcome, \
+                 service, quantity, unit_price, amount_micros, currency, period, relay, at_ms, \
+                 created_at_ms) VALUES ('isp', 'old-1', 0, 'r@example.net', 'delivered', \
+                 'tenant-flat', 1, '0.0123', 12300, 'EUR', $1, 'a', $2, $3)",
+                vec![json!(period), json!(now), json!(now)],
+            ),
+        ];
+        for (sql, args) in statements {
+            let mut q = sqlx::query(sql);
+            for a in args {
+                q = match a {
+                    Value::String(s) => q.bind(s),
+                    Value::Number(n) => q.bind(n.as_i64().unwrap()),
+                    _ => q.bind(wasm.to_vec()),
+                };
+            }
+            q.execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+        conn.close().await.unwrap();
+    });
+
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("isp");
+    // The old ledger is the platform's books, unchanged.
+    let before = wait_charges(&s, &key, 1);
+    assert_eq!(
+        (
+            before[0]["message_id"].as_str(),
+            before[0]["amount_micros"].as_i64()
+        ),
+        (Some("old-1"), Some(12_300)),
+        "{before:#?}"
+    );
+    let b = get(&s, &key, "/v1/balance").json();
+    assert_eq!(
+        (b["credits"].as_str(), b["charges"].as_str()),
+        (Some("10.000000"), Some("0.012300")),
+        "{b}"
+    );
+    // The tenant resells: its customer is billed by the rater it uploaded before.
+    let r = tenant_json(
+        &s,
+        &key,
+        "POST",
+        "/v1/accounts",
+        json!({"id": "shop", "logins": ["isp.example"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = s.submit(&key, &simple("a@isp.example", "r@example.net", "after"));
+    s.wait_state(&key, &id, "delivered");
+    let shop = wait_account_charges(&s, &key, "shop", 1);
+    assert_eq!(
+        (
+            shop[0]["message_id"].as_str(),
+            shop[0]["service"].as_str(),
+            shop[0]["amount_micros"].as_i64()
+        ),
+        (Some(id.as_str()), Some("tenant-flat"), Some(12_300)),
+        "{shop:#?}"
+    );
+    // ... and the platform charged the new message at the tariff it assigned, not the
+    // tenant's rater's price.
+    let charges = wait_charges(&s, &key, 2);
+    let new: Vec<&Value> = charges
+        .iter()
+        .filter(|c| c["message_id"] == id.as_str())
+        .collect();
+    assert_eq!(new.len(), 1, "{charges:#?}");
+    assert_eq!(
+        (new[0]["service"].as_str(), new[0]["amount_micros"].as_i64()),
+        (Some("outbound-message"), Some(10_000)),
+        "{charges:#?}"
+    );
+    let inv = get(&s, &key, &format!("/v1/invoices/{period}")).json();
+    assert_eq!(inv["total_micros"], 22_300, "{inv:#}");
 }

@@ -7,6 +7,7 @@
 mod pg_support;
 mod support;
 
+mod account_keys;
 mod bill_cli;
 mod billing_e2e;
 mod bounce_cli;

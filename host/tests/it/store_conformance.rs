@@ -10,10 +10,10 @@ use std::collections::HashSet;
 
 use serde_json::json;
 use sluice::store::{
-    AccountCharge, AccountUpdate, Backend, BalanceMode, EventKind, Joined, LeaseKey, NewAccount,
-    NewCharge, NewEvent, NewMessage, NewRelay, NewTenant, NodeJoin, Outcome, PendingUsage,
-    RatedUsage, RecipientState, RelayState, RelayUpdate, Reservation, Settlement, Store,
-    StoreError, TenantUpdate,
+    AccountCharge, AccountUpdate, Backend, BalanceMode, EventKind, Joined, KeyScope, LeaseKey,
+    NewAccount, NewCharge, NewEvent, NewMessage, NewRelay, NewTenant, NodeJoin, Outcome,
+    PendingUsage, RatedUsage, RecipientState, RelayState, RelayUpdate, Reservation, Settlement,
+    Store, StoreError, TenantUpdate,
 };
 
 // ---------------------------------------------------------------- harness
@@ -137,6 +137,7 @@ conformance!(
     accounts_and_their_logins_are_per_tenant,
     account_charges_are_written_once_under_replay_and_a_takeover,
     a_tenants_account_rater_cannot_touch_the_platforms_books,
+    an_account_key_is_scoped_to_its_account_and_dies_with_it,
     a_node_id_is_one_processs_and_a_restart_takes_back_its_leases,
     a_dead_nodes_leases_are_taken_over_at_once_and_a_live_nodes_never,
     one_leader_at_a_time_and_another_takes_over_when_it_dies,
@@ -1374,14 +1375,18 @@ async fn api_keys_are_found_by_hash_and_revoked(db: Db) {
     assert!(secret.len() >= 40, "{secret}");
     assert!(secret.starts_with(&info.prefix));
     assert!(info.prefix.len() < 16);
-    assert_eq!(s.tenant_for_key(&secret).await.unwrap().unwrap().id, "t1");
+    let owner = s.key_owner(&secret).await.unwrap().unwrap();
     assert_eq!(
-        s.tenant_for_key(&secret_t2).await.unwrap().unwrap().id,
+        (owner.tenant.id.as_str(), owner.scope),
+        ("t1", KeyScope::Tenant)
+    );
+    assert_eq!(
+        s.key_owner(&secret_t2).await.unwrap().unwrap().tenant.id,
         "t2"
     );
-    assert!(s.tenant_for_key("sluice_nope").await.unwrap().is_none());
+    assert!(s.key_owner("sluice_nope").await.unwrap().is_none());
     assert!(
-        s.tenant_for_key(&secret[..secret.len() - 1])
+        s.key_owner(&secret[..secret.len() - 1])
             .await
             .unwrap()
             .is_none()
@@ -1396,8 +1401,11 @@ async fn api_keys_are_found_by_hash_and_revoked(db: Db) {
     assert!(!s.revoke_api_key("t1", &info_t2.id, T0 + 2).await.unwrap());
     assert!(s.revoke_api_key("t1", &info.id, T0 + 2).await.unwrap());
     assert!(!s.revoke_api_key("t1", &info.id, T0 + 3).await.unwrap());
-    assert!(s.tenant_for_key(&secret).await.unwrap().is_none());
-    assert_eq!(s.tenant_for_key(&secret2).await.unwrap().unwrap().id, "t1");
+    assert!(s.key_owner(&secret).await.unwrap().is_none());
+    assert_eq!(
+        s.key_owner(&secret2).await.unwrap().unwrap().tenant.id,
+        "t1"
+    );
     assert_eq!(
         s.list_api_keys("t1").await.unwrap()[0].revoked_at_ms,
         Some(T0 + 2)
@@ -1504,7 +1512,7 @@ async fn tenants_crud(db: Db) {
     assert!(s.delete_tenant("t1").await.unwrap());
     assert!(!s.delete_tenant("t1").await.unwrap());
     assert!(s.get_tenant("t1").await.unwrap().is_none());
-    assert!(s.tenant_for_key(&secret).await.unwrap().is_none());
+    assert!(s.key_owner(&secret).await.unwrap().is_none());
 }
 
 async fn relays_crud(db: Db) {
@@ -3077,13 +3085,121 @@ async fn accounts_and_their_logins_are_per_tenant(db: Db) {
         s.list_accounts("t2").await.unwrap()[0].logins,
         ["shop.example"]
     );
-    s.delete_account("t1", "shop").await.unwrap();
+    s.delete_account("t1", "shop", T0 + 2).await.unwrap();
     assert!(s.list_accounts("t1").await.unwrap().is_empty());
     assert!(s.account_logins("t1").await.unwrap().is_empty());
     assert!(matches!(
-        s.delete_account("t1", "shop").await,
+        s.delete_account("t1", "shop", T0 + 3).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// A key issued to one account of a tenant comes back with that account as its scope;
+/// it is made, listed and revoked through its account only, counts only while the
+/// account exists (deleting the account revokes it for good), and an account holds a
+/// bounded number of live keys.
+async fn an_account_key_is_scoped_to_its_account_and_dies_with_it(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    tenant(s, "t2").await;
+    for (t, a) in [("t1", "shop"), ("t1", "boss"), ("t2", "shop")] {
+        s.create_account(t, &new_account(a, &[]), T0).await.unwrap();
+    }
+    let (info, secret) = s.create_account_key("t1", "shop", T0).await.unwrap();
+    assert_eq!(info.account_id.as_deref(), Some("shop"));
+    assert!(secret.starts_with(&info.prefix));
+    let owner = s.key_owner(&secret).await.unwrap().unwrap();
+    assert_eq!(owner.tenant.id, "t1");
+    assert_eq!(owner.scope, KeyScope::Account("shop".into()));
+    let (_, tenant_secret) = s.create_api_key("t1", T0).await.unwrap();
+    assert_eq!(
+        s.key_owner(&tenant_secret).await.unwrap().unwrap().scope,
+        KeyScope::Tenant
+    );
+    // The same account id at another tenant is another account.
+    let (t2_info, t2_secret) = s.create_account_key("t2", "shop", T0).await.unwrap();
+    assert_eq!(
+        s.key_owner(&t2_secret).await.unwrap().unwrap().tenant.id,
+        "t2"
+    );
+    for (t, a) in [("t1", "nope"), ("nobody", "shop")] {
+        let missing = s.create_account_key(t, a, T0).await;
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{t}/{a}: {missing:?}"
+        );
+    }
+    // Listed with its account, by its account and among all of the tenant's keys.
+    let (boss_info, boss_secret) = s.create_account_key("t1", "boss", T0 + 1).await.unwrap();
+    assert_eq!(
+        s.list_account_keys("t1", "shop").await.unwrap(),
+        std::slice::from_ref(&info)
+    );
+    assert_eq!(
+        s.list_account_keys("t1", "boss").await.unwrap(),
+        std::slice::from_ref(&boss_info)
+    );
+    assert_eq!(s.list_api_keys("t1").await.unwrap().len(), 3);
+    // Revoked through its own account only.
+    assert!(
+        !s.revoke_account_key("t1", "boss", &info.id, T0 + 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.revoke_account_key("t1", "shop", &t2_info.id, T0 + 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.revoke_account_key("t1", "shop", &info.id, T0 + 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.revoke_account_key("t1", "shop", &info.id, T0 + 3)
+            .await
+            .unwrap()
+    );
+    assert!(s.key_owner(&secret).await.unwrap().is_none());
+    assert_eq!(
+        s.list_account_keys("t1", "shop").await.unwrap()[0].revoked_at_ms,
+        Some(T0 + 2)
+    );
+    // Deleting the account revokes its keys; the account made again does not bring
+    // them back.
+    s.delete_account("t1", "boss", T0 + 4).await.unwrap();
+    assert!(s.key_owner(&boss_secret).await.unwrap().is_none());
+    s.create_account("t1", &new_account("boss", &[]), T0 + 5)
+        .await
+        .unwrap();
+    assert!(s.key_owner(&boss_secret).await.unwrap().is_none());
+    assert_eq!(
+        s.list_account_keys("t1", "boss").await.unwrap()[0].revoked_at_ms,
+        Some(T0 + 4)
+    );
+    assert!(s.key_owner(&tenant_secret).await.unwrap().is_some());
+    // At most MAX_ACCOUNT_KEYS live keys an account; a revoked one makes room.
+    let mut last = None;
+    for i in 0..sluice::store::MAX_ACCOUNT_KEYS {
+        last = Some(
+            s.create_account_key("t1", "boss", T0 + 10 + i)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let over = s.create_account_key("t1", "boss", T0 + 200).await;
+    assert!(
+        matches!(&over, Err(StoreError::Invalid(m)) if m.contains("revoke one")),
+        "{over:?}"
+    );
+    assert!(
+        s.revoke_account_key("t1", "boss", &last.unwrap().id, T0 + 201)
+            .await
+            .unwrap()
+    );
+    s.create_account_key("t1", "boss", T0 + 202).await.unwrap();
 }
 
 fn account_charge(account: &str, u: &sluice::store::AccountUsage, amount: i64) -> AccountCharge {
