@@ -201,4 +201,25 @@ impl Store {
             .map_err(StoreError::db(format!("{op} {name:?}")))?;
         col(&row, op, "value")
     }
+
+    /// Sets the host secret `name` to `value`, replacing what was there.
+    pub async fn set_host_secret(
+        &self,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO host_secrets (name, value, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, \
+             created_at_ms = excluded.created_at_ms",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now_ms)
+        .execute(&self.pools().write)
+        .await
+        .map_err(StoreError::db(format!("set_host_secret {name:?}")))?;
+        Ok(())
+    }
 }

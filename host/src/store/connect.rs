@@ -266,6 +266,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "waiting_for_relay",
         include_str!("migrations/sqlite/0015_waiting_for_relay.sql"),
     ),
+    (
+        17,
+        "header_message_id",
+        include_str!("migrations/sqlite/0017_header_message_id.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -323,6 +328,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "waiting_for_relay",
         include_str!("migrations/postgres/0015_waiting_for_relay.sql"),
+    ),
+    (
+        17,
+        "header_message_id",
+        include_str!("migrations/postgres/0017_header_message_id.sql"),
     ),
 ];
 
