@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Sluice's HTTP API (`--addr HOST:PORT`, its old spelling, still works).
+    /// Sluice's HTTP API.
     #[arg(long, alias = "addr", env = "SLUICE_URL", value_name = "URL", default_value = super::http::DEFAULT_URL)]
     url: String,
     /// A tenant API key.
@@ -123,7 +123,7 @@ fn filler_text(len: usize) -> String {
 }
 
 async fn run(args: PushArgs) -> Result<ExitCode> {
-    // `--addr HOST:PORT`, the old spelling, is an address without a scheme.
+    // `--addr HOST:PORT`, the old spelling (a hidden alias), is an address without a scheme.
     let addr = if args.url.contains("://") {
         super::http::split_url(&args.url)?.0
     } else {

@@ -406,21 +406,20 @@ fn header_problem(bytes: &[u8]) -> Option<String> {
             .join(" ")
     };
     if bytes.len() < 8 || !bytes.starts_with(MAGIC) {
+        let native = "a native build: build it with --target wasm32-wasip2";
         let looks_like = if bytes.starts_with(b"\x7fELF") {
-            "; it is an ELF file, a native program or library: build the plugin with \
-             `--target wasm32-wasip2`"
+            format!(": an ELF file ({native})")
         } else if bytes.starts_with(b"MZ") || bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) {
-            "; it is a native program or library: build the plugin with `--target wasm32-wasip2`"
+            format!(": a native program ({native})")
         } else if std::str::from_utf8(&bytes[..bytes.len().min(64)]).is_ok() {
-            "; it looks like text"
+            ": it looks like text".into()
         } else {
-            ""
+            String::new()
         };
         return Some(format!(
-            "the file does not start with the WebAssembly magic bytes 00 61 73 6d \
-             (its first bytes: {}){looks_like}",
+            "the file does not start with the WebAssembly magic 00 61 73 6d but with {}{looks_like}",
             if bytes.is_empty() {
-                "none".into()
+                "nothing".into()
             } else {
                 start()
             }
