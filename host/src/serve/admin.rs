@@ -237,6 +237,12 @@ async fn create_relay(
         )
         .await?;
     s.sync_relays().await?;
+    // Mail deferred because no relay was there (or up) need not wait out its delay.
+    let woken = s.store.wake_waiting_for_relay(&relay.id, now_ms()).await?;
+    if woken > 0 {
+        tracing::info!(relay = %relay.id, woken, "a new relay: deferred work waiting for one is due now");
+        s.wake.notify_one();
+    }
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(relay).unwrap_or_default()),

@@ -222,10 +222,17 @@ impl Server {
                 .read()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        match self
-            .store
-            .host_secret(ADMIN_TOKEN_SECRET, || mine, now_ms())
-            .await
+        let stored = match self.store.get_host_secret(ADMIN_TOKEN_SECRET).await {
+            Ok(Some(h)) => Ok(h),
+            // A store made again: this node's hash goes back in (another's may win).
+            Ok(None) => {
+                self.store
+                    .host_secret(ADMIN_TOKEN_SECRET, || mine, now_ms())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match stored
             .map_err(anyhow::Error::from)
             .and_then(|h| parse_sha256(&h))
         {

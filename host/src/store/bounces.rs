@@ -202,6 +202,17 @@ impl Store {
         col(&row, op, "value")
     }
 
+    /// The host secret `name`, if there is one; a read, nothing is written.
+    pub async fn get_host_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let op = "get_host_secret";
+        let row = sqlx::query("SELECT value FROM host_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pools().read)
+            .await
+            .map_err(StoreError::db(format!("{op} {name:?}")))?;
+        row.map(|r| col(&r, op, "value")).transpose()
+    }
+
     /// Sets the host secret `name` to `value`, replacing what was there.
     pub async fn set_host_secret(
         &self,

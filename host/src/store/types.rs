@@ -431,7 +431,8 @@ pub struct Outcome {
 /// (`account:ID`); the API adds it from a submission's `account`.
 pub const ACCOUNT_TAG: &str = "account:";
 
-/// [`Outcome::waiting_for_relay`] of work deferred because no relay it may use was up.
+/// [`Outcome::waiting_for_relay`] of work deferred because no relay it may use was up,
+/// or none was there: any relay that answers again, or is added, makes it due.
 pub const ANY_RELAY: &str = "*";
 
 /// A recipient as a status page or the exception queue shows it.

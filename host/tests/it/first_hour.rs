@@ -229,14 +229,16 @@ fn tables(relay: Option<u16>) -> String {
 
 #[test]
 fn a_relay_added_without_tags_joins_the_platform_pool_and_deferred_mail_is_retried_on_request() {
-    // No relay at all: mail is deferred for five minutes.
+    // No relay at all, and a 4xx retried after ten minutes.
     let tables = tables(None);
     let setup = Setup::new(PipelineParts {
         tables: &tables,
+        send_config: r#"{ base_secs = "600", max_delay_secs = "600" }"#,
         ..Default::default()
     });
     let port = free_port();
-    let sink = Sink::start(setup.root(), port, &[]);
+    // A relay that refuses every recipient for now (4xx).
+    let refusing = Sink::start(setup.root(), port, &["-r", "rcpt"]);
     let s = setup.start();
     let key = s.new_key("t");
     let other = {
@@ -245,19 +247,14 @@ fn a_relay_added_without_tags_joins_the_platform_pool_and_deferred_mail_is_retri
         s.new_key("u")
     };
     let first = s.submit(&key, &simple("a@example.com", "x@one.test", "first"));
-    let second = s.submit(&key, &simple("a@example.com", "y@two.test", "second"));
-    for id in [&first, &second] {
-        let m = s.wait_state(&key, id, "deferred");
-        let due = m["recipients"][0]["next_attempt_at_ms"].as_i64().unwrap();
-        let now = m["recipients"][0]["updated_at_ms"].as_i64().unwrap();
-        assert!(due - now > 60_000, "deferred for long: {m:#}");
-    }
+    let m = s.wait_state(&key, &first, "deferred");
+    assert_eq!(m["recipients"][0]["attempts"], 0, "no relay to try: {m:#}");
 
     // Tags that put a platform relay in no pool are refused, saying how.
     let r = s.admin(
         "POST",
         "/admin/v1/relays",
-        Some(json!({"id": "a", "url": sink.url(), "tags": ["region:eu"]})),
+        Some(json!({"id": "a", "url": refusing.url(), "tags": ["region:eu"]})),
     );
     assert_eq!(r.status, 422, "{}", r.body);
     let (code, message) = error_of(&r);
@@ -268,11 +265,12 @@ fn a_relay_added_without_tags_joins_the_platform_pool_and_deferred_mail_is_retri
             && message.contains("leave \"tags\" out"),
         "{message}"
     );
-    // Without tags it joins the platform's pool, the pool every tenant uses by default.
+    // Without tags it joins the platform's pool, the pool every tenant uses by default,
+    // and the mail that waited for a relay is tried at once.
     let r = s.admin(
         "POST",
         "/admin/v1/relays",
-        Some(json!({"id": "a", "url": sink.url()})),
+        Some(json!({"id": "a", "url": refusing.url()})),
     );
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["tags"], json!(["pool:platform"]));
@@ -289,8 +287,23 @@ fn a_relay_added_without_tags_joins_the_platform_pool_and_deferred_mail_is_retri
         r.body
     );
 
-    // The deferred mail waits out its delay unless asked: retries by message (the
-    // tenant's own), and by domain (the admin's).
+    let tried = |id: &str| {
+        s.wait_message(&key, id, "tried at relay a and deferred", |m| {
+            let r = &m["recipients"][0];
+            r["state"] == "deferred" && r["relay"] == "a" && r["attempts"] == 1
+        })
+    };
+    tried(&first);
+    let second = s.submit(&key, &simple("a@example.com", "y@two.test", "second"));
+    let m = tried(&second);
+    let r = &m["recipients"][0];
+    let wait = r["next_attempt_at_ms"].as_i64().unwrap() - r["updated_at_ms"].as_i64().unwrap();
+    assert!(wait > 300_000, "deferred for ten minutes: {m:#}");
+
+    // The relay takes mail now; the deferred mail waits out its delay unless asked:
+    // a retry by message (the tenant's own), then by domain (the admin's).
+    refusing.stop();
+    let sink = Sink::start(setup.root(), port, &[]);
     let r = s.admin("POST", "/admin/v1/retry", Some(json!({})));
     assert_eq!(r.status, 422, "naming nothing is refused: {}", r.body);
     let r = s.request(
