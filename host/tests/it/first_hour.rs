@@ -314,6 +314,20 @@ fn a_relay_added_without_tags_joins_the_platform_pool_and_deferred_mail_is_retri
         b"",
     );
     assert_eq!(r.status, 404, "another tenant's message: {}", r.body);
+    // Nor through the filter: another tenant's retry sees only its own mail.
+    let r = s.request(
+        "POST",
+        "/v1/retry",
+        Some(&other),
+        Some("application/json"),
+        json!({"message": first}).to_string().as_bytes(),
+    );
+    assert_eq!(
+        (r.status, r.json()["retried"].clone()),
+        (200, json!(0)),
+        "{}",
+        r.body
+    );
     let r = s.request(
         "POST",
         &format!("/v1/messages/{first}/retry"),
