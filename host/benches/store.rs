@@ -27,6 +27,7 @@ fn message(i: i64) -> NewMessage {
         body: body.into(),
         tags: vec![],
         max_age_secs: 3600,
+        header_message_id: None,
     }
 }
 

@@ -224,7 +224,7 @@ def throughput(sluice, k, n, concurrency):
         already = sink_count(sink_log)
         t0 = time.monotonic()
         pushes = [subprocess.Popen(
-            [sluice, "bench", "push", "--addr", f"127.0.0.1:{BASE_HTTP + i}", "--key", key,
+            [sluice, "bench", "push", "--url", f"http://127.0.0.1:{BASE_HTTP + i}", "--key", key,
              "--messages", str(n // k), "--concurrency", str(concurrency)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in range(k)]
         for p in pushes:

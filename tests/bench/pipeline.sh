@@ -130,7 +130,7 @@ echo "## Sluice ($STORE store), $N messages, concurrency $C"
 for z in $SIZES; do
   echo "- size $z B (load average before: $(cut -d' ' -f1-3 /proc/loadavg)):"
   cpu0=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
-  "$SLUICE" bench push --addr "127.0.0.1:$HTTP_PORT" --key "$KEY" --messages "$N" --size "$z" \
+  "$SLUICE" bench push --url "http://127.0.0.1:$HTTP_PORT" --key "$KEY" --messages "$N" --size "$z" \
     --concurrency "$C" --sink-log "$OUT/sink-$SINK_PORT.log" | sed 's/^/  /'
   cpu1=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
   echo "  sluice CPU: $(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"

@@ -118,7 +118,7 @@ trickle() {
 }
 
 push() {
-  "$SLUICE" bench push --addr "127.0.0.1:$H1" --key "$KEY" --messages "$N" --size 1024 \
+  "$SLUICE" bench push --url "http://127.0.0.1:$H1" --key "$KEY" --messages "$N" --size 1024 \
     --concurrency "$C" --sink-log "$OUT/sink-$SINK_PORT.log" | sed 's/^/  /'
 }
 echo "## Baseline: the pipeline's router only (no tenant plugin), $N messages of 1 KiB, concurrency $C"

@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Sluice's HTTP address, host:port.
-    #[arg(long, default_value = "127.0.0.1:8025")]
-    addr: String,
+    /// Sluice's HTTP API.
+    #[arg(long, alias = "addr", env = "SLUICE_URL", value_name = "URL", default_value = super::http::DEFAULT_URL)]
+    url: String,
     /// A tenant API key.
     #[arg(long, env = "SLUICE_KEY")]
     key: String,
@@ -123,6 +123,12 @@ fn filler_text(len: usize) -> String {
 }
 
 async fn run(args: PushArgs) -> Result<ExitCode> {
+    // `--addr HOST:PORT`, the old spelling (a hidden alias), is an address without a scheme.
+    let addr = if args.url.contains("://") {
+        super::http::split_url(&args.url)?.0
+    } else {
+        args.url.clone()
+    };
     let already = args.sink_log.as_ref().map_or(0, sink_count);
     let filler = filler_text(args.size.saturating_sub(300).max(1));
     let started = Instant::now();
@@ -130,7 +136,7 @@ async fn run(args: PushArgs) -> Result<ExitCode> {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency.max(1) {
         let (addr, key, from, filler, next, total) = (
-            args.addr.clone(),
+            addr.clone(),
             args.key.clone(),
             args.from.clone(),
             filler.clone(),

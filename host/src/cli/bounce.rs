@@ -35,12 +35,22 @@ pub enum BounceCommand {
         #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
         max_file_size: u64,
     },
-    /// Score a bounce plugin against manifests (JSON Lines, paths relative to
-    /// each), dev and held-out families side by side.
+    /// Score a bounce plugin against manifests: how often it finds each field
+    /// (recipient, status, reply code, reason, hard/soft) that the manifest
+    /// expects, dev and held-out families side by side.
+    #[command(
+        long_about = "Score a bounce plugin against manifests: how often it finds each \
+        field (recipient, status, reply code, reason, hard/soft) the manifest expects, \
+        dev and held-out families side by side.\n\n\
+        A manifest is JSON Lines, one bounce e-mail per line with its expected results and \
+        a path relative to the manifest; the families.jsonl beside it marks each family \
+        (the MTA or provider that wrote the bounces) dev or heldout."
+    )]
     Eval {
         #[command(flatten)]
         plugin: PluginArg,
-        #[arg(required = true)]
+        /// Manifest files (JSON Lines), each with a families.jsonl beside it.
+        #[arg(required = true, value_name = "MANIFEST")]
         manifests: Vec<PathBuf>,
         /// Also print every row that disagrees, and the table per family.
         #[arg(long)]

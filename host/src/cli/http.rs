@@ -6,6 +6,54 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// Where the commands that talk to a running Sluice find it, when neither `--url` nor
+/// `SLUICE_URL` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8025";
+
+/// The server and key of a command that talks to a running Sluice: one spelling for
+/// all of them.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Sluice's HTTP API [default: http://127.0.0.1:8025]
+    #[arg(long, env = "SLUICE_URL", value_name = "URL")]
+    url: Option<String>,
+    /// A tenant API key (or, with --tenant, the admin token).
+    #[arg(long, env = "SLUICE_KEY", hide_env_values = true)]
+    key: String,
+}
+
+impl ServerArgs {
+    /// The server's URL, and whether it was given (else it is [`DEFAULT_URL`]).
+    pub fn url(&self) -> (&str, bool) {
+        match &self.url {
+            Some(u) => (u.as_str(), true),
+            None => (DEFAULT_URL, false),
+        }
+    }
+
+    /// [`request`] to this server with this key; a failure to reach it says which
+    /// server was tried and why that one.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<Response> {
+        let (url, given) = self.url();
+        request(method, url, path, &self.key, content_type, body).with_context(|| {
+            if given {
+                format!("calling Sluice at {url}")
+            } else {
+                format!(
+                    "calling Sluice at {url}: no --url or SLUICE_URL was given, so the default \
+                     was tried"
+                )
+            }
+        })
+    }
+}
+
 /// An answer: status code and body.
 pub struct Response {
     pub status: u16,
@@ -13,7 +61,7 @@ pub struct Response {
 }
 
 /// Splits `http://host:port/base` into the address and the path prefix.
-fn split_url(url: &str) -> Result<(String, String)> {
+pub(super) fn split_url(url: &str) -> Result<(String, String)> {
     let Some(rest) = url.strip_prefix("http://") else {
         if url.starts_with("https://") {
             bail!(

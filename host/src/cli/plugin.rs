@@ -38,6 +38,23 @@ pub enum PluginCommand {
     New(super::plugin_new::NewArgs),
     /// Upload a plugin to a running Sluice as a new version of a tenant's stage plugin.
     Upload(UploadArgs),
+    /// Print what a tenant's plugin of a stage logged on a running Sluice node.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The stage: ingest, route, send, bounce or bill.
+    #[arg(long)]
+    stage: Stage,
+    #[command(flatten)]
+    server: super::http::ServerArgs,
+    /// Read this tenant's log through the admin API (--key is then the admin token).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only lines after this cursor (the last line's `seq`, as a logs page gives it).
+    #[arg(long, default_value_t = 0)]
+    after: u64,
 }
 
 #[derive(Debug, Args)]
@@ -47,12 +64,8 @@ pub struct UploadArgs {
     stage: Stage,
     /// The component file (`.wasm`).
     file: PathBuf,
-    /// Sluice's HTTP API.
-    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8025")]
-    url: String,
-    /// A tenant API key (or, with --tenant, the admin token).
-    #[arg(long, env = "SLUICE_KEY", hide_env_values = true)]
-    key: String,
+    #[command(flatten)]
+    server: super::http::ServerArgs,
     /// Upload for this tenant through the admin API (--key is then the admin token).
     #[arg(long)]
     tenant: Option<String>,
@@ -122,6 +135,7 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
         PluginCommand::Check(target) => check(target),
         PluginCommand::New(args) => super::plugin_new::run(args),
         PluginCommand::Upload(args) => upload(args),
+        PluginCommand::Logs(args) => logs(args),
         PluginCommand::Run {
             target,
             input,
@@ -133,12 +147,14 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
 struct Loaded {
     plugin: Plugin,
     name: String,
+    /// A short name for log lines: the file's stem, or the default plugin's name.
+    label: String,
     size: usize,
     compile: Duration,
 }
 
 fn load(target: &Target) -> Result<Loaded> {
-    let (name, bytes) = match (&target.file, &target.builtin) {
+    let (name, label, bytes) = match (&target.file, &target.builtin) {
         (_, Some(name)) => {
             let b = builtin::by_name(name).ok_or_else(|| {
                 let names: Vec<&str> = builtin::all().iter().map(|b| b.name).collect();
@@ -147,12 +163,15 @@ fn load(target: &Target) -> Result<Loaded> {
                     names.join(", ")
                 ))
             })?;
-            (b.name.to_owned(), b.wasm.to_vec())
+            (b.name.to_owned(), b.name.to_owned(), b.wasm.to_vec())
         }
         (Some(file), None) => {
             let bytes = std::fs::read(file)
                 .map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?;
-            (file.display().to_string(), bytes)
+            let label = file
+                .file_stem()
+                .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned());
+            (file.display().to_string(), label, bytes)
         }
         (None, None) => {
             return Err(UsageError("name a plugin file or --builtin NAME".into()).into());
@@ -172,12 +191,16 @@ fn load(target: &Target) -> Result<Loaded> {
     }
     let runtime = Runtime::new(RuntimeConfig::default())?;
     let started = Instant::now();
+    // One line: what could not be loaded, and why.
     let plugin = runtime
         .load(target.stage, &name, &bytes, spec)
-        .with_context(|| format!("{name} cannot be loaded as a {} plugin", target.stage))?;
+        .map_err(|e| {
+            anyhow::anyhow!("{name} cannot be loaded as a {} plugin: {e}", target.stage)
+        })?;
     Ok(Loaded {
         plugin,
         name,
+        label,
         size: bytes.len(),
         compile: started.elapsed(),
     })
@@ -246,13 +269,13 @@ impl Input {
     }
 }
 
-fn print_plugin_log(plugin: &Plugin) {
-    for line in plugin.log().drain() {
+/// What the plugin logged, one line each: `plugin NAME/STAGE info: …` (NAME: the
+/// file's stem or the default plugin's name).
+fn print_plugin_log(loaded: &Loaded, stage: Stage) {
+    let label = format!("{}/{stage}", loaded.label);
+    for line in loaded.plugin.log().drain() {
         if line.source != LogSource::Host {
-            eprintln!(
-                "plugin {:?} {:?}: {}",
-                line.source, line.level, line.message
-            );
+            eprintln!("{}", line.render(&label));
         }
     }
 }
@@ -263,7 +286,7 @@ fn check(target: Target) -> Result<ExitCode> {
     let started = Instant::now();
     let answer = input.call(&loaded.plugin);
     let took = started.elapsed();
-    print_plugin_log(&loaded.plugin);
+    print_plugin_log(&loaded, target.stage);
     match answer {
         Ok(answer) => {
             println!(
@@ -312,7 +335,7 @@ fn run_once(target: Target, input: Option<PathBuf>, sample: bool) -> Result<Exit
     };
     let loaded = load(&target)?;
     let answer = input.call(&loaded.plugin);
-    print_plugin_log(&loaded.plugin);
+    print_plugin_log(&loaded, target.stage);
     match answer {
         Ok(answer) => {
             println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -376,22 +399,18 @@ fn upload(args: UploadArgs) -> Result<ExitCode> {
     } else {
         format!("{path}?{}", query.join("&"))
     };
-    let resp = super::http::request(
-        "PUT",
-        &args.url,
-        &path,
-        &args.key,
-        "application/wasm",
-        &bytes,
-    )
-    .with_context(|| format!("uploading {} to {}", args.file.display(), args.url))?;
+    let resp = args
+        .server
+        .request("PUT", &path, "application/wasm", &bytes)
+        .with_context(|| format!("uploading {}", args.file.display()))?;
     let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_else(|_| {
         serde_json::json!({"error": {"code": "http", "message": String::from_utf8_lossy(&resp.body)}})
     });
     if resp.status != 201 {
         let msg = format!(
-            "{} was refused ({} {}): {}",
+            "{} was refused by {} ({} {}): {}",
             args.file.display(),
+            args.server.url().0,
             resp.status,
             body["error"]["code"].as_str().unwrap_or("error"),
             body["error"]["message"].as_str().unwrap_or("")
@@ -417,4 +436,54 @@ fn upload(args: UploadArgs) -> Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pages through `GET …/plugins/{stage}/logs` from `--after`, printing each line as
+/// `plugin TENANT/STAGE vN LEVEL: message key=value …`.
+fn logs(args: LogsArgs) -> Result<ExitCode> {
+    let base = match &args.tenant {
+        Some(t) => format!(
+            "/admin/v1/tenants/{}/plugins/{}/logs",
+            query_value(t),
+            args.stage
+        ),
+        None => format!("/v1/plugins/{}/logs", args.stage),
+    };
+    let mut after = args.after;
+    loop {
+        let resp = args
+            .server
+            .request(
+                "GET",
+                &format!("{base}?after={after}"),
+                "application/json",
+                b"",
+            )
+            .context("reading the plugin log")?;
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+        if resp.status != 200 {
+            let msg = format!(
+                "the log was refused ({} {}): {}",
+                resp.status,
+                body["error"]["code"].as_str().unwrap_or("error"),
+                body["error"]["message"].as_str().unwrap_or("")
+            );
+            eprintln!("error: {msg}");
+            return Err(super::Reported(msg).into());
+        }
+        let tenant = body["tenant"].as_str().unwrap_or("?");
+        let label = format!("{tenant}/{}", args.stage);
+        if let Some(missed) = body["missed"].as_u64().filter(|m| *m > 0) {
+            eprintln!("({missed} lines were dropped before they could be read)");
+        }
+        let lines: Vec<crate::runtime::LogLine> =
+            serde_json::from_value(body["lines"].clone()).context("the log's lines")?;
+        for line in &lines {
+            println!("{}", line.render(&label));
+        }
+        match (body["next"].as_str(), lines.last()) {
+            (Some(_), Some(last)) if last.seq > after => after = last.seq,
+            _ => return Ok(ExitCode::SUCCESS),
+        }
+    }
 }

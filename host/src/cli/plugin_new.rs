@@ -1,6 +1,11 @@
 //! `sluice plugin new --stage STAGE NAME`: writes a plugin crate that builds for
 //! `wasm32-wasip2` as it is, with a unit test on the SDK's native harness and a README
 //! saying how to build, check and upload it.
+//!
+//! The binary carries the SDK's sources (`src/`, `wit/`, embedded by `build.rs`) and
+//! writes them into the new crate as `vendor/sluice-sdk`, a path dependency, with the
+//! lock file of the workspace the binary was built in: the crate builds anywhere with
+//! the `sluice` binary and crates.io, and with the versions Sluice was tested with.
 
 use super::UsageError;
 use crate::stage::Stage;
@@ -19,13 +24,19 @@ pub struct NewArgs {
     /// Where to create the crate's directory.
     #[arg(long, default_value = ".")]
     dir: PathBuf,
-    /// The `sluice-sdk` crate to depend on (default: the one this binary was built with).
+    /// Depend on this `sluice-sdk` crate instead of a copy of the SDK this binary
+    /// carries (for work on the SDK itself).
     #[arg(long)]
     sdk_path: Option<PathBuf>,
 }
 
-/// The SDK beside the host crate this binary was built from.
-const BUILT_WITH_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../plugin-sdk");
+#[allow(missing_docs)]
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/sdk_sources.rs"));
+}
+
+/// Where the SDK's copy goes, inside the new crate.
+const VENDORED_SDK: &str = "vendor/sluice-sdk";
 
 fn valid_name(name: &str) -> bool {
     name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -57,16 +68,14 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
         .into());
     }
     let template = template(args.stage);
-    let sdk = args
-        .sdk_path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(BUILT_WITH_SDK));
-    let sdk = sdk.canonicalize().map_err(|e| {
-        UsageError(format!(
-            "the SDK is not at {} ({e}); give its path with --sdk-path",
-            sdk.display()
-        ))
-    })?;
+    let sdk = match &args.sdk_path {
+        Some(path) => path
+            .canonicalize()
+            .map_err(|e| UsageError(format!("--sdk-path {}: {e}", path.display())))?
+            .display()
+            .to_string(),
+        None => VENDORED_SDK.to_owned(),
+    };
     let root = args.dir.join(&args.name);
     if root.exists() {
         return Err(UsageError(format!("{} already exists", root.display())).into());
@@ -76,19 +85,43 @@ pub fn run(args: NewArgs) -> Result<ExitCode> {
         text.replace("{NAME}", &args.name)
             .replace("{TYPE}", &ty)
             .replace("{STAGE}", args.stage.name())
-            .replace("{SDK}", &sdk.display().to_string().replace('\\', "/"))
+            .replace("{SDK}", &sdk.replace('\\', "/"))
             .replace("{FILE}", &args.name.replace('-', "_"))
     };
     write(&root.join("Cargo.toml"), &fill(CARGO_TOML))?;
     write(&root.join("src/lib.rs"), &fill(template))?;
     write(&root.join("README.md"), &fill(README))?;
     write(&root.join(".gitignore"), "/target\n")?;
+    if args.sdk_path.is_none() {
+        write_sdk(&root.join(VENDORED_SDK))?;
+        write(&root.join("Cargo.lock"), embedded::CARGO_LOCK)?;
+    }
     println!(
         "created {} ({} plugin {ty}); see its README.md to build, check and upload it",
         root.display(),
         args.stage
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The SDK this binary carries, as a crate of its own at `dir`.
+fn write_sdk(dir: &Path) -> Result<()> {
+    for (path, text) in embedded::SDK_FILES {
+        write(&dir.join(path), text)?;
+    }
+    let manifest = SDK_CARGO_TOML
+        .replace("{VERSION}", env!("CARGO_PKG_VERSION"))
+        .replace("{DEPENDENCIES}", embedded::SDK_DEPENDENCIES);
+    write(&dir.join("Cargo.toml"), &manifest)?;
+    // The SDK's money arithmetic is the host's crate `sluice-money`, vendored beside it.
+    let money = dir.with_file_name("sluice-money");
+    for (path, text) in embedded::MONEY_FILES {
+        write(&money.join(path), text)?;
+    }
+    write(
+        &money.join("Cargo.toml"),
+        &MONEY_CARGO_TOML.replace("{VERSION}", env!("CARGO_PKG_VERSION")),
+    )
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
@@ -123,6 +156,35 @@ strip = true
 [workspace]
 "#;
 
+const SDK_CARGO_TOML: &str = r#"# The Sluice plugin SDK, written by `sluice plugin new` from the copy the sluice
+# binary carries (the SDK of that binary's version).
+[package]
+name = "sluice-sdk"
+version = "{VERSION}"
+edition = "2024"
+rust-version = "1.95"
+license = "Apache-2.0"
+publish = false
+
+[dependencies]
+{DEPENDENCIES}"#;
+
+const MONEY_CARGO_TOML: &str = r#"# Exact money shared by the Sluice host and its SDK, written by `sluice plugin new`.
+[package]
+name = "sluice-money"
+version = "{VERSION}"
+edition = "2024"
+rust-version = "1.95"
+license = "Apache-2.0"
+publish = false
+
+[features]
+serde = ["dep:serde"]
+
+[dependencies]
+serde = { version = "1", features = ["derive"], optional = true }
+"#;
+
 const README: &str = r#"# {NAME}
 
 A Sluice {STAGE} plugin.
@@ -147,6 +209,10 @@ only store it; `--config KEY=VALUE` for settings the plugin reads with
 Then `GET /v1/plugins` lists your versions with their call counters,
 `GET /v1/plugins/{STAGE}/logs` shows what the plugin logged, and
 `POST /v1/plugins/{STAGE}/rollback` goes back to the version before.
+
+`vendor/sluice-sdk` is the plugin SDK of the `sluice` binary that wrote this crate
+(`cargo doc --open` shows its guide); `Cargo.lock` pins the versions it was tested
+with. Nothing else is needed but crates.io.
 "#;
 
 fn template(stage: Stage) -> &'static str {

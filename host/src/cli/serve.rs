@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight attempts.
     #[arg(long, default_value_t = 30)]
     drain_secs: u64,
+    /// Make a new admin token and print it once (when the pipeline names none: the
+    /// store keeps its hash); the one before stops working on every node.
+    #[arg(long)]
+    reset_admin_token: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -46,6 +50,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         pipeline,
         args.pipeline.clone(),
         Duration::from_secs(args.drain_secs),
+        crate::serve::StartOptions {
+            reset_admin_token: args.reset_admin_token,
+        },
     ))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -54,6 +61,17 @@ pub fn pipeline(cmd: PipelineCommand) -> Result<ExitCode> {
     match cmd {
         PipelineCommand::Check { file } => {
             let p = load(Some(&file))?;
+            // What `serve` checks before it starts: the same function.
+            let ready = crate::serve::preflight::check(&p).map_err(|e| {
+                let lines: Vec<String> =
+                    e.0.iter()
+                        .map(|l| format!("{}: {l}", file.display()))
+                        .collect();
+                UsageError(lines.join("\n"))
+            })?;
+            for w in &ready.warnings {
+                eprintln!("warning: {}: {w}", file.display());
+            }
             println!(
                 "ok: {} — {} relays, {} tenants, store {}, HTTP on {}",
                 file.display(),

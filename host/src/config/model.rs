@@ -120,7 +120,8 @@ pub struct StoreConfig {
 
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// Where the admin API's bearer token comes from; none disables the admin API.
+    /// Where the admin API's bearer token comes from; none: the server makes one on the
+    /// store's first start and keeps its hash in the store.
     pub token: Option<SecretRef>,
 }
 
@@ -906,8 +907,9 @@ struct RawRelay {
     rate_limit_per_sec: Option<u32>,
     #[serde(default = "default_weight")]
     weight: u32,
-    #[serde(default)]
-    tags: Vec<String>,
+    /// Left out on a platform relay: `["pool:platform"]`, every tenant's default pool,
+    /// as the admin API does.
+    tags: Option<Vec<String>>,
     owner: Option<Spanned<String>>,
 }
 
@@ -1482,7 +1484,11 @@ impl RawPipeline {
                 connection_limit: r.connection_limit,
                 rate_limit_per_sec: r.rate_limit_per_sec,
                 weight: r.weight,
-                tags: r.tags,
+                tags: match (r.tags, &r.owner) {
+                    (Some(tags), _) => tags,
+                    (None, Some(_)) => Vec::new(),
+                    (None, None) => default_pools(),
+                },
                 owner: r.owner.map(Spanned::into_inner),
             });
         }

@@ -11,7 +11,7 @@
 //! kept line has a sequence number, so a reader pages through the ring with a
 //! cursor and never copies more than one page.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ const LINE_OVERHEAD_BYTES: usize = 128;
 const FIELD_OVERHEAD_BYTES: usize = 48;
 
 /// Severity of a log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Trace,
@@ -34,7 +34,7 @@ pub enum LogLevel {
 }
 
 /// Where a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogSource {
     /// The plugin's `log` calls.
@@ -45,8 +45,8 @@ pub enum LogSource {
     Host,
 }
 
-/// One line of a plugin's log.
-#[derive(Debug, Clone, Serialize)]
+/// One line of a plugin's log (also read back from the logs API by the CLI).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogLine {
     /// Its place in its ring (from 1, gap-free as written; evicted lines leave gaps
     /// at the front only).
@@ -55,8 +55,47 @@ pub struct LogLine {
     pub level: LogLevel,
     pub source: LogSource,
     pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<(String, String)>,
+    /// The version of a tenant's plugin that wrote it (a tenant's stage log is shared
+    /// by its versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
+}
+
+impl LogLine {
+    /// The line as the CLI prints it: `plugin PLUGIN vN LEVEL: message key=value …`,
+    /// `PLUGIN` being `tenant/stage` (or a file's or default plugin's name and its
+    /// stage); lines the plugin did not write itself say where they came from.
+    pub fn render(&self, plugin: &str) -> String {
+        use std::fmt::Write;
+        let mut out = format!("plugin {plugin}");
+        if let Some(v) = self.version {
+            let _ = write!(out, " v{v}");
+        }
+        let level = match self.level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        let _ = write!(out, " {level}");
+        match self.source {
+            LogSource::Plugin => {}
+            LogSource::Stderr => out.push_str(" (stderr)"),
+            LogSource::Host => out.push_str(" (host)"),
+        }
+        let _ = write!(out, ": {}", self.message);
+        for (k, v) in &self.fields {
+            if v.is_empty() || v.contains(char::is_whitespace) || v.contains('"') {
+                let _ = write!(out, " {k}={v:?}");
+            } else {
+                let _ = write!(out, " {k}={v}");
+            }
+        }
+        out
+    }
 }
 
 /// How much of what a plugin logs is kept.
@@ -207,6 +246,18 @@ impl PluginLog {
         message: String,
         fields: Vec<(String, String)>,
     ) {
+        self.push_from(None, level, source, message, fields);
+    }
+
+    /// [`push`](Self::push) for a line of a tenant plugin's `version`.
+    pub fn push_from(
+        &self,
+        version: Option<u32>,
+        level: LogLevel,
+        source: LogSource,
+        message: String,
+        fields: Vec<(String, String)>,
+    ) {
         let cost = LINE_OVERHEAD_BYTES
             + message.len()
             + fields
@@ -245,6 +296,7 @@ impl PluginLog {
                 source,
                 message,
                 fields,
+                version,
             },
             cost,
         ));

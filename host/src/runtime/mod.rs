@@ -267,9 +267,12 @@ impl Runtime {
                 max: self.inner.config.max_memory_bytes,
             });
         }
+        if let Some(problem) = header_problem(bytes) {
+            return Err(LoadError::NotAComponent(problem));
+        }
         let engine = &self.inner.engine;
         let component = cache::compile(engine, bytes, self.inner.config.compile_cache.as_deref())
-            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+            .map_err(|e| LoadError::NotAComponent(one_line(&format!("{e:#}"))))?;
         self.finish_load(stage, name, component, spec)
     }
 
@@ -281,10 +284,13 @@ impl Runtime {
         bytes: &[u8],
         limits: &StaticLimits,
     ) -> Result<(), LoadError> {
+        if let Some(problem) = header_problem(bytes) {
+            return Err(LoadError::NotAComponent(problem));
+        }
         inspect::inspect(bytes, stage, limits)
             .map(drop)
             .map_err(|r| match r {
-                inspect::Refusal::Malformed(m) => LoadError::NotAComponent(m),
+                inspect::Refusal::Malformed(m) => LoadError::NotAComponent(one_line(&m)),
                 inspect::Refusal::OverLimit(o) => LoadError::OverLimit(o),
                 inspect::Refusal::MissingExport { missing, exports } => LoadError::WrongWorld {
                     stage,
@@ -313,7 +319,7 @@ impl Runtime {
         }
         let component = bounded::compile(&self.inner.engine, &self.inner.config, bytes, bounds)
             .map_err(|e| match e {
-                CompileError::Invalid(m) => LoadError::NotAComponent(m),
+                CompileError::Invalid(m) => LoadError::NotAComponent(one_line(&m)),
                 other => LoadError::Compile(other),
             })?;
         self.finish_load(stage, name, component, spec)
@@ -380,9 +386,59 @@ impl Runtime {
             log: spec
                 .log
                 .unwrap_or_else(|| Arc::new(PluginLog::new(DEFAULT_LOG_BYTES))),
+            version: spec.version,
             idle: Mutex::new(Vec::new()),
         })
     }
+}
+
+/// Why `bytes` cannot be a component, read from its first eight bytes, in one line
+/// that says what the file seems to be instead; `None` when it may be one (the compiler
+/// then decides).
+fn header_problem(bytes: &[u8]) -> Option<String> {
+    const MAGIC: &[u8] = b"\0asm";
+    let start = || {
+        bytes
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if bytes.len() < 8 || !bytes.starts_with(MAGIC) {
+        let native = "a native build: build it with --target wasm32-wasip2";
+        let looks_like = if bytes.starts_with(b"\x7fELF") {
+            format!(": an ELF file ({native})")
+        } else if bytes.starts_with(b"MZ") || bytes.starts_with(&[0xcf, 0xfa, 0xed, 0xfe]) {
+            format!(": a native program ({native})")
+        } else if std::str::from_utf8(&bytes[..bytes.len().min(64)]).is_ok() {
+            ": it looks like text".into()
+        } else {
+            String::new()
+        };
+        return Some(format!(
+            "the file does not start with the WebAssembly magic 00 61 73 6d but with {}{looks_like}",
+            if bytes.is_empty() {
+                "nothing".into()
+            } else {
+                start()
+            }
+        ));
+    }
+    // A core module's header has layer 0; a component's, layer 1.
+    if bytes[6..8] == [0, 0] {
+        return Some(
+            "a core WebAssembly module, not a component: build the plugin for \
+             wasm32-wasip2 (or wrap the module with `wasm-tools component new`)"
+                .into(),
+        );
+    }
+    None
+}
+
+/// A compiler's or parser's message on one line (some print byte lists over many).
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The compiler child: `args` from the hidden subcommand; the process's exit code.
@@ -398,6 +454,8 @@ pub struct PluginSpec {
     pub config: Vec<(String, String)>,
     /// A log to share (e.g. per tenant); a fresh one of [`DEFAULT_LOG_BYTES`] if none.
     pub log: Option<Arc<PluginLog>>,
+    /// A tenant plugin's version, tagged on the lines it logs.
+    pub version: Option<u32>,
 }
 
 impl PluginSpec {
@@ -407,6 +465,7 @@ impl PluginSpec {
             limits: Limits::for_stage(stage),
             config: Vec::new(),
             log: None,
+            version: None,
         }
     }
 }
@@ -429,6 +488,8 @@ pub struct Plugin {
     limits: Limits,
     config: Arc<[(String, String)]>,
     log: Arc<PluginLog>,
+    /// A tenant plugin's version, tagged on its log lines.
+    version: Option<u32>,
     /// Instances kept between calls when `reuse_instances` is on.
     idle: Mutex<Vec<(Store<StoreState>, Bound)>>,
 }
@@ -476,6 +537,7 @@ impl Plugin {
             self.limits.memory_bytes,
             self.config.clone(),
             self.log.clone(),
+            self.version,
             capture,
         );
         let mut store = Store::new(&self.runtime.inner.engine, state);
@@ -530,7 +592,8 @@ impl Plugin {
             }
             Err(e) => {
                 let err = self.classify(&e, memory_exceeded, stderr_tail, started.elapsed());
-                self.log.push(
+                self.log.push_from(
+                    self.version,
                     LogLevel::Error,
                     LogSource::Host,
                     err.to_string(),

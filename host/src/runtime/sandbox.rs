@@ -35,6 +35,8 @@ pub struct StoreState {
     pub(super) limiter: MemoryLimiter,
     config: Arc<[(String, String)]>,
     log: Arc<PluginLog>,
+    /// The tenant plugin version its log lines are tagged with.
+    version: Option<u32>,
     capture: CaptureLimits,
     logged: usize,
     pub(super) stderr: CappedPipe,
@@ -45,6 +47,7 @@ impl StoreState {
         memory_bytes: usize,
         config: Arc<[(String, String)]>,
         log: Arc<PluginLog>,
+        version: Option<u32>,
         capture: CaptureLimits,
     ) -> StoreState {
         let stderr = CappedPipe::new(capture.stderr_bytes);
@@ -66,6 +69,7 @@ impl StoreState {
             },
             config,
             log,
+            version,
             capture,
             logged: 0,
             stderr,
@@ -85,7 +89,8 @@ impl StoreState {
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         for line in &lines {
-            self.log.push(
+            self.log.push_from(
+                self.version,
                 LogLevel::Warn,
                 LogSource::Stderr,
                 clip(line, self.capture.log.line_bytes).to_owned(),
@@ -93,7 +98,8 @@ impl StoreState {
             );
         }
         if dropped > 0 {
-            self.log.push(
+            self.log.push_from(
+                self.version,
                 LogLevel::Warn,
                 LogSource::Host,
                 format!("{dropped} more bytes of stderr were dropped"),
@@ -102,7 +108,8 @@ impl StoreState {
         }
         if self.logged > self.capture.log.lines_per_call {
             let n = self.logged - self.capture.log.lines_per_call;
-            self.log.push(
+            self.log.push_from(
+                self.version,
                 LogLevel::Warn,
                 LogSource::Host,
                 format!("{n} more log lines were dropped"),
@@ -189,7 +196,10 @@ fn log(
             clip(&v.to_str(&cx)?, limits.field_bytes).to_owned(),
         ));
     }
-    cx.data().log.push(level, LogSource::Plugin, message, pairs);
+    let version = cx.data().version;
+    cx.data()
+        .log
+        .push_from(version, level, LogSource::Plugin, message, pairs);
     Ok(())
 }
 

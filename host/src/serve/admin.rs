@@ -80,9 +80,50 @@ struct RelayBody {
     rate_limit_per_sec: Option<u32>,
     #[serde(default = "hundred")]
     weight: u32,
-    #[serde(default)]
-    tags: Vec<String>,
+    /// Left out: `["pool:platform"]` for a platform relay (see [`relay_tags`]).
+    tags: Option<Vec<String>>,
     owner: Option<String>,
+}
+
+/// The pool every tenant uses unless it names others.
+const PLATFORM_POOL: &str = "pool:platform";
+
+/// A relay's tags as stored. A tenant's own relay is used by that tenant whatever its
+/// tags. A platform relay is used by the tenants whose `pools` list one of its tags, so
+/// one without tags is put in [`PLATFORM_POOL`], every tenant's default; one whose tags
+/// put it in no pool (no `pool:…` tag, none a tenant lists) is refused, saying how.
+async fn relay_tags(
+    s: &AppState,
+    owner: Option<&str>,
+    tags: Option<Vec<String>>,
+) -> Result<Vec<String>, ApiError> {
+    if owner.is_some() {
+        return Ok(tags.unwrap_or_default());
+    }
+    let tags = match tags {
+        None => return Ok(vec![PLATFORM_POOL.to_owned()]),
+        Some(t) if t.is_empty() => return Ok(vec![PLATFORM_POOL.to_owned()]),
+        Some(t) => t,
+    };
+    if tags.iter().any(|t| t.starts_with("pool:")) {
+        return Ok(tags);
+    }
+    let tenants = s.store.list_tenants().await?;
+    if tenants
+        .iter()
+        .any(|tenant| tenant.pools.iter().any(|p| tags.contains(p)))
+    {
+        return Ok(tags);
+    }
+    Err(ApiError::invalid(
+        "tags",
+        format!(
+            "tags {tags:?} put this platform relay in no pool, so no tenant would use it: \
+             tenants use the platform relays tagged with one of their `pools`. Add a pool \
+             tag (\"{PLATFORM_POOL}\" is every tenant's default pool), or leave \"tags\" out \
+             to get it"
+        ),
+    ))
 }
 
 fn sixteen() -> u32 {
@@ -168,6 +209,7 @@ async fn create_relay(
     {
         return Err(ApiError::invalid("owner", format!("no tenant {owner:?}")));
     }
+    let tags = relay_tags(&s, b.owner.as_deref(), b.tags).await?;
     if s.store.get_relay(&b.id).await?.is_some() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -187,7 +229,7 @@ async fn create_relay(
                 connection_limit: b.connection_limit,
                 rate_limit_per_sec: b.rate_limit_per_sec,
                 weight: b.weight,
-                tags: b.tags,
+                tags,
                 owner: b.owner,
                 state: RelayState::Active,
             },
@@ -195,6 +237,12 @@ async fn create_relay(
         )
         .await?;
     s.sync_relays().await?;
+    // Mail deferred because no relay was there (or up) need not wait out its delay.
+    let woken = s.store.wake_waiting_for_relay(&relay.id, now_ms()).await?;
+    if woken > 0 {
+        tracing::info!(relay = %relay.id, woken, "a new relay: deferred work waiting for one is due now");
+        s.wake.notify_one();
+    }
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(relay).unwrap_or_default()),
@@ -224,12 +272,23 @@ async fn update_relay(
     if p.connection_limit == Some(0) {
         return Err(ApiError::invalid("connection_limit", "must be at least 1"));
     }
+    let tags = match p.tags {
+        None => None,
+        Some(tags) => {
+            let relay = s
+                .store
+                .get_relay(&id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
+            Some(relay_tags(&s, relay.owner.as_deref(), Some(tags)).await?)
+        }
+    };
     let update = RelayUpdate {
         url: p.url,
         connection_limit: p.connection_limit,
         rate_limit_per_sec: p.rate_limit_per_sec,
         weight: p.weight,
-        tags: p.tags,
+        tags,
         state,
         ..RelayUpdate::default()
     };
@@ -264,7 +323,7 @@ struct TenantBody {
 }
 
 fn platform_pool() -> Vec<String> {
-    vec!["pool:platform".into()]
+    vec![PLATFORM_POOL.into()]
 }
 
 #[derive(Deserialize)]

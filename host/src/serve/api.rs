@@ -44,6 +44,8 @@ pub fn router(server: AppState) -> Router {
         .merge(super::suppressions::routes())
         .merge(super::billing_api::routes())
         .merge(super::accounts_api::routes())
+        .merge(super::retry::tenant_routes())
+        .merge(super::retry::admin_routes())
         // Before the layers, so that a path no route has passes the same checks (an
         // account's key is refused it like any route its account may not call).
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -57,6 +59,8 @@ pub fn router(server: AppState) -> Router {
         // Outermost: a tenant past its share of this host is refused before anything
         // else is spent on its request.
         .layer(axum::middleware::from_fn_with_state(server.clone(), admit))
+        // Outside everything: whatever answers an error, the body is the JSON error.
+        .layer(axum::middleware::from_fn(super::error::json_errors))
         .with_state(server)
 }
 
@@ -184,16 +188,8 @@ pub struct Admin;
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        let Some(want) = s.admin_token_sha256 else {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "admin_disabled",
-                "the admin API has no token configured",
-            ));
-        };
         let given = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        // Comparing hashes keeps the comparison's time independent of the token.
-        if super::state::sha256(given) == want {
+        if s.is_admin_token(given) {
             Ok(Admin)
         } else {
             Err(ApiError::unauthorized())
@@ -550,6 +546,7 @@ async fn submit(
             .max_age
             .as_secs()
             .min(u64::from(u32::MAX)) as u32,
+        header_message_id: Some(composed.message_id.clone()),
     };
     // With room at the dispatcher, the recipients are accepted leased to this host and
     // handed over in memory (`handoff.rs`); otherwise the dispatcher leases them later.
@@ -597,6 +594,13 @@ async fn submit(
     } else {
         StatusCode::ACCEPTED
     };
+    // A repeat is answered with the first submission's Message-ID, not the one just
+    // made for the repeat (which was never stored).
+    let message_id = match (accepted.duplicate, accepted.header_message_id.clone()) {
+        (false, _) => Some(composed.message_id),
+        (true, Some(stored)) => Some(stored),
+        (true, None) => stored_message_id(&s, &accepted.id).await,
+    };
     let recipients: Vec<_> = accepted
         .recipients
         .iter()
@@ -605,9 +609,7 @@ async fn submit(
         .collect();
     let mut resp = (
         status,
-        Json(
-            json!({"id": accepted.id, "message_id": composed.message_id, "recipients": recipients}),
-        ),
+        Json(json!({"id": accepted.id, "message_id": message_id, "recipients": recipients})),
     )
         .into_response();
     if accepted.duplicate {
@@ -617,6 +619,22 @@ async fn submit(
         );
     }
     Ok(resp)
+}
+
+/// The `Message-ID` in a stored message's header: for a message stored before the
+/// store kept it apart (migration 0017). `None` if it cannot be read.
+async fn stored_message_id(s: &Server, id: &str) -> Option<String> {
+    let body = s
+        .store
+        .message_body(id)
+        .await
+        .map_err(|e| tracing::warn!(message_id = %id, error = %e, "cannot read a repeated message's header"))
+        .ok()?;
+    let (headers, _) = compose::parse_header_section(&body).ok()?;
+    headers
+        .into_iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("message-id"))
+        .map(|(_, value)| value.trim().to_owned())
 }
 
 async fn get_message(

@@ -16,21 +16,21 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// The VERP signer for the pipeline's bounce domain: the key from
-/// `delivery.verp_key_env`/`_file`, else one made on first start and kept in the store
+/// `delivery.verp_key_env`/`_file` (`configured_key`, read by the preflight checks),
+/// else one made on first start and kept in the store
 /// (so every host on one database signs alike). `None` when VERP is off.
 pub async fn load_verp(
     pipeline: &crate::config::Pipeline,
     store: &crate::store::Store,
+    configured_key: Option<String>,
 ) -> anyhow::Result<Option<crate::verp::Verp>> {
     use anyhow::Context;
     let d = &pipeline.delivery;
     let Some(domain) = &d.bounce_domain else {
         return Ok(None);
     };
-    let key = match &d.verp_key {
-        Some(secret) => secret
-            .resolve()
-            .map_err(|e| anyhow::anyhow!("delivery.verp_key: {e}"))?,
+    let key = match configured_key {
+        Some(key) => key,
         None => store
             .host_secret(
                 "verp_key",

@@ -566,12 +566,16 @@ async fn decide_group(
     };
     let relays = allowed_relays(server, &tenant);
     if relays.is_empty() {
-        return all(
-            group,
-            RecipientState::Deferred,
-            EventKind::Deferred,
-            retry_at(NO_RELAY_LEFT_RETRY_SECS),
-            json!({"reason": "no relay this tenant may use is configured"}),
+        // Waiting for any relay: one added (or answering again) makes it due at once.
+        return waiting_for(
+            all(
+                group,
+                RecipientState::Deferred,
+                EventKind::Deferred,
+                retry_at(NO_RELAY_LEFT_RETRY_SECS),
+                json!({"reason": "no relay this tenant may use is configured"}),
+            ),
+            ANY_RELAY,
         );
     }
     // Prepaid tenants: estimate and reserve before the route plugin, or hold.

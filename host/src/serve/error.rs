@@ -145,3 +145,69 @@ fn internal(e: anyhow::Error) -> ApiError {
         "an internal error; the server's log has the details",
     )
 }
+
+/// The largest error body of axum's own that is read to quote it (its rejections are a
+/// sentence or two).
+const QUOTED_BODY_BYTES: usize = 4096;
+
+/// Middleware, outermost: every error answer is the JSON error body, including what
+/// axum answers by itself — an extractor's rejection (bad JSON, a missing or wrong
+/// `Content-Type`, a body over the limit, a bad path or query), 405 for a route without
+/// that method (its `Allow` header kept) and 404 for no route. Answers that are JSON
+/// already, and every success, pass untouched.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, QUOTED_BODY_BYTES).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let (code, fallback) = match status {
+        StatusCode::BAD_REQUEST => ("bad_request", "the request is malformed"),
+        StatusCode::NOT_FOUND => ("not_found", "no such endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "this endpoint does not take that method (the Allow header lists those it takes)",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is over the limit"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "the request's Content-Type is not one this endpoint takes",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid", "the request body is not valid"),
+        s if s.is_server_error() => ("internal", "an internal error"),
+        _ => ("error", "the request failed"),
+    };
+    // axum's rejections say what was wrong (a JSON syntax error's line and column, the
+    // Content-Type expected); a JSON body's serde error is clearer under its own code.
+    let code = match (status, text.as_str()) {
+        (StatusCode::BAD_REQUEST, t) if t.contains("JSON") => "bad_json",
+        _ => code,
+    };
+    let message = if text.is_empty() || status.is_server_error() {
+        fallback.to_owned()
+    } else {
+        text
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    // Keep what the original said beyond its body (Allow, Retry-After).
+    for (name, value) in parts.headers.iter() {
+        if *name != axum::http::header::CONTENT_TYPE && *name != axum::http::header::CONTENT_LENGTH
+        {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}

@@ -30,15 +30,17 @@ mod live_limits;
 mod log_source;
 mod nodes;
 mod plugins;
+pub mod preflight;
 mod relay_probe;
 mod reload;
+mod retry;
 mod state;
 mod suppressions;
 mod tenant_live;
 mod tenant_plugins;
 mod upload_limits;
 
-pub use state::Server;
+pub use state::{Server, StartOptions};
 
 use crate::config::Pipeline;
 use anyhow::Context;
@@ -54,8 +56,9 @@ pub async fn run(
     pipeline: Pipeline,
     pipeline_path: Option<std::path::PathBuf>,
     drain: Duration,
+    options: StartOptions,
 ) -> anyhow::Result<()> {
-    let server = Arc::new(Server::start(pipeline).await?);
+    let server = Arc::new(Server::start(pipeline, options).await?);
     let listener = tokio::net::TcpListener::bind(server.pipeline.server.http_listen)
         .await
         .with_context(|| format!("cannot listen on {}", server.pipeline.server.http_listen))?;

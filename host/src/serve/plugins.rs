@@ -43,6 +43,7 @@ fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<P
         },
         config: cfg.config.clone(),
         log: None,
+        version: None,
     };
     runtime
         .load(stage, &name, &bytes, spec)
@@ -50,8 +51,11 @@ fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<P
 }
 
 impl PluginSet {
-    pub fn load(runtime: Runtime, cfg: &PluginsConfig) -> anyhow::Result<PluginSet> {
+    /// Loads every stage's plugin; `Err` has one line per stage that failed
+    /// (`plugins.STAGE: why`), all of them.
+    pub fn load(runtime: Runtime, cfg: &PluginsConfig) -> Result<PluginSet, Vec<String>> {
         let mut stages = HashMap::new();
+        let mut errors = Vec::new();
         for (stage, c) in [
             (Stage::Ingest, &cfg.ingest),
             (Stage::Route, &cfg.route),
@@ -59,7 +63,23 @@ impl PluginSet {
             (Stage::Bounce, &cfg.bounce),
             (Stage::Bill, &cfg.bill),
         ] {
-            stages.insert(stage, Arc::new(load(&runtime, stage, c)?));
+            match load(&runtime, stage, c) {
+                Ok(p) => {
+                    stages.insert(stage, Arc::new(p));
+                }
+                Err(e) => errors.push(format!("plugins.{stage}: {e:#}")),
+            }
+        }
+        let exe = std::env::current_exe().map_err(|e| {
+            errors.push(format!(
+                "cannot find the sluice binary to compile tenant plugins with: {e}"
+            ))
+        });
+        let Ok(exe) = exe else {
+            return Err(errors);
+        };
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(PluginSet {
             tenants: Arc::new(TenantPlugins::new(
@@ -69,8 +89,7 @@ impl PluginSet {
                 cfg.max_calls_in_flight,
                 cfg.logs.clone(),
                 &cfg.uploads,
-                std::env::current_exe()
-                    .context("cannot find the sluice binary to compile tenant plugins with")?,
+                exe,
             )),
             runtime,
             stages,

@@ -3,7 +3,6 @@
 use super::plugins::PluginSet;
 use crate::config::{Pipeline, SecretRef};
 use crate::relay::{RelaySettings, Relays};
-use crate::runtime::{LogLimits, Runtime, RuntimeConfig};
 use crate::stage::RelayWindow;
 use crate::store::{KeyOwner, NewRelay, NewTenant, RelayState, Store, Tenant};
 use anyhow::Context;
@@ -31,8 +30,11 @@ pub struct Server {
     pub store: Store,
     pub plugins: PluginSet,
     pub relays: Relays,
-    /// SHA-256 of the admin token; none disables the admin API.
-    pub admin_token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of the admin token.
+    admin_token_sha256: RwLock<[u8; 32]>,
+    /// Whether the admin token is the store's (no `[admin]` token in the pipeline): its
+    /// hash is then read again every few seconds, so a reset on one node holds on all.
+    admin_token_stored: bool,
     /// Wakes the dispatcher when new work is committed.
     pub wake: Notify,
     /// Recipients being delivered at once.
@@ -63,6 +65,57 @@ pub struct Server {
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
 }
 
+/// How `sluice serve` was asked to start, beyond its pipeline.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Make a new admin token (the pipeline names none), print it once, and keep only
+    /// its hash: the one before stops working.
+    pub reset_admin_token: bool,
+}
+
+/// The `host_secrets` entry holding the hex SHA-256 of the admin token the store made.
+const ADMIN_TOKEN_SECRET: &str = "admin_token_sha256";
+
+/// The admin token when the pipeline names none: made on the store's first start and
+/// printed that once; only its hash is kept (in the store, so every node of one
+/// database takes the same token, and a restart keeps it). A later start says where the
+/// token went; `reset` makes a new one.
+async fn stored_admin_token(store: &Store, reset: bool) -> anyhow::Result<[u8; 32]> {
+    let token = random_token("adm");
+    let hash = hex::encode(sha256(&token));
+    let stored = if reset {
+        store
+            .set_host_secret(ADMIN_TOKEN_SECRET, &hash, now_ms())
+            .await
+            .context("cannot store the new admin token's hash")?;
+        hash.clone()
+    } else {
+        store
+            .host_secret(ADMIN_TOKEN_SECRET, || hash.clone(), now_ms())
+            .await
+            .context("cannot read or store the admin token's hash")?
+    };
+    if stored == hash {
+        println!(
+            "sluice: admin token (shown once; only its hash is kept in the store; \
+             [admin] token_env or token_file names one of your own): {token}"
+        );
+    } else {
+        println!(
+            "sluice: admin token: the one printed when this store was first started \
+             (only its hash is kept); `sluice serve --reset-admin-token` makes a new one"
+        );
+    }
+    parse_sha256(&stored)
+        .context("the stored admin token hash is damaged; start with --reset-admin-token")
+}
+
+fn parse_sha256(hex_text: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(hex_text.trim())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| anyhow::anyhow!("{} bytes, not 32", bytes.len()))
+}
+
 pub fn sha256(s: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(s.as_bytes()).into()
@@ -71,7 +124,13 @@ pub fn sha256(s: &str) -> [u8; 32] {
 impl Server {
     /// Opens the store, seeds it from the pipeline, loads the plugins and
     /// the relays.
-    pub async fn start(pipeline: Pipeline) -> anyhow::Result<Server> {
+    pub async fn start(pipeline: Pipeline, options: StartOptions) -> anyhow::Result<Server> {
+        // The checks `sluice pipeline check` runs, before anything is opened.
+        let ready = super::preflight::check(&pipeline)
+            .map_err(|e| crate::cli::UsageError(format!("the pipeline cannot be served:\n{e}")))?;
+        for w in &ready.warnings {
+            tracing::warn!("{w}");
+        }
         if let Some(path) = pipeline.store.url.strip_prefix("sqlite://")
             && let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
@@ -84,37 +143,24 @@ impl Server {
         let store = Store::open(&pipeline.store.url)
             .await
             .with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
-        let logs = &pipeline.plugins.logs;
-        let runtime = Runtime::new(RuntimeConfig {
-            max_memory_bytes: pipeline.plugins.max_memory_bytes.max(64 << 20),
-            log: LogLimits {
-                line_bytes: logs.max_line_bytes,
-                fields: logs.max_fields,
-                field_bytes: logs.max_field_bytes,
-                lines_per_call: logs.max_lines_per_call,
-            },
-            ..RuntimeConfig::default()
-        })?;
-        let plugins = PluginSet::load(runtime, &pipeline.plugins)?;
+        let plugins = ready.plugins;
 
-        let admin_token = match &pipeline.admin.token {
-            Some(secret) => Some(
-                secret
-                    .resolve()
-                    .map_err(|e| anyhow::anyhow!("admin token: {e}"))?,
-            ),
-            None => {
-                let token = random_token("adm");
-                println!(
-                    "sluice: admin token (no [admin] token_env/token_file configured; shown once): {token}"
-                );
-                Some(token)
+        let admin_token_sha256 = match &ready.admin_token {
+            Some(_) if options.reset_admin_token => {
+                return Err(crate::cli::UsageError(
+                    "--reset-admin-token: the pipeline names the admin token ([admin] token_env \
+                     or token_file); change it there"
+                        .into(),
+                )
+                .into());
             }
+            Some(token) => sha256(token),
+            None => stored_admin_token(&store, options.reset_admin_token).await?,
         };
 
         seed(&store, &pipeline).await?;
 
-        let verp = super::bounces::load_verp(&pipeline, &store).await?;
+        let verp = super::bounces::load_verp(&pipeline, &store, ready.verp_key).await?;
         let body_budget = super::body_budget::BodyBudget::new(
             pipeline.server.max_request_bytes_in_flight,
             pipeline
@@ -137,7 +183,8 @@ impl Server {
             store,
             plugins,
             relays: Relays::default(),
-            admin_token_sha256: admin_token.as_deref().map(sha256),
+            admin_token_sha256: RwLock::new(admin_token_sha256),
+            admin_token_stored: ready.admin_token.is_none(),
             wake: Notify::new(),
             stats: RwLock::new(HashMap::new()),
             tenant_stats: RwLock::new(HashMap::new()),
@@ -150,6 +197,55 @@ impl Server {
         server.sync_relays().await?;
         server.refresh_stats().await?;
         Ok(server)
+    }
+
+    /// Whether `given` is the admin token (hashes are compared, so the time taken does
+    /// not depend on the token).
+    pub fn is_admin_token(&self, given: &str) -> bool {
+        sha256(given)
+            == *self
+                .admin_token_sha256
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the store's admin token hash again (a `--reset-admin-token` start of another
+    /// node changed it); writes this node's back when the store has none (a database
+    /// made again).
+    async fn refresh_admin_token(&self) {
+        if !self.admin_token_stored {
+            return;
+        }
+        let mine = hex::encode(
+            *self
+                .admin_token_sha256
+                .read()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let stored = match self.store.get_host_secret(ADMIN_TOKEN_SECRET).await {
+            Ok(Some(h)) => Ok(h),
+            // A store made again: this node's hash goes back in (another's may win).
+            Ok(None) => {
+                self.store
+                    .host_secret(ADMIN_TOKEN_SECRET, || mine, now_ms())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match stored
+            .map_err(anyhow::Error::from)
+            .and_then(|h| parse_sha256(&h))
+        {
+            Ok(hash) => {
+                *self
+                    .admin_token_sha256
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = hash;
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the admin token's hash")
+            }
+        }
     }
 
     pub fn begin_shutdown(&self) {
@@ -286,6 +382,7 @@ impl Server {
                     tracing::error!(error = %format!("{e:#}"), "joining the re-created store failed");
                 }
                 self.forget_keys();
+                self.refresh_admin_token().await;
                 if let Err(e) = self.sync_relays().await {
                     tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
                 }
@@ -369,10 +466,11 @@ pub async fn refresh_loop(server: Arc<Server>) {
                 server.recreate_missing_schema().await;
             }
         }
-        if n.is_multiple_of(5)
-            && let Err(e) = server.sync_relays().await
-        {
-            tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
+        if n.is_multiple_of(5) {
+            if let Err(e) = server.sync_relays().await {
+                tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
+            }
+            server.refresh_admin_token().await;
         }
         // Stats older than twice the longest window are of no use to anyone. One node
         // prunes for all.
@@ -446,7 +544,15 @@ async fn seed(store: &Store, pipeline: &Pipeline) -> anyhow::Result<()> {
             )
             .await?;
         let (_, key) = store.create_api_key("default", now).await?;
-        println!("sluice: created tenant \"default\"; its API key (shown once): {key}");
+        println!(
+            "sluice: created tenant \"default\"; its API key (shown once; only its hash is kept): {key}"
+        );
+    } else if pipeline.tenants.is_empty() && store.get_tenant("default").await?.is_some() {
+        println!(
+            "sluice: tenant \"default\": its API key is the one printed when this store was \
+             first started (only its hash is kept); POST /admin/v1/tenants/default/keys \
+             makes another"
+        );
     }
     Ok(())
 }

@@ -120,7 +120,7 @@ pub enum LiveCall<T> {
 /// One failed plugin call of [`TenantPlugins::call_stage`], for a `plugin_error` event.
 #[derive(Debug)]
 pub struct CallFailure {
-    /// The plugin's name (a tenant's is `tenant/stage@vN`).
+    /// The plugin's name (a tenant's is `tenant/stage vN`).
     pub plugin: String,
     pub error: PluginError,
     /// This was the pipeline's plugin called after the first one failed.
@@ -267,7 +267,7 @@ pub fn tenant_limits(
 
 /// The name a tenant plugin goes by in logs and events.
 pub fn plugin_name(tenant_id: &str, stage: Stage, version: u32) -> String {
-    format!("{tenant_id}/{stage}@v{version}")
+    format!("{tenant_id}/{stage} v{version}")
 }
 
 impl TenantPlugins {
@@ -390,6 +390,7 @@ impl TenantPlugins {
             limits,
             config,
             log: Some(self.log(tenant_id, stage)),
+            version: Some(version),
         };
         let failed = |e: tokio::task::JoinError| {
             LoadError::NotAComponent(format!("compilation task failed: {e}"))
@@ -615,7 +616,8 @@ impl TenantPlugins {
             }
             Err(e) => {
                 tracing::warn!(plugin = %name, error = %e, "a stored tenant plugin cannot be loaded; the pipeline's runs instead");
-                self.log(&v.tenant_id, v.stage).push(
+                self.log(&v.tenant_id, v.stage).push_from(
+                    Some(v.version),
                     LogLevel::Error,
                     LogSource::Host,
                     format!("{name} cannot be loaded: {e}"),
@@ -790,7 +792,15 @@ impl TenantPlugins {
             FailurePolicy::Fallback => "the pipeline's plugin runs",
             FailurePolicy::Defer => "its messages wait (fail closed)",
         };
-        live.plugin.log().push(
+        tracing::warn!(
+            tenant = %live.tenant_id,
+            stage = %live.stage,
+            version = live.version,
+            reason = %reason,
+            "tenant plugin {name} suspended; {meanwhile} until a new upload or activation"
+        );
+        live.plugin.log().push_from(
+            Some(live.version),
             LogLevel::Error,
             LogSource::Host,
             format!("{name} suspended: {reason}; {meanwhile} until a new upload or activation"),

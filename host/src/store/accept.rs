@@ -182,11 +182,11 @@ pub(crate) async fn write_many(
         .map(String::as_str)
         .zip(batch.iter().copied())
         .collect();
-    for chunk in messages.chunks(rows_per_statement(9)) {
+    for chunk in messages.chunks(rows_per_statement(10)) {
         let sql = format!(
             "INSERT INTO messages (id, tenant_id, idempotency_key, sender, body, size, tags, \
-             max_age_secs, created_at_ms) VALUES {}",
-            value_rows(chunk.len(), 9)
+             max_age_secs, created_at_ms, header_message_id) VALUES {}",
+            value_rows(chunk.len(), 10)
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
@@ -201,7 +201,8 @@ pub(crate) async fn write_many(
                 .bind(i64::try_from(msg.body.len()).unwrap_or(i64::MAX))
                 .bind(list_to_text(&msg.tags))
                 .bind(i64::from(msg.max_age_secs))
-                .bind(p.now_ms);
+                .bind(p.now_ms)
+                .bind(msg.header_message_id.clone());
         }
         q.execute(&mut *conn)
             .await
@@ -267,6 +268,7 @@ pub(crate) async fn write_many(
                 .collect(),
             leases: p.leases(id),
             duplicate: false,
+            header_message_id: p.msg.header_message_id.clone(),
         })
         .collect())
 }
@@ -301,7 +303,8 @@ pub(crate) async fn write_one(
     let context = || format!("accept: message {id:?} of tenant {:?}", msg.tenant_id);
     sqlx::query(
         "INSERT INTO messages (id, tenant_id, idempotency_key, sender, body, size, tags, \
-         max_age_secs, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         max_age_secs, created_at_ms, header_message_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(&msg.tenant_id)
@@ -312,6 +315,7 @@ pub(crate) async fn write_one(
     .bind(list_to_text(&msg.tags))
     .bind(i64::from(msg.max_age_secs))
     .bind(p.now_ms)
+    .bind(msg.header_message_id.clone())
     .execute(&mut *conn)
     .await
     .map_err(StoreError::db(context()))?;
@@ -346,6 +350,7 @@ pub(crate) async fn write_one(
         id,
         recipients,
         duplicate: false,
+        header_message_id: msg.header_message_id.clone(),
     })
 }
 
@@ -356,17 +361,20 @@ async fn find_duplicate(
 ) -> Result<Option<Accepted>, StoreError> {
     let op = "accept";
     let context = || format!("accept: idempotency key {key:?} of tenant {tenant_id:?}");
-    let Some(row) =
-        sqlx::query("SELECT id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2")
-            .bind(tenant_id)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(StoreError::db(context()))?
+    let Some(row) = sqlx::query(
+        "SELECT id, header_message_id FROM messages \
+             WHERE tenant_id = $1 AND idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(StoreError::db(context()))?
     else {
         return Ok(None);
     };
     let id: String = col(&row, op, "id")?;
+    let header_message_id: Option<String> = col(&row, op, "header_message_id")?;
     let rows =
         sqlx::query("SELECT address, state FROM recipients WHERE message_id = $1 ORDER BY idx")
             .bind(&id)
@@ -382,5 +390,6 @@ async fn find_duplicate(
         recipients,
         leases: Vec::new(),
         duplicate: true,
+        header_message_id,
     }))
 }

@@ -201,4 +201,36 @@ impl Store {
             .map_err(StoreError::db(format!("{op} {name:?}")))?;
         col(&row, op, "value")
     }
+
+    /// The host secret `name`, if there is one; a read, nothing is written.
+    pub async fn get_host_secret(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let op = "get_host_secret";
+        let row = sqlx::query("SELECT value FROM host_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pools().read)
+            .await
+            .map_err(StoreError::db(format!("{op} {name:?}")))?;
+        row.map(|r| col(&r, op, "value")).transpose()
+    }
+
+    /// Sets the host secret `name` to `value`, replacing what was there.
+    pub async fn set_host_secret(
+        &self,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO host_secrets (name, value, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value, \
+             created_at_ms = excluded.created_at_ms",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now_ms)
+        .execute(&self.pools().write)
+        .await
+        .map_err(StoreError::db(format!("set_host_secret {name:?}")))?;
+        Ok(())
+    }
 }

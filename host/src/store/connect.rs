@@ -271,6 +271,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "account_keys",
         include_str!("migrations/sqlite/0016_account_keys.sql"),
     ),
+    (
+        17,
+        "header_message_id",
+        include_str!("migrations/sqlite/0017_header_message_id.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -333,6 +338,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "account_keys",
         include_str!("migrations/postgres/0016_account_keys.sql"),
+    ),
+    (
+        17,
+        "header_message_id",
+        include_str!("migrations/postgres/0017_header_message_id.sql"),
     ),
 ];
 

@@ -272,3 +272,50 @@ pub(crate) async fn wake_waiting_for_relay(
     )))?;
     Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
 }
+
+/// Makes the deferred recipients that `filter` selects due now (`POST …/retry`): their
+/// next attempt is moved to `now_ms` and they stop waiting for a relay. Recipients in
+/// flight, held, queued or final are left alone; so are those already due.
+pub(crate) async fn retry_deferred(
+    pools: &Pools,
+    filter: &super::types::RetryFilter,
+    now_ms: i64,
+) -> Result<usize, StoreError> {
+    let mut sql = String::from(
+        "UPDATE recipients SET next_attempt_at_ms = $1, waiting_for_relay = NULL, \
+         updated_at_ms = $1 WHERE state = 'deferred' AND next_attempt_at_ms > $1",
+    );
+    // Only the filters given become conditions (and binds, numbered in order).
+    let mut binds: Vec<&str> = Vec::new();
+    if let Some(m) = &filter.message {
+        binds.push(m);
+        sql.push_str(&format!(" AND message_id = ${}", binds.len() + 1));
+    }
+    if let Some(d) = &filter.domain {
+        binds.push(d);
+        sql.push_str(&format!(" AND domain = ${}", binds.len() + 1));
+    }
+    if let Some(r) = &filter.relay {
+        binds.push(r);
+        let n = binds.len() + 1;
+        sql.push_str(&format!(
+            " AND (last_relay = ${n} OR waiting_for_relay = ${n})"
+        ));
+    }
+    if let Some(t) = &filter.tenant {
+        binds.push(t);
+        sql.push_str(&format!(
+            " AND message_id IN (SELECT id FROM messages WHERE tenant_id = ${})",
+            binds.len() + 1
+        ));
+    }
+    let mut query = sqlx::query(&sql).bind(now_ms);
+    for b in binds {
+        query = query.bind(b);
+    }
+    let done = query
+        .execute(&pools.write)
+        .await
+        .map_err(StoreError::db(format!("retry_deferred {filter:?}")))?;
+    Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
+}

@@ -60,7 +60,7 @@ pub use stats::RelayStatWindows;
 pub use types::{
     ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, KeyOwner, KeyScope, Lease,
     LeaseKey, MessageView, NewEvent, NewMessage, NewRelay, NewTenant, Outcome, RecipientState,
-    RecipientView, Relay, RelayState, RelayUpdate, Tenant, TenantUpdate, WindowCounts,
+    RecipientView, Relay, RelayState, RelayUpdate, RetryFilter, Tenant, TenantUpdate, WindowCounts,
 };
 
 /// How many accepts one group commit takes at most.
@@ -443,6 +443,16 @@ impl Store {
         now_ms: i64,
     ) -> Result<usize, StoreError> {
         leases::wake_waiting_for_relay(self.pools(), relay, now_ms).await
+    }
+
+    /// Makes due now the deferred recipients `filter` selects (every field given must
+    /// match), so an operator or a tenant need not wait out a retry delay. Returns how many.
+    pub async fn retry_deferred(
+        &self,
+        filter: &RetryFilter,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        leases::retry_deferred(self.pools(), filter, now_ms).await
     }
 
     /// Applies outcomes in one transaction, each only where the recipient is still

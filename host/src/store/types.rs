@@ -160,6 +160,21 @@ pub struct NewMessage {
     pub tags: Vec<String>,
     /// After this long since acceptance the message expires instead of being retried.
     pub max_age_secs: u32,
+    /// The body's `Message-ID` header, kept so a repeat (the same idempotency key) is
+    /// answered with it.
+    pub header_message_id: Option<String>,
+}
+
+/// Which deferred recipients [`Store::retry_deferred`](super::Store::retry_deferred)
+/// makes due: every field given must match; none given selects every deferred recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetryFilter {
+    pub tenant: Option<String>,
+    pub message: Option<String>,
+    /// The relay of the recipient's last attempt, or the relay it waits for.
+    pub relay: Option<String>,
+    /// The recipient's domain, lower case.
+    pub domain: Option<String>,
 }
 
 /// The answer to an accept: durable once returned.
@@ -172,6 +187,9 @@ pub struct Accepted {
     pub leases: Vec<Lease>,
     /// True when the idempotency key matched an earlier message (whose id this is).
     pub duplicate: bool,
+    /// The stored message's `Message-ID` header: for a repeat, the first submission's
+    /// (`None` for a message stored before it was kept).
+    pub header_message_id: Option<String>,
 }
 
 /// Where one recipient of one message stands.
@@ -432,7 +450,8 @@ pub struct Outcome {
 /// (`account:ID`); the API adds it from a submission's `account`.
 pub const ACCOUNT_TAG: &str = "account:";
 
-/// [`Outcome::waiting_for_relay`] of work deferred because no relay it may use was up.
+/// [`Outcome::waiting_for_relay`] of work deferred because no relay it may use was up,
+/// or none was there: any relay that answers again, or is added, makes it due.
 pub const ANY_RELAY: &str = "*";
 
 /// A recipient as a status page or the exception queue shows it.

@@ -160,9 +160,11 @@ fn a_second_process_on_one_sqlite_store_is_refused() {
     });
     let sink = Sink::start(setup.root(), port, &[]);
     let s = setup.start();
+    // A pipeline that passes the checks (its admin token set): only the store is taken.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--pipeline"])
         .arg(&setup.pipeline)
+        .env("SLUICE_E2E_ADMIN_TOKEN", &setup.admin_token)
         .current_dir(setup.root())
         .output()
         .expect("run sluice serve");

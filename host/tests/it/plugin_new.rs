@@ -2,9 +2,10 @@
 //! tests and `sluice plugin check`; `sluice plugin upload` puts one live on a running
 //! server.
 //!
-//! The generated crates build into one directory under the shared target dir, with the
-//! workspace's `Cargo.lock`, so after the first run only the generated crate itself is
-//! compiled.
+//! The crates are written by a copy of the binary alone in an empty directory: they carry
+//! the SDK (`vendor/sluice-sdk`) and the lock file, and need nothing of the source tree.
+//! They build into one directory under the shared target dir, so after the first run
+//! only the generated crate and its copy of the SDK are compiled.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -51,13 +52,47 @@ fn cargo(dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// The `sluice` binary copied alone into an empty directory, as a tenant has it.
+fn lone_binary(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin/sluice");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_sluice"), &bin).unwrap();
+    bin
+}
+
+/// Every file under `dir`, with its text (lossy), skipping build output.
+fn texts(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.ends_with("target") {
+            continue;
+        }
+        if path.is_dir() {
+            texts(&path, out);
+        } else {
+            let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+            out.push((path, text));
+        }
+    }
+}
+
 #[test]
 fn generated_crates_build_pass_their_tests_and_the_check() {
+    // Only the binary, in a directory of its own; the crates are written and built
+    // there, and nothing in them may point back into the source tree.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap();
+    let bin = lone_binary(tmp.path());
+    let sources = workspace().canonicalize().unwrap();
+    let lone = |args: &[&str]| {
+        Command::new(&bin)
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .expect("sluice runs")
+    };
     for stage in ["route", "bill", "ingest", "bounce", "send"] {
         let name = format!("tenant-{stage}");
-        let out = sluice(&["plugin", "new", "--stage", stage, "--dir", dir, &name]);
+        let out = lone(&["plugin", "new", "--stage", stage, &name]);
         assert!(
             out.status.success(),
             "{}",
@@ -67,9 +102,29 @@ fn generated_crates_build_pass_their_tests_and_the_check() {
         let cargo_toml = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(cargo_toml.contains(r#"crate-type = ["cdylib", "rlib"]"#));
         assert!(cargo_toml.contains("opt-level = \"s\""));
+        assert!(
+            cargo_toml.contains(r#"sluice-sdk = { path = "vendor/sluice-sdk" }"#),
+            "{cargo_toml}"
+        );
+        let mut files = Vec::new();
+        texts(&root, &mut files);
+        for (path, text) in &files {
+            assert!(
+                !text.contains(sources.to_str().unwrap()),
+                "{} names the source tree {}",
+                path.display(),
+                sources.display()
+            );
+        }
+        for file in [
+            "vendor/sluice-sdk/wit/stages.wit",
+            "vendor/sluice-sdk/src/lib.rs",
+            "Cargo.lock",
+        ] {
+            assert!(root.join(file).is_file(), "{file} was not written");
+        }
         let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
         assert!(readme.contains(&format!("sluice plugin upload --stage {stage}")));
-        std::fs::copy(workspace().join("Cargo.lock"), root.join("Cargo.lock")).unwrap();
 
         cargo(&root, &["build", "--release", "--target", "wasm32-wasip2"]);
         let tests = cargo(&root, &["test", "--lib"]);
@@ -81,7 +136,7 @@ fn generated_crates_build_pass_their_tests_and_the_check() {
         let wasm = build_dir()
             .join("wasm32-wasip2/release")
             .join(format!("{}.wasm", name.replace('-', "_")));
-        let out = sluice(&["plugin", "check", "--stage", stage, wasm.to_str().unwrap()]);
+        let out = lone(&["plugin", "check", "--stage", stage, wasm.to_str().unwrap()]);
         assert!(
             out.status.success(),
             "{stage}: {}",

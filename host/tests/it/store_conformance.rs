@@ -111,6 +111,7 @@ conformance!(
     renew_keeps_a_lease_from_expiring,
     leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept,
     work_waiting_for_a_relay_is_woken_when_it_answers,
+    deferred_work_is_retried_now_by_message_relay_domain_or_tenant,
     requeue_from_the_exception_queue,
     relay_stats_count_windows_from_events,
     relay_stats_are_pruned_by_age,
@@ -158,6 +159,7 @@ fn message(tenant: &str, recipients: &[&str]) -> NewMessage {
             .into(),
         tags: vec!["welcome".to_string()],
         max_age_secs: 3600,
+        header_message_id: None,
     }
 }
 
@@ -307,11 +309,34 @@ async fn idempotency_key_returns_the_first_message(db: Db) {
         idempotency_key: Some("order-42".to_string()),
         ..message(tenant, &["a@example.org"])
     };
-    let first = s.accept(keyed("t1"), T0).await.unwrap();
-    let again = s.accept(keyed("t1"), T0 + 5).await.unwrap();
+    let first = s
+        .accept(
+            NewMessage {
+                header_message_id: Some("<first@example.com>".into()),
+                ..keyed("t1")
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let again = s
+        .accept(
+            NewMessage {
+                header_message_id: Some("<repeat@example.com>".into()),
+                ..keyed("t1")
+            },
+            T0 + 5,
+        )
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.id, first.id);
     assert_eq!(again.recipients, first.recipients);
+    // The repeat is told the stored message's Message-ID, not its own.
+    assert_eq!(
+        again.header_message_id.as_deref(),
+        Some("<first@example.com>")
+    );
     // Nothing was written the second time: still one accepted event.
     let view = s.get_message("t1", &first.id).await.unwrap().unwrap();
     assert_eq!(view.events.len(), 1);
@@ -855,6 +880,102 @@ async fn work_waiting_for_a_relay_is_woken_when_it_answers(db: Db) {
         s.wake_waiting_for_relay("relay-b", T0 + 8).await.unwrap(),
         0
     );
+}
+
+/// `retry_deferred` makes due now exactly the deferred recipients its filter selects
+/// (every field given must match), and nothing in another state or already due.
+async fn deferred_work_is_retried_now_by_message_relay_domain_or_tenant(db: Db) {
+    use sluice::store::RetryFilter;
+    let s = &db.store;
+    // m1 (t1): a@x.test via relay-a, b@y.test via relay-b; m2 (t1): c@x.test via relay-a,
+    // delivered; m3 (t2): d@x.test waiting for relay-a.
+    let m1 = s
+        .accept(message("t1", &["a@x.test", "b@y.test"]), T0)
+        .await
+        .unwrap();
+    let m2 = s.accept(message("t1", &["c@x.test"]), T0).await.unwrap();
+    let m3 = s.accept(message("t2", &["d@x.test"]), T0).await.unwrap();
+    assert_eq!(s.lease_due("h1", T0, 60_000, 10).await.unwrap().len(), 4);
+    let later = T0 + 600_000;
+    let deferred = |id: &str, idx: i32, relay: Option<&str>, waiting: Option<&str>| Outcome {
+        next_attempt_at_ms: Some(later),
+        relay: relay.map(str::to_owned),
+        waiting_for_relay: waiting.map(str::to_owned),
+        ..outcome(id, idx, RecipientState::Deferred, EventKind::Deferred)
+    };
+    let outcomes = vec![
+        deferred(&m1.id, 0, Some("relay-a"), None),
+        deferred(&m1.id, 1, Some("relay-b"), None),
+        outcome(&m2.id, 0, RecipientState::Delivered, EventKind::Delivered),
+        deferred(&m3.id, 0, None, Some("relay-a")),
+    ];
+    assert_eq!(s.record("h1", outcomes, T0 + 1).await.unwrap(), 4);
+    let none = RetryFilter::default();
+
+    // Nothing matches: a domain nobody has, a message of t1 asked for as t2's.
+    for f in [
+        RetryFilter {
+            domain: Some("z.test".into()),
+            ..none.clone()
+        },
+        RetryFilter {
+            tenant: Some("t2".into()),
+            message: Some(m1.id.clone()),
+            ..none.clone()
+        },
+        // Delivered work is not deferred work.
+        RetryFilter {
+            message: Some(m2.id.clone()),
+            ..none.clone()
+        },
+    ] {
+        assert_eq!(s.retry_deferred(&f, T0 + 2).await.unwrap(), 0, "{f:?}");
+    }
+    // By relay: the last attempt's relay and the relay waited for; per tenant.
+    let by_relay = RetryFilter {
+        relay: Some("relay-a".into()),
+        tenant: Some("t1".into()),
+        ..none.clone()
+    };
+    assert_eq!(s.retry_deferred(&by_relay, T0 + 3).await.unwrap(), 1);
+    let due = s.lease_due("h2", T0 + 4, 60_000, 10).await.unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|l| (l.message_id.as_str(), l.recipient_idx))
+            .collect::<Vec<_>>(),
+        vec![(m1.id.as_str(), 0)]
+    );
+    // Leased now (in flight): a retry does not touch it.
+    let by_message = RetryFilter {
+        message: Some(m1.id.clone()),
+        ..none.clone()
+    };
+    assert_eq!(s.retry_deferred(&by_message, T0 + 5).await.unwrap(), 1);
+    assert_eq!(
+        s.retry_deferred(&by_message, T0 + 6).await.unwrap(),
+        0,
+        "already due"
+    );
+    let by_domain = RetryFilter {
+        domain: Some("x.test".into()),
+        ..none.clone()
+    };
+    assert_eq!(
+        s.retry_deferred(&by_domain, T0 + 7).await.unwrap(),
+        1,
+        "m3's d@x.test"
+    );
+    let mut due: Vec<(String, i32)> = s
+        .lease_due("h2", T0 + 8, 60_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.message_id, l.recipient_idx))
+        .collect();
+    due.sort();
+    let mut want = vec![(m1.id.clone(), 1), (m3.id.clone(), 0)];
+    want.sort();
+    assert_eq!(due, want);
 }
 
 /// The dispatcher leaves out tenants that hold their share of a host, and renews the

@@ -1,0 +1,90 @@
+//! What `sluice serve` checks of a parsed pipeline before it opens the store or a
+//! socket, and what `sluice pipeline check` runs too, so that a file the check passes
+//! is one `serve` starts with: each stage's plugin loads (its file is read, compiled and
+//! found to export the stage's world), and the secrets the pipeline names resolve (the
+//! admin token, the VERP key). Every failure is collected before the answer. What needs
+//! the running system (the store, ports, a relay's password read at use) is not here.
+
+use super::plugins::PluginSet;
+use crate::config::{Pipeline, SecretRef};
+use crate::runtime::{LogLimits, Runtime, RuntimeConfig};
+
+/// What the checks produced, for `serve` to start with.
+pub struct Ready {
+    pub plugins: PluginSet,
+    /// The admin token from `[admin] token_env`/`token_file`; `None`: the store keeps one.
+    pub admin_token: Option<String>,
+    /// The VERP key from `[delivery] verp_key_env`/`_file`; `None`: the store keeps one.
+    pub verp_key: Option<String>,
+    /// What does not stop a start but will not work (a pipeline relay's password that
+    /// cannot be read): the check prints them, `serve` logs them.
+    pub warnings: Vec<String>,
+}
+
+/// Every reason the pipeline cannot be served, one per line: `key: why`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct NotReady(pub Vec<String>);
+
+/// Runs the checks; `Err` lists every failure.
+pub fn check(pipeline: &Pipeline) -> Result<Ready, NotReady> {
+    let mut errors = Vec::new();
+    let mut secret = |key: &str, s: Option<&SecretRef>| match s.map(SecretRef::resolve) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            errors.push(format!("{key}: {e}"));
+            None
+        }
+    };
+    let admin_token = secret("admin.token", pipeline.admin.token.as_ref());
+    let verp_key = secret("delivery.verp_key", pipeline.delivery.verp_key.as_ref());
+    if let (Some(key), Some(domain)) = (&verp_key, &pipeline.delivery.bounce_domain)
+        && let Err(e) =
+            crate::verp::Verp::new(key.as_bytes(), &pipeline.delivery.bounce_prefix, domain)
+    {
+        errors.push(format!("delivery.verp_key: {e}"));
+    }
+    let warnings = pipeline
+        .relays
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let e = r.auth_password.as_ref()?.resolve().err()?;
+            Some(format!(
+                "relay[{i}].auth_password (relay {:?}): {e}; the relay is used without AUTH until it can be read",
+                r.id
+            ))
+        })
+        .collect();
+
+    let logs = &pipeline.plugins.logs;
+    let plugins = Runtime::new(RuntimeConfig {
+        max_memory_bytes: pipeline.plugins.max_memory_bytes.max(64 << 20),
+        log: LogLimits {
+            line_bytes: logs.max_line_bytes,
+            fields: logs.max_fields,
+            field_bytes: logs.max_field_bytes,
+            lines_per_call: logs.max_lines_per_call,
+        },
+        ..RuntimeConfig::default()
+    })
+    .map_err(|e| vec![format!("the plugin runtime cannot start: {e:#}")])
+    .and_then(|runtime| PluginSet::load(runtime, &pipeline.plugins));
+    let plugins = match plugins {
+        Ok(p) => Some(p),
+        Err(failures) => {
+            errors.extend(failures);
+            None
+        }
+    };
+    match plugins {
+        Some(plugins) if errors.is_empty() => Ok(Ready {
+            plugins,
+            admin_token,
+            verp_key,
+            warnings,
+        }),
+        _ => Err(NotReady(errors)),
+    }
+}
