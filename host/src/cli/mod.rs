@@ -94,11 +94,9 @@ pub fn main() -> ExitCode {
                     eprintln!("  caused by: {cause}");
                 }
             }
-            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            })
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::serve::NotServable>().is_some();
+            ExitCode::from(if usage { 2 } else { 1 })
         }
     }
 }

@@ -127,7 +127,7 @@ impl Server {
     pub async fn start(pipeline: Pipeline, options: StartOptions) -> anyhow::Result<Server> {
         // The checks `sluice pipeline check` runs, before anything is opened.
         let ready = super::preflight::check(&pipeline)
-            .map_err(|e| crate::cli::UsageError(format!("the pipeline cannot be served:\n{e}")))?;
+            .map_err(|e| super::NotServable(format!("the pipeline cannot be served:\n{e}")))?;
         for w in &ready.warnings {
             tracing::warn!("{w}");
         }
@@ -147,7 +147,7 @@ impl Server {
 
         let admin_token_sha256 = match &ready.admin_token {
             Some(_) if options.reset_admin_token => {
-                return Err(crate::cli::UsageError(
+                return Err(super::NotServable(
                     "--reset-admin-token: the pipeline names the admin token ([admin] token_env \
                      or token_file); change it there"
                         .into(),

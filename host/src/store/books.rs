@@ -23,11 +23,34 @@ use sqlx::any::{Any, AnyArguments};
 use sqlx::query::Query;
 use std::collections::HashMap;
 
+use serde::Serialize;
+
 use super::StoreError;
 use super::codec::{col, corrupt, get_idx, positional, rows_per_statement, value_rows};
 use super::connect::Pools;
-use super::ledger::{Balance, ChargeSum};
+use crate::billing::ChargeSum;
 use sqlx::any::AnyRow;
+
+/// The money of a book's owner (a tenant, or a tenant's account), exact.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub credits_micros: i64,
+    pub charges_micros: i64,
+    /// Estimated cost of recipients authorised but not yet rated.
+    pub reserved_micros: i64,
+}
+
+impl Balance {
+    /// credits − charges.
+    pub fn balance_micros(&self) -> i64 {
+        self.credits_micros - self.charges_micros
+    }
+
+    /// What new sends may still reserve: credits − charges − reservations.
+    pub fn available_micros(&self) -> i64 {
+        self.balance_micros() - self.reserved_micros
+    }
+}
 
 /// Which books a row belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

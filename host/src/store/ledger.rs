@@ -18,6 +18,7 @@ use sqlx::any::AnyRow;
 use std::collections::BTreeMap;
 
 use super::StoreError;
+pub use super::books::Balance;
 use super::books::{self, Book, ChargeRow, Whose};
 use super::codec::{
     col, corrupt, get_idx, get_u32, placeholders, positional, rows_per_statement, value_rows,
@@ -128,27 +129,6 @@ pub struct LedgerEntry {
     /// When the usage happened.
     pub at_ms: i64,
     pub created_at_ms: i64,
-}
-
-/// A tenant's money, exact.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Balance {
-    pub credits_micros: i64,
-    pub charges_micros: i64,
-    /// Estimated cost of recipients authorised but not yet rated.
-    pub reserved_micros: i64,
-}
-
-impl Balance {
-    /// credits − charges.
-    pub fn balance_micros(&self) -> i64 {
-        self.credits_micros - self.charges_micros
-    }
-
-    /// What new sends may still reserve: credits − charges − reservations.
-    pub fn available_micros(&self) -> i64 {
-        self.balance_micros() - self.reserved_micros
-    }
 }
 
 /// What [`super::Store::add_credit`] did.
