@@ -5,7 +5,8 @@
 //!   `Diagnostic-Code`, the reply taken from the text when the report has
 //!   none); the plain-text bounces of qmail, Exim, Postfix, Sendmail,
 //!   Exchange and the providers (recipient lines followed by the reason);
-//!   RFC 3834 auto-replies (`vacation`); fml mailing-list errors.
+//!   RFC 3834 auto-replies (`vacation`); fml mailing-list errors; Amazon
+//!   SES's JSON notifications (`ses`).
 //! - Per-format rules (`lhost`, after Sisimai's `Lhost::*` and `MDA`): a
 //!   format known by its headers decides the reason by its own sentences.
 //! - SMTP replies and log lines: classified by reply code, enhanced status
@@ -28,6 +29,7 @@ mod mail;
 mod mime;
 mod phrase;
 mod plain;
+mod ses;
 
 use found::Found;
 use sluice_sdk::bounce::*;
@@ -73,6 +75,9 @@ fn via(mut found: Vec<Found>, reader: &'static str) -> Vec<Found> {
 fn read(mail: &mail::Mail) -> Vec<Found> {
     if let Some(found) = feedback::arf(mail) {
         return via(found, "arf-feedback-report");
+    }
+    if let Some(found) = ses::read(mail) {
+        return found;
     }
     if let Some(found) = lhost::fml(mail) {
         return via(found, "fml-error-text");
