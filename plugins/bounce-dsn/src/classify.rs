@@ -72,6 +72,11 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "mailbox size limit",
             "user's disk quota",
             "quota full",
+            "exceeded storage",
+            "storage limit",
+            "storage full",
+            "over its storage",
+            "mailbox size",
         ],
     ),
     (
@@ -200,6 +205,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "not pass spf",
             "not pass dkim",
             "sender id check",
+            "spf unauthorized",
+            "rejected by spf",
+            "as permitted sender",
+            "spf failure",
         ],
     ),
     (
@@ -789,6 +798,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "in the time limit specified",
             "maximum-time-expired",
             "maximum time expired",
+            "retries exceeded",
+            "too many retries",
+            "expired after",
+            "has not been delivered for",
         ],
     ),
     (
@@ -874,6 +887,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "system error",
             "local delivery failed",
             "queue file write error",
+            "insufficient system resources",
         ],
     ),
     (
@@ -924,7 +938,10 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("7", "9") => Reason::Policyviolation,
         ("7", "13" | "14") => Reason::Suspend,
         ("7", "16" | "17" | "18" | "19") => Reason::Rejected,
-        ("7", "20" | "21" | "22" | "23" | "24" | "26" | "509") => Reason::Authfailure,
+        // RFC 3463/5248: X.7.6 cryptographic algorithm not supported, X.7.10
+        // encryption needed, X.7.30 REQUIRETLS needed; X.7.29 ARC failed.
+        ("7", "6" | "10" | "30") => Reason::Securityerror,
+        ("7", "20" | "21" | "22" | "23" | "24" | "26" | "29" | "509") => Reason::Authfailure,
         ("7", "25") => Reason::Requireptr,
         ("7", "27") => Reason::Notaccept,
         // Exchange Online: 5.7.57 a client not authenticated to send
@@ -1236,6 +1253,9 @@ const SURELY_UNKNOWN: &[&str] = &[
     "unrecognized or-name",
     "ambiguous-or-name",
     "recipient name is not recognized",
+    // Lotus Notes/Domino: the directory has no such person.
+    "not listed in domino directory",
+    "not listed in public name & address book",
 ];
 
 /// Which reasons' phrases a text holds, found in one pass.
@@ -1765,6 +1785,8 @@ const EXCHANGE: &[(&str, Reason)] = &[
     ("RESOLVER.RST.NotAuthorized", Reason::Rejected),
     ("RESOLVER.RST.RecipSizeLimit", Reason::Mesgtoobig),
     ("QUEUE.Expired", Reason::Expired),
+    // The mailbox store refused for its quota (5.2.2).
+    ("QuotaExceededException", Reason::Mailboxfull),
 ];
 
 /// The reason a provider's own error code in the text names.
@@ -1791,7 +1813,11 @@ fn provider_code(text: &str) -> Option<Reason> {
             _ => {}
         }
     }
-    if text.contains("RESOLVER.") || text.contains("QUEUE.") || text.contains("SMTPSEND.") {
+    if text.contains("RESOLVER.")
+        || text.contains("QUEUE.")
+        || text.contains("SMTPSEND.")
+        || text.contains("STOREDRV.")
+    {
         return EXCHANGE
             .iter()
             .find(|(t, _)| text.contains(t))
@@ -2242,6 +2268,8 @@ mod tests {
             Reason::Blocked
         );
         assert_eq!(r("5.7.57", Some(530), ""), Reason::Securityerror);
+        assert_eq!(r("5.7.10", Some(523), ""), Reason::Securityerror);
+        assert_eq!(r("5.7.29", Some(550), ""), Reason::Authfailure);
     }
 
     #[test]
