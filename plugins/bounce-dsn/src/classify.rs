@@ -582,6 +582,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "too many sessions",
             "trop de connexions",
             "too many simultaneous",
+            "too much mail from",
+            "too many messages from",
+            "rate limit",
+            "maximum number of connections",
+            "concurrent connections",
+            "connection count",
         ],
     ),
     (
@@ -1789,8 +1795,63 @@ const EXCHANGE: &[(&str, Reason)] = &[
     ("QuotaExceededException", Reason::Mailboxfull),
 ];
 
+/// Error codes the big receivers publish for their refusals, written in
+/// capitals as a word of their own: Outlook.com's postmaster codes
+/// (`SC-`, `DY-`, `OU-` the sending IP or its reputation, `RP-` its rate or
+/// connections), Yahoo's `[BL2x]` block lists and `[TSS09]` permanent
+/// deferral, AOL's `DNS:NR` (no reverse DNS) and `RLY:`/`DYN:` IP blocks,
+/// Cox's `CX...` codes.
+const PUBLISHED_CODES: &[(&str, Reason)] = &[
+    ("SC-001", Reason::Blocked),
+    ("SC-002", Reason::Blocked),
+    ("SC-003", Reason::Blocked),
+    ("SC-004", Reason::Blocked),
+    ("DY-001", Reason::Blocked),
+    ("DY-002", Reason::Blocked),
+    ("OU-001", Reason::Blocked),
+    ("OU-002", Reason::Blocked),
+    ("RP-001", Reason::Toomanyconn),
+    ("RP-002", Reason::Toomanyconn),
+    ("RP-003", Reason::Toomanyconn),
+    ("BL21", Reason::Blocked),
+    ("BL22", Reason::Blocked),
+    ("BL23", Reason::Blocked),
+    ("TSS09", Reason::Blocked),
+    ("DNS:NR", Reason::Requireptr),
+    ("RLY:", Reason::Blocked),
+    ("DYN:", Reason::Blocked),
+    ("CXBL", Reason::Blocked),
+    ("CDRBL", Reason::Blocked),
+    ("CXDNS", Reason::Requireptr),
+    ("CXSNDR", Reason::Rejected),
+    ("CXCNCT", Reason::Toomanyconn),
+    ("CXMXRT", Reason::Toomanyconn),
+];
+
+/// The first of [`PUBLISHED_CODES`] standing as a word of its own.
+fn published_code(text: &str) -> Option<Reason> {
+    let b = text.as_bytes();
+    PUBLISHED_CODES.iter().find_map(|(code, reason)| {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(code).map(|i| i + from) {
+            let end = at + code.len();
+            let before = at == 0 || !b[at - 1].is_ascii_alphanumeric();
+            let after =
+                code.ends_with(':') || b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric());
+            if before && after {
+                return Some(*reason);
+            }
+            from = end;
+        }
+        None
+    })
+}
+
 /// The reason a provider's own error code in the text names.
 fn provider_code(text: &str) -> Option<Reason> {
+    if let Some(r) = published_code(text) {
+        return Some(r);
+    }
     let b = text.as_bytes();
     let word_start = |i: usize| i == 0 || !b[i - 1].is_ascii_alphanumeric();
     for i in 0..b.len() {
@@ -2121,6 +2182,20 @@ mod tests {
         );
         // Look-alikes are not codes.
         assert_eq!(provider_code("see LPN007 or XOFR_506 or IB6070"), None);
+        assert_eq!(
+            provider_code("550 SC-001 (BAY0-MC1-F12) rejected"),
+            Some(Reason::Blocked)
+        );
+        assert_eq!(
+            provider_code("421 RP-002 too fast"),
+            Some(Reason::Toomanyconn)
+        );
+        assert_eq!(
+            provider_code("554 (DNS:NR) no rDNS"),
+            Some(Reason::Requireptr)
+        );
+        assert_eq!(provider_code("550 IP blocked. CXBL"), Some(Reason::Blocked));
+        assert_eq!(provider_code("DISC-0011 or XBL21 or BL210"), None);
     }
 
     #[test]
