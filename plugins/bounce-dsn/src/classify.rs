@@ -1158,7 +1158,7 @@ fn folded_at(text: &str, mut i: usize, phrase: &[u8]) -> bool {
 
 /// The phrases that name a command, earliest in the text wins (then the
 /// first listed).
-const COMMAND_PATTERNS: [(&str, Command); 27] = [
+const COMMAND_PATTERNS: [(&str, Command); 31] = [
     ("in reply to end of data", Command::Data),
     ("after end of data", Command::Data),
     ("in reply to data", Command::Data),
@@ -1188,6 +1188,13 @@ const COMMAND_PATTERNS: [(&str, Command); 27] = [
     ("but sender was rejected", Command::Mail),
     ("failed after i sent the message", Command::Data),
     ("but greeting failed", Command::Conn),
+    // Sun/Oracle Messaging Server: the remote server refused the address;
+    // Postfix's recipient restrictions answer RCPT TO; GMX's Exim names
+    // the command alone.
+    ("has rejected address", Command::Rcpt),
+    ("recipient address rejected", Command::Rcpt),
+    ("after rcpt command", Command::Rcpt),
+    ("after mail command", Command::Mail),
 ];
 
 /// A fact worked out when a rule first asks for it.

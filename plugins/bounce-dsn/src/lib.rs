@@ -345,6 +345,39 @@ Subject: hello\r
         assert_eq!(out.results[0].reason, Reason::Userunknown);
     }
 
+    fn first(mail: &str) -> BounceResult {
+        let out = DsnParser::parse(BounceInput::Email(mail.as_bytes().to_vec()));
+        out.results.into_iter().next().expect("a result")
+    }
+
+    #[test]
+    fn the_servers_reply_in_a_later_paragraph_or_a_later_mention_is_read() {
+        // Gmail's plain notice: the reply follows "...returned was:".
+        let gmail = "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\nSubject: Delivery Status Notification (Failure)\n\nDelivery to the following recipient failed permanently:\n\n     gone@example.org\n\nTechnical details of permanent failure:\nGoogle tried to deliver your message, but it was rejected by the server for the recipient domain example.org by mx.example.org. [192.0.2.1].\n\nThe error that the other server returned was:\n550 5.1.1 <gone@example.org>... User Unknown (state 14).\n\n----- Original message -----\n";
+        let r = first(gmail);
+        assert_eq!(
+            (r.status.as_str(), r.reason),
+            ("5.1.1", Reason::Userunknown)
+        );
+        // Exchange names the recipient again under "Diagnostic information
+        // for administrators", with the status.
+        let exchange = "From: postmaster@ex.example.net\nSubject: Undeliverable: hi\n\nDelivery has failed to these recipients or groups:\n\ngone@example.org\nThe e-mail address you entered couldn't be found.\n\nDiagnostic information for administrators:\n\nGenerating server: ex.example.net\n\ngone@example.org\n#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n";
+        let r = first(exchange);
+        assert_eq!(
+            (r.status.as_str(), r.reason),
+            ("5.1.1", Reason::Userunknown)
+        );
+    }
+
+    #[test]
+    fn reports_that_name_the_recipient_step_in_their_own_words() {
+        // Sun/Oracle Messaging Server and GMX's Exim.
+        let sun = "From: Internet Mail Delivery <postmaster@ms.example.net>\nSubject: Delivery Notification: Delivery has failed\n\nYour message cannot be delivered to the following recipients:\n\n  Recipient address: gone@example.org\n  Reason: Remote SMTP server has rejected address\n  Diagnostic code: smtp;550 No such user\n";
+        assert_eq!(first(sun).reason, Reason::Userunknown);
+        let gmx = "From: \"Mail Delivery System\" <mailer-daemon@gmx.net>\nSubject: Mail delivery failed: returning message to sender\n\nThe following address(es)\nfailed:\n\n\"gone@example.org\":\nSMTP error from remote server after RCPT command:\nhost: mx.example.org\n550 no such user\n";
+        assert_eq!(first(gmx).reason, Reason::Userunknown);
+    }
+
     #[test]
     fn garbage_gives_a_note_not_a_failure() {
         let out = DsnParser::parse(BounceInput::Email(vec![0xff, 0xfe, b'\n', b'x']));
