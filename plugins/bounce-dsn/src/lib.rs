@@ -152,9 +152,30 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let (mut r, why) = found::finish_why(f, &|| {
-            *report_command.get_or_init(|| classify::find_command(&mail.report))
-        });
+        let context = || *report_command.get_or_init(|| classify::find_command(&mail.report));
+        let retry = f.reason.is_none().then(|| f.clone());
+        let (mut r, mut why) = found::finish_why(f, &context);
+        // Nothing said of this recipient names a cause: the report's own
+        // explanation, said of all its recipients, may.
+        if matches!(r.reason, Reason::Onhold | Reason::Undefined)
+            && let Some(mut again) = retry
+            && let Some(p) = mail.error_paragraph()
+            && !again.diagnostic.contains(p)
+        {
+            again.diagnostic = format!("{} {p}", again.diagnostic);
+            let (r2, why2) = found::finish_why(again, &context);
+            if !matches!(
+                r2.reason,
+                Reason::Onhold | Reason::Undefined | Reason::Delivered
+            ) {
+                if why.status.starts_with("pseudo-status") {
+                    r.status = r2.status;
+                    why.status = why2.status;
+                }
+                (r.reason, r.hard) = (r2.reason, r2.hard);
+                (why.reason, why.hard) = ("report-paragraph", why2.hard);
+            }
+        }
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
         rules.push(why.note(&r.recipient));
@@ -366,6 +387,18 @@ Subject: hello\r
         assert_eq!(
             (r.status.as_str(), r.reason),
             ("5.1.1", Reason::Userunknown)
+        );
+    }
+
+    #[test]
+    fn the_reports_own_explanation_decides_when_the_recipients_line_does_not() {
+        let mail = "From: MAILER-DAEMON@mx.example.net\nSubject: Returned mail\n\nYour message could not be delivered for 5 days, the mail system gave up.\n\n<slow@example.org>: 451 please hold on\n";
+        let out = DsnParser::parse(BounceInput::Email(mail.as_bytes().to_vec()));
+        assert_eq!(out.results[0].reason, Reason::Expired, "{out:?}");
+        assert!(
+            out.notes[0].contains("reason=report-paragraph"),
+            "{:?}",
+            out.notes
         );
     }
 
