@@ -680,6 +680,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "headers contain",
             "invalid header",
             "data format error",
+            "lines too long",
         ],
     ),
     (
@@ -755,6 +756,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "not allowed to send mail from",
             "your ip",
             "ip not in whitelist",
+            "client blocked",
             "rly:b",
             "dyn:t",
         ],
@@ -931,6 +933,11 @@ pub fn from_status(status: &str) -> Option<Reason> {
         // RFC 3463 X.4.7 "delivery time expired", in either class;
         // Exchange Online's 5.4.300 "message expired".
         ("4", "7" | "300") => Reason::Expired,
+        // Exchange Online: 5.4.310 the DNS domain does not exist, 5.4.312
+        // the DNS query failed, 5.4.316 expired after refused connections.
+        ("4", "310") => Reason::Hostunknown,
+        ("4", "312") => Reason::Networkerror,
+        ("4", "316") => Reason::Expired,
         ("4", "3") => Reason::Systemerror,
         ("4", "4") => Reason::Hostunknown,
         ("4", "5") => Reason::Systemfull,
