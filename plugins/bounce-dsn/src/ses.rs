@@ -9,8 +9,8 @@
 //! A complaint is a feedback report; a delivery is no failure.
 //!
 //! The JSON reader is small and bounded: nesting deeper than
-//! [`MAX_DEPTH`] or malformed text is not a notification, and only the
-//! first few `{` of the text are tried.
+//! [`MAX_DEPTH`], more than [`MAX_VALUES`] values or malformed text is not
+//! a notification, and only the first few `{` of the text are tried.
 
 use crate::found::Found;
 use crate::mail::Mail;
@@ -20,6 +20,10 @@ use sluice_sdk::bounce::Reason;
 const MAX_DEPTH: usize = 32;
 /// Places in the text where a document is tried.
 const MAX_STARTS: usize = 4;
+/// Values read per document at most: a notification has a few dozen, and
+/// the bound keeps a document of millions of tiny values (a few bytes each)
+/// from costing a Wasm instance's memory.
+const MAX_VALUES: usize = 100_000;
 
 /// A JSON value; numbers are not needed and kept as nothing.
 #[derive(Debug)]
@@ -60,6 +64,18 @@ impl Json {
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
+    /// Values still to be read (see [`MAX_VALUES`]).
+    left: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn at(b: &'a [u8], i: usize) -> Self {
+        Reader {
+            b,
+            i,
+            left: MAX_VALUES,
+        }
+    }
 }
 
 impl Reader<'_> {
@@ -75,9 +91,10 @@ impl Reader<'_> {
     }
 
     fn value(&mut self, depth: usize) -> Option<Json> {
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || self.left == 0 {
             return None;
         }
+        self.left -= 1;
         self.space();
         match *self.b.get(self.i)? {
             b'{' => {
@@ -174,20 +191,14 @@ fn notification(text: &str) -> Option<Json> {
     for _ in 0..MAX_STARTS {
         let at = from + text[from..].find('{')?;
         from = at + 1;
-        let mut r = Reader {
-            b: text.as_bytes(),
-            i: at,
-        };
+        let mut r = Reader::at(text.as_bytes(), at);
         let Some(doc) = r.value(0) else { continue };
         if is_notification(&doc) {
             return Some(doc);
         }
         let inner = doc.text("Message");
         if inner.contains("Type") {
-            let mut r = Reader {
-                b: inner.as_bytes(),
-                i: inner.find('{')?,
-            };
+            let mut r = Reader::at(inner.as_bytes(), inner.find('{')?);
             if let Some(doc) = r.value(0).filter(is_notification) {
                 return Some(doc);
             }
@@ -344,6 +355,11 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(parse(&format!("Subject: x\n\n{{\"mail\":{deep}, \"Type\":1}}\n")).is_empty());
         assert!(parse("Subject: x\n\n{\"notificationType\":\"Bounce\",\"mail\":{\n").is_empty());
+        let many = format!(
+            "{{\"notificationType\":\"Bounce\",\"mail\":{{}},\"bounce\":{{\"bouncedRecipients\":[{}{{\"emailAddress\":\"a@b.example\"}}]}}}}",
+            "{},".repeat(MAX_VALUES)
+        );
+        assert!(parse(&format!("Subject: x\n\n{many}\n")).is_empty());
         assert!(
             parse("Subject: x\n\n{\"notificationType\":\"Bounce\",\"mail\":{},\"bounce\":\"x\"}\n")
                 .is_empty()
