@@ -17,12 +17,15 @@ use sluice_tests::runtime;
 use std::path::Path;
 use std::time::Duration;
 
-/// Agreement floors in basis points (1/100 %) over all labelled rows.
+/// Agreement floors in basis points (1/100 %) over the labelled rows of the
+/// dev families (until issue 19 these were over all rows, held-out ones
+/// included: 99.00 / 98.01 / 97.02 / 98.41 %, the dev rows then scoring
+/// what they score now).
 const FLOORS: [(Metric, u64); 4] = [
-    (Metric::Recipient, 9900),
-    (Metric::Status, 9801),
-    (Metric::Reason, 9702),
-    (Metric::Hard, 9841),
+    (Metric::Recipient, 9940),
+    (Metric::Status, 9881),
+    (Metric::Reason, 9792),
+    (Metric::Hard, 9881),
 ];
 
 /// Floors on the held-out families alone, in basis points.
@@ -32,10 +35,16 @@ const HELD_OUT_FLOORS: [(Metric, u64); 4] = [
     (Metric::Reason, HELD_OUT_REASON),
     (Metric::Hard, HELD_OUT_HARD),
 ];
+// Lowered in issue 19 (95.23 -> 94.04 % reason, 96.42 -> 95.83 % status,
+// 97.61 -> 96.42 % hard): rules written from RFCs and published MTA texts
+// moved two rows of these families, which an earlier classifier had been
+// fitted to. A held-out score never decides which rule stays (that would fit
+// the held-out families); these floors catch silent changes, and a lower
+// figure is reported in BENCHMARKS.md, not reverted.
 const HELD_OUT_RECIPIENT: u64 = 9821;
-const HELD_OUT_STATUS: u64 = 9642;
-const HELD_OUT_REASON: u64 = 9523;
-const HELD_OUT_HARD: u64 = 9761;
+const HELD_OUT_STATUS: u64 = 9583;
+const HELD_OUT_REASON: u64 = 9404;
+const HELD_OUT_HARD: u64 = 9642;
 
 fn plugin() -> Plugin {
     let b = builtin::default_for(Stage::Bounce);
@@ -89,10 +98,12 @@ fn report(plugin: &Plugin, manifest: &Manifest) -> Report {
 fn corpus_accuracy_holds_its_floors() {
     let manifest = manifest();
     let report = report(&plugin(), &manifest);
-    let s = report.scores;
-    println!("{s}");
-    assert!(s.messages > 400, "only {} messages ran", s.messages);
-    assert!(s.labelled > 400, "only {} labelled rows", s.labelled);
+    let all = report.scores;
+    println!("{all}");
+    assert!(all.messages > 400, "only {} messages ran", all.messages);
+    assert!(all.labelled > 400, "only {} labelled rows", all.labelled);
+    let s = report.by_split()[&Split::Dev];
+    assert!(s.labelled > 300, "only {} dev rows", s.labelled);
     for (metric, floor) in FLOORS {
         let got = s.basis_points(metric);
         assert!(
@@ -124,9 +135,9 @@ fn held_out_families_hold_their_floors() {
 /// all held out but Postfix, in basis points.
 const FLUFL_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
     (Metric::Recipient, 8750),
-    (Metric::Status, 6562),
-    (Metric::Reason, 6250),
-    (Metric::Hard, 7500),
+    (Metric::Status, 8125),
+    (Metric::Reason, 7812),
+    (Metric::Hard, 8125),
 ];
 
 #[test]
@@ -145,6 +156,43 @@ fn flufl_families_hold_their_floors() {
             report.side_by_side()
         );
     }
+}
+
+/// Floors on the hand-labelled messages of the `bounced` package
+/// (`data/bounces-bounced`), labelled after the rules of issue 19 were
+/// written: Postfix and Exchange 2007+ are dev, the rest held out.
+const BOUNCED_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
+    (Metric::Recipient, 9310),
+    (Metric::Status, 6896),
+    (Metric::Reason, 6896),
+    (Metric::Hard, 8620),
+];
+
+#[test]
+fn bounced_families_hold_their_floors() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bounces-bounced/manifest.jsonl");
+    let manifest = Manifest::read(&path).expect("the bounced manifest reads");
+    let report = report(&plugin(), &manifest);
+    println!("{}", report.side_by_side());
+    let by = report.by_split();
+    let held = by[&Split::Heldout];
+    assert!(held.labelled >= 29, "only {} held-out rows", held.labelled);
+    for (metric, floor) in BOUNCED_HELD_OUT_FLOORS {
+        let got = held.basis_points(metric);
+        assert!(
+            got >= floor,
+            "bounced held-out {metric:?}: {got} basis points, below the floor of {floor}\n{}",
+            report.side_by_side()
+        );
+    }
+    // The dev families (Postfix, Exchange) agree on every field.
+    let dev = by[&Split::Dev];
+    assert_eq!(
+        dev.basis_points(Metric::Reason),
+        10_000,
+        "{}",
+        report.side_by_side()
+    );
 }
 
 #[test]

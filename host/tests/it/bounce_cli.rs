@@ -198,6 +198,55 @@ fn parse_skips_files_over_the_size_limit_and_reads_the_rest() {
     );
 }
 
+/// An Amazon SES notification as SES publishes it through SNS by e-mail.
+fn ses_bounce(rcpt: &str) -> String {
+    let doc = format!(
+        r#"{{"notificationType":"Bounce","bounce":{{"bounceType":"Permanent","bounceSubType":"General","bouncedRecipients":[{{"emailAddress":"{rcpt}","action":"failed","status":"5.1.1","diagnosticCode":"smtp; 550 5.1.1 user unknown"}}]}},"mail":{{"source":"s@example.com"}}}}"#
+    );
+    format!(
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\nSubject: AWS Notification Message\n\n{{\"Type\" : \"Notification\", \"Message\" : \"{}\"}}\n",
+        doc.replace('"', "\\\"")
+    )
+}
+
+#[test]
+fn ses_notifications_are_read_and_json_bombs_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-ses.eml"), ses_bounce("gone@example.net")).unwrap();
+    // The worst a JSON reader meets: nesting far past any notification's,
+    // and millions of tiny values. Neither is a notification; both end
+    // quickly inside the plugin's memory and time limits.
+    let deep = format!(
+        "Subject: AWS Notification Message\n\n{{\"notificationType\":\"Bounce\",\"mail\":{}{}}}\n",
+        "[".repeat(1_000_000),
+        "]".repeat(1_000_000)
+    );
+    std::fs::write(dir.path().join("b-deep.eml"), deep).unwrap();
+    let wide = format!(
+        "Subject: AWS Notification Message\n\n{{\"notificationType\":\"Bounce\",\"mail\":{{}},\"bounce\":{{\"bouncedRecipients\":[{}{{\"emailAddress\":\"x@example.net\"}}]}}}}\n",
+        "{},".repeat(2_000_000)
+    );
+    std::fs::write(dir.path().join("c-wide.eml"), wide).unwrap();
+    let out = sluice(&["bounce", "parse", "--explain", dir.path().to_str().unwrap()]);
+    let rows = lines(&ok_stdout(&out));
+    let ses: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["file"].as_str().is_some_and(|f| f.ends_with("a-ses.eml")))
+        .collect();
+    assert_eq!(ses.len(), 1, "{rows:?}");
+    assert_eq!(ses[0]["recipient"], "gone@example.net");
+    assert_eq!(ses[0]["reason"], "userunknown");
+    assert_eq!(ses[0]["rules"]["recipient"], "ses-bounced-recipient");
+    // The bombs give no SES recipient (the plain-text reader may still
+    // find an address in them, but never from the JSON).
+    assert!(
+        rows.iter()
+            .all(|r| r["rules"]["recipient"] != "ses-bounced-recipient"
+                || r["recipient"] == "gone@example.net"),
+        "{rows:?}"
+    );
+}
+
 #[test]
 fn parse_of_a_missing_path_names_it() {
     let out = sluice(&["bounce", "parse", "/nonexistent/sluice-bounce-dir"]);

@@ -1,7 +1,7 @@
 //! Native scoring against a labelled manifest, for fast iteration: the same
 //! rows and comparisons as `sluice bounce eval` (whose Wasm figures are the
 //! ones that count). `cargo run --release -p bounce-dsn --example eval --
-//! tests/data/bounces/dev-manifest.jsonl [-v] [-f] [-t N] [-d FILE]`.
+//! tests/data/bounces/dev-manifest.jsonl [-v] [-r] [-f] [-t N] [-d FILE]`.
 //!
 //! Families marked `heldout` in the `families.jsonl` beside the manifest
 //! are scored but never listed by `-v`: no rule is written from them.
@@ -175,6 +175,18 @@ fn main() {
         sp[3] += usize::from(ok_c);
         sp[4] += usize::from(ok_r);
         sp[5] += usize::from(ok_h);
+        // `-r`: the rule that decided each dev row's reason, and whether
+        // it agreed (to see which rules the dev families exercise).
+        if args.iter().any(|a| a == "-r") && !held {
+            let note = out
+                .notes
+                .iter()
+                .find(|n| n.to_ascii_lowercase().starts_with(&format!("rule {want}:")))
+                .and_then(|n| n.split("reason=").nth(1))
+                .and_then(|n| n.split(';').next())
+                .unwrap_or("?");
+            println!("RULE {note} {}", if ok_r { "ok" } else { "bad" });
+        }
         if verbose && !held && !(ok_s && ok_r && ok_h) {
             let diag: String = g.diagnostic.chars().take(240).collect();
             println!(

@@ -72,6 +72,11 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "mailbox size limit",
             "user's disk quota",
             "quota full",
+            "exceeded storage",
+            "storage limit",
+            "storage full",
+            "over its storage",
+            "mailbox size",
         ],
     ),
     (
@@ -92,6 +97,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "size of the message exceeds",
             "exceeds size limit",
             "message exceeds maximum size",
+            "content-too-long",
         ],
     ),
     (
@@ -152,6 +158,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "we don't handle mail for",
             "this system is not configured to relay mail",
             "not a gateway",
+            "list of allowed rcpthosts",
+            "allowed to be relayed",
         ],
     ),
     (
@@ -190,6 +198,17 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "dkim validation",
             "did not pass authentication",
             "authentication checks",
+            "either spf or dkim",
+            "spf or dkim",
+            "fails spf",
+            "fails dkim",
+            "not pass spf",
+            "not pass dkim",
+            "sender id check",
+            "spf unauthorized",
+            "rejected by spf",
+            "as permitted sender",
+            "spf failure",
         ],
     ),
     (
@@ -306,6 +325,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "mailbox unknown",
             "recipient invalid",
             "user is unknown",
+            "mailbox name not allowed",
         ],
     ),
     (
@@ -354,6 +374,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "no reverse",
             "reverse hostname",
             "reverse address",
+            "ptr",
+            "reverse lookup",
+            "no hostname",
         ],
     ),
     (
@@ -445,6 +468,11 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "domain not found",
             "no valid recipients were found",
             "dns lookup failed",
+            "point to non-existent hosts",
+            "could not be found in domain name service",
+            "destination email system is unknown or invalid",
+            "illegal host/domain name",
+            "couldn't find any host named",
         ],
     ),
     (
@@ -554,6 +582,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "too many sessions",
             "trop de connexions",
             "too many simultaneous",
+            "too much mail from",
+            "too many messages from",
+            "rate limit",
+            "maximum number of connections",
+            "concurrent connections",
+            "connection count",
         ],
     ),
     (
@@ -586,6 +620,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "violates our policy",
             "policy reasons",
             "content policy",
+            "has a policy that prohibits",
         ],
     ),
     (
@@ -617,6 +652,16 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "must use tls",
             "secure connection required",
             "encrypted connection",
+            "mechanism is too weak",
+            "cannot authenticate",
+            "password not accepted",
+            "password required",
+            "invalid credentials",
+            "tls negotiation failed",
+            "tls handshake",
+            "certificate verification failed",
+            "certificate verify failed",
+            "no shared cipher",
         ],
     ),
     (
@@ -634,6 +679,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "header error",
             "headers contain",
             "invalid header",
+            "data format error",
+            "lines too long",
         ],
     ),
     (
@@ -708,6 +755,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "connection refused",
             "not allowed to send mail from",
             "your ip",
+            "ip not in whitelist",
+            "client blocked",
+            "rly:b",
+            "dyn:t",
         ],
     ),
     (
@@ -748,6 +799,17 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "retry period",
             "message delayed",
             "delivery delayed",
+            "could not be delivered for",
+            "cannot send message for",
+            "could not send message for",
+            "have been failing for a long time",
+            "in the time limit specified",
+            "maximum-time-expired",
+            "maximum time expired",
+            "retries exceeded",
+            "too many retries",
+            "expired after",
+            "has not been delivered for",
         ],
     ),
     (
@@ -801,6 +863,11 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "lost connection",
             "connection reset",
             "connection closed",
+            "host lookup did not complete",
+            "communications failure",
+            "network error",
+            "name server timeout",
+            "loop-detected",
         ],
     ),
     (
@@ -828,6 +895,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "system error",
             "local delivery failed",
             "queue file write error",
+            "insufficient system resources",
         ],
     ),
     (
@@ -861,7 +929,15 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("3", "3" | "5") => Reason::Systemerror,
         ("3", "4") => Reason::Mesgtoobig,
         ("4", "0" | "2" | "6" | "14") => Reason::Networkerror,
-        ("4", "1" | "7") if !permanent => Reason::Expired,
+        ("4", "1") if !permanent => Reason::Expired,
+        // RFC 3463 X.4.7 "delivery time expired", in either class;
+        // Exchange Online's 5.4.300 "message expired".
+        ("4", "7" | "300") => Reason::Expired,
+        // Exchange Online: 5.4.310 the DNS domain does not exist, 5.4.312
+        // the DNS query failed, 5.4.316 expired after refused connections.
+        ("4", "310") => Reason::Hostunknown,
+        ("4", "312") => Reason::Networkerror,
+        ("4", "316") => Reason::Expired,
         ("4", "3") => Reason::Systemerror,
         ("4", "4") => Reason::Hostunknown,
         ("4", "5") => Reason::Systemfull,
@@ -875,10 +951,16 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("7", "9") => Reason::Policyviolation,
         ("7", "13" | "14") => Reason::Suspend,
         ("7", "16" | "17" | "18" | "19") => Reason::Rejected,
-        ("7", "20" | "21" | "22" | "23" | "24" | "26" | "509") => Reason::Authfailure,
+        // RFC 3463/5248: X.7.6 cryptographic algorithm not supported, X.7.10
+        // encryption needed, X.7.30 REQUIRETLS needed; X.7.29 ARC failed.
+        ("7", "6" | "10" | "30") => Reason::Securityerror,
+        ("7", "20" | "21" | "22" | "23" | "24" | "26" | "29" | "509") => Reason::Authfailure,
         ("7", "25") => Reason::Requireptr,
         ("7", "27") => Reason::Notaccept,
-        ("7", "606") => Reason::Blocked,
+        // Exchange Online: 5.7.57 a client not authenticated to send
+        // anonymous mail; 5.7.606-649 "access denied, banned sending IP".
+        ("7", "57") => Reason::Securityerror,
+        ("7", d) if d.len() == 3 && ("606"..="649").contains(&d) => Reason::Blocked,
         ("7", "650" | "651" | "652") => Reason::Badreputation,
         _ => return None,
     };
@@ -887,26 +969,31 @@ pub fn from_status(status: &str) -> Option<Reason> {
 
 /// Statuses whose meaning is narrow enough to beat the text.
 fn status_is_decisive(status: &str) -> bool {
-    matches!(
-        status.get(1..),
-        Some(
-            ".1.6"
-                | ".1.8"
-                | ".2.2"
-                | ".3.4"
-                | ".7.9"
-                | ".7.13"
-                | ".7.25"
-                | ".7.26"
-                | ".7.27"
-                | ".6.1"
-                | ".7.509"
-                | ".7.515"
-                | ".7.7"
-                | ".7.606"
-                | ".7.650"
+    // Exchange Online's 5.7.606-649: the sending IP is banned.
+    let banned_ip = status
+        .strip_prefix("5.7.")
+        .is_some_and(|d| d.len() == 3 && ("606"..="649").contains(&d));
+    banned_ip
+        || matches!(
+            status.get(1..),
+            Some(
+                ".1.6"
+                    | ".1.8"
+                    | ".2.2"
+                    | ".3.4"
+                    | ".7.9"
+                    | ".7.13"
+                    | ".7.25"
+                    | ".7.26"
+                    | ".7.27"
+                    | ".6.1"
+                    | ".7.509"
+                    | ".7.515"
+                    | ".7.7"
+                    | ".7.606"
+                    | ".7.650"
+            )
         )
-    )
 }
 
 /// Sisimai's pseudo status detail (`5.0.9NN`) per reason.
@@ -986,6 +1073,46 @@ pub fn find_command(text: &str) -> Option<Command> {
     })
 }
 
+/// The SMTP command a reply quotes by its RFC 5321 name alone, written in
+/// capitals as servers and reports write it ("RCPT TO", "MAIL FROM",
+/// "DATA", "EHLO"), when no phrase of [`find_command`] says which reply
+/// failed. With several, the last one before the first failure reply code
+/// (a transcript's commands come before the reply that refused one), else
+/// the first one.
+pub fn find_command_verb(text: &str) -> Option<Command> {
+    const VERBS: [(&str, Command); 6] = [
+        ("RCPT", Command::Rcpt),
+        ("MAIL FROM", Command::Mail),
+        ("DATA", Command::Data),
+        ("EHLO", Command::Helo),
+        ("HELO", Command::Helo),
+        ("STARTTLS", Command::Helo),
+    ];
+    let b = text.as_bytes();
+    let boundary = |i: usize| i == 0 || !b[i - 1].is_ascii_alphanumeric();
+    let mut seen: Vec<(usize, Command)> = Vec::new();
+    for (verb, command) in VERBS {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(verb).map(|i| i + from) {
+            let end = at + verb.len();
+            if boundary(at) && b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric()) {
+                seen.push((at, command));
+                break;
+            }
+            from = end;
+        }
+    }
+    seen.sort_by_key(|(at, _)| *at);
+    let first = *seen.first()?;
+    let failure = std::iter::successors(find_reply_code_from(text, 0), |(i, _)| {
+        find_reply_code_from(text, i + 1)
+    })
+    .find(|(_, c)| *c >= 400)
+    .map(|(i, _)| i);
+    let before = failure.and_then(|f| seen.iter().rev().find(|(at, _)| *at < f));
+    Some(before.unwrap_or(&first).1)
+}
+
 /// For the first and the second byte of the command phrases: the bits of
 /// the phrases (their places in the list) with that byte there, in either
 /// case. No phrase has a space in either place.
@@ -1038,7 +1165,7 @@ fn folded_at(text: &str, mut i: usize, phrase: &[u8]) -> bool {
 
 /// The phrases that name a command, earliest in the text wins (then the
 /// first listed).
-const COMMAND_PATTERNS: [(&str, Command); 27] = [
+const COMMAND_PATTERNS: [(&str, Command); 31] = [
     ("in reply to end of data", Command::Data),
     ("after end of data", Command::Data),
     ("in reply to data", Command::Data),
@@ -1068,6 +1195,13 @@ const COMMAND_PATTERNS: [(&str, Command); 27] = [
     ("but sender was rejected", Command::Mail),
     ("failed after i sent the message", Command::Data),
     ("but greeting failed", Command::Conn),
+    // Sun/Oracle Messaging Server: the remote server refused the address;
+    // Postfix's recipient restrictions answer RCPT TO; GMX's Exim names
+    // the command alone.
+    ("has rejected address", Command::Rcpt),
+    ("recipient address rejected", Command::Rcpt),
+    ("after rcpt command", Command::Rcpt),
+    ("after mail command", Command::Mail),
 ];
 
 /// A fact worked out when a rule first asks for it.
@@ -1132,6 +1266,16 @@ const SURELY_UNKNOWN: &[&str] = &[
     // say "This user doesn't have a ... account" use it after DATA.
     "delivery error: dd this user doesn't have a ",
     "no valid recipients for this mm",
+    // X.400 (X.411) diagnostics and the Exchange NDRs of X.400 descent: a
+    // directory said the name is unknown; no SMTP phase applies.
+    "unrecognized-or-name",
+    "unrecognised-or-name",
+    "unrecognized or-name",
+    "ambiguous-or-name",
+    "recipient name is not recognized",
+    // Lotus Notes/Domino: the directory has no such person.
+    "not listed in domino directory",
+    "not listed in public name & address book",
 ];
 
 /// Which reasons' phrases a text holds, found in one pass.
@@ -1316,8 +1460,13 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
         // blocked (or too many connections), whatever the words.
         Reason::Rejected
             if matches!(f.command.get(), Some(Command::Conn | Command::Helo))
-                || says(lower, Reason::Toomanyconn) =>
+                || says(lower, Reason::Toomanyconn)
+                || (says(lower, Reason::Blocked)
+                    && f.command.get() != Some(Command::Mail)
+                    && !names_the_sender(f.diagnostic)) =>
         {
+            // Words of a block list or of the client's IP, said to the
+            // connection rather than of the sender's address: blocked.
             None
         }
         r if named == Some(r) => by(true, "status", ""),
@@ -1418,11 +1567,22 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
     if let Some(r) = provider_text(f.diagnostic) {
         return (r, "provider-text");
     }
+    if matches!(f.command.get(), None | Some(Command::Rcpt))
+        && named.is_none_or(status_is_vague)
+        && names_a_missing_mailbox(f.diagnostic)
+    {
+        return (Reason::Userunknown, "text-mailbox-word+missing-word");
+    }
     if f.action.starts_with("delayed") || f.action.starts_with("expired") {
         return (Reason::Expired, "dsn-action-delayed");
     }
     if matches!(f.command.get(), Some(Command::Helo | Command::Conn)) {
         return (Reason::Blocked, "phase-connection-or-helo");
+    }
+    // Refused at MAIL FROM, with nothing more specific said: RFC 5321's
+    // MAIL command carries only the sender, so the sender was refused.
+    if f.command.get() == Some(Command::Mail) && named.is_none_or(status_is_vague) {
+        return (Reason::Rejected, "phase-mail-from");
     }
     match named {
         // A vague status alone ("4.3.0 try again later") leaves the cause open.
@@ -1449,6 +1609,86 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
             }
         }
     }
+}
+
+/// Whether `text` (any case) holds `word` starting at a word boundary.
+fn has_word(text: &[u8], word: &[u8]) -> impl Iterator<Item = usize> {
+    let n = word.len();
+    (0..text.len().saturating_sub(n - 1)).filter(move |&i| {
+        (i == 0 || !text[i - 1].is_ascii_alphanumeric())
+            && text[i..i + n].eq_ignore_ascii_case(word)
+    })
+}
+
+/// Whether a text speaks of the envelope sender (then a refusal names the
+/// sender's address, not the client's IP).
+fn names_the_sender(text: &str) -> bool {
+    let b = text.as_bytes();
+    ["sender", "mail from", "envelope from", "return-path"]
+        .iter()
+        .any(|w| has_word(b, w.as_bytes()).next().is_some())
+}
+
+/// Words that name a recipient's mailbox.
+const MAILBOX_WORDS: &[&str] = &[
+    "user",
+    "recipient",
+    "mailbox",
+    "address",
+    "account",
+    "addressee",
+    "e-mail address",
+    "email address",
+];
+
+/// Words that say the mailbox is not there, after the mailbox word.
+const MISSING_AFTER: &[&str] = &[
+    "unknown",
+    "not found",
+    "does not exist",
+    "doesn't exist",
+    "not exist",
+    "no longer exists",
+    "is invalid",
+    "not valid",
+    "not known",
+    "nonexistent",
+    "non-existent",
+    "not recognized",
+    "unrecognized",
+    "not listed",
+];
+
+/// Words that say it before the mailbox word.
+const MISSING_BEFORE: &[&str] = &[
+    "unknown",
+    "invalid",
+    "no such",
+    "nonexistent",
+    "non-existent",
+    "non existent",
+    "unrecognized",
+    "bad",
+];
+
+/// A recipient's mailbox word and, near it, a word saying it is missing
+/// ("user <x@y> not found", "unknown or invalid recipient <x@y>"), when the
+/// phrase lists know no sentence of the text. Not about the sender.
+fn names_a_missing_mailbox(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    let b = lower.as_bytes();
+    MAILBOX_WORDS.iter().any(|noun| {
+        has_word(b, noun.as_bytes()).any(|at| {
+            let before = &lower[lower.floor_char_boundary(at.saturating_sub(24))..at];
+            if before.contains("sender") || before.contains("from") {
+                return false;
+            }
+            let end = lower.floor_char_boundary((at + noun.len() + 60).min(lower.len()));
+            let after = &lower[at + noun.len()..end];
+            MISSING_AFTER.iter().any(|w| after.contains(w))
+                || MISSING_BEFORE.iter().any(|w| before.contains(w))
+        })
+    })
 }
 
 /// What an RFC 5321 reply code alone says, when no status, phrase or
@@ -1565,10 +1805,67 @@ const EXCHANGE: &[(&str, Reason)] = &[
     ("RESOLVER.RST.NotAuthorized", Reason::Rejected),
     ("RESOLVER.RST.RecipSizeLimit", Reason::Mesgtoobig),
     ("QUEUE.Expired", Reason::Expired),
+    // The mailbox store refused for its quota (5.2.2).
+    ("QuotaExceededException", Reason::Mailboxfull),
 ];
+
+/// Error codes the big receivers publish for their refusals, written in
+/// capitals as a word of their own: Outlook.com's postmaster codes
+/// (`SC-`, `DY-`, `OU-` the sending IP or its reputation, `RP-` its rate or
+/// connections), Yahoo's `[BL2x]` block lists and `[TSS09]` permanent
+/// deferral, AOL's `DNS:NR` (no reverse DNS) and `RLY:`/`DYN:` IP blocks,
+/// Cox's `CX...` codes.
+const PUBLISHED_CODES: &[(&str, Reason)] = &[
+    ("SC-001", Reason::Blocked),
+    ("SC-002", Reason::Blocked),
+    ("SC-003", Reason::Blocked),
+    ("SC-004", Reason::Blocked),
+    ("DY-001", Reason::Blocked),
+    ("DY-002", Reason::Blocked),
+    ("OU-001", Reason::Blocked),
+    ("OU-002", Reason::Blocked),
+    ("RP-001", Reason::Toomanyconn),
+    ("RP-002", Reason::Toomanyconn),
+    ("RP-003", Reason::Toomanyconn),
+    ("BL21", Reason::Blocked),
+    ("BL22", Reason::Blocked),
+    ("BL23", Reason::Blocked),
+    ("TSS09", Reason::Blocked),
+    ("DNS:NR", Reason::Requireptr),
+    ("RLY:", Reason::Blocked),
+    ("DYN:", Reason::Blocked),
+    ("CXBL", Reason::Blocked),
+    ("CDRBL", Reason::Blocked),
+    ("CXDNS", Reason::Requireptr),
+    ("CXSNDR", Reason::Rejected),
+    ("CXCNCT", Reason::Toomanyconn),
+    ("CXMXRT", Reason::Toomanyconn),
+];
+
+/// The first of [`PUBLISHED_CODES`] standing as a word of its own.
+fn published_code(text: &str) -> Option<Reason> {
+    let b = text.as_bytes();
+    PUBLISHED_CODES.iter().find_map(|(code, reason)| {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(code).map(|i| i + from) {
+            let end = at + code.len();
+            let before = at == 0 || !b[at - 1].is_ascii_alphanumeric();
+            let after =
+                code.ends_with(':') || b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric());
+            if before && after {
+                return Some(*reason);
+            }
+            from = end;
+        }
+        None
+    })
+}
 
 /// The reason a provider's own error code in the text names.
 fn provider_code(text: &str) -> Option<Reason> {
+    if let Some(r) = published_code(text) {
+        return Some(r);
+    }
     let b = text.as_bytes();
     let word_start = |i: usize| i == 0 || !b[i - 1].is_ascii_alphanumeric();
     for i in 0..b.len() {
@@ -1591,7 +1888,11 @@ fn provider_code(text: &str) -> Option<Reason> {
             _ => {}
         }
     }
-    if text.contains("RESOLVER.") || text.contains("QUEUE.") || text.contains("SMTPSEND.") {
+    if text.contains("RESOLVER.")
+        || text.contains("QUEUE.")
+        || text.contains("SMTPSEND.")
+        || text.contains("STOREDRV.")
+    {
         return EXCHANGE
             .iter()
             .find(|(t, _)| text.contains(t))
@@ -1895,6 +2196,20 @@ mod tests {
         );
         // Look-alikes are not codes.
         assert_eq!(provider_code("see LPN007 or XOFR_506 or IB6070"), None);
+        assert_eq!(
+            provider_code("550 SC-001 (BAY0-MC1-F12) rejected"),
+            Some(Reason::Blocked)
+        );
+        assert_eq!(
+            provider_code("421 RP-002 too fast"),
+            Some(Reason::Toomanyconn)
+        );
+        assert_eq!(
+            provider_code("554 (DNS:NR) no rDNS"),
+            Some(Reason::Requireptr)
+        );
+        assert_eq!(provider_code("550 IP blocked. CXBL"), Some(Reason::Blocked));
+        assert_eq!(provider_code("DISC-0011 or XBL21 or BL210"), None);
     }
 
     #[test]
@@ -2008,6 +2323,120 @@ mod tests {
             r("", Some(421), "421 access denied: too many connections"),
             Reason::Rejected
         );
+    }
+
+    #[test]
+    fn the_smtp_phase_decides_when_the_words_do_not() {
+        // Refused at MAIL FROM with nothing else said: the sender.
+        assert_eq!(
+            why("", Some(550), "550 go away (in reply to MAIL FROM command)"),
+            (Reason::Rejected, "phase-mail-from")
+        );
+        // Commands quoted by their RFC 5321 names in capitals.
+        assert_eq!(
+            find_command_verb("RCPT TO:<a@b> 550 5.1.1 no"),
+            Some(Command::Rcpt)
+        );
+        assert_eq!(
+            find_command_verb("MAIL FROM:<s@x> 250 ok RCPT TO:<a@b> 250 ok DATA 554 rejected"),
+            Some(Command::Data)
+        );
+        assert_eq!(find_command_verb("the data was rcpt"), None);
+        assert_eq!(find_command_verb("DATABASE error"), None);
+    }
+
+    #[test]
+    fn rfc_3463_and_exchange_details_that_name_one_cause() {
+        assert_eq!(
+            r("5.4.7", Some(550), "550 5.4.7 gone too long"),
+            Reason::Expired
+        );
+        assert_eq!(r("5.4.300", None, ""), Reason::Expired);
+        assert_eq!(
+            r("5.7.612", Some(550), "550 5.7.612 Access denied"),
+            Reason::Blocked
+        );
+        assert_eq!(r("5.7.57", Some(530), ""), Reason::Securityerror);
+        assert_eq!(r("5.7.10", Some(523), ""), Reason::Securityerror);
+        assert_eq!(r("5.7.29", Some(550), ""), Reason::Authfailure);
+    }
+
+    #[test]
+    fn a_missing_mailbox_in_other_words_is_an_unknown_user() {
+        assert_eq!(
+            why(
+                "",
+                Some(550),
+                "550 User <kim@example.org> was not found here"
+            ),
+            (Reason::Userunknown, "text-mailbox-word+missing-word")
+        );
+        // Said of the sender, it is not.
+        assert_ne!(
+            why("", Some(550), "550 sender address <s@x> was not found").0,
+            Reason::Userunknown
+        );
+        // After DATA a content filter answered.
+        assert_ne!(
+            why(
+                "",
+                Some(550),
+                "550 User <kim@example.org> was not found (in reply to end of DATA command)"
+            )
+            .0,
+            Reason::Userunknown
+        );
+    }
+
+    #[test]
+    fn a_block_list_refusal_is_blocked_unless_it_names_the_sender() {
+        assert_eq!(
+            r(
+                "",
+                Some(554),
+                "554 access denied: 192.0.2.1 listed in zen.spamhaus.org"
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            r("", Some(554), "554 sender rejected: domain listed in dbl"),
+            Reason::Rejected
+        );
+    }
+
+    #[test]
+    fn documented_provider_and_mta_wording() {
+        let cases: &[(&str, Reason)] = &[
+            ("Cannot send message for 5 days", Reason::Expired),
+            (
+                "all hosts for 'x.example' have been failing for a long time",
+                Reason::Expired,
+            ),
+            (
+                "Could not deliver the message in the time limit specified.",
+                Reason::Expired,
+            ),
+            (
+                "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
+                Reason::Norelaying,
+            ),
+            (
+                "454 4.7.0 Cannot authenticate due to temporary system problem",
+                Reason::Securityerror,
+            ),
+            (
+                "all relevant MX records point to non-existent hosts",
+                Reason::Hostunknown,
+            ),
+            ("Diagnostic: unrecognized-OR-name", Reason::Userunknown),
+            (
+                "550 5.7.1 requires all senders to authenticate with either SPF or DKIM",
+                Reason::Authfailure,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(r("", None, text), *want, "{text}");
+        }
     }
 
     #[test]

@@ -119,7 +119,15 @@ pub fn read(mail: &Mail) -> Vec<Found> {
             .next()
             .unwrap_or("")
             .to_owned();
-        if matches!(action.as_str(), "relayed" | "expanded") {
+        // RFC 3464 2.3.3: "relayed" (passed on to where no DSN is made)
+        // and "expanded" (delivered, then forwarded to several) are
+        // success notices, as "delivered" is; one with a failure status is
+        // not read as one.
+        let relayed = matches!(action.as_str(), "relayed" | "expanded");
+        let failed_status = get("status")
+            .and_then(crate::classify::find_status)
+            .is_some_and(|s| !s.starts_with('2'));
+        if relayed && failed_status {
             continue;
         }
         let raw_diagnostic = get("diagnostic-code").unwrap_or("");
@@ -140,7 +148,7 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         if get("x-actual-recipient").is_some_and(|a| strip_type(a).starts_with('|')) {
             f.diagnostic_type = "x-unix".into();
         }
-        if f.action == "delivered" || f.status.starts_with("2.") {
+        if f.action == "delivered" || relayed || f.status.starts_with("2.") {
             f.decide(Reason::Delivered, "dsn-action-delivered-or-status-2");
         } else {
             f.reason = category;
@@ -176,4 +184,28 @@ pub fn read(mail: &Mail) -> Vec<Found> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(action: &str, status: &str) -> String {
+        format!(
+            "From: MAILER-DAEMON@mx.example.org\nSubject: Delivery Status Notification\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nNotice.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; a@example.org\nAction: {action}\nStatus: {status}\n--b--\n"
+        )
+    }
+
+    #[test]
+    fn relayed_and_expanded_are_success_notices() {
+        for action in ["relayed", "expanded", "delivered"] {
+            let text = report(action, "2.0.0");
+            let found = read(&Mail::parse(&text));
+            assert_eq!(found.len(), 1, "{action}");
+            assert_eq!(found[0].reason, Some(Reason::Delivered), "{action}");
+        }
+        // A relayed recipient with a failure status is not read as one.
+        let text = report("relayed", "5.1.1");
+        assert!(read(&Mail::parse(&text)).is_empty());
+    }
 }

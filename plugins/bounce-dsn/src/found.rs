@@ -206,6 +206,7 @@ pub fn finish_why(f: Found, context: &dyn Fn() -> Option<Command>) -> (BounceRes
         f.command
             .or_else(|| classify::find_command(&diagnostic))
             .or_else(context)
+            .or_else(|| classify::find_command_verb(&diagnostic))
     };
     let action = f.action.to_ascii_lowercase();
     let (reason, reason_rule) = match f.reason {

@@ -5,7 +5,8 @@
 //!   `Diagnostic-Code`, the reply taken from the text when the report has
 //!   none); the plain-text bounces of qmail, Exim, Postfix, Sendmail,
 //!   Exchange and the providers (recipient lines followed by the reason);
-//!   RFC 3834 auto-replies (`vacation`); fml mailing-list errors.
+//!   RFC 3834 auto-replies (`vacation`); fml mailing-list errors; Amazon
+//!   SES's JSON notifications (`ses`).
 //! - Per-format rules (`lhost`, after Sisimai's `Lhost::*` and `MDA`): a
 //!   format known by its headers decides the reason by its own sentences.
 //! - SMTP replies and log lines: classified by reply code, enhanced status
@@ -28,6 +29,7 @@ mod mail;
 mod mime;
 mod phrase;
 mod plain;
+mod ses;
 
 use found::Found;
 use sluice_sdk::bounce::*;
@@ -73,6 +75,9 @@ fn via(mut found: Vec<Found>, reader: &'static str) -> Vec<Found> {
 fn read(mail: &mail::Mail) -> Vec<Found> {
     if let Some(found) = feedback::arf(mail) {
         return via(found, "arf-feedback-report");
+    }
+    if let Some(found) = ses::read(mail) {
+        return found;
     }
     if let Some(found) = lhost::fml(mail) {
         return via(found, "fml-error-text");
@@ -147,9 +152,30 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let (mut r, why) = found::finish_why(f, &|| {
-            *report_command.get_or_init(|| classify::find_command(&mail.report))
-        });
+        let context = || *report_command.get_or_init(|| classify::find_command(&mail.report));
+        let retry = f.reason.is_none().then(|| f.clone());
+        let (mut r, mut why) = found::finish_why(f, &context);
+        // Nothing said of this recipient names a cause: the report's own
+        // explanation, said of all its recipients, may.
+        if matches!(r.reason, Reason::Onhold | Reason::Undefined)
+            && let Some(mut again) = retry
+            && let Some(p) = mail.error_paragraph()
+            && !again.diagnostic.contains(p)
+        {
+            again.diagnostic = format!("{} {p}", again.diagnostic);
+            let (r2, why2) = found::finish_why(again, &context);
+            if !matches!(
+                r2.reason,
+                Reason::Onhold | Reason::Undefined | Reason::Delivered
+            ) {
+                if why.status.starts_with("pseudo-status") {
+                    r.status = r2.status;
+                    why.status = why2.status;
+                }
+                (r.reason, r.hard) = (r2.reason, r2.hard);
+                (why.reason, why.hard) = ("report-paragraph", why2.hard);
+            }
+        }
         r.verp_token = verp_token.clone();
         r.original_message_id = original_id.clone();
         rules.push(why.note(&r.recipient));
@@ -338,6 +364,51 @@ Subject: hello\r
         assert_eq!(out.results.len(), 1, "{out:?}");
         assert_eq!(out.results[0].recipient, "gone@example.net");
         assert_eq!(out.results[0].reason, Reason::Userunknown);
+    }
+
+    fn first(mail: &str) -> BounceResult {
+        let out = DsnParser::parse(BounceInput::Email(mail.as_bytes().to_vec()));
+        out.results.into_iter().next().expect("a result")
+    }
+
+    #[test]
+    fn the_servers_reply_in_a_later_paragraph_or_a_later_mention_is_read() {
+        // Gmail's plain notice: the reply follows "...returned was:".
+        let gmail = "From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\nSubject: Delivery Status Notification (Failure)\n\nDelivery to the following recipient failed permanently:\n\n     gone@example.org\n\nTechnical details of permanent failure:\nGoogle tried to deliver your message, but it was rejected by the server for the recipient domain example.org by mx.example.org. [192.0.2.1].\n\nThe error that the other server returned was:\n550 5.1.1 <gone@example.org>... User Unknown (state 14).\n\n----- Original message -----\n";
+        let r = first(gmail);
+        assert_eq!(
+            (r.status.as_str(), r.reason),
+            ("5.1.1", Reason::Userunknown)
+        );
+        // Exchange names the recipient again under "Diagnostic information
+        // for administrators", with the status.
+        let exchange = "From: postmaster@ex.example.net\nSubject: Undeliverable: hi\n\nDelivery has failed to these recipients or groups:\n\ngone@example.org\nThe e-mail address you entered couldn't be found.\n\nDiagnostic information for administrators:\n\nGenerating server: ex.example.net\n\ngone@example.org\n#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##\n";
+        let r = first(exchange);
+        assert_eq!(
+            (r.status.as_str(), r.reason),
+            ("5.1.1", Reason::Userunknown)
+        );
+    }
+
+    #[test]
+    fn the_reports_own_explanation_decides_when_the_recipients_line_does_not() {
+        let mail = "From: MAILER-DAEMON@mx.example.net\nSubject: Returned mail\n\nYour message could not be delivered for 5 days, the mail system gave up.\n\n<slow@example.org>: 451 please hold on\n";
+        let out = DsnParser::parse(BounceInput::Email(mail.as_bytes().to_vec()));
+        assert_eq!(out.results[0].reason, Reason::Expired, "{out:?}");
+        assert!(
+            out.notes[0].contains("reason=report-paragraph"),
+            "{:?}",
+            out.notes
+        );
+    }
+
+    #[test]
+    fn reports_that_name_the_recipient_step_in_their_own_words() {
+        // Sun/Oracle Messaging Server and GMX's Exim.
+        let sun = "From: Internet Mail Delivery <postmaster@ms.example.net>\nSubject: Delivery Notification: Delivery has failed\n\nYour message cannot be delivered to the following recipients:\n\n  Recipient address: gone@example.org\n  Reason: Remote SMTP server has rejected address\n  Diagnostic code: smtp;550 No such user\n";
+        assert_eq!(first(sun).reason, Reason::Userunknown);
+        let gmx = "From: \"Mail Delivery System\" <mailer-daemon@gmx.net>\nSubject: Mail delivery failed: returning message to sender\n\nThe following address(es)\nfailed:\n\n\"gone@example.org\":\nSMTP error from remote server after RCPT command:\nhost: mx.example.org\n550 no such user\n";
+        assert_eq!(first(gmx).reason, Reason::Userunknown);
     }
 
     #[test]

@@ -227,7 +227,21 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
                 // One blank line may separate a recipient from its reply,
                 // or a heading ("For the following reason:") from the text.
                 let heading = diag.trim_end().ends_with(':');
-                if blank_run > 1 || (!diag.trim().is_empty() && !heading) {
+                // A paragraph headed "...was:" after the explanation
+                // (Gmail's "The error that the other server returned
+                // was:") holds the server's reply when none came yet.
+                let reply_follows = || {
+                    lines[j + 1..]
+                        .iter()
+                        .find(|l| !l.trim().is_empty())
+                        .is_some_and(|l| {
+                            l.trim_end().ends_with(':')
+                                && !ends_block(l)
+                                && address_line(l).is_none()
+                        })
+                        && !is_coded(&diag)
+                };
+                if blank_run > 1 || (!diag.trim().is_empty() && !heading && !reply_follows()) {
                     break;
                 }
                 j += 1;
@@ -248,6 +262,10 @@ fn scan_excluding(mail: &Mail, skip: &[String]) -> Vec<Found> {
             Some(f) => {
                 if f.diagnostic.trim().is_empty() {
                     f.diagnostic = diag;
+                } else if !is_coded(&f.diagnostic) && is_coded(&diag) {
+                    // Named again with the server's reply (Exchange's
+                    // "Diagnostic information for administrators").
+                    f.diagnostic = format!("{} {}", f.diagnostic, diag);
                 }
             }
             None => out.push(Found::new(&address, &diag)),
