@@ -38,6 +38,9 @@ pub struct StoreState {
     capture: CaptureLimits,
     logged: usize,
     pub(super) stderr: CappedPipe,
+    /// Set when the call was stopped at its wall bound without spending its CPU time
+    /// (`deadline.rs`).
+    pub(super) starved: bool,
 }
 
 impl StoreState {
@@ -69,6 +72,7 @@ impl StoreState {
             capture,
             logged: 0,
             stderr,
+            starved: false,
         }
     }
 

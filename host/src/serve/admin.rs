@@ -83,6 +83,9 @@ struct RelayBody {
     #[serde(default)]
     tags: Vec<String>,
     owner: Option<String>,
+    /// A PEM file of CA certificates, on each host, trusted for this relay instead of
+    /// the public roots.
+    tls_ca_file: Option<String>,
 }
 
 fn sixteen() -> u32 {
@@ -102,6 +105,34 @@ struct RelayPatch {
     tags: Option<Vec<String>>,
     /// "active" or "draining"
     state: Option<String>,
+    /// `null` goes back to the public roots.
+    #[serde(default, deserialize_with = "present")]
+    tls_ca_file: Option<Option<String>>,
+}
+
+/// A field given as `null` is `Some(None)`, one left out `None` (with `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Checks a relay's CA file (readable PEM certificates, its URL speaking TLS): a 422
+/// naming the field and the file, never quoting what the file holds.
+fn check_tls_ca(url: &str, file: Option<&str>) -> Result<(), ApiError> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    if !crate::config::relay_url_uses_tls(url) {
+        return Err(ApiError::invalid(
+            "tls_ca_file",
+            crate::config::TLS_CA_WITHOUT_TLS,
+        ));
+    }
+    crate::relay::check_ca_file(std::path::Path::new(file))
+        .map_err(|e| ApiError::invalid("tls_ca_file", e))
 }
 
 async fn list_relays(
@@ -163,6 +194,7 @@ async fn create_relay(
     if b.connection_limit == 0 {
         return Err(ApiError::invalid("connection_limit", "must be at least 1"));
     }
+    check_tls_ca(&b.url, b.tls_ca_file.as_deref())?;
     if let Some(owner) = &b.owner
         && s.store.get_tenant(owner).await?.is_none()
     {
@@ -190,6 +222,7 @@ async fn create_relay(
                 tags: b.tags,
                 owner: b.owner,
                 state: RelayState::Active,
+                tls_ca_file: b.tls_ca_file,
             },
             now_ms(),
         )
@@ -224,6 +257,20 @@ async fn update_relay(
     if p.connection_limit == Some(0) {
         return Err(ApiError::invalid("connection_limit", "must be at least 1"));
     }
+    if p.url.is_some() || p.tls_ca_file.is_some() {
+        // The file and the URL are checked together, as the relay will be.
+        let stored = s
+            .store
+            .get_relay(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
+        let url = p.url.as_deref().unwrap_or(&stored.url);
+        let file = match &p.tls_ca_file {
+            Some(f) => f.as_deref(),
+            None => stored.tls_ca_file.as_deref(),
+        };
+        check_tls_ca(url, file)?;
+    }
     let update = RelayUpdate {
         url: p.url,
         connection_limit: p.connection_limit,
@@ -231,6 +278,7 @@ async fn update_relay(
         weight: p.weight,
         tags: p.tags,
         state,
+        tls_ca_file: p.tls_ca_file,
         ..RelayUpdate::default()
     };
     let relay = s.store.update_relay(&id, update).await?;

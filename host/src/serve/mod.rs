@@ -35,6 +35,7 @@ mod state;
 mod suppressions;
 mod tenant_live;
 mod tenant_plugins;
+mod tenant_threads;
 mod upload_limits;
 
 pub use state::Server;

@@ -266,6 +266,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "waiting_for_relay",
         include_str!("migrations/sqlite/0015_waiting_for_relay.sql"),
     ),
+    (
+        18,
+        "relay_tls_ca",
+        include_str!("migrations/sqlite/0018_relay_tls_ca.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -323,6 +328,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "waiting_for_relay",
         include_str!("migrations/postgres/0015_waiting_for_relay.sql"),
+    ),
+    (
+        18,
+        "relay_tls_ca",
+        include_str!("migrations/postgres/0018_relay_tls_ca.sql"),
     ),
 ];
 
