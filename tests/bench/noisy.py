@@ -192,6 +192,12 @@ def main():
         help="run the flood on threads of this process (shares quiet's interpreter lock)",
     )
     ap.add_argument("--timeout-ms", type=int, default=250, help="noisy's plugin time limit")
+    ap.add_argument(
+        "--tenant-threads-nice",
+        type=int,
+        default=None,
+        help="[plugins] tenant_threads_nice (binaries with tenant threads only; default: theirs)",
+    )
     args = ap.parse_args()
 
     sluice = os.environ.get("SLUICE_BIN")
@@ -239,6 +245,7 @@ url = "sqlite://{work}/sluice.db"
 token_env = "SLUICE_NOISY_ADMIN"
 [plugins]
 max_timeout_ms = {max(args.timeout_ms, 1000)}
+{"" if args.tenant_threads_nice is None else f"tenant_threads_nice = {args.tenant_threads_nice}"}
 [[relay]]
 id = "sink"
 url = "smtp://127.0.0.1:{SINK_PORT}"
@@ -282,7 +289,9 @@ allowed_sender_domains = ["example.com"]
             assert st == 201, v
             keys[t] = v["key"]
 
-        # Phase 1: quiet alone.
+        # Phase 1: quiet alone. The load average is printed with every figure: the
+        # machine may be shared.
+        load_start = os.getloadavg()
         post_alone, post_loaded = [], []
         alone = latencies(
             keys["quiet"], send_quiet(keys["quiet"], args.quiet, args.rate, post_alone), 300
@@ -306,6 +315,7 @@ allowed_sender_domains = ["example.com"]
         loaded = latencies(
             keys["quiet"], send_quiet(keys["quiet"], args.quiet, args.rate, post_loaded), 600
         )
+        load_loaded = os.getloadavg()
         stop.set()
         flooder.join(timeout=60)
         if flooder.is_alive():
@@ -348,7 +358,12 @@ allowed_sender_domains = ["example.com"]
         print(
             f"noisy: {noisy_delivered} delivered in {flood_secs:.1f} s of flooding, "
             f"{rate:.2f}/s from its first delivery to its last; its plugin allows "
-            f"{allowed:.2f}/s ({rate / allowed:.2f} of it)"
+            f"{allowed:.2f}/s in the server under load ({rate / allowed:.2f} of it), "
+            f"{1000.0 / call_ms:.2f}/s at its time per call alone ({rate * call_ms / 1000.0:.2f} of it)"
+        )
+        print(
+            "load average (1, 5, 15 min): at the start %.2f %.2f %.2f; at the end of the "
+            "flood %.2f %.2f %.2f" % (*load_start, *load_loaded)
         )
     finally:
         cleanup()

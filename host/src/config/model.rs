@@ -5,7 +5,7 @@ use super::error::{ConfigError, ConfigErrors};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
@@ -220,6 +220,12 @@ pub struct Plugins {
     pub logs: PluginLogs,
     /// Bounds of what an upload may cost (`[plugins.uploads]`).
     pub uploads: PluginUploads,
+    /// Threads that run tenants' plugin calls (`[plugins] tenant_threads`, default one
+    /// per core).
+    pub tenant_threads: usize,
+    /// Their nice value (`[plugins] tenant_threads_nice`, 0–19, default 10): the host's
+    /// other work comes first.
+    pub tenant_threads_nice: i32,
 }
 
 /// Bounds of tenant plugins' logs, in bytes (`[plugins.logs]`). A tenant's logs
@@ -323,6 +329,9 @@ pub struct RelayConfig {
     pub weight: u32,
     pub tags: Vec<String>,
     pub owner: Option<String>,
+    /// PEM CA certificates the relay's TLS is checked against instead of the public
+    /// roots (`relay::TlsCa`).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -758,6 +767,10 @@ struct RawPlugins {
     #[serde(default)]
     max_calls_in_flight: Option<Spanned<u32>>,
     #[serde(default)]
+    tenant_threads: Option<Spanned<u32>>,
+    #[serde(default)]
+    tenant_threads_nice: Option<Spanned<i64>>,
+    #[serde(default)]
     logs: RawPluginLogs,
     #[serde(default)]
     uploads: RawPluginUploads,
@@ -911,6 +924,7 @@ struct RawRelay {
     /// as the admin API does.
     tags: Option<Vec<String>>,
     owner: Option<Spanned<String>>,
+    tls_ca_file: Option<Spanned<String>>,
 }
 
 fn default_connection_limit() -> u32 {
@@ -989,6 +1003,16 @@ pub fn check_relay_url(url: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Why a relay with a `tls_ca_file` and a URL without TLS is refused.
+pub const TLS_CA_WITHOUT_TLS: &str = "tls_ca_file needs a relay URL with TLS: smtps://, or \
+     smtp:// with ?tls=required (or ?tls=opportunistic)";
+
+/// Whether a relay URL speaks TLS: `smtps://`, or STARTTLS asked for (`?tls=required` or
+/// `?tls=opportunistic`). False for a URL that does not parse.
+pub fn relay_url_uses_tls(url: &str) -> bool {
+    crate::relay::parse_relay_url(url).is_ok_and(|(_, _, tls)| tls != crate::relay::Tls::None)
 }
 
 struct Check<'a> {
@@ -1402,6 +1426,26 @@ impl RawPipeline {
             Some(v) => v.into_inner(),
             None => 8,
         };
+        let tenant_threads = match p.tenant_threads {
+            Some(v) if !(1..=256).contains(v.get_ref()) => {
+                check.at(v.span(), "plugins.tenant_threads", "must be 1 to 256");
+                1
+            }
+            Some(v) => v.into_inner() as usize,
+            None => std::thread::available_parallelism().map_or(2, usize::from),
+        };
+        let tenant_threads_nice = match p.tenant_threads_nice {
+            Some(v) if !(0..=19).contains(v.get_ref()) => {
+                check.at(
+                    v.span(),
+                    "plugins.tenant_threads_nice",
+                    "must be 0 (as the host) to 19 (the lowest priority)",
+                );
+                10
+            }
+            Some(v) => v.into_inner() as i32,
+            None => 10,
+        };
         let logs = p.logs.resolve(&mut check);
         let uploads = p.uploads.resolve(&mut check);
         let mut plugin = |raw: Option<Spanned<RawPlugin>>, stage: Stage| match raw {
@@ -1426,6 +1470,8 @@ impl RawPipeline {
             max_calls_in_flight,
             logs,
             uploads,
+            tenant_threads,
+            tenant_threads_nice,
         };
 
         let tenant_ids: HashSet<String> =
@@ -1467,6 +1513,14 @@ impl RawPipeline {
                     format!("no tenant {:?} in this file", owner.get_ref()),
                 );
             }
+            if let Some(ca) = &r.tls_ca_file {
+                let key = format!("{key}.tls_ca_file");
+                if !relay_url_uses_tls(r.url.get_ref()) {
+                    check.at(ca.span(), key, TLS_CA_WITHOUT_TLS);
+                } else if let Err(e) = crate::relay::check_ca_file(Path::new(ca.get_ref())) {
+                    check.at(ca.span(), key, e);
+                }
+            }
             let span = r.id.span();
             let auth_password = secret(
                 &mut check,
@@ -1490,6 +1544,7 @@ impl RawPipeline {
                     (None, None) => default_pools(),
                 },
                 owner: r.owner.map(Spanned::into_inner),
+                tls_ca_file: r.tls_ca_file.map(|p| PathBuf::from(p.into_inner())),
             });
         }
 

@@ -390,3 +390,47 @@ fn node_keys_have_defaults_and_bad_ids_or_intervals_are_refused_where_written() 
         "{e}"
     );
 }
+
+#[test]
+fn a_tls_ca_file_needs_a_tls_relay_and_a_usable_file() {
+    let e = errors(
+        "[[relay]]\nid = \"a\"\nurl = \"smtp://127.0.0.1:25\"\ntls_ca_file = \"/etc/hostname\"\n",
+    );
+    assert!(
+        e.starts_with(
+            "p.toml:4:15: key `relay[0].tls_ca_file`: tls_ca_file needs a relay URL with TLS"
+        ),
+        "{e}"
+    );
+    let e = errors(
+        "[[relay]]\nid = \"a\"\nurl = \"smtps://127.0.0.1\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
+    );
+    assert!(
+        e.contains("key `relay[0].tls_ca_file`: tls_ca_file /nonexistent/ca.pem: cannot be read"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tenant_threads_and_their_nice_value_are_checked() {
+    let e = errors("[plugins]\ntenant_threads = 0\ntenant_threads_nice = 20\n");
+    assert!(
+        e.contains("key `plugins.tenant_threads`: must be 1 to 256"),
+        "{e}"
+    );
+    assert!(
+        e.contains("key `plugins.tenant_threads_nice`: must be 0"),
+        "{e}"
+    );
+    let p = Pipeline::parse(
+        "[plugins]\ntenant_threads = 3\ntenant_threads_nice = 19\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        (p.plugins.tenant_threads, p.plugins.tenant_threads_nice),
+        (3, 19)
+    );
+    let p = Pipeline::parse("", "p.toml").unwrap();
+    assert_eq!(p.plugins.tenant_threads_nice, 10);
+}

@@ -4,6 +4,7 @@
 
 use super::health::{Health, TokenBucket};
 use super::pool::{Pool, SendError, StartTls};
+use super::tls_ca::TlsCa;
 use crate::stage::SmtpReply;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::AsyncSmtpTransport;
@@ -76,6 +77,8 @@ pub struct RelaySettings {
     pub owner: Option<String>,
     /// Draining: no new attempts; in-flight ones finish.
     pub draining: bool,
+    /// The relay's own CA file, trusted instead of the public roots (`tls_ca.rs`).
+    pub tls_ca: Option<TlsCa>,
 }
 
 /// What one recipient got from one attempt.
@@ -103,10 +106,20 @@ impl RelayClient {
         timeout: Duration,
     ) -> Result<RelayClient, String> {
         let (host, port, tls) = parse_relay_url(&settings.url)?;
-        let params = || {
-            TlsParameters::new(host.clone())
-                .map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id))
+        let params = || match &settings.tls_ca {
+            Some(ca) => ca
+                .parameters(&host)
+                .map_err(|e| format!("relay {}: {e}", settings.id)),
+            None => TlsParameters::new(host.clone())
+                .map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id)),
         };
+        if tls == Tls::None && settings.tls_ca.is_some() {
+            return Err(format!(
+                "relay {}: {}",
+                settings.id,
+                crate::config::TLS_CA_WITHOUT_TLS
+            ));
+        }
         let hello = ClientId::Domain(helo.to_owned());
         let credentials = match (&settings.auth_user, &settings.auth_password) {
             (Some(user), Some(pass)) => Some(Credentials::new(user.clone(), pass.clone())),
@@ -376,7 +389,7 @@ pub fn reply(code: u16, text: &str) -> SmtpReply {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

@@ -6,9 +6,11 @@ mod client;
 mod health;
 mod pool;
 mod tap;
+mod tls_ca;
 
 pub use client::{RelayClient, RelayReply, RelaySettings, Tls, parse_relay_url};
 pub use health::{Health, TokenBucket};
+pub use tls_ca::{MAX_CA_FILE_BYTES, TlsCa, check_ca_file};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -5,7 +5,8 @@
 //! empty context, plus the `host` imports) and nothing else. A [`Plugin`] is
 //! a component compiled once, type-checked against its stage's world, and
 //! pre-instantiated; each call runs in a fresh instance by default (nothing
-//! leaks between calls), bounded in wall time and memory. Whatever goes
+//! leaks between calls), bounded in CPU time (with a wall bound, `deadline.rs`) and
+//! memory. Whatever goes
 //! wrong inside a call comes back as a [`PluginError`] and the host carries
 //! on.
 
@@ -13,23 +14,27 @@ mod bindings;
 mod bounded;
 mod cache;
 mod convert;
+mod deadline;
 mod inspect;
 mod log;
 mod lower;
 mod sandbox;
 
 pub use bounded::{ChildArgs, CompileBounds, CompileError, SUBCOMMAND as COMPILE_SUBCOMMAND};
+pub use deadline::{WALL_BOUND_FACTOR, thread_cpu_time};
 pub use inspect::{OverLimit, StaticLimits};
 pub use log::{LogBudget, LogLevel, LogLimits, LogLine, LogPage, LogSource, PluginLog};
 
 use crate::stage::{self, Stage};
+use deadline::{AtDeadline, CallClock};
 use sandbox::{CaptureLimits, StoreState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::component::{ComponentExportIndex, InstancePre, Linker};
 use wasmtime::{
     Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
 };
 
 /// Linear memory of a pool slot kept mapped between instances (reset by
@@ -504,12 +509,6 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// Epoch checks fire at tick boundaries, so a deadline of N ticks can end
-/// up to one tick early: add one.
-fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
-    (timeout.as_micros() / tick.as_micros().max(1)) as u64 + 1
-}
-
 impl Plugin {
     pub fn stage(&self) -> Stage {
         self.stage
@@ -561,17 +560,32 @@ impl Plugin {
         } else {
             None
         };
-        let ticks = deadline_ticks(self.limits.timeout, self.runtime.inner.config.epoch_tick);
-        let started = Instant::now();
+        // The limit is the CPU time of this thread, with a wall bound behind it
+        // (`deadline.rs`).
+        let clock = CallClock::start(self.limits.timeout, self.runtime.inner.config.epoch_tick);
+        let arm = |store: &mut Store<StoreState>| {
+            store.data_mut().starved = false;
+            store.set_epoch_deadline(clock.first_deadline());
+            store.epoch_deadline_callback(move |mut ctx| {
+                Ok(match clock.at_deadline() {
+                    AtDeadline::Continue(ticks) => UpdateDeadline::Continue(ticks),
+                    AtDeadline::CpuSpent => UpdateDeadline::Interrupt,
+                    AtDeadline::Starved => {
+                        ctx.data_mut().starved = true;
+                        UpdateDeadline::Interrupt
+                    }
+                })
+            });
+        };
         let (mut store, result) = match reused {
             Some((mut store, bound)) => {
-                store.set_epoch_deadline(ticks);
+                arm(&mut store);
                 let r = f(&mut store, &bound);
                 (store, r.map(|v| (v, bound)))
             }
             None => {
                 let mut store = self.new_store();
-                store.set_epoch_deadline(ticks);
+                arm(&mut store);
                 let r = self
                     .instantiate(&mut store)
                     .and_then(|bound| f(&mut store, &bound).map(|v| (v, bound)));
@@ -579,6 +593,7 @@ impl Plugin {
             }
         };
         let memory_exceeded = store.data().limiter.exceeded;
+        let starved = store.data().starved;
         let stderr_tail = store.data_mut().finish_call();
         match result {
             Ok((value, bound)) => {
@@ -591,7 +606,17 @@ impl Plugin {
                 Ok(value)
             }
             Err(e) => {
-                let err = self.classify(&e, memory_exceeded, stderr_tail, started.elapsed());
+                let err = if starved {
+                    PluginError::Unavailable(format!(
+                        "the host was too busy to run it: {} ms of its {} ms of CPU time in {} ms, \
+                         the most a call may wait (not counted against the plugin)",
+                        clock.cpu_used().as_millis(),
+                        self.limits.timeout.as_millis(),
+                        clock.wall_used().as_millis()
+                    ))
+                } else {
+                    self.classify(&e, memory_exceeded, stderr_tail, clock.cpu_used())
+                };
                 self.log.push_from(
                     self.version,
                     LogLevel::Error,
@@ -609,7 +634,7 @@ impl Plugin {
         e: &wasmtime::Error,
         memory_exceeded: Option<usize>,
         stderr_tail: Option<String>,
-        elapsed: Duration,
+        cpu_used: Duration,
     ) -> PluginError {
         if let Some(wanted_bytes) = memory_exceeded {
             return PluginError::MemoryLimit {
@@ -631,7 +656,7 @@ impl Plugin {
                 )
             }
             Some(trap) => trap.to_string(),
-            None if elapsed >= self.limits.timeout => {
+            None if cpu_used >= self.limits.timeout => {
                 return PluginError::Timeout {
                     limit: self.limits.timeout,
                 };

@@ -40,6 +40,9 @@ pub struct StoreState {
     capture: CaptureLimits,
     logged: usize,
     pub(super) stderr: CappedPipe,
+    /// Set when the call was stopped at its wall bound without spending its CPU time
+    /// (`deadline.rs`).
+    pub(super) starved: bool,
 }
 
 impl StoreState {
@@ -73,6 +76,7 @@ impl StoreState {
             capture,
             logged: 0,
             stderr,
+            starved: false,
         }
     }
 

@@ -83,6 +83,9 @@ struct RelayBody {
     /// Left out: `["pool:platform"]` for a platform relay (see [`relay_tags`]).
     tags: Option<Vec<String>>,
     owner: Option<String>,
+    /// A PEM file of CA certificates, on each host, trusted for this relay instead of
+    /// the public roots.
+    tls_ca_file: Option<String>,
 }
 
 /// The pool every tenant uses unless it names others.
@@ -143,6 +146,34 @@ struct RelayPatch {
     tags: Option<Vec<String>>,
     /// "active" or "draining"
     state: Option<String>,
+    /// `null` goes back to the public roots.
+    #[serde(default, deserialize_with = "present")]
+    tls_ca_file: Option<Option<String>>,
+}
+
+/// A field given as `null` is `Some(None)`, one left out `None` (with `#[serde(default)]`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Checks a relay's CA file (readable PEM certificates, its URL speaking TLS): a 422
+/// naming the field and the file, never quoting what the file holds.
+fn check_tls_ca(url: &str, file: Option<&str>) -> Result<(), ApiError> {
+    let Some(file) = file else {
+        return Ok(());
+    };
+    if !crate::config::relay_url_uses_tls(url) {
+        return Err(ApiError::invalid(
+            "tls_ca_file",
+            crate::config::TLS_CA_WITHOUT_TLS,
+        ));
+    }
+    crate::relay::check_ca_file(std::path::Path::new(file))
+        .map_err(|e| ApiError::invalid("tls_ca_file", e))
 }
 
 async fn list_relays(
@@ -204,6 +235,7 @@ async fn create_relay(
     if b.connection_limit == 0 {
         return Err(ApiError::invalid("connection_limit", "must be at least 1"));
     }
+    check_tls_ca(&b.url, b.tls_ca_file.as_deref())?;
     if let Some(owner) = &b.owner
         && s.store.get_tenant(owner).await?.is_none()
     {
@@ -232,6 +264,7 @@ async fn create_relay(
                 tags,
                 owner: b.owner,
                 state: RelayState::Active,
+                tls_ca_file: b.tls_ca_file,
             },
             now_ms(),
         )
@@ -272,17 +305,33 @@ async fn update_relay(
     if p.connection_limit == Some(0) {
         return Err(ApiError::invalid("connection_limit", "must be at least 1"));
     }
-    let tags = match p.tags {
-        None => None,
-        Some(tags) => {
-            let relay = s
-                .store
+    // The stored relay, when the update needs it: its owner for tags, its URL and
+    // CA file to check a new URL or file against.
+    let stored = if p.tags.is_some() || p.url.is_some() || p.tls_ca_file.is_some() {
+        Some(
+            s.store
                 .get_relay(&id)
                 .await?
-                .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
-            Some(relay_tags(&s, relay.owner.as_deref(), Some(tags)).await?)
-        }
+                .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?,
+        )
+    } else {
+        None
     };
+    let tags = match (p.tags, &stored) {
+        (Some(tags), Some(relay)) => Some(relay_tags(&s, relay.owner.as_deref(), Some(tags)).await?),
+        _ => None,
+    };
+    if let Some(stored) = &stored
+        && (p.url.is_some() || p.tls_ca_file.is_some())
+    {
+        // The file and the URL are checked together, as the relay will be.
+        let url = p.url.as_deref().unwrap_or(&stored.url);
+        let file = match &p.tls_ca_file {
+            Some(f) => f.as_deref(),
+            None => stored.tls_ca_file.as_deref(),
+        };
+        check_tls_ca(url, file)?;
+    }
     let update = RelayUpdate {
         url: p.url,
         connection_limit: p.connection_limit,
@@ -290,6 +339,7 @@ async fn update_relay(
         weight: p.weight,
         tags,
         state,
+        tls_ca_file: p.tls_ca_file,
         ..RelayUpdate::default()
     };
     let relay = s.store.update_relay(&id, update).await?;

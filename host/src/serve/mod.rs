@@ -38,6 +38,7 @@ mod state;
 mod suppressions;
 mod tenant_live;
 mod tenant_plugins;
+mod tenant_threads;
 mod upload_limits;
 
 /// The pipeline or the start options cannot be served as they are: the operator's input

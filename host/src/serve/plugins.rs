@@ -84,11 +84,7 @@ impl PluginSet {
         Ok(PluginSet {
             tenants: Arc::new(TenantPlugins::new(
                 runtime.clone(),
-                cfg.max_timeout,
-                cfg.max_memory_bytes,
-                cfg.max_calls_in_flight,
-                cfg.logs.clone(),
-                &cfg.uploads,
+                cfg,
                 exe,
             )),
             runtime,

@@ -205,6 +205,7 @@ fn new_relay(r: &RelayConfig, state: RelayState) -> NewRelay {
         tags: r.tags.clone(),
         owner: r.owner.clone(),
         state,
+        tls_ca_file: super::state::tls_ca_file(r),
     }
 }
 

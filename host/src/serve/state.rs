@@ -1,12 +1,13 @@
 //! The server's shared state: store, plugins, relays, live relay stats.
 
 use super::plugins::PluginSet;
-use crate::config::{Pipeline, SecretRef};
-use crate::relay::{RelaySettings, Relays};
+use crate::config::{Pipeline, RelayConfig, SecretRef};
+use crate::relay::{RelaySettings, Relays, TlsCa};
 use crate::stage::RelayWindow;
 use crate::store::{KeyOwner, NewRelay, NewTenant, RelayState, Store, Tenant};
 use anyhow::Context;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -132,7 +133,7 @@ impl Server {
             tracing::warn!("{w}");
         }
         if let Some(path) = pipeline.store.url.strip_prefix("sqlite://")
-            && let Some(dir) = std::path::Path::new(path).parent()
+            && let Some(dir) = Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
             std::fs::create_dir_all(dir)
@@ -283,6 +284,8 @@ impl Server {
                     tags: r.tags,
                     owner: r.owner,
                     draining: r.state == RelayState::Draining,
+                    // Read at every sync: a replaced file rebuilds the client.
+                    tls_ca: r.tls_ca_file.as_deref().map(|p| TlsCa::read(Path::new(p))),
                 }
             })
             .collect();
@@ -484,6 +487,13 @@ pub async fn refresh_loop(server: Arc<Server>) {
     }
 }
 
+/// A relay's CA file as the store keeps it: a path.
+pub(super) fn tls_ca_file(r: &RelayConfig) -> Option<String> {
+    r.tls_ca_file
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
 /// Seeds the store from the pipeline: relays and tenants the store does not have yet, and
 /// a `default` tenant (with a key, printed once) when there are none at all. The admin
 /// API's changes are stored and win over the file from then on.
@@ -506,6 +516,7 @@ async fn seed(store: &Store, pipeline: &Pipeline) -> anyhow::Result<()> {
                         tags: r.tags.clone(),
                         owner: r.owner.clone(),
                         state: RelayState::Active,
+                        tls_ca_file: tls_ca_file(r),
                     },
                     now,
                 )

@@ -9,8 +9,9 @@
 //! new one. The map is re-read from the store every [`REFRESH_EVERY`], so a version
 //! activated on another host is live here within seconds.
 
+use super::tenant_threads::TenantThreads;
 use super::upload_limits::{Rate, UploadLimits};
-use crate::config::{PluginLogs, PluginUploads};
+use crate::config::{PluginLogs, Plugins};
 use crate::runtime::{
     CompileBounds, Limits, LoadError, LogBudget, LogLevel, LogSource, Plugin, PluginError,
     PluginLog, PluginSpec, Runtime, StaticLimits,
@@ -198,6 +199,8 @@ struct LiveMap {
 
 /// Tenants' plugins on this server.
 pub struct TenantPlugins {
+    /// Where tenants' plugin calls run.
+    threads: TenantThreads,
     runtime: Runtime,
     max_timeout: Duration,
     max_memory_bytes: usize,
@@ -271,25 +274,21 @@ pub fn plugin_name(tenant_id: &str, stage: Stage, version: u32) -> String {
 }
 
 impl TenantPlugins {
-    pub fn new(
-        runtime: Runtime,
-        max_timeout: Duration,
-        max_memory_bytes: usize,
-        max_calls_in_flight: u32,
-        log_bounds: PluginLogs,
-        uploads: &PluginUploads,
-        compiler: std::path::PathBuf,
-    ) -> TenantPlugins {
+    /// Tenants' plugins under the platform's `[plugins]` bounds; `compiler` is the binary
+    /// that compiles uploads in a child process.
+    pub fn new(runtime: Runtime, cfg: &Plugins, compiler: std::path::PathBuf) -> TenantPlugins {
+        let uploads = &cfg.uploads;
         TenantPlugins {
+            threads: TenantThreads::start(cfg.tenant_threads, cfg.tenant_threads_nice),
             runtime,
-            max_timeout,
-            max_memory_bytes,
-            max_calls_in_flight: max_calls_in_flight.max(1),
+            max_timeout: cfg.max_timeout,
+            max_memory_bytes: cfg.max_memory_bytes,
+            max_calls_in_flight: cfg.max_calls_in_flight.max(1),
             live: RwLock::new(LiveMap::default()),
             compiled: Mutex::new(HashMap::new()),
             logs: Mutex::new(HashMap::new()),
             log_budgets: Mutex::new(HashMap::new()),
-            log_bounds,
+            log_bounds: cfg.logs.clone(),
             static_limits: StaticLimits {
                 core_modules: uploads.max_core_modules,
                 functions: uploads.max_functions,
@@ -297,7 +296,7 @@ impl TenantPlugins {
                 function_code_bytes: uploads.max_function_code_bytes,
                 code_bytes: uploads.max_code_bytes,
                 data_bytes: uploads.max_data_bytes,
-                memory_bytes: max_memory_bytes as u64,
+                memory_bytes: cfg.max_memory_bytes as u64,
                 table_elements: uploads.max_table_elements,
             },
             compile_bounds: CompileBounds {
@@ -628,6 +627,19 @@ impl TenantPlugins {
         }
     }
 
+    /// Runs a call of a tenant's plugin on the tenant threads, below the host's priority
+    /// (`tenant_threads.rs`).
+    pub async fn run<T, F>(&self, plugin: Arc<Plugin>, f: F) -> Result<T, PluginError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
+    {
+        match self.threads.run(move || f(&plugin)).await {
+            Ok(r) => r,
+            Err(e) => Err(PluginError::Unavailable(e.0)),
+        }
+    }
+
     /// Calls the tenant's live plugin for `stage`, if it has one, in one of its own call
     /// slots, and counts the call.
     pub async fn call_live<T, F>(
@@ -651,7 +663,7 @@ impl TenantPlugins {
             return LiveCall::NoPlugin;
         };
         let started = Instant::now();
-        let result = super::plugins::call(live.plugin.clone(), f).await;
+        let result = self.run(live.plugin.clone(), f).await;
         let suspended = self
             .finish(store, &live, started.elapsed(), result.as_ref().err())
             .await;

@@ -5,7 +5,6 @@
 
 use super::api::{Admin, AppState, AuthTenant};
 use super::error::ApiError;
-use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::tenant_limits;
 use super::upload_limits::Refused;
@@ -350,7 +349,7 @@ async fn checked_upload(
         (serde_json::Value::Null, None)
     } else {
         let started = Instant::now();
-        let answer = call(plugin.clone(), sample_call).await;
+        let answer = s.plugins.tenants.run(plugin.clone(), sample_call).await;
         let took = started.elapsed().as_micros() as u64;
         match answer {
             Ok(a) => (a, Some(took)),

@@ -276,6 +276,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "header_message_id",
         include_str!("migrations/sqlite/0017_header_message_id.sql"),
     ),
+    (
+        18,
+        "relay_tls_ca",
+        include_str!("migrations/sqlite/0018_relay_tls_ca.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -343,6 +348,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         17,
         "header_message_id",
         include_str!("migrations/postgres/0017_header_message_id.sql"),
+    ),
+    (
+        18,
+        "relay_tls_ca",
+        include_str!("migrations/postgres/0018_relay_tls_ca.sql"),
     ),
 ];
 

@@ -11,7 +11,7 @@ use super::connect::Pools;
 use super::types::{NewRelay, Relay, RelayUpdate};
 
 const COLUMNS: &str = "id, url, auth_user, auth_secret_ref, connection_limit, rate_limit_per_sec, \
-                       weight, tags, owner, state, created_at_ms";
+                       weight, tags, owner, state, created_at_ms, tls_ca_file";
 
 fn from_row(row: &AnyRow, op: &str) -> Result<Relay, StoreError> {
     Ok(Relay {
@@ -26,6 +26,7 @@ fn from_row(row: &AnyRow, op: &str) -> Result<Relay, StoreError> {
         owner: col(row, op, "owner")?,
         state: get_relay_state(row, op)?,
         created_at_ms: col(row, op, "created_at_ms")?,
+        tls_ca_file: col(row, op, "tls_ca_file")?,
     })
 }
 
@@ -70,6 +71,20 @@ fn validate(op: &str, relay: &Relay) -> Result<(), StoreError> {
             format!("relay {id:?}: connection_limit must be at least 1"),
         ));
     }
+    if let Some(ca) = &relay.tls_ca_file {
+        if ca.trim().is_empty() || ca.len() > 4096 {
+            return Err(StoreError::invalid(
+                op,
+                format!("relay {id:?}: tls_ca_file must be a path of 1 to 4096 bytes"),
+            ));
+        }
+        if !crate::config::relay_url_uses_tls(&relay.url) {
+            return Err(StoreError::invalid(
+                op,
+                format!("relay {id:?}: {}", crate::config::TLS_CA_WITHOUT_TLS),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -87,15 +102,16 @@ pub(crate) async fn upsert(pools: &Pools, new: NewRelay, now_ms: i64) -> Result<
         owner: new.owner,
         state: new.state,
         created_at_ms: now_ms,
+        tls_ca_file: new.tls_ca_file,
     };
     validate(op, &relay)?;
     let row = sqlx::query(&format!(
-        "INSERT INTO relays ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+        "INSERT INTO relays ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (id) DO UPDATE SET url = excluded.url, auth_user = excluded.auth_user, \
          auth_secret_ref = excluded.auth_secret_ref, connection_limit = excluded.connection_limit, \
          rate_limit_per_sec = excluded.rate_limit_per_sec, weight = excluded.weight, \
-         tags = excluded.tags, owner = excluded.owner, state = excluded.state \
-         RETURNING {COLUMNS}"
+         tags = excluded.tags, owner = excluded.owner, state = excluded.state, \
+         tls_ca_file = excluded.tls_ca_file RETURNING {COLUMNS}"
     ))
     .bind(&relay.id)
     .bind(&relay.url)
@@ -108,6 +124,7 @@ pub(crate) async fn upsert(pools: &Pools, new: NewRelay, now_ms: i64) -> Result<
     .bind(relay.owner.clone())
     .bind(relay_state_str(relay.state))
     .bind(now_ms)
+    .bind(relay.tls_ca_file.clone())
     .fetch_one(&pools.write)
     .await
     .map_err(StoreError::db(format!("{op} {:?}", relay.id)))?;
@@ -163,6 +180,7 @@ pub(crate) async fn update(
         tags,
         owner,
         state,
+        tls_ca_file,
     } = update;
     if let Some(v) = url {
         relay.url = v;
@@ -191,10 +209,14 @@ pub(crate) async fn update(
     if let Some(v) = state {
         relay.state = v;
     }
+    if let Some(v) = tls_ca_file {
+        relay.tls_ca_file = v;
+    }
     validate(op, &relay)?;
     sqlx::query(
         "UPDATE relays SET url = $2, auth_user = $3, auth_secret_ref = $4, connection_limit = $5, \
-         rate_limit_per_sec = $6, weight = $7, tags = $8, owner = $9, state = $10 WHERE id = $1",
+         rate_limit_per_sec = $6, weight = $7, tags = $8, owner = $9, state = $10, \
+         tls_ca_file = $11 WHERE id = $1",
     )
     .bind(id)
     .bind(&relay.url)
@@ -206,6 +228,7 @@ pub(crate) async fn update(
     .bind(list_to_text(&relay.tags))
     .bind(relay.owner.clone())
     .bind(relay_state_str(relay.state))
+    .bind(relay.tls_ca_file.clone())
     .execute(&mut *tx)
     .await
     .map_err(StoreError::db(&context))?;

@@ -108,6 +108,9 @@ pub struct Relay {
     pub owner: Option<String>,
     pub state: RelayState,
     pub created_at_ms: i64,
+    /// A PEM file of CA certificates the relay's TLS is checked against instead of the
+    /// public roots; read by each host at this path.
+    pub tls_ca_file: Option<String>,
 }
 
 /// What [`super::Store::upsert_relay`] writes: a relay without its creation time.
@@ -128,6 +131,8 @@ pub struct NewRelay {
     #[serde(default)]
     pub owner: Option<String>,
     pub state: RelayState,
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
 }
 
 /// A partial change of a relay: `None` leaves a field as it is; for optional fields
@@ -143,6 +148,7 @@ pub struct RelayUpdate {
     pub tags: Option<Vec<String>>,
     pub owner: Option<Option<String>>,
     pub state: Option<RelayState>,
+    pub tls_ca_file: Option<Option<String>>,
 }
 
 /// A message handed in by an application, before it is stored.

@@ -20,6 +20,7 @@ mod hostile_uploads;
 mod maillog;
 mod nodes;
 mod plugin_new;
+mod relay_tls;
 mod store_conformance;
 mod store_plugins;
 mod tenant_plugins;

@@ -206,6 +206,7 @@ fn relay(id: &str) -> NewRelay {
         tags: vec!["shared".to_string()],
         owner: None,
         state: RelayState::Active,
+        tls_ca_file: None,
     }
 }
 
@@ -1682,6 +1683,32 @@ async fn relays_crud(db: Db) {
         .collect();
     assert_eq!(ids, vec!["byo-1", "eu-1"]);
 
+    // A relay's CA file is kept as a path, set and cleared like any optional field.
+    let tls = s
+        .upsert_relay(
+            NewRelay {
+                url: "smtps://tls-1.example.net".to_string(),
+                tls_ca_file: Some("/etc/sluice/tls-1-ca.pem".to_string()),
+                ..relay("tls-1")
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.get_relay("tls-1").await.unwrap().unwrap(), tls);
+    let cleared = s
+        .update_relay(
+            "tls-1",
+            RelayUpdate {
+                tls_ca_file: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.tls_ca_file, None);
+    s.delete_relay("tls-1").await.unwrap();
+
     for (bad, needle) in [
         (
             NewRelay {
@@ -1703,6 +1730,14 @@ async fn relays_crud(db: Db) {
                 ..relay("x")
             },
             "connection_limit",
+        ),
+        (
+            // A CA file means nothing to a relay spoken to without TLS.
+            NewRelay {
+                tls_ca_file: Some("/etc/ca.pem".to_string()),
+                ..relay("x")
+            },
+            "tls_ca_file needs a relay URL with TLS",
         ),
     ] {
         match s.upsert_relay(bad, T0).await {

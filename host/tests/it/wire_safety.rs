@@ -383,6 +383,67 @@ fn a_tenant_ingest_plugin_cannot_add_a_header_with_a_line_break() {
     assert!(txs.iter().all(|t| t.rcpts.len() == 1), "{txs:#?}");
 }
 
+/// The other header values a tenant ingest plugin could add: a line of 100,000
+/// octets is the plugin's failure (the platform's decision stands, nothing of it is sent),
+/// and an 8-bit value makes an 8-bit message, which goes to no relay that does not
+/// announce 8BITMIME.
+#[test]
+fn a_tenant_ingest_plugin_cannot_send_an_over_long_or_8_bit_header_past_the_relay() {
+    let seven = RawSmtp::start(Ehlo {
+        pipelining: true,
+        eight_bit_mime: false,
+    });
+    let s = Stack::start(&[("seven", &seven)], "");
+    let upload = |query: &str| {
+        let r = s.sluice.request(
+            "PUT",
+            &format!("/v1/plugins/ingest?{query}"),
+            Some(&s.key),
+            Some("application/wasm"),
+            sluice::builtin::test_guests::TENANT_INGEST_SMUGGLER,
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    };
+
+    // "X-Filter: " and 100,000 octets on one line.
+    upload("config=add_header=X-Filter:%20y&config=repeat=100000");
+    let m = s.delivered(&s.sluice.post_message(
+        &s.key,
+        &simple("a@acme.example", "b@x.example", "smuggle long"),
+    ));
+    let errors: Vec<_> = m["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "plugin_error")
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("is a line of 100010 octets")),
+        "{m:#}"
+    );
+    assert!(!contains(&seven.all_bytes(), b"X-Filter"));
+
+    // "X-Filter: Grüße": accepted (a header may carry UTF-8), but not through a relay
+    // that lacks 8BITMIME: nothing is sent and the message waits.
+    upload("config=add_header=X-Filter:%20Gr%C3%BC%C3%9Fe");
+    let r = s.sluice.post_message(
+        &s.key,
+        &simple("a@acme.example", "b@x.example", "smuggle eight bits"),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let m = s
+        .sluice
+        .wait_message(&s.key, &id, "an attempt refused for 8BITMIME", |m| {
+            m.to_string().contains("does not announce 8BITMIME")
+        });
+    assert!(!all_in_state(&m, "delivered"), "{m:#}");
+    assert!(!contains(&seven.all_bytes(), "Grüße".as_bytes()));
+    assert_eq!(seven.transactions().len(), 1, "only the first message went");
+}
+
 #[test]
 fn the_relay_client_never_sends_a_bare_line_end_whatever_the_store_holds() {
     // A body as an older row may hold it, never checked at acceptance, given straight
@@ -411,6 +472,7 @@ fn the_relay_client_never_sends_a_bare_line_end_whatever_the_store_holds() {
                 tags: Vec::new(),
                 owner: None,
                 draining: false,
+                tls_ca: None,
             },
             "sluice.test",
             std::time::Duration::from_secs(5),

@@ -8,6 +8,7 @@
 #![allow(dead_code)] // helpers kept for the tests that come and go; not all are in use at once
 
 pub mod raw_smtp;
+pub mod tls;
 
 use serde_json::{Value, json};
 use std::collections::HashSet;

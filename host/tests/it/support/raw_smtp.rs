@@ -8,13 +8,19 @@
 //! transactions over the whole server, so a test can tell which reply belongs to which
 //! message. Bounded: at most [`MAX_CONNECTIONS`] connections and [`MAX_BYTES`] bytes
 //! kept per connection; everything stops on drop.
+//!
+//! It can speak TLS ([`ServerTls`]): from the first byte (as `smtps://` relays do) or
+//! after `STARTTLS`, with a certificate of the test's own CA (`support/tls.rs`). What it
+//! records is then the plaintext inside, and each transaction says whether it came
+//! over TLS; handshakes the client broke off are counted.
 
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Connections served over the server's life; later ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -28,6 +34,16 @@ pub struct Ehlo {
     pub eight_bit_mime: bool,
 }
 
+/// Whether and how the server speaks TLS.
+#[derive(Clone)]
+pub enum ServerTls {
+    None,
+    /// TLS from the first byte.
+    Implicit(Arc<ServerConfig>),
+    /// `STARTTLS` announced in the EHLO reply and taken when asked for.
+    StartTls(Arc<ServerConfig>),
+}
+
 /// One transaction as the server read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
@@ -38,13 +54,18 @@ pub struct Transaction {
     pub data: Vec<u8>,
     /// The reply given at its end of data.
     pub reply: String,
+    /// Whether it came over TLS.
+    pub tls: bool,
 }
 
 #[derive(Default)]
 struct Seen {
-    /// Raw bytes per connection, in the order connections were accepted.
+    /// Raw bytes per connection (the plaintext inside TLS), in the order connections
+    /// were accepted.
     connections: Vec<Vec<u8>>,
     transactions: Vec<Transaction>,
+    /// TLS handshakes that failed (the client refused the certificate, or went away).
+    handshakes_failed: usize,
 }
 
 /// The running server; stopped on drop.
@@ -57,6 +78,10 @@ pub struct RawSmtp {
 
 impl RawSmtp {
     pub fn start(ehlo: Ehlo) -> RawSmtp {
+        RawSmtp::start_tls(ehlo, ServerTls::None)
+    }
+
+    pub fn start_tls(ehlo: Ehlo, tls: ServerTls) -> RawSmtp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener
             .set_nonblocking(true)
@@ -66,7 +91,7 @@ impl RawSmtp {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let accept = {
             let (stop, seen) = (stop.clone(), seen.clone());
-            std::thread::spawn(move || accept_loop(listener, ehlo, &stop, &seen))
+            std::thread::spawn(move || accept_loop(listener, ehlo, &tls, &stop, &seen))
         };
         RawSmtp {
             port,
@@ -95,6 +120,11 @@ impl RawSmtp {
         self.lock().transactions.clone()
     }
 
+    /// TLS handshakes that failed so far.
+    pub fn handshakes_failed(&self) -> usize {
+        self.lock().handshakes_failed
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -109,7 +139,13 @@ impl Drop for RawSmtp {
     }
 }
 
-fn accept_loop(listener: TcpListener, ehlo: Ehlo, stop: &Arc<AtomicBool>, seen: &Arc<Mutex<Seen>>) {
+fn accept_loop(
+    listener: TcpListener,
+    ehlo: Ehlo,
+    tls: &ServerTls,
+    stop: &Arc<AtomicBool>,
+    seen: &Arc<Mutex<Seen>>,
+) {
     let mut workers = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
@@ -119,9 +155,9 @@ fn accept_loop(listener: TcpListener, ehlo: Ehlo, stop: &Arc<AtomicBool>, seen: 
                     s.connections.push(Vec::new());
                     s.connections.len() - 1
                 };
-                let (stop, seen) = (stop.clone(), seen.clone());
+                let (stop, seen, tls) = (stop.clone(), seen.clone(), tls.clone());
                 workers.push(std::thread::spawn(move || {
-                    serve(stream, ehlo, index, &stop, &seen);
+                    connection(stream, ehlo, &tls, index, &stop, &seen);
                 }));
             }
             Ok((stream, _)) => drop(stream),
@@ -141,13 +177,134 @@ enum Mode {
     Data,
 }
 
-fn serve(mut stream: TcpStream, ehlo: Ehlo, index: usize, stop: &AtomicBool, seen: &Mutex<Seen>) {
+/// How a dialogue on one stream ended.
+#[derive(PartialEq, Eq)]
+enum End {
+    Closed,
+    /// `STARTTLS` was answered 220: the dialogue goes on inside TLS.
+    StartTls,
+}
+
+/// Read timeout of a connection's socket, so that the stop flag is seen.
+const POLL: Duration = Duration::from_millis(50);
+
+fn connection(
+    stream: TcpStream,
+    ehlo: Ehlo,
+    tls: &ServerTls,
+    index: usize,
+    stop: &AtomicBool,
+    seen: &Mutex<Seen>,
+) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let _ = stream.set_read_timeout(Some(POLL));
     let lock = || seen.lock().unwrap_or_else(|p| p.into_inner());
-    let reply = |stream: &mut TcpStream, text: &str| stream.write_all(text.as_bytes()).is_ok();
-    if !reply(&mut stream, "220 raw-smtp ESMTP\r\n") {
-        return;
+    match tls {
+        ServerTls::None => {
+            let mut plain = stream;
+            serve(&mut plain, ehlo, Dialogue::plain(), index, stop, seen);
+        }
+        ServerTls::Implicit(config) => match handshake(stream, config, stop) {
+            Some(mut tls) => {
+                serve(
+                    &mut tls,
+                    ehlo,
+                    Dialogue::inside_tls(true),
+                    index,
+                    stop,
+                    seen,
+                );
+            }
+            None => lock().handshakes_failed += 1,
+        },
+        ServerTls::StartTls(config) => {
+            let mut plain = stream;
+            let starttls = Dialogue {
+                greet: true,
+                offer_starttls: true,
+                tls: false,
+            };
+            if serve(&mut plain, ehlo, starttls, index, stop, seen) == End::StartTls {
+                match handshake(plain, config, stop) {
+                    Some(mut tls) => {
+                        serve(
+                            &mut tls,
+                            ehlo,
+                            Dialogue::inside_tls(false),
+                            index,
+                            stop,
+                            seen,
+                        );
+                    }
+                    None => lock().handshakes_failed += 1,
+                }
+            }
+        }
+    }
+}
+
+/// The server's side of a TLS handshake, within 10 s; `None` when it failed.
+fn handshake(
+    mut socket: TcpStream,
+    config: &Arc<ServerConfig>,
+    stop: &AtomicBool,
+) -> Option<StreamOwned<ServerConnection, TcpStream>> {
+    let mut conn = ServerConnection::new(config.clone()).ok()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.is_handshaking() {
+        if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+            return None;
+        }
+        match conn.complete_io(&mut socket) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(StreamOwned::new(conn, socket))
+}
+
+/// Where in the dialogue a stream starts.
+#[derive(Clone, Copy)]
+struct Dialogue {
+    /// Send the 220 greeting (not after STARTTLS).
+    greet: bool,
+    offer_starttls: bool,
+    tls: bool,
+}
+
+impl Dialogue {
+    fn plain() -> Dialogue {
+        Dialogue {
+            greet: true,
+            offer_starttls: false,
+            tls: false,
+        }
+    }
+
+    fn inside_tls(greet: bool) -> Dialogue {
+        Dialogue {
+            greet,
+            offer_starttls: false,
+            tls: true,
+        }
+    }
+}
+
+fn serve(
+    stream: &mut dyn ReadWrite,
+    ehlo: Ehlo,
+    dialogue: Dialogue,
+    index: usize,
+    stop: &AtomicBool,
+    seen: &Mutex<Seen>,
+) -> End {
+    let lock = || seen.lock().unwrap_or_else(|p| p.into_inner());
+    let reply = |stream: &mut dyn ReadWrite, text: &str| {
+        stream.write_all(text.as_bytes()).is_ok() && stream.flush().is_ok()
+    };
+    if dialogue.greet && !reply(stream, "220 raw-smtp ESMTP\r\n") {
+        return End::Closed;
     }
     let mut pending: Vec<u8> = Vec::new();
     let mut kept = 0usize;
@@ -156,14 +313,14 @@ fn serve(mut stream: TcpStream, ehlo: Ehlo, index: usize, stop: &AtomicBool, see
     let mut buf = [0u8; 16 * 1024];
     while !stop.load(Ordering::Relaxed) {
         let n = match stream.read(&mut buf) {
-            Ok(0) => return,
+            Ok(0) => return End::Closed,
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => continue,
-            Err(_) => return,
+            Err(_) => return End::Closed,
         };
         kept += n;
         if kept > MAX_BYTES {
-            return;
+            return End::Closed;
         }
         lock().connections[index].extend_from_slice(&buf[..n]);
         pending.extend_from_slice(&buf[..n]);
@@ -181,14 +338,15 @@ fn serve(mut stream: TcpStream, ehlo: Ehlo, index: usize, stop: &AtomicBool, see
                             rcpts: Vec::new(),
                             data: Vec::new(),
                             reply: String::new(),
+                            tls: dialogue.tls,
                         });
                         let mut s = lock();
                         t.reply = format!("250 2.0.0 Ok: queued as q{}", s.transactions.len() + 1);
                         let text = format!("{}\r\n", t.reply);
                         s.transactions.push(t);
                         drop(s);
-                        if !reply(&mut stream, &text) {
-                            return;
+                        if !reply(stream, &text) {
+                            return End::Closed;
                         }
                     } else if let Some(t) = tx.as_mut() {
                         let unstuffed = raw.strip_prefix(b".").unwrap_or(&raw);
@@ -207,6 +365,9 @@ fn serve(mut stream: TcpStream, ehlo: Ehlo, index: usize, stop: &AtomicBool, see
                             if ehlo.eight_bit_mime {
                                 a.push_str("250-8BITMIME\r\n");
                             }
+                            if dialogue.offer_starttls {
+                                a.push_str("250-STARTTLS\r\n");
+                            }
                             a.push_str("250 SIZE 100000000\r\n");
                             a
                         }
@@ -216,6 +377,7 @@ fn serve(mut stream: TcpStream, ehlo: Ehlo, index: usize, stop: &AtomicBool, see
                                 rcpts: Vec::new(),
                                 data: Vec::new(),
                                 reply: String::new(),
+                                tls: dialogue.tls,
                             });
                             "250 2.1.0 Ok\r\n".into()
                         }
@@ -230,16 +392,28 @@ fn serve(mut stream: TcpStream, ehlo: Ehlo, index: usize, stop: &AtomicBool, see
                             "354 End data with <CR><LF>.<CR><LF>\r\n".into()
                         }
                         "QUIT" => {
-                            let _ = reply(&mut stream, "221 2.0.0 Bye\r\n");
-                            return;
+                            let _ = reply(stream, "221 2.0.0 Bye\r\n");
+                            return End::Closed;
+                        }
+                        "STAR" if dialogue.offer_starttls && pending.is_empty() => {
+                            return if reply(stream, "220 2.0.0 Ready to start TLS\r\n") {
+                                End::StartTls
+                            } else {
+                                End::Closed
+                            };
                         }
                         _ => "250 2.0.0 Ok\r\n".into(),
                     };
-                    if !reply(&mut stream, &answer) {
-                        return;
+                    if !reply(stream, &answer) {
+                        return End::Closed;
                     }
                 }
             }
         }
     }
+    End::Closed
 }
+
+/// A plain or TLS stream.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}

@@ -1,6 +1,7 @@
 //! A hostile tenant ingest filter for `host/tests/it/wire_safety.rs`: to a submission
 //! whose `Subject` contains `smuggle` it adds the header its `add_header` setting gives
-//! (`Name: value`, split at the first colon, line breaks kept), so that the host's
+//! (`Name: value`, split at the first colon, line breaks kept), its value repeated
+//! `repeat` times (default 1: a line longer than a URL can carry), so that the host's
 //! check of the answer is met at run time; the sample call of an upload (another
 //! subject) is accepted unchanged, so the upload itself succeeds.
 
@@ -19,9 +20,13 @@ impl IngestFilter for Smuggler {
             .filter(|_| targeted)
             .and_then(|h| {
                 let (name, value) = h.split_once(':')?;
+                let repeat = sluice_sdk::config::get("repeat")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(1)
+                    .min(1 << 20);
                 Some(vec![Header {
                     name: name.to_owned(),
-                    value: value.trim_start_matches(' ').to_owned(),
+                    value: value.trim_start_matches(' ').repeat(repeat),
                 }])
             })
             .unwrap_or_default();
