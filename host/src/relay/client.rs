@@ -2,6 +2,7 @@
 //! (`pool.rs`), bounded by the relay's connection limit, its rate limit, and
 //! replies per recipient.
 
+use super::error_chain;
 use super::health::{Health, TokenBucket};
 use super::pool::{Pool, SendError, StartTls};
 use super::tls_ca::TlsCa;
@@ -387,20 +388,6 @@ pub fn reply(code: u16, text: &str) -> SmtpReply {
             text: text.to_owned(),
         }
     }
-}
-
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]

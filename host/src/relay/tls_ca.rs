@@ -53,7 +53,7 @@ impl TlsCa {
             .map_err(|e| {
                 format!(
                     "tls_ca_file {shown}: a certificate in it cannot be a trust anchor: {}",
-                    super::client::error_chain(&e)
+                    super::error_chain(&e)
                 )
             })
     }

@@ -318,7 +318,9 @@ async fn update_relay(
         None
     };
     let tags = match (p.tags, &stored) {
-        (Some(tags), Some(relay)) => Some(relay_tags(&s, relay.owner.as_deref(), Some(tags)).await?),
+        (Some(tags), Some(relay)) => {
+            Some(relay_tags(&s, relay.owner.as_deref(), Some(tags)).await?)
+        }
         _ => None,
     };
     if let Some(stored) = &stored

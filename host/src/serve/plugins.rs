@@ -82,11 +82,7 @@ impl PluginSet {
             return Err(errors);
         }
         Ok(PluginSet {
-            tenants: Arc::new(TenantPlugins::new(
-                runtime.clone(),
-                cfg,
-                exe,
-            )),
+            tenants: Arc::new(TenantPlugins::new(runtime.clone(), cfg, exe)),
             runtime,
             stages,
             named_routers: Mutex::new(HashMap::new()),
