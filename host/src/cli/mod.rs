@@ -94,9 +94,11 @@ pub fn main() -> ExitCode {
                     eprintln!("  caused by: {cause}");
                 }
             }
-            let usage = e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<crate::serve::NotServable>().is_some();
-            ExitCode::from(if usage { 2 } else { 1 })
+            // A pipeline `serve` cannot start with is a wrong input, as for `pipeline check`.
+            let wrong_input = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::serve::preflight::NotReady>()
+                    .is_some();
+            ExitCode::from(if wrong_input { 2 } else { 1 })
         }
     }
 }

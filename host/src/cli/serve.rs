@@ -43,6 +43,14 @@ fn load(path: Option<&PathBuf>) -> Result<Pipeline> {
 
 pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let pipeline = load(args.pipeline.as_ref())?;
+    if args.reset_admin_token && pipeline.admin.token.is_some() {
+        return Err(UsageError(
+            "--reset-admin-token: the pipeline names the admin token ([admin] token_env or \
+             token_file); change it there"
+                .into(),
+        )
+        .into());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

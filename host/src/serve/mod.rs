@@ -41,12 +41,6 @@ mod tenant_plugins;
 mod tenant_threads;
 mod upload_limits;
 
-/// The pipeline or the start options cannot be served as they are: the operator's input
-/// is wrong, not the machine (`sluice serve` exits 2, as for a wrong command line).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NotServable(pub String);
-
 pub use state::{Server, StartOptions};
 
 use crate::config::Pipeline;

@@ -274,6 +274,16 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// Whether the store has a row for this node's id (any incarnation's); `None` when the
+/// nodes cannot be read (then the node neither stops nor rejoins: the next beat asks
+/// again).
+async fn id_row(server: &Server, now_ms: i64) -> Option<bool> {
+    match server.store.list_nodes(now_ms).await {
+        Ok(nodes) => Some(nodes.iter().any(|n| n.id == server.node.id)),
+        Err(_) => None,
+    }
+}
+
 /// Beats until aborted (after the dispatcher has finished: leases are held until then).
 pub async fn heartbeat_loop(server: Arc<Server>) {
     let node = &server.node;
@@ -293,17 +303,32 @@ pub async fn heartbeat_loop(server: Arc<Server>) {
                 last_beat = Instant::now();
                 node.confirm();
             }
-            Ok(false) => {
-                // A newer process joined under this id, taking this one for dead: the
-                // two would share leases. Stop at once, as a crash would: what this
-                // process holds was given back when the newer one joined.
-                tracing::error!(node = %node.id, "another process took over this node id; stopping at once");
-                eprintln!(
-                    "sluice: another process took over node id {:?}; stopping",
-                    node.id
-                );
-                std::process::exit(70);
-            }
+            Ok(false) => match id_row(&server, now).await {
+                // No row at all for this id, not another process's: a database made
+                // again, its schema being made while this node beats, before the refresh
+                // loop rejoins it. Join again rather than stop.
+                Some(false) => {
+                    tracing::warn!(node = %node.id, "this node's row is not in the store (a database made again?); joining again");
+                    if let Err(e) = node.rejoin(&server.store).await {
+                        tracing::warn!(error = %format!("{e:#}"), node = %node.id, "joining again failed; retrying");
+                    }
+                }
+                // The nodes cannot be read: neither stop nor join; the next beat asks again.
+                None => {
+                    tracing::warn!(node = %node.id, "this node's heartbeat found no row of its own and the nodes cannot be read; retrying");
+                }
+                Some(true) => {
+                    // A newer process joined under this id, taking this one for dead: the
+                    // two would share leases. Stop at once, as a crash would: what this
+                    // process holds was given back when the newer one joined.
+                    tracing::error!(node = %node.id, "another process took over this node id; stopping at once");
+                    eprintln!(
+                        "sluice: another process took over node id {:?}; stopping",
+                        node.id
+                    );
+                    std::process::exit(70);
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, node = %node.id, "writing the heartbeat failed; retrying");
             }

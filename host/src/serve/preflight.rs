@@ -23,7 +23,7 @@ pub struct Ready {
 
 /// Every reason the pipeline cannot be served, one per line: `key: why`.
 #[derive(Debug, thiserror::Error)]
-#[error("{}", .0.join("\n"))]
+#[error("the pipeline cannot be served:\n{}", .0.join("\n"))]
 pub struct NotReady(pub Vec<String>);
 
 /// Runs the checks; `Err` lists every failure.

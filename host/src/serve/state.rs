@@ -127,8 +127,7 @@ impl Server {
     /// the relays.
     pub async fn start(pipeline: Pipeline, options: StartOptions) -> anyhow::Result<Server> {
         // The checks `sluice pipeline check` runs, before anything is opened.
-        let ready = super::preflight::check(&pipeline)
-            .map_err(|e| super::NotServable(format!("the pipeline cannot be served:\n{e}")))?;
+        let ready = super::preflight::check(&pipeline)?;
         for w in &ready.warnings {
             tracing::warn!("{w}");
         }
@@ -146,15 +145,8 @@ impl Server {
             .with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
         let plugins = ready.plugins;
 
+        // (`--reset-admin-token` with a pipeline's own token is refused by the CLI.)
         let admin_token_sha256 = match &ready.admin_token {
-            Some(_) if options.reset_admin_token => {
-                return Err(super::NotServable(
-                    "--reset-admin-token: the pipeline names the admin token ([admin] token_env \
-                     or token_file); change it there"
-                        .into(),
-                )
-                .into());
-            }
             Some(token) => sha256(token),
             None => stored_admin_token(&store, options.reset_admin_token).await?,
         };
