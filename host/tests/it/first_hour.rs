@@ -52,6 +52,7 @@ impl BuildScript {
             "root/plugins/router-x",
             "root/plugin-sdk/src",
             "root/plugin-sdk/wit",
+            "root/money/src",
             "out",
         ] {
             std::fs::create_dir_all(d.join(sub)).unwrap();
@@ -60,15 +61,16 @@ impl BuildScript {
             ("root/plugins/router-x/Cargo.toml", ""),
             (
                 "root/Cargo.toml",
-                "[workspace.dependencies]\nwit-bindgen = \"1\"\n",
+                "[workspace.dependencies]\nwit-bindgen = \"1\"\nsluice-money = { path = \"money\" }\n",
             ),
             ("root/Cargo.lock", "version = 4\n"),
             (
                 "root/plugin-sdk/Cargo.toml",
-                "[package]\nname = \"sluice-sdk\"\n[dependencies]\nwit-bindgen.workspace = true\n",
+                "[package]\nname = \"sluice-sdk\"\n[dependencies]\nwit-bindgen.workspace = true\nsluice-money.workspace = true\n",
             ),
             ("root/plugin-sdk/src/lib.rs", "//! sdk\n"),
             ("root/plugin-sdk/wit/types.wit", "package a:b;\n"),
+            ("root/money/src/lib.rs", "//! money\n"),
         ] {
             std::fs::write(d.join(file), text).unwrap();
         }
@@ -142,6 +144,9 @@ fn the_build_adds_a_missing_wasm_target_with_rustup_for_its_own_toolchain() {
         "(\"src/lib.rs\", include_str!(",
         "(\"wit/types.wit\", include_str!(",
         r#"wit-bindgen = \"1\"\n"#,
+        // The SDK's workspace dependency is vendored beside it, with its sources.
+        r#"sluice-money = { path = \"../sluice-money\" }\n"#,
+        "MONEY_FILES",
     ] {
         assert!(sdk.contains(want), "{want} in {sdk}");
     }
