@@ -12,6 +12,7 @@ pub mod compose;
 pub mod config;
 pub mod mbox;
 pub mod relay;
+pub mod relay_spec;
 pub mod runtime;
 pub mod serve;
 pub mod smtp_in;

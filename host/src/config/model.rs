@@ -2,6 +2,10 @@
 //! later check needs to point at a value) and the validated [`Pipeline`].
 
 use super::error::{ConfigError, ConfigErrors};
+use crate::relay_spec::{
+    DEFAULT_CONNECTION_LIMIT, DEFAULT_WEIGHT, PLATFORM_POOL, TLS_CA_WITHOUT_TLS, check_relay_url,
+    default_tags, invalid_id_message, relay_url_uses_tls, valid_id,
+};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -928,10 +932,10 @@ struct RawRelay {
 }
 
 fn default_connection_limit() -> u32 {
-    16
+    DEFAULT_CONNECTION_LIMIT
 }
 fn default_weight() -> u32 {
-    100
+    DEFAULT_WEIGHT
 }
 
 #[derive(Deserialize)]
@@ -953,66 +957,7 @@ fn default_header_from_check() -> bool {
 }
 
 fn default_pools() -> Vec<String> {
-    vec!["pool:platform".into()]
-}
-
-/// An id: 1–64 of `a-z 0-9 - _ .`
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-}
-
-/// Checks an SMTP relay URL: `smtp://host[:port]` (plain; add
-/// `?tls=opportunistic` for STARTTLS when offered or `?tls=required` to
-/// insist), or `smtps://host[:port]` (TLS from the first byte).
-pub fn check_relay_url(url: &str) -> Result<(), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("relay URL {url:?} has no scheme (smtp:// or smtps://)"))?;
-    if !matches!(scheme, "smtp" | "smtps") {
-        return Err(format!(
-            "relay URL {url:?}: scheme {scheme:?} is not smtp or smtps"
-        ));
-    }
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = authority.trim_end_matches('/');
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!(
-            "relay URL {url:?} needs a host and no user info (use auth_user)"
-        ));
-    }
-    if let Some((_, port)) = authority
-        .rsplit_once(':')
-        .filter(|(h, _)| !h.ends_with(']') || authority.starts_with('['))
-        && !authority.ends_with(']')
-        && port.parse::<u16>().is_err()
-    {
-        return Err(format!("relay URL {url:?}: port {port:?} is not a number"));
-    }
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair {
-            "tls=required" | "tls=opportunistic" | "tls=none" => {}
-            other => {
-                return Err(format!(
-                    "relay URL {url:?}: unknown option {other:?} (tls=required|opportunistic|none)"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Why a relay with a `tls_ca_file` and a URL without TLS is refused.
-pub const TLS_CA_WITHOUT_TLS: &str = "tls_ca_file needs a relay URL with TLS: smtps://, or \
-     smtp:// with ?tls=required (or ?tls=opportunistic)";
-
-/// Whether a relay URL speaks TLS: `smtps://`, or STARTTLS asked for (`?tls=required` or
-/// `?tls=opportunistic`). False for a URL that does not parse.
-pub fn relay_url_uses_tls(url: &str) -> bool {
-    crate::relay::parse_relay_url(url).is_ok_and(|(_, _, tls)| tls != crate::relay::Tls::None)
+    vec![PLATFORM_POOL.into()]
 }
 
 struct Check<'a> {
@@ -1482,11 +1427,7 @@ impl RawPipeline {
             let key = format!("relay[{i}]");
             let id = r.id.get_ref().clone();
             if !valid_id(&id) {
-                check.at(
-                    r.id.span(),
-                    format!("{key}.id"),
-                    format!("{id:?} is not a valid id (1-64 of a-z 0-9 - _ .)"),
-                );
+                check.at(r.id.span(), format!("{key}.id"), invalid_id_message(&id));
             } else if !seen.insert(id.clone()) {
                 check.at(
                     r.id.span(),
@@ -1538,11 +1479,7 @@ impl RawPipeline {
                 connection_limit: r.connection_limit,
                 rate_limit_per_sec: r.rate_limit_per_sec,
                 weight: r.weight,
-                tags: match (r.tags, &r.owner) {
-                    (Some(tags), _) => tags,
-                    (None, Some(_)) => Vec::new(),
-                    (None, None) => default_pools(),
-                },
+                tags: default_tags(r.owner.is_some(), r.tags),
                 owner: r.owner.map(Spanned::into_inner),
                 tls_ca_file: r.tls_ca_file.map(|p| PathBuf::from(p.into_inner())),
             });
@@ -1554,11 +1491,7 @@ impl RawPipeline {
             let key = format!("tenant[{i}]");
             let id = t.id.get_ref().clone();
             if !valid_id(&id) {
-                check.at(
-                    t.id.span(),
-                    format!("{key}.id"),
-                    format!("{id:?} is not a valid id (1-64 of a-z 0-9 - _ .)"),
-                );
+                check.at(t.id.span(), format!("{key}.id"), invalid_id_message(&id));
             } else if !seen.insert(id.clone()) {
                 check.at(
                     t.id.span(),

@@ -135,33 +135,6 @@ fn plugin_for_the_wrong_stage_is_named() {
 }
 
 #[test]
-fn relay_urls() {
-    for ok in [
-        "smtp://127.0.0.1:2525",
-        "smtps://mail.example.com",
-        "smtp://[::1]:25",
-        "smtp://h:25?tls=required",
-    ] {
-        assert_eq!(check_relay_url(ok), Ok(()), "{ok}");
-    }
-    assert!(
-        check_relay_url("smtp://h:port")
-            .unwrap_err()
-            .contains("port \"port\" is not a number")
-    );
-    assert!(
-        check_relay_url("smtp://u:p@h")
-            .unwrap_err()
-            .contains("no user info")
-    );
-    assert!(
-        check_relay_url("smtp://h?tls=maybe")
-            .unwrap_err()
-            .contains("unknown option \"tls=maybe\"")
-    );
-}
-
-#[test]
 fn secrets_resolve_from_env_and_say_where_they_looked() {
     let missing = SecretRef::Env("SLUICE_TEST_SURELY_UNSET".into());
     assert_eq!(

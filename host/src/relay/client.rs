@@ -6,6 +6,7 @@ use super::error_chain;
 use super::health::{Health, TokenBucket};
 use super::pool::{Pool, SendError, StartTls};
 use super::tls_ca::TlsCa;
+use crate::relay_spec::{TLS_CA_WITHOUT_TLS, Tls, parse_relay_url};
 use crate::stage::SmtpReply;
 use lettre::address::{Address, Envelope};
 use lettre::transport::smtp::AsyncSmtpTransport;
@@ -18,50 +19,6 @@ use lettre::{AsyncTransport, Tokio1Executor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-
-/// How to speak TLS to a relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tls {
-    /// Plain SMTP (`smtp://`, or `?tls=none`).
-    None,
-    /// STARTTLS when offered (`?tls=opportunistic`).
-    Opportunistic,
-    /// STARTTLS or fail (`?tls=required`).
-    Required,
-    /// TLS from the first byte (`smtps://`).
-    Implicit,
-}
-
-/// Host, port and TLS mode of a relay URL (already checked by the config).
-pub fn parse_relay_url(url: &str) -> Result<(String, u16, Tls), String> {
-    crate::config::check_relay_url(url)?;
-    let (scheme, rest) = url.split_once("://").expect("checked");
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let authority = authority.trim_end_matches('/');
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (h, after) = v6
-            .split_once(']')
-            .ok_or_else(|| format!("relay URL {url:?}: unclosed '['"))?;
-        (h.to_owned(), after.strip_prefix(':').map(str::parse::<u16>))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p.parse::<u16>())),
-            None => (authority.to_owned(), None),
-        }
-    };
-    let default_port = if scheme == "smtps" { 465 } else { 25 };
-    let port = port
-        .transpose()
-        .map_err(|_| format!("relay URL {url:?}: bad port"))?
-        .unwrap_or(default_port);
-    let tls = match (scheme, query) {
-        ("smtps", _) => Tls::Implicit,
-        (_, q) if q.contains("tls=required") => Tls::Required,
-        (_, q) if q.contains("tls=opportunistic") => Tls::Opportunistic,
-        _ => Tls::None,
-    };
-    Ok((host, port, tls))
-}
 
 /// Everything that defines a relay client; a change rebuilds the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +72,7 @@ impl RelayClient {
                 .map_err(|e| format!("relay {}: TLS set-up: {e}", settings.id)),
         };
         if tls == Tls::None && settings.tls_ca.is_some() {
-            return Err(format!(
-                "relay {}: {}",
-                settings.id,
-                crate::config::TLS_CA_WITHOUT_TLS
-            ));
+            return Err(format!("relay {}: {TLS_CA_WITHOUT_TLS}", settings.id));
         }
         let hello = ClientId::Domain(helo.to_owned());
         let credentials = match (&settings.auth_user, &settings.auth_password) {
@@ -393,26 +346,6 @@ pub fn reply(code: u16, text: &str) -> SmtpReply {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relay_urls_become_host_port_and_tls() {
-        assert_eq!(
-            parse_relay_url("smtp://127.0.0.1:2525").unwrap(),
-            ("127.0.0.1".into(), 2525, Tls::None)
-        );
-        assert_eq!(
-            parse_relay_url("smtps://mx.example").unwrap(),
-            ("mx.example".into(), 465, Tls::Implicit)
-        );
-        assert_eq!(
-            parse_relay_url("smtp://[::1]:26?tls=required").unwrap(),
-            ("::1".into(), 26, Tls::Required)
-        );
-        assert_eq!(
-            parse_relay_url("smtp://h?tls=opportunistic").unwrap(),
-            ("h".into(), 25, Tls::Opportunistic)
-        );
-    }
 
     #[test]
     fn enhanced_status_is_split_from_the_text() {

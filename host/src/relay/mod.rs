@@ -8,7 +8,7 @@ mod pool;
 mod tap;
 mod tls_ca;
 
-pub use client::{RelayClient, RelayReply, RelaySettings, Tls, parse_relay_url};
+pub use client::{RelayClient, RelayReply, RelaySettings};
 pub use health::{Health, TokenBucket};
 pub use tls_ca::{MAX_CA_FILE_BYTES, TlsCa, check_ca_file};
 

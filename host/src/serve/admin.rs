@@ -5,7 +5,11 @@
 use super::api::{Admin, AppState};
 use super::error::ApiError;
 use super::state::now_ms;
-use crate::config::{SecretRef, check_relay_url};
+use crate::config::SecretRef;
+use crate::relay_spec::{
+    DEFAULT_CONNECTION_LIMIT, DEFAULT_WEIGHT, PLATFORM_POOL, TLS_CA_WITHOUT_TLS, check_relay_url,
+    default_tags, invalid_id_message, no_pool_message, relay_url_uses_tls, tags_reach_a_pool,
+};
 use crate::store::{NewRelay, NewTenant, RelayState, RelayUpdate, TenantUpdate};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -50,18 +54,10 @@ fn secret_ref(env: Option<String>, file: Option<String>) -> Result<Option<String
 }
 
 fn valid_id(field: &str, id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    if ok {
+    if crate::relay_spec::valid_id(id) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            field,
-            format!("{id:?} is not a valid id (1-64 of a-z 0-9 - _ .)"),
-        ))
+        Err(ApiError::invalid(field, invalid_id_message(id)))
     }
 }
 
@@ -75,10 +71,10 @@ struct RelayBody {
     auth_user: Option<String>,
     auth_password_env: Option<String>,
     auth_password_file: Option<String>,
-    #[serde(default = "sixteen")]
+    #[serde(default = "default_connection_limit")]
     connection_limit: u32,
     rate_limit_per_sec: Option<u32>,
-    #[serde(default = "hundred")]
+    #[serde(default = "default_weight")]
     weight: u32,
     /// Left out: `["pool:platform"]` for a platform relay (see [`relay_tags`]).
     tags: Option<Vec<String>>,
@@ -88,52 +84,34 @@ struct RelayBody {
     tls_ca_file: Option<String>,
 }
 
-/// The pool every tenant uses unless it names others.
-const PLATFORM_POOL: &str = "pool:platform";
-
-/// A relay's tags as stored. A tenant's own relay is used by that tenant whatever its
-/// tags. A platform relay is used by the tenants whose `pools` list one of its tags, so
-/// one without tags is put in [`PLATFORM_POOL`], every tenant's default; one whose tags
-/// put it in no pool (no `pool:…` tag, none a tenant lists) is refused, saying how.
+/// A relay's tags as stored (`relay_spec::default_tags`): a platform relay given none joins
+/// the platform pool; one whose tags put it in no pool (no `pool:…` tag, none a tenant
+/// lists) is refused, saying how.
 async fn relay_tags(
     s: &AppState,
     owner: Option<&str>,
     tags: Option<Vec<String>>,
 ) -> Result<Vec<String>, ApiError> {
+    let tags = default_tags(owner.is_some(), tags);
     if owner.is_some() {
-        return Ok(tags.unwrap_or_default());
-    }
-    let tags = match tags {
-        None => return Ok(vec![PLATFORM_POOL.to_owned()]),
-        Some(t) if t.is_empty() => return Ok(vec![PLATFORM_POOL.to_owned()]),
-        Some(t) => t,
-    };
-    if tags.iter().any(|t| t.starts_with("pool:")) {
         return Ok(tags);
     }
     let tenants = s.store.list_tenants().await?;
-    if tenants
+    let pools = tenants
         .iter()
-        .any(|tenant| tenant.pools.iter().any(|p| tags.contains(p)))
-    {
-        return Ok(tags);
+        .flat_map(|t| t.pools.iter().map(String::as_str));
+    if tags_reach_a_pool(&tags, pools) {
+        Ok(tags)
+    } else {
+        Err(ApiError::invalid("tags", no_pool_message(&tags)))
     }
-    Err(ApiError::invalid(
-        "tags",
-        format!(
-            "tags {tags:?} put this platform relay in no pool, so no tenant would use it: \
-             tenants use the platform relays tagged with one of their `pools`. Add a pool \
-             tag (\"{PLATFORM_POOL}\" is every tenant's default pool), or leave \"tags\" out \
-             to get it"
-        ),
-    ))
 }
 
-fn sixteen() -> u32 {
-    16
+fn default_connection_limit() -> u32 {
+    DEFAULT_CONNECTION_LIMIT
 }
-fn hundred() -> u32 {
-    100
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
 }
 
 #[derive(Deserialize)]
@@ -166,11 +144,8 @@ fn check_tls_ca(url: &str, file: Option<&str>) -> Result<(), ApiError> {
     let Some(file) = file else {
         return Ok(());
     };
-    if !crate::config::relay_url_uses_tls(url) {
-        return Err(ApiError::invalid(
-            "tls_ca_file",
-            crate::config::TLS_CA_WITHOUT_TLS,
-        ));
+    if !relay_url_uses_tls(url) {
+        return Err(ApiError::invalid("tls_ca_file", TLS_CA_WITHOUT_TLS));
     }
     crate::relay::check_ca_file(std::path::Path::new(file))
         .map_err(|e| ApiError::invalid("tls_ca_file", e))

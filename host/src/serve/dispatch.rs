@@ -524,6 +524,171 @@ async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Writte
     }
 }
 
+/// Why a group of recipients goes no further than a gate before sending: the state and
+/// event every recipient gets, when it is due again, and the relay it waits for.
+struct Verdict {
+    state: RecipientState,
+    event: EventKind,
+    retry_at: Option<i64>,
+    detail: serde_json::Value,
+    waiting_for_relay: Option<&'static str>,
+}
+
+impl Verdict {
+    fn new(state: RecipientState, event: EventKind, detail: serde_json::Value) -> Verdict {
+        Verdict {
+            state,
+            event,
+            retry_at: None,
+            detail,
+            waiting_for_relay: None,
+        }
+    }
+
+    /// Deferred for `secs` seconds.
+    fn deferred(secs: i64, detail: serde_json::Value) -> Verdict {
+        Verdict {
+            retry_at: Some(now_ms() + secs * 1000),
+            ..Verdict::new(RecipientState::Deferred, EventKind::Deferred, detail)
+        }
+    }
+
+    fn failed(detail: serde_json::Value) -> Verdict {
+        Verdict::new(RecipientState::Failed, EventKind::Failed, detail)
+    }
+
+    fn held(detail: serde_json::Value) -> Verdict {
+        Verdict::new(RecipientState::Held, EventKind::Held, detail)
+    }
+
+    /// Woken early when any relay is added or answers again.
+    fn waiting_for_any_relay(self) -> Verdict {
+        Verdict {
+            waiting_for_relay: Some(ANY_RELAY),
+            ..self
+        }
+    }
+
+    fn for_all(self, group: &[Lease]) -> Vec<Outcome> {
+        let outcomes = all(group, self.state, self.event, self.retry_at, self.detail);
+        match self.waiting_for_relay {
+            Some(relay) => waiting_for(outcomes, relay),
+            None => outcomes,
+        }
+    }
+}
+
+/// The gates a group passes before any relay is tried, in order: not expired, its tenant
+/// still there, a relay it may use, the platform's prepaid check, the tenant's own check
+/// of its customer's account, and the route plugin's order of relays. The first gate that
+/// stops the group gives its [`Verdict`]; past all of them, the relays and their order.
+async fn pass_gates(
+    server: &Server,
+    group: &[Lease],
+) -> Result<(Vec<Arc<RelayClient>>, Vec<String>), Verdict> {
+    let first = &group[0];
+    not_expired(first)?;
+    let tenant = tenant_of(server, first).await?;
+    let relays = allowed_relays(server, &tenant);
+    if relays.is_empty() {
+        // Waiting for any relay: one added (or answering again) makes it due at once.
+        return Err(Verdict::deferred(
+            NO_RELAY_LEFT_RETRY_SECS,
+            json!({"reason": "no relay this tenant may use is configured"}),
+        )
+        .waiting_for_any_relay());
+    }
+    // Prepaid tenants: estimate and reserve before the route plugin, or hold.
+    match super::billing::authorize(server, &tenant, group).await {
+        super::billing::Authorization::Go => {}
+        super::billing::Authorization::Hold(reason) => {
+            return Err(Verdict::held(json!({"reason": reason, "by": "billing"})));
+        }
+        super::billing::Authorization::Defer(reason) => {
+            return Err(Verdict::deferred(
+                PLUGIN_FAILURE_RETRY_SECS,
+                json!({"reason": reason, "by": "billing"}),
+            ));
+        }
+    }
+    // The tenant's own rule for its prepaid customers (its books, not the platform's).
+    match super::account_billing::check_accounts(server, &tenant.id, group).await {
+        super::account_billing::AccountCheck::Go => {}
+        super::account_billing::AccountCheck::Hold(reason) => {
+            return Err(Verdict::held(json!({"reason": reason, "by": "account"})));
+        }
+        super::account_billing::AccountCheck::Defer(reason) => {
+            return Err(Verdict::deferred(
+                PLUGIN_FAILURE_RETRY_SECS,
+                json!({"reason": reason, "by": "account"}),
+            ));
+        }
+    }
+    let order = route_order(server, &tenant, group, &relays).await?;
+    Ok((relays, order))
+}
+
+/// Older than its message's `max_age_secs`: expired, not tried again.
+fn not_expired(first: &Lease) -> Result<(), Verdict> {
+    let age_secs = (now_ms() - first.created_at_ms).max(0) / 1000;
+    if age_secs > i64::from(first.max_age_secs) {
+        return Err(Verdict::new(
+            RecipientState::Expired,
+            EventKind::Expired,
+            json!({"reason": format!("not delivered within {}s", first.max_age_secs)}),
+        ));
+    }
+    Ok(())
+}
+
+/// The group's tenant; failed if it was removed, deferred if the store cannot say.
+async fn tenant_of(server: &Server, first: &Lease) -> Result<Tenant, Verdict> {
+    match server.tenant(&first.tenant_id).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(Verdict::failed(
+            json!({"reason": format!("tenant {:?} no longer exists", first.tenant_id)}),
+        )),
+        Err(e) => Err(Verdict::deferred(
+            PLUGIN_FAILURE_RETRY_SECS,
+            json!({"reason": format!("store error: {e:#}")}),
+        )),
+    }
+}
+
+/// The relays to try, in the route plugin's order, or what the plugin (or its failure)
+/// decided instead.
+async fn route_order(
+    server: &Server,
+    tenant: &Tenant,
+    group: &[Lease],
+    relays: &[Arc<RelayClient>],
+) -> Result<Vec<String>, Verdict> {
+    let input = route_input(server, &group[0], group, relays);
+    // A deferral while none of its relays is up waits for one to answer again.
+    let none_up = input.relays.iter().all(|r| !r.up);
+    match route(server, tenant, group, input).await {
+        None => Err(Verdict::deferred(
+            PLUGIN_FAILURE_RETRY_SECS,
+            json!({"reason": "the route plugin and its fallback failed"}),
+        )),
+        Some(RouteDecision::Defer(d)) => {
+            let deferred = Verdict::deferred(
+                i64::from(d.delay_secs),
+                json!({"reason": d.reason, "by": "route"}),
+            );
+            Err(if none_up {
+                deferred.waiting_for_any_relay()
+            } else {
+                deferred
+            })
+        }
+        Some(RouteDecision::Reject(reason)) => {
+            Err(Verdict::failed(json!({"reason": reason, "by": "route"})))
+        }
+        Some(RouteDecision::Relays(order)) => Ok(order),
+    }
+}
+
 async fn decide_group(
     server: &Server,
     group: &[Lease],
@@ -531,135 +696,11 @@ async fn decide_group(
     events: &mut Vec<NewEvent>,
 ) -> Vec<Outcome> {
     let first = &group[0];
-    let now = now_ms();
+    let (relays, order) = match pass_gates(server, group).await {
+        Ok(passed) => passed,
+        Err(verdict) => return verdict.for_all(group),
+    };
     let retry_at = |secs: i64| Some(now_ms() + secs * 1000);
-    let age_secs = (now - first.created_at_ms).max(0) / 1000;
-    if age_secs > i64::from(first.max_age_secs) {
-        return all(
-            group,
-            RecipientState::Expired,
-            EventKind::Expired,
-            None,
-            json!({"reason": format!("not delivered within {}s", first.max_age_secs)}),
-        );
-    }
-    let tenant = match server.tenant(&first.tenant_id).await {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            return all(
-                group,
-                RecipientState::Failed,
-                EventKind::Failed,
-                None,
-                json!({"reason": format!("tenant {:?} no longer exists", first.tenant_id)}),
-            );
-        }
-        Err(e) => {
-            return all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                json!({"reason": format!("store error: {e:#}")}),
-            );
-        }
-    };
-    let relays = allowed_relays(server, &tenant);
-    if relays.is_empty() {
-        // Waiting for any relay: one added (or answering again) makes it due at once.
-        return waiting_for(
-            all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(NO_RELAY_LEFT_RETRY_SECS),
-                json!({"reason": "no relay this tenant may use is configured"}),
-            ),
-            ANY_RELAY,
-        );
-    }
-    // Prepaid tenants: estimate and reserve before the route plugin, or hold.
-    match super::billing::authorize(server, &tenant, group).await {
-        super::billing::Authorization::Go => {}
-        super::billing::Authorization::Hold(reason) => {
-            return all(
-                group,
-                RecipientState::Held,
-                EventKind::Held,
-                None,
-                json!({"reason": reason, "by": "billing"}),
-            );
-        }
-        super::billing::Authorization::Defer(reason) => {
-            return all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                json!({"reason": reason, "by": "billing"}),
-            );
-        }
-    }
-    // The tenant's own rule for its prepaid customers (its books, not the platform's).
-    match super::account_billing::check_accounts(server, &tenant.id, group).await {
-        super::account_billing::AccountCheck::Go => {}
-        super::account_billing::AccountCheck::Hold(reason) => {
-            return all(
-                group,
-                RecipientState::Held,
-                EventKind::Held,
-                None,
-                json!({"reason": reason, "by": "account"}),
-            );
-        }
-        super::account_billing::AccountCheck::Defer(reason) => {
-            return all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                json!({"reason": reason, "by": "account"}),
-            );
-        }
-    }
-    let input = route_input(server, first, group, &relays);
-    // A deferral while none of its relays is up waits for one to answer again.
-    let none_up = input.relays.iter().all(|r| !r.up);
-    let order = match route(server, &tenant, group, input).await {
-        None => {
-            return all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(PLUGIN_FAILURE_RETRY_SECS),
-                json!({"reason": "the route plugin and its fallback failed"}),
-            );
-        }
-        Some(RouteDecision::Defer(d)) => {
-            let deferred = all(
-                group,
-                RecipientState::Deferred,
-                EventKind::Deferred,
-                retry_at(i64::from(d.delay_secs)),
-                json!({"reason": d.reason, "by": "route"}),
-            );
-            return if none_up {
-                waiting_for(deferred, ANY_RELAY)
-            } else {
-                deferred
-            };
-        }
-        Some(RouteDecision::Reject(reason)) => {
-            return all(
-                group,
-                RecipientState::Failed,
-                EventKind::Failed,
-                None,
-                json!({"reason": reason, "by": "route"}),
-            );
-        }
-        Some(RouteDecision::Relays(order)) => order,
-    };
 
     // A body not handed over is read from the store only once a delivery slot is held:
     // work waiting for a slot holds no message in memory.

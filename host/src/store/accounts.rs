@@ -5,7 +5,7 @@
 //! Invariants:
 //! - These are the tenant's books, apart from the platform's: nothing here reads or
 //!   writes `ledger`, `credits`, `reservations` or `period_counters` (the platform →
-//!   tenant books in `ledger.rs`), and nothing there touches these tables.
+//!   tenant books in `ledger/`), and nothing there touches these tables.
 //! - Account rating reads a tenant's usage events in seq order after its cursor
 //!   ([`claim_account_batch`]); the charges and the cursor's advance commit together,
 //!   and the cursor moves only from the value the batch was read at (compare and set),

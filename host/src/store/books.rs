@@ -1,5 +1,5 @@
 //! What the two sets of books have in common (issue 17): the platform → tenant books
-//! (`ledger.rs`: `ledger`, `credits`) and the tenant → account books (`accounts.rs`:
+//! (`ledger/`: `ledger`, `credits`) and the tenant → account books (`accounts.rs`:
 //! `account_ledger`, `account_credits`) check, write and sum charges and credits the same
 //! way; only their tables, and whose a row is, differ ([`Book`], [`Whose`]).
 //!
@@ -15,7 +15,7 @@
 //!   reference ([`check_credit`], [`insert_credit`]).
 //! - Sums are integers of micro-units, cast to BIGINT on both databases.
 //!
-//! Nothing here chooses a book: each caller names its own, and neither `ledger.rs` nor
+//! Nothing here chooses a book: each caller names its own, and neither `ledger/` nor
 //! `accounts.rs` names the other's.
 
 use sqlx::AnyConnection;

@@ -4,137 +4,50 @@
 //! to the pipeline's router and it gets suspended), and switching versions while mail
 //! flows neither loses nor duplicates a message.
 
+use crate::support::{self, PgDb, Setup, Sink, Sluice, free_port};
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const ADMIN: &str = "test-admin-token";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Whether an HTTP server answers `GET /healthz` on `addr` with 200 (not, say, a sink
-/// that took the port).
-fn answers_healthz(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let head = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(head.as_bytes()).is_err() {
-        return false;
-    }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    raw.starts_with(b"HTTP/1.1 200")
-}
-
-/// A blocking HTTP/1.1 exchange (`Connection: close`); the status and the JSON body.
+/// A blocking HTTP/1.1 exchange with a bearer token; the status and the JSON body
+/// (`null` when the body is not JSON).
 fn http(
-    addr: &str,
+    addr: &SocketAddr,
     method: &str,
     path: &str,
     token: &str,
     body: &[u8],
     content_type: &str,
 ) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    // The server may answer (413) before reading a large body, and close.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", content_type),
+    ];
+    let r = support::http(*addr, method, path, &headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
+    (
+        r.status,
+        serde_json::from_str(&r.body).unwrap_or(Value::Null),
+    )
 }
 
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
-/// `smtp-sink` dumping every transaction to a file, and `sluice serve` hosts in front of
-/// it sharing one store; all killed (and a PostgreSQL database dropped) on drop.
+/// Tenants `a` and `b` with a key each, one `smtp-sink` relay, and one or more
+/// `sluice serve` hosts on one store (the shared harness's processes and polls).
 struct Stack {
     /// The first host's HTTP address.
-    addr: String,
-    dumps: PathBuf,
+    addr: SocketAddr,
+    /// Dropped first: the hosts stop before their store and sink go.
+    hosts: Vec<Sluice>,
+    setups: Vec<Setup>,
     keys: Vec<String>,
-    sink: Child,
-    sink_port: u16,
-    serves: Vec<Child>,
-    store_url: String,
+    sink: Sink,
+    store_url: Option<String>,
     extra_plugins: String,
-    pg_database: Option<String>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for s in &mut self.serves {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-        let _ = self.sink.kill();
-        let _ = self.sink.wait();
-        if let Some(db) = &self.pg_database {
-            let _ = psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-        }
-    }
-}
-
-fn psql(sql: &str) -> std::process::ExitStatus {
-    Command::new("psql")
-        .args([
-            "-q",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-c",
-            sql,
-        ])
-        .stdout(Stdio::null())
-        .status()
-        .expect("psql runs")
+    _pg: Option<PgDb>,
+    _root: tempfile::TempDir,
 }
 
 impl Stack {
@@ -151,63 +64,22 @@ impl Stack {
 
     /// The same on a throwaway PostgreSQL database (which more hosts can share).
     fn start_postgres() -> Stack {
-        let db = format!(
-            "sluice_tenant_plugins_{}_{}",
-            std::process::id(),
-            free_port()
-        );
-        assert!(
-            psql(&format!("CREATE DATABASE {db}")).success(),
-            "PostgreSQL at 127.0.0.1:5432"
-        );
-        Stack::start_on(Some(db), "", &[])
+        Stack::start_on(Some(PgDb::new("sluice_tenant_plugins")), "", &[])
     }
 
-    fn start_on(pg_database: Option<String>, extra_plugins: &str, sink_args: &[&str]) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let dumps = dir.path().join("dumps");
-        std::fs::create_dir(&dumps).unwrap();
-        // smtp-sink drops to `nobody` before it writes.
-        Command::new("chmod")
-            .args(["777"])
-            .arg(&dumps)
-            .status()
-            .unwrap();
-        let sink_port = free_port();
-        let sink = Command::new("/usr/sbin/smtp-sink")
-            .args(["-u", "nobody", "-d"])
-            .arg(format!("{}/", dumps.display()))
-            .args(sink_args)
-            .arg(format!("127.0.0.1:{sink_port}"))
-            .arg("256")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("smtp-sink runs (Postfix is installed)");
-        // Listening before the next port is picked, so that port cannot be this one.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", sink_port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "smtp-sink did not listen on {sink_port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let store_url = match &pg_database {
-            Some(db) => format!("postgres://postgres@127.0.0.1:5432/{db}"),
-            None => format!("sqlite://{}", dir.path().join("sluice.db").display()),
-        };
+    fn start_on(pg: Option<PgDb>, extra_plugins: &str, sink_args: &[&str]) -> Stack {
+        let root = tempfile::tempdir().unwrap();
+        let sink = Sink::start(root.path(), free_port(), sink_args);
         let mut stack = Stack {
-            addr: String::new(),
-            dumps,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            hosts: Vec::new(),
+            setups: Vec::new(),
             keys: Vec::new(),
             sink,
-            sink_port,
-            serves: Vec::new(),
-            store_url,
+            store_url: pg.as_ref().map(PgDb::url),
             extra_plugins: extra_plugins.to_owned(),
-            pg_database,
-            dir,
+            _pg: pg,
+            _root: root,
         };
         stack.addr = stack.start_host();
         for t in ["a", "b"] {
@@ -218,33 +90,24 @@ impl Stack {
         stack
     }
 
-    /// Starts one more `sluice serve` on the stack's store; its HTTP address.
-    fn start_host(&mut self) -> String {
-        // A port found free can be taken by another test's process before sluice binds
-        // it; sluice then exits, and another port is tried.
-        for _ in 0..3 {
-            if let Some(addr) = self.try_start_host() {
-                return addr;
-            }
-        }
-        panic!("sluice serve did not start on any of three ports");
-    }
-
-    fn try_start_host(&mut self) -> Option<String> {
-        let n = self.serves.len() + 1;
-        let addr = format!("127.0.0.1:{}", free_port());
-        let pipeline = self.dir.path().join(format!("pipeline-{n}.toml"));
-        std::fs::write(
-            &pipeline,
+    /// Starts one more `sluice serve` on the stack's store (the first host's SQLite
+    /// file, or the PostgreSQL database); its HTTP address.
+    fn start_host(&mut self) -> SocketAddr {
+        let n = self.setups.len() + 1;
+        let store = self.store_url.clone();
+        let (extra, sink_port) = (self.extra_plugins.clone(), self.sink.port);
+        let setup = Setup::custom(|p| {
+            let store =
+                store.unwrap_or_else(|| format!("sqlite://{}", p.dir.join("sluice.db").display()));
             format!(
                 r#"
 [server]
-http_listen = "{addr}"
+http_listen = "127.0.0.1:{http_port}"
 node_id = "host{n}"
 [store]
 url = "{store}"
 [admin]
-token_env = "SLUICE_TEST_ADMIN"
+token_env = "{admin_env}"
 [plugins]
 {extra}
 [[relay]]
@@ -259,35 +122,21 @@ allowed_sender_domains = ["example.com"]
 id = "b"
 allowed_sender_domains = ["example.com"]
 "#,
-                store = self.store_url,
-                extra = self.extra_plugins,
-                sink_port = self.sink_port,
-            ),
-        )
-        .unwrap();
-        let mut serve = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["serve", "--drain-secs", "1", "--pipeline"])
-            .arg(&pipeline)
-            .env("SLUICE_TEST_ADMIN", ADMIN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !answers_healthz(&addr) {
-            if let Ok(Some(status)) = serve.try_wait() {
-                eprintln!("sluice serve on {addr} exited ({status}); trying another port");
-                return None;
-            }
-            if Instant::now() >= deadline {
-                // Not yet the stack's, so its drop would not stop it.
-                let _ = serve.kill();
-                panic!("sluice serve did not start on {addr}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+                http_port = p.http_port,
+                admin_env = p.admin_env,
+            )
+        });
+        if self.store_url.is_none() {
+            self.store_url = Some(format!(
+                "sqlite://{}",
+                setup.root().join("sluice.db").display()
+            ));
         }
-        self.serves.push(serve);
-        Some(addr)
+        let host = setup.start_with_args(&["--drain-secs", "1"]);
+        let addr = host.addr;
+        self.setups.push(setup);
+        self.hosts.push(host);
+        addr
     }
 
     fn key(&self, tenant: &str) -> &str {
@@ -295,7 +144,17 @@ allowed_sender_domains = ["example.com"]
     }
 
     fn admin(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-        http(&self.addr, method, path, ADMIN, body, "application/json")
+        let r = self.hosts[0].request(
+            method,
+            path,
+            Some(self.hosts[0].admin_token()),
+            Some("application/json"),
+            body,
+        );
+        (
+            r.status,
+            serde_json::from_str(&r.body).unwrap_or(Value::Null),
+        )
     }
 
     fn as_tenant(&self, tenant: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
@@ -355,47 +214,43 @@ allowed_sender_domains = ["example.com"]
 
     /// Waits until the message's recipient is in `state`; returns its view.
     fn wait_state(&self, tenant: &str, id: &str, state: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        support::wait_for_within(WAIT, &format!("message {id} {state}"), || {
             let v = self.message(tenant, id);
             if v["recipients"][0]["state"] == state {
-                return v;
+                Ok(v)
+            } else {
+                Err(v.to_string())
             }
-            assert!(Instant::now() < deadline, "not {state} in time: {v}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// Waits until every message's recipient is delivered; returns their views.
     fn wait_delivered(&self, tenant: &str, ids: &[String]) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
+        support::wait_for_within(WAIT, "every message delivered", || {
             let views: Vec<Value> = ids.iter().map(|id| self.message(tenant, id)).collect();
-            let pending: Vec<&Value> = views
+            match views
                 .iter()
-                .filter(|v| v["recipients"][0]["state"] != "delivered")
-                .collect();
-            if pending.is_empty() {
-                return views;
+                .find(|v| v["recipients"][0]["state"] != "delivered")
+            {
+                None => Ok(views),
+                Some(pending) => Err(pending.to_string()),
             }
-            assert!(
-                Instant::now() < deadline,
-                "not delivered in time: {}",
-                pending[0]
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 
     /// How many transactions the sink holds whose content has `needle`.
     fn sink_count(&self, needle: &str) -> usize {
-        std::fs::read_dir(&self.dumps)
+        std::fs::read_dir(&self.sink.dir)
             .unwrap()
             .filter_map(|e| std::fs::read(e.unwrap().path()).ok())
             .filter(|b| String::from_utf8_lossy(b).contains(needle))
             .count()
     }
 }
+
+/// How long these tests wait for mail: tenant plugins compile on first use, which on a
+/// loaded 2-core machine with a debug build takes seconds.
+const WAIT: Duration = Duration::from_secs(90);
 
 /// Sends 8 messages each for a (whose plugin misbehaves) and b, checks that
 /// all are delivered and b saw no plugin error, and returns a's plugin errors
@@ -707,7 +562,7 @@ fn switching_versions_while_mail_flows_loses_and_duplicates_nothing() {
         assert_eq!(st, 201, "{v}");
     }
     let switcher = {
-        let (addr, key) = (s.addr.clone(), s.key("a").to_owned());
+        let (addr, key) = (s.addr, s.key("a").to_owned());
         std::thread::spawn(move || {
             let mut switches = 0;
             let until = Instant::now() + Duration::from_secs(3);
