@@ -16,6 +16,7 @@ pub mod relay_spec;
 pub mod runtime;
 pub mod serve;
 pub mod smtp_in;
+pub mod socket_activation;
 pub mod store;
 pub mod verp;
 

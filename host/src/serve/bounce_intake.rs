@@ -168,16 +168,23 @@ impl Intake {
     }
 }
 
-/// Starts the listener when `[smtp_in] listen` is set; the task serves until aborted
-/// (aborting it drops every session: nothing unanswered was acknowledged).
-pub async fn start(server: Arc<Server>) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+/// Starts the listener when `[smtp_in] listen` is set or a socket named `smtp_in` was
+/// handed over (`socket_activation`); the task serves until aborted (aborting it drops
+/// every session: nothing unanswered was acknowledged).
+pub async fn start(
+    server: Arc<Server>,
+    handed_over: Option<std::net::TcpListener>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     let si = server.pipeline.smtp_in.clone();
-    let Some(addr) = si.listen else {
-        return Ok(None);
+    let listener = match (handed_over, si.listen) {
+        (Some(l), _) => {
+            super::adopt(l).context("the SMTP socket handed over (LISTEN_FDNAMES smtp_in)")?
+        }
+        (None, Some(addr)) => tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for SMTP on {addr}"))?,
+        (None, None) => return Ok(None),
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for SMTP on {addr}"))?;
     println!(
         "sluice: SMTP bounce intake on {} for {}",
         listener.local_addr()?,

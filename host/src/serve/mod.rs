@@ -48,6 +48,12 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A listening socket handed over, for tokio.
+pub(crate) fn adopt(listener: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
 /// Runs until SIGINT or SIGTERM, then drains: stops accepting, lets
 /// in-flight attempts finish (up to `drain`), gives back the leases left.
 ///
@@ -59,10 +65,16 @@ pub async fn run(
     drain: Duration,
     options: StartOptions,
 ) -> anyhow::Result<()> {
+    // Sockets handed over by a supervisor (systemd) or a test take the place of binding.
+    let mut inherited = crate::socket_activation::Inherited::from_env()
+        .context("the sockets handed to sluice serve (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES)")?;
     let server = Arc::new(Server::start(pipeline, options).await?);
-    let listener = tokio::net::TcpListener::bind(server.pipeline.server.http_listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", server.pipeline.server.http_listen))?;
+    let listener = match inherited.take("http") {
+        Some(l) => adopt(l).context("the HTTP socket handed over (LISTEN_FDNAMES http)")?,
+        None => tokio::net::TcpListener::bind(server.pipeline.server.http_listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", server.pipeline.server.http_listen))?,
+    };
     let addr = listener.local_addr()?;
     // Joined before any work starts: what this node id held from an earlier process
     // (a crash) is given back, due now, and delivered at once.
@@ -73,7 +85,7 @@ pub async fn run(
     );
     let heart = tokio::spawn(nodes::heartbeat_loop(server.clone()));
 
-    let smtp_in = bounce_intake::start(server.clone()).await?;
+    let smtp_in = bounce_intake::start(server.clone(), inherited.take("smtp_in")).await?;
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
     let biller = tokio::spawn(billing::run(server.clone()));

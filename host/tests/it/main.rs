@@ -17,6 +17,7 @@ mod e2e;
 mod first_hour;
 mod hostile_tenants;
 mod hostile_uploads;
+mod listeners;
 mod maillog;
 mod nodes;
 mod plugin_new;

@@ -254,6 +254,9 @@ pub(crate) async fn period_counters(
 }
 
 impl super::super::Store {
+    /// Writes the charges of rated usage events in one transaction: ledger rows
+    /// (insert-or-ignore on their key), the period counters of the rows inserted, the
+    /// events marked rated, their reservations released. Returns how many ledger rows
     /// were inserted (0 for a replay).
     pub async fn write_charges(
         &self,

@@ -237,6 +237,7 @@ impl super::super::Store {
         balance(self.pools(), tenant_id).await
     }
 
+    /// Reserves the estimated cost of recipients `(message, idx, micros)` if credits −
     /// charges − reservations cover what is not reserved yet; all or nothing.
     pub async fn reserve(
         &self,
@@ -247,6 +248,7 @@ impl super::super::Store {
         reserve(self.pools(), tenant_id, items, now_ms).await
     }
 
+    /// Puts a tenant's held recipients back to `queued` (each with a `released` event
     /// carrying `detail`), to be authorised again at dispatch; how many.
     pub async fn release_held(
         &self,
@@ -257,6 +259,7 @@ impl super::super::Store {
         release_held(self.pools(), tenant_id, detail, now_ms).await
     }
 
+    /// Credits a tenant once per `reference` and puts its held recipients back to
     /// `queued` (with a `released` event). `NotFound` if there is no such tenant.
     pub async fn add_credit(
         &self,

@@ -119,6 +119,7 @@ impl super::super::Store {
         get_billing(self.pools(), tenant_id).await
     }
 
+    /// Sets a tenant's balance mode and tariff document (`None` = the platform's);
     /// `NotFound` if there is no such tenant.
     pub async fn set_billing(
         &self,

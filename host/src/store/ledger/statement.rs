@@ -89,6 +89,7 @@ pub(crate) async fn charge_sums(
 }
 
 impl super::super::Store {
+    /// A tenant's ledger rows whose usage time is in `[from, to)` and whose seq is
     /// above `after_seq`, by seq (pages: pass the last seq back).
     pub async fn list_charges(
         &self,
@@ -101,6 +102,7 @@ impl super::super::Store {
         list_charges(self.pools(), tenant_id, from_ms, to_ms, after_seq, limit).await
     }
 
+    /// A tenant's ledger of one period summed per (service, unit price), and the
     /// currency of its rows.
     pub async fn charge_sums(
         &self,

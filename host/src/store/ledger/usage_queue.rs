@@ -250,6 +250,8 @@ pub(crate) async fn has_pending(
 }
 
 impl super::super::Store {
+    /// Adds usage events for transfers read from an MTA's log, in one
+    /// transaction; an event already there (the same `message_id`) is left
     /// alone. Returns how many were new.
     pub async fn insert_external_usage(
         &self,
@@ -259,6 +261,9 @@ impl super::super::Store {
         insert_external_usage(self.pools(), events, now_ms).await
     }
 
+    /// Claims up to `limit` pending usage events that are due (their retry time has
+    /// come) for `owner` until `now + claim_ms`, oldest first, skipping tenants another
+    /// owner is rating (PostgreSQL: claims are serialised by an advisory lock). An
     /// expired claim (a crashed rater) is taken over.
     pub async fn claim_usage(
         &self,
@@ -270,6 +275,7 @@ impl super::super::Store {
         claim_usage(self.pools(), owner, now_ms, claim_ms, limit).await
     }
 
+    /// Leaves usage events unrated after a failed rating: counts the attempt, stores
     /// the error and retries after a growing delay.
     pub async fn defer_usage(
         &self,

@@ -409,6 +409,10 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
 /// HTTP port and an admin token of its own.
 pub struct Setup {
     pub dir: tempfile::TempDir,
+    /// The HTTP socket, bound here and handed to every `sluice serve` started from this
+    /// setup (`socket_activation`): the port is this setup's from first to last, across
+    /// restarts, and no other process can take it in between.
+    http: TcpListener,
     pub http_port: u16,
     pub admin_token: String,
     pub pipeline: PathBuf,
@@ -438,7 +442,7 @@ impl Setup {
             .disable_cleanup(std::env::var_os("SLUICE_E2E_KEEP").is_some())
             .tempdir()
             .expect("temp dir");
-        let http_port = free_port();
+        let (http, http_port) = http_socket();
         let admin_token = format!("adm-e2e-{http_port}-{}", std::process::id());
         let text = format!(
             r#"[server]
@@ -502,6 +506,7 @@ config = {send_config}
         std::fs::write(&pipeline, text).expect("write pipeline");
         Setup {
             dir,
+            http,
             http_port,
             admin_token,
             pipeline,
@@ -517,7 +522,7 @@ config = {send_config}
             .disable_cleanup(std::env::var_os("SLUICE_E2E_KEEP").is_some())
             .tempdir()
             .expect("temp dir");
-        let http_port = free_port();
+        let (http, http_port) = http_socket();
         let admin_token = format!("adm-e2e-{http_port}-{}", std::process::id());
         let text = text(&CustomParts {
             http_port,
@@ -528,6 +533,7 @@ config = {send_config}
         std::fs::write(&pipeline, text).expect("write pipeline");
         Setup {
             dir,
+            http,
             http_port,
             admin_token,
             pipeline,
@@ -564,7 +570,8 @@ config = {send_config}
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.root().join(format!("sluice-{n}.log"));
         let out = std::fs::File::create(&log).expect("sluice log");
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        let mut cmd = handing_over(&self.http);
+        let child = cmd
             .arg("serve")
             .arg("--pipeline")
             .arg(&self.pipeline)
@@ -598,6 +605,48 @@ config = {send_config}
             log,
         }
     }
+}
+
+/// A loopback socket listening on a port of its own, and the port.
+fn http_socket() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let port = l.local_addr().expect("local address").port();
+    (l, port)
+}
+
+/// A command that starts `sluice` with `http` handed over as systemd does: descriptor 3,
+/// `LISTEN_FDS=1`, `LISTEN_FDNAMES=http` and `LISTEN_PID` the started process's own (a
+/// shell that sets it to its pid, then `exec`s sluice in its place).
+pub fn handing_over(http: &TcpListener) -> Command {
+    handing_over_with(http, "LISTEN_FDS=1 LISTEN_FDNAMES=http")
+}
+
+/// [`handing_over`] with `fd` as descriptor 3 and `vars` (`NAME=value …`) set beside
+/// `LISTEN_PID`.
+pub fn handing_over_with(fd: &impl std::os::fd::AsRawFd, vars: &str) -> Command {
+    use std::os::unix::process::CommandExt;
+    let fd = fd.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(format!(r#"export LISTEN_PID=$$ {vars}; exec "$0" "$@""#))
+        .arg(env!("CARGO_BIN_EXE_sluice"));
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl) on a
+    // descriptor the parent keeps open for the child's whole life.
+    unsafe {
+        cmd.pre_exec(move || {
+            let rc = if fd == 3 {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// What [`Setup::custom`] chose for a pipeline of the test's own.
