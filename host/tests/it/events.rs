@@ -11,8 +11,9 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-/// Events sequenced quickly and idle streams given a comment every second.
-const EVENTS: &str = "[events]\npoll_ms = 50\nheartbeat_secs = 1\n\n";
+/// Events sequenced quickly, idle streams given a comment every second, and two streams
+/// per tenant on a node.
+const EVENTS: &str = "[events]\npoll_ms = 50\nheartbeat_secs = 1\nmax_streams_per_tenant = 2\n\n";
 
 /// What a stream sends: an event, or a comment (a heartbeat).
 #[derive(Debug, Clone, PartialEq)]
@@ -285,6 +286,23 @@ fn events_are_paged_and_streamed_in_order_resumed_after_a_restart_and_kept_per_t
         (4..=n).map(|c| c.to_string()).collect::<Vec<_>>()
     );
     assert_eq!(resumed.next(), Item::Comment("heartbeat".into()));
+    // A third stream of the tenant on this node is refused; the other tenant's is not.
+    let r = s.request("GET", "/v1/events/stream", Some(&key), None, b"");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(
+        r.json()["error"]["code"],
+        "too_many_event_streams",
+        "{}",
+        r.body
+    );
+    assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+    let mut theirs_stream = Stream::open(s.addr, &other, "/v1/events/stream", Some(0));
+    let (id, _, first) = theirs_stream.events(1).remove(0);
+    assert_eq!(
+        (id.as_str(), &first["message_id"]),
+        ("1", &Value::from(theirs.as_str()))
+    );
+    drop(theirs_stream);
 
     // A filter by type, and a type that does not exist.
     let r = s.request(
