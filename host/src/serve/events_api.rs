@@ -251,13 +251,7 @@ async fn stream(
     })?;
     let start = match given {
         Some(c) => c,
-        None => s
-            .store
-            .last_event_cursors()
-            .await?
-            .get(&tenant.id)
-            .copied()
-            .unwrap_or(0),
+        None => s.store.last_event_cursor(&tenant.id).await?,
     };
     let heartbeat = s.pipeline.events.heartbeat;
     let tail = Tail {

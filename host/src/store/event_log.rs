@@ -204,6 +204,20 @@ pub(crate) async fn last_cursors(pools: &Pools) -> Result<HashMap<String, i64>, 
     Ok(out)
 }
 
+/// A tenant's last cursor (0 before its first sequenced event).
+pub(crate) async fn last_cursor(pools: &Pools, tenant_id: &str) -> Result<i64, StoreError> {
+    let op = "last_cursor";
+    let row = sqlx::query("SELECT last_seq FROM event_sequences WHERE tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_optional(&pools.read)
+        .await
+        .map_err(StoreError::db(format!("{op} of tenant {tenant_id:?}")))?;
+    match row {
+        Some(r) => col(&r, op, "last_seq"),
+        None => Ok(0),
+    }
+}
+
 /// A tenant's events after `after`, in cursor order, at most `limit`; only those of
 /// `kinds` when it is given.
 pub(crate) async fn after(

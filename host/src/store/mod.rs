@@ -520,6 +520,11 @@ impl Store {
         event_log::last_cursors(self.pools()).await
     }
 
+    /// A tenant's last cursor (0 before its first sequenced event).
+    pub async fn last_event_cursor(&self, tenant_id: &str) -> Result<i64, StoreError> {
+        event_log::last_cursor(self.pools(), tenant_id).await
+    }
+
     /// A tenant's events with a cursor after `after`, in cursor order, at most `limit`,
     /// only of `kinds` when given.
     pub async fn events_after(

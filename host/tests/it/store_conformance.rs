@@ -3957,6 +3957,8 @@ async fn event_cursors_are_per_tenant_gap_free_and_in_write_order(db: Db) {
     assert_eq!(sequence_all(s).await, 0);
     let last = s.last_event_cursors().await.unwrap();
     assert_eq!((last["ta"], last["tb"]), (4, 1));
+    assert_eq!(s.last_event_cursor("ta").await.unwrap(), 4);
+    assert_eq!(s.last_event_cursor("nobody").await.unwrap(), 0);
 }
 
 /// Two hosts accept concurrently for two tenants while both run sequencer rounds and a
