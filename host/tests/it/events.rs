@@ -256,6 +256,14 @@ fn events_are_paged_and_streamed_in_order_resumed_after_a_restart_and_kept_per_t
         .find(|e| e["type"] == "message.delivered")
         .unwrap();
     assert_eq!(delivered["details"]["relay"], "a", "{delivered}");
+    assert_eq!(delivered["details"]["attempt"], 1, "{delivered}");
+    assert!(
+        delivered["details"]["reply"]
+            .as_str()
+            .unwrap()
+            .starts_with("250"),
+        "{delivered}"
+    );
 
     // The other tenant sees its own events only, numbered from 1.
     let mine = wait_events(&s, &other, 0, "message.delivered", 1);
