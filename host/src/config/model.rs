@@ -28,6 +28,23 @@ pub struct Pipeline {
     pub log_sources: Vec<LogSourceConfig>,
     /// Per-tenant admission at the API (`[admission]`).
     pub admission: Admission,
+    /// The tenant-visible event log and its stream (`[events]`).
+    pub events: Events,
+}
+
+/// The tenant-visible event log (`[events]`, `serve/event_log.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Events {
+    /// How long events are kept (`retention_days`, 30); older ones are pruned.
+    pub retention: Duration,
+    /// How often the sequencer gives new events their cursors and streams look for
+    /// them when nothing woke them sooner (`poll_ms`, 200).
+    pub poll: Duration,
+    /// Idle streams get a comment this often (`heartbeat_secs`, 15).
+    pub heartbeat: Duration,
+    /// Event streams one tenant may hold open on a node (`max_streams_per_tenant`, 64);
+    /// more are told 429.
+    pub max_streams_per_tenant: u32,
 }
 
 /// How much of this host's request handling one tenant may take (`[admission]`,
@@ -376,6 +393,38 @@ pub(crate) struct RawPipeline {
     log_source: Vec<RawLogSource>,
     #[serde(default)]
     admission: RawAdmission,
+    #[serde(default)]
+    events: RawEvents,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    retention_days: Count,
+    poll_ms: Count,
+    heartbeat_secs: Count,
+    max_streams_per_tenant: Count,
+}
+
+impl RawEvents {
+    fn resolve(self, check: &mut Check) -> Events {
+        let mut n = |key: &str, raw, default, max| {
+            bounded(check, format!("events.{key}"), raw, default, max)
+        };
+        Events {
+            retention: Duration::from_secs(
+                n("retention_days", self.retention_days, 30, 3650) * 86_400,
+            ),
+            poll: Duration::from_millis(n("poll_ms", self.poll_ms, 200, 10_000)),
+            heartbeat: Duration::from_secs(n("heartbeat_secs", self.heartbeat_secs, 15, 3600)),
+            max_streams_per_tenant: n(
+                "max_streams_per_tenant",
+                self.max_streams_per_tenant,
+                64,
+                100_000,
+            ) as u32,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -1093,6 +1142,7 @@ impl RawPipeline {
         };
 
         let admission = self.admission.resolve(&mut check);
+        let events = self.events.resolve(&mut check);
         let http_listen = match self.server.http_listen.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
@@ -1541,6 +1591,7 @@ impl RawPipeline {
             smtp_in,
             log_sources,
             admission,
+            events,
         })
     }
 }

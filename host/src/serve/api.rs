@@ -28,8 +28,9 @@ pub type AppState = Arc<Server>;
 /// recipients held (`[delivery.fairness] max_held`, default 1,024), at most 256 MiB of
 /// bodies wait in memory; larger messages wait in the store.
 const HANDOFF_MAX_BODY_BYTES: usize = 256 << 10;
-/// The whole HTTP surface.
-pub fn router(server: AppState) -> Router {
+/// The whole HTTP surface; `more` are routes of modules this one does not name (so
+/// they can use it without a loop between them: `events_api`), behind the same layers.
+pub fn router(server: AppState, more: Router<AppState>) -> Router {
     // Attachments arrive base64-encoded: allow for the inflation, then check
     // the decoded size against the limit and answer 413 ourselves.
     let body_limit =
@@ -44,6 +45,7 @@ pub fn router(server: AppState) -> Router {
         .merge(super::suppressions::routes())
         .merge(super::billing_api::routes())
         .merge(super::accounts_api::routes())
+        .merge(more)
         .merge(super::retry::tenant_routes())
         .merge(super::retry::admin_routes())
         // Before the layers, so that a path no route has passes the same checks (an

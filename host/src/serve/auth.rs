@@ -86,6 +86,10 @@ pub const ROUTES: &[Route] = &[
     route("DELETE", "/v1/accounts/{id}/keys/{key_id}", Access::Tenant),
     route("GET", "/v1/account-billing", Access::Tenant),
     route("PUT", "/v1/account-billing", Access::Tenant),
+    // Events name every message and recipient of the tenant: an account's key reads
+    // none of them (issue 21 may add an account's own events later).
+    route("GET", "/v1/events", Access::Tenant),
+    route("GET", "/v1/events/stream", Access::Tenant),
 ];
 
 /// The route a request is for, and the raw `{id}` segment of its path if it has one.

@@ -813,7 +813,9 @@ async fn decide_group(
                 })
                 .or(r.transport_error.clone());
             let hard = r.reply.as_ref().is_some_and(|x| x.code >= 500);
-            let detail = json!({"latency_ms": r.latency_ms, "hard": hard, "reply": reply_text});
+            // Which attempt of the recipient this was (1 for the first), for its events.
+            let attempt = l.attempts + 1;
+            let detail = json!({"latency_ms": r.latency_ms, "hard": hard, "reply": reply_text, "attempt": attempt});
             match decision {
                 SendDecision::Delivered => outcomes.push(outcome(
                     l,
@@ -825,8 +827,7 @@ async fn decide_group(
                     detail,
                 )),
                 SendDecision::Retry(rt) => {
-                    let mut detail =
-                        json!({"latency_ms": r.latency_ms, "hard": false, "reply": rt.reason});
+                    let mut detail = json!({"latency_ms": r.latency_ms, "hard": false, "reply": rt.reason, "attempt": attempt});
                     bounces::annotate(&mut detail, class.as_ref(), false);
                     let mut deferred = outcome(
                         l,
@@ -850,8 +851,7 @@ async fn decide_group(
                     } else {
                         EventKind::Failed
                     };
-                    let mut detail =
-                        json!({"latency_ms": r.latency_ms, "hard": true, "reason": reason});
+                    let mut detail = json!({"latency_ms": r.latency_ms, "hard": true, "reason": reason, "attempt": attempt});
                     bounces::annotate(&mut detail, class.as_ref(), true);
                     if let Some(c) = class.as_ref().filter(|c| hard && c.hard) {
                         bounces::suppress_refused(
@@ -873,8 +873,7 @@ async fn decide_group(
                     ));
                 }
                 SendDecision::NextRelay(reason) => {
-                    let mut detail =
-                        json!({"latency_ms": r.latency_ms, "hard": false, "reason": reason});
+                    let mut detail = json!({"latency_ms": r.latency_ms, "hard": false, "reason": reason, "attempt": attempt});
                     bounces::annotate(&mut detail, class.as_ref(), false);
                     next_relay_events.push(event(l, EventKind::Attempted, Some(relay_id), detail));
                     if r.reply.is_none() {

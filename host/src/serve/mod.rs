@@ -24,6 +24,9 @@ mod bounce_intake;
 mod bounces;
 mod dispatch;
 mod error;
+mod event_hub;
+mod event_log;
+mod events_api;
 mod fair;
 mod handoff;
 mod live_limits;
@@ -92,11 +95,20 @@ pub async fn run(
     let prober = tokio::spawn(relay_probe::run(server.clone()));
     let reloader = tokio::spawn(reload::run(server.clone(), pipeline_path));
     let account_biller = tokio::spawn(account_billing::run(server.clone()));
+    let event_log = tokio::spawn(event_log::run(server.clone()));
     let log_sources = log_source::start(server.clone());
 
-    let app = api::router(server.clone());
+    let app = api::router(server.clone(), events_api::routes());
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown({
+            let events = server.events.clone();
+            async move {
+                shutdown_signal().await;
+                // Event streams never end by themselves: end them, or the graceful
+                // shutdown would wait for their clients forever.
+                events.close();
+            }
+        })
         .await
         .context("HTTP server failed")?;
 
@@ -104,6 +116,8 @@ pub async fn run(
     server.begin_shutdown();
     refresher.abort();
     prober.abort();
+    // A sequencer round is one transaction: one cut short gives no cursors.
+    event_log.abort();
     reloader.abort();
     if let Some(listener) = smtp_in {
         listener.abort();

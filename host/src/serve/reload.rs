@@ -128,6 +128,9 @@ fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
     if !same(&old.log_sources, &new.log_sources) {
         out.push("[[log_source]]");
     }
+    if old.events != new.events {
+        out.push("[events]");
+    }
     out
 }
 

@@ -61,6 +61,8 @@ pub struct Server {
     pub admission: Arc<super::admission::Admission>,
     /// `[limits]` now in force (a SIGHUP reload changes them).
     pub limits: super::live_limits::LiveLimits,
+    /// The event streams open on this node and what wakes them (`event_hub.rs`).
+    pub events: Arc<super::event_hub::EventHub>,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (KeyOwner, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -165,6 +167,7 @@ impl Server {
             limits: super::live_limits::LiveLimits::new(&pipeline.limits),
             body_budget,
             admission: Arc::new(super::admission::Admission::new(&pipeline.admission)),
+            events: super::event_hub::EventHub::new(pipeline.events.max_streams_per_tenant),
             verp,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
             handoff: super::handoff::Handoff::new(

@@ -281,6 +281,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "relay_tls_ca",
         include_str!("migrations/sqlite/0018_relay_tls_ca.sql"),
     ),
+    (
+        19,
+        "event_cursors",
+        include_str!("migrations/sqlite/0019_event_cursors.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -353,6 +358,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         18,
         "relay_tls_ca",
         include_str!("migrations/postgres/0018_relay_tls_ca.sql"),
+    ),
+    (
+        19,
+        "event_cursors",
+        include_str!("migrations/postgres/0019_event_cursors.sql"),
     ),
 ];
 

@@ -18,6 +18,8 @@
 //!   takes back what the id held ([`nodes`]); nothing else cuts a lease short.
 //! - Every change of a recipient's state that the pipeline reports is an event; relay
 //!   stats are read from events.
+//! - A tenant's events carry cursors 1, 2, 3, … with no gap a reader could pass: a cursor
+//!   is given only to a committed event, by one sequencer round at a time ([`event_log`]).
 //! - Times are `i64` milliseconds since the Unix epoch, always passed in by the caller.
 
 mod accept;
@@ -28,6 +30,7 @@ mod checkpoint;
 mod codec;
 mod connect;
 mod error;
+mod event_log;
 mod events;
 mod group_commit;
 mod leases;
@@ -51,6 +54,7 @@ pub use accounts::{
 pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
 pub use error::StoreError;
+pub use event_log::{Sequenced, TenantEvent};
 pub use ledger::{
     Balance, BalanceMode, BillingSettings, ChargeSum, Credited, ExternalUsage, LedgerEntry,
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
@@ -499,6 +503,44 @@ impl Store {
     /// marks the recipient in flight on that relay (see [`Store::in_flight_by_relay`]).
     pub async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
         events::append(self.pools(), events).await
+    }
+
+    // ---- the tenant-visible event log ----
+
+    /// One sequencer round (`event_log.rs`): gives per-tenant cursors to at most `limit`
+    /// committed events that have none, oldest first. On PostgreSQL a round that finds
+    /// another node's round running does nothing and says `busy`.
+    pub async fn sequence_events(&self, limit: u32) -> Result<Sequenced, StoreError> {
+        self.on_writer(move |s| async move { event_log::sequence(s.pools(), limit).await })
+            .await
+    }
+
+    /// Every tenant's last cursor (a tenant without sequenced events has none).
+    pub async fn last_event_cursors(&self) -> Result<HashMap<String, i64>, StoreError> {
+        event_log::last_cursors(self.pools()).await
+    }
+
+    /// A tenant's last cursor (0 before its first sequenced event).
+    pub async fn last_event_cursor(&self, tenant_id: &str) -> Result<i64, StoreError> {
+        event_log::last_cursor(self.pools(), tenant_id).await
+    }
+
+    /// A tenant's events with a cursor after `after`, in cursor order, at most `limit`,
+    /// only of `kinds` when given.
+    pub async fn events_after(
+        &self,
+        tenant_id: &str,
+        after: i64,
+        limit: u32,
+        kinds: Option<&[EventKind]>,
+    ) -> Result<Vec<TenantEvent>, StoreError> {
+        event_log::after(self.pools(), tenant_id, after, limit, kinds).await
+    }
+
+    /// Deletes sequenced events written before `before_ms`, oldest first, `batch` at a
+    /// time; returns how many.
+    pub async fn prune_events(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        event_log::prune(self.pools(), before_ms, batch).await
     }
 
     // ---- relay stats ----

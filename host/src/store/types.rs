@@ -370,7 +370,8 @@ impl EventKind {
 pub struct Event {
     /// Increases with every append (per database). On PostgreSQL, transactions that
     /// overlap may commit out of `seq` order, so a reader that follows events by `seq`
-    /// must not assume that no smaller `seq` can still appear just behind its cursor.
+    /// must not assume that no smaller `seq` can still appear just behind its cursor;
+    /// tenants follow events by their cursors instead ([`super::TenantEvent`]).
     pub seq: i64,
     pub message_id: String,
     pub recipient_idx: Option<i32>,

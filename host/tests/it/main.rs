@@ -14,6 +14,7 @@ mod bounce_cli;
 mod bounce_intake;
 mod cli;
 mod e2e;
+mod events;
 mod first_hour;
 mod hostile_tenants;
 mod hostile_uploads;

@@ -1,0 +1,269 @@
+//! The tenant's event log over HTTP (issue 21): `GET /v1/events` (a page after a
+//! cursor, and the cursor to ask from next) and `GET /v1/events/stream` (Server-Sent
+//! Events, `id:` = the cursor, resumed from `Last-Event-ID` or `?after=`).
+//!
+//! An event's wire form is made here and nowhere else: `id` (`evt_` and the store-wide
+//! sequence number, stable), `cursor` (the tenant's, gap-free), `type` (`message.*`,
+//! `plugin.error`; see [`public_type`]), `message_id`, `recipient`, `tags`, `at_ms` and
+//! `details` (the stored detail: SMTP reply, attempt, latency, hard/soft and reason of a
+//! bounce, …, with the relay).
+//!
+//! Invariants:
+//! - A stream yields every event after its starting cursor once, in cursor order; it
+//!   holds at most one page in memory and waits (never polls the store on its own)
+//!   until its tenant's last cursor moves (`event_hub.rs`).
+//! - Only a tenant's key reads events (`auth::ROUTES`); one tenant never sees another's.
+
+use super::api::AppState;
+use super::auth::AuthTenant;
+use super::error::ApiError;
+use crate::store::{EventKind, TenantEvent};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+
+/// Events a page holds unless `limit` says fewer.
+const DEFAULT_LIMIT: u32 = 100;
+/// The largest page.
+const MAX_LIMIT: u32 = 1000;
+/// Events a stream reads from the store at a time (all it holds in memory).
+const STREAM_PAGE: u32 = 100;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", get(list))
+        .route("/v1/events/stream", get(stream))
+}
+
+/// The type tenants see for a stored kind.
+pub fn public_type(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Accepted => "message.accepted",
+        EventKind::Routed => "message.routed",
+        EventKind::Attempted => "message.attempted",
+        EventKind::Delivered => "message.delivered",
+        EventKind::Deferred => "message.deferred",
+        EventKind::Bounced => "message.bounced",
+        EventKind::Failed => "message.failed",
+        EventKind::Expired => "message.expired",
+        EventKind::Held => "message.held",
+        EventKind::Released => "message.released",
+        EventKind::Requeued => "message.requeued",
+        EventKind::PluginError => "plugin.error",
+        EventKind::Suppressed => "message.suppressed",
+        EventKind::Delayed => "message.delayed",
+        EventKind::Complained => "message.complained",
+        EventKind::BounceNote => "message.bounce_note",
+    }
+}
+
+fn event_json(e: &TenantEvent) -> serde_json::Value {
+    let mut details = match &e.detail {
+        serde_json::Value::Object(m) => m.clone(),
+        serde_json::Value::Null => serde_json::Map::new(),
+        other => {
+            let mut m = serde_json::Map::new();
+            m.insert("value".into(), other.clone());
+            m
+        }
+    };
+    if let Some(relay) = &e.relay {
+        details
+            .entry("relay")
+            .or_insert_with(|| json!(relay.clone()));
+    }
+    json!({
+        "id": format!("evt_{}", e.seq),
+        "cursor": e.cursor,
+        "type": public_type(e.kind),
+        "message_id": e.message_id,
+        "recipient": e.recipient,
+        "tags": e.tags,
+        "at_ms": e.at_ms,
+        "details": details,
+    })
+}
+
+fn cursor(field: &str, text: &str) -> Result<i64, ApiError> {
+    text.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!("{field} {text:?} is not a cursor (a whole number from 0)"),
+            )
+        })
+}
+
+/// `types=message.delivered,message.bounced` as stored kinds; `None` for all.
+fn kinds(query: &HashMap<String, String>) -> Result<Option<Vec<EventKind>>, ApiError> {
+    let Some(list) = query.get("types") else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let kind = EventKind::ALL
+            .into_iter()
+            .find(|k| public_type(*k) == name)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "types",
+                    format!(
+                        "types: {name:?} is not an event type; known: {}",
+                        EventKind::ALL.map(public_type).join(", ")
+                    ),
+                )
+            })?;
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
+}
+
+/// `GET /v1/events?after=CURSOR&limit=N&types=…`: the tenant's events after `after`
+/// (0: from the oldest kept), and `next`, the cursor to ask after next time.
+async fn list(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let after = match query.get("after") {
+        Some(a) => cursor("after", a)?,
+        None => 0,
+    };
+    let limit = match query.get("limit") {
+        Some(l) => l
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("limit {l:?} must be between 1 and {MAX_LIMIT}"),
+                )
+            })?,
+        None => DEFAULT_LIMIT,
+    };
+    let kinds = kinds(&query)?;
+    let page = s
+        .store
+        .events_after(&tenant.id, after, limit, kinds.as_deref())
+        .await?;
+    let next = page.last().map_or(after, |e| e.cursor);
+    Ok(Json(json!({
+        "events": page.iter().map(event_json).collect::<Vec<_>>(),
+        "next": next,
+    })))
+}
+
+/// What a stream carries from one wake-up to the next.
+struct Tail {
+    server: AppState,
+    tenant: String,
+    kinds: Option<Vec<EventKind>>,
+    cursor: i64,
+    page: VecDeque<TenantEvent>,
+    sub: super::event_hub::Subscription,
+}
+
+/// The next event of a stream: from its page, else the store, else after its tenant's
+/// last cursor moves; `None` once the server stops.
+async fn next_event(mut t: Tail) -> Option<(Result<SseEvent, Infallible>, Tail)> {
+    loop {
+        if let Some(e) = t.page.pop_front() {
+            t.cursor = e.cursor;
+            let sse = SseEvent::default()
+                .id(e.cursor.to_string())
+                .event(public_type(e.kind))
+                .data(event_json(&e).to_string());
+            return Some((Ok(sse), t));
+        }
+        if *t.sub.closing.borrow() {
+            return None;
+        }
+        // Seen before the read: a cursor that moves during it wakes the wait below.
+        t.sub.last.borrow_and_update();
+        match t
+            .server
+            .store
+            .events_after(&t.tenant, t.cursor, STREAM_PAGE, t.kinds.as_deref())
+            .await
+        {
+            Ok(page) if !page.is_empty() => {
+                t.page = page.into();
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %t.tenant, error = %e, "event stream cannot read the store; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(t.server.pipeline.events.poll) => {}
+                    _ = t.sub.closing.changed() => return None,
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            changed = t.sub.last.changed() => if changed.is_err() { return None },
+            _ = t.sub.closing.changed() => return None,
+        }
+    }
+}
+
+/// `GET /v1/events/stream`: Server-Sent Events, each with `id:` = its cursor, `event:`
+/// = its type and `data:` = its JSON; from after `Last-Event-ID`, else `?after=`, else
+/// the tenant's last cursor now (only later events). Comments keep an idle stream open.
+async fn stream(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let kinds = kinds(&query)?;
+    let given = match headers.get("last-event-id") {
+        Some(v) => Some(cursor(
+            "Last-Event-ID",
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Last-Event-ID", "Last-Event-ID is not text"))?,
+        )?),
+        None => query.get("after").map(|a| cursor("after", a)).transpose()?,
+    };
+    let sub = s.events.subscribe(&tenant.id).map_err(|full| {
+        ApiError::too_many(
+            "too_many_event_streams",
+            format!(
+                "tenant {:?} already has {} event streams open on this node \
+                 (events.max_streams_per_tenant); close one or resume it elsewhere",
+                tenant.id, full.limit
+            ),
+            5,
+        )
+    })?;
+    let start = match given {
+        Some(c) => c,
+        None => s.store.last_event_cursor(&tenant.id).await?,
+    };
+    let heartbeat = s.pipeline.events.heartbeat;
+    let tail = Tail {
+        server: s,
+        tenant: tenant.id,
+        kinds,
+        cursor: start,
+        page: VecDeque::new(),
+        sub,
+    };
+    let events = futures_util::stream::unfold(tail, next_event);
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+        .into_response())
+}
