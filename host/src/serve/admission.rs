@@ -453,7 +453,7 @@ mod tests {
         let waiters: Vec<_> = (0..2)
             .map(|_| {
                 let a = a.clone();
-                tokio::spawn(async move { a.admit("a", Kind::Submission).await.map(drop) })
+                tokio::spawn(async move { a.admit("a", Kind::Request).await.map(drop) })
             })
             .collect();
         // Both held (the map's count), then a third is refused at once: the tenant's

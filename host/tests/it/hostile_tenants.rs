@@ -1031,21 +1031,27 @@ fn a_tenant_past_its_limits_is_held_not_served_while_another_tenant_is_answered(
     }
 
     // A reload that turns holding off for noisy (and lifts its rate out of the way):
-    // past its place in flight it is told 429 at once again.
+    // past its place in flight it is told 429 at once again. The reload also allows
+    // one recipient a message: it is in force once quiet's two-recipient submission is
+    // refused.
     let text = std::fs::read_to_string(&setup.pipeline).unwrap();
-    let reloaded = text.replace(
-        &format!("accepts_per_sec = 1\naccept_burst = {BURST}\nmax_hold_ms = 60000\n"),
-        "accepts_per_sec = 1000\naccept_burst = 100000\nmax_hold_ms = 0\n",
-    );
+    let reloaded = text
+        .replace(
+            &format!("accepts_per_sec = 1\naccept_burst = {BURST}\nmax_hold_ms = 60000\n"),
+            "accepts_per_sec = 1000\naccept_burst = 100000\nmax_hold_ms = 0\n",
+        )
+        .replacen("[limits]\n", "[limits]\nmax_recipients = 1\n", 1);
     assert_ne!(reloaded, text);
     std::fs::write(&setup.pipeline, reloaded).unwrap();
     s.guard.signal("HUP");
-    wait_for("the reload applied [admission]", || {
-        let log = s.log();
-        if log.contains("pipeline reloaded") && log.contains("[admission]") {
+    let two = json!({"from": "app@example.com", "to": ["a@example.net", "b@example.net"],
+        "subject": "two", "text": "x"});
+    wait_for("the reload in force (two recipients refused)", || {
+        let r = s.post_message(&quiet, &two);
+        if r.status == 422 {
             Ok(())
         } else {
-            Err(log)
+            Err(format!("{} {}\n{}", r.status, r.body, s.log()))
         }
     });
     let held = match start_submission(s.addr, &noisy, small("after reload", "n@example.net")) {
