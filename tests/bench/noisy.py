@@ -15,7 +15,8 @@ unloaded p99), and noisy's delivery rate against what its own plugin allows
 (1 / time per call, one call at a time).
 
     tests/bench/noisy.py [--quiet N] [--rate PER_SEC] [--flood N] [--timeout-ms MS]
-                         [--flood-concurrency N] [--flood-in-process]
+                         [--flood-concurrency N] [--flood-in-process] [--flood-nice N]
+                         [--max-hold-ms MS]
     SLUICE_BIN=/path/to/sluice tests/bench/noisy.py      (a binary built elsewhere)
 
 Everything listens on 127.0.0.1 and every process it starts is stopped on exit. Loops
@@ -117,10 +118,14 @@ def latencies(key, sent, timeout_s):
     return list(out.values())
 
 
-def flood(key, n, concurrency, stop, counts):
+def flood(key, n, concurrency, stop, counts, nice=0):
     """noisy's flood: `concurrency` threads submitting back to back until n messages are
     accepted or `stop` is set. A refusal (429) is not waited out: the next request goes
-    at once, as a hostile client would. Runs in a process of its own (see `start_flood`)."""
+    at once, as a hostile client would. Runs in a process of its own (see `start_flood`),
+    at `nice` (a flooding client on another machine takes none of the server's CPU; a
+    nice one on this machine takes what the server leaves)."""
+    if nice:
+        os.nice(nice)
     lock = threading.Lock()
     accepted = [0]
 
@@ -155,7 +160,7 @@ class Counter:
         self.value = 0
 
 
-def start_flood(key, n, concurrency, same_process=False):
+def start_flood(key, n, concurrency, same_process=False, nice=0):
     """Starts the flood in a process of its own, so that its threads do not take the
     interpreter lock from quiet's client (which would count as quiet's latency);
     `same_process` runs it on threads of this process instead, as earlier runs did."""
@@ -169,7 +174,7 @@ def start_flood(key, n, concurrency, same_process=False):
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
     counts = {k: ctx.Value("q", 0) for k in ("accepted", "refused", "other")}
-    proc = ctx.Process(target=flood, args=(key, n, concurrency, stop, counts), daemon=True)
+    proc = ctx.Process(target=flood, args=(key, n, concurrency, stop, counts, nice), daemon=True)
     proc.start()
     return proc, stop, counts
 
@@ -190,6 +195,18 @@ def main():
         "--flood-in-process",
         action="store_true",
         help="run the flood on threads of this process (shares quiet's interpreter lock)",
+    )
+    ap.add_argument(
+        "--flood-nice",
+        type=int,
+        default=0,
+        help="run the flood's process at this nice level (models a client on another machine)",
+    )
+    ap.add_argument(
+        "--max-hold-ms",
+        type=int,
+        default=None,
+        help="[admission] max_hold_ms (binaries that hold requests only; default: theirs)",
     )
     ap.add_argument("--timeout-ms", type=int, default=250, help="noisy's plugin time limit")
     ap.add_argument(
@@ -259,6 +276,8 @@ id = "noisy"
 allowed_sender_domains = ["example.com"]
 """
             )
+            if args.max_hold_ms is not None:
+                f.write(f"[admission]\nmax_hold_ms = {args.max_hold_ms}\n")
             if args.noisy_accepts_per_sec:
                 f.write(
                     f"[admission.tenant.noisy]\naccepts_per_sec = {args.noisy_accepts_per_sec}\n"
@@ -309,7 +328,7 @@ allowed_sender_domains = ["example.com"]
         assert st == 201, v
         flood_started = time.monotonic()
         flooder, stop, counts = start_flood(
-            keys["noisy"], args.flood, args.flood_concurrency, args.flood_in_process
+            keys["noisy"], args.flood, args.flood_concurrency, args.flood_in_process, args.flood_nice
         )
         time.sleep(2)  # let the flood build a backlog first
         loaded = latencies(
@@ -352,8 +371,9 @@ allowed_sender_domains = ["example.com"]
         # From its first delivery to its last: the plugin's start-up is not its rate.
         rate = (noisy_delivered - 1) / max(0.001, (last_ms - first_ms) / 1000)
         print(
-            f"noisy's flood: {counts['accepted'].value} accepted, {counts['refused'].value} "
-            f"refused with 429, {counts['other'].value} other answers"
+            f"noisy's flood ({args.flood_concurrency} connections, nice {args.flood_nice}): "
+            f"{counts['accepted'].value} accepted, {counts['refused'].value} "
+            f"refused with 429, {counts['other'].value} other answers in {flood_secs:.1f} s"
         )
         print(
             f"noisy: {noisy_delivered} delivered in {flood_secs:.1f} s of flooding, "

@@ -67,6 +67,14 @@ pub struct TenantAdmission {
     pub accepts_per_sec: u32,
     /// Submissions accepted at once after a quiet spell (`accept_burst`, 400).
     pub accept_burst: u32,
+    /// How long a request past either limit is held before it is answered
+    /// (`max_hold_ms`, 1000; 0 answers 429 at once): it is let in as soon as its turn
+    /// comes within that time, else answered 429. A client that retries at once then
+    /// waits this long per request instead of making the host answer it in a loop.
+    pub max_hold_ms: u32,
+    /// Requests of the tenant held at once (`max_held_requests`, 32; 0 holds none);
+    /// past it a request is answered 429 at once, so memory held stays bounded.
+    pub max_held_requests: u32,
 }
 
 /// An MTA log that `sluice serve` follows and bills (`[[log_source]]`).
@@ -433,6 +441,8 @@ struct RawAdmission {
     max_requests_in_flight: Count,
     accepts_per_sec: Count,
     accept_burst: Count,
+    max_hold_ms: Count,
+    max_held_requests: Count,
     #[serde(default)]
     tenant: std::collections::BTreeMap<String, Spanned<RawTenantAdmission>>,
 }
@@ -443,6 +453,8 @@ struct RawTenantAdmission {
     max_requests_in_flight: Count,
     accepts_per_sec: Count,
     accept_burst: Count,
+    max_hold_ms: Count,
+    max_held_requests: Count,
 }
 
 /// A count of `key` between 1 and `max`, else `default` (an error is recorded).
@@ -453,6 +465,18 @@ fn bounded(check: &mut Check, key: String, raw: Count, default: u64, max: u64) -
             default
         }
         Some(v) => v.into_inner(),
+        None => default,
+    }
+}
+
+/// A count of `key` between 0 and `max`, else `default` (an error is recorded).
+fn at_most(check: &mut Check, key: String, raw: Count, default: u32, max: u32) -> u32 {
+    match raw {
+        Some(v) if *v.get_ref() > u64::from(max) => {
+            check.at(v.span(), key, format!("must be between 0 and {max}"));
+            default
+        }
+        Some(v) => v.into_inner() as u32,
         None => default,
     }
 }
@@ -487,6 +511,20 @@ impl RawTenantAdmission {
                 base.accept_burst,
                 10_000_000,
             ),
+            max_hold_ms: at_most(
+                check,
+                format!("{table}.max_hold_ms"),
+                self.max_hold_ms,
+                base.max_hold_ms,
+                60_000,
+            ),
+            max_held_requests: at_most(
+                check,
+                format!("{table}.max_held_requests"),
+                self.max_held_requests,
+                base.max_held_requests,
+                100_000,
+            ),
         }
     }
 }
@@ -497,11 +535,15 @@ impl RawAdmission {
             max_requests_in_flight: 32,
             accepts_per_sec: 200,
             accept_burst: 400,
+            max_hold_ms: 1000,
+            max_held_requests: 32,
         };
         let default = RawTenantAdmission {
             max_requests_in_flight: self.max_requests_in_flight,
             accepts_per_sec: self.accepts_per_sec,
             accept_burst: self.accept_burst,
+            max_hold_ms: self.max_hold_ms,
+            max_held_requests: self.max_held_requests,
         }
         .resolve(check, "admission", builtin);
         let mut tenants = std::collections::BTreeMap::new();

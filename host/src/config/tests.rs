@@ -300,11 +300,14 @@ fn admission_has_defaults_overrides_inherit_them_and_zero_is_refused_where_writt
         max_requests_in_flight: 32,
         accepts_per_sec: 200,
         accept_burst: 400,
+        max_hold_ms: 1000,
+        max_held_requests: 32,
     };
     assert_eq!(p.admission.default, builtin);
     assert!(p.admission.tenants.is_empty());
     let p = Pipeline::parse(
-        "[admission]\naccepts_per_sec = 50\n[admission.tenant.bulk]\naccept_burst = 5000\n",
+        "[admission]\naccepts_per_sec = 50\nmax_hold_ms = 0\n[admission.tenant.bulk]\naccept_burst = 5000\n\
+         max_held_requests = 4\n",
         "p.toml",
     )
     .unwrap();
@@ -315,7 +318,14 @@ fn admission_has_defaults_overrides_inherit_them_and_zero_is_refused_where_writt
             max_requests_in_flight: 32,
             accepts_per_sec: 50,
             accept_burst: 5000,
+            max_hold_ms: 0,
+            max_held_requests: 4,
         }
+    );
+    let e = errors("[admission]\nmax_hold_ms = 60001\n");
+    assert!(
+        e.contains("key `admission.max_hold_ms`: must be between 0 and 60000"),
+        "{e}"
     );
     let e = errors("[admission]\nmax_requests_in_flight = 0\n");
     assert!(

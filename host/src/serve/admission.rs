@@ -1,7 +1,10 @@
 //! Per-tenant admission (`[admission]`): how many of a tenant's requests this host
 //! handles at once, and how fast it accepts a tenant's submissions. A tenant past
-//! either is refused at once, before its request's body is read, and is told when to
-//! come back; it never waits for a turn, so nothing it sends holds up another tenant.
+//! either is held, not served: its request waits, its body unread and with no worker
+//! spent on it, until its turn comes (a place among its requests in flight, its next
+//! submission by its rate) or `max_hold_ms` has passed, then it is let in or refused
+//! with 429 and told when to come back. At most `max_held_requests` of a tenant's
+//! requests are held at once; past that it is refused at once.
 //!
 //! Without this, one tenant flooding `POST /v1/messages` takes the request workers,
 //! the CPU that parses and checks messages and the group-commit writer's rounds in
@@ -9,17 +12,25 @@
 //! its own (`BENCHMARKS.md`, noisy neighbour: quiet's p99 went 11.7× while a neighbour
 //! flooded). Bounding each tenant's share of requests in progress bounds its share of
 //! all three; the accept rate bounds the work a tenant can make the host do over time.
+//! Holding instead of refusing at once matters because a refusal is cheap but not free:
+//! a client that retries at once turns a refusal into a busy loop on both ends of the
+//! connection (13× quiet's p99 in the release bench with the flood mostly refused),
+//! while a held request costs a timer and the connection's memory until it is answered.
+//! A held tenant waits for its own turns only, never for another tenant's.
 //!
-//! Plain data, no I/O and no HTTP: the HTTP API maps a refusal to 429 (`api.rs`), and
+//! Plain data and timers, no HTTP: the HTTP API maps a refusal to 429 (`api.rs`), and
 //! an SMTP submission listener would map it to a 421/451 reply the same way.
 //! The rate is a GCRA (as [`super::upload_limits::Rate`]): a burst, then one per
-//! interval, and a refusal says exactly when the next request would pass.
+//! interval, and a refusal says exactly when the next request would pass. A held
+//! submission reserves its turn of the rate at once (the GCRA's arrival time moves on),
+//! so held submissions are let in in the order they came, one per interval.
 
 use super::upload_limits::Rate;
 use crate::config::{Admission as Config, TenantAdmission};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// Why a tenant's request is not admitted now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +76,20 @@ pub enum Kind {
 #[derive(Debug, Default)]
 struct TenantState {
     in_flight: u32,
+    /// Requests held, waiting for their turn.
+    held: u32,
     /// The GCRA's theoretical arrival time of the next submission.
     tat: Option<Instant>,
+    /// Wakes a held request when one of the tenant's requests in flight ends.
+    freed: Arc<Notify>,
+}
+
+impl TenantState {
+    /// Whether the entry can be forgotten without changing a later answer: nothing in
+    /// flight or held, and past its theoretical arrival time the bucket is full again.
+    fn idle(&self, now: Instant) -> bool {
+        self.in_flight == 0 && self.held == 0 && self.tat.is_none_or(|t| t <= now)
+    }
 }
 
 /// One tenant's limits, resolved from the defaults and its overrides.
@@ -75,6 +98,8 @@ struct Limits {
     max_in_flight: u32,
     rate: Rate,
     per_sec: u32,
+    max_hold: Duration,
+    max_held: u32,
 }
 
 impl Limits {
@@ -83,6 +108,12 @@ impl Limits {
             max_in_flight: t.max_requests_in_flight,
             rate: Rate::per_sec(t.accepts_per_sec, t.accept_burst),
             per_sec: t.accepts_per_sec,
+            max_hold: Duration::from_millis(u64::from(t.max_hold_ms)),
+            max_held: if t.max_hold_ms == 0 {
+                0
+            } else {
+                t.max_held_requests
+            },
         }
     }
 }
@@ -92,8 +123,8 @@ impl Limits {
 pub struct Admission {
     /// The defaults and the per-tenant overrides; a SIGHUP reload replaces them.
     limits: std::sync::RwLock<Configured>,
-    /// Only tenants with requests in progress or a rate still recovering are kept:
-    /// an entry is dropped once it holds nothing, so the map is bounded by the
+    /// Only tenants with requests in progress or held, or a rate still recovering, are
+    /// kept: an entry is dropped once it holds nothing, so the map is bounded by the
     /// tenants active in the last burst's worth of time.
     tenants: Mutex<HashMap<String, TenantState>>,
 }
@@ -109,6 +140,40 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         self.admission.leave(&self.tenant, Instant::now());
     }
+}
+
+/// A request's place among its tenant's held requests while it waits. `counted` says
+/// whether it has one; dropped with one (the client went away while held), the place
+/// is given back.
+struct Holding<'a> {
+    admission: &'a Admission,
+    tenant: &'a str,
+    counted: bool,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let mut tenants = self.admission.lock();
+        if let Some(state) = tenants.get_mut(self.tenant) {
+            state.held = state.held.saturating_sub(1);
+            if state.idle(Instant::now()) {
+                tenants.remove(self.tenant);
+            }
+        }
+    }
+}
+
+/// What a request does next, decided under the lock.
+enum Step {
+    Admitted(Admitted),
+    Refused(Refused),
+    /// Held until this instant (its reserved turn of the rate, or the end of its hold).
+    SleepUntil(Instant),
+    /// Held until one of the tenant's requests in flight ends, or `deadline`.
+    AwaitSlot(Arc<Notify>),
 }
 
 /// `[admission]` as configured: the defaults and each overridden tenant's limits.
@@ -139,9 +204,10 @@ impl Admission {
         }
     }
 
-    /// Puts a reloaded `[admission]` in force. Requests already admitted keep their
-    /// places; a tenant's next request is checked against its new limits, and its
-    /// rate state carries over (a tenant does not get a fresh burst from a reload).
+    /// Puts a reloaded `[admission]` in force. Requests already admitted or held keep
+    /// their places (a held request keeps the hold it started with); a tenant's next
+    /// request is checked against its new limits, and its rate state carries over (a
+    /// tenant does not get a fresh burst from a reload).
     pub fn reconfigure(&self, config: &Config) {
         let configured = Configured::of(config);
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = configured;
@@ -160,11 +226,144 @@ impl Admission {
         self.tenants.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits one request of `tenant` now, or says why not. Never waits.
-    pub fn admit(self: &Arc<Self>, tenant: &str, kind: Kind) -> Result<Admitted, Refused> {
-        self.admit_at(tenant, kind, Instant::now())
+    /// Admits one request of `tenant`, holding it first if the tenant is past a limit
+    /// (at most its `max_hold_ms`, and only while fewer than `max_held_requests` of its
+    /// requests are held), or says why not.
+    pub async fn admit(self: &Arc<Self>, tenant: &str, kind: Kind) -> Result<Admitted, Refused> {
+        let start = Instant::now();
+        let limits = self.limits(tenant);
+        let deadline = start + limits.max_hold;
+        let mut rate_taken = kind == Kind::Request;
+        let mut holding = Holding {
+            admission: self,
+            tenant,
+            counted: false,
+        };
+        loop {
+            let step = self.step(
+                tenant,
+                &limits,
+                &mut rate_taken,
+                &mut holding.counted,
+                deadline,
+                Instant::now(),
+            );
+            match step {
+                Step::Admitted(a) => return Ok(a),
+                Step::Refused(r) => return Err(r),
+                Step::SleepUntil(t) => tokio::time::sleep_until(t.into()).await,
+                Step::AwaitSlot(freed) => {
+                    // A slot freed between the step and here left a permit: no wake-up
+                    // is lost. Past the deadline the next step refuses.
+                    let _ = tokio::time::timeout_at(deadline.into(), freed.notified()).await;
+                }
+            }
+        }
     }
 
+    /// One decision for a request: let in, refuse, or hold (and how). `rate_taken` is
+    /// set once the request has its turn of the rate (taken or reserved); `held` while
+    /// it is counted among the tenant's held requests.
+    fn step(
+        self: &Arc<Self>,
+        tenant: &str,
+        limits: &Limits,
+        rate_taken: &mut bool,
+        held: &mut bool,
+        deadline: Instant,
+        now: Instant,
+    ) -> Step {
+        let mut tenants = self.lock();
+        if !tenants.contains_key(tenant) {
+            tenants.insert(tenant.to_owned(), TenantState::default());
+        }
+        let Some(state) = tenants.get_mut(tenant) else {
+            unreachable!("inserted above under the same lock")
+        };
+        let may_hold = now < deadline && (*held || state.held < limits.max_held);
+        fn hold(state: &mut TenantState, held: &mut bool) {
+            if !*held {
+                state.held += 1;
+                *held = true;
+            }
+        }
+        let refused = 'decide: {
+            if !*rate_taken {
+                let wait = limits.rate.wait(state.tat, now);
+                if wait.is_zero() {
+                    limits.rate.take(&mut state.tat, now);
+                    *rate_taken = true;
+                } else if may_hold && now + wait <= deadline {
+                    // Its turn comes within the hold: reserve it and sleep until then.
+                    limits.rate.take(&mut state.tat, now);
+                    *rate_taken = true;
+                    hold(state, held);
+                    return Step::SleepUntil(now + wait);
+                } else if may_hold {
+                    // Its turn is further off than the hold: hold it all the same (a
+                    // client that does not wait for `Retry-After` waits here), then
+                    // refuse.
+                    hold(state, held);
+                    return Step::SleepUntil(deadline);
+                } else {
+                    break 'decide Refused::Rate {
+                        per_sec: limits.per_sec,
+                        burst: limits.rate.burst,
+                        retry_after: wait,
+                    };
+                }
+            }
+            if state.in_flight < limits.max_in_flight {
+                state.in_flight += 1;
+                if *held {
+                    state.held -= 1;
+                    *held = false;
+                    // Another held request may fit too (two places freed while one
+                    // waiter was woken).
+                    if state.held > 0 && state.in_flight < limits.max_in_flight {
+                        state.freed.notify_one();
+                    }
+                }
+                return Step::Admitted(Admitted {
+                    admission: Arc::clone(self),
+                    tenant: tenant.to_owned(),
+                });
+            }
+            if may_hold {
+                hold(state, held);
+                return Step::AwaitSlot(Arc::clone(&state.freed));
+            }
+            // A submission refused here keeps the turn of the rate it took: a tenant
+            // past both limits loses it.
+            Refused::InFlight {
+                limit: limits.max_in_flight,
+            }
+        };
+        if *held {
+            state.held -= 1;
+            *held = false;
+        }
+        if state.idle(now) {
+            tenants.remove(tenant);
+        }
+        Step::Refused(refused)
+    }
+
+    fn leave(&self, tenant: &str, now: Instant) {
+        let mut tenants = self.lock();
+        if let Some(state) = tenants.get_mut(tenant) {
+            state.in_flight = state.in_flight.saturating_sub(1);
+            if state.held > 0 {
+                state.freed.notify_one();
+            }
+            if state.idle(now) {
+                tenants.remove(tenant);
+            }
+        }
+    }
+
+    /// Admits one request of `tenant` at `now` or says why not, never holding it.
+    #[cfg(test)]
     fn admit_at(
         self: &Arc<Self>,
         tenant: &str,
@@ -172,48 +371,15 @@ impl Admission {
         now: Instant,
     ) -> Result<Admitted, Refused> {
         let limits = self.limits(tenant);
-        let mut tenants = self.lock();
-        // No entry is made for a refusal: a refused request changes nothing.
-        let state = tenants.get(tenant);
-        if state.is_some_and(|s| s.in_flight >= limits.max_in_flight) {
-            return Err(Refused::InFlight {
-                limit: limits.max_in_flight,
-            });
-        }
-        if kind == Kind::Submission {
-            let wait = limits.rate.wait(state.and_then(|s| s.tat), now);
-            if !wait.is_zero() {
-                return Err(Refused::Rate {
-                    per_sec: limits.per_sec,
-                    burst: limits.rate.burst,
-                    retry_after: wait,
-                });
-            }
-        }
-        let state = tenants.entry(tenant.to_owned()).or_default();
-        if kind == Kind::Submission {
-            limits.rate.take(&mut state.tat, now);
-        }
-        state.in_flight += 1;
-        Ok(Admitted {
-            admission: Arc::clone(self),
-            tenant: tenant.to_owned(),
-        })
-    }
-
-    fn leave(&self, tenant: &str, now: Instant) {
-        let mut tenants = self.lock();
-        if let Some(state) = tenants.get_mut(tenant) {
-            state.in_flight = state.in_flight.saturating_sub(1);
-            // Past its theoretical arrival time a tenant's bucket is full again:
-            // forgetting it changes no later answer.
-            if state.in_flight == 0 && state.tat.is_none_or(|t| t <= now) {
-                tenants.remove(tenant);
-            }
+        let (mut rate_taken, mut held) = (kind == Kind::Request, false);
+        match self.step(tenant, &limits, &mut rate_taken, &mut held, now, now) {
+            Step::Admitted(a) => Ok(a),
+            Step::Refused(r) => Err(r),
+            Step::SleepUntil(_) | Step::AwaitSlot(_) => unreachable!("no hold at its deadline"),
         }
     }
 
-    /// Tenants with an entry (requests in progress or a rate recovering).
+    /// Tenants with an entry (requests in progress or held, or a rate recovering).
     #[cfg(test)]
     fn tracked(&self) -> usize {
         self.lock().len()
@@ -247,7 +413,109 @@ mod tests {
             max_requests_in_flight,
             accepts_per_sec,
             accept_burst,
+            max_hold_ms: 1000,
+            max_held_requests: 32,
         }
+    }
+
+    fn holding(base: TenantAdmission, max_hold_ms: u32, max_held_requests: u32) -> TenantAdmission {
+        TenantAdmission {
+            max_hold_ms,
+            max_held_requests,
+            ..base
+        }
+    }
+
+    #[tokio::test]
+    async fn a_submission_past_the_rate_is_held_for_its_turn_not_refused() {
+        // One a millisecond after a burst of one: each later submission waits for its
+        // turn, well within the hold, and none is refused.
+        let a = admission(holding(limits(100, 1000, 1), 60_000, 4), &[]);
+        for _ in 0..20 {
+            drop(a.admit("a", Kind::Submission).await.unwrap());
+        }
+        // Four at once, all held (four may be): each is let in at its turn.
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.admit("a", Kind::Submission).await.map(drop) })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_request_is_let_in_when_a_place_frees_and_the_surplus_is_refused() {
+        let a = admission(holding(limits(1, 1000, 1000), 60_000, 2), &[]);
+        let first = a.admit("a", Kind::Request).await.unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let a = a.clone();
+                tokio::spawn(async move { a.admit("a", Kind::Request).await.map(drop) })
+            })
+            .collect();
+        // Both held (the map's count), then a third is refused at once: the tenant's
+        // held requests are full.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while a.lock().get("a").map_or(0, |s| s.held) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the two requests were never held"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            a.admit("a", Kind::Request).await.unwrap_err(),
+            Refused::InFlight { limit: 1 }
+        );
+        // Another tenant is not held.
+        drop(a.admit("c", Kind::Request).await.unwrap());
+        drop(first);
+        for w in waiters {
+            w.await.unwrap().unwrap();
+        }
+        assert_eq!(a.tracked(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_held_past_its_hold_is_refused_and_leaves_nothing() {
+        let a = admission(holding(limits(1, 1, 1), 20, 4), &[]);
+        let first = a.admit("a", Kind::Request).await.unwrap();
+        assert_eq!(
+            a.admit("a", Kind::Request).await.unwrap_err(),
+            Refused::InFlight { limit: 1 }
+        );
+        drop(first);
+        drop(a.admit("a", Kind::Submission).await.unwrap());
+        // The next turn of the rate is a second away, past the hold of 20 ms.
+        match a.admit("a", Kind::Submission).await.unwrap_err() {
+            Refused::Rate { retry_after, .. } => assert!(retry_after > Duration::ZERO),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(a.lock()["a"].held, 0);
+        assert_eq!(a.lock()["a"].in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn a_held_request_whose_client_goes_away_gives_its_place_back() {
+        let a = admission(holding(limits(1, 1000, 1000), 60_000, 1), &[]);
+        let first = a.admit("a", Kind::Request).await.unwrap();
+        let held = tokio::spawn({
+            let a = a.clone();
+            async move { a.admit("a", Kind::Request).await.map(drop) }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while a.lock().get("a").map_or(0, |s| s.held) < 1 {
+            assert!(Instant::now() < deadline, "never held");
+            tokio::task::yield_now().await;
+        }
+        held.abort();
+        let _ = held.await;
+        assert_eq!(a.lock()["a"].held, 0);
+        drop(first);
+        assert_eq!(a.tracked(), 0);
     }
 
     #[test]

@@ -109,9 +109,10 @@ pub(super) fn bearer(parts: &Parts) -> Option<&str> {
 /// `auth::ROUTES` (an account's key is refused, 403, what its account may not call).
 /// Then the tenant's requests in progress on this host are counted while its request
 /// is handled, and a submission also takes one from its accept rate. A tenant past
-/// either is answered 429 with `Retry-After` and the limit's name at once, its body
-/// unread. Requests without a key (health, the admin API) pass on to their handlers,
-/// which answer them as before.
+/// either is held, its body unread, until its turn comes or `max_hold_ms` passes, and
+/// then let in or answered 429 with `Retry-After` and the limit's name. Requests
+/// without a key (health, the admin API) pass on to their handlers, which answer them
+/// as before.
 async fn admit(
     State(s): State<AppState>,
     mut req: axum::extract::Request,
@@ -147,7 +148,7 @@ async fn admit(
         return e.into_response();
     }
     let tenant = &owner.tenant;
-    let admitted = match s.admission.admit(&tenant.id, kind) {
+    let admitted = match s.admission.admit(&tenant.id, kind).await {
         Ok(admitted) => admitted,
         Err(refused) => {
             tracing::debug!(tenant = %tenant.id, ?refused, "request refused by admission");

@@ -10,7 +10,7 @@
 //! - Entries removed from the file stay in the store (they may be in use); the warning
 //!   names them and the admin call that removes them.
 //! - `[limits]` (message size, recipients) and `[admission]` (each tenant's requests in
-//!   flight and accept rate) take effect for the next request.
+//!   flight, accept rate and holds) take effect for the next request.
 //! - Every other section that changed (`[server]`, `[store]`, `[delivery]`,
 //!   `[plugins]`, `[smtp_in]`, `[admin]`, `[[log_source]]`) needs a restart; the warning
 //!   names each one, so an operator knows the edit did not take effect.

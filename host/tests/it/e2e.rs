@@ -597,8 +597,10 @@ fn sighup_puts_new_limits_and_admission_in_force_for_the_next_request() {
     assert_eq!(s.post_message(&key, &two).status, 202);
 
     let original = std::fs::read_to_string(&setup.pipeline).unwrap();
+    // Holding is off (`max_hold_ms = 0`): past the rate a submission is told 429 at
+    // once instead of being held for its turn (`hostile_tenants.rs` tests holding).
     let tightened = format!(
-        "{}\n[admission]\naccepts_per_sec = 1\naccept_burst = 1\n",
+        "{}\n[admission]\naccepts_per_sec = 1\naccept_burst = 1\nmax_hold_ms = 0\n",
         original.replacen("[limits]\n", "[limits]\nmax_recipients = 1\n", 1)
     );
     std::fs::write(&setup.pipeline, &tightened).unwrap();

@@ -3,8 +3,9 @@
 //! is told 503 with `Retry-After` before its body is read, and the server's memory
 //! stays bounded); one client cannot hold the bounce listener's connections; a
 //! tenant's route plugin sees its own traffic on a shared relay, not another tenant's;
-//! and a tenant cannot lift a suppression the platform added. Loopback only; every
-//! wait is a bounded poll.
+//! and a tenant cannot lift a suppression the platform added; a tenant past its
+//! admission limits is held (or told 429) while another tenant's requests are
+//! answered. Loopback only; every wait is a bounded poll.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -729,14 +730,15 @@ fn assert_refused(r: &Response, codes: &[&str]) {
 #[test]
 fn a_tenant_flooding_the_api_is_told_429_and_another_tenant_is_never_refused() {
     // Small limits for `noisy` (the defaults); `quiet` has an override. No relay:
-    // what is under test is taking requests in.
+    // what is under test is taking requests in. Holding is off (`max_hold_ms = 0`):
+    // a request past a limit is refused at once (holding is the next test's).
     const IN_FLIGHT: usize = 3;
     const PER_SEC: u64 = 2;
     const BURST: u64 = 10;
     let tables = format!(
         "{}{}\n[admission]\nmax_requests_in_flight = {IN_FLIGHT}\naccepts_per_sec = {PER_SEC}\n\
-         accept_burst = {BURST}\n\n[admission.tenant.quiet]\naccepts_per_sec = 10000\n\
-         accept_burst = 10000\n",
+         accept_burst = {BURST}\nmax_hold_ms = 0\n\n[admission.tenant.quiet]\n\
+         accepts_per_sec = 10000\naccept_burst = 10000\n",
         tenant_table("noisy", &["example.com"]),
         tenant_table("quiet", &["example.com"]),
     );
@@ -860,4 +862,205 @@ fn a_tenant_flooding_the_api_is_told_429_and_another_tenant_is_never_refused() {
             }
         }
     });
+}
+
+/// A request sent as far as its headers (`Expect: 100-continue`) without waiting for
+/// an answer: held by admission, it gets none until it is let in (`100 Continue`) or
+/// refused.
+struct Unanswered {
+    stream: TcpStream,
+    body: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+impl Unanswered {
+    fn send(addr: SocketAddr, key: &str, body: Vec<u8>) -> Unanswered {
+        let stream = TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Expect: 100-continue\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        (&stream).write_all(head.as_bytes()).unwrap();
+        stream.set_nonblocking(true).unwrap();
+        Unanswered {
+            stream,
+            body,
+            raw: Vec::new(),
+        }
+    }
+
+    /// Reads whatever has arrived; true once the server said something (the interim
+    /// 100 or a final answer).
+    fn answered(&mut self) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => return true,
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("reading an answer: {e}"),
+            }
+        }
+        self.raw.windows(4).any(|w| w == b"\r\n\r\n")
+    }
+
+    fn is_continue(&self) -> bool {
+        self.raw.starts_with(b"HTTP/1.1 100")
+    }
+
+    /// Sends the body after the interim 100, or reads the final answer given instead.
+    fn finish(mut self) -> Response {
+        self.stream.set_nonblocking(false).unwrap();
+        self.stream.set_read_timeout(Some(WAIT)).unwrap();
+        if self.is_continue() {
+            let end = self.raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            self.raw.drain(..end + 4);
+            (&self.stream).write_all(&self.body).unwrap();
+        }
+        (&self.stream).read_to_end(&mut self.raw).unwrap();
+        parse(&self.raw)
+    }
+}
+
+#[test]
+fn a_tenant_past_its_limits_is_held_not_served_while_another_tenant_is_answered() {
+    // noisy: one request in flight, two held at most, held up to a minute (longer than
+    // this test waits for anything), an accept rate of one a second after a burst.
+    const BURST: usize = 10;
+    let tables = format!(
+        "{}{}\n[admission.tenant.noisy]\nmax_requests_in_flight = 1\naccepts_per_sec = 1\n\
+         accept_burst = {BURST}\nmax_hold_ms = 60000\nmax_held_requests = 2\n",
+        tenant_table("noisy", &["example.com"]),
+        tenant_table("quiet", &["example.com"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let s = setup.start();
+    let noisy = s.new_key("noisy");
+    let quiet = s.new_key("quiet");
+    let small = |subject: &str, to: &str| {
+        json!({"from": "app@example.com", "to": [to], "subject": subject, "text": "hi"})
+            .to_string()
+            .into_bytes()
+    };
+
+    // noisy's first submission is let in and waits for its body: its one place in
+    // flight is taken.
+    let first = match start_submission(s.addr, &noisy, small("first", "n@example.net")) {
+        Started::Continue(p) => p,
+        Started::Answered(r) => panic!("noisy's first refused: {} {}", r.status, r.body),
+    };
+    // Three more: two are held (no answer at all), the third finds noisy's held
+    // requests full and is refused at once.
+    let mut rest: Vec<Unanswered> = (0..3)
+        .map(|i| Unanswered::send(s.addr, &noisy, small(&format!("more {i}"), "n@example.net")))
+        .collect();
+    let refused = wait_for("one of noisy's three requests refused", || {
+        match rest.iter_mut().position(|u| u.answered()) {
+            Some(i) => Ok(i),
+            None => Err("no answer yet".into()),
+        }
+    });
+    let r = rest.remove(refused).finish();
+    assert_refused(&r, &["too_many_requests_in_flight"]);
+
+    // quiet is answered meanwhile, submissions and reads alike, and noisy's two held
+    // requests are still unanswered after every one of quiet's answers.
+    for i in 0..5 {
+        let id = s.submit(
+            &quiet,
+            &simple("app@example.com", "q@example.net", &format!("q{i}")),
+        );
+        let r = s.request(
+            "GET",
+            &format!("/v1/messages/{id}"),
+            Some(&quiet),
+            None,
+            b"",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        for u in rest.iter_mut() {
+            assert!(
+                !u.answered(),
+                "a held request of noisy's was answered before noisy's place freed: {:?}",
+                String::from_utf8_lossy(&u.raw)
+            );
+        }
+    }
+
+    // noisy's first request ends: its held requests are let in one at a time (each
+    // asked for its body in turn) and accepted.
+    let r = first.finish();
+    assert_eq!(r.status, 202, "{}", r.body);
+    let mut accepted = 1;
+    while !rest.is_empty() {
+        let next = wait_for("a held request of noisy's let in", || {
+            match rest.iter_mut().position(|u| u.answered()) {
+                Some(i) => Ok(i),
+                None => Err("none let in yet".into()),
+            }
+        });
+        let u = rest.remove(next);
+        assert!(
+            u.is_continue(),
+            "a held request was answered, not let in: {:?}",
+            String::from_utf8_lossy(&u.raw)
+        );
+        let r = u.finish();
+        assert_eq!(r.status, 202, "{}", r.body);
+        accepted += 1;
+    }
+    assert_eq!(accepted, 3);
+
+    // Past its burst, noisy's submissions one after another are held for their turn of
+    // the rate (one a second) and accepted, not refused.
+    for i in 0..BURST {
+        let r = s.post_message(
+            &noisy,
+            &simple("app@example.com", "n@example.net", &format!("r{i}")),
+        );
+        assert_eq!(
+            r.status, 202,
+            "noisy's submission {i} past its burst: {}",
+            r.body
+        );
+    }
+
+    // A reload that turns holding off for noisy (and lifts its rate out of the way):
+    // past its place in flight it is told 429 at once again. The reload also allows
+    // one recipient a message: it is in force once quiet's two-recipient submission is
+    // refused.
+    let text = std::fs::read_to_string(&setup.pipeline).unwrap();
+    let reloaded = text
+        .replace(
+            &format!("accepts_per_sec = 1\naccept_burst = {BURST}\nmax_hold_ms = 60000\n"),
+            "accepts_per_sec = 1000\naccept_burst = 100000\nmax_hold_ms = 0\n",
+        )
+        .replacen("[limits]\n", "[limits]\nmax_recipients = 1\n", 1);
+    assert_ne!(reloaded, text);
+    std::fs::write(&setup.pipeline, reloaded).unwrap();
+    s.guard.signal("HUP");
+    let two = json!({"from": "app@example.com", "to": ["a@example.net", "b@example.net"],
+        "subject": "two", "text": "x"});
+    wait_for("the reload in force (two recipients refused)", || {
+        let r = s.post_message(&quiet, &two);
+        if r.status == 422 {
+            Ok(())
+        } else {
+            Err(format!("{} {}\n{}", r.status, r.body, s.log()))
+        }
+    });
+    let held = match start_submission(s.addr, &noisy, small("after reload", "n@example.net")) {
+        Started::Continue(p) => p,
+        Started::Answered(r) => panic!("refused: {} {}", r.status, r.body),
+    };
+    match start_submission(s.addr, &noisy, small("refused", "n@example.net")) {
+        Started::Answered(r) => assert_refused(&r, &["too_many_requests_in_flight"]),
+        Started::Continue(_) => panic!("let in past noisy's place in flight"),
+    }
+    assert_eq!(held.finish().status, 202);
 }
