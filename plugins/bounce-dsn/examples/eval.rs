@@ -1,7 +1,7 @@
 //! Native scoring against a labelled manifest, for fast iteration: the same
 //! rows and comparisons as `sluice bounce eval` (whose Wasm figures are the
 //! ones that count). `cargo run --release -p bounce-dsn --example eval --
-//! tests/data/bounces/dev-manifest.jsonl [-v] [-r] [-f] [-t N] [-d FILE]`.
+//! tests/data/bounces/dev-manifest.jsonl [-v] [-r] [-f] [-c] [-t N] [-d FILE]`.
 //!
 //! Families marked `heldout` in the `families.jsonl` beside the manifest
 //! are scored but never listed by `-v`: no rule is written from them.
@@ -117,6 +117,10 @@ fn main() {
     // [rows, rcpt, status, code, reason, hard] for dev and held-out.
     let mut tally = [[0usize; 6]; 2];
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
+    // `-c`: expected -> given reason counts per split (counts only: the
+    // held-out rows themselves are never listed).
+    let mut confusion: [std::collections::BTreeMap<(String, String), usize>; 2] =
+        Default::default();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let get = |k: &str| field(line, k).unwrap_or_default();
         let file = get("file");
@@ -164,6 +168,11 @@ fn main() {
         let ok_c = g.reply_code.map(|c| c.to_string()).unwrap_or_default() == get("replycode");
         let ok_r = reason == get("reason");
         let ok_h = g.hard.to_string() == get("hardbounce");
+        if !ok_r {
+            *confusion[usize::from(held)]
+                .entry((get("reason"), reason.clone()))
+                .or_default() += 1;
+        }
         st += usize::from(ok_s);
         code += usize::from(ok_c);
         re += usize::from(ok_r);
@@ -265,6 +274,15 @@ fn main() {
             p(v[4]),
             p(v[5])
         );
+    }
+    if args.iter().any(|a| a == "-c") {
+        for (name, c) in ["dev", "held-out"].iter().zip(&confusion) {
+            let mut pairs: Vec<_> = c.iter().collect();
+            pairs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            for ((want, got), k) in pairs {
+                println!("CONFUSION {name} {want} -> {got}: {k}");
+            }
+        }
     }
     if args.iter().any(|a| a == "-f") {
         for (k, v) in fam {
