@@ -115,7 +115,9 @@ fn main() {
             .filter_map(|l| field(l, "family"))
             .collect();
     // [rows, rcpt, status, code, reason, hard] for dev and held-out.
-    let mut tally = [[0usize; 6]; 2];
+    // [rows, rcpt, status, code, reason, hard, reason by Sisimai's own
+    // label where the corpus' convention differs] for dev and held-out.
+    let mut tally = [[0usize; 7]; 2];
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
     // `-c`: expected -> given reason counts per split (counts only: the
     // held-out rows themselves are never listed).
@@ -184,6 +186,8 @@ fn main() {
         sp[3] += usize::from(ok_c);
         sp[4] += usize::from(ok_r);
         sp[5] += usize::from(ok_h);
+        let sisimai = field(line, "sisimai_reason").unwrap_or_else(|| get("reason"));
+        sp[6] += usize::from(reason == sisimai);
         // `-r`: the rule that decided each dev row's reason, and whether
         // it agreed (to see which rules the dev families exercise).
         if args.iter().any(|a| a == "-r") && !held {
@@ -266,13 +270,26 @@ fn main() {
     for (name, v) in [("dev", tally[0]), ("held-out", tally[1])] {
         let p = |x: usize| x as f64 * 100.0 / v[0].max(1) as f64;
         println!(
-            "{name:>8} {}: rcpt {:.2}% code {:.2}% status {:.2}% reason {:.2}% hard {:.2}%",
+            "{name:>8} {}: rcpt {:.2}% code {:.2}% status {:.2}% reason {:.2}% hard {:.2}% (reason by Sisimai's labels {:.2}%)",
             v[0],
             p(v[1]),
             p(v[3]),
             p(v[2]),
             p(v[4]),
-            p(v[5])
+            p(v[5]),
+            p(v[6])
+        );
+        let bp = |x: usize| x * 10_000 / v[0].max(1);
+        println!(
+            "{name:>8} counts: rcpt {} status {} reason {} hard {}; basis points {} / {} / {} / {}",
+            v[1],
+            v[2],
+            v[4],
+            v[5],
+            bp(v[1]),
+            bp(v[2]),
+            bp(v[4]),
+            bp(v[5])
         );
     }
     if args.iter().any(|a| a == "-c") {

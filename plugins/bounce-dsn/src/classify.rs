@@ -1113,6 +1113,39 @@ pub fn find_command_verb(text: &str) -> Option<Command> {
     Some(before.unwrap_or(&first).1)
 }
 
+/// The command a report names under a label of its own ("SMTP command:
+/// RCPT TO", "-------SMTP command\nDATA", "Last command: MAIL FROM"): the
+/// word "command" and, after colons, dashes or white space, an RFC 5321
+/// verb standing alone.
+pub fn find_labelled_command(text: &str) -> Option<Command> {
+    const VERBS: [(&str, Command); 5] = [
+        ("rcpt", Command::Rcpt),
+        ("mail from", Command::Mail),
+        ("data", Command::Data),
+        ("ehlo", Command::Helo),
+        ("helo", Command::Helo),
+    ];
+    let b = text.as_bytes();
+    has_word(b, b"command").find_map(|at| {
+        let mut i = at + "command".len();
+        while b
+            .get(i)
+            .is_some_and(|c| matches!(c, b':' | b'-' | b'=' | b' ' | b'\t' | b'\r' | b'\n'))
+        {
+            i += 1;
+        }
+        if i == at + "command".len() {
+            return None;
+        }
+        VERBS.iter().find_map(|(verb, command)| {
+            let end = i + verb.len();
+            (b.get(i..end)?.eq_ignore_ascii_case(verb.as_bytes())
+                && b.get(end).is_none_or(|c| !c.is_ascii_alphanumeric()))
+            .then_some(*command)
+        })
+    })
+}
+
 /// For the first and the second byte of the command phrases: the bits of
 /// the phrases (their places in the list) with that byte there, in either
 /// case. No phrase has a space in either place.
@@ -1418,6 +1451,17 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
                 (!other).then_some("status-x.1.x-address")
             } else if says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Rcpt) {
                 Some("phase-rcpt+text-userunknown")
+            } else if says(lower, Reason::Userunknown)
+                && f.command.get().is_none()
+                && named != Some(Reason::Filtered)
+                && !says(lower, Reason::Filtered)
+            {
+                // No step named: the words say the mailbox is not there
+                // (RFC 3463 X.1.1, RFC 5321's 550 "mailbox unavailable",
+                // which RCPT TO answers); nothing says a filter read the
+                // message. Sisimai calls this `filtered`; the corpus'
+                // labels follow this rule instead (see its README).
+                Some("text-userunknown+step-unnamed")
             } else if lower.0 & SURE_BIT != 0 && named != Some(Reason::Filtered) {
                 Some("provider-text-address-not-found")
             } else {
@@ -1433,8 +1477,8 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             } else if says(lower, Reason::Filtered) && !before_data(f.command.get()) {
                 Some("text-filtered")
             } else if says(lower, Reason::Userunknown) && !before_data(f.command.get()) {
-                // After DATA (or at an unknown stage) the whole message was
-                // read: "unknown user" there is a content filter's answer.
+                // After DATA the whole message was read: "unknown user"
+                // there is a content filter's answer.
                 Some("phase-after-data+text-userunknown")
             } else {
                 None
@@ -2148,6 +2192,27 @@ mod tests {
     }
 
     #[test]
+    fn unknown_user_at_an_unnamed_step_is_an_unknown_user() {
+        assert_eq!(
+            why("", Some(550), "550 <kim@example.org>: User unknown"),
+            (Reason::Userunknown, "text-userunknown+step-unnamed")
+        );
+        // A filter's own words, or an X.2.x status, keep it filtered.
+        assert_eq!(
+            r(
+                "",
+                Some(550),
+                "550 user unknown: refused due to recipient preferences"
+            ),
+            Reason::Filtered
+        );
+        assert_eq!(
+            r("5.2.0", Some(550), "550 5.2.0 User unknown"),
+            Reason::Filtered
+        );
+    }
+
+    #[test]
     fn hard_only_for_permanent_address_failures() {
         assert!(is_hard(Reason::Userunknown, "5.1.1", Some(550)));
         assert!(!is_hard(Reason::Mailboxfull, "5.2.2", Some(552)));
@@ -2342,6 +2407,17 @@ mod tests {
             Some(Command::Data)
         );
         assert_eq!(find_command_verb("the data was rcpt"), None);
+        // A report's own label for the step.
+        assert_eq!(
+            find_labelled_command("-------SMTP command\nDATA\n"),
+            Some(Command::Data)
+        );
+        assert_eq!(
+            find_labelled_command("Last command: RCPT TO:<a@b>"),
+            Some(Command::Rcpt)
+        );
+        assert_eq!(find_labelled_command("command database"), None);
+        assert_eq!(find_labelled_command("the command died"), None);
         assert_eq!(find_command_verb("DATABASE error"), None);
     }
 

@@ -152,7 +152,12 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let context = || *report_command.get_or_init(|| classify::find_command(&mail.report));
+        let context = || {
+            *report_command.get_or_init(|| {
+                classify::find_command(&mail.report)
+                    .or_else(|| classify::find_labelled_command(&mail.report))
+            })
+        };
         let retry = f.reason.is_none().then(|| f.clone());
         let (mut r, mut why) = found::finish_why(f, &context);
         // Nothing said of this recipient names a cause: the report's own
@@ -560,8 +565,12 @@ Subject: hello\r
         let r = reply(550, "", "550 5.1.1 <a@b.example>... User unknown");
         assert_eq!(r.status, "5.1.1");
         let r = reply(550, "", "Unknown user here");
-        // No status anywhere: Sisimai's pseudo status for the reason.
-        assert_eq!((r.status.as_str(), r.reason), ("5.0.910", Reason::Filtered));
+        // No status anywhere: Sisimai's pseudo status for the reason (an
+        // unknown user at an unnamed step is one, by RFC 3463 X.1.1).
+        assert_eq!(
+            (r.status.as_str(), r.reason),
+            ("5.0.911", Reason::Userunknown)
+        );
     }
 
     #[test]
