@@ -44,14 +44,17 @@ const HELD_OUT_FLOORS: [(Metric, u64); 4] = [
 // moved two rows of these families, which an earlier classifier had been
 // fitted to. A held-out score never decides which rule stays (that would fit
 // the held-out families); these floors catch silent changes, and a lower
-// figure is reported in BENCHMARKS.md, not reverted. Raised in the third
-// session with the labelling convention of the dev floors above (10 held-out
-// rows relabelled by the same mechanical rule; on Sisimai's own labels the
-// held-out reason is 89.29 %).
+// figure is reported in BENCHMARKS.md, not reverted. Third session: the
+// labelling convention of the dev floors above (10 held-out rows relabelled
+// by the same mechanical rule) raised reason to 95.23 %, then two RFC
+// readings where Sisimai decides otherwise (RFC 7505's X.7.27 is the sender
+// refused, not `notaccept`; a refused TCP connection is RFC 3463's X.4.1
+// "no answer from host", not `blocked`) took two rows away: 94.04 %, the
+// floor before the session; status and hard rose.
 const HELD_OUT_RECIPIENT: u64 = 9821;
 const HELD_OUT_STATUS: u64 = 9642;
-const HELD_OUT_REASON: u64 = 9523;
-const HELD_OUT_HARD: u64 = 9761;
+const HELD_OUT_REASON: u64 = 9404;
+const HELD_OUT_HARD: u64 = 9702;
 
 fn plugin() -> Plugin {
     let b = builtin::default_for(Stage::Bounce);
@@ -171,7 +174,7 @@ fn flufl_families_hold_their_floors() {
 const BOUNCED_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
     (Metric::Recipient, 9310),
     (Metric::Status, 7241),
-    (Metric::Reason, 7586),
+    (Metric::Reason, 7931),
     (Metric::Hard, 9310),
 ];
 

@@ -54,6 +54,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "the user's space has been used up",
             "is over quota",
             "over quota",
+            "over its quota",
+            "over their quota",
             "too much mail data",
             "user has exceeded quota",
             "user has too many messages on the server",
@@ -89,6 +91,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "message file too big",
             "message length exceeds administrative limit",
             "message size exceeds",
+            // RFC 1870's reply text, and the wording MTAs document for it.
+            "exceeds fixed maximum message size",
+            "maximum message size",
+            "message size limit",
+            "message is larger than",
+            "exceeds the size limit",
             "message too big",
             "message too large",
             "message is too large",
@@ -286,6 +294,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "this recipient is in my badrecipientto list",
             "this recipient is not in my validrcptto list",
             "unknown local part",
+            // Exim's router: `unknown local-part "x" in domain "y"`.
+            "unknown local-part",
             "unknown mailbox",
             "unknown recipient",
             "unknown user",
@@ -681,6 +691,27 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "invalid header",
             "data format error",
             "lines too long",
+            // RFC 5321 4.5.3.1.6 (line length) and 2.3.8 (bare CR or LF);
+            // RFC 6152 (8-bit data to a 7-bit server); RFC 2045 MIME
+            // structure; RFC 3463 X.6.x media and conversion texts.
+            "line too long",
+            "line length exceeded",
+            "bare lf",
+            "bare linefeed",
+            "bare line feed",
+            "bare <lf>",
+            "bare cr",
+            "8-bit data",
+            "8bit data",
+            "nul character",
+            "null character",
+            "malformed mime",
+            "invalid mime",
+            "mime error",
+            "media not supported",
+            "conversion required",
+            "conversion failed",
+            "conversion with loss",
         ],
     ),
     (
@@ -752,7 +783,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "ip address is blocked",
             "ip blocked",
             "has been blocked",
-            "connection refused",
             "not allowed to send mail from",
             "your ip",
             "ip not in whitelist",
@@ -768,6 +798,18 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "remote host is not responding",
             "could not find a gateway for",
             "delivery attempts will continue to be",
+            // Delay notices (RFC 3464 `delayed`) as Sendmail, Postfix, Exim
+            // and Exchange word them: the message is still queued.
+            "delivery attempts will continue",
+            "will continue to try",
+            "will keep trying",
+            "will be retried",
+            "still undelivered",
+            "not yet been delivered",
+            "delivery has been delayed",
+            "delivery is delayed",
+            "this is a warning message only",
+            "you do not need to resend",
             "delivery time expired",
             "failed to deliver to domain",
             "giving up on",
@@ -913,6 +955,9 @@ pub fn from_status(status: &str) -> Option<Reason> {
     let r = match (subject, detail) {
         ("0", d) if d.len() == 3 && d.starts_with('9') => return pseudo_reason(d),
         ("1", "0" | "1" | "3" | "4") => Reason::Userunknown,
+        // X.1.10: RFC 7505's "recipient address has null MX", but
+        // Exchange Online's "RecipientNotFound" (its NDR reference) far
+        // more often; the words tell them apart ("null MX" is notaccept).
         ("1", "10") => Reason::Userunknown,
         ("1", "2") => Reason::Hostunknown,
         ("1", "6") => Reason::Hasmoved,
@@ -956,7 +1001,9 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("7", "6" | "10" | "30") => Reason::Securityerror,
         ("7", "20" | "21" | "22" | "23" | "24" | "26" | "29" | "509") => Reason::Authfailure,
         ("7", "25") => Reason::Requireptr,
-        ("7", "27") => Reason::Notaccept,
+        // RFC 7505: X.7.27 the sender's domain has a null MX, so the
+        // sender (who could get no reply) is refused.
+        ("7", "27") => Reason::Rejected,
         // Exchange Online: 5.7.57 a client not authenticated to send
         // anonymous mail; 5.7.606-649 "access denied, banned sending IP".
         ("7", "57") => Reason::Securityerror,
@@ -1626,6 +1673,10 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
     // Refused at MAIL FROM, with nothing more specific said: RFC 5321's
     // MAIL command carries only the sender, so the sender was refused.
     if f.command.get() == Some(Command::Mail) && named.is_none_or(status_is_vague) {
+        // RFC 1870 6.1: 552 there refuses the SIZE the client declared.
+        if f.reply_code == Some(552) {
+            return (Reason::Mesgtoobig, "phase-mail-from+reply-552-rfc1870");
+        }
         return (Reason::Rejected, "phase-mail-from");
     }
     match named {
@@ -1701,6 +1752,10 @@ const MISSING_AFTER: &[&str] = &[
     "not recognized",
     "unrecognized",
     "not listed",
+    "could not be found",
+    "cannot be found",
+    "no longer valid",
+    "no longer in use",
 ];
 
 /// Words that say it before the mailbox word.
@@ -1745,6 +1800,9 @@ fn from_reply_code(code: Option<u16>, command: Option<Command>) -> Option<Reason
         // 552 at RCPT or after DATA without words: exceeded storage
         // allocation (RFC 5321 4.2.2).
         552 if command != Some(Command::Mail) => Reason::Mailboxfull,
+        // 552 to MAIL FROM: the SIZE declared exceeds the server's fixed
+        // maximum (RFC 1870 6.1).
+        552 => Reason::Mesgtoobig,
         // 521 and 556: the host or domain does not accept mail (RFC 7504).
         521 | 556 => Reason::Notaccept,
         // 551: user not local, a forward path is named.
@@ -2508,6 +2566,75 @@ mod tests {
             (
                 "550 5.7.1 requires all senders to authenticate with either SPF or DKIM",
                 Reason::Authfailure,
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(r("", None, text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn rfc_1870_3463_5321_6152_and_7505_meanings() {
+        // RFC 1870: 552 to MAIL FROM is the declared SIZE refused.
+        assert_eq!(
+            r(
+                "",
+                Some(552),
+                "552 too much (in reply to MAIL FROM command)"
+            ),
+            Reason::Mesgtoobig
+        );
+        // RFC 7505: the sender's domain has a null MX.
+        assert_eq!(
+            r("5.7.27", Some(550), "550 5.7.27 Sender address has null MX"),
+            Reason::Rejected
+        );
+        // X.1.10: a null MX when the words say so, else a missing mailbox.
+        assert_eq!(
+            r(
+                "5.1.10",
+                Some(556),
+                "556 5.1.10 Recipient address has null MX"
+            ),
+            Reason::Notaccept
+        );
+        assert_eq!(
+            r(
+                "5.1.10",
+                Some(550),
+                "550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup"
+            ),
+            Reason::Userunknown
+        );
+        // A refused TCP connection is no answer from the host (X.4.1),
+        // not a block list.
+        assert_eq!(
+            r(
+                "4.4.1",
+                None,
+                "connect to mx.example.org[192.0.2.1]:25: Connection refused"
+            ),
+            Reason::Expired
+        );
+        let cases: &[(&str, Reason)] = &[
+            (
+                "550 5.6.0 Line too long (see RFC 5321 4.5.3.1.6)",
+                Reason::Contenterror,
+            ),
+            ("554 5.6.0 Message contains bare LF", Reason::Contenterror),
+            ("554 5.6.1 8-bit data not accepted", Reason::Contenterror),
+            (
+                "552 5.3.4 Message size exceeds fixed maximum message size",
+                Reason::Mesgtoobig,
+            ),
+            (
+                "Delivery attempts will continue for 4 days",
+                Reason::Expired,
+            ),
+            ("THIS IS A WARNING MESSAGE ONLY", Reason::Expired),
+            (
+                "550 unknown local-part \"kim\" in domain \"example.org\"",
+                Reason::Userunknown,
             ),
         ];
         for (text, want) in cases {
