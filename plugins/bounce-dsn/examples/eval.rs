@@ -119,7 +119,7 @@ fn main() {
     // label where the corpus' convention differs] for dev and held-out.
     let mut tally = [[0usize; 7]; 2];
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
-    // `-c`: expected -> given reason counts per split (counts only: the
+    // `-c`: expected -> given reason (and status) counts per split (counts only: the
     // held-out rows themselves are never listed).
     let mut confusion: [std::collections::BTreeMap<(String, String), usize>; 2] =
         Default::default();
@@ -173,6 +173,11 @@ fn main() {
         if !ok_r {
             *confusion[usize::from(held)]
                 .entry((get("reason"), reason.clone()))
+                .or_default() += 1;
+        }
+        if !ok_s {
+            *confusion[usize::from(held)]
+                .entry((format!("status {}", get("status")), g.status.clone()))
                 .or_default() += 1;
         }
         st += usize::from(ok_s);

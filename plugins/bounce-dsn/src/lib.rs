@@ -144,13 +144,18 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
     // Read at most once per e-mail, and only when a diagnostic does not
     // name the command itself: the report can be long.
     let report_command = std::cell::OnceCell::new();
-    for f in found {
+    let delay_notice = std::cell::OnceCell::new();
+    for mut f in found {
         if f.recipient.trim().is_empty()
             || results
                 .iter()
                 .any(|r| addr::same(&r.recipient, f.recipient.trim()))
         {
             continue;
+        }
+        // A plain-text delay notice is what RFC 3464 calls `delayed`.
+        if f.action.is_empty() && *delay_notice.get_or_init(|| mail.is_delay_notice()) {
+            f.action = "delayed".into();
         }
         let context = || {
             *report_command.get_or_init(|| {
@@ -590,6 +595,17 @@ Subject: hello\r
             (Reason::Filtered, Reason::Userunknown)
         );
         assert!(!after.hard && before.hard);
+    }
+
+    #[test]
+    fn a_plain_text_delay_notice_is_temporary() {
+        let m = "From: MAILER-DAEMON@mx.example.com\nSubject: Warning: could not send message for past 4 hours\n\n    **********************************************\n    **      THIS IS A WARNING MESSAGE ONLY      **\n    **  YOU DO NOT NEED TO RESEND YOUR MESSAGE  **\n    **********************************************\n\nThe original message was received at Mon, 1 Jan 2001 00:00:00\n\n   ----- The following addresses had transient non-fatal errors -----\n<kim@example.org>\n\n   ----- Transcript of session follows -----\nkim@example.org... Deferred: Connection timed out with mx.example.org.\nWarning: message still undelivered after 4 hours\nWill keep trying until message is 5 days old\n";
+        let r = first(m);
+        assert_eq!(
+            (r.reason, r.status.as_str(), r.action.as_str()),
+            (Reason::Expired, "4.0.947", "delayed"),
+            "{r:?}"
+        );
     }
 
     #[test]
