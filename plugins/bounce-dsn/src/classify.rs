@@ -144,6 +144,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "has been suspended",
             "temporarily disabled",
             "recipient address is disabled",
+            "mailbox is disabled",
+            "mailbox has been disabled",
+            "account inactive",
+            "deactivated",
+            "account is expired",
+            "account has expired",
         ],
     ),
     (Reason::Hasmoved, &[" has been replaced by "]),
@@ -483,6 +489,7 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "destination email system is unknown or invalid",
             "illegal host/domain name",
             "couldn't find any host named",
+            "host not found",
         ],
     ),
     (
@@ -672,6 +679,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "certificate verification failed",
             "certificate verify failed",
             "no shared cipher",
+            // RFC 3207's 454 reply.
+            "tls not available",
         ],
     ),
     (
@@ -826,6 +835,11 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "delivery expired",
             "retry timeout exceeded",
             "connection timed out",
+            // Refused at the TCP level: no MTA bounces that at once (RFC
+            // 5321 4.5.4.1 retries it until the give-up time), so a
+            // report of it is the queue's lifetime ended, as for a
+            // connection that timed out (RFC 3463 X.4.1 "no answer").
+            "connection refused",
             "timed out",
             "time out",
             "timeout",
@@ -1496,6 +1510,11 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
                 .iter()
                 .any(|r| says(lower, *r));
                 (!other).then_some("status-x.1.x-address")
+            } else if named == Some(Reason::Hostunknown) || says(lower, Reason::Hostunknown) {
+                // The domain is not there (RFC 3463 X.1.2, "domain not
+                // found"): no mailbox of it can be, whatever else is said
+                // ("Recipient address rejected: Domain not found").
+                None
             } else if says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Rcpt) {
                 Some("phase-rcpt+text-userunknown")
             } else if says(lower, Reason::Userunknown)
@@ -1523,7 +1542,7 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
                     .then_some("status-x.2.0/1+text")
             } else if says(lower, Reason::Filtered) && !before_data(f.command.get()) {
                 Some("text-filtered")
-            } else if says(lower, Reason::Userunknown) && !before_data(f.command.get()) {
+            } else if says(lower, Reason::Userunknown) && f.command.get() == Some(Command::Data) {
                 // After DATA the whole message was read: "unknown user"
                 // there is a content filter's answer.
                 Some("phase-after-data+text-userunknown")
@@ -1543,7 +1562,10 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             if named == Some(Reason::Hostunknown) {
                 (!says(lower, Reason::Networkerror)).then_some("status-hostunknown")
             } else {
-                says(lower, Reason::Hostunknown).then_some("text-hostunknown")
+                // "Host not found, try again" is a DNS lookup that failed
+                // for now (a network error), not a host that is not there.
+                (says(lower, Reason::Hostunknown) && !says(lower, Reason::Networkerror))
+                    .then_some("text-hostunknown")
             }
         }
         // Rejected names the envelope sender (MAIL FROM). Refused at the
@@ -2616,7 +2638,30 @@ mod tests {
             ),
             Reason::Expired
         );
+        // A domain that is not there beats the recipient words (X.1.2).
+        assert_eq!(
+            r(
+                "4.1.2",
+                Some(450),
+                "450 4.1.2 <a@b.example>: Recipient address rejected: Domain not found"
+            ),
+            Reason::Hostunknown
+        );
+        assert_eq!(
+            r("", None, "Host not found, try again"),
+            Reason::Networkerror
+        );
         let cases: &[(&str, Reason)] = &[
+            ("a@b.example (host not found)", Reason::Hostunknown),
+            ("This mailbox is disabled (554.30)", Reason::Suspend),
+            (
+                "454 4.7.0 TLS not available due to temporary reason",
+                Reason::Securityerror,
+            ),
+            (
+                "Deferred: Connection refused by mx.example.org",
+                Reason::Expired,
+            ),
             (
                 "550 5.6.0 Line too long (see RFC 5321 4.5.3.1.6)",
                 Reason::Contenterror,
