@@ -721,6 +721,16 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "conversion required",
             "conversion failed",
             "conversion with loss",
+            // RFC 5322 structure: the header or the message is not well
+            // formed (Gmail's 5.6.0 "Mail message is malformed").
+            "message is malformed",
+            "malformed message",
+            "malformed header",
+            "bad header",
+            "missing header",
+            "missing required header",
+            "improperly formatted",
+            "not properly formatted",
         ],
     ),
     (
@@ -1686,6 +1696,9 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
     {
         return (Reason::Userunknown, "text-mailbox-word+missing-word");
     }
+    if named.is_none_or(status_is_vague) && names_an_oversized_message(f.diagnostic) {
+        return (Reason::Mesgtoobig, "text-message-size-word+limit-word");
+    }
     if f.action.starts_with("delayed") || f.action.starts_with("expired") {
         return (Reason::Expired, "dsn-action-delayed");
     }
@@ -1810,6 +1823,32 @@ fn names_a_missing_mailbox(text: &str) -> bool {
                 || MISSING_BEFORE.iter().any(|w| before.contains(w))
         })
     })
+}
+
+/// A sentence that says the message's size is over a limit ("the message
+/// size of 12 MB exceeds the limit", "message is over the size limit"),
+/// when no phrase list knew it: the words "message" and "size" in one
+/// sentence with a word of excess, and no mailbox word (a mailbox's size
+/// is a full mailbox, decided before).
+fn names_an_oversized_message(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower
+        .split(['.', ';', '\n'])
+        .filter(|s| s.contains("size") && s.contains("message"))
+        .any(|s| {
+            !s.contains("mailbox")
+                && !s.contains("quota")
+                && [
+                    "exceed",
+                    "too large",
+                    "too big",
+                    "over the",
+                    "limit",
+                    "larger than",
+                ]
+                .iter()
+                .any(|w| s.contains(w))
+        })
 }
 
 /// What an RFC 5321 reply code alone says, when no status, phrase or
@@ -2654,6 +2693,14 @@ mod tests {
         let cases: &[(&str, Reason)] = &[
             ("a@b.example (host not found)", Reason::Hostunknown),
             ("This mailbox is disabled (554.30)", Reason::Suspend),
+            (
+                "554 5.6.0 Mail message is malformed. Not accepted.",
+                Reason::Contenterror,
+            ),
+            (
+                "550 The message size of 12345 bytes exceeds the limit of 10000",
+                Reason::Mesgtoobig,
+            ),
             (
                 "454 4.7.0 TLS not available due to temporary reason",
                 Reason::Securityerror,
