@@ -154,6 +154,53 @@ fn main() {
         let f = fam.entry(family.clone()).or_default();
         f[0] += 1;
         let Some(g) = got else {
+            *confusion[usize::from(held)]
+                .entry((
+                    "recipient".into(),
+                    format!(
+                        "not found ({} other results{})",
+                        out.results.len(),
+                        out.results.first().map_or(String::new(), |r| {
+                            let g = r.recipient.to_ascii_lowercase();
+                            let (wl, wd) = want.split_once('@').unwrap_or((&want, ""));
+                            let (gl, gd) = g.split_once('@').unwrap_or((&g, ""));
+                            format!(
+                                "; first: {}{}{}{}",
+                                if gl == wl {
+                                    "same local part"
+                                } else {
+                                    "other local part"
+                                },
+                                if gd == wd {
+                                    ", same domain"
+                                } else {
+                                    ", other domain"
+                                },
+                                match g.find(&want) {
+                                    Some(at) => {
+                                        let extra =
+                                            format!("{}{}", &g[..at], &g[at + want.len()..]);
+                                        if extra.chars().all(|c| !c.is_alphanumeric()) {
+                                            format!(", contains the wanted and {extra:?}")
+                                        } else {
+                                            format!(
+                                                ", contains the wanted and {} more characters",
+                                                extra.len()
+                                            )
+                                        }
+                                    }
+                                    None => String::new(),
+                                },
+                                if want.contains(&g) {
+                                    ", inside the wanted"
+                                } else {
+                                    ""
+                                },
+                            )
+                        })
+                    ),
+                ))
+                .or_default() += 1;
             if verbose && !held {
                 let got: Vec<_> = out.results.iter().map(|r| &r.recipient).collect();
                 println!("MISS {family} {file}#{msg} want {want} got {got:?}");
