@@ -6,6 +6,13 @@
 //! order so that the most specific class wins; then the status code; then
 //! the DSN action. A bounce without any status gets Sisimai's pseudo status
 //! `X.0.9NN` for its reason, so statuses compare with the reference.
+//!
+//! Where an RFC decides otherwise than Sisimai, the RFC wins: an unknown
+//! mailbox at an unnamed SMTP step is `userunknown` (RFC 3463 X.1.1), not
+//! `filtered` (the corpus' labels follow this, `tests/data/bounces/README.md`);
+//! RFC 7505's X.7.27 is the sender refused; a refused TCP connection is no
+//! answer from the host (X.4.1), not a block list (these two are scored
+//! against Sisimai's labels as they are).
 
 use crate::phrase;
 use sluice_sdk::bounce::Reason;
