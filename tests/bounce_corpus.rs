@@ -20,12 +20,16 @@ use std::time::Duration;
 /// Agreement floors in basis points (1/100 %) over the labelled rows of the
 /// dev families (until issue 19 these were over all rows, held-out ones
 /// included: 99.00 / 98.01 / 97.02 / 98.41 %, the dev rows then scoring
-/// what they score now).
+/// what they score now). Issue 19's third session relabelled an unknown
+/// mailbox at an unnamed SMTP step `userunknown` (RFC 3463 X.1.1; Sisimai
+/// says `filtered`), on dev and held-out rows alike, by the mechanical rule
+/// of `tools/relabel_unnamed_step.py`, and the parser follows the RFC: on
+/// Sisimai's own labels the dev reason is 92.58 % (see BENCHMARKS.md).
 const FLOORS: [(Metric, u64); 4] = [
     (Metric::Recipient, 9940),
     (Metric::Status, 9881),
-    (Metric::Reason, 9792),
-    (Metric::Hard, 9881),
+    (Metric::Reason, 9821),
+    (Metric::Hard, 9910),
 ];
 
 /// Floors on the held-out families alone, in basis points.
@@ -40,11 +44,17 @@ const HELD_OUT_FLOORS: [(Metric, u64); 4] = [
 // moved two rows of these families, which an earlier classifier had been
 // fitted to. A held-out score never decides which rule stays (that would fit
 // the held-out families); these floors catch silent changes, and a lower
-// figure is reported in BENCHMARKS.md, not reverted.
+// figure is reported in BENCHMARKS.md, not reverted. Third session: the
+// labelling convention of the dev floors above (10 held-out rows relabelled
+// by the same mechanical rule) raised reason to 95.23 %, then two RFC
+// readings where Sisimai decides otherwise (RFC 7505's X.7.27 is the sender
+// refused, not `notaccept`; a refused TCP connection is RFC 3463's X.4.1
+// "no answer from host", not `blocked`) took two rows away: 94.04 %, the
+// floor before the session; status and hard rose.
 const HELD_OUT_RECIPIENT: u64 = 9821;
-const HELD_OUT_STATUS: u64 = 9583;
+const HELD_OUT_STATUS: u64 = 9642;
 const HELD_OUT_REASON: u64 = 9404;
-const HELD_OUT_HARD: u64 = 9642;
+const HELD_OUT_HARD: u64 = 9702;
 
 fn plugin() -> Plugin {
     let b = builtin::default_for(Stage::Bounce);
@@ -135,9 +145,9 @@ fn held_out_families_hold_their_floors() {
 /// all held out but Postfix, in basis points.
 const FLUFL_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
     (Metric::Recipient, 8750),
-    (Metric::Status, 8125),
-    (Metric::Reason, 7812),
-    (Metric::Hard, 8125),
+    (Metric::Status, 8437),
+    (Metric::Reason, 8437),
+    (Metric::Hard, 8437),
 ];
 
 #[test]
@@ -163,9 +173,9 @@ fn flufl_families_hold_their_floors() {
 /// written: Postfix and Exchange 2007+ are dev, the rest held out.
 const BOUNCED_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
     (Metric::Recipient, 9310),
-    (Metric::Status, 6896),
-    (Metric::Reason, 6896),
-    (Metric::Hard, 8620),
+    (Metric::Status, 8275),
+    (Metric::Reason, 7931),
+    (Metric::Hard, 9310),
 ];
 
 #[test]

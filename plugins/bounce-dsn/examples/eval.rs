@@ -1,7 +1,7 @@
 //! Native scoring against a labelled manifest, for fast iteration: the same
 //! rows and comparisons as `sluice bounce eval` (whose Wasm figures are the
 //! ones that count). `cargo run --release -p bounce-dsn --example eval --
-//! tests/data/bounces/dev-manifest.jsonl [-v] [-r] [-f] [-t N] [-d FILE]`.
+//! tests/data/bounces/dev-manifest.jsonl [-v] [-r] [-f] [-c] [-t N] [-d FILE]`.
 //!
 //! Families marked `heldout` in the `families.jsonl` beside the manifest
 //! are scored but never listed by `-v`: no rule is written from them.
@@ -115,8 +115,14 @@ fn main() {
             .filter_map(|l| field(l, "family"))
             .collect();
     // [rows, rcpt, status, code, reason, hard] for dev and held-out.
-    let mut tally = [[0usize; 6]; 2];
+    // [rows, rcpt, status, code, reason, hard, reason by Sisimai's own
+    // label where the corpus' convention differs] for dev and held-out.
+    let mut tally = [[0usize; 7]; 2];
     let mut fam: std::collections::BTreeMap<String, [usize; 5]> = Default::default();
+    // `-c`: expected -> given reason (and status) counts per split (counts only: the
+    // held-out rows themselves are never listed).
+    let mut confusion: [std::collections::BTreeMap<(String, String), usize>; 2] =
+        Default::default();
     for line in std::fs::read_to_string(path).unwrap().lines() {
         let get = |k: &str| field(line, k).unwrap_or_default();
         let file = get("file");
@@ -148,6 +154,53 @@ fn main() {
         let f = fam.entry(family.clone()).or_default();
         f[0] += 1;
         let Some(g) = got else {
+            *confusion[usize::from(held)]
+                .entry((
+                    "recipient".into(),
+                    format!(
+                        "not found ({} other results{})",
+                        out.results.len(),
+                        out.results.first().map_or(String::new(), |r| {
+                            let g = r.recipient.to_ascii_lowercase();
+                            let (wl, wd) = want.split_once('@').unwrap_or((&want, ""));
+                            let (gl, gd) = g.split_once('@').unwrap_or((&g, ""));
+                            format!(
+                                "; first: {}{}{}{}",
+                                if gl == wl {
+                                    "same local part"
+                                } else {
+                                    "other local part"
+                                },
+                                if gd == wd {
+                                    ", same domain"
+                                } else {
+                                    ", other domain"
+                                },
+                                match g.find(&want) {
+                                    Some(at) => {
+                                        let extra =
+                                            format!("{}{}", &g[..at], &g[at + want.len()..]);
+                                        if extra.chars().all(|c| !c.is_alphanumeric()) {
+                                            format!(", contains the wanted and {extra:?}")
+                                        } else {
+                                            format!(
+                                                ", contains the wanted and {} more characters",
+                                                extra.len()
+                                            )
+                                        }
+                                    }
+                                    None => String::new(),
+                                },
+                                if want.contains(&g) {
+                                    ", inside the wanted"
+                                } else {
+                                    ""
+                                },
+                            )
+                        })
+                    ),
+                ))
+                .or_default() += 1;
             if verbose && !held {
                 let got: Vec<_> = out.results.iter().map(|r| &r.recipient).collect();
                 println!("MISS {family} {file}#{msg} want {want} got {got:?}");
@@ -164,6 +217,16 @@ fn main() {
         let ok_c = g.reply_code.map(|c| c.to_string()).unwrap_or_default() == get("replycode");
         let ok_r = reason == get("reason");
         let ok_h = g.hard.to_string() == get("hardbounce");
+        if !ok_r {
+            *confusion[usize::from(held)]
+                .entry((get("reason"), reason.clone()))
+                .or_default() += 1;
+        }
+        if !ok_s {
+            *confusion[usize::from(held)]
+                .entry((format!("status {}", get("status")), g.status.clone()))
+                .or_default() += 1;
+        }
         st += usize::from(ok_s);
         code += usize::from(ok_c);
         re += usize::from(ok_r);
@@ -175,6 +238,8 @@ fn main() {
         sp[3] += usize::from(ok_c);
         sp[4] += usize::from(ok_r);
         sp[5] += usize::from(ok_h);
+        let sisimai = field(line, "sisimai_reason").unwrap_or_else(|| get("reason"));
+        sp[6] += usize::from(reason == sisimai);
         // `-r`: the rule that decided each dev row's reason, and whether
         // it agreed (to see which rules the dev families exercise).
         if args.iter().any(|a| a == "-r") && !held {
@@ -257,14 +322,36 @@ fn main() {
     for (name, v) in [("dev", tally[0]), ("held-out", tally[1])] {
         let p = |x: usize| x as f64 * 100.0 / v[0].max(1) as f64;
         println!(
-            "{name:>8} {}: rcpt {:.2}% code {:.2}% status {:.2}% reason {:.2}% hard {:.2}%",
+            "{name:>8} {}: rcpt {:.2}% code {:.2}% status {:.2}% reason {:.2}% hard {:.2}% (reason by Sisimai's labels {:.2}%)",
             v[0],
             p(v[1]),
             p(v[3]),
             p(v[2]),
             p(v[4]),
-            p(v[5])
+            p(v[5]),
+            p(v[6])
         );
+        let bp = |x: usize| x * 10_000 / v[0].max(1);
+        println!(
+            "{name:>8} counts: rcpt {} status {} reason {} hard {}; basis points {} / {} / {} / {}",
+            v[1],
+            v[2],
+            v[4],
+            v[5],
+            bp(v[1]),
+            bp(v[2]),
+            bp(v[4]),
+            bp(v[5])
+        );
+    }
+    if args.iter().any(|a| a == "-c") {
+        for (name, c) in ["dev", "held-out"].iter().zip(&confusion) {
+            let mut pairs: Vec<_> = c.iter().collect();
+            pairs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            for ((want, got), k) in pairs {
+                println!("CONFUSION {name} {want} -> {got}: {k}");
+            }
+        }
     }
     if args.iter().any(|a| a == "-f") {
         for (k, v) in fam {

@@ -249,10 +249,12 @@ const DOMINO: Table = &[
     ),
 ];
 
-/// Amazon SES receiving (Sisimai's `Lhost::ReceivingSES`): SES says
-/// "Mailbox does not exist" for what its filters refused.
+/// Amazon SES receiving (Sisimai's `Lhost::ReceivingSES`): the replies of
+/// its bounce action's templates (AWS SES developer guide, "Bounce
+/// action"). "550 5.1.1 Mailbox does not exist" says what RFC 3463's
+/// X.1.1 says, whoever chose to send it (Sisimai calls it `filtered`).
 const RECEIVING_SES: Table = &[
-    ("Mailbox does not exist", Reason::Filtered),
+    ("Mailbox does not exist", Reason::Userunknown),
     ("Message Filtered", Reason::Filtered),
     ("Message too large", Reason::Mesgtoobig),
     ("Mailbox full", Reason::Mailboxfull),
@@ -539,7 +541,11 @@ mod tests {
         assert_eq!(r[0].reason, Reason::Userunknown, "{r:?}");
         let ses = "From: MAILER-DAEMON@amazonses.com\nSubject: Delivery Status Notification (Failure)\nX-SES-Outgoing: 2016.01.01-1.1.1.1\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nThis message could not be delivered.\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; a.example\n\nFinal-Recipient: rfc822; u@example.org\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 Mailbox does not exist\n--b--\n";
         let r = parse(ses);
-        assert_eq!((r[0].reason, r[0].hard), (Reason::Filtered, false), "{r:?}");
+        assert_eq!(
+            (r[0].reason, r[0].hard),
+            (Reason::Userunknown, true),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -560,9 +566,9 @@ mod tests {
             (Reason::Userunknown, true),
             "{r:?}"
         );
-        // Without Yahoo's header the stage is unknown: a filter's answer.
+        // Without Yahoo's header the stage is unknown: the words decide.
         let r = parse(&m.replace("X-YMailISG: abc\n", ""));
-        assert_eq!(r[0].reason, Reason::Filtered, "{r:?}");
+        assert_eq!(r[0].reason, Reason::Userunknown, "{r:?}");
     }
 
     #[test]

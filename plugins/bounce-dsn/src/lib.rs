@@ -144,7 +144,8 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
     // Read at most once per e-mail, and only when a diagnostic does not
     // name the command itself: the report can be long.
     let report_command = std::cell::OnceCell::new();
-    for f in found {
+    let delay_notice = std::cell::OnceCell::new();
+    for mut f in found {
         if f.recipient.trim().is_empty()
             || results
                 .iter()
@@ -152,7 +153,16 @@ fn parse_email(bytes: &[u8]) -> BounceOutput {
         {
             continue;
         }
-        let context = || *report_command.get_or_init(|| classify::find_command(&mail.report));
+        // A plain-text delay notice is what RFC 3464 calls `delayed`.
+        if f.action.is_empty() && *delay_notice.get_or_init(|| mail.is_delay_notice()) {
+            f.action = "delayed".into();
+        }
+        let context = || {
+            *report_command.get_or_init(|| {
+                classify::find_command(&mail.report)
+                    .or_else(|| classify::find_labelled_command(&mail.report))
+            })
+        };
         let retry = f.reason.is_none().then(|| f.clone());
         let (mut r, mut why) = found::finish_why(f, &context);
         // Nothing said of this recipient names a cause: the report's own
@@ -560,8 +570,12 @@ Subject: hello\r
         let r = reply(550, "", "550 5.1.1 <a@b.example>... User unknown");
         assert_eq!(r.status, "5.1.1");
         let r = reply(550, "", "Unknown user here");
-        // No status anywhere: Sisimai's pseudo status for the reason.
-        assert_eq!((r.status.as_str(), r.reason), ("5.0.910", Reason::Filtered));
+        // No status anywhere: Sisimai's pseudo status for the reason (an
+        // unknown user at an unnamed step is one, by RFC 3463 X.1.1).
+        assert_eq!(
+            (r.status.as_str(), r.reason),
+            ("5.0.911", Reason::Userunknown)
+        );
     }
 
     #[test]
@@ -581,6 +595,17 @@ Subject: hello\r
             (Reason::Filtered, Reason::Userunknown)
         );
         assert!(!after.hard && before.hard);
+    }
+
+    #[test]
+    fn a_plain_text_delay_notice_is_temporary() {
+        let m = "From: MAILER-DAEMON@mx.example.com\nSubject: Warning: could not send message for past 4 hours\n\n    **********************************************\n    **      THIS IS A WARNING MESSAGE ONLY      **\n    **  YOU DO NOT NEED TO RESEND YOUR MESSAGE  **\n    **********************************************\n\nThe original message was received at Mon, 1 Jan 2001 00:00:00\n\n   ----- The following addresses had transient non-fatal errors -----\n<kim@example.org>\n\n   ----- Transcript of session follows -----\nkim@example.org... Deferred: Connection timed out with mx.example.org.\nWarning: message still undelivered after 4 hours\nWill keep trying until message is 5 days old\n";
+        let r = first(m);
+        assert_eq!(
+            (r.reason, r.status.as_str(), r.action.as_str()),
+            (Reason::Expired, "4.0.947", "delayed"),
+            "{r:?}"
+        );
     }
 
     #[test]

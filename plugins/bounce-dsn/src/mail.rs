@@ -284,6 +284,40 @@ impl<'a> Mail<'a> {
         self.top.header(name)
     }
 
+    /// Whether the report is a delay notice (the message is still queued
+    /// and will be tried again), said in the words MTAs document for it:
+    /// the subjects of Exchange's and Gmail's "(Delay)" DSNs, Postfix's
+    /// "Delayed Mail (still being retried)", Sendmail's "Warning: could not
+    /// send message for past ..." and Exim's "Warning: message ... delayed",
+    /// or the report's "THIS IS A WARNING MESSAGE ONLY" and "will keep
+    /// trying". RFC 3464 calls this action `delayed`.
+    pub fn is_delay_notice(&self) -> bool {
+        let subject = self.subject.to_ascii_lowercase();
+        let subject = subject.trim();
+        if subject.contains("(delay)")
+            || subject.contains("delayed mail")
+            || subject.contains("still being retried")
+            || subject.starts_with("delivery delayed")
+            || subject.starts_with("delayed:")
+            || (subject.starts_with("warning:")
+                && (subject.contains("delayed")
+                    || subject.contains("could not send message for past")))
+        {
+            return true;
+        }
+        let report = self.report.to_ascii_lowercase();
+        [
+            "this is a warning message only",
+            "you do not need to resend",
+            "will keep trying",
+            "will continue to try",
+            "delivery attempts will continue",
+            "still being retried",
+        ]
+        .iter()
+        .any(|p| report.contains(p))
+    }
+
     /// The first part whose type is one of `types`.
     pub fn part(&self, types: &[&str]) -> Option<&Part<'a>> {
         fn find<'p, 'a>(p: &'p Part<'a>, types: &[&str]) -> Option<&'p Part<'a>> {
