@@ -6,6 +6,7 @@
 #   tests/bench/pipeline.sh [-n MESSAGES] [-c CONCURRENCY] [-z "1024 20480"] [-s sqlite|postgres]
 #                           [--accounts N] [--no-postfix]
 #   SLUICE_BIN=/path/to/sluice tests/bench/pipeline.sh ...   (a binary built elsewhere)
+#   OUT=/tmp/dir SINK_PORT=p HTTP_PORT=q tests/bench/pipeline.sh ...   (beside another run)
 #
 # --accounts N: live billing on both ledgers. The tenant resells: it gets N accounts,
 # recipient rcpt<i>@example.org (as `sluice bench push` sends) being a login of account
@@ -34,7 +35,8 @@ if [ "$ACCOUNTS" -gt 0 ] && [ $(( (N + ACCOUNTS - 1) / ACCOUNTS )) -gt 1000 ]; t
 fi
 OUT=${OUT:-/tmp/sluice-bench}
 rm -rf "$OUT"; mkdir -p "$OUT"
-SINK_PORT=30450; HTTP_PORT=30451
+# Ports and OUT may be moved when another run shares the machine.
+SINK_PORT=${SINK_PORT:-30450}; HTTP_PORT=${HTTP_PORT:-30451}
 export STATE_DIR=$OUT
 pids=()
 cleanup() {

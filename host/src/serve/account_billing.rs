@@ -18,9 +18,7 @@
 use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
-use crate::bill_logs::{Logins, Matcher};
 use crate::billing::{self, TariffRules};
-use crate::maillog::hash::FxHashMap;
 use crate::runtime::PluginError;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
 use crate::store::{AccountBatch, AccountCharge, AccountUsage, BalanceMode, Lease, StoreError};
@@ -136,23 +134,6 @@ fn key_of(u: &AccountUsage) -> String {
     format!("{}/{}/{}", u.message_id, u.recipient_idx, u.outcome)
 }
 
-/// The tenant's logins as the offline biller's matcher reads them.
-fn matcher(logins: Vec<(String, String)>) -> Matcher {
-    let mut accounts: Vec<String> = logins.iter().map(|(_, a)| a.clone()).collect();
-    accounts.sort();
-    accounts.dedup();
-    let mut by_login = FxHashMap::default();
-    for (login, account) in logins {
-        if let Ok(i) = accounts.binary_search(&account) {
-            by_login.insert(login, i);
-        }
-    }
-    Matcher::new(Logins {
-        tenants: accounts,
-        by_login,
-    })
-}
-
 /// Rates one claimed batch and writes it; the number of account charges inserted.
 async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<usize, String> {
     let AccountBatch {
@@ -163,12 +144,11 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<usize, Strin
     } = batch;
     let through = events.last().map_or(after_seq, |e| e.seq);
     let store = &server.store;
-    let mut m = matcher(
-        store
-            .account_logins(&tenant_id)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
+    // The rules dispatch reads (cached briefly, dropped on a change through the API):
+    // reading every login of the tenant again for each batch cost more than the rating.
+    let accounts = account_rules(server, &tenant_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let tariff = store
         .get_account_tariff(&tenant_id)
         .await
@@ -180,13 +160,11 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<usize, Strin
         let named = e
             .account
             .as_ref()
-            .filter(|a| m.tenants().contains(a))
-            .cloned();
+            .and_then(|a| accounts.accounts.iter().position(|(id, _)| id == a));
         let sender = e.sender.as_deref().unwrap_or("");
-        let account = named.or_else(|| {
-            m.classify(sender, &e.recipient)
-                .map(|(i, _)| m.tenants()[i].clone())
-        });
+        let account = named
+            .or_else(|| accounts.of(sender, &e.recipient))
+            .map(|i| accounts.accounts[i].0.clone());
         if let Some(account) = account {
             groups
                 .entry((account, billing::period_of(e.at_ms)))
@@ -302,33 +280,52 @@ impl AccountRules {
     }
 }
 
-/// Each tenant's [`AccountRules`], cached for [`ACCOUNTS_TTL`].
+/// Each tenant's [`AccountRules`], cached for [`ACCOUNTS_TTL`], read from the store by
+/// one caller at a time (single flight). Dispatch asks for every group, hundreds at once
+/// under load; when the rules expired, each of them read every account and login of the
+/// tenant again (20,000 logins in the benchmark) until one of the reads landed. Now one
+/// reads; the others keep using the expired rules meanwhile (a read's time older than
+/// the TTL at most), or wait for that read when there are none (first use, or after
+/// [`AccountsCache::forget`]).
 #[derive(Default)]
 pub struct AccountsCache {
-    by_tenant: Mutex<HashMap<String, (Arc<AccountRules>, Instant)>>,
+    by_tenant: Mutex<HashMap<String, Slot>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// The rules and when they were read.
+    rules: Option<(Arc<AccountRules>, Instant)>,
+    /// Bumped by `forget`: a read begun before it answers its caller but is not kept.
+    generation: u64,
+    /// Held by the one read in progress.
+    read: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AccountsCache {
     /// Forgets a tenant's accounts (after a change through the API on this host).
     pub fn forget(&self, tenant_id: &str) {
-        self.by_tenant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(tenant_id);
+        if let Some(slot) = self.slots().get_mut(tenant_id) {
+            slot.rules = None;
+            slot.generation += 1;
+        }
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.by_tenant.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tenant's rules if read less than [`ACCOUNTS_TTL`] ago.
+    fn fresh(&self, tenant_id: &str) -> Option<Arc<AccountRules>> {
+        match self.slots().get(tenant_id)?.rules.as_ref()? {
+            (rules, at) if at.elapsed() < ACCOUNTS_TTL => Some(rules.clone()),
+            _ => None,
+        }
     }
 }
 
-async fn account_rules(server: &Server, tenant_id: &str) -> Result<Arc<AccountRules>, StoreError> {
-    let cache = &server.accounts;
-    if let Some((rules, at)) = cache
-        .by_tenant
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(tenant_id)
-        && at.elapsed() < ACCOUNTS_TTL
-    {
-        return Ok(rules.clone());
-    }
+/// A tenant's accounts as the store has them now.
+async fn read_rules(server: &Server, tenant_id: &str) -> Result<AccountRules, StoreError> {
     let mut rules = AccountRules::default();
     for (i, a) in server
         .store
@@ -342,12 +339,39 @@ async fn account_rules(server: &Server, tenant_id: &str) -> Result<Arc<AccountRu
         }
         rules.accounts.push((a.id, a.mode));
     }
-    let rules = Arc::new(rules);
-    cache
-        .by_tenant
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(tenant_id.to_owned(), (rules.clone(), Instant::now()));
+    Ok(rules)
+}
+
+async fn account_rules(server: &Server, tenant_id: &str) -> Result<Arc<AccountRules>, StoreError> {
+    let cache = &server.accounts;
+    if let Some(rules) = cache.fresh(tenant_id) {
+        return Ok(rules);
+    }
+    let (read, expired) = {
+        let mut slots = cache.slots();
+        let slot = slots.entry(tenant_id.to_owned()).or_default();
+        (
+            slot.read.clone(),
+            slot.rules.as_ref().map(|(r, _)| r.clone()),
+        )
+    };
+    let _reading = match (read.clone().try_lock_owned(), expired) {
+        (Ok(guard), _) => guard,
+        // Another caller is reading them: until it is done, the expired rules serve.
+        (Err(_), Some(rules)) => return Ok(rules),
+        (Err(_), None) => read.lock_owned().await,
+    };
+    // The read this one waited for, or one that ended just before, may have kept them.
+    if let Some(rules) = cache.fresh(tenant_id) {
+        return Ok(rules);
+    }
+    let generation = cache.slots().get(tenant_id).map_or(0, |s| s.generation);
+    let rules = Arc::new(read_rules(server, tenant_id).await?);
+    let mut slots = cache.slots();
+    let slot = slots.entry(tenant_id.to_owned()).or_default();
+    if slot.generation == generation {
+        slot.rules = Some((rules.clone(), Instant::now()));
+    }
     Ok(rules)
 }
 

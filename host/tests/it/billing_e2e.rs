@@ -1092,6 +1092,109 @@ fn a_tenant_holds_its_prepaid_customers_mail_until_it_credits_the_account() {
     assert_eq!(get(&s, &key, "/v1/balance").json()["mode"], "postpaid");
 }
 
+/// Dispatch reads a tenant's accounts through a cache that one caller at a time fills
+/// (`serve/account_billing.rs`). A burst over many accounts with many logins goes by each
+/// recipient's own account, and a change through the API holds at once: mail held for a
+/// prepaid customer is delivered when the account turns postpaid, and a login moved to
+/// that prepaid-again account is held from the next message on.
+#[test]
+fn a_burst_over_many_accounts_follows_each_accounts_rule_and_a_change_at_once() {
+    const ACCOUNTS: usize = 20;
+    const LOGINS: usize = 4000;
+    const MESSAGES: usize = 100;
+    let (_setup, sink, s) = one_relay_and_tenant_t();
+    let key = s.new_key("t");
+    let tariff = "id = \"t\"\ncurrency = \"EUR\"\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nprice = \"0.01\"\n";
+    let r = tenant_json(
+        &s,
+        &key,
+        "PUT",
+        "/v1/account-billing",
+        json!({"tariff": tariff}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Recipient r<i>@example.net is a login of account a<i mod 20>; a0 is prepaid
+    // without credit.
+    for a in 0..ACCOUNTS {
+        let logins: Vec<String> = (a..LOGINS)
+            .step_by(ACCOUNTS)
+            .map(|i| format!("r{i}@example.net"))
+            .collect();
+        let mode = if a == 0 { "prepaid" } else { "postpaid" };
+        let r = tenant_json(
+            &s,
+            &key,
+            "POST",
+            "/v1/accounts",
+            json!({"id": format!("a{a}"), "mode": mode, "logins": logins}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // The sender is nobody's login: each message goes by its recipient's account.
+    let ids: Vec<String> = (0..MESSAGES)
+        .map(|i| {
+            s.submit(
+                &key,
+                &simple(
+                    "n@t.example",
+                    &format!("r{i}@example.net"),
+                    &format!("burst {i}"),
+                ),
+            )
+        })
+        .collect();
+    for (i, id) in ids.iter().enumerate() {
+        if i % ACCOUNTS == 0 {
+            let m = s.wait_state(&key, id, "held");
+            assert!(
+                m["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["kind"] == "held"
+                        && e["detail"]["by"] == "account"
+                        && e["detail"]["reason"]
+                            .as_str()
+                            .is_some_and(|r| r.contains("account \"a0\" is prepaid"))),
+                "{m}"
+            );
+        } else {
+            s.wait_state(&key, id, "delivered");
+        }
+    }
+    assert!(sink.with_subject("burst 0").is_empty());
+    wait_account_charges(&s, &key, "a1", MESSAGES / ACCOUNTS);
+
+    // a0 turns postpaid: its held mail is released and delivered at once.
+    let r = tenant_json(
+        &s,
+        &key,
+        "PATCH",
+        "/v1/accounts/a0",
+        json!({"mode": "postpaid"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    for id in ids.iter().step_by(ACCOUNTS) {
+        s.wait_state(&key, id, "delivered");
+    }
+    wait_account_charges(&s, &key, "a0", MESSAGES / ACCOUNTS);
+
+    // a1 turns prepaid (charges, no credit): its next message is held, the next
+    // message of a2 is not.
+    let r = tenant_json(
+        &s,
+        &key,
+        "PATCH",
+        "/v1/accounts/a1",
+        json!({"mode": "prepaid"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let held = s.submit(&key, &simple("n@t.example", "r1@example.net", "after a1"));
+    let sent = s.submit(&key, &simple("n@t.example", "r2@example.net", "after a2"));
+    s.wait_state(&key, &held, "held");
+    s.wait_state(&key, &sent, "delivered");
+}
+
 /// qmail-send lines (plain epoch stamps) of one message `m` from `from` to `to`,
 /// delivered; `upto` cuts it after that many lines (a message still in the queue).
 fn qmail_message(m: u64, from: &str, to: &str, upto: usize) -> String {
