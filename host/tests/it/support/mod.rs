@@ -436,16 +436,10 @@ pub struct PipelineParts<'a> {
 
 impl Setup {
     pub fn new(parts: PipelineParts) -> Setup {
-        // SLUICE_E2E_KEEP=1 keeps the directory (pipeline, store, logs, kept mail).
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-e2e-")
-            .disable_cleanup(std::env::var_os("SLUICE_E2E_KEEP").is_some())
-            .tempdir()
-            .expect("temp dir");
-        let (http, http_port) = http_socket();
-        let admin_token = format!("adm-e2e-{http_port}-{}", std::process::id());
-        let text = format!(
-            r#"[server]
+        Setup::custom(|p| {
+            let http_port = p.http_port;
+            format!(
+                r#"[server]
 http_listen = "127.0.0.1:{http_port}"
 {server}
 
@@ -479,44 +473,37 @@ config = {send_config}
 
 {tables}
 "#,
-            db = dir.path().join("s.db").display(),
-            limits = parts.limits,
-            server = parts.server,
-            // Short leases: a killed process's work is taken over quickly.
-            lease = if parts.delivery.contains("lease_secs") {
-                ""
-            } else {
-                "lease_secs = 5"
-            },
-            smtp_timeout = if parts.delivery.contains("smtp_timeout_secs") {
-                ""
-            } else {
-                "smtp_timeout_secs = 5"
-            },
-            delivery = parts.delivery,
-            tables = parts.tables,
-            // Retries within a test, not after a minute.
-            send_config = if parts.send_config.is_empty() {
-                r#"{ base_secs = "1", max_delay_secs = "2" }"#
-            } else {
-                parts.send_config
-            },
-        );
-        let pipeline = dir.path().join("pipeline.toml");
-        std::fs::write(&pipeline, text).expect("write pipeline");
-        Setup {
-            dir,
-            http,
-            http_port,
-            admin_token,
-            pipeline,
-        }
+                db = p.dir.join("s.db").display(),
+                limits = parts.limits,
+                server = parts.server,
+                // Short leases: a killed process's work is taken over quickly.
+                lease = if parts.delivery.contains("lease_secs") {
+                    ""
+                } else {
+                    "lease_secs = 5"
+                },
+                smtp_timeout = if parts.delivery.contains("smtp_timeout_secs") {
+                    ""
+                } else {
+                    "smtp_timeout_secs = 5"
+                },
+                delivery = parts.delivery,
+                tables = parts.tables,
+                // Retries within a test, not after a minute.
+                send_config = if parts.send_config.is_empty() {
+                    r#"{ base_secs = "1", max_delay_secs = "2" }"#
+                } else {
+                    parts.send_config
+                },
+            )
+        })
     }
 
     /// A pipeline file of the test's own making, for tests whose pipeline is not
     /// [`Setup::new`]'s: `text` is given the HTTP port, directory and admin-token variable
     /// chosen for it and returns the whole file.
     pub fn custom(text: impl FnOnce(&CustomParts) -> String) -> Setup {
+        // SLUICE_E2E_KEEP=1 keeps the directory (pipeline, store, logs, kept mail).
         let dir = tempfile::Builder::new()
             .prefix("sluice-e2e-")
             .disable_cleanup(std::env::var_os("SLUICE_E2E_KEEP").is_some())
