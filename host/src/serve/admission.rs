@@ -9,7 +9,7 @@
 //! Without this, one tenant flooding `POST /v1/messages` takes the request workers,
 //! the CPU that parses and checks messages and the group-commit writer's rounds in
 //! proportion to how hard it sends, and every other tenant's requests queue behind
-//! its own (`BENCHMARKS.md`, noisy neighbour: quiet's p99 went 11.7× while a neighbour
+//! its own (`benchmarks/HISTORY.md`, noisy neighbour: quiet's p99 went 11.7× while a neighbour
 //! flooded). Bounding each tenant's share of requests in progress bounds its share of
 //! all three; the accept rate bounds the work a tenant can make the host do over time.
 //! Holding instead of refusing at once matters because a refusal is cheap but not free:
