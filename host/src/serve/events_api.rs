@@ -4,9 +4,11 @@
 //!
 //! An event's wire form is made here and nowhere else: `id` (`evt_` and the store-wide
 //! sequence number, stable), `cursor` (the tenant's, gap-free), `type` (`message.*`,
-//! `plugin.error`; see [`public_type`]), `message_id`, `recipient`, `tags`, `at_ms` and
-//! `details` (the stored detail: SMTP reply, attempt, latency, hard/soft and reason of a
-//! bounce, …, with the relay).
+//! `plugin.*`, `billing.low_balance`; see [`public_type`]), `message_id`, `recipient`,
+//! `tags`, `at_ms` and `details` (the stored detail: SMTP reply, attempt, latency,
+//! hard/soft and reason of a bounce, …, with the relay). A tenant's event about no
+//! message (`plugin.suspended`, `billing.low_balance`) has `message_id` and `recipient`
+//! `null` and no tags.
 //!
 //! Invariants:
 //! - A stream yields every event after its starting cursor once, in cursor order; it
@@ -60,6 +62,8 @@ pub fn public_type(kind: EventKind) -> &'static str {
         EventKind::Delayed => "message.delayed",
         EventKind::Complained => "message.complained",
         EventKind::BounceNote => "message.bounce_note",
+        EventKind::PluginSuspended => "plugin.suspended",
+        EventKind::LowBalance => "billing.low_balance",
     }
 }
 

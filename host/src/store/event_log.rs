@@ -51,7 +51,9 @@ pub struct TenantEvent {
     /// The event's store-wide sequence number: a stable id.
     pub seq: i64,
     pub kind: EventKind,
-    pub message_id: String,
+    /// The message the event is about; `None` for a tenant's event about no message
+    /// (`plugin_suspended`, `low_balance`).
+    pub message_id: Option<String>,
     /// The recipient's address, for an event about one recipient.
     pub recipient: Option<String>,
     /// The message's tags (empty when the message is gone).
@@ -188,6 +190,38 @@ pub(crate) async fn sequence(pools: &Pools, limit: u32) -> Result<Sequenced, Sto
         last,
         busy: false,
     })
+}
+
+/// Appends a tenant's event about no message (`message_id` NULL: a plugin suspended, a
+/// balance fallen low) inside the caller's transaction, the one of the state change it
+/// records; it gets its cursor from the sequencer like any other event. Such events
+/// count in no relay's or tenant's delivery stats.
+pub(crate) async fn append_tenant_event(
+    conn: &mut sqlx::AnyConnection,
+    tenant_id: &str,
+    kind: EventKind,
+    detail: &serde_json::Value,
+    at_ms: i64,
+    op: &str,
+) -> Result<(), StoreError> {
+    let sql = positional(
+        &*conn,
+        "INSERT INTO events (message_id, tenant_id, kind, detail, at_ms) \
+         VALUES (NULL, $1, $2, $3, $4)"
+            .to_string(),
+    );
+    sqlx::query(&sql)
+        .bind(tenant_id)
+        .bind(kind.as_str())
+        .bind(detail.to_string())
+        .bind(at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(StoreError::db(format!(
+            "{op}: writing tenant {tenant_id:?}'s {} event",
+            kind.as_str()
+        )))?;
+    Ok(())
 }
 
 /// Every tenant's last cursor (tenants without events have none).

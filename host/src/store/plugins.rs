@@ -563,6 +563,11 @@ pub(crate) async fn suspend(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let op = "suspend_plugin";
+    let context = format!("{op}: version {version} of the {}", what(tenant_id, stage));
+    let mut tx = pools
+        .begin_write()
+        .await
+        .map_err(StoreError::db(&context))?;
     let done = sqlx::query(
         "UPDATE plugin_versions SET state = $4, state_reason = $5, state_changed_at_ms = $6 \
          WHERE tenant_id = $1 AND stage = $2 AND version = $3 AND state = $7",
@@ -574,13 +579,31 @@ pub(crate) async fn suspend(
     .bind(reason)
     .bind(now_ms)
     .bind(PluginState::Ready.as_str())
-    .execute(&pools.write)
+    .execute(&mut *tx)
     .await
-    .map_err(StoreError::db(format!(
-        "{op}: version {version} of the {}",
-        what(tenant_id, stage)
-    )))?;
-    Ok(done.rows_affected() > 0)
+    .map_err(StoreError::db(&context))?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    // Only the host whose update suspended the version writes the event: one per
+    // suspension, however many hosts saw the plugin fail.
+    let detail = serde_json::json!({
+        "stage": stage.name(),
+        "version": version,
+        "plugin": format!("{tenant_id}/{} v{version}", stage.name()),
+        "reason": reason,
+    });
+    super::event_log::append_tenant_event(
+        &mut tx,
+        tenant_id,
+        super::types::EventKind::PluginSuspended,
+        &detail,
+        now_ms,
+        &context,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::db(&context))?;
+    Ok(true)
 }
 
 /// Previously active versions of each stage a prune spares, so that the last few

@@ -306,11 +306,17 @@ pub enum EventKind {
     /// A bounce e-mail about the recipient that reports no failure (a success DSN, an
     /// auto-reply) or could not be read; its detail says which.
     BounceNote,
+    /// A tenant's plugin version was suspended after failing too often (about no
+    /// message: its `message_id` is NULL). Written once per suspension, with it.
+    PluginSuspended,
+    /// A prepaid tenant's balance fell below its low-balance threshold (about no
+    /// message). Written once per crossing, with the charge that crossed it.
+    LowBalance,
 }
 
 impl EventKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::Accepted,
         Self::Routed,
         Self::Attempted,
@@ -327,6 +333,8 @@ impl EventKind {
         Self::Delayed,
         Self::Complained,
         Self::BounceNote,
+        Self::PluginSuspended,
+        Self::LowBalance,
     ];
 
     /// The snake_case name, as stored and as serialised.
@@ -348,6 +356,8 @@ impl EventKind {
             Self::Delayed => "delayed",
             Self::Complained => "complained",
             Self::BounceNote => "bounce_note",
+            Self::PluginSuspended => "plugin_suspended",
+            Self::LowBalance => "low_balance",
         }
     }
 

@@ -346,6 +346,29 @@ fn a_prepaid_tenant_without_credit_is_held_then_credited_delivered_and_charged()
     assert_eq!(b["balance"], "0.900000");
     assert_eq!(sink.messages().len(), 1);
 
+    // Running short was one `billing.low_balance` event, before the first hold: the
+    // second shortfall (after a credit too small) was the same crossing.
+    let events = wait_for("the delivery in the event log", || {
+        let page = get(&s, &key, "/v1/events?limit=1000").json();
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e["type"] == "message.delivered") {
+            Ok(events)
+        } else {
+            Err(page.to_string())
+        }
+    });
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let low: Vec<usize> = (0..types.len())
+        .filter(|i| types[*i] == "billing.low_balance")
+        .collect();
+    assert_eq!(low.len(), 1, "{types:?}");
+    let first_held = types.iter().position(|t| *t == "message.held").unwrap();
+    assert!(low[0] < first_held, "{types:?}");
+    let e = &events[low[0]];
+    assert_eq!(e["message_id"], Value::Null, "{e}");
+    assert_eq!(e["details"]["available_micros"], 0, "{e}");
+    assert_eq!(e["details"]["needed_micros"], 500_000, "{e}");
+
     // The same reference again credits nothing.
     let r = s.admin(
         "POST",

@@ -146,6 +146,8 @@ conformance!(
     concurrent_writers_and_sequencers_on_two_hosts_never_show_a_reader_a_gap,
     an_event_committed_late_gets_a_later_cursor_and_is_never_skipped,
     old_events_are_pruned_and_cursors_go_on,
+    a_suspension_is_one_tenant_event_about_no_message,
+    low_balance_is_one_event_per_crossing,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -3909,7 +3911,8 @@ async fn event_cursors_are_per_tenant_gap_free_and_in_write_order(db: Db) {
     assert_eq!(a.iter().map(|e| e.cursor).collect::<Vec<_>>(), vec![1, 2]);
     assert!(
         a.iter()
-            .all(|e| e.message_id == a1.id && e.kind == EventKind::Accepted)
+            .all(|e| e.message_id.as_deref() == Some(a1.id.as_str())
+                && e.kind == EventKind::Accepted)
     );
     assert_eq!(a[0].recipient.as_deref(), Some("x@example.org"));
     assert_eq!(a[1].recipient.as_deref(), Some("y@example.org"));
@@ -3917,7 +3920,10 @@ async fn event_cursors_are_per_tenant_gap_free_and_in_write_order(db: Db) {
     assert!(a[0].seq < a[1].seq);
     let b = read_all(s, "tb", 0, 10).await;
     assert_eq!(b.len(), 1);
-    assert_eq!((b[0].cursor, b[0].message_id.as_str()), (1, b1.id.as_str()));
+    assert_eq!(
+        (b[0].cursor, b[0].message_id.as_deref()),
+        (1, Some(b1.id.as_str()))
+    );
 
     // The message's later events follow its earlier ones.
     let leased = s.lease_due("h1", T0, 60_000, 100).await.unwrap();
@@ -4139,8 +4145,8 @@ async fn old_events_are_pruned_and_cursors_go_on(db: Db) {
     let left = read_all(s, "ta", 3, 10).await;
     assert_eq!(left.len(), 1);
     assert_eq!(
-        (left[0].cursor, left[0].message_id.as_str()),
-        (4, young.id.as_str())
+        (left[0].cursor, left[0].message_id.as_deref()),
+        (4, Some(young.id.as_str()))
     );
     assert!(s.events_after("ta", 0, 10, None).await.unwrap()[0].cursor == 4);
     assert_eq!(s.prune_events(now - 30 * DAY, 1000).await.unwrap(), 0);
@@ -4150,4 +4156,149 @@ async fn old_events_are_pruned_and_cursors_go_on(db: Db) {
         .unwrap();
     sequence_all(s).await;
     assert_eq!(read_all(s, "ta", 4, 10).await[0].cursor, 5);
+}
+
+async fn a_suspension_is_one_tenant_event_about_no_message(db: Db) {
+    let s = &db.store;
+    tenant(s, "ta").await;
+    tenant(s, "tb").await;
+    let upload = |tenant: &str| sluice::store::NewPluginVersion {
+        tenant_id: tenant.into(),
+        stage: sluice::stage::Stage::Route,
+        wasm: sluice::builtin::all()[0].wasm.to_vec(),
+        config: Vec::new(),
+        timeout_ms: None,
+        memory_bytes: None,
+        calls_in_flight: None,
+        on_failure: sluice::store::FailurePolicy::Fallback,
+        uploaded_by: "sluice_abc123".into(),
+    };
+    let v = s.add_plugin_version(upload("ta"), T0).await.unwrap();
+    s.add_plugin_version(upload("tb"), T0).await.unwrap();
+    let m = s
+        .accept(message("ta", &["x@example.org"]), T0)
+        .await
+        .unwrap();
+    let stage = sluice::stage::Stage::Route;
+    assert!(
+        s.suspend_plugin("ta", stage, v.version, "5 failed calls", T0 + 1)
+            .await
+            .unwrap()
+    );
+    // Another host suspending the same version finds it suspended: no second event.
+    assert!(
+        !s.suspend_plugin("ta", stage, v.version, "again", T0 + 2)
+            .await
+            .unwrap()
+    );
+    // No such version: nothing, no event.
+    assert!(
+        !s.suspend_plugin("ta", stage, 99, "none", T0 + 3)
+            .await
+            .unwrap()
+    );
+    sequence_all(s).await;
+    let events = read_all(s, "ta", 0, 10).await;
+    assert_eq!(
+        events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        vec![EventKind::Accepted, EventKind::PluginSuspended]
+    );
+    assert_eq!(events[0].message_id.as_deref(), Some(m.id.as_str()));
+    let e = &events[1];
+    assert_eq!((e.cursor, e.message_id.as_deref()), (2, None));
+    assert_eq!((e.recipient.as_deref(), e.tags.len()), (None, 0));
+    assert_eq!(e.at_ms, T0 + 1);
+    assert_eq!(e.detail["stage"], "route");
+    assert_eq!(e.detail["version"], v.version);
+    assert_eq!(e.detail["reason"], "5 failed calls");
+    // Filtered by its kind; the message's timeline knows nothing of it; other tenants
+    // see nothing.
+    let only = s
+        .events_after("ta", 0, 10, Some(&[EventKind::PluginSuspended]))
+        .await
+        .unwrap();
+    assert_eq!(only.len(), 1);
+    assert_eq!(
+        s.get_message("ta", &m.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    assert!(read_all(s, "tb", 0, 10).await.is_empty());
+    // Pruned by age like any other.
+    assert_eq!(s.prune_events(T0 + 10, 1000).await.unwrap(), 2);
+    assert!(read_all(s, "ta", 0, 10).await.is_empty());
+}
+
+/// Tenant t1's `low_balance` events, once the sequencer gave every event its cursor.
+async fn low_balance_events(s: &Store) -> Vec<TenantEvent> {
+    sequence_all(s).await;
+    read_all(s, "t1", 0, 100)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EventKind::LowBalance)
+        .collect()
+}
+
+async fn low_balance_is_one_event_per_crossing(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    s.set_billing("t1", BalanceMode::Prepaid, None, T0)
+        .await
+        .unwrap();
+    s.add_credit("t1", 3_000, "EUR", "pay-1", T0).await.unwrap();
+    let id = s
+        .accept(
+            message("t1", &["a@example.org", "b@example.org", "c@example.org"]),
+            T0,
+        )
+        .await
+        .unwrap()
+        .id;
+    let item = |idx: i32| vec![(id.clone(), idx, 2_000)];
+    // Covered: no event.
+    assert_eq!(
+        s.reserve("t1", &item(0), T0 + 1).await.unwrap(),
+        Reservation::Reserved
+    );
+    assert!(low_balance_events(s).await.is_empty());
+    // The first shortfall crosses: one event; the next ones (a retry, another
+    // recipient) are the same crossing.
+    for (idx, at) in [(1, T0 + 2), (1, T0 + 3), (2, T0 + 4)] {
+        assert!(matches!(
+            s.reserve("t1", &item(idx), at).await.unwrap(),
+            Reservation::Short { .. }
+        ));
+    }
+    let events = low_balance_events(s).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!((e.message_id.as_deref(), e.at_ms), (None, T0 + 2));
+    assert_eq!(e.detail["available_micros"], 1_000);
+    assert_eq!(e.detail["needed_micros"], 2_000);
+    // A shortfall writes nothing else: no reservation was made.
+    assert_eq!(s.balance("t1").await.unwrap().reserved_micros, 2_000);
+    // Credited and covered again: the next shortfall is a new crossing.
+    s.add_credit("t1", 2_000, "EUR", "pay-2", T0 + 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.reserve("t1", &item(1), T0 + 6).await.unwrap(),
+        Reservation::Reserved
+    );
+    assert!(matches!(
+        s.reserve("t1", &item(2), T0 + 7).await.unwrap(),
+        Reservation::Short { .. }
+    ));
+    let events = low_balance_events(s).await;
+    assert_eq!(
+        events.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+        vec![T0 + 2, T0 + 7]
+    );
+    // Cursors stay gap-free with the message's own events around them.
+    let all = read_all(s, "t1", 0, 100).await;
+    assert_eq!(all.last().unwrap().kind, EventKind::LowBalance);
 }

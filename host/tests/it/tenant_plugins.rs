@@ -807,6 +807,53 @@ fn a_trapping_tenant_ingest_plugin_falls_back_and_is_suspended() {
     let ingest = stage_plugins(&v, "ingest");
     assert_eq!(ingest["suspended"], true, "{v}");
     assert_eq!(ingest["versions"][0]["stats"]["errors"]["trap"], 5, "{v}");
+
+    // The suspension is one `plugin.suspended` event in the tenant's log, about no
+    // message, after the messages before it and before the next one.
+    let events = support::wait_for_within(WAIT, "the sixth message's events", || {
+        let (st, page) = s.as_tenant("a", "GET", "/v1/events?limit=1000", b"");
+        assert_eq!(st, 200, "{page}");
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let delivered = events
+            .iter()
+            .filter(|e| e["type"] == "message.delivered")
+            .count();
+        if delivered == a_ids.len() {
+            Ok(events)
+        } else {
+            Err(format!("{delivered} delivered so far: {page:#}"))
+        }
+    });
+    let suspended: Vec<(usize, &Value)> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["type"] == "plugin.suspended")
+        .collect();
+    assert_eq!(suspended.len(), 1, "{events:#?}");
+    let (at, e) = suspended[0];
+    assert_eq!(e["message_id"], Value::Null, "{e}");
+    assert_eq!(e["recipient"], Value::Null, "{e}");
+    assert_eq!(e["details"]["stage"], "ingest", "{e}");
+    assert_eq!(e["details"]["version"], 1, "{e}");
+    assert!(
+        e["details"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("5 failed calls")),
+        "{e}"
+    );
+    let first_of = |id: &str| {
+        events
+            .iter()
+            .position(|e| e["message_id"] == id)
+            .unwrap_or_else(|| panic!("no event of {id}: {events:#?}"))
+    };
+    assert!(first_of(&a_ids[3]) < at, "{events:#?}");
+    assert!(at < first_of(&a_ids[5]), "{events:#?}");
+    // Listed by its type; the other tenant has none.
+    let (_, only) = s.as_tenant("a", "GET", "/v1/events?types=plugin.suspended", b"");
+    assert_eq!(only["events"].as_array().map(Vec::len), Some(1), "{only}");
+    let (_, b) = s.as_tenant("b", "GET", "/v1/events?types=plugin.suspended", b"");
+    assert_eq!(b["events"].as_array().map(Vec::len), Some(0), "{b}");
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! A tenant's balance and what moves it outside rating: credits once per reference,
 //! prepaid reservations (all or nothing against credits − charges − reservations), and
-//! recipients held for credit put back in the queue. On PostgreSQL a tenant's
-//! balance-changing transactions are serialised by a row lock on its billing settings.
+//! recipients held for credit put back in the queue. A tenant's first reservation that
+//! falls short after one that succeeded (or ever) writes its `low_balance` event, once
+//! per crossing (`tenant_billing.low_balance_at_ms` marks the tenant low until a
+//! reservation succeeds again). On PostgreSQL a tenant's balance-changing transactions
+//! are serialised by a row lock on its billing settings.
 
 use serde::Serialize;
 use sqlx::AnyConnection;
@@ -10,6 +13,7 @@ use super::super::StoreError;
 use super::super::books::{self, Balance, Whose};
 use super::super::codec::{col, get_idx};
 use super::super::connect::{Backend, Pools};
+use super::super::event_log::append_tenant_event;
 use super::super::events::{RecipientEvent, insert_recipient_event};
 use super::super::types::EventKind;
 
@@ -121,11 +125,52 @@ pub(crate) async fn reserve(
     }
     let available = balance_in(&mut tx, tenant_id, op).await?.available_micros();
     if needed > available {
+        // The first shortfall since the last reservation that succeeded marks the
+        // tenant low, with its `low_balance` event; later ones find the mark.
+        let marked = sqlx::query(
+            "UPDATE tenant_billing SET low_balance_at_ms = $2 \
+             WHERE tenant_id = $1 AND low_balance_at_ms IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(format!(
+            "{op}: marking tenant {tenant_id:?} low"
+        )))?;
+        if marked.rows_affected() > 0 {
+            let detail = serde_json::json!({
+                "available_micros": available,
+                "needed_micros": needed,
+                "recipients": items.len(),
+            });
+            append_tenant_event(
+                &mut tx,
+                tenant_id,
+                EventKind::LowBalance,
+                &detail,
+                now_ms,
+                op,
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::db(op))?;
+        }
         return Ok(Reservation::Short {
             available_micros: available,
             needed_micros: needed,
         });
     }
+    // Covered again: the next shortfall is a new crossing.
+    sqlx::query(
+        "UPDATE tenant_billing SET low_balance_at_ms = NULL \
+         WHERE tenant_id = $1 AND low_balance_at_ms IS NOT NULL",
+    )
+    .bind(tenant_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(format!(
+        "{op}: clearing tenant {tenant_id:?}'s low mark"
+    )))?;
     for (message_id, idx, amount) in missing {
         sqlx::query(
             "INSERT INTO reservations (message_id, recipient_idx, tenant_id, amount_micros, \
