@@ -18,6 +18,8 @@
 //! - Every read and write names the tenant: an account id means an account of that
 //!   tenant only.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 
 use super::StoreError;
@@ -374,7 +376,7 @@ pub(crate) async fn list_accounts(
         .map(|r| account_from_row(r, op))
         .collect::<Result<Vec<_>, _>>()?;
     // By position, not by a search on the order: the database's collation orders ids.
-    let at: std::collections::HashMap<String, usize> = accounts
+    let at: HashMap<String, usize> = accounts
         .iter()
         .enumerate()
         .map(|(i, a)| (a.id.clone(), i))
@@ -800,29 +802,51 @@ pub(crate) async fn account_rating_status(
     .transpose()
 }
 
-/// Period-to-date quantity per service of one account, from its ledger.
+/// Accounts named per statement by [`account_quantities`] (bind parameters stay few).
+const QUANTITY_ACCOUNTS_PER_STATEMENT: usize = 200;
+
+/// Period-to-date quantity per service of each of `accounts` in `period`, from the
+/// account ledger: one statement per [`QUANTITY_ACCOUNTS_PER_STATEMENT`] accounts
+/// rather than one per account (a rated batch names up to hundreds). An account without
+/// rows in the period is absent from the map.
 pub(crate) async fn account_quantities(
     pools: &Pools,
     tenant_id: &str,
-    account_id: &str,
     period: &str,
-) -> Result<Vec<(String, u64)>, StoreError> {
+    accounts: &[&str],
+) -> Result<HashMap<String, Vec<(String, u64)>>, StoreError> {
     let op = "account_quantities";
-    let rows = sqlx::query(
-        "SELECT service, CAST(SUM(quantity) AS BIGINT) AS quantity FROM account_ledger \
-         WHERE tenant_id = $1 AND account_id = $2 AND period = $3 GROUP BY service ORDER BY service",
-    )
-    .bind(tenant_id)
-    .bind(account_id)
-    .bind(period)
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: tenant {tenant_id:?} account {account_id:?} period {period}"
-    )))?;
-    rows.iter()
-        .map(|r| Ok((col(r, op, "service")?, books::quantity(r, op)?)))
-        .collect()
+    let mut out: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for chunk in accounts.chunks(QUANTITY_ACCOUNTS_PER_STATEMENT) {
+        let ids = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT account_id, service, CAST(SUM(quantity) AS BIGINT) AS quantity \
+             FROM account_ledger WHERE tenant_id = $1 AND period = $2 AND account_id IN ({ids}) \
+             GROUP BY account_id, service ORDER BY account_id, service"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant_id).bind(period);
+        for a in chunk {
+            q = q.bind(*a);
+        }
+        let rows = q
+            .fetch_all(&pools.read)
+            .await
+            .map_err(StoreError::db(format!(
+                "{op}: tenant {tenant_id:?} period {period}, {} accounts (first {:?})",
+                chunk.len(),
+                chunk[0]
+            )))?;
+        for r in &rows {
+            let account: String = col(r, op, "account_id")?;
+            out.entry(account)
+                .or_default()
+                .push((col(r, op, "service")?, books::quantity(r, op)?));
+        }
+    }
+    Ok(out)
 }
 
 fn account_entry_from_row(row: &AnyRow, op: &str) -> Result<AccountLedgerEntry, StoreError> {
@@ -1072,14 +1096,15 @@ impl super::Store {
         account_rating_status(self.pools(), tenant_id).await
     }
 
-    /// Period-to-date quantity per service of one account.
+    /// Period-to-date quantity per service of each of `accounts` in `period`, by
+    /// account id (an account with no charges in the period is absent).
     pub async fn account_quantities(
         &self,
         tenant_id: &str,
-        account_id: &str,
         period: &str,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        account_quantities(self.pools(), tenant_id, account_id, period).await
+        accounts: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, u64)>>, StoreError> {
+        account_quantities(self.pools(), tenant_id, period, accounts).await
     }
 
     /// An account's ledger rows whose usage time is in `[from, to)` after `after_seq`.

@@ -3489,9 +3489,25 @@ async fn account_charges_are_written_once_under_replay_and_a_takeover(db: Db) {
         (1, 2, 2_000)
     );
     assert_eq!(currency.as_deref(), Some("EUR"));
-    assert_eq!(
-        s.account_quantities("t1", "shop", &period).await.unwrap(),
-        [("msg".to_string(), 2)]
+    // One read for many accounts: an account without charges in the period is absent,
+    // and so is any period but the one asked.
+    let quantities = s
+        .account_quantities("t1", &period, &["shop", "nobody"])
+        .await
+        .unwrap();
+    assert_eq!(quantities.len(), 1);
+    assert_eq!(quantities["shop"], [("msg".to_string(), 2)]);
+    assert!(
+        s.account_quantities("t1", "2001-01", &["shop"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.account_quantities("t2", &period, &["shop"])
+            .await
+            .unwrap()
+            .is_empty()
     );
     // A failed try keeps the cursor and says why; a credit counts once per reference.
     finish(
