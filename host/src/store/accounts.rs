@@ -11,7 +11,9 @@
 //!   and the cursor moves only from the value the batch was read at (compare and set),
 //!   so a replayed, retried or concurrently rated batch writes nothing the second time.
 //!   Account ledger rows are also insert-or-ignore on (tenant, message, recipient,
-//!   outcome, service).
+//!   outcome, service). `account_period_counters` grow in the same transaction by the
+//!   rows inserted (not those ignored), so they equal the ledger's sums per (account,
+//!   period, service); the rating reads the period to date from them.
 //! - On PostgreSQL a seq is handed out before its transaction commits, so a lower seq
 //!   can appear after a higher one: a batch stops before the first event inserted less
 //!   than [`SETTLE_MS`] ago, and so never moves the cursor past a seq still to appear.
@@ -24,7 +26,7 @@ use sqlx::any::AnyRow;
 
 use super::StoreError;
 use super::books::{self, Book, ChargeRow, Whose};
-use super::codec::{col, corrupt, get_idx, get_u32};
+use super::codec::{col, corrupt, get_idx, get_u32, positional, rows_per_statement, value_rows};
 use super::connect::{Backend, Pools};
 use super::ledger::{Balance, BalanceMode, ChargeSum};
 
@@ -726,11 +728,39 @@ pub(crate) async fn write_account_charges(
         // Another rater wrote this batch already (or this is a replay): nothing again.
         return Ok(0);
     }
-    let inserted = books::insert_charges(&mut tx, Book::Accounts, &rows, now_ms, op)
-        .await?
-        .into_iter()
-        .filter(|new| *new)
-        .count();
+    let new_rows = books::insert_charges(&mut tx, Book::Accounts, &rows, now_ms, op).await?;
+    // The period counters grow by the rows inserted, in the same transaction: they always
+    // equal the ledger's sums (a replayed row was not inserted and is not counted).
+    let mut added: std::collections::BTreeMap<(&str, &str, &str), i64> = Default::default();
+    for (r, _) in rows.iter().zip(&new_rows).filter(|(_, new)| **new) {
+        let q = added
+            .entry((r.whose.unwrap_or(""), r.period.as_str(), r.service))
+            .or_default();
+        *q = q.saturating_add(r.quantity as i64);
+    }
+    let added: Vec<_> = added.into_iter().collect();
+    for chunk in added.chunks(rows_per_statement(5).min(200)) {
+        let sql = format!(
+            "INSERT INTO account_period_counters (tenant_id, account_id, period, service, quantity) \
+             VALUES {} ON CONFLICT (tenant_id, account_id, period, service) \
+             DO UPDATE SET quantity = account_period_counters.quantity + excluded.quantity",
+            value_rows(chunk.len(), 5)
+        );
+        let sql = positional(&tx, sql);
+        let mut q = sqlx::query(&sql);
+        for ((account, period, service), quantity) in chunk {
+            q = q
+                .bind(tenant_id)
+                .bind(*account)
+                .bind(*period)
+                .bind(*service)
+                .bind(*quantity);
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(context()))?;
+    }
+    let inserted = new_rows.into_iter().filter(|new| *new).count();
     tx.commit().await.map_err(StoreError::db(context()))?;
     Ok(inserted)
 }
@@ -806,7 +836,7 @@ pub(crate) async fn account_rating_status(
 const QUANTITY_ACCOUNTS_PER_STATEMENT: usize = 200;
 
 /// Period-to-date quantity per service of each of `accounts` in `period`, from the
-/// account ledger: one statement per [`QUANTITY_ACCOUNTS_PER_STATEMENT`] accounts
+/// account period counters (kept with the ledger, equal to its sums): one statement per [`QUANTITY_ACCOUNTS_PER_STATEMENT`] accounts
 /// rather than one per account (a rated batch names up to hundreds). An account without
 /// rows in the period is absent from the map.
 pub(crate) async fn account_quantities(
@@ -823,9 +853,9 @@ pub(crate) async fn account_quantities(
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT account_id, service, CAST(SUM(quantity) AS BIGINT) AS quantity \
-             FROM account_ledger WHERE tenant_id = $1 AND period = $2 AND account_id IN ({ids}) \
-             GROUP BY account_id, service ORDER BY account_id, service"
+            "SELECT account_id, service, quantity FROM account_period_counters \
+             WHERE tenant_id = $1 AND period = $2 AND account_id IN ({ids}) \
+             ORDER BY account_id, service"
         );
         let mut q = sqlx::query(&sql).bind(tenant_id).bind(period);
         for a in chunk {

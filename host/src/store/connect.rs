@@ -286,6 +286,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "event_cursors",
         include_str!("migrations/sqlite/0019_event_cursors.sql"),
     ),
+    (
+        20,
+        "account_period_counters",
+        include_str!("migrations/sqlite/0020_account_period_counters.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -363,6 +368,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         19,
         "event_cursors",
         include_str!("migrations/postgres/0019_event_cursors.sql"),
+    ),
+    (
+        20,
+        "account_period_counters",
+        include_str!("migrations/postgres/0020_account_period_counters.sql"),
     ),
 ];
 
