@@ -11,18 +11,22 @@
 //!   and the cursor moves only from the value the batch was read at (compare and set),
 //!   so a replayed, retried or concurrently rated batch writes nothing the second time.
 //!   Account ledger rows are also insert-or-ignore on (tenant, message, recipient,
-//!   outcome, service).
+//!   outcome, service). `account_period_counters` grow in the same transaction by the
+//!   rows inserted (not those ignored), so they equal the ledger's sums per (account,
+//!   period, service); the rating reads the period to date from them.
 //! - On PostgreSQL a seq is handed out before its transaction commits, so a lower seq
 //!   can appear after a higher one: a batch stops before the first event inserted less
 //!   than [`SETTLE_MS`] ago, and so never moves the cursor past a seq still to appear.
 //! - Every read and write names the tenant: an account id means an account of that
 //!   tenant only.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 
 use super::StoreError;
 use super::books::{self, Book, ChargeRow, Whose};
-use super::codec::{col, corrupt, get_idx, get_u32};
+use super::codec::{col, corrupt, get_idx, get_u32, positional, rows_per_statement, value_rows};
 use super::connect::{Backend, Pools};
 use super::ledger::{Balance, BalanceMode, ChargeSum};
 
@@ -374,7 +378,7 @@ pub(crate) async fn list_accounts(
         .map(|r| account_from_row(r, op))
         .collect::<Result<Vec<_>, _>>()?;
     // By position, not by a search on the order: the database's collation orders ids.
-    let at: std::collections::HashMap<String, usize> = accounts
+    let at: HashMap<String, usize> = accounts
         .iter()
         .enumerate()
         .map(|(i, a)| (a.id.clone(), i))
@@ -724,11 +728,39 @@ pub(crate) async fn write_account_charges(
         // Another rater wrote this batch already (or this is a replay): nothing again.
         return Ok(0);
     }
-    let inserted = books::insert_charges(&mut tx, Book::Accounts, &rows, now_ms, op)
-        .await?
-        .into_iter()
-        .filter(|new| *new)
-        .count();
+    let new_rows = books::insert_charges(&mut tx, Book::Accounts, &rows, now_ms, op).await?;
+    // The period counters grow by the rows inserted, in the same transaction: they always
+    // equal the ledger's sums (a replayed row was not inserted and is not counted).
+    let mut added: std::collections::BTreeMap<(&str, &str, &str), i64> = Default::default();
+    for (r, _) in rows.iter().zip(&new_rows).filter(|(_, new)| **new) {
+        let q = added
+            .entry((r.whose.unwrap_or(""), r.period.as_str(), r.service))
+            .or_default();
+        *q = q.saturating_add(r.quantity as i64);
+    }
+    let added: Vec<_> = added.into_iter().collect();
+    for chunk in added.chunks(rows_per_statement(5).min(200)) {
+        let sql = format!(
+            "INSERT INTO account_period_counters (tenant_id, account_id, period, service, quantity) \
+             VALUES {} ON CONFLICT (tenant_id, account_id, period, service) \
+             DO UPDATE SET quantity = account_period_counters.quantity + excluded.quantity",
+            value_rows(chunk.len(), 5)
+        );
+        let sql = positional(&tx, sql);
+        let mut q = sqlx::query(&sql);
+        for ((account, period, service), quantity) in chunk {
+            q = q
+                .bind(tenant_id)
+                .bind(*account)
+                .bind(*period)
+                .bind(*service)
+                .bind(*quantity);
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(context()))?;
+    }
+    let inserted = new_rows.into_iter().filter(|new| *new).count();
     tx.commit().await.map_err(StoreError::db(context()))?;
     Ok(inserted)
 }
@@ -800,29 +832,51 @@ pub(crate) async fn account_rating_status(
     .transpose()
 }
 
-/// Period-to-date quantity per service of one account, from its ledger.
+/// Accounts named per statement by [`account_quantities`] (bind parameters stay few).
+const QUANTITY_ACCOUNTS_PER_STATEMENT: usize = 200;
+
+/// Period-to-date quantity per service of each of `accounts` in `period`, from the
+/// account period counters (kept with the ledger, equal to its sums): one statement per [`QUANTITY_ACCOUNTS_PER_STATEMENT`] accounts
+/// rather than one per account (a rated batch names up to hundreds). An account without
+/// rows in the period is absent from the map.
 pub(crate) async fn account_quantities(
     pools: &Pools,
     tenant_id: &str,
-    account_id: &str,
     period: &str,
-) -> Result<Vec<(String, u64)>, StoreError> {
+    accounts: &[&str],
+) -> Result<HashMap<String, Vec<(String, u64)>>, StoreError> {
     let op = "account_quantities";
-    let rows = sqlx::query(
-        "SELECT service, CAST(SUM(quantity) AS BIGINT) AS quantity FROM account_ledger \
-         WHERE tenant_id = $1 AND account_id = $2 AND period = $3 GROUP BY service ORDER BY service",
-    )
-    .bind(tenant_id)
-    .bind(account_id)
-    .bind(period)
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: tenant {tenant_id:?} account {account_id:?} period {period}"
-    )))?;
-    rows.iter()
-        .map(|r| Ok((col(r, op, "service")?, books::quantity(r, op)?)))
-        .collect()
+    let mut out: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for chunk in accounts.chunks(QUANTITY_ACCOUNTS_PER_STATEMENT) {
+        let ids = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT account_id, service, quantity FROM account_period_counters \
+             WHERE tenant_id = $1 AND period = $2 AND account_id IN ({ids}) \
+             ORDER BY account_id, service"
+        );
+        let mut q = sqlx::query(&sql).bind(tenant_id).bind(period);
+        for a in chunk {
+            q = q.bind(*a);
+        }
+        let rows = q
+            .fetch_all(&pools.read)
+            .await
+            .map_err(StoreError::db(format!(
+                "{op}: tenant {tenant_id:?} period {period}, {} accounts (first {:?})",
+                chunk.len(),
+                chunk[0]
+            )))?;
+        for r in &rows {
+            let account: String = col(r, op, "account_id")?;
+            out.entry(account)
+                .or_default()
+                .push((col(r, op, "service")?, books::quantity(r, op)?));
+        }
+    }
+    Ok(out)
 }
 
 fn account_entry_from_row(row: &AnyRow, op: &str) -> Result<AccountLedgerEntry, StoreError> {
@@ -1072,14 +1126,15 @@ impl super::Store {
         account_rating_status(self.pools(), tenant_id).await
     }
 
-    /// Period-to-date quantity per service of one account.
+    /// Period-to-date quantity per service of each of `accounts` in `period`, by
+    /// account id (an account with no charges in the period is absent).
     pub async fn account_quantities(
         &self,
         tenant_id: &str,
-        account_id: &str,
         period: &str,
-    ) -> Result<Vec<(String, u64)>, StoreError> {
-        account_quantities(self.pools(), tenant_id, account_id, period).await
+        accounts: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, u64)>>, StoreError> {
+        account_quantities(self.pools(), tenant_id, period, accounts).await
     }
 
     /// An account's ledger rows whose usage time is in `[from, to)` after `after_seq`.

@@ -291,6 +291,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "tenant_events",
         include_str!("migrations/sqlite/0020_tenant_events.sql"),
     ),
+    (
+        21,
+        "account_period_counters",
+        include_str!("migrations/sqlite/0021_account_period_counters.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -373,6 +378,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         20,
         "tenant_events",
         include_str!("migrations/postgres/0020_tenant_events.sql"),
+    ),
+    (
+        21,
+        "account_period_counters",
+        include_str!("migrations/postgres/0021_account_period_counters.sql"),
     ),
 ];
 

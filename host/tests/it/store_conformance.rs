@@ -3491,9 +3491,25 @@ async fn account_charges_are_written_once_under_replay_and_a_takeover(db: Db) {
         (1, 2, 2_000)
     );
     assert_eq!(currency.as_deref(), Some("EUR"));
-    assert_eq!(
-        s.account_quantities("t1", "shop", &period).await.unwrap(),
-        [("msg".to_string(), 2)]
+    // One read for many accounts: an account without charges in the period is absent,
+    // and so is any period but the one asked.
+    let quantities = s
+        .account_quantities("t1", &period, &["shop", "nobody"])
+        .await
+        .unwrap();
+    assert_eq!(quantities.len(), 1);
+    assert_eq!(quantities["shop"], [("msg".to_string(), 2)]);
+    assert!(
+        s.account_quantities("t1", "2001-01", &["shop"])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.account_quantities("t2", &period, &["shop"])
+            .await
+            .unwrap()
+            .is_empty()
     );
     // A failed try keeps the cursor and says why; a credit counts once per reference.
     finish(
@@ -3538,6 +3554,42 @@ async fn account_charges_are_written_once_under_replay_and_a_takeover(db: Db) {
     );
     // None of it is the platform's: the tenant's own balance is untouched.
     assert_eq!(s.balance("t1").await.unwrap(), Default::default());
+    // The retried batch, written with a charge the ledger holds already beside its own:
+    // the period counters grow by the row inserted only, and equal the ledger's sums.
+    let again = [
+        account_charge("shop", &b.events[0], 1_000),
+        charges[0].clone(),
+    ];
+    assert_eq!(
+        s.write_account_charges(
+            "t1",
+            b.after_seq,
+            b.events.last().unwrap().seq,
+            &again,
+            now + 40_003
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let rows = s
+        .list_account_charges("t1", "shop", 0, i64::MAX, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let mut sums = std::collections::BTreeMap::<String, u64>::new();
+    for r in &rows {
+        assert_eq!(r.service, "msg");
+        *sums.entry(r.period.clone()).or_default() += r.quantity;
+    }
+    for (period, quantity) in sums {
+        assert_eq!(
+            s.account_quantities("t1", &period, &["shop"])
+                .await
+                .unwrap()["shop"],
+            [("msg".to_string(), quantity)]
+        );
+    }
 }
 
 /// Whatever a tenant's rater answers for its accounts goes to the tenant's books only,
