@@ -938,6 +938,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "routing loop",
             "no route to host",
             "too many hops",
+            // Microsoft SMTP service's DSN text for RFC 3463 X.4.6 (routing
+            // loop): "because the message was forwarded more than the
+            // maximum allowed times. This could indicate a mail loop."
+            "forwarded more than the maximum allowed times",
             "unable to resolve route",
             "network is unreachable",
             "dns error",
@@ -1396,9 +1400,11 @@ const SURELY_UNKNOWN: &[&str] = &[
     "unrecognized or-name",
     "ambiguous-or-name",
     "recipient name is not recognized",
-    // Lotus Notes/Domino: the directory has no such person.
+    // Lotus Notes/Domino: the directory has no such person, or its entry
+    // names no mail file (IBM's list of Domino delivery failures).
     "not listed in domino directory",
     "not listed in public name & address book",
+    "does not specify a valid notes mail file",
 ];
 
 /// Which reasons' phrases a text holds, found in one pass.
@@ -2244,7 +2250,18 @@ fn find_reply_code_from(text: &str, from: usize) -> Option<(usize, u16)> {
     let bytes = text.as_bytes();
     let mut i = from;
     while i + 3 <= bytes.len() {
+        // Exchange's NDR writes the reply as `#550 5.1.1 RESOLVER...##`
+        // (Microsoft's NDR reference): a '#' before a code with an enhanced
+        // status after it; elsewhere '#' numbers things (`#5.1.1`, `#550x`).
+        let exchange_hash = i > 0
+            && bytes[i - 1] == b'#'
+            && bytes.get(i + 3) == Some(&b' ')
+            && bytes
+                .get(i + 4)
+                .is_some_and(|c| matches!(c, b'2' | b'4' | b'5'))
+            && bytes.get(i + 5) == Some(&b'.');
         let boundary_before = i == 0
+            || exchange_hash
             || !(bytes[i - 1].is_ascii_alphanumeric()
                 || matches!(bytes[i - 1], b'.' | b'-' | b':' | b'/' | b'#' | b'[' | b'_'));
         let w = &bytes[i..i + 3];
@@ -2408,6 +2425,38 @@ mod tests {
             None
         );
         assert_eq!(amavis_verdict("550 rejected, see id=abc - spam"), None);
+    }
+
+    #[test]
+    fn exchange_ndr_reply_codes_follow_a_hash() {
+        assert_eq!(
+            find_reply_code("#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##"),
+            Some(550)
+        );
+        assert_eq!(find_reply_code("(#5.1.1)"), None);
+        assert_eq!(find_reply_code("ticket #550 opened"), None);
+    }
+
+    #[test]
+    fn documented_mta_wordings() {
+        // Microsoft SMTP service: a routing loop (RFC 3463 X.4.6).
+        assert_eq!(
+            r(
+                "",
+                None,
+                "Unable to deliver message to the following recipients, because the message was forwarded more than the maximum allowed times. This could indicate a mail loop."
+            ),
+            Reason::Networkerror
+        );
+        // Domino: a Person document without a mail file has no mailbox.
+        assert_eq!(
+            r(
+                "",
+                None,
+                "Recipient's Domino Directory entry does not specify a valid Notes mail file"
+            ),
+            Reason::Userunknown
+        );
     }
 
     #[test]
