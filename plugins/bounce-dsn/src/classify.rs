@@ -824,6 +824,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // to send mail is not authorized to send email directly to our
             // servers. Please use the SMTP relay at your service provider."
             "not authorized to send email directly to our servers",
+            // Exchange Online's NDR reference, 5.7.708: "Access denied,
+            // traffic not accepted from this IP" (the sending IP's standing).
+            "traffic not accepted from this ip",
         ],
     ),
     (
@@ -2479,6 +2482,14 @@ mod tests {
             Reason::Blocked
         );
         // Exchange Online's NDR reference.
+        assert_eq!(
+            r(
+                "5.7.708",
+                Some(550),
+                "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP."
+            ),
+            Reason::Blocked
+        );
         assert_eq!(
             r(
                 "5.7.512",
