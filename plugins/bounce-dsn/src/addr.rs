@@ -35,8 +35,20 @@ fn scan(text: &str, need_dot: bool) -> impl Iterator<Item = (usize, &str)> {
                 s -= 1;
             }
             let mut e = at + 1;
-            while e < bytes.len() && domain_char(bytes[e]) {
-                e += 1;
+            // An address literal (RFC 5321 4.1.3): `user@[192.0.2.7]`,
+            // `user@[IPv6:2001:db8::1]`.
+            if bytes.get(e) == Some(&b'[')
+                && let Some(close) = bytes[e..].iter().take(48).position(|&b| b == b']')
+                && bytes[e + 1..e + close]
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b':')
+                && close > 1
+            {
+                e += close + 1;
+            } else {
+                while e < bytes.len() && domain_char(bytes[e]) {
+                    e += 1;
+                }
             }
             // A quoted local part: "john..doe"@example.org.
             if at > 0
@@ -46,12 +58,23 @@ fn scan(text: &str, need_dot: bool) -> impl Iterator<Item = (usize, &str)> {
             {
                 s = open;
             }
-            let local = text[s..at].trim_start_matches(['.', '/', '-']);
-            let domain = text[at + 1..e].trim_end_matches(['.', '-', '_']);
+            let mut local = text[s..at].trim_start_matches(['.', '/', '-']);
+            // RFC 5322 lets a local part hold ' and `, but one opening the
+            // address and closed by a ' right after it is quoting, as
+            // Exchange 2003 writes `'user@example.org' on <date>` and old
+            // MTAs `user@example.org'.
+            if local.starts_with(['\'', '`']) && bytes.get(e) == Some(&b'\'') {
+                local = local.trim_start_matches(['\'', '`']);
+            }
+            let domain = if bytes.get(at + 1) == Some(&b'[') {
+                &text[at + 1..e]
+            } else {
+                text[at + 1..e].trim_end_matches(['.', '-', '_'])
+            };
             let start = at - local.len();
             i = e.max(at + 1);
             if !local.is_empty()
-                && (domain.contains('.') || (!need_dot && !domain.is_empty()))
+                && (domain.contains(['.', ':']) || (!need_dot && !domain.is_empty()))
                 && !domain.starts_with('.')
             {
                 // `local@domain`, all of one piece of the text.
@@ -103,6 +126,38 @@ mod tests {
                 .collect();
         assert_eq!(v, ["a.b@example.org", "x+1@y.example"]);
         assert!(find_all("no address @ here").is_empty());
+    }
+
+    #[test]
+    fn quotes_around_an_address_are_not_part_of_it() {
+        // Exchange 2003's NDR line, and the `...' quoting of old MTAs.
+        assert_eq!(
+            first("      'nobody@example.org' on 12/7/2026 10:00 AM").as_deref(),
+            Some("nobody@example.org")
+        );
+        assert_eq!(
+            first("Delivery to `nobody@example.org' failed").as_deref(),
+            Some("nobody@example.org")
+        );
+        // A local part that holds a quote (RFC 5322 atext) keeps it.
+        assert_eq!(
+            first("<o'brien@example.org>: User unknown").as_deref(),
+            Some("o'brien@example.org")
+        );
+    }
+
+    #[test]
+    fn address_literals_are_addresses() {
+        assert_eq!(
+            first("<nobody@[192.0.2.7]>: host 192.0.2.7 said: 550").as_deref(),
+            Some("nobody@[192.0.2.7]")
+        );
+        assert_eq!(
+            first("nobody@[IPv6:2001:db8::1] failed").as_deref(),
+            Some("nobody@[IPv6:2001:db8::1]")
+        );
+        // Brackets that hold no address literal end the address search.
+        assert!(first("user@[not a literal]").is_none());
     }
 
     #[test]

@@ -409,6 +409,8 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "rfcmessagenoncompliant",
             "multiple addresses in from",
             "not compliant with rfc",
+            // Exchange Online's NDR reference, 5.7.512.
+            "rfc 5322 section 3.6.2 compliant",
         ],
     ),
     (
@@ -578,6 +580,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "antispam checks",
             "spam classification",
             "scored as spam",
+            // Google's SMTP error reference, 550 5.7.1: "Our system has
+            // detected that this message is likely unsolicited mail."
+            "likely unsolicited mail",
         ],
     ),
     (
@@ -815,6 +820,13 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "client blocked",
             "rly:b",
             "dyn:t",
+            // Google's SMTP error reference, 550 5.7.1: "The IP you're using
+            // to send mail is not authorized to send email directly to our
+            // servers. Please use the SMTP relay at your service provider."
+            "not authorized to send email directly to our servers",
+            // Exchange Online's NDR reference, 5.7.708: "Access denied,
+            // traffic not accepted from this IP" (the sending IP's standing).
+            "traffic not accepted from this ip",
         ],
     ),
     (
@@ -929,6 +941,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "routing loop",
             "no route to host",
             "too many hops",
+            // Microsoft SMTP service's DSN text for RFC 3463 X.4.6 (routing
+            // loop): "because the message was forwarded more than the
+            // maximum allowed times. This could indicate a mail loop."
+            "forwarded more than the maximum allowed times",
             "unable to resolve route",
             "network is unreachable",
             "dns error",
@@ -1040,6 +1056,9 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("7", "57") => Reason::Securityerror,
         ("7", d) if d.len() == 3 && ("606"..="649").contains(&d) => Reason::Blocked,
         ("7", "650" | "651" | "652") => Reason::Badreputation,
+        // Exchange Online: 5.7.512 "message must be RFC 5322 section 3.6.2
+        // compliant" (its From field).
+        ("7", "512") => Reason::Notcompliantrfc,
         _ => return None,
     };
     Some(r)
@@ -1384,9 +1403,11 @@ const SURELY_UNKNOWN: &[&str] = &[
     "unrecognized or-name",
     "ambiguous-or-name",
     "recipient name is not recognized",
-    // Lotus Notes/Domino: the directory has no such person.
+    // Lotus Notes/Domino: the directory has no such person, or its entry
+    // names no mail file (IBM's list of Domino delivery failures).
     "not listed in domino directory",
     "not listed in public name & address book",
+    "does not specify a valid notes mail file",
 ];
 
 /// Which reasons' phrases a text holds, found in one pass.
@@ -1516,6 +1537,11 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
         Reason::Userunknown => {
             if named == Some(Reason::Userunknown) {
                 // A 5.1.1 whose text says something more specific is that.
+                // Rejected's words name the sender; a generic one ("access
+                // denied") beside words of a missing mailbox ("Mailbox
+                // unavailable or access denied", IMail's and others' reply
+                // to RCPT TO) leaves the X.1.1 meaning standing.
+                let missing = says(lower, Reason::Userunknown) && !names_the_sender(f.diagnostic);
                 let other = [
                     Reason::Norelaying,
                     Reason::Blocked,
@@ -1525,7 +1551,7 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
                     Reason::Notaccept,
                 ]
                 .iter()
-                .any(|r| says(lower, *r));
+                .any(|r| says(lower, *r) && !(*r == Reason::Rejected && missing));
                 (!other).then_some("status-x.1.x-address")
             } else if named == Some(Reason::Hostunknown) || says(lower, Reason::Hostunknown) {
                 // The domain is not there (RFC 3463 X.1.2, "domain not
@@ -2068,7 +2094,31 @@ fn provider_code(text: &str) -> Option<Reason> {
             .find(|(t, _)| text.contains(t))
             .map(|(_, r)| *r);
     }
-    None
+    amavis_verdict(text)
+}
+
+/// amavisd-new's refusal names its verdict after the message's id, in the
+/// reply templates it documents: `554 5.7.0 Reject, id=12345-01 - SPAM`,
+/// `... - INFECTED: <virus>` (`- VIRUS:` in later versions). The 5.7.0
+/// beside it says only "security", so the verdict decides.
+fn amavis_verdict(text: &str) -> Option<Reason> {
+    let at = text.find("id=")?;
+    let head = text[..at].trim_end().to_ascii_lowercase();
+    if !head.ends_with("reject,") && !head.ends_with("discard,") {
+        return None;
+    }
+    let rest = &text[at..];
+    let verdict = rest.split_once(" - ")?.1.trim_start();
+    let word: String = verdict
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    match word.as_str() {
+        "SPAM" | "SPAMMY" => Some(Reason::Spamdetected),
+        "INFECTED" | "VIRUS" => Some(Reason::Virusdetected),
+        _ => None,
+    }
 }
 
 /// The three digits that decide an Orange/La Poste code at the start of `b`.
@@ -2203,7 +2253,18 @@ fn find_reply_code_from(text: &str, from: usize) -> Option<(usize, u16)> {
     let bytes = text.as_bytes();
     let mut i = from;
     while i + 3 <= bytes.len() {
+        // Exchange's NDR writes the reply as `#550 5.1.1 RESOLVER...##`
+        // (Microsoft's NDR reference): a '#' before a code with an enhanced
+        // status after it; elsewhere '#' numbers things (`#5.1.1`, `#550x`).
+        let exchange_hash = i > 0
+            && bytes[i - 1] == b'#'
+            && bytes.get(i + 3) == Some(&b' ')
+            && bytes
+                .get(i + 4)
+                .is_some_and(|c| matches!(c, b'2' | b'4' | b'5'))
+            && bytes.get(i + 5) == Some(&b'.');
         let boundary_before = i == 0
+            || exchange_hash
             || !(bytes[i - 1].is_ascii_alphanumeric()
                 || matches!(bytes[i - 1], b'.' | b'-' | b':' | b'/' | b'#' | b'[' | b'_'));
         let w = &bytes[i..i + 3];
@@ -2344,6 +2405,118 @@ mod tests {
         assert!(!is_hard(Reason::Mailboxfull, "5.2.2", Some(552)));
         assert!(is_hard(Reason::Notaccept, "5.1.10", None));
         assert!(!is_hard(Reason::Notaccept, "4.0.0", None));
+    }
+
+    #[test]
+    fn amavis_names_its_verdict_after_the_id() {
+        // Dev row lhost-amavis-03; amavisd-new's documented templates.
+        assert_eq!(
+            r("5.7.0", Some(554), "554 5.7.0 Reject, id=20025-09 - SPAM"),
+            Reason::Spamdetected
+        );
+        assert_eq!(
+            r(
+                "5.7.0",
+                Some(554),
+                "554 5.7.0 Reject, id=12345-01 - INFECTED: Eicar-Test-Signature"
+            ),
+            Reason::Virusdetected
+        );
+        // Another verdict, or another server's "id=", decides nothing here.
+        assert_eq!(
+            amavis_verdict("554 5.7.0 Reject, id=12345-01 - BANNED: x.exe"),
+            None
+        );
+        assert_eq!(amavis_verdict("550 rejected, see id=abc - spam"), None);
+    }
+
+    #[test]
+    fn exchange_ndr_reply_codes_follow_a_hash() {
+        assert_eq!(
+            find_reply_code("#550 5.1.1 RESOLVER.ADR.RecipNotFound; not found ##"),
+            Some(550)
+        );
+        assert_eq!(find_reply_code("(#5.1.1)"), None);
+        assert_eq!(find_reply_code("ticket #550 opened"), None);
+    }
+
+    #[test]
+    fn documented_mta_wordings() {
+        // Microsoft SMTP service: a routing loop (RFC 3463 X.4.6).
+        assert_eq!(
+            r(
+                "",
+                None,
+                "Unable to deliver message to the following recipients, because the message was forwarded more than the maximum allowed times. This could indicate a mail loop."
+            ),
+            Reason::Networkerror
+        );
+        // Domino: a Person document without a mail file has no mailbox.
+        assert_eq!(
+            r(
+                "",
+                None,
+                "Recipient's Domino Directory entry does not specify a valid Notes mail file"
+            ),
+            Reason::Userunknown
+        );
+    }
+
+    #[test]
+    fn documented_provider_wordings() {
+        // Google's SMTP error reference.
+        assert_eq!(
+            r(
+                "5.7.1",
+                Some(550),
+                "550-5.7.1 Our system has detected that this message is likely unsolicited mail. To reduce the amount of spam sent to Gmail, this message has been blocked."
+            ),
+            Reason::Spamdetected
+        );
+        assert_eq!(
+            r(
+                "5.7.1",
+                Some(550),
+                "550-5.7.1 The IP you're using to send mail is not authorized to send email directly to our servers. Please use the SMTP relay at your service provider instead."
+            ),
+            Reason::Blocked
+        );
+        // Exchange Online's NDR reference.
+        assert_eq!(
+            r(
+                "5.7.708",
+                Some(550),
+                "550 5.7.708 Service unavailable. Access denied, traffic not accepted from this IP."
+            ),
+            Reason::Blocked
+        );
+        assert_eq!(
+            r(
+                "5.7.512",
+                Some(550),
+                "550 5.7.512 Access denied, message must be RFC 5322 section 3.6.2 compliant and include a valid From address"
+            ),
+            Reason::Notcompliantrfc
+        );
+        // X.1.1 with a missing mailbox's words beside a generic "access
+        // denied" (IMail's and others' reply to RCPT TO) is the address.
+        assert_eq!(
+            r(
+                "5.1.1",
+                Some(550),
+                "550 5.1.1 <nobody@example.org>... Mailbox unavailable or access denied"
+            ),
+            Reason::Userunknown
+        );
+        // Without the missing mailbox's words a refusal keeps its class.
+        assert_eq!(
+            r(
+                "5.1.1",
+                Some(550),
+                "550 5.1.1 Sender address rejected: access denied"
+            ),
+            Reason::Rejected
+        );
     }
 
     #[test]

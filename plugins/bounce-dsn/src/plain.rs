@@ -149,8 +149,9 @@ fn address_line(line: &str) -> Option<(String, String)> {
             break;
         }
     }
-    let quoted = rest.starts_with('<') || rest.starts_with('"');
-    let mut body = rest.trim_start_matches('<');
+    let quoted = rest.starts_with(['<', '"', '\'', '`']);
+    // `'user@example.org' on <date>` (Exchange 2003) quotes as `<...>` does.
+    let mut body = rest.trim_start_matches(['<', '\'', '`']);
     let (mut at, mut address) = addr::addresses(body).next()?;
     if at != 0 && body.starts_with('"') {
         body = body.trim_start_matches('"');
@@ -160,7 +161,7 @@ fn address_line(line: &str) -> Option<(String, String)> {
         return None;
     }
     let mut after = &body[address.len()..];
-    after = after.trim_start_matches(['>', '"']);
+    after = after.trim_start_matches(['>', '"', '\'']);
     let after_t = after.trim_start();
     // What may follow a recipient: nothing, ':' or '...' and a reason, a
     // parenthesised note (Exim's "generated from"), or "<<<" replies.
@@ -512,6 +513,11 @@ mod tests {
         );
         let (a, d) = address_line("<a@example.org>... User unknown").unwrap();
         assert_eq!((a.as_str(), d.as_str()), ("a@example.org", "User unknown"));
+        let (a, d) = address_line("      'nobody@example.org' on 12/7/2026 10:00 AM").unwrap();
+        assert_eq!(
+            (a.as_str(), d.as_str()),
+            ("nobody@example.org", "on 12/7/2026 10:00 AM")
+        );
         assert!(address_line("kijitora@example.jp wrote a message").is_none());
         assert!(address_line("Please contact postmaster@example.jp now").is_none());
     }
