@@ -5,6 +5,7 @@
 
 use super::bounces::{pick, verdict};
 use super::state::{Server, now_ms};
+use crate::logging::Chain;
 use crate::smtp_in::{self, Handler, Reply, Transaction};
 use crate::stage::{BounceInput, BounceOutput, Stage};
 use crate::store::{BounceReport, BounceTarget, EventKind, NewEvent};
@@ -54,7 +55,7 @@ impl Handler for Intake {
                 format!("5.1.1 <{address}>: no such message or recipient"),
             )),
             Err(e) => {
-                tracing::warn!(error = %e, "bounce intake: cannot look up a return path");
+                tracing::warn!(error = %Chain(&e), "bounce intake: cannot look up a return path");
                 Err(try_later("the store is unavailable"))
             }
         }
@@ -100,7 +101,7 @@ impl Handler for Intake {
                     tracing::warn!(message_id = %target.message_id, "bounce for a recipient that is gone")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "bounce intake: cannot record a bounce");
+                    tracing::warn!(error = %Chain(&e), "bounce intake: cannot record a bounce");
                     return try_later("the bounce could not be recorded");
                 }
             }
@@ -155,14 +156,14 @@ impl Intake {
         if !events.is_empty()
             && let Err(e) = self.server.store.append_events(events).await
         {
-            tracing::warn!(error = %e, "bounce intake: cannot record plugin_error events");
+            tracing::warn!(error = %Chain(&e), "bounce intake: cannot record plugin_error events");
         }
         if let Some(why) = called.closed {
             tracing::info!(tenant = tenant_id, reason = %why, "bounce intake: deferring a bounce");
             return Err(try_later("the bounce could not be read now"));
         }
         called.result.map_err(|e| {
-            tracing::warn!(error = %e, "bounce intake: the bounce plugin failed");
+            tracing::warn!(error = %Chain(&e), "bounce intake: the bounce plugin failed");
             try_later("the bounce could not be read now")
         })
     }
@@ -211,7 +212,7 @@ pub async fn start(
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "SMTP accept failed");
+                    tracing::warn!(error = %Chain(&e), "SMTP accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -236,7 +237,7 @@ pub async fn start(
             let (config, intake) = (config.clone(), intake.clone());
             sessions.spawn(async move {
                 if let Err(e) = smtp_in::serve_connection(stream, &config, &*intake).await {
-                    tracing::debug!(%peer, error = %e, "SMTP session ended with an I/O error");
+                    tracing::debug!(%peer, error = %Chain(&e), "SMTP session ended with an I/O error");
                 }
                 drop(slot);
             });
