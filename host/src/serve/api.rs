@@ -65,7 +65,7 @@ pub fn router(server: AppState, more: Router<AppState>) -> Router {
         // Outside everything: whatever answers an error, the body is the JSON error.
         .layer(axum::middleware::from_fn(super::error::json_errors))
         // Outside that: the status counted is the one sent.
-        .layer(axum::middleware::from_fn(super::metrics_http::count))
+        .layer(axum::middleware::from_fn(super::request_count::count))
         .with_state(server)
 }
 

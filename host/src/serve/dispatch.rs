@@ -559,8 +559,8 @@ impl Told {
         }
         let mut lines = outcomes.iter();
         for (w, n) in whose {
-            for l in lines.by_ref().take(*n) {
-                if let Some(l) = l {
+            for l in lines.by_ref().take(*n).flatten() {
+                {
                     tracing::info!(
                         message_id = %l.message,
                         tenant = %w.tenant,

@@ -1,5 +1,6 @@
-//! `GET /metrics` (Prometheus text format, `crate::metrics`) and the count of every HTTP
-//! request by method, route template and status.
+//! `GET /metrics` (Prometheus text format, `crate::metrics`). Its routes are handed to
+//! `api::router` by `serve`'s `run` (as `events_api`'s are), so no handler module names
+//! this one and it stays out of their import cycle.
 //!
 //! Who may scrape: a caller with the admin token (`Authorization: Bearer …`), or one
 //! whose address is in `[metrics] allow_unauthenticated_from` (none by default). What is
@@ -12,24 +13,16 @@ use super::error::ApiError;
 use super::state::now_ms;
 use crate::logging::Chain;
 use crate::metrics;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{RequestPartsExt, Router};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::sync::Mutex;
 
 /// How long a store read serves scrapes.
 const STORE_READ_FOR: Duration = Duration::from_secs(1);
-
-/// The last store read for the gauges, shared by scrapes.
-#[derive(Default)]
-pub struct ScrapeCache {
-    last: Mutex<Option<Instant>>,
-}
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
@@ -54,7 +47,7 @@ async fn scrape(State(s): State<AppState>, req: Request) -> Result<Response, Api
     }
     let m = metrics::get();
     {
-        let mut last = s.scrapes.last.lock().await;
+        let mut last = s.scrapes.lock().await;
         if (*last).is_none_or(|at| at.elapsed() >= STORE_READ_FOR) {
             match s.store.queue_gauges().await {
                 Ok(g) => {
@@ -96,22 +89,4 @@ async fn scrape(State(s): State<AppState>, req: Request) -> Result<Response, Api
         }
     }
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], m.encode()).into_response())
-}
-
-/// Counts every request by method, route template (never the raw path: `unmatched` when
-/// no route took it) and status. Outermost, so the status is the one sent.
-pub async fn count(req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let response = next.run(req).await;
-    let status: StatusCode = response.status();
-    metrics::get().http_request(
-        &method,
-        route.as_deref().unwrap_or("unmatched"),
-        status.as_u16(),
-    );
-    response
 }

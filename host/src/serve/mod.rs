@@ -37,6 +37,7 @@ mod plugins;
 pub mod preflight;
 mod relay_probe;
 mod reload;
+mod request_count;
 mod retry;
 mod state;
 mod suppressions;

@@ -64,8 +64,9 @@ pub struct Server {
     pub limits: super::live_limits::LiveLimits,
     /// The event streams open on this node and what wakes them (`event_hub.rs`).
     pub events: Arc<super::event_hub::EventHub>,
-    /// The store reads of `GET /metrics`, shared by scrapes (`metrics_http.rs`).
-    pub scrapes: super::metrics_http::ScrapeCache,
+    /// When `GET /metrics` last read the store; scrapes take turns under it
+    /// (`metrics_http.rs`).
+    pub scrapes: tokio::sync::Mutex<Option<Instant>>,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (KeyOwner, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
