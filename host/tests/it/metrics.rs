@@ -411,3 +411,36 @@ fn json_logs_have_a_line_per_accepted_message_and_per_delivery_and_no_secrets() 
         assert!(!raw.contains(secret), "{secret:?} in the log:\n{raw}");
     }
 }
+
+#[test]
+fn postgres_serves_the_queue_gauges_from_its_store() {
+    let db = PgDb::new("sluice_metrics");
+    let port = free_port();
+    let setup = pipeline(port, &["t"], "");
+    setup.use_store(&db.url());
+    // No relay answers: the message waits, deferred, and its age shows.
+    let s = setup.start();
+    let key = s.new_key("t");
+    s.submit(&key, &simple("a@example.com", "x@example.net", "waits"));
+    let text = wait_for("the message counted as waiting", || {
+        let t = scrape(&s);
+        let waiting: f64 = ["queued", "delivering", "deferred"]
+            .iter()
+            .map(|st| value(&t, &format!("sluice_queue_recipients{{state=\"{st}\"}}")))
+            .sum();
+        if waiting == 1.0 {
+            Ok(t)
+        } else {
+            Err(format!("{waiting} waiting"))
+        }
+    });
+    assert!(
+        samples(&text).contains_key("sluice_queue_oldest_age_seconds"),
+        "{text}"
+    );
+    assert!(
+        samples(&text).contains_key("sluice_billing_unrated_events"),
+        "{text}"
+    );
+    promtool_check(&text);
+}
