@@ -157,6 +157,25 @@ fn counters_move_by_the_mail_sent_and_the_text_passes_promtool() {
     );
     promtool_check(&after);
     dashboards_name_only_these(&after);
+
+    // Methods of a client's own making share `other` past a few.
+    for i in 0..20 {
+        s.request(&format!("X{i}"), "/v1/messages", None, None, b"");
+    }
+    let text = scrape(&s);
+    let methods: std::collections::HashSet<String> = samples(&text)
+        .keys()
+        .filter(|k| k.starts_with("sluice_http_requests_total{"))
+        .filter_map(|k| {
+            k.split("method=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(methods.len() <= 9, "{methods:?}");
+    assert!(methods.contains("other"), "{methods:?}");
 }
 
 /// Every metric served is in the README's list, and every metric the Grafana dashboard and
