@@ -81,6 +81,7 @@ impl Handler for Intake {
                 continue;
             };
             let v = verdict(pick(&out.results, &target.address), &out.notes);
+            let class = v.detail["reason"].as_str().unwrap_or("unknown").to_owned();
             let report = BounceReport {
                 message_id: target.message_id.clone(),
                 recipient_idx: target.recipient_idx,
@@ -90,13 +91,25 @@ impl Handler for Intake {
                 at_ms: now_ms(),
             };
             match self.server.store.record_bounce(report).await {
-                Ok(Some(done)) => tracing::info!(
-                    message_id = %target.message_id,
-                    recipient = %target.address,
-                    kind = v.kind.as_str(),
-                    suppressed = done.suppressed,
-                    "bounce recorded"
-                ),
+                Ok(Some(done)) => {
+                    // A bounce e-mail that made the recipient `bounced` is a final outcome,
+                    // counted by the relay that had carried the message.
+                    if done.state_changed && v.kind == EventKind::Bounced {
+                        let m = crate::metrics::get();
+                        let t = &done.target;
+                        m.bounced
+                            .get_or_create(&m.bounce(&t.tenant_id, t.last_relay.as_deref(), &class))
+                            .inc();
+                    }
+                    tracing::info!(
+                        message_id = %target.message_id,
+                        domain = target.address.rsplit_once('@').map_or("", |(_, d)| d),
+                        kind = v.kind.as_str(),
+                        class = %class,
+                        suppressed = done.suppressed,
+                        "bounce recorded"
+                    )
+                }
                 Ok(None) => {
                     tracing::warn!(message_id = %target.message_id, "bounce for a recipient that is gone")
                 }
