@@ -227,7 +227,14 @@ pub async fn suppress_refused(server: &Server, lease: &Lease, class: &ReplyClass
         added_by: crate::store::AddedBy::Platform,
     };
     if let Err(e) = server.store.suppress(new, super::state::now_ms()).await {
-        tracing::warn!(error = %Chain(&e), address = %lease.address, "cannot suppress a hard-bounced address");
+        tracing::warn!(
+            error = %Chain(&e),
+            message_id = %lease.message_id,
+            tenant = %lease.tenant_id,
+            recipient = lease.recipient_idx,
+            domain = %lease.domain,
+            "cannot suppress a hard-bounced address"
+        );
     }
 }
 
