@@ -27,6 +27,7 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::rustls;
 
 /// The longest URL a webhook may have.
 pub const MAX_URL_LEN: usize = 2048;
@@ -388,16 +389,16 @@ fn clip(s: &str, max: usize) -> String {
     format!("{t}…")
 }
 
-fn tls_config() -> Arc<tokio_rustls::rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<tokio_rustls::rustls::ClientConfig>> = OnceLock::new();
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let roots = tokio_rustls::rustls::RootCertStore {
+            let roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
-            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
             Arc::new(
-                tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+                rustls::ClientConfig::builder_with_provider(provider)
                     .with_safe_default_protocol_versions()
                     .expect("ring supports the default protocol versions")
                     .with_root_certificates(roots)

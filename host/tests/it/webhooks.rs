@@ -663,6 +663,15 @@ fn slow_silent_redirecting_and_endless_receivers_are_contained_and_a_failing_one
         json!({"url": good.url("127.0.0.1"), "events": ["*"]}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
+    // The platform's webhook, over every tenant's events.
+    let platform = Receiver::start(Mode::Slow(0));
+    let r = s.admin(
+        "POST",
+        "/admin/v1/webhooks",
+        Some(json!({"url": platform.url("127.0.0.1"), "events": ["message.delivered"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let platform_id = r.json()["id"].as_str().unwrap().to_string();
 
     let mine = s.submit(&key, &simple("a@example.com", "x@example.net", "hostile"));
     // The other tenant's webhook and everybody's mail go on while these fail.
@@ -681,6 +690,48 @@ fn slow_silent_redirecting_and_endless_receivers_are_contained_and_a_failing_one
         }
     });
     assert!(good.delivered().iter().all(|e| e["message_id"] == theirs));
+    let both = wait_for(
+        "both tenants' delivered events at the platform's receiver",
+        || {
+            let bodies: Vec<Value> = platform
+                .all()
+                .iter()
+                .filter(|r| r.ok())
+                .map(Request::json)
+                .collect();
+            let tenants: HashSet<String> = bodies
+                .iter()
+                .filter(|b| b["events"].as_array().is_some_and(|e| !e.is_empty()))
+                .map(|b| b["tenant_id"].as_str().unwrap().to_string())
+                .collect();
+            if tenants.len() == 2 {
+                Ok(bodies)
+            } else {
+                Err(format!("{bodies:?}"))
+            }
+        },
+    );
+    assert!(
+        both.iter()
+            .flat_map(|b| b["events"].as_array().unwrap().clone())
+            .all(|e| e["type"] == "message.delivered")
+    );
+    let a = s
+        .admin("GET", &format!("/admin/v1/webhooks/{platform_id}"), None)
+        .json();
+    assert_eq!(a["cursors"].as_object().unwrap().len(), 2, "{a}");
+    // A tenant's key does not reach it.
+    assert_eq!(
+        call(
+            &s,
+            &key,
+            "GET",
+            &format!("/v1/webhooks/{platform_id}"),
+            None
+        )
+        .status,
+        404
+    );
 
     let attempts = |id: &str| -> Vec<Value> {
         let r = call(
