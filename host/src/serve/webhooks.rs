@@ -212,6 +212,7 @@ async fn deliver(server: &Server, hook: Webhook) -> Result<(), crate::store::Sto
         server.store.ensure_webhook_cursors(&id).await?;
     }
     let mut hook = hook;
+    let mut served: Option<String> = None;
     loop {
         if server.is_shutting_down() {
             return Ok(());
@@ -234,9 +235,16 @@ async fn deliver(server: &Server, hook: Webhook) -> Result<(), crate::store::Sto
             None => return Ok(()),
         }
         let kinds = kinds_of(&hook.events);
-        // The first of its tenants with events past the cursor (round robin by name).
+        // The next of its tenants with events past the cursor, after the one served
+        // last (a platform webhook takes its tenants in turn: a busy one cannot starve
+        // the others).
         let mut next = None;
-        for (tenant, cursor) in server.store.webhook_cursors(&id).await? {
+        let mut cursors = server.store.webhook_cursors(&id).await?;
+        if let Some(prev) = &served {
+            let at = cursors.partition_point(|(t, _)| t <= prev);
+            cursors.rotate_left(at);
+        }
+        for (tenant, cursor) in cursors {
             let last = server.store.last_event_cursor(&tenant).await?;
             if last > cursor {
                 next = Some((tenant, cursor, last));
@@ -246,6 +254,7 @@ async fn deliver(server: &Server, hook: Webhook) -> Result<(), crate::store::Sto
         let Some((tenant, from, last)) = next else {
             return Ok(());
         };
+        served = Some(tenant.clone());
         let page = server
             .store
             .events_after(&tenant, from, config.batch_size, kinds.as_deref())
