@@ -100,13 +100,16 @@ fi
 
 if [ "$WEBHOOK" = 1 ]; then
   printf '[webhooks]\nallow_private = true\nbatch_size = %s\npoll_ms = 100\n' "${WEBHOOK_BATCH:-100}" >> "$OUT/pipeline.toml"
-  python3 "$ROOT/tests/bench/webhook_receiver.py" "$WEBHOOK_PORT" "$OUT/webhook-events" &
-  pids+=($!)
 fi
 "$SHARED_BENCH/sink.sh" start "$SINK_PORT" >/dev/null
 export SLUICE_BENCH_ADMIN=bench-admin-token
 "$SLUICE" serve --pipeline "$OUT/pipeline.toml" >"$OUT/serve.log" 2>&1 &
 pids+=($!)
+# After the server: pids[0] is the server, whose CPU is measured.
+if [ "$WEBHOOK" = 1 ]; then
+  python3 "$ROOT/tests/bench/webhook_receiver.py" "$WEBHOOK_PORT" "$OUT/webhook-events" &
+  pids+=($!)
+fi
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
 KEY=$(curl -sf -X POST -H "Authorization: Bearer $SLUICE_BENCH_ADMIN" "http://127.0.0.1:$HTTP_PORT/admin/v1/tenants/bench/keys" | sed 's/.*"key":"\([^"]*\)".*/\1/')
 
