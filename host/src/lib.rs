@@ -21,6 +21,7 @@ pub mod smtp_in;
 pub mod socket_activation;
 pub mod store;
 pub mod verp;
+pub mod webhook_http;
 
 // Crates cut out of the host, kept under their old module names so `crate::stage::…`
 // (and `sluice::stage::…` in tests) still name them.

@@ -4,7 +4,7 @@
 # same kind of sink, and the smtp-source → smtp-sink ceiling.
 #
 #   tests/bench/pipeline.sh [-n MESSAGES] [-c CONCURRENCY] [-z "1024 20480"] [-s sqlite|postgres]
-#                           [--accounts N] [--no-postfix]
+#                           [--accounts N] [--webhook] [--no-postfix]
 #   SLUICE_BIN=/path/to/sluice tests/bench/pipeline.sh ...   (a binary built elsewhere)
 #   OUT=/tmp/dir SINK_PORT=p HTTP_PORT=q tests/bench/pipeline.sh ...   (beside another run)
 #
@@ -14,17 +14,23 @@
 # by the platform for the tenant and by the tenant for one of its customers. After each
 # push the script waits for both ratings to catch up and prints how long that took.
 #
+# --webhook: a webhook subscribed to every event ("*"), sent to a small receiver on
+# loopback (tests/bench/webhook_receiver.py, answers 204 at once), `[webhooks] batch_size`
+# WEBHOOK_BATCH (100); after each push the script waits until the webhook's cursor has
+# reached the tenant's last event and prints how long that took and the events received.
+#
 # Needs: Postfix (smtp-sink, smtp-source), ../shared/bench beside the repo,
 # PostgreSQL for -s postgres. Everything listens on 127.0.0.1 only; every
 # process it starts is stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-N=20000; C=32; SIZES="1024 20480"; STORE=sqlite; POSTFIX=1; ACCOUNTS=0
+N=20000; C=32; SIZES="1024 20480"; STORE=sqlite; POSTFIX=1; ACCOUNTS=0; WEBHOOK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N=$2; shift 2;; -c) C=$2; shift 2;; -z) SIZES=$2; shift 2;; -s) STORE=$2; shift 2;;
     --accounts) ACCOUNTS=$2; shift 2;;
+    --webhook) WEBHOOK=1; shift;;
     --no-postfix) POSTFIX=0; shift;; *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -36,7 +42,7 @@ fi
 OUT=${OUT:-/tmp/sluice-bench}
 rm -rf "$OUT"; mkdir -p "$OUT"
 # Ports and OUT may be moved when another run shares the machine.
-SINK_PORT=${SINK_PORT:-30450}; HTTP_PORT=${HTTP_PORT:-30451}
+SINK_PORT=${SINK_PORT:-30450}; HTTP_PORT=${HTTP_PORT:-30451}; WEBHOOK_PORT=${WEBHOOK_PORT:-30452}
 export STATE_DIR=$OUT
 pids=()
 cleanup() {
@@ -92,14 +98,44 @@ if "$SLUICE" pipeline check "$OUT/admission.toml" >/dev/null 2>&1; then
   printf '%s\n' "$ADMISSION" >> "$OUT/pipeline.toml"
 fi
 
+if [ "$WEBHOOK" = 1 ]; then
+  printf '[webhooks]\nallow_private = true\nbatch_size = %s\npoll_ms = 100\n' "${WEBHOOK_BATCH:-100}" >> "$OUT/pipeline.toml"
+fi
 "$SHARED_BENCH/sink.sh" start "$SINK_PORT" >/dev/null
 export SLUICE_BENCH_ADMIN=bench-admin-token
 "$SLUICE" serve --pipeline "$OUT/pipeline.toml" >"$OUT/serve.log" 2>&1 &
 pids+=($!)
+# After the server: pids[0] is the server, whose CPU is measured.
+if [ "$WEBHOOK" = 1 ]; then
+  python3 "$ROOT/tests/bench/webhook_receiver.py" "$WEBHOOK_PORT" "$OUT/webhook-events" &
+  pids+=($!)
+fi
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$HTTP_PORT/healthz" >/dev/null && break; sleep 0.1; done
 KEY=$(curl -sf -X POST -H "Authorization: Bearer $SLUICE_BENCH_ADMIN" "http://127.0.0.1:$HTTP_PORT/admin/v1/tenants/bench/keys" | sed 's/.*"key":"\([^"]*\)".*/\1/')
 
 API="http://127.0.0.1:$HTTP_PORT"
+if [ "$WEBHOOK" = 1 ]; then
+  HOOK=$(curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d "{\"url\": \"http://127.0.0.1:$WEBHOOK_PORT/hook\", \"events\": [\"*\"]}" "$API/v1/webhooks" |
+    sed 's/.*"id":"\([^"]*\)".*/\1/')
+  echo "## A webhook subscribed to every event ($HOOK, batch_size ${WEBHOOK_BATCH:-100})"
+fi
+# Seconds until the webhook's cursor reaches the tenant's last event.
+webhook_caught_up() {
+  local t0 t1 cursor more
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 3000); do
+    cursor=$(curl -sf -H "Authorization: Bearer $KEY" "$API/v1/webhooks/$HOOK" | sed -n 's/.*"cursor":\([0-9]*\).*/\1/p')
+    more=$(curl -sf -H "Authorization: Bearer $KEY" "$API/v1/events?after=${cursor:-0}&limit=1" | grep -c '"cursor"' || true)
+    if [ "$more" = 0 ]; then
+      t1=$(date +%s.%N)
+      echo "  webhook caught up $(echo "$t1 - $t0" | bc) s after the last delivery (cursor $cursor; receiver counted $(cat "$OUT/webhook-events" 2>/dev/null || echo 0) events)"
+      return
+    fi
+    sleep 0.1
+  done
+  echo "  webhook not caught up after 300 s (cursor $cursor)"
+}
 if [ "$ACCOUNTS" -gt 0 ]; then
   tariff='id = \"bench-accounts\"\ncurrency = \"EUR\"\nminor_units = 2\n[[service]]\nname = \"mail\"\nunit = \"message\"\ndirection = \"outbound\"\nmode = \"graduated\"\ntier = [{ up_to = 100, price = \"0.002\" }, { price = \"0.001\" }]\n'
   curl -sf -X PUT -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
@@ -140,6 +176,11 @@ for z in $SIZES; do
     caught_up
     cpu2=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
     echo "  sluice CPU with both ratings done: $(( (cpu2 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"
+  fi
+  if [ "$WEBHOOK" = 1 ]; then
+    webhook_caught_up
+    cpu2=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
+    echo "  sluice CPU with the webhook caught up: $(( (cpu2 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"
   fi
   echo "  load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 done

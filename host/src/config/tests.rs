@@ -442,3 +442,38 @@ fn events_have_defaults_and_refuse_zero() {
     let e = errors("[events]\nwebhooks = 1\n");
     assert!(e.contains("webhooks"), "{e}");
 }
+
+#[test]
+fn webhooks_have_defaults_and_bounds() {
+    use std::time::Duration;
+    let w = Pipeline::parse("", "p.toml").unwrap().webhooks;
+    assert_eq!(w.batch_size, 1);
+    assert_eq!(w.first_retry, Duration::from_secs(2));
+    assert_eq!(w.max_retry, Duration::from_secs(600));
+    assert_eq!(w.retry_window, Duration::from_secs(86_400));
+    assert_eq!(w.max_response_bytes, 65_536);
+    assert!(!w.allow_private);
+    assert_eq!(
+        (
+            w.max_per_tenant,
+            w.max_concurrent,
+            w.max_concurrent_per_tenant
+        ),
+        (20, 64, 4)
+    );
+    let w = Pipeline::parse(
+        "[webhooks]\nbatch_size = 50\nallow_private = true\nretry_window_secs = 3\n",
+        "p.toml",
+    )
+    .unwrap()
+    .webhooks;
+    assert_eq!((w.batch_size, w.allow_private), (50, true));
+    assert_eq!(w.retry_window, Duration::from_secs(3));
+    let e = errors("[webhooks]\nbatch_size = 0\n");
+    assert!(
+        e.starts_with("p.toml:2:14: key `webhooks.batch_size`: must be between 1 and 1000"),
+        "{e}"
+    );
+    let e = errors("[webhooks]\nfollow_redirects = true\n");
+    assert!(e.contains("follow_redirects"), "{e}");
+}

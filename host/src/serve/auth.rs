@@ -90,6 +90,16 @@ pub const ROUTES: &[Route] = &[
     // none of them (issue 21 may add an account's own events later).
     route("GET", "/v1/events", Access::Tenant),
     route("GET", "/v1/events/stream", Access::Tenant),
+    // Webhooks carry every event of the tenant: its own key only.
+    route("GET", "/v1/webhooks", Access::Tenant),
+    route("POST", "/v1/webhooks", Access::Tenant),
+    route("GET", "/v1/webhooks/{id}", Access::Tenant),
+    route("PATCH", "/v1/webhooks/{id}", Access::Tenant),
+    route("DELETE", "/v1/webhooks/{id}", Access::Tenant),
+    route("POST", "/v1/webhooks/{id}/rotate-secret", Access::Tenant),
+    route("POST", "/v1/webhooks/{id}/test", Access::Tenant),
+    route("POST", "/v1/webhooks/{id}/replay", Access::Tenant),
+    route("GET", "/v1/webhooks/{id}/attempts", Access::Tenant),
 ];
 
 /// The route a request is for, and the raw `{id}` segment of its path if it has one.

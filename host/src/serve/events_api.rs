@@ -65,10 +65,11 @@ pub fn public_type(kind: EventKind) -> &'static str {
         EventKind::BounceNote => "message.bounce_note",
         EventKind::PluginSuspended => "plugin.suspended",
         EventKind::LowBalance => "billing.low_balance",
+        EventKind::WebhookPaused => "webhook.paused",
     }
 }
 
-fn event_json(e: &TenantEvent) -> serde_json::Value {
+pub(crate) fn event_json(e: &TenantEvent) -> serde_json::Value {
     let mut details = match &e.detail {
         serde_json::Value::Object(m) => m.clone(),
         serde_json::Value::Null => serde_json::Map::new(),

@@ -45,6 +45,8 @@ mod tenant_live;
 mod tenant_plugins;
 mod tenant_threads;
 mod upload_limits;
+mod webhooks;
+mod webhooks_api;
 
 pub use state::{Server, StartOptions};
 
@@ -98,11 +100,14 @@ pub async fn run(
     let reloader = tokio::spawn(reload::run(server.clone(), pipeline_path));
     let account_biller = tokio::spawn(account_billing::run(server.clone()));
     let event_log = tokio::spawn(event_log::run(server.clone()));
+    let webhooks = tokio::spawn(webhooks::run(server.clone()));
     let log_sources = log_source::start(server.clone());
 
     let app = api::router(
         server.clone(),
-        events_api::routes().merge(metrics_http::routes()),
+        events_api::routes()
+            .merge(metrics_http::routes())
+            .merge(webhooks_api::routes()),
     );
     // The peer's address, for `[metrics] allow_unauthenticated_from`.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -125,6 +130,8 @@ pub async fn run(
     prober.abort();
     // A sequencer round is one transaction: one cut short gives no cursors.
     event_log.abort();
+    // A delivery cut short moved no cursor: it is sent again (at least once).
+    webhooks.abort();
     reloader.abort();
     if let Some(listener) = smtp_in {
         listener.abort();

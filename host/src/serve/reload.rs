@@ -135,6 +135,9 @@ fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
     if old.events != new.events {
         out.push("[events]");
     }
+    if old.webhooks != new.webhooks {
+        out.push("[webhooks]");
+    }
     out
 }
 

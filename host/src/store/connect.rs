@@ -297,6 +297,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "account_period_counters",
         include_str!("migrations/sqlite/0021_account_period_counters.sql"),
     ),
+    (
+        22,
+        "webhooks",
+        include_str!("migrations/sqlite/0022_webhooks.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -384,6 +389,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         21,
         "account_period_counters",
         include_str!("migrations/postgres/0021_account_period_counters.sql"),
+    ),
+    (
+        22,
+        "webhooks",
+        include_str!("migrations/postgres/0022_webhooks.sql"),
     ),
 ];
 

@@ -43,6 +43,7 @@ mod stats;
 mod tenants;
 mod types;
 mod usage_events;
+mod webhooks;
 
 use crate::logging::Chain;
 use std::collections::HashMap;
@@ -66,6 +67,9 @@ pub use types::{
     ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, KeyOwner, KeyScope, Lease,
     LeaseKey, MessageView, NewEvent, NewMessage, NewRelay, NewTenant, Outcome, RecipientState,
     RecipientView, Relay, RelayState, RelayUpdate, RetryFilter, Tenant, TenantUpdate, WindowCounts,
+};
+pub use webhooks::{
+    NewWebhook, Webhook, WebhookAttempt, WebhookOwner, WebhookState, WebhookUpdate,
 };
 
 /// How many accepts one group commit takes at most.
@@ -777,5 +781,182 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         plugins::suspend(self.pools(), tenant_id, stage, version, reason, now_ms).await
+    }
+}
+
+// ---- webhooks (issue 21; `webhooks.rs` says what holds) ----
+
+impl Store {
+    /// Creates a webhook whose cursors start at the end of its tenant's (or every
+    /// tenant's) log now; `Conflict` when its owner has `max` already.
+    pub async fn create_webhook(
+        &self,
+        new: NewWebhook,
+        max: u32,
+        now_ms: i64,
+    ) -> Result<Webhook, StoreError> {
+        webhooks::create(self.pools(), new, max, now_ms).await
+    }
+
+    /// An owner's webhooks, oldest first.
+    pub async fn list_webhooks(&self, owner: WebhookOwner<'_>) -> Result<Vec<Webhook>, StoreError> {
+        webhooks::list(self.pools(), owner).await
+    }
+
+    /// Every active webhook of every owner.
+    pub async fn list_active_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        webhooks::list_active(self.pools()).await
+    }
+
+    /// One of an owner's webhooks.
+    pub async fn get_webhook(
+        &self,
+        owner: WebhookOwner<'_>,
+        id: &str,
+    ) -> Result<Option<Webhook>, StoreError> {
+        webhooks::get(self.pools(), owner, id).await
+    }
+
+    /// Changes an owner's webhook (made active again: its retry state cleared).
+    pub async fn update_webhook(
+        &self,
+        owner: WebhookOwner<'_>,
+        id: &str,
+        change: WebhookUpdate,
+        now_ms: i64,
+    ) -> Result<Webhook, StoreError> {
+        webhooks::update(self.pools(), owner, id, change, now_ms).await
+    }
+
+    /// Deletes an owner's webhook; whether it had one.
+    pub async fn delete_webhook(
+        &self,
+        owner: WebhookOwner<'_>,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        webhooks::delete(self.pools(), owner, id).await
+    }
+
+    /// A new signing secret; the old one signs too until `overlap_until_ms`.
+    pub async fn rotate_webhook_secret(
+        &self,
+        owner: WebhookOwner<'_>,
+        id: &str,
+        secret: &str,
+        overlap_until_ms: i64,
+        now_ms: i64,
+    ) -> Result<Webhook, StoreError> {
+        webhooks::rotate_secret(self.pools(), owner, id, secret, overlap_until_ms, now_ms).await
+    }
+
+    /// A webhook's cursor per tenant.
+    pub async fn webhook_cursors(&self, id: &str) -> Result<Vec<(String, i64)>, StoreError> {
+        webhooks::cursors(self.pools(), id).await
+    }
+
+    /// Every webhook's cursors: (webhook, tenant, cursor).
+    pub async fn all_webhook_cursors(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        webhooks::all_cursors(self.pools()).await
+    }
+
+    /// A platform webhook's cursor (0) into each tenant with events that has none.
+    pub async fn ensure_webhook_cursors(&self, id: &str) -> Result<(), StoreError> {
+        webhooks::ensure_cursors(self.pools(), id).await
+    }
+
+    /// Sends a webhook the events of `tenant_id` after `after` again, now.
+    pub async fn replay_webhook(
+        &self,
+        owner: WebhookOwner<'_>,
+        id: &str,
+        tenant_id: &str,
+        after: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        webhooks::replay(self.pools(), owner, id, tenant_id, after, now_ms).await
+    }
+
+    /// Takes or renews the lease of an active, due webhook; whether `node` holds it.
+    pub async fn claim_webhook(
+        &self,
+        id: &str,
+        node: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<bool, StoreError> {
+        webhooks::claim(self.pools(), id, node, now_ms, lease_ms).await
+    }
+
+    /// Gives a webhook's lease back.
+    pub async fn release_webhook(&self, id: &str, node: &str) -> Result<(), StoreError> {
+        webhooks::release(self.pools(), id, node).await
+    }
+
+    /// Moves a cursor past events the webhook's filter leaves out.
+    pub async fn webhook_skipped(
+        &self,
+        id: &str,
+        node: &str,
+        tenant_id: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<bool, StoreError> {
+        webhooks::skipped(self.pools(), id, node, tenant_id, from, to).await
+    }
+
+    /// After a 2xx: the cursor moved from `from`, the retry state cleared, the attempt kept.
+    pub async fn webhook_delivered(
+        &self,
+        id: &str,
+        node: &str,
+        from: i64,
+        attempt: &WebhookAttempt,
+        keep: u32,
+    ) -> Result<bool, StoreError> {
+        webhooks::delivered(self.pools(), id, node, from, attempt, keep).await
+    }
+
+    /// After a failure: backoff, the attempt kept, and a pause (with its tenant event)
+    /// when `pause` gives the reason; whether this call paused it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn webhook_failed(
+        &self,
+        id: &str,
+        node: &str,
+        attempt: &WebhookAttempt,
+        next_attempt_ms: i64,
+        pause: Option<&str>,
+        keep: u32,
+    ) -> Result<bool, StoreError> {
+        webhooks::failed(
+            self.pools(),
+            id,
+            node,
+            attempt,
+            next_attempt_ms,
+            pause,
+            keep,
+        )
+        .await
+    }
+
+    /// Keeps an attempt that moves nothing (a test send).
+    pub async fn record_webhook_attempt(
+        &self,
+        id: &str,
+        attempt: &WebhookAttempt,
+        keep: u32,
+    ) -> Result<(), StoreError> {
+        webhooks::record_attempt(self.pools(), id, attempt, keep).await
+    }
+
+    /// An owner's webhook's last attempts, newest first.
+    pub async fn webhook_attempts(
+        &self,
+        owner: WebhookOwner<'_>,
+        id: &str,
+        limit: u32,
+    ) -> Result<Vec<WebhookAttempt>, StoreError> {
+        webhooks::attempts(self.pools(), owner, id, limit).await
     }
 }

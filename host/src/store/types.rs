@@ -312,11 +312,14 @@ pub enum EventKind {
     /// A prepaid tenant's balance fell below its low-balance threshold (about no
     /// message). Written once per crossing, with the charge that crossed it.
     LowBalance,
+    /// A webhook kept failing past its retry window and was paused (about no message).
+    /// Written once per pause, with it.
+    WebhookPaused,
 }
 
 impl EventKind {
     /// Every kind, for parsing and tests.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         Self::Accepted,
         Self::Routed,
         Self::Attempted,
@@ -335,6 +338,7 @@ impl EventKind {
         Self::BounceNote,
         Self::PluginSuspended,
         Self::LowBalance,
+        Self::WebhookPaused,
     ];
 
     /// The snake_case name, as stored and as serialised.
@@ -358,6 +362,7 @@ impl EventKind {
             Self::BounceNote => "bounce_note",
             Self::PluginSuspended => "plugin_suspended",
             Self::LowBalance => "low_balance",
+            Self::WebhookPaused => "webhook_paused",
         }
     }
 

@@ -27,4 +27,5 @@ mod relay_tls;
 mod store_conformance;
 mod store_plugins;
 mod tenant_plugins;
+mod webhooks;
 mod wire_safety;

@@ -148,6 +148,9 @@ conformance!(
     old_events_are_pruned_and_cursors_go_on,
     a_suspension_is_one_tenant_event_about_no_message,
     low_balance_is_one_event_per_crossing,
+    webhooks_are_kept_per_owner_with_cursors_from_now_and_bounded,
+    a_webhooks_cursor_moves_only_for_the_lease_holder_after_success,
+    a_webhook_failing_past_its_window_is_paused_once_with_an_event,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -4353,4 +4356,350 @@ async fn low_balance_is_one_event_per_crossing(db: Db) {
     // Cursors stay gap-free with the message's own events around them.
     let all = read_all(s, "t1", 0, 100).await;
     assert_eq!(all.last().unwrap().kind, EventKind::LowBalance);
+}
+
+// ---------------------------------------------------------------- webhooks (issue 21)
+
+fn new_hook(id: &str, tenant: Option<&str>) -> sluice::store::NewWebhook {
+    sluice::store::NewWebhook {
+        id: id.into(),
+        tenant_id: tenant.map(str::to_string),
+        url: "https://hooks.example.com/in".into(),
+        events: vec!["*".into()],
+        description: "orders".into(),
+        secret: format!("whsec_{id}"),
+    }
+}
+
+fn hook_attempt(
+    tenant: Option<&str>,
+    last: Option<i64>,
+    status: Option<u16>,
+) -> sluice::store::WebhookAttempt {
+    sluice::store::WebhookAttempt {
+        at_ms: T0,
+        tenant_id: tenant.map(str::to_string),
+        first_cursor: last,
+        last_cursor: last,
+        events: 1,
+        status,
+        latency_ms: 3,
+        error: status
+            .filter(|s| *s >= 300)
+            .map(|s| format!("answered {s}")),
+    }
+}
+
+async fn webhooks_are_kept_per_owner_with_cursors_from_now_and_bounded(db: Db) {
+    use sluice::store::{WebhookOwner, WebhookState, WebhookUpdate};
+    let s = &db.store;
+    s.accept(message("ta", &["x@example.org", "y@example.org"]), T0)
+        .await
+        .unwrap();
+    s.accept(message("tb", &["z@example.org"]), T0)
+        .await
+        .unwrap();
+    sequence_all(s).await;
+    let a = s
+        .create_webhook(new_hook("wh_a", Some("ta")), 2, T0)
+        .await
+        .unwrap();
+    assert_eq!(a.state, WebhookState::Active);
+    assert_eq!(a.events, vec!["*".to_string()]);
+    // It starts at the end of its tenant's log now.
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 2)]
+    );
+    // The platform's starts at the end of every tenant's.
+    s.create_webhook(new_hook("wh_p", None), 2, T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.webhook_cursors("wh_p").await.unwrap(),
+        vec![("ta".to_string(), 2), ("tb".to_string(), 1)]
+    );
+    s.create_webhook(new_hook("wh_b", Some("ta")), 2, T0)
+        .await
+        .unwrap();
+    // The owner's bound.
+    assert!(matches!(
+        s.create_webhook(new_hook("wh_c", Some("ta")), 2, T0).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Owners apart: a tenant sees its own only, never the platform's or another's.
+    let ta = WebhookOwner::Tenant("ta");
+    assert_eq!(s.list_webhooks(ta).await.unwrap().len(), 2);
+    assert_eq!(
+        s.list_webhooks(WebhookOwner::Platform).await.unwrap().len(),
+        1
+    );
+    assert!(
+        s.get_webhook(WebhookOwner::Tenant("tb"), "wh_a")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.get_webhook(ta, "wh_p").await.unwrap().is_none());
+    assert!(
+        !s.delete_webhook(WebhookOwner::Tenant("tb"), "wh_a")
+            .await
+            .unwrap()
+    );
+    // Rotation: both secrets sign until the overlap ends.
+    let r = s
+        .rotate_webhook_secret(ta, "wh_a", "whsec_new", T0 + 1000, T0)
+        .await
+        .unwrap();
+    assert_eq!(r.signing_secrets(T0 + 999), vec!["whsec_new", "whsec_wh_a"]);
+    assert_eq!(r.signing_secrets(T0 + 1000), vec!["whsec_new"]);
+    // Paused by its owner, then resumed with its retry state cleared.
+    let p = s
+        .update_webhook(
+            ta,
+            "wh_a",
+            WebhookUpdate {
+                state: Some(WebhookState::Paused),
+                ..Default::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.state, WebhookState::Paused);
+    assert_eq!(s.list_active_webhooks().await.unwrap().len(), 2);
+    let p = s
+        .update_webhook(
+            ta,
+            "wh_a",
+            WebhookUpdate {
+                state: Some(WebhookState::Active),
+                description: Some("x".into()),
+                ..Default::default()
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.state, p.paused_reason, p.description.as_str()),
+        (WebhookState::Active, None, "x")
+    );
+    // Attempts are bounded, newest first.
+    for i in 0..7 {
+        s.record_webhook_attempt("wh_a", &hook_attempt(Some("ta"), Some(i), Some(200)), 5)
+            .await
+            .unwrap();
+    }
+    let list = s.webhook_attempts(ta, "wh_a", 100).await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|a| a.last_cursor.unwrap())
+            .collect::<Vec<_>>(),
+        vec![6, 5, 4, 3, 2]
+    );
+    assert!(matches!(
+        s.webhook_attempts(WebhookOwner::Tenant("tb"), "wh_a", 10)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Deleted with its cursors and attempts.
+    assert!(s.delete_webhook(ta, "wh_a").await.unwrap());
+    assert!(s.webhook_cursors("wh_a").await.unwrap().is_empty());
+    assert!(s.get_webhook(ta, "wh_a").await.unwrap().is_none());
+}
+
+async fn a_webhooks_cursor_moves_only_for_the_lease_holder_after_success(db: Db) {
+    use sluice::store::WebhookOwner;
+    let s = &db.store;
+    s.create_webhook(new_hook("wh_a", Some("ta")), 5, T0)
+        .await
+        .unwrap();
+    s.accept(message("ta", &["x@example.org", "y@example.org"]), T0)
+        .await
+        .unwrap();
+    sequence_all(s).await;
+    let other = db.second_host().await;
+    assert!(s.claim_webhook("wh_a", "n1", T0, 60_000).await.unwrap());
+    // Another node cannot take it while the lease runs; the holder renews it.
+    assert!(
+        !other
+            .claim_webhook("wh_a", "n2", T0 + 1, 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(s.claim_webhook("wh_a", "n1", T0 + 2, 60_000).await.unwrap());
+    // A success moves the cursor from where the batch was read.
+    assert!(
+        s.webhook_delivered(
+            "wh_a",
+            "n1",
+            0,
+            &hook_attempt(Some("ta"), Some(1), Some(200)),
+            10
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 1)]
+    );
+    // A stale batch (read at 0) does not move it again.
+    s.webhook_delivered(
+        "wh_a",
+        "n1",
+        0,
+        &hook_attempt(Some("ta"), Some(2), Some(200)),
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 1)]
+    );
+    // The lease ran out: another node takes it, and the first writes nothing more.
+    assert!(
+        other
+            .claim_webhook("wh_a", "n2", T0 + 70_000, 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.webhook_delivered(
+            "wh_a",
+            "n1",
+            1,
+            &hook_attempt(Some("ta"), Some(2), Some(200)),
+            10
+        )
+        .await
+        .unwrap()
+    );
+    assert!(!s.webhook_skipped("wh_a", "n1", "ta", 1, 2).await.unwrap());
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 1)]
+    );
+    assert!(
+        other
+            .webhook_skipped("wh_a", "n2", "ta", 1, 2)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 2)]
+    );
+    // A replay sets it back, and a webhook in backoff is not claimed until due.
+    let ta = WebhookOwner::Tenant("ta");
+    s.replay_webhook(ta, "wh_a", "ta", 0, T0).await.unwrap();
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 0)]
+    );
+    other
+        .webhook_failed(
+            "wh_a",
+            "n2",
+            &hook_attempt(Some("ta"), Some(1), Some(500)),
+            T0 + 80_000,
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    other.release_webhook("wh_a", "n2").await.unwrap();
+    assert!(
+        !s.claim_webhook("wh_a", "n1", T0 + 79_999, 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.claim_webhook("wh_a", "n1", T0 + 80_000, 60_000)
+            .await
+            .unwrap()
+    );
+    let h = s.get_webhook(ta, "wh_a").await.unwrap().unwrap();
+    assert_eq!((h.failures, h.failing_since_ms), (1, Some(T0)));
+    // A platform webhook gets a cursor from 0 into a tenant whose first event is new.
+    s.create_webhook(new_hook("wh_p", None), 5, T0)
+        .await
+        .unwrap();
+    s.accept(message("tc", &["w@example.org"]), T0)
+        .await
+        .unwrap();
+    sequence_all(s).await;
+    s.ensure_webhook_cursors("wh_p").await.unwrap();
+    assert!(
+        s.webhook_cursors("wh_p")
+            .await
+            .unwrap()
+            .contains(&("tc".to_string(), 0))
+    );
+    let all = s.all_webhook_cursors().await.unwrap();
+    assert!(
+        all.contains(&("wh_a".to_string(), "ta".to_string(), 0)),
+        "{all:?}"
+    );
+}
+
+async fn a_webhook_failing_past_its_window_is_paused_once_with_an_event(db: Db) {
+    use sluice::store::{WebhookOwner, WebhookState};
+    let s = &db.store;
+    tenant(s, "ta").await;
+    s.create_webhook(new_hook("wh_a", Some("ta")), 5, T0)
+        .await
+        .unwrap();
+    s.create_webhook(new_hook("wh_p", None), 5, T0)
+        .await
+        .unwrap();
+    assert!(s.claim_webhook("wh_a", "n1", T0, 60_000).await.unwrap());
+    assert!(s.claim_webhook("wh_p", "n1", T0, 60_000).await.unwrap());
+    let failed = hook_attempt(Some("ta"), Some(1), Some(503));
+    assert!(
+        !s.webhook_failed("wh_a", "n1", &failed, T0, None, 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.webhook_failed("wh_a", "n1", &failed, T0, Some("failing for a day"), 10)
+            .await
+            .unwrap()
+    );
+    // A second pause of the same run writes nothing.
+    assert!(
+        !s.webhook_failed("wh_a", "n1", &failed, T0, Some("failing for a day"), 10)
+            .await
+            .unwrap()
+    );
+    // The platform's pauses without a tenant event.
+    assert!(
+        s.webhook_failed("wh_p", "n1", &failed, T0, Some("failing for a day"), 10)
+            .await
+            .unwrap()
+    );
+    let h = s
+        .get_webhook(WebhookOwner::Tenant("ta"), "wh_a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.state, WebhookState::Paused);
+    assert_eq!(h.paused_reason.as_deref(), Some("failing for a day"));
+    // Paused: no lease.
+    assert!(!s.claim_webhook("wh_a", "n1", T0 + 1, 60_000).await.unwrap());
+    sequence_all(s).await;
+    let events = s.events_after("ta", 0, 100, None).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].kind, EventKind::WebhookPaused);
+    assert_eq!(events[0].message_id, None);
+    assert_eq!(events[0].detail["webhook_id"], "wh_a");
+    assert_eq!(
+        s.webhook_attempts(WebhookOwner::Tenant("ta"), "wh_a", 10)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
 }

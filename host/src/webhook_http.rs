@@ -1,0 +1,476 @@
+//! Sending one webhook request (issue 21), safely for a URL a hostile tenant chose: the
+//! Standard Webhooks signature, and a small HTTP/1.1 client of our own that connects
+//! only to addresses it checked itself, follows no redirect, and is bounded in time
+//! and in the bytes it reads. A leaf: it knows nothing of the store or of `serve`.
+//!
+//! Why our own client: `hyper`'s client needs crates that are not in the lock file
+//! (`want`), `reqwest` is not in it either, and what we need is small and is all about
+//! its limits: one POST, `Connection: close`, the status line and headers read into a
+//! bounded buffer, the body never read past the cap.
+//!
+//! Invariants:
+//! - A name is resolved here and the connection made to one of the addresses that
+//!   resolution returned and this module checked (private, loopback, link-local,
+//!   unspecified, multicast and other non-public ranges refused unless
+//!   `allow_private`): a name that resolves to a public address for a check and an
+//!   internal one for the connection (DNS rebinding) never reaches the internal one.
+//! - Connecting (TLS included) takes at most `connect_timeout`, the exchange after it
+//!   at most `response_timeout`, and at most `max_response_bytes` of the answer are
+//!   read, whatever the receiver does (drips bytes, never answers, sends gigabytes).
+//! - A 3xx is a failure like any other non-2xx: its `Location` is never followed.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::rustls;
+
+/// The longest URL a webhook may have.
+pub const MAX_URL_LEN: usize = 2048;
+/// Bytes of a failed answer's body kept in its attempt's error.
+const ERROR_BODY_PREFIX: usize = 200;
+
+/// The limits of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub max_response_bytes: usize,
+    pub allow_private: bool,
+}
+
+/// What came of one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The receiver's status, if it answered one.
+    pub status: Option<u16>,
+    pub latency: Duration,
+    /// Why it did not succeed (`None` for a 2xx).
+    pub error: Option<String>,
+}
+
+impl Sent {
+    pub fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// A webhook URL checked for what it says (scheme, host, no credentials, length);
+/// its addresses are checked when it is sent. An IP literal that is not public is
+/// refused here already unless `allow_private`.
+pub fn check_url(text: &str, allow_private: bool) -> Result<url::Url, String> {
+    if text.len() > MAX_URL_LEN {
+        return Err(format!(
+            "url is {} bytes long; at most {MAX_URL_LEN}",
+            text.len()
+        ));
+    }
+    if text.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("url holds spaces or control characters".into());
+    }
+    let url = url::Url::parse(text).map_err(|e| format!("url {text:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "url scheme {:?} is not allowed; only http and https",
+            url.scheme()
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("url may not hold a user name or password".into());
+    }
+    if url.fragment().is_some() {
+        return Err("url may not hold a fragment (#…)".into());
+    }
+    match url.host() {
+        None => return Err("url has no host".into()),
+        Some(url::Host::Ipv4(ip)) if !allow_private && !is_public(IpAddr::V4(ip)) => {
+            return Err(format!(
+                "url's address {ip} is private, loopback, link-local or otherwise not public \
+                 (webhooks.allow_private is false)"
+            ));
+        }
+        Some(url::Host::Ipv6(ip)) if !allow_private && !is_public(IpAddr::V6(ip)) => {
+            return Err(format!(
+                "url's address {ip} is private, loopback, link-local or otherwise not public \
+                 (webhooks.allow_private is false)"
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(url)
+}
+
+/// Whether an address is one a tenant's webhook may reach without `allow_private`.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96) and the deprecated IPv4-compatible form carry an
+            // IPv4 address: judge that one.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..6] == [0, 0, 0, 0, 0, 0] {
+                let v4 =
+                    Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
+                return !v6.is_unspecified() && !v6.is_loopback() && is_public_v4(v4);
+            }
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || o[0] == 0 // "this network"
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // shared (CGNAT) 100.64/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
+        || o[0] >= 240) // reserved
+}
+
+/// A new signing secret: `whsec_` and the base64 of 24 random bytes.
+pub fn new_secret() -> String {
+    let mut key = [0u8; 24];
+    getrandom::fill(&mut key).expect("the system's random source");
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// `webhook-signature`: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` per secret,
+/// space-separated (the Standard Webhooks form for several keys during a rotation).
+pub fn signature(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut out = Vec::with_capacity(secrets.len());
+    for secret in secrets {
+        let text = secret.strip_prefix("whsec_").unwrap_or(secret);
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_else(|_| text.as_bytes().to_vec());
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        out.push(format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        ));
+    }
+    out.join(" ")
+}
+
+/// POSTs `body` (JSON) to `url` with the Standard Webhooks headers, within `limits`.
+pub async fn send(
+    url: &str,
+    msg_id: &str,
+    timestamp: i64,
+    signature: &str,
+    body: &[u8],
+    limits: Limits,
+) -> Sent {
+    let start = Instant::now();
+    let result = exchange(url, msg_id, timestamp, signature, body, limits).await;
+    let latency = start.elapsed();
+    match result {
+        Ok((status, _)) if (200..300).contains(&status) => Sent {
+            status: Some(status),
+            latency,
+            error: None,
+        },
+        Ok((status, detail)) => Sent {
+            status: Some(status),
+            latency,
+            error: Some(if (300..400).contains(&status) {
+                format!("answered {status}: a redirect, not followed{detail}")
+            } else {
+                format!("answered {status}{detail}")
+            }),
+        },
+        Err(e) => Sent {
+            status: None,
+            latency,
+            error: Some(e),
+        },
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+async fn exchange(
+    url: &str,
+    msg_id: &str,
+    timestamp: i64,
+    signature: &str,
+    body: &[u8],
+    limits: Limits,
+) -> Result<(u16, String), String> {
+    let url = check_url(url, limits.allow_private)?;
+    let host = url.host_str().ok_or("url has no host")?.to_string();
+    let port = url.port_or_known_default().ok_or("url has no port")?;
+    let https = url.scheme() == "https";
+    let connect = async {
+        let addrs: Vec<SocketAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            _ => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect(),
+        };
+        let allowed: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| limits.allow_private || is_public(a.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(if addrs.is_empty() {
+                format!("{host} resolves to no address")
+            } else {
+                format!(
+                    "refused: {host} resolves only to addresses that are not public ({}; \
+                     webhooks.allow_private is false)",
+                    addrs
+                        .iter()
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            });
+        }
+        let mut last = String::new();
+        for addr in allowed.iter().take(4) {
+            match tokio::net::TcpStream::connect(addr).await {
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    let io: Box<dyn Io> = if https {
+                        let name = rustls_pki_types::ServerName::try_from(host.clone())
+                            .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+                        let tls = tokio_rustls::TlsConnector::from(tls_config())
+                            .connect(name, tcp)
+                            .await
+                            .map_err(|e| format!("TLS with {addr} failed: {e}"))?;
+                        Box::new(tls)
+                    } else {
+                        Box::new(tcp)
+                    };
+                    return Ok(io);
+                }
+                Err(e) => last = format!("cannot connect to {addr}: {e}"),
+            }
+        }
+        Err(last)
+    };
+    let mut io = tokio::time::timeout(limits.connect_timeout, connect)
+        .await
+        .map_err(|_| {
+            format!(
+                "no connection within {} ms",
+                limits.connect_timeout.as_millis()
+            )
+        })??;
+    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: Sluice-Webhooks/1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nwebhook-id: {msg_id}\r\n\
+         webhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    let talk = async {
+        io.write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("sending the request failed: {e}"))?;
+        io.write_all(body)
+            .await
+            .map_err(|e| format!("sending the request failed: {e}"))?;
+        io.flush()
+            .await
+            .map_err(|e| format!("sending the request failed: {e}"))?;
+        read_status(&mut io, limits.max_response_bytes).await
+    };
+    tokio::time::timeout(limits.response_timeout, talk)
+        .await
+        .map_err(|_| {
+            format!(
+                "no complete answer within {} ms",
+                limits.response_timeout.as_millis()
+            )
+        })?
+}
+
+/// Reads the status line and headers (never more than `cap` bytes in all); returns the
+/// status and, for a failure, a short note (the `Location` of a redirect, the first
+/// bytes of the body that came with the headers).
+async fn read_status(io: &mut Box<dyn Io>, cap: usize) -> Result<(u16, String), String> {
+    let mut buf = Vec::with_capacity(cap.min(8192));
+    let mut chunk = [0u8; 4096];
+    loop {
+        let room = cap.saturating_sub(buf.len()).min(chunk.len());
+        if room == 0 {
+            return Err(format!(
+                "the answer's status line and headers are longer than {cap} bytes \
+                 (webhooks.max_response_bytes)"
+            ));
+        }
+        let n = io
+            .read(&mut chunk[..room])
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                "the receiver closed the connection without answering".into()
+            } else {
+                "the receiver closed the connection in the middle of its answer".into()
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf) {
+            Ok(httparse::Status::Complete(end)) => {
+                let status = resp.code.ok_or("an answer without a status")?;
+                let mut note = String::new();
+                if !(200..300).contains(&status) {
+                    if let Some(l) = resp
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case("location"))
+                    {
+                        let l = String::from_utf8_lossy(l.value);
+                        note = format!(" (Location: {})", clip(&l, ERROR_BODY_PREFIX));
+                    } else if end < buf.len() {
+                        let b = String::from_utf8_lossy(&buf[end..]);
+                        note = format!(": {}", clip(b.trim(), ERROR_BODY_PREFIX));
+                    }
+                }
+                return Ok((status, note));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(format!("the answer is not HTTP/1.x: {e}")),
+        }
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.chars().filter(|c| !c.is_control()).collect();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let t: String = s[..end].chars().filter(|c| !c.is_control()).collect();
+    format!("{t}…")
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .expect("ring supports the default protocol versions")
+                    .with_root_certificates(roots)
+                    .with_no_client_auth(),
+            )
+        })
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_that_are_not_public_are_refused() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_for_what_they_say() {
+        assert!(check_url("https://hooks.example.com/x?y=1", false).is_ok());
+        for bad in [
+            "ftp://example.com/",
+            "file:///etc/passwd",
+            "http://user:pw@example.com/",
+            "http://127.0.0.1:8080/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest/meta-data",
+            "http://0x7f000001/",
+            "http://example.com/a b",
+            "http://example.com/\r\nX-Injected: 1",
+        ] {
+            assert!(check_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_url("http://127.0.0.1:8080/", true).is_ok());
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert!(check_url(&long, false).is_err());
+    }
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The example of the Standard Webhooks specification's reference libraries.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let sig = signature(
+            &[secret],
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            br#"{"test": 2432232314}"#,
+        );
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        let two = signature(&[secret, secret], "m", 1, b"{}");
+        assert_eq!(two.split(' ').count(), 2);
+    }
+}
