@@ -75,7 +75,15 @@ pub struct Reported(pub String);
 /// wrong.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // `serve` takes `--log-format`; every other command reads SLUICE_LOG_FORMAT only.
+    let format = match &cli.command {
+        Command::Serve(args) => args.log_format,
+        _ => std::env::var("SLUICE_LOG_FORMAT")
+            .ok()
+            .and_then(|v| <crate::logging::LogFormat as clap::ValueEnum>::from_str(&v, true).ok())
+            .unwrap_or_default(),
+    };
+    crate::logging::init(format);
     let result = match cli.command {
         Command::Plugin(cmd) => plugin::run(cmd),
         Command::Serve(args) => serve::serve(args),
@@ -119,15 +127,3 @@ fn compile_child(a: CompileArgs) -> ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| "warn".into());
-    // Colour only on a terminal: logs written to files stay plain.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
-}

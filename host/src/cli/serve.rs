@@ -22,6 +22,11 @@ pub struct ServeArgs {
     /// store keeps its hash); the one before stops working on every node.
     #[arg(long)]
     reset_admin_token: bool,
+    /// How log lines are written on stderr: `text`, or `json` (one object per line).
+    /// Which lines: SLUICE_LOG (e.g. `info` for one line per accepted message and per
+    /// final outcome).
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t)]
+    pub(super) log_format: crate::logging::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]

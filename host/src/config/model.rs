@@ -30,6 +30,19 @@ pub struct Pipeline {
     pub admission: Admission,
     /// The tenant-visible event log and its stream (`[events]`).
     pub events: Events,
+    /// `GET /metrics` (`[metrics]`).
+    pub metrics: MetricsConfig,
+}
+
+/// `GET /metrics` (`[metrics]`, `metrics.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Tenants and relays with series of their own (`max_tenants`, `max_relays`, 100
+    /// each); the rest are counted under `other`.
+    pub bounds: crate::metrics::Bounds,
+    /// Networks that may scrape without the admin token (`allow_unauthenticated_from`,
+    /// none by default: the admin token is asked of every scrape).
+    pub allow_unauthenticated_from: Vec<crate::metrics::Network>,
 }
 
 /// The tenant-visible event log (`[events]`, `serve/event_log.rs`).
@@ -403,6 +416,40 @@ pub(crate) struct RawPipeline {
     admission: RawAdmission,
     #[serde(default)]
     events: RawEvents,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    max_tenants: Count,
+    max_relays: Count,
+    #[serde(default)]
+    allow_unauthenticated_from: Vec<Spanned<String>>,
+}
+
+impl RawMetrics {
+    fn resolve(self, check: &mut Check) -> MetricsConfig {
+        let mut n = |key: &str, raw, default, max| {
+            bounded(check, format!("metrics.{key}"), raw, default, max) as usize
+        };
+        let bounds = crate::metrics::Bounds {
+            tenants: n("max_tenants", self.max_tenants, 100, 100_000),
+            relays: n("max_relays", self.max_relays, 100, 100_000),
+        };
+        let mut allow = Vec::new();
+        for v in self.allow_unauthenticated_from {
+            match v.get_ref().parse() {
+                Ok(net) => allow.push(net),
+                Err(e) => check.at(v.span(), "metrics.allow_unauthenticated_from", e),
+            }
+        }
+        MetricsConfig {
+            bounds,
+            allow_unauthenticated_from: allow,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -1185,6 +1232,7 @@ impl RawPipeline {
 
         let admission = self.admission.resolve(&mut check);
         let events = self.events.resolve(&mut check);
+        let metrics = self.metrics.resolve(&mut check);
         let http_listen = match self.server.http_listen.get_ref().parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
@@ -1634,6 +1682,7 @@ impl RawPipeline {
             log_sources,
             admission,
             events,
+            metrics,
         })
     }
 }

@@ -55,6 +55,9 @@ pub struct RelayClient {
     bucket: Option<TokenBucket>,
     health: Health,
     timeout: Duration,
+    /// This relay's SMTP transaction time (`sluice_smtp_transaction_seconds`), looked up
+    /// once.
+    transaction_seconds: crate::metrics::Histogram,
 }
 
 impl RelayClient {
@@ -112,7 +115,12 @@ impl RelayClient {
                 Transport::Lettre(builder.build())
             }
         };
+        let metrics = crate::metrics::get();
+        let transaction_seconds = metrics
+            .smtp_transaction
+            .get_or_create_owned(&metrics.relay(&settings.id));
         Ok(RelayClient {
+            transaction_seconds,
             permits: Arc::new(Semaphore::new(settings.connection_limit as usize)),
             bucket: settings.rate_limit_per_sec.map(TokenBucket::new),
             health: Health::new(3, Duration::from_secs(30)),
@@ -226,7 +234,9 @@ impl RelayClient {
         // lettre's timeout is per command; this bounds the whole transaction.
         let result =
             tokio::time::timeout(self.timeout * 4, self.transport.send(&envelope, body)).await;
-        let latency_ms = started.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        let took = started.elapsed();
+        self.transaction_seconds.observe(took.as_secs_f64());
+        let latency_ms = took.as_millis().min(u128::from(u32::MAX)) as u32;
         let unsupported = matches!(result, Ok(Err(SendError::Unsupported(_))));
         let out = match result {
             Err(_) => RelayReply {
@@ -269,7 +279,7 @@ impl RelayClient {
             // A relay that answered, or that lacks an extension, is up.
             self.health.answered();
         } else if self.health.failed() {
-            tracing::warn!(relay = %self.settings.id, error = ?out.transport_error, "relay marked down after repeated transport failures");
+            tracing::warn!(relay = %self.settings.id, error = out.transport_error.as_deref().unwrap_or("no reply"), "relay marked down after repeated transport failures");
         }
         out
     }

@@ -20,6 +20,7 @@
 
 use super::cache;
 use super::{RuntimeConfig, engine_config};
+use crate::logging::Chain;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -98,7 +99,7 @@ pub fn compile(
     let cache_dir = config.compile_cache.as_deref().filter(|dir| {
         cache::private_dir(dir)
             .inspect_err(|e| {
-                tracing::debug!(dir = %dir.display(), error = %e, "cannot use the compiled component cache");
+                tracing::debug!(dir = %dir.display(), error = %Chain(&e), "cannot use the compiled component cache");
             })
             .is_ok()
     });

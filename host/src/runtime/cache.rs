@@ -13,6 +13,7 @@
 //! to the user (0700), like wasmtime's own cache. A loaded artefact is mapped from its
 //! file, so entries are only ever replaced by a rename, never rewritten in place.
 
+use crate::logging::Chain;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -74,7 +75,7 @@ pub(super) fn load(engine: &Engine, bytes: &[u8], dir: &Path) -> Option<Componen
             Some(c)
         }
         Err(e) => {
-            tracing::debug!(path = %path.display(), error = %e, "compiled component unusable; compiling again");
+            tracing::debug!(path = %path.display(), error = %Chain(&*e), "compiled component unusable; compiling again");
             None
         }
     }
@@ -91,7 +92,7 @@ pub fn compile(engine: &Engine, bytes: &[u8], dir: Option<&Path>) -> wasmtime::R
     let path = entry_path(engine, bytes, dir);
     let component = Component::new(engine, bytes)?;
     if let Err(e) = store(dir, &path, &component) {
-        tracing::debug!(path = %path.display(), error = %e, "cannot cache a compiled component");
+        tracing::debug!(path = %path.display(), error = %Chain(&*e), "cannot cache a compiled component");
     }
     Ok(component)
 }
@@ -99,7 +100,7 @@ pub fn compile(engine: &Engine, bytes: &[u8], dir: Option<&Path>) -> wasmtime::R
 /// Keeps the directory to [`MAX_ENTRIES`] after an artefact was added by someone else.
 pub(super) fn prune_dir(dir: &Path) {
     if let Err(e) = prune(dir, MAX_ENTRIES) {
-        tracing::debug!(dir = %dir.display(), error = %e, "cannot prune the compiled component cache");
+        tracing::debug!(dir = %dir.display(), error = %Chain(&*e), "cannot prune the compiled component cache");
     }
 }
 

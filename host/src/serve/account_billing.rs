@@ -19,6 +19,7 @@ use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
 use crate::billing::{self, TariffRules};
+use crate::logging::Chain;
 use crate::runtime::PluginError;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
 use crate::store::{AccountBatch, AccountCharge, AccountUsage, BalanceMode, Lease, StoreError};
@@ -98,7 +99,7 @@ pub async fn run(server: Arc<Server>) {
                 continue;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "claiming account usage failed; retrying");
+                tracing::warn!(error = %Chain(&e), "claiming account usage failed; retrying");
                 tokio::time::sleep(IDLE).await;
                 continue;
             }
@@ -124,7 +125,7 @@ pub async fn run(server: Arc<Server>) {
                     .defer_account_rating(&tenant, &why, now_ms())
                     .await
                 {
-                    tracing::warn!(error = %e, "cannot record the failed account rating; the claim expires instead");
+                    tracing::warn!(error = %Chain(&e), "cannot record the failed account rating; the claim expires instead");
                 }
             }
         }

@@ -9,6 +9,7 @@ use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
 use crate::compose::{self, Composed, JsonMessage};
+use crate::logging::Chain;
 use crate::stage::{Header, IngestDecision, Stage, Submission};
 use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage};
 use axum::body::{Body, Bytes};
@@ -63,6 +64,8 @@ pub fn router(server: AppState, more: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(server.clone(), admit))
         // Outside everything: whatever answers an error, the body is the JSON error.
         .layer(axum::middleware::from_fn(super::error::json_errors))
+        // Outside that: the status counted is the one sent.
+        .layer(axum::middleware::from_fn(super::request_count::count))
         .with_state(server)
 }
 
@@ -183,6 +186,29 @@ async fn admit(
     let response = next.run(req).await;
     drop(admitted);
     response
+}
+
+/// The distinct domains of some addresses, comma-separated, at most 10 named: what a
+/// log line says of recipients (never their full addresses).
+pub(super) fn recipient_domains<'a>(addresses: impl Iterator<Item = &'a str>) -> String {
+    let mut domains: Vec<&str> = Vec::new();
+    let mut more = 0usize;
+    for a in addresses {
+        let d = a.rsplit_once('@').map_or("", |(_, d)| d);
+        if domains.contains(&d) {
+            continue;
+        }
+        if domains.len() < 10 {
+            domains.push(d);
+        } else {
+            more += 1;
+        }
+    }
+    let mut out = domains.join(",");
+    if more > 0 {
+        out.push_str(&format!(",+{more} more"));
+    }
+    out
 }
 
 /// Caller of the admin API.
@@ -578,6 +604,22 @@ async fn submit(
             accepted
         }
     };
+    if !accepted.duplicate {
+        let n = accepted.recipients.len() as u64;
+        let m = crate::metrics::get();
+        let labels = m.tenant(&tenant.id);
+        m.accepted_messages.get_or_create(&labels).inc();
+        m.accepted_recipients.get_or_create(&labels).inc_by(n);
+        if tracing::enabled!(tracing::Level::INFO) {
+            tracing::info!(
+                message_id = %accepted.id,
+                tenant = %tenant.id,
+                recipients = n,
+                domains = %recipient_domains(accepted.recipients.iter().map(|(a, _)| a.as_str())),
+                "accepted"
+            );
+        }
+    }
     if let Some(f) = tenant_failure.filter(|_| !accepted.duplicate) {
         let event = NewEvent {
             message_id: accepted.id.clone(),
@@ -589,7 +631,7 @@ async fn submit(
             at_ms: now_ms(),
         };
         if let Err(e) = s.store.append_events(vec![event]).await {
-            tracing::error!(error = %e, "cannot record a plugin_error event");
+            tracing::error!(error = %Chain(&e), "cannot record a plugin_error event");
         }
     }
     let status = if accepted.duplicate {
@@ -631,7 +673,7 @@ async fn stored_message_id(s: &Server, id: &str) -> Option<String> {
         .store
         .message_body(id)
         .await
-        .map_err(|e| tracing::warn!(message_id = %id, error = %e, "cannot read a repeated message's header"))
+        .map_err(|e| tracing::warn!(message_id = %id, error = %Chain(&e), "cannot read a repeated message's header"))
         .ok()?;
     let (headers, _) = compose::parse_header_section(&body).ok()?;
     headers

@@ -14,6 +14,7 @@
 use super::plugins::call;
 use super::state::{Server, now_ms};
 use crate::billing::{self, ChargeError, DEFAULT_TARIFF, TariffRules};
+use crate::logging::Chain;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
 use crate::store::{
     BalanceMode, Lease, NewCharge, PendingUsage, RatedUsage, Reservation, Settlement, StoreError,
@@ -150,7 +151,7 @@ pub async fn run(server: Arc<Server>) {
         if server.node.is_leader() && last_settle.is_none_or(|t| t.elapsed() >= SETTLE_EVERY) {
             last_settle = Some(Instant::now());
             if let Err(e) = settle_ended_periods(&server).await {
-                tracing::warn!(error = %e, "volume settlement failed; retried later");
+                tracing::warn!(error = %Chain(&*e), "volume settlement failed; retried later");
             }
         }
         let claimed = match server
@@ -160,7 +161,7 @@ pub async fn run(server: Arc<Server>) {
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "claiming usage events failed; retrying");
+                tracing::warn!(error = %Chain(&e), "claiming usage events failed; retrying");
                 tokio::time::sleep(IDLE).await;
                 continue;
             }
@@ -185,7 +186,7 @@ pub async fn run(server: Arc<Server>) {
                 Err(why) => {
                     tracing::warn!(tenant, period, events = seqs.len(), error = %why, "rating failed; the events stay unrated and are retried");
                     if let Err(e) = server.store.defer_usage(&seqs, &why, now_ms()).await {
-                        tracing::warn!(error = %e, "cannot record the failed rating; the claim expires instead");
+                        tracing::warn!(error = %Chain(&e), "cannot record the failed rating; the claim expires instead");
                     }
                 }
             }

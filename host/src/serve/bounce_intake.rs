@@ -5,6 +5,7 @@
 
 use super::bounces::{pick, verdict};
 use super::state::{Server, now_ms};
+use crate::logging::Chain;
 use crate::smtp_in::{self, Handler, Reply, Transaction};
 use crate::stage::{BounceInput, BounceOutput, Stage};
 use crate::store::{BounceReport, BounceTarget, EventKind, NewEvent};
@@ -54,7 +55,7 @@ impl Handler for Intake {
                 format!("5.1.1 <{address}>: no such message or recipient"),
             )),
             Err(e) => {
-                tracing::warn!(error = %e, "bounce intake: cannot look up a return path");
+                tracing::warn!(error = %Chain(&e), "bounce intake: cannot look up a return path");
                 Err(try_later("the store is unavailable"))
             }
         }
@@ -80,6 +81,7 @@ impl Handler for Intake {
                 continue;
             };
             let v = verdict(pick(&out.results, &target.address), &out.notes);
+            let class = v.detail["reason"].as_str().unwrap_or("unknown").to_owned();
             let report = BounceReport {
                 message_id: target.message_id.clone(),
                 recipient_idx: target.recipient_idx,
@@ -89,18 +91,30 @@ impl Handler for Intake {
                 at_ms: now_ms(),
             };
             match self.server.store.record_bounce(report).await {
-                Ok(Some(done)) => tracing::info!(
-                    message_id = %target.message_id,
-                    recipient = %target.address,
-                    kind = v.kind.as_str(),
-                    suppressed = done.suppressed,
-                    "bounce recorded"
-                ),
+                Ok(Some(done)) => {
+                    // A bounce e-mail that made the recipient `bounced` is a final outcome,
+                    // counted by the relay that had carried the message.
+                    if done.state_changed && v.kind == EventKind::Bounced {
+                        let m = crate::metrics::get();
+                        let t = &done.target;
+                        m.bounced
+                            .get_or_create(&m.bounce(&t.tenant_id, t.last_relay.as_deref(), &class))
+                            .inc();
+                    }
+                    tracing::info!(
+                        message_id = %target.message_id,
+                        domain = target.address.rsplit_once('@').map_or("", |(_, d)| d),
+                        kind = v.kind.as_str(),
+                        class = %class,
+                        suppressed = done.suppressed,
+                        "bounce recorded"
+                    )
+                }
                 Ok(None) => {
                     tracing::warn!(message_id = %target.message_id, "bounce for a recipient that is gone")
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "bounce intake: cannot record a bounce");
+                    tracing::warn!(error = %Chain(&e), "bounce intake: cannot record a bounce");
                     return try_later("the bounce could not be recorded");
                 }
             }
@@ -155,14 +169,14 @@ impl Intake {
         if !events.is_empty()
             && let Err(e) = self.server.store.append_events(events).await
         {
-            tracing::warn!(error = %e, "bounce intake: cannot record plugin_error events");
+            tracing::warn!(error = %Chain(&e), "bounce intake: cannot record plugin_error events");
         }
         if let Some(why) = called.closed {
             tracing::info!(tenant = tenant_id, reason = %why, "bounce intake: deferring a bounce");
             return Err(try_later("the bounce could not be read now"));
         }
         called.result.map_err(|e| {
-            tracing::warn!(error = %e, "bounce intake: the bounce plugin failed");
+            tracing::warn!(error = %Chain(&e), "bounce intake: the bounce plugin failed");
             try_later("the bounce could not be read now")
         })
     }
@@ -211,7 +225,7 @@ pub async fn start(
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, "SMTP accept failed");
+                    tracing::warn!(error = %Chain(&e), "SMTP accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -236,7 +250,7 @@ pub async fn start(
             let (config, intake) = (config.clone(), intake.clone());
             sessions.spawn(async move {
                 if let Err(e) = smtp_in::serve_connection(stream, &config, &*intake).await {
-                    tracing::debug!(%peer, error = %e, "SMTP session ended with an I/O error");
+                    tracing::debug!(%peer, error = %Chain(&e), "SMTP session ended with an I/O error");
                 }
                 drop(slot);
             });

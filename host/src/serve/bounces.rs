@@ -9,6 +9,7 @@
 
 use super::state::Server;
 use super::tenant_live::CallFailure;
+use crate::logging::Chain;
 use crate::relay::{RelayClient, RelayReply};
 use crate::stage::{BounceInput, BounceResult, Reason, ReplyInput, SmtpReply, Stage};
 use crate::store::{EventKind, Lease, NewSuppression};
@@ -189,7 +190,7 @@ pub async fn classify_reply(
             blocked: is_blocking(r.reason),
         }),
         Err(e) => {
-            tracing::warn!(error = %e, "bounce plugin failed on a reply; recording it unclassified");
+            tracing::warn!(error = %Chain(&e), "bounce plugin failed on a reply; recording it unclassified");
             None
         }
     };
@@ -226,7 +227,14 @@ pub async fn suppress_refused(server: &Server, lease: &Lease, class: &ReplyClass
         added_by: crate::store::AddedBy::Platform,
     };
     if let Err(e) = server.store.suppress(new, super::state::now_ms()).await {
-        tracing::warn!(error = %e, address = %lease.address, "cannot suppress a hard-bounced address");
+        tracing::warn!(
+            error = %Chain(&e),
+            message_id = %lease.message_id,
+            tenant = %lease.tenant_id,
+            recipient = lease.recipient_idx,
+            domain = %lease.domain,
+            "cannot suppress a hard-bounced address"
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 use super::bounces;
 use super::fair::{FairQueue, Fairness};
 use super::state::{Server, now_ms};
+use crate::logging::Chain;
 use crate::relay::{RelayClient, RelayReply};
 use crate::stage::{self, Attempt, RouteDecision, RouteInput, SendDecision, Stage};
 use crate::store::{
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Most recipients in one SMTP transaction.
 const MAX_GROUP: usize = 100;
@@ -106,7 +108,7 @@ pub async fn run(server: Arc<Server>) {
                         queue(&mut fair, leases, None);
                     }
                     Err(e) => {
-                        tracing::error!(error = %e, "leasing due recipients failed; retrying");
+                        tracing::error!(error = %Chain(&e), "leasing due recipients failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         look = true;
                     }
@@ -216,7 +218,7 @@ async fn renew_waiting(server: &Server, fair: &mut FairQueue<Work>, lease_ms: i6
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, waiting = keys.len(), "renewing the leases of waiting work failed; retrying");
+            tracing::error!(error = %Chain(&e), waiting = keys.len(), "renewing the leases of waiting work failed; retrying");
         }
     }
 }
@@ -240,7 +242,7 @@ async fn renewing<T>(server: &Server, pending: &[&Lease], sending: impl Future<O
                         "leases lost while sending; another owner may send these recipients too"
                     ),
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "renewing leases while sending failed; retrying"),
+                    Err(e) => tracing::warn!(error = %Chain(&e), "renewing leases while sending failed; retrying"),
                 }
             }
         }
@@ -299,7 +301,7 @@ async fn still_ours<'a>(server: &Server, pending: Vec<&'a Lease>) -> Vec<&'a Lea
         }
         Err(e) => {
             // Unsure whether the leases are still ours: sending could make a second copy.
-            tracing::error!(error = %e, "cannot renew leases before sending; the recipients are retried when their lease expires");
+            tracing::error!(error = %Chain(&e), "cannot renew leases before sending; the recipients are retried when their lease expires");
             Vec::new()
         }
     }
@@ -467,7 +469,7 @@ async fn route(
             })
             .collect();
         if let Err(err) = server.store.append_events(events).await {
-            tracing::error!(error = %err, "cannot record plugin_error events");
+            tracing::error!(error = %Chain(&err), "cannot record plugin_error events");
         }
     }
     if let Some(reason) = called.closed {
@@ -479,8 +481,15 @@ async fn route(
     called.result.ok()
 }
 
-/// What one delivery leaves to write: its routing events and its outcomes.
-type Written = (Vec<NewEvent>, Vec<Outcome>);
+/// What one delivery leaves to write: its routing events, its outcomes, and whose they
+/// are (the group's tenant and recipient domain, for the metrics and the log).
+type Written = (Vec<NewEvent>, Vec<Outcome>, Whose);
+
+/// A group's tenant and recipient domain (every lease of a group has the same).
+struct Whose {
+    tenant: String,
+    domain: String,
+}
 
 async fn deliver(
     server: &Server,
@@ -489,10 +498,125 @@ async fn deliver(
     recorder: &mpsc::UnboundedSender<Written>,
 ) {
     let mut events = Vec::new();
-    let outcomes = decide_group(server, &group, body, &mut events).await;
-    if recorder.send((events, outcomes)).is_err() {
+    let first = &group[0];
+    let span = tracing::info_span!("deliver", message_id = %first.message_id);
+    let outcomes = decide_group(server, &group, body, &mut events)
+        .instrument(span)
+        .await;
+    let whose = Whose {
+        tenant: first.tenant_id.clone(),
+        domain: first
+            .address
+            .rsplit_once('@')
+            .map_or("", |(_, d)| d)
+            .to_owned(),
+    };
+    if recorder.send((events, outcomes, whose)).is_err() {
         tracing::error!(message = %group[0].message_id, "the recorder is gone; recipients will be retried when their lease expires");
     }
+}
+
+/// What is said of outcomes once they are recorded: a counter to add one to per outcome
+/// (looked up before the commit, added to only after it), and the log line per final
+/// outcome at `info`.
+struct Told {
+    counters: Vec<crate::metrics::Counter>,
+}
+
+impl Told {
+    fn new(outcomes: &[Outcome], whose: &[(Whose, usize)]) -> Told {
+        let m = crate::metrics::get();
+        let mut counters = Vec::with_capacity(outcomes.len());
+        let mut i = 0;
+        for (w, n) in whose {
+            for o in &outcomes[i..i + n] {
+                let relay = o.relay.as_deref();
+                let family = match o.event {
+                    EventKind::Delivered => &m.delivered,
+                    EventKind::Deferred => &m.deferred,
+                    EventKind::Failed => &m.failed,
+                    EventKind::Expired => &m.expired,
+                    EventKind::Bounced => {
+                        let class = o.detail["reason"].as_str().unwrap_or("unknown");
+                        counters.push(
+                            m.bounced
+                                .get_or_create_owned(&m.bounce(&w.tenant, relay, class)),
+                        );
+                        continue;
+                    }
+                    _ => continue,
+                };
+                counters.push(family.get_or_create_owned(&m.tenant_relay(&w.tenant, relay)));
+            }
+            i += n;
+        }
+        Told { counters }
+    }
+
+    fn tell(self, outcomes: &[OutcomeLine], whose: &[(Whose, usize)]) {
+        for c in self.counters {
+            c.inc();
+        }
+        let mut lines = outcomes.iter();
+        for (w, n) in whose {
+            for l in lines.by_ref().take(*n).flatten() {
+                {
+                    tracing::info!(
+                        message_id = %l.message,
+                        tenant = %w.tenant,
+                        domain = %w.domain,
+                        relay = l.relay.as_deref().unwrap_or(""),
+                        reply = l.reply.as_deref().unwrap_or(""),
+                        attempt = l.attempt,
+                        latency_ms = l.latency_ms,
+                        "{}",
+                        l.outcome
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A final outcome's log line (none for a deferral or a hold), kept only at `info`.
+type OutcomeLine = Option<FinalLine>;
+
+struct FinalLine {
+    outcome: &'static str,
+    message: String,
+    relay: Option<String>,
+    reply: Option<String>,
+    attempt: u64,
+    latency_ms: u64,
+}
+
+fn final_lines(outcomes: &[Outcome]) -> Vec<OutcomeLine> {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return Vec::new();
+    }
+    outcomes
+        .iter()
+        .map(|o| {
+            let outcome = match o.event {
+                EventKind::Delivered => "delivered",
+                EventKind::Bounced => "bounced",
+                EventKind::Failed => "failed",
+                EventKind::Expired => "expired",
+                _ => return None,
+            };
+            Some(FinalLine {
+                outcome,
+                message: o.message_id.clone(),
+                relay: o.relay.clone(),
+                reply: o
+                    .reply
+                    .clone()
+                    .or_else(|| o.detail["reason"].as_str().map(str::to_owned)),
+                attempt: o.detail["attempt"].as_u64().unwrap_or(0),
+                latency_ms: o.detail["latency_ms"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect()
 }
 
 /// Writes what deliveries leave behind in batches: one transaction for
@@ -502,24 +626,31 @@ async fn deliver(
 async fn record_loop(server: Arc<Server>, mut rx: mpsc::UnboundedReceiver<Written>) {
     let node = server.node.id.clone();
     while let Some(first) = rx.recv().await {
-        let (mut events, mut outcomes) = first;
+        let (mut events, mut outcomes, w) = first;
+        let mut whose = vec![(w, outcomes.len())];
         while outcomes.len() < 2048 {
             match rx.try_recv() {
-                Ok((e, o)) => {
+                Ok((e, o, w)) => {
                     events.extend(e);
+                    whose.push((w, o.len()));
                     outcomes.extend(o);
                 }
                 Err(_) => break,
             }
         }
         let n = outcomes.len();
-        if let Err(e) = server
+        let told = Told::new(&outcomes, &whose);
+        let lines = final_lines(&outcomes);
+        match server
             .store
             .record_with_events(&node, events, outcomes, now_ms())
             .await
         {
+            Ok(_) => told.tell(&lines, &whose),
             // The leases stay ours until they expire; the recipients are retried then.
-            tracing::error!(error = %e, outcomes = n, "recording outcomes failed; recipients will be retried when their lease expires");
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), outcomes = n, "recording outcomes failed; recipients will be retried when their lease expires")
+            }
         }
     }
 }
@@ -964,7 +1095,7 @@ async fn decide_reply(
     match called.result {
         Ok(d) => d,
         Err(e) => {
-            tracing::warn!(error = %e, "send plugin failed; reading the reply conservatively");
+            tracing::warn!(error = %Chain(&e), "send plugin failed; reading the reply conservatively");
             match reply {
                 Some(x) if (200..300).contains(&x.code) => SendDecision::Delivered,
                 Some(x) if x.code >= 500 => SendDecision::Fail(format!("{} {}", x.code, x.text)),

@@ -1,5 +1,6 @@
 //! API errors as JSON: `{"error": {"code", "message", "field"?, "limit"?}}`.
 
+use crate::logging::Chain;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -103,7 +104,7 @@ impl From<crate::store::StoreError> for ApiError {
             ),
             E::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             E::CommitUnknown(_) => {
-                tracing::error!(error = %e, "a commit's outcome is unknown answering a request");
+                tracing::error!(error = %Chain(&e), "a commit's outcome is unknown answering a request");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_outcome_unknown",

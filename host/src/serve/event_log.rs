@@ -9,6 +9,7 @@
 //! memory; a tenant holds at most `[events] max_streams_per_tenant` streams on a node.
 
 use super::state::{Server, now_ms};
+use crate::logging::Chain;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ pub async fn run(server: Arc<Server>) {
                 Ok(s) if s.events as u64 == u64::from(ROUND) => continue,
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, "event sequencer round failed; retrying");
+                    tracing::warn!(error = %Chain(&e), "event sequencer round failed; retrying");
                     break;
                 }
             }
@@ -37,7 +38,9 @@ pub async fn run(server: Arc<Server>) {
         if server.events.has_streams() {
             match server.store.last_event_cursors().await {
                 Ok(last) => server.events.publish(&last),
-                Err(e) => tracing::warn!(error = %e, "cannot read tenants' last event cursors"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "cannot read tenants' last event cursors")
+                }
             }
         }
         if server.node.is_leader() && last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
@@ -50,7 +53,9 @@ pub async fn run(server: Arc<Server>) {
             {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(deleted = n, "pruned events past their retention"),
-                Err(e) => tracing::warn!(error = %e, "pruning old events failed; retrying later"),
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "pruning old events failed; retrying later")
+                }
             }
         }
         tokio::time::sleep(config.poll).await;

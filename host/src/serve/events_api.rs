@@ -19,6 +19,7 @@
 use super::api::AppState;
 use super::auth::AuthTenant;
 use super::error::ApiError;
+use crate::logging::Chain;
 use crate::store::{EventKind, TenantEvent};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -209,7 +210,7 @@ async fn next_event(mut t: Tail) -> Option<(Result<SseEvent, Infallible>, Tail)>
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(tenant = %t.tenant, error = %e, "event stream cannot read the store; retrying");
+                tracing::warn!(tenant = %t.tenant, error = %Chain(&e), "event stream cannot read the store; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(t.server.pipeline.events.poll) => {}
                     _ = t.sub.closing.changed() => return None,

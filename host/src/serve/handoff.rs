@@ -92,6 +92,11 @@ impl Handoff {
         }
     }
 
+    /// Recipients this host holds in memory now (for `GET /metrics`).
+    pub fn held(&self) -> usize {
+        self.holding().total
+    }
+
     /// How many recipients may be leased from the store now, and the tenants that are at
     /// their cap (their due work is left in the store). Which tenants the leased rows
     /// belong to is known only afterwards, so the room is what the busiest tenant not at

@@ -12,6 +12,7 @@
 use super::state::{Server, now_ms};
 use crate::bill_logs::Matcher;
 use crate::config::LogSourceConfig;
+use crate::logging::Chain;
 use crate::maillog::follow::Follower;
 use crate::maillog::{ReaderConfig, Transfer};
 use crate::stage::Direction;
@@ -57,7 +58,7 @@ fn follow(server: Arc<Server>, rt: tokio::runtime::Handle, source: LogSourceConf
         ) {
             Ok(f) => break f,
             Err(e) => {
-                tracing::error!(source = %id, error = %e, "log source cannot start; retrying");
+                tracing::error!(source = %id, error = %Chain(&e), "log source cannot start; retrying");
                 if sleep_unless_stopping(&server, Duration::from_secs(5)) {
                     return;
                 }
@@ -74,7 +75,7 @@ fn follow(server: Arc<Server>, rt: tokio::runtime::Handle, source: LogSourceConf
         let batch = match follower.poll(BATCH_LINES) {
             Ok(b) => b,
             Err(e) => {
-                tracing::error!(source = %id, error = %e, "log source read failed");
+                tracing::error!(source = %id, error = %Chain(&e), "log source read failed");
                 if sleep_unless_stopping(&server, source.poll) {
                     return;
                 }
@@ -86,9 +87,9 @@ fn follow(server: Arc<Server>, rt: tokio::runtime::Handle, source: LogSourceConf
             let stored = rt.block_on(server.store.insert_external_usage(&events, now_ms()));
             if let Err(e) = stored {
                 // Nothing is lost: the follower goes back to its last checkpoint.
-                tracing::error!(source = %id, error = %e, "log source: storing usage failed; re-reading");
+                tracing::error!(source = %id, error = %Chain(&e), "log source: storing usage failed; re-reading");
                 if let Err(e) = follower.rewind() {
-                    tracing::error!(source = %id, error = %e, "log source cannot rewind");
+                    tracing::error!(source = %id, error = %Chain(&e), "log source cannot rewind");
                     return;
                 }
                 if sleep_unless_stopping(&server, source.poll) {
@@ -101,7 +102,7 @@ fn follow(server: Arc<Server>, rt: tokio::runtime::Handle, source: LogSourceConf
             && let Err(e) = follower.commit()
         {
             // The next commit will try again; a crash meanwhile re-reads, harmlessly.
-            tracing::error!(source = %id, error = %e, "log source checkpoint failed");
+            tracing::error!(source = %id, error = %Chain(&e), "log source checkpoint failed");
         }
         if batch.caught_up && sleep_unless_stopping(&server, source.poll) {
             break;

@@ -31,11 +31,13 @@ mod fair;
 mod handoff;
 mod live_limits;
 mod log_source;
+mod metrics_http;
 mod nodes;
 mod plugins;
 pub mod preflight;
 mod relay_probe;
 mod reload;
+mod request_count;
 mod retry;
 mod state;
 mod suppressions;
@@ -98,7 +100,12 @@ pub async fn run(
     let event_log = tokio::spawn(event_log::run(server.clone()));
     let log_sources = log_source::start(server.clone());
 
-    let app = api::router(server.clone(), events_api::routes());
+    let app = api::router(
+        server.clone(),
+        events_api::routes().merge(metrics_http::routes()),
+    );
+    // The peer's address, for `[metrics] allow_unauthenticated_from`.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown({
             let events = server.events.clone();
@@ -147,7 +154,7 @@ pub async fn run(
         .stop_node(&server.node.id, &server.node.incarnation, state::now_ms())
         .await
     {
-        tracing::warn!(error = %e, "cannot mark this node stopped; the others see it dead soon");
+        tracing::warn!(error = %crate::logging::Chain(&e), "cannot mark this node stopped; the others see it dead soon");
     }
     println!("sluice: stopped ({released} leased recipients given back)");
     Ok(())

@@ -18,6 +18,7 @@
 
 use super::state::{Server, now_ms};
 use crate::config::{Pipeline, valid_node_name};
+use crate::logging::Chain;
 use crate::store::{Joined, NodeJoin, Store};
 use anyhow::{Context, bail};
 use std::fs::File;
@@ -330,7 +331,7 @@ pub async fn heartbeat_loop(server: Arc<Server>) {
                 }
             },
             Err(e) => {
-                tracing::warn!(error = %e, node = %node.id, "writing the heartbeat failed; retrying");
+                tracing::warn!(error = %Chain(&e), node = %node.id, "writing the heartbeat failed; retrying");
             }
         }
         // Without a recent heartbeat of its own, this node may be the one the others
@@ -351,7 +352,9 @@ pub async fn heartbeat_loop(server: Arc<Server>) {
                 server.wake.notify_waiters();
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "taking over dead nodes' leases failed; retrying"),
+            Err(e) => {
+                tracing::warn!(error = %Chain(&e), "taking over dead nodes' leases failed; retrying")
+            }
         }
         match server
             .store
@@ -365,7 +368,7 @@ pub async fn heartbeat_loop(server: Arc<Server>) {
             }
             Err(e) => {
                 node.leader.store(false, Ordering::SeqCst);
-                tracing::warn!(error = %e, "claiming leadership failed; retrying");
+                tracing::warn!(error = %Chain(&e), "claiming leadership failed; retrying");
             }
         }
     }

@@ -150,15 +150,26 @@ where
     T: Send + 'static,
     F: FnOnce(&Plugin) -> Result<T, PluginError> + Send + 'static,
 {
-    if runs_inline(&plugin) {
-        return f(&plugin);
-    }
-    let _slot = call_slots()
-        .acquire()
-        .await
-        .map_err(|_| PluginError::Unavailable("plugin slots closed".into()))?;
-    match tokio::task::spawn_blocking(move || f(&plugin)).await {
-        Ok(r) => r,
-        Err(e) => Err(PluginError::Unavailable(format!("plugin task failed: {e}"))),
-    }
+    // Kept for the metrics after `f` took the plugin (an `Arc` clone, no allocation).
+    let called = plugin.clone();
+    let started = std::time::Instant::now();
+    let result = if runs_inline(&plugin) {
+        f(&plugin)
+    } else {
+        let _slot = call_slots()
+            .acquire()
+            .await
+            .map_err(|_| PluginError::Unavailable("plugin slots closed".into()))?;
+        match tokio::task::spawn_blocking(move || f(&plugin)).await {
+            Ok(r) => r,
+            Err(e) => Err(PluginError::Unavailable(format!("plugin task failed: {e}"))),
+        }
+    };
+    crate::metrics::get().plugin_call(
+        called.stage().name(),
+        Some(called.name()),
+        started.elapsed(),
+        result.is_ok(),
+    );
+    result
 }

@@ -9,6 +9,7 @@
 //! same work do no harm.
 
 use super::state::{Server, now_ms};
+use crate::logging::Chain;
 use std::sync::Arc;
 
 /// Probes the relays that stopped answering, until shutdown.
@@ -43,7 +44,7 @@ pub async fn run(server: Arc<Server>) {
                     ),
                     Err(e) => tracing::warn!(
                         relay = %relay,
-                        error = %e,
+                        error = %Chain(&e),
                         "relay answers again, but waking its deferred work failed; it keeps its retry times"
                     ),
                 },

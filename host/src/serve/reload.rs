@@ -17,6 +17,7 @@
 
 use super::state::{Server, now_ms};
 use crate::config::{Pipeline, RelayConfig, TenantConfig};
+use crate::logging::Chain;
 use crate::store::{NewRelay, NewTenant, RelayState, TenantUpdate};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ pub async fn run(server: Arc<Server>, path: Option<PathBuf>) {
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; the pipeline cannot be reloaded");
+            tracing::warn!(error = %Chain(&e), "cannot listen for SIGHUP; the pipeline cannot be reloaded");
             return;
         }
     };
@@ -127,6 +128,9 @@ fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
     }
     if !same(&old.log_sources, &new.log_sources) {
         out.push("[[log_source]]");
+    }
+    if old.metrics != new.metrics {
+        out.push("[metrics]");
     }
     if old.events != new.events {
         out.push("[events]");

@@ -2,6 +2,7 @@
 
 use super::plugins::PluginSet;
 use crate::config::{Pipeline, RelayConfig, SecretRef};
+use crate::logging::Chain;
 use crate::relay::{RelaySettings, Relays, TlsCa};
 use crate::stage::RelayWindow;
 use crate::store::{KeyOwner, NewRelay, NewTenant, RelayState, Store, Tenant};
@@ -63,6 +64,9 @@ pub struct Server {
     pub limits: super::live_limits::LiveLimits,
     /// The event streams open on this node and what wakes them (`event_hub.rs`).
     pub events: Arc<super::event_hub::EventHub>,
+    /// When `GET /metrics` last read the store; scrapes take turns under it
+    /// (`metrics_http.rs`).
+    pub scrapes: tokio::sync::Mutex<Option<Instant>>,
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (KeyOwner, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
@@ -129,6 +133,8 @@ impl Server {
     /// the relays.
     pub async fn start(pipeline: Pipeline, options: StartOptions) -> anyhow::Result<Server> {
         // The checks `sluice pipeline check` runs, before anything is opened.
+        // Before anything is counted: `[metrics]`'s bounds on label sets.
+        crate::metrics::init(pipeline.metrics.bounds);
         let ready = super::preflight::check(&pipeline)?;
         for w in &ready.warnings {
             tracing::warn!("{w}");
@@ -186,6 +192,7 @@ impl Server {
             tenant_stats: RwLock::new(HashMap::new()),
             billing: Default::default(),
             accounts: Default::default(),
+            scrapes: Default::default(),
             shutting_down: AtomicBool::new(false),
             key_cache: Mutex::new(HashMap::new()),
             tenant_cache: Mutex::new(HashMap::new()),
@@ -385,7 +392,7 @@ impl Server {
                     tracing::warn!(error = %format!("{e:#}"), "relay sync failed");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "checking the store's schema failed"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "checking the store's schema failed"),
         }
     }
 

@@ -12,6 +12,7 @@
 use super::tenant_threads::TenantThreads;
 use super::upload_limits::{Rate, UploadLimits};
 use crate::config::{PluginLogs, Plugins};
+use crate::logging::Chain;
 use crate::runtime::{
     CompileBounds, Limits, LoadError, LogBudget, LogLevel, LogSource, Plugin, PluginError,
     PluginLog, PluginSpec, Runtime, StaticLimits,
@@ -431,7 +432,7 @@ impl TenantPlugins {
         match last {
             None => {
                 if let Err(e) = self.refresh(store).await {
-                    tracing::warn!(error = %e, "reading the active tenant plugins failed");
+                    tracing::warn!(error = %Chain(&e), "reading the active tenant plugins failed");
                 }
             }
             Some(at) if at.elapsed() >= REFRESH_EVERY => {
@@ -439,7 +440,7 @@ impl TenantPlugins {
                     let (me, store) = (self.clone(), store.clone());
                     tokio::spawn(async move {
                         if let Err(e) = me.refresh(&store).await {
-                            tracing::warn!(error = %e, "reading the active tenant plugins failed");
+                            tracing::warn!(error = %Chain(&e), "reading the active tenant plugins failed");
                         }
                         me.refreshing.store(false, Ordering::Release);
                     });
@@ -577,7 +578,7 @@ impl TenantPlugins {
             Ok(Some(b)) => b,
             Ok(None) => return None,
             Err(e) => {
-                tracing::warn!(plugin = %name, error = %e, "cannot read a tenant plugin");
+                tracing::warn!(plugin = %name, error = %Chain(&e), "cannot read a tenant plugin");
                 return None;
             }
         };
@@ -614,7 +615,7 @@ impl TenantPlugins {
                 Some(p)
             }
             Err(e) => {
-                tracing::warn!(plugin = %name, error = %e, "a stored tenant plugin cannot be loaded; the pipeline's runs instead");
+                tracing::warn!(plugin = %name, error = %Chain(&e), "a stored tenant plugin cannot be loaded; the pipeline's runs instead");
                 self.log(&v.tenant_id, v.stage).push_from(
                     Some(v.version),
                     LogLevel::Error,
@@ -762,6 +763,7 @@ impl TenantPlugins {
         error: Option<&PluginError>,
     ) -> Option<String> {
         live.stats.record(took, error);
+        crate::metrics::get().plugin_call(live.stage.name(), None, took, error.is_none());
         let error = error?;
         // No free instance is the host's shortage, not the plugin's fault.
         if matches!(error, PluginError::Unavailable(_)) {
@@ -787,6 +789,12 @@ impl TenantPlugins {
             SUSPEND_WINDOW.as_secs()
         );
         *lock(&live.suspended_reason) = Some(reason.clone());
+        let m = crate::metrics::get();
+        m.plugin_suspensions
+            .get_or_create(&crate::metrics::StageLabels {
+                stage: live.stage.name(),
+            })
+            .inc();
         let name = plugin_name(&live.tenant_id, live.stage, live.version);
         if let Err(e) = store
             .suspend_plugin(
@@ -798,7 +806,7 @@ impl TenantPlugins {
             )
             .await
         {
-            tracing::warn!(plugin = %name, error = %e, "cannot record the suspension; it holds on this host");
+            tracing::warn!(plugin = %name, error = %Chain(&e), "cannot record the suspension; it holds on this host");
         }
         let meanwhile = match live.on_failure {
             FailurePolicy::Fallback => "the pipeline's plugin runs",

@@ -8,6 +8,7 @@ use super::error::ApiError;
 use super::state::{Server, now_ms};
 use super::tenant_live::tenant_limits;
 use super::upload_limits::Refused;
+use crate::logging::Chain;
 use crate::runtime::{CompileError, LoadError, Plugin, PluginError};
 use crate::stage::{self, Stage};
 use crate::store::{FailurePolicy, NewPluginVersion, PluginState};
@@ -208,7 +209,7 @@ fn load_error(stage: Stage, e: LoadError) -> ApiError {
         LoadError::MemoryAboveMaximum { .. } => "invalid",
         LoadError::OverLimit(_) => "over_limit",
         LoadError::Compile(CompileError::Host(_)) => {
-            tracing::error!(stage = %stage, error = %e, "cannot compile a tenant plugin");
+            tracing::error!(stage = %stage, error = %Chain(&e), "cannot compile a tenant plugin");
             return ApiError {
                 retry_after_secs: Some(5),
                 ..ApiError::new(

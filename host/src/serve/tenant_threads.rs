@@ -18,6 +18,7 @@
 //! `calls_in_flight` calls queued or running here, and the queue is first come, first
 //! served among those.
 
+use crate::logging::Chain;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -56,7 +57,7 @@ impl TenantThreads {
                     }
                 });
             if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a tenant plugin thread");
+                tracing::error!(error = %Chain(&e), "cannot start a tenant plugin thread");
             }
         }
         TenantThreads {

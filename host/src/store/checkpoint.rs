@@ -8,6 +8,7 @@
 //! which copies what no reader needs without taking the write lock. Durability is
 //! unchanged: a commit is durable once its log frames are fsynced.
 
+use crate::logging::Chain;
 use std::time::Duration;
 
 use sqlx::AnyPool;
@@ -36,7 +37,7 @@ impl Checkpointer {
                     .await
                 {
                     // The writer's backstop checkpoints instead; the next tick tries again.
-                    tracing::warn!(error = %e, "background WAL checkpoint failed");
+                    tracing::warn!(error = %Chain(&e), "background WAL checkpoint failed");
                 }
             }
         }))

@@ -4,6 +4,7 @@
 //! Both backends are driven through sqlx's `Any` driver so that every query is written
 //! once; the few places where the dialects differ ask [`Backend`].
 
+use crate::logging::Chain;
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
@@ -74,7 +75,7 @@ async fn begin_write(
             // the pool opens a fresh one, and begin again. On SQLite the write pool
             // has one connection, so the one acquired here is that one; elsewhere at
             // worst a healthy connection is reopened.
-            tracing::warn!(error = %e, "a write connection was left inside a failed transaction; replacing it");
+            tracing::warn!(error = %Chain(&e), "a write connection was left inside a failed transaction; replacing it");
             if let Ok(conn) = pool.acquire().await {
                 drop(conn.detach());
             }

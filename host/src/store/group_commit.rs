@@ -17,6 +17,7 @@
 //! COMMIT is answered as an error to every caller in the round and not retried: whether
 //! it reached the disk is unknown, and retrying could store a message twice.
 
+use crate::logging::Chain;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -236,8 +237,13 @@ async fn commit_round(
     );
     let messages: Vec<&Prepared> = round.accepts.iter().map(|(m, _)| m).collect();
     let records: Vec<&Record> = round.records.iter().map(|(r, _)| r).collect();
+    let started = Instant::now();
     match write_round(conn, backend, ids, &messages, &records).await {
         Ok((accepted, recorded)) => {
+            let m = crate::metrics::get();
+            m.store_commit.observe(started.elapsed().as_secs_f64());
+            m.store_commit_group
+                .observe((messages.len() + records.len()) as f64);
             // A caller that gave up waiting still has its work stored.
             for ((_, reply), answer) in round.accepts.into_iter().zip(accepted) {
                 let _ = reply.send(Ok(answer));
@@ -280,7 +286,7 @@ async fn commit_round(
             RoundEnd::Broken
         }
         Err(BatchError::Statement(e)) => {
-            tracing::debug!(error = %e, accepts = messages.len(), records = records.len(), "group write failed; writing in parts");
+            tracing::debug!(error = %Chain(&e), accepts = messages.len(), records = records.len(), "group write failed; writing in parts");
             let mut accepts = round.accepts;
             let mut broken = false;
             if !round.records.is_empty() && !accepts.is_empty() {

@@ -44,6 +44,7 @@ mod tenants;
 mod types;
 mod usage_events;
 
+use crate::logging::Chain;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ pub use ledger::{
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
 };
 pub use nodes::{Joined, Leadership, NodeJoin, NodeRecord};
-pub use stats::RelayStatWindows;
+pub use stats::{QueueGauges, RelayStatWindows};
 pub use types::{
     ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, KeyOwner, KeyScope, Lease,
     LeaseKey, MessageView, NewEvent, NewMessage, NewRelay, NewTenant, Outcome, RecipientState,
@@ -105,7 +106,7 @@ impl Store {
         let thread = match pools.backend {
             Backend::Postgres => None,
             Backend::Sqlite => writer_thread::WriterThread::start()
-                .map_err(|e| tracing::warn!(error = %e, "store writes share the server's runtime"))
+                .map_err(|e| tracing::warn!(error = %Chain(&e), "store writes share the server's runtime"))
                 .ok(),
         };
         let writer = group_commit::Writer::start(
@@ -259,7 +260,7 @@ impl Store {
         match tokio::time::timeout(std::time::Duration::from_secs(2), ping).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "readiness: the store does not answer");
+                tracing::warn!(error = %Chain(&e), "readiness: the store does not answer");
                 return Err("the store does not answer".into());
             }
             Err(_) => return Err("the store did not answer within 2 s".into()),
@@ -578,6 +579,12 @@ impl Store {
     /// by all hosts on one database.
     pub async fn in_flight_by_relay(&self) -> Result<HashMap<String, u32>, StoreError> {
         stats::in_flight_by_relay(self.pools()).await
+    }
+
+    /// Queue depth by state, the oldest message waiting, and unrated usage (for
+    /// `GET /metrics`; see [`stats::QueueGauges`]).
+    pub async fn queue_gauges(&self) -> Result<QueueGauges, StoreError> {
+        stats::queue_gauges(self.pools()).await
     }
 }
 

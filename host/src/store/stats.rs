@@ -164,3 +164,49 @@ pub(crate) async fn in_flight_by_relay(pools: &Pools) -> Result<HashMap<String, 
         })
         .collect()
 }
+
+/// What `GET /metrics` reads of the store: recipients not yet final by state, the oldest
+/// of them, and usage not yet rated. Index scans over the live queue only (delivered
+/// recipients and rated usage are never read), so its cost follows the queue, not the
+/// history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueGauges {
+    /// (state, recipients) for `queued`, `delivering`, `deferred` and `held`.
+    pub by_state: Vec<(String, i64)>,
+    /// When the oldest message with a recipient not yet final was accepted (from its
+    /// ULID), if any.
+    pub oldest_accepted_ms: Option<i64>,
+    /// Usage events waiting for the platform's rater.
+    pub unrated_usage: i64,
+}
+
+pub(crate) async fn queue_gauges(pools: &Pools) -> Result<QueueGauges, StoreError> {
+    let op = "queue_gauges";
+    let mut g = QueueGauges::default();
+    for state in ["queued", "delivering", "deferred", "held"] {
+        // One state at a time: each is a range of the `recipients_due` index.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(message_id) AS oldest FROM recipients WHERE state = $1",
+        )
+        .bind(state)
+        .fetch_one(&pools.read)
+        .await
+        .map_err(StoreError::db(format!("{op}: {state}")))?;
+        let n: i64 = col(&row, op, "n")?;
+        let oldest: Option<String> = col(&row, op, "oldest")?;
+        if let Some(at) = oldest
+            .as_deref()
+            .and_then(|id| ulid::Ulid::from_string(id).ok())
+            .map(|u| u.timestamp_ms() as i64)
+        {
+            g.oldest_accepted_ms = Some(g.oldest_accepted_ms.map_or(at, |o| o.min(at)));
+        }
+        g.by_state.push((state.to_owned(), n));
+    }
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_events WHERE state = 'pending'")
+        .fetch_one(&pools.read)
+        .await
+        .map_err(StoreError::db(format!("{op}: usage")))?;
+    g.unrated_usage = col(&row, op, "n")?;
+    Ok(g)
+}

@@ -20,6 +20,7 @@ mod hostile_tenants;
 mod hostile_uploads;
 mod listeners;
 mod maillog;
+mod metrics;
 mod nodes;
 mod plugin_new;
 mod relay_tls;

@@ -552,6 +552,12 @@ config = {send_config}
     }
 
     pub fn start_with_args(&self, extra: &[&str]) -> Sluice {
+        self.start_with(extra, &[])
+    }
+
+    /// [`start_with_args`](Self::start_with_args) with environment variables of its own
+    /// (set last: `SLUICE_LOG` here overrides the default `warn`).
+    pub fn start_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Sluice {
         // One log per start, so a restart's output is kept apart.
         static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -565,6 +571,7 @@ config = {send_config}
             .args(extra)
             .env(ADMIN_ENV, &self.admin_token)
             .env("SLUICE_LOG", "warn")
+            .envs(env.iter().copied())
             .current_dir(self.root())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log fd"))
