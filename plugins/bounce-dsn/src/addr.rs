@@ -92,6 +92,18 @@ pub fn first(text: &str) -> Option<String> {
 
 /// The address of a header value such as `"Name" <a@b>` or `rfc822; a@b`.
 pub fn from_field(value: &str) -> Option<String> {
+    // RFC 6533 3.2: an address of type `utf-8` (an internationalised DSN)
+    // is the whole value, UTF-8 allowed in its local part and domain, with
+    // `\x{HHHH}` escapes. The ASCII scan below would cut `nöbody@...` to
+    // `body@...`, another (maybe real) address.
+    if let Some((kind, v)) = value.split_once(';')
+        && kind.trim().eq_ignore_ascii_case("utf-8")
+    {
+        let v = unescape_utf8_addr(v.trim().trim_start_matches('<').trim_end_matches('>'));
+        if v.contains('@') && !v.contains(char::is_whitespace) && v.len() <= 320 {
+            return Some(v);
+        }
+    }
     let value = value
         .split_once(';')
         .map_or(value, |(t, v)| if t.contains('@') { value } else { v });
@@ -106,6 +118,38 @@ pub fn from_field(value: &str) -> Option<String> {
         let v = value.trim().trim_matches(['<', '>', '"']);
         (!v.is_empty() && !v.contains([' ', '@'])).then(|| v.to_owned())
     })
+}
+
+/// RFC 6533's `utf-8-addr-xtext`/`unitext`: `\x{HHHH}` stands for one code
+/// point (1 to 6 hex digits); anything else is kept as written.
+fn unescape_utf8_addr(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut rest = v;
+    while let Some(at) = rest.find("\\x{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 3..];
+        // At most 6 hex digits and the brace: looked for in the next 7
+        // bytes only, so a value full of `\x{` costs one pass, not one each.
+        let close = after.bytes().take(7).position(|b| b == b'}');
+        let decoded = close.and_then(|end| {
+            let hex = &after[..end];
+            let ok = (1..=6).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+            let c = ok.then(|| u32::from_str_radix(hex, 16).ok()).flatten()?;
+            char::from_u32(c).map(|c| (c, end + 1))
+        });
+        match decoded {
+            Some((c, used)) => {
+                out.push(c);
+                rest = &after[used..];
+            }
+            None => {
+                out.push_str("\\x{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Lower-cased for comparisons.
@@ -171,5 +215,45 @@ mod tests {
             Some("n@example.org")
         );
         assert_eq!(from_field("rfc822;user").as_deref(), Some("user"));
+    }
+
+    #[test]
+    fn utf8_addresses_of_internationalised_dsns_are_kept_whole() {
+        assert_eq!(
+            from_field("utf-8; nöbody@example.org").as_deref(),
+            Some("nöbody@example.org")
+        );
+        assert_eq!(
+            from_field("UTF-8;<d\\x{FC}rer@b\\x{FC}cher.example>").as_deref(),
+            Some("dürer@bücher.example")
+        );
+        // A broken escape stays as written; a value with no address falls
+        // back to the ASCII reading.
+        assert_eq!(
+            from_field("utf-8; a\\x{ZZ}b@example.org").as_deref(),
+            Some("a\\x{ZZ}b@example.org")
+        );
+        assert_eq!(
+            from_field("utf-8; \\x{110000}@example.org").as_deref(),
+            Some("\\x{110000}@example.org")
+        );
+        assert_eq!(from_field("utf-8; nobody").as_deref(), Some("nobody"));
+    }
+
+    #[test]
+    fn hostile_utf8_fields_and_literals_cost_one_pass() {
+        // A megabyte of broken escapes: read once, no address over RFC
+        // 5321's length comes back.
+        let field = format!("utf-8; {}@example.org", "\\x{".repeat(250_000));
+        let got = from_field(&field);
+        assert!(
+            got.as_ref().is_none_or(|a| a.len() <= 320),
+            "{:?}",
+            got.as_ref().map(String::len)
+        );
+        // Unclosed or over-long brackets after '@' are no address literal.
+        let text = format!("a@[{}", "1".repeat(1_000_000));
+        assert!(first(&text).is_none());
+        assert!(first(&format!("a@[{}]", "1.".repeat(100))).is_none());
     }
 }

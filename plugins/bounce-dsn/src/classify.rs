@@ -2103,8 +2103,10 @@ fn provider_code(text: &str) -> Option<Reason> {
 /// beside it says only "security", so the verdict decides.
 fn amavis_verdict(text: &str) -> Option<Reason> {
     let at = text.find("id=")?;
-    let head = text[..at].trim_end().to_ascii_lowercase();
-    if !head.ends_with("reject,") && !head.ends_with("discard,") {
+    let head = text[..at].trim_end().as_bytes();
+    let ends =
+        |w: &[u8]| head.len() >= w.len() && head[head.len() - w.len()..].eq_ignore_ascii_case(w);
+    if !ends(b"reject,") && !ends(b"discard,") {
         return None;
     }
     let rest = &text[at..];
