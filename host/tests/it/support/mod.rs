@@ -552,6 +552,12 @@ config = {send_config}
     }
 
     pub fn start_with_args(&self, extra: &[&str]) -> Sluice {
+        self.start_logging(extra, "warn")
+    }
+
+    /// Starts `sluice serve` with `SLUICE_LOG` set to `filter` (e.g.
+    /// `warn,sluice::serve::dispatch=debug`), for a test that counts what the server did.
+    pub fn start_logging(&self, extra: &[&str], filter: &str) -> Sluice {
         // One log per start, so a restart's output is kept apart.
         static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -564,7 +570,7 @@ config = {send_config}
             .arg(&self.pipeline)
             .args(extra)
             .env(ADMIN_ENV, &self.admin_token)
-            .env("SLUICE_LOG", "warn")
+            .env("SLUICE_LOG", filter)
             .current_dir(self.root())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("log fd"))
