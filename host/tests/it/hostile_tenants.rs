@@ -1094,7 +1094,7 @@ fn a_tenant_at_its_share_left_in_the_store_wakes_no_look_per_submission() {
     let (noisy, quiet) = (s.new_key("noisy"), s.new_key("quiet"));
     let r = s.request(
         "PUT",
-        "/v1/plugins/route?config=spin=200000000&timeout_ms=1000&calls_in_flight=1",
+        "/v1/plugins/route?config=spin=100000000&timeout_ms=1000&calls_in_flight=1",
         Some(&noisy),
         Some("application/wasm"),
         sluice::builtin::test_guests::SLOW_ROUTER,
