@@ -100,7 +100,7 @@
 //! started with.
 //!
 //! - `GET /v1/plugins` — your versions per stage, which one is active, and
-//!   per version its calls, errors by kind and p50/p99 call time;
+//!   per version its calls, errors by kind and p50/p99/mean call time;
 //! - `POST /v1/plugins/route/activate` with `{"version": 3}` — switch;
 //! - `POST /v1/plugins/route/rollback` — back to the version active before
 //!   (repeatable);

@@ -5,6 +5,7 @@
 pub use super::auth::AuthTenant;
 use super::auth::{Authenticated, Caller};
 use super::error::ApiError;
+use super::handoff::NoRoom;
 use super::plugins::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
@@ -582,12 +583,14 @@ async fn submit(
     // Large bodies are not held in memory while they wait: they are read from the store
     // when sent, so what the handoff holds is bounded in bytes, not only in recipients.
     let room = if message.body.len() <= HANDOFF_MAX_BODY_BYTES {
-        s.handoff.reserve(&tenant.id, message.recipients.len())
+        s.handoff
+            .reserve(&tenant.id, message.recipients.len())
+            .map_err(Some)
     } else {
-        None
+        Err(None)
     };
     let accepted = match room {
-        Some(room) => {
+        Ok(room) => {
             // The dispatcher shares the stored bytes: no second copy of the message.
             let body = message.body.clone();
             let lease_ms = s.pipeline.delivery.lease.as_millis() as i64;
@@ -598,9 +601,15 @@ async fn submit(
             room.send(std::mem::take(&mut accepted.leases), body);
             accepted
         }
-        None => {
+        Err(no_room) => {
             let accepted = s.store.accept(message, now_ms()).await?;
-            s.wake.notify_one();
+            // A tenant at its own cap is not woken for: a look now would leave its work
+            // out all the same, after reading past all of it (its backlog, on the
+            // store's one writer, once per submission of a flooding tenant). The
+            // dispatcher looks when one of its groups finishes (`handoff.rs`).
+            if no_room != Some(NoRoom::Tenant) {
+                s.wake.notify_one();
+            }
             accepted
         }
     };

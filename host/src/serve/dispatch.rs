@@ -69,26 +69,30 @@ pub async fn run(server: Arc<Server>) {
     // an earlier run); handed-over work needs no look.
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut look = true;
+    let mut look = Some(Look::Start);
     // Why the last look leased less than it might have: no room at all, or these tenants
-    // were at their share. A finished group makes a new look worth its query only then;
+    // were at their share (or the API has stored a tenant's work since, because it was
+    // at its share). A finished group makes a new look worth its query only then;
     // otherwise the tick and the API's wake-ups are enough. (With a tenant at its share
-    // and its backlog in the store, looking after every finished group would scan that
-    // backlog each time, on the store's one writer.)
+    // and its backlog in the store, a look that leaves it out reads past its whole
+    // backlog, on the store's one writer: so neither a finished group of another tenant
+    // nor the API storing the work of a tenant at its share starts one.)
     let mut no_room = false;
     let mut left_out: HashSet<String> = HashSet::new();
     let mut last_renewal = now_ms();
     while !server.is_shutting_down() {
         while tasks.try_join_next().is_some() {}
         while let Ok((tenant, n)) = finished.try_recv() {
-            look |= no_room || left_out.contains(&tenant);
+            if no_room || left_out.contains(&tenant) || server.handoff.take_left_in_store(&tenant) {
+                look.get_or_insert(Look::Finished);
+            }
             fair.finished(&tenant);
             server.handoff.release(&tenant, n);
         }
         while let Some(h) = handed.as_mut().and_then(|rx| rx.try_recv().ok()) {
             queue(&mut fair, h.leases, Some(h.body));
         }
-        if look {
+        if let Some(cause) = look {
             let (room, full) = server.handoff.lease_room();
             let limit = batch.min(room);
             no_room = limit == 0;
@@ -100,8 +104,15 @@ pub async fn run(server: Arc<Server>) {
                     .await
                 {
                     Ok(leases) => {
+                        tracing::debug!(
+                            ?cause,
+                            leased = leases.len(),
+                            limit,
+                            left_out = full.len(),
+                            "looked in the store for due work"
+                        );
                         // A full batch: more may be due.
-                        look = leases.len() == limit;
+                        look = (leases.len() == limit).then_some(Look::FullBatch);
                         for l in &leases {
                             server.handoff.hold(&l.tenant_id, 1);
                         }
@@ -110,11 +121,11 @@ pub async fn run(server: Arc<Server>) {
                     Err(e) => {
                         tracing::error!(error = %Chain(&e), "leasing due recipients failed; retrying");
                         tokio::time::sleep(Duration::from_millis(500)).await;
-                        look = true;
+                        look = Some(Look::Retry);
                     }
                 }
             } else {
-                look = false;
+                look = None;
             }
         }
         while let Some((tenant, work)) = fair.pop() {
@@ -130,7 +141,7 @@ pub async fn run(server: Arc<Server>) {
             last_renewal = now_ms();
             renew_waiting(&server, &mut fair, lease_ms).await;
         }
-        if look {
+        if look.is_some() {
             continue;
         }
         tokio::select! {
@@ -138,17 +149,38 @@ pub async fn run(server: Arc<Server>) {
                 queue(&mut fair, h.leases, Some(h.body));
             }
             Some((tenant, n)) = finished.recv() => {
-                look = no_room || left_out.contains(&tenant);
+                look = (no_room
+                    || left_out.contains(&tenant)
+                    || server.handoff.take_left_in_store(&tenant))
+                .then_some(Look::Finished);
                 fair.finished(&tenant);
                 server.handoff.release(&tenant, n);
             }
-            () = server.wake.notified() => look = true,
-            _ = tick.tick() => look = true,
+            () = server.wake.notified() => look = Some(Look::Woken),
+            _ = tick.tick() => look = Some(Look::Tick),
         }
     }
     while tasks.join_next().await.is_some() {}
     drop(recorder);
     let _ = recording.await;
+}
+
+/// Why the dispatcher looks in the store for due work (logged at debug level with
+/// each look).
+#[derive(Debug, Clone, Copy)]
+enum Look {
+    /// Work left by an earlier run.
+    Start,
+    /// Something made work due (the API stored a message, a retry, a takeover).
+    Woken,
+    /// The periodic look: deferred work whose time came.
+    Tick,
+    /// A group of a tenant whose work was left in the store finished.
+    Finished,
+    /// The last look filled its batch: more may be due.
+    FullBatch,
+    /// The last look failed.
+    Retry,
 }
 
 async fn next_handed(

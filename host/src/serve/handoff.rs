@@ -9,7 +9,7 @@
 //! the API accepts as before (`Queued`) and the dispatcher leases from the store.
 
 use crate::store::Lease;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -27,6 +27,19 @@ pub struct Handed {
 struct Holding {
     total: usize,
     by_tenant: HashMap<String, usize>,
+    /// Tenants whose accepted work went to the store because they were at their cap:
+    /// the dispatcher looks for it when one of their groups finishes.
+    left_in_store: HashSet<String>,
+}
+
+/// Why [`Handoff::reserve`] found no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The tenant holds its cap: its work waits in the store until its own groups
+    /// finish, and nothing else lets it in sooner (no need to wake the dispatcher).
+    Tenant,
+    /// The host holds its cap in all: any tenant's finished group makes room.
+    Host,
 }
 
 /// The queue between the API and the dispatcher, and the count of the recipients this
@@ -57,19 +70,35 @@ impl Handoff {
     }
 
     /// Room for `n` of `tenant`'s recipients, if both the tenant and the host have it.
-    pub fn reserve(&self, tenant: &str, n: usize) -> Option<Reservation<'_>> {
+    /// Without, the caller stores the work as queued; a tenant past its own cap is
+    /// remembered, so the dispatcher looks for that work once the tenant has room
+    /// ([`Handoff::take_left_in_store`]).
+    pub fn reserve(&self, tenant: &str, n: usize) -> Result<Reservation<'_>, NoRoom> {
         let mut h = self.holding();
         let mine = h.by_tenant.get(tenant).copied().unwrap_or(0);
-        if h.total + n > self.max_held || mine + n > self.tenant_max_held {
-            return None;
+        if mine + n > self.tenant_max_held {
+            if !h.left_in_store.contains(tenant) {
+                h.left_in_store.insert(tenant.to_owned());
+            }
+            return Err(NoRoom::Tenant);
+        }
+        if h.total + n > self.max_held {
+            return Err(NoRoom::Host);
         }
         h.total += n;
         *h.by_tenant.entry(tenant.to_owned()).or_default() += n;
-        Some(Reservation {
+        Ok(Reservation {
             handoff: self,
             tenant: tenant.to_owned(),
             n,
         })
+    }
+
+    /// Whether work of `tenant`'s went to the store while it was at its cap since the
+    /// last call (and forgets it): the dispatcher, finishing one of the tenant's groups,
+    /// then looks at the store for it.
+    pub fn take_left_in_store(&self, tenant: &str) -> bool {
+        self.holding().left_in_store.remove(tenant)
     }
 
     /// Counts `n` of `tenant`'s recipients leased from the store as held, room or not
@@ -189,11 +218,19 @@ mod tests {
     fn room_is_reserved_per_tenant_and_in_all_and_given_back() {
         let h = Handoff::new(6, 4);
         let a = h.reserve("a", 3).expect("3 of a's 4");
-        assert!(h.reserve("a", 2).is_none(), "3 + 2 > a's 4");
+        assert_eq!(
+            h.reserve("a", 2).err(),
+            Some(NoRoom::Tenant),
+            "3 + 2 > a's 4"
+        );
         let b = h.reserve("b", 3).expect("b has its own room");
-        assert!(h.reserve("c", 1).is_none(), "the host holds 6 of 6");
+        assert_eq!(
+            h.reserve("c", 1).err(),
+            Some(NoRoom::Host),
+            "the host holds 6 of 6"
+        );
         drop(a);
-        assert!(h.reserve("a", 3).is_some(), "a's room came back");
+        assert!(h.reserve("a", 3).is_ok(), "a's room came back");
         // A duplicate hands nothing over and gives its room back too.
         b.send(Vec::new(), Arc::new(Vec::new()));
         assert_eq!(h.holding().total, 0);
@@ -209,16 +246,30 @@ mod tests {
             .expect("room")
             .send(vec![lease("t")], Arc::new(b"x".to_vec()));
         // One of the two reserved was leased: the other's room is back at once.
-        assert!(h.reserve("t", 1).is_some());
+        assert!(h.reserve("t", 1).is_ok());
         let got = rx.try_recv().expect("handed over");
         assert_eq!(got.leases.len(), 1);
         let _r = h.reserve("t", 1).expect("room for one more");
         assert!(
-            h.reserve("t", 1).is_none(),
+            h.reserve("t", 1).is_err(),
             "handed and reserved hold the room"
         );
         h.release("t", 1);
-        assert!(h.reserve("t", 1).is_some());
+        assert!(h.reserve("t", 1).is_ok());
+    }
+
+    #[test]
+    fn a_tenant_refused_at_its_cap_is_remembered_until_taken() {
+        let h = Handoff::new(4, 2);
+        let _a = h.reserve("a", 2).expect("a's 2");
+        let _b = h.reserve("b", 2).expect("b's 2");
+        assert_eq!(h.reserve("c", 1).err(), Some(NoRoom::Host));
+        assert!(!h.take_left_in_store("c"), "c has room of its own");
+        assert_eq!(h.reserve("a", 1).err(), Some(NoRoom::Tenant));
+        assert_eq!(h.reserve("a", 1).err(), Some(NoRoom::Tenant));
+        assert!(h.take_left_in_store("a"));
+        assert!(!h.take_left_in_store("a"), "taken once");
+        assert!(!h.take_left_in_store("b"));
     }
 
     #[test]

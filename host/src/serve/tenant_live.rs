@@ -64,10 +64,14 @@ impl CallStats {
         recent.push_back(took.as_micros().min(u128::from(u64::MAX)) as u64);
     }
 
-    /// Calls, errors by kind, and p50/p99 of the last calls' wall time in µs.
+    /// Calls, errors by kind, and p50/p99/mean of the last calls' wall time in µs (the
+    /// mean is what one call slot's rate is: calls back to back take their sum).
     pub fn snapshot(&self) -> serde_json::Value {
         let mut times: Vec<u64> = lock(&self.recent_us).iter().copied().collect();
         times.sort_unstable();
+        let mean = (!times.is_empty())
+            .then(|| times.iter().map(|&t| u128::from(t)).sum::<u128>() / times.len() as u128)
+            .map(|m| u64::try_from(m).unwrap_or(u64::MAX));
         // Nearest rank: the smallest time at or above which p% of the calls lie.
         let pct = |p: usize| -> Option<u64> {
             (!times.is_empty()).then(|| times[(times.len() * p).div_ceil(100).max(1) - 1])
@@ -77,6 +81,7 @@ impl CallStats {
             "errors": *lock(&self.errors),
             "p50_us": pct(50),
             "p99_us": pct(99),
+            "mean_us": mean,
         })
     }
 }
@@ -866,5 +871,6 @@ mod tests {
         assert_eq!(v["errors"]["trap"], 1);
         assert_eq!(v["p50_us"], 51);
         assert_eq!(v["p99_us"], 100);
+        assert_eq!(v["mean_us"], (5050 + 1000) / 101);
     }
 }

@@ -5,7 +5,9 @@
 //! tenant's route plugin sees its own traffic on a shared relay, not another tenant's;
 //! and a tenant cannot lift a suppression the platform added; a tenant past its
 //! admission limits is held (or told 429) while another tenant's requests are
-//! answered. Loopback only; every wait is a bounded poll.
+//! answered; a tenant at its share of this host, its work left in the store, does not
+//! make the dispatcher look through the store once per submission. Loopback only;
+//! every wait is a bounded poll.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -1063,4 +1065,89 @@ fn a_tenant_past_its_limits_is_held_not_served_while_another_tenant_is_answered(
         Started::Continue(_) => panic!("let in past noisy's place in flight"),
     }
     assert_eq!(held.finish().status, 202);
+}
+
+// ------------------------------------------------------- a tenant at its share
+
+/// noisy holds its share of this host (one recipient, its slow router deciding it) and
+/// keeps submitting: each submission past its share is stored as queued. Before, each
+/// woke the dispatcher, whose look in the store left noisy out and so read past noisy's
+/// whole backlog first, on the store's one writer, once per submission of a flooding
+/// tenant. Now a submission of a tenant at its share wakes nothing: the dispatcher looks
+/// for that tenant's work when one of its groups finishes (and on its periodic tick).
+/// quiet's mail is handed over and delivered meanwhile, and all of noisy's is delivered.
+#[test]
+fn a_tenant_at_its_share_left_in_the_store_wakes_no_look_per_submission() {
+    let relay_port = free_port();
+    let tables = format!(
+        "{}{}{}\n[delivery.fairness]\ntenant_max_held = 1\n",
+        relay_table("sink", &format!("smtp://127.0.0.1:{relay_port}"), ""),
+        tenant_table("noisy", &["example.com"]),
+        tenant_table("quiet", &["example.com"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), relay_port, &[]);
+    let s = setup.start_logging(&[], "warn,sluice::serve::dispatch=debug");
+    let (noisy, quiet) = (s.new_key("noisy"), s.new_key("quiet"));
+    let r = s.request(
+        "PUT",
+        "/v1/plugins/route?config=spin=100000000&timeout_ms=1000&calls_in_flight=1",
+        Some(&noisy),
+        Some("application/wasm"),
+        sluice::builtin::test_guests::SLOW_ROUTER,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // The dispatcher's looks in the store (logged at debug level with their cause).
+    let looks = |cause: &str| {
+        std::fs::read_to_string(&s.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains("looked in the store for due work")
+                    && l.contains(&format!("cause={cause}"))
+            })
+            .count()
+    };
+    let woken_before = looks("Woken");
+    const N: usize = 12;
+    let noisy_ids: Vec<String> = (0..N)
+        .map(|i| {
+            s.submit(
+                &noisy,
+                &simple("app@example.com", &format!("n{i}@example.net"), "noisy"),
+            )
+        })
+        .collect();
+    let quiet_ids: Vec<String> = (0..3)
+        .map(|i| {
+            s.submit(
+                &quiet,
+                &simple("app@example.com", &format!("q{i}@example.net"), "quiet"),
+            )
+        })
+        .collect();
+    for id in &quiet_ids {
+        s.wait_state(&quiet, id, "delivered");
+    }
+    for id in &noisy_ids {
+        s.wait_state(&noisy, id, "delivered");
+    }
+    let woken = looks("Woken") - woken_before;
+    assert_eq!(
+        woken,
+        0,
+        "noisy's submissions past its share woke {woken} looks in the store\n{}",
+        s.log()
+    );
+    // noisy's work was left in the store (it was at its share), and found when its own
+    // groups finished.
+    assert!(
+        looks("Finished") > 0,
+        "no look after one of noisy's groups finished\n{}",
+        s.log()
+    );
 }

@@ -555,6 +555,12 @@ config = {send_config}
         self.start_with(extra, &[])
     }
 
+    /// Starts `sluice serve` with `SLUICE_LOG` set to `filter` (e.g.
+    /// `warn,sluice::serve::dispatch=debug`), for a test that counts what the server did.
+    pub fn start_logging(&self, extra: &[&str], filter: &str) -> Sluice {
+        self.start_with(extra, &[("SLUICE_LOG", filter)])
+    }
+
     /// [`start_with_args`](Self::start_with_args) with environment variables of its own
     /// (set last: `SLUICE_LOG` here overrides the default `warn`).
     pub fn start_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Sluice {
