@@ -296,6 +296,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "account_period_counters",
         include_str!("migrations/sqlite/0021_account_period_counters.sql"),
     ),
+    (
+        23,
+        "usage_events_tenant_seq",
+        include_str!("migrations/sqlite/0023_usage_events_tenant_seq.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -383,6 +388,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         21,
         "account_period_counters",
         include_str!("migrations/postgres/0021_account_period_counters.sql"),
+    ),
+    (
+        23,
+        "usage_events_tenant_seq",
+        include_str!("migrations/postgres/0023_usage_events_tenant_seq.sql"),
     ),
 ];
 
