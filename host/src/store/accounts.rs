@@ -625,13 +625,18 @@ pub(crate) async fn claim_account_batch(
         else {
             return Ok(None);
         };
-        let rows = sqlx::query(&format!(
+        // The tenant and cursor are known here: each store plans this for them (SQLite by
+        // the index on (tenant_id, seq), PostgreSQL by it or the primary key, by its
+        // statistics). The message's tags by its key, per event read: as a join with the
+        // row bounds of `after_cursor`, PostgreSQL hashed the whole messages table and
+        // sorted the tenant's whole backlog for each batch (EXPLAIN ANALYZE during the
+        // benchmark; ~0.6 s per claim at 20,000 messages).
+        let rows = sqlx::query(
             "SELECT u.seq, u.message_id, u.recipient_idx, u.recipient, u.sender, u.outcome, \
-             u.direction, u.size, u.relay, u.at_ms, u.inserted_at_ms, m.tags AS message_tags \
-             FROM usage_events u LEFT JOIN messages m ON m.id = u.message_id \
-             WHERE {} LIMIT $3",
-            after_cursor(pools.backend, "$1", "$2")
-        ))
+             u.direction, u.size, u.relay, u.at_ms, u.inserted_at_ms, \
+             (SELECT m.tags FROM messages m WHERE m.id = u.message_id) AS message_tags \
+             FROM usage_events u WHERE u.tenant_id = $1 AND u.seq > $2 ORDER BY u.seq LIMIT $3",
+        )
         .bind(&tenant_id)
         .bind(after_seq)
         .bind(i64::from(limit))
