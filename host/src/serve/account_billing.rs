@@ -1,7 +1,8 @@
 //! The tenant → account books live (issue 17): the account rating task.
 //!
 //! A tenant with accounts (its own customers) has a cursor over its usage events. This
-//! task claims the events after one tenant's cursor, matches each to an account by the
+//! task claims the events after one tenant's cursor once they gathered into a batch
+//! (`store::ACCOUNT_GATHER_MS`, or a full batch), matches each to an account by the
 //! tenant's logins (sender first, else recipient; a full address before its domain —
 //! the `sluice bill --logins` rules), rates them per (account, month) with the tenant's
 //! own rater — its uploaded bill plugin, else the platform's rater with the tenant's
@@ -17,7 +18,7 @@
 
 use super::plugins::call;
 use super::state::{Server, now_ms};
-use super::tenant_live::LiveCall;
+use super::tenant_live::{LiveCall, Pick};
 use crate::billing::{self, TariffRules};
 use crate::logging::Chain;
 use crate::runtime::PluginError;
@@ -33,6 +34,13 @@ const BATCH: u32 = 500;
 const CLAIM_MS: i64 = 60_000;
 /// Pause when no tenant has usage to rate.
 const IDLE: Duration = Duration::from_millis(500);
+/// Pause when no tenant is due within [`ACTIVE`] of the last batch: its usage is
+/// gathering (`store::ACCOUNT_GATHER_MS`) and is due within about this much.
+const GATHERING: Duration = Duration::from_millis(100);
+/// How long after a batch the task polls every [`GATHERING`] instead of [`IDLE`].
+const ACTIVE: Duration = Duration::from_secs(1);
+/// Why a tenant's usage has no account rater.
+const NO_RATER: &str = "no account rater: upload a bill plugin (PUT /v1/plugins/bill) or set an account tariff (PUT /v1/account-billing)";
 
 fn describe(plugin: &str, e: &PluginError) -> String {
     format!("{plugin}: {} ({e})", e.kind())
@@ -66,10 +74,7 @@ pub async fn rate_for_accounts(
         LiveCall::Done(Err(f)) => failures.push(describe(&f.plugin, &f.error)),
     }
     if !has_tariff {
-        failures.push(
-            "no account rater: upload a bill plugin (PUT /v1/plugins/bill) or set an account tariff (PUT /v1/account-billing)"
-                .into(),
-        );
+        failures.push(NO_RATER.into());
         return Err(failures.join("; "));
     }
     let rater = server.plugins.stage(Stage::Bill);
@@ -83,9 +88,56 @@ pub async fn rate_for_accounts(
     }
 }
 
+/// Rates each of a batch's inputs (one per account and period) for the tenant's
+/// accounts, answers in the same order. With a live bill plugin of the tenant, each is
+/// [`rate_for_accounts`] as before: the plugin's calls are counted and its failure
+/// policy applied one by one. Without, the platform's rater with the tenant's account
+/// tariff rates them all in one hand-off to the blocking pool (one call per input still:
+/// the contract's period to date is one account's) instead of one hand-off per account.
+async fn rate_inputs(
+    server: &Server,
+    tenant_id: &str,
+    has_tariff: bool,
+    inputs: Vec<BillInput>,
+) -> Result<Vec<BillOutput>, String> {
+    // Usage matching no account is passed without a rater.
+    if inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let platform = matches!(
+        server
+            .plugins
+            .tenants
+            .pick(&server.store, tenant_id, Stage::Bill)
+            .await,
+        Pick::Platform
+    );
+    if !platform {
+        let mut outs = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            outs.push(rate_for_accounts(server, tenant_id, has_tariff, input).await?);
+        }
+        return Ok(outs);
+    }
+    if !has_tariff {
+        return Err(NO_RATER.into());
+    }
+    let rater = server.plugins.stage(Stage::Bill);
+    let name = rater.name().to_owned();
+    call(rater, move |p| {
+        inputs
+            .iter()
+            .map(|input| p.bill(input))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| describe(&name, &e))
+}
+
 /// Rates accounts' usage until shutdown.
 pub async fn run(server: Arc<Server>) {
     let owner = server.node.id.clone();
+    let mut last_batch: Option<Instant> = None;
     while !server.is_shutting_down() {
         let claiming = Instant::now();
         let batch = match server
@@ -95,7 +147,10 @@ pub async fn run(server: Arc<Server>) {
         {
             Ok(Some(b)) => b,
             Ok(None) => {
-                tokio::time::sleep(IDLE).await;
+                // Usage of a tenant rated a moment ago is gathering: it is due within
+                // the gather window, so look again soon; otherwise poll slowly.
+                let active = last_batch.is_some_and(|t| t.elapsed() < ACTIVE);
+                tokio::time::sleep(if active { GATHERING } else { IDLE }).await;
                 continue;
             }
             Err(e) => {
@@ -105,6 +160,7 @@ pub async fn run(server: Arc<Server>) {
             }
         };
         let claim_us = claiming.elapsed().as_micros() as u64;
+        last_batch = Some(Instant::now());
         let tenant = batch.tenant_id.clone();
         let events = batch.events.len();
         match rate_batch(&server, batch).await {
@@ -217,7 +273,9 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<(usize, Phas
     }
     phases.read = started.elapsed();
     let started = Instant::now();
-    let mut charges = Vec::new();
+    // One input per (account, period): the contract's period to date is one account's.
+    let mut inputs = Vec::with_capacity(groups.len());
+    let mut rated = Vec::with_capacity(groups.len());
     for ((account, period), group) in groups {
         let (period_start_ms, _) = billing::period_bounds(&period).map_err(|e| e.to_string())?;
         let period_to_date = to_date
@@ -226,16 +284,14 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<(usize, Phas
             .into_iter()
             .map(|(service, quantity)| Counter { service, quantity })
             .collect();
-        let keys: Vec<String> = group.iter().map(|u| key_of(u)).collect();
-        let input = BillInput {
+        inputs.push(BillInput {
             tariff: tariff.clone().unwrap_or_default(),
             period_start_ms,
             period_to_date,
             events: group
                 .iter()
-                .zip(&keys)
-                .map(|(u, key)| UsageEvent {
-                    key: key.clone(),
+                .map(|u| UsageEvent {
+                    key: key_of(u),
                     // The rater sees whom it bills: the tenant's customer.
                     tenant: account.clone(),
                     message_id: u.message_id.clone(),
@@ -251,8 +307,23 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<(usize, Phas
                     at_ms: u.at_ms,
                 })
                 .collect(),
-        };
-        let out = rate_for_accounts(server, &tenant_id, tariff.is_some(), input).await?;
+        });
+        rated.push((account, group));
+    }
+    let keys: Vec<Vec<String>> = inputs
+        .iter()
+        .map(|i| i.events.iter().map(|e| e.key.clone()).collect())
+        .collect();
+    let outs = rate_inputs(server, &tenant_id, tariff.is_some(), inputs).await?;
+    if outs.len() != rated.len() {
+        return Err(format!(
+            "{} answers for {} accounts",
+            outs.len(),
+            rated.len()
+        ));
+    }
+    let mut charges = Vec::new();
+    for (((account, group), keys), out) in rated.into_iter().zip(&keys).zip(outs) {
         billing::check_charges(&rules, &out)
             .map_err(|e| format!("account {account:?}: charges refused: {e}"))?;
         let by_key: HashMap<&str, &AccountUsage> = keys

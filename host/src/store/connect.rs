@@ -302,6 +302,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "webhooks",
         include_str!("migrations/sqlite/0022_webhooks.sql"),
     ),
+    (
+        23,
+        "usage_events_tenant_seq",
+        include_str!("migrations/sqlite/0023_usage_events_tenant_seq.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -394,6 +399,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         22,
         "webhooks",
         include_str!("migrations/postgres/0022_webhooks.sql"),
+    ),
+    (
+        23,
+        "usage_events_tenant_seq",
+        include_str!("migrations/postgres/0023_usage_events_tenant_seq.sql"),
     ),
 ];
 

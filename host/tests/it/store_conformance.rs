@@ -137,6 +137,7 @@ conformance!(
     a_negative_charge_that_is_not_a_credit_writes_nothing_of_its_batch,
     accounts_and_their_logins_are_per_tenant,
     account_charges_are_written_once_under_replay_and_a_takeover,
+    account_usage_gathers_into_one_batch_that_is_charged_once,
     a_tenants_account_rater_cannot_touch_the_platforms_books,
     an_account_key_is_scoped_to_its_account_and_dies_with_it,
     a_node_id_is_one_processs_and_a_restart_takes_back_its_leases,
@@ -3593,6 +3594,155 @@ async fn account_charges_are_written_once_under_replay_and_a_takeover(db: Db) {
             [("msg".to_string(), quantity)]
         );
     }
+}
+
+/// Account rating gathers a tenant's usage into fuller batches: a tenant is due when its
+/// oldest waiting event (once settled) is `ACCOUNT_GATHER_MS` old, or at once when a full
+/// batch waits. A burst gathered so is one batch, each event charged once however often
+/// and by whichever host the batch is written, and of two hosts claiming at the same
+/// moment one gets it.
+async fn account_usage_gathers_into_one_batch_that_is_charged_once(db: Db) {
+    use sluice::store::{ACCOUNT_GATHER_MS, ACCOUNT_SETTLE_MS};
+    let s = &db.store;
+    let second = db.second_host().await;
+    tenant(s, "t1").await;
+    s.create_account("t1", &new_account("shop", &["example.com"]), T0)
+        .await
+        .unwrap();
+    // A burst: four messages of three recipients, recorded at T0 + 20.
+    let three = [(RecipientState::Delivered, EventKind::Delivered); 3];
+    for _ in 0..4 {
+        finish(s, "t1", &three).await;
+    }
+    // PostgreSQL reads only events settled; SQLite's seqs are final at commit.
+    let settle = if db.url.starts_with("postgres") {
+        ACCOUNT_SETTLE_MS
+    } else {
+        0
+    };
+    let ready = T0 + 20 + settle;
+    // Gathering: not due yet for anyone, unless a full batch waits.
+    for (store, owner) in [(s, "h1"), (&second, "h2")] {
+        assert!(
+            store
+                .claim_account_batch(owner, ready + ACCOUNT_GATHER_MS - 1, 30_000, 100)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    let first_five = s
+        .claim_account_batch("h1", ready, 30_000, 5)
+        .await
+        .unwrap()
+        .expect("a full batch waits: due at once");
+    assert_eq!(first_five.events.len(), 5);
+    // h1 holds the cursor: h2 gets nothing; h1 itself reads the whole burst once gathered.
+    assert!(
+        second
+            .claim_account_batch("h2", ready + ACCOUNT_GATHER_MS, 30_000, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let burst = s
+        .claim_account_batch("h1", ready + ACCOUNT_GATHER_MS, 30_000, 100)
+        .await
+        .unwrap()
+        .expect("gathered: due");
+    assert_eq!(burst.after_seq, first_five.after_seq);
+    assert_eq!(burst.events.len(), 12);
+    assert_eq!(burst.events[..5], first_five.events[..]);
+    let charges: Vec<_> = burst
+        .events
+        .iter()
+        .map(|u| account_charge("shop", u, 1_000))
+        .collect();
+    let through = burst.events.last().unwrap().seq;
+    let at = ready + ACCOUNT_GATHER_MS + 1;
+    assert_eq!(
+        s.write_account_charges("t1", burst.after_seq, through, &charges, at)
+            .await
+            .unwrap(),
+        12
+    );
+    // The smaller batch written late, the burst replayed, by either host: nothing.
+    assert_eq!(
+        s.write_account_charges(
+            "t1",
+            first_five.after_seq,
+            first_five.events.last().unwrap().seq,
+            &charges[..5],
+            at
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    for store in [s, &second] {
+        assert_eq!(
+            store
+                .write_account_charges("t1", burst.after_seq, through, &charges, at)
+                .await
+                .unwrap(),
+            0
+        );
+    }
+    let st = s.account_rating_status("t1").await.unwrap().unwrap();
+    assert_eq!((st.after_seq, st.waiting), (through, 0));
+    assert!(
+        s.claim_account_batch("h1", at + 60_000, 30_000, 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A second burst, two hosts claiming at the same moment: one batch, charged once.
+    for _ in 0..2 {
+        finish(s, "t1", &three).await;
+    }
+    let now = at + 60_000;
+    let (a, b) = tokio::join!(
+        s.claim_account_batch("h1", now, 30_000, 100),
+        second.claim_account_batch("h2", now, 30_000, 100)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a.is_some() != b.is_some(), "{a:?} / {b:?}");
+    let (writer, batch) = match (a, b) {
+        (Some(a), None) => (s, a),
+        (None, Some(b)) => (&second, b),
+        _ => unreachable!(),
+    };
+    assert_eq!((batch.after_seq, batch.events.len()), (through, 6));
+    let more: Vec<_> = batch
+        .events
+        .iter()
+        .map(|u| account_charge("shop", u, 1_000))
+        .collect();
+    let last = batch.events.last().unwrap().seq;
+    assert_eq!(
+        writer
+            .write_account_charges("t1", through, last, &more, now + 1)
+            .await
+            .unwrap(),
+        6
+    );
+    let rows = s
+        .list_account_charges("t1", "shop", 0, i64::MAX, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 18);
+    let keys: HashSet<_> = rows
+        .iter()
+        .map(|r| (r.message_id.clone(), r.recipient_idx))
+        .collect();
+    assert_eq!(keys.len(), 18);
+    let period = sluice::billing::period_of(T0 + 20);
+    assert_eq!(
+        s.account_quantities("t1", &period, &["shop"])
+            .await
+            .unwrap()["shop"],
+        [("msg".to_string(), 18)]
+    );
 }
 
 /// Whatever a tenant's rater answers for its accounts goes to the tenant's books only,
