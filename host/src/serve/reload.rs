@@ -12,7 +12,8 @@
 //! - `[limits]` (message size, recipients) and `[admission]` (each tenant's requests in
 //!   flight, accept rate and holds) take effect for the next request.
 //! - Every other section that changed (`[server]`, `[store]`, `[delivery]`,
-//!   `[plugins]`, `[smtp_in]`, `[admin]`, `[[log_source]]`) needs a restart; the warning
+//!   `[plugins]`, `[smtp_in]`, `[admin]`, `[[log_source]]`, `[events]`, `[metrics]`,
+//!   `[webhooks]`) needs a restart; the warning
 //!   names each one, so an operator knows the edit did not take effect.
 
 use super::state::{Server, now_ms};
