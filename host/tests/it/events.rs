@@ -370,19 +370,7 @@ fn a_stream_on_any_postgres_node_carries_every_nodes_events_once_in_order() {
         relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
         tenant_table("t", &["*"]),
     );
-    let setups: Vec<Setup> = ["n0", "n1"]
-        .iter()
-        .map(|suffix| {
-            let server = format!("node_suffix = \"{suffix}\"");
-            let setup = Setup::new(PipelineParts {
-                server: &server,
-                tables: &tables,
-                ..Default::default()
-            });
-            setup.use_store(&db.url());
-            setup
-        })
-        .collect();
+    let setups = postgres_nodes(&db, &tables, &["n0", "n1"]);
     let _sink = Sink::start(setups[0].root(), port, &[]);
     let mut nodes: Vec<Sluice> = setups.iter().map(Setup::start).collect();
     let key = nodes[0].new_key("t");

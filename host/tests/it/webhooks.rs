@@ -241,6 +241,30 @@ fn log_events(s: &Sluice, key: &str) -> Vec<Value> {
     r.json()["events"].as_array().unwrap().clone()
 }
 
+/// Ok once the tenant's log holds `delivered` events for all `messages` and every event of
+/// the log has reached the receiver (by cursor); else how many have.
+fn all_events_arrived(rx: &Receiver, s: &Sluice, key: &str, messages: usize) -> Result<(), String> {
+    let cursors: HashSet<i64> = rx
+        .delivered()
+        .iter()
+        .map(|e| e["cursor"].as_i64().unwrap())
+        .collect();
+    let log = log_events(s, key);
+    let delivered = log
+        .iter()
+        .filter(|e| e["type"] == "message.delivered")
+        .count();
+    if delivered == messages
+        && log
+            .iter()
+            .all(|e| cursors.contains(&e["cursor"].as_i64().unwrap()))
+    {
+        Ok(())
+    } else {
+        Err(format!("{} of {} events", cursors.len(), log.len()))
+    }
+}
+
 /// Each message's events reach the receiver in the log's order: the first arrival of
 /// each event, per message, has increasing cursors; and every event of `expected` came.
 fn check_order_and_completeness(got: &[Value], expected: &[Value]) {
@@ -876,24 +900,7 @@ fn a_node_killed_mid_delivery_sends_every_event_at_least_once_in_order_after_res
     wait_for_within(
         Duration::from_secs(60),
         "every event at the receiver after the restart",
-        || {
-            let got = rx.delivered();
-            let cursors: HashSet<i64> = got.iter().map(|e| e["cursor"].as_i64().unwrap()).collect();
-            let log = log_events(&s, &key);
-            if log
-                .iter()
-                .filter(|e| e["type"] == "message.delivered")
-                .count()
-                == 16
-                && log
-                    .iter()
-                    .all(|e| cursors.contains(&e["cursor"].as_i64().unwrap()))
-            {
-                Ok(())
-            } else {
-                Err(format!("{} of {} events", cursors.len(), log.len()))
-            }
-        },
+        || all_events_arrived(&rx, &s, &key, 16),
     );
     check_order_and_completeness(&rx.delivered(), &expected);
     assert_eq!(
@@ -913,19 +920,7 @@ fn postgres_one_node_at_a_time_delivers_a_webhook_and_a_killed_nodes_share_goes_
         relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
         tenant_table("t", &["*"]),
     );
-    let setups: Vec<Setup> = ["n0", "n1"]
-        .iter()
-        .map(|suffix| {
-            let server = format!("node_suffix = \"{suffix}\"");
-            let setup = Setup::new(PipelineParts {
-                server: &server,
-                tables: &tables,
-                ..Default::default()
-            });
-            setup.use_store(&db.url());
-            setup
-        })
-        .collect();
+    let setups = postgres_nodes(&db, &tables, &["n0", "n1"]);
     let _sink = Sink::start(setups[0].root(), port, &[]);
     let mut nodes: Vec<Sluice> = setups.iter().map(Setup::start).collect();
     let key = nodes[0].new_key("t");
@@ -951,24 +946,7 @@ fn postgres_one_node_at_a_time_delivers_a_webhook_and_a_killed_nodes_share_goes_
     wait_for_within(
         Duration::from_secs(60),
         "every event at the receiver",
-        || {
-            let got = rx.delivered();
-            let cursors: HashSet<i64> = got.iter().map(|e| e["cursor"].as_i64().unwrap()).collect();
-            let log = log_events(&nodes[0], &key);
-            if log
-                .iter()
-                .filter(|e| e["type"] == "message.delivered")
-                .count()
-                == 16
-                && log
-                    .iter()
-                    .all(|e| cursors.contains(&e["cursor"].as_i64().unwrap()))
-            {
-                Ok(())
-            } else {
-                Err(format!("{} of {} events", cursors.len(), log.len()))
-            }
-        },
+        || all_events_arrived(&rx, &nodes[0], &key, 16),
     );
     check_order_and_completeness(&rx.delivered(), &expected);
     // Never two requests of the webhook at once, from either node.

@@ -887,6 +887,24 @@ impl PgDb {
     }
 }
 
+/// One set-up per node suffix, all on `db` (a PostgreSQL cluster of nodes on one
+/// database), each with `tables` as its pipeline's tables.
+pub fn postgres_nodes(db: &PgDb, tables: &str, suffixes: &[&str]) -> Vec<Setup> {
+    suffixes
+        .iter()
+        .map(|suffix| {
+            let server = format!("node_suffix = \"{suffix}\"");
+            let setup = Setup::new(PipelineParts {
+                server: &server,
+                tables,
+                ..Default::default()
+            });
+            setup.use_store(&db.url());
+            setup
+        })
+        .collect()
+}
+
 impl Drop for PgDb {
     fn drop(&mut self) {
         let _ = psql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
