@@ -2,17 +2,13 @@
 //! may call what), health, and the
 //! router that puts the admin API beside it.
 
+use super::accept::{AcceptError, NewSubmission, accept_submission};
 pub use super::auth::AuthTenant;
 use super::auth::{Authenticated, Caller};
 use super::error::ApiError;
-use super::handoff::NoRoom;
-use super::plugins::call;
-use super::state::{Server, now_ms};
-use super::tenant_live::LiveCall;
+use super::state::Server;
 use crate::compose::{self, Composed, JsonMessage};
-use crate::logging::Chain;
-use crate::stage::{Header, IngestDecision, Stage, Submission};
-use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage};
+use crate::store::ACCOUNT_TAG;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -26,10 +22,6 @@ use std::sync::Arc;
 
 pub type AppState = Arc<Server>;
 
-/// Largest body handed to the dispatcher in memory (256 KiB): with the handoff's cap on
-/// recipients held (`[delivery.fairness] max_held`, default 1,024), at most 256 MiB of
-/// bodies wait in memory; larger messages wait in the store.
-const HANDOFF_MAX_BODY_BYTES: usize = 256 << 10;
 /// The whole HTTP surface; `more` are routes of modules this one does not name (so
 /// they can use it without a loop between them: `events_api`), behind the same layers.
 pub fn router(server: AppState, more: Router<AppState>) -> Router {
@@ -189,27 +181,38 @@ async fn admit(
     response
 }
 
-/// The distinct domains of some addresses, comma-separated, at most 10 named: what a
-/// log line says of recipients (never their full addresses).
-pub(super) fn recipient_domains<'a>(addresses: impl Iterator<Item = &'a str>) -> String {
-    let mut domains: Vec<&str> = Vec::new();
-    let mut more = 0usize;
-    for a in addresses {
-        let d = a.rsplit_once('@').map_or("", |(_, d)| d);
-        if domains.contains(&d) {
-            continue;
-        }
-        if domains.len() < 10 {
-            domains.push(d);
-        } else {
-            more += 1;
+/// A submission the core did not accept, as the API answers it.
+impl From<AcceptError> for ApiError {
+    fn from(e: AcceptError) -> ApiError {
+        use super::accept::AcceptError as E;
+        let message = e.to_string();
+        match e {
+            E::ShuttingDown => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
+            }
+            E::Invalid { field, .. } => ApiError::invalid(field, message),
+            E::TooLarge { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message).field("message")
+            }
+            E::Forbidden { field, .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).field(field)
+            }
+            E::AllSuppressed { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "suppressed", message).field("to")
+            }
+            E::Rejected { field, .. } => {
+                let e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", message);
+                match field {
+                    Some(f) => e.field(f),
+                    None => e,
+                }
+            }
+            E::PluginFailed(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugin_failed", message)
+            }
+            E::Store(e) => e.into(),
         }
     }
-    let mut out = domains.join(",");
-    if more > 0 {
-        out.push_str(&format!(",+{more} more"));
-    }
-    out
 }
 
 /// Caller of the admin API.
@@ -331,55 +334,6 @@ fn compose(
     }
 }
 
-/// Refuses a message whose header `From:` or `Sender:` names a domain outside the
-/// tenant's allowed sender domains: the envelope sender is checked by the ingest plugin,
-/// but the header is what the reader sees, and a tenant must not send as someone else
-/// through it. A tenant's `header_from_check = false` turns this off.
-fn check_authors(headers: &[(String, String)], allowed: &[String]) -> Result<(), ApiError> {
-    let authors = compose::author_domains(headers)
-        .map_err(|e| ApiError::invalid(e.field.clone(), e.to_string()))?;
-    for (field, domain) in authors {
-        if !compose::domain_allowed(&domain, allowed) {
-            return Err(ApiError::invalid(
-                field.clone(),
-                format!(
-                    "{field}: domain {domain:?} is not among the tenant's allowed sender domains"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// At most one account per message ([`ACCOUNT_TAG`]: the `account` field, query
-/// parameter or `Sluice-Account` header adds it), and one the tenant has. Account billing
-/// takes it before matching logins; the dispatcher's prepaid check too.
-async fn check_account(s: &Server, tenant_id: &str, tags: &[String]) -> Result<(), ApiError> {
-    let named: Vec<&str> = tags
-        .iter()
-        .filter_map(|t| t.strip_prefix(ACCOUNT_TAG))
-        .collect();
-    match named.as_slice() {
-        [] => Ok(()),
-        [one] => match s.store.get_account(tenant_id, one).await? {
-            Some(_) => Ok(()),
-            None => Err(ApiError::invalid(
-                "account",
-                format!(
-                    "{one:?} is not one of this tenant's accounts (GET /v1/accounts lists them)"
-                ),
-            )),
-        },
-        _ => Err(ApiError::invalid(
-            "account",
-            format!(
-                "a message is billed to one account; it names {}",
-                named.len()
-            ),
-        )),
-    }
-}
-
 /// Reads a submission's body, refusing it once it passes what the message limit
 /// allows (attachments arrive base64-encoded: see `Limits::max_submission_body_bytes`;
 /// the decoded size is checked against `max_message_bytes` afterwards).
@@ -410,6 +364,8 @@ async fn read_submission(body: Body, limits: &crate::config::Limits) -> Result<B
     })
 }
 
+/// `POST /v1/messages`: the HTTP adapter of [`accept_submission`] (the body read against
+/// the live limit, the JSON or raw form composed, the answer made JSON).
 async fn submit(
     State(s): State<AppState>,
     Caller(owner): Caller,
@@ -423,247 +379,38 @@ async fn submit(
     let limits = s.limits.get();
     let body = read_submission(body, &limits).await?;
     if s.is_shutting_down() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "this node is shutting down; send to another",
-        ));
+        return Err(AcceptError::ShuttingDown.into());
     }
-    let (mut composed, mut tags, mut idempotency_key) = compose(&s, &headers, &query, body)?;
-    // An account's key sends for its account only (`auth.rs`).
-    super::auth::bill_to_key_account(&owner, &mut tags, &mut idempotency_key)?;
-    let tenant = owner.tenant;
-    check_account(&s, &tenant.id, &tags).await?;
-    if composed.body.len() as u64 > limits.max_message_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "the message is {} bytes; the limit is {}",
-                composed.body.len(),
-                limits.max_message_bytes
-            ),
-        )
-        .field("message"));
-    }
-    if composed.recipients.len() > limits.max_recipients as usize {
-        return Err(ApiError::invalid(
-            "to",
-            format!(
-                "{} recipients; the limit is {}",
-                composed.recipients.len(),
-                limits.max_recipients
-            ),
-        ));
-    }
-    // Suppressed recipients are refused here, each with its reason (all: 422).
-    let (kept, suppressed) =
-        super::suppressions::filter(&s, &tenant.id, std::mem::take(&mut composed.recipients))
-            .await?;
-    composed.recipients = kept;
-
-    let submission = Submission {
-        tenant: tenant.id.clone(),
-        sender: composed.sender.clone(),
-        recipients: composed.recipients.clone(),
-        headers: composed
-            .headers
-            .iter()
-            .map(|(n, v)| Header {
-                name: n.clone(),
-                value: v.clone(),
-            })
-            .collect(),
-        size: composed.body.len() as u64,
-        tags: tags.clone(),
-        allowed_sender_domains: tenant.allowed_sender_domains.clone(),
-        received_at_ms: now_ms(),
-    };
-    // The platform's ingest plugin decides first: its rules (sender domains, sizes) hold
-    // for every tenant, and a tenant's plugin cannot undo a platform rejection. Then the
-    // tenant's own, if it has a live one, sees the submission with the platform's added
-    // headers and may reject or add more. If the tenant's fails, its policy decides: the
-    // platform's decision stands (`fallback`; the failure is recorded on the accepted
-    // message) or nothing is accepted and the client is told to try again (`defer`).
-    let platform_submission = submission.clone();
-    let decision = call(s.plugins.stage(Stage::Ingest), move |p| {
-        p.ingest(&platform_submission)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "plugin_failed",
-            format!("the ingest plugin failed ({e}); nothing was accepted, try again"),
-        )
-    })?;
-    let (mut body, mut tags) = (composed.body, tags);
-    let mut add_headers = Vec::new();
-    let mut tenant_failure = None;
-    match decision {
-        IngestDecision::Reject(r) => {
-            return Err(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", r.reason).field("from"),
-            );
-        }
-        IngestDecision::Accept(a) => {
-            let mut submission = submission;
-            submission.headers.extend(a.add_headers.iter().cloned());
-            add_headers.extend(a.add_headers);
-            tags.extend(a.add_tags);
-            let tenant_call = s
-                .plugins
-                .tenants
-                .call_live(&s.store, &tenant.id, Stage::Ingest, move |p| {
-                    p.ingest(&submission)
-                })
-                .await;
-            let closed = |why: String| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "plugin_failed",
-                    format!("{why}; nothing was accepted, try again"),
-                )
-            };
-            match tenant_call {
-                LiveCall::NoPlugin => {}
-                LiveCall::Closed(why) => return Err(closed(why)),
-                LiveCall::Done(Ok(IngestDecision::Reject(r))) => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "rejected",
-                        r.reason,
-                    ));
-                }
-                LiveCall::Done(Ok(IngestDecision::Accept(a))) => {
-                    add_headers.extend(a.add_headers);
-                    tags.extend(a.add_tags);
-                }
-                LiveCall::Done(Err(f)) if f.closed => return Err(closed(f.closed_reason())),
-                LiveCall::Done(Err(f)) => {
-                    tracing::warn!(tenant = %tenant.id, error = %f.error, "tenant ingest plugin failed; the platform's decision stands");
-                    tenant_failure = Some(f);
-                }
-            }
-        }
-    }
-    // After the ingest plugins, so that a sender they refuse is refused with their
-    // reason (for the JSON form the header `From:` is the envelope sender).
-    if tenant.header_from_check {
-        check_authors(&composed.headers, &tenant.allowed_sender_domains)?;
-    }
-    if !add_headers.is_empty() {
-        let mut prefix = Vec::new();
-        for h in add_headers {
-            prefix.extend_from_slice(format!("{}: {}\r\n", h.name, h.value).as_bytes());
-        }
-        // One allocation of the final size; the unprefixed body is freed at once.
-        let mut prefixed = Vec::with_capacity(prefix.len() + body.len());
-        prefixed.extend_from_slice(&prefix);
-        prefixed.extend_from_slice(&body);
-        body = prefixed;
-    }
-    let message = NewMessage {
-        tenant_id: tenant.id.clone(),
-        idempotency_key,
-        sender: composed.sender,
-        recipients: composed.recipients,
-        body: Arc::new(body),
-        tags,
-        max_age_secs: s
-            .pipeline
-            .delivery
-            .max_age
-            .as_secs()
-            .min(u64::from(u32::MAX)) as u32,
-        header_message_id: Some(composed.message_id.clone()),
-    };
-    // With room at the dispatcher, the recipients are accepted leased to this host and
-    // handed over in memory (`handoff.rs`); otherwise the dispatcher leases them later.
-    // Large bodies are not held in memory while they wait: they are read from the store
-    // when sent, so what the handoff holds is bounded in bytes, not only in recipients.
-    let room = if message.body.len() <= HANDOFF_MAX_BODY_BYTES {
-        s.handoff
-            .reserve(&tenant.id, message.recipients.len())
-            .map_err(Some)
-    } else {
-        Err(None)
-    };
-    let accepted = match room {
-        Ok(room) => {
-            // The dispatcher shares the stored bytes: no second copy of the message.
-            let body = message.body.clone();
-            let lease_ms = s.pipeline.delivery.lease.as_millis() as i64;
-            let mut accepted = s
-                .store
-                .accept_leased(message, now_ms(), &s.node.id, lease_ms)
-                .await?;
-            room.send(std::mem::take(&mut accepted.leases), body);
-            accepted
-        }
-        Err(no_room) => {
-            let accepted = s.store.accept(message, now_ms()).await?;
-            // A tenant at its own cap is not woken for: a look now would leave its work
-            // out all the same, after reading past all of it (its backlog, on the
-            // store's one writer, once per submission of a flooding tenant). The
-            // dispatcher looks when one of its groups finishes (`handoff.rs`).
-            if no_room != Some(NoRoom::Tenant) {
-                s.wake.notify_one();
-            }
-            accepted
-        }
-    };
-    if !accepted.duplicate {
-        let n = accepted.recipients.len() as u64;
-        let m = crate::metrics::get();
-        let labels = m.tenant(&tenant.id);
-        m.accepted_messages.get_or_create(&labels).inc();
-        m.accepted_recipients.get_or_create(&labels).inc_by(n);
-        if tracing::enabled!(tracing::Level::INFO) {
-            tracing::info!(
-                message_id = %accepted.id,
-                tenant = %tenant.id,
-                recipients = n,
-                domains = %recipient_domains(accepted.recipients.iter().map(|(a, _)| a.as_str())),
-                "accepted"
-            );
-        }
-    }
-    if let Some(f) = tenant_failure.filter(|_| !accepted.duplicate) {
-        let event = NewEvent {
-            message_id: accepted.id.clone(),
-            recipient_idx: None,
-            tenant_id: tenant.id.clone(),
-            kind: EventKind::PluginError,
-            relay: None,
-            detail: f.detail(Stage::Ingest),
-            at_ms: now_ms(),
-        };
-        if let Err(e) = s.store.append_events(vec![event]).await {
-            tracing::error!(error = %Chain(&e), "cannot record a plugin_error event");
-        }
-    }
+    let (message, tags, idempotency_key) = compose(&s, &headers, &query, body)?;
+    let accepted = accept_submission(
+        &s,
+        NewSubmission {
+            owner,
+            message,
+            tags,
+            idempotency_key,
+        },
+    )
+    .await?;
     let status = if accepted.duplicate {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    // A repeat is answered with the first submission's Message-ID, not the one just
-    // made for the repeat (which was never stored).
-    let message_id = match (accepted.duplicate, accepted.header_message_id.clone()) {
-        (false, _) => Some(composed.message_id),
-        (true, Some(stored)) => Some(stored),
-        (true, None) => stored_message_id(&s, &accepted.id).await,
-    };
     let recipients: Vec<_> = accepted
         .recipients
         .iter()
         .map(|(a, st)| json!({"address": a, "status": st}))
-        .chain(suppressed)
+        .chain(accepted.suppressed.iter().map(|r| {
+            json!({"address": r.address, "status": "suppressed", "reason": r.reason,
+                   "source": r.source, "since_ms": r.since_ms})
+        }))
         .collect();
     let mut resp = (
         status,
-        Json(json!({"id": accepted.id, "message_id": message_id, "recipients": recipients})),
+        Json(
+            json!({"id": accepted.id, "message_id": accepted.message_id, "recipients": recipients}),
+        ),
     )
         .into_response();
     if accepted.duplicate {
@@ -673,22 +420,6 @@ async fn submit(
         );
     }
     Ok(resp)
-}
-
-/// The `Message-ID` in a stored message's header: for a message stored before the
-/// store kept it apart (migration 0017). `None` if it cannot be read.
-async fn stored_message_id(s: &Server, id: &str) -> Option<String> {
-    let body = s
-        .store
-        .message_body(id)
-        .await
-        .map_err(|e| tracing::warn!(message_id = %id, error = %Chain(&e), "cannot read a repeated message's header"))
-        .ok()?;
-    let (headers, _) = compose::parse_header_section(&body).ok()?;
-    headers
-        .into_iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("message-id"))
-        .map(|(_, value)| value.trim().to_owned())
 }
 
 async fn get_message(

@@ -12,12 +12,12 @@
 //! - Handlers that take [`AuthTenant`] refuse an account's key again, by type, whatever
 //!   the table says; only handlers that take [`Caller`] see one.
 //! - An account's key may submit mail, which is billed to its account
-//!   ([`bill_to_key_account`]: a submission naming another account is refused), and read
+//!   (`accept::bill_to_key_account`: a submission naming another account is refused), and read
 //!   its own account's usage, invoices and balance; nothing else, no other account.
 
 use super::api::{AppState, bearer};
 use super::error::ApiError;
-use crate::store::{ACCOUNT_TAG, KeyOwner, KeyScope, Tenant};
+use crate::store::{KeyOwner, KeyScope, Tenant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
@@ -167,41 +167,6 @@ pub fn authorize(owner: &KeyOwner, method: &Method, path: &str) -> Result<(), Ap
     }
 }
 
-/// An account's key submits for its account: the submission is billed to it (the tag
-/// `account:ID` is added when the submission names none), one naming another account is
-/// refused, and its idempotency keys are its own (kept apart from other accounts' and
-/// the tenant's, so a repeat finds only this account's message).
-pub fn bill_to_key_account(
-    owner: &KeyOwner,
-    tags: &mut Vec<String>,
-    idempotency_key: &mut Option<String>,
-) -> Result<(), ApiError> {
-    let KeyScope::Account(account) = &owner.scope else {
-        return Ok(());
-    };
-    if let Some(other) = tags
-        .iter()
-        .filter_map(|t| t.strip_prefix(ACCOUNT_TAG))
-        .find(|named| named != account)
-    {
-        return Err(forbidden(format!(
-            "this key is account {account:?}'s: its mail is billed to {account:?}, it cannot \
-             name account {other:?}"
-        ))
-        .field("account"));
-    }
-    if !tags
-        .iter()
-        .any(|t| t.strip_prefix(ACCOUNT_TAG) == Some(account))
-    {
-        tags.push(format!("{ACCOUNT_TAG}{account}"));
-    }
-    if let Some(key) = idempotency_key.as_mut() {
-        *key = format!("{ACCOUNT_TAG}{account}:{key}");
-    }
-    Ok(())
-}
-
 /// The owner of a request's key that the middleware found and authorised, so the
 /// handler does not look it up twice.
 #[derive(Clone)]
@@ -264,6 +229,7 @@ mod tests {
                 created_at_ms: 0,
             },
             scope,
+            key_id: "k".into(),
         }
     }
 
@@ -342,24 +308,5 @@ mod tests {
             }
         }
         assert!(registered >= 15, "{registered} routes read");
-    }
-
-    #[test]
-    fn an_account_keys_submission_is_billed_to_its_account() {
-        let a = owner(KeyScope::Account("shop".into()));
-        let (mut tags, mut key) = (vec!["x".to_string()], Some("k1".to_string()));
-        bill_to_key_account(&a, &mut tags, &mut key).unwrap();
-        assert_eq!(tags, ["x", "account:shop"]);
-        assert_eq!(key.as_deref(), Some("account:shop:k1"));
-        let mut tags = vec!["account:shop".to_string()];
-        bill_to_key_account(&a, &mut tags, &mut None).unwrap();
-        assert_eq!(tags, ["account:shop"]);
-        let mut tags = vec!["account:shop".to_string(), "account:boss".to_string()];
-        let e = bill_to_key_account(&a, &mut tags, &mut None).unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        let t = owner(KeyScope::Tenant);
-        let (mut tags, mut key) = (vec!["account:boss".to_string()], Some("k".to_string()));
-        bill_to_key_account(&t, &mut tags, &mut key).unwrap();
-        assert_eq!((tags.len(), key.as_deref()), (1, Some("k")));
     }
 }

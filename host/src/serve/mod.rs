@@ -11,6 +11,7 @@
 //! Beside the pipeline's own mail, MTA logs named in `[[log_source]]` are
 //! followed and their transfers billed (`log_source.rs`).
 
+mod accept;
 mod account_billing;
 mod accounts_api;
 mod admin;

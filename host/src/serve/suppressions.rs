@@ -1,6 +1,6 @@
 //! Suppression lists over HTTP: the tenant's own (`/v1/suppressions`), the admin's
-//! view of any tenant's (`/admin/v1/tenants/{id}/suppressions`), and the check at
-//! acceptance that keeps suppressed recipients out of a new message.
+//! view of any tenant's (`/admin/v1/tenants/{id}/suppressions`). The check at
+//! acceptance that keeps suppressed recipients out of a new message is `accept.rs`'s.
 //!
 //! A tenant adds and removes its own entries; what the platform added (bounce
 //! processing, an admin) it cannot remove (403 naming why), an admin can.
@@ -178,47 +178,4 @@ async fn admin_delete(
 ) -> Result<StatusCode, ApiError> {
     known_tenant(&s, &id).await?;
     remove(&s, &id, &address, AddedBy::Platform).await
-}
-
-/// Splits a new message's recipients into those to send to and those the tenant has
-/// suppressed (as the 202 body reports them: status `suppressed` with the reason).
-/// All suppressed: 422 naming the field `to`, and nothing is accepted.
-pub async fn filter(
-    s: &Server,
-    tenant: &str,
-    recipients: Vec<String>,
-) -> Result<(Vec<String>, Vec<Value>), ApiError> {
-    let found = s.store.suppressed_among(tenant, &recipients).await?;
-    if found.is_empty() {
-        return Ok((recipients, Vec::new()));
-    }
-    let (mut keep, mut refused) = (Vec::new(), Vec::new());
-    for r in recipients {
-        match found.get(&normalize_address(&r)) {
-            Some(sup) => refused.push(json!({"address": r, "status": "suppressed", "reason": sup.reason, "source": sup.source, "since_ms": sup.created_at_ms})),
-            None => keep.push(r),
-        }
-    }
-    if keep.is_empty() {
-        let list: Vec<String> = refused
-            .iter()
-            .map(|v| {
-                format!(
-                    "{} ({})",
-                    v["address"].as_str().unwrap_or(""),
-                    v["reason"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "suppressed",
-            format!(
-                "every recipient is on the suppression list: {}",
-                list.join(", ")
-            ),
-        )
-        .field("to"));
-    }
-    Ok((keep, refused))
 }

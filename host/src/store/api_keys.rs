@@ -170,7 +170,7 @@ pub(crate) async fn owner(pools: &Pools, secret: &str) -> Result<Option<KeyOwner
     // An account's key counts only while its account is there.
     let row = sqlx::query(
         "SELECT t.id, t.name, t.allowed_sender_domains, t.pools, t.route_plugin, \
-         t.header_from_check, t.created_at_ms, k.account_id \
+         t.header_from_check, t.created_at_ms, k.account_id, k.id AS key_id \
          FROM api_keys k JOIN tenants t ON t.id = k.tenant_id \
          WHERE k.secret_sha256 = $1 AND k.revoked_at_ms IS NULL \
          AND (k.account_id IS NULL OR EXISTS (SELECT 1 FROM accounts a \
@@ -187,7 +187,12 @@ pub(crate) async fn owner(pools: &Pools, secret: &str) -> Result<Option<KeyOwner
         Some(account) => KeyScope::Account(account),
         None => KeyScope::Tenant,
     };
-    Ok(Some(KeyOwner { tenant, scope }))
+    let key_id = col(&row, op, "key_id")?;
+    Ok(Some(KeyOwner {
+        tenant,
+        scope,
+        key_id,
+    }))
 }
 
 pub(crate) async fn revoke(

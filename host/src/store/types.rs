@@ -79,6 +79,9 @@ pub enum KeyScope {
 pub struct KeyOwner {
     pub tenant: Tenant,
     pub scope: KeyScope,
+    /// The key's id (what its listing shows, never the secret): SMTP submission takes it
+    /// as a user name beside the tenant's id.
+    pub key_id: String,
 }
 
 /// Whether a relay takes new work.
