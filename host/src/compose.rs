@@ -144,6 +144,12 @@ pub fn domain_allowed(domain: &str, allowed: &[String]) -> bool {
     })
 }
 
+/// Whether `value` is an address a message may be sent to (what [`from_raw`] takes as
+/// a recipient): SMTP submission answers a recipient at RCPT with it.
+pub fn valid_address(value: &str) -> bool {
+    value.parse::<Mailbox>().is_ok()
+}
+
 fn mailbox(field: &str, value: &str) -> Result<Mailbox, FieldError> {
     value
         .parse::<Mailbox>()

@@ -1,7 +1,8 @@
 //! `sluice serve`: the HTTP API, the scheduler and the senders, wired
 //! together around one store and one plugin runtime.
 //!
-//! Life of a message: `POST /v1/messages` → ingest plugin → committed to
+//! Life of a message: `POST /v1/messages` or SMTP submission (`submission.rs`), both
+//! through `accept.rs` → ingest plugin → committed to
 //! the store (durable before 202), its recipients leased to this host and
 //! handed to the dispatcher in memory when it has room (else the dispatcher
 //! leases due recipients from the store) → route plugin picks relays →
@@ -41,6 +42,7 @@ mod reload;
 mod request_count;
 mod retry;
 mod state;
+mod submission;
 mod suppressions;
 mod tenant_live;
 mod tenant_plugins;
@@ -94,6 +96,7 @@ pub async fn run(
     let heart = tokio::spawn(nodes::heartbeat_loop(server.clone()));
 
     let smtp_in = bounce_intake::start(server.clone(), inherited.take("smtp_in")).await?;
+    let submission = submission::start(server.clone()).await?;
     let dispatcher = tokio::spawn(dispatch::run(server.clone()));
     let refresher = tokio::spawn(state::refresh_loop(server.clone()));
     let biller = tokio::spawn(billing::run(server.clone()));
@@ -135,6 +138,10 @@ pub async fn run(
     webhooks.abort();
     reloader.abort();
     if let Some(listener) = smtp_in {
+        listener.abort();
+    }
+    // A session cut short before its final 250 acknowledged nothing.
+    for listener in submission {
         listener.abort();
     }
     // Rating is transactional: a batch cut short is claimed again after its claim expires.

@@ -11,8 +11,11 @@
 //!   names them and the admin call that removes them.
 //! - `[limits]` (message size, recipients) and `[admission]` (each tenant's requests in
 //!   flight, accept rate and holds) take effect for the next request.
+//! - The submission listeners' certificate and key files are read again by
+//!   `submission.rs` on every SIGHUP, changed or not (a renewed certificate replaced in
+//!   place); a file that does not load leaves the last good one in use.
 //! - Every other section that changed (`[server]`, `[store]`, `[delivery]`,
-//!   `[plugins]`, `[smtp_in]`, `[admin]`, `[[log_source]]`, `[events]`, `[metrics]`,
+//!   `[plugins]`, `[smtp_in]`, `[submission]`, `[admin]`, `[[log_source]]`, `[events]`, `[metrics]`,
 //!   `[webhooks]`) needs a restart; the warning
 //!   names each one, so an operator knows the edit did not take effect.
 
@@ -126,6 +129,9 @@ fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
     }
     if !same(&old.smtp_in, &new.smtp_in) {
         out.push("[smtp_in]");
+    }
+    if old.submission != new.submission {
+        out.push("[submission]");
     }
     if !same(&old.log_sources, &new.log_sources) {
         out.push("[[log_source]]");

@@ -1,7 +1,9 @@
-//! The SMTP listener of `sluice serve` that takes in bounces: DSNs and feedback
-//! reports sent to the VERP return paths of outgoing mail.
+//! The SMTP listeners of `sluice serve`: bounce intake (DSNs and feedback reports sent
+//! to the VERP return paths of outgoing mail) and mail submission (`[submission]`, with
+//! STARTTLS and AUTH).
 //!
-//! [`session`] is the protocol without I/O; [`serve_connection`] drives it over a
+//! [`session`] is the protocol without I/O; [`serve_connection`] (and, for submission
+//! with its TLS upgrade, [`serve_session`]) drives it over a
 //! stream with bounded lines, per-command and DATA timeouts, and pipelining (replies
 //! are flushed only when no more pipelined input is waiting). What a recipient is and
 //! what happens to a message is the [`Handler`]'s business: the server's is
@@ -16,14 +18,22 @@
 
 pub mod admission;
 pub mod session;
+pub mod tls;
 
 pub use admission::{Admission, Ticket};
-pub use session::{DataEnd, DataReader, Limits, Reply, Session, Step, Transaction};
+pub use session::{
+    DataEnd, DataReader, Limits, Reply, Secret, Session, Step, SubmitMode, Transaction,
+};
 
 use session::{MAX_COMMAND_LINE, MAX_TEXT_LINE};
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
+use tokio_rustls::TlsAcceptor;
 
 /// What the listener asks of the rest of the host.
 pub trait Handler: Send + Sync {
@@ -41,6 +51,70 @@ pub trait Handler: Send + Sync {
         tx: Transaction<Self::Target>,
         message: Vec<u8>,
     ) -> impl Future<Output = Reply> + Send;
+
+    /// Checks AUTH credentials (submission): `Err` is the reply refusing them (535, or a
+    /// 421 that ends the session). Never called by a session that offers no AUTH.
+    fn authenticate(
+        &self,
+        _user: &str,
+        _password: &Secret,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        async { Err(Reply::new(502, "5.5.1 AUTH is not implemented")) }
+    }
+}
+
+/// A connection before or after its TLS upgrade.
+enum Conn<S> {
+    Plain(S),
+    Tls(Box<tokio_rustls::server::TlsStream<S>>),
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// How a submission session starts.
+pub struct Submit<'a> {
+    /// Offers STARTTLS with this when the connection is not TLS yet.
+    pub starttls: Option<&'a TlsAcceptor>,
+    /// The connection is TLS already (implicit TLS).
+    pub tls: bool,
+    /// The client is trusted without AUTH.
+    pub trusted: bool,
 }
 
 /// Timeouts and limits of every session.
@@ -106,16 +180,43 @@ async fn send_now(writer: &mut (impl AsyncWrite + Unpin), reply: &Reply) -> std:
     writer.flush().await
 }
 
-/// Serves one connection until QUIT, a timeout, too many errors or EOF.
+/// Serves one bounce-intake connection until QUIT, a timeout, too many errors or EOF.
 pub async fn serve_connection<S, H>(stream: S, config: &Config, handler: &H) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
 {
-    let (read, write) = tokio::io::split(stream);
+    serve_session(stream, config, handler, None).await
+}
+
+/// Serves one connection: bounce intake (`submit` = `None`) or submission, which may
+/// upgrade to TLS on STARTTLS and authenticates through the handler.
+pub async fn serve_session<S, H>(
+    stream: S,
+    config: &Config,
+    handler: &H,
+    submit: Option<Submit<'_>>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    H: Handler,
+{
+    let (read, write) = tokio::io::split(Conn::Plain(stream));
     let mut reader = BufReader::new(read);
     let mut writer = tokio::io::BufWriter::new(write);
-    let mut session: Session<H::Target> = Session::new(&config.hostname, config.limits.clone());
+    let starttls = submit.as_ref().and_then(|s| s.starttls);
+    let mut session: Session<H::Target> = match &submit {
+        None => Session::new(&config.hostname, config.limits.clone()),
+        Some(s) => Session::submission(
+            &config.hostname,
+            config.limits.clone(),
+            SubmitMode {
+                starttls: s.starttls.is_some() && !s.tls,
+                tls: s.tls,
+                trusted: s.trusted,
+            },
+        ),
+    };
     writer
         .write_all(session.greeting().to_wire().as_bytes())
         .await?;
@@ -157,6 +258,12 @@ where
                 let verdict = handler.check_rcpt(&address).await;
                 session.rcpt_checked(address, verdict)
             }
+            Step::Authenticate { user, password } => {
+                // The reply waits for the check: flush what was answered before it.
+                writer.flush().await?;
+                let verdict = handler.authenticate(&user, &password).await;
+                session.auth_checked(verdict)
+            }
             other => other,
         };
         match step {
@@ -187,7 +294,31 @@ where
                 };
                 writer.write_all(reply.to_wire().as_bytes()).await?;
             }
-            Step::CheckRcpt(_) => unreachable!("resolved above"),
+            Step::StartTls(go_ahead) => {
+                let Some(acceptor) = starttls else {
+                    unreachable!("a session offers STARTTLS only with an acceptor")
+                };
+                send_now(&mut writer, &go_ahead).await?;
+                // Whatever the client sent after STARTTLS is dropped unread with the
+                // buffer (RFC 3207 §4.2; the plaintext-injection attack, CVE-2011-0411).
+                let conn = reader.into_inner().unsplit(writer.into_inner());
+                let Conn::Plain(plain) = conn else {
+                    unreachable!("STARTTLS is offered only before TLS")
+                };
+                let (until, _) = wait(config.command_timeout);
+                let tls = match tokio::time::timeout_at(until, acceptor.accept(plain)).await {
+                    Ok(Ok(tls)) => tls,
+                    // A failed or stalled handshake: nothing can be said in the clear.
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Ok(()),
+                };
+                let (read, write) = tokio::io::split(Conn::Tls(Box::new(tls)));
+                reader = BufReader::new(read);
+                writer = tokio::io::BufWriter::new(write);
+                session.tls_started();
+                continue;
+            }
+            Step::CheckRcpt(_) | Step::Authenticate { .. } => unreachable!("resolved above"),
         }
         // Pipelining: answer a batch of commands in one write.
         if reader.buffer().is_empty() {

@@ -4,6 +4,14 @@
 //! [`Session::line`]; what needs the outside world (checking a recipient, taking in
 //! a message) comes back as a [`Step`] for the driver to do. [`DataReader`] reads the
 //! DATA phase the same way: dot-unstuffing, the size limit and the line limit.
+//!
+//! One machine serves both listeners: bounce intake ([`Session::new`]: no TLS, no AUTH)
+//! and mail submission ([`Session::submission`], RFC 6409): STARTTLS, AUTH PLAIN and
+//! LOGIN only once the connection is TLS (RFC 4954 §4), and no transaction before the
+//! client is authenticated or trusted. The secret of an AUTH exchange is handed to the
+//! driver in a [`Secret`], which never prints, and is quoted in no reply.
+
+use base64::Engine as _;
 
 /// Longest command line, CRLF included (RFC 5321 §4.5.3.1.4).
 pub const MAX_COMMAND_LINE: usize = 512;
@@ -57,6 +65,28 @@ pub struct Limits {
     pub max_unproductive_commands: u32,
 }
 
+/// What a submission session offers and requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubmitMode {
+    /// STARTTLS is offered (the listener has a certificate and the connection is not TLS).
+    pub starttls: bool,
+    /// The connection is TLS (implicit, or after STARTTLS): AUTH is offered.
+    pub tls: bool,
+    /// The client's address is one of a tenant's trusted networks: no AUTH needed.
+    pub trusted: bool,
+}
+
+/// A password from an AUTH exchange: shown as `<secret>` by `Debug`, so no log line or
+/// panic message prints it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
 /// What the driver must do next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -69,6 +99,24 @@ pub enum Step {
     ReadData(Reply),
     /// Send this reply and close the connection.
     Close(Reply),
+    /// Send this 220, drop any input the client sent after STARTTLS (RFC 3207 §4.2:
+    /// none may be acted on), do the TLS handshake, then call [`Session::tls_started`].
+    StartTls(Reply),
+    /// Check these credentials, then call [`Session::auth_checked`].
+    Authenticate { user: String, password: Secret },
+}
+
+/// Where an AUTH exchange stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthWait {
+    /// No exchange.
+    None,
+    /// `AUTH PLAIN` without an initial response: the next line is the response.
+    Plain,
+    /// `AUTH LOGIN`: the next line is the user name.
+    LoginUser,
+    /// `AUTH LOGIN`: the next line is the password.
+    LoginPassword(String),
 }
 
 /// A complete transaction: what DATA delivers to the handler.
@@ -100,6 +148,10 @@ pub struct Session<T> {
     errors: u32,
     /// Unproductive commands since the last message.
     idle: u32,
+    /// `Some` for a submission session.
+    submit: Option<SubmitMode>,
+    authenticated: bool,
+    auth: AuthWait,
 }
 
 impl<T> Session<T> {
@@ -112,11 +164,203 @@ impl<T> Session<T> {
             rcpts: Vec::new(),
             errors: 0,
             idle: 0,
+            submit: None,
+            authenticated: false,
+            auth: AuthWait::None,
+        }
+    }
+
+    /// A mail submission session (see the module doc).
+    pub fn submission(hostname: &str, limits: Limits, mode: SubmitMode) -> Session<T> {
+        Session {
+            submit: Some(mode),
+            ..Session::new(hostname, limits)
         }
     }
 
     pub fn greeting(&self) -> Reply {
-        Reply::new(220, format!("{} ESMTP Sluice bounce intake", self.hostname))
+        let what = if self.submit.is_some() {
+            "mail submission"
+        } else {
+            "bounce intake"
+        };
+        Reply::new(220, format!("{} ESMTP Sluice {what}", self.hostname))
+    }
+
+    /// Whether the client may start a transaction: always for bounce intake; for
+    /// submission once authenticated, or from a trusted network.
+    fn may_send(&self) -> bool {
+        match self.submit {
+            None => true,
+            Some(m) => m.trusted || self.authenticated,
+        }
+    }
+
+    /// The driver finished the TLS handshake after [`Step::StartTls`]: the session starts
+    /// over (RFC 3207 §4.2: the client greets again), now over TLS.
+    pub fn tls_started(&mut self) {
+        self.reset();
+        self.phase = Phase::Connected;
+        if let Some(m) = &mut self.submit {
+            m.tls = true;
+            m.starttls = false;
+        }
+    }
+
+    /// The driver's verdict on [`Step::Authenticate`]: `Err` is the reply refusing it (a
+    /// 421 closes the session).
+    pub fn auth_checked(&mut self, verdict: Result<(), Reply>) -> Step {
+        match verdict {
+            Ok(()) => {
+                self.authenticated = true;
+                Step::Reply(Reply::new(235, "2.7.0 authentication succeeded"))
+            }
+            Err(reply) if reply.code == 421 => Step::Close(reply),
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    /// A line of an AUTH exchange (a base64 response, or `*` to cancel).
+    fn auth_response(&mut self, line: &str) -> Step {
+        let wait = std::mem::replace(&mut self.auth, AuthWait::None);
+        if line == "*" {
+            return self.error(Reply::new(501, "5.0.0 authentication cancelled"));
+        }
+        let Some(decoded) = decode_base64(line) else {
+            return self.error(Reply::new(501, "5.5.2 cannot decode the AUTH response"));
+        };
+        match wait {
+            AuthWait::None => unreachable!("only called while an exchange waits"),
+            AuthWait::Plain => self.plain(&decoded),
+            AuthWait::LoginUser => match String::from_utf8(decoded) {
+                Ok(user) => {
+                    self.auth = AuthWait::LoginPassword(user);
+                    // "Password:"
+                    Step::Reply(Reply::new(334, "UGFzc3dvcmQ6"))
+                }
+                Err(_) => self.error(Reply::new(501, "5.5.2 the user name is not UTF-8")),
+            },
+            AuthWait::LoginPassword(user) => match String::from_utf8(decoded) {
+                Ok(password) => Step::Authenticate {
+                    user,
+                    password: Secret(password),
+                },
+                Err(_) => self.error(Reply::new(501, "5.5.2 the password is not UTF-8")),
+            },
+        }
+    }
+
+    /// A decoded `AUTH PLAIN` response: `authzid NUL authcid NUL password` (RFC 4616).
+    /// An authorisation identity other than the user's own is refused: a key acts for
+    /// its own tenant only.
+    fn plain(&mut self, decoded: &[u8]) -> Step {
+        let parts: Vec<&[u8]> = decoded.split(|b| *b == 0).collect();
+        let [authz, user, password] = parts.as_slice() else {
+            return self.error(Reply::new(501, "5.5.2 malformed AUTH PLAIN response"));
+        };
+        let (Ok(authz), Ok(user), Ok(password)) = (
+            std::str::from_utf8(authz),
+            std::str::from_utf8(user),
+            std::str::from_utf8(password),
+        ) else {
+            return self.error(Reply::new(
+                501,
+                "5.5.2 the AUTH PLAIN response is not UTF-8",
+            ));
+        };
+        if !authz.is_empty() && authz != user {
+            return self.error(Reply::new(
+                535,
+                "5.7.8 authorization identity must be empty or the user name",
+            ));
+        }
+        Step::Authenticate {
+            user: user.to_owned(),
+            password: Secret(password.to_owned()),
+        }
+    }
+
+    /// `AUTH mechanism [initial-response]` (submission only).
+    fn auth(&mut self, arg: &str) -> Step {
+        let Some(mode) = self.submit else {
+            return self.error(Reply::new(502, "5.5.1 AUTH is not implemented"));
+        };
+        if !mode.tls {
+            return self.error(Reply::new(
+                538,
+                "5.7.11 encryption required for requested authentication mechanism: \
+                 send STARTTLS first",
+            ));
+        }
+        match self.phase {
+            Phase::Connected => {
+                return self.error(Reply::new(503, "5.5.1 send EHLO first"));
+            }
+            Phase::Mail => {
+                return self.error(Reply::new(
+                    503,
+                    "5.5.1 AUTH is not allowed during a mail transaction",
+                ));
+            }
+            Phase::Ready => {}
+        }
+        if self.authenticated {
+            return self.error(Reply::new(503, "5.5.1 already authenticated"));
+        }
+        let (mechanism, initial) = match arg.split_once(' ') {
+            Some((m, rest)) => (m, Some(rest.trim())),
+            None => (arg, None),
+        };
+        match (mechanism.to_ascii_uppercase().as_str(), initial) {
+            ("PLAIN", None) => {
+                self.auth = AuthWait::Plain;
+                Step::Reply(Reply::new(334, ""))
+            }
+            ("PLAIN", Some(ir)) => match decode_base64(ir) {
+                Some(decoded) => self.plain(&decoded),
+                None => self.error(Reply::new(501, "5.5.2 cannot decode the AUTH response")),
+            },
+            ("LOGIN", None) => {
+                self.auth = AuthWait::LoginUser;
+                // "Username:"
+                Step::Reply(Reply::new(334, "VXNlcm5hbWU6"))
+            }
+            ("LOGIN", Some(ir)) => {
+                self.auth = AuthWait::LoginUser;
+                self.auth_response(ir)
+            }
+            _ => self.error(Reply::new(
+                504,
+                "5.5.4 unrecognized authentication type: use PLAIN or LOGIN",
+            )),
+        }
+    }
+
+    /// The EHLO reply's lines after the greeting.
+    fn extensions(&self) -> Vec<String> {
+        let size = format!("SIZE {}", self.limits.max_message_bytes);
+        let Some(mode) = self.submit else {
+            return vec![
+                "PIPELINING".into(),
+                size,
+                "8BITMIME".into(),
+                "ENHANCEDSTATUSCODES".into(),
+            ];
+        };
+        let mut out = vec![
+            "PIPELINING".into(),
+            size,
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+        ];
+        if mode.starttls {
+            out.push("STARTTLS".into());
+        }
+        if mode.tls && !self.authenticated {
+            out.push("AUTH PLAIN LOGIN".into());
+        }
+        out.push("ENHANCEDSTATUSCODES".into());
+        out
     }
 
     /// The reply to a timeout: the session ends.
@@ -167,6 +411,7 @@ impl<T> Session<T> {
     /// The driver read a command line longer than [`MAX_COMMAND_LINE`] (and skipped
     /// the rest of it).
     pub fn line_too_long(&mut self) -> Step {
+        self.auth = AuthWait::None;
         self.error(Reply::new(500, "5.5.2 line too long"))
     }
 
@@ -182,6 +427,9 @@ impl<T> Session<T> {
     pub fn line(&mut self, line: &[u8]) -> Step {
         let line = String::from_utf8_lossy(line);
         let line = line.trim_end_matches(['\r', '\n']);
+        if self.auth != AuthWait::None {
+            return self.auth_response(line.trim());
+        }
         let (verb, arg) = match line.find(' ') {
             Some(i) => (&line[..i], line[i + 1..].trim()),
             None => (line, ""),
@@ -200,16 +448,9 @@ impl<T> Session<T> {
                 if verb == "HELO" {
                     return self.unproductive(Reply::new(250, self.hostname.clone()));
                 }
-                self.unproductive(Reply {
-                    code: 250,
-                    lines: vec![
-                        format!("{} greets {arg}", self.hostname),
-                        "PIPELINING".into(),
-                        format!("SIZE {}", self.limits.max_message_bytes),
-                        "8BITMIME".into(),
-                        "ENHANCEDSTATUSCODES".into(),
-                    ],
-                })
+                let mut lines = vec![format!("{} greets {arg}", self.hostname)];
+                lines.extend(self.extensions());
+                self.unproductive(Reply { code: 250, lines })
             }
             "MAIL" => self.mail(arg),
             "RCPT" => self.rcpt(arg),
@@ -250,11 +491,28 @@ impl<T> Session<T> {
                 214,
                 "2.0.0 this server takes bounces for its return paths: EHLO, MAIL, RCPT, DATA",
             )),
-            "STARTTLS" | "AUTH" | "BDAT" | "EXPN" | "ETRN" | "TURN" => {
+            "STARTTLS" if self.submit.is_some() => self.starttls(arg),
+            "AUTH" => self.auth(arg),
+            "STARTTLS" | "BDAT" | "EXPN" | "ETRN" | "TURN" => {
                 self.error(Reply::new(502, format!("5.5.1 {verb} is not implemented")))
             }
             _ => self.error(Reply::new(500, "5.5.2 command not recognized")),
         }
+    }
+
+    /// `STARTTLS` (submission only).
+    fn starttls(&mut self, arg: &str) -> Step {
+        let mode = self.submit.unwrap_or_default();
+        if mode.tls {
+            return self.error(Reply::new(503, "5.5.1 TLS is already active"));
+        }
+        if !mode.starttls {
+            return self.error(Reply::new(502, "5.5.1 STARTTLS is not offered here"));
+        }
+        if !arg.is_empty() {
+            return self.error(Reply::new(501, "5.5.4 STARTTLS takes no arguments"));
+        }
+        Step::StartTls(Reply::new(220, "2.0.0 ready to start TLS"))
     }
 
     fn mail(&mut self, arg: &str) -> Step {
@@ -264,6 +522,16 @@ impl<T> Session<T> {
             }
             Phase::Mail => return self.error(Reply::new(503, "5.5.1 nested MAIL command")),
             Phase::Ready => {}
+        }
+        if !self.may_send() {
+            let how = match self.submit {
+                Some(m) if !m.tls => "send STARTTLS, then AUTH",
+                _ => "send AUTH",
+            };
+            return self.error(Reply::new(
+                530,
+                format!("5.7.0 authentication required: {how}"),
+            ));
         }
         let Some((path, params)) = parse_path(arg, "FROM:") else {
             return self.error(Reply::new(501, "5.5.4 syntax: MAIL FROM:<address>"));
@@ -288,6 +556,11 @@ impl<T> Session<T> {
                 },
                 "BODY" if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
                 "BODY" => return self.error(Reply::new(501, format!("5.5.4 bad BODY {v:?}"))),
+                // Submission advertises SMTPUTF8; the message is taken as it comes.
+                "SMTPUTF8" if self.submit.is_some() && v.is_empty() => {}
+                // RFC 4954 §5: an MTA relaying for its own client names it; the key
+                // that authenticated this session decides, not the parameter.
+                "AUTH" if self.submit.is_some() => {}
                 _ => {
                     return self.error(Reply::new(
                         555,
@@ -364,6 +637,14 @@ impl<T> Session<T> {
     pub fn abort_transaction(&mut self) {
         self.reset();
     }
+}
+
+/// Standard base64 (`=` alone is the empty response, RFC 4954 §4); `None` if it is not.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    if text == "=" {
+        return Some(Vec::new());
+    }
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 /// `FROM:<a@b> PARAMS` → (`a@b`, `PARAMS`); a space after the colon is tolerated, a
@@ -491,8 +772,8 @@ mod tests {
 
     fn code(step: Step) -> u16 {
         match step {
-            Step::Reply(r) | Step::Close(r) | Step::ReadData(r) => r.code,
-            Step::CheckRcpt(a) => panic!("unexpected CheckRcpt({a})"),
+            Step::Reply(r) | Step::Close(r) | Step::ReadData(r) | Step::StartTls(r) => r.code,
+            other => panic!("unexpected {other:?}"),
         }
     }
 
@@ -643,6 +924,107 @@ mod tests {
         d.long_line();
         d.line(b"short\r\n");
         assert_eq!(d.line(b"."), Some(DataEnd::LineTooLong));
+    }
+
+    fn submission(mode: SubmitMode) -> Session<u32> {
+        Session::submission(
+            "mx.test",
+            Limits {
+                max_message_bytes: 1000,
+                max_recipients: 2,
+                max_errors: 50,
+                max_unproductive_commands: 50,
+            },
+            mode,
+        )
+    }
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn submission_offers_auth_only_over_tls_and_asks_for_it_before_mail() {
+        let mut s = submission(SubmitMode {
+            starttls: true,
+            ..SubmitMode::default()
+        });
+        let Step::Reply(ehlo) = s.line(b"EHLO c") else {
+            panic!()
+        };
+        let wire = ehlo.to_wire();
+        assert!(
+            wire.contains("STARTTLS") && wire.contains("SMTPUTF8"),
+            "{wire}"
+        );
+        assert!(!wire.contains("AUTH"), "{wire}");
+        assert_eq!(
+            code(s.line(format!("AUTH PLAIN {}", b64("\0t\0k")).as_bytes())),
+            538
+        );
+        assert_eq!(code(s.line(b"MAIL FROM:<a@b.test>")), 530);
+        assert!(matches!(s.line(b"STARTTLS"), Step::StartTls(r) if r.code == 220));
+        s.tls_started();
+        assert_eq!(
+            code(s.line(b"MAIL FROM:<a@b.test>")),
+            503,
+            "EHLO again first"
+        );
+        let Step::Reply(ehlo) = s.line(b"EHLO c") else {
+            panic!()
+        };
+        let wire = ehlo.to_wire();
+        assert!(
+            wire.contains("AUTH PLAIN LOGIN") && !wire.contains("STARTTLS"),
+            "{wire}"
+        );
+        assert_eq!(code(s.line(b"STARTTLS")), 503);
+        assert_eq!(code(s.line(b"MAIL FROM:<a@b.test>")), 530);
+        assert_eq!(code(s.line(b"AUTH CRAM-MD5")), 504);
+        let step = s.line(format!("AUTH PLAIN {}", b64("\0t\0sk_secret")).as_bytes());
+        assert_eq!(
+            step,
+            Step::Authenticate {
+                user: "t".into(),
+                password: Secret("sk_secret".into())
+            }
+        );
+        assert!(!format!("{step:?}").contains("sk_secret"), "Debug hides it");
+        assert_eq!(code(s.auth_checked(Err(Reply::new(535, "5.7.8 no")))), 535);
+        assert_eq!(code(s.line(b"AUTH LOGIN")), 334);
+        assert_eq!(code(s.line(b64("t").as_bytes())), 334);
+        assert!(matches!(
+            s.line(b64("pw").as_bytes()),
+            Step::Authenticate { user, password } if user == "t" && password.0 == "pw"
+        ));
+        assert_eq!(code(s.auth_checked(Ok(()))), 235);
+        assert_eq!(code(s.line(b"AUTH PLAIN")), 503);
+        assert_eq!(code(s.line(b"MAIL FROM:<a@b.test> SMTPUTF8 AUTH=<>")), 250);
+        assert_eq!(code(s.line(b"AUTH PLAIN")), 503, "not inside a transaction");
+    }
+
+    #[test]
+    fn an_auth_exchange_can_be_cancelled_and_a_421_verdict_closes() {
+        let mut s = submission(SubmitMode {
+            tls: true,
+            ..SubmitMode::default()
+        });
+        s.line(b"EHLO c");
+        assert_eq!(code(s.line(b"AUTH PLAIN")), 334);
+        assert_eq!(code(s.line(b"*")), 501);
+        assert_eq!(code(s.line(b"AUTH PLAIN")), 334);
+        assert_eq!(code(s.line(b"not base64!")), 501);
+        assert_eq!(code(s.line(b"NOOP")), 250, "back to commands");
+        assert!(matches!(
+            s.auth_checked(Err(Reply::new(421, "4.7.0 too many"))),
+            Step::Close(_)
+        ));
+        let mut trusted = submission(SubmitMode {
+            trusted: true,
+            ..SubmitMode::default()
+        });
+        trusted.line(b"EHLO c");
+        assert_eq!(code(trusted.line(b"MAIL FROM:<a@b.test>")), 250);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod plugin_new;
 mod relay_tls;
 mod store_conformance;
 mod store_plugins;
+mod submission;
 mod tenant_plugins;
 mod webhooks;
 mod wire_safety;

@@ -1508,6 +1508,8 @@ async fn api_keys_are_found_by_hash_and_revoked(db: Db) {
     assert!(secret.starts_with(&info.prefix));
     assert!(info.prefix.len() < 16);
     let owner = s.key_owner(&secret).await.unwrap().unwrap();
+    // The key's id comes with its owner (SMTP submission takes it as a user name).
+    assert_eq!(owner.key_id, info.id);
     assert_eq!(
         (owner.tenant.id.as_str(), owner.scope),
         ("t1", KeyScope::Tenant)
