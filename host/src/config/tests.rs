@@ -477,3 +477,35 @@ fn webhooks_have_defaults_and_bounds() {
     let e = errors("[webhooks]\nfollow_redirects = true\n");
     assert!(e.contains("follow_redirects"), "{e}");
 }
+
+#[test]
+fn submission_is_off_by_default_needs_a_certificate_and_checks_its_networks() {
+    let p = Pipeline::parse("", "p.toml").unwrap();
+    assert!(!p.submission.enabled());
+    assert!(p.submission.trusted_networks.is_empty());
+    assert_eq!(p.submission.max_auth_failures_per_ip, 5);
+
+    let e = errors("[submission]\nlisten = [\"127.0.0.1:587\"]\n");
+    assert!(
+        e.contains("key `submission.tls_cert_file`: submission takes AUTH only over TLS"),
+        "{e}"
+    );
+    let e = errors(
+        "[submission]\nlisten_tls = [\"127.0.0.1:465\"]\ntls_cert_file = \"/nonexistent/c.pem\"\n\
+         tls_key_file = \"/nonexistent/k.pem\"\n",
+    );
+    assert!(
+        e.contains("tls_cert_file /nonexistent/c.pem: cannot be read"),
+        "{e}"
+    );
+    let e = errors(
+        "[submission]\nlisten = [\"nowhere\"]\nmax_auth_failures_per_ip = 0\n\
+         [submission.trusted_networks]\nshop = [\"10.0.0.0/33\"]\n",
+    );
+    assert!(e.contains("key `submission.listen`"), "{e}");
+    assert!(
+        e.contains("key `submission.max_auth_failures_per_ip`: must be between 1"),
+        "{e}"
+    );
+    assert!(e.contains("key `submission.trusted_networks.shop`"), "{e}");
+}
