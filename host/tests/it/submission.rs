@@ -5,7 +5,9 @@
 //! AUTH reaches the sink; a wrong password is 535, no AUTH 530, AUTH before TLS 538, a
 //! suppressed recipient 550 at RCPT, an oversize message 552, and an address past its
 //! failed AUTH is told 421 (also on a new connection). A trusted network sends without
-//! AUTH. A command pipelined in the clear after STARTTLS is dropped, not answered in TLS. No secret reaches the server's log. Loopback only; every wait is a bounded poll.
+//! AUTH. A command pipelined in the clear after STARTTLS is dropped, not answered in TLS.
+//! Past its connections per address, its idle commands or the command timeout, a client
+//! is told 421 with the limit's reason. No secret reaches the server's log. Loopback only; every wait is a bounded poll.
 
 use crate::support::tls::TestPki;
 use crate::support::*;
@@ -397,5 +399,75 @@ fn submission_over_tls_with_auth_reaches_the_relay_and_refuses_what_it_must() {
     assert!(
         !log.contains("sk_guess"),
         "a guessed password reached the log"
+    );
+}
+
+/// Reads one whole reply (its last line) from a raw connection.
+fn read_reply(r: &mut impl std::io::BufRead) -> String {
+    let mut last = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).expect("read a reply") == 0 {
+            return format!("EOF after {last:?}");
+        }
+        let done = line.as_bytes().get(3) != Some(&b'-');
+        last = line.trim_end().to_owned();
+        if done {
+            return last;
+        }
+    }
+}
+
+#[test]
+fn a_client_past_its_connections_commands_or_time_is_told_421_saying_which() {
+    use std::io::{BufReader, Write};
+    let submit_port = free_port();
+    let probe = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::new(&probe.path().join("pki"));
+    let tables = format!(
+        "{}\n[submission]\nlisten = [\"127.0.0.1:{submit_port}\"]\n\
+         tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\nmax_connections_per_ip = 2\n\
+         command_timeout_secs = 1\nmax_unproductive_commands = 3\n",
+        tenant_table("t", &["example.com"]),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sluice = setup.start();
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", submit_port)).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .expect("timeout");
+        let r = BufReader::new(s.try_clone().expect("clone"));
+        (s, r)
+    };
+    // Two sessions held open: the third from the same address is turned away.
+    let (_s1, mut r1) = connect();
+    let (mut s2, mut r2) = connect();
+    assert!(read_reply(&mut r1).starts_with("220 "));
+    assert!(read_reply(&mut r2).starts_with("220 "));
+    let (_s3, mut r3) = connect();
+    let turned = read_reply(&mut r3);
+    assert!(
+        turned.starts_with("421 4.7.0 too many connections from your address (limit 2)"),
+        "{turned}\n{}",
+        sluice.log()
+    );
+    // A session that only chats is closed after max_unproductive_commands.
+    s2.write_all(b"EHLO c\r\nNOOP\r\nNOOP\r\nNOOP\r\n")
+        .expect("write");
+    let replies: Vec<String> = (0..4).map(|_| read_reply(&mut r2)).collect();
+    assert!(
+        replies[3].starts_with("421 4.7.0") && replies[3].contains("too many commands"),
+        "{replies:?}"
+    );
+    // A silent one is closed at the command timeout.
+    let silent = read_reply(&mut r1);
+    assert!(
+        silent.starts_with("421 4.4.2") && silent.contains("timeout"),
+        "{silent}"
     );
 }
