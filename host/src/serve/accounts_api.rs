@@ -57,6 +57,7 @@ pub fn routes() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     /// 1–64 of `A-Z a-z 0-9 - _ .`
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     id: String,
     #[serde(default)]
     name: Option<String>,
@@ -290,6 +291,7 @@ async fn balance(
 #[serde(deny_unknown_fields)]
 struct CreditBody {
     /// Decimal text, e.g. `"20.00"`.
+    #[schema(pattern = "^[0-9]+([.][0-9]{0,6})?$")]
     amount: String,
     #[serde(default)]
     currency: Option<String>,

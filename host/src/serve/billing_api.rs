@@ -96,11 +96,15 @@ pub(super) fn page_query(q: &HashMap<String, String>) -> Result<(i64, i64, u32, 
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // Never built: it only describes what `page_query` reads.
 pub(super) struct PageQuery {
-    /// From this time (RFC 3339, `YYYY-MM-DD` or Unix ms; default: the beginning).
+    /// From this time (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or Unix ms; default: the
+    /// beginning).
+    #[param(min_length = 1)]
     from: Option<String>,
-    /// Before this time (default: no end).
+    /// Before this time (default: no end); after `from`.
+    #[param(min_length = 1)]
     to: Option<String>,
     /// Rows in the page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The `next_after` of the page before.
     after: Option<u64>,
@@ -306,6 +310,7 @@ async fn put_billing(
 #[serde(deny_unknown_fields)]
 struct CreditBody {
     /// Decimal text, e.g. `"100.00"`.
+    #[schema(pattern = "^[0-9]+([.][0-9]{0,6})?$")]
     amount: String,
     currency: Option<String>,
     reference: String,

@@ -99,6 +99,7 @@ struct ListQuery {
     /// The cursor to read after (default 0: from the oldest kept).
     after: Option<u64>,
     /// Events in the page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Event types, comma-separated (`message.delivered,message.bounced`); default all.
     types: Option<String>,

@@ -233,6 +233,36 @@ fn conventions(path: &str, method: &str, op: &mut Operation) {
             params.push(p.into());
         }
     }
+    // Path parameters that mean one thing wherever they appear.
+    for p in params.iter_mut() {
+        let utoipa::openapi::RefOr::T(p) = p else {
+            continue;
+        };
+        if p.parameter_in != ParameterIn::Path {
+            continue;
+        }
+        match p.name.as_str() {
+            "stage" => {
+                p.schema = Some(
+                    super::dto::enum_of(
+                        &crate::stage::Stage::ALL,
+                        "a pipeline stage (another name: 404)",
+                    )
+                    .into(),
+                );
+            }
+            "period" => {
+                p.schema = Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some("^[0-9]{4}-[0-9]{2}$"))
+                        .description(Some("a calendar month, `YYYY-MM` (UTC)"))
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
     let has_query = params.iter().any(|p| match p {
         utoipa::openapi::RefOr::T(p) => p.parameter_in == ParameterIn::Query,
         utoipa::openapi::RefOr::Ref(_) => false,

@@ -132,6 +132,8 @@ async fn admin_list(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
+    /// An e-mail address (stored lower-cased).
+    #[schema(format = Email)]
     address: String,
     /// Default `manual`.
     reason: Option<String>,

@@ -656,6 +656,7 @@ struct LogsQuery {
     /// The `cursor` or `next` of a page before (default: from the oldest kept).
     after: Option<String>,
     /// Lines in the page, 1–1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
