@@ -248,18 +248,21 @@ fn load_error(stage: Stage, e: LoadError) -> ApiError {
     )
 }
 
-/// Calls the plugin once with the stage's sample input; its answer as JSON.
+/// Calls the plugin once with the stage's sample input; its answer as JSON (an answer
+/// that has no JSON form is a malformed one, not a `null`).
 fn sample_call(p: &Plugin) -> Result<serde_json::Value, PluginError> {
-    fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
-        serde_json::to_value(v).unwrap_or_default()
+    fn json<T: serde::Serialize>(v: T) -> Result<serde_json::Value, PluginError> {
+        serde_json::to_value(v).map_err(|e| PluginError::BadOutput {
+            reason: format!("its answer has no JSON form: {e}"),
+        })
     }
-    Ok(match p.stage() {
+    match p.stage() {
         Stage::Ingest => json(p.ingest(&stage::samples::submission())?),
         Stage::Route => json(p.route(&stage::samples::route_input())?),
         Stage::Send => json(p.send(&stage::samples::attempt())?),
         Stage::Bounce => json(p.bounce(&stage::samples::bounce_input())?),
         Stage::Bill => json(p.bill(&stage::samples::bill_input())?),
-    })
+    }
 }
 
 /// An upload within the tenant's upload rates: a refused one (its checks, its
