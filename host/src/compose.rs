@@ -14,7 +14,7 @@ mod text_body;
 use text_body::text_body;
 
 /// The JSON body of `POST /v1/messages`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonMessage {
     pub from: String,
@@ -46,7 +46,8 @@ pub struct JsonMessage {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A file attached to a JSON message.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonAttachment {
     pub filename: String,

@@ -36,6 +36,9 @@ enum Command {
     /// Validate pipeline files.
     #[command(subcommand)]
     Pipeline(serve::PipelineCommand),
+    /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves; the
+    /// committed copy is `openapi.json`: `sluice openapi > openapi.json`).
+    Openapi,
     /// Measure a running Sluice.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -89,6 +92,10 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Pipeline(cmd) => serve::pipeline(cmd),
         Command::Bench(BenchCommand::Push(args)) => bench::push(args),
+        Command::Openapi => {
+            print!("{}", crate::serve::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bounce(cmd) => bounce::run(cmd),
         Command::Bill(args) => bill::run(args),
         Command::CompileComponent(a) => Ok(compile_child(a)),

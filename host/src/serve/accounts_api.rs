@@ -12,12 +12,18 @@
 use super::account_billing::rate_for_accounts;
 use super::api::{AppState, AuthTenant};
 use super::auth::Caller;
+use super::billing_api::PageQuery;
 use super::billing_api::{credit_currency, page_query, wants_csv};
+use super::dto::billing::{
+    AccountBalanceView, AccountBillingView, AccountCredited, AccountInvoiceView, AccountKeyList,
+    AccountKeyView, AccountList, AccountUsagePage, AccountView, NewAccountKey, RatingView,
+    balance_mode,
+};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
 use crate::stage::BillInput;
-use crate::store::{Account, AccountUpdate, ApiKeyInfo, Balance, BalanceMode, NewAccount};
+use crate::store::{Account, AccountUpdate, Balance, BalanceMode, NewAccount};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,56 +53,55 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// `POST /v1/accounts`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// 1–64 of `A-Z a-z 0-9 - _ .`
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     id: String,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = balance_mode)]
     mode: Option<BalanceMode>,
     #[serde(default)]
     logins: Vec<String>,
 }
 
 /// `PATCH /v1/accounts/{id}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = balance_mode)]
     mode: Option<BalanceMode>,
     #[serde(default)]
     logins: Option<Vec<String>>,
 }
 
-fn account_json(a: &Account) -> Value {
-    json!({
-        "id": a.id,
-        "name": a.name,
-        "mode": a.mode,
-        "logins": a.logins,
-        "created_at_ms": a.created_at_ms,
-        "updated_at_ms": a.updated_at_ms,
-    })
-}
-
+/// The tenant's accounts.
+#[utoipa::path(get, path = "/v1/accounts",
+    responses((status = 200, description = "the accounts", body = AccountList)))]
 async fn list(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountList>, ApiError> {
     let accounts = s.store.list_accounts(&t.id).await?;
-    Ok(Json(
-        json!({"accounts": accounts.iter().map(account_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(AccountList {
+        accounts: accounts.iter().map(AccountView::from).collect(),
+    }))
 }
 
+/// Adds an account (a customer of the tenant's, billed by the tenant's rater).
+#[utoipa::path(post, path = "/v1/accounts", request_body = CreateBody,
+    responses((status = 201, description = "the account", body = AccountView)))]
 async fn create(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Json(b): Json<CreateBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AccountView>), ApiError> {
     let new = NewAccount {
         name: b.name.unwrap_or_else(|| b.id.clone()),
         id: b.id,
@@ -105,7 +110,7 @@ async fn create(
     };
     let a = s.store.create_account(&t.id, &new, now_ms()).await?;
     s.accounts.forget(&t.id);
-    Ok((StatusCode::CREATED, Json(account_json(&a))))
+    Ok((StatusCode::CREATED, Json(AccountView::from(&a))))
 }
 
 /// Puts the tenant's held mail back to the dispatcher, which checks it again (the
@@ -125,20 +130,26 @@ async fn account_of(s: &AppState, tenant: &str, id: &str) -> Result<Account, Api
         .ok_or_else(|| ApiError::not_found(format!("account {id:?}")))
 }
 
+/// An account.
+#[utoipa::path(get, path = "/v1/accounts/{id}",
+    responses((status = 200, description = "the account", body = AccountView)))]
 async fn get_one(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(account_json(&account_of(&s, &t.id, &id).await?)))
+) -> Result<Json<AccountView>, ApiError> {
+    Ok(Json(AccountView::from(&account_of(&s, &t.id, &id).await?)))
 }
 
+/// Changes an account; its held mail is looked at again under the new terms.
+#[utoipa::path(patch, path = "/v1/accounts/{id}", request_body = UpdateBody,
+    responses((status = 200, description = "the account", body = AccountView)))]
 async fn update(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
     Json(b): Json<UpdateBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountView>, ApiError> {
     let change = AccountUpdate {
         name: b.name,
         mode: b.mode,
@@ -155,9 +166,12 @@ async fn update(
         json!({"reason": "account changed", "account": id}),
     )
     .await?;
-    Ok(Json(account_json(&account_of(&s, &t.id, &id).await?)))
+    Ok(Json(AccountView::from(&account_of(&s, &t.id, &id).await?)))
 }
 
+/// Removes an account (its keys are revoked with it).
+#[utoipa::path(delete, path = "/v1/accounts/{id}",
+    responses((status = 204, description = "removed")))]
 async fn remove(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
@@ -177,12 +191,14 @@ async fn remove(
 }
 
 /// `GET /v1/accounts/{id}/usage?from=&to=&limit=&after=`: the account's charges.
+#[utoipa::path(get, path = "/v1/accounts/{id}/usage", params(PageQuery),
+    responses((status = 200, description = "a page of charges", body = AccountUsagePage)))]
 async fn usage(
     State(s): State<AppState>,
     Caller(c): Caller,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountUsagePage>, ApiError> {
     let (from, to, limit, after) = page_query(&q)?;
     account_of(&s, &c.tenant.id, &id).await?;
     let rows = s
@@ -192,31 +208,20 @@ async fn usage(
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq))
         .flatten();
-    let charges: Vec<Value> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "account": r.account_id,
-                "message_id": r.message_id,
-                "recipient": r.recipient,
-                "outcome": r.outcome,
-                "service": r.service,
-                "quantity": r.quantity,
-                "unit_price": r.unit_price,
-                "amount_micros": r.amount_micros,
-                "amount": billing::format_micros(r.amount_micros),
-                "currency": r.currency,
-                "period": r.period,
-                "at_ms": r.at_ms,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"charges": charges, "next_after": next})))
+    Ok(Json(AccountUsagePage {
+        charges: rows.into_iter().map(Into::into).collect(),
+        next_after: next,
+    }))
 }
 
 /// `GET /v1/accounts/{id}/invoices/{YYYY-MM}`: JSON, or CSV with `Accept: text/csv`,
 /// built and rounded as the platform's invoices are.
+#[utoipa::path(get, path = "/v1/accounts/{id}/invoices/{period}",
+    params(("period" = String, Path, description = "`YYYY-MM`")),
+    responses((status = 200, description = "the invoice", content(
+        (AccountInvoiceView = "application/json"),
+        (String = "text/csv"),
+    ))))]
 async fn invoice(
     State(s): State<AppState>,
     Caller(c): Caller,
@@ -246,24 +251,17 @@ async fn invoice(
         )
             .into_response());
     }
-    let mut v = serde_json::to_value(&inv).unwrap_or_default();
-    v["account"] = json!(id);
-    v["status"] = json!(if now_ms() >= end { "closed" } else { "open" });
-    v["mode"] = json!(account.mode);
-    Ok(Json(v).into_response())
+    Ok(Json(AccountInvoiceView {
+        invoice: inv.into(),
+        account: id,
+        status: if now_ms() >= end { "closed" } else { "open" },
+        mode: account.mode,
+    })
+    .into_response())
 }
 
-fn balance_json(a: &Account, currency: Option<String>, bal: &Balance) -> Value {
-    let f = billing::format_micros;
-    json!({
-        "account": a.id,
-        "mode": a.mode,
-        "currency": currency,
-        "credits": f(bal.credits_micros),
-        "charges": f(bal.charges_micros),
-        "balance": f(bal.balance_micros()),
-        "balance_micros": bal.balance_micros(),
-    })
+fn balance_json(a: &Account, currency: Option<String>, bal: &Balance) -> AccountBalanceView {
+    AccountBalanceView::new(a, currency, bal)
 }
 
 async fn tariff_currency(s: &AppState, tenant: &str) -> Result<Option<String>, ApiError> {
@@ -271,11 +269,14 @@ async fn tariff_currency(s: &AppState, tenant: &str) -> Result<Option<String>, A
     Ok(tariff.and_then(|t| TariffInfo::read(&t).currency))
 }
 
+/// An account's balance in the tenant's books.
+#[utoipa::path(get, path = "/v1/accounts/{id}/balance",
+    responses((status = 200, description = "the balance", body = AccountBalanceView)))]
 async fn balance(
     State(s): State<AppState>,
     Caller(c): Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountBalanceView>, ApiError> {
     let a = account_of(&s, &c.tenant.id, &id).await?;
     let bal = s.store.account_balance(&c.tenant.id, &id).await?;
     Ok(Json(balance_json(
@@ -285,9 +286,12 @@ async fn balance(
     )))
 }
 
-#[derive(Deserialize)]
+/// A credit to an account.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreditBody {
+    /// Decimal text, e.g. `"20.00"`.
+    #[schema(pattern = "^[0-9]+([.][0-9]{0,6})?$")]
     amount: String,
     #[serde(default)]
     currency: Option<String>,
@@ -296,12 +300,17 @@ struct CreditBody {
 
 /// `POST /v1/accounts/{id}/credits {amount, currency?, reference}`: the tenant credits
 /// its customer once per reference (201; a repeat is 200 with `credited: false`).
+#[utoipa::path(post, path = "/v1/accounts/{id}/credits", request_body = CreditBody,
+    responses(
+        (status = 201, description = "credited: the balance after it", body = AccountCredited),
+        (status = 200, description = "a reference credited before: nothing changed", body = AccountCredited),
+    ))]
 async fn credit(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
     Json(b): Json<CreditBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AccountCredited>), ApiError> {
     let amount = billing::parse_amount(b.amount.trim())
         .map_err(|e| ApiError::invalid("amount", e.to_string()))?;
     if b.reference.trim().is_empty() {
@@ -324,9 +333,11 @@ async fn credit(
     )
     .await?;
     let bal = s.store.account_balance(&t.id, &id).await?;
-    let mut v = balance_json(&a, tariff, &bal);
-    v["credited"] = json!(credited);
-    v["released"] = json!(released);
+    let v = AccountCredited {
+        balance: balance_json(&a, tariff, &bal),
+        credited,
+        released,
+    };
     let status = if credited {
         StatusCode::CREATED
     } else {
@@ -335,25 +346,23 @@ async fn credit(
     Ok((status, Json(v)))
 }
 
+/// The tenant's account tariff and where its account rating stands.
+#[utoipa::path(get, path = "/v1/account-billing",
+    responses((status = 200, description = "the tariff and the rating", body = AccountBillingView)))]
 async fn get_account_billing(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountBillingView>, ApiError> {
     let tariff = s.store.get_account_tariff(&t.id).await?;
     let status = s.store.account_rating_status(&t.id).await?;
-    Ok(Json(json!({
-        "tariff": tariff,
-        "rating": status.map(|st| json!({
-            "after_seq": st.after_seq,
-            "waiting": st.waiting,
-            "attempts": st.attempts,
-            "next_try_at_ms": st.next_try_at_ms,
-            "last_error": st.last_error,
-        })),
-    })))
+    Ok(Json(AccountBillingView {
+        tariff,
+        rating: status.map(RatingView::from),
+    }))
 }
 
-#[derive(Deserialize)]
+/// The tenant's account tariff.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AccountBillingBody {
     /// The tariff the tenant rates its accounts with; `null` removes it.
@@ -362,11 +371,13 @@ struct AccountBillingBody {
 
 /// `PUT /v1/account-billing {tariff}`: checked by the tenant's account rater (an empty
 /// batch) before it is stored.
+#[utoipa::path(put, path = "/v1/account-billing", request_body = AccountBillingBody,
+    responses((status = 200, description = "the tariff and the rating", body = AccountBillingView)))]
 async fn put_account_billing(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Json(b): Json<AccountBillingBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountBillingView>, ApiError> {
     if let Some(tariff) = &b.tariff {
         if tariff.len() > 256 * 1024 {
             return Err(ApiError::invalid("tariff", "larger than 256 KiB"));
@@ -389,46 +400,44 @@ async fn put_account_billing(
     get_account_billing(State(s), AuthTenant(t)).await
 }
 
-fn key_json(k: &ApiKeyInfo) -> Value {
-    json!({
-        "id": k.id,
-        "account": k.account_id,
-        "prefix": k.prefix,
-        "created_at_ms": k.created_at_ms,
-        "revoked_at_ms": k.revoked_at_ms,
-    })
-}
-
 /// `POST /v1/accounts/{id}/keys`: a key for the tenant's customer, which may submit mail
 /// billed to this account and read this account's usage, invoices and balance, nothing
 /// else (`auth.rs`). The secret is shown this once; only its hash is stored.
+#[utoipa::path(post, path = "/v1/accounts/{id}/keys",
+    responses((status = 201, description = "the key and its secret", body = NewAccountKey)))]
 async fn create_key(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewAccountKey>), ApiError> {
     let (info, secret) = s.store.create_account_key(&t.id, &id, now_ms()).await?;
-    let mut v = key_json(&info);
-    v["key"] = json!(secret);
-    v["note"] = json!("the key is shown this once; only its hash is stored");
-    Ok((StatusCode::CREATED, Json(v)))
+    let key = NewAccountKey {
+        info: AccountKeyView::from(&info),
+        key: secret,
+        note: "the key is shown this once; only its hash is stored",
+    };
+    Ok((StatusCode::CREATED, Json(key)))
 }
 
 /// `GET /v1/accounts/{id}/keys`: the account's keys, revoked ones too, without secrets.
+#[utoipa::path(get, path = "/v1/accounts/{id}/keys",
+    responses((status = 200, description = "the keys", body = AccountKeyList)))]
 async fn list_keys(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountKeyList>, ApiError> {
     account_of(&s, &t.id, &id).await?;
     let keys = s.store.list_account_keys(&t.id, &id).await?;
-    Ok(Json(
-        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(AccountKeyList {
+        keys: keys.iter().map(AccountKeyView::from).collect(),
+    }))
 }
 
 /// `DELETE /v1/accounts/{id}/keys/{key_id}`: 204, or 404 when the account has no such
 /// live key.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/keys/{key_id}",
+    responses((status = 204, description = "revoked")))]
 async fn revoke_key(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,

@@ -3,6 +3,10 @@
 //! Changes take effect without a restart.
 
 use super::api::{Admin, AppState};
+use super::dto::admin::{
+    FailedList, KeyList, KeyView, NewKey, NodeList, NodeView, RelayDetail, RelayList, RelayLive,
+    RelayView, TenantList, TenantView,
+};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::config::SecretRef;
@@ -15,8 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,7 +66,7 @@ fn valid_id(field: &str, id: &str) -> Result<(), ApiError> {
 
 /// A relay as the admin API takes it. Passwords are never sent: name where
 /// the server reads them.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RelayBody {
     id: String,
@@ -114,18 +117,22 @@ fn default_weight() -> u32 {
     DEFAULT_WEIGHT
 }
 
-#[derive(Deserialize)]
+/// A change of a relay: what is left out stays.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RelayPatch {
     url: Option<String>,
     weight: Option<u32>,
     connection_limit: Option<u32>,
+    /// `null` removes the limit.
+    #[schema(value_type = Option<u32>)]
     rate_limit_per_sec: Option<Option<u32>>,
     tags: Option<Vec<String>>,
     /// "active" or "draining"
     state: Option<String>,
     /// `null` goes back to the public roots.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     tls_ca_file: Option<Option<String>>,
 }
 
@@ -151,43 +158,41 @@ fn check_tls_ca(url: &str, file: Option<&str>) -> Result<(), ApiError> {
         .map_err(|e| ApiError::invalid("tls_ca_file", e))
 }
 
-async fn list_relays(
-    State(s): State<AppState>,
-    _: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// The relays, with what this node's clients of them know now.
+#[utoipa::path(get, path = "/admin/v1/relays",
+    responses((status = 200, description = "the relays", body = RelayList)))]
+async fn list_relays(State(s): State<AppState>, _: Admin) -> Result<Json<RelayList>, ApiError> {
     let relays = s.store.list_relays().await?;
-    let live: Vec<_> = relays
-        .iter()
-        .map(|r| {
-            let mut v = serde_json::to_value(r).unwrap_or_default();
-            add_live(&mut v, &s, &r.id);
-            v
-        })
-        .collect();
-    Ok(Json(json!({ "relays": live })))
+    let relays = relays.into_iter().map(|r| live(&s, r)).collect();
+    Ok(Json(RelayList { relays }))
 }
 
-/// What this host's client of relay `id` knows now: recipients in flight, whether it
-/// is up, whether its transactions are pipelined (`null` before its first connection).
-fn add_live(v: &mut serde_json::Value, s: &AppState, id: &str) {
-    let client = s.relays.get(id);
-    v["in_flight"] = json!(client.as_ref().map_or(0, |c| c.in_flight()));
-    v["up"] = json!(client.as_ref().is_some_and(|c| c.is_up()));
-    v["pipelining"] = json!(client.as_ref().and_then(|c| c.pipelining()));
+/// A relay with what this host's client of it knows now: recipients in flight, whether
+/// it is up, whether its transactions are pipelined (`null` before its first connection).
+fn live(s: &AppState, r: crate::store::Relay) -> RelayLive {
+    let client = s.relays.get(&r.id);
+    RelayLive {
+        in_flight: client.as_ref().map_or(0, |c| c.in_flight()),
+        up: client.as_ref().is_some_and(|c| c.is_up()),
+        pipelining: client.as_ref().and_then(|c| c.pipelining()),
+        relay: r.into(),
+    }
 }
 
+/// A relay, live, with the windows its route plugin sees.
+#[utoipa::path(get, path = "/admin/v1/relays/{id}",
+    responses((status = 200, description = "the relay", body = RelayDetail)))]
 async fn get_relay(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RelayDetail>, ApiError> {
     let r = s
         .store
         .get_relay(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
-    let mut v = serde_json::to_value(r).unwrap_or_default();
-    add_live(&mut v, &s, &id);
+    let live = live(&s, r);
     // What the route plugin sees of it (refreshed every second from events).
     let windows = s
         .stats
@@ -196,15 +201,17 @@ async fn get_relay(
         .get(&id)
         .cloned()
         .unwrap_or_default();
-    v["windows"] = serde_json::to_value(windows).unwrap_or_default();
-    Ok(Json(v))
+    Ok(Json(RelayDetail { live, windows }))
 }
 
+/// Adds a relay (used at once; a platform relay given no tags joins `pool:platform`).
+#[utoipa::path(post, path = "/admin/v1/relays", request_body = RelayBody,
+    responses((status = 201, description = "the relay as stored", body = RelayView)))]
 async fn create_relay(
     State(s): State<AppState>,
     _: Admin,
     Json(b): Json<RelayBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<RelayView>), ApiError> {
     valid_id("id", &b.id)?;
     check_relay_url(&b.url).map_err(|e| ApiError::invalid("url", e))?;
     if b.connection_limit == 0 {
@@ -251,18 +258,18 @@ async fn create_relay(
         tracing::info!(relay = %relay.id, woken, "a new relay: deferred work waiting for one is due now");
         s.wake.notify_one();
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(relay).unwrap_or_default()),
-    ))
+    Ok((StatusCode::CREATED, Json(relay.into())))
 }
 
+/// Changes a relay (`state: draining` finishes its work and takes no new).
+#[utoipa::path(patch, path = "/admin/v1/relays/{id}", request_body = RelayPatch,
+    responses((status = 200, description = "the relay as stored", body = RelayView)))]
 async fn update_relay(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(p): Json<RelayPatch>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RelayView>, ApiError> {
     if let Some(url) = &p.url {
         check_relay_url(url).map_err(|e| ApiError::invalid("url", e))?;
     }
@@ -321,9 +328,12 @@ async fn update_relay(
     };
     let relay = s.store.update_relay(&id, update).await?;
     s.sync_relays().await?;
-    Ok(Json(serde_json::to_value(relay).unwrap_or_default()))
+    Ok(Json(relay.into()))
 }
 
+/// Removes a relay.
+#[utoipa::path(delete, path = "/admin/v1/relays/{id}",
+    responses((status = 204, description = "removed")))]
 async fn delete_relay(
     State(s): State<AppState>,
     _: Admin,
@@ -336,7 +346,8 @@ async fn delete_relay(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A new tenant.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TenantBody {
     id: String,
@@ -353,12 +364,15 @@ fn platform_pool() -> Vec<String> {
     vec![PLATFORM_POOL.into()]
 }
 
-#[derive(Deserialize)]
+/// A change of a tenant: what is left out stays.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TenantPatch {
     name: Option<String>,
     allowed_sender_domains: Option<Vec<String>>,
     pools: Option<Vec<String>>,
+    /// `null`: back to the platform's route plugin.
+    #[schema(value_type = Option<String>)]
     route_plugin: Option<Option<String>>,
     header_from_check: Option<bool>,
 }
@@ -380,31 +394,40 @@ fn check_route_plugin(name: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-async fn list_tenants(
-    State(s): State<AppState>,
-    _: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({ "tenants": s.store.list_tenants().await? })))
+/// The tenants.
+#[utoipa::path(get, path = "/admin/v1/tenants",
+    responses((status = 200, description = "the tenants", body = TenantList)))]
+async fn list_tenants(State(s): State<AppState>, _: Admin) -> Result<Json<TenantList>, ApiError> {
+    let tenants = s.store.list_tenants().await?;
+    Ok(Json(TenantList {
+        tenants: tenants.into_iter().map(TenantView::from).collect(),
+    }))
 }
 
+/// A tenant.
+#[utoipa::path(get, path = "/admin/v1/tenants/{id}",
+    responses((status = 200, description = "the tenant", body = TenantView)))]
 async fn get_tenant(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TenantView>, ApiError> {
     let t = s
         .store
         .get_tenant(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("tenant {id:?}")))?;
-    Ok(Json(serde_json::to_value(t).unwrap_or_default()))
+    Ok(Json(t.into()))
 }
 
+/// Adds a tenant (in `pool:platform` unless it names its pools).
+#[utoipa::path(post, path = "/admin/v1/tenants", request_body = TenantBody,
+    responses((status = 201, description = "the tenant as stored", body = TenantView)))]
 async fn create_tenant(
     State(s): State<AppState>,
     _: Admin,
     Json(b): Json<TenantBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     valid_id("id", &b.id)?;
     check_route_plugin(b.route_plugin.as_deref())?;
     let t = s
@@ -421,18 +444,18 @@ async fn create_tenant(
             now_ms(),
         )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::to_value(t).unwrap_or_default()),
-    ))
+    Ok((StatusCode::CREATED, Json(t.into())))
 }
 
+/// Changes a tenant.
+#[utoipa::path(patch, path = "/admin/v1/tenants/{id}", request_body = TenantPatch,
+    responses((status = 200, description = "the tenant as stored", body = TenantView)))]
 async fn update_tenant(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(p): Json<TenantPatch>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TenantView>, ApiError> {
     if let Some(rp) = &p.route_plugin {
         check_route_plugin(rp.as_deref())?;
     }
@@ -450,32 +473,46 @@ async fn update_tenant(
         )
         .await?;
     s.forget_keys();
-    Ok(Json(serde_json::to_value(t).unwrap_or_default()))
+    Ok(Json(t.into()))
 }
 
+/// A tenant's API keys, revoked ones too, without secrets.
+#[utoipa::path(get, path = "/admin/v1/tenants/{id}/keys",
+    responses((status = 200, description = "the keys", body = KeyList)))]
 async fn list_keys(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(json!({ "keys": s.store.list_api_keys(&id).await? })))
+) -> Result<Json<KeyList>, ApiError> {
+    let keys = s.store.list_api_keys(&id).await?;
+    Ok(Json(KeyList {
+        keys: keys.into_iter().map(KeyView::from).collect(),
+    }))
 }
 
+/// Makes a key for a tenant; its secret is shown this once.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/keys",
+    responses((status = 201, description = "the key and its secret", body = NewKey)))]
 async fn create_key(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewKey>), ApiError> {
     if s.store.get_tenant(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("tenant {id:?}")));
     }
     let (info, secret) = s.store.create_api_key(&id, now_ms()).await?;
-    let mut v = serde_json::to_value(info).unwrap_or_default();
-    v["key"] = json!(secret);
-    v["note"] = json!("the key is shown this once; only its hash is stored");
-    Ok((StatusCode::CREATED, Json(v)))
+    let key = NewKey {
+        info: info.into(),
+        key: secret,
+        note: "the key is shown this once; only its hash is stored",
+    };
+    Ok((StatusCode::CREATED, Json(key)))
 }
 
+/// Revokes a key (on every node within seconds).
+#[utoipa::path(delete, path = "/admin/v1/tenants/{id}/keys/{key_id}",
+    responses((status = 204, description = "revoked")))]
 async fn revoke_key(
     State(s): State<AppState>,
     _: Admin,
@@ -490,21 +527,34 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Limit {
+    /// At most this many (default 100, at most 10,000).
     limit: Option<u32>,
 }
 
+/// The exception queue: failed and expired recipients, oldest change first.
+#[utoipa::path(get, path = "/admin/v1/failed", params(Limit),
+    responses((status = 200, description = "the recipients", body = FailedList)))]
 async fn list_failed(
     State(s): State<AppState>,
     _: Admin,
     Query(q): Query<Limit>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    Ok(Json(
-        json!({ "failed": s.store.list_failed(q.limit.unwrap_or(100).min(10_000)).await? }),
-    ))
+) -> Result<Json<FailedList>, ApiError> {
+    let failed = s
+        .store
+        .list_failed(q.limit.unwrap_or(100).min(10_000))
+        .await?;
+    Ok(Json(FailedList {
+        failed: failed.into_iter().map(Into::into).collect(),
+    }))
 }
 
+/// Puts a failed or expired recipient back in the queue, due now.
+#[utoipa::path(post, path = "/admin/v1/failed/{message_id}/{idx}/requeue",
+    params(("idx" = i32, Path, description = "the recipient's `recipient_idx`")),
+    responses((status = 204, description = "queued again")))]
 async fn requeue(
     State(s): State<AppState>,
     _: Admin,
@@ -519,37 +569,19 @@ async fn requeue(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// One node as `GET /admin/v1/nodes` shows it (the wire form; the store's
-/// `NodeRecord` is not the API).
-#[derive(Serialize)]
-struct NodeDto {
-    id: String,
-    /// Where its HTTP API answers.
-    address: String,
-    started_at_ms: i64,
-    last_heartbeat_at_ms: i64,
-    /// How old its heartbeat is, by this node's clock.
-    heartbeat_age_ms: i64,
-    /// `alive`, `dead` (no heartbeat for the dead-after time: its leases are taken
-    /// over) or `stopped` (stopped gracefully, its leases given back).
-    state: &'static str,
-    leases_held: u64,
-    leader: bool,
-}
-
-async fn list_nodes(
-    State(s): State<AppState>,
-    _: Admin,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// The nodes on the store: alive, dead or stopped, the leader, leases held.
+#[utoipa::path(get, path = "/admin/v1/nodes",
+    responses((status = 200, description = "the nodes", body = NodeList)))]
+async fn list_nodes(State(s): State<AppState>, _: Admin) -> Result<Json<NodeList>, ApiError> {
     let now = now_ms();
     let leader = s.store.leader(now).await?.map(|l| l.node_id);
     let dead_after_ms = s.node.dead_after.as_millis() as i64;
-    let nodes: Vec<NodeDto> = s
+    let nodes: Vec<NodeView> = s
         .store
         .list_nodes(now)
         .await?
         .into_iter()
-        .map(|n| NodeDto {
+        .map(|n| NodeView {
             leader: leader.as_deref() == Some(n.id.as_str()),
             state: if n.stopped_at_ms.is_some() {
                 "stopped"
@@ -566,11 +598,11 @@ async fn list_nodes(
             leases_held: n.leases_held,
         })
         .collect();
-    Ok(Json(json!({
-        "this_node": s.node.id,
-        "leader": leader,
-        "heartbeat_ms": s.node.heartbeat.as_millis() as u64,
-        "dead_after_ms": dead_after_ms,
-        "nodes": nodes,
-    })))
+    Ok(Json(NodeList {
+        this_node: s.node.id.clone(),
+        leader,
+        heartbeat_ms: s.node.heartbeat.as_millis() as u64,
+        dead_after_ms,
+        nodes,
+    }))
 }

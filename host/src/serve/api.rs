@@ -5,6 +5,8 @@
 use super::accept::{AcceptError, NewSubmission, accept_submission};
 pub use super::auth::AuthTenant;
 use super::auth::{Authenticated, Caller};
+use super::dto::messages::{MessageDetail, Submitted, SubmittedRecipient};
+use super::dto::{Health, Ready};
 use super::error::ApiError;
 use super::state::Server;
 use crate::compose::{self, Composed, JsonMessage};
@@ -16,7 +18,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -62,29 +63,54 @@ pub fn router(server: AppState, more: Router<AppState>) -> Router {
         .with_state(server)
 }
 
-async fn healthz(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(json!({"status": if s.is_shutting_down() { "draining" } else { "ok" }, "node": s.node.id}))
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz",
+    responses((status = 200, description = "alive (`draining` while it stops)", body = Health)))]
+async fn healthz(State(s): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: if s.is_shutting_down() {
+            "draining"
+        } else {
+            "ok"
+        },
+        node: s.node.id.clone(),
+    })
 }
 
 /// Readiness, apart from liveness (`/healthz`): 200 while this node can take work (the
 /// store answers and its last writes reached it; plugins are loaded before the listener
 /// opens), else 503 with the reason, so a load balancer sends traffic elsewhere.
-async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    let node = &s.node.id;
+#[utoipa::path(get, path = "/readyz",
+    responses(
+        (status = 200, description = "ready to take work", body = Ready),
+        (status = 503, description = "`not_ready` (with the reason) or `draining`", body = Ready),
+    ))]
+async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Ready>) {
+    let node = s.node.id.clone();
     if s.is_shutting_down() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "draining", "node": node})),
-        );
+        let ready = Ready {
+            status: "draining",
+            reason: None,
+            node,
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(ready));
     }
     match s.store.readiness().await {
         Ok(()) => (
             StatusCode::OK,
-            Json(json!({"status": "ready", "node": node})),
+            Json(Ready {
+                status: "ready",
+                reason: None,
+                node,
+            }),
         ),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "reason": reason, "node": node})),
+            Json(Ready {
+                status: "not_ready",
+                reason: Some(reason),
+                node,
+            }),
         ),
     }
 }
@@ -366,6 +392,28 @@ async fn read_submission(body: Body, limits: &crate::config::Limits) -> Result<B
 
 /// `POST /v1/messages`: the HTTP adapter of [`accept_submission`] (the body read against
 /// the live limit, the JSON or raw form composed, the answer made JSON).
+#[utoipa::path(post, path = "/v1/messages",
+    request_body(
+        description = "A message as JSON, or a raw RFC 5322 message (`message/rfc822`) whose \
+            envelope is in the query (`from`, `to`) or in the `Sluice-Envelope-From` and \
+            `Sluice-Envelope-To` headers",
+        content(
+            (JsonMessage = "application/json"),
+            (String = "message/rfc822"),
+        )),
+    params(
+        ("from" = Option<String>, Query, description = "a raw message's envelope sender"),
+        ("to" = Option<String>, Query, description = "a raw message's recipients, comma-separated"),
+        ("tags" = Option<String>, Query, description = "a raw message's tags, comma-separated"),
+        ("account" = Option<String>, Query, description = "a raw message's account (`/v1/accounts`) to bill"),
+        ("idempotency_key" = Option<String>, Query, description = "a raw message's idempotency key"),
+        ("Idempotency-Key" = Option<String>, Header, description = "the idempotency key, when the body names none"),
+    ),
+    responses(
+        (status = 202, description = "accepted: committed to the store; suppressed recipients are listed, not sent to", body = Submitted),
+        (status = 200, description = "a repeat of an idempotency key: the stored message, nothing sent twice (`Idempotent-Replayed: true`)", body = Submitted,
+            headers(("Idempotent-Replayed" = String, description = "`true`"))),
+    ))]
 async fn submit(
     State(s): State<AppState>,
     Caller(owner): Caller,
@@ -400,19 +448,15 @@ async fn submit(
     let recipients: Vec<_> = accepted
         .recipients
         .iter()
-        .map(|(a, st)| json!({"address": a, "status": st}))
-        .chain(accepted.suppressed.iter().map(|r| {
-            json!({"address": r.address, "status": "suppressed", "reason": r.reason,
-                   "source": r.source, "since_ms": r.since_ms})
-        }))
+        .map(|(a, st)| SubmittedRecipient::accepted(a.clone(), *st))
+        .chain(accepted.suppressed.iter().map(SubmittedRecipient::from))
         .collect();
-    let mut resp = (
-        status,
-        Json(
-            json!({"id": accepted.id, "message_id": accepted.message_id, "recipients": recipients}),
-        ),
-    )
-        .into_response();
+    let answer = Submitted {
+        id: accepted.id.clone(),
+        message_id: accepted.message_id.clone(),
+        recipients,
+    };
+    let mut resp = (status, Json(answer)).into_response();
     if accepted.duplicate {
         resp.headers_mut().insert(
             "idempotent-replayed",
@@ -422,28 +466,20 @@ async fn submit(
     Ok(resp)
 }
 
+/// A message: its recipients' states, relays, attempts and replies, and its timeline.
+#[utoipa::path(get, path = "/v1/messages/{id}",
+    params(("id" = String, Path, description = "the message's id (another tenant's is a 404)")),
+    responses((status = 200, description = "the message", body = MessageDetail)))]
 async fn get_message(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MessageDetail>, ApiError> {
     // Another tenant's message is "not found", not "forbidden": ids are not confirmed.
     let m = s
         .store
         .get_message(&tenant.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("message {id:?}")))?;
-    let recipients: Vec<_> = m
-        .recipients
-        .iter()
-        .map(|r| json!({"address": r.address, "state": r.state, "attempts": r.attempts, "relay": r.last_relay, "last_reply": r.last_reply, "next_attempt_at_ms": r.next_attempt_at_ms, "updated_at_ms": r.updated_at_ms}))
-        .collect();
-    let events: Vec<_> = m
-        .events
-        .iter()
-        .map(|e| json!({"at_ms": e.at_ms, "kind": e.kind, "recipient": e.recipient_idx.and_then(|i| m.recipients.iter().find(|r| r.recipient_idx == i)).map(|r| r.address.clone()), "relay": e.relay, "detail": e.detail}))
-        .collect();
-    Ok(Json(
-        json!({"id": m.id, "sender": m.sender, "size": m.size, "tags": m.tags, "created_at_ms": m.created_at_ms, "recipients": recipients, "events": events}),
-    ))
+    Ok(Json(MessageDetail::from(m)))
 }

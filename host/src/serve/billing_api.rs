@@ -5,6 +5,9 @@
 
 use super::api::{Admin, AppState, AuthTenant};
 use super::billing::{TenantBilling, rate, settings};
+use super::dto::billing::{
+    BalanceView, BillingStored, BillingView, Credited, InvoiceView, UnratedList, UsagePage,
+};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
@@ -16,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashMap;
 
 /// Largest page of `GET /v1/usage`.
@@ -89,39 +91,43 @@ pub(super) fn page_query(q: &HashMap<String, String>) -> Result<(i64, i64, u32, 
     Ok((from, to, limit, after))
 }
 
+/// The query of a usage listing, for the document (`page_query` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Never built: it only describes what `page_query` reads.
+pub(super) struct PageQuery {
+    /// From this time (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SSZ` or Unix ms; default: the
+    /// beginning).
+    #[param(min_length = 1)]
+    from: Option<String>,
+    /// Before this time (default: no end); after `from`.
+    #[param(min_length = 1)]
+    to: Option<String>,
+    /// Rows in the page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// The `next_after` of the page before.
+    after: Option<u64>,
+}
+
 /// `GET /v1/usage?from=&to=&limit=&after=`: the tenant's ledger rows whose usage time
 /// is in `[from, to)`, oldest first; `next_after` is the cursor of the next page.
+#[utoipa::path(get, path = "/v1/usage", params(PageQuery),
+    responses((status = 200, description = "a page of charges", body = UsagePage)))]
 async fn usage(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UsagePage>, ApiError> {
     let (from, to, limit, after) = page_query(&q)?;
     let rows = s.store.list_charges(&t.id, from, to, after, limit).await?;
     let next = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq))
         .flatten();
-    let charges: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|r| {
-            json!({
-                "seq": r.seq,
-                "message_id": r.message_id,
-                "recipient": r.recipient,
-                "outcome": r.outcome,
-                "service": r.service,
-                "quantity": r.quantity,
-                "unit_price": r.unit_price,
-                "amount_micros": r.amount_micros,
-                "amount": billing::format_micros(r.amount_micros),
-                "currency": r.currency,
-                "period": r.period,
-                "relay": r.relay,
-                "at_ms": r.at_ms,
-            })
-        })
-        .collect();
-    Ok(Json(json!({"charges": charges, "next_after": next})))
+    Ok(Json(UsagePage {
+        charges: rows.into_iter().map(Into::into).collect(),
+        next_after: next,
+    }))
 }
 
 /// The currency of a credit: the one given, which must be the tariff's when the tariff
@@ -153,6 +159,12 @@ pub(super) fn wants_csv(headers: &HeaderMap) -> bool {
 }
 
 /// `GET /v1/invoices/{YYYY-MM}`: JSON, or CSV with `Accept: text/csv`.
+#[utoipa::path(get, path = "/v1/invoices/{period}",
+    params(("period" = String, Path, description = "`YYYY-MM`")),
+    responses((status = 200, description = "the invoice (open until the month ends)", content(
+        (InvoiceView = "application/json"),
+        (String = "text/csv"),
+    ))))]
 async fn invoice(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
@@ -179,95 +191,78 @@ async fn invoice(
         )
             .into_response());
     }
-    let mut v = serde_json::to_value(&inv).unwrap_or_default();
-    v["status"] = json!(if closed { "closed" } else { "open" });
-    v["mode"] = json!(b.mode);
-    Ok(Json(v).into_response())
+    Ok(Json(InvoiceView {
+        invoice: inv.into(),
+        status: if closed { "closed" } else { "open" },
+        mode: b.mode,
+    })
+    .into_response())
 }
 
-fn balance_json(tenant: &str, b: &TenantBilling, bal: &crate::store::Balance) -> serde_json::Value {
-    let f = billing::format_micros;
-    json!({
-        "tenant": tenant,
-        "mode": b.mode,
-        "currency": TariffInfo::read(&b.tariff).currency,
-        "credits": f(bal.credits_micros),
-        "charges": f(bal.charges_micros),
-        "reserved": f(bal.reserved_micros),
-        "balance": f(bal.balance_micros()),
-        "available": f(bal.available_micros()),
-        "balance_micros": bal.balance_micros(),
-        "available_micros": bal.available_micros(),
-    })
+fn balance_json(tenant: &str, b: &TenantBilling, bal: &crate::store::Balance) -> BalanceView {
+    BalanceView::new(tenant, b.mode, TariffInfo::read(&b.tariff).currency, bal)
 }
 
 /// `GET /v1/balance`: credits − charges, exact, and what reservations leave.
+#[utoipa::path(get, path = "/v1/balance",
+    responses((status = 200, description = "the balance", body = BalanceView)))]
 async fn balance(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BalanceView>, ApiError> {
     let b = settings(&s, &t.id).await?;
     let bal = s.store.balance(&t.id).await?;
     Ok(Json(balance_json(&t.id, &b, &bal)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Limit {
+    /// At most this many (default 100, at most 10,000).
     limit: Option<u32>,
 }
 
 /// `GET /admin/v1/billing/unrated`: usage events not rated yet, with their failures.
+#[utoipa::path(get, path = "/admin/v1/billing/unrated", params(Limit),
+    responses((status = 200, description = "the unrated usage events", body = UnratedList)))]
 async fn unrated(
     State(s): State<AppState>,
     _: Admin,
     Query(q): Query<Limit>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UnratedList>, ApiError> {
     let list = s
         .store
         .list_unrated(q.limit.unwrap_or(100).min(10_000))
         .await?;
-    let list: Vec<serde_json::Value> = list
-        .into_iter()
-        .map(|u| {
-            json!({
-                "seq": u.seq,
-                "tenant_id": u.tenant_id,
-                "message_id": u.message_id,
-                "recipient_idx": u.recipient_idx,
-                "recipient": u.recipient,
-                "outcome": u.outcome,
-                "direction": u.direction,
-                "size": u.size,
-                "relay": u.relay,
-                "at_ms": u.at_ms,
-                "attempts": u.attempts,
-                "next_try_at_ms": u.next_try_at_ms,
-                "last_error": u.last_error,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "unrated": list })))
+    Ok(Json(UnratedList {
+        unrated: list.into_iter().map(Into::into).collect(),
+    }))
 }
 
+/// A tenant's billing settings: prepaid or postpaid, and its tariff.
+#[utoipa::path(get, path = "/admin/v1/tenants/{id}/billing",
+    responses((status = 200, description = "the settings", body = BillingView)))]
 async fn get_billing(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BillingView>, ApiError> {
     if s.store.get_tenant(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("tenant {id:?}")));
     }
     let stored = s.store.get_billing(&id).await?;
-    Ok(Json(json!({
-        "tenant": id,
-        "mode": stored.as_ref().map_or(BalanceMode::Postpaid, |b| b.mode),
-        "tariff": stored.and_then(|b| b.tariff),
-    })))
+    Ok(Json(BillingView {
+        mode: stored.as_ref().map_or(BalanceMode::Postpaid, |b| b.mode),
+        tariff: stored.and_then(|b| b.tariff),
+        tenant: id,
+    }))
 }
 
-#[derive(Deserialize)]
+/// A tenant's billing settings.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BillingBody {
+    #[schema(schema_with = super::dto::billing::balance_mode)]
     mode: BalanceMode,
     /// The tariff document; absent = the platform's default tariff.
     tariff: Option<String>,
@@ -275,12 +270,14 @@ struct BillingBody {
 
 /// `PUT /admin/v1/tenants/{id}/billing {mode, tariff?}`: the platform assigns a tenant
 /// its tariff; it is checked by the platform's rater (an empty batch) before it is stored.
+#[utoipa::path(put, path = "/admin/v1/tenants/{id}/billing", request_body = BillingBody,
+    responses((status = 200, description = "the settings as stored", body = BillingStored)))]
 async fn put_billing(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(b): Json<BillingBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<BillingStored>, ApiError> {
     if s.store.get_tenant(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("tenant {id:?}")));
     }
@@ -300,17 +297,20 @@ async fn put_billing(
         .set_billing(&id, b.mode, b.tariff.as_deref(), now_ms())
         .await?;
     s.billing.forget(&id);
-    Ok(Json(json!({
-        "tenant_id": stored.tenant_id,
-        "mode": stored.mode.as_str(),
-        "tariff": stored.tariff,
-        "updated_at_ms": stored.updated_at_ms,
-    })))
+    Ok(Json(BillingStored {
+        tenant_id: stored.tenant_id,
+        mode: stored.mode,
+        tariff: stored.tariff,
+        updated_at_ms: stored.updated_at_ms,
+    }))
 }
 
-#[derive(Deserialize)]
+/// A credit to a tenant.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreditBody {
+    /// Decimal text, e.g. `"100.00"`.
+    #[schema(pattern = "^[0-9]+([.][0-9]{0,6})?$")]
     amount: String,
     currency: Option<String>,
     reference: String,
@@ -318,12 +318,17 @@ struct CreditBody {
 
 /// `POST /admin/v1/tenants/{id}/credits {amount, currency?, reference}`: credits once per
 /// reference and releases the tenant's held recipients.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/credits", request_body = CreditBody,
+    responses(
+        (status = 201, description = "credited: the balance after it", body = Credited),
+        (status = 200, description = "a reference credited before: nothing changed", body = Credited),
+    ))]
 async fn credit(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(b): Json<CreditBody>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Credited>), ApiError> {
     let amount = billing::parse_amount(b.amount.trim())
         .map_err(|e| ApiError::invalid("amount", e.to_string()))?;
     if b.reference.trim().is_empty() {
@@ -346,9 +351,11 @@ async fn credit(
         s.wake.notify_waiters();
     }
     let bal = s.store.balance(&id).await?;
-    let mut v = balance_json(&id, &settings, &bal);
-    v["credited"] = json!(done.credited);
-    v["released"] = json!(done.released);
+    let v = Credited {
+        balance: balance_json(&id, &settings, &bal),
+        credited: done.credited,
+        released: done.released,
+    };
     let status = if done.credited {
         StatusCode::CREATED
     } else {

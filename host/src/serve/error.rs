@@ -1,10 +1,10 @@
 //! API errors as JSON: `{"error": {"code", "message", "field"?, "limit"?}}`.
 
+use super::dto::{ErrorBody, ErrorDetail};
 use crate::logging::Chain;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 /// An error the API answers with.
 #[derive(Debug)]
@@ -72,14 +72,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(f) = self.field {
-            error["field"] = json!(f);
-        }
-        if let Some(l) = self.limit {
-            error["limit"] = json!(l);
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+                limit: self.limit.map(str::to_owned),
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

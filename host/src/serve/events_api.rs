@@ -18,6 +18,7 @@
 
 use super::api::AppState;
 use super::auth::AuthTenant;
+use super::dto::events::{EventPage, EventView};
 use super::error::ApiError;
 use crate::logging::Chain;
 use crate::store::{EventKind, TenantEvent};
@@ -27,7 +28,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 
@@ -44,56 +44,12 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/events/stream", get(stream))
 }
 
-/// The type tenants see for a stored kind.
-pub fn public_type(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Accepted => "message.accepted",
-        EventKind::Routed => "message.routed",
-        EventKind::Attempted => "message.attempted",
-        EventKind::Delivered => "message.delivered",
-        EventKind::Deferred => "message.deferred",
-        EventKind::Bounced => "message.bounced",
-        EventKind::Failed => "message.failed",
-        EventKind::Expired => "message.expired",
-        EventKind::Held => "message.held",
-        EventKind::Released => "message.released",
-        EventKind::Requeued => "message.requeued",
-        EventKind::PluginError => "plugin.error",
-        EventKind::Suppressed => "message.suppressed",
-        EventKind::Delayed => "message.delayed",
-        EventKind::Complained => "message.complained",
-        EventKind::BounceNote => "message.bounce_note",
-        EventKind::PluginSuspended => "plugin.suspended",
-        EventKind::LowBalance => "billing.low_balance",
-        EventKind::WebhookPaused => "webhook.paused",
-    }
-}
+pub use super::dto::events::public_type;
 
-pub(crate) fn event_json(e: &TenantEvent) -> serde_json::Value {
-    let mut details = match &e.detail {
-        serde_json::Value::Object(m) => m.clone(),
-        serde_json::Value::Null => serde_json::Map::new(),
-        other => {
-            let mut m = serde_json::Map::new();
-            m.insert("value".into(), other.clone());
-            m
-        }
-    };
-    if let Some(relay) = &e.relay {
-        details
-            .entry("relay")
-            .or_insert_with(|| json!(relay.clone()));
-    }
-    json!({
-        "id": format!("evt_{}", e.seq),
-        "cursor": e.cursor,
-        "type": public_type(e.kind),
-        "message_id": e.message_id,
-        "recipient": e.recipient,
-        "tags": e.tags,
-        "at_ms": e.at_ms,
-        "details": details,
-    })
+/// An event's public form (`dto::events::EventView`), for the API, the stream and
+/// webhook bodies.
+pub(crate) fn event_json(e: &TenantEvent) -> EventView {
+    EventView::from(e)
 }
 
 fn cursor(field: &str, text: &str) -> Result<i64, ApiError> {
@@ -135,13 +91,29 @@ fn kinds(query: &HashMap<String, String>) -> Result<Option<Vec<EventKind>>, ApiE
     Ok((!out.is_empty()).then_some(out))
 }
 
+/// The query of `GET /v1/events`, for the document (`list` reads it).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Never built: it only describes what `list` reads.
+struct ListQuery {
+    /// The cursor to read after (default 0: from the oldest kept).
+    after: Option<u64>,
+    /// Events in the page, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Event types, comma-separated (`message.delivered,message.bounced`); default all.
+    types: Option<String>,
+}
+
 /// `GET /v1/events?after=CURSOR&limit=N&types=…`: the tenant's events after `after`
 /// (0: from the oldest kept), and `next`, the cursor to ask after next time.
+#[utoipa::path(get, path = "/v1/events", params(ListQuery),
+    responses((status = 200, description = "a page of events", body = EventPage)))]
 async fn list(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let after = match query.get("after") {
         Some(a) => cursor("after", a)?,
         None => 0,
@@ -166,10 +138,10 @@ async fn list(
         .events_after(&tenant.id, after, limit, kinds.as_deref())
         .await?;
     let next = page.last().map_or(after, |e| e.cursor);
-    Ok(Json(json!({
-        "events": page.iter().map(event_json).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(Json(EventPage {
+        events: page.iter().map(event_json).collect(),
+        next,
+    }))
 }
 
 /// What a stream carries from one wake-up to the next.
@@ -191,7 +163,13 @@ async fn next_event(mut t: Tail) -> Option<(Result<SseEvent, Infallible>, Tail)>
             let sse = SseEvent::default()
                 .id(e.cursor.to_string())
                 .event(public_type(e.kind))
-                .data(event_json(&e).to_string());
+                .json_data(event_json(&e))
+                .unwrap_or_else(|err| {
+                    // Plain data never fails to encode; if it did, the client sees the
+                    // gap as a comment rather than the stream ending.
+                    tracing::error!(tenant = %t.tenant, cursor = e.cursor, error = %err, "cannot encode an event");
+                    SseEvent::default().comment("an event could not be encoded")
+                });
             return Some((Ok(sse), t));
         }
         if *t.sub.closing.borrow() {
@@ -229,6 +207,13 @@ async fn next_event(mut t: Tail) -> Option<(Result<SseEvent, Infallible>, Tail)>
 /// `GET /v1/events/stream`: Server-Sent Events, each with `id:` = its cursor, `event:`
 /// = its type and `data:` = its JSON; from after `Last-Event-ID`, else `?after=`, else
 /// the tenant's last cursor now (only later events). Comments keep an idle stream open.
+#[utoipa::path(get, path = "/v1/events/stream",
+    params(
+        ("after" = Option<u64>, Query, description = "start after this cursor (without `Last-Event-ID`)"),
+        ("types" = Option<String>, Query, description = "event types, comma-separated; default all"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this cursor (what an EventSource sends)"),
+    ),
+    responses((status = 200, description = "Server-Sent Events: `id:` the cursor, `event:` the type, `data:` the event's JSON (`EventView`); never ends by itself", content_type = "text/event-stream", body = String)))]
 async fn stream(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,

@@ -28,6 +28,9 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/metrics", get(scrape))
 }
 
+/// Prometheus metrics: the admin token, or a caller in `[metrics] allow_unauthenticated_from`.
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4", body = String)))]
 async fn scrape(State(s): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (mut parts, _) = req.into_parts();
     let peer = parts

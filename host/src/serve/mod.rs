@@ -25,6 +25,7 @@ mod body_budget;
 mod bounce_intake;
 mod bounces;
 mod dispatch;
+mod dto;
 mod error;
 mod event_hub;
 mod event_log;
@@ -35,6 +36,7 @@ mod live_limits;
 mod log_source;
 mod metrics_http;
 mod nodes;
+mod openapi;
 mod plugins;
 pub mod preflight;
 mod relay_probe;
@@ -57,6 +59,11 @@ use crate::config::Pipeline;
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The API's OpenAPI 3.1 document (`GET /openapi.json`, `sluice openapi`).
+pub fn openapi_json() -> String {
+    openapi::json()
+}
 
 /// A listening socket handed over, for tokio.
 pub(crate) fn adopt(listener: std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
@@ -111,7 +118,8 @@ pub async fn run(
         server.clone(),
         events_api::routes()
             .merge(metrics_http::routes())
-            .merge(webhooks_api::routes()),
+            .merge(webhooks_api::routes())
+            .merge(openapi::routes()),
     );
     // The peer's address, for `[metrics] allow_unauthenticated_from`.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -4,16 +4,17 @@
 //! their next lease.
 
 use super::api::{Admin, AppState, AuthTenant};
+use super::dto::messages::Retried;
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::store::RetryFilter;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// What the admin API's `POST /admin/v1/retry` takes: every field given must match.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminRetry {
     message: Option<String>,
@@ -27,18 +28,12 @@ struct AdminRetry {
 
 /// What a tenant's `POST /v1/retry` takes: within its own mail, every field given
 /// must match; none: all its deferred recipients.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TenantRetry {
     message: Option<String>,
     relay: Option<String>,
     domain: Option<String>,
-}
-
-/// The answer: how many deferred recipients are due now.
-#[derive(Serialize)]
-struct Retried {
-    retried: usize,
 }
 
 pub fn admin_routes() -> Router<AppState> {
@@ -67,6 +62,9 @@ fn domain(d: Option<String>) -> Option<String> {
     d.map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
 }
 
+/// Makes deferred recipients due now: every field given must match.
+#[utoipa::path(post, path = "/admin/v1/retry", request_body = AdminRetry,
+    responses((status = 200, description = "how many are due now", body = Retried)))]
 async fn admin_retry(
     State(s): State<AppState>,
     _: Admin,
@@ -99,6 +97,9 @@ async fn admin_retry(
     .await
 }
 
+/// Makes the deferred recipients of a relay due now.
+#[utoipa::path(post, path = "/admin/v1/relays/{id}/retry",
+    responses((status = 200, description = "how many are due now", body = Retried)))]
 async fn admin_retry_relay(
     State(s): State<AppState>,
     _: Admin,
@@ -117,6 +118,9 @@ async fn admin_retry_relay(
     .await
 }
 
+/// Makes a tenant's deferred recipients due now.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/retry",
+    responses((status = 200, description = "how many are due now", body = Retried)))]
 async fn admin_retry_tenant(
     State(s): State<AppState>,
     _: Admin,
@@ -135,6 +139,10 @@ async fn admin_retry_tenant(
     .await
 }
 
+/// Makes the tenant's deferred recipients due now (every field given must match;
+/// none: all of them).
+#[utoipa::path(post, path = "/v1/retry", request_body = TenantRetry,
+    responses((status = 200, description = "how many are due now", body = Retried)))]
 async fn tenant_retry(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -152,6 +160,9 @@ async fn tenant_retry(
     .await
 }
 
+/// Makes a message's deferred recipients due now.
+#[utoipa::path(post, path = "/v1/messages/{id}/retry",
+    responses((status = 200, description = "how many are due now", body = Retried)))]
 async fn tenant_retry_message(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,

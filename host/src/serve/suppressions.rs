@@ -6,15 +6,18 @@
 //! processing, an admin) it cannot remove (403 naming why), an admin can.
 
 use super::api::{Admin, AppState, AuthTenant};
+use super::dto::messages::{
+    SubmittedRecipient, SuppressionAdded, SuppressionPage, SuppressionView,
+};
 use super::error::ApiError;
 use super::state::{Server, now_ms};
-use crate::store::{AddedBy, NewSuppression, Removal, Suppression, normalize_address};
+use crate::store::{AddedBy, NewSuppression, Removal, normalize_address};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Largest page of a listing.
 const MAX_PAGE: u32 = 1000;
@@ -33,20 +36,17 @@ pub fn routes() -> Router<AppState> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// The `next_after` of the page before.
     after: Option<String>,
+    /// Entries in the page (1–1000, default 100).
     limit: Option<u32>,
 }
 
-fn view(s: &Suppression) -> Value {
-    json!({"address": s.address, "reason": s.reason, "source": s.source, "detail": s.detail,
-           "message_id": s.message_id, "added_by": s.added_by.as_str(),
-           "created_at_ms": s.created_at_ms, "updated_at_ms": s.updated_at_ms})
-}
-
-async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<Value>, ApiError> {
+async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<SuppressionPage>, ApiError> {
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let items = s
         .store
@@ -56,9 +56,10 @@ async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<Value>, ApiEr
     let next = (items.len() == limit as usize)
         .then(|| items.last().map(|i| i.address.clone()))
         .flatten();
-    Ok(Json(
-        json!({"suppressions": items.iter().map(view).collect::<Vec<_>>(), "next_after": next}),
-    ))
+    Ok(Json(SuppressionPage {
+        suppressions: items.iter().map(SuppressionView::from).collect(),
+        next_after: next,
+    }))
 }
 
 async fn remove(
@@ -85,14 +86,20 @@ async fn remove(
     }
 }
 
+/// The tenant's suppression list, by address.
+#[utoipa::path(get, path = "/v1/suppressions", params(Page),
+    responses((status = 200, description = "a page", body = SuppressionPage)))]
 async fn tenant_list(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SuppressionPage>, ApiError> {
     list(&s, &t.id, page).await
 }
 
+/// Removes an address the tenant suppressed (the platform's stay: 403).
+#[utoipa::path(delete, path = "/v1/suppressions/{address}",
+    responses((status = 204, description = "removed")))]
 async fn tenant_delete(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
@@ -108,40 +115,52 @@ async fn known_tenant(s: &Server, id: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A tenant's suppression list.
+#[utoipa::path(get, path = "/admin/v1/tenants/{id}/suppressions", params(Page),
+    responses((status = 200, description = "a page", body = SuppressionPage)))]
 async fn admin_list(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SuppressionPage>, ApiError> {
     known_tenant(&s, &id).await?;
     list(&s, &id, page).await
 }
 
-#[derive(Deserialize)]
+/// A suppression to add.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddBody {
+    /// An e-mail address (stored lower-cased).
+    #[schema(format = Email)]
     address: String,
     /// Default `manual`.
     reason: Option<String>,
     note: Option<String>,
 }
 
+/// Suppresses an address for a tenant, as the platform's (the tenant cannot lift it).
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/suppressions", request_body = AddBody,
+    responses((status = 201, description = "suppressed", body = SuppressionAdded)))]
 async fn admin_add(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(body): Json<AddBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SuppressionAdded>), ApiError> {
     known_tenant(&s, &id).await?;
     add(&s, id, body, AddedBy::Platform).await
 }
 
+/// Suppresses an address for the tenant.
+#[utoipa::path(post, path = "/v1/suppressions", request_body = AddBody,
+    responses((status = 201, description = "suppressed", body = SuppressionAdded)))]
 async fn tenant_add(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Json(body): Json<AddBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SuppressionAdded>), ApiError> {
     add(&s, t.id, body, AddedBy::Tenant).await
 }
 
@@ -151,7 +170,7 @@ async fn add(
     tenant: String,
     body: AddBody,
     by: AddedBy,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SuppressionAdded>), ApiError> {
     let new = NewSuppression {
         tenant_id: tenant.clone(),
         address: body.address.clone(),
@@ -167,10 +186,16 @@ async fn add(
     })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"address": normalize_address(&body.address), "tenant": tenant})),
+        Json(SuppressionAdded {
+            address: normalize_address(&body.address),
+            tenant,
+        }),
     ))
 }
 
+/// Removes a suppression of a tenant, the platform's too.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{id}/suppressions/{address}",
+    responses((status = 204, description = "removed")))]
 async fn admin_delete(
     State(s): State<AppState>,
     _: Admin,

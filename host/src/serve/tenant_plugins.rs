@@ -4,6 +4,10 @@
 //! scoped to its key) and the admin (`/admin/v1/tenants/{id}/plugins/…`).
 
 use super::api::{Admin, AppState, AuthTenant};
+use super::dto::plugins::{
+    Activated, ListedVersion, LogLineView, LogsPage, PluginList, Pruned, StagePlugins, UploadCheck,
+    Uploaded,
+};
 use super::error::ApiError;
 use super::state::{Server, now_ms};
 use super::tenant_live::tenant_limits;
@@ -18,7 +22,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,7 +61,24 @@ pub fn admin_routes() -> Router<AppState> {
         )
 }
 
-type JsonResult = Result<Json<serde_json::Value>, ApiError>;
+/// An upload's query parameters, for the document (`upload_options` reads them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Never built: it only describes what `upload_options` reads.
+struct UploadQuery {
+    /// A plugin setting, `KEY=VALUE`; repeat it for more.
+    config: Option<String>,
+    /// The call deadline (at most `[plugins] max_timeout_ms`).
+    timeout_ms: Option<u32>,
+    /// The memory limit (at most `[plugins] max_memory_mib`).
+    memory_mib: Option<u64>,
+    /// Calls in flight at once (at most `[plugins] max_calls_in_flight`).
+    calls_in_flight: Option<u32>,
+    /// `fallback` (default) or `defer`.
+    on_failure: Option<String>,
+    /// Make it the active version (default true).
+    activate: Option<bool>,
+}
 
 fn parse_stage(text: &str) -> Result<Stage, ApiError> {
     text.parse().map_err(|_| {
@@ -228,18 +248,21 @@ fn load_error(stage: Stage, e: LoadError) -> ApiError {
     )
 }
 
-/// Calls the plugin once with the stage's sample input; its answer as JSON.
+/// Calls the plugin once with the stage's sample input; its answer as JSON (an answer
+/// that has no JSON form is a malformed one, not a `null`).
 fn sample_call(p: &Plugin) -> Result<serde_json::Value, PluginError> {
-    fn json<T: serde::Serialize>(v: T) -> serde_json::Value {
-        serde_json::to_value(v).unwrap_or_default()
+    fn json<T: serde::Serialize>(v: T) -> Result<serde_json::Value, PluginError> {
+        serde_json::to_value(v).map_err(|e| PluginError::BadOutput {
+            reason: format!("its answer has no JSON form: {e}"),
+        })
     }
-    Ok(match p.stage() {
+    match p.stage() {
         Stage::Ingest => json(p.ingest(&stage::samples::submission())?),
         Stage::Route => json(p.route(&stage::samples::route_input())?),
         Stage::Send => json(p.send(&stage::samples::attempt())?),
         Stage::Bounce => json(p.bounce(&stage::samples::bounce_input())?),
         Stage::Bill => json(p.bill(&stage::samples::bill_input())?),
-    })
+    }
 }
 
 /// An upload within the tenant's upload rates: a refused one (its checks, its
@@ -252,7 +275,7 @@ async fn upload(
     uploaded_by: String,
     opts: UploadOptions,
     bytes: Vec<u8>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let tenants = &s.plugins.tenants;
     let turn = tenants.upload_limits.start(tenant_id).map_err(|r| match r {
         Refused::Uploads(wait) => ApiError::too_many(
@@ -293,7 +316,7 @@ async fn checked_upload(
     uploaded_by: String,
     opts: UploadOptions,
     bytes: Vec<u8>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let tenants = &s.plugins.tenants;
     let (max_timeout, max_memory) = tenants.maxima();
     let limits = tenant_limits(
@@ -408,27 +431,37 @@ async fn checked_upload(
         .prune_plugin_versions(tenant_id, tenants.max_versions_per_tenant)
         .await?
         .into_iter()
-        .map(|(stage, version)| json!({ "stage": stage, "version": version }))
+        .map(|(stage, version)| Pruned { stage, version })
         .collect();
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "version": version,
-            "active": opts.activate,
-            "pruned": pruned,
-            "check": {
-                "compile_ms": compile_ms,
-                "sample_us": sample_us,
-                "answer": answer,
-                "timeout_ms": limits.timeout.as_millis() as u64,
-                "memory_bytes": limits.memory_bytes,
-                "calls_in_flight": tenants.calls_in_flight(opts.calls_in_flight),
-                "on_failure": opts.on_failure,
+        Json(Uploaded {
+            version: version.into(),
+            active: opts.activate,
+            pruned,
+            check: UploadCheck {
+                compile_ms,
+                sample_us,
+                answer,
+                timeout_ms: limits.timeout.as_millis() as u64,
+                memory_bytes: limits.memory_bytes as u64,
+                calls_in_flight: tenants.calls_in_flight(opts.calls_in_flight),
+                on_failure: opts.on_failure,
             },
-        })),
+        }),
     ))
 }
 
+/// Uploads a component (`.wasm`) for a stage: read within `[plugins] max_upload_bytes`,
+/// checked, compiled under limits, smoke-run on the stage's sample input, stored as a new
+/// version and (by default) made active.
+#[utoipa::path(put, path = "/v1/plugins/{stage}",
+    params(
+        ("stage" = String, Path, description = "`ingest`, `route`, `send`, `bounce` or `bill` (another: 404)"),
+        UploadQuery,
+    ),
+    request_body(content = [u8], content_type = "application/wasm", description = "the component"),
+    responses((status = 201, description = "stored; what the checks measured", body = Uploaded)))]
 async fn tenant_upload(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
@@ -436,13 +469,21 @@ async fn tenant_upload(
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let stage = parse_stage(&stage)?;
     let opts = upload_options(q, false)?;
     let bytes = read_upload(&s, &headers, body).await?;
     upload(&s, &t.id, stage, key_prefix(&headers), opts, bytes).await
 }
 
+/// Uploads a component for a tenant's stage (as the tenant's upload, and `skip_sample`).
+#[utoipa::path(put, path = "/admin/v1/tenants/{id}/plugins/{stage}",
+    params(
+        UploadQuery,
+        ("skip_sample" = Option<bool>, Query, description = "store it without the sample call"),
+    ),
+    request_body(content = [u8], content_type = "application/wasm", description = "the component"),
+    responses((status = 201, description = "stored; what the checks measured", body = Uploaded)))]
 async fn admin_upload(
     State(s): State<AppState>,
     _: Admin,
@@ -450,7 +491,7 @@ async fn admin_upload(
     Query(q): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     known_tenant(&s, &id).await?;
     let stage = parse_stage(&stage)?;
     let opts = upload_options(q, true)?;
@@ -460,59 +501,78 @@ async fn admin_upload(
 
 // ---------------------------------------------------------------- activate, rollback
 
-#[derive(Deserialize)]
+/// The version to make active.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActivateBody {
     version: u32,
 }
 
-async fn activate(s: &Server, tenant_id: &str, stage: Stage, version: u32) -> JsonResult {
+type ActiveResult = Result<Json<Activated>, ApiError>;
+
+async fn activate(s: &Server, tenant_id: &str, stage: Stage, version: u32) -> ActiveResult {
     let active = s
         .store
         .activate_plugin(tenant_id, stage, version, now_ms())
         .await?;
     s.plugins.tenants.refresh(&s.store).await?;
-    Ok(Json(json!({ "active": active })))
+    Ok(Json(Activated {
+        active: active.into(),
+    }))
 }
 
-async fn rollback(s: &Server, tenant_id: &str, stage: Stage) -> JsonResult {
+async fn rollback(s: &Server, tenant_id: &str, stage: Stage) -> ActiveResult {
     let active = s.store.rollback_plugin(tenant_id, stage, now_ms()).await?;
     s.plugins.tenants.refresh(&s.store).await?;
-    Ok(Json(json!({ "active": active })))
+    Ok(Json(Activated {
+        active: active.into(),
+    }))
 }
 
+/// Makes a stored version active (and lifts its suspension).
+#[utoipa::path(post, path = "/v1/plugins/{stage}/activate", request_body = ActivateBody,
+    responses((status = 200, description = "the active version", body = Activated)))]
 async fn tenant_activate(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(stage): Path<String>,
     Json(b): Json<ActivateBody>,
-) -> JsonResult {
+) -> ActiveResult {
     activate(&s, &t.id, parse_stage(&stage)?, b.version).await
 }
 
+/// Makes a stored version of a tenant's stage active.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/plugins/{stage}/activate", request_body = ActivateBody,
+    responses((status = 200, description = "the active version", body = Activated)))]
 async fn admin_activate(
     State(s): State<AppState>,
     _: Admin,
     Path((id, stage)): Path<(String, String)>,
     Json(b): Json<ActivateBody>,
-) -> JsonResult {
+) -> ActiveResult {
     known_tenant(&s, &id).await?;
     activate(&s, &id, parse_stage(&stage)?, b.version).await
 }
 
+/// Makes the version active before the current one active again.
+#[utoipa::path(post, path = "/v1/plugins/{stage}/rollback",
+    responses((status = 200, description = "the active version", body = Activated)))]
 async fn tenant_rollback(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(stage): Path<String>,
-) -> JsonResult {
+) -> ActiveResult {
     rollback(&s, &t.id, parse_stage(&stage)?).await
 }
 
+/// Rolls a tenant's stage back to its previous version.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/plugins/{stage}/rollback",
+    responses((status = 200, description = "the active version", body = Activated)))]
 async fn admin_rollback(
     State(s): State<AppState>,
     _: Admin,
     Path((id, stage)): Path<(String, String)>,
-) -> JsonResult {
+) -> ActiveResult {
     known_tenant(&s, &id).await?;
     rollback(&s, &id, parse_stage(&stage)?).await
 }
@@ -521,7 +581,7 @@ async fn admin_rollback(
 
 /// Versions grouped by stage, each with whether it is active and (for versions called
 /// on this host) its call counters.
-async fn list(s: &Server, tenant_id: &str) -> JsonResult {
+async fn list(s: &Server, tenant_id: &str) -> Result<Json<PluginList>, ApiError> {
     let versions = s.store.list_plugin_versions(tenant_id, None).await?;
     let mut stages = Vec::new();
     for stage in Stage::ALL {
@@ -533,35 +593,55 @@ async fn list(s: &Server, tenant_id: &str) -> JsonResult {
         let active_version = active.as_ref().map(|a| a.version.version);
         let listed: Vec<_> = of_stage
             .into_iter()
-            .map(|v| {
-                let mut j = serde_json::to_value(v).unwrap_or_default();
-                j["active"] = json!(Some(v.version) == active_version);
-                j["stats"] = s
+            .map(|v| ListedVersion {
+                active: Some(v.version) == active_version,
+                stats: s
                     .plugins
                     .tenants
                     .stats(tenant_id, stage, v.version)
-                    .map_or(serde_json::Value::Null, |st| st.snapshot());
-                j
+                    .map(|st| st.snapshot()),
+                version: v.clone().into(),
             })
             .collect();
-        stages.push(json!({
-            "stage": stage,
-            "active_version": active_version,
-            "suspended": active.as_ref().is_some_and(|a| a.version.state == PluginState::Suspended),
-            "suspended_reason": active.as_ref().and_then(|a| a.version.state_reason.clone()),
-            "previous_versions": active.as_ref().map(|a| a.previous.clone()).unwrap_or_default(),
-            "activated_at_ms": active.as_ref().map(|a| a.activated_at_ms),
-            "versions": listed,
-        }));
+        stages.push(StagePlugins {
+            stage,
+            active_version,
+            suspended: active
+                .as_ref()
+                .is_some_and(|a| a.version.state == PluginState::Suspended),
+            suspended_reason: active.as_ref().and_then(|a| a.version.state_reason.clone()),
+            previous_versions: active
+                .as_ref()
+                .map(|a| a.previous.clone())
+                .unwrap_or_default(),
+            activated_at_ms: active.as_ref().map(|a| a.activated_at_ms),
+            versions: listed,
+        });
     }
-    Ok(Json(json!({ "tenant": tenant_id, "plugins": stages })))
+    Ok(Json(PluginList {
+        tenant: tenant_id.to_owned(),
+        plugins: stages,
+    }))
 }
 
-async fn tenant_list(State(s): State<AppState>, AuthTenant(t): AuthTenant) -> JsonResult {
+/// The tenant's plugin versions by stage, with their call counters on this node.
+#[utoipa::path(get, path = "/v1/plugins",
+    responses((status = 200, description = "the versions", body = PluginList)))]
+async fn tenant_list(
+    State(s): State<AppState>,
+    AuthTenant(t): AuthTenant,
+) -> Result<Json<PluginList>, ApiError> {
     list(&s, &t.id).await
 }
 
-async fn admin_list(State(s): State<AppState>, _: Admin, Path(id): Path<String>) -> JsonResult {
+/// A tenant's plugin versions by stage.
+#[utoipa::path(get, path = "/admin/v1/tenants/{id}/plugins",
+    responses((status = 200, description = "the versions", body = PluginList)))]
+async fn admin_list(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<PluginList>, ApiError> {
     known_tenant(&s, &id).await?;
     list(&s, &id).await
 }
@@ -572,10 +652,14 @@ const LOG_PAGE_LINES: usize = 100;
 const LOG_PAGE_LINES_MAX: usize = 1000;
 
 /// `?after=<cursor>&limit=<lines>` of a logs read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct LogsQuery {
+    /// The `cursor` or `next` of a page before (default: from the oldest kept).
     after: Option<String>,
+    /// Lines in the page, 1–1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
 }
 
@@ -584,7 +668,12 @@ struct LogsQuery {
 /// and at most `[plugins.logs] max_page_bytes` of JSON. `next` is the cursor of the
 /// following page while more lines are kept; `cursor` is where to poll from later;
 /// `missed` counts lines evicted before they were read.
-fn logs(s: &Server, tenant_id: &str, stage: Stage, q: LogsQuery) -> JsonResult {
+fn logs(
+    s: &Server,
+    tenant_id: &str,
+    stage: Stage,
+    q: LogsQuery,
+) -> Result<Json<LogsPage>, ApiError> {
     let after = match q.after.as_deref() {
         None | Some("") => 0,
         Some(c) => c.parse::<u64>().map_err(|_| {
@@ -609,32 +698,38 @@ fn logs(s: &Server, tenant_id: &str, stage: Stage, q: LogsQuery) -> JsonResult {
             .log(tenant_id, stage)
             .page(after, limit, tenants.log_bounds().max_page_bytes);
     let cursor = page.lines.last().map_or(after, |l| l.seq);
-    Ok(Json(json!({
-        "tenant": tenant_id,
-        "stage": stage,
-        "node": s.node.id,
-        "lines": page.lines,
-        "missed": page.missed,
-        "cursor": cursor.to_string(),
-        "next": page.more.then(|| cursor.to_string()),
-    })))
+    Ok(Json(LogsPage {
+        tenant: tenant_id.to_owned(),
+        stage,
+        node: s.node.id.clone(),
+        lines: page.lines.into_iter().map(LogLineView::from).collect(),
+        missed: page.missed,
+        cursor: cursor.to_string(),
+        next: page.more.then(|| cursor.to_string()),
+    }))
 }
 
+/// A page of the (tenant, stage) plugin log on the node that answers.
+#[utoipa::path(get, path = "/v1/plugins/{stage}/logs", params(LogsQuery),
+    responses((status = 200, description = "a page of lines", body = LogsPage)))]
 async fn tenant_logs(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(stage): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> JsonResult {
+) -> Result<Json<LogsPage>, ApiError> {
     logs(&s, &t.id, parse_stage(&stage)?, q)
 }
 
+/// A page of a tenant's stage plugin log on the node that answers.
+#[utoipa::path(get, path = "/admin/v1/tenants/{id}/plugins/{stage}/logs", params(LogsQuery),
+    responses((status = 200, description = "a page of lines", body = LogsPage)))]
 async fn admin_logs(
     State(s): State<AppState>,
     _: Admin,
     Path((id, stage)): Path<(String, String)>,
     Query(q): Query<LogsQuery>,
-) -> JsonResult {
+) -> Result<Json<LogsPage>, ApiError> {
     known_tenant(&s, &id).await?;
     logs(&s, &id, parse_stage(&stage)?, q)
 }

@@ -15,6 +15,9 @@
 
 use super::api::{Admin, AppState};
 use super::auth::AuthTenant;
+use super::dto::events::{
+    AttemptList, AttemptView, ReplayStarted, WebhookList, WebhookTested, WebhookView,
+};
 use super::error::ApiError;
 use super::events_api::public_type;
 use super::state::now_ms;
@@ -29,7 +32,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 
 /// The longest description.
@@ -59,27 +62,34 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/v1/webhooks/{id}/attempts", get(a_attempts))
 }
 
-#[derive(Deserialize)]
+/// A new webhook.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Create {
+    /// `http(s)`, at most 2048 bytes, no credentials, a public address.
     url: String,
+    /// Event types (`message.delivered`, …), or `["*"]` for all.
     events: Vec<String>,
     #[serde(default)]
     description: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A change of a webhook: what is left out stays.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Change {
     url: Option<String>,
     events: Option<Vec<String>>,
     description: Option<String>,
+    /// `active` (resumes from its cursor, now), `paused` or `disabled`.
     state: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// What to send again.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Replay {
+    /// The cursor after which the events are sent again.
     after: i64,
     /// Whose log (the platform's webhooks only; a tenant's is its own).
     tenant: Option<String>,
@@ -138,39 +148,15 @@ fn check_description(d: &str) -> Result<(), ApiError> {
 }
 
 /// A webhook as answered (never its secrets).
-fn view(w: &Webhook, cursors: Option<&[(String, i64)]>) -> Value {
-    let mut v = json!({
-        "id": w.id,
-        "url": w.url,
-        "events": w.events,
-        "description": w.description,
-        "state": w.state.as_str(),
-        "paused_reason": w.paused_reason,
-        "failures": w.failures,
-        "failing_since_ms": w.failing_since_ms,
-        "next_attempt_ms": w.next_attempt_ms,
-        "previous_secret_expires_ms": w.previous_expires_ms.filter(|t| *t > now_ms()),
-        "created_ms": w.created_ms,
-        "updated_ms": w.updated_ms,
-    });
-    if let Some(c) = cursors {
-        match &w.tenant_id {
-            Some(t) => {
-                v["cursor"] = json!(c.iter().find(|(x, _)| x == t).map_or(0, |(_, n)| *n));
-            }
-            None => {
-                v["cursors"] = json!(c.iter().cloned().collect::<HashMap<String, i64>>());
-            }
-        }
-    }
-    v
+fn view(w: &Webhook, cursors: Option<&[(String, i64)]>) -> WebhookView {
+    WebhookView::new(w, cursors, now_ms())
 }
 
 async fn create(
     s: &AppState,
     owner: WebhookOwner<'_>,
     body: Create,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     check_url(s, &body.url)?;
     let events = check_events(&body.events)?;
     let description = body.description.unwrap_or_default();
@@ -201,7 +187,7 @@ async fn create(
             other => other.into(),
         })?;
     let mut v = view(&w, None);
-    v["secret"] = json!(secret);
+    v.secret = Some(secret);
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -212,17 +198,21 @@ async fn find(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Webhook
         .ok_or_else(|| ApiError::not_found(format!("no webhook {id:?}")))
 }
 
-async fn one(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Json<Value>, ApiError> {
+async fn one(
+    s: &AppState,
+    owner: WebhookOwner<'_>,
+    id: &str,
+) -> Result<Json<WebhookView>, ApiError> {
     let w = find(s, owner, id).await?;
     let cursors = s.store.webhook_cursors(id).await?;
     Ok(Json(view(&w, Some(&cursors))))
 }
 
-async fn list(s: &AppState, owner: WebhookOwner<'_>) -> Result<Json<Value>, ApiError> {
+async fn list(s: &AppState, owner: WebhookOwner<'_>) -> Result<Json<WebhookList>, ApiError> {
     let hooks = s.store.list_webhooks(owner).await?;
-    Ok(Json(
-        json!({"webhooks": hooks.iter().map(|w| view(w, None)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(WebhookList {
+        webhooks: hooks.iter().map(|w| view(w, None)).collect(),
+    }))
 }
 
 async fn update(
@@ -230,7 +220,7 @@ async fn update(
     owner: WebhookOwner<'_>,
     id: &str,
     body: Change,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     if let Some(u) = &body.url {
         check_url(s, u)?;
     }
@@ -275,7 +265,11 @@ async fn delete(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Statu
     }
 }
 
-async fn rotate(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Json<Value>, ApiError> {
+async fn rotate(
+    s: &AppState,
+    owner: WebhookOwner<'_>,
+    id: &str,
+) -> Result<Json<WebhookView>, ApiError> {
     let secret = webhook_http::new_secret();
     let now = now_ms();
     let overlap = i64::try_from(s.pipeline.webhooks.rotation_overlap.as_millis()).unwrap_or(0);
@@ -284,11 +278,15 @@ async fn rotate(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Json<
         .rotate_webhook_secret(owner, id, &secret, now + overlap, now)
         .await?;
     let mut v = view(&w, None);
-    v["secret"] = json!(secret);
+    v.secret = Some(secret);
     Ok(Json(v))
 }
 
-async fn test(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Json<Value>, ApiError> {
+async fn test(
+    s: &AppState,
+    owner: WebhookOwner<'_>,
+    id: &str,
+) -> Result<Json<WebhookTested>, ApiError> {
     let w = find(s, owner, id).await?;
     let now = now_ms();
     let msg_id = format!("msg_{}_test_{now}", w.id);
@@ -314,12 +312,12 @@ async fn test(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Json<Va
     s.store
         .record_webhook_attempt(&w.id, &attempt, s.pipeline.webhooks.attempts_kept)
         .await?;
-    Ok(Json(json!({
-        "ok": sent.ok(),
-        "status": sent.status,
-        "latency_ms": attempt.latency_ms,
-        "error": sent.error,
-    })))
+    Ok(Json(WebhookTested {
+        ok: sent.ok(),
+        status: sent.status,
+        latency_ms: attempt.latency_ms,
+        error: sent.error,
+    }))
 }
 
 async fn replay(
@@ -327,7 +325,7 @@ async fn replay(
     owner: WebhookOwner<'_>,
     id: &str,
     body: Replay,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayStarted>, ApiError> {
     let w = find(s, owner, id).await?;
     let tenant = match (&w.tenant_id, body.tenant) {
         (Some(t), None) => t.clone(),
@@ -359,9 +357,12 @@ async fn replay(
     s.store
         .replay_webhook(owner, id, &tenant, body.after, now_ms())
         .await?;
-    Ok(Json(
-        json!({"webhook_id": id, "tenant_id": tenant, "after": body.after, "last": last}),
-    ))
+    Ok(Json(ReplayStarted {
+        webhook_id: id.to_owned(),
+        tenant_id: tenant,
+        after: body.after,
+        last,
+    }))
 }
 
 async fn attempts(
@@ -369,7 +370,7 @@ async fn attempts(
     owner: WebhookOwner<'_>,
     id: &str,
     query: &HashMap<String, String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttemptList>, ApiError> {
     let max = s.pipeline.webhooks.attempts_kept;
     let limit = match query.get("limit") {
         Some(l) => l
@@ -383,39 +384,56 @@ async fn attempts(
         None => max,
     };
     let list = s.store.webhook_attempts(owner, id, limit).await?;
-    Ok(Json(json!({"attempts": list})))
+    Ok(Json(AttemptList {
+        attempts: list.into_iter().map(AttemptView::from).collect(),
+    }))
 }
 
 // ---- the tenant's routes ----
 
+/// Adds a webhook for the tenant's events.
+#[utoipa::path(post, path = "/v1/webhooks", request_body = Create,
+    responses((status = 201, description = "the webhook and its signing secret, shown this once", body = WebhookView)))]
 async fn t_create(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Json(body): Json<Create>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     create(&s, WebhookOwner::Tenant(&t.id), body).await
 }
+/// The tenant's webhooks.
+#[utoipa::path(get, path = "/v1/webhooks", 
+    responses((status = 200, description = "the webhooks", body = WebhookList)))]
 async fn t_list(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookList>, ApiError> {
     list(&s, WebhookOwner::Tenant(&t.id)).await
 }
+/// A webhook.
+#[utoipa::path(get, path = "/v1/webhooks/{id}", 
+    responses((status = 200, description = "the webhook with its cursor", body = WebhookView)))]
 async fn t_get(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     one(&s, WebhookOwner::Tenant(&t.id), &id).await
 }
+/// Changes a webhook (`state` pauses, disables or resumes it).
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", request_body = Change,
+    responses((status = 200, description = "the webhook", body = WebhookView)))]
 async fn t_update(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
     Json(body): Json<Change>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     update(&s, WebhookOwner::Tenant(&t.id), &id, body).await
 }
+/// Removes a webhook.
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", 
+    responses((status = 204, description = "removed")))]
 async fn t_delete(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
@@ -423,64 +441,91 @@ async fn t_delete(
 ) -> Result<StatusCode, ApiError> {
     delete(&s, WebhookOwner::Tenant(&t.id), &id).await
 }
+/// Makes a new signing secret.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate-secret", 
+    responses((status = 200, description = "the new secret (the old one signs too during the overlap)", body = WebhookView)))]
 async fn t_rotate(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     rotate(&s, WebhookOwner::Tenant(&t.id), &id).await
 }
+/// Sends a `webhook.test` body now.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/test", 
+    responses((status = 200, description = "how the test send went", body = WebhookTested)))]
 async fn t_test(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookTested>, ApiError> {
     test(&s, WebhookOwner::Tenant(&t.id), &id).await
 }
+/// Sends the events after a cursor again.
+#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", request_body = Replay,
+    responses((status = 200, description = "the events after `after` are sent again", body = ReplayStarted)))]
 async fn t_replay(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
     Json(body): Json<Replay>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayStarted>, ApiError> {
     replay(&s, WebhookOwner::Tenant(&t.id), &id, body).await
 }
+/// The webhook's last delivery attempts.
+#[utoipa::path(get, path = "/v1/webhooks/{id}/attempts", params(("limit" = Option<u32>, Query, description = "at most this many (default and most: `[webhooks] attempts_kept`)")),
+    responses((status = 200, description = "the last attempts, newest first", body = AttemptList)))]
 async fn t_attempts(
     State(s): State<AppState>,
     AuthTenant(t): AuthTenant,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttemptList>, ApiError> {
     attempts(&s, WebhookOwner::Tenant(&t.id), &id, &q).await
 }
 
 // ---- the platform's routes ----
 
+/// Adds a webhook for every tenant's events (a platform webhook).
+#[utoipa::path(post, path = "/admin/v1/webhooks", request_body = Create,
+    responses((status = 201, description = "the webhook and its signing secret, shown this once", body = WebhookView)))]
 async fn a_create(
     State(s): State<AppState>,
     _: Admin,
     Json(body): Json<Create>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     create(&s, WebhookOwner::Platform, body).await
 }
-async fn a_list(State(s): State<AppState>, _: Admin) -> Result<Json<Value>, ApiError> {
+/// The platform's webhooks.
+#[utoipa::path(get, path = "/admin/v1/webhooks", 
+    responses((status = 200, description = "the webhooks", body = WebhookList)))]
+async fn a_list(State(s): State<AppState>, _: Admin) -> Result<Json<WebhookList>, ApiError> {
     list(&s, WebhookOwner::Platform).await
 }
+/// A webhook.
+#[utoipa::path(get, path = "/admin/v1/webhooks/{id}", 
+    responses((status = 200, description = "the webhook with its cursor", body = WebhookView)))]
 async fn a_get(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     one(&s, WebhookOwner::Platform, &id).await
 }
+/// Changes a webhook (`state` pauses, disables or resumes it).
+#[utoipa::path(patch, path = "/admin/v1/webhooks/{id}", request_body = Change,
+    responses((status = 200, description = "the webhook", body = WebhookView)))]
 async fn a_update(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(body): Json<Change>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     update(&s, WebhookOwner::Platform, &id, body).await
 }
+/// Removes a webhook.
+#[utoipa::path(delete, path = "/admin/v1/webhooks/{id}", 
+    responses((status = 204, description = "removed")))]
 async fn a_delete(
     State(s): State<AppState>,
     _: Admin,
@@ -488,33 +533,45 @@ async fn a_delete(
 ) -> Result<StatusCode, ApiError> {
     delete(&s, WebhookOwner::Platform, &id).await
 }
+/// Makes a new signing secret.
+#[utoipa::path(post, path = "/admin/v1/webhooks/{id}/rotate-secret", 
+    responses((status = 200, description = "the new secret (the old one signs too during the overlap)", body = WebhookView)))]
 async fn a_rotate(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookView>, ApiError> {
     rotate(&s, WebhookOwner::Platform, &id).await
 }
+/// Sends a `webhook.test` body now.
+#[utoipa::path(post, path = "/admin/v1/webhooks/{id}/test", 
+    responses((status = 200, description = "how the test send went", body = WebhookTested)))]
 async fn a_test(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookTested>, ApiError> {
     test(&s, WebhookOwner::Platform, &id).await
 }
+/// Sends the events after a cursor again.
+#[utoipa::path(post, path = "/admin/v1/webhooks/{id}/replay", request_body = Replay,
+    responses((status = 200, description = "the events after `after` are sent again", body = ReplayStarted)))]
 async fn a_replay(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Json(body): Json<Replay>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplayStarted>, ApiError> {
     replay(&s, WebhookOwner::Platform, &id, body).await
 }
+/// The webhook's last delivery attempts.
+#[utoipa::path(get, path = "/admin/v1/webhooks/{id}/attempts", params(("limit" = Option<u32>, Query, description = "at most this many (default and most: `[webhooks] attempts_kept`)")),
+    responses((status = 200, description = "the last attempts, newest first", body = AttemptList)))]
 async fn a_attempts(
     State(s): State<AppState>,
     _: Admin,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AttemptList>, ApiError> {
     attempts(&s, WebhookOwner::Platform, &id, &q).await
 }

@@ -13,6 +13,7 @@ mod billing_e2e;
 mod bounce_cli;
 mod bounce_intake;
 mod cli;
+mod contract;
 mod e2e;
 mod events;
 mod first_hour;
