@@ -6,9 +6,7 @@
 //! processing, an admin) it cannot remove (403 naming why), an admin can.
 
 use super::api::{Admin, AppState, AuthTenant};
-use super::dto::messages::{
-    SubmittedRecipient, SuppressionAdded, SuppressionPage, SuppressionView,
-};
+use super::dto::messages::{SuppressionAdded, SuppressionPage, SuppressionView};
 use super::error::ApiError;
 use super::state::{Server, now_ms};
 use crate::store::{AddedBy, NewSuppression, Removal, normalize_address};
