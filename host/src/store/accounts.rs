@@ -26,7 +26,7 @@ use sqlx::any::AnyRow;
 
 use super::StoreError;
 use super::books::{self, Book, ChargeRow, Whose};
-use super::codec::{col, corrupt, get_idx, get_u32, positional, rows_per_statement, value_rows};
+use super::codec::{col, corrupt, get_idx, get_u32, positional, rows_per_batch_statement, value_rows};
 use super::connect::{Backend, Pools};
 use super::ledger::{Balance, BalanceMode, ChargeSum};
 
@@ -915,7 +915,7 @@ pub(crate) async fn write_account_charges(
         *q = q.saturating_add(r.quantity as i64);
     }
     let added: Vec<_> = added.into_iter().collect();
-    for chunk in added.chunks(rows_per_statement(5).min(200)) {
+    for chunk in added.chunks(rows_per_batch_statement(5)) {
         let sql = format!(
             "INSERT INTO account_period_counters (tenant_id, account_id, period, service, quantity) \
              VALUES {} ON CONFLICT (tenant_id, account_id, period, service) \
