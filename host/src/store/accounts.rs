@@ -26,7 +26,9 @@ use sqlx::any::AnyRow;
 
 use super::StoreError;
 use super::books::{self, Book, ChargeRow, Whose};
-use super::codec::{col, corrupt, get_idx, get_u32, positional, rows_per_batch_statement, value_rows};
+use super::codec::{
+    col, corrupt, get_idx, get_u32, positional, rows_per_batch_statement, value_rows,
+};
 use super::connect::{Backend, Pools};
 use super::ledger::{Balance, BalanceMode, ChargeSum};
 

@@ -130,7 +130,7 @@ pub(crate) async fn lease_due(
             break;
         }
         let mut parts = Vec::with_capacity(chunk.len() * 2 + 1);
-        for (i, _) in chunk.iter().enumerate() {
+        for i in 0..chunk.len() {
             for state in ["queued", "deferred"] {
                 parts.push(format!(
                     "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \

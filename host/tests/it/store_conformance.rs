@@ -1049,11 +1049,29 @@ async fn a_look_asks_each_tenant_with_room_past_a_full_tenants_backlog(db: Db) {
     let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let flood = s.accept(message("flood", &many), T0).await.unwrap();
     // quiet: two messages due after the flood's; later: one deferred to the future.
-    let q1 = s.accept(message("quiet", &["a@q.test"]), T0 + 1).await.unwrap();
-    let q2 = s.accept(message("quiet", &["b@q.test"]), T0 + 2).await.unwrap();
-    let later = s.accept(message("later", &["c@l.test"]), T0 + 3).await.unwrap();
-    let took = s.lease_due_except("h1", T0 + 3, 1_000, 1, &["flood".to_string()]);
-    let took = took.await.unwrap();
+    let q1 = s
+        .accept(message("quiet", &["a@q.test"]), T0 + 1)
+        .await
+        .unwrap();
+    let q2 = s
+        .accept(message("quiet", &["b@q.test"]), T0 + 2)
+        .await
+        .unwrap();
+    let later = s
+        .accept(message("later", &["c@l.test"]), T0 + 3)
+        .await
+        .unwrap();
+    let flood_out = ["flood".to_string()];
+    let two_out = ["flood".to_string(), "quiet".to_string()];
+    let three_out = [
+        "flood".to_string(),
+        "quiet".to_string(),
+        "later".to_string(),
+    ];
+    let took = s
+        .lease_due_except("h1", T0 + 3, 1_000, 1, &flood_out)
+        .await
+        .unwrap();
     assert_eq!(took.len(), 1, "{took:?}");
     assert_eq!(took[0].message_id, q1.id, "quiet's oldest first");
     let retry_at = T0 + 50_000;
@@ -1064,31 +1082,46 @@ async fn a_look_asks_each_tenant_with_room_past_a_full_tenants_backlog(db: Db) {
     assert_eq!(s.record("h1", vec![deferred], T0 + 4).await.unwrap(), 1);
 
     // h2 holds `later` and dies; its lease expires at T0 + 1_010.
-    let held = s.lease_due_except("h2", T0 + 10, 1_000, 10, &["flood".to_string(), "quiet".to_string()]);
-    let held = held.await.unwrap();
-    assert_eq!(held.iter().map(|l| &l.message_id).collect::<Vec<_>>(), vec![&later.id]);
+    let held = s
+        .lease_due_except("h2", T0 + 10, 1_000, 10, &two_out)
+        .await
+        .unwrap();
+    assert_eq!(
+        held.iter().map(|l| &l.message_id).collect::<Vec<_>>(),
+        vec![&later.id]
+    );
 
     // flood full: quiet's due work and later's expired lease, none of flood's; q1's
     // deferred recipient is not due yet.
     let now = T0 + 2_000;
-    let leased = s.lease_due_except("h1", now, 60_000, 50, &["flood".to_string()]);
-    let mut ids: Vec<String> = leased.await.unwrap().into_iter().map(|l| l.message_id).collect();
+    let leased = s
+        .lease_due_except("h1", now, 60_000, 50, &flood_out)
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = leased.into_iter().map(|l| l.message_id).collect();
     ids.sort();
     let mut want = vec![q2.id.clone(), later.id.clone()];
     want.sort();
     assert_eq!(ids, want);
 
     // An expired lease of a tenant left out stays where it is.
-    let left = s.lease_due_except("h3", now + 60_001, 1_000, 50, &["flood".to_string(), "quiet".to_string(), "later".to_string()]);
-    assert!(left.await.unwrap().is_empty());
+    let left = s
+        .lease_due_except("h3", now + 60_001, 1_000, 50, &three_out)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
 
     // 120 more tenants with one due recipient each: all found across statements, once.
     for i in 0..120 {
-        s.accept(message(&format!("t{i:03}"), &["x@t.test"]), now + i).await.unwrap();
+        s.accept(message(&format!("t{i:03}"), &["x@t.test"]), now + i)
+            .await
+            .unwrap();
     }
     let at = now + 60_001 + 1_000;
-    let got = s.lease_due_except("h1", at, 60_000, 500, &["flood".to_string(), "quiet".to_string(), "later".to_string()]);
-    let got = got.await.unwrap();
+    let got = s
+        .lease_due_except("h1", at, 60_000, 500, &three_out)
+        .await
+        .unwrap();
     let mut tenants: Vec<String> = got.iter().map(|l| l.tenant_id.clone()).collect();
     tenants.sort();
     let want: Vec<String> = (0..120).map(|i| format!("t{i:03}")).collect();
@@ -1097,7 +1130,10 @@ async fn a_look_asks_each_tenant_with_room_past_a_full_tenants_backlog(db: Db) {
     // Nobody left out: oldest first, so the flood's first recipients.
     let fin = at + 1;
     let oldest = s.lease_due("h1", fin, 60_000, 3).await.unwrap();
-    assert!(oldest.iter().all(|l| l.message_id == flood.id), "{oldest:?}");
+    assert!(
+        oldest.iter().all(|l| l.message_id == flood.id),
+        "{oldest:?}"
+    );
     let mut idx: Vec<i32> = oldest.iter().map(|l| l.recipient_idx).collect();
     idx.sort();
     assert_eq!(idx, vec![0, 1, 2]);
@@ -3897,7 +3933,11 @@ async fn a_batch_over_many_accounts_is_charged_once_exactly(db: Db) {
             .list_account_charges("t1", name, 0, i64::MAX, 0, 1_000)
             .await
             .unwrap();
-        assert_eq!(rows.iter().map(|r| r.amount_micros).sum::<i64>(), amount, "{name}");
+        assert_eq!(
+            rows.iter().map(|r| r.amount_micros).sum::<i64>(),
+            amount,
+            "{name}"
+        );
         let balance = s.account_balance("t1", name).await.unwrap();
         assert_eq!(balance.charges_micros, amount, "{name}");
         let mut q: Vec<(String, u64)> = vec![("msg".into(), messages)];

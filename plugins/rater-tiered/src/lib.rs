@@ -202,7 +202,10 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
     fn a_kept_tariff_answers_as_a_fresh_parse_and_a_changed_text_is_read_at_once() {
         let first = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
         let again = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
-        assert_eq!(amounts(&again, "outbound-message"), amounts(&first, "outbound-message"));
+        assert_eq!(
+            amounts(&again, "outbound-message"),
+            amounts(&first, "outbound-message")
+        );
         let dearer = TARIFF.replace("\"0.001\"", "\"0.002\"");
         let out = TieredRater::rate(testing::bill_input(&dearer, delivered(6))).unwrap();
         assert_eq!(
@@ -216,7 +219,10 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
         }
         assert!(KEPT.with_borrow(|k| k.len()) <= KEPT_TARIFFS);
         let back = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
-        assert_eq!(amounts(&back, "outbound-message"), amounts(&first, "outbound-message"));
+        assert_eq!(
+            amounts(&back, "outbound-message"),
+            amounts(&first, "outbound-message")
+        );
         // Too long to keep: parsed, not kept.
         let long = format!("{TARIFF}\n# {}\n", "x".repeat(KEPT_TARIFF_BYTES));
         TieredRater::rate(testing::bill_input(&long, delivered(1))).unwrap();
