@@ -73,10 +73,11 @@ pub async fn run(server: Arc<Server>) {
     // Why the last look leased less than it might have: no room at all, or these tenants
     // were at their share (or the API has stored a tenant's work since, because it was
     // at its share). A finished group makes a new look worth its query only then;
-    // otherwise the tick and the API's wake-ups are enough. (With a tenant at its share
-    // and its backlog in the store, a look that leaves it out reads past its whole
-    // backlog, on the store's one writer: so neither a finished group of another tenant
-    // nor the API storing the work of a tenant at its share starts one.)
+    // otherwise the tick and the API's wake-ups are enough. (A look that leaves a tenant
+    // at its share out no longer reads its backlog (the look asks each other tenant for
+    // its own due work, migration 0024), but it is still a statement on the store's one
+    // writer: so neither a finished group of another tenant nor the API storing the
+    // work of a tenant at its share starts one.)
     let mut no_room = false;
     let mut left_out: HashSet<String> = HashSet::new();
     let mut last_renewal = now_ms();

@@ -225,11 +225,11 @@ pub(crate) async fn write_many(
             )
         })
         .collect();
-    for chunk in recipients.chunks(rows_per_statement(10)) {
+    for chunk in recipients.chunks(rows_per_statement(11)) {
         let sql = format!(
             "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
-             next_attempt_at_ms, updated_at_ms, lease_owner, lease_until_ms) VALUES {}",
-            value_rows(chunk.len(), 10)
+             next_attempt_at_ms, updated_at_ms, lease_owner, lease_until_ms, tenant_id) VALUES {}",
+            value_rows(chunk.len(), 11)
         );
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
@@ -245,7 +245,8 @@ pub(crate) async fn write_many(
                 .bind(p.now_ms)
                 .bind(p.now_ms)
                 .bind(owner)
-                .bind(until);
+                .bind(until)
+                .bind(&p.msg.tenant_id);
         }
         q.execute(&mut *conn)
             .await
@@ -325,8 +326,8 @@ pub(crate) async fn write_one(
         let idx = i32::try_from(idx).unwrap_or(i32::MAX);
         sqlx::query(
             "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
-             next_attempt_at_ms, updated_at_ms, lease_owner, lease_until_ms) \
-             VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7, $8)",
+             next_attempt_at_ms, updated_at_ms, lease_owner, lease_until_ms, tenant_id) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6, $6, $7, $8, $9)",
         )
         .bind(&id)
         .bind(i64::from(idx))
@@ -336,6 +337,7 @@ pub(crate) async fn write_one(
         .bind(p.now_ms)
         .bind(owner)
         .bind(until)
+        .bind(&msg.tenant_id)
         .execute(&mut *conn)
         .await
         .map_err(StoreError::db(format!(

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::StoreError;
-use super::codec::{col, corrupt, get_idx, positional, rows_per_statement, value_rows};
+use super::codec::{col, corrupt, get_idx, positional, rows_per_batch_statement, value_rows};
 use super::connect::Pools;
 use crate::billing::ChargeSum;
 use sqlx::any::AnyRow;
@@ -229,7 +229,7 @@ pub(crate) async fn insert_charges(
             .or_insert(i);
     }
     let mut new_row = vec![false; rows.len()];
-    for chunk in rows.chunks(rows_per_statement(COLS)) {
+    for chunk in rows.chunks(rows_per_batch_statement(COLS)) {
         // RETURNING names the rows that were new (a replayed charge conflicts and is
         // skipped).
         let sql = format!(

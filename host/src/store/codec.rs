@@ -144,6 +144,18 @@ pub(crate) fn rows_per_statement(cols: usize) -> usize {
     (MAX_PARAMS / cols.max(1)).max(1)
 }
 
+/// Bound parameters per statement where a whole batch should go in one: the limit of
+/// the SQLite that sqlx bundles (3.32 and later: 32,766; PostgreSQL's is 65,535).
+const MAX_BATCH_PARAMS: usize = 32_766;
+
+/// Rows per multi-row statement of `cols` columns, within [`MAX_BATCH_PARAMS`]: the
+/// ledgers' charges of a rated batch (up to 500 events, a few charges each) in one
+/// statement rather than one per 71 rows (issue 17; on PostgreSQL each statement is a
+/// round trip).
+pub(crate) fn rows_per_batch_statement(cols: usize) -> usize {
+    (MAX_BATCH_PARAMS / cols.max(1)).max(1)
+}
+
 /// `sql` as `conn`'s backend binds it fastest: unchanged for PostgreSQL; for SQLite
 /// every `$N` becomes `?`. SQLite looks a named parameter up by a linear search on
 /// every bind, which is quadratic for a multi-row statement of hundreds of

@@ -26,6 +26,42 @@ struct MessageInfo {
     created_at_ms: i64,
 }
 
+/// Tenants asked by one statement of a look: two parts each, well under SQLite's 500
+/// terms of a compound SELECT.
+const TENANTS_PER_STATEMENT: usize = 100;
+
+/// The tenants that have queued or deferred recipients (due or not), read on a reader:
+/// a skip through the index on (state, tenant_id, …) from one tenant to the next, so it
+/// costs a probe per such tenant, not a row per recipient. A tenant that gets work
+/// after this read is asked at the next look.
+async fn tenants_with_work(
+    pools: &Pools,
+    context: impl Fn() -> String,
+) -> Result<Vec<String>, StoreError> {
+    let skip = |name: &str, state: &str| {
+        format!(
+            "{name}(id) AS ( \
+                 SELECT (SELECT tenant_id FROM recipients WHERE state = '{state}' \
+                         ORDER BY tenant_id LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT r.tenant_id FROM recipients r WHERE r.state = '{state}' \
+                         AND r.tenant_id > {name}.id ORDER BY r.tenant_id LIMIT 1) \
+                 FROM {name} WHERE {name}.id IS NOT NULL)"
+        )
+    };
+    let sql = format!(
+        "WITH RECURSIVE {}, {} \
+         SELECT id FROM q WHERE id IS NOT NULL UNION SELECT id FROM d WHERE id IS NOT NULL",
+        skip("q", "queued"),
+        skip("d", "deferred")
+    );
+    let rows = sqlx::query(&sql)
+        .fetch_all(&pools.read)
+        .await
+        .map_err(StoreError::db(context()))?;
+    rows.iter().map(|r| col(r, "lease_due", "id")).collect()
+}
+
 /// A lease needs an owner and a positive length.
 pub(crate) fn check_terms(op: &str, owner: &str, lease_ms: i64) -> Result<(), StoreError> {
     if owner.is_empty() {
@@ -59,44 +95,102 @@ pub(crate) async fn lease_due(
     };
     let lease_until_ms = now_ms.saturating_add(lease_ms);
     let context = || format!("{op} for owner {owner:?}");
+    // Tenants at their share on this host are left out: their due work stays in the
+    // store for later (or for another host), and the others' is not stuck behind it.
+    // They are left out by not being asked: each other tenant with queued or deferred
+    // work is asked for its own oldest due rows (the index on (state, tenant_id,
+    // next_attempt_at_ms), migration 0024), so the look reads at most `limit` rows per
+    // tenant and state, however many a tenant at its share has waiting. (It used to walk
+    // all due rows in due order and skip those of the tenants left out one by one.)
+    let mut tenants: Vec<String> = tenants_with_work(pools, context)
+        .await?
+        .into_iter()
+        .filter(|t| !except_tenants.contains(t))
+        .collect();
+    // With more tenants than one statement asks, the first statements may fill the
+    // batch: start at a place that moves with the clock so that none is always last.
+    if tenants.len() > TENANTS_PER_STATEMENT {
+        let start = usize::try_from(now_ms.rem_euclid(tenants.len() as i64)).unwrap_or(0);
+        tenants.rotate_left(start);
+    }
     let mut tx = pools
         .begin_write()
         .await
         .map_err(StoreError::db(context()))?;
-    // Tenants at their share on this host are left out: their due work stays in the
-    // store for later (or for another host), and the others' is not stuck behind it.
-    let except = if except_tenants.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id \
-             AND m.tenant_id IN ({}))",
-            placeholders(5, except_tenants.len())
-        )
-    };
-    let sql = format!(
-        "UPDATE recipients SET state = 'delivering', lease_owner = $3, lease_until_ms = $4, \
-         routed_relay = NULL, updated_at_ms = $1 \
-         WHERE (message_id, idx) IN ( \
-             SELECT r.message_id, r.idx FROM recipients r \
-             WHERE ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
-                OR (r.state = 'delivering' AND r.lease_until_ms <= $1)) {except} \
-             ORDER BY r.next_attempt_at_ms, r.message_id, r.idx \
-             LIMIT $2 {lock}) \
-         RETURNING message_id, idx, address, domain, attempts"
-    );
-    let mut query = sqlx::query(&sql)
-        .bind(now_ms)
-        .bind(i64::from(limit))
-        .bind(owner)
-        .bind(lease_until_ms);
-    for t in except_tenants {
-        query = query.bind(t);
+    let mut rows = Vec::new();
+    // The first statement also takes the expired leases (of a crashed host): few, by
+    // the index on (state, lease_until_ms).
+    let mut chunks: Vec<&[String]> = tenants.chunks(TENANTS_PER_STATEMENT).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
     }
-    let rows = query
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::db(context()))?;
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let left = limit as usize - rows.len();
+        if left == 0 {
+            break;
+        }
+        let mut parts = Vec::with_capacity(chunk.len() * 2 + 1);
+        for i in 0..chunk.len() {
+            for state in ["queued", "deferred"] {
+                parts.push(format!(
+                    "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
+                     FROM recipients WHERE state = '{state}' AND tenant_id = ${t} \
+                     AND next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms LIMIT $2) {state}{i}",
+                    t = i + 5
+                ));
+            }
+        }
+        let expired = n == 0;
+        if expired {
+            let except = if except_tenants.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "AND tenant_id NOT IN ({})",
+                    placeholders(5 + chunk.len(), except_tenants.len())
+                )
+            };
+            parts.push(format!(
+                "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
+                 FROM recipients WHERE state = 'delivering' AND lease_until_ms <= $1 {except} \
+                 ORDER BY lease_until_ms LIMIT $2) expired"
+            ));
+        }
+        // The outer condition is the lease's own: on PostgreSQL a row another host took
+        // meanwhile is skipped (locked) or re-checked against it (committed).
+        let sql = format!(
+            "UPDATE recipients SET state = 'delivering', lease_owner = $3, lease_until_ms = $4, \
+             routed_relay = NULL, updated_at_ms = $1 \
+             WHERE (message_id, idx) IN ( \
+                 SELECT r.message_id, r.idx FROM recipients r \
+                 WHERE (r.message_id, r.idx) IN ( \
+                     SELECT c.message_id, c.idx FROM ({parts}) c \
+                     ORDER BY c.due, c.message_id, c.idx LIMIT $2) \
+                 AND ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
+                    OR (r.state = 'delivering' AND r.lease_until_ms <= $1)) {lock}) \
+             RETURNING message_id, idx, address, domain, attempts",
+            parts = parts.join(" UNION ALL ")
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(left as i64)
+            .bind(owner)
+            .bind(lease_until_ms);
+        for t in chunk {
+            query = query.bind(t);
+        }
+        if expired {
+            for t in except_tenants {
+                query = query.bind(t);
+            }
+        }
+        rows.extend(
+            query
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::db(context()))?,
+        );
+    }
 
     let mut message_ids: Vec<String> = Vec::new();
     for row in &rows {

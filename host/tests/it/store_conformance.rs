@@ -110,6 +110,7 @@ conformance!(
     release_on_shutdown_puts_work_back,
     renew_keeps_a_lease_from_expiring,
     leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept,
+    a_look_asks_each_tenant_with_room_past_a_full_tenants_backlog,
     work_waiting_for_a_relay_is_woken_when_it_answers,
     deferred_work_is_retried_now_by_message_relay_domain_or_tenant,
     requeue_from_the_exception_queue,
@@ -138,6 +139,7 @@ conformance!(
     accounts_and_their_logins_are_per_tenant,
     account_charges_are_written_once_under_replay_and_a_takeover,
     account_usage_gathers_into_one_batch_that_is_charged_once,
+    a_batch_over_many_accounts_is_charged_once_exactly,
     a_tenants_account_rater_cannot_touch_the_platforms_books,
     an_account_key_is_scoped_to_its_account_and_dies_with_it,
     a_node_id_is_one_processs_and_a_restart_takes_back_its_leases,
@@ -1032,6 +1034,113 @@ async fn leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept(d
         .await
         .unwrap();
     assert_eq!(kept, vec![keys[1].clone()]);
+}
+
+/// Issue 16: the look for due work asks each tenant with room for its own oldest due
+/// recipients (migration 0024's tenant on the recipient): a full tenant's backlog, due
+/// before everyone else's, is not leased and does not hide the others' work; deferred
+/// work is taken when due and not before; an expired lease is taken over unless its
+/// tenant is left out; with more tenants than one statement asks (100), every tenant's
+/// work is found, once; and with nobody left out the oldest work still goes first.
+async fn a_look_asks_each_tenant_with_room_past_a_full_tenants_backlog(db: Db) {
+    let s = &db.store;
+    // flood: 300 recipients due first (one message, past one statement's rows).
+    let many: Vec<String> = (0..300).map(|i| format!("r{i}@flood.test")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let flood = s.accept(message("flood", &many), T0).await.unwrap();
+    // quiet: two messages due after the flood's; later: one deferred to the future.
+    let q1 = s
+        .accept(message("quiet", &["a@q.test"]), T0 + 1)
+        .await
+        .unwrap();
+    let q2 = s
+        .accept(message("quiet", &["b@q.test"]), T0 + 2)
+        .await
+        .unwrap();
+    let later = s
+        .accept(message("later", &["c@l.test"]), T0 + 3)
+        .await
+        .unwrap();
+    let flood_out = ["flood".to_string()];
+    let two_out = ["flood".to_string(), "quiet".to_string()];
+    let three_out = [
+        "flood".to_string(),
+        "quiet".to_string(),
+        "later".to_string(),
+    ];
+    let took = s
+        .lease_due_except("h1", T0 + 3, 1_000, 1, &flood_out)
+        .await
+        .unwrap();
+    assert_eq!(took.len(), 1, "{took:?}");
+    assert_eq!(took[0].message_id, q1.id, "quiet's oldest first");
+    let retry_at = T0 + 50_000;
+    let deferred = Outcome {
+        next_attempt_at_ms: Some(retry_at),
+        ..outcome(&q1.id, 0, RecipientState::Deferred, EventKind::Deferred)
+    };
+    assert_eq!(s.record("h1", vec![deferred], T0 + 4).await.unwrap(), 1);
+
+    // h2 holds `later` and dies; its lease expires at T0 + 1_010.
+    let held = s
+        .lease_due_except("h2", T0 + 10, 1_000, 10, &two_out)
+        .await
+        .unwrap();
+    assert_eq!(
+        held.iter().map(|l| &l.message_id).collect::<Vec<_>>(),
+        vec![&later.id]
+    );
+
+    // flood full: quiet's due work and later's expired lease, none of flood's; q1's
+    // deferred recipient is not due yet.
+    let now = T0 + 2_000;
+    let leased = s
+        .lease_due_except("h1", now, 60_000, 50, &flood_out)
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = leased.into_iter().map(|l| l.message_id).collect();
+    ids.sort();
+    let mut want = vec![q2.id.clone(), later.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+
+    // An expired lease of a tenant left out stays where it is.
+    let left = s
+        .lease_due_except("h3", now + 60_001, 1_000, 50, &three_out)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+
+    // 120 more tenants with one due recipient each: all found across statements, once.
+    for i in 0..120 {
+        s.accept(message(&format!("t{i:03}"), &["x@t.test"]), now + i)
+            .await
+            .unwrap();
+    }
+    let at = now + 60_001 + 1_000;
+    let got = s
+        .lease_due_except("h1", at, 60_000, 500, &three_out)
+        .await
+        .unwrap();
+    let mut tenants: Vec<String> = got.iter().map(|l| l.tenant_id.clone()).collect();
+    tenants.sort();
+    let want: Vec<String> = (0..120).map(|i| format!("t{i:03}")).collect();
+    assert_eq!(tenants, want, "each small tenant's recipient, once");
+
+    // Nobody left out: oldest first, so the flood's first recipients.
+    let fin = at + 1;
+    let oldest = s.lease_due("h1", fin, 60_000, 3).await.unwrap();
+    assert!(
+        oldest.iter().all(|l| l.message_id == flood.id),
+        "{oldest:?}"
+    );
+    let mut idx: Vec<i32> = oldest.iter().map(|l| l.recipient_idx).collect();
+    idx.sort();
+    assert_eq!(idx, vec![0, 1, 2]);
+    // Everything else due, in one look: the flood's other 297, q1's retry, and q2's and
+    // later's expired leases.
+    let rest = s.lease_due("h1", fin, 60_000, 1_000).await.unwrap();
+    assert_eq!(rest.len(), 297 + 1 + 2, "{}", rest.len());
 }
 
 async fn requeue_from_the_exception_queue(db: Db) {
@@ -3745,6 +3854,103 @@ async fn account_usage_gathers_into_one_batch_that_is_charged_once(db: Db) {
             .unwrap()["shop"],
         [("msg".to_string(), 18)]
     );
+}
+
+/// Issue 17: one batch of 600 events over 150 accounts, two services (past one
+/// multi-row statement of ledger rows and of counter upserts each), is written in one
+/// transaction, once: a replay from either host writes nothing, and every account's
+/// ledger, balance and period counters equal the sums computed here, to the micro-unit.
+async fn a_batch_over_many_accounts_is_charged_once_exactly(db: Db) {
+    use sluice::store::{ACCOUNT_GATHER_MS, ACCOUNT_SETTLE_MS};
+    const ACCOUNTS: usize = 150;
+    let s = &db.store;
+    let second = db.second_host().await;
+    tenant(s, "t1").await;
+    for a in 0..ACCOUNTS {
+        let login = format!("a{a}.example");
+        s.create_account("t1", &new_account(&format!("a{a:03}"), &[&login]), T0)
+            .await
+            .unwrap();
+    }
+    let delivered = [(RecipientState::Delivered, EventKind::Delivered); 200];
+    for _ in 0..3 {
+        finish(s, "t1", &delivered).await;
+    }
+    let settle = if db.url.starts_with("postgres") {
+        ACCOUNT_SETTLE_MS
+    } else {
+        0
+    };
+    let now = T0 + 20 + settle + ACCOUNT_GATHER_MS;
+    let batch = s
+        .claim_account_batch("h1", now, 30_000, 1_000)
+        .await
+        .unwrap()
+        .expect("gathered: due");
+    assert_eq!(batch.events.len(), 600);
+    // Event j: account j mod 150, a message charge of (j mod 7 + 1) × 1,001 micro-units;
+    // every fifth also j mod 3 + 1 KiB at 17 micro-units each.
+    let mut charges = Vec::new();
+    let mut want: std::collections::HashMap<String, (i64, u64, u64)> = Default::default();
+    for (j, u) in batch.events.iter().enumerate() {
+        let account = format!("a{:03}", j % ACCOUNTS);
+        let amount = (j as i64 % 7 + 1) * 1_001;
+        charges.push(AccountCharge {
+            amount_micros: amount,
+            ..account_charge(&account, u, amount)
+        });
+        let w = want.entry(account.clone()).or_default();
+        w.0 += amount;
+        w.1 += 1;
+        if j % 5 == 0 {
+            let kib = j as u64 % 3 + 1;
+            charges.push(AccountCharge {
+                service: "kib".into(),
+                quantity: kib,
+                unit_price: "0.000017".into(),
+                amount_micros: 17 * kib as i64,
+                ..account_charge(&account, u, 0)
+            });
+            w.0 += 17 * kib as i64;
+            w.2 += kib;
+        }
+    }
+    let through = batch.events.last().unwrap().seq;
+    let written = s
+        .write_account_charges("t1", batch.after_seq, through, &charges, now + 1)
+        .await
+        .unwrap();
+    assert_eq!(written, 600 + 120);
+    for store in [s, &second] {
+        let again = store.write_account_charges("t1", batch.after_seq, through, &charges, now + 2);
+        assert_eq!(again.await.unwrap(), 0, "a replay writes nothing");
+    }
+    let period = sluice::billing::period_of(T0 + 20);
+    let names: Vec<String> = (0..ACCOUNTS).map(|a| format!("a{a:03}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let counters = s.account_quantities("t1", &period, &refs).await.unwrap();
+    for name in &names {
+        let (amount, messages, kib) = want[name];
+        let rows = s
+            .list_account_charges("t1", name, 0, i64::MAX, 0, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.amount_micros).sum::<i64>(),
+            amount,
+            "{name}"
+        );
+        let balance = s.account_balance("t1", name).await.unwrap();
+        assert_eq!(balance.charges_micros, amount, "{name}");
+        let mut q: Vec<(String, u64)> = vec![("msg".into(), messages)];
+        if kib > 0 {
+            q.push(("kib".into(), kib));
+        }
+        q.sort();
+        let mut got = counters[name].clone();
+        got.sort();
+        assert_eq!(got, q, "{name}: the period counters equal the ledger");
+    }
 }
 
 /// Whatever a tenant's rater answers for its accounts goes to the tenant's books only,

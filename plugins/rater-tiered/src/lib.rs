@@ -20,15 +20,55 @@
 mod tariff;
 
 use sluice_sdk::bill::*;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use tariff::{Mode, Service, Tariff};
 
 /// The plugin.
 pub struct TieredRater;
 
+/// Parsed tariffs kept, by their text. The host calls the rater once per (account,
+/// period) of a batch with the same tariff text, and reuses an instance across calls:
+/// parsing the TOML again for each call was a fixed cost per account (issue 17). A few,
+/// because one instance rates for several tenants in turn.
+const KEPT_TARIFFS: usize = 8;
+/// A tariff longer than this (a tenant's may be up to 256 KiB) is parsed every call
+/// rather than kept: what the cache holds stays under 8 × 64 KiB of text.
+const KEPT_TARIFF_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// Oldest first; a text found moves nowhere (the set is small and changes rarely).
+    static KEPT: RefCell<Vec<(String, Rc<Tariff>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The tariff `text` parsed: kept from an earlier call with the same text, or parsed
+/// now (and kept, if short enough). A text that does not parse is parsed, and refused,
+/// every time.
+fn parsed(text: &str) -> Result<Rc<Tariff>, String> {
+    let kept = KEPT.with_borrow(|k| {
+        k.iter()
+            .find(|(t, _)| t == text)
+            .map(|(_, tariff)| Rc::clone(tariff))
+    });
+    if let Some(tariff) = kept {
+        return Ok(tariff);
+    }
+    let tariff = Rc::new(Tariff::parse(text)?);
+    if text.len() <= KEPT_TARIFF_BYTES {
+        KEPT.with_borrow_mut(|k| {
+            if k.len() >= KEPT_TARIFFS {
+                k.remove(0);
+            }
+            k.push((text.to_owned(), Rc::clone(&tariff)));
+        });
+    }
+    Ok(tariff)
+}
+
 impl Rater for TieredRater {
     fn rate(input: BillInput) -> Result<BillOutput, String> {
-        let tariff = Tariff::parse(&input.tariff)?;
+        let tariff = parsed(&input.tariff)?;
         let mut to_date: HashMap<&str, u64> = HashMap::new();
         for c in &input.period_to_date {
             to_date.insert(c.service.as_str(), c.quantity);
@@ -56,7 +96,7 @@ impl Rater for TieredRater {
         }
         Ok(BillOutput {
             charges,
-            currency: tariff.currency,
+            currency: tariff.currency.clone(),
         })
     }
 }
@@ -156,6 +196,37 @@ tier = [{ up_to = 1, price = "0.10" }, { price = "0.05" }]
             .filter(|c| c.service == service)
             .map(|c| c.amount)
             .collect()
+    }
+
+    #[test]
+    fn a_kept_tariff_answers_as_a_fresh_parse_and_a_changed_text_is_read_at_once() {
+        let first = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
+        let again = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
+        assert_eq!(
+            amounts(&again, "outbound-message"),
+            amounts(&first, "outbound-message")
+        );
+        let dearer = TARIFF.replace("\"0.001\"", "\"0.002\"");
+        let out = TieredRater::rate(testing::bill_input(&dearer, delivered(6))).unwrap();
+        assert_eq!(
+            amounts(&out, "outbound-message"),
+            [10_000, 10_000, 5_000, 5_000, 2_000, 2_000]
+        );
+        // More texts than are kept, then the first again: still right.
+        for n in 0..KEPT_TARIFFS + 2 {
+            let other = TARIFF.replace("standard-2026", &format!("other-{n}"));
+            TieredRater::rate(testing::bill_input(&other, delivered(1))).unwrap();
+        }
+        assert!(KEPT.with_borrow(|k| k.len()) <= KEPT_TARIFFS);
+        let back = TieredRater::rate(testing::bill_input(TARIFF, delivered(6))).unwrap();
+        assert_eq!(
+            amounts(&back, "outbound-message"),
+            amounts(&first, "outbound-message")
+        );
+        // Too long to keep: parsed, not kept.
+        let long = format!("{TARIFF}\n# {}\n", "x".repeat(KEPT_TARIFF_BYTES));
+        TieredRater::rate(testing::bill_input(&long, delivered(1))).unwrap();
+        assert!(KEPT.with_borrow(|k| k.iter().all(|(t, _)| t.len() <= KEPT_TARIFF_BYTES)));
     }
 
     #[test]
