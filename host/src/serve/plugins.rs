@@ -3,8 +3,7 @@
 //! ([`TenantPlugins`]), loaded once and called off the async threads.
 
 use super::tenant_live::TenantPlugins;
-use crate::builtin;
-use crate::config::{PluginConfig, PluginSource, Plugins as PluginsConfig};
+use crate::config::{PluginBytes, PluginConfig, PluginSource, Plugins as PluginsConfig};
 use crate::runtime::{Limits, Plugin, PluginError, PluginSpec, Runtime};
 use crate::stage::Stage;
 use anyhow::Context;
@@ -23,18 +22,17 @@ pub struct PluginSet {
 }
 
 fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<Plugin> {
-    let (name, bytes) = match &cfg.source {
-        PluginSource::Builtin(name) => {
-            let b =
-                builtin::by_name(name).with_context(|| format!("no default plugin {name:?}"))?;
-            (name.clone(), b.wasm.to_vec())
-        }
-        PluginSource::File(path) => (
-            path.display().to_string(),
-            std::fs::read(path)
-                .with_context(|| format!("cannot read plugin {}", path.display()))?,
-        ),
-    };
+    let read = crate::config::plugin_bytes(&cfg.source).map_err(anyhow::Error::msg)?;
+    compile(runtime, stage, &read, cfg)
+}
+
+fn compile(
+    runtime: &Runtime,
+    stage: Stage,
+    read: &PluginBytes,
+    cfg: &PluginConfig,
+) -> anyhow::Result<Plugin> {
+    let name = &read.name;
     let spec = PluginSpec {
         limits: Limits {
             timeout: cfg.timeout,
@@ -46,24 +44,31 @@ fn load(runtime: &Runtime, stage: Stage, cfg: &PluginConfig) -> anyhow::Result<P
         version: None,
     };
     runtime
-        .load(stage, &name, &bytes, spec)
+        .load(stage, name, &read.bytes, spec)
         .with_context(|| format!("the {stage} plugin {name} cannot be loaded"))
 }
 
 impl PluginSet {
-    /// Loads every stage's plugin; `Err` has one line per stage that failed
-    /// (`plugins.STAGE: why`), all of them.
-    pub fn load(runtime: Runtime, cfg: &PluginsConfig) -> Result<PluginSet, Vec<String>> {
+    /// Compiles every stage's plugin from what `config::resolve` read; `Err` has one
+    /// line per stage that failed (`plugins.STAGE: why`), all of them. A stage missing
+    /// from `read` (its file could not be read: `resolve` said so) fails the load
+    /// without a line of its own.
+    pub fn load(
+        runtime: Runtime,
+        cfg: &PluginsConfig,
+        read: Vec<(Stage, PluginBytes)>,
+    ) -> Result<PluginSet, Vec<String>> {
         let mut stages = HashMap::new();
         let mut errors = Vec::new();
-        for (stage, c) in [
-            (Stage::Ingest, &cfg.ingest),
-            (Stage::Route, &cfg.route),
-            (Stage::Send, &cfg.send),
-            (Stage::Bounce, &cfg.bounce),
-            (Stage::Bill, &cfg.bill),
-        ] {
-            match load(&runtime, stage, c) {
+        for (stage, bytes) in read {
+            let c = match stage {
+                Stage::Ingest => &cfg.ingest,
+                Stage::Route => &cfg.route,
+                Stage::Send => &cfg.send,
+                Stage::Bounce => &cfg.bounce,
+                Stage::Bill => &cfg.bill,
+            };
+            match compile(&runtime, stage, &bytes, c) {
                 Ok(p) => {
                     stages.insert(stage, Arc::new(p));
                 }
@@ -78,7 +83,7 @@ impl PluginSet {
         let Ok(exe) = exe else {
             return Err(errors);
         };
-        if !errors.is_empty() {
+        if !errors.is_empty() || stages.len() < 5 {
             return Err(errors);
         }
         Ok(PluginSet {

@@ -31,6 +31,9 @@ pub struct Server {
     pub node: super::nodes::Node,
     pub store: Store,
     pub plugins: PluginSet,
+    /// Each `[[log_source]]`'s logins as read at start (`config::resolve`), in the
+    /// pipeline's order.
+    pub log_source_logins: Vec<crate::bill_logs::Logins>,
     pub relays: Relays,
     /// SHA-256 of the admin token.
     admin_token_sha256: RwLock<[u8; 32]>,
@@ -184,6 +187,7 @@ impl Server {
             node,
             store,
             plugins,
+            log_source_logins: ready.log_source_logins,
             relays: Relays::default(),
             admin_token_sha256: RwLock::new(admin_token_sha256),
             admin_token_stored: ready.admin_token.is_none(),
