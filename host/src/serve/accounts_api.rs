@@ -10,10 +10,11 @@
 //! shapes are this module's own; store types are not the wire format.
 
 use super::account_billing::rate_for_accounts;
-use super::api::{AppState, AuthTenant};
+use super::auth::AuthTenant;
 use super::auth::Caller;
 use super::billing_api::{credit_currency, page_query, wants_csv};
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
 use crate::stage::BillInput;

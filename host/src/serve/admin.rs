@@ -2,8 +2,9 @@
 //! tenants and their keys, the exception queue, and the nodes on the store.
 //! Changes take effect without a restart.
 
-use super::api::{Admin, AppState};
+use super::auth::Admin;
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::now_ms;
 use crate::config::SecretRef;
 use crate::relay_spec::{

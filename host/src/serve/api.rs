@@ -2,11 +2,13 @@
 //! may call what), health, and the
 //! router that puts the admin API beside it.
 
-pub use super::auth::AuthTenant;
+pub(super) use super::auth::bearer;
+pub use super::auth::{Admin, AuthTenant};
 use super::auth::{Authenticated, Caller};
 use super::error::ApiError;
 use super::handoff::NoRoom;
 use super::plugins::call;
+pub use super::state::AppState;
 use super::state::{Server, now_ms};
 use super::tenant_live::LiveCall;
 use crate::compose::{self, Composed, JsonMessage};
@@ -14,8 +16,7 @@ use crate::logging::Chain;
 use crate::stage::{Header, IngestDecision, Stage, Submission};
 use crate::store::{ACCOUNT_TAG, EventKind, NewEvent, NewMessage};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,8 +24,6 @@ use axum::{Json, Router};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-pub type AppState = Arc<Server>;
 
 /// Largest body handed to the dispatcher in memory (256 KiB): with the handoff's cap on
 /// recipients held (`[delivery.fairness] max_held`, default 1,024), at most 256 MiB of
@@ -58,7 +57,7 @@ pub fn router(server: AppState, more: Router<AppState>) -> Router {
         // flight is refused before anything reads its body.
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),
-            super::body_budget::limit,
+            super::body_limit::limit,
         ))
         // Outermost: a tenant past its share of this host is refused before anything
         // else is spent on its request.
@@ -95,17 +94,6 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Valu
             Json(json!({"status": "not_ready", "reason": reason, "node": node})),
         ),
     }
-}
-
-/// The bearer token of a request, if it has one.
-pub(super) fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 /// Who may call what, then per-tenant admission (`admission.rs`), for every request of
@@ -210,21 +198,6 @@ pub(super) fn recipient_domains<'a>(addresses: impl Iterator<Item = &'a str>) ->
         out.push_str(&format!(",+{more} more"));
     }
     out
-}
-
-/// Caller of the admin API.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        let given = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        if s.is_admin_token(given) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::unauthorized())
-        }
-    }
 }
 
 fn envelope_list(v: &str) -> Vec<String> {
