@@ -15,7 +15,6 @@ pub mod mbox;
 pub mod metrics;
 pub mod relay;
 pub mod relay_spec;
-pub mod runtime;
 pub mod serve;
 pub mod smtp_in;
 pub mod socket_activation;
@@ -26,5 +25,6 @@ pub mod webhook_http;
 // Crates cut out of the host, kept under their old module names so `crate::stage::…`
 // (and `sluice::stage::…` in tests) still name them.
 pub use sluice_maillog as maillog;
+pub use sluice_runtime as runtime;
 pub use sluice_stage as stage;
 pub use sluice_wire as wire;

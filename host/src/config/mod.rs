@@ -6,14 +6,77 @@
 //! never inline: they come from environment variables or files the TOML
 //! names (`*_env`, `*_file`). See `pipelines/*.toml` for documented
 //! examples.
+//!
+//! Two steps, shared by both commands: [`Pipeline::parse`] validates the file alone
+//! (`validate.rs`, pure: no file or environment variable is read), then [`resolve`] reads
+//! what the file names outside itself (secrets, plugin files, log sources' logins, relays'
+//! CA files). `serve` runs both before it opens anything, `sluice pipeline check` runs the
+//! same two (`serve/preflight.rs`), and a SIGHUP reload the same too.
+//!
+//! One module per section of the file: each holds the section's validated type, its raw
+//! serde form and the checks between them.
 
+mod admission;
+mod check;
+mod delivery;
 mod error;
-mod model;
+mod events;
+mod log_sources;
+mod metrics;
+mod plugins;
+mod relays;
+mod resolve;
+mod secrets;
+mod server;
+mod smtp_in;
+mod submission;
+mod tenants;
+mod validate;
+mod webhooks;
 
+pub use admission::{Admission, TenantAdmission};
+pub use delivery::{Delivery, Fairness};
 pub use error::{ConfigError, ConfigErrors};
-pub use model::*;
+pub use events::Events;
+pub use log_sources::LogSourceConfig;
+pub use metrics::MetricsConfig;
+pub use plugins::{PluginConfig, PluginLogs, PluginSource, PluginUploads, Plugins};
+pub use relays::RelayConfig;
+pub use resolve::{PluginBytes, Resolved, plugin_bytes, resolve};
+pub use secrets::SecretRef;
+pub use server::{Admin, Limits, Server, StoreConfig, valid_node_name};
+pub use smtp_in::SmtpIn;
+pub use submission::SubmissionConfig;
+pub use tenants::TenantConfig;
+pub use webhooks::Webhooks;
 
 use std::path::Path;
+use validate::RawPipeline;
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub server: Server,
+    pub store: StoreConfig,
+    pub admin: Admin,
+    pub limits: Limits,
+    pub delivery: Delivery,
+    pub plugins: Plugins,
+    pub relays: Vec<RelayConfig>,
+    pub tenants: Vec<TenantConfig>,
+    pub smtp_in: SmtpIn,
+    /// SMTP submission (`[submission]`).
+    pub submission: SubmissionConfig,
+    pub log_sources: Vec<LogSourceConfig>,
+    /// Per-tenant admission at the API (`[admission]`).
+    pub admission: Admission,
+    /// The tenant-visible event log and its stream (`[events]`).
+    pub events: Events,
+    /// `GET /metrics` (`[metrics]`).
+    pub metrics: MetricsConfig,
+    /// Webhooks' delivery (`[webhooks]`).
+    pub webhooks: Webhooks,
+}
 
 impl Pipeline {
     /// Reads and validates a pipeline file.

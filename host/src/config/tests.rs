@@ -208,7 +208,9 @@ fn log_sources_are_checked_with_their_position() {
     let ls = &p.log_sources[0];
     assert_eq!(ls.id, "mx1");
     assert_eq!(ls.format, crate::maillog::Format::Postfix);
-    assert_eq!(ls.logins.tenants, ["acme"]);
+    let r = resolve(&p);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.log_source_logins[0].tenants, ["acme"]);
     assert!(ls.checkpoint.ends_with("log-source-mx1.checkpoint"));
 
     let e = errors(&table("colour = 1\n"));
@@ -218,8 +220,10 @@ fn log_sources_are_checked_with_their_position() {
         e.contains("p.toml:4:10: key `log_source[0].format`: \"exim\" is not a log format"),
         "{e}"
     );
-    let e = errors(&table("").replace("logins.toml", "missing.toml"));
-    assert!(e.contains("key `log_source[0].logins`"), "{e}");
+    // The logins file is read by `resolve`, not by validation.
+    let p = Pipeline::parse(&table("").replace("logins.toml", "missing.toml"), "p.toml").unwrap();
+    let e = resolve(&p).errors.join("\n");
+    assert!(e.starts_with("log_source[0].logins: "), "{e}");
     assert!(e.contains("missing.toml"), "{e}");
     let twice = format!("{}{}", table(""), table(""));
     assert!(
@@ -385,13 +389,63 @@ fn a_tls_ca_file_needs_a_tls_relay_and_a_usable_file() {
         ),
         "{e}"
     );
-    let e = errors(
+    // The file itself is read by `resolve`.
+    let p = Pipeline::parse(
         "[[relay]]\nid = \"a\"\nurl = \"smtps://127.0.0.1\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n",
-    );
+        "p.toml",
+    )
+    .unwrap();
+    let e = resolve(&p).errors.join("\n");
     assert!(
-        e.contains("key `relay[0].tls_ca_file`: tls_ca_file /nonexistent/ca.pem: cannot be read"),
+        e.contains("relay[0].tls_ca_file: tls_ca_file /nonexistent/ca.pem: cannot be read"),
         "{e}"
     );
+}
+
+#[test]
+fn validation_reads_nothing_and_resolve_reads_everything_the_file_names() {
+    // Every outside reference missing: validation (the file alone) passes it...
+    let text = "[admin]\ntoken_env = \"SLUICE_UNIT_TEST_UNSET\"\n\
+         [delivery]\nverp_key_file = \"/nonexistent/verp\"\n\
+         [plugins.route]\nfile = \"/nonexistent/route.wasm\"\n\
+         [[relay]]\nid = \"r\"\nurl = \"smtps://127.0.0.1\"\ntls_ca_file = \"/nonexistent/ca.pem\"\n\
+         auth_password_env = \"SLUICE_UNIT_TEST_UNSET\"\n\
+         [[log_source]]\nid = \"mx\"\npath = \"/nonexistent/mail.log\"\nformat = \"postfix\"\n\
+         logins = \"/nonexistent/logins.toml\"\n";
+    let p = Pipeline::parse(text, "p.toml").unwrap();
+    // ...and resolving names each one, by key, all at once; the relay's password only
+    // warns (it is read again at use).
+    let r = resolve(&p);
+    let keys: Vec<&str> = r
+        .errors
+        .iter()
+        .map(|e| e.split(':').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "admin.token",
+            "delivery.verp_key",
+            "relay[0].tls_ca_file",
+            "log_source[0].logins",
+            "plugins.route"
+        ],
+        "{:?}",
+        r.errors
+    );
+    assert!(
+        r.errors[0].contains("SLUICE_UNIT_TEST_UNSET"),
+        "{:?}",
+        r.errors
+    );
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert!(
+        r.warnings[0].starts_with("relay[0].auth_password"),
+        "{:?}",
+        r.warnings
+    );
+    // The stages whose plugins could be read are read: the four default ones.
+    assert_eq!(r.plugins.len(), 4);
 }
 
 #[test]
@@ -490,12 +544,16 @@ fn submission_is_off_by_default_needs_a_certificate_and_checks_its_networks() {
         e.contains("key `submission.tls_cert_file`: submission takes AUTH only over TLS"),
         "{e}"
     );
-    let e = errors(
+    // The files are read by the resolve step (pure validation reads nothing).
+    let p = Pipeline::parse(
         "[submission]\nlisten_tls = [\"127.0.0.1:465\"]\ntls_cert_file = \"/nonexistent/c.pem\"\n\
          tls_key_file = \"/nonexistent/k.pem\"\n",
-    );
+        "p.toml",
+    )
+    .unwrap();
+    let e = resolve(&p).errors.join("\n");
     assert!(
-        e.contains("tls_cert_file /nonexistent/c.pem: cannot be read"),
+        e.contains("submission.tls_cert_file: tls_cert_file /nonexistent/c.pem: cannot be read"),
         "{e}"
     );
     let e = errors(

@@ -16,7 +16,8 @@
 //! Events that match no account are the tenant's own traffic, not a customer's: the
 //! cursor passes them without a charge.
 
-use super::plugins::call;
+use super::accounts_cache::AccountRules;
+use super::plugin_call::call;
 use super::state::{Server, now_ms};
 use super::tenant_live::{LiveCall, Pick};
 use crate::billing::{self, TariffRules};
@@ -25,7 +26,7 @@ use crate::runtime::PluginError;
 use crate::stage::{BillInput, BillOutput, Counter, Direction, Outcome, Stage, UsageEvent};
 use crate::store::{AccountBatch, AccountCharge, AccountUsage, BalanceMode, Lease, StoreError};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Usage events claimed per round (one tenant's).
@@ -368,79 +369,6 @@ async fn rate_batch(server: &Server, batch: AccountBatch) -> Result<(usize, Phas
         .map_err(|e| format!("writing the account charges: {e}"))?;
     phases.write = started.elapsed();
     Ok((n, phases))
-}
-
-/// How long a tenant's accounts are cached on this host for the check at dispatch.
-const ACCOUNTS_TTL: Duration = Duration::from_secs(2);
-
-/// A tenant's accounts as dispatch reads them: logins and modes.
-#[derive(Debug, Default)]
-pub struct AccountRules {
-    /// Lower-case login → index in `accounts`.
-    by_login: HashMap<String, usize>,
-    /// (id, mode).
-    accounts: Vec<(String, BalanceMode)>,
-}
-
-impl AccountRules {
-    fn account_of(&self, address: &str) -> Option<usize> {
-        let address = address.to_ascii_lowercase();
-        let (_, domain) = address.rsplit_once('@')?;
-        self.by_login
-            .get(&address)
-            .or_else(|| self.by_login.get(domain))
-            .copied()
-    }
-
-    /// The account of a recipient: by the sender, else by the recipient.
-    fn of(&self, sender: &str, recipient: &str) -> Option<usize> {
-        self.account_of(sender)
-            .or_else(|| self.account_of(recipient))
-    }
-}
-
-/// Each tenant's [`AccountRules`], cached for [`ACCOUNTS_TTL`], read from the store by
-/// one caller at a time (single flight). Dispatch asks for every group, hundreds at once
-/// under load; when the rules expired, each of them read every account and login of the
-/// tenant again (20,000 logins in the benchmark) until one of the reads landed. Now one
-/// reads; the others keep using the expired rules meanwhile (a read's time older than
-/// the TTL at most), or wait for that read when there are none (first use, or after
-/// [`AccountsCache::forget`]).
-#[derive(Default)]
-pub struct AccountsCache {
-    by_tenant: Mutex<HashMap<String, Slot>>,
-}
-
-#[derive(Default)]
-struct Slot {
-    /// The rules and when they were read.
-    rules: Option<(Arc<AccountRules>, Instant)>,
-    /// Bumped by `forget`: a read begun before it answers its caller but is not kept.
-    generation: u64,
-    /// Held by the one read in progress.
-    read: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl AccountsCache {
-    /// Forgets a tenant's accounts (after a change through the API on this host).
-    pub fn forget(&self, tenant_id: &str) {
-        if let Some(slot) = self.slots().get_mut(tenant_id) {
-            slot.rules = None;
-            slot.generation += 1;
-        }
-    }
-
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.by_tenant.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The tenant's rules if read less than [`ACCOUNTS_TTL`] ago.
-    fn fresh(&self, tenant_id: &str) -> Option<Arc<AccountRules>> {
-        match self.slots().get(tenant_id)?.rules.as_ref()? {
-            (rules, at) if at.elapsed() < ACCOUNTS_TTL => Some(rules.clone()),
-            _ => None,
-        }
-    }
 }
 
 /// A tenant's accounts as the store has them now.

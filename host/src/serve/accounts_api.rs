@@ -10,7 +10,7 @@
 //! shapes are this module's own; store types are not the wire format.
 
 use super::account_billing::rate_for_accounts;
-use super::api::{AppState, AuthTenant};
+use super::auth::AuthTenant;
 use super::auth::Caller;
 use super::billing_api::PageQuery;
 use super::billing_api::{credit_currency, page_query, wants_csv};
@@ -20,6 +20,7 @@ use super::dto::billing::{
     balance_mode,
 };
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
 use crate::stage::BillInput;

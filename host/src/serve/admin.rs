@@ -2,12 +2,13 @@
 //! tenants and their keys, the exception queue, and the nodes on the store.
 //! Changes take effect without a restart.
 
-use super::api::{Admin, AppState};
+use super::auth::Admin;
 use super::dto::admin::{
     FailedList, KeyList, KeyView, NewKey, NodeList, NodeView, RelayDetail, RelayList, RelayLive,
     RelayView, TenantList, TenantView,
 };
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::now_ms;
 use crate::config::SecretRef;
 use crate::relay_spec::{

@@ -3,25 +3,23 @@
 //! router that puts the admin API beside it.
 
 use super::accept::{AcceptError, NewSubmission, accept_submission};
-pub use super::auth::AuthTenant;
+pub(super) use super::auth::bearer;
+pub use super::auth::{Admin, AuthTenant};
 use super::auth::{Authenticated, Caller};
 use super::dto::messages::{MessageDetail, Submitted, SubmittedRecipient};
 use super::dto::{Health, Ready};
 use super::error::ApiError;
+pub use super::state::AppState;
 use super::state::Server;
 use crate::compose::{self, Composed, JsonMessage};
 use crate::store::ACCOUNT_TAG;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
-use std::sync::Arc;
-
-pub type AppState = Arc<Server>;
 
 /// The whole HTTP surface; `more` are routes of modules this one does not name (so
 /// they can use it without a loop between them: `events_api`), behind the same layers.
@@ -51,7 +49,7 @@ pub fn router(server: AppState, more: Router<AppState>) -> Router {
         // flight is refused before anything reads its body.
         .layer(axum::middleware::from_fn_with_state(
             server.clone(),
-            super::body_budget::limit,
+            super::body_limit::limit,
         ))
         // Outermost: a tenant past its share of this host is refused before anything
         // else is spent on its request.
@@ -113,17 +111,6 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, Json<Ready>) {
             }),
         ),
     }
-}
-
-/// The bearer token of a request, if it has one.
-pub(super) fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
 }
 
 /// Who may call what, then per-tenant admission (`admission.rs`), for every request of
@@ -237,21 +224,6 @@ impl From<AcceptError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plugin_failed", message)
             }
             E::Store(e) => e.into(),
-        }
-    }
-}
-
-/// Caller of the admin API.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
-        let given = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        if s.is_admin_token(given) {
-            Ok(Admin)
-        } else {
-            Err(ApiError::unauthorized())
         }
     }
 }

@@ -15,12 +15,12 @@
 //!   (`accept::bill_to_key_account`: a submission naming another account is refused), and read
 //!   its own account's usage, invoices and balance; nothing else, no other account.
 
-use super::api::{AppState, bearer};
 use super::error::ApiError;
+use super::state::AppState;
 use crate::store::{KeyOwner, KeyScope, Tenant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, header};
 
 /// What kind of key may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +210,32 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
         owner(parts, s).await.map(Caller)
+    }
+}
+
+/// The bearer token of a request, if it has one.
+pub(super) fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Caller of the admin API.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &AppState) -> Result<Self, ApiError> {
+        let given = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if s.is_admin_token(given) {
+            Ok(Admin)
+        } else {
+            Err(ApiError::unauthorized())
+        }
     }
 }
 

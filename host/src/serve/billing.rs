@@ -11,7 +11,8 @@
 //! Every answer passes `billing::check_charges` before it is used; an answer that
 //! fails leaves the whole batch unrated with the reason, retried with backoff.
 
-use super::plugins::call;
+pub use super::billing_cache::TenantBilling;
+use super::plugin_call::call;
 use super::state::{Server, now_ms};
 use crate::billing::{self, ChargeError, DEFAULT_TARIFF, TariffRules};
 use crate::logging::Chain;
@@ -21,7 +22,7 @@ use crate::store::{
     Tenant,
 };
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Usage events claimed per round.
@@ -38,29 +39,6 @@ const GATHER: Duration = Duration::from_millis(250);
 const SETTLE_EVERY: Duration = Duration::from_secs(60);
 /// How long a tenant's billing settings are cached on this host.
 const SETTINGS_TTL: Duration = Duration::from_secs(2);
-
-/// A tenant's billing as this host uses it.
-#[derive(Debug, Clone)]
-pub struct TenantBilling {
-    pub mode: BalanceMode,
-    pub tariff: String,
-}
-
-/// Billing settings cached per tenant.
-#[derive(Default)]
-pub struct BillingCache {
-    settings: Mutex<HashMap<String, (TenantBilling, Instant)>>,
-}
-
-impl BillingCache {
-    /// Forgets a tenant's cached settings (after a change through the admin API).
-    pub fn forget(&self, tenant_id: &str) {
-        self.settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(tenant_id);
-    }
-}
 
 /// A tenant's mode and tariff document (the platform's when it has none).
 pub async fn settings(server: &Server, tenant_id: &str) -> Result<TenantBilling, StoreError> {

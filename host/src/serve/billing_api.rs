@@ -3,12 +3,13 @@
 //! Every tenant read is scoped by the key's tenant: another tenant's charges are not
 //! there to find.
 
-use super::api::{Admin, AppState, AuthTenant};
+use super::auth::{Admin, AuthTenant};
 use super::billing::{TenantBilling, rate, settings};
 use super::dto::billing::{
     BalanceView, BillingStored, BillingView, Credited, InvoiceView, UnratedList, UsagePage,
 };
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::now_ms;
 use crate::billing::{self, Invoice, TariffInfo};
 use crate::stage::BillInput;

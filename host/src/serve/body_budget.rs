@@ -6,12 +6,8 @@
 //! many large submissions at once cannot take the host's memory: what the API holds
 //! of request bodies is bounded by the budget whatever the number of clients.
 
-use super::api::AppState;
 use super::error::ApiError;
-use axum::body::HttpBody;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +24,7 @@ const RETRY_AFTER_SECS: u32 = 1;
 #[derive(Debug)]
 pub struct BodyBudget {
     units: Arc<Semaphore>,
-    total_bytes: u64,
+    pub(super) total_bytes: u64,
     /// What a body of unknown length is charged (the largest body any route reads);
     /// a reload of `[limits]` changes it.
     largest_bytes: AtomicU64,
@@ -49,7 +45,7 @@ impl BodyBudget {
     /// What a body with this size hint is charged, in bytes: its exact length when
     /// known (no more than the largest body, which every route refuses past), else
     /// the largest.
-    fn charge(&self, exact: Option<u64>) -> u64 {
+    pub(super) fn charge(&self, exact: Option<u64>) -> u64 {
         let largest = self.largest_bytes.load(Ordering::Relaxed);
         exact.unwrap_or(largest).min(largest)
     }
@@ -60,13 +56,13 @@ impl BodyBudget {
     }
 
     /// Takes `bytes` from the budget, or `None` when they are not all free now.
-    fn take(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+    pub(super) fn take(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
         let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
         self.units.clone().try_acquire_many_owned(units).ok()
     }
 
     /// The 503 a request that does not fit gets.
-    fn busy(&self, bytes: u64) -> Response {
+    pub(super) fn busy(&self, bytes: u64) -> Response {
         let mut r = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
@@ -81,26 +77,6 @@ impl BodyBudget {
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         r
     }
-}
-
-/// The middleware: charge the body, run the handler, give the bytes back.
-pub async fn limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let budget = &s.body_budget;
-    let bytes = budget.charge(req.body().size_hint().exact());
-    if bytes == 0 {
-        return next.run(req).await;
-    }
-    let Some(permit) = budget.take(bytes) else {
-        tracing::debug!(
-            bytes,
-            budget = budget.total_bytes,
-            "request refused: request bodies in flight at the budget"
-        );
-        return budget.busy(bytes);
-    };
-    let response = next.run(req).await;
-    drop(permit);
-    response
 }
 
 #[cfg(test)]

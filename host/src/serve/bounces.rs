@@ -16,36 +16,6 @@ use crate::store::{EventKind, Lease, NewSuppression};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// The VERP signer for the pipeline's bounce domain: the key from
-/// `delivery.verp_key_env`/`_file` (`configured_key`, read by the preflight checks),
-/// else one made on first start and kept in the store
-/// (so every host on one database signs alike). `None` when VERP is off.
-pub async fn load_verp(
-    pipeline: &crate::config::Pipeline,
-    store: &crate::store::Store,
-    configured_key: Option<String>,
-) -> anyhow::Result<Option<crate::verp::Verp>> {
-    use anyhow::Context;
-    let d = &pipeline.delivery;
-    let Some(domain) = &d.bounce_domain else {
-        return Ok(None);
-    };
-    let key = match configured_key {
-        Some(key) => key,
-        None => store
-            .host_secret(
-                "verp_key",
-                crate::verp::generate_key,
-                super::state::now_ms(),
-            )
-            .await
-            .context("cannot read or make the VERP key")?,
-    };
-    let verp = crate::verp::Verp::new(key.as_bytes(), &d.bounce_prefix, domain)
-        .context("delivery.verp_key")?;
-    Ok(Some(verp))
-}
-
 /// Reasons that point at the sending relay (its IP, reputation, policy), not at
 /// the recipient.
 pub fn is_blocking(reason: Reason) -> bool {

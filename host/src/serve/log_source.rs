@@ -26,21 +26,28 @@ const BATCH_LINES: u64 = 20_000;
 /// Starts one thread per configured log source.
 pub fn start(server: Arc<Server>) -> Vec<std::thread::JoinHandle<()>> {
     let sources = server.pipeline.log_sources.clone();
+    let logins = server.log_source_logins.clone();
     sources
         .into_iter()
-        .map(|source| {
+        .zip(logins)
+        .map(|(source, logins)| {
             let server = server.clone();
             let handle = tokio::runtime::Handle::current();
             std::thread::Builder::new()
                 .name(format!("log-source-{}", source.id))
-                .spawn(move || follow(server, handle, source))
+                .spawn(move || follow(server, handle, source, logins))
                 .expect("cannot start a log source thread")
         })
         .collect()
 }
 
 /// Follows one source until the server shuts down.
-fn follow(server: Arc<Server>, rt: tokio::runtime::Handle, source: LogSourceConfig) {
+fn follow(
+    server: Arc<Server>,
+    rt: tokio::runtime::Handle,
+    source: LogSourceConfig,
+    logins: crate::bill_logs::Logins,
+) {
     let id = source.id.clone();
     let config = ReaderConfig {
         host: source.host.clone(),
@@ -65,7 +72,7 @@ fn follow(server: Arc<Server>, rt: tokio::runtime::Handle, source: LogSourceConf
             }
         }
     };
-    let mut matcher = Matcher::new(source.logins.clone());
+    let mut matcher = Matcher::new(logins);
     tracing::info!(source = %id, path = %source.path.display(), "following log");
     let mut unmatched = 0u64;
     while !server.is_shutting_down() {

@@ -15,15 +15,19 @@
 mod accept;
 mod account_billing;
 mod accounts_api;
+mod accounts_cache;
 mod admin;
 mod admission;
 mod api;
 pub mod auth;
 mod billing;
 mod billing_api;
+mod billing_cache;
 mod body_budget;
+mod body_limit;
 mod bounce_intake;
 mod bounces;
+mod clock;
 mod dispatch;
 mod dto;
 mod error;
@@ -32,11 +36,13 @@ mod event_log;
 mod events_api;
 mod fair;
 mod handoff;
+mod heartbeat;
 mod live_limits;
 mod log_source;
 mod metrics_http;
 mod nodes;
 mod openapi;
+mod plugin_call;
 mod plugins;
 pub mod preflight;
 mod relay_probe;
@@ -100,7 +106,7 @@ pub async fn run(
         "sluice: HTTP API on http://{addr} (node {}, {reclaimed} leased recipients of an earlier run taken back)",
         server.node.id
     );
-    let heart = tokio::spawn(nodes::heartbeat_loop(server.clone()));
+    let heart = tokio::spawn(heartbeat::heartbeat_loop(server.clone()));
 
     let smtp_in = bounce_intake::start(server.clone(), inherited.take("smtp_in")).await?;
     let submission = submission::start(server.clone()).await?;

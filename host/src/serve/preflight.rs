@@ -1,12 +1,13 @@
 //! What `sluice serve` checks of a parsed pipeline before it opens the store or a
 //! socket, and what `sluice pipeline check` runs too, so that a file the check passes
-//! is one `serve` starts with: each stage's plugin loads (its file is read, compiled and
-//! found to export the stage's world), and the secrets the pipeline names resolve (the
-//! admin token, the VERP key). Every failure is collected before the answer. What needs
-//! the running system (the store, ports, a relay's password read at use) is not here.
+//! is one `serve` starts with: what the pipeline names outside itself is read
+//! (`config::resolve`: the secrets, plugin files, logins and CA files), each stage's
+//! plugin compiles and exports the stage's world, and the VERP key makes a signer.
+//! Every failure is collected before the answer. What needs the running system (the
+//! store, ports, a relay's password read at use) is not here.
 
 use super::plugins::PluginSet;
-use crate::config::{Pipeline, SecretRef};
+use crate::config::Pipeline;
 use crate::runtime::{LogLimits, Runtime, RuntimeConfig};
 
 /// What the checks produced, for `serve` to start with.
@@ -16,6 +17,8 @@ pub struct Ready {
     pub admin_token: Option<String>,
     /// The VERP key from `[delivery] verp_key_env`/`_file`; `None`: the store keeps one.
     pub verp_key: Option<String>,
+    /// Each `[[log_source]]`'s logins, in the pipeline's order.
+    pub log_source_logins: Vec<crate::bill_logs::Logins>,
     /// What does not stop a start but will not work (a pipeline relay's password that
     /// cannot be read): the check prints them, `serve` logs them.
     pub warnings: Vec<String>,
@@ -28,35 +31,14 @@ pub struct NotReady(pub Vec<String>);
 
 /// Runs the checks; `Err` lists every failure.
 pub fn check(pipeline: &Pipeline) -> Result<Ready, NotReady> {
-    let mut errors = Vec::new();
-    let mut secret = |key: &str, s: Option<&SecretRef>| match s.map(SecretRef::resolve) {
-        None => None,
-        Some(Ok(v)) => Some(v),
-        Some(Err(e)) => {
-            errors.push(format!("{key}: {e}"));
-            None
-        }
-    };
-    let admin_token = secret("admin.token", pipeline.admin.token.as_ref());
-    let verp_key = secret("delivery.verp_key", pipeline.delivery.verp_key.as_ref());
-    if let (Some(key), Some(domain)) = (&verp_key, &pipeline.delivery.bounce_domain)
+    let resolved = crate::config::resolve(pipeline);
+    let mut errors = resolved.errors;
+    if let (Some(key), Some(domain)) = (&resolved.verp_key, &pipeline.delivery.bounce_domain)
         && let Err(e) =
             crate::verp::Verp::new(key.as_bytes(), &pipeline.delivery.bounce_prefix, domain)
     {
         errors.push(format!("delivery.verp_key: {e}"));
     }
-    let warnings = pipeline
-        .relays
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let e = r.auth_password.as_ref()?.resolve().err()?;
-            Some(format!(
-                "relay[{i}].auth_password (relay {:?}): {e}; the relay is used without AUTH until it can be read",
-                r.id
-            ))
-        })
-        .collect();
 
     let logs = &pipeline.plugins.logs;
     let plugins = Runtime::new(RuntimeConfig {
@@ -70,7 +52,7 @@ pub fn check(pipeline: &Pipeline) -> Result<Ready, NotReady> {
         ..RuntimeConfig::default()
     })
     .map_err(|e| vec![format!("the plugin runtime cannot start: {e:#}")])
-    .and_then(|runtime| PluginSet::load(runtime, &pipeline.plugins));
+    .and_then(|runtime| PluginSet::load(runtime, &pipeline.plugins, resolved.plugins));
     let plugins = match plugins {
         Ok(p) => Some(p),
         Err(failures) => {
@@ -81,9 +63,10 @@ pub fn check(pipeline: &Pipeline) -> Result<Ready, NotReady> {
     match plugins {
         Some(plugins) if errors.is_empty() => Ok(Ready {
             plugins,
-            admin_token,
-            verp_key,
-            warnings,
+            admin_token: resolved.admin_token,
+            verp_key: resolved.verp_key,
+            log_source_logins: resolved.log_source_logins,
+            warnings: resolved.warnings,
         }),
         _ => Err(NotReady(errors)),
     }

@@ -1,7 +1,8 @@
 //! SIGHUP reloads the pipeline file instead of ending the server.
 //!
-//! A file that does not load (a syntax error, an unknown key, a bad value) is refused as a
-//! whole: the error is logged with its file, line and column, and the server goes on with
+//! A file that does not load (a syntax error, an unknown key, a bad value) or names what
+//! cannot be read (`config::resolve`: a secret, a plugin file, logins, a CA file) is
+//! refused as a whole: the error is logged with its file, line and column, and the server goes on with
 //! what it had. A file that loads is compared with the one applied last:
 //! - `[[relay]]` and `[[tenant]]` entries that are new or changed in the file are written
 //!   to the store (relays keep their stored state, so a drained relay stays drained); the
@@ -54,6 +55,17 @@ pub async fn run(server: Arc<Server>, path: Option<PathBuf>) {
                 continue;
             }
         };
+        // What `serve` reads before it starts (secrets, plugin files, logins, CA files):
+        // a file it would refuse is refused here too.
+        let unresolved = crate::config::resolve(&new).errors;
+        if !unresolved.is_empty() {
+            tracing::error!(
+                file = %path.display(),
+                "SIGHUP: the pipeline file was not reloaded, the server keeps its current settings:\n{}",
+                unresolved.join("\n")
+            );
+            continue;
+        }
         match apply(&server, &applied, &new).await {
             Ok(report) => {
                 report.log(&path.display().to_string());

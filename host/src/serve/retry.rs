@@ -3,9 +3,10 @@
 //! only its own (`/v1/…`). The dispatcher is woken; other nodes find the work due at
 //! their next lease.
 
-use super::api::{Admin, AppState, AuthTenant};
+use super::auth::{Admin, AuthTenant};
 use super::dto::messages::Retried;
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::now_ms;
 use crate::store::RetryFilter;
 use axum::extract::{Path, State};

@@ -11,18 +11,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
 /// Windows of relay stats the route plugin sees, in seconds.
 pub const STAT_WINDOWS: [u32; 3] = [60, 900, 3600];
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use super::clock::now_ms;
+
+/// The HTTP handlers' state: the server.
+pub type AppState = Arc<Server>;
 
 /// Everything a request handler or a delivery task needs.
 pub struct Server {
@@ -31,6 +29,9 @@ pub struct Server {
     pub node: super::nodes::Node,
     pub store: Store,
     pub plugins: PluginSet,
+    /// Each `[[log_source]]`'s logins as read at start (`config::resolve`), in the
+    /// pipeline's order.
+    pub log_source_logins: Vec<crate::bill_logs::Logins>,
     pub relays: Relays,
     /// SHA-256 of the admin token.
     admin_token_sha256: RwLock<[u8; 32]>,
@@ -53,9 +54,9 @@ pub struct Server {
     /// Signs VERP return paths; none when `delivery.bounce_domain` is not set.
     pub verp: Option<crate::verp::Verp>,
     /// Tenants' billing settings, cached briefly.
-    pub billing: super::billing::BillingCache,
+    pub billing: super::billing_cache::BillingCache,
     /// Each tenant's accounts, for its own prepaid rule at dispatch.
-    pub accounts: super::account_billing::AccountsCache,
+    pub accounts: super::accounts_cache::AccountsCache,
     /// Request body bytes the HTTP API may hold at once.
     pub body_budget: super::body_budget::BodyBudget,
     /// Each tenant's requests in progress and accept rate on this host.
@@ -117,6 +118,32 @@ async fn stored_admin_token(store: &Store, reset: bool) -> anyhow::Result<[u8; 3
         .context("the stored admin token hash is damaged; start with --reset-admin-token")
 }
 
+/// The VERP signer for the pipeline's bounce domain: the key from
+/// `delivery.verp_key_env`/`_file` (`configured_key`, read by the preflight checks),
+/// else one made on first start and kept in the store
+/// (so every host on one database signs alike). `None` when VERP is off.
+async fn load_verp(
+    pipeline: &Pipeline,
+    store: &Store,
+    configured_key: Option<String>,
+) -> anyhow::Result<Option<crate::verp::Verp>> {
+    use anyhow::Context;
+    let d = &pipeline.delivery;
+    let Some(domain) = &d.bounce_domain else {
+        return Ok(None);
+    };
+    let key = match configured_key {
+        Some(key) => key,
+        None => store
+            .host_secret("verp_key", crate::verp::generate_key, now_ms())
+            .await
+            .context("cannot read or make the VERP key")?,
+    };
+    let verp = crate::verp::Verp::new(key.as_bytes(), &d.bounce_prefix, domain)
+        .context("delivery.verp_key")?;
+    Ok(Some(verp))
+}
+
 fn parse_sha256(hex_text: &str) -> anyhow::Result<[u8; 32]> {
     let bytes = hex::decode(hex_text.trim())?;
     <[u8; 32]>::try_from(bytes.as_slice())
@@ -161,7 +188,7 @@ impl Server {
 
         seed(&store, &pipeline).await?;
 
-        let verp = super::bounces::load_verp(&pipeline, &store, ready.verp_key).await?;
+        let verp = load_verp(&pipeline, &store, ready.verp_key).await?;
         let body_budget = super::body_budget::BodyBudget::new(
             pipeline.server.max_request_bytes_in_flight,
             pipeline
@@ -184,6 +211,7 @@ impl Server {
             node,
             store,
             plugins,
+            log_source_logins: ready.log_source_logins,
             relays: Relays::default(),
             admin_token_sha256: RwLock::new(admin_token_sha256),
             admin_token_stored: ready.admin_token.is_none(),

@@ -5,9 +5,10 @@
 //! A tenant adds and removes its own entries; what the platform added (bounce
 //! processing, an admin) it cannot remove (403 naming why), an admin can.
 
-use super::api::{Admin, AppState, AuthTenant};
+use super::auth::{Admin, AuthTenant};
 use super::dto::messages::{SuppressionAdded, SuppressionPage, SuppressionView};
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::{Server, now_ms};
 use crate::store::{AddedBy, NewSuppression, Removal, normalize_address};
 use axum::extract::{Path, Query, State};

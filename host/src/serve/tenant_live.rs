@@ -718,19 +718,21 @@ impl TenantPlugins {
                 };
             }
             LiveCall::Done(Err(failure)) => (None, failure),
-            LiveCall::NoPlugin => match super::plugins::call(default.clone(), f.clone()).await {
-                Ok(v) => return StageCall::answered(v),
-                Err(error) => (
-                    Some(default.clone()),
-                    CallFailure {
-                        plugin: default.name().to_owned(),
-                        error,
-                        fallback: false,
-                        suspended: None,
-                        closed: false,
-                    },
-                ),
-            },
+            LiveCall::NoPlugin => {
+                match super::plugin_call::call(default.clone(), f.clone()).await {
+                    Ok(v) => return StageCall::answered(v),
+                    Err(error) => (
+                        Some(default.clone()),
+                        CallFailure {
+                            plugin: default.name().to_owned(),
+                            error,
+                            fallback: false,
+                            suspended: None,
+                            closed: false,
+                        },
+                    ),
+                }
+            }
         };
         let mut failures = vec![first];
         if chosen.is_some_and(|c| Arc::ptr_eq(&c, &fallback)) {
@@ -741,7 +743,7 @@ impl TenantPlugins {
                 closed: None,
             };
         }
-        let result = super::plugins::call(fallback.clone(), f).await;
+        let result = super::plugin_call::call(fallback.clone(), f).await;
         if let Err(e) = &result {
             failures.push(CallFailure {
                 plugin: fallback.name().to_owned(),
@@ -807,7 +809,7 @@ impl TenantPlugins {
                 live.stage,
                 live.version,
                 &reason,
-                super::state::now_ms(),
+                super::clock::now_ms(),
             )
             .await
         {

@@ -3,12 +3,13 @@
 //! counters, read the plugin log. The same handlers serve a tenant (`/v1/plugins/…`,
 //! scoped to its key) and the admin (`/admin/v1/tenants/{id}/plugins/…`).
 
-use super::api::{Admin, AppState, AuthTenant};
+use super::auth::{Admin, AuthTenant};
 use super::dto::plugins::{
     Activated, ListedVersion, LogLineView, LogsPage, PluginList, Pruned, StagePlugins, UploadCheck,
     Uploaded,
 };
 use super::error::ApiError;
+use super::state::AppState;
 use super::state::{Server, now_ms};
 use super::tenant_live::tenant_limits;
 use super::upload_limits::Refused;

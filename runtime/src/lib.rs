@@ -1,4 +1,4 @@
-//! The plugin runtime: the only module that knows wasmtime.
+//! The plugin runtime (crate `sluice-runtime`): the only crate that knows wasmtime.
 //!
 //! One [`Runtime`] per process holds the engine (pooling allocator, epoch
 //! interruption driven by a background ticker), the linker (WASI with an
@@ -13,6 +13,7 @@
 mod bindings;
 mod bounded;
 mod cache;
+mod chain;
 mod convert;
 mod deadline;
 mod inspect;
@@ -25,9 +26,9 @@ pub use deadline::{WALL_BOUND_FACTOR, thread_cpu_time};
 pub use inspect::{OverLimit, StaticLimits};
 pub use log::{LogBudget, LogLevel, LogLimits, LogLine, LogPage, LogSource, PluginLog};
 
-use crate::stage::{self, Stage};
 use deadline::{AtDeadline, CallClock};
 use sandbox::{CaptureLimits, StoreState};
+use sluice_stage::{self as stage, Stage};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -7,7 +7,7 @@ use super::bindings::ingest::exports::sluice::plugin::ingest_filter as wingest;
 use super::bindings::route::exports::sluice::plugin::router as wroute;
 use super::bindings::send::exports::sluice::plugin::send_policy as wsend;
 use super::bindings::sluice::plugin::types as wt;
-use crate::stage::*;
+use sluice_stage::*;
 
 fn header_back(h: wt::Header) -> Header {
     Header {

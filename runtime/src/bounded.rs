@@ -20,7 +20,7 @@
 
 use super::cache;
 use super::{RuntimeConfig, engine_config};
-use crate::logging::Chain;
+use crate::chain::Chain;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -20,7 +20,7 @@ use super::bindings::route::exports::sluice::plugin::router as wroute;
 use super::bindings::send::exports::sluice::plugin::send_policy as wsend;
 use super::bindings::sluice::plugin::types as wt;
 use super::sandbox::StoreState;
-use crate::stage::{self, Stage};
+use sluice_stage::{self as stage, Stage};
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, ComponentType, Func, Instance, Lower, TypedFunc};
 

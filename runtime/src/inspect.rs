@@ -9,7 +9,7 @@
 //! and refused, naming the limit, before it can cost a compilation. This pass does not
 //! validate the code (wasmtime does, when it compiles); it only counts.
 
-use crate::stage::Stage;
+use sluice_stage::Stage;
 use wasmparser::{Encoding, Parser, Payload};
 
 /// Interfaces a plugin may import: WASI preview 2 (the sandbox answers it with an
@@ -281,8 +281,8 @@ mod tests {
 
     #[test]
     fn every_default_plugin_and_test_guest_passes_the_default_limits() {
-        use crate::builtin::test_guests as g;
-        for p in crate::builtin::all() {
+        use sluice::builtin::test_guests as g;
+        for p in sluice::builtin::all() {
             let s =
                 inspect(p.wasm, p.stage, &generous()).unwrap_or_else(|e| panic!("{}: {e}", p.name));
             assert!(s.core_modules >= 1 && s.functions > 10, "{}: {s:?}", p.name);
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn refusals_name_the_limit_and_the_missing_export() {
-        let router = crate::builtin::by_name("router-weighted").unwrap().wasm;
+        let router = sluice::builtin::by_name("router-weighted").unwrap().wasm;
         let e = inspect(router, Stage::Bill, &generous()).unwrap_err();
         assert!(e.to_string().contains("sluice:plugin/rater@"), "{e}");
         let tight = StaticLimits {

@@ -13,7 +13,7 @@
 //! to the user (0700), like wasmtime's own cache. A loaded artefact is mapped from its
 //! file, so entries are only ever replaced by a rename, never rewritten in place.
 
-use crate::logging::Chain;
+use crate::chain::Chain;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -157,7 +157,7 @@ mod tests {
     fn a_second_load_comes_from_the_cache_and_a_corrupt_entry_is_replaced() {
         let engine = Engine::default();
         let dir = tempfile::tempdir().unwrap();
-        let wasm = crate::builtin::all()[0].wasm;
+        let wasm = sluice::builtin::all()[0].wasm;
         let first = compile(&engine, wasm, Some(dir.path())).unwrap();
         let entries: Vec<PathBuf> = std::fs::read_dir(dir.path())
             .unwrap()
