@@ -2,7 +2,7 @@
 //! may call what), health, and the
 //! router that puts the admin API beside it.
 
-use super::accept::{AcceptError, NewSubmission, accept_submission};
+use super::accept::{AcceptError, NewSubmission, SuppressedRecipient, accept_submission};
 pub(super) use super::auth::bearer;
 pub use super::auth::{Admin, AuthTenant};
 use super::auth::{Authenticated, Caller};
@@ -421,7 +421,7 @@ async fn submit(
         .recipients
         .iter()
         .map(|(a, st)| SubmittedRecipient::accepted(a.clone(), *st))
-        .chain(accepted.suppressed.iter().map(SubmittedRecipient::from))
+        .chain(accepted.suppressed.iter().map(suppressed_answer))
         .collect();
     let answer = Submitted {
         id: accepted.id.clone(),
@@ -436,6 +436,18 @@ async fn submit(
         );
     }
     Ok(resp)
+}
+
+/// A recipient left out of a submission because the tenant suppressed it, as the 202
+/// body lists it.
+fn suppressed_answer(r: &SuppressedRecipient) -> SubmittedRecipient {
+    SubmittedRecipient {
+        address: r.address.clone(),
+        status: "suppressed".to_owned(),
+        reason: Some(r.reason.clone()),
+        source: Some(r.source.clone()),
+        since_ms: Some(r.since_ms),
+    }
 }
 
 /// A message: its recipients' states, relays, attempts and replies, and its timeline.

@@ -1,7 +1,6 @@
 //! Messages (`/v1/messages…`), retries and suppression lists on the wire.
 
 use super::enum_of;
-use crate::serve::accept::SuppressedRecipient;
 use crate::store::{EventKind, MessageView, RecipientState, Suppression};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -53,18 +52,6 @@ impl SubmittedRecipient {
             reason: None,
             source: None,
             since_ms: None,
-        }
-    }
-}
-
-impl From<&SuppressedRecipient> for SubmittedRecipient {
-    fn from(r: &SuppressedRecipient) -> SubmittedRecipient {
-        SubmittedRecipient {
-            address: r.address.clone(),
-            status: "suppressed".to_owned(),
-            reason: Some(r.reason.clone()),
-            source: Some(r.source.clone()),
-            since_ms: Some(r.since_ms),
         }
     }
 }
