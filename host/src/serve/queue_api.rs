@@ -464,6 +464,7 @@ async fn suspend_tenant(
         .suspend_tenant(&id, r.as_deref(), now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("tenant {id:?}")))?;
+    s.forget_suspensions();
     tracing::info!(tenant = %id, held = h.held, in_flight = h.in_flight, "tenant suspended");
     Ok(Json(TenantSuspension {
         tenant: id,
@@ -483,6 +484,7 @@ async fn resume_tenant(
         .resume_tenant(&id, now_ms())
         .await?
         .ok_or_else(|| ApiError::not_found(format!("tenant {id:?}")))?;
+    s.forget_suspensions();
     if released > 0 {
         s.wake.notify_one();
     }

@@ -535,6 +535,17 @@ impl Store {
         queue::suspend_tenant(self.pools(), tenant_id, reason, now_ms).await
     }
 
+    /// The ids of the tenants whose sending is suspended.
+    pub async fn suspended_tenant_ids(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self
+            .pools()
+            .read
+            .acquire()
+            .await
+            .map_err(StoreError::db("suspended_tenant_ids"))?;
+        queue::suspended_tenants(&mut *conn, "suspended_tenant_ids").await
+    }
+
     /// Resumes a tenant's sending; returns how many recipients were released, `None`
     /// if there is no such tenant.
     pub async fn resume_tenant(

@@ -668,7 +668,7 @@ pub(crate) async fn release(
          next_attempt_at_ms = CASE WHEN state = 'held' THEN $1 ELSE next_attempt_at_ms END, \
          hold = NULL, waiting_for_relay = NULL, updated_at_ms = $1 \
          WHERE (message_id, idx) IN (SELECT r.message_id, r.idx FROM recipients r \
-         WHERE r.hold = $2{cond} LIMIT {CHUNK}) AND hold = $2 \
+         WHERE r.hold = $2 AND r.state IN {LIVE}{cond} LIMIT {CHUNK}) AND hold = $2 \
          RETURNING message_id, idx, state"
     );
     in_chunks(pools, op, &update, &binds, now_ms, |conn, rows| {
