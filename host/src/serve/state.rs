@@ -420,7 +420,7 @@ impl Server {
                 .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
                 .map(|(_, set)| set.clone())
         };
-        let cached = fresh(&*self.suspended.lock().unwrap_or_else(|p| p.into_inner()));
+        let cached = fresh(&self.suspended.lock().unwrap_or_else(|p| p.into_inner()));
         let set = match cached {
             Some(set) => set,
             None => match self.store.suspended_tenant_ids().await {

@@ -543,7 +543,7 @@ impl Store {
             .acquire()
             .await
             .map_err(StoreError::db("suspended_tenant_ids"))?;
-        queue::suspended_tenants(&mut *conn, "suspended_tenant_ids").await
+        queue::suspended_tenants(&mut conn, "suspended_tenant_ids").await
     }
 
     /// Resumes a tenant's sending; returns how many recipients were released, `None`

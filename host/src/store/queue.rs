@@ -550,7 +550,7 @@ where
         }
         let n = changed.len();
         if n > 0 {
-            then(&mut *tx, changed).await?;
+            then(&mut tx, changed).await?;
         }
         tx.commit().await.map_err(StoreError::db(op))?;
         total += n;
