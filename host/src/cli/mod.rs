@@ -3,6 +3,7 @@
 //! causes, here.
 
 mod bench;
+mod bench_queue;
 mod bill;
 mod bounce;
 mod http;
@@ -66,6 +67,8 @@ struct CompileArgs {
 enum BenchCommand {
     /// Push messages through the HTTP API and time them to the sink.
     Push(bench::PushArgs),
+    /// Fill a store with many messages and time the queue API's queries on it.
+    Queue(bench_queue::QueueArgs),
 }
 
 /// A failure that has already been reported and only sets the exit code.
@@ -96,6 +99,7 @@ pub fn main() -> ExitCode {
             print!("{}", crate::serve::openapi_json());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Queue(args)) => bench_queue::queue(args),
         Command::Bounce(cmd) => bounce::run(cmd),
         Command::Bill(args) => bill::run(args),
         Command::CompileComponent(a) => Ok(compile_child(a)),

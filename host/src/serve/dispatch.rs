@@ -24,6 +24,9 @@ const MAX_GROUP: usize = 100;
 const PLUGIN_FAILURE_RETRY_SECS: i64 = 60;
 /// Retry delay when the send plugin wants the next relay but none is left.
 const NO_RELAY_LEFT_RETRY_SECS: i64 = 300;
+/// Work of a suspended tenant that this host already held is tried again after this, if
+/// it was not held (the suspension marked it) by then.
+const SUSPENDED_RETRY_SECS: i64 = 5;
 
 /// One group's work while it waits at the dispatcher: its leases and, for handed-over
 /// work, the message's body.
@@ -753,6 +756,15 @@ async fn pass_gates(
     let first = &group[0];
     not_expired(first)?;
     let tenant = tenant_of(server, first).await?;
+    // Suspended since this host took the work (issue 22): not sent. The suspension marked
+    // it, so the store keeps this deferral as `held` until the tenant is resumed; were
+    // the answer stale (resumed meanwhile), it is only a short deferral.
+    if server.tenant_suspended(&tenant.id).await {
+        return Err(Verdict::deferred(
+            SUSPENDED_RETRY_SECS,
+            json!({"reason": "tenant suspended"}),
+        ));
+    }
     let relays = allowed_relays(server, &tenant);
     if relays.is_empty() {
         // Waiting for any relay: one added (or answering again) makes it due at once.

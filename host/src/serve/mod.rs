@@ -45,6 +45,7 @@ mod openapi;
 mod plugin_call;
 mod plugins;
 pub mod preflight;
+mod queue_api;
 mod relay_probe;
 mod reload;
 mod request_count;
@@ -125,7 +126,8 @@ pub async fn run(
         events_api::routes()
             .merge(metrics_http::routes())
             .merge(webhooks_api::routes())
-            .merge(openapi::routes()),
+            .merge(openapi::routes())
+            .merge(queue_api::routes()),
     );
     // The peer's address, for `[metrics] allow_unauthenticated_from`.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

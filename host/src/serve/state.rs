@@ -71,6 +71,8 @@ pub struct Server {
     shutting_down: AtomicBool,
     key_cache: Mutex<HashMap<String, (KeyOwner, Instant)>>,
     tenant_cache: Mutex<HashMap<String, (Tenant, Instant)>>,
+    /// The suspended tenants as last read from the store, and when (issue 22).
+    suspended: Mutex<Option<(Instant, Arc<std::collections::HashSet<String>>)>>,
 }
 
 /// How `sluice serve` was asked to start, beyond its pipeline.
@@ -224,6 +226,7 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             key_cache: Mutex::new(HashMap::new()),
             tenant_cache: Mutex::new(HashMap::new()),
+            suspended: Mutex::new(None),
         };
         server.sync_relays().await?;
         server.refresh_stats().await?;
@@ -434,6 +437,39 @@ impl Server {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+
+    /// Whether a tenant's sending is suspended, as the store said within the last second
+    /// (one read a second however many groups ask). A store error says no: the store's
+    /// own holds still keep the tenant's queue back.
+    pub async fn tenant_suspended(&self, id: &str) -> bool {
+        let fresh = |c: &Option<(Instant, Arc<std::collections::HashSet<String>>)>| {
+            c.as_ref()
+                .filter(|(at, _)| at.elapsed() < Duration::from_secs(1))
+                .map(|(_, set)| set.clone())
+        };
+        let cached = fresh(&self.suspended.lock().unwrap_or_else(|p| p.into_inner()));
+        let set = match cached {
+            Some(set) => set,
+            None => match self.store.suspended_tenant_ids().await {
+                Ok(ids) => {
+                    let set = Arc::new(ids.into_iter().collect::<std::collections::HashSet<_>>());
+                    *self.suspended.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), set.clone()));
+                    set
+                }
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "cannot read the suspended tenants");
+                    return false;
+                }
+            },
+        };
+        set.contains(id)
+    }
+
+    /// Forgets the suspended tenants read (after a suspension or a resume here).
+    pub fn forget_suspensions(&self) {
+        *self.suspended.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// A tenant by id, cached briefly for the delivery path.

@@ -312,6 +312,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "recipients_tenant",
         include_str!("migrations/sqlite/0024_recipients_tenant.sql"),
     ),
+    (
+        25,
+        "queue_controls",
+        include_str!("migrations/sqlite/0025_queue_controls.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -414,6 +419,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         24,
         "recipients_tenant",
         include_str!("migrations/postgres/0024_recipients_tenant.sql"),
+    ),
+    (
+        25,
+        "queue_controls",
+        include_str!("migrations/postgres/0025_queue_controls.sql"),
     ),
 ];
 

@@ -102,8 +102,20 @@ pub(crate) async fn lease_due(
     // next_attempt_at_ms), migration 0024), so the look reads at most `limit` rows per
     // tenant and state, however many a tenant at its share has waiting. (It used to walk
     // all due rows in due order and skip those of the tenants left out one by one.)
-    let mut tenants: Vec<String> = tenants_with_work(pools, context)
-        .await?
+    let with_work = tenants_with_work(pools, context).await?;
+    let mut tx = pools
+        .begin_write()
+        .await
+        .map_err(StoreError::db(context()))?;
+    // So are suspended tenants: their queue is held (`queue.rs`), and this catches
+    // what was queued around the moment of the suspension.
+    let mut except_tenants = except_tenants.to_vec();
+    for t in super::queue::suspended_tenants(&mut tx, op).await? {
+        if !except_tenants.contains(&t) {
+            except_tenants.push(t);
+        }
+    }
+    let mut tenants: Vec<String> = with_work
         .into_iter()
         .filter(|t| !except_tenants.contains(t))
         .collect();
@@ -113,10 +125,6 @@ pub(crate) async fn lease_due(
         let start = usize::try_from(now_ms.rem_euclid(tenants.len() as i64)).unwrap_or(0);
         tenants.rotate_left(start);
     }
-    let mut tx = pools
-        .begin_write()
-        .await
-        .map_err(StoreError::db(context()))?;
     let mut rows = Vec::new();
     // The first statement also takes the expired leases (of a crashed host): few, by
     // the index on (state, lease_until_ms).
@@ -152,7 +160,8 @@ pub(crate) async fn lease_due(
             };
             parts.push(format!(
                 "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
-                 FROM recipients WHERE state = 'delivering' AND lease_until_ms <= $1 {except} \
+                 FROM recipients WHERE state = 'delivering' AND lease_until_ms <= $1 \
+                 AND hold IS NULL {except} \
                  ORDER BY lease_until_ms LIMIT $2) expired"
             ));
         }
@@ -167,7 +176,8 @@ pub(crate) async fn lease_due(
                      SELECT c.message_id, c.idx FROM ({parts}) c \
                      ORDER BY c.due, c.message_id, c.idx LIMIT $2) \
                  AND ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
-                    OR (r.state = 'delivering' AND r.lease_until_ms <= $1)) {lock}) \
+                    OR (r.state = 'delivering' AND r.lease_until_ms <= $1 AND r.hold IS NULL)) \
+                 {lock}) \
              RETURNING message_id, idx, address, domain, attempts",
             parts = parts.join(" UNION ALL ")
         );
@@ -180,7 +190,7 @@ pub(crate) async fn lease_due(
             query = query.bind(t);
         }
         if expired {
-            for t in except_tenants {
+            for t in &except_tenants {
                 query = query.bind(t);
             }
         }
@@ -327,7 +337,8 @@ pub(crate) async fn renew_each(
 pub(crate) async fn release(pools: &Pools, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
     let done = sqlx::query(
         "UPDATE recipients SET \
-         state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
+         state = CASE WHEN hold IS NOT NULL THEN 'held' \
+         WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
          lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
          next_attempt_at_ms = $2, updated_at_ms = $2 \
          WHERE lease_owner = $1 AND state = 'delivering'",
