@@ -2,6 +2,7 @@
 //! module and returns `anyhow::Result`; errors are printed once, with their
 //! causes, here.
 
+mod admin;
 mod bench;
 mod bill;
 mod bounce;
@@ -36,6 +37,8 @@ enum Command {
     /// Validate pipeline files.
     #[command(subcommand)]
     Pipeline(serve::PipelineCommand),
+    /// Administer a running Sluice over its admin API (token from SLUICE_ADMIN_TOKEN).
+    Admin(admin::AdminArgs),
     /// Measure a running Sluice.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -89,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Pipeline(cmd) => serve::pipeline(cmd),
         Command::Bench(BenchCommand::Push(args)) => bench::push(args),
+        Command::Admin(args) => admin::run(args),
         Command::Bounce(cmd) => bounce::run(cmd),
         Command::Bill(args) => bill::run(args),
         Command::CompileComponent(a) => Ok(compile_child(a)),

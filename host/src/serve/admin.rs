@@ -161,6 +161,7 @@ async fn list_relays(
         .map(|r| {
             let mut v = serde_json::to_value(r).unwrap_or_default();
             add_live(&mut v, &s, &r.id);
+            add_windows(&mut v, &s, &r.id);
             v
         })
         .collect();
@@ -188,16 +189,21 @@ async fn get_relay(
         .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
     let mut v = serde_json::to_value(r).unwrap_or_default();
     add_live(&mut v, &s, &id);
-    // What the route plugin sees of it (refreshed every second from events).
+    add_windows(&mut v, &s, &id);
+    Ok(Json(v))
+}
+
+/// What the route plugin sees of relay `id`: its windows (refreshed every second from
+/// the store's stat buckets, so the same on every node).
+fn add_windows(v: &mut serde_json::Value, s: &AppState, id: &str) {
     let windows = s
         .stats
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
+        .get(id)
         .cloned()
         .unwrap_or_default();
     v["windows"] = serde_json::to_value(windows).unwrap_or_default();
-    Ok(Json(v))
 }
 
 async fn create_relay(
