@@ -439,7 +439,7 @@ fn deferred_recipients_are_retried_by_relay_and_all() {
     s.wait_state(&key, &id, "deferred");
     assert_eq!(
         ok(&s, &["retry", "--relay", "a"]),
-        "1 deferred recipients are due now\n"
+        "1 deferred recipient is due now\n"
     );
     let m = s.wait_message(&key, &id, "a second attempt", |m| {
         m["recipients"][0]["attempts"].as_u64() >= Some(2)
@@ -595,4 +595,86 @@ fn hostile_answers_and_ids_cannot_reach_the_terminal_the_memory_or_the_request_l
     let line = row(&stdout, "long");
     assert!(line.chars().count() < 200, "{line}");
     assert!(line.contains("nnn…"), "{line}");
+}
+
+/// A pseudo-terminal: (the side a person types into, the side the program has).
+fn pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: two valid out-pointers; no name, settings or size asked for.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty handed us both descriptors; each is owned once from here.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    }
+}
+
+#[test]
+fn top_on_a_terminal_redraws_until_q_or_ctrl_c_and_gives_the_terminal_back() {
+    use std::os::fd::AsRawFd;
+    let (_setup, _port, _sink, s, _key) = server(&[], "");
+    for key in [b'q', 0x03] {
+        let (mut master, slave) = pty();
+        // SAFETY: termios is plain data, filled by tcgetattr.
+        let mut before: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid descriptor and termios.
+        assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut before) }, 0);
+        let spawned = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["admin", "top", "--interval", "1"])
+            .env("SLUICE_URL", url_of(&s))
+            .env("SLUICE_ADMIN_TOKEN", s.admin_token())
+            .stdin(slave.try_clone().expect("pty"))
+            .stdout(slave.try_clone().expect("pty"))
+            .stderr(slave.try_clone().expect("pty"))
+            .spawn()
+            .expect("sluice admin top runs");
+        let mut child = ChildGuard::adopt(spawned, "sluice admin top");
+        // What the program writes, read on another thread (a pty read blocks).
+        let mut reader = master.try_clone().expect("pty");
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let screens = |seen: &[u8]| String::from_utf8_lossy(seen).matches("\x1b[H\x1b[2J").count();
+        wait_for("two screens, each drawn over the last", || {
+            while let Ok(chunk) = rx.try_recv() {
+                seen.extend(chunk);
+            }
+            if screens(&seen) >= 2 {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&seen).into_owned())
+            }
+        });
+        let text = String::from_utf8_lossy(&seen).into_owned();
+        assert!(text.contains("RELAY"), "{text}");
+        master.write_all(&[key]).expect("type the key");
+        let status = child.wait_exit(WAIT);
+        assert!(status.success(), "{status:?}");
+        // The terminal's settings are as they were: lines, echo and signals again.
+        // SAFETY: as above.
+        let mut after: libc::termios = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut after) }, 0);
+        assert_eq!(after.c_lflag, before.c_lflag, "{key:#x}");
+        assert_ne!(after.c_lflag & libc::ICANON, 0);
+        assert_ne!(after.c_lflag & libc::ECHO, 0);
+    }
 }

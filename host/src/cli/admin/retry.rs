@@ -43,7 +43,8 @@ pub fn run(ctx: &Ctx, a: RetryArgs) -> Result<()> {
         body["all"] = true.into();
     }
     let answer = ctx.api.call("POST", "/admin/v1/retry", Some(&body))?;
-    ctx.show(&answer, |r| {
-        format!("{} deferred recipients are due now\n", text(&r["retried"]))
+    ctx.show(&answer, |r| match r["retried"].as_u64() {
+        Some(1) => "1 deferred recipient is due now\n".to_owned(),
+        _ => format!("{} deferred recipients are due now\n", text(&r["retried"])),
     })
 }
