@@ -55,7 +55,12 @@ const fn route(method: &'static str, path: &'static str, access: Access) -> Rout
 pub const ROUTES: &[Route] = &[
     route("POST", "/v1/messages", Access::Submit),
     route("GET", "/v1/messages/{id}", Access::Tenant),
+    route("GET", "/v1/messages", Access::Tenant),
     route("POST", "/v1/messages/{id}/retry", Access::Tenant),
+    // Issue 22: a tenant's controls over its own messages; an account's key has none.
+    route("POST", "/v1/messages/{id}/cancel", Access::Tenant),
+    route("POST", "/v1/messages/{id}/hold", Access::Tenant),
+    route("POST", "/v1/messages/{id}/release", Access::Tenant),
     route("POST", "/v1/retry", Access::Tenant),
     route("GET", "/v1/plugins", Access::Tenant),
     route("PUT", "/v1/plugins/{stage}", Access::Tenant),

@@ -35,6 +35,7 @@ mod metrics_http;
 mod nodes;
 mod plugins;
 pub mod preflight;
+mod queue_api;
 mod relay_probe;
 mod reload;
 mod request_count;
@@ -107,7 +108,8 @@ pub async fn run(
         server.clone(),
         events_api::routes()
             .merge(metrics_http::routes())
-            .merge(webhooks_api::routes()),
+            .merge(webhooks_api::routes())
+            .merge(queue_api::routes()),
     );
     // The peer's address, for `[metrics] allow_unauthenticated_from`.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -162,6 +162,14 @@ impl Prepared {
     pub(crate) fn has_idempotency_key(&self) -> bool {
         self.msg.idempotency_key.is_some()
     }
+
+    pub(crate) fn tenant_id(&self) -> &str {
+        &self.msg.tenant_id
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
 }
 
 /// Writes messages without idempotency keys inside the caller's transaction, each

@@ -307,6 +307,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "usage_events_tenant_seq",
         include_str!("migrations/sqlite/0023_usage_events_tenant_seq.sql"),
     ),
+    (
+        25,
+        "queue_controls",
+        include_str!("migrations/sqlite/0025_queue_controls.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -404,6 +409,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         23,
         "usage_events_tenant_seq",
         include_str!("migrations/postgres/0023_usage_events_tenant_seq.sql"),
+    ),
+    (
+        25,
+        "queue_controls",
+        include_str!("migrations/postgres/0025_queue_controls.sql"),
     ),
 ];
 

@@ -406,7 +406,8 @@ async fn apply_distinct(
         let n = chunk.len() * COLS;
         let sql = format!(
             "WITH v(message_id, idx, state, next_at, attempt, relay, reply, waiting) AS (VALUES {}) \
-             UPDATE recipients SET state = v.state, \
+             UPDATE recipients SET state = CASE WHEN recipients.hold IS NOT NULL \
+             AND v.state IN ('queued', 'deferred') THEN 'held' ELSE v.state END, \
              next_attempt_at_ms = COALESCE(v.next_at, recipients.next_attempt_at_ms), \
              attempts = recipients.attempts + v.attempt, \
              last_relay = COALESCE(v.relay, recipients.last_relay), \

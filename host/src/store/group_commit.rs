@@ -424,5 +424,11 @@ async fn write_accepts(
     if !run.is_empty() {
         answers.extend(accept::write_many(tx, ids, &run).await?);
     }
+    if !messages.is_empty() {
+        // A suspended tenant's new mail is stored held, in this same commit.
+        let tenants: Vec<&str> = messages.iter().map(|m| m.tenant_id()).collect();
+        let now_ms = messages.iter().map(|m| m.now_ms()).max().unwrap_or(0);
+        super::queue::park_suspended(tx, &tenants, &mut answers, now_ms).await?;
+    }
     Ok(answers)
 }

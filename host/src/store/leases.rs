@@ -65,6 +65,14 @@ pub(crate) async fn lease_due(
         .map_err(StoreError::db(context()))?;
     // Tenants at their share on this host are left out: their due work stays in the
     // store for later (or for another host), and the others' is not stuck behind it.
+    // So are suspended tenants: their queue is held (`queue.rs`), and this catches
+    // what was queued around the moment of the suspension.
+    let mut except_tenants = except_tenants.to_vec();
+    for t in super::queue::suspended_tenants(&mut tx, op).await? {
+        if !except_tenants.contains(&t) {
+            except_tenants.push(t);
+        }
+    }
     let except = if except_tenants.is_empty() {
         String::new()
     } else {
@@ -80,7 +88,7 @@ pub(crate) async fn lease_due(
          WHERE (message_id, idx) IN ( \
              SELECT r.message_id, r.idx FROM recipients r \
              WHERE ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
-                OR (r.state = 'delivering' AND r.lease_until_ms <= $1)) {except} \
+                OR (r.state = 'delivering' AND r.lease_until_ms <= $1 AND r.hold IS NULL)) {except} \
              ORDER BY r.next_attempt_at_ms, r.message_id, r.idx \
              LIMIT $2 {lock}) \
          RETURNING message_id, idx, address, domain, attempts"
@@ -90,7 +98,7 @@ pub(crate) async fn lease_due(
         .bind(i64::from(limit))
         .bind(owner)
         .bind(lease_until_ms);
-    for t in except_tenants {
+    for t in &except_tenants {
         query = query.bind(t);
     }
     let rows = query
@@ -233,7 +241,8 @@ pub(crate) async fn renew_each(
 pub(crate) async fn release(pools: &Pools, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
     let done = sqlx::query(
         "UPDATE recipients SET \
-         state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
+         state = CASE WHEN hold IS NOT NULL THEN 'held' \
+         WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
          lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
          next_attempt_at_ms = $2, updated_at_ms = $2 \
          WHERE lease_owner = $1 AND state = 'delivering'",

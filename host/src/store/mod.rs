@@ -36,6 +36,7 @@ mod group_commit;
 mod leases;
 mod ledger;
 mod nodes;
+mod queue;
 mod reads;
 mod relays;
 mod stat_buckets;
@@ -63,6 +64,10 @@ pub use ledger::{
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
 };
 pub use nodes::{Joined, Leadership, NodeJoin, NodeRecord};
+pub use queue::{
+    Cancelled, Held, MAX_PAGE, MessageQuery, MessageSummary, QueueGroup, QueueSummary, Selector,
+    TopGroups,
+};
 pub use stats::{QueueGauges, RelayStatWindows};
 pub use types::{
     ACCOUNT_TAG, ANY_RELAY, Accepted, ApiKeyInfo, Event, EventKind, KeyOwner, KeyScope, Lease,
@@ -463,6 +468,122 @@ impl Store {
         now_ms: i64,
     ) -> Result<usize, StoreError> {
         leases::retry_deferred(self.pools(), filter, now_ms).await
+    }
+
+    // ---- queue inspection and controls (`queue.rs`, issue 22) ----
+
+    /// A page of a tenant's messages, newest first, each with its recipients counted by
+    /// state; the query's `after` is the last id of the previous page.
+    pub async fn search_messages(
+        &self,
+        query: &MessageQuery,
+    ) -> Result<Vec<MessageSummary>, StoreError> {
+        queue::search_messages(self.pools(), query).await
+    }
+
+    /// The live queue by state, tenant, relay and domain, the `top_n` largest groups of
+    /// each and the rest summed.
+    pub async fn queue_summary(&self, top_n: usize) -> Result<QueueSummary, StoreError> {
+        queue::queue_summary(self.pools(), top_n).await
+    }
+
+    /// Holds what `sel` selects until [`Store::release`]: queued, deferred and held
+    /// recipients become `held` with a `held` event carrying `detail`; those in flight
+    /// are marked, and held if their attempt does not finish them.
+    pub async fn hold(
+        &self,
+        sel: &Selector,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Held, StoreError> {
+        queue::hold(self.pools(), sel, "hold", detail, now_ms).await
+    }
+
+    /// Releases what `sel` selects among the recipients held by [`Store::hold`]: due
+    /// now, with a `released` event. Those of a suspended tenant stay held until it is
+    /// resumed. Returns how many were released or unmarked.
+    pub async fn release(
+        &self,
+        sel: &Selector,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        queue::release(self.pools(), sel, "hold", detail, now_ms).await
+    }
+
+    /// Fails the queued, deferred and held recipients `sel` selects, `reason` as their
+    /// last reply, with the events and usage of any failure; work in flight is counted
+    /// and left to finish.
+    pub async fn cancel(
+        &self,
+        sel: &Selector,
+        reason: &str,
+        detail: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Cancelled, StoreError> {
+        queue::cancel(self.pools(), sel, reason, detail, now_ms).await
+    }
+
+    /// Suspends a tenant's sending (its queue held, its new mail stored held, leasing
+    /// leaving it out) until [`Store::resume_tenant`]; `None` if there is no such tenant.
+    pub async fn suspend_tenant(
+        &self,
+        tenant_id: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Option<Held>, StoreError> {
+        queue::suspend_tenant(self.pools(), tenant_id, reason, now_ms).await
+    }
+
+    /// Resumes a tenant's sending; returns how many recipients were released, `None`
+    /// if there is no such tenant.
+    pub async fn resume_tenant(
+        &self,
+        tenant_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<usize>, StoreError> {
+        queue::resume_tenant(self.pools(), tenant_id, now_ms).await
+    }
+
+    /// Writes `messages` messages straight into the store for `sluice bench queue`
+    /// (see `queue::bench_fill`); not for a store that serves mail.
+    pub async fn bench_fill(
+        &self,
+        messages: u64,
+        tenants: u32,
+        domains: u32,
+        live_every: u64,
+        now_ms: i64,
+        span_ms: i64,
+    ) -> Result<u64, StoreError> {
+        queue::bench_fill(
+            self.pools(),
+            messages,
+            tenants,
+            domains,
+            live_every,
+            now_ms,
+            span_ms,
+        )
+        .await
+    }
+
+    /// The plan the database chooses for a search page's query, one line per row of
+    /// `EXPLAIN QUERY PLAN` (SQLite) or `EXPLAIN` (PostgreSQL), for `sluice bench queue`.
+    pub async fn explain_search(&self, query: &MessageQuery) -> Result<Vec<String>, StoreError> {
+        queue::explain_search(self.pools(), query).await
+    }
+
+    /// The plans of [`Store::queue_summary`]'s queries, by name.
+    pub async fn explain_queue_summary(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        let mut plans = Vec::new();
+        for (name, sql) in queue::summary_queries() {
+            plans.push((
+                name.to_owned(),
+                queue::explain(self.pools(), &sql, &[]).await?,
+            ));
+        }
+        Ok(plans)
     }
 
     /// Applies outcomes in one transaction, each only where the recipient is still

@@ -142,7 +142,8 @@ pub(crate) async fn join(
     // given back in the commit that makes the id this process's.
     let reclaimed = sqlx::query(
         "UPDATE recipients SET \
-         state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
+         state = CASE WHEN hold IS NOT NULL THEN 'held' \
+         WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
          lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
          next_attempt_at_ms = $2, updated_at_ms = $2 \
          WHERE lease_owner = $1 AND state = 'delivering'",

@@ -239,7 +239,8 @@ async fn release_held_in(
     let context = || format!("{op}: releasing the held recipients of tenant {tenant_id:?}");
     let released = sqlx::query(
         "UPDATE recipients SET state = 'queued', next_attempt_at_ms = $2, updated_at_ms = $2 \
-         WHERE state = 'held' AND message_id IN (SELECT id FROM messages WHERE tenant_id = $1) \
+         WHERE state = 'held' AND hold IS NULL \
+         AND message_id IN (SELECT id FROM messages WHERE tenant_id = $1) \
          RETURNING message_id, idx",
     )
     .bind(tenant_id)

@@ -1,0 +1,696 @@
+//! Queue inspection and controls over HTTP (issue 22): a tenant's own messages in cursor
+//! pages (`GET /v1/messages`), the live queue summed (`GET /admin/v1/queue`), hold,
+//! release and cancel by message, relay, domain or tenant (a tenant's own messages, or
+//! the admin's selector), and suspending a tenant's sending or a relay.
+//!
+//! The wire types are made here only; the store's `MessageSummary` and `QueueSummary`
+//! are not the API. Every query parameter is checked against a bound chosen here
+//! ([`MAX_ADDRESS`], [`MAX_TAG`], [`MAX_REASON`], `MAX_PAGE`), and a bad one is a 422
+//! naming it. The routes reach `api::router` through `serve`'s `run` (as `events_api`'s
+//! do), so `api` does not name this module.
+
+use super::api::{Admin, AppState, AuthTenant};
+use super::error::ApiError;
+use super::state::now_ms;
+use crate::store::{
+    MAX_PAGE, MessageQuery, MessageSummary, QueueGroup, RecipientState, RelayState, RelayUpdate,
+    Selector, TopGroups,
+};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A page's size when `limit` is not given.
+const DEFAULT_PAGE: u32 = 50;
+/// The longest address `to` or `from` may name (RFC 5321's path limit is 256; a little
+/// room for what was accepted before).
+const MAX_ADDRESS: usize = 320;
+/// The longest tag searched for.
+const MAX_TAG: usize = 128;
+/// The longest reason kept with a hold, cancel or suspension.
+const MAX_REASON: usize = 500;
+/// The latest time a ULID can carry (48 bits of milliseconds).
+const MAX_TIME_MS: i64 = (1 << 48) - 1;
+/// Groups shown per grouping of `GET /admin/v1/queue` unless `top` says otherwise.
+const DEFAULT_TOP: usize = 20;
+/// The most `top` may ask for.
+const MAX_TOP: usize = 1000;
+/// The parameters `GET /v1/messages` knows.
+const SEARCH_PARAMS: [&str; 8] = [
+    "state", "to", "from", "tag", "since", "until", "limit", "after",
+];
+
+pub fn routes() -> Router<AppState> {
+    // `GET /v1/messages` joins `api.rs`'s `POST` on the same path when merged.
+    Router::new()
+        .route("/v1/messages", get(list_messages))
+        .route("/v1/messages/{id}/cancel", post(tenant_cancel))
+        .route("/v1/messages/{id}/hold", post(tenant_hold))
+        .route("/v1/messages/{id}/release", post(tenant_release))
+        .route("/admin/v1/queue", get(admin_queue))
+        .route("/admin/v1/queue/cancel", post(admin_cancel))
+        .route("/admin/v1/queue/hold", post(admin_hold))
+        .route("/admin/v1/queue/release", post(admin_release))
+        .route("/admin/v1/tenants/{id}/suspend", post(suspend_tenant))
+        .route("/admin/v1/tenants/{id}/resume", post(resume_tenant))
+        .route("/admin/v1/relays/{id}/suspend", post(suspend_relay))
+        .route("/admin/v1/relays/{id}/resume", post(resume_relay))
+}
+
+// ---- GET /v1/messages ----
+
+/// One message of a page.
+#[derive(Serialize)]
+struct MessageItem {
+    id: String,
+    /// The `Message-ID` header (`null` for a message stored before it was kept apart).
+    message_id: Option<String>,
+    /// The least advanced state of its recipients.
+    state: RecipientState,
+    from: String,
+    recipients: RecipientsSummary,
+    tags: Vec<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+#[derive(Serialize)]
+struct RecipientsSummary {
+    total: u32,
+    by_state: BTreeMap<&'static str, u32>,
+}
+
+#[derive(Serialize)]
+struct MessagePage {
+    messages: Vec<MessageItem>,
+    /// Give it as `after` for the next page; `null` on the last page.
+    next_after: Option<String>,
+}
+
+fn item(m: MessageSummary) -> MessageItem {
+    MessageItem {
+        state: m.state(),
+        recipients: RecipientsSummary {
+            total: m.recipients(),
+            by_state: m.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+        },
+        id: m.id,
+        message_id: m.header_message_id,
+        from: m.sender,
+        tags: m.tags,
+        created_at_ms: m.created_at_ms,
+        updated_at_ms: m.updated_at_ms,
+    }
+}
+
+/// A text parameter: not empty, at most `max` bytes, no control characters.
+fn text(name: &str, value: &str, max: usize) -> Result<String, ApiError> {
+    if value.is_empty() {
+        return Err(ApiError::invalid(name, format!("{name} is empty")));
+    }
+    if value.len() > max {
+        return Err(ApiError::invalid(
+            name,
+            format!("{name} is {} bytes; at most {max}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            name,
+            format!("{name} holds a control character"),
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn address(name: &str, value: &str) -> Result<String, ApiError> {
+    let v = text(name, value, MAX_ADDRESS)?;
+    match v.rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() && !domain.is_empty() => Ok(v),
+        _ => Err(ApiError::invalid(
+            name,
+            format!("{name} must be an address (local@domain)"),
+        )),
+    }
+}
+
+fn time(name: &str, value: &str) -> Result<i64, ApiError> {
+    value
+        .parse::<i64>()
+        .ok()
+        .filter(|t| (0..=MAX_TIME_MS).contains(t))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                name,
+                format!("{name} must be milliseconds since the Unix epoch, 0 to {MAX_TIME_MS}"),
+            )
+        })
+}
+
+/// Checks every parameter of a search; the first bad one is named.
+fn parse_search(tenant_id: &str, pairs: &[(String, String)]) -> Result<MessageQuery, ApiError> {
+    let mut q = MessageQuery {
+        tenant_id: tenant_id.to_owned(),
+        limit: DEFAULT_PAGE,
+        ..MessageQuery::default()
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in pairs {
+        let Some(&known) = SEARCH_PARAMS.iter().find(|p| **p == name.as_str()) else {
+            let shown: String = name.chars().take(40).collect();
+            return Err(ApiError::invalid(
+                shown.clone(),
+                format!(
+                    "unknown parameter {shown:?}; known: {}",
+                    SEARCH_PARAMS.join(", ")
+                ),
+            ));
+        };
+        if seen.contains(&known) {
+            return Err(ApiError::invalid(known, format!("{known} given twice")));
+        }
+        seen.push(known);
+        match known {
+            "state" => {
+                q.state = Some(RecipientState::parse(value).ok_or_else(|| {
+                    let names: Vec<&str> = RecipientState::ALL.iter().map(|s| s.as_str()).collect();
+                    ApiError::invalid(
+                        "state",
+                        format!("state must be one of {}", names.join(", ")),
+                    )
+                })?);
+            }
+            "to" => q.to = Some(address("to", value)?),
+            // `<>` is the null sender (bounces), stored empty.
+            "from" if value == "<>" => q.from = Some(String::new()),
+            "from" => q.from = Some(address("from", value)?),
+            "tag" => q.tag = Some(text("tag", value, MAX_TAG)?),
+            "since" => q.since_ms = Some(time("since", value)?),
+            "until" => q.until_ms = Some(time("until", value)?),
+            "limit" => {
+                q.limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", format!("limit must be 1 to {MAX_PAGE}"))
+                    })?;
+            }
+            _ => {
+                // `after`: the cursor a page handed out (a message id, a ULID).
+                if value.len() != 26 || ulid::Ulid::from_string(value).is_err() {
+                    return Err(ApiError::invalid(
+                        "after",
+                        "after must be a cursor from next_after of an earlier page",
+                    ));
+                }
+                q.after = Some(value.to_ascii_uppercase());
+            }
+        }
+    }
+    if let (Some(s), Some(u)) = (q.since_ms, q.until_ms)
+        && s > u
+    {
+        return Err(ApiError::invalid("until", "until is before since"));
+    }
+    Ok(q)
+}
+
+async fn list_messages(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let q = parse_search(&tenant.id, &pairs)?;
+    let page = s.store.search_messages(&q).await?;
+    let next_after = (page.len() == q.limit as usize)
+        .then(|| page.last().map(|m| m.id.clone()))
+        .flatten();
+    Ok(Json(MessagePage {
+        messages: page.into_iter().map(item).collect(),
+        next_after,
+    }))
+}
+
+// ---- controls ----
+
+/// A reason as given, or `default`.
+fn reason(given: Option<String>, default: &str) -> Result<String, ApiError> {
+    match given {
+        Some(r) => text("reason", &r, MAX_REASON),
+        None => Ok(default.to_owned()),
+    }
+}
+
+/// What a tenant's `POST /v1/messages/{id}/cancel|hold|release` may carry.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+/// The admin's selector: every field given must match; at least one is needed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSelector {
+    message_id: Option<String>,
+    relay: Option<String>,
+    domain: Option<String>,
+    tenant: Option<String>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HeldDto {
+    held: usize,
+    /// Recipients in flight now, marked: held if their attempt does not finish them.
+    in_flight_marked: usize,
+}
+
+#[derive(Serialize)]
+struct ReleasedDto {
+    released: usize,
+}
+
+#[derive(Serialize)]
+struct CancelledDto {
+    cancelled: usize,
+    /// Recipients in flight now, left to finish their attempt (cancel again after).
+    in_flight: usize,
+}
+
+fn domain(d: &str) -> String {
+    d.trim().trim_start_matches('@').to_ascii_lowercase()
+}
+
+fn selector(b: &AdminSelector) -> Result<Selector, ApiError> {
+    let field = |name: &str, v: &Option<String>| -> Result<Option<String>, ApiError> {
+        v.as_deref().map(|v| text(name, v, MAX_ADDRESS)).transpose()
+    };
+    let sel = Selector {
+        message: field("message_id", &b.message_id)?,
+        relay: field("relay", &b.relay)?,
+        domain: field("domain", &b.domain)?.map(|d| domain(&d)),
+        tenant: field("tenant", &b.tenant)?,
+    };
+    if sel == Selector::default() {
+        return Err(ApiError::invalid(
+            "message_id",
+            "name what to act on: \"message_id\", \"relay\", \"domain\" and/or \"tenant\"",
+        ));
+    }
+    Ok(sel)
+}
+
+/// The tenant's own message, or 404 (another tenant's ids are not confirmed).
+async fn own_message(s: &AppState, tenant: &str, id: &str) -> Result<Selector, ApiError> {
+    if id.len() > 64 || s.store.get_message(tenant, id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "message {:?}",
+            id.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(Selector {
+        tenant: Some(tenant.to_owned()),
+        message: Some(id.to_owned()),
+        ..Selector::default()
+    })
+}
+
+async fn do_hold(
+    s: &AppState,
+    sel: Selector,
+    reason: String,
+    by: &str,
+) -> Result<Json<HeldDto>, ApiError> {
+    let detail = serde_json::json!({"reason": reason, "by": by});
+    let h = s.store.hold(&sel, &detail, now_ms()).await?;
+    tracing::info!(
+        ?sel,
+        held = h.held,
+        in_flight = h.in_flight,
+        by,
+        "held by request"
+    );
+    Ok(Json(HeldDto {
+        held: h.held,
+        in_flight_marked: h.in_flight,
+    }))
+}
+
+async fn do_release(s: &AppState, sel: Selector, by: &str) -> Result<Json<ReleasedDto>, ApiError> {
+    let detail = serde_json::json!({"reason": "released", "by": by});
+    let released = s.store.release(&sel, &detail, now_ms()).await?;
+    if released > 0 {
+        s.wake.notify_one();
+    }
+    tracing::info!(?sel, released, by, "released by request");
+    Ok(Json(ReleasedDto { released }))
+}
+
+async fn do_cancel(
+    s: &AppState,
+    sel: Selector,
+    reason: String,
+    by: &str,
+) -> Result<Json<CancelledDto>, ApiError> {
+    let detail = serde_json::json!({"reason": reason, "cancelled": true, "by": by});
+    let c = s.store.cancel(&sel, &reason, &detail, now_ms()).await?;
+    tracing::info!(
+        ?sel,
+        cancelled = c.cancelled,
+        in_flight = c.in_flight,
+        by,
+        "cancelled by request"
+    );
+    Ok(Json(CancelledDto {
+        cancelled: c.cancelled,
+        in_flight: c.in_flight,
+    }))
+}
+
+async fn tenant_hold(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+    body: Option<Json<ReasonBody>>,
+) -> Result<Json<HeldDto>, ApiError> {
+    let r = reason(body.unwrap_or_default().0.reason, "held by the tenant")?;
+    let sel = own_message(&s, &tenant.id, &id).await?;
+    do_hold(&s, sel, r, "tenant").await
+}
+
+async fn tenant_release(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+) -> Result<Json<ReleasedDto>, ApiError> {
+    let sel = own_message(&s, &tenant.id, &id).await?;
+    do_release(&s, sel, "tenant").await
+}
+
+async fn tenant_cancel(
+    State(s): State<AppState>,
+    AuthTenant(tenant): AuthTenant,
+    Path(id): Path<String>,
+    body: Option<Json<ReasonBody>>,
+) -> Result<Json<CancelledDto>, ApiError> {
+    let r = reason(body.unwrap_or_default().0.reason, "cancelled by the tenant")?;
+    let sel = own_message(&s, &tenant.id, &id).await?;
+    do_cancel(&s, sel, r, "tenant").await
+}
+
+async fn admin_hold(
+    State(s): State<AppState>,
+    _: Admin,
+    Json(b): Json<AdminSelector>,
+) -> Result<Json<HeldDto>, ApiError> {
+    let sel = selector(&b)?;
+    do_hold(&s, sel, reason(b.reason, "held by the operator")?, "admin").await
+}
+
+async fn admin_release(
+    State(s): State<AppState>,
+    _: Admin,
+    Json(b): Json<AdminSelector>,
+) -> Result<Json<ReleasedDto>, ApiError> {
+    let sel = selector(&b)?;
+    do_release(&s, sel, "admin").await
+}
+
+async fn admin_cancel(
+    State(s): State<AppState>,
+    _: Admin,
+    Json(b): Json<AdminSelector>,
+) -> Result<Json<CancelledDto>, ApiError> {
+    let sel = selector(&b)?;
+    do_cancel(
+        &s,
+        sel,
+        reason(b.reason, "cancelled by the operator")?,
+        "admin",
+    )
+    .await
+}
+
+// ---- suspensions ----
+
+#[derive(Serialize)]
+struct TenantSuspension {
+    tenant: String,
+    suspended: bool,
+    /// Suspend: recipients held now. Resume: recipients released.
+    recipients: usize,
+    /// Suspend: recipients in flight, marked (held if their attempt does not finish them).
+    in_flight_marked: usize,
+}
+
+async fn suspend_tenant(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    body: Option<Json<ReasonBody>>,
+) -> Result<Json<TenantSuspension>, ApiError> {
+    let r = body
+        .unwrap_or_default()
+        .0
+        .reason
+        .map(|r| text("reason", &r, MAX_REASON))
+        .transpose()?;
+    let h = s
+        .store
+        .suspend_tenant(&id, r.as_deref(), now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {id:?}")))?;
+    tracing::info!(tenant = %id, held = h.held, in_flight = h.in_flight, "tenant suspended");
+    Ok(Json(TenantSuspension {
+        tenant: id,
+        suspended: true,
+        recipients: h.held,
+        in_flight_marked: h.in_flight,
+    }))
+}
+
+async fn resume_tenant(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<TenantSuspension>, ApiError> {
+    let released = s
+        .store
+        .resume_tenant(&id, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("tenant {id:?}")))?;
+    if released > 0 {
+        s.wake.notify_one();
+    }
+    tracing::info!(tenant = %id, released, "tenant resumed");
+    Ok(Json(TenantSuspension {
+        tenant: id,
+        suspended: false,
+        recipients: released,
+        in_flight_marked: 0,
+    }))
+}
+
+#[derive(Serialize)]
+struct RelaySuspension {
+    relay: String,
+    /// `draining` (suspended: no new work) or `active`.
+    state: RelayState,
+}
+
+/// A relay is suspended by draining it (`PATCH /admin/v1/relays/{id}` with
+/// `"state": "draining"`): it finishes what it has and takes nothing new.
+async fn set_relay_state(
+    s: &AppState,
+    id: String,
+    state: RelayState,
+) -> Result<Json<RelaySuspension>, ApiError> {
+    if s.store.get_relay(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("relay {id:?}")));
+    }
+    let update = RelayUpdate {
+        state: Some(state),
+        ..RelayUpdate::default()
+    };
+    let relay = s.store.update_relay(&id, update).await?;
+    s.sync_relays().await?;
+    if state == RelayState::Active {
+        // Work that waited for a relay gets its turn now, not after its retry delay.
+        let woken = s.store.wake_waiting_for_relay(&id, now_ms()).await?;
+        if woken > 0 {
+            s.wake.notify_one();
+        }
+    }
+    Ok(Json(RelaySuspension {
+        relay: relay.id,
+        state: relay.state,
+    }))
+}
+
+async fn suspend_relay(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<RelaySuspension>, ApiError> {
+    set_relay_state(&s, id, RelayState::Draining).await
+}
+
+async fn resume_relay(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<RelaySuspension>, ApiError> {
+    set_relay_state(&s, id, RelayState::Active).await
+}
+
+// ---- GET /admin/v1/queue ----
+
+#[derive(Serialize)]
+struct GroupDto {
+    key: String,
+    recipients: i64,
+    /// Age of the oldest message among them, by this node's clock; `null` when none.
+    oldest_age_ms: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct TopDto {
+    top: Vec<GroupDto>,
+    /// Groups in all (`top` shows the largest).
+    groups: usize,
+    /// The groups past `top`, summed (`key` is `"(other)"`); `null` when none.
+    other: Option<GroupDto>,
+}
+
+#[derive(Serialize)]
+struct SuspendedDto {
+    tenant: String,
+    since_ms: i64,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct QueueDto {
+    at_ms: i64,
+    by_state: Vec<GroupDto>,
+    held_by: Vec<GroupDto>,
+    by_tenant: TopDto,
+    by_relay: TopDto,
+    by_domain: TopDto,
+    suspended_tenants: Vec<SuspendedDto>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueParams {
+    top: Option<String>,
+}
+
+fn group(g: QueueGroup, now: i64) -> GroupDto {
+    GroupDto {
+        key: g.key,
+        recipients: g.recipients,
+        oldest_age_ms: g.oldest_accepted_ms.map(|t| (now - t).max(0)),
+    }
+}
+
+fn top(t: TopGroups, now: i64) -> TopDto {
+    TopDto {
+        top: t.top.into_iter().map(|g| group(g, now)).collect(),
+        groups: t.groups,
+        other: t.rest.map(|g| group(g, now)),
+    }
+}
+
+async fn admin_queue(
+    State(s): State<AppState>,
+    _: Admin,
+    Query(p): Query<QueueParams>,
+) -> Result<Json<QueueDto>, ApiError> {
+    let n = match p.top {
+        None => DEFAULT_TOP,
+        Some(t) => t
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TOP).contains(n))
+            .ok_or_else(|| ApiError::invalid("top", format!("top must be 1 to {MAX_TOP}")))?,
+    };
+    let q = s.store.queue_summary(n).await?;
+    let now = now_ms();
+    Ok(Json(QueueDto {
+        at_ms: now,
+        by_state: q.by_state.into_iter().map(|g| group(g, now)).collect(),
+        held_by: q.held_by.into_iter().map(|g| group(g, now)).collect(),
+        by_tenant: top(q.by_tenant, now),
+        by_relay: top(q.by_relay, now),
+        by_domain: top(q.by_domain, now),
+        suspended_tenants: q
+            .suspended_tenants
+            .into_iter()
+            .map(|(tenant, since_ms, reason)| SuspendedDto {
+                tenant,
+                since_ms,
+                reason,
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> Result<MessageQuery, ApiError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        parse_search("t", &pairs)
+    }
+
+    fn field(r: Result<MessageQuery, ApiError>) -> String {
+        r.unwrap_err().field.unwrap()
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        assert_eq!(field(q(&[("limit", "501")])), "limit");
+        assert_eq!(field(q(&[("limit", "0")])), "limit");
+        assert_eq!(field(q(&[("limit", "99999999999999999999")])), "limit");
+        assert_eq!(field(q(&[("after", "' OR 1=1 --")])), "after");
+        assert_eq!(field(q(&[("state", "sent")])), "state");
+        assert_eq!(field(q(&[("to", "x' OR '1'='1")])), "to");
+        assert_eq!(field(q(&[("to", &"a".repeat(400))])), "to");
+        assert_eq!(field(q(&[("from", "a@b\n")])), "from");
+        assert_eq!(field(q(&[("since", "-1")])), "since");
+        assert_eq!(field(q(&[("until", "281474976710656")])), "until");
+        assert_eq!(field(q(&[("since", "10"), ("until", "5")])), "until");
+        assert_eq!(field(q(&[("limit", "5"), ("limit", "6")])), "limit");
+        assert_eq!(field(q(&[("tag", "")])), "tag");
+        assert_eq!(field(q(&[("bogus", "1")])), "bogus");
+    }
+
+    #[test]
+    fn good_parameters_become_the_query() {
+        let got = q(&[
+            ("state", "deferred"),
+            ("to", "a@b.example"),
+            ("from", "<>"),
+            ("tag", "promo"),
+            ("since", "1"),
+            ("until", "2"),
+            ("limit", "500"),
+            ("after", "01arz3ndektsv4rrffq69g5fav"),
+        ])
+        .unwrap();
+        assert_eq!(got.state, Some(RecipientState::Deferred));
+        assert_eq!(got.from.as_deref(), Some(""));
+        assert_eq!(got.limit, 500);
+        assert_eq!(got.after.as_deref(), Some("01ARZ3NDEKTSV4RRFFQ69G5FAV"));
+        assert_eq!(q(&[]).unwrap().limit, DEFAULT_PAGE);
+    }
+}
