@@ -630,7 +630,10 @@ fn top_on_a_terminal_redraws_until_q_or_ctrl_c_and_gives_the_terminal_back() {
         // SAFETY: termios is plain data, filled by tcgetattr.
         let mut before: libc::termios = unsafe { std::mem::zeroed() };
         // SAFETY: a valid descriptor and termios.
-        assert_eq!(unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut before) }, 0);
+        assert_eq!(
+            unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut before) },
+            0
+        );
         let spawned = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["admin", "top", "--interval", "1"])
             .env("SLUICE_URL", url_of(&s))
@@ -653,7 +656,11 @@ fn top_on_a_terminal_redraws_until_q_or_ctrl_c_and_gives_the_terminal_back() {
             }
         });
         let mut seen = Vec::new();
-        let screens = |seen: &[u8]| String::from_utf8_lossy(seen).matches("\x1b[H\x1b[2J").count();
+        let screens = |seen: &[u8]| {
+            String::from_utf8_lossy(seen)
+                .matches("\x1b[H\x1b[2J")
+                .count()
+        };
         wait_for("two screens, each drawn over the last", || {
             while let Ok(chunk) = rx.try_recv() {
                 seen.extend(chunk);
@@ -677,4 +684,104 @@ fn top_on_a_terminal_redraws_until_q_or_ctrl_c_and_gives_the_terminal_back() {
         assert_ne!(after.c_lflag & libc::ICANON, 0);
         assert_ne!(after.c_lflag & libc::ECHO, 0);
     }
+}
+
+#[test]
+fn the_queue_is_summed_held_released_cancelled_and_a_tenant_suspended() {
+    // Every attempt deferred, retries an hour apart: the queue stands still between commands.
+    let (_setup, _port, _sink, s, key) = server(
+        &["-r", "rcpt"],
+        r#"{ base_secs = "3600", max_delay_secs = "3600" }"#,
+    );
+    let one = s.submit(&key, &simple("a@example.com", "x@one.example", "one"));
+    let two = s.submit(&key, &simple("a@example.com", "y@two.example", "two"));
+    s.wait_state(&key, &one, "deferred");
+    s.wait_state(&key, &two, "deferred");
+
+    let table = ok(&s, &["queue"]);
+    assert!(table.starts_with("queue at "), "{table}");
+    let deferred = cells(row(&table, "deferred"));
+    assert_eq!(deferred[1], "2", "{table}");
+    assert!(deferred[2].ends_with('s'), "oldest age: {table}");
+    assert_eq!(cells(row(&table, "t"))[1], "2", "{table}");
+    assert_eq!(cells(row(&table, "one.example"))[1], "1", "{table}");
+    let v = json_of(&s, &["queue", "--top", "1"]);
+    assert_eq!(v["by_domain"]["groups"], 2, "{v:#}");
+    assert_eq!(
+        v["by_domain"]["top"].as_array().map(Vec::len),
+        Some(1),
+        "{v:#}"
+    );
+    assert!(ok(&s, &["queue", "--top", "1"]).contains("(1 of 2 shown; --top for more)"));
+
+    assert_eq!(
+        ok(
+            &s,
+            &[
+                "hold",
+                "--domain",
+                "one.example",
+                "--reason",
+                "provider outage"
+            ]
+        ),
+        "1 recipient held; 0 in flight now, held if their attempt does not finish them\n"
+    );
+    let v = json_of(&s, &["queue"]);
+    let held = v["held_by"]
+        .as_array()
+        .and_then(|h| h.iter().find(|g| g["key"] == "hold"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(held["recipients"], 1, "{v:#}");
+    assert_eq!(
+        json_of(&s, &["release", "--domain", "one.example"]),
+        json!({"released": 1})
+    );
+    assert_eq!(
+        ok(
+            &s,
+            &["cancel", "--message", &two, "--reason", "sent by mistake"]
+        ),
+        "1 recipient cancelled (failed); 0 in flight now left to finish their attempt\n"
+    );
+    let failed = ok(&s, &["failed", "list"]);
+    assert!(
+        row(&failed, &two).contains("cancelled: sent by mistake"),
+        "{failed}"
+    );
+    // Naming nothing is a usage error before any request.
+    for args in [&["hold"][..], &["cancel", "--reason", "x"], &["release"]] {
+        let out = admin(&s, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {:?}", texts(&out));
+    }
+
+    // A tenant suspended: its live queue held, listed as suspended; resumed: released.
+    let out = ok(&s, &["tenants", "suspend", "t", "--reason", "abuse report"]);
+    assert!(out.starts_with("tenant t suspended: "), "{out}");
+    let table = ok(&s, &["queue"]);
+    let line = row(&table, "t");
+    let suspended = table
+        .lines()
+        .skip_while(|l| !l.starts_with("SUSPENDED TENANT"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no suspended tenants: {table}"));
+    assert!(
+        suspended.starts_with("t ") && suspended.ends_with("abuse report"),
+        "{table}"
+    );
+    assert!(!line.is_empty());
+    let v = json_of(&s, &["tenants", "resume", "t"]);
+    assert_eq!(v["suspended"], false, "{v:#}");
+    assert!(json_of(&s, &["queue"])["suspended_tenants"] == json!([]));
+
+    // A relay suspended and resumed (drain and activate by their other names).
+    assert_eq!(
+        json_of(&s, &["relays", "suspend", "a"])["state"],
+        "draining"
+    );
+    assert_eq!(
+        json_of(&s, &["relays", "resume", "a"]),
+        json!({"relay": "a", "state": "active"})
+    );
 }

@@ -1,5 +1,6 @@
 //! `sluice admin …`: the admin API from a shell. Each resource has its module (relays,
-//! tenants and their keys, retries, the exception queue, nodes, a live view); they
+//! tenants and their keys, retries, the queue and its controls, the exception queue,
+//! nodes, a live view); they
 //! share one [`client`] (URL, token, errors) and one [`table`] module (columns, units).
 //!
 //! Output is a table (or `key: value` lines) for people, or with `--json` the API's
@@ -8,6 +9,7 @@
 mod client;
 mod failed;
 mod nodes;
+mod queue;
 mod relays;
 mod retry;
 mod table;
@@ -44,6 +46,10 @@ enum AdminCommand {
     Tenants(tenants::TenantsCommand),
     /// Make deferred recipients due now (by message, relay, domain, tenant, or all).
     Retry(retry::RetryArgs),
+    /// The live queue: recipients and oldest age by state, tenant, relay and domain.
+    Queue(queue::QueueArgs),
+    #[command(flatten)]
+    Control(queue::Control),
     /// The exception queue: failed and expired recipients; requeue one.
     #[command(subcommand)]
     Failed(failed::FailedCommand),
@@ -101,6 +107,8 @@ pub fn run(args: AdminArgs) -> Result<ExitCode> {
         AdminCommand::Relays(cmd) => relays::run(&ctx, cmd)?,
         AdminCommand::Tenants(cmd) => tenants::run(&ctx, cmd)?,
         AdminCommand::Retry(a) => retry::run(&ctx, a)?,
+        AdminCommand::Queue(a) => queue::summary(&ctx, a)?,
+        AdminCommand::Control(c) => queue::control(&ctx, c)?,
         AdminCommand::Failed(cmd) => failed::run(&ctx, cmd)?,
         AdminCommand::Nodes => nodes::run(&ctx)?,
         AdminCommand::Top(a) => top::run(&ctx, a)?,

@@ -19,8 +19,10 @@ pub enum RelaysCommand {
     /// pool:platform).
     Add(AddArgs),
     /// Stops giving the relay new work; what it has is finished.
+    #[command(visible_alias = "suspend")]
     Drain { id: String },
-    /// Gives a drained relay work again.
+    /// Gives a drained relay work again; mail waiting for it is due at once.
+    #[command(visible_alias = "resume")]
     Activate { id: String },
     /// Sets the relay's weight (its share among the relays a router picks from).
     Weight { id: String, weight: u32 },
@@ -77,9 +79,14 @@ pub fn run(ctx: &Ctx, cmd: RelaysCommand) -> Result<()> {
                 text(&r["id"])
             )
         }),
-        RelaysCommand::Activate { id } => patch(ctx, &id, json!({"state": "active"}), |r| {
-            format!("relay {} is active: it takes new work\n", text(&r["id"]))
-        }),
+        RelaysCommand::Activate { id } => {
+            // Not a PATCH: resuming also makes the mail that waited for it due now.
+            let path = format!("/admin/v1/relays/{}/resume", seg(&id));
+            let a = ctx.api.call("POST", &path, None)?;
+            ctx.show(&a, |r| {
+                format!("relay {} is active: it takes new work\n", text(&r["relay"]))
+            })
+        }
         RelaysCommand::Weight { id, weight } => patch(ctx, &id, json!({"weight": weight}), |r| {
             format!(
                 "relay {} has weight {}\n",

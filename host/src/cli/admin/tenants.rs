@@ -16,6 +16,16 @@ pub enum TenantsCommand {
     Show { id: String },
     /// Creates a tenant (with no key: `tenants keys create ID` makes one).
     Create(CreateArgs),
+    /// Suspends the tenant's sending: its queued and deferred recipients are held
+    /// (new mail is still accepted, and held) until it is resumed.
+    Suspend {
+        id: String,
+        /// Why (kept with the suspension and the held recipients' events).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resumes a suspended tenant's sending: what its suspension held is due now.
+    Resume { id: String },
     /// A tenant's API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -87,6 +97,31 @@ pub fn run(ctx: &Ctx, cmd: TenantsCommand) -> Result<()> {
                     text(&t["allowed_sender_domains"]),
                     text(&t["pools"]),
                     text(&t["id"]),
+                )
+            })
+        }
+        TenantsCommand::Suspend { id, reason } => {
+            let path = format!("/admin/v1/tenants/{}/suspend", seg(&id));
+            let body = reason.map(|r| json!({ "reason": r }));
+            let a = ctx.api.call("POST", &path, body.as_ref())?;
+            ctx.show(&a, |r| {
+                format!(
+                    "tenant {} suspended: {} recipients held, {} in flight held if their \
+                     attempt does not finish them\n",
+                    text(&r["tenant"]),
+                    text(&r["recipients"]),
+                    text(&r["in_flight_marked"]),
+                )
+            })
+        }
+        TenantsCommand::Resume { id } => {
+            let path = format!("/admin/v1/tenants/{}/resume", seg(&id));
+            let a = ctx.api.call("POST", &path, None)?;
+            ctx.show(&a, |r| {
+                format!(
+                    "tenant {} resumed: {} recipients released, due now\n",
+                    text(&r["tenant"]),
+                    text(&r["recipients"]),
                 )
             })
         }
