@@ -304,7 +304,7 @@ mod tests {
             "{out}"
         );
         assert!(
-            lines[1].contains("r1  active  up       2/16     100    12.3k       12.0k"),
+            lines[1].contains("r1  active  up       2/16     100    12.3k      12.0k"),
             "{out}"
         );
         assert!(

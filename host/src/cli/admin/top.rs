@@ -222,7 +222,7 @@ mod tests {
         assert!(lines[0].contains("every 2s"), "{screen}");
         assert!(lines[3].starts_with("RELAY"), "{screen}");
         assert!(
-            lines[4].starts_with("r42") && lines[4].contains("42.00/s"),
+            lines[4].starts_with("r42") && lines[4].contains("42.0/s"),
             "{screen}"
         );
         assert_eq!(lines.len(), 3 + 1 + MAX_ROWS + 1, "{screen}");
