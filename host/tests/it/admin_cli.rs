@@ -370,6 +370,17 @@ fn tenants_and_keys_are_made_listed_shown_and_revoked() {
     assert_eq!(cells(row(&table, &first))[3], "revoked", "{table}");
     assert_eq!(cells(row(&table, &second))[3], "live", "{table}");
     assert!(!table.contains(&key), "a listing shows no key: {table}");
+    assert_eq!(
+        json_of(&s, &["tenants", "keys", "revoke", "acme", &second]),
+        json!({})
+    );
+    let keys = json_of(&s, &["tenants", "keys", "list", "acme"]);
+    assert!(
+        keys["keys"]
+            .as_array()
+            .is_some_and(|ks| ks.len() == 2 && ks.iter().all(|k| k["revoked_at_ms"].is_i64())),
+        "{keys:#}"
+    );
 
     // The nodes: this one, alive and leading.
     let table = ok(&s, &["nodes"]);
@@ -738,6 +749,11 @@ fn the_queue_is_summed_held_released_cancelled_and_a_tenant_suspended() {
         json_of(&s, &["release", "--domain", "one.example"]),
         json!({"released": 1})
     );
+    // Held recipients can be cancelled; a release then finds nothing held.
+    assert_eq!(
+        json_of(&s, &["hold", "--domain", "two.example"]),
+        json!({"held": 1, "in_flight_marked": 0})
+    );
     assert_eq!(
         ok(
             &s,
@@ -745,11 +761,20 @@ fn the_queue_is_summed_held_released_cancelled_and_a_tenant_suspended() {
         ),
         "1 recipient cancelled (failed); 0 in flight now left to finish their attempt\n"
     );
+    assert_eq!(
+        ok(&s, &["release", "--domain", "two.example"]),
+        "0 recipients released, due now\n"
+    );
+    assert_eq!(
+        json_of(&s, &["cancel", "--message", &two]),
+        json!({"cancelled": 0, "in_flight": 0})
+    );
     let failed = ok(&s, &["failed", "list"]);
     assert!(
         row(&failed, &two).contains("cancelled: sent by mistake"),
         "{failed}"
     );
+    assert_eq!(json_of(&s, &["failed", "requeue", &two, "0"]), json!({}));
     // Naming nothing is a usage error before any request.
     for args in [&["hold"][..], &["cancel", "--reason", "x"], &["release"]] {
         let out = admin(&s, args);

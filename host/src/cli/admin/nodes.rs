@@ -34,7 +34,7 @@ fn render(v: &Value) -> String {
             if n["leader"].as_bool() == Some(true) {
                 "yes"
             } else {
-                ""
+                "-"
             }
             .into(),
             ms(&n["heartbeat_age_ms"]),
