@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod bench_queue;
 mod bill;
 mod bounce;
 mod http;
@@ -66,6 +67,8 @@ struct CompileArgs {
 enum BenchCommand {
     /// Push messages through the HTTP API and time them to the sink.
     Push(bench::PushArgs),
+    /// Fill a store with many messages and time the queue API's queries on it.
+    Queue(bench_queue::QueueArgs),
 }
 
 /// A failure that has already been reported and only sets the exit code.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args),
         Command::Pipeline(cmd) => serve::pipeline(cmd),
         Command::Bench(BenchCommand::Push(args)) => bench::push(args),
+        Command::Bench(BenchCommand::Queue(args)) => bench_queue::queue(args),
         Command::Admin(args) => admin::run(args),
         Command::Bounce(cmd) => bounce::run(cmd),
         Command::Bill(args) => bill::run(args),

@@ -24,6 +24,7 @@ mod maillog;
 mod metrics;
 mod nodes;
 mod plugin_new;
+mod queue;
 mod relay_tls;
 mod store_conformance;
 mod store_plugins;

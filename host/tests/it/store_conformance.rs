@@ -152,6 +152,7 @@ conformance!(
     webhooks_are_kept_per_owner_with_cursors_from_now_and_bounded,
     a_webhooks_cursor_moves_only_for_the_lease_holder_after_success,
     a_webhook_failing_past_its_window_is_paused_once_with_an_event,
+    held_and_suspended_work_is_never_leased_and_work_in_flight_is_held_after_its_attempt,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -4852,4 +4853,182 @@ async fn a_webhook_failing_past_its_window_is_paused_once_with_an_event(db: Db) 
             .len(),
         3
     );
+}
+
+/// Issue 22: held work leaves the leased states, work in flight is marked and held by
+/// its own deferral, a cancel fails with its reason, a suspended tenant's new mail is
+/// stored held without leases, and search and the queue summary see it all.
+async fn held_and_suspended_work_is_never_leased_and_work_in_flight_is_held_after_its_attempt(
+    db: Db,
+) {
+    use sluice::store::{MessageQuery, Selector};
+    let s = &db.store;
+    tenant(s, "t1").await;
+    tenant(s, "t2").await;
+    let m1 = s
+        .accept(message("t1", &["a@x.test", "b@y.test"]), T0)
+        .await
+        .unwrap();
+    let m2 = s
+        .accept(message("t2", &["c@x.test"]), T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.lease_due("h1", T0 + 2, 60_000, 10).await.unwrap().len(),
+        3
+    );
+    let detail = json!({"reason": "test"});
+    let by_message = |id: &str| Selector {
+        message: Some(id.to_owned()),
+        ..Selector::default()
+    };
+
+    // In flight: marked, not taken from its host.
+    let held = s.hold(&by_message(&m1.id), &detail, T0 + 3).await.unwrap();
+    assert_eq!((held.held, held.in_flight), (0, 2));
+    let deferred = Outcome {
+        next_attempt_at_ms: Some(T0 + 4),
+        ..outcome(&m1.id, 1, RecipientState::Deferred, EventKind::Deferred)
+    };
+    let done = vec![
+        outcome(&m1.id, 0, RecipientState::Delivered, EventKind::Delivered),
+        deferred,
+    ];
+    assert_eq!(s.record("h1", done, T0 + 4).await.unwrap(), 2);
+    let v = s.get_message("t1", &m1.id).await.unwrap().unwrap();
+    let states: Vec<_> = v.recipients.iter().map(|r| r.state).collect();
+    assert_eq!(states, [RecipientState::Delivered, RecipientState::Held]);
+    assert!(
+        s.lease_due("h2", T0 + 5, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let q = s.queue_summary(10).await.unwrap();
+    let held_by: Vec<_> = q
+        .held_by
+        .iter()
+        .map(|g| (g.key.as_str(), g.recipients))
+        .collect();
+    assert_eq!(held_by, [("hold", 1), ("suspended", 0), ("prepaid", 0)]);
+
+    // Released: due now, and leased again.
+    assert_eq!(
+        s.release(&by_message(&m1.id), &detail, T0 + 5)
+            .await
+            .unwrap(),
+        1
+    );
+    let again = s.lease_due("h2", T0 + 6, 60_000, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].message_id.as_str(), again[0].recipient_idx),
+        (m1.id.as_str(), 1)
+    );
+
+    // Cancel: queued work fails with its reason, work in flight is counted.
+    let m3 = s
+        .accept(message("t1", &["d@z.test"]), T0 + 7)
+        .await
+        .unwrap();
+    let sel = Selector {
+        tenant: Some("t1".into()),
+        ..Selector::default()
+    };
+    let c = s
+        .cancel(&sel, "spam", &json!({"reason": "spam"}), T0 + 8)
+        .await
+        .unwrap();
+    assert_eq!((c.cancelled, c.in_flight), (1, 1));
+    let v = s.get_message("t1", &m3.id).await.unwrap().unwrap();
+    assert_eq!(v.recipients[0].state, RecipientState::Failed);
+    assert_eq!(
+        v.recipients[0].last_reply.as_deref(),
+        Some("cancelled: spam")
+    );
+    assert!(
+        v.events
+            .iter()
+            .any(|e| e.kind == EventKind::Failed && e.detail["reason"] == "spam")
+    );
+
+    // Suspended: in-flight work marked, new mail stored held with no lease.
+    let h = s
+        .suspend_tenant("t2", Some("abuse"), T0 + 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((h.held, h.in_flight), (0, 1));
+    assert!(
+        s.suspend_tenant("nobody", None, T0 + 9)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let m4 = s
+        .accept_leased(message("t2", &["e@x.test"]), T0 + 10, "h1", 60_000)
+        .await
+        .unwrap();
+    assert_eq!(m4.recipients[0].1, RecipientState::Held);
+    assert!(m4.leases.is_empty());
+    let deferred = Outcome {
+        next_attempt_at_ms: Some(T0 + 11),
+        ..outcome(&m2.id, 0, RecipientState::Deferred, EventKind::Deferred)
+    };
+    assert_eq!(s.record("h1", vec![deferred], T0 + 11).await.unwrap(), 1);
+    assert!(
+        s.lease_due("h3", T0 + 200_000, 60_000, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.tenant_id != "t2")
+    );
+    let q = s.queue_summary(10).await.unwrap();
+    assert_eq!(q.suspended_tenants[0].0, "t2");
+    assert_eq!(q.held_by[1].recipients, 2);
+    // A hold's release does not lift a suspension; a resume does.
+    assert_eq!(
+        s.release(
+            &Selector {
+                tenant: Some("t2".into()),
+                ..Selector::default()
+            },
+            &detail,
+            T0 + 12
+        )
+        .await
+        .unwrap(),
+        0
+    );
+    assert_eq!(s.resume_tenant("t2", T0 + 13).await.unwrap(), Some(2));
+    let back = s.lease_due("h3", T0 + 14, 60_000, 10).await.unwrap();
+    assert_eq!(back.iter().filter(|l| l.tenant_id == "t2").count(), 2);
+
+    // Search: the tenant's own messages, newest first, in pages.
+    let q = MessageQuery {
+        tenant_id: "t1".into(),
+        limit: 1,
+        ..MessageQuery::default()
+    };
+    let p1 = s.search_messages(&q).await.unwrap();
+    assert_eq!(p1[0].id, m3.id);
+    assert_eq!(p1[0].state(), RecipientState::Failed);
+    let p2 = s
+        .search_messages(&MessageQuery {
+            after: Some(p1[0].id.clone()),
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(p2[0].id, m1.id);
+    assert_eq!(p2[0].recipients(), 2);
+    let to = s
+        .search_messages(&MessageQuery {
+            to: Some("e@x.test".into()),
+            limit: 10,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert!(to.is_empty(), "another tenant's recipient: {to:?}");
 }
