@@ -249,7 +249,8 @@ fn relays_are_listed_with_live_stats_added_drained_weighted_and_deleted() {
     assert!(screen.contains("every 1s"), "{out}");
     let a = cells(row(screen, "a"));
     assert_eq!(&a[..4], ["a", "active", "up", "0/16"], "{out}");
-    assert!(a[4].ends_with("/s"), "sent rate: {out}");
+    // A rate (`0` once the delivery is over a minute old, on a very slow run).
+    assert!(a[4].ends_with("/s") || a[4] == "0", "sent rate: {out}");
     let out = ok(
         &s,
         &["top", "--interval", "1", "--iterations", "2", "--json"],
