@@ -41,18 +41,26 @@ impl ServerArgs {
         body: &[u8],
     ) -> Result<Response> {
         let (url, given) = self.url();
-        request(method, url, path, &self.key, content_type, body).with_context(|| {
-            if given {
-                format!("calling Sluice at {url}")
-            } else {
-                format!(
-                    "calling Sluice at {url}: no --url or SLUICE_URL was given, so the default \
-                     was tried"
-                )
-            }
-        })
+        request(method, url, path, &self.key, content_type, body)
+            .with_context(|| calling(url, given))
     }
 }
+
+/// The context of a failed call: which server was tried, and why that one.
+pub fn calling(url: &str, given: bool) -> String {
+    if given {
+        format!("calling Sluice at {url}")
+    } else {
+        format!(
+            "calling Sluice at {url}: no --url or SLUICE_URL was given, so the default was tried"
+        )
+    }
+}
+
+/// The most of an answer read: a server (or whatever answers at the URL) cannot make
+/// the CLI hold more than this in memory. The largest answers are admin listings of
+/// 10,000 rows, a few MiB.
+pub const MAX_ANSWER_BYTES: u64 = 64 << 20;
 
 /// An answer: status code and body.
 pub struct Response {
@@ -76,6 +84,10 @@ pub(super) fn split_url(url: &str) -> Result<(String, String)> {
     };
     if host.is_empty() {
         bail!("{url:?} names no host");
+    }
+    // It goes into the request line and the Host header as it is.
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("{url:?} has spaces or control characters");
     }
     let host = if host.contains(':') {
         host.to_owned()
@@ -110,7 +122,12 @@ pub fn request(
     // A server may refuse (413) before reading the whole body; its answer still counts.
     let sent = stream.write_all(body);
     let mut raw = Vec::new();
-    let read = stream.read_to_end(&mut raw);
+    let read = (&mut stream)
+        .take(MAX_ANSWER_BYTES + 1)
+        .read_to_end(&mut raw);
+    if raw.len() as u64 > MAX_ANSWER_BYTES {
+        bail!("the answer of {addr} is longer than {MAX_ANSWER_BYTES} bytes");
+    }
     if raw.is_empty() {
         sent.with_context(|| format!("cannot send to {addr}"))?;
         read.with_context(|| format!("no answer from {addr}"))?;
@@ -186,6 +203,8 @@ mod tests {
                 .contains("https")
         );
         assert!(split_url("ftp://x").is_err());
+        assert!(split_url("http://x/a b").is_err());
+        assert!(split_url("http://x/\r\nHost: y").is_err());
     }
 
     #[test]

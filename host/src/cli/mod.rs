@@ -2,6 +2,7 @@
 //! module and returns `anyhow::Result`; errors are printed once, with their
 //! causes, here.
 
+mod admin;
 mod bench;
 mod bench_queue;
 mod bill;
@@ -40,6 +41,8 @@ enum Command {
     /// Print the HTTP API's OpenAPI 3.1 document (what `GET /openapi.json` serves; the
     /// committed copy is `openapi.json`: `sluice openapi > openapi.json`).
     Openapi,
+    /// Administer a running Sluice over its admin API (token from SLUICE_ADMIN_TOKEN).
+    Admin(admin::AdminArgs),
     /// Measure a running Sluice.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -100,6 +103,7 @@ pub fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Queue(args)) => bench_queue::queue(args),
+        Command::Admin(args) => admin::run(args),
         Command::Bounce(cmd) => bounce::run(cmd),
         Command::Bill(args) => bill::run(args),
         Command::CompileComponent(a) => Ok(compile_child(a)),

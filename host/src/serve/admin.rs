@@ -164,7 +164,7 @@ fn check_tls_ca(url: &str, file: Option<&str>) -> Result<(), ApiError> {
     responses((status = 200, description = "the relays", body = RelayList)))]
 async fn list_relays(State(s): State<AppState>, _: Admin) -> Result<Json<RelayList>, ApiError> {
     let relays = s.store.list_relays().await?;
-    let relays = relays.into_iter().map(|r| live(&s, r)).collect();
+    let relays = relays.into_iter().map(|r| detail(&s, r)).collect();
     Ok(Json(RelayList { relays }))
 }
 
@@ -193,16 +193,21 @@ async fn get_relay(
         .get_relay(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("relay {id:?}")))?;
-    let live = live(&s, r);
-    // What the route plugin sees of it (refreshed every second from events).
+    Ok(Json(detail(&s, r)))
+}
+
+/// A relay, live, with the windows its route plugin sees (refreshed every second from
+/// the store's stat buckets, so the same on every node).
+fn detail(s: &AppState, r: crate::store::Relay) -> RelayDetail {
     let windows = s
         .stats
         .read()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&id)
+        .get(&r.id)
         .cloned()
         .unwrap_or_default();
-    Ok(Json(RelayDetail { live, windows }))
+    let live = live(s, r);
+    RelayDetail { live, windows }
 }
 
 /// Adds a relay (used at once; a platform relay given no tags joins `pool:platform`).

@@ -8,6 +8,7 @@ mod pg_support;
 mod support;
 
 mod account_keys;
+mod admin_cli;
 mod bill_cli;
 mod billing_e2e;
 mod bounce_cli;

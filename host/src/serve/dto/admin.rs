@@ -81,10 +81,10 @@ pub struct RelayDetail {
     pub windows: Vec<RelayWindow>,
 }
 
-/// `GET /admin/v1/relays`.
+/// `GET /admin/v1/relays`: each relay live, with its windows.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RelayList {
-    pub relays: Vec<RelayLive>,
+    pub relays: Vec<RelayDetail>,
 }
 
 /// A tenant.
