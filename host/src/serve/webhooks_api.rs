@@ -300,7 +300,7 @@ async fn test(s: &AppState, owner: WebhookOwner<'_>, id: &str) -> Result<Json<Va
         "events": [],
     })
     .to_string();
-    let sent = send(s, &w, &msg_id, body.as_bytes()).await;
+    let sent = send(s, &w, &msg_id, body.as_bytes(), &mut None).await;
     let attempt = WebhookAttempt {
         at_ms: now,
         tenant_id: None,
