@@ -10,7 +10,8 @@
 #
 # The subscribers are tests/bench/sse_subscribers.py (Python asyncio, one process).
 # Needs: Postfix's smtp-sink (../shared/bench/sink.sh). Everything listens on 127.0.0.1
-# only; the open-files limit is raised for this script's processes (root may); every
+# only; the open-files limit is raised for this script's processes (to SUBSCRIBERS + 2048,
+# within the hard limit); every
 # process it starts is stopped on exit.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,7 +23,13 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-ulimit -n $((SUBS * 2 + 4096))
+# The server and the subscribers' process each hold one descriptor per subscriber.
+want=$((SUBS + 2048)); hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
+  echo "open files: $SUBS subscribers need $want descriptors per process; the hard limit is $hard" >&2
+  exit 2
+fi
+ulimit -n "$want"
 OUT=${OUT:-/tmp/sluice-sse-bench}
 rm -rf "$OUT"; mkdir -p "$OUT"
 SINK_PORT=${SINK_PORT:-30460}; HTTP_PORT=${HTTP_PORT:-30461}
