@@ -176,6 +176,10 @@ pub struct Metrics {
     pub held_in_memory: Gauge,
     pub relay_up: Family<RelayLabels, Gauge>,
     pub billing_unrated: Gauge,
+    /// Set at scrape time from the store (cached): per webhook state, the age of the
+    /// oldest event past a webhook's cursor, and the events past the cursors.
+    pub webhook_lag: Family<StateLabels, FloatGauge>,
+    pub webhook_undelivered: Family<StateLabels, Gauge>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -220,6 +224,8 @@ impl Metrics {
             held_in_memory: Gauge::default(),
             relay_up: Family::default(),
             billing_unrated: Gauge::default(),
+            webhook_lag: Family::default(),
+            webhook_undelivered: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -321,6 +327,17 @@ impl Metrics {
             "billing_unrated_events",
             "Usage events not yet rated by the platform's rater",
             m.billing_unrated.clone(),
+        );
+        r.register(
+            "webhook_oldest_undelivered_age_seconds",
+            "Per webhook state (active, paused, disabled), the age of the oldest event \
+             past a webhook's cursor (0 when none)",
+            m.webhook_lag.clone(),
+        );
+        r.register(
+            "webhook_undelivered_events",
+            "Per webhook state, the events past the webhooks' cursors",
+            m.webhook_undelivered.clone(),
         );
         m
     }

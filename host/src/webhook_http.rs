@@ -5,8 +5,14 @@
 //!
 //! Why our own client: `hyper`'s client needs crates that are not in the lock file
 //! (`want`), `reqwest` is not in it either, and what we need is small and is all about
-//! its limits: one POST, `Connection: close`, the status line and headers read into a
-//! bounded buffer, the body never read past the cap.
+//! its limits: one POST at a time on a connection, the status line and headers read
+//! into a bounded buffer, the body never read past the cap.
+//!
+//! Connections are kept alive between requests to the same receiver ([`Conn`],
+//! [`IdlePool`]): a webhook busy with small batches pays a round trip per request, not
+//! a TCP (and TLS) handshake and a DNS lookup. A kept connection was checked when it
+//! was made and is reused only for the same origin, for at most [`MAX_CONN_AGE`] and
+//! after at most [`MAX_IDLE`] idle; any error or unclean answer closes it.
 //!
 //! Invariants:
 //! - A name is resolved here and the connection made to one of the addresses that
@@ -18,6 +24,8 @@
 //!   at most `response_timeout`, and at most `max_response_bytes` of the answer are
 //!   read, whatever the receiver does (drips bytes, never answers, sends gigabytes).
 //! - A 3xx is a failure like any other non-2xx: its `Location` is never followed.
+//! - Every new connection goes through the address check, a kept one included when it
+//!   is replaced: reuse never skips it for a connection it did not check.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -180,7 +188,95 @@ pub fn signature(secrets: &[&str], id: &str, timestamp: i64, body: &[u8]) -> Str
     out.join(" ")
 }
 
-/// POSTs `body` (JSON) to `url` with the Standard Webhooks headers, within `limits`.
+/// A connection kept open to one receiver between requests (HTTP/1.1 keep-alive).
+///
+/// Made only by [`send`], to an address checked then; reused only for the same scheme,
+/// host, port and `allow_private`, while younger than [`MAX_CONN_AGE`] and idle for less
+/// than [`MAX_IDLE`]; dropped (closed) after any error or an answer that does not leave
+/// it clean (`Connection: close`, HTTP/1.0, a body not framed by `Content-Length` or
+/// longer than the cap).
+pub struct Conn {
+    io: Box<dyn Io>,
+    origin: String,
+    opened: Instant,
+    last_used: Instant,
+}
+
+/// How long a kept connection may sit idle before it is closed rather than reused:
+/// shorter than receivers' own idle timeouts (often 60 s and more), so that a reuse
+/// seldom meets a connection the receiver has just closed.
+pub const MAX_IDLE: Duration = Duration::from_secs(30);
+/// How long one connection is used at most: a name is resolved (and its addresses
+/// checked) again at least this often, whatever its DNS says.
+pub const MAX_CONN_AGE: Duration = Duration::from_secs(120);
+
+impl Conn {
+    fn usable_for(&self, origin: &str, now: Instant) -> bool {
+        self.origin == origin
+            && now.duration_since(self.opened) < MAX_CONN_AGE
+            && now.duration_since(self.last_used) < MAX_IDLE
+    }
+}
+
+/// Connections kept idle between deliveries, one per key (a webhook's id), at most
+/// `max` in all: past it the longest idle is closed.
+pub struct IdlePool {
+    max: usize,
+    conns: std::sync::Mutex<std::collections::HashMap<String, Conn>>,
+}
+
+impl IdlePool {
+    pub fn new(max: usize) -> IdlePool {
+        IdlePool {
+            max,
+            conns: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The connection kept for `key`, if any (stale ones are closed here).
+    pub fn take(&self, key: &str) -> Option<Conn> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let c = conns.remove(key)?;
+        let now = Instant::now();
+        (now.duration_since(c.last_used) < MAX_IDLE && now.duration_since(c.opened) < MAX_CONN_AGE)
+            .then_some(c)
+    }
+
+    /// Keeps `conn` for `key` (replacing, and closing, any other kept for it).
+    pub fn put(&self, key: &str, conn: Conn) {
+        if self.max == 0 {
+            return;
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        conns.retain(|_, c| now.duration_since(c.last_used) < MAX_IDLE);
+        if !conns.contains_key(key) && conns.len() >= self.max {
+            let oldest = conns
+                .iter()
+                .min_by_key(|(_, c)| c.last_used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                conns.remove(&k);
+            }
+        }
+        conns.insert(key.to_owned(), conn);
+    }
+
+    /// Connections kept now.
+    pub fn len(&self) -> usize {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// POSTs `body` (JSON) to `url` with the Standard Webhooks headers, within `limits`,
+/// on `kept` if it is a live connection to the same origin, else on a new one (whose
+/// addresses are checked); afterwards `kept` holds the connection if it may be reused.
+/// A reused connection that turns out closed by the receiver before any answer (an
+/// idle timeout on its side) is replaced by a new one once, for the same request.
 pub async fn send(
     url: &str,
     msg_id: &str,
@@ -188,9 +284,10 @@ pub async fn send(
     signature: &str,
     body: &[u8],
     limits: Limits,
+    kept: &mut Option<Conn>,
 ) -> Sent {
     let start = Instant::now();
-    let result = exchange(url, msg_id, timestamp, signature, body, limits).await;
+    let result = exchange(url, msg_id, timestamp, signature, body, limits, kept).await;
     let latency = start.elapsed();
     match result {
         Ok((status, _)) if (200..300).contains(&status) => Sent {
@@ -218,6 +315,16 @@ pub async fn send(
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
+/// How one exchange on a connection ended.
+enum Talk {
+    /// An answer: status, note, and whether the connection is clean for another.
+    Answer(u16, String, bool),
+    /// Nothing came back at all: the request could not be written, or the connection
+    /// was closed before a byte of an answer (a kept one the receiver had closed).
+    Closed(String),
+    Failed(String),
+}
+
 async fn exchange(
     url: &str,
     msg_id: &str,
@@ -225,16 +332,85 @@ async fn exchange(
     signature: &str,
     body: &[u8],
     limits: Limits,
+    kept: &mut Option<Conn>,
 ) -> Result<(u16, String), String> {
     let url = check_url(url, limits.allow_private)?;
     let host = url.host_str().ok_or("url has no host")?.to_string();
     let port = url.port_or_known_default().ok_or("url has no port")?;
     let https = url.scheme() == "https";
+    let origin = format!("{}://{host}:{port} {}", url.scheme(), limits.allow_private);
+    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
+    let host_header = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    let head = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: Sluice-Webhooks/1\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nwebhook-id: {msg_id}\r\n\
+         webhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n\r\n",
+        body.len()
+    );
+    let now = Instant::now();
+    if let Some(mut conn) = kept.take().filter(|c| c.usable_for(&origin, now))
+        && quiet(&mut conn.io).await
+    {
+        match talk(&mut conn.io, &head, body, limits).await {
+            Talk::Answer(status, note, clean) => {
+                if clean {
+                    conn.last_used = Instant::now();
+                    *kept = Some(conn);
+                }
+                return Ok((status, note));
+            }
+            Talk::Failed(e) => return Err(e),
+            // Closed by the receiver while idle: once more on a new connection.
+            Talk::Closed(_) => {}
+        }
+    }
+    let io = connect(&url, &host, port, https, limits).await?;
+    let opened = Instant::now();
+    let mut conn = Conn {
+        io,
+        origin,
+        opened,
+        last_used: opened,
+    };
+    match talk(&mut conn.io, &head, body, limits).await {
+        Talk::Answer(status, note, clean) => {
+            if clean {
+                conn.last_used = Instant::now();
+                *kept = Some(conn);
+            }
+            Ok((status, note))
+        }
+        Talk::Closed(e) | Talk::Failed(e) => Err(e),
+    }
+}
+
+/// Whether a kept connection has nothing to read: neither bytes the receiver sent
+/// past its last answer (which would be taken for the next answer) nor its close.
+async fn quiet(io: &mut Box<dyn Io>) -> bool {
+    let mut byte = [0u8; 1];
+    // A zero timeout polls the read once: ready means data or end of stream.
+    tokio::time::timeout(Duration::ZERO, io.read(&mut byte))
+        .await
+        .is_err()
+}
+
+/// A new connection to one of the addresses `host` resolves to now that the rules allow
+/// (checked here, for every new connection), TLS included, within `connect_timeout`.
+async fn connect(
+    url: &url::Url,
+    host: &str,
+    port: u16,
+    https: bool,
+    limits: Limits,
+) -> Result<Box<dyn Io>, String> {
     let connect = async {
         let addrs: Vec<SocketAddr> = match url.host() {
             Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
             Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            _ => tokio::net::lookup_host((host.as_str(), port))
+            _ => tokio::net::lookup_host((host, port))
                 .await
                 .map_err(|e| format!("cannot resolve {host}: {e}"))?
                 .collect(),
@@ -265,7 +441,7 @@ async fn exchange(
                 Ok(tcp) => {
                     let _ = tcp.set_nodelay(true);
                     let io: Box<dyn Io> = if https {
-                        let name = rustls_pki_types::ServerName::try_from(host.clone())
+                        let name = rustls_pki_types::ServerName::try_from(host.to_owned())
                             .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
                         let tls = tokio_rustls::TlsConnector::from(tls_config())
                             .connect(name, tcp)
@@ -282,99 +458,133 @@ async fn exchange(
         }
         Err(last)
     };
-    let mut io = tokio::time::timeout(limits.connect_timeout, connect)
+    tokio::time::timeout(limits.connect_timeout, connect)
         .await
         .map_err(|_| {
             format!(
                 "no connection within {} ms",
                 limits.connect_timeout.as_millis()
             )
-        })??;
-    let target = &url[url::Position::BeforePath..url::Position::AfterQuery];
-    let host_header = match url.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    let head = format!(
-        "POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: Sluice-Webhooks/1\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nwebhook-id: {msg_id}\r\n\
-         webhook-timestamp: {timestamp}\r\nwebhook-signature: {signature}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    let talk = async {
-        io.write_all(head.as_bytes())
-            .await
-            .map_err(|e| format!("sending the request failed: {e}"))?;
-        io.write_all(body)
-            .await
-            .map_err(|e| format!("sending the request failed: {e}"))?;
-        io.flush()
-            .await
-            .map_err(|e| format!("sending the request failed: {e}"))?;
-        read_status(&mut io, limits.max_response_bytes).await
-    };
-    tokio::time::timeout(limits.response_timeout, talk)
-        .await
-        .map_err(|_| {
-            format!(
-                "no complete answer within {} ms",
-                limits.response_timeout.as_millis()
-            )
         })?
 }
 
-/// Reads the status line and headers (never more than `cap` bytes in all); returns the
-/// status and, for a failure, a short note (the `Location` of a redirect, the first
-/// bytes of the body that came with the headers).
-async fn read_status(io: &mut Box<dyn Io>, cap: usize) -> Result<(u16, String), String> {
+/// Writes one request and reads its answer within `response_timeout`.
+async fn talk(io: &mut Box<dyn Io>, head: &str, body: &[u8], limits: Limits) -> Talk {
+    let exchange = async {
+        let write = async {
+            io.write_all(head.as_bytes()).await?;
+            io.write_all(body).await?;
+            io.flush().await
+        };
+        if let Err(e) = write.await {
+            return Talk::Closed(format!("sending the request failed: {e}"));
+        }
+        read_answer(io, limits.max_response_bytes).await
+    };
+    tokio::time::timeout(limits.response_timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Talk::Failed(format!(
+                "no complete answer within {} ms",
+                limits.response_timeout.as_millis()
+            ))
+        })
+}
+
+/// Reads the status line and headers (never more than `cap` bytes in all), and a body
+/// framed by `Content-Length` that fits in the rest of `cap` (so the connection is clean
+/// for the next request); the status and, for a failure, a short note (the `Location`
+/// of a redirect, the first bytes of the body).
+async fn read_answer(io: &mut Box<dyn Io>, cap: usize) -> Talk {
     let mut buf = Vec::with_capacity(cap.min(8192));
     let mut chunk = [0u8; 4096];
     loop {
         let room = cap.saturating_sub(buf.len()).min(chunk.len());
         if room == 0 {
-            return Err(format!(
+            return Talk::Failed(format!(
                 "the answer's status line and headers are longer than {cap} bytes \
                  (webhooks.max_response_bytes)"
             ));
         }
-        let n = io
-            .read(&mut chunk[..room])
-            .await
-            .map_err(|e| format!("reading the answer failed: {e}"))?;
+        let n = match io.read(&mut chunk[..room]).await {
+            Ok(n) => n,
+            Err(e) if buf.is_empty() => {
+                return Talk::Closed(format!("reading the answer failed: {e}"));
+            }
+            Err(e) => return Talk::Failed(format!("reading the answer failed: {e}")),
+        };
         if n == 0 {
-            return Err(if buf.is_empty() {
-                "the receiver closed the connection without answering".into()
+            return if buf.is_empty() {
+                Talk::Closed("the receiver closed the connection without answering".into())
             } else {
-                "the receiver closed the connection in the middle of its answer".into()
-            });
+                Talk::Failed(
+                    "the receiver closed the connection in the middle of its answer".into(),
+                )
+            };
         }
         buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut headers);
         match resp.parse(&buf) {
             Ok(httparse::Status::Complete(end)) => {
-                let status = resp.code.ok_or("an answer without a status")?;
+                let Some(status) = resp.code else {
+                    return Talk::Failed("an answer without a status".into());
+                };
+                let header = |name: &str| {
+                    resp.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+                };
+                // The body's length, when the connection can be kept: HTTP/1.1, not
+                // closed by the receiver, framed by a length (chunked or read-to-close
+                // bodies are not read: the connection is dropped instead).
+                let keep = resp.version == Some(1)
+                    && header("connection").is_none_or(|c| !c.contains("close"))
+                    && header("transfer-encoding").is_none();
+                let body_len = if matches!(status, 100..=199 | 204 | 304) {
+                    Some(0)
+                } else {
+                    header("content-length").and_then(|l| l.parse::<usize>().ok())
+                };
                 let mut note = String::new();
                 if !(200..300).contains(&status) {
-                    if let Some(l) = resp
-                        .headers
-                        .iter()
-                        .find(|h| h.name.eq_ignore_ascii_case("location"))
-                    {
-                        let l = String::from_utf8_lossy(l.value);
+                    if let Some(l) = header("location") {
                         note = format!(" (Location: {})", clip(&l, ERROR_BODY_PREFIX));
                     } else if end < buf.len() {
                         let b = String::from_utf8_lossy(&buf[end..]);
                         note = format!(": {}", clip(b.trim(), ERROR_BODY_PREFIX));
                     }
                 }
-                return Ok((status, note));
+                let clean = match body_len {
+                    Some(len) if keep && end.saturating_add(len) <= cap => {
+                        skip_body(io, buf.len() - end, len).await
+                    }
+                    _ => false,
+                };
+                return Talk::Answer(status, note, clean);
             }
             Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(format!("the answer is not HTTP/1.x: {e}")),
+            Err(e) => return Talk::Failed(format!("the answer is not HTTP/1.x: {e}")),
         }
     }
+}
+
+/// Reads and drops the rest of a body of `len` bytes of which `have` came with the
+/// headers; whether the connection is clean after it (nothing more than the body came).
+async fn skip_body(io: &mut Box<dyn Io>, have: usize, len: usize) -> bool {
+    if have > len {
+        return false;
+    }
+    let mut left = len - have;
+    let mut chunk = [0u8; 4096];
+    while left > 0 {
+        match io.read(&mut chunk[..left.min(4096)]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => left -= n,
+        }
+    }
+    true
 }
 
 fn clip(s: &str, max: usize) -> String {

@@ -4,8 +4,9 @@
 # same kind of sink, and the smtp-source → smtp-sink ceiling.
 #
 #   tests/bench/pipeline.sh [-n MESSAGES] [-c CONCURRENCY] [-z "1024 20480"] [-s sqlite|postgres]
-#                           [--accounts N] [--webhook] [--no-postfix]
+#                           [--accounts N] [--webhook] [--rate MSG_PER_SEC] [--no-postfix]
 #   SLUICE_BIN=/path/to/sluice tests/bench/pipeline.sh ...   (a binary built elsewhere)
+#   PUSH_BIN=/path/to/sluice ...   (`sluice bench push` from another binary, e.g. one with --rate)
 #   OUT=/tmp/dir SINK_PORT=p HTTP_PORT=q tests/bench/pipeline.sh ...   (beside another run)
 #
 # --accounts N: live billing on both ledgers. The tenant resells: it gets N accounts,
@@ -17,7 +18,12 @@
 # --webhook: a webhook subscribed to every event ("*"), sent to a small receiver on
 # loopback (tests/bench/webhook_receiver.py, answers 204 at once), `[webhooks] batch_size`
 # WEBHOOK_BATCH (100); after each push the script waits until the webhook's cursor has
-# reached the tenant's last event and prints how long that took and the events received.
+# reached the tenant's last event and prints how long that took, the events received,
+# the webhook's events per second from the push's start to caught up, and the receiver's
+# event-to-arrival latency p50/p99 (arrival minus each event's `at_ms`).
+#
+# --rate R: `sluice bench push --rate R`, a steady R messages a second (as fast as it
+# goes without it), e.g. for the webhook's latency at 1,000 msg/s.
 #
 # Needs: Postfix (smtp-sink, smtp-source), ../shared/bench beside the repo,
 # PostgreSQL for -s postgres. Everything listens on 127.0.0.1 only; every
@@ -25,12 +31,13 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
-N=20000; C=32; SIZES="1024 20480"; STORE=sqlite; POSTFIX=1; ACCOUNTS=0; WEBHOOK=0
+N=20000; C=32; SIZES="1024 20480"; STORE=sqlite; POSTFIX=1; ACCOUNTS=0; WEBHOOK=0; RATE=
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N=$2; shift 2;; -c) C=$2; shift 2;; -z) SIZES=$2; shift 2;; -s) STORE=$2; shift 2;;
     --accounts) ACCOUNTS=$2; shift 2;;
     --webhook) WEBHOOK=1; shift;;
+    --rate) RATE=$2; shift 2;;
     --no-postfix) POSTFIX=0; shift;; *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
@@ -129,7 +136,12 @@ webhook_caught_up() {
     more=$(curl -sf -H "Authorization: Bearer $KEY" "$API/v1/events?after=${cursor:-0}&limit=1" | grep -c '"cursor"' || true)
     if [ "$more" = 0 ]; then
       t1=$(date +%s.%N)
-      echo "  webhook caught up $(echo "$t1 - $t0" | bc) s after the last delivery (cursor $cursor; receiver counted $(cat "$OUT/webhook-events" 2>/dev/null || echo 0) events)"
+      got=$(cat "$OUT/webhook-events" 2>/dev/null || echo 0)
+      echo "  webhook caught up $(echo "$t1 - $t0" | bc) s after the last delivery (cursor $cursor; receiver counted $got events)"
+      echo "  webhook: $(echo "scale=0; $got / ($t1 - $PUSH_T0)" | bc) events/s from the push's start to caught up"
+      # events requests connections p50 p99 max (ms), as webhook_receiver.py writes them.
+      read -r _ lreq lconn lp50 lp99 lmax < "$OUT/webhook-events.lat" || true
+      echo "  webhook: $lreq requests on $lconn connections; event to arrival p50 $lp50 ms, p99 $lp99 ms, max $lmax ms"
       return
     fi
     sleep 0.1
@@ -168,8 +180,9 @@ echo "## Sluice ($STORE store), $N messages, concurrency $C"
 for z in $SIZES; do
   echo "- size $z B (load average before: $(cut -d' ' -f1-3 /proc/loadavg)):"
   cpu0=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
-  "$SLUICE" bench push --url "http://127.0.0.1:$HTTP_PORT" --key "$KEY" --messages "$N" --size "$z" \
-    --concurrency "$C" --sink-log "$OUT/sink-$SINK_PORT.log" | sed 's/^/  /'
+  PUSH_T0=$(date +%s.%N)
+  "${PUSH_BIN:-$SLUICE}" bench push --url "http://127.0.0.1:$HTTP_PORT" --key "$KEY" --messages "$N" --size "$z" \
+    --concurrency "$C" --sink-log "$OUT/sink-$SINK_PORT.log" ${RATE:+--rate "$RATE"} | sed 's/^/  /'
   cpu1=$(awk '{print $14+$15}' /proc/"${pids[0]}"/stat)
   echo "  sluice CPU: $(( (cpu1 - cpu0) * 1000000 / $(getconf CLK_TCK) / N )) µs per message"
   if [ "$ACCOUNTS" -gt 0 ]; then

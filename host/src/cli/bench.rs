@@ -4,7 +4,8 @@
 //! It reports accepted messages per second, accept latency (p50, p99: the
 //! time to a 202, which includes the durable commit) and end-to-end
 //! messages per second (first request to the sink counting the last
-//! message). Load comes from `--concurrency` keep-alive connections.
+//! message). Load comes from `--concurrency` keep-alive connections, as fast as they
+//! go, or at a steady `--rate` (messages per second).
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -40,6 +41,10 @@ pub struct PushArgs {
     /// Give up waiting for deliveries after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+    /// Messages per second at most, sent at a steady pace (message i not before i/rate
+    /// seconds after the start); as fast as the connections go without it.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 /// The last `mesg=N` in smtp-sink's CR-separated counter log.
@@ -143,6 +148,7 @@ async fn run(args: PushArgs) -> Result<ExitCode> {
             next.clone(),
             args.messages,
         );
+        let rate = args.rate.filter(|r| *r > 0.0);
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut conn = BufReader::new(TcpStream::connect(&addr).await.with_context(|| format!("cannot connect to {addr}"))?);
@@ -151,6 +157,10 @@ async fn run(args: PushArgs) -> Result<ExitCode> {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if i >= total {
                     break;
+                }
+                if let Some(r) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / r);
+                    tokio::time::sleep_until(due.into()).await;
                 }
                 let body = format!(r#"{{"from":"{from}","to":["rcpt{i}@example.org"],"subject":"bench {i}","text":"{filler}"}}"#);
                 let request = format!("POST /v1/messages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());

@@ -17,6 +17,10 @@ pub struct Events {
     /// Event streams one tenant may hold open on a node (`max_streams_per_tenant`, 64);
     /// more are told 429.
     pub max_streams_per_tenant: u32,
+    /// Event streams all tenants together may hold open on a node (`max_streams`,
+    /// 20000); more are told 429. Each holds a connection (a file descriptor) and some
+    /// memory (BENCHMARKS.md: "10,000 event stream subscribers").
+    pub max_streams: u32,
 }
 
 #[derive(Deserialize, Default)]
@@ -26,6 +30,7 @@ pub(super) struct RawEvents {
     poll_ms: Count,
     heartbeat_secs: Count,
     max_streams_per_tenant: Count,
+    max_streams: Count,
 }
 
 impl RawEvents {
@@ -45,6 +50,7 @@ impl RawEvents {
                 64,
                 100_000,
             ) as u32,
+            max_streams: n("max_streams", self.max_streams, 20_000, 1_000_000) as u32,
         }
     }
 }

@@ -480,14 +480,16 @@ fn events_have_defaults_and_refuse_zero() {
     assert_eq!(p.events.poll, Duration::from_millis(200));
     assert_eq!(p.events.heartbeat, Duration::from_secs(15));
     assert_eq!(p.events.max_streams_per_tenant, 64);
+    assert_eq!(p.events.max_streams, 20_000);
     let p = Pipeline::parse(
-        "[events]\nretention_days = 7\npoll_ms = 50\nheartbeat_secs = 1\nmax_streams_per_tenant = 2\n",
+        "[events]\nretention_days = 7\npoll_ms = 50\nheartbeat_secs = 1\nmax_streams_per_tenant = 2\nmax_streams = 3\n",
         "p.toml",
     )
     .unwrap();
     assert_eq!(p.events.retention, Duration::from_secs(7 * 86_400));
     assert_eq!(p.events.poll, Duration::from_millis(50));
     assert_eq!(p.events.max_streams_per_tenant, 2);
+    assert_eq!(p.events.max_streams, 3);
     let e = errors("[events]\nretention_days = 0\n");
     assert!(
         e.starts_with("p.toml:2:18: key `events.retention_days`: must be between 1 and 3650"),

@@ -27,8 +27,17 @@ pub async fn run(server: Arc<Server>) {
         // Rounds until one leaves nothing behind (or another node's round runs).
         loop {
             match server.store.sequence_events(ROUND).await {
-                Ok(s) if s.events as u64 == u64::from(ROUND) => continue,
-                Ok(_) => break,
+                Ok(s) if s.events as u64 == u64::from(ROUND) => {
+                    server.events.note_sequenced();
+                    continue;
+                }
+                Ok(s) => {
+                    if s.events > 0 {
+                        // The webhook loop goes on at once, not at its next poll.
+                        server.events.note_sequenced();
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %Chain(&e), "event sequencer round failed; retrying");
                     break;

@@ -13,13 +13,16 @@
 //! Invariants:
 //! - A stream yields every event after its starting cursor once, in cursor order; it
 //!   holds at most one page in memory and waits (never polls the store on its own)
-//!   until its tenant's last cursor moves (`event_hub.rs`).
+//!   until its tenant's last cursor moves (`event_hub.rs`). A tenant's streams without
+//!   a type filter share one page read (and rendered) for all of them: 10,000 streams
+//!   of a tenant cost one store read per page, not 10,000.
 //! - Only a tenant's key reads events (`auth::ROUTES`); one tenant never sees another's.
 
 use super::api::AppState;
 use super::auth::AuthTenant;
 use super::dto::events::{EventPage, EventView};
 use super::error::ApiError;
+use super::event_hub::{Rendered, SharedPage, TooManyStreams};
 use crate::logging::Chain;
 use crate::store::{EventKind, TenantEvent};
 use axum::extract::{Query, State};
@@ -28,8 +31,9 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 /// Events a page holds unless `limit` says fewer.
 const DEFAULT_LIMIT: u32 = 100;
@@ -150,26 +154,83 @@ struct Tail {
     tenant: String,
     kinds: Option<Vec<EventKind>>,
     cursor: i64,
-    page: VecDeque<TenantEvent>,
+    /// Events read, and the next of them to send.
+    page: Arc<[Rendered]>,
+    next: usize,
     sub: super::event_hub::Subscription,
 }
 
-/// The next event of a stream: from its page, else the store, else after its tenant's
-/// last cursor moves; `None` once the server stops.
+fn render(page: &[TenantEvent]) -> Arc<[Rendered]> {
+    page.iter()
+        .filter_map(|e| match serde_json::to_string(&event_json(e)) {
+            Ok(data) => Some(Rendered {
+                cursor: e.cursor,
+                kind: public_type(e.kind),
+                data,
+            }),
+            Err(err) => {
+                // Plain data never fails to encode; if it did, the stream goes on past
+                // it (its cursor is skipped) rather than ending.
+                tracing::error!(cursor = e.cursor, error = %err, "cannot encode an event");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The events after the stream's cursor (at most a page). Without a type filter the
+/// tenant's streams share their reads: the one that finds the shared page used up
+/// reads the next while the others wait for it, and they all send from it.
+async fn read(t: &Tail) -> Result<Arc<[Rendered]>, crate::store::StoreError> {
+    let store = &t.server.store;
+    if t.kinds.is_some() {
+        let page = store
+            .events_after(&t.tenant, t.cursor, STREAM_PAGE, t.kinds.as_deref())
+            .await?;
+        return Ok(render(&page));
+    }
+    let mut shared = t.sub.page.lock().await;
+    if let Some(p) = shared.as_ref() {
+        if p.covers(t.cursor) {
+            return Ok(p.events.clone());
+        }
+        if t.cursor < p.after {
+            // Behind the others (resumed from an old cursor): its own read.
+            drop(shared);
+            let page = store
+                .events_after(&t.tenant, t.cursor, STREAM_PAGE, None)
+                .await?;
+            return Ok(render(&page));
+        }
+    }
+    let page = render(
+        &store
+            .events_after(&t.tenant, t.cursor, STREAM_PAGE, None)
+            .await?,
+    );
+    if !page.is_empty() {
+        *shared = Some(SharedPage {
+            after: t.cursor,
+            events: page.clone(),
+        });
+    }
+    Ok(page)
+}
+
+/// The next event of a stream: from its page, else the store (or its tenant's shared
+/// page), else after its tenant's last cursor moves; `None` once the server stops.
 async fn next_event(mut t: Tail) -> Option<(Result<SseEvent, Infallible>, Tail)> {
     loop {
-        if let Some(e) = t.page.pop_front() {
+        if let Some(e) = t.page.get(t.next) {
+            t.next += 1;
+            if e.cursor <= t.cursor {
+                continue;
+            }
             t.cursor = e.cursor;
             let sse = SseEvent::default()
                 .id(e.cursor.to_string())
-                .event(public_type(e.kind))
-                .json_data(event_json(&e))
-                .unwrap_or_else(|err| {
-                    // Plain data never fails to encode; if it did, the client sees the
-                    // gap as a comment rather than the stream ending.
-                    tracing::error!(tenant = %t.tenant, cursor = e.cursor, error = %err, "cannot encode an event");
-                    SseEvent::default().comment("an event could not be encoded")
-                });
+                .event(e.kind)
+                .data(&e.data);
             return Some((Ok(sse), t));
         }
         if *t.sub.closing.borrow() {
@@ -177,14 +238,10 @@ async fn next_event(mut t: Tail) -> Option<(Result<SseEvent, Infallible>, Tail)>
         }
         // Seen before the read: a cursor that moves during it wakes the wait below.
         t.sub.last.borrow_and_update();
-        match t
-            .server
-            .store
-            .events_after(&t.tenant, t.cursor, STREAM_PAGE, t.kinds.as_deref())
-            .await
-        {
+        match read(&t).await {
             Ok(page) if !page.is_empty() => {
-                t.page = page.into();
+                t.next = page.partition_point(|e| e.cursor <= t.cursor);
+                t.page = page;
                 continue;
             }
             Ok(_) => {}
@@ -230,13 +287,20 @@ async fn stream(
         None => query.get("after").map(|a| cursor("after", a)).transpose()?,
     };
     let sub = s.events.subscribe(&tenant.id).map_err(|full| {
+        let why = match full {
+            TooManyStreams::Tenant(n) => format!(
+                "tenant {:?} already has {n} event streams open on this node \
+                 (events.max_streams_per_tenant)",
+                tenant.id
+            ),
+            TooManyStreams::Node(n) => format!(
+                "this node has {n} event streams open, all tenants together \
+                 (events.max_streams)"
+            ),
+        };
         ApiError::too_many(
             "too_many_event_streams",
-            format!(
-                "tenant {:?} already has {} event streams open on this node \
-                 (events.max_streams_per_tenant); close one or resume it elsewhere",
-                tenant.id, full.limit
-            ),
+            format!("{why}; close one or resume it elsewhere"),
             5,
         )
     })?;
@@ -250,7 +314,8 @@ async fn stream(
         tenant: tenant.id,
         kinds,
         cursor: start,
-        page: VecDeque::new(),
+        page: Arc::from(Vec::new()),
+        next: 0,
         sub,
     };
     let events = futures_util::stream::unfold(tail, next_event);

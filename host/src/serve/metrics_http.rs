@@ -5,7 +5,7 @@
 //! Who may scrape: a caller with the admin token (`Authorization: Bearer …`), or one
 //! whose address is in `[metrics] allow_unauthenticated_from` (none by default). What is
 //! read from the store at a scrape (queue depth by state, the oldest queued message,
-//! unrated usage) is read at most once a second, whatever the number of scrapers:
+//! unrated usage, the webhooks' lag by state) is read at most once a second, whatever the number of scrapers:
 //! scrapes wait for one another, and a scrape within a second of the last read reuses it.
 
 use super::api::{AppState, bearer};
@@ -74,6 +74,25 @@ async fn scrape(State(s): State<AppState>, req: Request) -> Result<Response, Api
                 // The last values stay; the scrape still answers.
                 Err(e) => {
                     tracing::warn!(error = %Chain(&e), "metrics: cannot read the queue from the store")
+                }
+            }
+            match s.store.webhook_lag().await {
+                Ok(lag) => {
+                    // Every state has its series (0 when it has no webhook): a bounded set.
+                    for state in ["active", "paused", "disabled"] {
+                        let l = lag.iter().find(|l| l.state == state);
+                        let age = l
+                            .and_then(|l| l.oldest_at_ms)
+                            .map_or(0.0, |at| (now_ms() - at).max(0) as f64 / 1000.0);
+                        let labels = metrics::StateLabels { state };
+                        m.webhook_lag.get_or_create(&labels).set(age);
+                        m.webhook_undelivered
+                            .get_or_create(&labels)
+                            .set(l.map_or(0, |l| l.events));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %Chain(&e), "metrics: cannot read the webhooks' lag from the store")
                 }
             }
             *last = Some(Instant::now());

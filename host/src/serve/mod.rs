@@ -118,7 +118,8 @@ pub async fn run(
     let reloader = tokio::spawn(reload::run(server.clone(), pipeline_path));
     let account_biller = tokio::spawn(account_billing::run(server.clone()));
     let event_log = tokio::spawn(event_log::run(server.clone()));
-    let webhooks = tokio::spawn(webhooks::run(server.clone()));
+    let deliveries = webhooks::Deliveries::new(&server);
+    let webhooks = tokio::spawn(webhooks::run(server.clone(), deliveries.clone()));
     let log_sources = log_source::start(server.clone());
 
     let app = api::router(
@@ -150,8 +151,11 @@ pub async fn run(
     prober.abort();
     // A sequencer round is one transaction: one cut short gives no cursors.
     event_log.abort();
-    // A delivery cut short moved no cursor: it is sent again (at least once).
+    // Deliveries write what they sent and give their webhooks' leases back, so another
+    // node goes on at once; one cut short moved no cursor past what it had not written:
+    // that is sent again (at least once).
     webhooks.abort();
+    deliveries.stop(&server).await;
     reloader.abort();
     if let Some(listener) = smtp_in {
         listener.abort();

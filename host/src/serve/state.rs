@@ -202,7 +202,10 @@ impl Server {
             limits: super::live_limits::LiveLimits::new(&pipeline.limits),
             body_budget,
             admission: Arc::new(super::admission::Admission::new(&pipeline.admission)),
-            events: super::event_hub::EventHub::new(pipeline.events.max_streams_per_tenant),
+            events: super::event_hub::EventHub::new(
+                pipeline.events.max_streams_per_tenant,
+                pipeline.events.max_streams,
+            ),
             verp,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
             handoff: super::handoff::Handoff::new(

@@ -298,7 +298,7 @@ async fn test(
         "events": [],
     })
     .to_string();
-    let sent = send(s, &w, &msg_id, body.as_bytes()).await;
+    let sent = send(s, &w, &msg_id, body.as_bytes(), &mut None).await;
     let attempt = WebhookAttempt {
         at_ms: now,
         tenant_id: None,

@@ -75,7 +75,8 @@ pub use types::{
     RecipientView, Relay, RelayState, RelayUpdate, RetryFilter, Tenant, TenantUpdate, WindowCounts,
 };
 pub use webhooks::{
-    NewWebhook, Webhook, WebhookAttempt, WebhookOwner, WebhookState, WebhookUpdate,
+    CursorMove, NewWebhook, Webhook, WebhookAttempt, WebhookLag, WebhookOwner, WebhookState,
+    WebhookUpdate,
 };
 
 /// How many accepts one group commit takes at most.
@@ -1023,6 +1024,40 @@ impl Store {
     /// Gives a webhook's lease back.
     pub async fn release_webhook(&self, id: &str, node: &str) -> Result<(), StoreError> {
         webhooks::release(self.pools(), id, node).await
+    }
+
+    /// Gives back every webhook lease `node` holds (a graceful stop); how many.
+    pub async fn release_webhook_leases(&self, node: &str) -> Result<u64, StoreError> {
+        webhooks::release_all(self.pools(), node).await
+    }
+
+    /// What a delivery task did since its last checkpoint (cursor moves, successful
+    /// attempts), with its lease renewed, in one transaction; whether `node` held it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn webhook_checkpoint(
+        &self,
+        id: &str,
+        node: &str,
+        moves: &[CursorMove],
+        attempts: &[WebhookAttempt],
+        keep: u32,
+        lease_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        webhooks::checkpoint(
+            self.pools(),
+            id,
+            node,
+            moves,
+            attempts,
+            keep,
+            lease_until_ms,
+        )
+        .await
+    }
+
+    /// How far webhooks are behind, summed per state.
+    pub async fn webhook_lag(&self) -> Result<Vec<WebhookLag>, StoreError> {
+        webhooks::lag(self.pools()).await
     }
 
     /// Moves a cursor past events the webhook's filter leaves out.

@@ -581,6 +581,16 @@ async fn insert_attempt(
     .execute(&mut *conn)
     .await
     .map_err(StoreError::db(format!("{op}: attempt of {id:?}")))?;
+    trim_attempts(conn, id, keep, op).await
+}
+
+/// Keeps the newest `keep` attempts of a webhook.
+async fn trim_attempts(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    keep: u32,
+    op: &str,
+) -> Result<(), StoreError> {
     sqlx::query(
         "DELETE FROM webhook_attempts WHERE webhook_id = $1 AND id <= \
          (SELECT id FROM webhook_attempts WHERE webhook_id = $1 ORDER BY id DESC \
@@ -732,6 +742,153 @@ pub(crate) async fn failed(
     insert_attempt(&mut tx, id, attempt, keep, op).await?;
     tx.commit().await.map_err(StoreError::db(op))?;
     Ok(paused)
+}
+
+/// A cursor move of a webhook into one tenant's log: from the value it was read at to
+/// the last event sent (or passed over by the filter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorMove {
+    pub tenant_id: String,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What a delivery task did since its last checkpoint, written in one transaction if
+/// this node still holds the lease: its cursor moves (each only where the cursor is
+/// still at `from`: a replay meanwhile wins), its successful attempts (the newest `keep`
+/// of them; when there are any, the retry state is cleared), and the lease renewed to
+/// `lease_until_ms`. Returns whether this node held the lease (else nothing is written
+/// but the attempts).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn checkpoint(
+    pools: &Pools,
+    id: &str,
+    node: &str,
+    moves: &[CursorMove],
+    attempts: &[WebhookAttempt],
+    keep: u32,
+    lease_until_ms: i64,
+) -> Result<bool, StoreError> {
+    let op = "webhook_checkpoint";
+    let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
+    let clear = if attempts.is_empty() {
+        ""
+    } else {
+        ", failures = 0, failing_since_ms = NULL, next_attempt_ms = NULL"
+    };
+    let ours = sqlx::query(&format!(
+        "UPDATE webhooks SET lease_until_ms = $1{clear} WHERE id = $2 AND lease_node = $3"
+    ))
+    .bind(lease_until_ms)
+    .bind(id)
+    .bind(node)
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::db(format!("{op} {id:?}")))?
+    .rows_affected()
+        > 0;
+    if ours {
+        for m in moves.iter().filter(|m| m.to > m.from) {
+            sqlx::query(
+                "UPDATE webhook_cursors SET cursor = $1 WHERE webhook_id = $2 \
+                 AND tenant_id = $3 AND cursor = $4",
+            )
+            .bind(m.to)
+            .bind(id)
+            .bind(&m.tenant_id)
+            .bind(m.from)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(format!("{op} {id:?}: cursor")))?;
+        }
+    }
+    let newest = &attempts[attempts.len().saturating_sub(keep as usize)..];
+    const COLS: usize = 9;
+    for rows in newest.chunks(super::codec::rows_per_statement(COLS).min(100)) {
+        let sql = format!(
+            "INSERT INTO webhook_attempts (webhook_id, at_ms, tenant_id, first_cursor, \
+             last_cursor, events, status, latency_ms, error) VALUES {}",
+            super::codec::value_rows(rows.len(), COLS)
+        );
+        let mut q = sqlx::query(&sql);
+        for a in rows {
+            q = q
+                .bind(id)
+                .bind(a.at_ms)
+                .bind(a.tenant_id.clone())
+                .bind(a.first_cursor)
+                .bind(a.last_cursor)
+                .bind(i64::from(a.events))
+                .bind(a.status.map(i64::from))
+                .bind(a.latency_ms)
+                .bind(a.error.clone());
+        }
+        q.execute(&mut *tx)
+            .await
+            .map_err(StoreError::db(format!("{op}: attempts of {id:?}")))?;
+    }
+    if !newest.is_empty() {
+        trim_attempts(&mut tx, id, keep, op).await?;
+    }
+    tx.commit().await.map_err(StoreError::db(op))?;
+    Ok(ours)
+}
+
+/// Gives back every webhook lease `node` holds (a graceful stop): another node may
+/// deliver them at once instead of after the leases run out. Returns how many.
+pub(crate) async fn release_all(pools: &Pools, node: &str) -> Result<u64, StoreError> {
+    let n = sqlx::query(
+        "UPDATE webhooks SET lease_node = NULL, lease_until_ms = NULL WHERE lease_node = $1",
+    )
+    .bind(node)
+    .execute(&pools.write)
+    .await
+    .map_err(StoreError::db(format!(
+        "release_webhook_leases of {node:?}"
+    )))?
+    .rows_affected();
+    Ok(n)
+}
+
+/// How far webhooks are behind, per state (`active`, `paused`, `disabled`; a state with
+/// no webhook is left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookLag {
+    pub state: String,
+    /// Webhooks in this state.
+    pub webhooks: i64,
+    /// Sequenced events past their cursors, summed.
+    pub events: i64,
+    /// When the oldest event past a cursor was written (`at_ms`), if any.
+    pub oldest_at_ms: Option<i64>,
+}
+
+/// Every webhook's lag, summed per state: a few rows, however many webhooks (a read of
+/// each cursor's next event, by the `(tenant_id, tenant_seq)` index).
+pub(crate) async fn lag(pools: &Pools) -> Result<Vec<WebhookLag>, StoreError> {
+    let op = "webhook_lag";
+    let rows = sqlx::query(
+        "SELECT w.state AS state, COUNT(DISTINCT w.id) AS webhooks, \
+         CAST(COALESCE(SUM(CASE WHEN s.last_seq > c.cursor THEN s.last_seq - c.cursor \
+         ELSE 0 END), 0) AS BIGINT) AS events, MIN(e.at_ms) AS oldest FROM webhooks w \
+         LEFT JOIN webhook_cursors c ON c.webhook_id = w.id \
+         LEFT JOIN event_sequences s ON s.tenant_id = c.tenant_id \
+         LEFT JOIN events e ON e.tenant_id = c.tenant_id AND e.tenant_seq = c.cursor + 1 \
+         GROUP BY w.state",
+    )
+    .fetch_all(&pools.read)
+    .await
+    .map_err(StoreError::db(op))?;
+    rows.iter()
+        .map(|r| {
+            Ok(WebhookLag {
+                state: col(r, op, "state")?,
+                webhooks: col(r, op, "webhooks")?,
+                events: col(r, op, "events")?,
+                oldest_at_ms: col(r, op, "oldest")?,
+            })
+        })
+        .collect()
 }
 
 /// Keeps an attempt that moves nothing (a test send).

@@ -413,3 +413,100 @@ fn a_stream_on_any_postgres_node_carries_every_nodes_events_once_in_order() {
     assert_eq!(rest[2].2["message_id"], id.as_str());
     nodes.truncate(1);
 }
+
+#[test]
+fn streams_are_bounded_per_node_and_a_tenants_streams_share_reads_yet_each_gets_every_event() {
+    let port = free_port();
+    let tables = format!(
+        "[events]\npoll_ms = 50\nheartbeat_secs = 1\nmax_streams_per_tenant = 10\nmax_streams = 6\n\n{}{}{}",
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["*"]),
+        tenant_table("u", &["*"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let (key, other) = (s.new_key("t"), s.new_key("u"));
+
+    // Five of one tenant's streams, one from before anything and the others resumed
+    // at different places later; one of the other tenant's: the node's six.
+    let first = Stream::open(s.addr, &key, "/v1/events/stream?after=0", None);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            s.submit(
+                &key,
+                &simple("a@example.com", &format!("x{i}@example.net"), "m"),
+            )
+        })
+        .collect();
+    for id in &ids {
+        s.wait_state(&key, id, "delivered");
+    }
+    let all = wait_events(&s, &key, 0, "message.delivered", 3);
+    let n = all.len() as i64;
+    let mut streams: Vec<(i64, Stream)> = vec![];
+    for after in [0, 1, n / 2, n - 1] {
+        streams.push((
+            after,
+            Stream::open(s.addr, &key, "/v1/events/stream", Some(after)),
+        ));
+    }
+    let _theirs = Stream::open(s.addr, &other, "/v1/events/stream", None);
+    let r = s.request("GET", "/v1/events/stream", Some(&other), None, b"");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "too_many_event_streams");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events.max_streams)"),
+        "{}",
+        r.body
+    );
+
+    // Every stream gets every event after its start once, in order, the later mail's
+    // too (read once for all of them, from the shared page).
+    let more = s.submit(&key, &simple("a@example.com", "late@example.net", "late"));
+    s.wait_state(&key, &more, "delivered");
+    let all = wait_events(&s, &key, 0, "message.delivered", 4);
+    let total = all.len() as i64;
+    streams.push((0, first));
+    for (after, stream) in &mut streams {
+        let got: Vec<String> = stream
+            .events((total - *after) as usize)
+            .into_iter()
+            .map(|(id, _, data)| {
+                assert_eq!(data["cursor"].to_string(), id);
+                id
+            })
+            .collect();
+        let want: Vec<String> = (*after + 1..=total).map(|c| c.to_string()).collect();
+        assert_eq!(got, want, "the stream from {after}");
+        // Nothing more: the next is a heartbeat.
+        assert_eq!(stream.next(), Item::Comment("heartbeat".into()));
+    }
+
+    // A stream closed frees its place on the node.
+    drop(streams.pop());
+    wait_for("a place on the node again", || {
+        let r = s.request("GET", "/v1/events?limit=1", Some(&other), None, b"");
+        assert_eq!(r.status, 200);
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            c,
+            "GET /v1/events/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {other}\r\n\r\n"
+        )
+        .unwrap();
+        let mut status = String::new();
+        BufReader::new(c).read_line(&mut status).unwrap();
+        if status.contains(" 200 ") {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+}

@@ -463,3 +463,84 @@ fn postgres_serves_the_queue_gauges_from_its_store() {
     );
     promtool_check(&text);
 }
+
+#[test]
+fn webhooks_lag_is_scraped_per_state() {
+    let port = free_port();
+    let setup = pipeline(
+        port,
+        &["t"],
+        "[events]\npoll_ms = 50\n[webhooks]\nallow_private = true\npoll_ms = 50\n\
+         first_retry_ms = 200\nmax_retry_secs = 1\n",
+    );
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let age =
+        |state: &str| format!("sluice_webhook_oldest_undelivered_age_seconds{{state=\"{state}\"}}");
+    let events = |state: &str| format!("sluice_webhook_undelivered_events{{state=\"{state}\"}}");
+    let text = scrape(&s);
+    for state in ["active", "paused", "disabled"] {
+        assert!(text.contains(&age(state)), "no {} in\n{text}", age(state));
+        assert_eq!(value(&text, &events(state)), 0.0);
+    }
+    // A webhook whose receiver is never there (nothing listens on its port).
+    let dead = free_port();
+    let body = serde_json::json!({"url": format!("http://127.0.0.1:{dead}/hook"), "events": ["*"]});
+    let r = s.request(
+        "POST",
+        "/v1/webhooks",
+        Some(&key),
+        Some("application/json"),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let m = s.submit(&key, &simple("a@example.com", "x@example.net", "m"));
+    s.wait_state(&key, &m, "delivered");
+    let behind = |state: &'static str, others: [&'static str; 2]| {
+        wait_for(&format!("the {state} webhook's lag"), || {
+            let t = scrape(&s);
+            let (n, a) = (value(&t, &events(state)), value(&t, &age(state)));
+            let rest: f64 = others.iter().map(|o| value(&t, &events(o))).sum();
+            // accepted, routed, attempted, delivered, …: at least three events.
+            if n >= 3.0 && a > 0.0 && rest == 0.0 {
+                Ok(t)
+            } else {
+                Err(format!("{state}: {n} events, {a} s; others {rest}"))
+            }
+        })
+    };
+    behind("active", ["paused", "disabled"]);
+    let r = s.request(
+        "PATCH",
+        &format!("/v1/webhooks/{id}"),
+        Some(&key),
+        Some("application/json"),
+        br#"{"state": "paused"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = behind("paused", ["active", "disabled"]);
+    promtool_check(&t);
+    // Gone: nothing behind anywhere.
+    let r = s.request(
+        "DELETE",
+        &format!("/v1/webhooks/{id}"),
+        Some(&key),
+        None,
+        b"",
+    );
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    wait_for("no lag once the webhook is gone", || {
+        let t = scrape(&s);
+        let all: f64 = ["active", "paused", "disabled"]
+            .iter()
+            .map(|st| value(&t, &events(st)) + value(&t, &age(st)))
+            .sum();
+        if all == 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{all}"))
+        }
+    });
+}

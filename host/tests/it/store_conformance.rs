@@ -155,6 +155,7 @@ conformance!(
     a_webhooks_cursor_moves_only_for_the_lease_holder_after_success,
     a_webhook_failing_past_its_window_is_paused_once_with_an_event,
     held_and_suspended_work_is_never_leased_and_work_in_flight_is_held_after_its_attempt,
+    a_webhook_checkpoint_moves_cursors_keeps_attempts_and_leases_go_back_on_a_stop,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -5239,4 +5240,138 @@ async fn held_and_suspended_work_is_never_leased_and_work_in_flight_is_held_afte
         .await
         .unwrap();
     assert!(to.is_empty(), "another tenant's recipient: {to:?}");
+}
+
+/// Issue 21: a webhook checkpoint moves cursors, keeps attempts, renews the lease; a
+/// graceful stop gives the leases back.
+async fn a_webhook_checkpoint_moves_cursors_keeps_attempts_and_leases_go_back_on_a_stop(db: Db) {
+    use sluice::store::{CursorMove, WebhookOwner, WebhookState, WebhookUpdate};
+    let s = &db.store;
+    let ta = WebhookOwner::Tenant("ta");
+    s.create_webhook(new_hook("wh_a", Some("ta")), 5, T0)
+        .await
+        .unwrap();
+    s.create_webhook(new_hook("wh_b", Some("ta")), 5, T0)
+        .await
+        .unwrap();
+    // Nothing behind yet: no lag (only states with webhooks are listed).
+    let lag = s.webhook_lag().await.unwrap();
+    assert_eq!(lag.len(), 1, "{lag:?}");
+    assert_eq!(
+        (lag[0].state.as_str(), lag[0].webhooks, lag[0].events),
+        ("active", 2, 0)
+    );
+    assert_eq!(lag[0].oldest_at_ms, None);
+    for at in [T0 + 10, T0 + 20] {
+        s.accept(message("ta", &["x@example.org"]), at)
+            .await
+            .unwrap();
+    }
+    sequence_all(s).await;
+    let last = s.last_event_cursor("ta").await.unwrap();
+    assert!(last >= 2);
+    let lag = s.webhook_lag().await.unwrap();
+    assert_eq!(lag[0].events, 2 * last, "{lag:?}");
+    let oldest = lag[0].oldest_at_ms.expect("an event behind");
+    let first = s.events_after("ta", 0, 1, None).await.unwrap();
+    assert_eq!(oldest, first[0].at_ms);
+
+    let other = db.second_host().await;
+    assert!(s.claim_webhook("wh_a", "n1", T0, 60_000).await.unwrap());
+    // Two successes, one checkpoint: the cursor moves from where it was read, the
+    // attempts are kept (the newest `keep`), the lease is renewed.
+    let attempts = [
+        hook_attempt(Some("ta"), Some(1), Some(204)),
+        hook_attempt(Some("ta"), Some(2), Some(204)),
+    ];
+    let moved = [CursorMove {
+        tenant_id: "ta".into(),
+        from: 0,
+        to: 2,
+    }];
+    assert!(
+        s.webhook_checkpoint("wh_a", "n1", &moved, &attempts, 1, T0 + 500_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 2)]
+    );
+    let kept = s.webhook_attempts(ta, "wh_a", 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].last_cursor, Some(2));
+    // Renewed: still n1's past the first lease's end.
+    assert!(
+        !other
+            .claim_webhook("wh_a", "n2", T0 + 70_000, 60_000)
+            .await
+            .unwrap()
+    );
+    // A stale move (a replay set the cursor meanwhile) changes nothing.
+    s.replay_webhook(ta, "wh_a", "ta", 1, T0).await.unwrap();
+    let stale = [CursorMove {
+        tenant_id: "ta".into(),
+        from: 2,
+        to: 3,
+    }];
+    assert!(
+        s.webhook_checkpoint("wh_a", "n1", &stale, &[], 10, T0 + 500_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 1)]
+    );
+    // A node that does not hold the lease moves nothing.
+    let mine = [CursorMove {
+        tenant_id: "ta".into(),
+        from: 1,
+        to: 2,
+    }];
+    assert!(
+        !other
+            .webhook_checkpoint("wh_a", "n2", &mine, &[], 10, T0 + 500_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.webhook_cursors("wh_a").await.unwrap(),
+        vec![("ta".to_string(), 1)]
+    );
+    // A graceful stop gives every lease of the node back: the other takes it at once.
+    assert!(s.claim_webhook("wh_b", "n1", T0, 60_000).await.unwrap());
+    assert_eq!(s.release_webhook_leases("n1").await.unwrap(), 2);
+    assert_eq!(s.release_webhook_leases("n1").await.unwrap(), 0);
+    assert!(
+        other
+            .claim_webhook("wh_a", "n2", T0 + 1, 60_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        other
+            .claim_webhook("wh_b", "n2", T0 + 1, 60_000)
+            .await
+            .unwrap()
+    );
+    // The lag by state: wh_a one event behind, wh_b all of them, paused.
+    s.update_webhook(
+        ta,
+        "wh_b",
+        WebhookUpdate {
+            state: Some(WebhookState::Paused),
+            ..Default::default()
+        },
+        T0,
+    )
+    .await
+    .unwrap();
+    let mut lag = s.webhook_lag().await.unwrap();
+    lag.sort_by(|a, b| a.state.cmp(&b.state));
+    assert_eq!(lag.len(), 2, "{lag:?}");
+    assert_eq!((lag[0].state.as_str(), lag[0].events), ("active", last - 1));
+    assert_eq!((lag[1].state.as_str(), lag[1].events), ("paused", last));
+    assert_eq!(lag[1].oldest_at_ms, Some(oldest));
 }

@@ -147,7 +147,7 @@ fn serve_one(
         }
     }
     let now = load.0.fetch_add(1, Ordering::SeqCst) + 1;
-    let _busy = Busy(&load.0);
+    let busy = Busy(&load.0);
     load.1.fetch_max(now, Ordering::SeqCst);
     let n = seen.fetch_add(1, Ordering::SeqCst);
     let mode = *mode.lock().unwrap();
@@ -198,6 +198,9 @@ fn serve_one(
             return;
         }
     };
+    // Done before the answer goes out: the sender may send its next request as soon as
+    // it has the answer, and that one must not be counted as overlapping this one.
+    drop(busy);
     let _ = conn.write_all(answer);
 }
 
@@ -952,4 +955,224 @@ fn postgres_one_node_at_a_time_delivers_a_webhook_and_a_killed_nodes_share_goes_
     // Never two requests of the webhook at once, from either node.
     assert_eq!(rx.load.1.load(Ordering::SeqCst), 1);
     nodes.truncate(1);
+}
+
+#[test]
+fn postgres_a_node_stopped_gracefully_hands_its_webhooks_on_at_once() {
+    let db = PgDb::new("sluice_e2e_webhooks_stop");
+    let port = free_port();
+    // Long timeouts make the lease (2 × (connect + response) + 5 s) 365 s: far longer
+    // than this test waits for the other node to go on.
+    let tables = format!(
+        "{}{}{}",
+        config("allow_private = true\nconnect_timeout_ms = 60000\nresponse_timeout_ms = 120000"),
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["*"]),
+    );
+    let setups = postgres_nodes(&db, &tables, &["n0", "n1"]);
+    let _sink = Sink::start(setups[0].root(), port, &[]);
+    let mut n0 = setups[0].start();
+    let key = n0.new_key("t");
+    // A receiver that holds the first request without answering: n0 holds the lease
+    // with a request in flight when it is told to stop.
+    let rx = Receiver::start(Mode::Hang);
+    let r = create(
+        &n0,
+        &key,
+        json!({"url": rx.url("127.0.0.1"), "events": ["*"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ids: Vec<String> = (0..3).map(|i| n0.submit(&key, &mail(i))).collect();
+    wait_for("a request in flight from n0", || {
+        let n = rx.all().len();
+        if n >= 1 { Ok(()) } else { Err(format!("{n}")) }
+    });
+    let n1 = setups[1].start();
+    // Requests from now on are answered at once (the one in flight still hangs).
+    rx.set(Mode::FailFirst(0));
+    n0.guard.signal("TERM");
+    let status = n0.guard.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{status:?}\n{}", n0.log());
+    for m in &ids {
+        n1.wait_state(&key, m, "delivered");
+    }
+    let expected = log_events(&n1, &key);
+    // Well within n0's lease: n1 went on because n0 gave it back.
+    wait_for_within(
+        Duration::from_secs(60),
+        "every event at the receiver from n1",
+        || all_events_arrived(&rx, &n1, &key, 6).map_err(|e| format!("{e}\n{}", n1.log())),
+    );
+    check_order_and_completeness(&rx.delivered(), &expected);
+}
+
+/// A receiver that keeps connections alive: answers 204 to each request on a
+/// connection, and counts connections and requests. `close_every`: it closes a
+/// connection silently (no `Connection: close`) after that many answers, as a receiver
+/// whose idle timeout ran out does; `junk_after`: after that many answers on a
+/// connection it sends bytes past its answer (which must not be read as the next).
+struct KeepAlive {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl KeepAlive {
+    fn start(close_every: usize, junk_after: usize) -> KeepAlive {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let (c, r) = (connections.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                c.fetch_add(1, Ordering::SeqCst);
+                let r = r.clone();
+                std::thread::spawn(move || {
+                    conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    for answered in 1.. {
+                        let head_end = loop {
+                            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break at + 4;
+                            }
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+                        let mut headers = HashMap::new();
+                        for line in head.lines().skip(1) {
+                            if let Some((k, v)) = line.split_once(':') {
+                                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                            }
+                        }
+                        let len: usize = headers["content-length"].parse().unwrap();
+                        while buf.len() < head_end + len {
+                            match conn.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body = buf[head_end..head_end + len].to_vec();
+                        buf.drain(..head_end + len);
+                        headers.insert("x-answered-ok".into(), "1".into());
+                        r.lock().unwrap().push(Request { headers, body });
+                        let mut answer = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+                        if answered == junk_after {
+                            answer
+                                .extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                        }
+                        if conn.write_all(&answer).is_err() || answered == close_every {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        KeepAlive {
+            port,
+            connections,
+            requests,
+        }
+    }
+
+    fn delivered(&self) -> Vec<Value> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.json()["events"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+#[test]
+fn a_webhook_reuses_its_connection_and_replaces_one_closed_or_left_unclean() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}{}",
+        config("allow_private = true"),
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["*"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    // One receiver that keeps every connection; one that closes each after its third
+    // answer without saying so, and sends junk after the first answer on each.
+    let clean = KeepAlive::start(usize::MAX, usize::MAX);
+    let rough = KeepAlive::start(3, 1);
+    let mut hooks = vec![];
+    for rx in [&clean, &rough] {
+        let r = create(
+            &s,
+            &key,
+            json!({"url": format!("http://127.0.0.1:{}/hook", rx.port), "events": ["*"]}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        hooks.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let ids: Vec<String> = (0..6).map(|i| s.submit(&key, &mail(i))).collect();
+    for m in &ids {
+        s.wait_state(&key, m, "delivered");
+    }
+    let expected = log_events(&s, &key);
+    let cursors = |rx: &KeepAlive| -> HashSet<i64> {
+        rx.delivered()
+            .iter()
+            .map(|e| e["cursor"].as_i64().unwrap())
+            .collect()
+    };
+    for rx in [&clean, &rough] {
+        wait_for("every event at both receivers", || {
+            let got = cursors(rx);
+            if expected
+                .iter()
+                .all(|e| got.contains(&e["cursor"].as_i64().unwrap()))
+            {
+                Ok(())
+            } else {
+                Err(format!("{} of {}", got.len(), expected.len()))
+            }
+        });
+        check_order_and_completeness(&rx.delivered(), &expected);
+    }
+    // Batches of one event: as many requests as events, on far fewer connections.
+    let requests = clean.requests.lock().unwrap().len();
+    let conns = clean.connections.load(Ordering::SeqCst);
+    assert!(requests >= expected.len(), "{requests} requests");
+    assert!(conns <= 2, "{conns} connections for {requests} requests");
+    // The rough one: a new connection at least every third request, and never a
+    // failed attempt (a closed kept connection is replaced for the same request; junk
+    // after an answer drops the connection, not the answer).
+    let requests = rough.requests.lock().unwrap().len();
+    let conns = rough.connections.load(Ordering::SeqCst);
+    assert!(
+        conns * 3 >= requests,
+        "{conns} connections for {requests} requests"
+    );
+    let r = call(
+        &s,
+        &key,
+        "GET",
+        &format!("/v1/webhooks/{}/attempts", hooks[1]),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let attempts = r.json()["attempts"].as_array().cloned().unwrap();
+    assert!(!attempts.is_empty());
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["status"] == 204 && a["error"].is_null()),
+        "{attempts:#?}"
+    );
 }
