@@ -1984,6 +1984,10 @@ fn from_reply_code(code: Option<u16>, command: Option<Command>) -> Option<Reason
         521 | 556 => Reason::Notaccept,
         // 551: user not local, a forward path is named.
         551 => Reason::Hasmoved,
+        // 550 to RCPT TO with nothing else said: RFC 5321 3.3, "if the
+        // recipient is known not to be a deliverable address, the SMTP
+        // server returns a 550 reply".
+        550 if command == Some(Command::Rcpt) => Reason::Userunknown,
         // 553 to RCPT TO: mailbox name not allowed (its syntax; RFC 3463
         // X.1.3, a bad destination mailbox address).
         553 if command == Some(Command::Rcpt) => Reason::Userunknown,
@@ -2510,6 +2514,16 @@ mod tests {
         assert_eq!(
             why("", Some(553), "553 sorry, zzz (in reply to RCPT TO command)"),
             (Reason::Userunknown, "reply-code-rfc5321")
+        );
+        // RFC 5321 3.3: 550 to RCPT TO, the recipient is not deliverable.
+        assert_eq!(
+            why("", Some(550), "550 zzz (in reply to RCPT TO command)"),
+            (Reason::Userunknown, "reply-code-rfc5321")
+        );
+        // 550 after DATA says nothing of the address.
+        assert_ne!(
+            why("", Some(550), "550 zzz (in reply to end of DATA command)").0,
+            Reason::Userunknown
         );
         // 555: MAIL/RCPT parameters not recognized.
         assert_eq!(
