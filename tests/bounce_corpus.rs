@@ -253,7 +253,13 @@ fn set_report(set: &str) -> Report {
 
 /// Asserts the floors (basis points) of one split of a set, over at least
 /// `min_rows` labelled rows.
-fn holds_floors(set: &str, report: &Report, split: Split, min_rows: usize, floors: [(Metric, u64); 4]) {
+fn holds_floors(
+    set: &str,
+    report: &Report,
+    split: Split,
+    min_rows: usize,
+    floors: [(Metric, u64); 4],
+) {
     let scores = report.by_split().get(&split).copied().unwrap_or_default();
     assert!(
         scores.labelled >= min_rows,

@@ -1123,7 +1123,9 @@ pub fn from_status(status: &str) -> Option<Reason> {
 fn from_status_class(status: &str) -> Option<Reason> {
     let mut p = status.splitn(3, '.');
     let (class, subject, detail) = (p.next()?, p.next()?, p.next()?);
-    if !matches!(class, "4" | "5") || detail.is_empty() || !detail.bytes().all(|b| b.is_ascii_digit())
+    if !matches!(class, "4" | "5")
+        || detail.is_empty()
+        || !detail.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -2512,7 +2514,11 @@ mod tests {
     fn codes_553_at_rcpt_and_555_follow_rfc5321() {
         // RFC 5321: 553 to RCPT TO, a mailbox name not allowed (X.1.3).
         assert_eq!(
-            why("", Some(553), "553 sorry, zzz (in reply to RCPT TO command)"),
+            why(
+                "",
+                Some(553),
+                "553 sorry, zzz (in reply to RCPT TO command)"
+            ),
             (Reason::Userunknown, "reply-code-rfc5321")
         );
         // RFC 5321 3.3: 550 to RCPT TO, the recipient is not deliverable.
