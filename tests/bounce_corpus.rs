@@ -53,9 +53,13 @@ const HELD_OUT_FLOORS: [(Metric, u64); 4] = [
 // refused, not `notaccept`; a refused TCP connection is RFC 3463's X.4.1
 // "no answer from host", not `blocked`) took two rows away: 94.04 %, the
 // floor before the session; status and hard rose.
+// Fifth session (9404 -> 9345): the IANA registry followed throughout
+// (an unregistered detail or the generic X.7.1 read by RFC 3463's subject
+// when nothing else decides; X.7.16-18, X.7.28, X.4.1, X.5.6) moved one row
+// of these families; not reverted, by the rule above (BENCHMARKS.md).
 const HELD_OUT_RECIPIENT: u64 = 9821;
 const HELD_OUT_STATUS: u64 = 9642;
-const HELD_OUT_REASON: u64 = 9404;
+const HELD_OUT_REASON: u64 = 9345;
 const HELD_OUT_HARD: u64 = 9702;
 
 fn plugin() -> Plugin {
@@ -235,6 +239,114 @@ fn bounceparser_families_hold_their_floors() {
             report.side_by_side()
         );
     }
+}
+
+/// The report of one labelled set (`data/<set>/manifest.jsonl`).
+fn set_report(set: &str) -> Report {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(set)
+        .join("manifest.jsonl");
+    let manifest = Manifest::read(&path).unwrap_or_else(|e| panic!("{set}: {e}"));
+    report(&plugin(), &manifest)
+}
+
+/// Asserts the floors (basis points) of one split of a set, over at least
+/// `min_rows` labelled rows.
+fn holds_floors(
+    set: &str,
+    report: &Report,
+    split: Split,
+    min_rows: usize,
+    floors: [(Metric, u64); 4],
+) {
+    let scores = report.by_split().get(&split).copied().unwrap_or_default();
+    assert!(
+        scores.labelled >= min_rows,
+        "{set} {split:?}: only {} labelled rows",
+        scores.labelled
+    );
+    for (metric, floor) in floors {
+        let got = scores.basis_points(metric);
+        assert!(
+            got >= floor,
+            "{set} {split:?} {metric:?}: {got} basis points, below the floor of {floor}\n{}",
+            report.side_by_side()
+        );
+    }
+}
+
+/// The hand-labelled test messages of npm's `baunsu` (`data/bounces-baunsu`),
+/// all never-seen: labelled and measured once before issue 19's fifth
+/// session wrote any rule, their misses never read.
+#[test]
+fn baunsu_never_seen_families_hold_their_floors() {
+    let report = set_report("bounces-baunsu");
+    println!("{}", report.side_by_side());
+    holds_floors(
+        "baunsu",
+        &report,
+        Split::Heldout,
+        12,
+        [
+            (Metric::Recipient, 10_000),
+            (Metric::Status, 10_000),
+            (Metric::Reason, 9166),
+            (Metric::Hard, 9166),
+        ],
+    );
+}
+
+/// The hand-labelled test messages of PHP Bounce Handler
+/// (`data/bounces-phpbh`): the Postfix rows are training (a dev family),
+/// the rest never-seen (families held out in the other corpora, or new).
+#[test]
+fn php_bounce_handler_families_hold_their_floors() {
+    let report = set_report("bounces-phpbh");
+    println!("{}", report.side_by_side());
+    holds_floors(
+        "phpbh",
+        &report,
+        Split::Dev,
+        3,
+        [
+            (Metric::Recipient, 10_000),
+            (Metric::Status, 10_000),
+            (Metric::Reason, 10_000),
+            (Metric::Hard, 10_000),
+        ],
+    );
+    holds_floors(
+        "phpbh",
+        &report,
+        Split::Heldout,
+        12,
+        [
+            (Metric::Recipient, 10_000),
+            (Metric::Status, 9166),
+            (Metric::Reason, 8333),
+            (Metric::Hard, 9166),
+        ],
+    );
+}
+
+/// The training rows of flufl.bounce's messages (Postfix, a dev family)
+/// agree on every field.
+#[test]
+fn flufl_training_rows_agree_on_every_field() {
+    let report = set_report("bounces-flufl");
+    holds_floors(
+        "flufl",
+        &report,
+        Split::Dev,
+        3,
+        [
+            (Metric::Recipient, 10_000),
+            (Metric::Status, 10_000),
+            (Metric::Reason, 10_000),
+            (Metric::Hard, 10_000),
+        ],
+    );
 }
 
 #[test]

@@ -993,14 +993,20 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
     ),
 ];
 
-/// The reason an RFC 3463 status implies on its own (Sisimai's table, with
-/// the generic `X.0.0` and `5.7.1` left undecided).
+/// The reason an RFC 3463 status implies on its own, by IANA's registry of
+/// enhanced status codes (RFC 3463, 3886, 4468, 4954, 5248, 6531, 6710,
+/// 7293, 7372, 7505, 8617, 8689), with the generic `X.0.0` and `X.7.1` left
+/// to the text (their words say more than the code; the class alone
+/// decides them at the very end, [`from_status_class`]). Where a large
+/// provider gives a registered code another meaning, the comment says so.
 pub fn from_status(status: &str) -> Option<Reason> {
     let mut p = status.splitn(3, '.');
     let (class, subject, detail) = (p.next()?, p.next()?, p.next()?);
     let permanent = class == "5";
     let r = match (subject, detail) {
         ("0", d) if d.len() == 3 && d.starts_with('9') => return pseudo_reason(d),
+        // X.1.0 other address status, X.1.1 bad destination mailbox, X.1.3
+        // its syntax, X.1.4 ambiguous.
         ("1", "0" | "1" | "3" | "4") => Reason::Userunknown,
         // X.1.10: RFC 7505's "recipient address has null MX", but
         // Exchange Online's "RecipientNotFound" (its NDR reference) far
@@ -1008,20 +1014,29 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("1", "10") => Reason::Userunknown,
         ("1", "2") => Reason::Hostunknown,
         ("1", "6") => Reason::Hasmoved,
+        // X.1.7 bad sender's mailbox syntax, X.1.8 bad sender's system.
         ("1", "7" | "8") => Reason::Rejected,
         ("1", "9") if !permanent => Reason::Expired,
+        // X.2.0 other mailbox status, X.2.1 mailbox disabled (Sisimai's
+        // `filtered`; an X.2.1 whose words say disabled or suspended is
+        // `suspend` by the phrase lists).
         ("2", "0" | "1") => Reason::Filtered,
         ("2", "2") => Reason::Mailboxfull,
         ("2", "3") => Reason::Exceedlimit,
+        // X.2.4 mailing list expansion problem.
         ("2", "4") => Reason::Systemerror,
-        ("3", "0") if !permanent => Reason::Systemerror,
+        // X.3.0 other mail system status, X.3.3 features not supported,
+        // X.3.5 system incorrectly configured.
+        ("3", "0" | "3" | "5") => Reason::Systemerror,
         ("3", "1") => Reason::Systemfull,
         ("3", "2") if !permanent => Reason::Toomanyconn,
         ("3", "2") => Reason::Notaccept,
-        ("3", "3" | "5") => Reason::Systemerror,
         ("3", "4") => Reason::Mesgtoobig,
+        // X.4.0 other network status, X.4.2 bad connection, X.4.6 routing
+        // loop; X.4.1 no answer from host (permanent: given up on it).
         ("4", "0" | "2" | "6" | "14") => Reason::Networkerror,
         ("4", "1") if !permanent => Reason::Expired,
+        ("4", "1") => Reason::Networkerror,
         // RFC 3463 X.4.7 "delivery time expired", in either class;
         // Exchange Online's 5.4.300 "message expired".
         ("4", "7" | "300") => Reason::Expired,
@@ -1030,27 +1045,61 @@ pub fn from_status(status: &str) -> Option<Reason> {
         ("4", "310") => Reason::Hostunknown,
         ("4", "312") => Reason::Networkerror,
         ("4", "316") => Reason::Expired,
+        // X.4.3 directory server failure.
         ("4", "3") => Reason::Systemerror,
+        // X.4.4 unable to route.
         ("4", "4") => Reason::Hostunknown,
+        // X.4.5 mail system congestion.
         ("4", "5") => Reason::Systemfull,
+        // X.5.3 too many recipients.
         ("5", "3") => Reason::Toomanyconn,
-        ("5", "0" | "1" | "2" | "4" | "5") if permanent => Reason::Syntaxerror,
+        // X.5.0 other protocol status, X.5.1 invalid command, X.5.2 syntax
+        // error, X.5.4 invalid arguments, X.5.5 wrong protocol version,
+        // X.5.6 authentication exchange line too long (RFC 4954).
+        ("5", "0" | "1" | "2" | "4" | "5" | "6") if permanent => Reason::Syntaxerror,
+        // X.6.x: the media or content (X.6.7-X.6.10: non-ASCII addresses
+        // or headers, RFC 6531).
         ("6", _) => Reason::Contenterror,
         ("7", "0") if permanent => Reason::Securityerror,
+        // X.7.2 list expansion prohibited, X.7.3 security conversion
+        // impossible, X.7.4 security features not supported, X.7.5
+        // cryptographic failure, X.7.7 integrity failure, X.7.8
+        // credentials invalid, X.7.11 encryption required for the
+        // mechanism, X.7.12 password transition needed (RFC 4954), X.7.15
+        // priority too low (RFC 6710); 5.7.515 Exchange Online's sender
+        // authentication requirement.
         ("7", "2" | "3" | "4" | "5" | "7" | "8" | "11" | "12" | "15" | "515") => {
             Reason::Securityerror
         }
+        // X.7.9 is RFC 4954's "authentication mechanism too weak", but
+        // Yahoo's "message not accepted for policy reasons" in nearly
+        // every bounce that carries it.
         ("7", "9") => Reason::Policyviolation,
+        // X.7.13 user account disabled; X.7.14 trust relationship required
+        // (RFC 5248), which servers send for a disabled account too.
         ("7", "13" | "14") => Reason::Suspend,
-        ("7", "16" | "17" | "18" | "19") => Reason::Rejected,
+        // X.7.16 message too big for its priority (RFC 6710).
+        ("7", "16") => Reason::Mesgtoobig,
+        // RFC 7293 (RRVS): X.7.17 the mailbox, X.7.18 the domain has had
+        // another owner since the given time: the recipient meant is not
+        // there (qmail sites send "no mailbox here by that name (#5.7.17)",
+        // dev row `tt_1234211932` of `bounces-bounced`).
+        ("7", "17" | "18") => Reason::Userunknown,
+        // X.7.19 the RRVS test cannot be completed.
+        ("7", "19") => Reason::Rejected,
         // RFC 3463/5248: X.7.6 cryptographic algorithm not supported, X.7.10
         // encryption needed, X.7.30 REQUIRETLS needed; X.7.29 ARC failed.
         ("7", "6" | "10" | "30") => Reason::Securityerror,
+        // RFC 7372: X.7.20-22 DKIM, X.7.23-24 SPF, X.7.26 several checks
+        // failed; RFC 8617 X.7.29 ARC; Exchange Online's 5.7.509 DMARC.
         ("7", "20" | "21" | "22" | "23" | "24" | "26" | "29" | "509") => Reason::Authfailure,
+        // RFC 7372 X.7.25 reverse DNS validation failed.
         ("7", "25") => Reason::Requireptr,
         // RFC 7505: X.7.27 the sender's domain has a null MX, so the
         // sender (who could get no reply) is refused.
         ("7", "27") => Reason::Rejected,
+        // X.7.28 mail flood detected: too much mail too fast.
+        ("7", "28") => Reason::Speeding,
         // Exchange Online: 5.7.57 a client not authenticated to send
         // anonymous mail; 5.7.606-649 "access denied, banned sending IP".
         ("7", "57") => Reason::Securityerror,
@@ -1062,6 +1111,32 @@ pub fn from_status(status: &str) -> Option<Reason> {
         _ => return None,
     };
     Some(r)
+}
+
+/// What RFC 3463's subject alone says, for a status whose detail decided
+/// nothing ([`from_status`]) and about which nothing else is known: the
+/// RFC makes `X.S.0` the meaning of any detail a reader does not know, so
+/// an unregistered `5.7.xyz` or the generic `5.7.1` ("delivery not
+/// authorized") is a security or policy refusal, an unknown `X.4.xyz` a
+/// network or routing failure, `X.3.xyz` the mail system's. Only used when
+/// no text, phase or narrower rule applied.
+fn from_status_class(status: &str) -> Option<Reason> {
+    let mut p = status.splitn(3, '.');
+    let (class, subject, detail) = (p.next()?, p.next()?, p.next()?);
+    if !matches!(class, "4" | "5")
+        || detail.is_empty()
+        || !detail.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some(match subject {
+        "3" => Reason::Systemerror,
+        "4" => Reason::Networkerror,
+        "5" if class == "5" => Reason::Syntaxerror,
+        "6" => Reason::Contenterror,
+        "7" => Reason::Securityerror,
+        _ => return None,
+    })
 }
 
 /// Statuses whose meaning is narrow enough to beat the text.
@@ -1760,6 +1835,16 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
             if f.reply_code.is_some_and(|c| (500..=504).contains(&c)) {
                 return (Reason::Syntaxerror, "reply-code-5.0x-syntax");
             }
+            // The status' subject alone (RFC 3463: an unknown detail reads
+            // as X.S.0), with the same caution as above for a vague
+            // temporary one.
+            match from_status_class(f.status) {
+                Some(Reason::Systemerror) if f.status.starts_with('4') => {
+                    return (Reason::Onhold, "onhold-vague-temporary-status");
+                }
+                Some(r) => return (r, "status-class-rfc3463"),
+                None => {}
+            }
             // A server said something no rule knows: held for a human, as
             // Sisimai does; with nothing said at all the reason is unknown.
             if find_reply_code(f.diagnostic).is_some()
@@ -1901,6 +1986,15 @@ fn from_reply_code(code: Option<u16>, command: Option<Command>) -> Option<Reason
         521 | 556 => Reason::Notaccept,
         // 551: user not local, a forward path is named.
         551 => Reason::Hasmoved,
+        // 550 to RCPT TO with nothing else said: RFC 5321 3.3, "if the
+        // recipient is known not to be a deliverable address, the SMTP
+        // server returns a 550 reply".
+        550 if command == Some(Command::Rcpt) => Reason::Userunknown,
+        // 553 to RCPT TO: mailbox name not allowed (its syntax; RFC 3463
+        // X.1.3, a bad destination mailbox address).
+        553 if command == Some(Command::Rcpt) => Reason::Userunknown,
+        // 555: MAIL FROM/RCPT TO parameters not recognized (RFC 5321).
+        555 => Reason::Syntaxerror,
         _ => return None,
     })
 }
@@ -2366,6 +2460,82 @@ mod tests {
             ..Facts::default()
         };
         assert_eq!(reason(&f), Reason::Expired);
+    }
+
+    #[test]
+    fn registered_statuses_follow_the_iana_registry() {
+        // RFC 6710 X.7.16: too big for its priority; X.7.28: a mail flood.
+        assert_eq!(from_status("5.7.16"), Some(Reason::Mesgtoobig));
+        assert_eq!(from_status("4.7.28"), Some(Reason::Speeding));
+        // RFC 7293 X.7.17: the mailbox has had another owner.
+        assert_eq!(from_status("5.7.17"), Some(Reason::Userunknown));
+        // X.4.1 no answer from host: given up on (5) or expired (4).
+        assert_eq!(from_status("5.4.1"), Some(Reason::Networkerror));
+        assert_eq!(from_status("4.4.1"), Some(Reason::Expired));
+        // RFC 4954 X.5.6: an authentication line too long.
+        assert_eq!(from_status("5.5.6"), Some(Reason::Syntaxerror));
+        // The generic X.7.1 is left to the text.
+        assert_eq!(from_status("5.7.1"), None);
+    }
+
+    #[test]
+    fn an_unknown_detail_reads_as_its_subject_when_nothing_else_is_said() {
+        // RFC 3463: an unregistered detail means X.S.0; the generic 5.7.1
+        // alone is a security or policy refusal, not "held for a human".
+        assert_eq!(
+            why("5.7.1", Some(550), "550 5.7.1 <kim@example.org>... zzz"),
+            (Reason::Securityerror, "status-class-rfc3463")
+        );
+        assert_eq!(
+            why("5.7.999", None, ""),
+            (Reason::Securityerror, "status-class-rfc3463")
+        );
+        assert_eq!(
+            why("5.4.987", None, ""),
+            (Reason::Networkerror, "status-class-rfc3463")
+        );
+        // A vague temporary mail-system status stays on hold.
+        assert_eq!(
+            why("4.3.99", None, ""),
+            (Reason::Onhold, "onhold-vague-temporary-status")
+        );
+        // The words still decide first.
+        assert_eq!(
+            r("5.7.1", Some(550), "550 5.7.1 Mailbox full"),
+            Reason::Mailboxfull
+        );
+        // No class, no subject: nothing to read.
+        assert_eq!(from_status_class("5.0.0"), None);
+        assert_eq!(from_status_class("2.7.1"), None);
+        assert_eq!(from_status_class("5.7.x"), None);
+    }
+
+    #[test]
+    fn codes_553_at_rcpt_and_555_follow_rfc5321() {
+        // RFC 5321: 553 to RCPT TO, a mailbox name not allowed (X.1.3).
+        assert_eq!(
+            why(
+                "",
+                Some(553),
+                "553 sorry, zzz (in reply to RCPT TO command)"
+            ),
+            (Reason::Userunknown, "reply-code-rfc5321")
+        );
+        // RFC 5321 3.3: 550 to RCPT TO, the recipient is not deliverable.
+        assert_eq!(
+            why("", Some(550), "550 zzz (in reply to RCPT TO command)"),
+            (Reason::Userunknown, "reply-code-rfc5321")
+        );
+        // 550 after DATA says nothing of the address.
+        assert_ne!(
+            why("", Some(550), "550 zzz (in reply to end of DATA command)").0,
+            Reason::Userunknown
+        );
+        // 555: MAIL/RCPT parameters not recognized.
+        assert_eq!(
+            why("", Some(555), "555 zzz (in reply to RCPT TO command)"),
+            (Reason::Syntaxerror, "reply-code-rfc5321")
+        );
     }
 
     #[test]
