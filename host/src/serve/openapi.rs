@@ -20,8 +20,8 @@
 use super::api::AppState;
 use super::dto::ErrorBody;
 use super::{
-    accounts_api, admin, api, billing_api, events_api, metrics_http, retry, suppressions,
-    tenant_plugins, webhooks_api,
+    accounts_api, admin, api, billing_api, events_api, metrics_http, queue_api, retry,
+    suppressions, tenant_plugins, webhooks_api,
 };
 use axum::Router;
 use axum::http::header;
@@ -49,6 +49,10 @@ use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder, Type};
         api::readyz,
         api::submit,
         api::get_message,
+        queue_api::list_messages,
+        queue_api::tenant_hold,
+        queue_api::tenant_release,
+        queue_api::tenant_cancel,
         retry::tenant_retry,
         retry::tenant_retry_message,
         tenant_plugins::tenant_list,
@@ -102,6 +106,14 @@ use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder, Type};
         admin::revoke_key,
         retry::admin_retry_tenant,
         admin::list_nodes,
+        queue_api::admin_queue,
+        queue_api::admin_hold,
+        queue_api::admin_release,
+        queue_api::admin_cancel,
+        queue_api::suspend_tenant,
+        queue_api::resume_tenant,
+        queue_api::suspend_relay,
+        queue_api::resume_relay,
         admin::list_failed,
         admin::requeue,
         retry::admin_retry,

@@ -21,6 +21,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// A page's size when `limit` is not given.
 const DEFAULT_PAGE: u32 = 50;
@@ -61,13 +62,28 @@ pub fn routes() -> Router<AppState> {
 
 // ---- GET /v1/messages ----
 
+fn recipient_state() -> utoipa::openapi::Object {
+    super::dto::enum_of(
+        &RecipientState::ALL,
+        "the least advanced state of its recipients",
+    )
+}
+
+fn relay_state() -> utoipa::openapi::Object {
+    super::dto::enum_of(
+        &[RelayState::Active, RelayState::Draining],
+        "`draining` (suspended: no new work) or `active`",
+    )
+}
+
 /// One message of a page.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MessageItem {
     id: String,
     /// The `Message-ID` header (`null` for a message stored before it was kept apart).
     message_id: Option<String>,
     /// The least advanced state of its recipients.
+    #[schema(schema_with = recipient_state)]
     state: RecipientState,
     from: String,
     recipients: RecipientsSummary,
@@ -76,13 +92,15 @@ struct MessageItem {
     updated_at_ms: i64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RecipientsSummary {
     total: u32,
+    /// Recipients by delivery state.
+    #[schema(value_type = BTreeMap<String, u32>)]
     by_state: BTreeMap<&'static str, u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MessagePage {
     messages: Vec<MessageItem>,
     /// Give it as `after` for the next page; `null` on the last page.
@@ -218,6 +236,19 @@ fn parse_search(tenant_id: &str, pairs: &[(String, String)]) -> Result<MessageQu
     Ok(q)
 }
 
+/// The tenant's own messages, newest first, in cursor pages.
+#[utoipa::path(get, path = "/v1/messages",
+    params(
+        ("state" = Option<String>, Query, description = "a recipient state (`queued`, `deferred`, `held`, `delivering`, `delivered`, `bounced`, `failed`, …): messages with a recipient in it"),
+        ("to" = Option<String>, Query, description = "a recipient's address (at most 320 bytes)"),
+        ("from" = Option<String>, Query, description = "the envelope sender (at most 320 bytes)"),
+        ("tag" = Option<String>, Query, description = "a tag (at most 128 bytes)"),
+        ("since" = Option<i64>, Query, minimum = 0, maximum = 281474976710655_i64, description = "accepted at or after (Unix ms)"),
+        ("until" = Option<i64>, Query, minimum = 0, maximum = 281474976710655_i64, description = "accepted before (Unix ms; not before `since`)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "messages per page (50)"),
+        ("after" = Option<String>, Query, description = "the `next_after` of the page before"),
+    ),
+    responses((status = 200, description = "a page", body = MessagePage)))]
 async fn list_messages(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -245,14 +276,14 @@ fn reason(given: Option<String>, default: &str) -> Result<String, ApiError> {
 }
 
 /// What a tenant's `POST /v1/messages/{id}/cancel|hold|release` may carry.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReasonBody {
     reason: Option<String>,
 }
 
 /// The admin's selector: every field given must match; at least one is needed.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminSelector {
     message_id: Option<String>,
@@ -262,19 +293,19 @@ struct AdminSelector {
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct HeldDto {
     held: usize,
     /// Recipients in flight now, marked: held if their attempt does not finish them.
     in_flight_marked: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ReleasedDto {
     released: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CancelledDto {
     cancelled: usize,
     /// Recipients in flight now, left to finish their attempt (cancel again after).
@@ -371,6 +402,9 @@ async fn do_cancel(
     }))
 }
 
+/// Holds the tenant's message: its waiting recipients are not sent until released.
+#[utoipa::path(post, path = "/v1/messages/{id}/hold", request_body(content = Option<ReasonBody>),
+    responses((status = 200, description = "held", body = HeldDto)))]
 async fn tenant_hold(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -382,6 +416,9 @@ async fn tenant_hold(
     do_hold(&s, sel, r, "tenant").await
 }
 
+/// Releases the tenant's held message: due now.
+#[utoipa::path(post, path = "/v1/messages/{id}/release",
+    responses((status = 200, description = "released", body = ReleasedDto)))]
 async fn tenant_release(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -391,6 +428,9 @@ async fn tenant_release(
     do_release(&s, sel, "tenant").await
 }
 
+/// Cancels the tenant's message: its waiting recipients fail with the reason.
+#[utoipa::path(post, path = "/v1/messages/{id}/cancel", request_body(content = Option<ReasonBody>),
+    responses((status = 200, description = "cancelled", body = CancelledDto)))]
 async fn tenant_cancel(
     State(s): State<AppState>,
     AuthTenant(tenant): AuthTenant,
@@ -402,6 +442,9 @@ async fn tenant_cancel(
     do_cancel(&s, sel, r, "tenant").await
 }
 
+/// Holds the waiting work a selector names.
+#[utoipa::path(post, path = "/admin/v1/queue/hold", request_body = AdminSelector,
+    responses((status = 200, description = "held", body = HeldDto)))]
 async fn admin_hold(
     State(s): State<AppState>,
     _: Admin,
@@ -411,6 +454,9 @@ async fn admin_hold(
     do_hold(&s, sel, reason(b.reason, "held by the operator")?, "admin").await
 }
 
+/// Releases the held work a selector names (not a suspension: resume the tenant).
+#[utoipa::path(post, path = "/admin/v1/queue/release", request_body = AdminSelector,
+    responses((status = 200, description = "released", body = ReleasedDto)))]
 async fn admin_release(
     State(s): State<AppState>,
     _: Admin,
@@ -420,6 +466,9 @@ async fn admin_release(
     do_release(&s, sel, "admin").await
 }
 
+/// Cancels the waiting work a selector names: it fails with the reason.
+#[utoipa::path(post, path = "/admin/v1/queue/cancel", request_body = AdminSelector,
+    responses((status = 200, description = "cancelled", body = CancelledDto)))]
 async fn admin_cancel(
     State(s): State<AppState>,
     _: Admin,
@@ -437,7 +486,7 @@ async fn admin_cancel(
 
 // ---- suspensions ----
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TenantSuspension {
     tenant: String,
     suspended: bool,
@@ -447,6 +496,9 @@ struct TenantSuspension {
     in_flight_marked: usize,
 }
 
+/// Suspends a tenant's sending: its queue is held, new mail is stored held.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/suspend", request_body(content = Option<ReasonBody>),
+    responses((status = 200, description = "suspended", body = TenantSuspension)))]
 async fn suspend_tenant(
     State(s): State<AppState>,
     _: Admin,
@@ -474,6 +526,9 @@ async fn suspend_tenant(
     }))
 }
 
+/// Resumes a suspended tenant: its held queue is due now.
+#[utoipa::path(post, path = "/admin/v1/tenants/{id}/resume",
+    responses((status = 200, description = "resumed", body = TenantSuspension)))]
 async fn resume_tenant(
     State(s): State<AppState>,
     _: Admin,
@@ -497,10 +552,11 @@ async fn resume_tenant(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RelaySuspension {
     relay: String,
     /// `draining` (suspended: no new work) or `active`.
+    #[schema(schema_with = relay_state)]
     state: RelayState,
 }
 
@@ -533,6 +589,9 @@ async fn set_relay_state(
     }))
 }
 
+/// Suspends a relay (drains it: it finishes what it has and takes nothing new).
+#[utoipa::path(post, path = "/admin/v1/relays/{id}/suspend",
+    responses((status = 200, description = "draining", body = RelaySuspension)))]
 async fn suspend_relay(
     State(s): State<AppState>,
     _: Admin,
@@ -541,6 +600,9 @@ async fn suspend_relay(
     set_relay_state(&s, id, RelayState::Draining).await
 }
 
+/// Resumes a relay: active, and the work that waited for it is due now.
+#[utoipa::path(post, path = "/admin/v1/relays/{id}/resume",
+    responses((status = 200, description = "active", body = RelaySuspension)))]
 async fn resume_relay(
     State(s): State<AppState>,
     _: Admin,
@@ -551,7 +613,7 @@ async fn resume_relay(
 
 // ---- GET /admin/v1/queue ----
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct GroupDto {
     key: String,
     recipients: i64,
@@ -559,7 +621,7 @@ struct GroupDto {
     oldest_age_ms: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TopDto {
     top: Vec<GroupDto>,
     /// Groups in all (`top` shows the largest).
@@ -568,14 +630,14 @@ struct TopDto {
     other: Option<GroupDto>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SuspendedDto {
     tenant: String,
     since_ms: i64,
     reason: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QueueDto {
     at_ms: i64,
     by_state: Vec<GroupDto>,
@@ -608,6 +670,10 @@ fn top(t: TopGroups, now: i64) -> TopDto {
     }
 }
 
+/// The live queue: by state, why held, and the largest groups by tenant, relay and domain.
+#[utoipa::path(get, path = "/admin/v1/queue",
+    params(("top" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "groups shown per grouping (20)")),
+    responses((status = 200, description = "the queue now", body = QueueDto)))]
 async fn admin_queue(
     State(s): State<AppState>,
     _: Admin,
