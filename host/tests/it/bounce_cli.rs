@@ -163,7 +163,7 @@ fn csv_output_quotes_fields_and_defuses_formulas() {
     assert!(row.contains(",x@example.net,5.7.1,"), "{row}");
     assert!(
         row.ends_with(
-            ",dsn-final-recipient,none,dsn-status-field,onhold-no-rule-applies,soft-reason-may-pass-later"
+            ",dsn-final-recipient,none,dsn-status-field,status-class-rfc3463,soft-reason-may-pass-later"
         ),
         "{row}"
     );
