@@ -895,6 +895,16 @@ fn a_node_killed_mid_delivery_sends_every_event_at_least_once_in_order_after_res
         if n >= 3 { Ok(()) } else { Err(format!("{n}")) }
     });
     s.guard.kill();
+    // The killed node's last request may still be in the receiver's hands (it answers
+    // after 150 ms, to nobody): only one live sender per webhook is the claim, so the
+    // restarted node starts once the receiver has let go of it.
+    wait_for(
+        "the receiver done with the killed node's request",
+        || match rx.load.0.load(Ordering::SeqCst) {
+            0 => Ok(()),
+            n => Err(format!("{n} in flight")),
+        },
+    );
     let s = setup.start();
     for m in &ids {
         s.wait_state(&key, m, "delivered");
