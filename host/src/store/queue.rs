@@ -610,6 +610,19 @@ pub(crate) async fn hold(
         })
     })
     .await?;
+    let in_flight = mark_in_flight(pools, op, sel, why).await?;
+    Ok(Held { held, in_flight })
+}
+
+/// Marks the recipients `sel` selects that are in flight now with `why` (`hold` or
+/// `suspended`): they are not taken from their host, and go to `held` if their attempt
+/// does not finish them. Returns how many were marked.
+async fn mark_in_flight(
+    pools: &Pools,
+    op: &str,
+    sel: &Selector,
+    why: &str,
+) -> Result<usize, StoreError> {
     let (cond, sel_binds) = selector_sql(sel, 2);
     let mark = format!(
         "UPDATE recipients SET hold = $1 WHERE (message_id, idx) IN \
@@ -625,10 +638,7 @@ pub(crate) async fn hold(
         .await
         .map_err(StoreError::db(format!("{op}: marking work in flight")))?
         .rows_affected();
-    Ok(Held {
-        held,
-        in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
-    })
+    Ok(usize::try_from(in_flight).unwrap_or(usize::MAX))
 }
 
 /// Releases what `sel` selects among the recipients held for `why` (`hold` or
@@ -819,25 +829,8 @@ async fn hold_for_suspension(
         })
     })
     .await?;
-    let (cond, binds) = selector_sql(sel, 1);
-    let mark = format!(
-        "UPDATE recipients SET hold = 'suspended' WHERE (message_id, idx) IN \
-         (SELECT r.message_id, r.idx FROM recipients r WHERE r.state = 'delivering' \
-         AND r.hold IS NULL{cond}) AND state = 'delivering'"
-    );
-    let mut q = sqlx::query(&mark);
-    for b in &binds {
-        q = q.bind(b);
-    }
-    let in_flight = q
-        .execute(&pools.write)
-        .await
-        .map_err(StoreError::db(format!("{op}: marking work in flight")))?
-        .rows_affected();
-    Ok(Held {
-        held,
-        in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
-    })
+    let in_flight = mark_in_flight(pools, op, sel, "suspended").await?;
+    Ok(Held { held, in_flight })
 }
 
 /// Resumes a suspended tenant's sending: the mark goes, and what the suspension held is
