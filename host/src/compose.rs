@@ -404,17 +404,26 @@ fn httpdate_rfc2822() -> String {
 /// lines), or `None` when it has none. `raw` has CRLF line ends and a header section
 /// of `header_len` bytes, as [`parse_header_section`] read it.
 fn without_blind_fields(raw: &[u8], header_len: usize) -> Option<Vec<u8>> {
-    let is_blind = |line: &[u8]| {
-        BLIND_FIELDS.iter().any(|f| {
-            line.len() > f.len()
-                && line[..f.len()].eq_ignore_ascii_case(f.as_bytes())
-                && line[f.len()] == b':'
-        })
-    };
+    without_fields(raw, header_len, &BLIND_FIELDS)
+}
+
+/// Whether a header line starts the field of one of `names` (case ignored).
+fn names_field(line: &[u8], names: &[&str]) -> bool {
+    names.iter().any(|f| {
+        line.len() > f.len()
+            && line[..f.len()].eq_ignore_ascii_case(f.as_bytes())
+            && line[f.len()] == b':'
+    })
+}
+
+/// The message without the fields of `names` (each with its folded lines), or `None`
+/// when it has none of them. `raw`'s header section is `header_len` bytes, as
+/// [`parse_header_section`] read it.
+fn without_fields(raw: &[u8], header_len: usize, names: &[&str]) -> Option<Vec<u8>> {
     let header = &raw[..header_len];
-    // Lines of the header section, each with its CRLF.
+    // Lines of the header section, each with its line end.
     let lines = || header.split_inclusive(|&b| b == b'\n');
-    if !lines().any(is_blind) {
+    if !lines().any(|l| names_field(l, names)) {
         return None;
     }
     let mut out = Vec::with_capacity(raw.len());
@@ -422,7 +431,7 @@ fn without_blind_fields(raw: &[u8], header_len: usize) -> Option<Vec<u8>> {
     for line in lines() {
         let continuation = matches!(line.first(), Some(b' ' | b'\t'));
         if !continuation {
-            dropping = is_blind(line);
+            dropping = names_field(line, names);
         }
         if !dropping {
             out.extend_from_slice(line);
@@ -430,6 +439,29 @@ fn without_blind_fields(raw: &[u8], header_len: usize) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(&raw[header_len..]);
     Some(out)
+}
+
+/// Takes the header fields of `names` (case ignored) out of a raw message as submitted:
+/// their names and values in order, and the message without them (`None`: it has none
+/// of them, or its header section cannot be read, which [`from_raw`] then reports).
+/// What a transport reads for Sluice from the header, such as SMTP submission's
+/// `X-Sluice-Tags`, so it is neither stored nor sent.
+pub fn take_fields(raw: &[u8], names: &[&str]) -> (Vec<(String, String)>, Option<Vec<u8>>) {
+    // Most messages have none of them: a look along the header's lines, nothing parsed.
+    let mut header_lines = raw
+        .split_inclusive(|&b| b == b'\n')
+        .take_while(|l| !matches!(*l, b"\r\n" | b"\n"));
+    if !header_lines.any(|l| names_field(l, names)) {
+        return (Vec::new(), None);
+    }
+    let Ok((headers, header_len)) = parse_header_section(raw) else {
+        return (Vec::new(), None);
+    };
+    let taken = headers
+        .into_iter()
+        .filter(|(n, _)| names.iter().any(|f| n.eq_ignore_ascii_case(f)))
+        .collect();
+    (taken, without_fields(raw, header_len, names))
 }
 
 /// The header fields of a raw message and the length of its header section.
@@ -738,6 +770,33 @@ mod tests {
         let raw = b"From: a@acme.example\r\n\r\nbody\r\n";
         let c = from_raw(raw, "a@acme.example", &["b@x.org".into()], "h").unwrap();
         assert!(c.body.ends_with(raw));
+    }
+
+    #[test]
+    fn fields_for_sluice_are_taken_out_of_the_header_only() {
+        let names = ["x-sluice-tags", "x-sluice-idempotency-key"];
+        let raw = b"From: a@acme.example\r\nX-Sluice-Tags: a,\r\n b\r\nTo: b@x.org\r\n\
+                    x-sluice-idempotency-key: k1\r\nX-Sluice-Tagsx: kept\r\n\r\n\
+                    X-Sluice-Tags: in the body stays\r\n";
+        let (taken, stripped) = take_fields(raw, &names);
+        assert_eq!(
+            taken,
+            [
+                ("X-Sluice-Tags".to_string(), "a, b".to_string()),
+                ("x-sluice-idempotency-key".to_string(), "k1".to_string())
+            ]
+        );
+        assert_eq!(
+            String::from_utf8(stripped.unwrap()).unwrap(),
+            "From: a@acme.example\r\nTo: b@x.org\r\nX-Sluice-Tagsx: kept\r\n\r\n\
+             X-Sluice-Tags: in the body stays\r\n"
+        );
+        // None in the header (one in the body does not count), and LF-only lines.
+        let raw = b"From: a@acme.example\n\nX-Sluice-Tags: body\n";
+        assert_eq!(take_fields(raw, &names), (Vec::new(), None));
+        let (taken, stripped) = take_fields(b"X-Sluice-Tags: t\nFrom: a@b.c\n\nx\n", &names);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(stripped.unwrap(), b"From: a@b.c\n\nx\n");
     }
 
     #[test]

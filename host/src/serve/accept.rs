@@ -39,6 +39,10 @@ pub struct NewSubmission {
     /// The client's tags; `account:ID` bills the message to one of the tenant's accounts.
     pub tags: Vec<String>,
     pub idempotency_key: Option<String>,
+    /// The transport checked each recipient against the tenant's suppressions moments
+    /// before (SMTP at RCPT, each refused one answered there): not asked again. A
+    /// suppression added in between is as one added just after the commit.
+    pub recipients_checked: bool,
 }
 
 /// A recipient left out because the tenant suppressed it.
@@ -255,6 +259,7 @@ pub async fn accept_submission(s: &Server, sub: NewSubmission) -> Result<Accepte
         message: mut composed,
         mut tags,
         mut idempotency_key,
+        recipients_checked,
     } = sub;
     // `[limits]` as they are now: a SIGHUP reload may have changed them.
     let limits = s.limits.get();
@@ -279,9 +284,14 @@ pub async fn accept_submission(s: &Server, sub: NewSubmission) -> Result<Accepte
         ));
     }
     // Suppressed recipients are left out here, each with its reason (all: refused).
-    let (kept, suppressed) =
-        filter_suppressed(s, &tenant.id, std::mem::take(&mut composed.recipients)).await?;
-    composed.recipients = kept;
+    let suppressed = if recipients_checked {
+        Vec::new()
+    } else {
+        let (kept, suppressed) =
+            filter_suppressed(s, &tenant.id, std::mem::take(&mut composed.recipients)).await?;
+        composed.recipients = kept;
+        suppressed
+    };
 
     let submission = Submission {
         tenant: tenant.id.clone(),

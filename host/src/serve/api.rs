@@ -409,6 +409,7 @@ async fn submit(
             message,
             tags,
             idempotency_key,
+            recipients_checked: false,
         },
     )
     .await?;

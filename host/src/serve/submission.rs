@@ -6,15 +6,17 @@
 //! name is the tenant's id or the key's id, the password an API key, checked as the
 //! HTTP API checks a bearer key. A client whose address is in one of a tenant's
 //! `trusted_networks` sends as that tenant without AUTH. Recipients are answered one by
-//! one at RCPT (a suppressed one 550 5.7.1); after DATA the message goes through the
-//! same acceptance as `POST /v1/messages` and the final 250 follows its commit.
+//! one at RCPT (a suppressed one 550 5.7.1, so acceptance does not ask again); after
+//! DATA the message goes through the same acceptance as `POST /v1/messages` and the
+//! final 250 follows its commit. Tags and an idempotency key ride in the header
+//! ([`TAGS_FIELD`], [`IDEMPOTENCY_FIELD`]), taken out before the message is stored.
 //!
 //! Bounds (each with its own reply): sessions in all and per address (421 at connect),
 //! failed AUTH per address ([`AuthFailures`]: past the limit, 421 after a delay until
 //! the window passes), bad and idle commands and the session's length (421), message
 //! size (552: `[limits] max_message_bytes`, advertised as SIZE) and recipients (452:
-//! `[limits] max_recipients`). Neither the password nor the AUTH exchange's lines reach
-//! a reply or a log line.
+//! `[limits] max_recipients`), tags and the idempotency key (550). Neither the password
+//! nor the AUTH exchange's lines reach a reply or a log line.
 
 use super::accept::{AcceptError, NewSubmission, accept_submission};
 use super::admission::Kind;
@@ -95,6 +97,63 @@ impl AuthFailures {
     }
 }
 
+/// The header field whose value is the message's tags, comma-separated (the HTTP
+/// API's `tags`); read at acceptance and removed, as [`IDEMPOTENCY_FIELD`] is.
+pub const TAGS_FIELD: &str = "X-Sluice-Tags";
+/// The header field whose value is the message's idempotency key (the HTTP API's
+/// `Idempotency-Key`): a repeat is answered 250 with the first message's id and not
+/// sent again.
+pub const IDEMPOTENCY_FIELD: &str = "X-Sluice-Idempotency-Key";
+/// Most tags one message may carry in [`TAGS_FIELD`], and the longest tag (bytes).
+const MAX_TAGS: usize = 32;
+const MAX_TAG_BYTES: usize = 128;
+
+/// What the client asked for beside the message, in its header.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ClientFields {
+    tags: Vec<String>,
+    idempotency_key: Option<String>,
+}
+
+/// Takes [`TAGS_FIELD`] and [`IDEMPOTENCY_FIELD`] out of a message's header: what they
+/// ask, and the message without them (so neither is stored nor reaches a relay). `Err`
+/// is the reply refusing the message: too many or too long tags, an idempotency key
+/// given twice, empty or over the store's limit.
+fn client_fields(message: Vec<u8>) -> Result<(Vec<u8>, ClientFields), Reply> {
+    let (taken, stripped) = crate::compose::take_fields(&message, &[TAGS_FIELD, IDEMPOTENCY_FIELD]);
+    let mut fields = ClientFields::default();
+    let refuse = |text: String| Reply::new(550, format!("5.6.0 {text}"));
+    for (name, value) in taken {
+        if name.eq_ignore_ascii_case(TAGS_FIELD) {
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag.len() > MAX_TAG_BYTES {
+                    return Err(refuse(format!(
+                        "{TAGS_FIELD}: a tag is over {MAX_TAG_BYTES} bytes"
+                    )));
+                }
+                if fields.tags.len() == MAX_TAGS {
+                    return Err(refuse(format!("{TAGS_FIELD}: more than {MAX_TAGS} tags")));
+                }
+                fields.tags.push(tag.to_owned());
+            }
+        } else {
+            let max = crate::store::MAX_IDEMPOTENCY_KEY;
+            if fields.idempotency_key.is_some() {
+                return Err(refuse(format!(
+                    "{IDEMPOTENCY_FIELD} is given more than once"
+                )));
+            }
+            if value.is_empty() || value.len() > max {
+                return Err(refuse(format!(
+                    "{IDEMPOTENCY_FIELD} must be 1 to {max} bytes"
+                )));
+            }
+            fields.idempotency_key = Some(value);
+        }
+    }
+    Ok((stripped.unwrap_or(message), fields))
+}
+
 /// What every session of the listeners shares.
 struct Shared {
     server: Arc<Server>,
@@ -131,6 +190,9 @@ fn refusal(e: AcceptError) -> Reply {
         }
         AcceptError::Rejected { .. } => Reply::new(550, format!("5.7.1 rejected: {text}")),
         AcceptError::PluginFailed(_) => Reply::new(451, format!("4.3.0 {text}")),
+        // What the store refuses to write (an account's prefix made the idempotency key
+        // too long): the same message would be refused again.
+        AcceptError::Store(StoreError::Invalid(_)) => Reply::new(550, format!("5.6.0 {text}")),
         AcceptError::Store(StoreError::CommitUnknown(_)) => {
             tracing::error!(error = %Chain(&e), "a submission's commit outcome is unknown");
             try_later("the store could not confirm the message was stored")
@@ -212,6 +274,10 @@ impl Handler for Session {
         let Some(owner) = self.owner() else {
             return Reply::new(530, "5.7.0 authentication required");
         };
+        let (message, fields) = match client_fields(message) {
+            Ok(x) => x,
+            Err(refused) => return refused,
+        };
         let s = &self.shared.server;
         // The tenant's accept rate and requests in flight, as for `POST /v1/messages`.
         let admitted = match s.admission.admit(&owner.tenant.id, Kind::Submission).await {
@@ -238,28 +304,28 @@ impl Handler for Session {
             Err(e) => return Reply::new(550, format!("5.6.0 {e}")),
         };
         drop(message);
-        let n = recipients.len();
         let result = accept_submission(
             s,
             NewSubmission {
                 owner,
                 message: composed,
-                tags: Vec::new(),
-                idempotency_key: None,
+                tags: fields.tags,
+                idempotency_key: fields.idempotency_key,
+                // Each at RCPT, a suppressed one refused there.
+                recipients_checked: true,
             },
         )
         .await;
         drop(admitted);
         match result {
-            Ok(a) => {
-                let left_out = a.suppressed.len();
-                let note = if left_out > 0 {
-                    format!(" ({left_out} of {n} recipients suppressed)")
-                } else {
-                    String::new()
-                };
-                Reply::new(250, format!("2.0.0 accepted as {}{note}", a.id))
-            }
+            Ok(a) if a.duplicate => Reply::new(
+                250,
+                format!(
+                    "2.0.0 accepted as {} before (a repeat of its idempotency key: not sent again)",
+                    a.id
+                ),
+            ),
+            Ok(a) => Reply::new(250, format!("2.0.0 accepted as {}", a.id)),
             Err(e) => refusal(e),
         }
     }
@@ -272,7 +338,9 @@ async fn trusted_owner(shared: &Shared, ip: IpAddr) -> Option<KeyOwner> {
         .trusted_networks
         .iter()
         .find(|(_, net)| net.contains(ip))?;
-    match shared.server.store.get_tenant(tenant).await {
+    // Cached briefly, as an API key's owner is (`Server::tenant`): not a store read for
+    // every connection.
+    match shared.server.tenant(tenant).await {
         Ok(Some(t)) => Some(KeyOwner {
             tenant: t,
             scope: KeyScope::Tenant,
@@ -283,7 +351,7 @@ async fn trusted_owner(shared: &Shared, ip: IpAddr) -> Option<KeyOwner> {
             None
         }
         Err(e) => {
-            tracing::warn!(error = %Chain(&e), "submission: cannot read a trusted network's tenant");
+            tracing::warn!(error = %format!("{e:#}"), "submission: cannot read a trusted network's tenant");
             None
         }
     }
@@ -476,6 +544,61 @@ mod tests {
         f.failed(b);
         f.failed(b);
         assert!(f.blocked("2001:db8::ffff".parse().unwrap()), "same /64");
+    }
+
+    #[test]
+    fn tags_and_an_idempotency_key_are_read_from_the_header_and_bounded() {
+        let (message, fields) = client_fields(
+            b"From: a@b.test\r\nx-sluice-tags: a, b,,\r\nX-Sluice-Tags: c\r\n\
+              X-Sluice-Idempotency-Key:  k-1 \r\nSubject: s\r\n\r\nX-Sluice-Tags: body\r\n"
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            fields,
+            ClientFields {
+                tags: vec!["a".into(), "b".into(), "c".into()],
+                idempotency_key: Some("k-1".into()),
+            }
+        );
+        assert_eq!(
+            message,
+            b"From: a@b.test\r\nSubject: s\r\n\r\nX-Sluice-Tags: body\r\n"
+        );
+        let plain = b"From: a@b.test\r\n\r\nbody\r\n".to_vec();
+        assert_eq!(
+            client_fields(plain.clone()).unwrap(),
+            (plain, ClientFields::default())
+        );
+
+        let with = |header: String| {
+            client_fields(format!("From: a@b.test\r\n{header}\r\n\r\nx\r\n").into_bytes())
+                .map(|_| ())
+                .unwrap_err()
+        };
+        let tags: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
+        let r = with(format!("X-Sluice-Tags: {}", tags.join(",")));
+        assert!(
+            r.code == 550 && r.text().contains("more than 32 tags"),
+            "{r:?}"
+        );
+        let r = with(format!("X-Sluice-Tags: {}", "t".repeat(MAX_TAG_BYTES + 1)));
+        assert!(
+            r.code == 550 && r.text().contains("over 128 bytes"),
+            "{r:?}"
+        );
+        let r = with(format!("X-Sluice-Idempotency-Key: {}", "k".repeat(257)));
+        assert!(
+            r.code == 550 && r.text().contains("1 to 256 bytes"),
+            "{r:?}"
+        );
+        let r = with("X-Sluice-Idempotency-Key:".into());
+        assert!(r.code == 550, "{r:?}");
+        let r = with("X-Sluice-Idempotency-Key: a\r\nX-Sluice-Idempotency-Key: b".into());
+        assert!(
+            r.code == 550 && r.text().contains("more than once"),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ use crate::logging::Chain;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use accept::MAX_IDEMPOTENCY_KEY;
 pub use accounts::{
     Account, AccountBatch, AccountCharge, AccountLedgerEntry, AccountRatingStatus, AccountUpdate,
     AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,

@@ -7,7 +7,10 @@
 //! failed AUTH is told 421 (also on a new connection). A trusted network sends without
 //! AUTH. A command pipelined in the clear after STARTTLS is dropped, not answered in TLS.
 //! Past its connections per address, its idle commands or the command timeout, a client
-//! is told 421 with the limit's reason. No secret reaches the server's log. Loopback only; every wait is a bounded poll.
+//! is told 421 with the limit's reason. No secret reaches the server's log. Tags and an
+//! idempotency key ride in `X-Sluice-Tags` and `X-Sluice-Idempotency-Key` (a repeat is
+//! taken in once) and neither reaches the relay. Loopback only; every wait is a bounded
+//! poll.
 
 use crate::support::tls::TestPki;
 use crate::support::*;
@@ -400,6 +403,130 @@ fn submission_over_tls_with_auth_reaches_the_relay_and_refuses_what_it_must() {
         !log.contains("sk_guess"),
         "a guessed password reached the log"
     );
+}
+
+/// swaks through a trusted network (no TLS, no AUTH) to `port`, with these extra
+/// header lines; (exit status ok, transcript).
+fn swaks_trusted(port: u16, subject: &str, headers: &[String]) -> (bool, String) {
+    let port = port.to_string();
+    let subject = format!("Subject: {subject}");
+    let mut args = vec![
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--from",
+        "app@example.com",
+        "--to",
+        "ok@dest.test",
+        "--header",
+        &subject,
+    ];
+    for h in headers {
+        args.extend(["--add-header", h.as_str()]);
+    }
+    swaks(&args)
+}
+
+/// The message id in the final 250 of a swaks transcript.
+fn accepted_id(transcript: &str) -> String {
+    transcript
+        .split("2.0.0 accepted as ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no accepted id in {transcript}"))
+        .to_owned()
+}
+
+#[test]
+fn tags_and_an_idempotency_key_ride_in_the_header_and_never_reach_the_relay() {
+    let relay_port = free_port();
+    let submit_port = free_port();
+    let probe = tempfile::tempdir().expect("temp dir");
+    let pki = TestPki::new(&probe.path().join("pki"));
+    let tables = format!(
+        "{}{}\n[submission]\nlisten = [\"127.0.0.1:{submit_port}\"]\n\
+         tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n\
+         [submission.trusted_networks]\nt = [\"127.0.0.1/32\"]\n",
+        relay_table("a", &format!("smtp://127.0.0.1:{relay_port}"), ""),
+        tenant_table("t", &["example.com"]),
+        pki.server_cert.display(),
+        pki.server_key.display(),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let sink = Sink::start(setup.root(), relay_port, &[]);
+    let sluice = setup.start();
+    let created = sluice.admin("POST", "/admin/v1/tenants/t/keys", None);
+    assert_eq!(created.status, 201, "{}", created.body);
+    let key = created.json()["key"].as_str().expect("key").to_owned();
+
+    let fields = [
+        "X-Sluice-Tags: campaign-7, welcome".to_string(),
+        "X-Sluice-Idempotency-Key: order-1234".to_string(),
+    ];
+    let (ok, first) = swaks_trusted(submit_port, "keyed", &fields);
+    assert!(ok, "{first}\n{}", sluice.log());
+    let id = accepted_id(&first);
+    // The same key again: answered with the first message, not taken in twice.
+    let (ok, again) = swaks_trusted(submit_port, "keyed", &fields);
+    assert!(ok, "{again}");
+    assert!(again.contains("not sent again"), "{again}");
+    assert_eq!(accepted_id(&again), id);
+
+    let r = sluice.request("GET", &format!("/v1/messages/{id}"), Some(&key), None, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["tags"],
+        json!(["campaign-7", "welcome"]),
+        "{}",
+        r.body
+    );
+
+    // Past the bounds: refused whole, nothing stored.
+    let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    let (ok, refused) = swaks_trusted(
+        submit_port,
+        "too-many-tags",
+        &[format!("X-Sluice-Tags: {}", many.join(","))],
+    );
+    assert!(
+        !ok && refused.contains("550 5.6.0 X-Sluice-Tags: more than 32 tags"),
+        "{refused}"
+    );
+    let (ok, refused) = swaks_trusted(
+        submit_port,
+        "long-key",
+        &[format!("X-Sluice-Idempotency-Key: {}", "k".repeat(300))],
+    );
+    assert!(
+        !ok && refused.contains("550 5.6.0 X-Sluice-Idempotency-Key must be 1 to 256 bytes"),
+        "{refused}"
+    );
+
+    // A later message marks the relay's catching up: then the keyed one is there once,
+    // and no field meant for Sluice reached the relay.
+    let (ok, transcript) = swaks_trusted(submit_port, "marker", &[]);
+    assert!(ok, "{transcript}");
+    for subject in ["keyed", "marker"] {
+        wait_for(&format!("the sink to keep {subject:?}"), || {
+            match sink.with_subject(subject).as_slice() {
+                [] => Err(sink.log()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let kept = sink.messages();
+    assert_eq!(sink.with_subject("keyed").len(), 1, "{kept:#?}");
+    assert!(
+        kept.iter()
+            .all(|m| !m.to_ascii_lowercase().contains("x-sluice-")),
+        "{kept:#?}"
+    );
+    assert!(sink.with_subject("too-many-tags").is_empty());
+    assert!(sink.with_subject("long-key").is_empty());
 }
 
 /// Reads one whole reply (its last line) from a raw connection.
