@@ -113,6 +113,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "exceeds size limit",
             "message exceeds maximum size",
             "content-too-long",
+            // X.411's diagnostic for a message over a size constraint, and
+            // MAPI's name of X.411 content-too-long.
+            "size-constraint-violation",
+            "content_too_long",
         ],
     ),
     (
@@ -230,6 +234,20 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "rejected by spf",
             "as permitted sender",
             "spf failure",
+            // The default SPF explanation that libspf2, pypolicyd-spf,
+            // qmail-spf and Exim's SPF ACL examples put in a refusal ("See
+            // http://www.open-spf.org/Why?s=mfrom;id=...", earlier
+            // openspf.org/.net and spf.pobox.com/why.html), and RFC 4408's
+            // example explanation ("%{i} is not one of %{d}'s designated
+            // mail servers"): the sender's SPF record refused the client.
+            "open-spf.org/why",
+            "openspf.org/why",
+            "openspf.net/why",
+            "spf.pobox.com/why",
+            "designated mail servers",
+            // Exchange's Sender ID agent's default rejection response
+            // (Set-SenderIdConfig): "550 5.7.1 Sender ID (PRA) Not Permitted".
+            "sender id (pra)",
         ],
     ),
     (
@@ -499,6 +517,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "illegal host/domain name",
             "couldn't find any host named",
             "host not found",
+            // RFC 1035 4.1.1 RCODE 3 "Name Error": "the domain name
+            // referenced in the query does not exist" (RFC 8020: nor does
+            // anything under it); resolvers and Gmail's notices call it
+            // NXDOMAIN, Gmail's "DNS Error: Domain name not found".
+            "nxdomain",
+            "domain name not found",
         ],
     ),
     (
@@ -583,6 +607,23 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // Google's SMTP error reference, 550 5.7.1: "Our system has
             // detected that this message is likely unsolicited mail."
             "likely unsolicited mail",
+            // Microsoft's support article 3024906 (Exchange Online
+            // Protection): "550 5.7.1 Message rejected due to content
+            // restrictions" is the recipient's anti-spam product matching
+            // its spam signatures; also the Exchange content filter
+            // agent's rejection response (Set-ContentFilterConfig).
+            "due to content restrictions",
+            // SpamAssassin's default report template (`report` lines of
+            // its default preferences): "Spam detection software ... has
+            // identified this incoming email as possible spam", then
+            // "Content analysis details: (N points, M required)".
+            "as possible spam",
+            "content analysis details",
+            // RFC 2505's names for spam (UBE, "unsolicited bulk e-mail";
+            // UCE, "unsolicited commercial e-mail"), as anti-spam gateways
+            // write them out.
+            "unsolicited bulk",
+            "unsolicited commercial",
         ],
     ),
     (
@@ -705,6 +746,19 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "routing loop detected -- too many received: headers",
             "improperly-formatted binary content",
             "contains invalid mime headers",
+            // ITU-T X.411's diagnostic codes, which X.400 gateways and
+            // Exchange's NDRs (MAPI's PR_NDR_DIAG_CODE, `MAPI_DIAG_*`)
+            // print: the content's syntax, type, encoding or line length.
+            "content-syntax-error",
+            "content_syntax_in_error",
+            "content-type-not-supported",
+            "content_type_unsupported",
+            "encoded-information-types-unsupported",
+            "eits_unsupported",
+            "conversion-impractical",
+            "impractical_to_convert",
+            "line-too-long",
+            "line_too_long",
             "unnecessary base64 encoding",
             "header size exceeds",
             "header error",
@@ -927,7 +981,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
         &[
             "host not found, try again",
             "wasn't able to establish an smtp connection",
-            "nxdomain",
             "could not connect and send the mail to",
             "dns records for the destination computer could not be found",
             "hop count exceeded",
@@ -1677,8 +1730,18 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             }
         }
         Reason::Hostunknown => {
+            // A DNS answer that the name does not exist (RFC 1035's Name
+            // Error, NXDOMAIN) decides, whatever generic words of a DNS
+            // error ("DNS Error: Domain name not found") come with it;
+            // unless the status is temporary (RFC 3463 class 4: Gmail
+            // retries a name error and says 4.0.0), which makes it a lookup
+            // failed for now.
+            let no_such_name = !f.status.starts_with('4') && names_no_such_domain(f.diagnostic);
             if named == Some(Reason::Hostunknown) {
-                (!says(lower, Reason::Networkerror)).then_some("status-hostunknown")
+                (no_such_name || !says(lower, Reason::Networkerror))
+                    .then_some("status-hostunknown")
+            } else if no_such_name {
+                Some("text-dns-name-error")
             } else {
                 // "Host not found, try again" is a DNS lookup that failed
                 // for now (a network error), not a host that is not there.
@@ -1770,6 +1833,12 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
     }
     let lower = Said::of(&f.diagnostic.to_ascii_lowercase());
     let named = from_status(f.status);
+    // A spam filter's report quoted in the refusal names its verdict: the
+    // tests it lists (SpamAssassin's `RDNS_NONE`, `RCVD_IN_*`, ...) are the
+    // evidence for it, not causes of their own.
+    if quotes_a_spam_report(f.diagnostic) {
+        return (Reason::Spamdetected, "text-spam-filter-report");
+    }
     // A local delivery program failed (procmail, a pipe): a mailer error,
     // unless it says the mailbox is full.
     if f.diagnostic_type.eq_ignore_ascii_case("x-unix") {
@@ -1787,6 +1856,16 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
         if let Some(rule) = holds(*r, f, &lower, named) {
             return (*r, rule);
         }
+    }
+    // The word spam itself (or RFC 2505's "unsolicited"), when no list
+    // knew the sentence and the status says nothing narrower: every
+    // published refusal that uses the word (Google's 5.7.1 "likely
+    // unsolicited mail ... to reduce the amount of spam", Exchange's "rejected
+    // as spam by Content Filtering", Mimecast's spam signatures, Barracuda's
+    // spam score) refuses the message's content. Words of an IP, a block list
+    // or the sender were decided above (blocked, rejected).
+    if named.is_none_or(status_is_vague) && names_spam(f.diagnostic) {
+        return (Reason::Spamdetected, "text-spam-word");
     }
     // A status whose class the text contradicted above does not decide.
     if let Some(r) = named.filter(|r| !status_is_vague(*r) && !FIRST.contains(r)) {
@@ -1866,6 +1945,42 @@ fn has_word(text: &[u8], word: &[u8]) -> impl Iterator<Item = usize> {
         (i == 0 || !text[i - 1].is_ascii_alphanumeric())
             && text[i..i + n].eq_ignore_ascii_case(word)
     })
+}
+
+/// Whether `text` (any case) holds `word` as a whole word.
+fn has_whole_word(text: &[u8], word: &[u8]) -> bool {
+    has_word(text, word).any(|at| {
+        text.get(at + word.len())
+            .is_none_or(|c| !c.is_ascii_alphanumeric())
+    })
+}
+
+/// Whether a text calls the message spam in so many words: "spam" or
+/// "unsolicited" as a word of its own (not `spamhaus.org`, `spamcop`, the
+/// names of block lists, which speak of the sending IP).
+fn names_spam(text: &str) -> bool {
+    let b = text.as_bytes();
+    has_whole_word(b, b"spam") || has_whole_word(b, b"unsolicited")
+}
+
+/// Whether a text quotes a spam filter's report: SpamAssassin's default
+/// report template ("has identified this incoming email as possible
+/// spam", "Content analysis details: (N points, M required)").
+fn quotes_a_spam_report(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("content analysis details") || lower.contains("as possible spam")
+}
+
+/// Whether a DNS answer said the name does not exist: RFC 1035's RCODE 3
+/// ("Name Error": "the domain name referenced in the query does not
+/// exist"), NXDOMAIN by its usual name, Gmail's "Domain name not found";
+/// not when the same text says the lookup is to be tried again (a server
+/// failure, RCODE 2).
+fn names_no_such_domain(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    (lower.contains("nxdomain") || lower.contains("domain name not found"))
+        && !lower.contains("servfail")
+        && !lower.contains("try again")
 }
 
 /// Whether a text speaks of the envelope sender (then a refusal names the
