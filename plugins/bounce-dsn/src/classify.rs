@@ -234,6 +234,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "rejected by spf",
             "as permitted sender",
             "spf failure",
+            // Google's SMTP error reference, 550 5.7.26: "This mail has been
+            // blocked because the sender is unauthenticated."
+            "sender is unauthenticated",
             // The default SPF explanation that libspf2, pypolicyd-spf,
             // qmail-spf and Exim's SPF ACL examples put in a refusal ("See
             // http://www.open-spf.org/Why?s=mfrom;id=...", earlier
@@ -523,6 +526,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // NXDOMAIN, Gmail's "DNS Error: Domain name not found".
             "nxdomain",
             "domain name not found",
+            // Google's SMTP error reference, 553 5.1.2: "We weren't able to
+            // find the recipient domain."
+            "able to find the recipient domain",
         ],
     ),
     (
@@ -691,6 +697,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "policy reasons",
             "content policy",
             "has a policy that prohibits",
+            // Google's SMTP error reference, 550 5.7.1: "The user or domain
+            // that you are sending to (or from) has a policy that
+            // prohibited the mail that you sent."
+            "has a policy that prohibited",
         ],
     ),
     (
@@ -746,6 +756,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "routing loop detected -- too many received: headers",
             "improperly-formatted binary content",
             "contains invalid mime headers",
+            // Exchange Online's NDR reference, 5.6.11: bare line feeds
+            // (`SMTPSEND.BareLinefeedsAreIllegal`).
+            "barelinefeedsareillegal",
             // ITU-T X.411's diagnostic codes, which X.400 gateways and
             // Exchange's NDRs (MAPI's PR_NDR_DIAG_CODE, `MAPI_DIAG_*`)
             // print: the content's syntax, type, encoding or line length.
@@ -998,6 +1011,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // loop): "because the message was forwarded more than the
             // maximum allowed times. This could indicate a mail loop."
             "forwarded more than the maximum allowed times",
+            // Google's SMTP error reference, 554 5.4.6: "Message exceeded 50
+            // hops, this may indicate a mail loop."
+            "indicate a mail loop",
             "unable to resolve route",
             "network is unreachable",
             "dns error",
@@ -1763,6 +1779,18 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             // connection rather than of the sender's address: blocked.
             None
         }
+        // RFC 3463 X.2.1 (IANA: "Mailbox disabled, not accepting
+        // messages": the mailbox exists) when the words say nothing else
+        // than RFC 5321's generic "mailbox unavailable" (Sisimai reads
+        // X.2.1 as `filtered`; words of an unknown user or a filter decide
+        // as before).
+        Reason::Suspend
+            if named == Some(Reason::Filtered)
+                && !says(lower, Reason::Suspend)
+                && status_detail(f.status) == Some(("2", "1")) =>
+        {
+            (!says_beyond_unavailable(f.diagnostic)).then_some("status-x.2.1-mailbox-disabled")
+        }
         r if named == Some(r) => by(true, "status", ""),
         r if says(lower, r) => Some(text_rule(r)),
         _ => None,
@@ -1945,6 +1973,33 @@ fn has_word(text: &[u8], word: &[u8]) -> impl Iterator<Item = usize> {
         (i == 0 || !text[i - 1].is_ascii_alphanumeric())
             && text[i..i + n].eq_ignore_ascii_case(word)
     })
+}
+
+/// The subject and detail of an enhanced status (`5.2.1` -> `("2", "1")`).
+fn status_detail(status: &str) -> Option<(&str, &str)> {
+    let mut p = status.splitn(3, '.');
+    let _class = p.next()?;
+    Some((p.next()?, p.next()?))
+}
+
+/// RFC 5321 4.2.2's generic text of 450/550 ("Requested action not taken:
+/// mailbox unavailable"), which says nothing of why.
+const GENERIC_UNAVAILABLE: &[&str] = &[
+    "requested action not taken: mailbox unavailable",
+    "mailbox unavailable",
+    "mailbox is unavailable",
+    "mailbox not available",
+    "mailbox is not available",
+];
+
+/// Whether a text says more than [`GENERIC_UNAVAILABLE`]: a phrase of any
+/// reason once the generic text is taken out.
+fn says_beyond_unavailable(text: &str) -> bool {
+    let mut lower = text.to_ascii_lowercase();
+    for g in GENERIC_UNAVAILABLE {
+        lower = lower.replace(g, " ");
+    }
+    Said::of(&lower).0 != 0
 }
 
 /// Whether `text` (any case) holds `word` as a whole word.
