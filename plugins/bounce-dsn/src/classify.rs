@@ -1014,6 +1014,11 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // Google's SMTP error reference, 554 5.4.6: "Message exceeded 50
             // hops, this may indicate a mail loop."
             "indicate a mail loop",
+            // Exchange 2000/2003's NDR text for X.4.6 (Microsoft's list of
+            // Exchange delivery status notifications): "A configuration
+            // error in the e-mail system caused the message to bounce
+            // between two servers or to be forwarded between two recipients."
+            "to bounce between two servers",
             "unable to resolve route",
             "network is unreachable",
             "dns error",
@@ -3253,6 +3258,83 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(r("", None, text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn documented_refusals_of_spam_spf_dns_and_disabled_mailboxes() {
+        let cases: &[(&str, &str, Reason)] = &[
+            // Microsoft's support article 3024906.
+            (
+                "5.7.1",
+                "550 5.7.1 Message rejected due to content restrictions",
+                Reason::Spamdetected,
+            ),
+            // SpamAssassin's report template beats the PTR test it lists.
+            (
+                "5.7.1",
+                "554 5.7.1 has identified this incoming email as possible spam. \
+                 Content analysis details: (9.1 points, 5.0 required) RDNS_NONE",
+                Reason::Spamdetected,
+            ),
+            // The word spam when no list knew the sentence, not a block
+            // list's name.
+            ("5.7.1", "554 5.7.1 Rejected: SPAM", Reason::Spamdetected),
+            (
+                "5.0.0",
+                "550 Message refused, looks like unsolicited bulk email",
+                Reason::Spamdetected,
+            ),
+            (
+                "5.7.1",
+                "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using bl.spamcop.net",
+                Reason::Blocked,
+            ),
+            // The SPF explanation beats the IP words around it.
+            (
+                "5.7.1",
+                "550 5.7.1 [SPF] 192.0.2.1 is not allowed to send mail from example.org. \
+                 Please see http://www.open-spf.org/Why?s=mfrom;id=a@example.org",
+                Reason::Authfailure,
+            ),
+            ("5.7.1", "550 5.7.1 Sender ID (PRA) Not Permitted", Reason::Authfailure),
+            // RFC 1035's name error on a permanent failure; Gmail's
+            // temporary one stays a lookup failed for now.
+            (
+                "5.0.0",
+                "DNS Error: DNS type 'mx' lookup of example.invalid responded with code NXDOMAIN",
+                Reason::Hostunknown,
+            ),
+            (
+                "4.0.0",
+                "DNS Error: DNS type 'mx' lookup of example.invalid responded with code NXDOMAIN",
+                Reason::Networkerror,
+            ),
+            // X.2.1, mailbox disabled, with only the generic 550 text; with
+            // words of an unknown user, that user.
+            ("5.2.1", "550 5.2.1 Mailbox unavailable", Reason::Suspend),
+            (
+                "5.2.1",
+                "550 5.2.1 <a@b.example>... User Unknown (in reply to RCPT TO command)",
+                Reason::Userunknown,
+            ),
+            // X.411 names, Google's and Exchange's documented texts.
+            ("5.0.0", "Diagnostic-code: content-syntax-error", Reason::Contenterror),
+            ("5.0.0", "MAPI_DIAG_CONTENT_TOO_LONG", Reason::Mesgtoobig),
+            (
+                "5.4.6",
+                "A configuration error in the e-mail system caused the message to \
+                 bounce between two servers",
+                Reason::Networkerror,
+            ),
+            (
+                "5.7.26",
+                "550 5.7.26 This mail has been blocked because the sender is unauthenticated",
+                Reason::Authfailure,
+            ),
+        ];
+        for (status, text, want) in cases {
+            assert_eq!(r(status, None, text), *want, "{status} {text}");
         }
     }
 
