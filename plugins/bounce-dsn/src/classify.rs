@@ -894,6 +894,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // Exchange Online's NDR reference, 5.7.708: "Access denied,
             // traffic not accepted from this IP" (the sending IP's standing).
             "traffic not accepted from this ip",
+            // Trend Micro's Email Reputation Services (the MAPS lists of
+            // IPs): "Mail from <IP> refused/deferred using Trend Micro Email
+            // Reputation database. Please see
+            // http://www.mail-abuse.com/cgi-bin/lookup?<IP>".
+            "email reputation database",
+            "mail-abuse.com/cgi-bin/lookup",
         ],
     ),
     (
@@ -3298,6 +3304,11 @@ mod tests {
                 Reason::Authfailure,
             ),
             ("5.7.1", "550 5.7.1 Sender ID (PRA) Not Permitted", Reason::Authfailure),
+            (
+                "",
+                "550 Mail from 192.0.2.1 refused using Trend Micro Email Reputation database",
+                Reason::Blocked,
+            ),
             // RFC 1035's name error on a permanent failure; Gmail's
             // temporary one stays a lookup failed for now.
             (
