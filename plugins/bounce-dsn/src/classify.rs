@@ -491,6 +491,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "your email address has been blacklisted",
             "your access to submit messages to this e-mail system has been rejected",
             "sender address is not",
+            // Sendmail's check_mail ruleset (cf/m4/proto.m4): "553 Domain
+            // name required for sender address <x>".
+            "domain name required for sender address",
             "rejected by the recipient domain",
         ],
     ),
@@ -651,6 +654,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "daily message quota exceeded",
             "maximum sending rate exceeded",
             "too many connections",
+            // Sendmail's conncontrol (cf/m4/proto.m4): "452 4.3.2 Too many
+            // open connections."
+            "too many open connections",
             "too many concurrent",
             "too many errors from your ip",
             "too many recipients",
@@ -900,6 +906,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // http://www.mail-abuse.com/cgi-bin/lookup?<IP>".
             "email reputation database",
             "mail-abuse.com/cgi-bin/lookup",
+            // Sendmail's FEATURE(`dnsbl') and FEATURE(`rbl') default text
+            // (cf/feature/dnsbl.m4): "550 Mail from <IP> refused by
+            // blackhole site <list>".
+            "refused by blackhole site",
         ],
     ),
     (
@@ -3308,6 +3318,18 @@ mod tests {
                 "",
                 "550 Mail from 192.0.2.1 refused using Trend Micro Email Reputation database",
                 Reason::Blocked,
+            ),
+            // Sendmail's m4 configuration texts.
+            (
+                "5.7.1",
+                "550 Mail from 192.0.2.1 refused by blackhole site bl.example.net",
+                Reason::Blocked,
+            ),
+            ("4.3.2", "452 4.3.2 Too many open connections.", Reason::Toomanyconn),
+            (
+                "5.5.4",
+                "553 Domain name required for sender address kim",
+                Reason::Rejected,
             ),
             // RFC 1035's name error on a permanent failure; Gmail's
             // temporary one stays a lookup failed for now.
