@@ -494,6 +494,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // Sendmail's check_mail ruleset (cf/m4/proto.m4): "553 Domain
             // name required for sender address <x>".
             "domain name required for sender address",
+            // AT&T/BellSouth's published block messages: "550 [permfail]
+            // bellsouth.net requires valid sender domain".
+            "requires valid sender domain",
             "rejected by the recipient domain",
         ],
     ),
@@ -1775,8 +1778,7 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             // failed for now.
             let no_such_name = !f.status.starts_with('4') && names_no_such_domain(f.diagnostic);
             if named == Some(Reason::Hostunknown) {
-                (no_such_name || !says(lower, Reason::Networkerror))
-                    .then_some("status-hostunknown")
+                (no_such_name || !says(lower, Reason::Networkerror)).then_some("status-hostunknown")
             } else if no_such_name {
                 Some("text-dns-name-error")
             } else {
@@ -2294,7 +2296,8 @@ const EXCHANGE: &[(&str, Reason)] = &[
 /// capitals as a word of their own: Outlook.com's postmaster codes
 /// (`SC-`, `DY-`, `OU-` the sending IP or its reputation, `RP-` its rate or
 /// connections), Yahoo's `[BL2x]` block lists and `[TSS09]` permanent
-/// deferral, AOL's `DNS:NR` (no reverse DNS) and `RLY:`/`DYN:` IP blocks,
+/// deferral, AOL's `DNS:NR` (no reverse DNS), `RLY:`/`DYN:`/`RTR:` IP blocks
+/// and `HVU:` content blocks,
 /// Cox's `CX...` codes.
 const PUBLISHED_CODES: &[(&str, Reason)] = &[
     ("SC-001", Reason::Blocked),
@@ -2315,6 +2318,13 @@ const PUBLISHED_CODES: &[(&str, Reason)] = &[
     ("DNS:NR", Reason::Requireptr),
     ("RLY:", Reason::Blocked),
     ("DYN:", Reason::Blocked),
+    // AOL's postmaster list of errors: `RTR:` codes refuse the sending IP
+    // (RTR:DU/BB dynamic or residential, RTR:CH compromised, RTR:BG not
+    // allocated, RTR:RD a dynamic-looking reverse DNS); `HVU:` codes are
+    // "content-based" blocks of a domain in the body "previously used to
+    // send unsolicited email" (554 HVU:B1).
+    ("RTR:", Reason::Blocked),
+    ("HVU:", Reason::Spamdetected),
     ("CXBL", Reason::Blocked),
     ("CDRBL", Reason::Blocked),
     ("CXDNS", Reason::Requireptr),
@@ -3313,11 +3323,31 @@ mod tests {
                  Please see http://www.open-spf.org/Why?s=mfrom;id=a@example.org",
                 Reason::Authfailure,
             ),
-            ("5.7.1", "550 5.7.1 Sender ID (PRA) Not Permitted", Reason::Authfailure),
+            (
+                "5.7.1",
+                "550 5.7.1 Sender ID (PRA) Not Permitted",
+                Reason::Authfailure,
+            ),
             (
                 "",
                 "550 Mail from 192.0.2.1 refused using Trend Micro Email Reputation database",
                 Reason::Blocked,
+            ),
+            // AOL's and AT&T's published codes and texts.
+            (
+                "5.7.1",
+                "554 5.7.1 (RTR:BB) http://postmaster.example/554rtrbb.html",
+                Reason::Blocked,
+            ),
+            (
+                "5.7.1",
+                "554 5.7.1 : (HVU:B1) http://postmaster.example/554hvub1.html",
+                Reason::Spamdetected,
+            ),
+            (
+                "",
+                "550 [permfail] bellsouth.net requires valid sender domain",
+                Reason::Rejected,
             ),
             // Sendmail's m4 configuration texts.
             (
@@ -3325,7 +3355,11 @@ mod tests {
                 "550 Mail from 192.0.2.1 refused by blackhole site bl.example.net",
                 Reason::Blocked,
             ),
-            ("4.3.2", "452 4.3.2 Too many open connections.", Reason::Toomanyconn),
+            (
+                "4.3.2",
+                "452 4.3.2 Too many open connections.",
+                Reason::Toomanyconn,
+            ),
             (
                 "5.5.4",
                 "553 Domain name required for sender address kim",
@@ -3352,7 +3386,11 @@ mod tests {
                 Reason::Userunknown,
             ),
             // X.411 names, Google's and Exchange's documented texts.
-            ("5.0.0", "Diagnostic-code: content-syntax-error", Reason::Contenterror),
+            (
+                "5.0.0",
+                "Diagnostic-code: content-syntax-error",
+                Reason::Contenterror,
+            ),
             ("5.0.0", "MAPI_DIAG_CONTENT_TOO_LONG", Reason::Mesgtoobig),
             (
                 "5.4.6",
