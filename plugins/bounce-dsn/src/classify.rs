@@ -1776,7 +1776,10 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             // unless the status is temporary (RFC 3463 class 4: Gmail
             // retries a name error and says 4.0.0), which makes it a lookup
             // failed for now.
-            let no_such_name = !f.status.starts_with('4') && names_no_such_domain(f.diagnostic);
+            // (Both names are hostunknown phrases: read only when one is there.)
+            let no_such_name = !f.status.starts_with('4')
+                && says(lower, Reason::Hostunknown)
+                && names_no_such_domain(f.diagnostic);
             if named == Some(Reason::Hostunknown) {
                 (no_such_name || !says(lower, Reason::Networkerror)).then_some("status-hostunknown")
             } else if no_such_name {
@@ -1887,7 +1890,9 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
     // A spam filter's report quoted in the refusal names its verdict: the
     // tests it lists (SpamAssassin's `RDNS_NONE`, `RCVD_IN_*`, ...) are the
     // evidence for it, not causes of their own.
-    if quotes_a_spam_report(f.diagnostic) {
+    // (Both phrases of the template are spam phrases: the text is read
+    // again only when the index saw one.)
+    if says(&lower, Reason::Spamdetected) && quotes_a_spam_report(f.diagnostic) {
         return (Reason::Spamdetected, "text-spam-filter-report");
     }
     // A local delivery program failed (procmail, a pipe): a mailer error,
