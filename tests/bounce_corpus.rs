@@ -148,12 +148,15 @@ fn held_out_families_hold_their_floors() {
 }
 
 /// Floors on the hand-labelled flufl.bounce families (`data/bounces-flufl`),
-/// all held out but Postfix, in basis points.
+/// all held out but Postfix, in basis points. Issue 19's sixth session
+/// (8750 / 8437 / 8437 / 8437 before): Exchange 5.5's unquoted
+/// "<address> on <date>" recipient lines, from Microsoft's descriptions of
+/// its NDRs, found two more recipients.
 const FLUFL_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
-    (Metric::Recipient, 8750),
-    (Metric::Status, 8437),
-    (Metric::Reason, 8437),
-    (Metric::Hard, 8437),
+    (Metric::Recipient, 9375),
+    (Metric::Status, 9062),
+    (Metric::Reason, 9062),
+    (Metric::Hard, 9062),
 ];
 
 #[test]
@@ -214,11 +217,13 @@ fn bounced_families_hold_their_floors() {
 /// Floors on the hand-labelled test messages of Perl's
 /// Mail::DeliveryStatus::BounceParser (`data/bounces-bounceparser`), all
 /// held out; measured once before issue 19's fourth session wrote any rule,
-/// and not read for rules since (see its README).
+/// and not read for rules since (see its README). Issue 19's sixth session
+/// (reason 8181 before): documented spam refusals (Microsoft's, SpamAssassin's
+/// report, the word itself), SPF explanations and RFC 3463's X.2.1.
 const BOUNCEPARSER_HELD_OUT_FLOORS: [(Metric, u64); 4] = [
     (Metric::Recipient, 9834),
     (Metric::Status, 9752),
-    (Metric::Reason, 8181),
+    (Metric::Reason, 8760),
     (Metric::Hard, 9669),
 ];
 

@@ -113,6 +113,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "exceeds size limit",
             "message exceeds maximum size",
             "content-too-long",
+            // X.411's diagnostic for a message over a size constraint, and
+            // MAPI's name of X.411 content-too-long.
+            "size-constraint-violation",
+            "content_too_long",
         ],
     ),
     (
@@ -230,6 +234,23 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "rejected by spf",
             "as permitted sender",
             "spf failure",
+            // Google's SMTP error reference, 550 5.7.26: "This mail has been
+            // blocked because the sender is unauthenticated."
+            "sender is unauthenticated",
+            // The default SPF explanation that libspf2, pypolicyd-spf,
+            // qmail-spf and Exim's SPF ACL examples put in a refusal ("See
+            // http://www.open-spf.org/Why?s=mfrom;id=...", earlier
+            // openspf.org/.net and spf.pobox.com/why.html), and RFC 4408's
+            // example explanation ("%{i} is not one of %{d}'s designated
+            // mail servers"): the sender's SPF record refused the client.
+            "open-spf.org/why",
+            "openspf.org/why",
+            "openspf.net/why",
+            "spf.pobox.com/why",
+            "designated mail servers",
+            // Exchange's Sender ID agent's default rejection response
+            // (Set-SenderIdConfig): "550 5.7.1 Sender ID (PRA) Not Permitted".
+            "sender id (pra)",
         ],
     ),
     (
@@ -470,6 +491,12 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "your email address has been blacklisted",
             "your access to submit messages to this e-mail system has been rejected",
             "sender address is not",
+            // Sendmail's check_mail ruleset (cf/m4/proto.m4): "553 Domain
+            // name required for sender address <x>".
+            "domain name required for sender address",
+            // AT&T/BellSouth's published block messages: "550 [permfail]
+            // bellsouth.net requires valid sender domain".
+            "requires valid sender domain",
             "rejected by the recipient domain",
         ],
     ),
@@ -499,6 +526,15 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "illegal host/domain name",
             "couldn't find any host named",
             "host not found",
+            // RFC 1035 4.1.1 RCODE 3 "Name Error": "the domain name
+            // referenced in the query does not exist" (RFC 8020: nor does
+            // anything under it); resolvers and Gmail's notices call it
+            // NXDOMAIN, Gmail's "DNS Error: Domain name not found".
+            "nxdomain",
+            "domain name not found",
+            // Google's SMTP error reference, 553 5.1.2: "We weren't able to
+            // find the recipient domain."
+            "able to find the recipient domain",
         ],
     ),
     (
@@ -583,6 +619,23 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // Google's SMTP error reference, 550 5.7.1: "Our system has
             // detected that this message is likely unsolicited mail."
             "likely unsolicited mail",
+            // Microsoft's support article 3024906 (Exchange Online
+            // Protection): "550 5.7.1 Message rejected due to content
+            // restrictions" is the recipient's anti-spam product matching
+            // its spam signatures; also the Exchange content filter
+            // agent's rejection response (Set-ContentFilterConfig).
+            "due to content restrictions",
+            // SpamAssassin's default report template (`report` lines of
+            // its default preferences): "Spam detection software ... has
+            // identified this incoming email as possible spam", then
+            // "Content analysis details: (N points, M required)".
+            "as possible spam",
+            "content analysis details",
+            // RFC 2505's names for spam (UBE, "unsolicited bulk e-mail";
+            // UCE, "unsolicited commercial e-mail"), as anti-spam gateways
+            // write them out.
+            "unsolicited bulk",
+            "unsolicited commercial",
         ],
     ),
     (
@@ -604,6 +657,9 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "daily message quota exceeded",
             "maximum sending rate exceeded",
             "too many connections",
+            // Sendmail's conncontrol (cf/m4/proto.m4): "452 4.3.2 Too many
+            // open connections."
+            "too many open connections",
             "too many concurrent",
             "too many errors from your ip",
             "too many recipients",
@@ -650,6 +706,10 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "policy reasons",
             "content policy",
             "has a policy that prohibits",
+            // Google's SMTP error reference, 550 5.7.1: "The user or domain
+            // that you are sending to (or from) has a policy that
+            // prohibited the mail that you sent."
+            "has a policy that prohibited",
         ],
     ),
     (
@@ -705,6 +765,22 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             "routing loop detected -- too many received: headers",
             "improperly-formatted binary content",
             "contains invalid mime headers",
+            // Exchange Online's NDR reference, 5.6.11: bare line feeds
+            // (`SMTPSEND.BareLinefeedsAreIllegal`).
+            "barelinefeedsareillegal",
+            // ITU-T X.411's diagnostic codes, which X.400 gateways and
+            // Exchange's NDRs (MAPI's PR_NDR_DIAG_CODE, `MAPI_DIAG_*`)
+            // print: the content's syntax, type, encoding or line length.
+            "content-syntax-error",
+            "content_syntax_in_error",
+            "content-type-not-supported",
+            "content_type_unsupported",
+            "encoded-information-types-unsupported",
+            "eits_unsupported",
+            "conversion-impractical",
+            "impractical_to_convert",
+            "line-too-long",
+            "line_too_long",
             "unnecessary base64 encoding",
             "header size exceeds",
             "header error",
@@ -827,6 +903,16 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // Exchange Online's NDR reference, 5.7.708: "Access denied,
             // traffic not accepted from this IP" (the sending IP's standing).
             "traffic not accepted from this ip",
+            // Trend Micro's Email Reputation Services (the MAPS lists of
+            // IPs): "Mail from <IP> refused/deferred using Trend Micro Email
+            // Reputation database. Please see
+            // http://www.mail-abuse.com/cgi-bin/lookup?<IP>".
+            "email reputation database",
+            "mail-abuse.com/cgi-bin/lookup",
+            // Sendmail's FEATURE(`dnsbl') and FEATURE(`rbl') default text
+            // (cf/feature/dnsbl.m4): "550 Mail from <IP> refused by
+            // blackhole site <list>".
+            "refused by blackhole site",
         ],
     ),
     (
@@ -927,7 +1013,6 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
         &[
             "host not found, try again",
             "wasn't able to establish an smtp connection",
-            "nxdomain",
             "could not connect and send the mail to",
             "dns records for the destination computer could not be found",
             "hop count exceeded",
@@ -945,6 +1030,14 @@ const TEXT_RULES: &[(Reason, &[&str])] = &[
             // loop): "because the message was forwarded more than the
             // maximum allowed times. This could indicate a mail loop."
             "forwarded more than the maximum allowed times",
+            // Google's SMTP error reference, 554 5.4.6: "Message exceeded 50
+            // hops, this may indicate a mail loop."
+            "indicate a mail loop",
+            // Exchange 2000/2003's NDR text for X.4.6 (Microsoft's list of
+            // Exchange delivery status notifications): "A configuration
+            // error in the e-mail system caused the message to bounce
+            // between two servers or to be forwarded between two recipients."
+            "to bounce between two servers",
             "unable to resolve route",
             "network is unreachable",
             "dns error",
@@ -1677,8 +1770,20 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             }
         }
         Reason::Hostunknown => {
+            // A DNS answer that the name does not exist (RFC 1035's Name
+            // Error, NXDOMAIN) decides, whatever generic words of a DNS
+            // error ("DNS Error: Domain name not found") come with it;
+            // unless the status is temporary (RFC 3463 class 4: Gmail
+            // retries a name error and says 4.0.0), which makes it a lookup
+            // failed for now.
+            // (Both names are hostunknown phrases: read only when one is there.)
+            let no_such_name = !f.status.starts_with('4')
+                && says(lower, Reason::Hostunknown)
+                && names_no_such_domain(f.diagnostic);
             if named == Some(Reason::Hostunknown) {
-                (!says(lower, Reason::Networkerror)).then_some("status-hostunknown")
+                (no_such_name || !says(lower, Reason::Networkerror)).then_some("status-hostunknown")
+            } else if no_such_name {
+                Some("text-dns-name-error")
             } else {
                 // "Host not found, try again" is a DNS lookup that failed
                 // for now (a network error), not a host that is not there.
@@ -1699,6 +1804,18 @@ fn holds(reason: Reason, f: &Facts, lower: &Said, named: Option<Reason>) -> Opti
             // Words of a block list or of the client's IP, said to the
             // connection rather than of the sender's address: blocked.
             None
+        }
+        // RFC 3463 X.2.1 (IANA: "Mailbox disabled, not accepting
+        // messages": the mailbox exists) when the words say nothing else
+        // than RFC 5321's generic "mailbox unavailable" (Sisimai reads
+        // X.2.1 as `filtered`; words of an unknown user or a filter decide
+        // as before).
+        Reason::Suspend
+            if named == Some(Reason::Filtered)
+                && !says(lower, Reason::Suspend)
+                && status_detail(f.status) == Some(("2", "1")) =>
+        {
+            (!says_beyond_unavailable(f.diagnostic)).then_some("status-x.2.1-mailbox-disabled")
         }
         r if named == Some(r) => by(true, "status", ""),
         r if says(lower, r) => Some(text_rule(r)),
@@ -1770,6 +1887,14 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
     }
     let lower = Said::of(&f.diagnostic.to_ascii_lowercase());
     let named = from_status(f.status);
+    // A spam filter's report quoted in the refusal names its verdict: the
+    // tests it lists (SpamAssassin's `RDNS_NONE`, `RCVD_IN_*`, ...) are the
+    // evidence for it, not causes of their own.
+    // (Both phrases of the template are spam phrases: the text is read
+    // again only when the index saw one.)
+    if says(&lower, Reason::Spamdetected) && quotes_a_spam_report(f.diagnostic) {
+        return (Reason::Spamdetected, "text-spam-filter-report");
+    }
     // A local delivery program failed (procmail, a pipe): a mailer error,
     // unless it says the mailbox is full.
     if f.diagnostic_type.eq_ignore_ascii_case("x-unix") {
@@ -1787,6 +1912,16 @@ pub fn reason_why(f: &Facts) -> (Reason, &'static str) {
         if let Some(rule) = holds(*r, f, &lower, named) {
             return (*r, rule);
         }
+    }
+    // The word spam itself (or RFC 2505's "unsolicited"), when no list
+    // knew the sentence and the status says nothing narrower: every
+    // published refusal that uses the word (Google's 5.7.1 "likely
+    // unsolicited mail ... to reduce the amount of spam", Exchange's "rejected
+    // as spam by Content Filtering", Mimecast's spam signatures, Barracuda's
+    // spam score) refuses the message's content. Words of an IP, a block list
+    // or the sender were decided above (blocked, rejected).
+    if named.is_none_or(status_is_vague) && names_spam(f.diagnostic) {
+        return (Reason::Spamdetected, "text-spam-word");
     }
     // A status whose class the text contradicted above does not decide.
     if let Some(r) = named.filter(|r| !status_is_vague(*r) && !FIRST.contains(r)) {
@@ -1866,6 +2001,69 @@ fn has_word(text: &[u8], word: &[u8]) -> impl Iterator<Item = usize> {
         (i == 0 || !text[i - 1].is_ascii_alphanumeric())
             && text[i..i + n].eq_ignore_ascii_case(word)
     })
+}
+
+/// The subject and detail of an enhanced status (`5.2.1` -> `("2", "1")`).
+fn status_detail(status: &str) -> Option<(&str, &str)> {
+    let mut p = status.splitn(3, '.');
+    let _class = p.next()?;
+    Some((p.next()?, p.next()?))
+}
+
+/// RFC 5321 4.2.2's generic text of 450/550 ("Requested action not taken:
+/// mailbox unavailable"), which says nothing of why.
+const GENERIC_UNAVAILABLE: &[&str] = &[
+    "requested action not taken: mailbox unavailable",
+    "mailbox unavailable",
+    "mailbox is unavailable",
+    "mailbox not available",
+    "mailbox is not available",
+];
+
+/// Whether a text says more than [`GENERIC_UNAVAILABLE`]: a phrase of any
+/// reason once the generic text is taken out.
+fn says_beyond_unavailable(text: &str) -> bool {
+    let mut lower = text.to_ascii_lowercase();
+    for g in GENERIC_UNAVAILABLE {
+        lower = lower.replace(g, " ");
+    }
+    Said::of(&lower).0 != 0
+}
+
+/// Whether `text` (any case) holds `word` as a whole word.
+fn has_whole_word(text: &[u8], word: &[u8]) -> bool {
+    has_word(text, word).any(|at| {
+        text.get(at + word.len())
+            .is_none_or(|c| !c.is_ascii_alphanumeric())
+    })
+}
+
+/// Whether a text calls the message spam in so many words: "spam" or
+/// "unsolicited" as a word of its own (not `spamhaus.org`, `spamcop`, the
+/// names of block lists, which speak of the sending IP).
+fn names_spam(text: &str) -> bool {
+    let b = text.as_bytes();
+    has_whole_word(b, b"spam") || has_whole_word(b, b"unsolicited")
+}
+
+/// Whether a text quotes a spam filter's report: SpamAssassin's default
+/// report template ("has identified this incoming email as possible
+/// spam", "Content analysis details: (N points, M required)").
+fn quotes_a_spam_report(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("content analysis details") || lower.contains("as possible spam")
+}
+
+/// Whether a DNS answer said the name does not exist: RFC 1035's RCODE 3
+/// ("Name Error": "the domain name referenced in the query does not
+/// exist"), NXDOMAIN by its usual name, Gmail's "Domain name not found";
+/// not when the same text says the lookup is to be tried again (a server
+/// failure, RCODE 2).
+fn names_no_such_domain(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    (lower.contains("nxdomain") || lower.contains("domain name not found"))
+        && !lower.contains("servfail")
+        && !lower.contains("try again")
 }
 
 /// Whether a text speaks of the envelope sender (then a refusal names the
@@ -2103,7 +2301,8 @@ const EXCHANGE: &[(&str, Reason)] = &[
 /// capitals as a word of their own: Outlook.com's postmaster codes
 /// (`SC-`, `DY-`, `OU-` the sending IP or its reputation, `RP-` its rate or
 /// connections), Yahoo's `[BL2x]` block lists and `[TSS09]` permanent
-/// deferral, AOL's `DNS:NR` (no reverse DNS) and `RLY:`/`DYN:` IP blocks,
+/// deferral, AOL's `DNS:NR` (no reverse DNS), `RLY:`/`DYN:`/`RTR:` IP blocks
+/// and `HVU:` content blocks,
 /// Cox's `CX...` codes.
 const PUBLISHED_CODES: &[(&str, Reason)] = &[
     ("SC-001", Reason::Blocked),
@@ -2124,6 +2323,13 @@ const PUBLISHED_CODES: &[(&str, Reason)] = &[
     ("DNS:NR", Reason::Requireptr),
     ("RLY:", Reason::Blocked),
     ("DYN:", Reason::Blocked),
+    // AOL's postmaster list of errors: `RTR:` codes refuse the sending IP
+    // (RTR:DU/BB dynamic or residential, RTR:CH compromised, RTR:BG not
+    // allocated, RTR:RD a dynamic-looking reverse DNS); `HVU:` codes are
+    // "content-based" blocks of a domain in the body "previously used to
+    // send unsolicited email" (554 HVU:B1).
+    ("RTR:", Reason::Blocked),
+    ("HVU:", Reason::Spamdetected),
     ("CXBL", Reason::Blocked),
     ("CDRBL", Reason::Blocked),
     ("CXDNS", Reason::Requireptr),
@@ -3083,6 +3289,128 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(r("", None, text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn documented_refusals_of_spam_spf_dns_and_disabled_mailboxes() {
+        let cases: &[(&str, &str, Reason)] = &[
+            // Microsoft's support article 3024906.
+            (
+                "5.7.1",
+                "550 5.7.1 Message rejected due to content restrictions",
+                Reason::Spamdetected,
+            ),
+            // SpamAssassin's report template beats the PTR test it lists.
+            (
+                "5.7.1",
+                "554 5.7.1 has identified this incoming email as possible spam. \
+                 Content analysis details: (9.1 points, 5.0 required) RDNS_NONE",
+                Reason::Spamdetected,
+            ),
+            // The word spam when no list knew the sentence, not a block
+            // list's name.
+            ("5.7.1", "554 5.7.1 Rejected: SPAM", Reason::Spamdetected),
+            (
+                "5.0.0",
+                "550 Message refused, looks like unsolicited bulk email",
+                Reason::Spamdetected,
+            ),
+            (
+                "5.7.1",
+                "554 5.7.1 Service unavailable; client [192.0.2.1] blocked using bl.spamcop.net",
+                Reason::Blocked,
+            ),
+            // The SPF explanation beats the IP words around it.
+            (
+                "5.7.1",
+                "550 5.7.1 [SPF] 192.0.2.1 is not allowed to send mail from example.org. \
+                 Please see http://www.open-spf.org/Why?s=mfrom;id=a@example.org",
+                Reason::Authfailure,
+            ),
+            (
+                "5.7.1",
+                "550 5.7.1 Sender ID (PRA) Not Permitted",
+                Reason::Authfailure,
+            ),
+            (
+                "",
+                "550 Mail from 192.0.2.1 refused using Trend Micro Email Reputation database",
+                Reason::Blocked,
+            ),
+            // AOL's and AT&T's published codes and texts.
+            (
+                "5.7.1",
+                "554 5.7.1 (RTR:BB) http://postmaster.example/554rtrbb.html",
+                Reason::Blocked,
+            ),
+            (
+                "5.7.1",
+                "554 5.7.1 : (HVU:B1) http://postmaster.example/554hvub1.html",
+                Reason::Spamdetected,
+            ),
+            (
+                "",
+                "550 [permfail] bellsouth.net requires valid sender domain",
+                Reason::Rejected,
+            ),
+            // Sendmail's m4 configuration texts.
+            (
+                "5.7.1",
+                "550 Mail from 192.0.2.1 refused by blackhole site bl.example.net",
+                Reason::Blocked,
+            ),
+            (
+                "4.3.2",
+                "452 4.3.2 Too many open connections.",
+                Reason::Toomanyconn,
+            ),
+            (
+                "5.5.4",
+                "553 Domain name required for sender address kim",
+                Reason::Rejected,
+            ),
+            // RFC 1035's name error on a permanent failure; Gmail's
+            // temporary one stays a lookup failed for now.
+            (
+                "5.0.0",
+                "DNS Error: DNS type 'mx' lookup of example.invalid responded with code NXDOMAIN",
+                Reason::Hostunknown,
+            ),
+            (
+                "4.0.0",
+                "DNS Error: DNS type 'mx' lookup of example.invalid responded with code NXDOMAIN",
+                Reason::Networkerror,
+            ),
+            // X.2.1, mailbox disabled, with only the generic 550 text; with
+            // words of an unknown user, that user.
+            ("5.2.1", "550 5.2.1 Mailbox unavailable", Reason::Suspend),
+            (
+                "5.2.1",
+                "550 5.2.1 <a@b.example>... User Unknown (in reply to RCPT TO command)",
+                Reason::Userunknown,
+            ),
+            // X.411 names, Google's and Exchange's documented texts.
+            (
+                "5.0.0",
+                "Diagnostic-code: content-syntax-error",
+                Reason::Contenterror,
+            ),
+            ("5.0.0", "MAPI_DIAG_CONTENT_TOO_LONG", Reason::Mesgtoobig),
+            (
+                "5.4.6",
+                "A configuration error in the e-mail system caused the message to \
+                 bounce between two servers",
+                Reason::Networkerror,
+            ),
+            (
+                "5.7.26",
+                "550 5.7.26 This mail has been blocked because the sender is unauthenticated",
+                Reason::Authfailure,
+            ),
+        ];
+        for (status, text, want) in cases {
+            assert_eq!(r(status, None, text), *want, "{status} {text}");
         }
     }
 

@@ -173,6 +173,7 @@ fn address_line(line: &str) -> Option<(String, String)> {
         || after_t.starts_with('-')
         || after_t.starts_with(';')
         || (quoted && !after_t.starts_with('@'))
+        || dated(after_t)
         || after_t.chars().next().is_some_and(|c| !c.is_ascii());
     if !ok {
         return None;
@@ -181,6 +182,23 @@ fn address_line(line: &str) -> Option<(String, String)> {
         .trim_start_matches([':', '.', ',', ';', '-', ' '])
         .to_owned();
     Some((address.to_owned(), detail))
+}
+
+/// Whether what follows an address is "on <date>": Exchange 5.5's
+/// Internet Mail Service lists each recipient under "did not reach the
+/// following recipient(s):" as `user@example.org on Thu, 24 Feb 2000
+/// 11:14:44 -0500`, unquoted (Microsoft's descriptions of Exchange 5.5
+/// NDRs), as Exchange 2003 does quoted.
+fn dated(after: &str) -> bool {
+    let Some(rest) = after.strip_prefix("on ") else {
+        return false;
+    };
+    let rest = rest.trim_start().as_bytes();
+    const DAYS: [&[u8]; 7] = [b"mon", b"tue", b"wed", b"thu", b"fri", b"sat", b"sun"];
+    rest.first().is_some_and(u8::is_ascii_digit)
+        || DAYS
+            .iter()
+            .any(|d| rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(d))
 }
 
 /// Lines a diagnostic block never includes.
@@ -520,5 +538,20 @@ mod tests {
         );
         assert!(address_line("kijitora@example.jp wrote a message").is_none());
         assert!(address_line("Please contact postmaster@example.jp now").is_none());
+        // Exchange 5.5's Internet Mail Service, unquoted.
+        let (a, _) = address_line("gone@example.org on Thu, 24 Feb 2000 11:14:44 -0500").unwrap();
+        assert_eq!(a, "gone@example.org");
+        assert!(address_line("gone@example.org on the way out").is_none());
+    }
+
+    #[test]
+    fn exchange_5_5_lists_each_recipient_with_the_date() {
+        let m = "From: System Administrator <postmaster@ex.example.org>\nSubject: Undeliverable: hi\n\nYour message\n\n  To:      list@example.net\n  Subject: hi\n\ndid not reach the following recipient(s):\n\ngone@example.org on Thu, 24 Feb 2000 11:14:44 -0500\n    The recipient name is not recognized\n    MSEXCH:IMS:Example:Site:EX1 0 (000C05A6) Unknown Recipient\n";
+        let found = scan(&Mail::parse(m));
+        let gone = found.iter().find(|f| f.recipient == "gone@example.org");
+        assert!(
+            gone.is_some_and(|f| f.diagnostic.contains("not recognized")),
+            "{found:?}"
+        );
     }
 }
