@@ -620,7 +620,7 @@ struct WebDriver {
 }
 
 /// The key of an element reference in WebDriver answers.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f7d6f5d7d2e";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl WebDriver {
     fn start(dir: &std::path::Path) -> WebDriver {
@@ -645,10 +645,10 @@ impl WebDriver {
             .unwrap_or_else(|e| panic!("cannot start {driver}: {e}"));
         let guard = ChildGuard::adopt(child, "chromedriver");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_for("chromedriver to answer /status", || {
-            http(addr, "GET", "/status", &[], b"")
+        wait_for("chromedriver to listen", || {
+            std::net::TcpStream::connect(addr)
+                .map(drop)
                 .map_err(|e| e.to_string())
-                .and_then(|r| if r.status == 200 { Ok(()) } else { Err(r.body) })
         });
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -670,13 +670,47 @@ impl WebDriver {
         }
     }
 
+    /// One command. chromedriver keeps the connection open whatever the request says,
+    /// so the answer is read up to its `Content-Length`, not to the end of the stream.
     fn call(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> Value {
+        use std::io::{BufRead, BufReader, Read, Write};
         let bytes = body.map(Value::to_string).unwrap_or_default();
-        let headers = [("Content-Type", "application/json")];
-        let r = http(addr, method, path, &headers, bytes.as_bytes())
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"));
-        assert_eq!(r.status, 200, "WebDriver {method} {path}: {}", r.body);
-        r.json()
+        let fail = |e: std::io::Error| -> ! { panic!("WebDriver {method} {path}: {e}") };
+        let mut conn = std::net::TcpStream::connect(addr).unwrap_or_else(|e| fail(e));
+        conn.set_read_timeout(Some(WAIT))
+            .unwrap_or_else(|e| fail(e));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        );
+        conn.write_all(head.as_bytes())
+            .and_then(|()| conn.write_all(bytes.as_bytes()))
+            .unwrap_or_else(|e| fail(e));
+        let mut reader = BufReader::new(conn);
+        let (mut status, mut length) = (0u16, 0usize);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap_or_else(|e| fail(e));
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(code) = l.strip_prefix("HTTP/1.1 ") {
+                status = code[..3].parse().unwrap_or(0);
+            } else if let Some((n, v)) = l.split_once(':')
+                && n.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap_or_else(|e| fail(e));
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "WebDriver {method} {path}: {text}");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}: {text}"))
     }
 
     fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -749,8 +783,11 @@ impl WebDriver {
 
 impl Drop for WebDriver {
     fn drop(&mut self) {
+        // Chromium goes with its driver (the guard kills it); ending the session first
+        // lets it close its windows.
         let path = format!("/session/{}", self.session);
-        let _ = http(self.addr, "DELETE", &path, &[], b"");
+        let addr = self.addr;
+        let _ = std::panic::catch_unwind(move || Self::call(addr, "DELETE", &path, None));
     }
 }
 
