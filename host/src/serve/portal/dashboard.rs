@@ -96,7 +96,7 @@ async fn hour(s: &AppState, tenant: &str, now: i64) -> Result<Vec<Counts>, ApiEr
 }
 
 /// `GET /ui/dashboard`.
-async fn render(s: &AppState, session: &Session, notice: Option<&str>) -> Response {
+async fn render(s: &AppState, session: &Session) -> Response {
     let now = now_ms();
     let tenant = &session.tenant;
     let slots = match hour(s, &tenant.id, now).await {
@@ -162,9 +162,6 @@ async fn render(s: &AppState, session: &Session, notice: Option<&str>) -> Respon
         .map(|d| format!("test@{d}"))
         .unwrap_or_default();
     let main = html! {
-        @if let Some(n) = notice {
-            p class="notice" role="status" { (n) }
-        }
         div class="grid" {
             div class="card" { div class="muted" { "Sent, last hour" } div class="figure" { (total.sent) } }
             div class="card" { div class="muted" { "Delivery rate" } div class="figure" { (rate(total.delivered, total.sent)) } }
@@ -214,7 +211,7 @@ async fn render(s: &AppState, session: &Session, notice: Option<&str>) -> Respon
 
 /// `GET /ui/dashboard`.
 pub(super) async fn show(State(s): State<AppState>, session: Session) -> Response {
-    render(&s, &session, None).await
+    render(&s, &session).await
 }
 
 #[derive(Deserialize)]
