@@ -490,10 +490,15 @@ async fn list_keys(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let keys = s.store.list_api_keys(&id).await?;
-    Ok(Json(KeyList {
+    tenant_keys(&s, &id).await.map(Json)
+}
+
+/// A tenant's keys as the API lists them (the portal's keys page too).
+pub(super) async fn tenant_keys(s: &AppState, tenant: &str) -> Result<KeyList, ApiError> {
+    let keys = s.store.list_api_keys(tenant).await?;
+    Ok(KeyList {
         keys: keys.into_iter().map(KeyView::from).collect(),
-    }))
+    })
 }
 
 /// Makes a key for a tenant; its secret is shown this once.
@@ -507,13 +512,18 @@ async fn create_key(
     if s.store.get_tenant(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("tenant {id:?}")));
     }
-    let (info, secret) = s.store.create_api_key(&id, now_ms()).await?;
-    let key = NewKey {
+    Ok((StatusCode::CREATED, Json(issue_key(&s, &id).await?)))
+}
+
+/// Makes a key of a tenant there is; its secret is in the answer only (the portal's
+/// keys page makes its keys here too).
+pub(super) async fn issue_key(s: &AppState, tenant: &str) -> Result<NewKey, ApiError> {
+    let (info, secret) = s.store.create_api_key(tenant, now_ms()).await?;
+    Ok(NewKey {
         info: info.into(),
         key: secret,
         note: "the key is shown this once; only its hash is stored",
-    };
-    Ok((StatusCode::CREATED, Json(key)))
+    })
 }
 
 /// Revokes a key (on every node within seconds).
@@ -524,13 +534,24 @@ async fn revoke_key(
     _: Admin,
     Path((id, key_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    if !s.store.revoke_api_key(&id, &key_id, now_ms()).await? {
+    revoke_tenant_key(&s, &id, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a live key of a tenant (another tenant's is a 404), forgetting the keys
+/// cached on this node; the portal's revoke button does the same.
+pub(super) async fn revoke_tenant_key(
+    s: &AppState,
+    tenant: &str,
+    key_id: &str,
+) -> Result<(), ApiError> {
+    if !s.store.revoke_api_key(tenant, key_id, now_ms()).await? {
         return Err(ApiError::not_found(format!(
-            "live key {key_id:?} of tenant {id:?}"
+            "live key {key_id:?} of tenant {tenant:?}"
         )));
     }
     s.forget_keys();
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -312,14 +312,23 @@ mod tests {
     /// walks the table through the real binary.
     #[test]
     fn the_table_lists_every_tenant_route_the_routers_register() {
-        // Every module of `serve`, so a router in a new file is read too.
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/serve");
-        let sources: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "rs"))
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
+        // Every module of `serve` and of its subdirectories (`portal/`), so a router in
+        // a new file is read too.
+        fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|x| x == "rs") {
+                    out.push(std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        let mut sources = Vec::new();
+        walk(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/serve")),
+            &mut sources,
+        );
         let mut registered = 0;
         for text in &sources {
             for (at, _) in text.match_indices(".route(") {

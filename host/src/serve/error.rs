@@ -156,19 +156,20 @@ const QUOTED_BODY_BYTES: usize = 4096;
 /// axum answers by itself — an extractor's rejection (bad JSON, a missing or wrong
 /// `Content-Type`, a body over the limit, a bad path or query), 405 for a route without
 /// that method (its `Allow` header kept) and 404 for no route. Answers that are JSON
-/// already, and every success, pass untouched.
+/// already, the portal's HTML pages, and every success, pass untouched.
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // The portal's pages (`portal/`) answer their errors as pages of their own.
+    let is_json_or_page = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+    if is_json_or_page {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -44,6 +44,7 @@ mod nodes;
 mod openapi;
 mod plugin_call;
 mod plugins;
+mod portal;
 pub mod preflight;
 mod queue_api;
 mod relay_probe;
@@ -128,7 +129,8 @@ pub async fn run(
             .merge(metrics_http::routes())
             .merge(webhooks_api::routes())
             .merge(openapi::routes())
-            .merge(queue_api::routes()),
+            .merge(queue_api::routes())
+            .merge(portal::routes(&server)),
     );
     // The peer's address, for `[metrics] allow_unauthenticated_from`.
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -372,17 +372,37 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// `(METHOD, path)` of every route the routers of `serve` register, read from
-    /// their source (as `auth.rs`'s test reads them): `.route("PATH", get(a).post(b))`.
-    fn registered() -> BTreeSet<(String, String)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/serve");
-        let mut out = BTreeSet::new();
+    /// The Rust sources under `dir`, its subdirectories' too (the portal's `portal/`).
+    fn sources(dir: &std::path::Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            if path.extension().is_none_or(|x| x != "rs") {
-                continue;
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(std::fs::read_to_string(&path).unwrap());
             }
-            let text = std::fs::read_to_string(&path).unwrap();
+        }
+    }
+
+    /// Whether a path is one of the portal's HTML pages (`portal/`), which are not the
+    /// API and not in its contract.
+    fn is_page(route: &str) -> bool {
+        ["/ui", "/admin/ui"]
+            .iter()
+            .any(|p| route == *p || route.starts_with(&format!("{p}/")))
+    }
+
+    /// `(METHOD, path)` of every route the routers of `serve` register, read from
+    /// their source (as `auth.rs`'s test reads them): `.route("PATH", get(a).post(b))`.
+    /// With `pages`, the portal's pages are included.
+    fn registered_with(pages: bool) -> BTreeSet<(String, String)> {
+        let mut texts = Vec::new();
+        sources(
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src/serve")),
+            &mut texts,
+        );
+        let mut out = BTreeSet::new();
+        for text in &texts {
             for (at, _) in text.match_indices(".route(") {
                 let rest = text[at + ".route(".len()..].trim_start();
                 let Some(rest) = rest.strip_prefix('"') else {
@@ -391,7 +411,7 @@ mod tests {
                 let Some((route, rest)) = rest.split_once('"') else {
                     continue;
                 };
-                if !route.starts_with('/') {
+                if !route.starts_with('/') || is_page(route) != pages {
                     continue;
                 }
                 // The arguments up to the `.route(`'s closing parenthesis.
@@ -419,6 +439,28 @@ mod tests {
             }
         }
         out
+    }
+
+    fn registered() -> BTreeSet<(String, String)> {
+        registered_with(false)
+    }
+
+    /// The portal's pages are read too (so the test above would see them) and left
+    /// out of the contract on purpose, not by accident.
+    #[test]
+    fn the_portals_pages_are_read_and_are_not_in_the_document() {
+        let pages = registered_with(true);
+        assert!(
+            pages.len() >= 10,
+            "{} portal routes read: {pages:?}",
+            pages.len()
+        );
+        assert!(pages.contains(&("POST".to_owned(), "/ui/login".to_owned())));
+        let documented = documented();
+        assert!(
+            documented.iter().all(|(_, p)| !is_page(p)),
+            "a portal page is in the API contract"
+        );
     }
 
     fn documented() -> BTreeSet<(String, String)> {

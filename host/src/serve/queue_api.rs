@@ -13,8 +13,8 @@ use super::api::{Admin, AppState, AuthTenant};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::store::{
-    MAX_PAGE, MessageQuery, MessageSummary, QueueGroup, RecipientState, RelayState, RelayUpdate,
-    Selector, TopGroups,
+    Cancelled, MAX_PAGE, MessageQuery, MessageSummary, QueueGroup, RecipientState, RelayState,
+    RelayUpdate, Selector, TopGroups,
 };
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
@@ -168,7 +168,12 @@ fn time(name: &str, value: &str) -> Result<i64, ApiError> {
 }
 
 /// Checks every parameter of a search; the first bad one is named.
-fn parse_search(tenant_id: &str, pairs: &[(String, String)]) -> Result<MessageQuery, ApiError> {
+/// The portal's message search (`portal/messages.rs`) takes the same parameters through
+/// this function.
+pub(super) fn parse_search(
+    tenant_id: &str,
+    pairs: &[(String, String)],
+) -> Result<MessageQuery, ApiError> {
     let mut q = MessageQuery {
         tenant_id: tenant_id.to_owned(),
         limit: DEFAULT_PAGE,
@@ -386,7 +391,7 @@ async fn do_cancel(
     sel: Selector,
     reason: String,
     by: &str,
-) -> Result<Json<CancelledDto>, ApiError> {
+) -> Result<Cancelled, ApiError> {
     let detail = serde_json::json!({"reason": reason, "cancelled": true, "by": by});
     let c = s.store.cancel(&sel, &reason, &detail, now_ms()).await?;
     tracing::info!(
@@ -396,10 +401,7 @@ async fn do_cancel(
         by,
         "cancelled by request"
     );
-    Ok(Json(CancelledDto {
-        cancelled: c.cancelled,
-        in_flight: c.in_flight,
-    }))
+    Ok(c)
 }
 
 /// Holds the tenant's message: its waiting recipients are not sent until released.
@@ -437,9 +439,24 @@ async fn tenant_cancel(
     Path(id): Path<String>,
     body: Option<Json<ReasonBody>>,
 ) -> Result<Json<CancelledDto>, ApiError> {
-    let r = reason(body.unwrap_or_default().0.reason, "cancelled by the tenant")?;
-    let sel = own_message(&s, &tenant.id, &id).await?;
-    do_cancel(&s, sel, r, "tenant").await
+    let c = cancel_own_message(&s, &tenant.id, &id, body.unwrap_or_default().0.reason).await?;
+    Ok(Json(CancelledDto {
+        cancelled: c.cancelled,
+        in_flight: c.in_flight,
+    }))
+}
+
+/// Cancels a tenant's own message (another tenant's is a 404): what
+/// `POST /v1/messages/{id}/cancel` and the portal's cancel button both do.
+pub(super) async fn cancel_own_message(
+    s: &AppState,
+    tenant: &str,
+    id: &str,
+    given_reason: Option<String>,
+) -> Result<Cancelled, ApiError> {
+    let r = reason(given_reason, "cancelled by the tenant")?;
+    let sel = own_message(s, tenant, id).await?;
+    do_cancel(s, sel, r, "tenant").await
 }
 
 /// Holds the waiting work a selector names.
@@ -475,13 +492,17 @@ async fn admin_cancel(
     Json(b): Json<AdminSelector>,
 ) -> Result<Json<CancelledDto>, ApiError> {
     let sel = selector(&b)?;
-    do_cancel(
+    let c = do_cancel(
         &s,
         sel,
         reason(b.reason, "cancelled by the operator")?,
         "admin",
     )
-    .await
+    .await?;
+    Ok(Json(CancelledDto {
+        cancelled: c.cancelled,
+        in_flight: c.in_flight,
+    }))
 }
 
 // ---- suspensions ----

@@ -169,17 +169,30 @@ async fn tenant_retry_message(
     AuthTenant(tenant): AuthTenant,
     Path(id): Path<String>,
 ) -> Result<Json<Retried>, ApiError> {
+    retry_own_message(&s, &tenant.id, &id)
+        .await
+        .map(|retried| Json(Retried { retried }))
+}
+
+/// Makes a tenant's own message's deferred recipients due now (another tenant's message
+/// is a 404): what `POST /v1/messages/{id}/retry` and the portal's retry button do.
+pub(super) async fn retry_own_message(
+    s: &AppState,
+    tenant: &str,
+    id: &str,
+) -> Result<usize, ApiError> {
     // Another tenant's message is "not found", as for GET.
-    if s.store.get_message(&tenant.id, &id).await?.is_none() {
+    if s.store.get_message(tenant, id).await?.is_none() {
         return Err(ApiError::not_found(format!("message {id:?}")));
     }
     retry(
-        &s,
+        s,
         RetryFilter {
-            tenant: Some(tenant.id),
-            message: Some(id),
+            tenant: Some(tenant.to_owned()),
+            message: Some(id.to_owned()),
             ..RetryFilter::default()
         },
     )
     .await
+    .map(|Json(r)| r.retried)
 }

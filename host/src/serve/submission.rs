@@ -45,7 +45,9 @@ pub struct AuthFailures {
 }
 
 impl AuthFailures {
-    fn new(config: &SubmissionConfig) -> AuthFailures {
+    /// The bounds `[submission]` sets; the portal's sign-in counts its failures under
+    /// the same ones (`portal/login.rs`).
+    pub(super) fn new(config: &SubmissionConfig) -> AuthFailures {
         AuthFailures {
             max: config.max_auth_failures_per_ip,
             window: config.auth_failure_window,
@@ -54,15 +56,25 @@ impl AuthFailures {
         }
     }
 
+    /// How long a refusal past the limit is delayed.
+    pub(super) fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// How many failures an address may have within the window.
+    pub(super) fn max(&self) -> u32 {
+        self.max
+    }
+
     /// Whether `ip` has used up its failures in the current window.
-    fn blocked(&self, ip: IpAddr) -> bool {
+    pub(super) fn blocked(&self, ip: IpAddr) -> bool {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.get(&smtp_in::admission::client_key(ip))
             .is_some_and(|(n, since)| *n >= self.max && since.elapsed() < self.window)
     }
 
     /// Counts a failure; whether `ip` has now used up its failures.
-    fn failed(&self, ip: IpAddr) -> bool {
+    pub(super) fn failed(&self, ip: IpAddr) -> bool {
         let key = smtp_in::admission::client_key(ip);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= MAX_TRACKED_ADDRESSES && !seen.contains_key(&key) {

@@ -38,14 +38,19 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct Page {
+pub(super) struct Page {
     /// The `next_after` of the page before.
-    after: Option<String>,
+    pub after: Option<String>,
     /// Entries in the page (1–1000, default 100).
-    limit: Option<u32>,
+    pub limit: Option<u32>,
 }
 
-async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<SuppressionPage>, ApiError> {
+/// A page of a tenant's list (the API's and the portal's).
+pub(super) async fn list(
+    s: &Server,
+    tenant: &str,
+    page: Page,
+) -> Result<Json<SuppressionPage>, ApiError> {
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let items = s
         .store
@@ -61,7 +66,8 @@ async fn list(s: &Server, tenant: &str, page: Page) -> Result<Json<SuppressionPa
     }))
 }
 
-async fn remove(
+/// Removes an entry of a tenant's list (the API's and the portal's).
+pub(super) async fn remove(
     s: &Server,
     tenant: &str,
     address: &str,
@@ -130,13 +136,13 @@ async fn admin_list(
 /// A suppression to add.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AddBody {
+pub(super) struct AddBody {
     /// An e-mail address (stored lower-cased).
     #[schema(format = Email)]
-    address: String,
+    pub address: String,
     /// Default `manual`.
-    reason: Option<String>,
-    note: Option<String>,
+    pub reason: Option<String>,
+    pub note: Option<String>,
 }
 
 /// Suppresses an address for a tenant, as the platform's (the tenant cannot lift it).
@@ -163,8 +169,9 @@ async fn tenant_add(
     add(&s, t.id, body, AddedBy::Tenant).await
 }
 
-/// Adds a manual entry; one the platform already has stays the platform's.
-async fn add(
+/// Adds a manual entry; one the platform already has stays the platform's (the API's
+/// and the portal's).
+pub(super) async fn add(
     s: &Server,
     tenant: String,
     body: AddBody,

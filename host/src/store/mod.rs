@@ -36,6 +36,7 @@ mod group_commit;
 mod leases;
 mod ledger;
 mod nodes;
+mod portal_sessions;
 mod queue;
 mod reads;
 mod relays;
@@ -65,6 +66,7 @@ pub use ledger::{
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
 };
 pub use nodes::{Joined, Leadership, NodeJoin, NodeRecord};
+pub use portal_sessions::{MAX_PORTAL_SESSIONS, PortalSession};
 pub use queue::{
     Cancelled, Held, MAX_PAGE, MessageQuery, MessageSummary, QueueGroup, QueueSummary, Selector,
     TopGroups,
@@ -256,6 +258,38 @@ impl Store {
     /// Every key of a tenant, its accounts' keys and revoked ones too.
     pub async fn list_api_keys(&self, tenant_id: &str) -> Result<Vec<ApiKeyInfo>, StoreError> {
         api_keys::list(self.pools(), tenant_id).await
+    }
+
+    /// Opens a portal session of a tenant signed in with its key `key_id`, live until
+    /// `expires_at_ms`; returns the session's secret (only its hash is stored). The
+    /// tenant's expired sessions go, and its oldest past [`MAX_PORTAL_SESSIONS`].
+    pub async fn open_portal_session(
+        &self,
+        tenant_id: &str,
+        key_id: &str,
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<String, StoreError> {
+        portal_sessions::open(self.pools(), tenant_id, key_id, now_ms, expires_at_ms).await
+    }
+
+    /// The live portal session whose secret this is: not expired, its key not revoked.
+    pub async fn portal_session(
+        &self,
+        secret: &str,
+        now_ms: i64,
+    ) -> Result<Option<PortalSession>, StoreError> {
+        portal_sessions::find(self.pools(), secret, now_ms).await
+    }
+
+    /// Ends a portal session (signing out); whether it was there.
+    pub async fn close_portal_session(&self, secret: &str) -> Result<bool, StoreError> {
+        portal_sessions::close(self.pools(), secret).await
+    }
+
+    /// How many portal sessions a tenant has kept.
+    pub async fn count_portal_sessions(&self, tenant_id: &str) -> Result<i64, StoreError> {
+        portal_sessions::count(self.pools(), tenant_id).await
     }
 
     /// Creates the schema again if the database answers but has no tables (dropped and

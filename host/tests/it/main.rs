@@ -25,6 +25,7 @@ mod maillog;
 mod metrics;
 mod nodes;
 mod plugin_new;
+mod portal;
 mod queue;
 mod relay_tls;
 mod store_conformance;

@@ -156,6 +156,7 @@ conformance!(
     a_webhook_failing_past_its_window_is_paused_once_with_an_event,
     held_and_suspended_work_is_never_leased_and_work_in_flight_is_held_after_its_attempt,
     a_webhook_checkpoint_moves_cursors_keeps_attempts_and_leases_go_back_on_a_stop,
+    portal_sessions_are_found_by_hash_end_with_their_key_and_are_bounded,
 );
 
 // ---------------------------------------------------------------- fixtures
@@ -1660,6 +1661,107 @@ async fn api_keys_are_found_by_hash_and_revoked(db: Db) {
     assert!(
         matches!(missing, Err(StoreError::NotFound(ref t)) if t.contains("nobody")),
         "{missing:?}"
+    );
+}
+
+async fn portal_sessions_are_found_by_hash_end_with_their_key_and_are_bounded(db: Db) {
+    let s = &db.store;
+    tenant(s, "t1").await;
+    tenant(s, "t2").await;
+    let (key, _) = s.create_api_key("t1", T0).await.unwrap();
+    let (other, _) = s.create_api_key("t2", T0).await.unwrap();
+    let hour = 3_600_000;
+    let secret = s
+        .open_portal_session("t1", &key.id, T0, T0 + hour)
+        .await
+        .unwrap();
+    assert_eq!(secret.len(), 64, "256 bits in hex: {secret}");
+    let found = s.portal_session(&secret, T0 + 1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            found.tenant.id.as_str(),
+            found.key_id.as_str(),
+            found.expires_at_ms
+        ),
+        ("t1", key.id.as_str(), T0 + hour)
+    );
+    // Only the exact secret, and only until it expires.
+    assert!(
+        s.portal_session(&secret[..63], T0 + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.portal_session(&secret.to_uppercase(), T0 + 1)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.portal_session(&secret, T0 + hour)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A session opened with another tenant's key is nobody's.
+    let crossed = s
+        .open_portal_session("t1", &other.id, T0, T0 + hour)
+        .await
+        .unwrap();
+    assert!(s.portal_session(&crossed, T0 + 1).await.unwrap().is_none());
+    // Closed: gone at once.
+    let second = s
+        .open_portal_session("t1", &key.id, T0 + 2, T0 + hour)
+        .await
+        .unwrap();
+    assert!(s.close_portal_session(&second).await.unwrap());
+    assert!(!s.close_portal_session(&second).await.unwrap());
+    assert!(s.portal_session(&second, T0 + 3).await.unwrap().is_none());
+    // Bounded per tenant: the oldest go, the newest stay; another tenant's are untouched.
+    let theirs = s
+        .open_portal_session("t2", &other.id, T0, T0 + hour)
+        .await
+        .unwrap();
+    let mut opened = Vec::new();
+    for i in 0..(sluice::store::MAX_PORTAL_SESSIONS + 4) {
+        opened.push(
+            s.open_portal_session("t1", &key.id, T0 + 10 + i, T0 + hour)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        s.count_portal_sessions("t1").await.unwrap(),
+        sluice::store::MAX_PORTAL_SESSIONS
+    );
+    assert!(s.portal_session(&secret, T0 + 100).await.unwrap().is_none());
+    assert!(
+        s.portal_session(&opened[3], T0 + 100)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.portal_session(&opened[4], T0 + 100)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.portal_session(opened.last().unwrap(), T0 + 100)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(s.portal_session(&theirs, T0 + 100).await.unwrap().is_some());
+    // A revoked key ends its sessions.
+    assert!(s.revoke_api_key("t1", &key.id, T0 + 200).await.unwrap());
+    assert!(
+        s.portal_session(opened.last().unwrap(), T0 + 201)
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 
