@@ -55,6 +55,7 @@ pub use accounts::{
     AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,
 };
 pub use accounts::{GATHER_MS as ACCOUNT_GATHER_MS, SETTLE_MS as ACCOUNT_SETTLE_MS};
+pub use accept::{MAX_TAG_BYTES, MAX_TAGS};
 pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
 pub use error::StoreError;
@@ -584,6 +585,17 @@ impl Store {
     /// `EXPLAIN QUERY PLAN` (SQLite) or `EXPLAIN` (PostgreSQL), for `sluice bench queue`.
     pub async fn explain_search(&self, query: &MessageQuery) -> Result<Vec<String>, StoreError> {
         queue::explain_search(self.pools(), query).await
+    }
+
+    /// The plans of the statements a bulk hold, release and cancel of `sel` run per
+    /// batch (each pick and each change by keys), by name; `indexes_only`: see
+    /// `queue::explain_bulk` (for tests on small stores).
+    pub async fn explain_bulk(
+        &self,
+        sel: &Selector,
+        indexes_only: bool,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        queue::explain_bulk(self.pools(), sel, indexes_only).await
     }
 
     /// The plans of [`Store::queue_summary`]'s queries, by name.
