@@ -252,10 +252,10 @@ async fn run(args: QueueArgs) -> Result<ExitCode> {
     );
     // The plans each batch of a release gets now, with statistics from before the hold
     // (what made PostgreSQL's release slow before the picks went by key).
-    for (name, plan) in store.explain_bulk(&tenant, false).await? {
+    for (name, plan) in store.explain_bulk(&tenant).await? {
         row(&format!("(plan) tenant {name}"), 0.0, 0, &plan);
     }
-    for (name, plan) in store.explain_bulk(&sel, false).await? {
+    for (name, plan) in store.explain_bulk(&sel).await? {
         row(&format!("(plan) domain {name}"), 0.0, 0, &plan);
     }
     let started = Instant::now();

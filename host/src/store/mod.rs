@@ -588,14 +588,12 @@ impl Store {
     }
 
     /// The plans of the statements a bulk hold, release and cancel of `sel` run per
-    /// batch (each pick and each change by keys), by name; `indexes_only`: see
-    /// `queue::explain_bulk` (for tests on small stores).
+    /// batch (each pick and each change by keys), by name.
     pub async fn explain_bulk(
         &self,
         sel: &Selector,
-        indexes_only: bool,
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
-        queue::explain_bulk(self.pools(), sel, indexes_only).await
+        queue::explain_bulk(self.pools(), sel).await
     }
 
     /// The plans of [`Store::queue_summary`]'s queries, by name.

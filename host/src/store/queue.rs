@@ -132,7 +132,9 @@ fn is_live(state: RecipientState) -> bool {
 /// With a tag the page is driven from `message_tags` (migration 0030): the tag's rows
 /// of the tenant are one range of its key in message id order, so the id bounds
 /// (cursor, since, until) and the order are on `t.message_id`, and a rare tag costs
-/// its own rows, not a walk of the tenant's messages.
+/// its own rows, not a walk of the tenant's messages. `CROSS JOIN` keeps SQLite from
+/// walking the tenant's messages and probing the tags for each (it takes the left table
+/// as the outer loop; to PostgreSQL it is a plain join).
 fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
     let mut binds: Vec<String> = vec![q.tenant_id.clone()];
     let (mut sql, key) = match &q.tag {
@@ -141,8 +143,9 @@ fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
             (
                 String::from(
                     "SELECT m.id, m.sender, m.tags, m.created_at_ms, m.header_message_id \
-                     FROM message_tags t JOIN messages m ON m.id = t.message_id \
-                     WHERE t.tenant_id = $1 AND t.tag = $2 AND m.tenant_id = $1",
+                     FROM message_tags t CROSS JOIN messages m \
+                     WHERE t.tenant_id = $1 AND t.tag = $2 AND m.id = t.message_id \
+                     AND m.tenant_id = $1",
                 ),
                 "t.message_id",
             )
@@ -184,11 +187,14 @@ fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
     }
     if let Some(state) = q.state {
         // A live state is a small set, read through `recipients_due`; a final state
-        // is most of the history, so each candidate is checked instead.
+        // is most of the history, so each candidate is checked instead, by its
+        // primary key: `r.state || ''` so that no state index can serve the check
+        // (SQLite without statistics walked every delivered row per candidate).
         let cond = if is_live(state) {
             " AND m.id IN (SELECT message_id FROM recipients WHERE state = $?)"
         } else {
-            " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = $?)"
+            " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id \
+             AND (r.state || '') = $?)"
         };
         bind(&mut sql, cond, state.as_str().to_owned());
     }
@@ -531,8 +537,8 @@ pub struct Held {
 /// 1. the pick: `SELECT r.message_id, r.idx FROM recipients r WHERE {pick} LIMIT
 ///    CHUNK`, read through the index its first condition names (a state range of
 ///    `recipients_due`/`recipients_tenant_due`, or `recipients_hold`);
-/// 2. the change, by primary key: `UPDATE recipients SET {set} FROM (VALUES …the
-///    picked keys…) AS k WHERE recipients.(message_id, idx) = k's AND {recheck}`.
+/// 2. the change, by primary key: `UPDATE recipients SET {set} WHERE message_id IN
+///    (…the picked ids…) AND …the whole keys… AND {recheck}` ([`change_sql`]).
 ///
 /// Why not one `UPDATE … WHERE (message_id, idx) IN (SELECT … LIMIT n)`, as before:
 /// PostgreSQL plans that from statistics that a large hold makes stale (`hold` all
@@ -579,26 +585,37 @@ fn pick_sql(b: &Bulk<'_>, cursor: bool) -> String {
     sql
 }
 
-/// The change's SQL for `keys` keys.
-fn change_sql(b: &Bulk<'_>, keys: usize) -> String {
+/// The change's SQL for `ids` distinct message ids and `keys` keys.
+///
+/// The keys are given twice: the message ids as a list, which the primary key serves
+/// (`message_id = ANY(…)`: a probe per id, on both stores and whatever the statistics),
+/// and the whole keys as `message_id:idx` texts, a filter on the rows found that no index
+/// can serve, so it cannot change the plan. Joining a `VALUES` list on both key columns
+/// instead let the planners choose the order: SQLite scanned the table against the list,
+/// PostgreSQL hashed the list and walked the whole primary key.
+fn change_sql(b: &Bulk<'_>, ids: usize, keys: usize) -> String {
     let first = b.set_binds.len() + 2;
-    let mut values = String::with_capacity(keys * 12);
-    for k in 0..keys {
-        if k > 0 {
-            values.push_str(", ");
-        }
-        let n = first + 2 * k;
-        values.push_str(&format!("(${n}, ${})", n + 1));
-    }
-    // `FROM (VALUES …) AS k` rather than `(message_id, idx) IN (VALUES …)`: SQLite
-    // reads the latter by scanning the table against the list, the former by a
-    // primary-key probe per key (both stores name the columns `column1`, `column2`).
     format!(
-        "UPDATE recipients SET {} FROM (VALUES {values}) AS k \
-         WHERE recipients.message_id = k.column1 AND recipients.idx = k.column2 AND {} \
-         RETURNING recipients.message_id, recipients.idx, recipients.state",
-        b.set, b.recheck
+        "UPDATE recipients SET {} WHERE message_id IN ({}) \
+         AND (message_id || ':' || idx) IN ({}) AND {} \
+         RETURNING message_id, idx, state",
+        b.set,
+        placeholders(first, ids),
+        placeholders(first + ids, keys),
+        b.recheck
     )
+}
+
+/// The distinct message ids of `keys`, in order, and each key as `message_id:idx`.
+fn key_binds(keys: &[(String, i32)]) -> (Vec<&str>, Vec<String>) {
+    let mut seen = HashSet::with_capacity(keys.len());
+    let ids: Vec<&str> = keys
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .filter(|m| seen.insert(*m))
+        .collect();
+    let whole = keys.iter().map(|(m, idx)| format!("{m}:{idx}")).collect();
+    (ids, whole)
 }
 
 /// Runs `b` until its pick finds no more; `then` writes the events (and usage) of each
@@ -616,12 +633,13 @@ where
     let mut cursor: Option<String> = None;
     loop {
         let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
-        let sql = pick_sql(b, cursor.is_some());
+        index_paths_only(&mut tx, pools.backend, op).await?;
+        let sql = pick_sql(b, b.ordered && cursor.is_some());
         let mut q = sqlx::query(&sql);
         for v in &b.pick_binds {
             q = q.bind(v);
         }
-        if let Some(c) = &cursor {
+        if let Some(c) = cursor.as_ref().filter(|_| b.ordered) {
             q = q.bind(c);
         }
         let picked = q
@@ -636,13 +654,17 @@ where
             tx.commit().await.map_err(StoreError::db(op))?;
             return Ok(total);
         }
-        let sql = change_sql(b, keys.len());
+        let (ids, whole) = key_binds(&keys);
+        let sql = change_sql(b, ids.len(), whole.len());
         let mut q = sqlx::query(&sql).bind(now_ms);
         for v in &b.set_binds {
             q = q.bind(v);
         }
-        for (m, idx) in &keys {
-            q = q.bind(m).bind(i64::from(*idx));
+        for m in &ids {
+            q = q.bind(*m);
+        }
+        for k in &whole {
+            q = q.bind(k);
         }
         let rows = q
             .fetch_all(&mut *tx)
@@ -668,6 +690,25 @@ where
         // (those changed have left the pick).
         cursor = keys.last().map(|(m, _)| m.clone());
     }
+}
+
+/// On PostgreSQL, for the rest of the transaction: no sequential scans where an index
+/// serves. A batch's statements are right only by index (a pick of at most [`CHUNK`]
+/// rows, a change of that many keys); on a small table the planner rightly finds a
+/// scan cheaper, and with statistics a large hold made stale it may think so of a large
+/// one. With this the plan is the same whatever the size and the statistics.
+async fn index_paths_only(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    op: &str,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!("{op}: enable_seqscan")))?;
+    }
+    Ok(())
 }
 
 /// Events of one kind with one detail for changed rows.
@@ -712,7 +753,7 @@ fn hold_bulks<'a>(op: &'a str, sel: &Selector, why: &str) -> Vec<Bulk<'a>> {
     let mut bulks = Vec::new();
     if why == "hold" {
         bulks.push(bulk(
-            format!("r.hold = 'suspended' AND r.state = 'held'{cond}"),
+            format!("r.hold = 'suspended' AND (r.state || '') = 'held'{cond}"),
             true,
             "COALESCE(hold, '') = 'suspended' AND (state || '') = 'held'",
         ));
@@ -788,7 +829,7 @@ fn release_bulk<'a>(sel: &Selector, why: &str) -> Bulk<'a> {
     pick_binds.extend(binds);
     Bulk {
         op: "release",
-        pick: format!("r.hold = $1 AND r.state IN {LIVE}{cond}"),
+        pick: format!("r.hold = $1 AND (r.state || '') IN {LIVE}{cond}"),
         pick_binds,
         ordered: true,
         set: "state = CASE WHEN state = 'held' THEN \
@@ -1210,12 +1251,15 @@ pub async fn bench_fill(
         }
         tx.commit().await.map_err(StoreError::db(op))?;
     }
-    // Fresh statistics, as a store that grew over time would have: the plans measured
-    // are the plans a live store gets.
-    sqlx::query("ANALYZE")
-        .execute(&pools.write)
-        .await
-        .map_err(StoreError::db(format!("{op}: ANALYZE")))?;
+    // The statistics a live store has, so the plans measured are the plans it gets:
+    // PostgreSQL's autovacuum analyses a table that grew, so fresh ones there; SQLite's
+    // are never gathered (Sluice runs no ANALYZE on it), so none.
+    if pools.backend == Backend::Postgres {
+        sqlx::query("ANALYZE")
+            .execute(&pools.write)
+            .await
+            .map_err(StoreError::db(format!("{op}: ANALYZE")))?;
+    }
     Ok(written)
 }
 
@@ -1256,15 +1300,11 @@ pub(crate) async fn explain_search(
 }
 
 /// The plans of the statements a bulk hold, release and cancel of `sel` run for each
-/// batch: every pick (with the cursor of a later batch where it has one) and the change
-/// of a full batch by its keys. With `indexes_only`, PostgreSQL is told to avoid
-/// sequential scans where it can (`enable_seqscan = off`, for this transaction only):
-/// on a small test store a table scan is rightly cheapest, and the question a test asks
-/// is whether an index can serve each statement, as the planner would pick at scale.
+/// batch, in the settings a batch runs with ([`index_paths_only`]): every pick (with the
+/// cursor of a later batch where it has one) and the change of a full batch by its keys.
 pub(crate) async fn explain_bulk(
     pools: &Pools,
     sel: &Selector,
-    indexes_only: bool,
 ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
     use sqlx::Row as _;
     let op = "explain_bulk";
@@ -1280,12 +1320,7 @@ pub(crate) async fn explain_bulk(
         Backend::Postgres => ("EXPLAIN ", 0),
     };
     let mut tx = pools.read.begin().await.map_err(StoreError::db(op))?;
-    if indexes_only && pools.backend == Backend::Postgres {
-        sqlx::query("SET LOCAL enable_seqscan = off")
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db(op))?;
-    }
+    index_paths_only(&mut tx, pools.backend, op).await?;
     let lines = |rows: Vec<sqlx::any::AnyRow>| -> Result<Vec<String>, StoreError> {
         rows.iter()
             .map(|r| {
@@ -1307,14 +1342,18 @@ pub(crate) async fn explain_bulk(
         let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(op))?;
         plans.push((format!("{name}: pick"), lines(rows)?));
         // A full batch of made-up keys: the plan is the one a batch of CHUNK gets.
-        let keys = usize::try_from(CHUNK).unwrap_or(1000);
-        let sql = format!("{prefix}{}", change_sql(b, keys));
+        let keys: Vec<(String, i32)> = (0..CHUNK).map(|k| (ulid_floor(k), 0)).collect();
+        let (ids, whole) = key_binds(&keys);
+        let sql = format!("{prefix}{}", change_sql(b, ids.len(), whole.len()));
         let mut q = sqlx::query(&sql).bind(0_i64);
         for v in &b.set_binds {
             q = q.bind(v);
         }
-        for k in 0..keys {
-            q = q.bind(ulid_floor(i64::try_from(k).unwrap_or(0))).bind(0_i64);
+        for m in &ids {
+            q = q.bind(*m);
+        }
+        for k in &whole {
+            q = q.bind(k);
         }
         let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(op))?;
         plans.push((format!("{name}: change"), lines(rows)?));
