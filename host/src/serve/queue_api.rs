@@ -10,13 +10,15 @@
 //! do), so `api` does not name this module.
 
 use super::api::{Admin, AppState, AuthTenant};
-use super::error::ApiError;
-use super::state::now_ms;
 use super::dto::queue::{
     CancelledDto, HeldDto, MessageItem, MessagePage, QueueDto, RelaySuspension, ReleasedDto,
     TenantSuspension,
 };
-use crate::store::{MAX_PAGE, MAX_TAG_BYTES, MessageQuery, RecipientState, RelayState, RelayUpdate, Selector};
+use super::error::ApiError;
+use super::state::now_ms;
+use crate::store::{
+    MAX_PAGE, MAX_TAG_BYTES, MessageQuery, RecipientState, RelayState, RelayUpdate, Selector,
+};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};

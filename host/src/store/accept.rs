@@ -304,9 +304,7 @@ pub(crate) async fn write_many(
 fn indexed_tags(tags: &[String]) -> impl Iterator<Item = &str> {
     tags.iter()
         .enumerate()
-        .filter(|(i, t)| {
-            !t.is_empty() && t.len() <= MAX_TAG_BYTES && !tags[..*i].contains(*t)
-        })
+        .filter(|(i, t)| !t.is_empty() && t.len() <= MAX_TAG_BYTES && !tags[..*i].contains(*t))
         .map(|(_, t)| t.as_str())
 }
 

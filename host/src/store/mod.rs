@@ -50,12 +50,12 @@ use crate::logging::Chain;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub use accept::{MAX_TAG_BYTES, MAX_TAGS};
 pub use accounts::{
     Account, AccountBatch, AccountCharge, AccountLedgerEntry, AccountRatingStatus, AccountUpdate,
     AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,
 };
 pub use accounts::{GATHER_MS as ACCOUNT_GATHER_MS, SETTLE_MS as ACCOUNT_SETTLE_MS};
-pub use accept::{MAX_TAG_BYTES, MAX_TAGS};
 pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
 pub use error::StoreError;

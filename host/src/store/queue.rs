@@ -620,7 +620,12 @@ fn key_binds(keys: &[(String, i32)]) -> (Vec<&str>, Vec<String>) {
 
 /// Runs `b` until its pick finds no more; `then` writes the events (and usage) of each
 /// batch's changed rows in its transaction. Returns how many rows were changed.
-async fn in_batches<F>(pools: &Pools, b: &Bulk<'_>, now_ms: i64, then: F) -> Result<usize, StoreError>
+async fn in_batches<F>(
+    pools: &Pools,
+    b: &Bulk<'_>,
+    now_ms: i64,
+    then: F,
+) -> Result<usize, StoreError>
 where
     F: for<'c> Fn(
         &'c mut AnyConnection,
@@ -1178,8 +1183,15 @@ pub async fn bench_fill(
                 sql.push(')');
             }
             let tags_of = |k: u64| {
-                let mut tags = vec![if k % 10 == 0 { "promo" } else { "bulk" }.to_owned()];
-                if k % 100_000 == 0 {
+                let mut tags = vec![
+                    if k.is_multiple_of(10) {
+                        "promo"
+                    } else {
+                        "bulk"
+                    }
+                    .to_owned(),
+                ];
+                if k.is_multiple_of(100_000) {
                     tags.push("rare".to_owned());
                 }
                 tags

@@ -270,7 +270,7 @@ fn search_filters_pages_and_never_shows_another_tenant(postgres: Option<&PgDb>) 
     m["tags"] = json!(many[..64]);
     let id = s.submit(&t, &m);
     let (found, _) = page(&s, &t, "tag=many-63");
-    assert_eq!(found, [id.clone()]);
+    assert_eq!(found, [id]);
     let (found, _) = page(&s, &u, "tag=many-63");
     assert!(found.is_empty(), "another tenant's tag: {found:?}");
 }

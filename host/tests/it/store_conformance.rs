@@ -5248,12 +5248,22 @@ async fn held_and_suspended_work_is_never_leased_and_work_in_flight_is_held_afte
 /// SQLite's `SCAN` of a table or of a full index (a partial index is its few rows).
 fn scans_a_table(backend: Backend, lines: &[String]) -> bool {
     lines.iter().any(|l| match backend {
-        Backend::Postgres => l.contains("Seq Scan on recipients") || l.contains("Seq Scan on messages"),
+        Backend::Postgres => {
+            l.contains("Seq Scan on recipients") || l.contains("Seq Scan on messages")
+        }
         Backend::Sqlite => {
             let l = l.trim();
-            ["SCAN r", "SCAN recipients", "SCAN m", "SCAN messages", "SCAN t"]
-                .iter()
-                .any(|p| l == *p || (l.starts_with(&format!("{p} ")) && !l.contains("recipients_prepaid")))
+            [
+                "SCAN r",
+                "SCAN recipients",
+                "SCAN m",
+                "SCAN messages",
+                "SCAN t",
+            ]
+            .iter()
+            .any(|p| {
+                l == *p || (l.starts_with(&format!("{p} ")) && !l.contains("recipients_prepaid"))
+            })
         }
     })
 }
@@ -5268,7 +5278,10 @@ async fn bulk_controls_go_by_index_and_a_release_after_a_big_hold_releases_every
     let s = &db.store;
     let backend = s.backend();
     // 2,500 queued recipients of `bench-0` over 10 domains; ANALYZEd before the hold.
-    assert_eq!(s.bench_fill(2_500, 1, 10, 1, T0, 60_000).await.unwrap(), 2_500);
+    assert_eq!(
+        s.bench_fill(2_500, 1, 10, 1, T0, 60_000).await.unwrap(),
+        2_500
+    );
     let all = Selector {
         tenant: Some("bench-0".into()),
         ..Selector::default()
@@ -5276,7 +5289,12 @@ async fn bulk_controls_go_by_index_and_a_release_after_a_big_hold_releases_every
     let detail = json!({"reason": "test"});
     let held = s.hold(&all, &detail, T0 + 1).await.unwrap();
     assert_eq!((held.held, held.in_flight), (2_500, 0));
-    assert!(s.lease_due("h1", T0 + 2, 60_000, 10).await.unwrap().is_empty());
+    assert!(
+        s.lease_due("h1", T0 + 2, 60_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.hold(&all, &detail, T0 + 2).await.unwrap().held, 0);
 
     let one = s
@@ -5332,12 +5350,24 @@ async fn bulk_controls_go_by_index_and_a_release_after_a_big_hold_releases_every
     let released = s.release(&all, &detail, T0 + 3).await.unwrap();
     assert_eq!(released, 2_500);
     let q = s.queue_summary(10).await.unwrap();
-    let by_state: Vec<_> = q.by_state.iter().map(|g| (g.key.as_str(), g.recipients)).collect();
+    let by_state: Vec<_> = q
+        .by_state
+        .iter()
+        .map(|g| (g.key.as_str(), g.recipients))
+        .collect();
     assert_eq!(
         by_state,
-        [("queued", 2_500), ("delivering", 0), ("deferred", 0), ("held", 0)]
+        [
+            ("queued", 2_500),
+            ("delivering", 0),
+            ("deferred", 0),
+            ("held", 0)
+        ]
     );
-    assert_eq!(s.lease_due("h1", T0 + 4, 60_000, 10).await.unwrap().len(), 10);
+    assert_eq!(
+        s.lease_due("h1", T0 + 4, 60_000, 10).await.unwrap().len(),
+        10
+    );
 
     // A domain's 250: cancelled, or counted in flight.
     let d3 = Selector {
@@ -5372,7 +5402,10 @@ async fn a_rare_tag_among_many_messages_is_found_through_the_tag_index(db: Db) {
     let s = &db.store;
     // 1,000 messages of `bench-0`, tagged `bulk` or (every 10th) `promo`; the first
     // `rare` too.
-    assert_eq!(s.bench_fill(1_000, 1, 10, 100, T0, 60_000).await.unwrap(), 1_000);
+    assert_eq!(
+        s.bench_fill(1_000, 1, 10, 100, T0, 60_000).await.unwrap(),
+        1_000
+    );
     tenant(s, "t2").await;
     let mut m = message("bench-0", &["a@example.org"]);
     m.tags = vec!["needle".into(), "x".into(), "needle".into()];
@@ -5445,7 +5478,9 @@ async fn a_rare_tag_among_many_messages_is_found_through_the_tag_index(db: Db) {
 
     // More tags than a message may carry: refused, nothing written.
     let mut m = message("bench-0", &["a@example.org"]);
-    m.tags = (0..=sluice::store::MAX_TAGS).map(|i| format!("t{i}")).collect();
+    m.tags = (0..=sluice::store::MAX_TAGS)
+        .map(|i| format!("t{i}"))
+        .collect();
     assert!(matches!(
         s.accept(m, T0 + 130_000).await,
         Err(StoreError::Invalid(_))

@@ -192,8 +192,16 @@ impl QueueDto {
     pub fn at(q: QueueSummary, now: i64) -> Self {
         QueueDto {
             at_ms: now,
-            by_state: q.by_state.into_iter().map(|g| GroupDto::at(g, now)).collect(),
-            held_by: q.held_by.into_iter().map(|g| GroupDto::at(g, now)).collect(),
+            by_state: q
+                .by_state
+                .into_iter()
+                .map(|g| GroupDto::at(g, now))
+                .collect(),
+            held_by: q
+                .held_by
+                .into_iter()
+                .map(|g| GroupDto::at(g, now))
+                .collect(),
             by_tenant: TopDto::at(q.by_tenant, now),
             by_relay: TopDto::at(q.by_relay, now),
             by_domain: TopDto::at(q.by_domain, now),
