@@ -20,8 +20,8 @@ use crate::compose::{self, Composed};
 use crate::logging::Chain;
 use crate::stage::{Header, IngestDecision, Stage, Submission};
 use crate::store::{
-    ACCOUNT_TAG, EventKind, KeyOwner, KeyScope, NewEvent, NewMessage, RecipientState, StoreError,
-    normalize_address,
+    ACCOUNT_TAG, EventKind, KeyOwner, KeyScope, MAX_TAG_BYTES, MAX_TAGS, NewEvent, NewMessage,
+    RecipientState, StoreError, normalize_address,
 };
 use std::sync::Arc;
 
@@ -102,6 +102,29 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> AcceptError 
         field: field.into(),
         message: message.into(),
     }
+}
+
+/// Tags are searched by (`GET /v1/messages?tag=`) and each kept as a row of the tag
+/// index: a message carries at most [`MAX_TAGS`], each at most [`MAX_TAG_BYTES`], so
+/// one submission cannot write thousands of index rows.
+fn check_tags(tags: &[String]) -> Result<(), AcceptError> {
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(
+            "tags",
+            format!("{} tags; at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    if let Some(long) = tags.iter().find(|t| t.len() > MAX_TAG_BYTES) {
+        let shown: String = long.chars().take(40).collect();
+        return Err(invalid(
+            "tags",
+            format!(
+                "tag {shown:?}… is {} bytes; at most {MAX_TAG_BYTES}",
+                long.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An account's key submits for its account: the submission is billed to it (the tag
@@ -265,6 +288,7 @@ pub async fn accept_submission(s: &Server, sub: NewSubmission) -> Result<Accepte
     let limits = s.limits.get();
     // An account's key sends for its account only (`auth.rs`).
     bill_to_key_account(&owner, &mut tags, &mut idempotency_key)?;
+    check_tags(&tags)?;
     let tenant = owner.tenant;
     check_account(s, &tenant.id, &tags).await?;
     if composed.body.len() as u64 > limits.max_message_bytes {

@@ -3,24 +3,27 @@
 //! release and cancel by message, relay, domain or tenant (a tenant's own messages, or
 //! the admin's selector), and suspending a tenant's sending or a relay.
 //!
-//! The wire types are made here only; the store's `MessageSummary` and `QueueSummary`
-//! are not the API. Every query parameter is checked against a bound chosen here
+//! The answers are `dto::queue`'s types; the store's `MessageSummary` and
+//! `QueueSummary` are not the API. Every query parameter is checked against a bound chosen here
 //! ([`MAX_ADDRESS`], [`MAX_TAG`], [`MAX_REASON`], `MAX_PAGE`), and a bad one is a 422
 //! naming it. The routes reach `api::router` through `serve`'s `run` (as `events_api`'s
 //! do), so `api` does not name this module.
 
 use super::api::{Admin, AppState, AuthTenant};
+use super::dto::queue::{
+    CancelledDto, HeldDto, MessageItem, MessagePage, QueueDto, RelaySuspension, ReleasedDto,
+    TenantSuspension,
+};
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::store::{
-    Cancelled, MAX_PAGE, MessageQuery, MessageSummary, QueueGroup, RecipientState, RelayState,
-    RelayUpdate, Selector, TopGroups,
+    Cancelled, MAX_PAGE, MAX_TAG_BYTES, MessageQuery, MessageSummary, QueueGroup, RecipientState,
+    RelayState, RelayUpdate, Selector, TopGroups,
 };
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 /// A page's size when `limit` is not given.
@@ -28,8 +31,8 @@ const DEFAULT_PAGE: u32 = 50;
 /// The longest address `to` or `from` may name (RFC 5321's path limit is 256; a little
 /// room for what was accepted before).
 const MAX_ADDRESS: usize = 320;
-/// The longest tag searched for.
-const MAX_TAG: usize = 128;
+/// The longest tag searched for: the longest the tag index keeps (and accept takes).
+const MAX_TAG: usize = MAX_TAG_BYTES;
 /// The longest reason kept with a hold, cancel or suspension.
 const MAX_REASON: usize = 500;
 /// The latest time a ULID can carry (48 bits of milliseconds).
@@ -61,67 +64,6 @@ pub fn routes() -> Router<AppState> {
 }
 
 // ---- GET /v1/messages ----
-
-fn recipient_state() -> utoipa::openapi::Object {
-    super::dto::enum_of(
-        &RecipientState::ALL,
-        "the least advanced state of its recipients",
-    )
-}
-
-fn relay_state() -> utoipa::openapi::Object {
-    super::dto::enum_of(
-        &[RelayState::Active, RelayState::Draining],
-        "`draining` (suspended: no new work) or `active`",
-    )
-}
-
-/// One message of a page.
-#[derive(Serialize, ToSchema)]
-struct MessageItem {
-    id: String,
-    /// The `Message-ID` header (`null` for a message stored before it was kept apart).
-    message_id: Option<String>,
-    /// The least advanced state of its recipients.
-    #[schema(schema_with = recipient_state)]
-    state: RecipientState,
-    from: String,
-    recipients: RecipientsSummary,
-    tags: Vec<String>,
-    created_at_ms: i64,
-    updated_at_ms: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-struct RecipientsSummary {
-    total: u32,
-    /// Recipients by delivery state.
-    #[schema(value_type = BTreeMap<String, u32>)]
-    by_state: BTreeMap<&'static str, u32>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct MessagePage {
-    messages: Vec<MessageItem>,
-    /// Give it as `after` for the next page; `null` on the last page.
-    next_after: Option<String>,
-}
-
-fn item(m: MessageSummary) -> MessageItem {
-    MessageItem {
-        state: m.state(),
-        recipients: RecipientsSummary {
-            total: m.recipients(),
-            by_state: m.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
-        },
-        id: m.id,
-        message_id: m.header_message_id,
-        from: m.sender,
-        tags: m.tags,
-        created_at_ms: m.created_at_ms,
-        updated_at_ms: m.updated_at_ms,
-    }
-}
 
 /// A text parameter: not empty, at most `max` bytes, no control characters.
 fn text(name: &str, value: &str, max: usize) -> Result<String, ApiError> {
@@ -265,7 +207,7 @@ async fn list_messages(
         .then(|| page.last().map(|m| m.id.clone()))
         .flatten();
     Ok(Json(MessagePage {
-        messages: page.into_iter().map(item).collect(),
+        messages: page.into_iter().map(MessageItem::from).collect(),
         next_after,
     }))
 }
@@ -296,25 +238,6 @@ struct AdminSelector {
     domain: Option<String>,
     tenant: Option<String>,
     reason: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct HeldDto {
-    held: usize,
-    /// Recipients in flight now, marked: held if their attempt does not finish them.
-    in_flight_marked: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-struct ReleasedDto {
-    released: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-struct CancelledDto {
-    cancelled: usize,
-    /// Recipients in flight now, left to finish their attempt (cancel again after).
-    in_flight: usize,
 }
 
 fn domain(d: &str) -> String {
@@ -370,10 +293,7 @@ async fn do_hold(
         by,
         "held by request"
     );
-    Ok(Json(HeldDto {
-        held: h.held,
-        in_flight_marked: h.in_flight,
-    }))
+    Ok(Json(HeldDto::from(h)))
 }
 
 async fn do_release(s: &AppState, sel: Selector, by: &str) -> Result<Json<ReleasedDto>, ApiError> {
@@ -440,10 +360,7 @@ async fn tenant_cancel(
     body: Option<Json<ReasonBody>>,
 ) -> Result<Json<CancelledDto>, ApiError> {
     let c = cancel_own_message(&s, &tenant.id, &id, body.unwrap_or_default().0.reason).await?;
-    Ok(Json(CancelledDto {
-        cancelled: c.cancelled,
-        in_flight: c.in_flight,
-    }))
+    Ok(Json(CancelledDto::from(c)))
 }
 
 /// Cancels a tenant's own message (another tenant's is a 404): what
@@ -499,23 +416,10 @@ async fn admin_cancel(
         "admin",
     )
     .await?;
-    Ok(Json(CancelledDto {
-        cancelled: c.cancelled,
-        in_flight: c.in_flight,
-    }))
+    Ok(Json(CancelledDto::from(c)))
 }
 
 // ---- suspensions ----
-
-#[derive(Serialize, ToSchema)]
-struct TenantSuspension {
-    tenant: String,
-    suspended: bool,
-    /// Suspend: recipients held now. Resume: recipients released.
-    recipients: usize,
-    /// Suspend: recipients in flight, marked (held if their attempt does not finish them).
-    in_flight_marked: usize,
-}
 
 /// Suspends a tenant's sending: its queue is held, new mail is stored held.
 #[utoipa::path(post, path = "/admin/v1/tenants/{id}/suspend", request_body(content = Option<ReasonBody>),
@@ -573,14 +477,6 @@ async fn resume_tenant(
     }))
 }
 
-#[derive(Serialize, ToSchema)]
-struct RelaySuspension {
-    relay: String,
-    /// `draining` (suspended: no new work) or `active`.
-    #[schema(schema_with = relay_state)]
-    state: RelayState,
-}
-
 /// A relay is suspended by draining it (`PATCH /admin/v1/relays/{id}` with
 /// `"state": "draining"`): it finishes what it has and takes nothing new.
 async fn set_relay_state(
@@ -634,61 +530,10 @@ async fn resume_relay(
 
 // ---- GET /admin/v1/queue ----
 
-#[derive(Serialize, ToSchema)]
-struct GroupDto {
-    key: String,
-    recipients: i64,
-    /// Age of the oldest message among them, by this node's clock; `null` when none.
-    oldest_age_ms: Option<i64>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct TopDto {
-    top: Vec<GroupDto>,
-    /// Groups in all (`top` shows the largest).
-    groups: usize,
-    /// The groups past `top`, summed (`key` is `"(other)"`); `null` when none.
-    other: Option<GroupDto>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct SuspendedDto {
-    tenant: String,
-    since_ms: i64,
-    reason: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct QueueDto {
-    at_ms: i64,
-    by_state: Vec<GroupDto>,
-    held_by: Vec<GroupDto>,
-    by_tenant: TopDto,
-    by_relay: TopDto,
-    by_domain: TopDto,
-    suspended_tenants: Vec<SuspendedDto>,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueueParams {
     top: Option<String>,
-}
-
-fn group(g: QueueGroup, now: i64) -> GroupDto {
-    GroupDto {
-        key: g.key,
-        recipients: g.recipients,
-        oldest_age_ms: g.oldest_accepted_ms.map(|t| (now - t).max(0)),
-    }
-}
-
-fn top(t: TopGroups, now: i64) -> TopDto {
-    TopDto {
-        top: t.top.into_iter().map(|g| group(g, now)).collect(),
-        groups: t.groups,
-        other: t.rest.map(|g| group(g, now)),
-    }
 }
 
 /// The live queue: by state, why held, and the largest groups by tenant, relay and domain.
@@ -709,24 +554,7 @@ async fn admin_queue(
             .ok_or_else(|| ApiError::invalid("top", format!("top must be 1 to {MAX_TOP}")))?,
     };
     let q = s.store.queue_summary(n).await?;
-    let now = now_ms();
-    Ok(Json(QueueDto {
-        at_ms: now,
-        by_state: q.by_state.into_iter().map(|g| group(g, now)).collect(),
-        held_by: q.held_by.into_iter().map(|g| group(g, now)).collect(),
-        by_tenant: top(q.by_tenant, now),
-        by_relay: top(q.by_relay, now),
-        by_domain: top(q.by_domain, now),
-        suspended_tenants: q
-            .suspended_tenants
-            .into_iter()
-            .map(|(tenant, since_ms, reason)| SuspendedDto {
-                tenant,
-                since_ms,
-                reason,
-            })
-            .collect(),
-    }))
+    Ok(Json(QueueDto::at(q, now_ms())))
 }
 
 #[cfg(test)]

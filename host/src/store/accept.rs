@@ -20,6 +20,10 @@ use super::types::{Accepted, EventKind, Lease, NewEvent, NewMessage, RecipientSt
 pub const MAX_RECIPIENTS: usize = 10_000;
 /// The longest idempotency key kept.
 pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// The most tags one message may carry (the API refuses more).
+pub const MAX_TAGS: usize = 64;
+/// The longest tag kept in `message_tags`, and so the longest a search may ask for.
+pub const MAX_TAG_BYTES: usize = 128;
 
 /// A message that passed validation, with each recipient's domain worked out, waiting
 /// for the writer.
@@ -77,6 +81,12 @@ impl Prepared {
         }
         if msg.body.is_empty() {
             return Err(StoreError::invalid(op, "the message body is empty"));
+        }
+        if msg.tags.len() > MAX_TAGS {
+            return Err(StoreError::invalid(
+                op,
+                format!("{} tags; at most {MAX_TAGS} per message", msg.tags.len()),
+            ));
         }
         if let Some(key) = &msg.idempotency_key
             && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
@@ -216,6 +226,13 @@ pub(crate) async fn write_many(
             .await
             .map_err(StoreError::db(format!("{}: messages", context())))?;
     }
+    let tags: Vec<(&str, &str, &str)> = messages
+        .iter()
+        .flat_map(|&(id, p)| {
+            indexed_tags(&p.msg.tags).map(move |tag| (p.msg.tenant_id.as_str(), tag, id))
+        })
+        .collect();
+    insert_tags(conn, &tags, &context()).await?;
     // (message id, recipient index, address, domain, message)
     let recipients: Vec<(&str, i32, &String, &String, &Prepared)> = messages
         .iter()
@@ -282,6 +299,39 @@ pub(crate) async fn write_many(
         .collect())
 }
 
+/// The tags of a message that `message_tags` keeps (migration 0030): each once, and
+/// only those a search can ask for (at most [`MAX_TAG_BYTES`]).
+fn indexed_tags(tags: &[String]) -> impl Iterator<Item = &str> {
+    tags.iter()
+        .enumerate()
+        .filter(|(i, t)| !t.is_empty() && t.len() <= MAX_TAG_BYTES && !tags[..*i].contains(*t))
+        .map(|(_, t)| t.as_str())
+}
+
+/// Writes `(tenant, tag, message id)` rows of `message_tags`: nothing for untagged
+/// messages, else one multi-row statement per few hundred tags.
+pub(crate) async fn insert_tags(
+    conn: &mut AnyConnection,
+    rows: &[(&str, &str, &str)],
+    context: &str,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(rows_per_statement(3)) {
+        let sql = format!(
+            "INSERT INTO message_tags (tenant_id, tag, message_id) VALUES {}",
+            value_rows(chunk.len(), 3)
+        );
+        let sql = positional(&*conn, sql);
+        let mut q = sqlx::query(&sql);
+        for (tenant, tag, id) in chunk {
+            q = q.bind(*tenant).bind(*tag).bind(*id);
+        }
+        q.execute(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!("{context}: tags")))?;
+    }
+    Ok(())
+}
+
 /// The `accepted` event of one recipient of `p`.
 fn accepted_event(message_id: &str, idx: i32, address: &str, p: &Prepared) -> NewEvent {
     NewEvent {
@@ -328,6 +378,10 @@ pub(crate) async fn write_one(
     .execute(&mut *conn)
     .await
     .map_err(StoreError::db(context()))?;
+    let tags: Vec<(&str, &str, &str)> = indexed_tags(&msg.tags)
+        .map(|tag| (msg.tenant_id.as_str(), tag, id.as_str()))
+        .collect();
+    insert_tags(conn, &tags, &context()).await?;
     let mut recipients = Vec::with_capacity(msg.recipients.len());
     let (state, owner, until) = p.recipient_state();
     for (idx, (address, domain)) in msg.recipients.iter().zip(&p.domains).enumerate() {

@@ -322,6 +322,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "portal_sessions",
         include_str!("migrations/sqlite/0027_portal_sessions.sql"),
     ),
+    (
+        30,
+        "message_tags",
+        include_str!("migrations/sqlite/0030_message_tags.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -434,6 +439,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         27,
         "portal_sessions",
         include_str!("migrations/postgres/0027_portal_sessions.sql"),
+    ),
+    (
+        30,
+        "message_tags",
+        include_str!("migrations/postgres/0030_message_tags.sql"),
     ),
 ];
 

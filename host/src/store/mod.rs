@@ -51,7 +51,7 @@ use crate::logging::Chain;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use accept::MAX_IDEMPOTENCY_KEY;
+pub use accept::{MAX_IDEMPOTENCY_KEY, MAX_TAG_BYTES, MAX_TAGS};
 pub use accounts::{
     Account, AccountBatch, AccountCharge, AccountLedgerEntry, AccountRatingStatus, AccountUpdate,
     AccountUsage, MAX_ACCOUNTS, MAX_LOGINS, MAX_TENANT_LOGINS, NewAccount,
@@ -619,6 +619,15 @@ impl Store {
     /// `EXPLAIN QUERY PLAN` (SQLite) or `EXPLAIN` (PostgreSQL), for `sluice bench queue`.
     pub async fn explain_search(&self, query: &MessageQuery) -> Result<Vec<String>, StoreError> {
         queue::explain_search(self.pools(), query).await
+    }
+
+    /// The plans of the statements a bulk hold, release and cancel of `sel` run per
+    /// batch (each pick and each change by keys), by name.
+    pub async fn explain_bulk(
+        &self,
+        sel: &Selector,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        queue::explain_bulk(self.pools(), sel).await
     }
 
     /// The plans of [`Store::queue_summary`]'s queries, by name.

@@ -128,24 +128,52 @@ fn is_live(state: RecipientState) -> bool {
 }
 
 /// The SQL of a search page and its binds (shared with `explain_search`).
-fn search_sql(backend: Backend, q: &MessageQuery) -> (String, Vec<String>) {
-    let mut sql = String::from(
-        "SELECT m.id, m.sender, m.tags, m.created_at_ms, m.header_message_id \
-         FROM messages m WHERE m.tenant_id = $1",
-    );
+///
+/// With a tag the page is driven from `message_tags` (migration 0030): the tag's rows
+/// of the tenant are one range of its key in message id order, so the id bounds
+/// (cursor, since, until) and the order are on `t.message_id`, and a rare tag costs
+/// its own rows, not a walk of the tenant's messages. `CROSS JOIN` keeps SQLite from
+/// walking the tenant's messages and probing the tags for each (it takes the left table
+/// as the outer loop; to PostgreSQL it is a plain join).
+fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
     let mut binds: Vec<String> = vec![q.tenant_id.clone()];
+    let (mut sql, key) = match &q.tag {
+        Some(tag) => {
+            binds.push(tag.clone());
+            (
+                String::from(
+                    "SELECT m.id, m.sender, m.tags, m.created_at_ms, m.header_message_id \
+                     FROM message_tags t CROSS JOIN messages m \
+                     WHERE t.tenant_id = $1 AND t.tag = $2 AND m.id = t.message_id \
+                     AND m.tenant_id = $1",
+                ),
+                "t.message_id",
+            )
+        }
+        None => (
+            String::from(
+                "SELECT m.id, m.sender, m.tags, m.created_at_ms, m.header_message_id \
+                 FROM messages m WHERE m.tenant_id = $1",
+            ),
+            "m.id",
+        ),
+    };
     let mut bind = |sql: &mut String, cond: &str, value: String| {
         binds.push(value);
-        sql.push_str(&cond.replace("$?", &format!("${}", binds.len())));
+        sql.push_str(
+            &cond
+                .replace("$?", &format!("${}", binds.len()))
+                .replace("{key}", key),
+        );
     };
     if let Some(after) = &q.after {
-        bind(&mut sql, " AND m.id < $?", after.clone());
+        bind(&mut sql, " AND {key} < $?", after.clone());
     }
     if let Some(since) = q.since_ms {
-        bind(&mut sql, " AND m.id >= $?", ulid_floor(since));
+        bind(&mut sql, " AND {key} >= $?", ulid_floor(since));
     }
     if let Some(until) = q.until_ms {
-        bind(&mut sql, " AND m.id < $?", ulid_floor(until));
+        bind(&mut sql, " AND {key} < $?", ulid_floor(until));
     }
     if let Some(from) = &q.from {
         bind(&mut sql, " AND m.sender = $?", from.clone());
@@ -157,30 +185,20 @@ fn search_sql(backend: Backend, q: &MessageQuery) -> (String, Vec<String>) {
             to.clone(),
         );
     }
-    if let Some(tag) = &q.tag {
-        // Tags are stored as a JSON array: the tag as a JSON string is a substring of
-        // it exactly when the message carries it (no LIKE, so no wildcards to escape).
-        let find = match backend {
-            Backend::Sqlite => " AND instr(m.tags, $?) > 0",
-            Backend::Postgres => " AND strpos(m.tags, $?) > 0",
-        };
-        bind(
-            &mut sql,
-            find,
-            serde_json::Value::from(tag.as_str()).to_string(),
-        );
-    }
     if let Some(state) = q.state {
         // A live state is a small set, read through `recipients_due`; a final state
-        // is most of the history, so each candidate is checked instead.
+        // is most of the history, so each candidate is checked instead, by its
+        // primary key: `r.state || ''` so that no state index can serve the check
+        // (SQLite without statistics walked every delivered row per candidate).
         let cond = if is_live(state) {
             " AND m.id IN (SELECT message_id FROM recipients WHERE state = $?)"
         } else {
-            " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.state = $?)"
+            " AND EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id \
+             AND (r.state || '') = $?)"
         };
         bind(&mut sql, cond, state.as_str().to_owned());
     }
-    sql.push_str(&format!(" ORDER BY m.id DESC LIMIT {}", q.limit));
+    sql.push_str(&format!(" ORDER BY {key} DESC LIMIT {}", q.limit));
     (sql, binds)
 }
 
@@ -199,7 +217,7 @@ pub(crate) async fn search_messages(
         ));
     }
     let context = || format!("{op} of tenant {:?}", q.tenant_id);
-    let (sql, binds) = search_sql(pools.backend, q);
+    let (sql, binds) = search_sql(q);
 
     let mut tx = pools
         .read
@@ -476,6 +494,8 @@ pub(crate) async fn queue_summary(pools: &Pools, top_n: usize) -> Result<QueueSu
 }
 
 /// The selector as SQL conditions on `recipients r`, with binds numbered from `first`.
+/// Every condition is on the recipient's own columns (the tenant is on the recipient
+/// since migration 0024), so a pick is one table's index range and its filters.
 fn selector_sql(sel: &Selector, first: usize) -> (String, Vec<String>) {
     let mut sql = String::new();
     let mut binds: Vec<String> = Vec::new();
@@ -497,10 +517,7 @@ fn selector_sql(sel: &Selector, first: usize) -> (String, Vec<String>) {
         );
     }
     if let Some(t) = &sel.tenant {
-        add(
-            " AND EXISTS (SELECT 1 FROM messages m WHERE m.id = r.message_id AND m.tenant_id = $?)",
-            t,
-        );
+        add(" AND r.tenant_id = $?", t);
     }
     (sql, binds)
 }
@@ -514,14 +531,98 @@ pub struct Held {
     pub in_flight: usize,
 }
 
-/// Runs one chunked change until it changes nothing more: `update` is an `UPDATE …
-/// RETURNING message_id, idx` whose binds are `$1` = now then `binds`; `then` writes
-/// the events (and usage) of the changed rows in the same transaction.
-async fn in_chunks<F>(
+/// One bulk change, run in batches of at most [`CHUNK`] recipients, each batch its own
+/// write transaction in two statements:
+///
+/// 1. the pick: `SELECT r.message_id, r.idx FROM recipients r WHERE {pick} LIMIT
+///    CHUNK`, read through the index its first condition names (a state range of
+///    `recipients_due`/`recipients_tenant_due`, or `recipients_hold`);
+/// 2. the change, by primary key: `UPDATE recipients SET {set} WHERE message_id IN
+///    (…the picked ids…) AND …the whole keys… AND {recheck}` ([`change_sql`]).
+///
+/// Why not one `UPDATE … WHERE (message_id, idx) IN (SELECT … LIMIT n)`, as before:
+/// PostgreSQL plans that from statistics that a large hold makes stale (`hold` all
+/// NULL when last analysed), drove the update from `recipients_hold` and ran the
+/// subquery once per held row: 28 s per 1,000 at 1 M messages. Keys given as values
+/// leave the planner one way in, a primary-key probe per key, whatever it believes
+/// about `hold`. `recheck` repeats what the pick asked, so a row another writer
+/// changed between the two statements (PostgreSQL: read committed) is left alone; it is
+/// written so that no index can serve it (`COALESCE(hold, '')`, `state || ''`): a
+/// plain `hold = $2` let PostgreSQL, believing few rows held, drive the change from
+/// `recipients_hold` and compare every held row with the 1,000 keys (by hand with
+/// `EXPLAIN`, 300,000 rows: a nested loop semi join over the whole hold).
+struct Bulk<'a> {
+    op: &'a str,
+    /// Conditions on `recipients r`, binds `$1…` (`pick_binds`). A change must take a
+    /// row out of its own pick (or the pick must be `ordered`), so batches move on.
+    pick: String,
+    pick_binds: Vec<String>,
+    /// The pick walks `recipients_hold`, `(hold, message_id)`: it is read in message
+    /// order from where the last batch stopped, so rows the pick passes over but the
+    /// selector's filters refuse are walked once per bulk change, not once per batch.
+    ordered: bool,
+    /// `SET` list: `$1` is now, then `set_binds` as `$2…`.
+    set: String,
+    set_binds: Vec<String>,
+    /// Conditions on the row updated, same binds as `set`; no index may serve them
+    /// (see above).
+    recheck: String,
+}
+
+/// The pick's SQL for one batch, and whether a cursor bind follows `pick_binds`.
+fn pick_sql(b: &Bulk<'_>, cursor: bool) -> String {
+    let mut sql = format!(
+        "SELECT r.message_id, r.idx FROM recipients r WHERE {}",
+        b.pick
+    );
+    if b.ordered {
+        if cursor {
+            sql.push_str(&format!(" AND r.message_id >= ${}", b.pick_binds.len() + 1));
+        }
+        sql.push_str(" ORDER BY r.message_id");
+    }
+    sql.push_str(&format!(" LIMIT {CHUNK}"));
+    sql
+}
+
+/// The change's SQL for `ids` distinct message ids and `keys` keys.
+///
+/// The keys are given twice: the message ids as a list, which the primary key serves
+/// (`message_id = ANY(…)`: a probe per id, on both stores and whatever the statistics),
+/// and the whole keys as `message_id:idx` texts, a filter on the rows found that no index
+/// can serve, so it cannot change the plan. Joining a `VALUES` list on both key columns
+/// instead let the planners choose the order: SQLite scanned the table against the list,
+/// PostgreSQL hashed the list and walked the whole primary key.
+fn change_sql(b: &Bulk<'_>, ids: usize, keys: usize) -> String {
+    let first = b.set_binds.len() + 2;
+    format!(
+        "UPDATE recipients SET {} WHERE message_id IN ({}) \
+         AND (message_id || ':' || idx) IN ({}) AND {} \
+         RETURNING message_id, idx, state",
+        b.set,
+        placeholders(first, ids),
+        placeholders(first + ids, keys),
+        b.recheck
+    )
+}
+
+/// The distinct message ids of `keys`, in order, and each key as `message_id:idx`.
+fn key_binds(keys: &[(String, i32)]) -> (Vec<&str>, Vec<String>) {
+    let mut seen = HashSet::with_capacity(keys.len());
+    let ids: Vec<&str> = keys
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .filter(|m| seen.insert(*m))
+        .collect();
+    let whole = keys.iter().map(|(m, idx)| format!("{m}:{idx}")).collect();
+    (ids, whole)
+}
+
+/// Runs `b` until its pick finds no more; `then` writes the events (and usage) of each
+/// batch's changed rows in its transaction. Returns how many rows were changed.
+async fn in_batches<F>(
     pools: &Pools,
-    op: &str,
-    update: &str,
-    binds: &[String],
+    b: &Bulk<'_>,
     now_ms: i64,
     then: F,
 ) -> Result<usize, StoreError>
@@ -532,14 +633,48 @@ where
     )
         -> std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'c>>,
 {
+    let op = b.op;
     let mut total = 0;
+    let mut cursor: Option<String> = None;
     loop {
         let mut tx = pools.begin_write().await.map_err(StoreError::db(op))?;
-        let mut q = sqlx::query(update).bind(now_ms);
-        for b in binds {
-            q = q.bind(b);
+        index_paths_only(&mut tx, pools.backend, op).await?;
+        let sql = pick_sql(b, b.ordered && cursor.is_some());
+        let mut q = sqlx::query(&sql);
+        for v in &b.pick_binds {
+            q = q.bind(v);
         }
-        let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(op))?;
+        if let Some(c) = cursor.as_ref().filter(|_| b.ordered) {
+            q = q.bind(c);
+        }
+        let picked = q
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(format!("{op}: picking a batch")))?;
+        let mut keys = Vec::with_capacity(picked.len());
+        for r in &picked {
+            keys.push((col::<String>(r, op, "message_id")?, get_idx(r, op, "idx")?));
+        }
+        if keys.is_empty() {
+            tx.commit().await.map_err(StoreError::db(op))?;
+            return Ok(total);
+        }
+        let (ids, whole) = key_binds(&keys);
+        let sql = change_sql(b, ids.len(), whole.len());
+        let mut q = sqlx::query(&sql).bind(now_ms);
+        for v in &b.set_binds {
+            q = q.bind(v);
+        }
+        for m in &ids {
+            q = q.bind(*m);
+        }
+        for k in &whole {
+            q = q.bind(k);
+        }
+        let rows = q
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::db(format!("{op}: changing a batch")))?;
         let mut changed = Vec::with_capacity(rows.len());
         for r in &rows {
             changed.push((
@@ -548,16 +683,37 @@ where
                 col::<Option<String>>(r, op, "state")?,
             ));
         }
-        let n = changed.len();
-        if n > 0 {
+        total += changed.len();
+        if !changed.is_empty() {
             then(&mut tx, changed).await?;
         }
         tx.commit().await.map_err(StoreError::db(op))?;
-        total += n;
-        if (n as i64) < CHUNK {
+        if (keys.len() as i64) < CHUNK {
             return Ok(total);
         }
+        // The last message may have recipients past this batch: `>=` reads them again
+        // (those changed have left the pick).
+        cursor = keys.last().map(|(m, _)| m.clone());
     }
+}
+
+/// On PostgreSQL, for the rest of the transaction: no sequential scans where an index
+/// serves. A batch's statements are right only by index (a pick of at most [`CHUNK`]
+/// rows, a change of that many keys); on a small table the planner rightly finds a
+/// scan cheaper, and with statistics a large hold made stale it may think so of a large
+/// one. With this the plan is the same whatever the size and the statistics.
+async fn index_paths_only(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    op: &str,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .map_err(StoreError::db(format!("{op}: enable_seqscan")))?;
+    }
+    Ok(())
 }
 
 /// Events of one kind with one detail for changed rows.
@@ -583,6 +739,43 @@ async fn write_events(
     insert_recipient_events(conn, &events, op).await
 }
 
+/// The bulk changes a hold of `sel` for `why` makes, in order, each taking its rows out
+/// of its own pick: for a hold by request, what a suspension holds (read through
+/// `recipients_hold`); then the queued and deferred (their state ranges, which held
+/// rows are not in, however many); then the prepaid holds (`recipients_prepaid`,
+/// migration 0030: the `held` range itself may be millions held by request).
+fn hold_bulks<'a>(op: &'a str, sel: &Selector, why: &str) -> Vec<Bulk<'a>> {
+    let (cond, binds) = selector_sql(sel, 1);
+    let bulk = |pick: String, ordered: bool, recheck: &str| Bulk {
+        op,
+        pick,
+        pick_binds: binds.clone(),
+        ordered,
+        set: "state = 'held', hold = $2, updated_at_ms = $1".to_owned(),
+        set_binds: vec![why.to_owned()],
+        recheck: recheck.to_owned(),
+    };
+    let mut bulks = Vec::new();
+    if why == "hold" {
+        bulks.push(bulk(
+            format!("r.hold = 'suspended' AND (r.state || '') = 'held'{cond}"),
+            true,
+            "COALESCE(hold, '') = 'suspended' AND (state || '') = 'held'",
+        ));
+    }
+    bulks.push(bulk(
+        format!("r.state IN ('queued', 'deferred'){cond}"),
+        false,
+        "(state || '') IN ('queued', 'deferred')",
+    ));
+    bulks.push(bulk(
+        format!("r.state = 'held' AND r.hold IS NULL{cond}"),
+        false,
+        "(state || '') = 'held' AND COALESCE(hold, '') = ''",
+    ));
+    bulks
+}
+
 /// Holds the queued, deferred and otherwise held recipients `sel` selects (a `held`
 /// event each, with `detail`), and marks those in flight.
 pub(crate) async fn hold(
@@ -593,30 +786,24 @@ pub(crate) async fn hold(
     now_ms: i64,
 ) -> Result<Held, StoreError> {
     let op = "hold";
-    let (cond, mut binds) = selector_sql(sel, 3);
-    binds.insert(0, why.to_owned());
-    let update = format!(
-        "UPDATE recipients SET state = 'held', hold = $2, updated_at_ms = $1 \
-         WHERE (message_id, idx) IN (SELECT r.message_id, r.idx FROM recipients r \
-         WHERE r.state IN ('queued', 'deferred', 'held') \
-         AND (r.hold IS NULL OR r.hold <> $2){cond} LIMIT {CHUNK}) \
-         AND state IN ('queued', 'deferred', 'held') \
-         RETURNING message_id, idx, state"
-    );
-    let held = in_chunks(pools, op, &update, &binds, now_ms, |conn, rows| {
-        let detail = detail.clone();
-        Box::pin(async move {
-            write_events(conn, &rows, EventKind::Held, &detail, now_ms, "hold").await
+    let mut held = 0;
+    for b in hold_bulks(op, sel, why) {
+        held += in_batches(pools, &b, now_ms, |conn, rows| {
+            let detail = detail.clone();
+            Box::pin(async move {
+                write_events(conn, &rows, EventKind::Held, &detail, now_ms, "hold").await
+            })
         })
-    })
-    .await?;
+        .await?;
+    }
     let in_flight = mark_in_flight(pools, op, sel, why).await?;
     Ok(Held { held, in_flight })
 }
 
 /// Marks the recipients `sel` selects that are in flight now with `why` (`hold` or
 /// `suspended`): they are not taken from their host, and go to `held` if their attempt
-/// does not finish them. Returns how many were marked.
+/// does not finish them. Returns how many were marked. Work in flight is bounded by
+/// the leases hosts hold, so one statement on the `delivering` range.
 async fn mark_in_flight(
     pools: &Pools,
     op: &str,
@@ -625,9 +812,7 @@ async fn mark_in_flight(
 ) -> Result<usize, StoreError> {
     let (cond, sel_binds) = selector_sql(sel, 2);
     let mark = format!(
-        "UPDATE recipients SET hold = $1 WHERE (message_id, idx) IN \
-         (SELECT r.message_id, r.idx FROM recipients r WHERE r.state = 'delivering' \
-         AND r.hold IS NULL{cond}) AND state = 'delivering'"
+        "UPDATE recipients AS r SET hold = $1 WHERE r.state = 'delivering' AND r.hold IS NULL{cond}"
     );
     let mut q = sqlx::query(&mark).bind(why);
     for b in &sel_binds {
@@ -639,6 +824,27 @@ async fn mark_in_flight(
         .map_err(StoreError::db(format!("{op}: marking work in flight")))?
         .rows_affected();
     Ok(usize::try_from(in_flight).unwrap_or(usize::MAX))
+}
+
+/// The bulk change of a release of what `sel` selects among the recipients held for
+/// `why`: read through `recipients_hold` in message order.
+fn release_bulk<'a>(sel: &Selector, why: &str) -> Bulk<'a> {
+    let (cond, binds) = selector_sql(sel, 2);
+    let mut pick_binds = vec![why.to_owned()];
+    pick_binds.extend(binds);
+    Bulk {
+        op: "release",
+        pick: format!("r.hold = $1 AND (r.state || '') IN {LIVE}{cond}"),
+        pick_binds,
+        ordered: true,
+        set: "state = CASE WHEN state = 'held' THEN \
+              (CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END) ELSE state END, \
+              next_attempt_at_ms = CASE WHEN state = 'held' THEN $1 ELSE next_attempt_at_ms END, \
+              hold = NULL, waiting_for_relay = NULL, updated_at_ms = $1"
+            .to_owned(),
+        set_binds: vec![why.to_owned()],
+        recheck: "COALESCE(hold, '') = $2".to_owned(),
+    }
 }
 
 /// Releases what `sel` selects among the recipients held for `why` (`hold` or
@@ -653,35 +859,10 @@ pub(crate) async fn release(
     now_ms: i64,
 ) -> Result<usize, StoreError> {
     let op = "release";
-    let (cond, mut binds) = selector_sql(sel, 3);
-    binds.insert(0, why.to_owned());
     if why == "hold" {
-        let (cond, sel_binds) = selector_sql(sel, 1);
-        let sql = format!(
-            "UPDATE recipients SET hold = 'suspended' WHERE (message_id, idx) IN \
-             (SELECT r.message_id, r.idx FROM recipients r WHERE r.hold = 'hold'{cond} \
-             AND EXISTS (SELECT 1 FROM messages mt JOIN tenants t ON t.id = mt.tenant_id \
-             WHERE mt.id = r.message_id AND t.suspended_at_ms IS NOT NULL)) AND hold = 'hold'"
-        );
-        let mut q = sqlx::query(&sql);
-        for b in &sel_binds {
-            q = q.bind(b);
-        }
-        q.execute(&pools.write)
-            .await
-            .map_err(StoreError::db(format!("{op}: suspended tenants' holds")))?;
+        keep_suspensions(pools, sel, now_ms).await?;
     }
-    let update = format!(
-        "UPDATE recipients SET \
-         state = CASE WHEN state = 'held' THEN \
-           (CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END) ELSE state END, \
-         next_attempt_at_ms = CASE WHEN state = 'held' THEN $1 ELSE next_attempt_at_ms END, \
-         hold = NULL, waiting_for_relay = NULL, updated_at_ms = $1 \
-         WHERE (message_id, idx) IN (SELECT r.message_id, r.idx FROM recipients r \
-         WHERE r.hold = $2 AND r.state IN {LIVE}{cond} LIMIT {CHUNK}) AND hold = $2 \
-         RETURNING message_id, idx, state"
-    );
-    in_chunks(pools, op, &update, &binds, now_ms, |conn, rows| {
+    in_batches(pools, &release_bulk(sel, why), now_ms, |conn, rows| {
         let detail = detail.clone();
         Box::pin(async move {
             // Marked work in flight was never held: no event for it.
@@ -689,18 +870,40 @@ pub(crate) async fn release(
                 .into_iter()
                 .filter(|(_, _, s)| s.as_deref() != Some("delivering"))
                 .collect();
-            write_events(
-                conn,
-                &released,
-                EventKind::Released,
-                &detail,
-                now_ms,
-                "release",
-            )
-            .await
+            write_events(conn, &released, EventKind::Released, &detail, now_ms, op).await
         })
     })
     .await
+}
+
+/// Before a hold's release: what `sel` selects of the suspended tenants' holds becomes
+/// their suspension's (`hold` → `suspended`), so the release leaves it held. Nothing to
+/// do, and nothing read, while no tenant is suspended; else their ids are given as
+/// values, and the walk is of `recipients_hold`'s `hold` range in message order.
+async fn keep_suspensions(pools: &Pools, sel: &Selector, now_ms: i64) -> Result<(), StoreError> {
+    let op = "release";
+    let mut conn = pools.read.acquire().await.map_err(StoreError::db(op))?;
+    let suspended = suspended_tenants(&mut conn, op).await?;
+    drop(conn);
+    if suspended.is_empty() {
+        return Ok(());
+    }
+    let (cond, mut binds) = selector_sql(sel, 1);
+    let first = binds.len() + 1;
+    let tenants = placeholders(first, suspended.len());
+    binds.extend(suspended);
+    let b = Bulk {
+        op: "release: suspended tenants' holds",
+        pick: format!("r.hold = 'hold'{cond} AND r.tenant_id IN ({tenants})"),
+        pick_binds: binds,
+        ordered: true,
+        set: "hold = 'suspended', updated_at_ms = $1".to_owned(),
+        set_binds: Vec::new(),
+        recheck: "COALESCE(hold, '') = 'hold'".to_owned(),
+    };
+    in_batches(pools, &b, now_ms, |_, _| Box::pin(async { Ok(()) }))
+        .await
+        .map(|_| ())
 }
 
 /// What a cancel did.
@@ -710,6 +913,23 @@ pub struct Cancelled {
     pub cancelled: usize,
     /// Recipients in flight, left to finish their attempt.
     pub in_flight: usize,
+}
+
+/// The bulk change of a cancel: the waiting recipients `sel` selects, through the
+/// state ranges (a failed row leaves them).
+fn cancel_bulk<'a>(sel: &Selector, reason: &str) -> Bulk<'a> {
+    let (cond, binds) = selector_sql(sel, 1);
+    Bulk {
+        op: "cancel",
+        pick: format!("r.state IN ('queued', 'deferred', 'held'){cond}"),
+        pick_binds: binds,
+        ordered: false,
+        set: "state = 'failed', hold = NULL, waiting_for_relay = NULL, \
+              last_reply = $2, updated_at_ms = $1"
+            .to_owned(),
+        set_binds: vec![format!("cancelled: {reason}")],
+        recheck: "(state || '') IN ('queued', 'deferred', 'held')".to_owned(),
+    }
 }
 
 /// Fails the queued, deferred and held recipients `sel` selects, with `reason` as
@@ -723,17 +943,7 @@ pub(crate) async fn cancel(
     now_ms: i64,
 ) -> Result<Cancelled, StoreError> {
     let op = "cancel";
-    let (cond, mut binds) = selector_sql(sel, 3);
-    binds.insert(0, format!("cancelled: {reason}"));
-    let update = format!(
-        "UPDATE recipients SET state = 'failed', hold = NULL, waiting_for_relay = NULL, \
-         last_reply = $2, updated_at_ms = $1 \
-         WHERE (message_id, idx) IN (SELECT r.message_id, r.idx FROM recipients r \
-         WHERE r.state IN ('queued', 'deferred', 'held'){cond} LIMIT {CHUNK}) \
-         AND state IN ('queued', 'deferred', 'held') \
-         RETURNING message_id, idx, state"
-    );
-    let cancelled = in_chunks(pools, op, &update, &binds, now_ms, |conn, rows| {
+    let cancelled = in_batches(pools, &cancel_bulk(sel, reason), now_ms, |conn, rows| {
         let detail = detail.clone();
         Box::pin(async move {
             write_events(conn, &rows, EventKind::Failed, &detail, now_ms, "cancel").await?;
@@ -806,29 +1016,16 @@ async fn hold_for_suspension(
     now_ms: i64,
 ) -> Result<Held, StoreError> {
     let op = "suspend_tenant";
-    let (cond, binds) = selector_sql(sel, 2);
-    let update = format!(
-        "UPDATE recipients SET state = 'held', hold = 'suspended', updated_at_ms = $1 \
-         WHERE (message_id, idx) IN (SELECT r.message_id, r.idx FROM recipients r \
-         WHERE r.state IN ('queued', 'deferred', 'held') AND r.hold IS NULL{cond} \
-         LIMIT {CHUNK}) AND state IN ('queued', 'deferred', 'held') AND hold IS NULL \
-         RETURNING message_id, idx, state"
-    );
-    let held = in_chunks(pools, op, &update, &binds, now_ms, |conn, rows| {
-        let detail = detail.clone();
-        Box::pin(async move {
-            write_events(
-                conn,
-                &rows,
-                EventKind::Held,
-                &detail,
-                now_ms,
-                "suspend_tenant",
-            )
-            .await
+    let mut held = 0;
+    for b in hold_bulks(op, sel, "suspended") {
+        held += in_batches(pools, &b, now_ms, |conn, rows| {
+            let detail = detail.clone();
+            Box::pin(async move {
+                write_events(conn, &rows, EventKind::Held, &detail, now_ms, op).await
+            })
         })
-    })
-    .await?;
+        .await?;
+    }
     let in_flight = mark_in_flight(pools, op, sel, "suspended").await?;
     Ok(Held { held, in_flight })
 }
@@ -920,7 +1117,8 @@ pub(crate) async fn park_suspended(
 /// Fills a store fast for `sluice bench queue`: `messages` messages of `tenants`
 /// tenants (`bench-0`, …, created if missing), one recipient each over `domains`
 /// domains, accepted over the `span_ms` before `now_ms`; every `live_every`-th one
-/// still queued, the rest delivered. Multi-row inserts of `batch` messages per
+/// still queued, the rest delivered. Every 10th is tagged `promo`, the others `bulk`,
+/// and every 100,000th `rare` too (all of them `bench-0`'s). Multi-row inserts of `batch` messages per
 /// transaction, no events (the queries read none). Returns how many were written.
 pub async fn bench_fill(
     pools: &Pools,
@@ -984,13 +1182,23 @@ pub async fn bench_fill(
                 sql.push_str(&placeholders(i * cols + 3, 6));
                 sql.push(')');
             }
+            let tags_of = |k: u64| {
+                let mut tags = vec![
+                    if k.is_multiple_of(10) {
+                        "promo"
+                    } else {
+                        "bulk"
+                    }
+                    .to_owned(),
+                ];
+                if k.is_multiple_of(100_000) {
+                    tags.push("rare".to_owned());
+                }
+                tags
+            };
             let mut q = sqlx::query(&sql);
             for (id, k, at) in &rows {
-                let tags = if k % 10 == 0 {
-                    vec!["promo".to_owned()]
-                } else {
-                    vec!["bulk".to_owned()]
-                };
+                let tags = tags_of(*k);
                 q = q
                     .bind(id.clone())
                     .bind(format!("bench-{}", k % u64::from(tenants.max(1))))
@@ -1002,11 +1210,25 @@ pub async fn bench_fill(
                     .bind(*at);
             }
             q.execute(&mut *tx).await.map_err(StoreError::db(op))?;
+            let tenant_of = |k: u64| format!("bench-{}", k % u64::from(tenants.max(1)));
+            let tags: Vec<(String, String, String)> = rows
+                .iter()
+                .flat_map(|(id, k, _)| {
+                    tags_of(*k)
+                        .into_iter()
+                        .map(move |t| (tenant_of(*k), t, id.clone()))
+                })
+                .collect();
+            let tags: Vec<(&str, &str, &str)> = tags
+                .iter()
+                .map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str()))
+                .collect();
+            super::accept::insert_tags(&mut tx, &tags, op).await?;
             let mut sql = String::from(
                 "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
-             next_attempt_at_ms, updated_at_ms, last_relay) VALUES ",
+             next_attempt_at_ms, updated_at_ms, last_relay, tenant_id) VALUES ",
             );
-            let cols = 8;
+            let cols = 9;
             for (i, _) in rows.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -1014,7 +1236,7 @@ pub async fn bench_fill(
                 sql.push('(');
                 sql.push_str(&placeholders(i * cols + 1, 1));
                 sql.push_str(", 0, ");
-                sql.push_str(&placeholders(i * cols + 2, 7));
+                sql.push_str(&placeholders(i * cols + 2, 8));
                 sql.push(')');
             }
             let mut q = sqlx::query(&sql);
@@ -1033,19 +1255,23 @@ pub async fn bench_fill(
                         None
                     } else {
                         Some(format!("relay-{}", k % 4))
-                    });
+                    })
+                    .bind(tenant_of(*k));
             }
             q.execute(&mut *tx).await.map_err(StoreError::db(op))?;
             written += n;
         }
         tx.commit().await.map_err(StoreError::db(op))?;
     }
-    // Fresh statistics, as a store that grew over time would have: the plans measured
-    // are the plans a live store gets.
-    sqlx::query("ANALYZE")
-        .execute(&pools.write)
-        .await
-        .map_err(StoreError::db(format!("{op}: ANALYZE")))?;
+    // The statistics a live store has, so the plans measured are the plans it gets:
+    // PostgreSQL's autovacuum analyses a table that grew, so fresh ones there; SQLite's
+    // are never gathered (Sluice runs no ANALYZE on it), so none.
+    if pools.backend == Backend::Postgres {
+        sqlx::query("ANALYZE")
+            .execute(&pools.write)
+            .await
+            .map_err(StoreError::db(format!("{op}: ANALYZE")))?;
+    }
     Ok(written)
 }
 
@@ -1081,8 +1307,72 @@ pub(crate) async fn explain_search(
     pools: &Pools,
     q: &MessageQuery,
 ) -> Result<Vec<String>, StoreError> {
-    let (sql, binds) = search_sql(pools.backend, q);
+    let (sql, binds) = search_sql(q);
     explain(pools, &sql, &binds).await
+}
+
+/// The plans of the statements a bulk hold, release and cancel of `sel` run for each
+/// batch, in the settings a batch runs with ([`index_paths_only`]): every pick (with the
+/// cursor of a later batch where it has one) and the change of a full batch by its keys.
+pub(crate) async fn explain_bulk(
+    pools: &Pools,
+    sel: &Selector,
+) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+    use sqlx::Row as _;
+    let op = "explain_bulk";
+    let mut bulks: Vec<(String, Bulk<'_>)> = hold_bulks("hold", sel, "hold")
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (format!("hold {}", i + 1), b))
+        .collect();
+    bulks.push(("release".to_owned(), release_bulk(sel, "hold")));
+    bulks.push(("cancel".to_owned(), cancel_bulk(sel, "explain")));
+    let (prefix, column) = match pools.backend {
+        Backend::Sqlite => ("EXPLAIN QUERY PLAN ", 3),
+        Backend::Postgres => ("EXPLAIN ", 0),
+    };
+    let mut tx = pools.read.begin().await.map_err(StoreError::db(op))?;
+    index_paths_only(&mut tx, pools.backend, op).await?;
+    let lines = |rows: Vec<sqlx::any::AnyRow>| -> Result<Vec<String>, StoreError> {
+        rows.iter()
+            .map(|r| {
+                r.try_get::<String, _>(column)
+                    .map_err(StoreError::db(format!("{op}: reading the plan")))
+            })
+            .collect()
+    };
+    let mut plans = Vec::new();
+    for (name, b) in &bulks {
+        let sql = format!("{prefix}{}", pick_sql(b, b.ordered));
+        let mut q = sqlx::query(&sql);
+        for v in &b.pick_binds {
+            q = q.bind(v);
+        }
+        if b.ordered {
+            q = q.bind(ulid_floor(0));
+        }
+        let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(op))?;
+        plans.push((format!("{name}: pick"), lines(rows)?));
+        // A full batch of made-up keys: the plan is the one a batch of CHUNK gets.
+        let keys: Vec<(String, i32)> = (0..CHUNK).map(|k| (ulid_floor(k), 0)).collect();
+        let (ids, whole) = key_binds(&keys);
+        let sql = format!("{prefix}{}", change_sql(b, ids.len(), whole.len()));
+        let mut q = sqlx::query(&sql).bind(0_i64);
+        for v in &b.set_binds {
+            q = q.bind(v);
+        }
+        for m in &ids {
+            q = q.bind(*m);
+        }
+        for k in &whole {
+            q = q.bind(k);
+        }
+        let rows = q.fetch_all(&mut *tx).await.map_err(StoreError::db(op))?;
+        plans.push((format!("{name}: change"), lines(rows)?));
+    }
+    // EXPLAIN (without ANALYZE) changed nothing; the setting goes with the rollback.
+    tx.rollback().await.map_err(StoreError::db(op))?;
+    Ok(plans)
 }
 
 /// The queries of [`queue_summary`], by name (for their plans).

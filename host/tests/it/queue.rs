@@ -257,6 +257,22 @@ fn search_filters_pages_and_never_shows_another_tenant(postgres: Option<&PgDb>) 
         let r = s.admin("GET", &format!("/admin/v1/queue?top={top}"), None);
         assert_eq!(refused(&r), "top");
     }
+
+    // Tags are bounded at accept (each is a row of the tag index, migration 0030): 65
+    // tags or a tag of 129 bytes is refused by name; 64 are taken, and the last of them
+    // finds the message.
+    let many: Vec<String> = (0..65).map(|i| format!("many-{i}")).collect();
+    let mut m = tagged("even@example.com", "r9@dest0.example", "many tags", &[]);
+    m["tags"] = json!(many);
+    assert_eq!(refused(&s.post_message(&t, &m)), "tags");
+    m["tags"] = json!(["x".repeat(129)]);
+    assert_eq!(refused(&s.post_message(&t, &m)), "tags");
+    m["tags"] = json!(many[..64]);
+    let id = s.submit(&t, &m);
+    let (found, _) = page(&s, &t, "tag=many-63");
+    assert_eq!(found, [id]);
+    let (found, _) = page(&s, &u, "tag=many-63");
+    assert!(found.is_empty(), "another tenant's tag: {found:?}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub mod billing;
 pub mod events;
 pub mod messages;
 pub mod plugins;
+pub mod queue;
 
 use serde::Serialize;
 use utoipa::ToSchema;
