@@ -116,9 +116,9 @@ pub const TAGS_FIELD: &str = "X-Sluice-Tags";
 /// `Idempotency-Key`): a repeat is answered 250 with the first message's id and not
 /// sent again.
 pub const IDEMPOTENCY_FIELD: &str = "X-Sluice-Idempotency-Key";
-/// Most tags one message may carry in [`TAGS_FIELD`], and the longest tag (bytes).
-const MAX_TAGS: usize = 32;
-const MAX_TAG_BYTES: usize = 128;
+/// Most tags one message may carry in [`TAGS_FIELD`], and the longest tag (bytes): the
+/// store's bounds, the same as the HTTP API's `tags`.
+use crate::store::{MAX_TAG_BYTES, MAX_TAGS};
 
 /// What the client asked for beside the message, in its header.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -591,7 +591,7 @@ mod tests {
         let tags: Vec<String> = (0..=MAX_TAGS).map(|i| format!("t{i}")).collect();
         let r = with(format!("X-Sluice-Tags: {}", tags.join(",")));
         assert!(
-            r.code == 550 && r.text().contains("more than 32 tags"),
+            r.code == 550 && r.text().contains(&format!("more than {MAX_TAGS} tags")),
             "{r:?}"
         );
         let r = with(format!("X-Sluice-Tags: {}", "t".repeat(MAX_TAG_BYTES + 1)));

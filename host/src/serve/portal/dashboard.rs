@@ -293,6 +293,7 @@ pub(super) async fn send_test(
             message: composed,
             tags,
             idempotency_key: None,
+            recipients_checked: false,
         },
     )
     .await;
