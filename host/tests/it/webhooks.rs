@@ -1043,12 +1043,13 @@ fn a_webhook_sends_several_messages_at_once_each_in_order_and_each_event_once() 
     for m in &ids {
         s.wait_state(&key, m, "delivered");
     }
-    let expected = log_events(&s, &key);
     wait_for_within(
         Duration::from_secs(60),
         "every event at the receiver",
         || all_events_arrived(&rx, &s, &key, 32),
     );
+    // Read after they all arrived: the log as the receiver got it.
+    let expected = log_events(&s, &key);
     let got = rx.delivered();
     check_order_and_completeness(&got, &expected);
     let most = rx.load.1.load(Ordering::SeqCst);
