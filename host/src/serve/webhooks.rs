@@ -1016,6 +1016,80 @@ mod tests {
         assert!(backoff(first, max, 10) >= Duration::from_secs(450));
     }
 
+    fn event(cursor: i64, message: Option<&str>) -> TenantEvent {
+        TenantEvent {
+            cursor,
+            seq: cursor + 100,
+            kind: EventKind::Delivered,
+            message_id: message.map(str::to_owned),
+            recipient: None,
+            tags: vec![],
+            relay: None,
+            detail: serde_json::Value::Null,
+            at_ms: 0,
+        }
+    }
+
+    fn lane(events: &[(i64, Option<&str>)]) -> Lane {
+        let mut l = Lane::new(0);
+        for (c, m) in events {
+            l.unacked.insert(*c);
+            l.pending.push_back(event(*c, *m));
+            l.read = *c;
+        }
+        l
+    }
+
+    fn cursors(events: &[TenantEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.cursor).collect()
+    }
+
+    #[test]
+    fn a_batch_leaves_out_busy_messages_and_everything_after_their_first_waiting_event() {
+        let mut l = lane(&[
+            (1, Some("a")),
+            (2, Some("b")),
+            (3, Some("a")),
+            (4, Some("c")),
+            (5, None),
+            (6, Some("b")),
+            (7, None),
+        ]);
+        let mut busy: HashSet<String> = ["b".to_owned()].into();
+        // b is in flight: its events 2 and 6 wait; a's two events may share a batch.
+        assert_eq!(cursors(&l.take_batch(&busy, 3)), vec![1, 3, 4]);
+        busy.extend(["a".to_owned(), "c".to_owned(), String::new()]);
+        assert!(l.take_batch(&busy, 3).is_empty());
+        // The events about no message are ordered among themselves: 7 waits for 5.
+        busy.remove("");
+        assert_eq!(cursors(&l.take_batch(&busy, 1)), vec![5]);
+        busy.insert(String::new());
+        busy.remove("b");
+        assert_eq!(cursors(&l.take_batch(&busy, 10)), vec![2, 6]);
+        assert_eq!(cursors(&l.pending.make_contiguous().to_vec()), vec![7]);
+    }
+
+    #[test]
+    fn the_cursor_stands_below_the_lowest_event_not_acknowledged() {
+        let mut l = lane(&[(4, Some("a")), (5, Some("b")), (7, Some("c"))]);
+        l.read = 9; // 6, 8 and 9 left out by the filter
+        assert_eq!(l.low(), 3);
+        l.unacked.remove(&5);
+        l.unacked.remove(&7);
+        assert_eq!(l.low(), 3, "4 is not acknowledged: 5 and 7 are sent again after a crash");
+        l.unacked.remove(&4);
+        assert_eq!(l.low(), 9);
+    }
+
+    #[test]
+    fn batches_with_the_same_ends_and_other_events_between_have_other_ids() {
+        let a = [event(1, Some("a")), event(2, Some("b")), event(4, Some("a"))];
+        let b = [event(1, Some("a")), event(3, Some("c")), event(4, Some("a"))];
+        assert_ne!(batch_id("wh_1", &a), batch_id("wh_1", &b));
+        assert_eq!(batch_id("wh_1", &a), batch_id("wh_1", &a.clone()));
+        assert_eq!(batch_id("wh_1", &a[..1]), "msg_wh_1_101_101");
+    }
+
     #[test]
     fn a_webhooks_events_name_public_types_or_all() {
         assert_eq!(kinds_of(&["*".into()]), None);
