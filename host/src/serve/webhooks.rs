@@ -561,13 +561,11 @@ impl Delivery<'_> {
             }
             let wrote_any =
                 !self.attempts.is_empty() || self.lanes.values().any(|l| l.low() > l.stored);
-            if (wrote_any && self.checkpointed.elapsed() >= CHECKPOINT_EVERY)
-                || self.renewed.elapsed() >= renew_every
-            {
-                if !self.checkpoint().await? || !self.reread().await? {
-                    end = Some(End::Stop);
-                    continue;
-                }
+            let due = (wrote_any && self.checkpointed.elapsed() >= CHECKPOINT_EVERY)
+                || self.renewed.elapsed() >= renew_every;
+            if due && (!self.checkpoint().await? || !self.reread().await?) {
+                end = Some(End::Stop);
+                continue;
             }
             let nothing_left = self.in_flight.is_empty()
                 && self.held.is_empty()
@@ -1076,15 +1074,27 @@ mod tests {
         assert_eq!(l.low(), 3);
         l.unacked.remove(&5);
         l.unacked.remove(&7);
-        assert_eq!(l.low(), 3, "4 is not acknowledged: 5 and 7 are sent again after a crash");
+        assert_eq!(
+            l.low(),
+            3,
+            "4 is not acknowledged: 5 and 7 are sent again after a crash"
+        );
         l.unacked.remove(&4);
         assert_eq!(l.low(), 9);
     }
 
     #[test]
     fn batches_with_the_same_ends_and_other_events_between_have_other_ids() {
-        let a = [event(1, Some("a")), event(2, Some("b")), event(4, Some("a"))];
-        let b = [event(1, Some("a")), event(3, Some("c")), event(4, Some("a"))];
+        let a = [
+            event(1, Some("a")),
+            event(2, Some("b")),
+            event(4, Some("a")),
+        ];
+        let b = [
+            event(1, Some("a")),
+            event(3, Some("c")),
+            event(4, Some("a")),
+        ];
         assert_ne!(batch_id("wh_1", &a), batch_id("wh_1", &b));
         assert_eq!(batch_id("wh_1", &a), batch_id("wh_1", &a.clone()));
         assert_eq!(batch_id("wh_1", &a[..1]), "msg_wh_1_101_101");
