@@ -1064,7 +1064,7 @@ mod tests {
         busy.insert(String::new());
         busy.remove("b");
         assert_eq!(cursors(&l.take_batch(&busy, 10)), vec![2, 6]);
-        assert_eq!(cursors(&l.pending.make_contiguous().to_vec()), vec![7]);
+        assert_eq!(cursors(l.pending.make_contiguous()), vec![7]);
     }
 
     #[test]
