@@ -33,7 +33,10 @@ pub struct Webhooks {
     pub max_concurrent_per_tenant: u32,
     /// Requests of one webhook in flight at once on its delivering node, each on a
     /// connection of its own (`max_in_flight`, 16; 1 is one batch at a time). Events of
-    /// one message are never in flight together in two requests.
+    /// one message are never in flight together in two requests. Why 16: one request at
+    /// a time on loopback made 783 events/s (~1.3 ms a round trip); 16 keep up with
+    /// 1,000 msg/s (3,000 events/s) in batches of one at up to ~5 ms a request, while a
+    /// receiver sees at most 16 connections per webhook and node.
     pub max_in_flight: u32,
     /// How often a node looks for webhooks with events to send (`poll_ms`, 500).
     pub poll: Duration,

@@ -23,9 +23,10 @@
 //! Failures: a batch that fails while others succeed is *held*: retried alone after
 //! its own backoff (first retry after `first_retry_ms`, doubling, ±25 % jitter, at most
 //! `max_retry_secs`), its messages' later events waiting for it while other messages'
-//! events go on. A failure of another batch right after a failure (no success between),
-//! any failure with `max_in_flight = 1`, or one while probing means the receiver is
-//! down: no new request goes out, the ones in flight are waited for, and the webhook's
+//! events go on; the delivery lasts while a batch is held (keeping the lease and its
+//! `max_concurrent` slot), taking new events as they come. A failure of another batch
+//! right after a failure (no success between), any failure with `max_in_flight = 1`,
+//! or one while probing means the receiver is down: no new request goes out, the ones in flight are waited for, and the webhook's
 //! backoff is written on its row as for one request in flight; the next delivery
 //! starts with one request (probing) until one succeeds. A webhook (or one held batch)
 //! failing for longer than `retry_window_secs` is paused, with a `webhook.paused`
@@ -38,9 +39,9 @@
 //! Events acknowledged above that point are not recorded, so a crash (or a delivery
 //! ending on a failure, a replay or a lost lease) sends them again: at most what was
 //! acknowledged since the last checkpoint plus what lies past the lowest unacknowledged
-//! event, which a delivery bounds by reading at most [`max_ahead`] cursors past it
-//! (1,000, or twice `batch_size`); with no batch held that is at most `max_in_flight`
-//! batches. Receivers dedupe by the events' `id` (or the request's `webhook-id`).
+//! event (a slow or held request lets other messages' events by), which a delivery
+//! bounds by reading at most [`max_ahead`] cursors past it (1,000, or twice
+//! `batch_size`). Receivers dedupe by the events' `id` (or the request's `webhook-id`).
 //!
 //! Why checkpoints and not a write per request: with the default batch of one event,
 //! a write (and a few reads) per request made the store the bottleneck (~190 events/s
