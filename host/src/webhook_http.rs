@@ -9,7 +9,8 @@
 //! into a bounded buffer, the body never read past the cap.
 //!
 //! Connections are kept alive between requests to the same receiver ([`Conn`],
-//! [`IdlePool`]): a webhook busy with small batches pays a round trip per request, not
+//! [`IdlePool`], several per webhook when it has several requests in flight, one on
+//! each): a webhook busy with small batches pays a round trip per request, not
 //! a TCP (and TLS) handshake and a DNS lookup. A kept connection was checked when it
 //! was made and is reused only for the same origin, for at most [`MAX_CONN_AGE`] and
 //! after at most [`MAX_IDLE`] idle; any error or unclean answer closes it.
@@ -218,53 +219,80 @@ impl Conn {
     }
 }
 
-/// Connections kept idle between deliveries, one per key (a webhook's id), at most
-/// `max` in all: past it the longest idle is closed.
+/// Connections kept idle between deliveries, at most `per_key` for one key (a
+/// webhook's id: as many as it may have requests in flight) and `max` in all: past
+/// either the longest idle is closed.
 pub struct IdlePool {
     max: usize,
-    conns: std::sync::Mutex<std::collections::HashMap<String, Conn>>,
+    per_key: usize,
+    conns: std::sync::Mutex<std::collections::HashMap<String, Vec<Conn>>>,
 }
 
 impl IdlePool {
-    pub fn new(max: usize) -> IdlePool {
+    pub fn new(max: usize, per_key: usize) -> IdlePool {
         IdlePool {
             max,
+            per_key,
             conns: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
-    /// The connection kept for `key`, if any (stale ones are closed here).
+    /// A connection kept for `key`, if any (stale ones are closed here), the most
+    /// recently used first.
     pub fn take(&self, key: &str) -> Option<Conn> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let c = conns.remove(key)?;
+        let kept = conns.get_mut(key)?;
         let now = Instant::now();
-        (now.duration_since(c.last_used) < MAX_IDLE && now.duration_since(c.opened) < MAX_CONN_AGE)
-            .then_some(c)
+        kept.retain(|c| {
+            now.duration_since(c.last_used) < MAX_IDLE
+                && now.duration_since(c.opened) < MAX_CONN_AGE
+        });
+        let c = kept.pop();
+        if kept.is_empty() {
+            conns.remove(key);
+        }
+        c
     }
 
-    /// Keeps `conn` for `key` (replacing, and closing, any other kept for it).
+    /// Keeps `conn` for `key` (closing the longest idle of the key's, or of all, when
+    /// either is full).
     pub fn put(&self, key: &str, conn: Conn) {
-        if self.max == 0 {
+        if self.max == 0 || self.per_key == 0 {
             return;
         }
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        conns.retain(|_, c| now.duration_since(c.last_used) < MAX_IDLE);
-        if !conns.contains_key(key) && conns.len() >= self.max {
+        conns.retain(|_, kept| {
+            kept.retain(|c| now.duration_since(c.last_used) < MAX_IDLE);
+            !kept.is_empty()
+        });
+        if conns.get(key).is_some_and(|k| k.len() >= self.per_key) {
+            // Oldest first: the key's longest idle is its first.
+            conns.get_mut(key).map(|k| k.remove(0));
+        } else if conns.values().map(Vec::len).sum::<usize>() >= self.max {
             let oldest = conns
                 .iter()
-                .min_by_key(|(_, c)| c.last_used)
-                .map(|(k, _)| k.clone());
+                .filter_map(|(k, kept)| kept.first().map(|c| (k.clone(), c.last_used)))
+                .min_by_key(|(_, used)| *used)
+                .map(|(k, _)| k);
             if let Some(k) = oldest {
-                conns.remove(&k);
+                let kept = conns.get_mut(&k).expect("a key just seen");
+                kept.remove(0);
+                if kept.is_empty() {
+                    conns.remove(&k);
+                }
             }
         }
-        conns.insert(key.to_owned(), conn);
+        let kept = conns.entry(key.to_owned()).or_default();
+        // In order of last use, so the first is the longest idle.
+        let at = kept.partition_point(|c| c.last_used <= conn.last_used);
+        kept.insert(at, conn);
     }
 
     /// Connections kept now.
     pub fn len(&self) -> usize {
-        self.conns.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -517,6 +517,7 @@ fn webhooks_have_defaults_and_bounds() {
         ),
         (20, 64, 4)
     );
+    assert_eq!(w.max_in_flight, 16);
     let w = Pipeline::parse(
         "[webhooks]\nbatch_size = 50\nallow_private = true\nretry_window_secs = 3\n",
         "p.toml",
@@ -530,6 +531,13 @@ fn webhooks_have_defaults_and_bounds() {
         e.starts_with("p.toml:2:14: key `webhooks.batch_size`: must be between 1 and 1000"),
         "{e}"
     );
+    let e = errors("[webhooks]\nmax_in_flight = 257\n");
+    assert!(
+        e.starts_with("p.toml:2:17: key `webhooks.max_in_flight`: must be between 1 and 256"),
+        "{e}"
+    );
+    let e = errors("[webhooks]\nmax_in_flight = 0\n");
+    assert!(e.contains("webhooks.max_in_flight"), "{e}");
     let e = errors("[webhooks]\nfollow_redirects = true\n");
     assert!(e.contains("follow_redirects"), "{e}");
 }

@@ -1,58 +1,87 @@
 //! Webhook delivery (issue 21): each webhook reads its tenant's event log (or, the
 //! platform's, every tenant's) by cursor and POSTs the events after it, signed as
-//! Standard Webhooks says (`webhook_http.rs`), in order, at least once.
+//! Standard Webhooks says (`webhook_http.rs`), in order per message, at least once.
 //!
 //! Every `[webhooks] poll_ms`, and whenever this node's sequencer has given new events
 //! their cursors, a node's loop looks at the active webhooks that are due (no backoff
 //! running) and have events past their cursor, takes the lease of each it has room
 //! for (`Store::claim_webhook`) and starts one task per webhook. The task reads up to
-//! [`READ_AHEAD`] events at a time and sends them one batch (`batch_size` events) at a
-//! time, on a connection kept alive to the receiver (kept between tasks too, in
-//! [`Deliveries`]' idle pool), until the webhook is caught up, then gives the lease
-//! back. What it sent is written at a *checkpoint* — every [`CHECKPOINT_EVERY`], at a
-//! failure and at the end — in one transaction: the cursor moves past the batches that
-//! got a 2xx, their attempts, the lease renewed (`Store::webhook_checkpoint`). After
-//! anything but a 2xx the webhook's backoff is written on its row (first retry after
-//! `first_retry_ms`, doubling, ±25 % jitter, at most `max_retry_secs`) and the task
-//! ends. A webhook failing for longer than `retry_window_secs` is paused, with a
-//! `webhook.paused` event for its tenant; its events stay in the log for a resume or
-//! a replay.
+//! [`READ_AHEAD`] events at a time and sends them in batches (`batch_size` events), up
+//! to `max_in_flight` requests at once, each on a connection of its own kept alive to
+//! the receiver (kept between tasks too, in [`Deliveries`]' idle pool), until the
+//! webhook is caught up, then gives the lease back.
+//!
+//! The order promised is per message: a batch takes pending events in cursor order,
+//! leaving out every event of a message that has a batch in flight or held for a
+//! retry (and that message's later events), so event n+1 of a message is sent only
+//! after the request with event n got its 2xx; events of different messages may be in
+//! flight together and arrive in any order. A tenant's events about no message
+//! (`plugin.suspended`, `billing.low_balance`, `webhook.paused`) are ordered among
+//! themselves likewise. `max_in_flight = 1` is one batch at a time: the tenant's whole
+//! log in cursor order.
+//!
+//! Failures: a batch that fails while others succeed is *held*: retried alone after
+//! its own backoff (first retry after `first_retry_ms`, doubling, ±25 % jitter, at most
+//! `max_retry_secs`), its messages' later events waiting for it while other messages'
+//! events go on; the delivery lasts while a batch is held (keeping the lease and its
+//! `max_concurrent` slot), taking new events as they come. A failure of another batch
+//! right after a failure (no success between), any failure with `max_in_flight = 1`,
+//! or one while probing means the receiver is down: no new request goes out, the ones in flight are waited for, and the webhook's
+//! backoff is written on its row as for one request in flight; the next delivery
+//! starts with one request (probing) until one succeeds. A webhook (or one held batch)
+//! failing for longer than `retry_window_secs` is paused, with a `webhook.paused`
+//! event for its tenant; its events stay in the log for a resume or a replay.
+//!
+//! The cursor: what was acknowledged is written at a *checkpoint* — every
+//! [`CHECKPOINT_EVERY`], at a failure and at the end — in one transaction: each
+//! tenant's cursor moved to just below its lowest event not acknowledged yet (pending,
+//! in flight or held), the attempts, the lease renewed (`Store::webhook_checkpoint`).
+//! Events acknowledged above that point are not recorded, so a crash (or a delivery
+//! ending on a failure, a replay or a lost lease) sends them again: at most what was
+//! acknowledged since the last checkpoint plus what lies past the lowest unacknowledged
+//! event (a slow or held request lets other messages' events by), which a delivery
+//! bounds by reading at most [`max_ahead`] cursors past it (1,000, or twice
+//! `batch_size`). Receivers dedupe by the events' `id` (or the request's `webhook-id`).
 //!
 //! Why checkpoints and not a write per request: with the default batch of one event,
 //! a write (and a few reads) per request made the store the bottleneck (~190 events/s
-//! per webhook); a crash between checkpoints sends at most [`CHECKPOINT_EVERY`]'s worth
-//! of events again, which at-least-once allows (receivers dedupe by `webhook-id`).
+//! per webhook).
 //!
 //! Why a lease on the webhook row (and not the leader alone): any node may deliver, so
 //! webhooks spread over the cluster and no single node's slow receivers hold up all
 //! of them; the lease (longer than one request's timeouts, renewed at each
 //! checkpoint) makes one node at a time deliver a given webhook, which is what keeps
-//! its batches in order; a dead node's lease runs out and another node goes on from
-//! the cursor, a node stopping gracefully gives its leases back
+//! a message's events in order; a dead node's lease runs out and another node goes on
+//! from the cursor, a node stopping gracefully gives its leases back
 //! ([`Deliveries::stop`]) so another goes on at once, and a restarted node takes its
 //! own leases back at once (they carry its stable node id).
 //!
 //! Invariants:
-//! - One batch of a webhook in flight at a time in the whole cluster (the lease, and
-//!   this node's running set); so a message's events, whose cursors are in the
-//!   order they were written, reach the receiver in that order.
-//! - The cursor moves only past batches that got a 2xx (or past events the filter
-//!   leaves out), from the value it was read at: a crash, a lost lease or a replay
-//!   meanwhile resends, never skips.
-//! - A receiver can hold a task for at most connect + response timeout per batch, and
-//!   a node runs at most `max_concurrent` deliveries, `max_concurrent_per_tenant` of
-//!   one tenant, and keeps at most `max_concurrent` idle connections: a slow receiver
-//!   of one tenant delays neither another tenant's webhooks nor any mail (deliveries
-//!   are tasks of their own, apart from dispatch).
+//! - One delivery of a webhook at a time in the whole cluster (the lease, and this
+//!   node's running set), and within it at most one request in flight or held per
+//!   message, sent only after the message's earlier events were acknowledged; so a
+//!   message's events, whose cursors are in the order they were written, reach the
+//!   receiver in that order. A delivery ends only after its requests in flight ended
+//!   (or were cut short, at a stop), so the next one cannot overtake them.
+//! - A cursor moves only to just below the lowest event not acknowledged (or past
+//!   events the filter leaves out), from the value it was read at: a crash, a lost
+//!   lease or a replay meanwhile resends, never skips.
+//! - A receiver can hold a request for at most connect + response timeout, a webhook
+//!   has at most `max_in_flight` requests in flight (and as many connections), a node
+//!   runs at most `max_concurrent` deliveries, `max_concurrent_per_tenant` of one
+//!   tenant, and keeps at most `max_concurrent` idle connections (`max_in_flight` per
+//!   webhook): a slow receiver of one tenant delays neither another tenant's webhooks
+//!   nor any mail (deliveries are tasks of their own, apart from dispatch).
 
 use super::events_api::{event_json, public_type};
 use super::state::{Server, now_ms};
 use crate::logging::Chain;
-use crate::store::{CursorMove, EventKind, Webhook, WebhookAttempt};
+use crate::store::{CursorMove, EventKind, TenantEvent, Webhook, WebhookAttempt};
 use crate::webhook_http::{self, Limits};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinSet;
 
 /// The type that stands for every event type in a webhook's `events`.
 pub const ALL_TYPES: &str = "*";
@@ -111,8 +140,15 @@ pub async fn send(
 /// events, and a webhook sending many small batches costs the store a few writes a
 /// second instead of one per request.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-/// Events read from the store at a time; they go out in batches of `batch_size`.
+/// Events read from the store at a time, and held unsent at most (plus a page); they
+/// go out in batches of `batch_size`.
 const READ_AHEAD: u32 = 200;
+/// How far (in cursors) past its lowest event not acknowledged a delivery reads a
+/// tenant's events ([`max_ahead`]; twice `batch_size` when that is more).
+const MAX_AHEAD: i64 = 1_000;
+/// How long a delivery of a stopping node waits for its requests in flight before it
+/// writes what was acknowledged (within [`STOP_GRACE`]).
+const STOP_DRAIN: Duration = Duration::from_secs(1);
 /// How long a stopping node waits for its deliveries to write what they sent before
 /// it cuts them short (what they sent since their last checkpoint is then sent again
 /// by whichever node goes on).
@@ -123,7 +159,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 pub struct Deliveries {
     running: Mutex<Running>,
     slots: Arc<tokio::sync::Semaphore>,
-    /// At most one idle connection per webhook, `max_concurrent` in all.
+    /// At most `max_in_flight` idle connections per webhook, `max_concurrent` in all.
     idle: webhook_http::IdlePool,
 }
 
@@ -136,11 +172,12 @@ struct Running {
 
 impl Deliveries {
     pub fn new(server: &Server) -> Arc<Deliveries> {
-        let max = server.pipeline.webhooks.max_concurrent as usize;
+        let c = &server.pipeline.webhooks;
+        let max = c.max_concurrent as usize;
         Arc::new(Deliveries {
             running: Mutex::new(Running::default()),
             slots: Arc::new(tokio::sync::Semaphore::new(max)),
-            idle: webhook_http::IdlePool::new(max),
+            idle: webhook_http::IdlePool::new(max, c.max_in_flight as usize),
         })
     }
 
@@ -258,11 +295,15 @@ async fn round(
         let owner2 = owner.clone();
         let task = tokio::spawn(async move {
             let id = hook.id.clone();
-            let mut conn = deliveries2.idle.take(&id);
-            if let Err(e) = deliver(&server, hook, &mut conn).await {
+            let most = server.pipeline.webhooks.max_in_flight as usize;
+            let mut conns: Vec<webhook_http::Conn> =
+                std::iter::from_fn(|| deliveries2.idle.take(&id))
+                    .take(most)
+                    .collect();
+            if let Err(e) = deliver(&server, hook, &mut conns).await {
                 tracing::warn!(webhook = %id, error = %Chain(&e), "webhook delivery stopped; it is retried");
             }
-            if let Some(c) = conn {
+            for c in conns {
                 deliveries2.idle.put(&id, c);
             }
             if let Err(e) = server.store.release_webhook(&id, &server.node.id).await {
@@ -284,63 +325,543 @@ async fn round(
     Ok(())
 }
 
-/// What a delivery sent since its last checkpoint.
-struct Progress {
-    /// Per tenant, its cursor's move (from the stored value).
-    moves: BTreeMap<String, CursorMove>,
-    /// Successful attempts, oldest first (the newest `attempts_kept` of them).
-    attempts: Vec<WebhookAttempt>,
-    since: std::time::Instant,
+/// One tenant's events in a delivery (a tenant's webhook has one lane, a platform
+/// webhook one per tenant).
+struct Lane {
+    /// The cursor as stored: read at the start, then as this delivery last wrote it.
+    stored: i64,
+    /// Every event up to here was read: it is pending, in flight, held, acknowledged,
+    /// or left out by the webhook's filter.
+    read: i64,
+    /// The tenant's last cursor, as last read.
+    last: i64,
+    /// Read and not acknowledged yet (pending, in flight or held).
+    unacked: BTreeSet<i64>,
+    /// Read and not sent yet, in cursor order.
+    pending: VecDeque<TenantEvent>,
 }
 
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            moves: BTreeMap::new(),
-            attempts: Vec::new(),
-            since: std::time::Instant::now(),
+impl Lane {
+    fn new(stored: i64) -> Lane {
+        Lane {
+            stored,
+            read: stored,
+            last: stored,
+            unacked: BTreeSet::new(),
+            pending: VecDeque::new(),
         }
     }
 
-    /// Where `tenant`'s cursor stands for this delivery, given the stored one: past what
-    /// it sent since its checkpoint, unless the stored cursor moved meanwhile (a replay:
-    /// it wins, and what was sent is forgotten).
-    fn position(&mut self, tenant: &str, stored: i64) -> i64 {
-        match self.moves.get(tenant) {
-            Some(m) if m.from == stored => m.to,
-            Some(_) => {
-                self.moves.remove(tenant);
-                stored
+    /// Where the cursor may stand: just below the lowest event not acknowledged, else
+    /// past everything read.
+    fn low(&self) -> i64 {
+        self.unacked.first().map_or(self.read, |c| c - 1)
+    }
+
+    /// Up to `size` pending events, in cursor order, of messages with nothing in flight
+    /// or held (`busy`) and no earlier event still pending: so a message's events go
+    /// out in order, each request after the one before was acknowledged.
+    fn take_batch(&mut self, busy: &HashSet<String>, size: usize) -> Vec<TenantEvent> {
+        let mut taken = Vec::new();
+        {
+            let mut waiting: HashSet<&str> = HashSet::new();
+            for (i, e) in self.pending.iter().enumerate() {
+                if taken.len() == size {
+                    break;
+                }
+                let key = message_key(e);
+                if busy.contains(key) || waiting.contains(key) {
+                    waiting.insert(key);
+                    continue;
+                }
+                taken.push(i);
             }
-            None => stored,
+        }
+        let mut events: Vec<TenantEvent> = taken
+            .iter()
+            .rev()
+            .filter_map(|&i| self.pending.remove(i))
+            .collect();
+        events.reverse();
+        events
+    }
+}
+
+/// What orders a webhook's events: the message they are about; a tenant's events
+/// about no message are ordered among themselves.
+fn message_key(e: &TenantEvent) -> &str {
+    e.message_id.as_deref().unwrap_or("")
+}
+
+/// One request's events, kept for its retries.
+struct Batch {
+    tenant: String,
+    /// The request's `webhook-id`: the same for every retry.
+    msg_id: String,
+    events: Vec<TenantEvent>,
+    /// The messages of its events (see [`message_key`]).
+    keys: Vec<String>,
+    /// Failed attempts in a row, and when the first of them was.
+    failures: u32,
+    failing_since_ms: Option<i64>,
+}
+
+/// A request's outcome, with its batch and its connection if it may be reused.
+type Done = (Batch, webhook_http::Sent, Option<webhook_http::Conn>);
+
+/// Why a delivery ended.
+enum End {
+    /// Nothing left to send.
+    CaughtUp,
+    /// The server stops, the lease was lost, the webhook was changed, paused,
+    /// deleted or replayed: what was not acknowledged is sent by the next delivery.
+    Stop,
+    /// The webhook failed as a whole (or one batch failed past the retry window): its
+    /// backoff (or its pause) is written with this attempt. `failures` and
+    /// `failing_since_ms` are those before this attempt.
+    Failed {
+        failures: u32,
+        failing_since_ms: Option<i64>,
+        attempt: WebhookAttempt,
+    },
+}
+
+/// One webhook's delivery on this node while it holds the lease.
+struct Delivery<'a> {
+    server: &'a Arc<Server>,
+    hook: Arc<Webhook>,
+    lanes: BTreeMap<String, Lane>,
+    /// Messages with a batch in flight or held: their later events wait.
+    busy: HashSet<String>,
+    /// Failed batches waiting for their retry.
+    held: Vec<(tokio::time::Instant, Batch)>,
+    in_flight: JoinSet<Done>,
+    /// Connections to the receiver not in use now.
+    idle: Vec<webhook_http::Conn>,
+    /// Attempts since the last checkpoint, oldest first (the newest `attempts_kept`).
+    attempts: Vec<WebhookAttempt>,
+    /// The webhook's failures in a row (as its row says until a success resets them).
+    failures: u32,
+    failing_since_ms: Option<i64>,
+    /// After the webhook failed as a whole, one request at a time until one succeeds.
+    probing: bool,
+    /// The batch whose failure was the last outcome (reset by any success): a failure
+    /// of another batch right after it means the receiver is down, not one message.
+    last_failed: Option<String>,
+    /// The lane last sent from and last read: lanes take turns.
+    sent_from: Option<String>,
+    read_from: Option<String>,
+    checkpointed: std::time::Instant,
+    renewed: std::time::Instant,
+    last_read: std::time::Instant,
+    woken: tokio::sync::watch::Receiver<u64>,
+    /// The sequencer gave events cursors since the tenants' last cursors were read.
+    sequenced: bool,
+}
+
+/// Sends a leased webhook's events until it is caught up, fails, or its lease is
+/// lost, up to `max_in_flight` requests at a time, never two of one message at once;
+/// what it sent is written at least every [`CHECKPOINT_EVERY`] and when it ends.
+async fn deliver(
+    server: &Arc<Server>,
+    hook: Webhook,
+    idle: &mut Vec<webhook_http::Conn>,
+) -> Result<(), crate::store::StoreError> {
+    let id = hook.id.clone();
+    if hook.tenant_id.is_none() {
+        server.store.ensure_webhook_cursors(&id).await?;
+    }
+    let lanes = server
+        .store
+        .webhook_cursors(&id)
+        .await?
+        .into_iter()
+        .map(|(t, c)| (t, Lane::new(c)))
+        .collect();
+    let now = std::time::Instant::now();
+    let mut d = Delivery {
+        server,
+        failures: hook.failures,
+        failing_since_ms: hook.failing_since_ms,
+        probing: hook.failures > 0,
+        hook: Arc::new(hook),
+        lanes,
+        busy: HashSet::new(),
+        held: Vec::new(),
+        in_flight: JoinSet::new(),
+        idle: std::mem::take(idle),
+        attempts: Vec::new(),
+        last_failed: None,
+        sent_from: None,
+        read_from: None,
+        checkpointed: now,
+        renewed: now,
+        last_read: now,
+        woken: server.events.sequenced(),
+        sequenced: false,
+    };
+    let ended = d.run().await;
+    // Cut short what is still in flight (a stop past its grace): not acknowledged, so
+    // sent again by whichever delivery goes on.
+    d.in_flight.abort_all();
+    // What was acknowledged is written whatever ended it (caught up, stopping, a
+    // failure, a store error): a failure's backoff comes after the successes before it.
+    let written = d.checkpoint().await;
+    *idle = std::mem::take(&mut d.idle);
+    let ours = written?;
+    if let (
+        End::Failed {
+            failures,
+            failing_since_ms,
+            attempt,
+        },
+        true,
+    ) = (ended?, ours)
+    {
+        let mut hook = (*d.hook).clone();
+        hook.failures = failures;
+        hook.failing_since_ms = failing_since_ms;
+        failed(server, &hook, attempt).await?;
+    }
+    Ok(())
+}
+
+impl Delivery<'_> {
+    async fn run(&mut self) -> Result<End, crate::store::StoreError> {
+        let server = self.server;
+        let config = &server.pipeline.webhooks;
+        let renew_every =
+            Duration::from_millis(u64::try_from(lease_ms(self.server) / 4).unwrap_or(1000));
+        let mut end: Option<End> = None;
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        loop {
+            if end.is_none() && self.server.is_shutting_down() {
+                end = Some(End::Stop);
+            }
+            if let Some(e) = end.take() {
+                // No new request; the ones in flight are waited for (each bounded by
+                // the request timeouts; at a stop by [`STOP_DRAIN`]) so that their
+                // acknowledgements are written.
+                if self.in_flight.is_empty() {
+                    return Ok(e);
+                }
+                if self.server.is_shutting_down() {
+                    let until = *drain_until
+                        .get_or_insert_with(|| tokio::time::Instant::now() + STOP_DRAIN);
+                    match tokio::time::timeout_at(until, self.in_flight.join_next()).await {
+                        Ok(Some(r)) => {
+                            self.done(r, true);
+                        }
+                        Ok(None) | Err(_) => return Ok(e),
+                    }
+                } else if let Some(r) = self.in_flight.join_next().await {
+                    self.done(r, true);
+                }
+                end = Some(e);
+                continue;
+            }
+            let wrote_any =
+                !self.attempts.is_empty() || self.lanes.values().any(|l| l.low() > l.stored);
+            let due = (wrote_any && self.checkpointed.elapsed() >= CHECKPOINT_EVERY)
+                || self.renewed.elapsed() >= renew_every;
+            if due && (!self.checkpoint().await? || !self.reread().await?) {
+                end = Some(End::Stop);
+                continue;
+            }
+            let nothing_left = self.in_flight.is_empty()
+                && self.held.is_empty()
+                && self.lanes.values().all(|l| l.pending.is_empty());
+            self.refill(nothing_left).await?;
+            self.dispatch();
+            if self.in_flight.is_empty()
+                && self.held.is_empty()
+                && self.lanes.values().all(|l| l.pending.is_empty())
+            {
+                return Ok(End::CaughtUp);
+            }
+            // Wait for an answer, a retry's time, a checkpoint's, or new events.
+            let now = tokio::time::Instant::now();
+            let mut wake = now + renew_every.min(config.poll).max(Duration::from_millis(10));
+            if let Some(at) = self.held.iter().map(|(at, _)| *at).min() {
+                wake = wake.min(at);
+            }
+            if wrote_any {
+                wake = wake.min(now + CHECKPOINT_EVERY.saturating_sub(self.checkpointed.elapsed()));
+            }
+            tokio::select! {
+                Some(r) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    end = self.done(r, false);
+                }
+                _ = tokio::time::sleep_until(wake) => {}
+                Ok(()) = self.woken.changed() => self.sequenced = true,
+            }
         }
     }
 
-    fn moved(&mut self, tenant: &str, from: i64, to: i64) {
-        self.moves
-            .entry(tenant.to_owned())
-            .or_insert_with(|| CursorMove {
-                tenant_id: tenant.to_owned(),
-                from,
-                to: from,
-            })
-            .to = to;
+    /// Takes a request's outcome; the delivery's end if it ends it. While `draining`
+    /// (the delivery ends anyway) a failure changes nothing: its events stay not
+    /// acknowledged.
+    fn done(
+        &mut self,
+        joined: Result<Done, tokio::task::JoinError>,
+        draining: bool,
+    ) -> Option<End> {
+        let server = self.server;
+        let config = &server.pipeline.webhooks;
+        let (mut batch, sent, conn) = match joined {
+            Ok(d) => d,
+            Err(e) => {
+                // A request cut short or panicked: its batch is lost to this delivery,
+                // so it ends; the next one sends it again from the cursor.
+                tracing::warn!(webhook = %self.hook.id, error = %e, "a webhook request did not finish");
+                return Some(End::Stop);
+            }
+        };
+        let (first, end) = (&batch.events[0], &batch.events[batch.events.len() - 1]);
+        let attempt = WebhookAttempt {
+            at_ms: now_ms(),
+            tenant_id: Some(batch.tenant.clone()),
+            first_cursor: Some(first.cursor),
+            last_cursor: Some(end.cursor),
+            events: batch.events.len() as u32,
+            status: sent.status,
+            latency_ms: i64::try_from(sent.latency.as_millis()).unwrap_or(i64::MAX),
+            error: sent.error.clone(),
+        };
+        if sent.ok() {
+            self.idle.extend(conn);
+            if let Some(lane) = self.lanes.get_mut(&batch.tenant) {
+                for e in &batch.events {
+                    lane.unacked.remove(&e.cursor);
+                }
+            }
+            for k in &batch.keys {
+                self.busy.remove(k);
+            }
+            self.keep(attempt);
+            // As the checkpoint writes it: a later failure starts a new run.
+            self.failures = 0;
+            self.failing_since_ms = None;
+            self.probing = false;
+            self.last_failed = None;
+            return None;
+        }
+        if draining {
+            return None;
+        }
+        let whole = config.max_in_flight <= 1
+            || self.probing
+            || self
+                .last_failed
+                .as_ref()
+                .is_some_and(|f| *f != batch.msg_id);
+        if whole {
+            // The receiver fails more than one message: the webhook backs off as a
+            // whole, as with one request in flight.
+            return Some(End::Failed {
+                failures: self.failures,
+                failing_since_ms: self.failing_since_ms,
+                attempt,
+            });
+        }
+        // One batch fails while others succeed: it alone is retried after its backoff,
+        // and only its messages' later events wait for it.
+        self.last_failed = Some(batch.msg_id.clone());
+        batch.failures += 1;
+        let since = *batch.failing_since_ms.get_or_insert(attempt.at_ms);
+        let window = i64::try_from(config.retry_window.as_millis()).unwrap_or(i64::MAX);
+        if attempt.at_ms.saturating_sub(since) >= window {
+            return Some(End::Failed {
+                failures: batch.failures - 1,
+                failing_since_ms: Some(since),
+                attempt,
+            });
+        }
+        self.keep(attempt);
+        let delay = backoff(config.first_retry, config.max_retry, batch.failures);
+        self.held.push((tokio::time::Instant::now() + delay, batch));
+        None
     }
 
-    fn attempt(&mut self, a: WebhookAttempt, keep: u32) {
-        if self.attempts.len() >= keep.max(1) as usize {
+    fn keep(&mut self, a: WebhookAttempt) {
+        let keep = self.server.pipeline.webhooks.attempts_kept.max(1) as usize;
+        if self.attempts.len() >= keep {
             self.attempts.remove(0);
         }
         self.attempts.push(a);
     }
 
-    /// Writes it (the lease renewed); whether this node still holds the lease.
-    async fn write(&mut self, server: &Server, id: &str) -> Result<bool, crate::store::StoreError> {
-        let moves: Vec<CursorMove> = self.moves.values().cloned().collect();
+    /// Sends what may go now: retries that are due first, then new batches, lanes in
+    /// turn, up to `max_in_flight` requests (one while probing).
+    fn dispatch(&mut self) {
+        let server = self.server;
+        let config = &server.pipeline.webhooks;
+        let limit = if self.probing {
+            1
+        } else {
+            config.max_in_flight.max(1) as usize
+        };
+        let now = tokio::time::Instant::now();
+        while self.in_flight.len() < limit {
+            let due = self
+                .held
+                .iter()
+                .enumerate()
+                .filter(|(_, (at, _))| *at <= now)
+                .min_by_key(|(_, (_, b))| (b.tenant.clone(), b.events[0].cursor))
+                .map(|(i, _)| i);
+            let Some(i) = due else { break };
+            let (_, batch) = self.held.swap_remove(i);
+            self.send(batch);
+        }
+        let size = config.batch_size.max(1) as usize;
+        while self.in_flight.len() < limit {
+            let names = turn(&self.lanes, self.sent_from.as_deref(), |l| {
+                !l.pending.is_empty()
+            });
+            let mut sent = false;
+            for tenant in names {
+                let lane = self.lanes.get_mut(&tenant).expect("a lane just listed");
+                let events = lane.take_batch(&self.busy, size);
+                if events.is_empty() {
+                    continue;
+                }
+                let msg_id = batch_id(&self.hook.id, &events);
+                let mut keys: Vec<String> =
+                    events.iter().map(|e| message_key(e).to_owned()).collect();
+                keys.sort_unstable();
+                keys.dedup();
+                self.sent_from = Some(tenant.clone());
+                self.send(Batch {
+                    tenant,
+                    msg_id,
+                    events,
+                    keys,
+                    failures: 0,
+                    failing_since_ms: None,
+                });
+                sent = true;
+                break;
+            }
+            if !sent {
+                break;
+            }
+        }
+    }
+
+    /// Starts one request, on an idle connection if there is one.
+    fn send(&mut self, batch: Batch) {
+        for k in &batch.keys {
+            self.busy.insert(k.clone());
+        }
+        let body = serde_json::json!({
+            "type": "events",
+            "webhook_id": self.hook.id,
+            "tenant_id": batch.tenant,
+            "events": batch.events.iter().map(event_json).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let (server, hook) = (self.server.clone(), self.hook.clone());
+        let mut conn = self.idle.pop();
+        self.in_flight.spawn(async move {
+            let sent = send(&server, &hook, &batch.msg_id, body.as_bytes(), &mut conn).await;
+            (batch, sent, conn)
+        });
+    }
+
+    /// Reads more events while fewer than [`READ_AHEAD`] are pending, lanes in turn,
+    /// each at most [`max_ahead`] past its lowest event not acknowledged. The tenants'
+    /// last cursors are read again when this node's sequencer gave events cursors,
+    /// every `poll_ms`, and (`now`) before the delivery would end as caught up.
+    async fn refill(&mut self, now: bool) -> Result<(), crate::store::StoreError> {
+        let server = self.server;
+        let config = &server.pipeline.webhooks;
+        if self.enough_pending() {
+            return Ok(());
+        }
+        if now
+            || self.sequenced
+            || self.woken.has_changed().unwrap_or(false)
+            || self.last_read.elapsed() >= config.poll
+        {
+            drop(self.woken.borrow_and_update());
+            self.sequenced = false;
+            let last = self.server.store.last_event_cursors().await?;
+            for (tenant, lane) in &mut self.lanes {
+                lane.last = last.get(tenant).copied().unwrap_or(0);
+            }
+            self.last_read = std::time::Instant::now();
+        }
+        let kinds = kinds_of(&self.hook.events);
+        let ahead = max_ahead(config.batch_size);
+        for tenant in turn(&self.lanes, self.read_from.as_deref(), |l| l.last > l.read) {
+            if self.enough_pending() {
+                break;
+            }
+            let lane = self.lanes.get_mut(&tenant).expect("a lane just listed");
+            let room = ahead - (lane.read - lane.low());
+            if lane.last <= lane.read || room <= 0 {
+                continue;
+            }
+            let limit = i64::from(READ_AHEAD.max(config.batch_size)).min(room);
+            let page = self
+                .server
+                .store
+                .events_after(&tenant, lane.read, limit as u32, kinds.as_deref())
+                .await?;
+            let full = page.len() as i64 >= limit;
+            let page_end = page.last().map_or(lane.read, |e| e.cursor);
+            // A page short of the limit read everything up to the last cursor read
+            // before it (cursors have no gaps; what is missing the filter left out).
+            lane.read = if full {
+                page_end
+            } else {
+                page_end.max(lane.last)
+            };
+            for e in page {
+                lane.unacked.insert(e.cursor);
+                lane.pending.push_back(e);
+            }
+            self.read_from = Some(tenant);
+        }
+        Ok(())
+    }
+
+    /// Whether [`READ_AHEAD`] events are pending that may be sent once requests end;
+    /// events of messages held for a retry do not count, so that they hold back only
+    /// their own messages (the lanes' read-ahead bound, [`max_ahead`], still holds).
+    fn enough_pending(&self) -> bool {
+        let enough = READ_AHEAD as usize;
+        let all: usize = self.lanes.values().map(|l| l.pending.len()).sum();
+        all >= enough
+            && self
+                .lanes
+                .values()
+                .flat_map(|l| l.pending.iter())
+                .filter(|e| !self.busy.contains(message_key(e)))
+                .count()
+                >= enough
+    }
+
+    /// Writes what was acknowledged (each lane's cursor to just below its lowest event
+    /// not acknowledged), the attempts, and the lease renewed, in one transaction;
+    /// whether this node still holds the lease.
+    async fn checkpoint(&mut self) -> Result<bool, crate::store::StoreError> {
+        let moves: Vec<CursorMove> = self
+            .lanes
+            .iter()
+            .filter(|(_, l)| l.low() > l.stored)
+            .map(|(t, l)| CursorMove {
+                tenant_id: t.clone(),
+                from: l.stored,
+                to: l.low(),
+            })
+            .collect();
+        let server = self.server;
         let ours = server
             .store
             .webhook_checkpoint(
-                id,
+                &self.hook.id,
                 &server.node.id,
                 &moves,
                 &self.attempts,
@@ -348,140 +869,93 @@ impl Progress {
                 now_ms() + lease_ms(server),
             )
             .await?;
-        self.moves.clear();
         self.attempts.clear();
-        self.since = std::time::Instant::now();
+        self.checkpointed = std::time::Instant::now();
+        self.renewed = self.checkpointed;
+        if ours {
+            for m in moves {
+                if let Some(l) = self.lanes.get_mut(&m.tenant_id) {
+                    l.stored = m.to;
+                }
+            }
+        }
         Ok(ours)
     }
-}
 
-/// Sends a leased webhook's batches until it is caught up, fails, or its lease is lost;
-/// what it sent is written at least every [`CHECKPOINT_EVERY`] and when it ends.
-async fn deliver(
-    server: &Server,
-    hook: Webhook,
-    conn: &mut Option<webhook_http::Conn>,
-) -> Result<(), crate::store::StoreError> {
-    let id = hook.id.clone();
-    if hook.tenant_id.is_none() {
-        server.store.ensure_webhook_cursors(&id).await?;
-    }
-    let mut progress = Progress::new();
-    let ended = batches(server, hook, conn, &mut progress).await;
-    // What was sent is written whatever ended it (caught up, stopping, a failure, a
-    // store error): a failure's backoff comes after the successes before it.
-    let written = progress.write(server, &id).await;
-    let failure = ended?;
-    let ours = written?;
-    if let (Some((hook, attempt)), true) = (failure, ours) {
-        failed(server, &hook, attempt).await?;
-    }
-    Ok(())
-}
-
-/// The batches of one delivery; a failed attempt ends them and is returned.
-async fn batches(
-    server: &Server,
-    mut hook: Webhook,
-    conn: &mut Option<webhook_http::Conn>,
-    progress: &mut Progress,
-) -> Result<Option<(Webhook, WebhookAttempt)>, crate::store::StoreError> {
-    let config = &server.pipeline.webhooks;
-    let id = hook.id.clone();
-    let owner_tenant = hook.tenant_id.clone();
-    let owner = || match &owner_tenant {
-        Some(t) => crate::store::WebhookOwner::Tenant(t),
-        None => crate::store::WebhookOwner::Platform,
-    };
-    let mut served: Option<String> = None;
-    loop {
-        if server.is_shutting_down() {
-            return Ok(None);
-        }
-        if progress.since.elapsed() >= CHECKPOINT_EVERY {
-            // Renews the lease; refused once taken over. Then re-read: its URL,
-            // secrets, filter or state may have changed.
-            if !progress.write(server, &id).await? {
-                return Ok(None);
-            }
-            match server.store.get_webhook(owner(), &id).await? {
-                Some(h) if h.state == crate::store::WebhookState::Active => hook = h,
-                _ => return Ok(None),
-            }
-        }
-        let kinds = kinds_of(&hook.events);
-        // The next of its tenants with events past the cursor, after the one served
-        // last (a platform webhook takes its tenants in turn: a busy one cannot starve
-        // the others).
-        let last = server.store.last_event_cursors().await?;
-        let mut cursors = server.store.webhook_cursors(&id).await?;
-        if let Some(prev) = &served {
-            let at = cursors.partition_point(|(t, _)| t <= prev);
-            cursors.rotate_left(at);
-        }
-        let mut next = None;
-        for (tenant, stored) in cursors {
-            let at = progress.position(&tenant, stored);
-            let l = last.get(&tenant).copied().unwrap_or(0);
-            if l > at {
-                next = Some((tenant, at, l));
-                break;
-            }
-        }
-        let Some((tenant, from, last)) = next else {
-            return Ok(None);
+    /// After a checkpoint: the webhook read again (its URL, secrets, filter or state may
+    /// have changed) and its cursors; whether the delivery goes on. A cursor that is not
+    /// where this delivery wrote it was replayed: the replay wins, and the delivery ends
+    /// so that the next one starts from there.
+    async fn reread(&mut self) -> Result<bool, crate::store::StoreError> {
+        let store = &self.server.store;
+        let owner = match &self.hook.tenant_id {
+            Some(t) => crate::store::WebhookOwner::Tenant(t),
+            None => crate::store::WebhookOwner::Platform,
         };
-        served = Some(tenant.clone());
-        let page = server
-            .store
-            .events_after(
-                &tenant,
-                from,
-                READ_AHEAD.max(config.batch_size),
-                kinds.as_deref(),
-            )
-            .await?;
-        if page.is_empty() {
-            // Nothing up to `last` passes the filter (all of it was visible: cursors
-            // have no gaps).
-            progress.moved(&tenant, from, last);
-            continue;
+        match store.get_webhook(owner, &self.hook.id).await? {
+            Some(h) if h.state == crate::store::WebhookState::Active => self.hook = Arc::new(h),
+            _ => return Ok(false),
         }
-        for batch in page.chunks(config.batch_size.max(1) as usize) {
-            let (first, end) = (&batch[0], &batch[batch.len() - 1]);
-            let msg_id = format!("msg_{}_{}_{}", id, first.seq, end.seq);
-            let body = serde_json::json!({
-                "type": "events",
-                "webhook_id": id,
-                "tenant_id": tenant,
-                "events": batch.iter().map(event_json).collect::<Vec<_>>(),
-            })
-            .to_string();
-            let sent = send(server, &hook, &msg_id, body.as_bytes(), conn).await;
-            let attempt = WebhookAttempt {
-                at_ms: now_ms(),
-                tenant_id: Some(tenant.clone()),
-                first_cursor: Some(first.cursor),
-                last_cursor: Some(end.cursor),
-                events: batch.len() as u32,
-                status: sent.status,
-                latency_ms: i64::try_from(sent.latency.as_millis()).unwrap_or(i64::MAX),
-                error: sent.error.clone(),
-            };
-            if !sent.ok() {
-                *conn = None;
-                return Ok(Some((hook, attempt)));
+        for (tenant, cursor) in store.webhook_cursors(&self.hook.id).await? {
+            match self.lanes.get(&tenant) {
+                Some(l) if l.stored != cursor => return Ok(false),
+                Some(_) => {}
+                // A tenant new to a platform webhook.
+                None => {
+                    self.lanes.insert(tenant, Lane::new(cursor));
+                }
             }
-            progress.moved(&tenant, from, end.cursor);
-            progress.attempt(attempt, config.attempts_kept);
-            // As the checkpoint writes it: a later failure starts a new run.
-            hook.failures = 0;
-            hook.failing_since_ms = None;
-            if server.is_shutting_down() || progress.since.elapsed() >= CHECKPOINT_EVERY {
-                break;
-            }
+        }
+        Ok(true)
+    }
+}
+
+/// The lanes' names, starting after `after`: they take turns, so a busy tenant of a
+/// platform webhook cannot starve the others.
+/// Only lanes `which` picks are named (a platform webhook may have many tenants).
+fn turn(
+    lanes: &BTreeMap<String, Lane>,
+    after: Option<&str>,
+    which: impl Fn(&Lane) -> bool,
+) -> Vec<String> {
+    let mut names: Vec<String> = lanes
+        .iter()
+        .filter(|(_, l)| which(l))
+        .map(|(t, _)| t.clone())
+        .collect();
+    if let Some(prev) = after {
+        let at = names.partition_point(|t| t.as_str() <= prev);
+        names.rotate_left(at);
+    }
+    names
+}
+
+/// How far past its lowest event not acknowledged a delivery reads one tenant's
+/// events: a batch failing (held for its retries) lets at most this many later events
+/// of other messages through, which bounds both the events a delivery holds and what
+/// a crash sends again.
+fn max_ahead(batch_size: u32) -> i64 {
+    MAX_AHEAD.max(2 * i64::from(batch_size))
+}
+
+/// A batch's `webhook-id`: its first and last events' sequence numbers, and for a
+/// batch of more than two a digest of all of them, since events of a busy message may
+/// be left out of the middle: two batches with the same ends and other events between
+/// must not share an id (a receiver deduplicating by it would drop events).
+fn batch_id(webhook: &str, events: &[TenantEvent]) -> String {
+    let (first, end) = (&events[0], &events[events.len() - 1]);
+    if events.len() <= 2 {
+        return format!("msg_{webhook}_{}_{}", first.seq, end.seq);
+    }
+    // FNV-1a over the sequence numbers: stable across builds and nodes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for e in events {
+        for b in e.seq.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
         }
     }
+    format!("msg_{webhook}_{}_{}_{:08x}", first.seq, end.seq, h as u32)
 }
 
 /// After a failed attempt: the backoff written, and the webhook paused once it has
@@ -539,6 +1013,92 @@ mod tests {
         }
         assert!(backoff(first, max, 30) <= max);
         assert!(backoff(first, max, 10) >= Duration::from_secs(450));
+    }
+
+    fn event(cursor: i64, message: Option<&str>) -> TenantEvent {
+        TenantEvent {
+            cursor,
+            seq: cursor + 100,
+            kind: EventKind::Delivered,
+            message_id: message.map(str::to_owned),
+            recipient: None,
+            tags: vec![],
+            relay: None,
+            detail: serde_json::Value::Null,
+            at_ms: 0,
+        }
+    }
+
+    fn lane(events: &[(i64, Option<&str>)]) -> Lane {
+        let mut l = Lane::new(0);
+        for (c, m) in events {
+            l.unacked.insert(*c);
+            l.pending.push_back(event(*c, *m));
+            l.read = *c;
+        }
+        l
+    }
+
+    fn cursors(events: &[TenantEvent]) -> Vec<i64> {
+        events.iter().map(|e| e.cursor).collect()
+    }
+
+    #[test]
+    fn a_batch_leaves_out_busy_messages_and_everything_after_their_first_waiting_event() {
+        let mut l = lane(&[
+            (1, Some("a")),
+            (2, Some("b")),
+            (3, Some("a")),
+            (4, Some("c")),
+            (5, None),
+            (6, Some("b")),
+            (7, None),
+        ]);
+        let mut busy: HashSet<String> = ["b".to_owned()].into();
+        // b is in flight: its events 2 and 6 wait; a's two events may share a batch.
+        assert_eq!(cursors(&l.take_batch(&busy, 3)), vec![1, 3, 4]);
+        busy.extend(["a".to_owned(), "c".to_owned(), String::new()]);
+        assert!(l.take_batch(&busy, 3).is_empty());
+        // The events about no message are ordered among themselves: 7 waits for 5.
+        busy.remove("");
+        assert_eq!(cursors(&l.take_batch(&busy, 1)), vec![5]);
+        busy.insert(String::new());
+        busy.remove("b");
+        assert_eq!(cursors(&l.take_batch(&busy, 10)), vec![2, 6]);
+        assert_eq!(cursors(l.pending.make_contiguous()), vec![7]);
+    }
+
+    #[test]
+    fn the_cursor_stands_below_the_lowest_event_not_acknowledged() {
+        let mut l = lane(&[(4, Some("a")), (5, Some("b")), (7, Some("c"))]);
+        l.read = 9; // 6, 8 and 9 left out by the filter
+        assert_eq!(l.low(), 3);
+        l.unacked.remove(&5);
+        l.unacked.remove(&7);
+        assert_eq!(
+            l.low(),
+            3,
+            "4 is not acknowledged: 5 and 7 are sent again after a crash"
+        );
+        l.unacked.remove(&4);
+        assert_eq!(l.low(), 9);
+    }
+
+    #[test]
+    fn batches_with_the_same_ends_and_other_events_between_have_other_ids() {
+        let a = [
+            event(1, Some("a")),
+            event(2, Some("b")),
+            event(4, Some("a")),
+        ];
+        let b = [
+            event(1, Some("a")),
+            event(3, Some("c")),
+            event(4, Some("a")),
+        ];
+        assert_ne!(batch_id("wh_1", &a), batch_id("wh_1", &b));
+        assert_eq!(batch_id("wh_1", &a), batch_id("wh_1", &a.clone()));
+        assert_eq!(batch_id("wh_1", &a[..1]), "msg_wh_1_101_101");
     }
 
     #[test]

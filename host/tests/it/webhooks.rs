@@ -30,6 +30,11 @@ enum Mode {
     Slow(u64),
     /// A slow loris: a status line, then one header byte every 200 ms.
     Drip,
+    /// 204 after a delay that varies from request to request, up to `ms` milliseconds.
+    Random(u64),
+    /// 500 for every request that carries an event of the victim (the message of the
+    /// first event the receiver ever got); the others as `Random(ms)`.
+    FailVictim(u64),
 }
 
 /// One request as received.
@@ -55,6 +60,12 @@ struct Receiver {
     mode: Arc<Mutex<Mode>>,
     /// Requests being answered now, and the most there ever were at once.
     load: Arc<(AtomicUsize, AtomicUsize)>,
+    /// The message `Mode::FailVictim` fails.
+    victim: Arc<Mutex<Option<String>>>,
+    /// Per message, its requests received and not answered yet; and how many requests
+    /// came while an earlier one with an event of the same message was still
+    /// unanswered (a message's next event sent before the last was acknowledged).
+    in_hand: Arc<(Mutex<HashMap<String, usize>>, AtomicUsize)>,
 }
 
 impl Receiver {
@@ -65,12 +76,16 @@ impl Receiver {
         let mode = Arc::new(Mutex::new(mode));
         let seen = Arc::new(AtomicUsize::new(0));
         let load: Arc<(AtomicUsize, AtomicUsize)> = Arc::default();
+        let victim: Arc<Mutex<Option<String>>> = Arc::default();
+        let in_hand: Arc<(Mutex<HashMap<String, usize>>, AtomicUsize)> = Arc::default();
         let (r, m, l) = (requests.clone(), mode.clone(), load.clone());
+        let (v, h) = (victim.clone(), in_hand.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
                 let (r, m, seen, l) = (r.clone(), m.clone(), seen.clone(), l.clone());
-                std::thread::spawn(move || serve_one(conn, &r, &m, &seen, &l));
+                let (v, h) = (v.clone(), h.clone());
+                std::thread::spawn(move || serve_one(conn, &r, &m, &seen, &l, &v, &h));
             }
         });
         Receiver {
@@ -78,6 +93,8 @@ impl Receiver {
             requests,
             mode,
             load,
+            victim,
+            in_hand,
         }
     }
 
@@ -109,6 +126,8 @@ fn serve_one(
     mode: &Mutex<Mode>,
     seen: &AtomicUsize,
     load: &(AtomicUsize, AtomicUsize),
+    victim: &Mutex<Option<String>>,
+    in_hand: &(Mutex<HashMap<String, usize>>, AtomicUsize),
 ) {
     conn.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let mut buf = Vec::new();
@@ -146,14 +165,51 @@ fn serve_one(
             self.0.fetch_sub(1, Ordering::SeqCst);
         }
     }
+    let mut messages: Vec<String> = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b["events"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["message_id"].as_str().map(str::to_owned))
+        .collect();
+    messages.sort();
+    messages.dedup();
+    {
+        let mut hand = in_hand.0.lock().unwrap();
+        for m in &messages {
+            let n = hand.entry(m.clone()).or_default();
+            if *n > 0 {
+                in_hand.1.fetch_add(1, Ordering::SeqCst);
+            }
+            *n += 1;
+        }
+    }
+    struct Answered<'a>(&'a Mutex<HashMap<String, usize>>, Vec<String>);
+    impl Drop for Answered<'_> {
+        fn drop(&mut self) {
+            let mut hand = self.0.lock().unwrap();
+            for m in &self.1 {
+                if let Some(n) = hand.get_mut(m) {
+                    *n -= 1;
+                }
+            }
+        }
+    }
+    let answered = Answered(&in_hand.0, messages.clone());
     let now = load.0.fetch_add(1, Ordering::SeqCst) + 1;
     let busy = Busy(&load.0);
     load.1.fetch_max(now, Ordering::SeqCst);
     let n = seen.fetch_add(1, Ordering::SeqCst);
     let mode = *mode.lock().unwrap();
+    let carries_victim = || {
+        let mut v = victim.lock().unwrap();
+        let v = v.get_or_insert_with(|| messages.first().cloned().unwrap_or_default());
+        messages.contains(v)
+    };
     let ok = match mode {
         Mode::FailFirst(k) => n >= k,
-        Mode::Slow(_) => true,
+        Mode::Slow(_) | Mode::Random(_) => true,
+        Mode::FailVictim(_) => !carries_victim(),
         _ => false,
     };
     if ok {
@@ -169,6 +225,15 @@ fn serve_one(
         Mode::Slow(ms) => {
             std::thread::sleep(Duration::from_millis(ms));
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        }
+        Mode::Random(ms) | Mode::FailVictim(ms) if ok => {
+            // A spread of delays from the request's number (no randomness needed).
+            let wait = (n as u64).wrapping_mul(2_654_435_761) % (ms + 1);
+            std::thread::sleep(Duration::from_millis(wait));
+            b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
+        }
+        Mode::Random(_) | Mode::FailVictim(_) => {
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy"
         }
         Mode::Hang => {
             std::thread::sleep(Duration::from_secs(60));
@@ -201,6 +266,7 @@ fn serve_one(
     // Done before the answer goes out: the sender may send its next request as soon as
     // it has the answer, and that one must not be counted as overlapping this one.
     drop(busy);
+    drop(answered);
     let _ = conn.write_all(answer);
 }
 
@@ -334,7 +400,8 @@ fn a_webhook_gets_every_event_in_order_signed_retried_rotated_replayed_and_liste
     let port = free_port();
     let tables = format!(
         "{}{}{}",
-        config("allow_private = true\nbatch_size = 3"),
+        // One request in flight: the whole log in cursor order, retried as one.
+        config("allow_private = true\nbatch_size = 3\nmax_in_flight = 1"),
         relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
         tenant_table("t", &["*"]),
     );
@@ -870,7 +937,7 @@ fn a_node_killed_mid_delivery_sends_every_event_at_least_once_in_order_after_res
     let port = free_port();
     let tables = format!(
         "{}{}{}",
-        config("allow_private = true"),
+        config("allow_private = true\nmax_in_flight = 8"),
         relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
         tenant_table("t", &["*"]),
     );
@@ -881,30 +948,35 @@ fn a_node_killed_mid_delivery_sends_every_event_at_least_once_in_order_after_res
     let _sink = Sink::start(setup.root(), port, &[]);
     let mut s = setup.start();
     let key = s.new_key("t");
-    // Slow answers: the kill lands while requests are in flight.
-    let rx = Receiver::start(Mode::Slow(150));
+    // Slow answers: the kill lands while several requests are in flight.
+    let rx = Receiver::start(Mode::Slow(300));
     let r = create(
         &s,
         &key,
         json!({"url": rx.url("127.0.0.1"), "events": ["*"]}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let ids: Vec<String> = (0..8).map(|i| s.submit(&key, &mail(i))).collect();
-    wait_for("some events at the receiver", || {
-        let n = rx.all().len();
-        if n >= 3 { Ok(()) } else { Err(format!("{n}")) }
+    let ids: Vec<String> = (0..12).map(|i| s.submit(&key, &mail(i))).collect();
+    wait_for("several requests in flight at once", || {
+        let (now, n) = (rx.load.0.load(Ordering::SeqCst), rx.all().len());
+        if now >= 2 && n >= 3 {
+            Ok(())
+        } else {
+            Err(format!("{now} in flight, {n} received"))
+        }
     });
     s.guard.kill();
-    // The killed node's last request may still be in the receiver's hands (it answers
-    // after 150 ms, to nobody): only one live sender per webhook is the claim, so the
-    // restarted node starts once the receiver has let go of it.
+    // The killed node's requests may still be in the receiver's hands (it answers
+    // after 300 ms, to nobody): the restarted node starts once the receiver has let go
+    // of them, so that what it sends can be told apart.
     wait_for(
-        "the receiver done with the killed node's request",
+        "the receiver done with the killed node's requests",
         || match rx.load.0.load(Ordering::SeqCst) {
             0 => Ok(()),
             n => Err(format!("{n} in flight")),
         },
     );
+    let before = rx.all().len();
     let s = setup.start();
     for m in &ids {
         s.wait_state(&key, m, "delivered");
@@ -913,14 +985,213 @@ fn a_node_killed_mid_delivery_sends_every_event_at_least_once_in_order_after_res
     wait_for_within(
         Duration::from_secs(60),
         "every event at the receiver after the restart",
-        || all_events_arrived(&rx, &s, &key, 16),
+        || all_events_arrived(&rx, &s, &key, 24),
     );
     check_order_and_completeness(&rx.delivered(), &expected);
-    assert_eq!(
-        rx.load.1.load(Ordering::SeqCst),
-        1,
-        "two requests of one webhook at once"
+    assert!(
+        rx.load.1.load(Ordering::SeqCst) >= 2,
+        "never more than one request in flight"
     );
+    assert_eq!(
+        rx.in_hand.1.load(Ordering::SeqCst),
+        0,
+        "a message's event sent while its previous one was unanswered"
+    );
+    // At least once, and only what the killed node had sent is sent twice: after the
+    // restart each event goes out once, from the lowest one not acknowledged.
+    let all = rx.all();
+    let new: Vec<i64> = all[before..]
+        .iter()
+        .filter(|r| r.ok())
+        .flat_map(|r| r.json()["events"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["cursor"].as_i64().unwrap())
+        .collect();
+    let once: HashSet<i64> = new.iter().copied().collect();
+    assert_eq!(
+        once.len(),
+        new.len(),
+        "sent twice after the restart: {new:?}"
+    );
+}
+
+/// Events of different messages in flight together, each message's in order, each
+/// event exactly once: with a receiver whose answers take a varying time.
+#[test]
+fn a_webhook_sends_several_messages_at_once_each_in_order_and_each_event_once() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}{}",
+        config("allow_private = true\nmax_in_flight = 8"),
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["*"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let rx = Receiver::start(Mode::Random(60));
+    let r = create(
+        &s,
+        &key,
+        json!({"url": rx.url("127.0.0.1"), "events": ["*"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ids: Vec<String> = (0..16).map(|i| s.submit(&key, &mail(i))).collect();
+    for m in &ids {
+        s.wait_state(&key, m, "delivered");
+    }
+    wait_for_within(
+        Duration::from_secs(60),
+        "every event at the receiver",
+        || all_events_arrived(&rx, &s, &key, 32),
+    );
+    // Read after they all arrived: the log as the receiver got it.
+    let expected = log_events(&s, &key);
+    let got = rx.delivered();
+    check_order_and_completeness(&got, &expected);
+    let most = rx.load.1.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} requests at once at most");
+    // A message's next event only after the receiver answered the one before.
+    assert_eq!(rx.in_hand.1.load(Ordering::SeqCst), 0);
+    // Exactly once: every answer was a 2xx and no event came twice.
+    assert!(rx.all().iter().all(Request::ok));
+    let cursors: Vec<i64> = got.iter().map(|e| e["cursor"].as_i64().unwrap()).collect();
+    let once: HashSet<i64> = cursors.iter().copied().collect();
+    assert_eq!(
+        once.len(),
+        cursors.len(),
+        "an event sent twice: {cursors:?}"
+    );
+    assert_eq!(once.len(), expected.len());
+}
+
+/// One message's event failing holds back that message's later events only: the
+/// others' events flow, and the webhook is not backed off as a whole.
+#[test]
+fn a_failing_message_holds_back_only_its_own_later_events() {
+    let port = free_port();
+    let tables = format!(
+        "{}{}{}",
+        config("allow_private = true\nmax_in_flight = 8"),
+        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
+        tenant_table("t", &["*"]),
+    );
+    let setup = Setup::new(PipelineParts {
+        tables: &tables,
+        ..Default::default()
+    });
+    let _sink = Sink::start(setup.root(), port, &[]);
+    let s = setup.start();
+    let key = s.new_key("t");
+    let rx = Receiver::start(Mode::FailVictim(20));
+    let r = create(
+        &s,
+        &key,
+        json!({"url": rx.url("127.0.0.1"), "events": ["*"]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let mut ids: Vec<String> = (0..4).map(|i| s.submit(&key, &mail(i))).collect();
+    wait_for("the victim's event refused twice", || {
+        let n = rx.all().iter().filter(|r| !r.ok()).count();
+        if n >= 2 { Ok(()) } else { Err(format!("{n}")) }
+    });
+    // More mail while the victim is held: all of it must get through.
+    ids.extend((4..10).map(|i| s.submit(&key, &mail(i))));
+    for m in &ids {
+        s.wait_state(&key, m, "delivered");
+    }
+    let victim = rx.victim.lock().unwrap().clone().expect("a victim");
+    let log = log_events(&s, &key);
+    let (theirs, mine): (Vec<Value>, Vec<Value>) = log
+        .iter()
+        .cloned()
+        .partition(|e| e["message_id"] != victim.as_str());
+    wait_for_within(
+        Duration::from_secs(60),
+        "every other message's event while the victim is held",
+        || {
+            let got: HashSet<i64> = rx
+                .delivered()
+                .iter()
+                .map(|e| e["cursor"].as_i64().unwrap())
+                .collect();
+            let missing = theirs
+                .iter()
+                .filter(|e| !got.contains(&e["cursor"].as_i64().unwrap()))
+                .count();
+            if missing == 0 {
+                Ok(())
+            } else {
+                Err(format!("{missing} missing"))
+            }
+        },
+    );
+    // Of the victim, only its first event was ever sent (again and again): its later
+    // events waited for it.
+    let first = mine[0]["cursor"].as_i64().unwrap();
+    let victims: Vec<Request> = rx
+        .all()
+        .into_iter()
+        .filter(|r| {
+            r.json()["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["message_id"] == victim.as_str())
+        })
+        .collect();
+    assert!(victims.len() >= 2);
+    assert!(victims.iter().all(|r| !r.ok()));
+    assert!(victims.iter().all(|r| {
+        r.json()["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["cursor"] == first)
+    }));
+    // The same batch each time, with the same id.
+    let ids_sent: HashSet<&String> = victims.iter().map(|r| &r.headers["webhook-id"]).collect();
+    assert_eq!(ids_sent.len(), 1, "{ids_sent:?}");
+    // The webhook as a whole is not backing off; the failures are in its attempts.
+    let w = call(&s, &key, "GET", &format!("/v1/webhooks/{id}"), None).json();
+    assert_eq!(
+        (w["state"].clone(), w["next_attempt_ms"].clone()),
+        (json!("active"), Value::Null),
+        "{w}"
+    );
+    wait_for("the victim's failures among the attempts", || {
+        let r = call(
+            &s,
+            &key,
+            "GET",
+            &format!("/v1/webhooks/{id}/attempts"),
+            None,
+        )
+        .json();
+        let list = r["attempts"].as_array().cloned().unwrap_or_default();
+        if list
+            .iter()
+            .any(|a| a["status"] == 500 && a["first_cursor"] == first)
+        {
+            Ok(())
+        } else {
+            Err(r.to_string())
+        }
+    });
+
+    // The receiver takes it now: the victim's events follow, in order.
+    rx.set(Mode::Random(20));
+    wait_for_within(
+        Duration::from_secs(60),
+        "every event at the receiver",
+        || all_events_arrived(&rx, &s, &key, 20),
+    );
+    check_order_and_completeness(&rx.delivered(), &log);
+    assert_eq!(rx.in_hand.1.load(Ordering::SeqCst), 0);
 }
 
 #[test]
@@ -929,7 +1200,11 @@ fn postgres_one_node_at_a_time_delivers_a_webhook_and_a_killed_nodes_share_goes_
     let port = free_port();
     let tables = format!(
         "{}{}{}",
-        config("allow_private = true\nconnect_timeout_ms = 1000\nresponse_timeout_ms = 2000"),
+        // One request in flight per node: two at once would be two nodes sending.
+        config(
+            "allow_private = true\nconnect_timeout_ms = 1000\nresponse_timeout_ms = 2000\n\
+             max_in_flight = 1"
+        ),
         relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
         tenant_table("t", &["*"]),
     );
@@ -1105,7 +1380,7 @@ fn a_webhook_reuses_its_connection_and_replaces_one_closed_or_left_unclean() {
     let port = free_port();
     let tables = format!(
         "{}{}{}",
-        config("allow_private = true"),
+        config("allow_private = true\nmax_in_flight = 2"),
         relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
         tenant_table("t", &["*"]),
     );
@@ -1155,7 +1430,8 @@ fn a_webhook_reuses_its_connection_and_replaces_one_closed_or_left_unclean() {
         });
         check_order_and_completeness(&rx.delivered(), &expected);
     }
-    // Batches of one event: as many requests as events, on far fewer connections.
+    // Batches of one event: as many requests as events, on far fewer connections: at
+    // most one per request in flight (`max_in_flight`), kept between deliveries.
     let requests = clean.requests.lock().unwrap().len();
     let conns = clean.connections.load(Ordering::SeqCst);
     assert!(requests >= expected.len(), "{requests} requests");

@@ -128,10 +128,12 @@ pub struct WebhookView {
     pub previous_secret_expires_ms: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
-    /// A tenant's webhook read alone: the cursor of the last event it delivered.
+    /// A tenant's webhook read alone: its cursor; every event up to it was delivered
+    /// (events of other messages past it may have been too, and are sent again after a
+    /// crash).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<i64>,
-    /// A platform webhook read alone: its cursor per tenant.
+    /// A platform webhook read alone: its cursor per tenant (as `cursor`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursors: Option<BTreeMap<String, i64>>,
     /// `whsec_…`: only in the answers of create and rotate-secret.
