@@ -17,8 +17,8 @@ use super::dto::queue::{
 use super::error::ApiError;
 use super::state::now_ms;
 use crate::store::{
-    Cancelled, MAX_PAGE, MAX_TAG_BYTES, MessageQuery, MessageSummary, QueueGroup, RecipientState,
-    RelayState, RelayUpdate, Selector, TopGroups,
+    Cancelled, MAX_PAGE, MAX_TAG_BYTES, MessageQuery, RecipientState, RelayState, RelayUpdate,
+    Selector,
 };
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
