@@ -17,7 +17,7 @@
 //!   millions never holds the write connection (SQLite's only one) for long, and an
 //!   event is written for each recipient in the transaction that changes it.
 //! - Every selection that is not one message reads the live queue only (states not
-//!   final), through `recipients_due`, so its cost follows the queue, not the history.
+//!   final), through `recipients_tenant_due`, so its cost follows the queue, not the history.
 
 use std::collections::{HashMap, HashSet};
 
@@ -128,7 +128,7 @@ fn is_live(state: RecipientState) -> bool {
 }
 
 /// The SQL of a search page and its binds (shared with `explain_search`).
-fn search_sql(backend: Backend, q: &MessageQuery) -> (String, Vec<String>) {
+pub(crate) fn search_sql(backend: Backend, q: &MessageQuery) -> (String, Vec<String>) {
     let mut sql = String::from(
         "SELECT m.id, m.sender, m.tags, m.created_at_ms, m.header_message_id \
          FROM messages m WHERE m.tenant_id = $1",
@@ -171,7 +171,7 @@ fn search_sql(backend: Backend, q: &MessageQuery) -> (String, Vec<String>) {
         );
     }
     if let Some(state) = q.state {
-        // A live state is a small set, read through `recipients_due`; a final state
+        // A live state is a small set, read through `recipients_tenant_due`; a final state
         // is most of the history, so each candidate is checked instead.
         let cond = if is_live(state) {
             " AND m.id IN (SELECT message_id FROM recipients WHERE state = $?)"
@@ -371,9 +371,8 @@ fn summary_sql() -> Vec<(&'static str, String)> {
         (
             "by_tenant",
             format!(
-                "SELECT m.tenant_id AS k, COUNT(*) AS n, MIN(r.message_id) AS oldest \
-                 FROM recipients r JOIN messages m ON m.id = r.message_id \
-                 WHERE r.state IN {LIVE} GROUP BY m.tenant_id"
+                "SELECT r.tenant_id AS k, COUNT(*) AS n, MIN(r.message_id) AS oldest \
+                 FROM recipients r WHERE r.state IN {LIVE} GROUP BY r.tenant_id"
             ),
         ),
         (
@@ -395,7 +394,7 @@ fn summary_sql() -> Vec<(&'static str, String)> {
 }
 
 /// Sums the live queue. Each grouping is one scan of the live recipients (through
-/// `recipients_due`), so the cost follows the queue, not the history; `top_n` bounds
+/// `recipients_tenant_due`), so the cost follows the queue, not the history; `top_n` bounds
 /// the answer, not the scan.
 pub(crate) async fn queue_summary(pools: &Pools, top_n: usize) -> Result<QueueSummary, StoreError> {
     let op = "queue_summary";
@@ -1004,9 +1003,9 @@ pub async fn bench_fill(
             q.execute(&mut *tx).await.map_err(StoreError::db(op))?;
             let mut sql = String::from(
                 "INSERT INTO recipients (message_id, idx, address, domain, state, attempts, \
-             next_attempt_at_ms, updated_at_ms, last_relay) VALUES ",
+             next_attempt_at_ms, updated_at_ms, last_relay, tenant_id) VALUES ",
             );
-            let cols = 8;
+            let cols = 9;
             for (i, _) in rows.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -1014,7 +1013,7 @@ pub async fn bench_fill(
                 sql.push('(');
                 sql.push_str(&placeholders(i * cols + 1, 1));
                 sql.push_str(", 0, ");
-                sql.push_str(&placeholders(i * cols + 2, 7));
+                sql.push_str(&placeholders(i * cols + 2, 8));
                 sql.push(')');
             }
             let mut q = sqlx::query(&sql);
@@ -1033,7 +1032,8 @@ pub async fn bench_fill(
                         None
                     } else {
                         Some(format!("relay-{}", k % 4))
-                    });
+                    })
+                    .bind(format!("bench-{}", k % u64::from(tenants.max(1))));
             }
             q.execute(&mut *tx).await.map_err(StoreError::db(op))?;
             written += n;
