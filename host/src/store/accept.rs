@@ -376,11 +376,11 @@ async fn find_duplicate(
     let op = "accept";
     let context = || format!("accept: idempotency key {key:?} of tenant {tenant_id:?}");
     let Some(row) = sqlx::query(FIND_DUPLICATE_SQL)
-    .bind(tenant_id)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(StoreError::db(context()))?
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::db(context()))?
     else {
         return Ok(None);
     };

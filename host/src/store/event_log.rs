@@ -111,12 +111,12 @@ pub(crate) async fn sequence(pools: &Pools, limit: u32) -> Result<Sequenced, Sto
     // Under the lock, on PostgreSQL a statement's snapshot holds every commit made
     // before it, the previous round's among them.
     let pending = sqlx::query(UNSEQUENCED_SQL)
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: reading events without a cursor"
-    )))?;
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::db(format!(
+            "{op}: reading events without a cursor"
+        )))?;
     if pending.is_empty() {
         return Ok(Sequenced::default());
     }

@@ -355,13 +355,13 @@ pub(crate) const RELEASE_SQL: &str = "UPDATE recipients SET \
 
 pub(crate) async fn release(pools: &Pools, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
     let done = sqlx::query(RELEASE_SQL)
-    .bind(owner)
-    .bind(now_ms)
-    .execute(&pools.write)
-    .await
-    .map_err(StoreError::db(format!(
-        "release_leases for owner {owner:?}"
-    )))?;
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&pools.write)
+        .await
+        .map_err(StoreError::db(format!(
+            "release_leases for owner {owner:?}"
+        )))?;
     Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
 }
 

@@ -141,12 +141,12 @@ pub(crate) async fn join(
     // What the id holds now was leased by an earlier process, which is gone: it is
     // given back in the commit that makes the id this process's.
     let reclaimed = sqlx::query(super::leases::RELEASE_SQL)
-    .bind(&node.id)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(context()))?
-    .rows_affected();
+        .bind(&node.id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(context()))?
+        .rows_affected();
     tx.commit().await.map_err(StoreError::db(context()))?;
     Ok(Joined::Joined { reclaimed })
 }
@@ -210,7 +210,9 @@ const DEAD_WITH_LEASES: &str = "WHERE state = 'delivering' AND lease_until_ms > 
 
 /// What [`take_over_dead`] asks first, on every round (also for its plan, `plans.rs`).
 pub(crate) fn dead_leases_count_sql() -> String {
-    format!("SELECT lease_owner, COUNT(*) AS n FROM recipients {DEAD_WITH_LEASES} GROUP BY lease_owner")
+    format!(
+        "SELECT lease_owner, COUNT(*) AS n FROM recipients {DEAD_WITH_LEASES} GROUP BY lease_owner"
+    )
 }
 
 pub(crate) async fn take_over_dead(

@@ -105,11 +105,7 @@ fn hot_queries(backend: Backend, tenant: &str, now_ms: i64) -> Vec<(String, Stri
         super::event_log::UNSEQUENCED_SQL.to_owned(),
         vec!["1000".into()],
     );
-    add(
-        "webhooks: lag",
-        super::webhooks::LAG_SQL.to_owned(),
-        vec![],
-    );
+    add("webhooks: lag", super::webhooks::LAG_SQL.to_owned(), vec![]);
     let page = |q: MessageQuery| {
         let (sql, binds) = search_sql(backend, &q);
         let values: Vec<String> = binds.iter().map(|b| text(b)).collect();

@@ -191,10 +191,10 @@ pub(crate) async fn queue_gauges(pools: &Pools) -> Result<QueueGauges, StoreErro
     for state in ["queued", "delivering", "deferred", "held"] {
         // One state at a time: each is a range of the `recipients_tenant_due` index (state first).
         let row = sqlx::query(GAUGE_SQL)
-        .bind(state)
-        .fetch_one(&pools.read)
-        .await
-        .map_err(StoreError::db(format!("{op}: {state}")))?;
+            .bind(state)
+            .fetch_one(&pools.read)
+            .await
+            .map_err(StoreError::db(format!("{op}: {state}")))?;
         let n: i64 = col(&row, op, "n")?;
         let oldest: Option<String> = col(&row, op, "oldest")?;
         if let Some(at) = oldest

@@ -877,9 +877,9 @@ pub(crate) const LAG_SQL: &str = "SELECT w.state AS state, COUNT(DISTINCT w.id) 
 pub(crate) async fn lag(pools: &Pools) -> Result<Vec<WebhookLag>, StoreError> {
     let op = "webhook_lag";
     let rows = sqlx::query(LAG_SQL)
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(op))?;
+        .fetch_all(&pools.read)
+        .await
+        .map_err(StoreError::db(op))?;
     rows.iter()
         .map(|r| {
             Ok(WebhookLag {

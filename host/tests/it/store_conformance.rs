@@ -1080,7 +1080,9 @@ async fn hot_queries_read_by_index(db: Db) {
     // that an index is worth reading for them too), leased, delivered, its events given
     // cursors.
     for k in 0..8 {
-        let to: Vec<String> = (0..100).map(|i| format!("live{k}-{i}@d{}.example", i % 10)).collect();
+        let to: Vec<String> = (0..100)
+            .map(|i| format!("live{k}-{i}@d{}.example", i % 10))
+            .collect();
         let to: Vec<&str> = to.iter().map(String::as_str).collect();
         s.accept(message(&format!("bench-{}", k % 4), &to), now)
             .await
