@@ -1051,7 +1051,7 @@ async fn leasing_can_leave_out_tenants_and_renewal_says_which_leases_were_kept(d
 fn reads_the_history(backend: Backend, plan: &[String]) -> bool {
     const TABLES: [&str; 7] = ["recipients", "messages", "events", "r", "m", "e", "mt"];
     plan.iter().any(|line| {
-        let line = line.trim_start_matches(|c: char| c == ' ' || c == '-' || c == '>');
+        let line = line.trim_start_matches([' ', '-', '>']);
         match backend {
             Backend::Sqlite => line.strip_prefix("SCAN ").is_some_and(|rest| {
                 let table = rest.split_whitespace().next().unwrap_or("");
