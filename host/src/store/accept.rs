@@ -418,6 +418,10 @@ pub(crate) async fn write_one(
     })
 }
 
+/// The message of tenant `$1` with idempotency key `$2` (also for its plan, `plans.rs`).
+pub(crate) const FIND_DUPLICATE_SQL: &str =
+    "SELECT id, header_message_id FROM messages WHERE tenant_id = $1 AND idempotency_key = $2";
+
 async fn find_duplicate(
     conn: &mut AnyConnection,
     tenant_id: &str,
@@ -425,15 +429,12 @@ async fn find_duplicate(
 ) -> Result<Option<Accepted>, StoreError> {
     let op = "accept";
     let context = || format!("accept: idempotency key {key:?} of tenant {tenant_id:?}");
-    let Some(row) = sqlx::query(
-        "SELECT id, header_message_id FROM messages \
-             WHERE tenant_id = $1 AND idempotency_key = $2",
-    )
-    .bind(tenant_id)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(StoreError::db(context()))?
+    let Some(row) = sqlx::query(FIND_DUPLICATE_SQL)
+        .bind(tenant_id)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(StoreError::db(context()))?
     else {
         return Ok(None);
     };

@@ -327,6 +327,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "message_tags",
         include_str!("migrations/sqlite/0030_message_tags.sql"),
     ),
+    (
+        31,
+        "write_fewer_index_entries",
+        include_str!("migrations/sqlite/0031_write_fewer_index_entries.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -444,6 +449,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         30,
         "message_tags",
         include_str!("migrations/postgres/0030_message_tags.sql"),
+    ),
+    (
+        31,
+        "write_fewer_index_entries",
+        include_str!("migrations/postgres/0031_write_fewer_index_entries.sql"),
     ),
 ];
 

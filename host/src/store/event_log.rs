@@ -74,6 +74,10 @@ pub struct Sequenced {
     pub busy: bool,
 }
 
+/// The oldest `$1` events without a cursor (also for its plan, `plans.rs`).
+pub(crate) const UNSEQUENCED_SQL: &str =
+    "SELECT seq, tenant_id FROM events WHERE tenant_seq IS NULL ORDER BY seq LIMIT $1";
+
 /// One sequencer round: gives cursors to at most `limit` committed events that have
 /// none, oldest first.
 pub(crate) async fn sequence(pools: &Pools, limit: u32) -> Result<Sequenced, StoreError> {
@@ -106,15 +110,13 @@ pub(crate) async fn sequence(pools: &Pools, limit: u32) -> Result<Sequenced, Sto
     }
     // Under the lock, on PostgreSQL a statement's snapshot holds every commit made
     // before it, the previous round's among them.
-    let pending = sqlx::query(
-        "SELECT seq, tenant_id FROM events WHERE tenant_seq IS NULL ORDER BY seq LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(StoreError::db(format!(
-        "{op}: reading events without a cursor"
-    )))?;
+    let pending = sqlx::query(UNSEQUENCED_SQL)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::db(format!(
+            "{op}: reading events without a cursor"
+        )))?;
     if pending.is_empty() {
         return Ok(Sequenced::default());
     }
@@ -252,6 +254,24 @@ pub(crate) async fn last_cursor(pools: &Pools, tenant_id: &str) -> Result<i64, S
     }
 }
 
+/// The page of [`after`]: tenant `$1`'s events after cursor `$2`, of the `kinds` kinds
+/// bound next when given, at most the last bind (also for its plan, `plans.rs`).
+pub(crate) fn after_sql(kinds: Option<usize>) -> String {
+    let filter = match kinds {
+        Some(k) => format!(" AND e.kind IN ({})", placeholders(3, k)),
+        None => String::new(),
+    };
+    let limit_mark = 3 + kinds.unwrap_or(0);
+    format!(
+        "SELECT e.seq, e.tenant_seq, e.message_id, e.kind, e.relay, e.detail, e.at_ms, \
+         m.tags, r.address FROM events e \
+         LEFT JOIN messages m ON m.id = e.message_id \
+         LEFT JOIN recipients r ON r.message_id = e.message_id AND r.idx = e.recipient_idx \
+         WHERE e.tenant_id = $1 AND e.tenant_seq > $2{filter} \
+         ORDER BY e.tenant_seq LIMIT ${limit_mark}"
+    )
+}
+
 /// A tenant's events after `after`, in cursor order, at most `limit`; only those of
 /// `kinds` when it is given.
 pub(crate) async fn after(
@@ -262,19 +282,7 @@ pub(crate) async fn after(
     kinds: Option<&[EventKind]>,
 ) -> Result<Vec<TenantEvent>, StoreError> {
     let op = "events_after";
-    let filter = match kinds {
-        Some(k) => format!(" AND e.kind IN ({})", placeholders(3, k.len())),
-        None => String::new(),
-    };
-    let limit_mark = 3 + kinds.map_or(0, <[EventKind]>::len);
-    let sql = format!(
-        "SELECT e.seq, e.tenant_seq, e.message_id, e.kind, e.relay, e.detail, e.at_ms, \
-         m.tags, r.address FROM events e \
-         LEFT JOIN messages m ON m.id = e.message_id \
-         LEFT JOIN recipients r ON r.message_id = e.message_id AND r.idx = e.recipient_idx \
-         WHERE e.tenant_id = $1 AND e.tenant_seq > $2{filter} \
-         ORDER BY e.tenant_seq LIMIT ${limit_mark}"
-    );
+    let sql = after_sql(kinds.map(<[EventKind]>::len));
     let mut q = sqlx::query(&sql).bind(tenant_id).bind(after);
     for k in kinds.unwrap_or(&[]) {
         q = q.bind(k.as_str());

@@ -380,6 +380,34 @@ async fn apply_outcomes(
     Ok(applied)
 }
 
+/// The update of [`apply_distinct`] for `rows` outcomes of 8 binds each, then now and
+/// the owner (also for its plan, `plans.rs`).
+pub(crate) fn outcomes_sql(rows: usize) -> String {
+    let n = rows * OUTCOME_COLS;
+    format!(
+        "WITH v(message_id, idx, state, next_at, attempt, relay, reply, waiting) AS (VALUES {}) \
+         UPDATE recipients SET state = CASE WHEN recipients.hold IS NOT NULL \
+         AND v.state IN ('queued', 'deferred') THEN 'held' ELSE v.state END, \
+         hold = CASE WHEN v.state IN ('delivered', 'bounced', 'failed', 'expired') \
+         THEN NULL ELSE recipients.hold END, \
+         next_attempt_at_ms = COALESCE(v.next_at, recipients.next_attempt_at_ms), \
+         attempts = recipients.attempts + v.attempt, \
+         last_relay = COALESCE(v.relay, recipients.last_relay), \
+         last_reply = COALESCE(v.reply, recipients.last_reply), lease_owner = NULL, \
+         lease_until_ms = NULL, routed_relay = NULL, waiting_for_relay = v.waiting, \
+         updated_at_ms = ${now} \
+         FROM v WHERE recipients.message_id = v.message_id AND recipients.idx = v.idx \
+         AND recipients.state = 'delivering' AND recipients.lease_owner = ${owner} \
+         RETURNING recipients.message_id, recipients.idx",
+        value_rows(rows, OUTCOME_COLS),
+        now = n + 1,
+        owner = n + 2
+    )
+}
+
+/// Binds per outcome in [`outcomes_sql`].
+const OUTCOME_COLS: usize = 8;
+
 /// [`apply_outcomes`] for the outcomes at `which`, all for distinct recipients: sets
 /// `applied[i]` for those whose update took.
 async fn apply_distinct(
@@ -391,7 +419,6 @@ async fn apply_distinct(
     now_ms: i64,
     op: &str,
 ) -> Result<(), StoreError> {
-    const COLS: usize = 8;
     let at: HashMap<(&str, i32), usize> = which
         .iter()
         .map(|&i| {
@@ -402,27 +429,8 @@ async fn apply_distinct(
         })
         .collect();
     // One row fewer than the limit allows: `now` and `owner` are bound after the rows.
-    for chunk in which.chunks(rows_per_statement(COLS + 1)) {
-        let n = chunk.len() * COLS;
-        let sql = format!(
-            "WITH v(message_id, idx, state, next_at, attempt, relay, reply, waiting) AS (VALUES {}) \
-             UPDATE recipients SET state = CASE WHEN recipients.hold IS NOT NULL \
-             AND v.state IN ('queued', 'deferred') THEN 'held' ELSE v.state END, \
-             hold = CASE WHEN v.state IN ('delivered', 'bounced', 'failed', 'expired') \
-             THEN NULL ELSE recipients.hold END, \
-             next_attempt_at_ms = COALESCE(v.next_at, recipients.next_attempt_at_ms), \
-             attempts = recipients.attempts + v.attempt, \
-             last_relay = COALESCE(v.relay, recipients.last_relay), \
-             last_reply = COALESCE(v.reply, recipients.last_reply), lease_owner = NULL, \
-             lease_until_ms = NULL, routed_relay = NULL, waiting_for_relay = v.waiting, \
-             updated_at_ms = ${now} \
-             FROM v WHERE recipients.message_id = v.message_id AND recipients.idx = v.idx \
-             AND recipients.state = 'delivering' AND recipients.lease_owner = ${owner} \
-             RETURNING recipients.message_id, recipients.idx",
-            value_rows(chunk.len(), COLS),
-            now = n + 1,
-            owner = n + 2
-        );
+    for chunk in which.chunks(rows_per_statement(OUTCOME_COLS + 1)) {
+        let sql = outcomes_sql(chunk.len());
         let sql = positional(&*conn, sql);
         let mut q = sqlx::query(&sql);
         for &i in chunk {

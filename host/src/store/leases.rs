@@ -38,6 +38,15 @@ async fn tenants_with_work(
     pools: &Pools,
     context: impl Fn() -> String,
 ) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(&tenants_with_work_sql())
+        .fetch_all(&pools.read)
+        .await
+        .map_err(StoreError::db(context()))?;
+    rows.iter().map(|r| col(r, "lease_due", "id")).collect()
+}
+
+/// The SQL of [`tenants_with_work`] (also for its plan, `plans.rs`).
+pub(crate) fn tenants_with_work_sql() -> String {
     let skip = |name: &str, state: &str| {
         format!(
             "{name}(id) AS ( \
@@ -49,17 +58,12 @@ async fn tenants_with_work(
                  FROM {name} WHERE {name}.id IS NOT NULL)"
         )
     };
-    let sql = format!(
+    format!(
         "WITH RECURSIVE {}, {} \
          SELECT id FROM q WHERE id IS NOT NULL UNION SELECT id FROM d WHERE id IS NOT NULL",
         skip("q", "queued"),
         skip("d", "deferred")
-    );
-    let rows = sqlx::query(&sql)
-        .fetch_all(&pools.read)
-        .await
-        .map_err(StoreError::db(context()))?;
-    rows.iter().map(|r| col(r, "lease_due", "id")).collect()
+    )
 }
 
 /// A lease needs an owner and a positive length.
@@ -89,10 +93,6 @@ pub(crate) async fn lease_due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let lock = match pools.backend {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "",
-    };
     let lease_until_ms = now_ms.saturating_add(lease_ms);
     let context = || format!("{op} for owner {owner:?}");
     // Tenants at their share on this host are left out: their due work stays in the
@@ -127,7 +127,7 @@ pub(crate) async fn lease_due(
     }
     let mut rows = Vec::new();
     // The first statement also takes the expired leases (of a crashed host): few, by
-    // the index on (state, lease_until_ms).
+    // the index on lease_until_ms of the recipients in flight (migration 0031).
     let mut chunks: Vec<&[String]> = tenants.chunks(TENANTS_PER_STATEMENT).collect();
     if chunks.is_empty() {
         chunks.push(&[]);
@@ -137,50 +137,8 @@ pub(crate) async fn lease_due(
         if left == 0 {
             break;
         }
-        let mut parts = Vec::with_capacity(chunk.len() * 2 + 1);
-        for i in 0..chunk.len() {
-            for state in ["queued", "deferred"] {
-                parts.push(format!(
-                    "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
-                     FROM recipients WHERE state = '{state}' AND tenant_id = ${t} \
-                     AND next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms LIMIT $2) {state}{i}",
-                    t = i + 5
-                ));
-            }
-        }
         let expired = n == 0;
-        if expired {
-            let except = if except_tenants.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "AND tenant_id NOT IN ({})",
-                    placeholders(5 + chunk.len(), except_tenants.len())
-                )
-            };
-            parts.push(format!(
-                "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
-                 FROM recipients WHERE state = 'delivering' AND lease_until_ms <= $1 \
-                 AND hold IS NULL {except} \
-                 ORDER BY lease_until_ms LIMIT $2) expired"
-            ));
-        }
-        // The outer condition is the lease's own: on PostgreSQL a row another host took
-        // meanwhile is skipped (locked) or re-checked against it (committed).
-        let sql = format!(
-            "UPDATE recipients SET state = 'delivering', lease_owner = $3, lease_until_ms = $4, \
-             routed_relay = NULL, updated_at_ms = $1 \
-             WHERE (message_id, idx) IN ( \
-                 SELECT r.message_id, r.idx FROM recipients r \
-                 WHERE (r.message_id, r.idx) IN ( \
-                     SELECT c.message_id, c.idx FROM ({parts}) c \
-                     ORDER BY c.due, c.message_id, c.idx LIMIT $2) \
-                 AND ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
-                    OR (r.state = 'delivering' AND r.lease_until_ms <= $1 AND r.hold IS NULL)) \
-                 {lock}) \
-             RETURNING message_id, idx, address, domain, attempts",
-            parts = parts.join(" UNION ALL ")
-        );
+        let sql = lease_sql(pools.backend, chunk.len(), expired, except_tenants.len());
         let mut query = sqlx::query(&sql)
             .bind(now_ms)
             .bind(left as i64)
@@ -267,6 +225,59 @@ pub(crate) async fn lease_due(
     Ok(leases)
 }
 
+/// The claim of [`lease_due`] for `tenants` tenants (binds `$5`…), with the expired
+/// leases of any tenant but `except` others (binds after the tenants) when `expired`:
+/// `$1` now, `$2` the limit, `$3` the owner, `$4` the lease's end.
+pub(crate) fn lease_sql(backend: Backend, tenants: usize, expired: bool, except: usize) -> String {
+    let lock = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
+    let mut parts = Vec::with_capacity(tenants * 2 + 1);
+    for i in 0..tenants {
+        for state in ["queued", "deferred"] {
+            parts.push(format!(
+                "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
+                 FROM recipients WHERE state = '{state}' AND tenant_id = ${t} \
+                 AND next_attempt_at_ms <= $1 ORDER BY next_attempt_at_ms LIMIT $2) {state}{i}",
+                t = i + 5
+            ));
+        }
+    }
+    if expired {
+        let except = if except == 0 {
+            String::new()
+        } else {
+            format!(
+                "AND tenant_id NOT IN ({})",
+                placeholders(5 + tenants, except)
+            )
+        };
+        parts.push(format!(
+            "SELECT * FROM (SELECT message_id, idx, next_attempt_at_ms AS due \
+             FROM recipients WHERE state = 'delivering' AND lease_until_ms <= $1 \
+             AND hold IS NULL {except} \
+             ORDER BY lease_until_ms LIMIT $2) expired"
+        ));
+    }
+    // The outer condition is the lease's own: on PostgreSQL a row another host took
+    // meanwhile is skipped (locked) or re-checked against it (committed).
+    format!(
+        "UPDATE recipients SET state = 'delivering', lease_owner = $3, lease_until_ms = $4, \
+         routed_relay = NULL, updated_at_ms = $1 \
+         WHERE (message_id, idx) IN ( \
+             SELECT r.message_id, r.idx FROM recipients r \
+             WHERE (r.message_id, r.idx) IN ( \
+                 SELECT c.message_id, c.idx FROM ({parts}) c \
+                 ORDER BY c.due, c.message_id, c.idx LIMIT $2) \
+             AND ((r.state IN ('queued', 'deferred') AND r.next_attempt_at_ms <= $1) \
+                OR (r.state = 'delivering' AND r.lease_until_ms <= $1 AND r.hold IS NULL)) \
+             {lock}) \
+         RETURNING message_id, idx, address, domain, attempts",
+        parts = parts.join(" UNION ALL ")
+    )
+}
+
 pub(crate) async fn renew(
     pools: &Pools,
     owner: &str,
@@ -334,22 +345,23 @@ pub(crate) async fn renew_each(
     Ok(renewed)
 }
 
+/// Gives back what `$1` holds in flight, due at `$2` (shutdown; a node id taken over).
+pub(crate) const RELEASE_SQL: &str = "UPDATE recipients SET \
+     state = CASE WHEN hold IS NOT NULL THEN 'held' \
+     WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
+     lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
+     next_attempt_at_ms = $2, updated_at_ms = $2 \
+     WHERE lease_owner = $1 AND state = 'delivering'";
+
 pub(crate) async fn release(pools: &Pools, owner: &str, now_ms: i64) -> Result<usize, StoreError> {
-    let done = sqlx::query(
-        "UPDATE recipients SET \
-         state = CASE WHEN hold IS NOT NULL THEN 'held' \
-         WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
-         lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
-         next_attempt_at_ms = $2, updated_at_ms = $2 \
-         WHERE lease_owner = $1 AND state = 'delivering'",
-    )
-    .bind(owner)
-    .bind(now_ms)
-    .execute(&pools.write)
-    .await
-    .map_err(StoreError::db(format!(
-        "release_leases for owner {owner:?}"
-    )))?;
+    let done = sqlx::query(RELEASE_SQL)
+        .bind(owner)
+        .bind(now_ms)
+        .execute(&pools.write)
+        .await
+        .map_err(StoreError::db(format!(
+            "release_leases for owner {owner:?}"
+        )))?;
     Ok(usize::try_from(done.rows_affected()).unwrap_or(0))
 }
 

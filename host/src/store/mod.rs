@@ -36,6 +36,7 @@ mod group_commit;
 mod leases;
 mod ledger;
 mod nodes;
+mod plans;
 mod portal_sessions;
 mod queue;
 mod reads;
@@ -628,6 +629,17 @@ impl Store {
         sel: &Selector,
     ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         queue::explain_bulk(self.pools(), sel).await
+    }
+
+    /// The plans of the store's hot queries (those every message runs through, those
+    /// run on every tick or scrape, the queue search pages), by name, asked for `tenant`
+    /// at `now_ms`: for the check that each reads by an index.
+    pub async fn explain_hot_queries(
+        &self,
+        tenant: &str,
+        now_ms: i64,
+    ) -> Result<Vec<(String, Vec<String>)>, StoreError> {
+        plans::explain_hot(self.pools(), tenant, now_ms).await
     }
 
     /// The plans of [`Store::queue_summary`]'s queries, by name.

@@ -140,20 +140,13 @@ pub(crate) async fn join(
     }
     // What the id holds now was leased by an earlier process, which is gone: it is
     // given back in the commit that makes the id this process's.
-    let reclaimed = sqlx::query(
-        "UPDATE recipients SET \
-         state = CASE WHEN hold IS NOT NULL THEN 'held' \
-         WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
-         lease_owner = NULL, lease_until_ms = NULL, routed_relay = NULL, \
-         next_attempt_at_ms = $2, updated_at_ms = $2 \
-         WHERE lease_owner = $1 AND state = 'delivering'",
-    )
-    .bind(&node.id)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::db(context()))?
-    .rows_affected();
+    let reclaimed = sqlx::query(super::leases::RELEASE_SQL)
+        .bind(&node.id)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::db(context()))?
+        .rows_affected();
     tx.commit().await.map_err(StoreError::db(context()))?;
     Ok(Joined::Joined { reclaimed })
 }
@@ -210,6 +203,18 @@ pub(crate) async fn stop(
     Ok(())
 }
 
+/// Leases held by nodes other than `$1` whose heartbeat stopped before `$3`. Only
+/// leases that have not run out by `$2` yet need cutting short; the rest are due anyway.
+const DEAD_WITH_LEASES: &str = "WHERE state = 'delivering' AND lease_until_ms > $2 \
+     AND lease_owner IN (SELECT id FROM nodes WHERE id <> $1 AND heartbeat_at_ms < $3)";
+
+/// What [`take_over_dead`] asks first, on every round (also for its plan, `plans.rs`).
+pub(crate) fn dead_leases_count_sql() -> String {
+    format!(
+        "SELECT lease_owner, COUNT(*) AS n FROM recipients {DEAD_WITH_LEASES} GROUP BY lease_owner"
+    )
+}
+
 pub(crate) async fn take_over_dead(
     pools: &Pools,
     me: &str,
@@ -219,12 +224,8 @@ pub(crate) async fn take_over_dead(
     let op = "take_over_dead_nodes";
     let cutoff = now_ms.saturating_sub(dead_after_ms);
     let context = || format!("{op} for node {me:?}");
-    // Only leases that have not run out yet need cutting short; the rest are due anyway.
-    let dead_with_leases = "WHERE state = 'delivering' AND lease_until_ms > $2 \
-         AND lease_owner IN (SELECT id FROM nodes WHERE id <> $1 AND heartbeat_at_ms < $3)";
-    let count = format!(
-        "SELECT lease_owner, COUNT(*) AS n FROM recipients {dead_with_leases} GROUP BY lease_owner"
-    );
+    let dead_with_leases = DEAD_WITH_LEASES;
+    let count = dead_leases_count_sql();
     // Nearly always nothing is dead: a read says so without taking the write lock.
     let any = sqlx::query(&count)
         .bind(me)

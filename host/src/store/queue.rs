@@ -17,7 +17,7 @@
 //!   millions never holds the write connection (SQLite's only one) for long, and an
 //!   event is written for each recipient in the transaction that changes it.
 //! - Every selection that is not one message reads the live queue only (states not
-//!   final), through `recipients_due`, so its cost follows the queue, not the history.
+//!   final), through `recipients_tenant_due`, so its cost follows the queue, not the history.
 
 use std::collections::{HashMap, HashSet};
 
@@ -135,7 +135,7 @@ fn is_live(state: RecipientState) -> bool {
 /// its own rows, not a walk of the tenant's messages. `CROSS JOIN` keeps SQLite from
 /// walking the tenant's messages and probing the tags for each (it takes the left table
 /// as the outer loop; to PostgreSQL it is a plain join).
-fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
+pub(crate) fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
     let mut binds: Vec<String> = vec![q.tenant_id.clone()];
     let (mut sql, key) = match &q.tag {
         Some(tag) => {
@@ -186,8 +186,8 @@ fn search_sql(q: &MessageQuery) -> (String, Vec<String>) {
         );
     }
     if let Some(state) = q.state {
-        // A live state is a small set, read through `recipients_due`; a final state
-        // is most of the history, so each candidate is checked instead, by its
+        // A live state is a small set, read through `recipients_tenant_due`; a final
+        // state is most of the history, so each candidate is checked instead, by its
         // primary key: `r.state || ''` so that no state index can serve the check
         // (SQLite without statistics walked every delivered row per candidate).
         let cond = if is_live(state) {
@@ -389,9 +389,8 @@ fn summary_sql() -> Vec<(&'static str, String)> {
         (
             "by_tenant",
             format!(
-                "SELECT m.tenant_id AS k, COUNT(*) AS n, MIN(r.message_id) AS oldest \
-                 FROM recipients r JOIN messages m ON m.id = r.message_id \
-                 WHERE r.state IN {LIVE} GROUP BY m.tenant_id"
+                "SELECT r.tenant_id AS k, COUNT(*) AS n, MIN(r.message_id) AS oldest \
+                 FROM recipients r WHERE r.state IN {LIVE} GROUP BY r.tenant_id"
             ),
         ),
         (
@@ -413,7 +412,7 @@ fn summary_sql() -> Vec<(&'static str, String)> {
 }
 
 /// Sums the live queue. Each grouping is one scan of the live recipients (through
-/// `recipients_due`), so the cost follows the queue, not the history; `top_n` bounds
+/// `recipients_tenant_due`), so the cost follows the queue, not the history; `top_n` bounds
 /// the answer, not the scan.
 pub(crate) async fn queue_summary(pools: &Pools, top_n: usize) -> Result<QueueSummary, StoreError> {
     let op = "queue_summary";

@@ -180,18 +180,21 @@ pub struct QueueGauges {
     pub unrated_usage: i64,
 }
 
+/// Recipients of state `$1` and the oldest of their messages (also for its plan,
+/// `plans.rs`).
+pub(crate) const GAUGE_SQL: &str =
+    "SELECT COUNT(*) AS n, MIN(message_id) AS oldest FROM recipients WHERE state = $1";
+
 pub(crate) async fn queue_gauges(pools: &Pools) -> Result<QueueGauges, StoreError> {
     let op = "queue_gauges";
     let mut g = QueueGauges::default();
     for state in ["queued", "delivering", "deferred", "held"] {
-        // One state at a time: each is a range of the `recipients_due` index.
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(message_id) AS oldest FROM recipients WHERE state = $1",
-        )
-        .bind(state)
-        .fetch_one(&pools.read)
-        .await
-        .map_err(StoreError::db(format!("{op}: {state}")))?;
+        // One state at a time: each is a range of the `recipients_tenant_due` index (state first).
+        let row = sqlx::query(GAUGE_SQL)
+            .bind(state)
+            .fetch_one(&pools.read)
+            .await
+            .map_err(StoreError::db(format!("{op}: {state}")))?;
         let n: i64 = col(&row, op, "n")?;
         let oldest: Option<String> = col(&row, op, "oldest")?;
         if let Some(at) = oldest

@@ -863,22 +863,23 @@ pub struct WebhookLag {
     pub oldest_at_ms: Option<i64>,
 }
 
+/// The query of [`lag`] (also for its plan, `plans.rs`).
+pub(crate) const LAG_SQL: &str = "SELECT w.state AS state, COUNT(DISTINCT w.id) AS webhooks, \
+     CAST(COALESCE(SUM(CASE WHEN s.last_seq > c.cursor THEN s.last_seq - c.cursor \
+     ELSE 0 END), 0) AS BIGINT) AS events, MIN(e.at_ms) AS oldest FROM webhooks w \
+     LEFT JOIN webhook_cursors c ON c.webhook_id = w.id \
+     LEFT JOIN event_sequences s ON s.tenant_id = c.tenant_id \
+     LEFT JOIN events e ON e.tenant_id = c.tenant_id AND e.tenant_seq = c.cursor + 1 \
+     GROUP BY w.state";
+
 /// Every webhook's lag, summed per state: a few rows, however many webhooks (a read of
 /// each cursor's next event, by the `(tenant_id, tenant_seq)` index).
 pub(crate) async fn lag(pools: &Pools) -> Result<Vec<WebhookLag>, StoreError> {
     let op = "webhook_lag";
-    let rows = sqlx::query(
-        "SELECT w.state AS state, COUNT(DISTINCT w.id) AS webhooks, \
-         CAST(COALESCE(SUM(CASE WHEN s.last_seq > c.cursor THEN s.last_seq - c.cursor \
-         ELSE 0 END), 0) AS BIGINT) AS events, MIN(e.at_ms) AS oldest FROM webhooks w \
-         LEFT JOIN webhook_cursors c ON c.webhook_id = w.id \
-         LEFT JOIN event_sequences s ON s.tenant_id = c.tenant_id \
-         LEFT JOIN events e ON e.tenant_id = c.tenant_id AND e.tenant_seq = c.cursor + 1 \
-         GROUP BY w.state",
-    )
-    .fetch_all(&pools.read)
-    .await
-    .map_err(StoreError::db(op))?;
+    let rows = sqlx::query(LAG_SQL)
+        .fetch_all(&pools.read)
+        .await
+        .map_err(StoreError::db(op))?;
     rows.iter()
         .map(|r| {
             Ok(WebhookLag {
