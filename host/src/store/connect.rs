@@ -317,6 +317,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "queue_controls",
         include_str!("migrations/sqlite/0025_queue_controls.sql"),
     ),
+    (
+        26,
+        "dkim_keys",
+        include_str!("migrations/sqlite/0026_dkim_keys.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/postgres/0001_init.sql")),
@@ -424,6 +429,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         25,
         "queue_controls",
         include_str!("migrations/postgres/0025_queue_controls.sql"),
+    ),
+    (
+        26,
+        "dkim_keys",
+        include_str!("migrations/postgres/0026_dkim_keys.sql"),
     ),
 ];
 
