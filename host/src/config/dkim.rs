@@ -4,8 +4,8 @@
 use super::check::{Check, secret};
 use super::secrets::SecretRef;
 use serde::Deserialize;
-use toml::Spanned;
 use std::path::PathBuf;
+use toml::Spanned;
 
 /// DKIM signing (`[dkim]`, `dkim/`, `serve/dkim_sign.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -29,7 +29,14 @@ impl RawDkim {
     pub(super) fn validate(self, check: &mut Check) -> Dkim {
         let span = self.key.as_ref().map(|k| k.span()).unwrap_or(0..0);
         Dkim {
-            key: secret(check, "dkim.key", self.key_env, self.key_file, self.key, span),
+            key: secret(
+                check,
+                "dkim.key",
+                self.key_env,
+                self.key_file,
+                self.key,
+                span,
+            ),
         }
     }
 }

@@ -37,8 +37,8 @@ mod webhooks;
 
 pub use admission::{Admission, TenantAdmission};
 pub use delivery::{Delivery, Fairness};
-pub use error::{ConfigError, ConfigErrors};
 pub use dkim::Dkim;
+pub use error::{ConfigError, ConfigErrors};
 pub use events::Events;
 pub use log_sources::LogSourceConfig;
 pub use metrics::MetricsConfig;

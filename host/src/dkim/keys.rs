@@ -184,7 +184,10 @@ pub fn normalize_domain(s: &str) -> Result<String, DomainError> {
             return bad("a label cannot start or end with a hyphen");
         }
     }
-    if labels.last().is_some_and(|t| t.bytes().all(|b| b.is_ascii_digit())) {
+    if labels
+        .last()
+        .is_some_and(|t| t.bytes().all(|b| b.is_ascii_digit()))
+    {
         return bad("the top-level label cannot be all digits");
     }
     Ok(d)

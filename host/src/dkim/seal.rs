@@ -53,7 +53,9 @@ pub struct Owner<'a> {
 impl Owner<'_> {
     fn aad(&self) -> Vec<u8> {
         // NUL cannot occur in any of the three (checked names), so the join is unambiguous.
-        [self.tenant, self.domain, self.selector].join("\0").into_bytes()
+        [self.tenant, self.domain, self.selector]
+            .join("\0")
+            .into_bytes()
     }
 }
 
@@ -63,11 +65,13 @@ impl Sealer {
             return Err(SealError::ShortSecret(secret.len()));
         }
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret.as_bytes());
+        let info = [b"chacha20-poly1305".as_slice()];
         let okm = prk
-            .expand(&[b"chacha20-poly1305".as_slice()], &aead::CHACHA20_POLY1305)
+            .expand(&info, &aead::CHACHA20_POLY1305)
             .map_err(|_| SealError::Malformed)?;
+        let key = UnboundKey::from(okm);
         Ok(Sealer {
-            key: LessSafeKey::new(UnboundKey::from(okm)),
+            key: LessSafeKey::new(key),
         })
     }
 
@@ -150,7 +154,10 @@ mod tests {
             Err(SealError::WrongKey)
         );
         // Two seals of one key differ (own nonces).
-        assert_ne!(sealed, s.seal(b"private key bytes", owner("t1", "example.com")));
+        assert_ne!(
+            sealed,
+            s.seal(b"private key bytes", owner("t1", "example.com"))
+        );
         assert_eq!(
             s.open("v1.AAAA", owner("t1", "example.com")),
             Err(SealError::Malformed)

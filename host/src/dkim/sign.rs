@@ -174,7 +174,11 @@ mod tests {
         assert!(h.lines().all(|l| l.len() < 998));
         let rsa = generate(Algorithm::Rsa2048).unwrap();
         let key = SigningKey::load(Algorithm::Rsa2048, &rsa.private_der).unwrap();
-        assert!(key.sign("example.com", "s2", msg).unwrap().contains("rsa-sha256"));
+        assert!(
+            key.sign("example.com", "s2", msg)
+                .unwrap()
+                .contains("rsa-sha256")
+        );
         assert!(SigningKey::load(Algorithm::Rsa2048, &pair.private_der).is_err());
     }
 }

@@ -32,10 +32,7 @@ static GENERATING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MA
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/domains/{domain}/dkim", get(list).post(create))
-        .route(
-            "/v1/domains/{domain}/dkim/{selector}",
-            delete(remove),
-        )
+        .route("/v1/domains/{domain}/dkim/{selector}", delete(remove))
         .route(
             "/v1/domains/{domain}/dkim/{selector}/activate",
             post(activate),
@@ -119,10 +116,9 @@ async fn create(
         ));
     }
     let pair = {
-        let _turn = GENERATING
-            .acquire()
-            .await
-            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "stopping"))?;
+        let _turn = GENERATING.acquire().await.map_err(|_| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "stopping")
+        })?;
         tokio::task::spawn_blocking(move || crate::dkim::generate(algorithm))
             .await
             .map_err(|e| anyhow::anyhow!("key generation stopped: {e}"))?
@@ -130,18 +126,14 @@ async fn create(
     };
     let now = now_ms();
     let selector = new_selector(now);
-    let sealed = s
-        .dkim
-        .sealer()
-        .expect("checked above")
-        .seal(
-            &pair.private_der,
-            Owner {
-                tenant: &t.id,
-                domain: &domain,
-                selector: &selector,
-            },
-        );
+    let sealed = s.dkim.sealer().expect("checked above").seal(
+        &pair.private_der,
+        Owner {
+            tenant: &t.id,
+            domain: &domain,
+            selector: &selector,
+        },
+    );
     let key = s
         .store
         .create_dkim_key(

@@ -193,8 +193,7 @@ impl Server {
         seed(&store, &pipeline).await?;
 
         let verp = load_verp(&pipeline, &store, ready.verp_key).await?;
-        let dkim =
-            super::dkim_sign::DkimSigning::start(&store, ready.dkim_key.as_deref()).await?;
+        let dkim = super::dkim_sign::DkimSigning::start(&store, ready.dkim_key.as_deref()).await?;
         let body_budget = super::body_budget::BodyBudget::new(
             pipeline.server.max_request_bytes_in_flight,
             pipeline

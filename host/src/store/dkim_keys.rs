@@ -216,7 +216,11 @@ async fn list(
     let op = "list_dkim_keys";
     let sql = format!(
         "SELECT {COLUMNS} FROM dkim_keys WHERE tenant_id = $1{} ORDER BY domain, created_at_ms, selector",
-        if domain.is_some() { " AND domain = $2" } else { "" }
+        if domain.is_some() {
+            " AND domain = $2"
+        } else {
+            ""
+        }
     );
     let mut q = sqlx::query(&sql).bind(tenant);
     if let Some(d) = domain {

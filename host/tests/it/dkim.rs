@@ -200,7 +200,10 @@ fn mail_signed_with_ed25519_and_rsa_verifies_with_dkimpy_after_the_relay_and_rot
     assert_eq!(r.json()["active"], true);
     let m = send_and_capture(&s, &key, &sink, "alice@example.com", "dkim after rotation");
     let tags = signature_tags(&m).unwrap();
-    assert_eq!((tags["s"].as_str(), tags["a"].as_str()), (next_sel.as_str(), "rsa-sha256"));
+    assert_eq!(
+        (tags["s"].as_str(), tags["a"].as_str()),
+        (next_sel.as_str(), "rsa-sha256")
+    );
     dkimpy_verifies(m.as_bytes(), &dns).unwrap_or_else(|e| panic!("{e}\n{m}"));
     let r = s.request("GET", "/v1/domains/example.com/dkim", Some(&key), None, b"");
     assert_eq!(r.status, 200, "{}", r.body);
@@ -208,7 +211,12 @@ fn mail_signed_with_ed25519_and_rsa_verifies_with_dkimpy_after_the_relay_and_rot
         .as_array()
         .unwrap()
         .iter()
-        .map(|k| (k["selector"].as_str().unwrap().to_owned(), k["active"] == true))
+        .map(|k| {
+            (
+                k["selector"].as_str().unwrap().to_owned(),
+                k["active"] == true,
+            )
+        })
         .collect();
     assert_eq!(listed, [(ed_sel.clone(), false), (next_sel.clone(), true)]);
     // The old key can go now; the active one cannot.
@@ -259,13 +267,27 @@ fn keys_only_for_the_tenants_own_dns_domains_and_never_another_tenants() {
     let long = format!("{}.example.com", "a".repeat(300));
     let r = post(&s, &t, &format!("/v1/domains/{long}/dkim"), &ed);
     assert_eq!(r.status, 422, "{}", r.body);
-    assert!(r.body.len() < 1000, "the error quotes the domain clipped: {}", r.body);
+    assert!(
+        r.body.len() < 1000,
+        "the error quotes the domain clipped: {}",
+        r.body
+    );
     // `*` lets a tenant send as anyone; it is no claim to a domain.
     let r = post(&s, &any, "/v1/domains/example.com/dkim", &ed);
     assert_eq!(r.status, 403, "{}", r.body);
     // Unknown algorithms and fields.
-    let r = post(&s, &t, "/v1/domains/example.com/dkim", &json!({"algorithm": "rsa-512"}));
-    assert_eq!((r.status, r.json()["error"]["field"].clone()), (422, json!("algorithm")), "{}", r.body);
+    let r = post(
+        &s,
+        &t,
+        "/v1/domains/example.com/dkim",
+        &json!({"algorithm": "rsa-512"}),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (422, json!("algorithm")),
+        "{}",
+        r.body
+    );
     let r = post(
         &s,
         &t,
@@ -283,13 +305,29 @@ fn keys_only_for_the_tenants_own_dns_domains_and_never_another_tenants() {
     let r = s.request("GET", "/v1/domains/example.com/dkim", Some(&u), None, b"");
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["keys"], json!([]));
-    let r = post(&s, &u, &format!("/v1/domains/example.com/dkim/{sel}/activate"), &json!({}));
+    let r = post(
+        &s,
+        &u,
+        &format!("/v1/domains/example.com/dkim/{sel}/activate"),
+        &json!({}),
+    );
     assert_eq!(r.status, 404, "{}", r.body);
-    let r = s.request("DELETE", &format!("/v1/domains/example.com/dkim/{sel}"), Some(&u), None, b"");
+    let r = s.request(
+        "DELETE",
+        &format!("/v1/domains/example.com/dkim/{sel}"),
+        Some(&u),
+        None,
+        b"",
+    );
     assert_eq!(r.status, 404, "{}", r.body);
     // Hostile selectors are not found, never looked up as patterns.
     for bad in ["%25", "s1'--", "S2026ABC", &"s".repeat(100)] {
-        let r = post(&s, &t, &format!("/v1/domains/example.com/dkim/{bad}/activate"), &json!({}));
+        let r = post(
+            &s,
+            &t,
+            &format!("/v1/domains/example.com/dkim/{bad}/activate"),
+            &json!({}),
+        );
         assert_eq!(r.status, 404, "{bad}: {}", r.body);
     }
 
@@ -323,7 +361,10 @@ fn serve_refuses_to_start_when_keys_exist_without_the_secret_that_sealed_them() 
     std::fs::write(&setup.pipeline, &without).unwrap();
     let (status, out) = setup.start_refused(&[(SECRET_ENV, SECRET)]);
     assert!(!status.success(), "{out}");
-    assert!(out.contains("dkim.key") && out.contains("names no [dkim]"), "{out}");
+    assert!(
+        out.contains("dkim.key") && out.contains("names no [dkim]"),
+        "{out}"
+    );
     std::fs::write(&setup.pipeline, &text).unwrap();
     // The secret's variable unset: refused, naming the setting.
     let (status, out) = setup.start_refused(&[]);
@@ -333,7 +374,10 @@ fn serve_refuses_to_start_when_keys_exist_without_the_secret_that_sealed_them() 
     let wrong = "another-secret-of-enough-length-0123456789";
     let (status, out) = setup.start_refused(&[(SECRET_ENV, wrong)]);
     assert!(!status.success(), "{out}");
-    assert!(out.contains("dkim.key") && out.contains("does not open"), "{out}");
+    assert!(
+        out.contains("dkim.key") && out.contains("does not open"),
+        "{out}"
+    );
     assert!(!out.contains(wrong) && !out.contains(SECRET), "{out}");
     // Too short a secret: refused by the preflight checks.
     let (status, out) = setup.start_refused(&[(SECRET_ENV, "short")]);
@@ -343,5 +387,10 @@ fn serve_refuses_to_start_when_keys_exist_without_the_secret_that_sealed_them() 
     // The right one: it starts and signs.
     let s = start(&setup);
     let r = s.request("GET", "/v1/domains/example.com/dkim", Some(&key), None, b"");
-    assert_eq!(r.json()["keys"].as_array().map(Vec::len), Some(1), "{}", r.body);
+    assert_eq!(
+        r.json()["keys"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        r.body
+    );
 }

@@ -5429,7 +5429,11 @@ mod dkim_keys {
             .await
             .unwrap();
         assert!(theirs.active);
-        let active = s.active_dkim_key("ta", "example.com").await.unwrap().unwrap();
+        let active = s
+            .active_dkim_key("ta", "example.com")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(active.key.selector, "s1");
         assert_eq!(active.private_key_sealed, "v1.sealed-ta-s1");
         // Rotation: s2 becomes active, s1 stays listed and inactive.
@@ -5445,17 +5449,26 @@ mod dkim_keys {
             .map(|k| (k.selector.as_str(), k.active))
             .collect();
         assert_eq!(states, [("s1", false), ("s2", true)]);
-        let active = s.active_dkim_key("ta", "example.com").await.unwrap().unwrap();
+        let active = s
+            .active_dkim_key("ta", "example.com")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(active.private_key_sealed, "v1.sealed-ta-s2");
         // tb's active key is untouched by ta's rotation.
-        let tb = s.active_dkim_key("tb", "example.com").await.unwrap().unwrap();
+        let tb = s
+            .active_dkim_key("tb", "example.com")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(tb.private_key_sealed, "v1.sealed-tb-s1");
         // A tenant cannot activate, delete or see another's key.
         s.create_dkim_key(key("tb", "example.com", "s9", false), T0 + 11)
             .await
             .unwrap();
         assert!(matches!(
-            s.activate_dkim_key("ta", "example.com", "s9", T0 + 12).await,
+            s.activate_dkim_key("ta", "example.com", "s9", T0 + 12)
+                .await,
             Err(StoreError::NotFound(_))
         ));
         assert!(matches!(
@@ -5497,7 +5510,12 @@ mod dkim_keys {
                 .selector,
             "s3"
         );
-        assert!(s.active_dkim_key("ta", "example.net").await.unwrap().is_none());
+        assert!(
+            s.active_dkim_key("ta", "example.net")
+                .await
+                .unwrap()
+                .is_none()
+        );
         // An unknown tenant has no keys to make.
         assert!(matches!(
             s.create_dkim_key(key("nobody", "example.com", "s1", false), T0)
