@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod cli;
 pub mod compose;
 pub mod config;
+pub mod dkim;
 pub mod logging;
 pub mod mbox;
 pub mod metrics;

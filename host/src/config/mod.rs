@@ -19,6 +19,7 @@
 mod admission;
 mod check;
 mod delivery;
+mod dkim;
 mod error;
 mod events;
 mod log_sources;
@@ -36,6 +37,7 @@ mod webhooks;
 
 pub use admission::{Admission, TenantAdmission};
 pub use delivery::{Delivery, Fairness};
+pub use dkim::Dkim;
 pub use error::{ConfigError, ConfigErrors};
 pub use events::Events;
 pub use log_sources::LogSourceConfig;
@@ -76,6 +78,8 @@ pub struct Pipeline {
     pub metrics: MetricsConfig,
     /// Webhooks' delivery (`[webhooks]`).
     pub webhooks: Webhooks,
+    /// DKIM signing (`[dkim]`).
+    pub dkim: Dkim,
 }
 
 impl Pipeline {

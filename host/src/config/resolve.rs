@@ -25,6 +25,9 @@ pub struct Resolved {
     pub admin_token: Option<String>,
     /// The VERP key from `[delivery] verp_key_env`/`_file`; `None`: the store keeps one.
     pub verp_key: Option<String>,
+    /// The secret DKIM keys are sealed with (`[dkim] key_env`/`key_file`), checked to
+    /// be long enough.
+    pub dkim_key: Option<String>,
     /// Each `[[log_source]]`'s logins, in the pipeline's order.
     pub log_source_logins: Vec<Logins>,
     /// Each stage's plugin, for those that could be read.
@@ -49,6 +52,13 @@ pub fn resolve(pipeline: &Pipeline) -> Resolved {
     };
     let admin_token = secret("admin.token", pipeline.admin.token.as_ref());
     let verp_key = secret("delivery.verp_key", pipeline.delivery.verp_key.as_ref());
+    let dkim_key = secret("dkim.key", pipeline.dkim.key.as_ref());
+    // Named by its setting, never quoted: the error may reach a terminal or a CI log.
+    if let Some(k) = &dkim_key
+        && let Err(e) = crate::dkim::Sealer::from_secret(k)
+    {
+        errors.push(format!("dkim.key: {e}"));
+    }
     let warnings = pipeline
         .relays
         .iter()
@@ -102,6 +112,7 @@ pub fn resolve(pipeline: &Pipeline) -> Resolved {
     Resolved {
         admin_token,
         verp_key,
+        dkim_key,
         log_source_logins,
         plugins,
         warnings,

@@ -7,6 +7,7 @@ use super::Pipeline;
 use super::admission::RawAdmission;
 use super::check::Check;
 use super::delivery::RawDelivery;
+use super::dkim::RawDkim;
 use super::error::ConfigErrors;
 use super::events::RawEvents;
 use super::log_sources::{self, RawLogSource};
@@ -54,6 +55,8 @@ pub(crate) struct RawPipeline {
     metrics: RawMetrics,
     #[serde(default)]
     webhooks: RawWebhooks,
+    #[serde(default)]
+    dkim: RawDkim,
 }
 
 impl RawPipeline {
@@ -71,6 +74,7 @@ impl RawPipeline {
         let events = self.events.validate(check);
         let metrics = self.metrics.validate(check);
         let webhooks = self.webhooks.validate(check);
+        let dkim = self.dkim.validate(check);
         let largest_body = Limits {
             max_message_bytes: self.limits.max_message_bytes,
             max_recipients: self.limits.max_recipients,
@@ -112,6 +116,7 @@ impl RawPipeline {
             events,
             metrics,
             webhooks,
+            dkim,
         })
     }
 }

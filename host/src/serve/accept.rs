@@ -184,6 +184,15 @@ fn check_authors(headers: &[(String, String)], allowed: &[String]) -> Result<(),
     Ok(())
 }
 
+/// The domain of the header `From:`'s first address, lower case: what DKIM signs for.
+fn from_domain(headers: &[(String, String)]) -> Option<String> {
+    compose::author_domains(headers)
+        .ok()?
+        .into_iter()
+        .find(|(field, _)| field.eq_ignore_ascii_case("headers.from"))
+        .map(|(_, d)| d)
+}
+
 /// At most one account per message ([`ACCOUNT_TAG`]: the `account` field, query
 /// parameter or `Sluice-Account` header adds it), and one the tenant has. Account billing
 /// takes it before matching logins; the dispatcher's prepaid check too.
@@ -406,6 +415,33 @@ pub async fn accept_submission(s: &Server, sub: NewSubmission) -> Result<Accepte
         prefixed.extend_from_slice(&prefix);
         prefixed.extend_from_slice(&body);
         body = prefixed;
+    }
+    // DKIM last, over the message as it is stored and sent (`dkim_sign.rs` says why
+    // once, here). The relay client sends CRLF line ends: the body is stored with them.
+    let fixed = match crate::wire::crlf(&body) {
+        std::borrow::Cow::Owned(fixed) => Some(fixed),
+        std::borrow::Cow::Borrowed(_) => None,
+    };
+    let mut body = fixed.unwrap_or(body);
+    if let Some(domain) = from_domain(&composed.headers) {
+        let (signed_body, signed) = s
+            .dkim
+            .sign(&s.store, &tenant.id, &domain, body)
+            .await
+            .map_err(|e| match e {
+                super::dkim_sign::SignFailure::Store(e) => AcceptError::Store(e),
+                other => {
+                    tracing::error!(tenant = %tenant.id, error = %Chain(&other), "a message could not be DKIM-signed");
+                    AcceptError::PluginFailed(other.to_string())
+                }
+            })?;
+        body = signed_body;
+        if let Some(sig) = signed {
+            let mut prefixed = Vec::with_capacity(sig.header.len() + body.len());
+            prefixed.extend_from_slice(sig.header.as_bytes());
+            prefixed.extend_from_slice(&body);
+            body = prefixed;
+        }
     }
     let message = NewMessage {
         tenant_id: tenant.id.clone(),

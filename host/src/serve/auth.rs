@@ -70,6 +70,19 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/suppressions", Access::Tenant),
     route("POST", "/v1/suppressions", Access::Tenant),
     route("DELETE", "/v1/suppressions/{address}", Access::Tenant),
+    // Issue 23: DKIM keys are the tenant's; an account's key has none.
+    route("GET", "/v1/domains/{domain}/dkim", Access::Tenant),
+    route("POST", "/v1/domains/{domain}/dkim", Access::Tenant),
+    route(
+        "DELETE",
+        "/v1/domains/{domain}/dkim/{selector}",
+        Access::Tenant,
+    ),
+    route(
+        "POST",
+        "/v1/domains/{domain}/dkim/{selector}/activate",
+        Access::Tenant,
+    ),
     route("GET", "/v1/usage", Access::Tenant),
     route("GET", "/v1/invoices/{period}", Access::Tenant),
     route("GET", "/v1/balance", Access::Tenant),

@@ -29,6 +29,8 @@ mod bounce_intake;
 mod bounces;
 mod clock;
 mod dispatch;
+mod dkim_api;
+mod dkim_sign;
 mod dto;
 mod error;
 mod event_hub;
@@ -128,6 +130,7 @@ pub async fn run(
         events_api::routes()
             .merge(metrics_http::routes())
             .merge(webhooks_api::routes())
+            .merge(dkim_api::routes())
             .merge(openapi::routes())
             .merge(queue_api::routes())
             .merge(portal::routes(&server)),

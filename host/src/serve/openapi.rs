@@ -20,7 +20,7 @@
 use super::api::AppState;
 use super::dto::ErrorBody;
 use super::{
-    accounts_api, admin, api, billing_api, events_api, metrics_http, queue_api, retry,
+    accounts_api, admin, api, billing_api, dkim_api, events_api, metrics_http, queue_api, retry,
     suppressions, tenant_plugins, webhooks_api,
 };
 use axum::Router;
@@ -63,6 +63,10 @@ use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder, Type};
         suppressions::tenant_list,
         suppressions::tenant_add,
         suppressions::tenant_delete,
+        dkim_api::list,
+        dkim_api::create,
+        dkim_api::remove,
+        dkim_api::activate,
         billing_api::usage,
         billing_api::invoice,
         billing_api::balance,

@@ -17,6 +17,8 @@ pub struct Ready {
     pub admin_token: Option<String>,
     /// The VERP key from `[delivery] verp_key_env`/`_file`; `None`: the store keeps one.
     pub verp_key: Option<String>,
+    /// The secret DKIM keys are sealed with (`[dkim] key_env`/`key_file`).
+    pub dkim_key: Option<String>,
     /// Each `[[log_source]]`'s logins, in the pipeline's order.
     pub log_source_logins: Vec<crate::bill_logs::Logins>,
     /// What does not stop a start but will not work (a pipeline relay's password that
@@ -65,6 +67,7 @@ pub fn check(pipeline: &Pipeline) -> Result<Ready, NotReady> {
             plugins,
             admin_token: resolved.admin_token,
             verp_key: resolved.verp_key,
+            dkim_key: resolved.dkim_key,
             log_source_logins: resolved.log_source_logins,
             warnings: resolved.warnings,
         }),

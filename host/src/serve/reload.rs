@@ -157,6 +157,9 @@ fn needs_restart(old: &Pipeline, new: &Pipeline) -> Vec<&'static str> {
     if old.webhooks != new.webhooks {
         out.push("[webhooks]");
     }
+    if old.dkim != new.dkim {
+        out.push("[dkim]");
+    }
     out
 }
 

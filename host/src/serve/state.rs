@@ -53,6 +53,8 @@ pub struct Server {
     tenant_stats: RwLock<HashMap<String, HashMap<String, Vec<RelayWindow>>>>,
     /// Signs VERP return paths; none when `delivery.bounce_domain` is not set.
     pub verp: Option<crate::verp::Verp>,
+    /// DKIM: the sealing secret and tenants' active keys (`dkim_sign.rs`).
+    pub dkim: super::dkim_sign::DkimSigning,
     /// Tenants' billing settings, cached briefly.
     pub billing: super::billing_cache::BillingCache,
     /// Each tenant's accounts, for its own prepaid rule at dispatch.
@@ -191,6 +193,7 @@ impl Server {
         seed(&store, &pipeline).await?;
 
         let verp = load_verp(&pipeline, &store, ready.verp_key).await?;
+        let dkim = super::dkim_sign::DkimSigning::start(&store, ready.dkim_key.as_deref()).await?;
         let body_budget = super::body_budget::BodyBudget::new(
             pipeline.server.max_request_bytes_in_flight,
             pipeline
@@ -207,6 +210,7 @@ impl Server {
                 pipeline.events.max_streams,
             ),
             verp,
+            dkim,
             in_flight: Arc::new(Semaphore::new(pipeline.delivery.max_in_flight as usize)),
             handoff: super::handoff::Handoff::new(
                 pipeline.delivery.fairness.max_held as usize,

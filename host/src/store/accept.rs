@@ -299,7 +299,7 @@ pub(crate) async fn write_many(
         .collect())
 }
 
-/// The tags of a message that `message_tags` keeps (migration 0030): each once, and
+/// The tags of a message that `message_tags` keeps (migration 0028): each once, and
 /// only those a search can ask for (at most [`MAX_TAG_BYTES`]).
 fn indexed_tags(tags: &[String]) -> impl Iterator<Item = &str> {
     tags.iter()

@@ -318,19 +318,24 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/sqlite/0025_queue_controls.sql"),
     ),
     (
+        26,
+        "dkim_keys",
+        include_str!("migrations/sqlite/0026_dkim_keys.sql"),
+    ),
+    (
         27,
         "portal_sessions",
         include_str!("migrations/sqlite/0027_portal_sessions.sql"),
     ),
     (
-        30,
+        28,
         "message_tags",
-        include_str!("migrations/sqlite/0030_message_tags.sql"),
+        include_str!("migrations/sqlite/0028_message_tags.sql"),
     ),
     (
-        31,
+        29,
         "write_fewer_index_entries",
-        include_str!("migrations/sqlite/0031_write_fewer_index_entries.sql"),
+        include_str!("migrations/sqlite/0029_write_fewer_index_entries.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
@@ -441,19 +446,24 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/postgres/0025_queue_controls.sql"),
     ),
     (
+        26,
+        "dkim_keys",
+        include_str!("migrations/postgres/0026_dkim_keys.sql"),
+    ),
+    (
         27,
         "portal_sessions",
         include_str!("migrations/postgres/0027_portal_sessions.sql"),
     ),
     (
-        30,
+        28,
         "message_tags",
-        include_str!("migrations/postgres/0030_message_tags.sql"),
+        include_str!("migrations/postgres/0028_message_tags.sql"),
     ),
     (
-        31,
+        29,
         "write_fewer_index_entries",
-        include_str!("migrations/postgres/0031_write_fewer_index_entries.sql"),
+        include_str!("migrations/postgres/0029_write_fewer_index_entries.sql"),
     ),
 ];
 

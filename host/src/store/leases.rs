@@ -127,7 +127,7 @@ pub(crate) async fn lease_due(
     }
     let mut rows = Vec::new();
     // The first statement also takes the expired leases (of a crashed host): few, by
-    // the index on lease_until_ms of the recipients in flight (migration 0031).
+    // the index on lease_until_ms of the recipients in flight (migration 0029).
     let mut chunks: Vec<&[String]> = tenants.chunks(TENANTS_PER_STATEMENT).collect();
     if chunks.is_empty() {
         chunks.push(&[]);

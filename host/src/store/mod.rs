@@ -29,6 +29,7 @@ mod books;
 mod checkpoint;
 mod codec;
 mod connect;
+mod dkim_keys;
 mod error;
 mod event_log;
 mod events;
@@ -60,6 +61,9 @@ pub use accounts::{
 pub use accounts::{GATHER_MS as ACCOUNT_GATHER_MS, SETTLE_MS as ACCOUNT_SETTLE_MS};
 pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
+pub use dkim_keys::{
+    DkimKey, MAX_DKIM_DOMAINS, MAX_SELECTORS_PER_DOMAIN, NewDkimKey, SealedDkimKey,
+};
 pub use error::StoreError;
 pub use event_log::{Sequenced, TenantEvent};
 pub use ledger::{

@@ -129,7 +129,7 @@ fn is_live(state: RecipientState) -> bool {
 
 /// The SQL of a search page and its binds (shared with `explain_search`).
 ///
-/// With a tag the page is driven from `message_tags` (migration 0030): the tag's rows
+/// With a tag the page is driven from `message_tags` (migration 0028): the tag's rows
 /// of the tenant are one range of its key in message id order, so the id bounds
 /// (cursor, since, until) and the order are on `t.message_id`, and a rare tag costs
 /// its own rows, not a walk of the tenant's messages. `CROSS JOIN` keeps SQLite from
@@ -742,7 +742,7 @@ async fn write_events(
 /// of its own pick: for a hold by request, what a suspension holds (read through
 /// `recipients_hold`); then the queued and deferred (their state ranges, which held
 /// rows are not in, however many); then the prepaid holds (`recipients_prepaid`,
-/// migration 0030: the `held` range itself may be millions held by request).
+/// migration 0028: the `held` range itself may be millions held by request).
 fn hold_bulks<'a>(op: &'a str, sel: &Selector, why: &str) -> Vec<Bulk<'a>> {
     let (cond, binds) = selector_sql(sel, 1);
     let bulk = |pick: String, ordered: bool, recheck: &str| Bulk {

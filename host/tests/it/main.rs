@@ -15,6 +15,7 @@ mod bounce_cli;
 mod bounce_intake;
 mod cli;
 mod contract;
+mod dkim;
 mod e2e;
 mod events;
 mod first_hour;

@@ -258,7 +258,7 @@ fn search_filters_pages_and_never_shows_another_tenant(postgres: Option<&PgDb>) 
         assert_eq!(refused(&r), "top");
     }
 
-    // Tags are bounded at accept (each is a row of the tag index, migration 0030): 65
+    // Tags are bounded at accept (each is a row of the tag index, migration 0028): 65
     // tags or a tag of 129 bytes is refused by name; 64 are taken, and the last of them
     // finds the message.
     let many: Vec<String> = (0..65).map(|i| format!("many-{i}")).collect();

@@ -1067,7 +1067,7 @@ fn reads_the_history(backend: Backend, plan: &[String]) -> bool {
     })
 }
 
-/// Migration 0031 dropped the indexes no query read and made others partial: every hot
+/// Migration 0029 dropped the indexes no query read and made others partial: every hot
 /// query (those each message runs through, those of every tick or scrape, the search
 /// pages) still reads a range of an index, not the history, on a store with a history
 /// of delivered mail and fresh statistics.
@@ -5591,7 +5591,7 @@ async fn bulk_controls_go_by_index_and_a_release_after_a_big_hold_releases_every
     assert_eq!(q.by_state[3].recipients, 0, "{q:?}");
 }
 
-/// Issue 22: `tag=` is read through `message_tags` (migration 0030): a tag on one
+/// Issue 22: `tag=` is read through `message_tags` (migration 0028): a tag on one
 /// message among a thousand is found by the tag's own index range, each tag once per
 /// message, never another tenant's; a common tag pages by cursor; too many tags are
 /// refused.
@@ -5817,4 +5817,198 @@ async fn a_webhook_checkpoint_moves_cursors_keeps_attempts_and_leases_go_back_on
     assert_eq!((lag[0].state.as_str(), lag[0].events), ("active", last - 1));
     assert_eq!((lag[1].state.as_str(), lag[1].events), ("paused", last));
     assert_eq!(lag[1].oldest_at_ms, Some(oldest));
+}
+
+// ---------------------------------------------------------------- DKIM keys
+
+/// DKIM keys (issue 23), on both stores: per tenant, bounded, one active per domain.
+mod dkim_keys {
+    use super::*;
+    use sluice::dkim::Algorithm;
+    use sluice::store::{MAX_DKIM_DOMAINS, MAX_SELECTORS_PER_DOMAIN, NewDkimKey};
+
+    conformance!(
+        dkim_keys_are_per_tenant_with_one_active_per_domain,
+        dkim_keys_are_bounded_per_domain_and_per_tenant,
+    );
+
+    fn key(tenant: &str, domain: &str, selector: &str, activate: bool) -> NewDkimKey {
+        NewDkimKey {
+            tenant_id: tenant.to_owned(),
+            domain: domain.to_owned(),
+            selector: selector.to_owned(),
+            algorithm: Algorithm::Ed25519,
+            public_key: "cHVibGlj".to_owned(),
+            private_key_sealed: format!("v1.sealed-{tenant}-{selector}"),
+            activate,
+        }
+    }
+
+    async fn dkim_keys_are_per_tenant_with_one_active_per_domain(db: Db) {
+        let s = &db.store;
+        tenant(s, "ta").await;
+        tenant(s, "tb").await;
+        // A domain's first key is active whatever was asked; the next is not unless asked.
+        let first = s
+            .create_dkim_key(key("ta", "example.com", "s1", false), T0)
+            .await
+            .unwrap();
+        assert!(first.active);
+        assert_eq!(first.activated_at_ms, Some(T0));
+        let second = s
+            .create_dkim_key(key("ta", "example.com", "s2", false), T0 + 1)
+            .await
+            .unwrap();
+        assert!(!second.active);
+        // The same selector twice for a domain: refused.
+        assert!(matches!(
+            s.create_dkim_key(key("ta", "example.com", "s2", false), T0 + 2)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Another tenant, same domain and selector: its own key, its own active one.
+        let theirs = s
+            .create_dkim_key(key("tb", "example.com", "s1", false), T0 + 3)
+            .await
+            .unwrap();
+        assert!(theirs.active);
+        let active = s
+            .active_dkim_key("ta", "example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(active.key.selector, "s1");
+        assert_eq!(active.private_key_sealed, "v1.sealed-ta-s1");
+        // Rotation: s2 becomes active, s1 stays listed and inactive.
+        let now = s
+            .activate_dkim_key("ta", "example.com", "s2", T0 + 10)
+            .await
+            .unwrap();
+        assert!(now.active);
+        assert_eq!(now.activated_at_ms, Some(T0 + 10));
+        let listed = s.list_dkim_keys("ta", Some("example.com")).await.unwrap();
+        let states: Vec<(&str, bool)> = listed
+            .iter()
+            .map(|k| (k.selector.as_str(), k.active))
+            .collect();
+        assert_eq!(states, [("s1", false), ("s2", true)]);
+        let active = s
+            .active_dkim_key("ta", "example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(active.private_key_sealed, "v1.sealed-ta-s2");
+        // tb's active key is untouched by ta's rotation.
+        let tb = s
+            .active_dkim_key("tb", "example.com")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tb.private_key_sealed, "v1.sealed-tb-s1");
+        // A tenant cannot activate, delete or see another's key.
+        s.create_dkim_key(key("tb", "example.com", "s9", false), T0 + 11)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.activate_dkim_key("ta", "example.com", "s9", T0 + 12)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.delete_dkim_key("ta", "example.com", "s9").await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(
+            s.list_dkim_keys("ta", None)
+                .await
+                .unwrap()
+                .iter()
+                .all(|k| k.tenant_id == "ta")
+        );
+        // The active key cannot be deleted; an inactive one can.
+        assert!(matches!(
+            s.delete_dkim_key("ta", "example.com", "s2").await,
+            Err(StoreError::Conflict(_))
+        ));
+        s.delete_dkim_key("ta", "example.com", "s1").await.unwrap();
+        assert_eq!(
+            s.list_dkim_keys("ta", Some("example.com"))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // A key asked to be active at once takes over.
+        let k3 = s
+            .create_dkim_key(key("ta", "example.com", "s3", true), T0 + 20)
+            .await
+            .unwrap();
+        assert!(k3.active);
+        assert_eq!(
+            s.active_dkim_key("ta", "example.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .key
+                .selector,
+            "s3"
+        );
+        assert!(
+            s.active_dkim_key("ta", "example.net")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // An unknown tenant has no keys to make.
+        assert!(matches!(
+            s.create_dkim_key(key("nobody", "example.com", "s1", false), T0)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(s.any_dkim_key().await.unwrap().is_some());
+    }
+
+    async fn dkim_keys_are_bounded_per_domain_and_per_tenant(db: Db) {
+        let s = &db.store;
+        tenant(s, "ta").await;
+        assert!(s.any_dkim_key().await.unwrap().is_none());
+        for i in 0..MAX_SELECTORS_PER_DOMAIN {
+            s.create_dkim_key(key("ta", "example.com", &format!("s{i}"), false), T0)
+                .await
+                .unwrap();
+        }
+        assert!(matches!(
+            s.create_dkim_key(key("ta", "example.com", "sx", false), T0)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Concurrent creations on two hosts cannot pass the bound together.
+        let other = db.second_host().await;
+        for i in 1..MAX_DKIM_DOMAINS - 1 {
+            s.create_dkim_key(key("ta", &format!("d{i}.example"), "s1", false), T0)
+                .await
+                .unwrap();
+        }
+        let (a, b) = tokio::join!(
+            s.create_dkim_key(key("ta", "last-a.example", "s1", false), T0),
+            other.create_dkim_key(key("ta", "last-b.example", "s1", false), T0),
+        );
+        assert_eq!(
+            [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(),
+            1,
+            "{a:?} {b:?}"
+        );
+        let domains: HashSet<String> = s
+            .list_dkim_keys("ta", None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.domain)
+            .collect();
+        assert_eq!(domains.len() as u32, MAX_DKIM_DOMAINS);
+        // A new key for a domain it already has is still taken (the bound is on domains).
+        s.create_dkim_key(key("ta", "d1.example", "s2", false), T0)
+            .await
+            .unwrap();
+    }
 }

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod billing;
+pub mod dkim;
 pub mod events;
 pub mod messages;
 pub mod plugins;

@@ -607,6 +607,31 @@ config = {send_config}
     }
 }
 
+impl Setup {
+    /// Runs `sluice serve` on this pipeline expecting it to refuse to start (with `env`
+    /// set): its exit status and everything it printed.
+    pub fn start_refused(&self, env: &[(&str, &str)]) -> (ExitStatus, String) {
+        let log = self.root().join("refused.log");
+        let out = std::fs::File::create(&log).expect("log");
+        let child = handing_over(&self.http)
+            .arg("serve")
+            .arg("--pipeline")
+            .arg(&self.pipeline)
+            .env(ADMIN_ENV, &self.admin_token)
+            .env("SLUICE_LOG", "warn")
+            .envs(env.iter().copied())
+            .current_dir(self.root())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log fd"))
+            .stderr(out)
+            .spawn()
+            .expect("start sluice serve");
+        let mut guard = ChildGuard::adopt(child, "sluice serve (expected to refuse)");
+        let status = guard.wait_exit(STARTUP);
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+}
+
 /// A loopback socket listening on a port of its own, and the port.
 fn http_socket() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

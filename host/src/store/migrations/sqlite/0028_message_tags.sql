@@ -1,4 +1,4 @@
--- Tag search and bulk holds by index (issue 22), sqlite dialect. Keep in step with ../postgres/0030_message_tags.sql.
+-- Tag search and bulk holds by index (issue 22), sqlite dialect. Keep in step with ../postgres/0028_message_tags.sql.
 --
 -- `GET /v1/messages?tag=` looked for the tag inside `messages.tags` (a JSON array, as
 -- text) row by row: a rare tag walked the tenant's whole history (0.8–1.6 s at 1 M

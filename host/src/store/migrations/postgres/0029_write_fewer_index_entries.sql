@@ -1,4 +1,4 @@
--- Fewer index entries written per message, postgres dialect. Keep in step with ../sqlite/0031_write_fewer_index_entries.sql.
+-- Fewer index entries written per message, postgres dialect. Keep in step with ../sqlite/0029_write_fewer_index_entries.sql.
 --
 -- Issue 16/17: every accepted-and-delivered message paid for index entries no query
 -- reads. Each recipient is inserted, then rewritten once when its attempt finishes (its
