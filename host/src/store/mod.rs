@@ -26,6 +26,7 @@ mod accept;
 mod accounts;
 mod api_keys;
 mod books;
+mod chain;
 mod checkpoint;
 mod codec;
 mod connect;
@@ -46,7 +47,7 @@ mod types;
 mod usage_events;
 mod webhooks;
 
-use crate::logging::Chain;
+use chain::Chain;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
 pub use error::StoreError;
 pub use event_log::{Sequenced, TenantEvent};
+pub use group_commit::CommitObserver;
 pub use ledger::{
     Balance, BalanceMode, BillingSettings, ChargeSum, Credited, ExternalUsage, LedgerEntry,
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
@@ -138,6 +140,13 @@ impl Store {
                 _checkpointer: checkpointer,
             }),
         })
+    }
+
+    /// Tells `observer` of every group commit that reached the disk (its time, and how
+    /// many accepts and outcome batches it wrote): the host's metrics, which the store
+    /// does not know. The first observer set stays; false if one was set already.
+    pub fn observe_commits(&self, observer: CommitObserver) -> bool {
+        self.inner.writer.observe(observer)
     }
 
     /// Which database this store runs on.
@@ -805,7 +814,7 @@ mod suppressions;
 mod writer_thread;
 
 pub use bounces::{BounceRecorded, BounceReport, BounceTarget};
-pub(crate) use suppressions::normalize as normalize_address;
+pub use suppressions::normalize as normalize_address;
 pub use suppressions::{AddedBy, NewSuppression, Removal, Suppression};
 
 // ---- plugins ----
@@ -829,7 +838,7 @@ impl Store {
     pub async fn list_plugin_versions(
         &self,
         tenant_id: &str,
-        stage: Option<crate::stage::Stage>,
+        stage: Option<sluice_stage::Stage>,
     ) -> Result<Vec<PluginVersion>, StoreError> {
         plugins::list(self.pools(), tenant_id, stage).await
     }
@@ -838,7 +847,7 @@ impl Store {
     pub async fn get_plugin_version(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
     ) -> Result<Option<PluginVersion>, StoreError> {
         plugins::get(self.pools(), tenant_id, stage, version).await
@@ -848,7 +857,7 @@ impl Store {
     pub async fn plugin_wasm(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         plugins::wasm(self.pools(), tenant_id, stage, version).await
@@ -860,7 +869,7 @@ impl Store {
     pub async fn activate_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
         now_ms: i64,
     ) -> Result<ActivePlugin, StoreError> {
@@ -873,7 +882,7 @@ impl Store {
     pub async fn rollback_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         now_ms: i64,
     ) -> Result<ActivePlugin, StoreError> {
         plugins::rollback(self.pools(), tenant_id, stage, now_ms).await
@@ -883,7 +892,7 @@ impl Store {
     pub async fn active_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
     ) -> Result<Option<ActivePlugin>, StoreError> {
         plugins::active(self.pools(), tenant_id, stage).await
     }
@@ -900,7 +909,7 @@ impl Store {
         &self,
         tenant_id: &str,
         keep: u32,
-    ) -> Result<Vec<(crate::stage::Stage, u32)>, StoreError> {
+    ) -> Result<Vec<(sluice_stage::Stage, u32)>, StoreError> {
         plugins::prune(self.pools(), tenant_id, keep).await
     }
 
@@ -909,7 +918,7 @@ impl Store {
     pub async fn suspend_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
         reason: &str,
         now_ms: i64,
