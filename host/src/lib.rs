@@ -15,11 +15,9 @@ pub mod logging;
 pub mod mbox;
 pub mod metrics;
 pub mod relay;
-pub mod relay_spec;
 pub mod serve;
 pub mod smtp_in;
 pub mod socket_activation;
-pub mod store;
 pub mod verp;
 pub mod webhook_http;
 
@@ -28,4 +26,6 @@ pub mod webhook_http;
 pub use sluice_maillog as maillog;
 pub use sluice_runtime as runtime;
 pub use sluice_stage as stage;
+pub use sluice_store as store;
 pub use sluice_wire as wire;
+pub use sluice_wire::relay_spec;

@@ -1,6 +1,7 @@
 //! The process's Prometheus metrics (`GET /metrics`, served by `serve/metrics_http.rs`):
 //! the metric families, the bounded label sets, and the text encoding. Plain data, no
-//! I/O; a leaf any module may use (the store for its commits, `serve` for the rest).
+//! I/O; a leaf any module may use (`serve` for most, and for the store's group commits,
+//! which `serve::state` has the store report through `Store::observe_commits`).
 //!
 //! Label sets are bounded: tenants, relays, platform plugins and bounce classes each get
 //! their own label value only for the first `max` distinct values seen by this process;

@@ -14,6 +14,7 @@ pub mod follow;
 pub mod hash;
 mod hosts;
 mod input;
+pub mod login;
 pub mod postfix;
 pub mod qmail;
 mod syslog;

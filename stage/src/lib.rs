@@ -9,6 +9,7 @@
 mod bill;
 mod bounce;
 mod ingest;
+pub mod period;
 mod route;
 pub mod samples;
 mod send;

@@ -5,7 +5,7 @@ Issue 16: the dispatcher looks in the store for due work at least every 250 ms, 
 out the tenants at their share on this host. Main's look walked every due recipient in
 due order and joined each to its message to skip the tenants left out; with migration
 0024 the recipient carries its tenant and the look asks each other tenant for its own
-oldest due rows (host/src/store/leases.rs). This builds the store from the real
+oldest due rows (store/src/leases.rs). This builds the store from the real
 migrations, puts BACKLOG due recipients of tenant `noisy` (older than everyone else's)
 and a few of tenants `quiet` and `q2` in it, and times each look (in a transaction that
 is rolled back, so every round sees the same rows), with the plan of each:

@@ -13,6 +13,12 @@
 //! Everything here is plain functions on bytes, one linear pass each (`memchr`), and
 //! borrows the input when it is already clean: the accept path runs them for every
 //! message.
+//!
+//! [`relay_spec`] says what a relay definition may say (its URL and TLS mode, id rule,
+//! defaults and pool), for everything that reads relays: the pipeline file, the admin API,
+//! the store and the relay client.
+
+pub mod relay_spec;
 
 use std::borrow::Cow;
 

@@ -3,6 +3,7 @@
 //! See `pipelines/billing/*.example.toml` for documented examples.
 
 use crate::maillog::hash::FxHashMap;
+use crate::maillog::login::login_problem;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -73,20 +74,6 @@ fn line_of(text: &str, at: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
-}
-
-/// What is wrong with a login (already trimmed and lower-cased), if anything: it must
-/// be an address (`user@domain`) or a domain. Live account logins use the same rule.
-pub fn login_problem(value: &str) -> Option<&'static str> {
-    if value.is_empty() {
-        Some("is empty")
-    } else if value.contains(char::is_whitespace) || value.contains(['<', '>']) {
-        Some("must be an address (user@domain) or a domain, without <> or spaces")
-    } else if value.starts_with('@') || value.ends_with('@') || value.matches('@').count() > 1 {
-        Some("must be an address (user@domain) or a domain")
-    } else {
-        None
-    }
 }
 
 impl Logins {

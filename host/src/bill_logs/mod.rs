@@ -15,7 +15,7 @@ mod matcher;
 mod rater;
 mod totals;
 
-pub use config::{ConfigError, Logins, TariffDoc, load_tariffs, login_problem};
+pub use config::{ConfigError, Logins, TariffDoc, load_tariffs};
 pub use matcher::Matcher;
 pub use rater::{BillError, Biller, DEFAULT_BATCH, DUPLICATE_SAMPLES, Duplicate, Place, Rated};
 pub use totals::{DuplicatePlace, ServiceTotal, Summary, TenantTotals};

@@ -4,20 +4,9 @@
 
 use super::rounding::{ROUNDING_RULE, format_minor, round_to_minor};
 use crate::stage::Micros;
+use crate::store::ChargeSum;
 use serde::Serialize;
 use std::fmt::Write as _;
-
-/// A ledger's charges summed per (service, unit price): one invoice line. The store
-/// sums; this module turns the sums into an invoice.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargeSum {
-    pub service: String,
-    pub unit_price: String,
-    pub quantity: u64,
-    pub amount_micros: i64,
-    /// A volume-mode settlement row.
-    pub settlement: bool,
-}
 
 /// Charges of one service at one unit price (a tier), or a volume settlement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,5 +1,6 @@
-//! Live billing's plain logic: billing periods, money parsing and invoice rounding,
-//! invoices built from ledger rows, prepaid estimates and volume-mode settlement.
+//! Live billing's plain logic: billing periods (`sluice-stage`'s `period`, re-exported),
+//! money parsing and invoice rounding, invoices built from the ledger's sums (the store's
+//! `ChargeSum`), prepaid estimates and volume-mode settlement.
 //!
 //! No I/O here: the store keeps the ledger (`store::ledger`), `serve::billing` runs the
 //! rating task and the prepaid check, `serve::billing_api` speaks HTTP. Everything is
@@ -13,12 +14,13 @@ mod invoice;
 pub mod rounding;
 mod tariff;
 
+pub use crate::stage::period::{PeriodError, period_bounds, period_of};
 pub use checks::{ChargeError, ServiceRule, TariffRules, check_charges};
-pub use invoice::{ChargeSum, Invoice, InvoiceLine, TierLine};
+pub use invoice::{Invoice, InvoiceLine, TierLine};
 pub use rounding::{ROUNDING_RULE, format_minor, round_to_minor};
 pub use tariff::{TariffInfo, VolumeService, volume_services};
 
-use crate::maillog::syslog_time::{civil_from_days, days_from_civil};
+use crate::maillog::syslog_time::days_from_civil;
 use crate::stage::{BillOutput, Decimal, Micros};
 
 /// The platform's default tariff (rater-tiered format), used for tenants without one.
@@ -28,8 +30,6 @@ pub const DEFAULT_TARIFF: &str =
 /// Bad billing input; the text quotes the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BillingError {
-    #[error("period {0:?} is not YYYY-MM")]
-    Period(String),
     #[error("amount {0:?}: {1}")]
     Amount(String, &'static str),
     #[error("time {0:?} is not YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or milliseconds since 1970")]
@@ -37,28 +37,6 @@ pub enum BillingError {
 }
 
 const DAY_MS: i64 = 86_400_000;
-
-/// The billing period (calendar month, UTC) holding `ms`, as `YYYY-MM`.
-pub fn period_of(ms: i64) -> String {
-    let (y, m, _) = civil_from_days(ms.div_euclid(DAY_MS));
-    format!("{y:04}-{m:02}")
-}
-
-/// `[start, end)` of a `YYYY-MM` period in milliseconds.
-pub fn period_bounds(period: &str) -> Result<(i64, i64), BillingError> {
-    let bad = || BillingError::Period(period.to_owned());
-    let (y, m) = period.split_once('-').ok_or_else(bad)?;
-    if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let (y, m): (i32, u8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if !(1..=12).contains(&m) || y < 1970 {
-        return Err(bad());
-    }
-    let start = days_from_civil(y, m, 1) * DAY_MS;
-    let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    Ok((start, days_from_civil(ny, nm, 1) * DAY_MS))
-}
 
 /// A time in a query: `YYYY-MM-DD` (midnight UTC), `YYYY-MM-DDTHH:MM:SSZ`, or
 /// milliseconds since the Unix epoch.
@@ -169,32 +147,10 @@ pub fn settlement(final_price: Decimal, quantity: u64, charged_micros: Micros) -
     times_in_micros(final_price, quantity)?.checked_sub(charged_micros)
 }
 
-/// Retry delay after `attempts` failed ratings: 2 s doubling, at most 10 minutes.
-pub fn rating_backoff_ms(attempts: u32) -> i64 {
-    (2_000i64 << attempts.min(12)).min(600_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stage::{Charge, Decimal};
-
-    #[test]
-    fn periods_are_calendar_months_in_utc() {
-        // 2026-12-31T23:59:59.999Z and the next millisecond.
-        let (start, end) = period_bounds("2026-12").unwrap();
-        assert_eq!(period_of(end - 1), "2026-12");
-        assert_eq!(period_of(end), "2027-01");
-        assert_eq!(period_of(start), "2026-12");
-        assert_eq!(end - start, 31 * DAY_MS);
-        assert_eq!(
-            period_bounds("2028-02").map(|(s, e)| (e - s) / DAY_MS),
-            Ok(29)
-        );
-        for bad in ["2026-13", "2026-1", "26-01", "2026/01", "", "2026-00"] {
-            assert_eq!(period_bounds(bad), Err(BillingError::Period(bad.into())));
-        }
-    }
 
     #[test]
     fn times_in_queries() {
@@ -262,12 +218,5 @@ mod tests {
         assert_eq!(settlement(p("0.0005"), 105, charged), Some(52_500 - 82_500));
         assert_eq!(times_in_micros(p("0.00000025"), 2), Some(1)); // 0.5 rounds up
         assert_eq!(times_in_micros(p("-0.0000005"), 1), Some(-1));
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        assert_eq!(rating_backoff_ms(0), 2_000);
-        assert_eq!(rating_backoff_ms(1), 4_000);
-        assert_eq!(rating_backoff_ms(40), 600_000);
     }
 }

@@ -182,6 +182,12 @@ impl Server {
         let store = Store::open(&pipeline.store.url)
             .await
             .with_context(|| format!("cannot open the store {}", pipeline.store.url))?;
+        // The store keeps no metrics of its own: its group commits are timed here.
+        store.observe_commits(Box::new(|took, size| {
+            let m = crate::metrics::get();
+            m.store_commit.observe(took.as_secs_f64());
+            m.store_commit_group.observe(size as f64);
+        }));
         let plugins = ready.plugins;
 
         // (`--reset-admin-token` with a pipeline's own token is refused by the CLI.)

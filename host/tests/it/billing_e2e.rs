@@ -1405,7 +1405,8 @@ fn an_upgraded_store_keeps_its_ledger_as_the_platforms_and_the_uploaded_rater_ra
     let period = sluice::billing::period_of(now);
     // The migrations up to 11, as the release before issue 17 applied them.
     let old = tempfile::tempdir().unwrap();
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/sqlite");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/src/migrations/sqlite");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();

@@ -155,6 +155,16 @@ fn counters_move_by_the_mail_sent_and_the_text_passes_promtool() {
             r#"sluice_smtp_transaction_seconds_count{relay="a"}"#
         ) >= 3.0
     );
+    // The store crate keeps no metrics: its group commits reach these through the
+    // observer the server gives it (`Store::observe_commits`).
+    assert!(
+        value(&after, "sluice_store_commit_seconds_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        value(&after, "sluice_store_commit_group_size_count") >= 1.0,
+        "{after}"
+    );
     promtool_check(&after);
     dashboards_name_only_these(&after);
 

@@ -153,7 +153,7 @@ pub(crate) async fn defer_usage(
                 .map_err(StoreError::db(format!("{op}: usage event {seq}")))?;
         let Some(row) = row else { continue };
         let attempts = get_u32(&row, op, "attempts")?;
-        let next = now_ms.saturating_add(crate::billing::rating_backoff_ms(attempts));
+        let next = now_ms.saturating_add(super::super::books::rating_backoff_ms(attempts));
         sqlx::query(
             "UPDATE usage_events SET attempts = attempts + 1, next_try_at_ms = $2, \
              last_error = $3, claim_owner = NULL, claim_until_ms = NULL \
@@ -233,7 +233,7 @@ pub(crate) async fn has_pending(
     period: &str,
 ) -> Result<bool, StoreError> {
     let op = "has_pending";
-    let (start, end) = crate::billing::period_bounds(period)
+    let (start, end) = sluice_stage::period::period_bounds(period)
         .map_err(|e| StoreError::invalid(op, e.to_string()))?;
     let row = sqlx::query(
         "SELECT COUNT(*) AS n FROM usage_events WHERE tenant_id = $1 AND state = 'pending' \

@@ -17,9 +17,9 @@
 //! COMMIT is answered as an error to every caller in the round and not retried: whether
 //! it reached the disk is unknown, and retrying could store a message twice.
 
-use crate::logging::Chain;
-use std::sync::Arc;
+use super::chain::Chain;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
@@ -39,6 +39,11 @@ const QUEUE: usize = 4096;
 /// How long the writer keeps the write connection across rounds before it lets the
 /// store's other writers have it.
 const HOLD_AT_MOST: Duration = Duration::from_millis(10);
+
+/// Told of each round that reached the disk: how long writing and committing it took, and
+/// how many accepts and outcome batches it held. The host's metrics give one
+/// ([`super::Store::observe_commits`]); the store itself keeps no metrics.
+pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send + Sync>;
 
 /// Outcomes of leased work to record (see [`super::Store::record_with_events`]).
 pub(crate) struct Record {
@@ -63,6 +68,7 @@ enum Job {
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
     health: Arc<WriteHealth>,
+    observer: Arc<OnceLock<CommitObserver>>,
 }
 
 /// How the writer's last round ended, for readiness: a store that cannot write (a full
@@ -90,14 +96,31 @@ impl Writer {
     ) -> Writer {
         let (jobs, rx) = mpsc::channel(QUEUE);
         let health = Arc::new(WriteHealth::default());
-        let task = run(pool, backend, rx, max_batch.max(1), health.clone());
+        let observer = Arc::new(OnceLock::new());
+        let task = run(
+            pool,
+            backend,
+            rx,
+            max_batch.max(1),
+            health.clone(),
+            observer.clone(),
+        );
         match thread {
             Some(t) => t.spawn(task),
             None => {
                 tokio::spawn(task);
             }
         }
-        Writer { jobs, health }
+        Writer {
+            jobs,
+            health,
+            observer,
+        }
+    }
+
+    /// Sets the observer of committed rounds; false if one was set already (it stays).
+    pub(crate) fn observe(&self, observer: CommitObserver) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// Whether the last round failed to reach the store.
@@ -166,6 +189,7 @@ async fn run(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     health: Arc<WriteHealth>,
+    observer: Arc<OnceLock<CommitObserver>>,
 ) {
     let mut ids = Ids::default();
     let mut jobs = Vec::with_capacity(max_batch);
@@ -194,7 +218,7 @@ async fn run(
                 }
             },
         };
-        let end = commit_round(&mut conn, backend, &mut ids, round).await;
+        let end = commit_round(&mut conn, backend, &mut ids, round, observer.get()).await;
         match end {
             RoundEnd::Clean => health.set(false),
             RoundEnd::Broken => health.set(true),
@@ -229,6 +253,7 @@ async fn commit_round(
     backend: Backend,
     ids: &mut Ids,
     round: Round,
+    observer: Option<&CommitObserver>,
 ) -> RoundEnd {
     tracing::trace!(
         accepts = round.accepts.len(),
@@ -240,10 +265,9 @@ async fn commit_round(
     let started = Instant::now();
     match write_round(conn, backend, ids, &messages, &records).await {
         Ok((accepted, recorded)) => {
-            let m = crate::metrics::get();
-            m.store_commit.observe(started.elapsed().as_secs_f64());
-            m.store_commit_group
-                .observe((messages.len() + records.len()) as f64);
+            if let Some(observe) = observer {
+                observe(started.elapsed(), messages.len() + records.len());
+            }
             // A caller that gave up waiting still has its work stored.
             for ((_, reply), answer) in round.accepts.into_iter().zip(accepted) {
                 let _ = reply.send(Ok(answer));

@@ -28,8 +28,19 @@ use serde::Serialize;
 use super::StoreError;
 use super::codec::{col, corrupt, get_idx, positional, rows_per_batch_statement, value_rows};
 use super::connect::Pools;
-use crate::billing::ChargeSum;
 use sqlx::any::AnyRow;
+
+/// A ledger's charges summed per (service, unit price): one invoice line. The store
+/// sums; the host's `billing` turns the sums into an invoice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeSum {
+    pub service: String,
+    pub unit_price: String,
+    pub quantity: u64,
+    pub amount_micros: i64,
+    /// A volume-mode settlement row.
+    pub settlement: bool,
+}
 
 /// The money of a book's owner (a tenant, or a tenant's account), exact.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -497,4 +508,22 @@ pub(crate) async fn list_charges(
         .fetch_all(&pools.read)
         .await
         .map_err(StoreError::db(format!("{op}: {whose}")))
+}
+
+/// Retry delay after `attempts` failed ratings, for both books' rating queues: 2 s
+/// doubling, at most 10 minutes.
+pub(crate) fn rating_backoff_ms(attempts: u32) -> i64 {
+    (2_000i64 << attempts.min(12)).min(600_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(rating_backoff_ms(0), 2_000);
+        assert_eq!(rating_backoff_ms(1), 4_000);
+        assert_eq!(rating_backoff_ms(40), 600_000);
+    }
 }

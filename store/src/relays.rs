@@ -78,10 +78,13 @@ fn validate(op: &str, relay: &Relay) -> Result<(), StoreError> {
                 format!("relay {id:?}: tls_ca_file must be a path of 1 to 4096 bytes"),
             ));
         }
-        if !crate::relay_spec::relay_url_uses_tls(&relay.url) {
+        if !sluice_wire::relay_spec::relay_url_uses_tls(&relay.url) {
             return Err(StoreError::invalid(
                 op,
-                format!("relay {id:?}: {}", crate::relay_spec::TLS_CA_WITHOUT_TLS),
+                format!(
+                    "relay {id:?}: {}",
+                    sluice_wire::relay_spec::TLS_CA_WITHOUT_TLS
+                ),
             ));
         }
     }

@@ -62,7 +62,7 @@ pub(crate) async fn write_charges(
         .iter()
         .flat_map(|r| {
             let u = &r.usage;
-            let period = crate::billing::period_of(u.at_ms);
+            let period = sluice_stage::period::period_of(u.at_ms);
             r.charges.iter().map(move |c| ChargeRow {
                 tenant_id: &u.tenant_id,
                 whose: u.relay.as_deref(),
@@ -190,7 +190,7 @@ pub(crate) async fn write_settlement(
     let amount_micros = *amount_micros;
     let op = "write_settlement";
     let context = || format!("{op}: tenant {tenant_id:?} period {period} service {service:?}");
-    let (start, end) = crate::billing::period_bounds(period)
+    let (start, end) = sluice_stage::period::period_bounds(period)
         .map_err(|e| StoreError::invalid(op, e.to_string()))?;
     let settlement_id = format!("settlement:{tenant_id}:{period}");
     // A settlement's amount may be negative (the tiers reached priced the period lower):

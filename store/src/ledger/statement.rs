@@ -5,10 +5,9 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 
 use super::super::StoreError;
-use super::super::books::{self, Whose};
+use super::super::books::{self, ChargeSum, Whose};
 use super::super::codec::{col, get_idx};
 use super::super::connect::Pools;
-use crate::billing::ChargeSum;
 
 /// A ledger row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

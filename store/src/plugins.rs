@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use super::StoreError;
 use super::codec::{col, corrupt, get_opt_u32, hex, list_from_text, list_to_text};
 use super::connect::{Backend, Pools};
-use crate::stage::Stage;
+use sluice_stage::Stage;
 
 /// How many previously active versions are remembered for rollback.
 const HISTORY_MAX: usize = 50;

@@ -4,7 +4,7 @@
 //! Both backends are driven through sqlx's `Any` driver so that every query is written
 //! once; the few places where the dialects differ ask [`Backend`].
 
-use crate::logging::Chain;
+use super::chain::Chain;
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;

@@ -199,7 +199,7 @@ fn normal_logins(op: &str, logins: &[String]) -> Result<Vec<String>, StoreError>
     let mut out = Vec::with_capacity(logins.len());
     for l in logins {
         let value = l.trim().to_ascii_lowercase();
-        if let Some(problem) = crate::bill_logs::login_problem(&value) {
+        if let Some(problem) = sluice_maillog::login::login_problem(&value) {
             return Err(StoreError::invalid(op, format!("login {l:?} {problem}")));
         }
         if value.len() > 320 {
@@ -881,7 +881,7 @@ pub(crate) async fn write_account_charges(
             amount_micros: c.amount_micros,
             currency: &c.currency,
             credit: c.credit,
-            period: crate::billing::period_of(c.at_ms),
+            period: sluice_stage::period::period_of(c.at_ms),
             at_ms: c.at_ms,
         })
         .collect();
@@ -968,7 +968,7 @@ pub(crate) async fn defer_account_rating(
         ));
     };
     let attempts = get_u32(&row, op, "attempts")?;
-    let next = now_ms.saturating_add(crate::billing::rating_backoff_ms(attempts));
+    let next = now_ms.saturating_add(books::rating_backoff_ms(attempts));
     sqlx::query(
         "UPDATE account_rating SET attempts = attempts + 1, next_try_at_ms = $2, \
          last_error = $3, claim_owner = NULL, claim_until_ms = NULL WHERE tenant_id = $1",

@@ -8,7 +8,7 @@
 //! which copies what no reader needs without taking the write lock. Durability is
 //! unchanged: a commit is durable once its log frames are fsynced.
 
-use crate::logging::Chain;
+use super::chain::Chain;
 use std::time::Duration;
 
 use sqlx::AnyPool;

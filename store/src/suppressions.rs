@@ -110,7 +110,7 @@ pub(crate) fn from_row(row: &AnyRow, op: &str) -> Result<Suppression, StoreError
 }
 
 /// The form addresses are kept and compared in.
-pub(crate) fn normalize(address: &str) -> String {
+pub fn normalize(address: &str) -> String {
     address
         .trim()
         .trim_start_matches('<')

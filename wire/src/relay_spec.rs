@@ -2,10 +2,11 @@
 //! modes, the defaults of a relay left unsaid, and which pool a platform relay joins.
 //!
 //! The pipeline file (`config`), the admin API (`serve::admin`), the store's own checks
-//! (`store::relays`) and the relay client (`relay`) all read relays; before this module each
-//! kept its own copy of the rules, and the copies had drifted (an empty `tags` list meant "no
-//! pool" in the file and "the platform pool" in the API). This module is a leaf: it imports
-//! nothing from the crate, so every one of those may use it without a cycle.
+//! (`sluice-store`'s `relays`) and the relay client (`relay`) all read relays; before this
+//! module each kept its own copy of the rules, and the copies had drifted (an empty `tags`
+//! list meant "no pool" in the file and "the platform pool" in the API). It lives in this
+//! leaf crate, which imports nothing of Sluice's, so the host and the store crate both use
+//! it without a cycle; the host re-exports it as `relay_spec`.
 
 /// The pool every tenant uses unless its `pools` name others. A platform relay given no
 /// tags joins it, so a relay added without knowing about pools is used at once.

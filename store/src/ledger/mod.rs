@@ -24,8 +24,7 @@ mod settings;
 mod statement;
 mod usage_queue;
 
-pub use super::books::Balance;
-pub use crate::billing::ChargeSum;
+pub use super::books::{Balance, ChargeSum};
 pub use charges::{NewCharge, RatedUsage, Settlement};
 pub use prepaid::{Credited, Reservation};
 pub use settings::{BalanceMode, BillingSettings};

@@ -26,6 +26,7 @@ mod accept;
 mod accounts;
 mod api_keys;
 mod books;
+mod chain;
 mod checkpoint;
 mod codec;
 mod connect;
@@ -49,7 +50,7 @@ mod types;
 mod usage_events;
 mod webhooks;
 
-use crate::logging::Chain;
+use chain::Chain;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ pub use dkim_keys::{
 };
 pub use error::StoreError;
 pub use event_log::{Sequenced, TenantEvent};
+pub use group_commit::CommitObserver;
 pub use ledger::{
     Balance, BalanceMode, BillingSettings, ChargeSum, Credited, ExternalUsage, LedgerEntry,
     NewCharge, PendingUsage, RatedUsage, Reservation, Settlement,
@@ -146,6 +148,13 @@ impl Store {
                 _checkpointer: checkpointer,
             }),
         })
+    }
+
+    /// Tells `observer` of every group commit that reached the disk (its time, and how
+    /// many accepts and outcome batches it wrote): the host's metrics, which the store
+    /// does not know. The first observer set stays; false if one was set already.
+    pub fn observe_commits(&self, observer: CommitObserver) -> bool {
+        self.inner.writer.observe(observer)
     }
 
     /// Which database this store runs on.
@@ -865,7 +874,7 @@ mod suppressions;
 mod writer_thread;
 
 pub use bounces::{BounceRecorded, BounceReport, BounceTarget};
-pub(crate) use suppressions::normalize as normalize_address;
+pub use suppressions::normalize as normalize_address;
 pub use suppressions::{AddedBy, NewSuppression, Removal, Suppression};
 
 // ---- plugins ----
@@ -889,7 +898,7 @@ impl Store {
     pub async fn list_plugin_versions(
         &self,
         tenant_id: &str,
-        stage: Option<crate::stage::Stage>,
+        stage: Option<sluice_stage::Stage>,
     ) -> Result<Vec<PluginVersion>, StoreError> {
         plugins::list(self.pools(), tenant_id, stage).await
     }
@@ -898,7 +907,7 @@ impl Store {
     pub async fn get_plugin_version(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
     ) -> Result<Option<PluginVersion>, StoreError> {
         plugins::get(self.pools(), tenant_id, stage, version).await
@@ -908,7 +917,7 @@ impl Store {
     pub async fn plugin_wasm(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         plugins::wasm(self.pools(), tenant_id, stage, version).await
@@ -920,7 +929,7 @@ impl Store {
     pub async fn activate_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
         now_ms: i64,
     ) -> Result<ActivePlugin, StoreError> {
@@ -933,7 +942,7 @@ impl Store {
     pub async fn rollback_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         now_ms: i64,
     ) -> Result<ActivePlugin, StoreError> {
         plugins::rollback(self.pools(), tenant_id, stage, now_ms).await
@@ -943,7 +952,7 @@ impl Store {
     pub async fn active_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
     ) -> Result<Option<ActivePlugin>, StoreError> {
         plugins::active(self.pools(), tenant_id, stage).await
     }
@@ -960,7 +969,7 @@ impl Store {
         &self,
         tenant_id: &str,
         keep: u32,
-    ) -> Result<Vec<(crate::stage::Stage, u32)>, StoreError> {
+    ) -> Result<Vec<(sluice_stage::Stage, u32)>, StoreError> {
         plugins::prune(self.pools(), tenant_id, keep).await
     }
 
@@ -969,7 +978,7 @@ impl Store {
     pub async fn suspend_plugin(
         &self,
         tenant_id: &str,
-        stage: crate::stage::Stage,
+        stage: sluice_stage::Stage,
         version: u32,
         reason: &str,
         now_ms: i64,
