@@ -15,7 +15,32 @@ use sqlx::any::AnyRow;
 use super::codec::col;
 use super::connect::{Backend, Pools};
 use super::{Store, StoreError};
-use crate::dkim::Algorithm;
+
+/// A key's algorithm. RSA keys are 2048 bits: long enough for RFC 8301, short enough
+/// that the record fits every DNS provider's TXT form (two 255-byte strings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DkimAlgorithm {
+    Ed25519,
+    Rsa2048,
+}
+
+impl DkimAlgorithm {
+    /// The name in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Ed25519 => "ed25519",
+            DkimAlgorithm::Rsa2048 => "rsa-2048",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DkimAlgorithm> {
+        match s {
+            "ed25519" => Some(DkimAlgorithm::Ed25519),
+            "rsa-2048" => Some(DkimAlgorithm::Rsa2048),
+            _ => None,
+        }
+    }
+}
 
 /// Keys one domain of one tenant may have (the active one, the next, old ones still
 /// published while mail signed with them is in transit).
@@ -30,7 +55,7 @@ pub struct DkimKey {
     /// Lower case, no trailing dot (`dkim::keys::normalize_domain`).
     pub domain: String,
     pub selector: String,
-    pub algorithm: Algorithm,
+    pub algorithm: DkimAlgorithm,
     /// The DNS record's `p=` value (base64).
     pub public_key: String,
     pub active: bool,
@@ -60,7 +85,7 @@ pub struct NewDkimKey {
     pub tenant_id: String,
     pub domain: String,
     pub selector: String,
-    pub algorithm: Algorithm,
+    pub algorithm: DkimAlgorithm,
     pub public_key: String,
     pub private_key_sealed: String,
     /// Make it the active key now; a domain's first key is active whatever this says.
@@ -77,7 +102,7 @@ fn from_row(r: &AnyRow, op: &str) -> Result<DkimKey, StoreError> {
         tenant_id: col(r, op, "tenant_id")?,
         domain: col(r, op, "domain")?,
         selector: col(r, op, "selector")?,
-        algorithm: Algorithm::parse(&algorithm)
+        algorithm: DkimAlgorithm::parse(&algorithm)
             .ok_or_else(|| super::codec::corrupt(&format!("{op}: column algorithm"), &algorithm))?,
         public_key: col(r, op, "public_key")?,
         active: active != 0,

@@ -63,7 +63,7 @@ pub use accounts::{GATHER_MS as ACCOUNT_GATHER_MS, SETTLE_MS as ACCOUNT_SETTLE_M
 pub use api_keys::MAX_ACCOUNT_KEYS;
 pub use connect::Backend;
 pub use dkim_keys::{
-    DkimKey, MAX_DKIM_DOMAINS, MAX_SELECTORS_PER_DOMAIN, NewDkimKey, SealedDkimKey,
+    DkimAlgorithm, DkimKey, MAX_DKIM_DOMAINS, MAX_SELECTORS_PER_DOMAIN, NewDkimKey, SealedDkimKey,
 };
 pub use error::StoreError;
 pub use event_log::{Sequenced, TenantEvent};

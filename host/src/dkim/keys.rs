@@ -10,37 +10,14 @@ use rsa::pkcs8::EncodePublicKey;
 /// Longest domain name (RFC 1035: 253 characters in text form).
 pub const MAX_DOMAIN_LEN: usize = 253;
 
-/// A key's algorithm. RSA keys are 2048 bits: long enough for RFC 8301, short enough
-/// that the record fits every DNS provider's TXT form (two 255-byte strings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    Ed25519,
-    Rsa2048,
-}
+/// A key's algorithm: the store's type (a key row names it), re-exported here.
+pub use crate::store::DkimAlgorithm as Algorithm;
 
-impl Algorithm {
-    /// The name in the API and the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Ed25519 => "ed25519",
-            Algorithm::Rsa2048 => "rsa-2048",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Algorithm> {
-        match s {
-            "ed25519" => Some(Algorithm::Ed25519),
-            "rsa-2048" => Some(Algorithm::Rsa2048),
-            _ => None,
-        }
-    }
-
-    /// The record's `k=` tag.
-    fn dns_k(self) -> &'static str {
-        match self {
-            Algorithm::Ed25519 => "ed25519",
-            Algorithm::Rsa2048 => "rsa",
-        }
+/// The record's `k=` tag.
+fn dns_k(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::Ed25519 => "ed25519",
+        Algorithm::Rsa2048 => "rsa",
     }
 }
 
@@ -108,7 +85,7 @@ pub fn record_name(selector: &str, domain: &str) -> String {
 pub fn txt_record(algorithm: Algorithm, public: &[u8]) -> String {
     format!(
         "v=DKIM1; k={}; p={}",
-        algorithm.dns_k(),
+        dns_k(algorithm),
         base64::engine::general_purpose::STANDARD.encode(public)
     )
 }
