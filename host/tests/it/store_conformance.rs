@@ -1070,7 +1070,7 @@ fn reads_the_history(backend: Backend, plan: &[String]) -> bool {
 /// Migration 0029 dropped the indexes no query read and made others partial: every hot
 /// query (those each message runs through, those of every tick or scrape, the search
 /// pages) still reads a range of an index, not the history, on a store with a history
-/// of delivered mail and fresh statistics.
+/// of delivered mail (and fresh statistics on PostgreSQL; SQLite stores keep none).
 async fn hot_queries_read_by_index(db: Db) {
     let s = &db.store;
     let backend = s.backend();
@@ -1131,7 +1131,12 @@ async fn hot_queries_read_by_index(db: Db) {
     };
     uses("look: tenants with work", "recipients_tenant_due");
     uses("claim:", "recipients_tenant_due");
-    uses("claim:", "recipients_lease");
+    if backend == Backend::Postgres {
+        // Without statistics (a SQLite store keeps none, as `bench_fill` leaves it) SQLite
+        // finds expired leases through `recipients_tenant_due (state = 'delivering')`:
+        // the recipients in flight, a range of the same size, which is as good.
+        uses("claim:", "recipients_lease");
+    }
     uses("accept:", "messages_idempotency");
     uses("events: a page", "events_tenant_seq");
     uses("events: the sequencer", "events_unsequenced");
