@@ -178,8 +178,12 @@ parameters = {{ address = "gone@example.org" }}
             "10",
             "--seed",
             "22",
+            // One worker: with two threads, hypothesis describing its lambdas (ast.parse)
+            // hit CPython 3.11's process-wide AST recursion counter (gh-106905, fixed in
+            // later releases: "AST constructor recursion depth mismatch") and schemathesis
+            // reported its own runtime error, not a finding.
             "--workers",
-            "2",
+            "1",
             "--suppress-health-check",
             "all",
             "--no-color",
