@@ -1014,10 +1014,11 @@ fn a_node_killed_mid_delivery_sends_every_event_at_least_once_in_order_after_res
     );
 }
 
-/// Events of different messages in flight together, each message's in order, each
-/// event exactly once: with a receiver whose answers take a varying time.
-#[test]
-fn a_webhook_sends_several_messages_at_once_each_in_order_and_each_event_once() {
+/// A node sending up to 8 requests at once per webhook, its relay's sink, a tenant's key
+/// and that tenant's webhook on every event to a receiver answering as `mode` says (its
+/// id last): where the in-flight tests start. Bound in this order, the node stops before
+/// its directory goes.
+fn node_with_a_webhook(mode: Mode) -> (Setup, Sink, Sluice, String, Receiver, String) {
     let port = free_port();
     let tables = format!(
         "{}{}{}",
@@ -1029,16 +1030,25 @@ fn a_webhook_sends_several_messages_at_once_each_in_order_and_each_event_once() 
         tables: &tables,
         ..Default::default()
     });
-    let _sink = Sink::start(setup.root(), port, &[]);
+    let sink = Sink::start(setup.root(), port, &[]);
     let s = setup.start();
     let key = s.new_key("t");
-    let rx = Receiver::start(Mode::Random(60));
+    let rx = Receiver::start(mode);
     let r = create(
         &s,
         &key,
         json!({"url": rx.url("127.0.0.1"), "events": ["*"]}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    (setup, sink, s, key, rx, id)
+}
+
+/// Events of different messages in flight together, each message's in order, each
+/// event exactly once: with a receiver whose answers take a varying time.
+#[test]
+fn a_webhook_sends_several_messages_at_once_each_in_order_and_each_event_once() {
+    let (_setup, _sink, s, key, rx, _) = node_with_a_webhook(Mode::Random(60));
     let ids: Vec<String> = (0..16).map(|i| s.submit(&key, &mail(i))).collect();
     for m in &ids {
         s.wait_state(&key, m, "delivered");
@@ -1072,28 +1082,7 @@ fn a_webhook_sends_several_messages_at_once_each_in_order_and_each_event_once() 
 /// others' events flow, and the webhook is not backed off as a whole.
 #[test]
 fn a_failing_message_holds_back_only_its_own_later_events() {
-    let port = free_port();
-    let tables = format!(
-        "{}{}{}",
-        config("allow_private = true\nmax_in_flight = 8"),
-        relay_table("a", &format!("smtp://127.0.0.1:{port}"), ""),
-        tenant_table("t", &["*"]),
-    );
-    let setup = Setup::new(PipelineParts {
-        tables: &tables,
-        ..Default::default()
-    });
-    let _sink = Sink::start(setup.root(), port, &[]);
-    let s = setup.start();
-    let key = s.new_key("t");
-    let rx = Receiver::start(Mode::FailVictim(20));
-    let r = create(
-        &s,
-        &key,
-        json!({"url": rx.url("127.0.0.1"), "events": ["*"]}),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
-    let id = r.json()["id"].as_str().unwrap().to_string();
+    let (_setup, _sink, s, key, rx, id) = node_with_a_webhook(Mode::FailVictim(20));
     let mut ids: Vec<String> = (0..4).map(|i| s.submit(&key, &mail(i))).collect();
     wait_for("the victim's event refused twice", || {
         let n = rx.all().iter().filter(|r| !r.ok()).count();
